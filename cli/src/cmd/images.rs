@@ -1,0 +1,10 @@
+//! `strata images`.
+
+use super::Global;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
+    super::not_implemented("images")
+}

@@ -1,0 +1,147 @@
+//! One module per verb. Each exposes a clap `Args` struct and `run(&Global, Args) -> Result<()>`;
+//! entry functions stay short and call into `strata_runtime`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub mod commit;
+pub mod diff;
+pub mod exec;
+pub mod history;
+pub mod image;
+pub mod images;
+pub mod import;
+pub mod inspect;
+pub mod load;
+pub mod login;
+pub mod logs;
+pub mod mount;
+pub mod ps;
+pub mod pull;
+pub mod push;
+pub mod rm;
+pub mod rmi;
+pub mod run;
+pub mod save;
+pub mod start;
+pub mod stop;
+pub mod system;
+pub mod tag;
+
+/// Options shared by every verb.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Root of persistent storage (images, layers, containers)
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_ROOT",
+        default_value = "/var/lib/strata"
+    )]
+    pub root: PathBuf,
+    /// Root of runtime state (pid files, sockets)
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_RUNROOT",
+        default_value = "/run/strata"
+    )]
+    pub runroot: PathBuf,
+    /// Storage driver for container root filesystems: fuse (default), overlay, vfs
+    #[arg(long = "storage-driver", global = true, env = "STRATA_STORAGE_DRIVER")]
+    pub storage_driver: Option<String>,
+    /// Registry to reach over plain HTTP (loopback registries always are)
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+}
+
+/// A command's outcome that is not an error message but an exit status: a container's own exit
+/// code, or a silent failure whose message was already printed. `main` exits with `.0`.
+#[derive(Debug)]
+pub struct ExitStatus(pub u8);
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
+
+/// Docker's exit code for an error of the tool itself (bad flags, cannot create a container).
+pub const EXIT_TOOL_ERROR: u8 = 125;
+
+/// Turn a command's error into a one-line message on stderr and an exit code. The only place
+/// that maps errors to exit codes.
+pub fn report(e: anyhow::Error) -> ExitCode {
+    if let Some(status) = e.downcast_ref::<ExitStatus>() {
+        return ExitCode::from(status.0);
+    }
+    if is_broken_pipe(&e) {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("Error: {e:#}");
+    if let Some(status) = e.chain().find_map(|c| c.downcast_ref::<ToolError>()) {
+        return ExitCode::from(status.code);
+    }
+    ExitCode::from(1)
+}
+
+/// Wrap an error to make it exit with a specific code (125/126/127 as Docker's `run` does).
+#[derive(Debug)]
+pub struct ToolError {
+    pub code: u8,
+}
+
+impl std::fmt::Display for ToolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.code)
+    }
+}
+
+impl std::error::Error for ToolError {}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Report a command-line parsing error the way Docker does: `unknown flag: --x` plus a hint,
+/// exit 125. `--help` and `--version` print and exit 0.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let verb = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map(|v| format!(" {v}"))
+        .unwrap_or_default();
+    let message = match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(flag))) => {
+            format!("unknown flag: {}", flag.split('=').next().unwrap_or(flag))
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            first.trim_start_matches("error: ").to_string()
+        }
+    };
+    eprintln!("{message}");
+    eprintln!("See 'strata{verb} --help'.");
+    ExitCode::from(EXIT_TOOL_ERROR)
+}
+
+/// The error every verb returns until it is built.
+pub fn not_implemented(verb: &str) -> anyhow::Result<()> {
+    anyhow::bail!("`strata {verb}` is not implemented yet")
+}

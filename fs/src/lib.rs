@@ -1,0 +1,1 @@
+//! strata-fs: the union filesystem.

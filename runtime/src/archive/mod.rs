@@ -1,0 +1,1 @@
+//! archive (see lib.rs for what this module owns).

@@ -1,0 +1,1 @@
+//! changes (see lib.rs for what this module owns).

@@ -1,0 +1,1 @@
+//! container (see lib.rs for what this module owns).

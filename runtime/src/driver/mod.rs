@@ -1,0 +1,1 @@
+//! driver (see lib.rs for what this module owns).

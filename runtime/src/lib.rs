@@ -1,0 +1,22 @@
+//! strata-runtime: everything between the `strata` command line and the union filesystem.
+//!
+//! Module ownership and vocabulary (see `docs/internals.md` and `../shared/DESIGN.md`):
+//! - [`digest`]: `Digest`, `ImageId`, `ChainId`, `DiffId` newtypes and hashing helpers.
+//! - [`reference`]: Docker image references — parsing, normalization, familiar form.
+//! - [`store`]: the on-disk image store: blobs, layers, images, references.
+//! - [`archive`]: docker-archive and OCI layout, both directions; `import` of rootfs tarballs.
+//! - [`registry`]: OCI distribution client (pull, push, auth).
+//! - [`driver`]: storage drivers (`fuse`, `overlay`, `vfs`) that mount a container rootfs.
+//! - [`container`]: container records, the supervisor, namespaces, exec, logs, ports.
+//! - [`changes`]: `diff` of a container's upper dir and `commit` of it as a layer.
+//!
+//! This crate prints nothing: it returns data and typed errors; `cli` renders them.
+
+pub mod archive;
+pub mod changes;
+pub mod container;
+pub mod digest;
+pub mod driver;
+pub mod reference;
+pub mod registry;
+pub mod store;

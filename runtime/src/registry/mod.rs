@@ -1,0 +1,1 @@
+//! registry (see lib.rs for what this module owns).

@@ -1,0 +1,1 @@
+//! store (see lib.rs for what this module owns).
