@@ -80,7 +80,7 @@ pub const DEFAULT_DRIVER: &str = "fuse";
 /// Look a driver up by name.
 pub fn by_name(name: &str) -> Result<Box<dyn Driver>, DriverError> {
     match name {
-        "fuse" => Ok(Box::new(fuse::FuseDriver::default())),
+        "fuse" => Ok(Box::new(fuse::FuseDriver)),
         "overlay" | "overlay2" => Ok(Box::new(overlay::OverlayDriver)),
         "vfs" => Ok(Box::new(vfs::VfsDriver)),
         other => Err(DriverError::Unknown(other.to_string())),
