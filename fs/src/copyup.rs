@@ -92,6 +92,7 @@ impl Fs {
         )?;
         let up_dir = sys::open_beneath(self.layer_fd(0)?, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
         let st = sys::fstatat(src_dir.as_fd(), &name)?;
+        let pst = sys::fstat(up_dir.as_fd())?;
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
         let kind = st.st_mode & libc::S_IFMT;
@@ -103,8 +104,13 @@ impl Fs {
             let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
             return Err(e);
         }
+        // Copy-up is not a change of the parent: keep its times (as kernel overlayfs does).
+        let _ = sys::utimensat(up_dir.as_fd(), OsStr::new(""), &times_of(&pst));
         let ust = sys::fstatat(up_dir.as_fd(), &name)?;
         self.remap_ino(ust.st_dev, ust.st_ino, n.ino);
+        n.copied.store(true, std::sync::atomic::Ordering::Release);
+        self.inval_attr(parent);
+        self.inval_attr(ino);
         self.with_index_mut(parent, |ix| {
             if let Some(en) = ix.entries.get_mut(&name) {
                 en.top = 0;

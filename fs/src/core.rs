@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use nix::errno::Errno;
@@ -57,6 +57,8 @@ pub(crate) struct Node {
     pub names: RwLock<Vec<(u64, OsString)>>,
     pub dir: RwLock<Option<DirIndex>>,
     pub copyup: Mutex<()>,
+    /// Set once the object has been copied up (open lower handles then switch over).
+    pub copied: AtomicBool,
     pub last_open: Mutex<Weak<OwnedFd>>,
 }
 
@@ -73,6 +75,7 @@ impl Node {
             }),
             dir: RwLock::new(None),
             copyup: Mutex::new(()),
+            copied: AtomicBool::new(false),
             last_open: Mutex::new(Weak::new()),
         }
     }
@@ -113,6 +116,8 @@ pub struct Fs {
     pub(crate) tmp_counter: AtomicU64,
     pub(crate) fsync_copyup: bool,
     pub(crate) handles: crate::file::Handles,
+    /// Tells the kernel to drop its cached attributes of an inode (set by the FUSE adapter).
+    notify: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
 /// Configuration of the core.
@@ -162,11 +167,24 @@ impl Fs {
             tmp_counter: AtomicU64::new(0),
             fsync_copyup: cfg.fsync_copyup,
             handles: crate::file::Handles::default(),
+            notify: std::sync::OnceLock::new(),
         };
         let root = Arc::new(Node::new(ROOT_INO, libc::S_IFDIR, 0, OsStr::new("")));
         root.lookups.store(1, Ordering::Relaxed);
         fs.nodes.write().insert(ROOT_INO, root);
         Ok(fs)
+    }
+
+    /// Install the callback that invalidates the kernel's cached attributes of an inode.
+    pub fn set_attr_invalidator(&self, f: Box<dyn Fn(u64) + Send + Sync>) {
+        let _ = self.notify.set(f);
+    }
+
+    /// The attributes of `ino` changed behind the kernel's back (e.g. a copy-up touched it).
+    pub(crate) fn inval_attr(&self, ino: u64) {
+        if let Some(f) = self.notify.get() {
+            f(ino);
+        }
     }
 
     pub fn read_only(&self) -> bool {
@@ -410,11 +428,8 @@ impl Fs {
         st.st_ino = ino;
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             // Kernel overlayfs reports 1 for merged directories; real counts for upper-only.
-            let merged = self
-                .nodes
-                .read()
-                .get(&ino)
-                .and_then(|n| n.dir.read().as_ref().map(|ix| ix.layers.len() > 1));
+            let node = self.nodes.read().get(&ino).cloned();
+            let merged = node.and_then(|n| n.dir.read().as_ref().map(|ix| ix.layers.len() > 1));
             if merged != Some(false) {
                 st.st_nlink = 1;
             }
@@ -484,11 +499,14 @@ impl Fs {
 
     pub fn getattr(&self, ino: u64, fh: Option<u64>) -> R<Attr> {
         let _ns = self.ns.read_recursive();
+        let n = self.node(ino)?;
         if let Some(h) = fh.and_then(|fh| self.handles.get(fh)) {
-            let st = sys::fstat(h.fd.as_fd())?;
+            let mut st = sys::fstat(h.fd().as_fd())?;
+            if n.primary().is_none() && ino != ROOT_INO {
+                st.st_nlink = 0;
+            }
             return Ok(self.fix_attr(ino, st));
         }
-        let n = self.node(ino)?;
         if n.primary().is_none() && ino != ROOT_INO {
             // Unlinked but still open somewhere.
             let fd = n.last_open.lock().upgrade().ok_or(Errno::ENOENT)?;

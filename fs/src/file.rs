@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -17,8 +17,17 @@ use crate::sys::{self, R};
 
 pub(crate) struct Handle {
     pub ino: u64,
-    pub fd: Arc<OwnedFd>,
+    fd: RwLock<Arc<OwnedFd>>,
     pub writable: bool,
+    /// Opened read-only on a lower layer: after a copy-up, reads switch to the upper copy so
+    /// they see writes made through other handles (as kernel overlayfs does since 4.19).
+    lower: AtomicBool,
+}
+
+impl Handle {
+    pub fn fd(&self) -> Arc<OwnedFd> {
+        self.fd.read().clone()
+    }
 }
 
 #[derive(Default)]
@@ -54,11 +63,13 @@ impl Fs {
             self.copy_up(ino)?;
         }
         let n = self.node(ino)?;
+        let mut lower = false;
         let fd = if n.primary().is_none() {
             // Open of an unlinked file through /proc/self/fd of a still-open one.
             n.last_open.lock().upgrade().ok_or(Errno::ENOENT)?
         } else {
             let loc = self.locate(ino)?;
+            lower = !self.is_upper(loc.layer);
             let dir = self.loc_dir(&loc)?;
             Arc::new(sys::openat(dir.as_fd(), &loc.name, flags & !STRIP, 0)?)
         };
@@ -66,7 +77,12 @@ impl Fs {
             sys::ftruncate(fd.as_fd(), 0)?;
         }
         *n.last_open.lock() = Arc::downgrade(&fd);
-        Ok(self.handles.add(Handle { ino, fd, writable }))
+        Ok(self.handles.add(Handle {
+            ino,
+            fd: RwLock::new(fd),
+            writable,
+            lower: AtomicBool::new(lower),
+        }))
     }
 
     pub fn create(
@@ -85,18 +101,44 @@ impl Fs {
         }
         let fh = self.handles.add(Handle {
             ino: attr.ino,
-            fd,
+            fd: RwLock::new(fd),
             writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
+            lower: AtomicBool::new(false),
         });
         Ok((attr, fh))
     }
 
+    /// Switch a lower read-only handle to the upper copy once the file has been copied up.
+    fn refresh(&self, h: &Handle) {
+        if !h.lower.load(Ordering::Relaxed) {
+            return;
+        }
+        let copied = self
+            .node(h.ino)
+            .is_ok_and(|n| n.copied.load(Ordering::Acquire));
+        if !copied {
+            return;
+        }
+        let _ns = self.ns.read_recursive();
+        let Ok(loc) = self.locate(h.ino) else { return };
+        if !self.is_upper(loc.layer) {
+            return;
+        }
+        let Ok(dir) = self.loc_dir(&loc) else { return };
+        if let Ok(fd) = sys::openat(dir.as_fd(), &loc.name, libc::O_RDONLY, 0) {
+            *h.fd.write() = Arc::new(fd);
+            h.lower.store(false, Ordering::Relaxed);
+        }
+    }
+
     pub fn read(&self, fh: u64, off: u64, size: u32) -> R<Vec<u8>> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        self.refresh(&h);
+        let fd = h.fd();
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
-            let n = sys::pread(h.fd.as_fd(), &mut buf[done..], off + done as u64)?;
+            let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
             if n == 0 {
                 break;
             }
@@ -108,9 +150,10 @@ impl Fs {
 
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> R<u32> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        let fd = h.fd();
         let mut done = 0;
         while done < data.len() {
-            done += sys::pwrite(h.fd.as_fd(), &data[done..], off + done as u64)?;
+            done += sys::pwrite(fd.as_fd(), &data[done..], off + done as u64)?;
         }
         Ok(done as u32)
     }
@@ -121,17 +164,17 @@ impl Fs {
 
     pub fn fsync(&self, fh: u64, datasync: bool) -> R<()> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        sys::fsync(h.fd.as_fd(), datasync)
+        sys::fsync(h.fd().as_fd(), datasync)
     }
 
     pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> R<()> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        sys::fallocate(h.fd.as_fd(), mode, off, len)
+        sys::fallocate(h.fd().as_fd(), mode, off, len)
     }
 
     pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> R<i64> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        sys::lseek(h.fd.as_fd(), off, whence)
+        sys::lseek(h.fd().as_fd(), off, whence)
     }
 
     /// The inode of an open file handle.

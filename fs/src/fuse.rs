@@ -605,7 +605,12 @@ pub(crate) fn serve(
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     cfg.clone_fd = true;
-    let session = fuser::Session::new(Adapter { fs }, mountpoint, &cfg)?;
+    let session = fuser::Session::new(Adapter { fs: fs.clone() }, mountpoint, &cfg)?;
+    let notifier = session.notifier();
+    fs.set_attr_invalidator(Box::new(move |ino| {
+        // Offset -1: attributes only, no page-cache range (takes no inode lock in the kernel).
+        let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
+    }));
     std::thread::Builder::new()
         .name("strata-fuse".into())
         .spawn(move || session.run())

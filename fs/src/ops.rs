@@ -576,7 +576,7 @@ impl Fs {
         let handle = fh.and_then(|f| self.handles.get(f));
         if unlinked {
             let fd = match &handle {
-                Some(h) => h.fd.clone(),
+                Some(h) => h.fd(),
                 None => n.last_open.lock().upgrade().ok_or(Errno::ENOENT)?,
             };
             apply_fd(fd.as_fd(), &sa)?;
@@ -603,7 +603,7 @@ impl Fs {
         }
         if let Some(size) = sa.size {
             match handle.as_ref().filter(|h| h.writable) {
-                Some(h) => sys::ftruncate(h.fd.as_fd(), size)?,
+                Some(h) => sys::ftruncate(h.fd().as_fd(), size)?,
                 None => {
                     let f = sys::openat(dir.as_fd(), name, libc::O_WRONLY, 0)?;
                     sys::ftruncate(f.as_fd(), size)?;
@@ -826,5 +826,29 @@ mod tests {
         assert_eq!(l.ino, b.ino);
         assert_eq!(l.st.st_nlink, 2);
         assert_eq!(fs.getattr(b.ino, None).unwrap().st.st_nlink, 2);
+    }
+
+    #[test]
+    fn lower_reader_sees_writes_after_copy_up_and_parent_times_kept() {
+        let s = Stack::new(1);
+        s.mkdir(1, "d");
+        s.write(1, "d/f", "old");
+        let t = nix::sys::time::TimeSpec::new(1_000_000, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &s.path(1, "d"),
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        let fs = s.fs();
+        let d = look(&fs, ROOT_INO, "d").unwrap();
+        let f = look(&fs, d.ino, "f").unwrap();
+        let rh = fs.open(f.ino, libc::O_RDONLY).unwrap();
+        let wh = fs.open(f.ino, libc::O_RDWR).unwrap();
+        fs.write(wh, 0, b"NEW").unwrap();
+        assert_eq!(fs.read(rh, 0, 10).unwrap(), b"NEW");
+        assert_eq!(fs.getattr(d.ino, None).unwrap().st.st_mtime, 1_000_000);
     }
 }
