@@ -213,14 +213,15 @@ impl Fs {
         sys::lgetxattr(d.as_fd(), &loc.name, key)
     }
 
-    pub fn listxattr(&self, ino: u64) -> R<Vec<u8>> {
+    /// List xattr names; `privileged` callers (CAP_SYS_ADMIN) also see `trusted.*`.
+    pub fn listxattr(&self, ino: u64, privileged: bool) -> R<Vec<u8>> {
         let _ns = self.ns.read_recursive();
         let loc = self.locate(ino)?;
         let d = self.loc_dir(&loc)?;
         let raw = sys::llistxattr(d.as_fd(), &loc.name)?;
         let mut out = Vec::with_capacity(raw.len());
         for k in raw.split(|&b| b == 0).filter(|k| !k.is_empty()) {
-            if !is_private_xattr(k) {
+            if !is_private_xattr(k) && (privileged || !k.starts_with(b"trusted.")) {
                 out.extend_from_slice(k);
                 out.push(0);
             }

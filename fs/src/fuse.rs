@@ -503,8 +503,10 @@ impl Filesystem for Adapter {
         xattr_reply(self.fs.getxattr(ino.0, name), size, reply);
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr_reply(self.fs.listxattr(ino.0), size, reply);
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        // The kernel leaves filtering of `trusted.*` to the filesystem; uid 0 stands in for
+        // CAP_SYS_ADMIN (FUSE does not tell us the caller's capabilities).
+        xattr_reply(self.fs.listxattr(ino.0, req.uid() == 0), size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
