@@ -136,7 +136,7 @@ fn detached_logs_follow_and_stop() {
         "busybox",
         "sh",
         "-c",
-        "trap 'echo bye; exit 0' TERM; echo one; echo two >&2; while true; do sleep 0.1; done",
+        "trap 'echo bye; exit 0' TERM; echo one; sleep 0.3; echo two >&2; while true; do sleep 0.1; done",
     ]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "{id}");

@@ -58,6 +58,11 @@ fn process_for(c: &Container, req: &ExecRequest) -> Result<Process> {
     let mut p = spec.process;
     p.args = req.cmd.clone();
     p.terminal = req.tty;
+    p.console_size = if req.tty {
+        super::spec::ConsoleSize::of_fd(0)
+    } else {
+        None
+    };
     let mut env = p.env.clone();
     for e in &req.env {
         let key = e.split('=').next().unwrap_or(e);
@@ -108,18 +113,18 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
     }
     let ns: Vec<(RawFd, CloneFlags)> = ns_files.iter().map(|(f, k)| (f.as_raw_fd(), *k)).collect();
 
-    let (master, slave) = if req.tty {
-        let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
-        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize struct.
-        unsafe {
-            let mut ws: libc::winsize = std::mem::zeroed();
-            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
-                libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-            }
-        }
-        (Some(pty.master), Some(pty.slave))
+    let socks = if req.tty {
+        Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(sys("socketpair"))?,
+        )
     } else {
-        (None, None)
+        None
     };
     let null = if req.detach && !req.tty {
         Some(
@@ -132,25 +137,10 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
     } else {
         None
     };
-    let io = match (&slave, &null) {
-        (Some(s), _) => ChildIo {
-            stdin: s.as_raw_fd(),
-            stdout: s.as_raw_fd(),
-            stderr: s.as_raw_fd(),
-            tty: true,
-        },
-        (None, Some(n)) => ChildIo {
-            stdin: n.as_raw_fd(),
-            stdout: n.as_raw_fd(),
-            stderr: n.as_raw_fd(),
-            tty: false,
-        },
-        (None, None) => ChildIo {
-            stdin: if req.interactive { 0 } else { open_null_fd() },
-            stdout: 1,
-            stderr: 2,
-            tty: false,
-        },
+    let io = match (&socks, &null) {
+        (Some((_, theirs)), _) => ChildIo::pty(theirs.as_raw_fd(), false),
+        (None, Some(n)) => ChildIo::fds(n.as_raw_fd(), n.as_raw_fd(), n.as_raw_fd()),
+        (None, None) => ChildIo::fds(if req.interactive { 0 } else { open_null_fd() }, 1, 2),
     };
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
@@ -162,8 +152,24 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
         ForkResult::Parent { child } => child,
     };
     drop(status_w);
-    drop(slave);
     drop(null);
+    let master = match socks {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            let m = init::recv_fd(ours.as_raw_fd());
+            if let Some(m) = &m {
+                // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize struct.
+                unsafe {
+                    let mut ws: libc::winsize = std::mem::zeroed();
+                    if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+                        libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+                    }
+                }
+            }
+            m
+        }
+        None => None,
+    };
     let mut msg = String::new();
     let _ = File::from(status_r).read_to_string(&mut msg);
     if !msg.is_empty() {

@@ -11,8 +11,9 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -38,14 +39,93 @@ fn setup_err<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(
     }
 }
 
-/// The stdio of the child: fds to install as 0, 1, 2 (the same pty slave three times when
-/// `tty`).
+/// The stdio of the child: fds to install as 0, 1, 2, or, with `pty_socket`, a terminal the
+/// child allocates from the container's own devpts (so `tty` and `ttyname` work inside) and
+/// whose master it sends back over that unix socket (SCM_RIGHTS), as runc does.
 #[derive(Debug, Clone, Copy)]
 pub struct ChildIo {
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
-    pub tty: bool,
+    pub pty_socket: Option<RawFd>,
+    /// Bind the terminal at `/dev/console` (the init's terminal).
+    pub console: bool,
+}
+
+impl ChildIo {
+    /// Plain fds, no terminal.
+    pub fn fds(stdin: RawFd, stdout: RawFd, stderr: RawFd) -> ChildIo {
+        ChildIo {
+            stdin,
+            stdout,
+            stderr,
+            pty_socket: None,
+            console: false,
+        }
+    }
+
+    /// A terminal allocated inside the container, master sent over `socket`.
+    pub fn pty(socket: RawFd, console: bool) -> ChildIo {
+        ChildIo {
+            stdin: -1,
+            stdout: -1,
+            stderr: -1,
+            pty_socket: Some(socket),
+            console,
+        }
+    }
+}
+
+/// Open a pty from the current `/dev/ptmx` (the container's devpts after pivot_root).
+fn open_pty() -> Result<(OwnedFd, OwnedFd, String), InitError> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(setup_err("open /dev/ptmx"))?;
+    nix::pty::grantpt(&master).map_err(setup_err("grantpt"))?;
+    nix::pty::unlockpt(&master).map_err(setup_err("unlockpt"))?;
+    let name = nix::pty::ptsname_r(&master).map_err(setup_err("ptsname"))?;
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&name)
+        .map_err(setup_err(format!("open {name}")))?;
+    // SAFETY: into_raw_fd hands over the PtyMaster's fd, which we then own.
+    let master = unsafe { OwnedFd::from_raw_fd(master.into_raw_fd()) };
+    Ok((master, OwnedFd::from(slave), name))
+}
+
+/// Send `fd` over the unix socket `sock` (SCM_RIGHTS).
+pub fn send_fd(sock: RawFd, fd: RawFd) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd];
+    let iov = [std::io::IoSlice::new(b"m")];
+    sendmsg::<()>(
+        sock,
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Receive one fd sent with [`send_fd`]; `None` if the peer closed without sending.
+pub fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).ok()?;
+    for c in msg.cmsgs().ok()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this fd in our table for us.
+                return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    None
 }
 
 /// Report `err` on `status_fd` and exit. Never returns.
@@ -133,9 +213,6 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
         if m.destination == "/dev" {
             populate_dev(&rootfs.join("dev"))?;
         }
-    }
-    if spec.process.terminal {
-        bind_console(&rootfs)?;
     }
     chdir(&rootfs).map_err(setup_err("chdir rootfs"))?;
     // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then drops
@@ -319,16 +396,13 @@ fn populate_dev(dev: &Path) -> Result<(), InitError> {
     Ok(())
 }
 
-/// `/dev/console` is the container's terminal (the pty slave installed as stdin).
-fn bind_console(rootfs: &Path) -> Result<(), InitError> {
-    let Ok(slave) = fs::read_link("/proc/self/fd/0") else {
-        return Ok(());
-    };
-    let console = rootfs.join("dev/console");
-    fs::write(&console, b"").map_err(setup_err("create /dev/console"))?;
+/// `/dev/console` is the container's terminal (runs after pivot_root).
+fn bind_console(slave: &str) -> Result<(), InitError> {
+    let console = Path::new("/dev/console");
+    fs::write(console, b"").map_err(setup_err("create /dev/console"))?;
     mount(
-        Some(&slave),
-        &console,
+        Some(slave),
+        console,
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
@@ -482,11 +556,34 @@ fn apply_caps(keep: &[u32]) -> Result<(), InitError> {
     Ok(())
 }
 
-fn install_stdio(io: ChildIo) -> Result<(), InitError> {
-    if io.tty {
-        // SAFETY: TIOCSCTTY on our own session's new terminal.
-        unsafe { libc::ioctl(io.stdin, libc::TIOCSCTTY, 0) };
-    }
+fn install_stdio(io: ChildIo, size: Option<super::spec::ConsoleSize>) -> Result<(), InitError> {
+    let io = match io.pty_socket {
+        None => io,
+        Some(sock) => {
+            let (master, slave, name) = open_pty()?;
+            if let Some(sz) = size {
+                let ws = libc::winsize {
+                    ws_row: sz.height,
+                    ws_col: sz.width,
+                    ws_xpixel: 0,
+                    ws_ypixel: 0,
+                };
+                // SAFETY: TIOCSWINSZ with a valid winsize struct.
+                unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+            send_fd(sock, master.as_raw_fd()).map_err(setup_err("send the pty master"))?;
+            drop(master);
+            // SAFETY: closing our end of the socket; the fd number is not used again.
+            unsafe { libc::close(sock) };
+            if io.console {
+                bind_console(&name)?;
+            }
+            let s = slave.into_raw_fd();
+            // SAFETY: TIOCSCTTY makes the new terminal ours (we lead a fresh session).
+            unsafe { libc::ioctl(s, libc::TIOCSCTTY, 0) };
+            ChildIo::fds(s, s, s)
+        }
+    };
     for (from, to) in [(io.stdin, 0), (io.stdout, 1), (io.stderr, 2)] {
         if from != to {
             // SAFETY: both fds are valid; dup2 onto stdio numbers of this child.
@@ -508,7 +605,7 @@ pub fn finish_and_exec(process: &Process, io: ChildIo) -> InitError {
 }
 
 fn prepare_process(process: &Process, io: ChildIo) -> Result<(), InitError> {
-    install_stdio(io)?;
+    install_stdio(io, process.console_size)?;
     let cwd = Path::new(&process.cwd);
     if !cwd.is_dir() {
         fs::create_dir_all(cwd).map_err(setup_err(format!("mkdir {}", process.cwd)))?;

@@ -29,6 +29,31 @@ pub struct Process {
     pub cwd: String,
     pub capabilities: Capabilities,
     pub no_new_privileges: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<ConsoleSize>,
+}
+
+/// Initial terminal size (rows, columns).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ConsoleSize {
+    pub height: u16,
+    pub width: u16,
+}
+
+impl ConsoleSize {
+    /// The size of the terminal on `fd`, if it is one.
+    pub fn of_fd(fd: i32) -> Option<ConsoleSize> {
+        // SAFETY: TIOCGWINSZ fills a winsize struct we own.
+        unsafe {
+            let mut ws: libc::winsize = std::mem::zeroed();
+            (libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0).then_some(
+                ConsoleSize {
+                    height: ws.ws_row,
+                    width: ws.ws_col,
+                },
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,6 +256,7 @@ pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>)
                 permitted: caps,
             },
             no_new_privileges: true,
+            console_size: None,
         },
         root: Root {
             path: p(&paths.rootfs()),

@@ -80,28 +80,28 @@ struct Stdio {
     /// Where to write the container's stdin (pty master dup or pipe write end).
     stdin: Option<OwnedFd>,
     master: Option<RawFd>,
+    /// Our end of the socket the init sends its pty master on.
+    pty_socket: Option<OwnedFd>,
 }
 
 fn make_stdio(tty: bool, open_stdin: bool) -> Result<Stdio> {
     if tty {
-        let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
-        let master = pty.master;
-        let slave = pty.slave;
-        let m_raw = master.as_raw_fd();
-        let input = nix::unistd::dup(&master).map_err(sys("dup"))?;
-        let s = slave.as_raw_fd();
+        // The init allocates the terminal inside the container and sends the master back.
+        let (ours, theirs) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(sys("socketpair"))?;
         return Ok(Stdio {
-            child: ChildIo {
-                stdin: s,
-                stdout: s,
-                stderr: s,
-                tty: true,
-            },
-            child_fds: vec![slave],
-            out: Some(master),
+            child: ChildIo::pty(theirs.as_raw_fd(), true),
+            child_fds: vec![theirs],
+            out: None,
             err: None,
-            stdin: Some(input),
-            master: Some(m_raw),
+            stdin: None,
+            master: None,
+            pty_socket: Some(ours),
         });
     }
     let (out_r, out_w) = pipe()?;
@@ -114,17 +114,17 @@ fn make_stdio(tty: bool, open_stdin: bool) -> Result<Stdio> {
         (OwnedFd::from(null), None)
     };
     Ok(Stdio {
-        child: ChildIo {
-            stdin: stdin_child.as_raw_fd(),
-            stdout: out_w.as_raw_fd(),
-            stderr: err_w.as_raw_fd(),
-            tty: false,
-        },
+        child: ChildIo::fds(
+            stdin_child.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+        ),
         child_fds: vec![stdin_child, out_w, err_w],
         out: Some(out_r),
         err: Some(err_r),
         stdin: stdin_ours,
         master: None,
+        pty_socket: None,
     })
 }
 
@@ -191,7 +191,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         }
     };
 
-    let stdio = match release_init(&mut c, child, mounted.as_ref()) {
+    let stdio = match release_init(&mut c, child, mounted.as_ref(), attached) {
         Ok(stdio) => stdio,
         Err(e) => {
             drop(mounted);
@@ -329,10 +329,15 @@ fn fork_init(c: &Container) -> Result<ForkedInit> {
 
 /// Build the init's spec against the mounted rootfs, place it in its cgroups, send it the
 /// spec and wait until it has exec'd. On failure the init is reaped.
-fn release_init(c: &mut Container, child: ForkedInit, mounted: &dyn Mounted) -> Result<Stdio> {
+fn release_init(
+    c: &mut Container,
+    child: ForkedInit,
+    mounted: &dyn Mounted,
+    attached: bool,
+) -> Result<Stdio> {
     let ForkedInit {
         pid,
-        stdio,
+        mut stdio,
         mut sync,
         mut status,
     } = child;
@@ -348,7 +353,10 @@ fn release_init(c: &mut Container, child: ForkedInit, mounted: &dyn Mounted) -> 
                 msg: e.to_string(),
             })?;
         let env = final_env(&c.config.env, &resolved.home);
-        let spec: Spec = spec::build(&c.config, &c.paths, resolved.to_spec(), env);
+        let mut spec: Spec = spec::build(&c.config, &c.paths, resolved.to_spec(), env);
+        if attached && c.config.tty {
+            spec.process.console_size = spec::ConsoleSize::of_fd(0);
+        }
         let bundle = c.paths.bundle();
         std::fs::create_dir_all(&bundle).map_err(io_at(&bundle))?;
         record::write_json(&bundle.join("config.json"), &spec)?;
@@ -372,6 +380,13 @@ fn release_init(c: &mut Container, child: ForkedInit, mounted: &dyn Mounted) -> 
         .map_err(io_at("init sync pipe"))
         .map_err(abort)?;
     drop(sync);
+    if let Some(sock) = stdio.pty_socket.take() {
+        if let Some(master) = init::recv_fd(sock.as_raw_fd()) {
+            stdio.master = Some(master.as_raw_fd());
+            stdio.stdin = nix::unistd::dup(&master).ok();
+            stdio.out = Some(master);
+        }
+    }
     let mut msg = String::new();
     let _ = status.read_to_string(&mut msg);
     if msg.is_empty() {
