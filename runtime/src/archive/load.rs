@@ -1,7 +1,7 @@
 //! `load`: docker-archive and OCI layout → store.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -88,6 +88,11 @@ pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
             if n == 0 {
                 return Err(ArchiveError::EmptyInput);
             }
+            f.seek(io::SeekFrom::Start(0))
+                .map_err(|source| ArchiveError::Io {
+                    path: tmp_path(&_staging),
+                    source,
+                })?;
             Source::index_tar(f)?
         }
     };
@@ -106,6 +111,10 @@ pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
 }
 
 struct TmpFile(std::path::PathBuf);
+
+fn tmp_path(t: &Option<TmpFile>) -> std::path::PathBuf {
+    t.as_ref().map(|t| t.0.clone()).unwrap_or_default()
+}
 impl Drop for TmpFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
