@@ -323,11 +323,13 @@ impl Extractor<'_> {
         }
 
         let h = entry.header().clone();
-        let mode = Mode::from_bits_truncate(h.mode().map_err(ExtractError::Tar)? & 0o7777);
-        let uid = Uid::from_raw(h.uid().map_err(ExtractError::Tar)? as u32);
-        let gid = Gid::from_raw(h.gid().map_err(ExtractError::Tar)? as u32);
-        let mtime = h.mtime().unwrap_or(0);
-        let xattrs = pax_xattrs(&mut entry)?;
+        // Like Go's archive/tar, an empty numeric field reads as 0.
+        let pax = pax_records(&mut entry)?;
+        let mode = Mode::from_bits_truncate(h.mode().unwrap_or(0) & 0o7777);
+        let uid = Uid::from_raw(pax.uid.unwrap_or_else(|| h.uid().unwrap_or(0)) as u32);
+        let gid = Gid::from_raw(pax.gid.unwrap_or_else(|| h.gid().unwrap_or(0)) as u32);
+        let mtime = pax.mtime.unwrap_or_else(|| h.mtime().unwrap_or(0));
+        let xattrs = pax.xattrs;
         let mut key = comps.join(&b'/');
         if !key.is_empty() {
             key.push(b'/');
@@ -499,14 +501,32 @@ impl Extractor<'_> {
     }
 }
 
-fn pax_xattrs<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-) -> Result<Vec<(String, Vec<u8>)>, ExtractError> {
-    let mut out = Vec::new();
+/// What a PAX header says about an entry beyond its path and size.
+#[derive(Default)]
+struct Pax {
+    xattrs: Vec<(String, Vec<u8>)>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<u64>,
+}
+
+fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Pax, ExtractError> {
+    let mut pax = Pax::default();
+    let out = &mut pax.xattrs;
+    let num = |v: &[u8]| -> Option<u64> {
+        let s = std::str::from_utf8(v).ok()?;
+        s.split('.').next()?.parse().ok()
+    };
     if let Some(exts) = entry.pax_extensions().map_err(ExtractError::Tar)? {
         for ext in exts {
             let ext = ext.map_err(ExtractError::Tar)?;
             let Ok(key) = ext.key() else { continue };
+            match key {
+                "uid" => pax.uid = num(ext.value_bytes()),
+                "gid" => pax.gid = num(ext.value_bytes()),
+                "mtime" => pax.mtime = num(ext.value_bytes()),
+                _ => {}
+            }
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 // Overlay's own markers must come from whiteout entries, never from xattrs.
                 if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
@@ -516,7 +536,7 @@ fn pax_xattrs<R: Read>(
             }
         }
     }
-    Ok(out)
+    Ok(pax)
 }
 
 fn apply_xattrs(

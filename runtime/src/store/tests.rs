@@ -503,3 +503,78 @@ fn stale_staging_is_cleaned_on_open() {
     assert!(!stale.exists());
     assert!(live.exists());
 }
+
+#[test]
+fn long_names_xattrs_devices_and_rewrites() {
+    let (_t, s) = store();
+    let mut b = tar::Builder::new(Vec::new());
+    let long_dir = format!("{}/{}", "d".repeat(120), "e".repeat(90));
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, format!("{long_dir}/"), std::io::empty())
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(3);
+    b.append_data(
+        &mut h,
+        format!("{long_dir}/{}", "f".repeat(150)),
+        &b"abc"[..],
+    )
+    .unwrap();
+    // PAX xattr record on a file.
+    b.append_pax_extensions([("SCHILY.xattr.user.test", &b"hello"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(2);
+    b.append_data(&mut h, "withxattr", &b"xy"[..]).unwrap();
+    // Overlay markers smuggled as xattrs are dropped.
+    b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "notopaque/", std::io::empty())
+        .unwrap();
+    // A device node.
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    b.append_data(&mut h, "dev/null", std::io::empty()).unwrap();
+    // The same path twice: the later entry wins, and the tar still rebuilds exactly.
+    for content in [&b"first version"[..], &b"second"[..]] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        b.append_data(&mut h, "twice", content).unwrap();
+    }
+    let bytes = b.into_inner().unwrap();
+    let l = s.add_layer(&bytes[..], None, None).unwrap();
+    let d = s.layer_diff_dir(&l.chain_id);
+    assert_eq!(
+        std::fs::read(d.join(&long_dir).join("f".repeat(150))).unwrap(),
+        b"abc"
+    );
+    assert_eq!(
+        overlay_xattr(&d.join("withxattr"), "user.test"),
+        Some(b"hello".to_vec())
+    );
+    assert_eq!(
+        overlay_xattr(&d.join("notopaque"), "trusted.overlay.opaque"),
+        None
+    );
+    let dev = std::fs::symlink_metadata(d.join("dev/null")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), libc::makedev(1, 3));
+    assert_eq!(std::fs::read(d.join("twice")).unwrap(), b"second");
+    let mut out = Vec::new();
+    s.layer_tar(&l.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
+}
