@@ -582,3 +582,43 @@ fn hostile_layer_tar_cli() {
     assert_eq!(env.listing(), before);
     assert!(!std::path::Path::new("/tmp/strata-pwned").exists());
 }
+
+#[test]
+fn concurrent_commands_never_lose_updates() {
+    let env = Env::new();
+    let archive = env.path("bb.tar");
+    let id = fixtures::busybox_archive(&archive, "busybox:latest").unwrap();
+    // Two loads of the same archive at once: both succeed, one image, one layer.
+    let a = env
+        .cmd(&["load", "-i", archive.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = env
+        .cmd(&["load", "-i", archive.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(env.ok(&["images", "-q", "--no-trunc"]), format!("{id}\n"));
+    assert_eq!(
+        std::fs::read_dir(env.root.join("layers")).unwrap().count(),
+        1
+    );
+    // Twelve tag commands at once: all twelve tags exist afterwards.
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            env.cmd(&["tag", "busybox", &format!("t{i}:v")])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let tags = env.ok(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(tags.lines().count(), 13, "{tags}");
+}
