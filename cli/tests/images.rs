@@ -236,6 +236,57 @@ fn dangling_images_and_prune() {
 }
 
 #[test]
+fn prune_filters() {
+    let env = Env::new();
+    let old = env.load_busybox("busybox:latest");
+    env.ok(&["tag", "busybox", "keep:me"]);
+    env.ok(&["rmi", "busybox"]);
+    env.ok(&["rmi", "keep:me"]);
+    // Untagged by rmi means deleted; make a dangling one by moving a tag instead.
+    assert_eq!(env.ok(&["images", "-a", "-q"]), "");
+    env.load_busybox("busybox:latest");
+    let mut spec = ImageSpec::new(
+        &["busybox:latest"],
+        vec![fixtures::busybox_layer().unwrap()],
+    );
+    spec.config["created"] = serde_json::json!("2024-06-01T00:00:00Z");
+    spec.config["config"]["Labels"] = serde_json::json!({"keep": "yes"});
+    let archive = env.path("new.tar");
+    fixtures::write_docker_archive(&archive, &[spec]).unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    // until= older than the dangling image: nothing pruned.
+    let out = env.ok(&[
+        "image",
+        "prune",
+        "-f",
+        "--filter",
+        "until=2023-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+    // label!= keeps the labelled (tagged) one with -a, prunes the dangling one.
+    let out = env.ok(&[
+        "image",
+        "prune",
+        "-a",
+        "-f",
+        "--filter",
+        "label!=keep=yes",
+        "--filter",
+        "until=24h",
+    ]);
+    assert!(
+        out.starts_with(&format!("Deleted Images:\ndeleted: {old}\n")),
+        "{out}"
+    );
+    assert_eq!(
+        env.ok(&["images", "--format", "{{.Repository}}"]),
+        "busybox\n"
+    );
+    let (_, err) = env.err(&["image", "prune", "-f", "--filter", "color=red"]);
+    assert_eq!(err, "Error: invalid filter 'color'\n");
+}
+
+#[test]
 fn tag_and_rmi_rules() {
     let env = Env::new();
     let id = env.load_busybox("busybox:latest");

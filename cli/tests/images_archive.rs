@@ -352,6 +352,30 @@ fn hostile_archives_are_refused_cleanly() {
         &std::fs::read(&p).unwrap(),
         "invalid reference format",
     );
+    // Outer-archive names that point outside the archive are never followed to the host.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "l/layer.tar", "/etc/passwd").unwrap();
+    let cfg = config_with(&[
+        fixtures::sha256(&std::fs::read("/etc/passwd").unwrap()),
+        fixtures::sha256(b"x"),
+    ]);
+    let id = fixtures::sha256(&cfg);
+    let name = format!("{}.json", &id[7..]);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(cfg.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, &name, &cfg[..]).unwrap();
+    let manifest = json!([{"Config": name, "RepoTags": ["p:1"], "Layers": ["l/layer.tar", "../../etc/shadow"]}]).to_string();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest.json", manifest.as_bytes())
+        .unwrap();
+    assert_load_refused(&env, &b.into_inner().unwrap(), "not found in archive");
     // Empty stdin.
     let before = env.listing();
     let o = env.run_stdin(&["load"], b"");

@@ -37,7 +37,13 @@
 //! - `tag(&ImageId, &Reference)`, `untag(&Reference) -> Result<ImageId>`
 //! - `resolve(&str) -> Result<ImageRecord>` (SPEC §1.3), `image(&ImageId)`, `images()`
 //! - `layer_dirs(&ImageRecord) -> Result<Vec<PathBuf>>` top layer first (union mount lowers)
-//! - `children(&ImageId)`, `remove_image(...)` (rmi semantics, see `remove.rs`)
+//! - `children(&ImageId)`, `delete_image_unchecked(&ImageId)` (no conflict checks)
+//! - `remove_image(query, force, prune, &[ContainerUse]) -> Result<Vec<RemoveEvent>>` (Docker's
+//!   `rmi` rules and conflict texts), `prune_images(all, &[ContainerUse], filter)`
+//! - `ContainerConfig::apply_change("CMD [\"sh\"]")` (`--change`, shared by import and commit)
+//! - `write_dir_tar(dir, out)`: an overlay-format dir as a layer tar (whiteouts → `.wh.`)
+//!
+//! Archives (`docker save`/`load`, OCI layout, `import`) live in [`crate::archive`].
 //!
 //! # Locking
 //! One lock, `store.lock`. Metadata updates hold it exclusively for read-modify-write of the JSON
