@@ -87,3 +87,6 @@ pub fn host_arch() -> &'static str {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests;
