@@ -316,6 +316,12 @@ impl Extractor<'_> {
                 // AUFS metadata (.wh..wh.plnk, ...): ignored.
             } else {
                 let name = OsStr::from_bytes(hidden);
+                let mut key = comps.join(&b'/');
+                if !key.is_empty() {
+                    key.push(b'/');
+                }
+                key.extend_from_slice(hidden);
+                self.forget(&key, state)?;
                 remove_at(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
                 make_whiteout(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
             }
@@ -341,7 +347,7 @@ impl Extractor<'_> {
         let is_dir = kind == tar::EntryType::Directory;
         if let Some(k) = existing {
             if !(is_dir && k == SFlag::S_IFDIR) {
-                self.forget_file(&key, parent.as_fd(), base_os, state)?;
+                self.forget(&key, state)?;
                 remove_at(parent.as_fd(), base_os).map_err(|e| io_err(&shown, e))?;
             }
         }
@@ -477,26 +483,35 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// `key` is about to be replaced: if its content was recorded as a file reference, copy the
-    /// old content into the recording first so the tar can still be rebuilt byte for byte.
-    fn forget_file(
-        &mut self,
-        key: &[u8],
-        parent: BorrowedFd<'_>,
-        name: &OsStr,
-        state: &Rc<RefCell<RecState>>,
-    ) -> Result<(), ExtractError> {
-        let Some(idx) = self.file_segment.remove(key) else {
-            return Ok(());
-        };
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let shown = String::from_utf8_lossy(key).into_owned();
-        let fd = openat(parent, name, flags, Mode::empty()).map_err(|e| io_err(&shown, e))?;
-        let mut data = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut data)
-            .map_err(|e| io_err(&shown, e))?;
-        state.borrow_mut().segments[idx] = Segment::Raw(data);
+    /// `key` (and, for a directory, everything below it) is about to be removed or replaced:
+    /// contents recorded as file references are copied into the recording first, so the tar
+    /// can still be rebuilt byte for byte.
+    fn forget(&mut self, key: &[u8], state: &Rc<RefCell<RecState>>) -> Result<(), ExtractError> {
+        let mut prefix = key.to_vec();
+        prefix.push(b'/');
+        let doomed: Vec<Vec<u8>> = self
+            .file_segment
+            .keys()
+            .filter(|k| k.as_slice() == key || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for k in doomed {
+            let Some(idx) = self.file_segment.remove(&k) else {
+                continue;
+            };
+            let shown = String::from_utf8_lossy(&k).into_owned();
+            let mut comps: Vec<Vec<u8>> = k.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+            let base = comps.pop().unwrap_or_default();
+            let dir = open_dir_path(self.root, &comps, false, &shown)?;
+            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let fd = openat(&dir, OsStr::from_bytes(&base), flags, Mode::empty())
+                .map_err(|e| io_err(&shown, e))?;
+            let mut data = Vec::new();
+            File::from(fd)
+                .read_to_end(&mut data)
+                .map_err(|e| io_err(&shown, e))?;
+            state.borrow_mut().segments[idx] = Segment::Raw(data);
+        }
         Ok(())
     }
 }

@@ -578,3 +578,27 @@ fn long_names_xattrs_devices_and_rewrites() {
     s.layer_tar(&l.chain_id, &mut out).unwrap();
     assert_eq!(out, bytes);
 }
+
+#[test]
+fn replacing_a_dir_or_whiting_out_in_the_same_layer_still_rebuilds() {
+    let (_t, s) = store();
+    let mut l = LayerTar::new();
+    l.dir("d/", 0o755)
+        .file("d/f", b"inside d", 0o644)
+        .dir("d/sub/", 0o755)
+        .file("d/sub/g", b"deeper", 0o644)
+        .file("d", b"d is a file now", 0o644)
+        .file("w", b"to be whited out", 0o644)
+        .whiteout("w");
+    let bytes = l.into_bytes();
+    let info = s.add_layer(&bytes[..], None, None).unwrap();
+    let d = s.layer_diff_dir(&info.chain_id);
+    assert_eq!(std::fs::read(d.join("d")).unwrap(), b"d is a file now");
+    assert!(std::fs::symlink_metadata(d.join("w"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let mut out = Vec::new();
+    s.layer_tar(&info.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
+}
