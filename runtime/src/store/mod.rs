@@ -8,6 +8,7 @@
 //!                                  opaque dir = trusted.overlay.opaque=y)
 //! <root>/layers/<chainhex>/layer.json      LayerInfo
 //! <root>/layers/<chainhex>/tar-split.gz    recorded tar headers: rebuilds the exact layer tar
+//! <root>/layers/<chainhex>/tar-split.patches  (rare) contents of files replaced within the tar
 //! <root>/images.json               image records (parent link, size), see `images.rs`
 //! <root>/repositories.json         references (canonical string) -> image ID
 //! <root>/store.lock                flock: exclusive for metadata updates, shared for reads
@@ -57,6 +58,7 @@ mod fsutil;
 mod images;
 mod layers;
 mod remove;
+mod tarsplit;
 mod tarwrite;
 
 use std::io;
