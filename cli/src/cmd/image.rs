@@ -18,10 +18,10 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
     /// List images
-    #[command(alias = "list")]
+    #[command(visible_alias = "list", alias = "images")]
     Ls(super::images::Args),
     /// Remove one or more images
-    #[command(alias = "remove")]
+    #[command(visible_aliases = ["remove", "rmi"])]
     Rm(super::rmi::Args),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(super::tag::Args),
