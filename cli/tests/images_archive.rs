@@ -376,6 +376,16 @@ fn hostile_archives_are_refused_cleanly() {
     b.append_data(&mut h, "manifest.json", manifest.as_bytes())
         .unwrap();
     assert_load_refused(&env, &b.into_inner().unwrap(), "not found in archive");
+    let (_, err) = env.err(&["load", "-i", "/nonexistent/strata.tar"]);
+    assert_eq!(
+        err,
+        "Error: open /nonexistent/strata.tar: no such file or directory\n"
+    );
+    let (_, err) = env.err(&["import", "/nonexistent/strata.tar"]);
+    assert_eq!(
+        err,
+        "Error: open /nonexistent/strata.tar: no such file or directory\n"
+    );
     // Empty stdin.
     let before = env.listing();
     let o = env.run_stdin(&["load"], b"");

@@ -59,9 +59,9 @@ pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
     let source = match input {
         LoadInput::Path(p) if is_dir(p) => Source::Dir(p.to_path_buf()),
         LoadInput::Path(p) => {
-            let f = File::open(p).map_err(|source| ArchiveError::Io {
+            let f = File::open(p).map_err(|err| ArchiveError::Io {
                 path: p.to_path_buf(),
-                source,
+                err,
             })?;
             Source::index_tar(f)?
         }
@@ -79,19 +79,19 @@ pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
-                .map_err(|source| ArchiveError::Io {
+                .map_err(|err| ArchiveError::Io {
                     path: tmp.clone(),
-                    source,
+                    err,
                 })?;
             _staging = Some(TmpFile(tmp.clone()));
-            let n = io::copy(r, &mut f).map_err(|source| ArchiveError::Io { path: tmp, source })?;
+            let n = io::copy(r, &mut f).map_err(|err| ArchiveError::Io { path: tmp, err })?;
             if n == 0 {
                 return Err(ArchiveError::EmptyInput);
             }
             f.seek(io::SeekFrom::Start(0))
-                .map_err(|source| ArchiveError::Io {
+                .map_err(|err| ArchiveError::Io {
                     path: tmp_path(&_staging),
-                    source,
+                    err,
                 })?;
             Source::index_tar(f)?
         }

@@ -150,7 +150,7 @@ impl Source {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         Err(ArchiveError::Missing(path.to_string()))
                     }
-                    Err(source) => Err(ArchiveError::Io { path: full, source }),
+                    Err(err) => Err(ArchiveError::Io { path: full, err }),
                 }
             }
         }
