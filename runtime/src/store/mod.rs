@@ -34,7 +34,8 @@
 //! - `add_layer_from_dir(dir, parent) -> Result<LayerInfo>` (an overlay-format upper dir)
 //! - `layer(&ChainId) -> Result<LayerInfo>`, `has_layer`, `layer_tar(&ChainId, &mut dyn Write)`
 //! - `release_layers(&[ChainId])` (undo layers a failed import added, if no image uses them)
-//! - `add_image(config_bytes, refs: &[Reference], parent: Option<&ImageId>) -> Result<ImageId>`
+//! - `add_image(config_bytes, refs: &[Reference], parent: Option<&ImageId>) -> Result<ImageId>`,
+//!   `add_images(&[NewImage])` (several at once, all or none)
 //! - `tag(&ImageId, &Reference)`, `untag(&Reference) -> Result<ImageId>`
 //! - `resolve(&str) -> Result<ImageRecord>` (SPEC §1.3), `image(&ImageId)`, `images()`
 //! - `layer_dirs(&ImageRecord) -> Result<Vec<PathBuf>>` top layer first (union mount lowers)
@@ -66,7 +67,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
 pub use extract::ExtractError;
-pub use images::{ContainerUse, ImageRecord};
+pub use images::{ContainerUse, ImageRecord, NewImage};
 pub use layers::{decompress, detect_compression, Compression, LayerInfo};
 pub use remove::{parse_until, RemoveEvent};
 pub use tarwrite::write_dir_tar;
