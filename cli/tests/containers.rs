@@ -468,3 +468,56 @@ fn fault_immediate_exit_and_killed_cli() {
     }
     assert!(mounts_under(s.root_path()).is_empty());
 }
+
+#[test]
+fn image_stop_signal_and_resource_limits() {
+    let s = Strata::new(env!("CARGO_BIN_EXE_strata")).with_driver(&default_driver());
+    install_busybox(
+        s.root_path(),
+        "usr1:1",
+        serde_json::json!({"StopSignal": "SIGUSR1"}),
+    );
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lim",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "20",
+        "--cpus",
+        "0.5",
+        "usr1:1",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 0' USR1; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    let cg = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/strata/{id}/{file}"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        cg("memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(cg("pids", "pids.max"), "20");
+    assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "50000");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(s.root_path().join("containers").join(id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let init = state["pid"].as_i64().unwrap().to_string();
+    assert!(
+        cg("pids", "cgroup.procs").lines().any(|p| p == init),
+        "init is in the pids cgroup"
+    );
+    // stop sends the image's StopSignal (SIGUSR1), which the container traps and exits 0 on.
+    s.ok(&["stop", "-t", "20", "lim"]);
+    assert_eq!(s.ok(&["wait", "lim"]), "0\n");
+    assert_eq!(s.ok(&["logs", "lim"]), "got-usr1\n");
+    s.ok(&["rm", "lim"]);
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/strata/{id}")).exists());
+}

@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use std::io::Write;
+
 use strata_runtime::container::{ports, Container, Status};
+
+use crate::template::Format;
 
 use super::run::runtime;
 use super::Global;
@@ -33,34 +37,8 @@ pub struct Args {
     pub latest: bool,
 }
 
-/// Docker's `units.HumanDuration`.
-pub(crate) fn human_duration(secs: i64) -> String {
-    let secs = secs.max(0);
-    let minutes = secs / 60;
-    let hours = (secs as f64 / 3600.0).round() as i64;
-    if secs < 1 {
-        "Less than a second".to_string()
-    } else if secs == 1 {
-        "1 second".to_string()
-    } else if secs < 60 {
-        format!("{secs} seconds")
-    } else if minutes == 1 {
-        "About a minute".to_string()
-    } else if minutes < 60 {
-        format!("{minutes} minutes")
-    } else if hours == 1 {
-        "About an hour".to_string()
-    } else if hours < 48 {
-        format!("{hours} hours")
-    } else if hours < 24 * 7 * 2 {
-        format!("{} days", hours / 24)
-    } else if hours < 24 * 30 * 2 {
-        format!("{} weeks", hours / 24 / 7)
-    } else if hours < 24 * 365 * 2 {
-        format!("{} months", hours / 24 / 30)
-    } else {
-        format!("{} years", hours / 24 / 365)
-    }
+fn human_duration(secs: i64) -> String {
+    crate::units::human_duration(chrono::Duration::seconds(secs.max(0)))
 }
 
 fn since(t: Option<chrono::DateTime<Utc>>) -> i64 {
@@ -102,7 +80,7 @@ fn ports_text(c: &Container) -> String {
         .join(", ")
 }
 
-fn fields(c: &Container, no_trunc: bool) -> BTreeMap<&'static str, String> {
+fn fields(c: &Container, no_trunc: bool) -> serde_json::Value {
     let cmd = c.config.argv().join(" ");
     let mut m = BTreeMap::new();
     m.insert(
@@ -138,8 +116,12 @@ fn fields(c: &Container, no_trunc: bool) -> BTreeMap<&'static str, String> {
     m.insert("Ports", ports_text(c));
     m.insert("Names", c.config.name.clone());
     m.insert("Mounts", String::new());
-    m
+    m.insert("Networks", c.config.network.as_str().to_string());
+    serde_json::to_value(m).unwrap_or_default()
 }
+
+const DEFAULT_TABLE: &str =
+    "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
 const HEADERS: &[(&str, &str)] = &[
     ("ID", "CONTAINER ID"),
@@ -151,46 +133,9 @@ const HEADERS: &[(&str, &str)] = &[
     ("State", "STATE"),
     ("Ports", "PORTS"),
     ("Names", "NAMES"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
 ];
-
-/// Render `{{.Field}}` placeholders (and `\t`), the subset of Go templates `ps` needs.
-fn render(template: &str, f: &BTreeMap<&'static str, String>) -> String {
-    let mut out = template.replace("\\t", "\t").replace("\\n", "\n");
-    for (k, v) in f {
-        for form in [format!("{{{{.{k}}}}}"), format!("{{{{ .{k} }}}}")] {
-            out = out.replace(&form, v);
-        }
-    }
-    if out.contains("{{json .}}") {
-        let obj: serde_json::Map<String, serde_json::Value> = f
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.clone())))
-            .collect();
-        out = out.replace("{{json .}}", &serde_json::Value::Object(obj).to_string());
-    }
-    out
-}
-
-/// Print rows as an aligned table (Go's tabwriter with padding 3).
-fn print_table(rows: &[Vec<String>]) {
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let mut width = vec![0; cols];
-    for r in rows {
-        for (i, cell) in r.iter().enumerate() {
-            width[i] = width[i].max(cell.chars().count());
-        }
-    }
-    for r in rows {
-        let mut line = String::new();
-        for (i, cell) in r.iter().enumerate() {
-            line.push_str(cell);
-            if i + 1 < r.len() {
-                line.push_str(&" ".repeat(width[i] - cell.chars().count() + 3));
-            }
-        }
-        println!("{}", line.trim_end());
-    }
-}
 
 fn matches(c: &Container, filters: &[(String, String)]) -> bool {
     let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -265,34 +210,14 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let format = args
-        .format
-        .clone()
-        .unwrap_or_else(|| "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}".to_string());
-    if let Some(body) = format.strip_prefix("table") {
-        let body = body.trim_start();
-        let mut header_fields = BTreeMap::new();
-        for (k, h) in HEADERS {
-            header_fields.insert(*k, h.to_string());
-        }
-        let mut rows = vec![render(body, &header_fields)
-            .split('\t')
-            .map(str::to_string)
-            .collect::<Vec<_>>()];
-        for c in &list {
-            rows.push(
-                render(body, &fields(c, args.no_trunc))
-                    .split('\t')
-                    .map(str::to_string)
-                    .collect(),
-            );
-        }
-        print_table(&rows);
-    } else {
-        for c in &list {
-            println!("{}", render(&format, &fields(c, args.no_trunc)));
-        }
-    }
+    let format = Format::new(args.format.as_deref(), DEFAULT_TABLE)?;
+    let header: serde_json::Map<String, serde_json::Value> = HEADERS
+        .iter()
+        .map(|(k, h)| (k.to_string(), serde_json::Value::String(h.to_string())))
+        .collect();
+    let rows: Vec<serde_json::Value> = list.iter().map(|c| fields(c, args.no_trunc)).collect();
+    let text = format.render(&serde_json::Value::Object(header), &rows)?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
 
@@ -345,26 +270,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_like_docker() {
-        assert_eq!(human_duration(0), "Less than a second");
-        assert_eq!(human_duration(1), "1 second");
-        assert_eq!(human_duration(3), "3 seconds");
-        assert_eq!(human_duration(65), "About a minute");
-        assert_eq!(human_duration(600), "10 minutes");
-        assert_eq!(human_duration(3600), "About an hour");
-        assert_eq!(human_duration(5 * 3600), "5 hours");
-        assert_eq!(human_duration(3 * 86400), "3 days");
-    }
-
-    #[test]
-    fn templates() {
-        let mut f = BTreeMap::new();
-        f.insert("ID", "abc".to_string());
-        f.insert("Names", "web".to_string());
-        assert_eq!(render("{{.ID}}\\t{{.Names}}", &f), "abc\tweb");
+    fn truncation() {
         assert_eq!(
             ellipsis("0123456789abcdefghijXYZ", 20),
             "0123456789abcdefghi…"
         );
+        assert_eq!(human_duration(3), "3 seconds");
     }
 }
