@@ -72,3 +72,57 @@ fn lifecycle_overlay() {
 fn lifecycle_vfs() {
     lifecycle("vfs");
 }
+
+/// The same bundle run by runc instead of the built-in executor (`--runtime runc`).
+#[test]
+fn runtime_runc_runs_the_same_bundle() {
+    if std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("runc not installed: skipped");
+        return;
+    }
+    let s = setup(&containers_common::default_driver());
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "runc",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi; cat /etc/hostname; exit 4",
+    ]);
+    assert_eq!(r.code, Some(4), "{r:?}");
+    assert!(r.stdout.starts_with("hi\n"), "{r:?}");
+    let port = free_port();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rweb",
+        "--runtime",
+        "runc",
+        "-p",
+        &format!("{port}:80"),
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let got = eventually(Duration::from_secs(20), || {
+        http_get("127.0.0.1", port, "/").ok()
+    });
+    assert_eq!(got.map(|g| g.0), Some(200));
+    assert_eq!(
+        s.ok(&["exec", "rweb", "cat", "/proc/1/cmdline"]),
+        "httpd\0-f\0-p\080\0-h\0/www\0"
+    );
+    s.ok(&["rm", "-f", "rweb"]);
+    assert!(mounts_under(s.root_path()).is_empty());
+}

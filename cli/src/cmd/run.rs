@@ -311,9 +311,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         cpus: args.cpus,
         pids_limit: args.pids_limit,
     };
-    if args.runtime != "builtin" {
+    if args.runtime != "builtin" && args.tty {
         return Err(tool_error(anyhow::anyhow!(
-            "runtime {:?}: only the builtin runtime can run containers in this build (the OCI bundle is written to <runroot>/containers/<id>/bundle)",
+            "runtime {:?}: -t is only supported by the builtin runtime",
             args.runtime
         )));
     }

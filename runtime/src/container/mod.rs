@@ -22,6 +22,7 @@ pub mod init;
 pub mod inspect;
 mod lifecycle;
 pub mod logs;
+mod oci;
 pub mod ports;
 pub mod record;
 pub mod spec;

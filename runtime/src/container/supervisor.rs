@@ -28,7 +28,7 @@ use super::ports;
 use super::record::{self, process_start_time, ContainerId, NetworkMode, Status};
 use super::spec::{self, Spec};
 use super::user;
-use super::{cgroup, io_at, Container, ContainerError, Result, Runtime};
+use super::{cgroup, io_at, oci, Container, ContainerError, Result, Runtime};
 use crate::driver::{self, Layers, Mounted};
 
 /// Signals the supervisor forwards to the init (SIGWINCH resizes the pty instead).
@@ -46,6 +46,9 @@ const FORWARDED: &[Signal] = &[
 pub fn supervise(root: &Path, runroot: &Path, id: &str, attached: bool) -> i32 {
     // SAFETY: the launcher's contract: fd 3 is the report pipe, owned by this process alone.
     let mut report = Some(unsafe { File::from_raw_fd(3) });
+    // Nothing we start (an OCI runtime, the container) may inherit it: the starter waits for EOF.
+    // SAFETY: setting a flag on our own fd.
+    unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
     let rt = Runtime::new(root, runroot);
     match run(&rt, &ContainerId(id.to_string()), attached, &mut report) {
         Ok(code) => code,
@@ -62,7 +65,7 @@ pub fn supervise(root: &Path, runroot: &Path, id: &str, attached: bool) -> i32 {
     }
 }
 
-fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ContainerError {
+pub(super) fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ContainerError {
     move |source| ContainerError::Sys { what, source }
 }
 
@@ -71,9 +74,9 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Ends of the container's stdio kept by the supervisor, and the ends given to the child.
-struct Stdio {
+pub(super) struct Stdio {
     child: ChildIo,
-    child_fds: Vec<OwnedFd>,
+    pub(super) child_fds: Vec<OwnedFd>,
     /// pty master (tty) or read ends of stdout/stderr pipes.
     out: Option<OwnedFd>,
     err: Option<OwnedFd>,
@@ -84,7 +87,7 @@ struct Stdio {
     pty_socket: Option<OwnedFd>,
 }
 
-fn make_stdio(tty: bool, open_stdin: bool) -> Result<Stdio> {
+pub(super) fn make_stdio(tty: bool, open_stdin: bool) -> Result<Stdio> {
     if tty {
         // The init allocates the terminal inside the container and sends the master back.
         let (ours, theirs) = nix::sys::socket::socketpair(
@@ -169,11 +172,6 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
     let drv = driver::by_name(&c.config.driver)?;
 
-    // Fork the init now, while this process has a single thread: it waits for its spec on
-    // the sync pipe while the rootfs is mounted (which starts the FUSE threads).
-    let child = fork_init(&c)?;
-    let pid = child.pid;
-
     let mut lowers = vec![c.paths.init_layer()];
     lowers.extend(c.config.layers.iter().cloned());
     let layers = Layers {
@@ -182,17 +180,31 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         work: c.paths.work(),
     };
     let rootfs = c.paths.rootfs();
+    let builtin = c.config.runtime == "builtin" || c.config.runtime.is_empty();
+    // Builtin: fork the init now, while this process has a single thread: it waits for its
+    // spec on the sync pipe while the rootfs is mounted (which starts the FUSE threads).
+    let forked = if builtin { Some(fork_init(&c)?) } else { None };
     let mounted: Box<dyn Mounted> = match drv.mount(&layers, &rootfs) {
         Ok(m) => m,
         Err(e) => {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
+            if let Some(f) = &forked {
+                let _ = kill(f.pid, Signal::SIGKILL);
+                let _ = waitpid(f.pid, None);
+            }
             return Err(e.into());
         }
     };
-
-    let stdio = match release_init(&mut c, child, mounted.as_ref(), attached) {
-        Ok(stdio) => stdio,
+    let started = match forked {
+        Some(child) => {
+            let pid = child.pid;
+            release_init(&mut c, child, mounted.as_ref(), attached).map(|stdio| (pid, stdio, false))
+        }
+        None => build_spec(&c, mounted.as_ref(), attached)
+            .and_then(|spec| oci::start(&c, &spec))
+            .map(|(pid, stdio)| (pid, stdio, true)),
+    };
+    let (pid, stdio, external) = match started {
+        Ok(x) => x,
         Err(e) => {
             drop(mounted);
             cgroup::remove(c.id());
@@ -264,6 +276,9 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     }
 
     let code = reap(pid);
+    if external {
+        oci::cleanup(&c);
+    }
     for p in pumps {
         let _ = p.join();
     }
@@ -327,6 +342,25 @@ fn fork_init(c: &Container) -> Result<ForkedInit> {
     })
 }
 
+/// The container's OCI spec, with the user resolved against the mounted rootfs; also written
+/// to the bundle (`<runroot>/containers/<id>/bundle/config.json`).
+pub(super) fn build_spec(c: &Container, mounted: &dyn Mounted, attached: bool) -> Result<Spec> {
+    let resolved =
+        user::resolve(mounted.path(), &c.config.user).map_err(|e| ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
+        })?;
+    let env = final_env(&c.config.env, &resolved.home);
+    let mut spec: Spec = spec::build(&c.config, &c.paths, resolved.to_spec(), env);
+    if attached && c.config.tty {
+        spec.process.console_size = spec::ConsoleSize::of_fd(0);
+    }
+    let bundle = c.paths.bundle();
+    std::fs::create_dir_all(&bundle).map_err(io_at(&bundle))?;
+    record::write_json(&bundle.join("config.json"), &spec)?;
+    Ok(spec)
+}
+
 /// Build the init's spec against the mounted rootfs, place it in its cgroups, send it the
 /// spec and wait until it has exec'd. On failure the init is reaped.
 fn release_init(
@@ -347,19 +381,7 @@ fn release_init(
         e
     };
     let prepared = (|| -> Result<Spec> {
-        let resolved =
-            user::resolve(mounted.path(), &c.config.user).map_err(|e| ContainerError::Start {
-                code: 125,
-                msg: e.to_string(),
-            })?;
-        let env = final_env(&c.config.env, &resolved.home);
-        let mut spec: Spec = spec::build(&c.config, &c.paths, resolved.to_spec(), env);
-        if attached && c.config.tty {
-            spec.process.console_size = spec::ConsoleSize::of_fd(0);
-        }
-        let bundle = c.paths.bundle();
-        std::fs::create_dir_all(&bundle).map_err(io_at(&bundle))?;
-        record::write_json(&bundle.join("config.json"), &spec)?;
+        let spec = build_spec(c, mounted, attached)?;
         if !c.config.resources.is_empty() {
             cgroup::apply(c.id(), &c.config.resources, pid.as_raw()).map_err(|e| {
                 ContainerError::Start {
