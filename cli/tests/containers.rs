@@ -521,3 +521,55 @@ fn image_stop_signal_and_resource_limits() {
     s.ok(&["rm", "lim"]);
     assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/strata/{id}")).exists());
 }
+
+#[test]
+fn network_modes() {
+    let s = setup(&default_driver());
+    let ifaces = |net: &str| {
+        s.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "busybox",
+            "sh",
+            "-c",
+            "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+        ])
+    };
+    assert_eq!(ifaces("private"), "lo\n");
+    assert_eq!(ifaces("none"), "lo\n");
+    let host: Vec<String> = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(|n| n.trim().to_string()))
+        .collect();
+    let mut seen: Vec<String> = ifaces("host").lines().map(str::to_string).collect();
+    seen.sort();
+    let mut host = host;
+    host.sort();
+    assert_eq!(seen, host);
+    // Loopback works inside a private namespace: a server and a client in one container.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "httpd -p 127.0.0.1:8080 -h /www; wget -q -O - http://127.0.0.1:8080/",
+    ]);
+    assert_eq!(out, INDEX_HTML);
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-p",
+        "80",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125));
+    assert!(r.stderr.contains("conflicting options"), "{r:?}");
+}

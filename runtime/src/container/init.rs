@@ -693,7 +693,10 @@ fn exec_args(process: &Process) -> InitError {
         if !prog.contains('/') && !path.is_file() {
             continue;
         }
-        let e = nix::unistd::execve(&c, &argv, &envp).unwrap_err();
+        let e = match nix::unistd::execve(&c, &argv, &envp) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
         match e {
             nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR if !prog.contains('/') => {}
             nix::errno::Errno::EACCES => denied = Some(path.clone()),

@@ -198,10 +198,17 @@ impl Runtime {
             return Err(ContainerError::NoCommand);
         }
         let id = ContainerId::generate();
-        let hostname = req
-            .hostname
-            .clone()
-            .unwrap_or_else(|| id.short().to_string());
+        // Docker: the short id, or the host's name when sharing the host's network.
+        let hostname = req.hostname.clone().unwrap_or_else(|| {
+            if req.network == NetworkMode::Host {
+                nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| id.short().to_string())
+            } else {
+                id.short().to_string()
+            }
+        });
         let mut env = merge_env(&img.env, &req.env);
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(
