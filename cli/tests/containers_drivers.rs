@@ -126,3 +126,39 @@ fn runtime_runc_runs_the_same_bundle() {
     s.ok(&["rm", "-f", "rweb"]);
     assert!(mounts_under(s.root_path()).is_empty());
 }
+
+/// Without `--storage-driver`, `<root>/strata.json` chooses; relative roots work too.
+#[test]
+fn driver_from_config_file_and_relative_root() {
+    let s = strata_testkit::container::Strata::new(env!("CARGO_BIN_EXE_strata"));
+    containers_common::install_busybox(s.root_path(), "busybox:latest", serde_json::json!({}));
+    std::fs::write(
+        s.root_path().join("strata.json"),
+        r#"{"storage-driver": "vfs"}"#,
+    )
+    .unwrap();
+    let parent = s.root_path().parent().unwrap();
+    let rel = s.root_path().file_name().unwrap().to_str().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(parent)
+        .args(["--root", rel, "--runroot"])
+        .arg(s.runroot.path())
+        .args(["run", "-d", "--name", "cfgd", "busybox", "sleep", "100"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let cfg = std::fs::read_to_string(
+        s.root_path()
+            .join("containers")
+            .join(&id)
+            .join("config.json"),
+    )
+    .unwrap();
+    assert!(cfg.contains("\"driver\": \"vfs\""), "{cfg}");
+    assert!(s
+        .ok(&["ps", "--format", "{{.Names}} {{.State}}"])
+        .contains("cfgd running"));
+    s.ok(&["rm", "-f", "cfgd"]);
+    assert!(mounts_under(s.root_path()).is_empty());
+}

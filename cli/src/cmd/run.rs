@@ -92,8 +92,14 @@ pub fn run_supervise(global: &Global, args: SuperviseArgs) -> anyhow::Result<()>
     Err(ExitStatus(code.clamp(0, 255) as u8).into())
 }
 
+/// `--root`/`--runroot` made absolute: paths stored in records (layer dirs) and handed to the
+/// supervisor (which runs in `/`) must not depend on the caller's working directory.
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 pub(crate) fn runtime(global: &Global) -> Runtime {
-    Runtime::new(&global.root, &global.runroot)
+    Runtime::new(&absolute(&global.root), &absolute(&global.runroot))
 }
 
 pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
@@ -102,9 +108,9 @@ pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
         exe,
         args: vec![
             "--root".into(),
-            global.root.clone().into_os_string(),
+            absolute(&global.root).into_os_string(),
             "--runroot".into(),
-            global.runroot.clone().into_os_string(),
+            absolute(&global.runroot).into_os_string(),
             "__supervise".into(),
         ],
     })
@@ -202,7 +208,7 @@ fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
 /// Resolve the image from the local store. A missing image is reported like Docker
 /// (`Unable to find image 'x:latest' locally`).
 pub(crate) fn image_source(global: &Global, name: &str) -> anyhow::Result<ImageSource> {
-    let store = Store::open(&global.root).map_err(tool_error)?;
+    let store = Store::open(&absolute(&global.root)).map_err(tool_error)?;
     let rec = match store.resolve(name) {
         Ok(r) => r,
         Err(StoreError::NoSuchImage(_)) => {

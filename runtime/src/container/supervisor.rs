@@ -49,7 +49,12 @@ pub fn supervise(root: &Path, runroot: &Path, id: &str, attached: bool) -> i32 {
     // Nothing we start (an OCI runtime, the container) may inherit it: the starter waits for EOF.
     // SAFETY: setting a flag on our own fd.
     unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
-    let rt = Runtime::new(root, runroot);
+    // Pin nothing the caller was in (it could even be a container's rootfs); relative
+    // roots are resolved first.
+    let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    let runroot = std::path::absolute(runroot).unwrap_or_else(|_| runroot.to_path_buf());
+    let _ = std::env::set_current_dir("/");
+    let rt = Runtime::new(&root, &runroot);
     match run(&rt, &ContainerId(id.to_string()), attached, &mut report) {
         Ok(code) => code,
         Err(e) => {
