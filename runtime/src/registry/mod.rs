@@ -17,6 +17,9 @@ pub mod auth;
 pub mod blob;
 pub mod client;
 pub mod manifest;
+pub mod pull;
+
+pub use pull::{pull, LayerStatus, PullEvent, PullOptions, PullOutcome};
 
 use std::path::PathBuf;
 
@@ -141,7 +144,7 @@ fn unauthorized_message(url: &str, errors: &[ApiError], with_credentials: bool) 
     match (errors.first(), with_credentials) {
         (Some(e), _) => format!("Get \"{url}\": {e}"),
         (None, true) => format!("Get \"{url}\": unauthorized: incorrect username or password"),
-        (None, false) => format!("Get \"{url}\": unauthorized: authentication required"),
+        (None, false) => format!("Get \"{url}\": no basic auth credentials"),
     }
 }
 
@@ -150,6 +153,19 @@ fn denied(errors: &[ApiError]) -> String {
         Some(e) if e.code == "DENIED" => e.to_string(),
         _ => "denied: requested access to the resource is denied".to_string(),
     }
+}
+
+/// Errors of a pull or push: the registry's, or the store's.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
+    #[error("manifest lists {layers} layers but the image config has {diff_ids} diff IDs")]
+    LayerCount { layers: usize, diff_ids: usize },
 }
 
 impl RegistryError {
