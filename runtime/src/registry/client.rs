@@ -177,12 +177,16 @@ impl Client {
 
     /// The registry asked for Basic auth.
     pub fn uses_basic(&self) -> bool {
-        self.mode.lock().is_ok_and(|m| matches!(*m, AuthMode::Basic))
+        self.mode
+            .lock()
+            .is_ok_and(|m| matches!(*m, AuthMode::Basic))
     }
 
     /// The registry asked for Bearer tokens.
     pub fn uses_bearer(&self) -> bool {
-        self.mode.lock().is_ok_and(|m| matches!(*m, AuthMode::Bearer { .. }))
+        self.mode
+            .lock()
+            .is_ok_and(|m| matches!(*m, AuthMode::Bearer { .. }))
     }
 
     pub fn has_credentials(&self) -> bool {

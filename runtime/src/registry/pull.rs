@@ -78,7 +78,10 @@ impl LayerStatus {
 #[derive(Debug, Clone)]
 pub enum PullEvent {
     /// `<tag or digest>: Pulling from <familiar repository path>`.
-    PullingFrom { reference: String, repository: String },
+    PullingFrom {
+        reference: String,
+        repository: String,
+    },
     /// A layer's new status; `id` is the 12-hex short blob digest.
     Layer { id: String, status: LayerStatus },
     /// `Digest: sha256:…` (the manifest or index digest the reference resolved to).
@@ -126,7 +129,9 @@ pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String
         tags: Option<Vec<String>>,
     }
     let body = read_small(&mut resp, &req.url)?;
-    let tags: Tags = serde_json::from_slice(&body).map_err(manifest::ManifestError::from).map_err(RegistryError::from)?;
+    let tags: Tags = serde_json::from_slice(&body)
+        .map_err(manifest::ManifestError::from)
+        .map_err(RegistryError::from)?;
     let mut tags = tags.tags.unwrap_or_default();
     tags.sort();
     Ok(tags)
@@ -164,14 +169,18 @@ fn map_error(e: RegistryError, client: &Client, reference: &Reference) -> PullEr
             },
         },
         (_, Some("NAME_UNKNOWN")) => RegistryError::NameUnknown { name, errors },
-        (Some(401), _) if client.uses_basic() || !client.uses_bearer() => RegistryError::Unauthorized {
-            url: match &e {
-                RegistryError::Api { url, .. } | RegistryError::Unauthorized { url, .. } => url.clone(),
-                _ => client.endpoint.base.clone(),
-            },
-            errors: Vec::new(),
-            with_credentials: client.has_credentials(),
-        },
+        (Some(401), _) if client.uses_basic() || !client.uses_bearer() => {
+            RegistryError::Unauthorized {
+                url: match &e {
+                    RegistryError::Api { url, .. } | RegistryError::Unauthorized { url, .. } => {
+                        url.clone()
+                    }
+                    _ => client.endpoint.base.clone(),
+                },
+                errors: Vec::new(),
+                with_credentials: client.has_credentials(),
+            }
+        }
         (Some(401 | 403), _) | (_, Some("DENIED")) => RegistryError::AccessDenied { name, errors },
         _ => e,
     };
@@ -251,38 +260,42 @@ pub fn pull(
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
     });
-    let (top, _, top_digest) =
-        fetch_manifest(&client, &repo, &tag_or_digest).map_err(|e| map_error(e, &client, &reference))?;
-    let (image, image_bytes) = match top {
-        Manifest::Image(m) => (*m, None),
-        Manifest::Index(idx) => {
-            let want = opts.platform.clone().unwrap_or_else(Platform::host);
-            let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
-                RegistryError::NoMatchingPlatform {
-                    platform: want.to_string(),
-                }
-            })?;
-            let (m, bytes, _) = fetch_manifest(&client, &repo, &d.digest)
-                .map_err(|e| map_error(e, &client, &reference))?;
-            match m {
-                Manifest::Image(m) => (*m, Some(bytes)),
-                Manifest::Index(_) => {
-                    return Err(RegistryError::Manifest(manifest::ManifestError::UnsupportedType(
-                        "nested index".into(),
-                    ))
-                    .into())
+    let (top, _, top_digest) = fetch_manifest(&client, &repo, &tag_or_digest)
+        .map_err(|e| map_error(e, &client, &reference))?;
+    let (image, image_bytes) =
+        match top {
+            Manifest::Image(m) => (*m, None),
+            Manifest::Index(idx) => {
+                let want = opts.platform.clone().unwrap_or_else(Platform::host);
+                let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
+                    RegistryError::NoMatchingPlatform {
+                        platform: want.to_string(),
+                    }
+                })?;
+                let (m, bytes, _) = fetch_manifest(&client, &repo, &d.digest)
+                    .map_err(|e| map_error(e, &client, &reference))?;
+                match m {
+                    Manifest::Image(m) => (*m, Some(bytes)),
+                    Manifest::Index(_) => {
+                        return Err(RegistryError::Manifest(
+                            manifest::ManifestError::UnsupportedType("nested index".into()),
+                        )
+                        .into())
+                    }
                 }
             }
-        }
-    };
+        };
     let _ = image_bytes;
-    let config_id = Digest::parse(&image.config.digest).map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
+    let config_id = Digest::parse(&image.config.digest)
+        .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
     let config_bytes = if store.has_blob(&config_id) {
         store.read_blob(&config_id)?
     } else {
-        fetch_small_blob(&client, &repo, &image.config).map_err(|e| map_error(e, &client, &reference))?
+        fetch_small_blob(&client, &repo, &image.config)
+            .map_err(|e| map_error(e, &client, &reference))?
     };
-    let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(crate::store::StoreError::InvalidConfig)?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(crate::store::StoreError::InvalidConfig)?;
     let diff_ids: Vec<DiffId> = config.rootfs.diff_ids.clone();
     if diff_ids.len() != image.layers.len() {
         return Err(PullError::LayerCount {
@@ -297,10 +310,14 @@ pub fn pull(
     let image_id = ImageId(config_id.clone());
     let previous = store.resolve(&reference.to_string()).ok().map(|r| r.id);
 
-    // Which layers are missing.
+    // Which layers are missing. Docker prints no layer lines for an image it already has.
+    let have_image = store.image(&image_id).is_ok();
     let mut missing = Vec::new();
     for (i, l) in image.layers.iter().enumerate() {
         if store.has_layer(&chains[i]) {
+            if have_image {
+                continue;
+            }
             progress(PullEvent::Layer {
                 id: short(&l.digest),
                 status: LayerStatus::AlreadyExists,
@@ -322,7 +339,16 @@ pub fn pull(
     })?;
     let mut created: Vec<ChainId> = Vec::new();
     let result = download_and_extract(
-        store, &client, &repo, &image.layers, &diff_ids, &chains, &missing, &pdir, opts, progress,
+        store,
+        &client,
+        &repo,
+        &image.layers,
+        &diff_ids,
+        &chains,
+        &missing,
+        &pdir,
+        opts,
+        progress,
         &mut created,
     )
     .map_err(|e| match e {
@@ -455,9 +481,9 @@ fn download_and_extract(
                 path: path.clone(),
                 source,
             });
-            let added = f
-                .map_err(PullError::from)
-                .and_then(|f| Ok(store.add_layer(std::io::BufReader::new(f), parent, Some(&diff_ids[i]))?));
+            let added = f.map_err(PullError::from).and_then(|f| {
+                Ok(store.add_layer(std::io::BufReader::new(f), parent, Some(&diff_ids[i]))?)
+            });
             match added {
                 Ok(info) => {
                     if info.created {

@@ -40,6 +40,8 @@ pub fn layer(files: &[(&str, &[u8])]) -> Layer {
                 h.set_mode(0o755);
                 h.set_size(0);
                 h.set_mtime(1_700_000_000);
+                h.set_uid(0);
+                h.set_gid(0);
                 b.append_data(&mut h, format!("{}/", d.display()), std::io::empty())
                     .expect("tar dir");
             }
@@ -48,6 +50,8 @@ pub fn layer(files: &[(&str, &[u8])]) -> Layer {
         h.set_mode(0o644);
         h.set_size(data.len() as u64);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_data(&mut h, path, *data).expect("tar file");
     }
     let tar = b.into_inner().expect("tar finish");
@@ -60,6 +64,24 @@ pub fn layer(files: &[(&str, &[u8])]) -> Layer {
         tar,
         gz,
     }
+}
+
+/// A layer from an uncompressed tar (gzip-compressed here).
+pub fn layer_from_tar(tar: Vec<u8>) -> Layer {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    let gz = gz.finish().expect("gzip finish");
+    Layer {
+        digest: sha256(&gz),
+        diff_id: sha256(&tar),
+        tar,
+        gz,
+    }
+}
+
+/// The busybox layer of the testkit fixtures (Debian's busybox-static and its applet links).
+pub fn busybox() -> Layer {
+    layer_from_tar(crate::fixtures::busybox_layer().expect("busybox layer"))
 }
 
 /// A layer of `size` pseudo-random (incompressible) bytes in one file: big enough to interrupt.
