@@ -422,12 +422,12 @@ impl Client {
             url.push_str(&format!("{sep}service={}", encode(s)));
             sep = '&';
         }
-        let mut scopes: Vec<&str> = Vec::new();
-        if !scope.is_empty() {
-            scopes.push(scope);
-        }
-        if let Some(cs) = challenge_scope.filter(|c| !c.is_empty() && *c != scope) {
-            scopes.push(cs);
+        // A request may need several scopes (a cross-repository mount): space-separated.
+        let mut scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
+        for cs in challenge_scope.unwrap_or("").split(' ') {
+            if !cs.is_empty() && !scopes.contains(&cs) {
+                scopes.push(cs);
+            }
         }
         for s in scopes {
             url.push_str(&format!("{sep}scope={}", encode(s)));

@@ -18,8 +18,10 @@ pub mod blob;
 pub mod client;
 pub mod manifest;
 pub mod pull;
+pub mod push;
 
 pub use pull::{pull, LayerStatus, PullEvent, PullOptions, PullOutcome};
+pub use push::{push, PushEvent, PushOptions, PushOutcome, PushStatus};
 
 use std::path::PathBuf;
 
@@ -93,6 +95,12 @@ pub enum RegistryError {
     BodyIo { url: String, source: std::io::Error },
     #[error("registry answered a range request for {url} with the wrong range")]
     BadRange { url: String },
+    #[error("denied: requested access to the resource is denied")]
+    PushDenied,
+    #[error("login attempt to {url} failed with status: {status}")]
+    LoginFailed { url: String, status: String },
+    #[error("registry did not say where to upload blobs for {repo}")]
+    NoUploadLocation { repo: String },
     #[error("too many redirects fetching {url}")]
     TooManyRedirects { url: String },
     #[error("token from {url} is not valid JSON: {source}")]
@@ -155,6 +163,37 @@ fn denied(errors: &[ApiError]) -> String {
     }
 }
 
+/// Check `creds` against `registry` (its `/v2/` with the challenge answered) and store them.
+/// Returns the credentials file written.
+pub fn login(
+    registry: &str,
+    creds: &auth::Credentials,
+    insecure: &[String],
+) -> Result<PathBuf, RegistryError> {
+    let c = client::Client::new(
+        client::Endpoint::new(registry, insecure),
+        Some(creds.clone()),
+    );
+    let req = client::Req::new(ureq::http::Method::GET, "/v2/", "");
+    let failed = |code: u16| {
+        let reason = ureq::http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        RegistryError::LoginFailed {
+            url: format!("{}/v2/", c.endpoint.base),
+            status: format!("{code} {reason}").trim_end().to_string(),
+        }
+    };
+    match c.send(&req) {
+        Ok(resp) if resp.status().is_success() => {}
+        Ok(resp) => return Err(failed(resp.status().as_u16())),
+        Err(RegistryError::Api { status, .. }) => return Err(failed(status)),
+        Err(e) => return Err(e),
+    }
+    auth::store(registry, creds)
+}
+
 /// Errors of a pull or push: the registry's, or the store's.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -164,6 +203,8 @@ pub enum PullError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Digest(#[from] crate::digest::DigestError),
+    #[error("An image does not exist locally with the tag: {0}")]
+    NotLocal(String),
     #[error("manifest lists {layers} layers but the image config has {diff_ids} diff IDs")]
     LayerCount { layers: usize, diff_ids: usize },
 }

@@ -260,11 +260,11 @@ pub fn pull(
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
     });
-    let (top, _, top_digest) = fetch_manifest(&client, &repo, &tag_or_digest)
+    let (top, top_bytes, top_digest) = fetch_manifest(&client, &repo, &tag_or_digest)
         .map_err(|e| map_error(e, &client, &reference))?;
     let (image, image_bytes) =
         match top {
-            Manifest::Image(m) => (*m, None),
+            Manifest::Image(m) => (*m, top_bytes),
             Manifest::Index(idx) => {
                 let want = opts.platform.clone().unwrap_or_else(Platform::host);
                 let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
@@ -275,7 +275,7 @@ pub fn pull(
                 let (m, bytes, _) = fetch_manifest(&client, &repo, &d.digest)
                     .map_err(|e| map_error(e, &client, &reference))?;
                 match m {
-                    Manifest::Image(m) => (*m, Some(bytes)),
+                    Manifest::Image(m) => (*m, bytes),
                     Manifest::Index(_) => {
                         return Err(RegistryError::Manifest(
                             manifest::ManifestError::UnsupportedType("nested index".into()),
@@ -285,7 +285,6 @@ pub fn pull(
                 }
             }
         };
-    let _ = image_bytes;
     let config_id = Digest::parse(&image.config.digest)
         .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
     let config_bytes = if store.has_blob(&config_id) {
@@ -365,6 +364,8 @@ pub fn pull(
             })?;
             store.put_blob(f, Some(&d))?;
         }
+        // The image manifest, so `push` can send the same bytes (same digest) back.
+        store.put_blob(&image_bytes[..], None)?;
         let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
         if reference.digest().is_none() {
             refs.insert(0, reference.clone());
