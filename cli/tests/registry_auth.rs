@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use registry_common::*;
 use strata_testkit::registry::images;
+use strata_testkit::registry::proxy::{Mode, Proxy};
 use strata_testkit::registry::{Auth, Registry};
 
 fn login(env: &Env, addr: &str, user: &str, pass: &str) -> (i32, String, String) {
@@ -183,4 +184,39 @@ fn bearer_without_anonymous_access_is_denied() {
     env.ok(&["login", "-u", "bob", "-p", "hunter2", &addr]);
     let out = env.ok(&["pull", &format!("{addr}/secret/app:v1")]);
     assert!(out.ends_with(&format!("{addr}/secret/app:v1\n")), "{out}");
+}
+
+#[test]
+fn redirected_blobs_do_not_carry_credentials() {
+    let reg = Registry::start_basic("alice", "s3cret");
+    let cdn = Registry::start();
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("etc/cdn", b"cdn")]),
+    ]);
+    push_image(&reg, "r/app:1", &img);
+    push_image(&cdn, "r/app:1", &img);
+    let cdn_proxy = Proxy::start(&cdn.addr(), Mode::Pass);
+    let front = Proxy::start(&reg.addr(), Mode::Redirect(cdn_proxy.addr()));
+    let env = Env::new();
+    env.ok(&["login", "-u", "alice", "-p", "s3cret", &front.addr()]);
+    let out = env.ok(&["pull", &format!("{}/r/app:1", front.addr())]);
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    let front_heads = front.heads();
+    assert!(
+        front_heads.iter().any(|h| h.contains("/manifests/1")
+            && h.to_ascii_lowercase().contains("\r\nauthorization: basic ")),
+        "credentials go to the registry itself: {front_heads:?}"
+    );
+    let cdn_heads = cdn_proxy.heads();
+    assert!(
+        cdn_heads.iter().any(|h| h.contains("/blobs/sha256:")),
+        "blobs came from the CDN"
+    );
+    assert!(
+        !cdn_heads
+            .iter()
+            .any(|h| h.to_ascii_lowercase().contains("\r\nauthorization:")),
+        "no credentials sent to another host: {cdn_heads:?}"
+    );
 }

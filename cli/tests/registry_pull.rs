@@ -319,3 +319,68 @@ fn registry_killed_mid_pull_then_resumes() {
     let rec = env.store().resolve(&name).unwrap();
     assert_eq!(rec.id.to_string(), img.config_digest);
 }
+
+#[test]
+fn all_tags_pulls_every_tag() {
+    let reg = Registry::start();
+    let base = images::busybox();
+    let one = images::image(vec![base.clone(), images::layer(&[("v", b"1")])]);
+    let two = images::image(vec![base.clone(), images::layer(&[("v", b"2")])]);
+    push_image(&reg, "tags:one", &one);
+    push_image(&reg, "tags:two", &two);
+    let env = Env::new();
+    let addr = reg.addr();
+    let (code, _, err) = env.run(&["pull", "--all-tags", &format!("{addr}/tags:one")]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "Error: tag can't be used with --all-tags/-a\n")
+    );
+    let out = env.ok(&["pull", "-a", &format!("{addr}/tags")]);
+    assert!(out.contains("one: Pulling from tags\n"), "{out}");
+    assert!(out.contains("two: Pulling from tags\n"), "{out}");
+    assert!(
+        out.ends_with(&format!(
+            "Status: Downloaded newer image for {addr}/tags\n{addr}/tags\n"
+        )),
+        "{out}"
+    );
+    let store = env.store();
+    assert_eq!(
+        store
+            .resolve(&format!("{addr}/tags:one"))
+            .unwrap()
+            .id
+            .to_string(),
+        one.config_digest
+    );
+    assert_eq!(
+        store
+            .resolve(&format!("{addr}/tags:two"))
+            .unwrap()
+            .id
+            .to_string(),
+        two.config_digest
+    );
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_share_the_store() {
+    let reg = Registry::start();
+    let img = images::image(vec![
+        images::busybox(),
+        images::big_layer("data/a", 2 << 20, 21),
+        images::big_layer("data/b", 1 << 20, 22),
+    ]);
+    push_image(&reg, "conc:latest", &img);
+    let env = Env::new();
+    let name = format!("{}/conc", reg.addr());
+    let a = env.spawn(&["pull", &name]);
+    let b = env.spawn(&["pull", &name]);
+    let (ca, oa, ea) = wait_output(a);
+    let (cb, ob, eb) = wait_output(b);
+    assert_eq!((ca, cb), (0, 0), "{oa}{ea}\n{ob}{eb}");
+    let rec = env.store().resolve(&name).unwrap();
+    assert_eq!(rec.id.to_string(), img.config_digest);
+    assert_eq!(env.store().layers().unwrap().len(), 3);
+    assert!(env.partials().is_empty());
+}

@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest as _, Sha256};
 use ureq::http;
 
@@ -36,7 +37,8 @@ pub fn partial_path(dir: &Path, digest: &str) -> Result<PathBuf, RegistryError> 
 }
 
 struct Partial {
-    file: File,
+    /// Locked exclusively: two pulls of the same blob take turns instead of interleaving writes.
+    file: Flock<File>,
     path: PathBuf,
     hasher: Sha256,
     have: u64,
@@ -48,13 +50,18 @@ impl Partial {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .map_err(io)?;
+        let mut file =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| RegistryError::Io {
+                path: path.clone(),
+                source: std::io::Error::from(errno),
+            })?;
         let mut hasher = Sha256::new();
         let mut have = 0u64;
         let len = file.metadata().map_err(io)?.len();

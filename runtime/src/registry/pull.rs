@@ -358,6 +358,9 @@ pub fn pull(
         // Keep the compressed blobs and the manifest for push, then make the image visible.
         for (i, path) in &paths {
             let d = Digest::parse(&image.layers[*i].digest)?;
+            if store.has_blob(&d) {
+                continue;
+            }
             let f = File::open(path).map_err(|source| RegistryError::Io {
                 path: path.clone(),
                 source,
@@ -474,6 +477,16 @@ fn download_and_extract(
             }
             let Some(path) = done[i].take() else { continue };
             let id = short(&l.digest);
+            if store.has_layer(&chains[i]) {
+                // A concurrent pull of the same layer got there first.
+                progress(PullEvent::Layer {
+                    id,
+                    status: LayerStatus::PullComplete,
+                });
+                paths.push((i, path));
+                parent = Some(&chains[i]);
+                continue;
+            }
             progress(PullEvent::Layer {
                 id: id.clone(),
                 status: LayerStatus::Extracting,

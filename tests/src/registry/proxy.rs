@@ -6,7 +6,8 @@
 //!
 //! Modes for responses to `GET …/blobs/sha256:…`: [`Mode::Pass`]; [`Mode::Cut`] closes the
 //! connection after `n` response bytes; [`Mode::Hold`] forwards `n` bytes, raises
-//! [`Proxy::held`], and then forwards nothing until [`Proxy::release`] closes it.
+//! [`Proxy::held`], and then forwards nothing until [`Proxy::release`] closes it;
+//! [`Mode::Redirect`] answers `307` to another host, as registries backed by a CDN do.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -15,11 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Pass,
     Cut(usize),
     Hold(usize),
+    /// Answer blob GETs with `307` to the same path on this `host:port` (a "CDN").
+    Redirect(String),
 }
 
 struct Shared {
@@ -162,6 +165,16 @@ fn handle(s: &Shared, mut client: TcpStream) {
         }
     }
     rewritten.push_str("\r\n");
+    let mode = s.mode.lock().map(|m| m.clone()).unwrap_or(Mode::Pass);
+    if let (Mode::Redirect(target), true) = (&mode, is_blob_get) {
+        let path = head.split_whitespace().nth(1).unwrap_or("/");
+        let _ = write!(
+            client,
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
     let Ok(mut up) = TcpStream::connect(&s.upstream) else {
         let _ = client.shutdown(Shutdown::Both);
         return;
@@ -177,7 +190,6 @@ fn handle(s: &Shared, mut client: TcpStream) {
         let _ = std::io::copy(&mut c2, &mut u2);
         let _ = u2.shutdown(Shutdown::Write);
     });
-    let mode = s.mode.lock().map(|m| *m).unwrap_or(Mode::Pass);
     let limit = match mode {
         Mode::Cut(n) | Mode::Hold(n) if is_blob_get => Some(n),
         _ => None,
