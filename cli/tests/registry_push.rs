@@ -197,3 +197,23 @@ fn push_errors() {
     let out = env.ok(&["push", &name]);
     assert!(out.contains("1: digest: sha256:"), "{out}");
 }
+
+#[test]
+fn refused_monolithic_upload_falls_back_to_chunks() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr(), Mode::RejectMonolithic);
+    let env = Env::new();
+    let name = format!("{}/fallback:1", proxy.addr());
+    let layers = vec![images::busybox(), images::layer(&[("x", b"x")])];
+    let id = local_image(&env, &name, &layers);
+    let out = env.ok(&["push", &name]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    let heads = proxy.heads();
+    assert!(
+        heads.iter().any(|h| h.starts_with("PATCH ")),
+        "chunked upload used: {heads:?}"
+    );
+    let fresh = Env::new();
+    fresh.ok(&["pull", &name]);
+    assert_eq!(fresh.store().resolve(&name).unwrap().id.to_string(), id);
+}

@@ -410,7 +410,14 @@ fn push_blob(
             report(b.desc.size);
             Ok(PushStatus::Pushed)
         }
-        Err(e) if matches!(e.status(), Some(s) if s != 401 && s != 403 && s != 404) => {
+        // Refused (413 from a size-limited front end, 5xx) or cut off mid-body: try in chunks.
+        Err(e)
+            if matches!(e.status(), Some(s) if s != 401 && s != 403 && s != 404)
+                || matches!(
+                    e,
+                    RegistryError::Transport { .. } | RegistryError::BodyIo { .. }
+                ) =>
+        {
             log::debug!("monolithic upload of {d} refused ({e}); uploading in chunks");
             let location = resolve_location(&base, &start_upload(client, repo, &scope)?);
             upload_chunked(client, &scope, &location, b, 8 << 20, &report)?;

@@ -23,6 +23,9 @@ pub enum Mode {
     Hold(usize),
     /// Answer blob GETs with `307` to the same path on this `host:port` (a "CDN").
     Redirect(String),
+    /// Refuse monolithic blob uploads (a `PUT …/blobs/uploads/…` with a body) with `413`, as a
+    /// front end with a request size limit does; chunked uploads pass.
+    RejectMonolithic,
 }
 
 struct Shared {
@@ -171,6 +174,37 @@ fn handle(s: &Shared, mut client: TcpStream) {
         let _ = write!(
             client,
             "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
+    let content_length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let monolithic_put = head.starts_with("PUT ")
+        && head
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("/blobs/uploads/"))
+        && content_length > 0;
+    if mode == Mode::RejectMonolithic && monolithic_put {
+        let mut have = buf.len() - head_end;
+        while have < content_length {
+            match client.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => have += n,
+            }
+        }
+        let body = r#"{"errors":[{"code":"SIZE_INVALID","message":"request entity too large"}]}"#;
+        let _ = write!(
+            client,
+            "HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         );
         let _ = client.shutdown(Shutdown::Both);
         return;
