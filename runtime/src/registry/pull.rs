@@ -256,12 +256,12 @@ pub fn pull(
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
+    let (top, top_bytes, top_digest) = fetch_manifest(&client, &repo, &tag_or_digest)
+        .map_err(|e| map_error(e, &client, &reference))?;
     progress(PullEvent::PullingFrom {
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
     });
-    let (top, top_bytes, top_digest) = fetch_manifest(&client, &repo, &tag_or_digest)
-        .map_err(|e| map_error(e, &client, &reference))?;
     let (image, image_bytes) =
         match top {
             Manifest::Image(m) => (*m, top_bytes),
