@@ -217,3 +217,29 @@ fn refused_monolithic_upload_falls_back_to_chunks() {
     fresh.ok(&["pull", &name]);
     assert_eq!(fresh.store().resolve(&name).unwrap().id.to_string(), id);
 }
+
+#[test]
+fn https_registry_push_and_pull() {
+    // A loopback registry is insecure (as in Docker): HTTPS is tried first without verifying the
+    // self-signed certificate. This registry speaks only TLS, so success means HTTPS was used.
+    let reg = Registry::start_tls();
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("etc/tls", b"tls")]),
+    ]);
+    push_image(&reg, "secure/bb:1", &img);
+    let env = Env::new();
+    let name = format!("{}/secure/bb:1", reg.addr());
+    let out = env.ok(&["pull", &name]);
+    assert!(
+        out.contains(&format!("Digest: {}\n", img.manifest_digest)),
+        "{out}"
+    );
+    let copy = format!("{}/secure/copy:1", reg.addr());
+    tag(&env, &name, &copy);
+    let out = env.ok(&["push", &copy]);
+    assert!(
+        out.contains(&format!("1: digest: {}", img.manifest_digest)),
+        "{out}"
+    );
+}

@@ -27,25 +27,57 @@ const MAX_REDIRECTS: u32 = 5;
 pub struct Endpoint {
     /// The registry as named in references (`docker.io`, `127.0.0.1:5000`).
     pub registry: String,
-    /// `scheme://host[:port]` requests go to.
+    /// `https://host[:port]`: always tried first.
     pub base: String,
+    /// Insecure registries (loopback, `--insecure-registry`): certificates are not verified and
+    /// plain HTTP (`http://host[:port]`) is used when the registry does not speak TLS — Docker's
+    /// behaviour for insecure registries.
+    pub insecure: bool,
 }
 
 impl Endpoint {
-    /// Docker Hub is `registry-1.docker.io` over HTTPS; loopback hosts and `insecure` registries
-    /// use plain HTTP; everything else HTTPS.
+    /// Docker Hub is `registry-1.docker.io`; loopback hosts and `insecure` registries are
+    /// insecure (see [`Endpoint::insecure`]); everything else is verified HTTPS.
     pub fn new(registry: &str, insecure: &[String]) -> Endpoint {
         let host = match registry {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
         };
-        let plain = is_loopback(registry) || insecure.iter().any(|i| i == registry || i == host);
-        let scheme = if plain { "http" } else { "https" };
         Endpoint {
             registry: registry.to_string(),
-            base: format!("{scheme}://{host}"),
+            base: format!("https://{host}"),
+            insecure: is_loopback(registry) || insecure.iter().any(|i| i == registry || i == host),
         }
     }
+
+    /// The plain-HTTP base of an insecure registry.
+    pub fn http_base(&self) -> Option<String> {
+        self.insecure
+            .then(|| self.base.replacen("https://", "http://", 1))
+    }
+}
+
+/// CA certificates for `registry` from Docker's and podman's `certs.d` directories
+/// (`/etc/docker/certs.d/<registry>/*.crt`, `/etc/containers/certs.d/<registry>/*.crt`).
+fn registry_cas(registry: &str) -> Vec<ureq::tls::Certificate<'static>> {
+    let mut out = Vec::new();
+    for root in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
+        let Ok(rd) = std::fs::read_dir(Path::new(root).join(registry)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "crt") {
+                if let Ok(pem) = std::fs::read(e.path()) {
+                    for item in ureq::tls::parse_pem(&pem).flatten() {
+                        if let ureq::tls::PemItem::Certificate(c) = item {
+                            out.push(c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `localhost`, `127.0.0.0/8` and `::1`, with or without a port.
@@ -126,6 +158,9 @@ pub struct Client {
     pub endpoint: Endpoint,
     creds: Option<Credentials>,
     mode: Mutex<AuthMode>,
+    /// The base URL chosen by the first request (`https://…`, or `http://…` for an insecure
+    /// registry without TLS).
+    base: Mutex<Option<String>>,
     /// Bearer tokens by scope.
     tokens: Mutex<HashMap<String, String>>,
 }
@@ -157,7 +192,15 @@ pub fn backoff(attempt: u32) {
 
 impl Client {
     pub fn new(endpoint: Endpoint, creds: Option<Credentials>) -> Client {
+        let cas = registry_cas(&endpoint.registry);
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if endpoint.insecure {
+            tls = tls.disable_verification(true);
+        } else if !cas.is_empty() {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&cas));
+        }
         let agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
@@ -171,6 +214,7 @@ impl Client {
             endpoint,
             creds,
             mode: Mutex::new(AuthMode::Unknown),
+            base: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -193,11 +237,41 @@ impl Client {
         self.creds.is_some()
     }
 
+    /// The base URL requests go to. For an insecure registry the first call probes HTTPS once
+    /// and settles on plain HTTP if the registry does not speak TLS.
+    pub fn base(&self) -> String {
+        if let Some(b) = self.base.lock().ok().and_then(|b| b.clone()) {
+            return b;
+        }
+        let chosen = match self.endpoint.http_base() {
+            None => self.endpoint.base.clone(),
+            Some(http_base) => {
+                let probe = http::Request::builder()
+                    .method(http::Method::GET)
+                    .uri(format!("{}/v2/", self.endpoint.base))
+                    .body(())
+                    .map_err(ureq::Error::Http)
+                    .and_then(|r| self.agent.run(r));
+                match probe {
+                    Ok(_) => self.endpoint.base.clone(),
+                    Err(e) => {
+                        log::debug!("{}: no TLS ({e}); using plain HTTP", self.endpoint.registry);
+                        http_base
+                    }
+                }
+            }
+        };
+        if let Ok(mut b) = self.base.lock() {
+            *b = Some(chosen.clone());
+        }
+        chosen
+    }
+
     fn absolute(&self, url: &str) -> String {
         if url.starts_with("http://") || url.starts_with("https://") {
             url.to_string()
         } else {
-            format!("{}{}", self.endpoint.base, url)
+            format!("{}{}", self.base(), url)
         }
     }
 
@@ -286,7 +360,7 @@ impl Client {
     /// Send `req`, answering one authentication challenge and following redirects. No retries.
     pub fn send(&self, req: &Req<'_>) -> Result<Response<Body>, RegistryError> {
         let mut url = self.absolute(&req.url);
-        let origin = host_of(&self.endpoint.base).to_string();
+        let origin = host_of(&self.base()).to_string();
         let mut challenged = false;
         let mut redirects = 0;
         loop {
@@ -536,27 +610,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_and_insecure_use_http() {
+    fn loopback_and_insecure_are_insecure() {
         assert!(is_loopback("127.0.0.1:5000"));
         assert!(is_loopback("localhost"));
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("ghcr.io"));
-        assert_eq!(
-            Endpoint::new("docker.io", &[]).base,
-            "https://registry-1.docker.io"
-        );
-        assert_eq!(
-            Endpoint::new("127.0.0.2:80", &[]).base,
-            "http://127.0.0.2:80"
-        );
-        assert_eq!(
-            Endpoint::new("reg.lan:5000", &["reg.lan:5000".into()]).base,
-            "http://reg.lan:5000"
-        );
-        assert_eq!(
-            Endpoint::new("reg.lan:5000", &[]).base,
-            "https://reg.lan:5000"
-        );
+        let hub = Endpoint::new("docker.io", &[]);
+        assert_eq!(hub.base, "https://registry-1.docker.io");
+        assert_eq!(hub.http_base(), None);
+        let lo = Endpoint::new("127.0.0.2:80", &[]);
+        assert_eq!(lo.http_base().as_deref(), Some("http://127.0.0.2:80"));
+        let named = Endpoint::new("reg.lan:5000", &["reg.lan:5000".into()]);
+        assert_eq!(named.http_base().as_deref(), Some("http://reg.lan:5000"));
+        assert!(!Endpoint::new("reg.lan:5000", &[]).insecure);
     }
 
     #[test]

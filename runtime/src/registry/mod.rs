@@ -181,7 +181,7 @@ pub fn login(
             .and_then(|s| s.canonical_reason())
             .unwrap_or("");
         RegistryError::LoginFailed {
-            url: format!("{}/v2/", c.endpoint.base),
+            url: format!("{}/v2/", c.base()),
             status: format!("{code} {reason}").trim_end().to_string(),
         }
     };

@@ -175,7 +175,7 @@ fn map_error(e: RegistryError, client: &Client, reference: &Reference) -> PullEr
                     RegistryError::Api { url, .. } | RegistryError::Unauthorized { url, .. } => {
                         url.clone()
                     }
-                    _ => client.endpoint.base.clone(),
+                    _ => client.base(),
                 },
                 errors: Vec::new(),
                 with_credentials: client.has_credentials(),

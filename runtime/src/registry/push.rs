@@ -380,7 +380,7 @@ fn push_blob(
         Some(l) => l,
         None => start_upload(client, repo, &scope)?,
     };
-    let base = format!("{}/v2/{repo}/blobs/uploads/", client.endpoint.base);
+    let base = format!("{}/v2/{repo}/blobs/uploads/", client.base());
     let location = resolve_location(&base, &location);
     let id = b.id.clone();
     let report = |done: u64| {

@@ -135,6 +135,14 @@ fn handle(s: &Shared, mut client: TcpStream) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
+    // A TLS ClientHello (a client probing for HTTPS): the registry behind speaks plain HTTP.
+    if let Ok(n) = client.peek(&mut chunk[..1]) {
+        if n == 1 && chunk[0] == 0x16 {
+            let _ = client.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+    }
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
