@@ -336,6 +336,7 @@ pub fn pull(
         path: pdir.clone(),
         source,
     })?;
+    remove_stale_partials(&pdir);
     let mut created: Vec<ChainId> = Vec::new();
     let result = download_and_extract(
         store,
@@ -395,6 +396,25 @@ pub fn pull(
         reference,
         manifest_digest: top_digest,
     })
+}
+
+/// Partial downloads nobody resumed for a week are dropped.
+fn remove_stale_partials(dir: &Path) {
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > week);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Download `missing` layers on `opts.parallel` threads and extract every missing layer in order
