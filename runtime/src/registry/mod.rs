@@ -7,9 +7,13 @@
 //! - *scope*: what a Bearer token grants, `repository:<repo>:pull[,push]`.
 //! - *partial*: a blob download in progress, kept in the store's tmp dir so the next pull resumes it.
 //!
-//! Modules: [`client`] (HTTP, auth challenges, redirects, retries), [`auth`] (challenges, tokens,
-//! the credentials file), [`manifest`] (manifest/index types and platform selection), [`blob`]
-//! (verified, resumable blob download).
+//! Modules: [`client`] (HTTP/HTTPS, auth challenges, redirects, retries), [`auth`] (challenges,
+//! tokens, the credentials file), [`manifest`] (manifest/index types and platform selection),
+//! [`blob`] (verified, resumable blob download), [`mod@pull`] (into the store, parallel downloads,
+//! ordered extraction), [`mod@push`] (blob upload, mount, manifest put); [`login`] checks and stores
+//! credentials.
+//!
+//! Entry points: [`pull()`], [`push()`], [`login`], [`pull::list_tags`], [`auth::remove`].
 //!
 //! The module prints nothing; progress is reported through callbacks.
 
