@@ -384,3 +384,30 @@ fn concurrent_pulls_of_one_image_share_the_store() {
     assert_eq!(env.store().layers().unwrap().len(), 3);
     assert!(env.partials().is_empty());
 }
+
+#[test]
+fn transient_503s_are_retried() {
+    let reg = Registry::start();
+    let img = images::image(vec![images::busybox()]);
+    push_image(&reg, "flaky:latest", &img);
+    // The next 3 requests fail (the manifest GET and its first retries): still under the 4 attempts.
+    let proxy = Proxy::start(&reg.addr(), Mode::Unavailable(3));
+    let env = Env::new();
+    let name = format!("{}/flaky", proxy.addr());
+    let out = env.ok(&["pull", &name]);
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    let manifest_gets = proxy
+        .heads()
+        .iter()
+        .filter(|h| h.contains("/manifests/latest"))
+        .count();
+    assert_eq!(manifest_gets, 4, "three 503s then success");
+    // A registry that stays unavailable: a clear error after the retries.
+    proxy.set_mode(Mode::Unavailable(100));
+    let (code, _, err) = env.run(&["pull", &format!("{}/flaky:other", proxy.addr())]);
+    assert_eq!(code, 1);
+    assert!(
+        err.ends_with("/v2/flaky/manifests/other\": received unexpected HTTP status: 503 Service Unavailable\n"),
+        "{err}"
+    );
+}

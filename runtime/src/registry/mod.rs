@@ -146,7 +146,16 @@ fn title(method: &str) -> String {
 
 fn api_message(method: &str, url: &str, status: u16, errors: &[ApiError]) -> String {
     if errors.is_empty() {
-        format!("{} \"{url}\": unexpected status {status}", title(method))
+        // distribution's client: `received unexpected HTTP status: 503 Service Unavailable`.
+        let reason = ureq::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        format!(
+            "{} \"{url}\": received unexpected HTTP status: {}",
+            title(method),
+            format!("{status} {reason}").trim_end()
+        )
     } else {
         first(errors)
     }
