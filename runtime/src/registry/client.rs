@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -43,10 +43,12 @@ impl Endpoint {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
         };
+        let configured = configured_insecure(&daemon_json_path());
+        let named = |i: &String| matches_insecure(i, registry) || matches_insecure(i, host);
         Endpoint {
             registry: registry.to_string(),
             base: format!("https://{host}"),
-            insecure: is_loopback(registry) || insecure.iter().any(|i| i == registry || i == host),
+            insecure: is_loopback(registry) || insecure.iter().chain(&configured).any(named),
         }
     }
 
@@ -54,6 +56,60 @@ impl Endpoint {
     pub fn http_base(&self) -> Option<String> {
         self.insecure
             .then(|| self.base.replacen("https://", "http://", 1))
+    }
+}
+
+/// Docker's daemon config, whose `insecure-registries` list we honour too
+/// (`$STRATA_DAEMON_JSON`, default `/etc/docker/daemon.json`).
+pub fn daemon_json_path() -> PathBuf {
+    std::env::var_os("STRATA_DAEMON_JSON")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/docker/daemon.json"))
+}
+
+/// The `insecure-registries` entries of a daemon.json (`host[:port]` or an IPv4 CIDR).
+pub fn configured_insecure(path: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Vec::new();
+    };
+    v.get("insecure-registries")
+        .and_then(|l| l.as_array())
+        .map(|l| {
+            l.iter()
+                .filter_map(|e| e.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether an insecure-registry entry names `registry` (`host[:port]`): exactly, or as an IPv4
+/// CIDR containing its address.
+pub fn matches_insecure(entry: &str, registry: &str) -> bool {
+    if entry == registry {
+        return true;
+    }
+    let Some((net, bits)) = entry.split_once('/') else {
+        return false;
+    };
+    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+    match (
+        net.parse::<std::net::Ipv4Addr>(),
+        bits.parse::<u32>(),
+        host.parse::<std::net::Ipv4Addr>(),
+    ) {
+        (Ok(net), Ok(bits), Ok(ip)) if bits <= 32 => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        _ => false,
     }
 }
 
@@ -623,6 +679,24 @@ mod tests {
         let named = Endpoint::new("reg.lan:5000", &["reg.lan:5000".into()]);
         assert_eq!(named.http_base().as_deref(), Some("http://reg.lan:5000"));
         assert!(!Endpoint::new("reg.lan:5000", &[]).insecure);
+    }
+
+    #[test]
+    fn insecure_entries_from_daemon_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daemon.json");
+        std::fs::write(
+            &p,
+            r#"{"insecure-registries": ["reg.lan:5000", "10.1.0.0/16"], "x": 1}"#,
+        )
+        .unwrap();
+        let list = configured_insecure(&p);
+        assert_eq!(list, ["reg.lan:5000", "10.1.0.0/16"]);
+        assert!(matches_insecure(&list[0], "reg.lan:5000"));
+        assert!(!matches_insecure(&list[0], "reg.lan:5001"));
+        assert!(matches_insecure(&list[1], "10.1.200.3:443"));
+        assert!(!matches_insecure(&list[1], "10.2.0.1"));
+        assert!(configured_insecure(&dir.path().join("missing.json")).is_empty());
     }
 
     #[test]
