@@ -411,3 +411,42 @@ fn transient_503s_are_retried() {
         "{err}"
     );
 }
+
+#[test]
+fn layers_with_whiteouts_links_and_opaque_dirs() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use strata_testkit::fixtures::LayerTar;
+    let reg = Registry::start();
+    let mut upper = LayerTar::new();
+    upper
+        .whiteout("bin/vi")
+        .dir("etc", 0o755)
+        .opaque("etc")
+        .file("etc/hostname", b"pulled\n", 0o644)
+        .symlink("etc/link", "hostname")
+        .hardlink("etc/hard", "etc/hostname");
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer_from_tar(upper.into_bytes()),
+    ]);
+    push_image(&reg, "wh:latest", &img);
+    let env = Env::new();
+    let name = format!("{}/wh", reg.addr());
+    env.ok(&["pull", &name]);
+    let rec = env.store().resolve(&name).unwrap();
+    let top = &env.store().layer_dirs(&rec).unwrap()[0];
+    let vi = std::fs::symlink_metadata(top.join("bin/vi")).unwrap();
+    assert!(
+        vi.file_type().is_char_device() && vi.rdev() == 0,
+        "whiteout stored as char 0/0"
+    );
+    assert_eq!(
+        std::fs::read_link(top.join("etc/link")).unwrap().to_str(),
+        Some("hostname")
+    );
+    assert_eq!(
+        std::fs::metadata(top.join("etc/hard")).unwrap().ino(),
+        std::fs::metadata(top.join("etc/hostname")).unwrap().ino()
+    );
+    assert!(!top.join("etc/.wh..wh..opq").exists());
+}
