@@ -450,3 +450,18 @@ fn layers_with_whiteouts_links_and_opaque_dirs() {
     );
     assert!(!top.join("etc/.wh..wh..opq").exists());
 }
+
+#[test]
+fn repeated_identical_layers() {
+    let reg = Registry::start();
+    let same = images::layer(&[("etc/same", b"same\n")]);
+    let img = images::image(vec![images::busybox(), same.clone(), same.clone()]);
+    push_image(&reg, "dup:latest", &img);
+    let env = Env::new();
+    let name = format!("{}/dup", reg.addr());
+    let out = env.ok(&["pull", &name]);
+    assert_eq!(out.matches(&format!("{}: Pull complete\n", short(&same.digest))).count(), 2, "{out}");
+    let rec = env.store().resolve(&name).unwrap();
+    assert_eq!(env.store().layer_dirs(&rec).unwrap().len(), 3);
+    assert!(env.partials().is_empty());
+}
