@@ -460,7 +460,12 @@ fn repeated_identical_layers() {
     let env = Env::new();
     let name = format!("{}/dup", reg.addr());
     let out = env.ok(&["pull", &name]);
-    assert_eq!(out.matches(&format!("{}: Pull complete\n", short(&same.digest))).count(), 2, "{out}");
+    assert_eq!(
+        out.matches(&format!("{}: Pull complete\n", short(&same.digest)))
+            .count(),
+        2,
+        "{out}"
+    );
     let rec = env.store().resolve(&name).unwrap();
     assert_eq!(env.store().layer_dirs(&rec).unwrap().len(), 3);
     assert!(env.partials().is_empty());

@@ -51,16 +51,33 @@ fn push_pull_round_trip_keeps_the_manifest_digest() {
     tag(&env, &format!("{}/bb:1", src.addr()), &target);
 
     let out = env.ok(&["push", &target]);
-    let mut expected = format!("The push refers to repository [{}/mine]\n", dst.addr());
-    for l in &img.layers {
-        expected.push_str(&format!("{}: Pushed\n", short(&l.diff_id)));
-    }
-    expected.push_str(&format!(
-        "v1: digest: {} size: {}\n",
-        img.manifest_digest,
-        img.manifest.len()
-    ));
-    assert_eq!(out, expected);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 + img.layers.len(), "{out}");
+    assert_eq!(
+        lines[0],
+        format!("The push refers to repository [{}/mine]", dst.addr())
+    );
+    // Layers upload in parallel: their lines come in completion order, as Docker's do.
+    let mut got: Vec<String> = lines[1..=img.layers.len()]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    let mut want: Vec<String> = img
+        .layers
+        .iter()
+        .map(|l| format!("{}: Pushed", short(&l.diff_id)))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        lines[lines.len() - 1],
+        format!(
+            "v1: digest: {} size: {}",
+            img.manifest_digest,
+            img.manifest.len()
+        )
+    );
 
     let out = env.ok(&["push", &target]);
     assert!(

@@ -18,6 +18,14 @@ pub struct Args {
     /// Upload blobs in chunks of this many bytes instead of one request each
     #[arg(long, hide = true, env = "STRATA_PUSH_CHUNK_SIZE")]
     pub chunk_size: Option<u64>,
+    /// Maximum number of concurrent blob uploads
+    #[arg(
+        long,
+        default_value_t = 3,
+        hide = true,
+        env = "STRATA_MAX_CONCURRENT_UPLOADS"
+    )]
+    pub max_concurrent_uploads: usize,
     /// Image to push: NAME[:TAG]
     pub name: String,
 }
@@ -36,6 +44,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let opts = PushOptions {
         insecure: global.insecure_registries.clone(),
         chunk_size: args.chunk_size,
+        parallel: args.max_concurrent_uploads.max(1),
     };
     let tty = std::io::stdout().is_terminal();
     let lines: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());

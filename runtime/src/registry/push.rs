@@ -21,11 +21,23 @@ use crate::reference::Reference;
 use crate::store::{detect_compression, Compression, ImageRecord, Store};
 
 /// How to push.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PushOptions {
     pub insecure: Vec<String>,
+    /// Concurrent blob uploads (at least 1).
+    pub parallel: usize,
     /// Upload in chunks of this many bytes instead of trying a monolithic PUT first.
     pub chunk_size: Option<u64>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            insecure: Vec::new(),
+            parallel: 3,
+            chunk_size: None,
+        }
+    }
 }
 
 /// What happens to one layer, in Docker's words.
@@ -265,14 +277,38 @@ pub fn push(
         Some(401 | 403) => PullError::Registry(RegistryError::PushDenied),
         _ => PullError::Registry(e),
     };
-    for b in &blobs {
-        let status = push_blob(&client, &repo, b, &sources, opts, progress).map_err(denied)?;
-        if let Some(id) = &b.id {
-            progress(PushEvent::Layer {
-                id: id.clone(),
-                status,
+    // Upload on `parallel` threads; the first error wins and stops the others taking new work.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<RegistryError>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..opts.parallel.clamp(1, blobs.len().max(1)) {
+            s.spawn(|| loop {
+                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    break;
+                }
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(b) = blobs.get(i) else { break };
+                match push_blob(&client, &repo, b, &sources, opts, progress) {
+                    Ok(status) => {
+                        if let Some(id) = &b.id {
+                            progress(PushEvent::Layer {
+                                id: id.clone(),
+                                status,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut f) = failed.lock() {
+                            f.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
             });
         }
+    });
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(denied(e));
     }
 
     let (media_type, body) = match original {
