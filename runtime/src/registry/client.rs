@@ -307,7 +307,15 @@ impl Client {
                     .uri(format!("{}/v2/", self.endpoint.base))
                     .body(())
                     .map_err(ureq::Error::Http)
-                    .and_then(|r| self.agent.run(r));
+                    .and_then(|r| {
+                        // A plain-HTTP server may sit on the ClientHello instead of refusing it.
+                        let r = self
+                            .agent
+                            .configure_request(r)
+                            .timeout_global(Some(Duration::from_secs(10)))
+                            .build();
+                        self.agent.run(r)
+                    });
                 match probe {
                     Ok(_) => self.endpoint.base.clone(),
                     Err(e) => {
