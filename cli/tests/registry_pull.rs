@@ -470,3 +470,57 @@ fn repeated_identical_layers() {
     assert_eq!(env.store().layer_dirs(&rec).unwrap().len(), 3);
     assert!(env.partials().is_empty());
 }
+
+#[test]
+fn tty_shows_live_layer_progress() {
+    let reg = Registry::start();
+    let big = images::big_layer("data/big", 2 << 20, 31);
+    let img = images::image(vec![images::busybox(), big.clone()]);
+    push_image(&reg, "tty:latest", &img);
+    let env = Env::new();
+    let name = format!("{}/tty", reg.addr());
+    // `script` gives strata a pseudo-terminal as stdout.
+    let cmd = env.command(&["pull", &name]);
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let out = script.stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(
+        text.contains(&format!("{}: Pulling fs layer", short(&big.digest))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: Downloading [", short(&big.digest))),
+        "{text}"
+    );
+    assert!(
+        text.contains("\x1b[2A"),
+        "the live block is redrawn in place"
+    );
+    assert!(
+        text.contains(&format!("{}: Pull complete", short(&big.digest))),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "Status: Downloaded newer image for {name}:latest\n{name}:latest\n"
+        )),
+        "{text}"
+    );
+}

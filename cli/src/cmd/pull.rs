@@ -236,12 +236,17 @@ impl Renderer {
                 if !st.lines.contains_key(&id) {
                     st.order.push(id.clone());
                 }
+                // Byte counts redraw at most every 100 ms; status changes always do.
+                let was_downloading = st
+                    .lines
+                    .get(&id)
+                    .is_some_and(|l| l.starts_with("Downloading"));
                 st.lines.insert(id, text);
                 let downloading = matches!(status, LayerStatus::Downloading { .. });
                 let recent = st
                     .last_draw
                     .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
-                if downloading && recent {
+                if downloading && was_downloading && recent {
                     return;
                 }
                 st.last_draw = Some(Instant::now());
