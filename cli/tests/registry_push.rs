@@ -260,3 +260,35 @@ fn https_registry_push_and_pull() {
         "{out}"
     );
 }
+
+#[test]
+fn image_pulled_through_an_index_pushes_its_platform_manifest() {
+    let reg = Registry::start();
+    let amd = images::image_for(
+        vec![images::busybox(), images::layer(&[("a", b"amd")])],
+        "amd64",
+        None,
+    );
+    let arm = images::image_for(
+        vec![images::busybox(), images::layer(&[("a", b"arm")])],
+        "arm64",
+        Some("v8"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    images::write_oci_index_layout(dir.path(), "m", &[amd.clone(), arm.clone()], None);
+    push_layout(&reg, dir.path(), "m", "multi:1", &["--all"]);
+    let env = Env::new();
+    let name = format!("{}/multi:1", reg.addr());
+    env.ok(&["pull", &name]);
+    let single = format!("{}/single:1", reg.addr());
+    tag(&env, &name, &single);
+    let out = env.ok(&["push", &single]);
+    assert!(
+        out.ends_with(&format!(
+            "1: digest: {} size: {}\n",
+            amd.manifest_digest,
+            amd.manifest.len()
+        )),
+        "{out}"
+    );
+}

@@ -258,13 +258,14 @@ pub fn pull(
     };
     let (top, top_bytes, top_digest) = fetch_manifest(&client, &repo, &tag_or_digest)
         .map_err(|e| map_error(e, &client, &reference))?;
+    let top_bytes_kept = top_bytes.clone();
     progress(PullEvent::PullingFrom {
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
     });
     let (image, image_bytes) =
         match top {
-            Manifest::Image(m) => (*m, top_bytes),
+            Manifest::Image(m) => (*m, top_bytes.clone()),
             Manifest::Index(idx) => {
                 let want = opts.platform.clone().unwrap_or_else(Platform::host);
                 let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
@@ -370,6 +371,10 @@ pub fn pull(
         }
         // The image manifest, so `push` can send the same bytes (same digest) back.
         store.put_blob(&image_bytes[..], None)?;
+        if top_bytes_kept != image_bytes {
+            // and the index it was chosen from (the repo digest names it).
+            store.put_blob(&top_bytes_kept[..], None)?;
+        }
         let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
         if reference.digest().is_none() {
             refs.insert(0, reference.clone());

@@ -122,21 +122,37 @@ fn tmp_path(store: &Store, what: &str) -> PathBuf {
 
 /// The original manifest of a pulled image, when its bytes and every blob are still stored.
 fn original_manifest(store: &Store, rec: &ImageRecord) -> Option<(ImageManifest, Vec<u8>)> {
-    for r in &rec.repo_digests {
-        let d = r.digest()?;
-        let Ok(bytes) = store.read_blob(d) else {
-            continue;
-        };
-        let Ok((Manifest::Image(m), _)) = Manifest::parse(None, &bytes) else {
-            continue;
+    let usable = |bytes: &[u8]| -> Option<ImageManifest> {
+        let Ok((Manifest::Image(m), _)) = Manifest::parse(None, bytes) else {
+            return None;
         };
         let all = m.config.digest == rec.id.to_string()
             && m.layers.len() == rec.chain_ids.len()
             && m.layers
                 .iter()
                 .all(|l| Digest::parse(&l.digest).is_ok_and(|d| store.has_blob(&d)));
-        if all {
-            return Some((*m, bytes));
+        all.then_some(*m)
+    };
+    for r in &rec.repo_digests {
+        let Some(bytes) = r.digest().and_then(|d| store.read_blob(d).ok()) else {
+            continue;
+        };
+        if let Some(m) = usable(&bytes) {
+            return Some((m, bytes));
+        }
+        // Pulled through an index: the platform's manifest is one of its entries.
+        if let Ok((Manifest::Index(idx), _)) = Manifest::parse(None, &bytes) {
+            for e in &idx.manifests {
+                let Ok(d) = Digest::parse(&e.digest) else {
+                    continue;
+                };
+                let Ok(child) = store.read_blob(&d) else {
+                    continue;
+                };
+                if let Some(m) = usable(&child) {
+                    return Some((m, child));
+                }
+            }
         }
     }
     None
