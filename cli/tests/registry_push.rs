@@ -292,3 +292,29 @@ fn image_pulled_through_an_index_pushes_its_platform_manifest() {
         "{out}"
     );
 }
+
+#[test]
+fn push_all_tags() {
+    let reg = Registry::start();
+    let env = Env::new();
+    let repo = format!("{}/many", reg.addr());
+    local_image(&env, &format!("{repo}:a"), &[images::layer(&[("v", b"a")])]);
+    local_image(&env, &format!("{repo}:b"), &[images::layer(&[("v", b"b")])]);
+    let out = env.ok(&["push", "--all-tags", &repo]);
+    assert_eq!(
+        out.matches(&format!("The push refers to repository [{repo}]\n"))
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("\na: digest: sha256:") && out.contains("\nb: digest: sha256:"),
+        "{out}"
+    );
+    let fresh = Env::new();
+    let out = fresh.ok(&["pull", "-a", &repo]);
+    assert!(
+        out.contains("a: Pulling from many") && out.contains("b: Pulling from many"),
+        "{out}"
+    );
+}
