@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod blob;
 pub mod client;
+pub mod credhelper;
 pub mod manifest;
 pub mod pull;
 pub mod push;
@@ -131,6 +132,18 @@ pub enum RegistryError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("error getting credentials - {helper}: {source}")]
+    CredentialHelper {
+        helper: String,
+        source: std::io::Error,
+    },
+    #[error("credential helper docker-credential-{helper} printed invalid JSON: {source}")]
+    CredentialHelperJson {
+        helper: String,
+        source: serde_json::Error,
+    },
+    #[error("credential helper docker-credential-{helper} failed to {verb} the credentials")]
+    CredentialHelperFailed { helper: String, verb: &'static str },
     #[error("no credentials file location: set HOME, DOCKER_CONFIG or REGISTRY_AUTH_FILE")]
     NoAuthFile,
 }
