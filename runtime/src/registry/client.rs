@@ -331,7 +331,8 @@ impl Client {
         chosen
     }
 
-    fn absolute(&self, url: &str) -> String {
+    /// `url` made absolute against the registry's base.
+    pub fn absolute(&self, url: &str) -> String {
         if url.starts_with("http://") || url.starts_with("https://") {
             url.to_string()
         } else {

@@ -96,7 +96,7 @@ pub enum RegistryError {
     ManifestDigestMismatch { digest: String },
     #[error("invalid digest {0:?}")]
     BadDigest(String),
-    #[error("reading {url}: {source}")]
+    #[error("Get \"{url}\": {source}")]
     BodyIo { url: String, source: std::io::Error },
     #[error("registry answered a range request for {url} with the wrong range")]
     BadRange { url: String },

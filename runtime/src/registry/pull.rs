@@ -128,7 +128,7 @@ pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String
         #[serde(default)]
         tags: Option<Vec<String>>,
     }
-    let body = read_small(&mut resp, &req.url)?;
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
     let tags: Tags = serde_json::from_slice(&body)
         .map_err(manifest::ManifestError::from)
         .map_err(RegistryError::from)?;
@@ -205,7 +205,7 @@ fn fetch_manifest(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let body = read_small(&mut resp, &req.url)?;
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
     let digest = Digest::of_bytes(&body);
     if reference.starts_with("sha256:") && digest.as_str() != reference {
         return Err(RegistryError::ManifestDigestMismatch {
@@ -223,7 +223,7 @@ fn fetch_small_blob(client: &Client, repo: &str, d: &Descriptor) -> Result<Vec<u
         &format!("repository:{repo}:pull"),
     );
     let mut resp = client.send_ok(&req)?;
-    let body = read_small(&mut resp, &req.url)?;
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
     if blob::sha256_digest(&body) != d.digest || body.len() as u64 != d.size {
         return Err(RegistryError::DigestMismatch {
             digest: d.digest.clone(),
