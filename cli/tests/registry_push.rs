@@ -318,3 +318,33 @@ fn push_all_tags() {
         "{out}"
     );
 }
+
+#[test]
+fn zstd_layers_pull_and_push_back() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer_zstd(&[("etc/z", b"zstd\n")]),
+    ]);
+    push_image(&src, "z:1", &img);
+    let env = Env::new();
+    let name = format!("{}/z:1", src.addr());
+    env.ok(&["pull", &name]);
+    let rec = env.store().resolve(&name).unwrap();
+    assert_eq!(rec.id.to_string(), img.config_digest);
+    let dirs = env.store().layer_dirs(&rec).unwrap();
+    assert_eq!(std::fs::read(dirs[0].join("etc/z")).unwrap(), b"zstd\n");
+    // Pushed back with the same bytes: the original manifest, zstd media type and all.
+    let copy = format!("{}/z:1", dst.addr());
+    tag(&env, &name, &copy);
+    let out = env.ok(&["push", &copy]);
+    assert!(
+        out.ends_with(&format!(
+            "1: digest: {} size: {}\n",
+            img.manifest_digest,
+            img.manifest.len()
+        )),
+        "{out}"
+    );
+}
