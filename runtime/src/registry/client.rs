@@ -255,7 +255,14 @@ impl Client {
         } else if !cas.is_empty() {
             tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&cas));
         }
+        // Like Go's ProxyFromEnvironment: loopback registries are never reached through a proxy.
+        let proxy = if is_loopback(&endpoint.registry) {
+            None
+        } else {
+            ureq::Proxy::try_from_env()
+        };
         let agent = ureq::Agent::config_builder()
+            .proxy(proxy)
             .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
