@@ -524,3 +524,33 @@ fn tty_shows_live_layer_progress() {
         "{text}"
     );
 }
+
+#[test]
+fn repull_after_rmi_reuses_stored_blobs() {
+    let reg = Registry::start();
+    let img = images::image(vec![images::busybox(), images::layer(&[("etc/r", b"r")])]);
+    push_image(&reg, "again:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let name = format!("{}/again", proxy.addr());
+    env.ok(&["pull", &name]);
+    env.ok(&["rmi", &name]);
+    assert!(env.store().images().unwrap().is_empty());
+    assert!(
+        env.store().layers().unwrap().is_empty(),
+        "rmi removed the layers"
+    );
+    let before = proxy.heads().len();
+    let out = env.ok(&["pull", &name]);
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    let layer_gets = proxy.heads()[before..]
+        .iter()
+        .filter(|h| img.layers.iter().any(|l| h.contains(&l.digest)))
+        .count();
+    assert_eq!(layer_gets, 0, "layers came from the store's blobs");
+    let rec = env.store().resolve(&name).unwrap();
+    assert_eq!(
+        std::fs::read(env.store().layer_dirs(&rec).unwrap()[0].join("etc/r")).unwrap(),
+        b"r"
+    );
+}

@@ -380,7 +380,7 @@ pub fn pull(
             refs.insert(0, reference.clone());
         }
         let id = store.add_image(&config_bytes, &refs, None)?;
-        for (_, path) in &paths {
+        for (_, path) in paths.iter().filter(|(_, p)| p.starts_with(&pdir)) {
             let _ = std::fs::remove_file(path);
         }
         Ok(id)
@@ -460,7 +460,16 @@ fn download_and_extract(
                         status: LayerStatus::Downloading { done, total },
                     })
                 };
-                let r = blob::fetch(client, repo, &l.digest, l.size, pdir, &cb);
+                // A compressed blob the store still has (the image was removed, its blobs were
+                // not) is used as is: it was verified when it was stored.
+                let local = Digest::parse(&l.digest).ok().filter(|d| {
+                    store.has_blob(d)
+                        && std::fs::metadata(store.blob_path(d)).is_ok_and(|m| m.len() == l.size)
+                });
+                let r = match local {
+                    Some(d) => Ok(store.blob_path(&d)),
+                    None => blob::fetch(client, repo, &l.digest, l.size, pdir, &cb),
+                };
                 if r.is_ok() {
                     progress(PullEvent::Layer {
                         id: id.clone(),
