@@ -23,6 +23,9 @@ pub struct Args {
     /// Suppress verbose output
     #[arg(short, long)]
     pub quiet: bool,
+    /// Skip image verification (accepted for Docker compatibility; content trust is not implemented)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", hide = true)]
+    pub disable_content_trust: Option<bool>,
     /// Set platform if server is multi-platform capable
     #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
     pub platform: Option<String>,

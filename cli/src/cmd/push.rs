@@ -15,6 +15,9 @@ pub struct Args {
     /// Suppress verbose output
     #[arg(short, long)]
     pub quiet: bool,
+    /// Skip image verification (accepted for Docker compatibility; content trust is not implemented)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", hide = true)]
+    pub disable_content_trust: Option<bool>,
     /// Upload blobs in chunks of this many bytes instead of one request each
     #[arg(long, hide = true, env = "STRATA_PUSH_CHUNK_SIZE")]
     pub chunk_size: Option<u64>,

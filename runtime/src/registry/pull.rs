@@ -332,6 +332,13 @@ pub fn pull(
             status: LayerStatus::PullingFsLayer,
         });
     }
+    // Layers beyond the first `parallel` wait for a download slot, as Docker shows.
+    for &i in missing.iter().skip(opts.parallel.max(1)) {
+        progress(PullEvent::Layer {
+            id: short(&image.layers[i].digest),
+            status: LayerStatus::Waiting,
+        });
+    }
     let pdir = partial_dir(store);
     std::fs::create_dir_all(&pdir).map_err(|source| RegistryError::Io {
         path: pdir.clone(),
