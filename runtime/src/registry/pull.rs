@@ -18,7 +18,7 @@ use ureq::http;
 use super::auth;
 use super::blob;
 use super::client::{Client, Endpoint, Req};
-use super::manifest::{self, Descriptor, Manifest, Platform};
+use super::manifest::{self, Descriptor, ImageManifest, Manifest, Platform};
 use super::{PullError, RegistryError};
 use crate::digest::{chain_ids, ChainId, DiffId, Digest, ImageId};
 use crate::reference::Reference;
@@ -241,6 +241,50 @@ fn short(digest: &str) -> String {
         .collect()
 }
 
+/// What a tag or digest resolved to: the image manifest for our platform, its bytes, and the
+/// bytes and digest of the top-level manifest (an index, or the image manifest itself).
+struct Resolved {
+    image: ImageManifest,
+    image_bytes: Vec<u8>,
+    top_bytes: Vec<u8>,
+    top_digest: Digest,
+}
+
+/// Fetch `reference`'s manifest; through an index, select the platform and fetch its manifest.
+fn resolve_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    opts: &PullOptions,
+) -> Result<Resolved, RegistryError> {
+    let (top, top_bytes, top_digest) = fetch_manifest(client, repo, reference)?;
+    let (image, image_bytes) = match top {
+        Manifest::Image(m) => (*m, top_bytes.clone()),
+        Manifest::Index(idx) => {
+            let want = opts.platform.clone().unwrap_or_else(Platform::host);
+            let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
+                RegistryError::NoMatchingPlatform {
+                    platform: want.to_string(),
+                }
+            })?;
+            match fetch_manifest(client, repo, &d.digest)? {
+                (Manifest::Image(m), bytes, _) => (*m, bytes),
+                (Manifest::Index(_), _, _) => {
+                    return Err(RegistryError::Manifest(
+                        manifest::ManifestError::UnsupportedType("nested index".into()),
+                    ))
+                }
+            }
+        }
+    };
+    Ok(Resolved {
+        image,
+        image_bytes,
+        top_bytes,
+        top_digest,
+    })
+}
+
 /// Pull `reference` (which must carry a tag or a digest) into `store`.
 pub fn pull(
     store: &Store,
@@ -256,36 +300,18 @@ pub fn pull(
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
-    let (top, top_bytes, top_digest) = fetch_manifest(&client, &repo, &tag_or_digest)
+    let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
         .map_err(|e| map_error(e, &client, &reference))?;
-    let top_bytes_kept = top_bytes.clone();
     progress(PullEvent::PullingFrom {
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
     });
-    let (image, image_bytes) =
-        match top {
-            Manifest::Image(m) => (*m, top_bytes.clone()),
-            Manifest::Index(idx) => {
-                let want = opts.platform.clone().unwrap_or_else(Platform::host);
-                let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
-                    RegistryError::NoMatchingPlatform {
-                        platform: want.to_string(),
-                    }
-                })?;
-                let (m, bytes, _) = fetch_manifest(&client, &repo, &d.digest)
-                    .map_err(|e| map_error(e, &client, &reference))?;
-                match m {
-                    Manifest::Image(m) => (*m, bytes),
-                    Manifest::Index(_) => {
-                        return Err(RegistryError::Manifest(
-                            manifest::ManifestError::UnsupportedType("nested index".into()),
-                        )
-                        .into())
-                    }
-                }
-            }
-        };
+    let Resolved {
+        image,
+        image_bytes,
+        top_bytes,
+        top_digest,
+    } = resolved;
     let config_id = Digest::parse(&image.config.digest)
         .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
     let config_bytes = if store.has_blob(&config_id) {
@@ -378,9 +404,9 @@ pub fn pull(
         }
         // The image manifest, so `push` can send the same bytes (same digest) back.
         store.put_blob(&image_bytes[..], None)?;
-        if top_bytes_kept != image_bytes {
+        if top_bytes != image_bytes {
             // and the index it was chosen from (the repo digest names it).
-            store.put_blob(&top_bytes_kept[..], None)?;
+            store.put_blob(&top_bytes[..], None)?;
         }
         let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
         if reference.digest().is_none() {
