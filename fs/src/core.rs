@@ -528,7 +528,6 @@ impl Fs {
                 if dir {
                     self.drop_dirfds(ino);
                 }
-                return;
             }
         }
     }
