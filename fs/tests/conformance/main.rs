@@ -11,6 +11,7 @@ mod gaps;
 
 mod compat;
 mod copyup;
+mod fuzz;
 mod inode;
 mod io;
 mod merge;
@@ -19,5 +20,7 @@ mod perms;
 mod posix;
 mod rename;
 mod ro;
+mod selftest;
+mod stress;
 mod whiteout;
 mod xattr;
