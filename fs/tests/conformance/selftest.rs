@@ -48,9 +48,7 @@ fn daemon_pid_of(mnt: &Path) -> i32 {
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         if args.first().is_some_and(|a| a.ends_with(b"fuse-overlayfs"))
-            && args
-                .iter()
-                .any(|a| *a == mnt.as_os_str().as_encoded_bytes())
+            && args.contains(&mnt.as_os_str().as_encoded_bytes())
         {
             return pid;
         }
