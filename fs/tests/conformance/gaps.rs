@@ -4,6 +4,10 @@
 //! The `kernel::` variants of these cases pass; remove an arm as soon as strata passes it.
 
 macro_rules! known_strata_gaps {
+    (stress stress_mixed_operations) => {
+        strata_case! { stress stress_mixed_operations,
+        "strata gap: under 4 threads, a name reads as absent in readdir but mkdir says EEXIST, or a just-written file reads ENOENT (flaky, ~3 of 4 runs)" }
+    };
     ($module:ident $name:ident) => {
         strata_case! { $module $name }
     };

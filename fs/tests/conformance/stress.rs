@@ -13,6 +13,20 @@ use crate::util::*;
 
 const THREADS: usize = 4;
 
+/// Join every thread before judging (a failure must never unmount under running threads), then
+/// re-raise the first panic.
+fn join_all<T>(handles: Vec<thread::JoinHandle<T>>) -> Vec<T> {
+    let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    let mut out = Vec::new();
+    for r in results {
+        match r {
+            Ok(v) => out.push(v),
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+    out
+}
+
 /// What one worker believes its directory holds.
 #[derive(Default)]
 struct Model {
@@ -35,11 +49,27 @@ impl Model {
 
 fn worker(dir: PathBuf, shared: PathBuf, seed: u64, ops: usize, mut model: Model) -> Model {
     let mut rng = Rng::new(seed);
+    let mut trace: Vec<String> = Vec::new();
     for step in 0..ops {
         let name = format!("f{}", rng.below(12));
         let p = dir.join(&name);
-        let ctx = |what: &str| format!("seed {seed} step {step}: {what} {}", p.display());
-        match rng.below(11) {
+        let op = rng.below(11);
+        let kind = if model.dirs.contains(&name) {
+            "dir"
+        } else if model.files.contains_key(&name) {
+            "file"
+        } else {
+            "absent"
+        };
+        trace.push(format!("{step}:op{op}:{name}({kind})"));
+        let recent = trace[trace.len().saturating_sub(16)..].join(" ");
+        let ctx = |what: &str| {
+            format!(
+                "seed {seed} step {step}: {what} {}\n  recent ops: {recent}",
+                p.display()
+            )
+        };
+        match op {
             0 | 1 => {
                 let n = rng.below(20_000) as usize;
                 let data = rng.bytes(n);
@@ -79,6 +109,7 @@ fn worker(dir: PathBuf, shared: PathBuf, seed: u64, ops: usize, mut model: Model
             }
             6 => {
                 let to = format!("f{}", rng.below(12));
+                trace.push(format!("->{to}"));
                 if model.files.contains_key(&name) && !model.dirs.contains(&to) && to != name {
                     rename(&p, dir.join(&to)).unwrap_or_else(|e| panic!("{}: {e}", ctx("rename")));
                     let data = model.files.remove(&name).unwrap();
@@ -143,10 +174,7 @@ fn stress_mixed_operations(c: &mut Case) {
             thread::spawn(move || worker(dir, shared, 1000 + t as u64, 600, model))
         })
         .collect();
-    let models: Vec<Model> = handles
-        .into_iter()
-        .map(|h| h.join().expect("worker panicked"))
-        .collect();
+    let models = join_all(handles);
     for (t, model) in models.iter().enumerate() {
         let dir = m.join(format!("t{t}"));
         assert_eq!(ls(&dir), model.names(), "t{t} final listing");
@@ -193,9 +221,7 @@ fn racing_copy_up_of_one_file(c: &mut Case) {
             })
         })
         .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    join_all(handles);
     let mut want = orig;
     for i in 0..n {
         want[i * 65536..i * 65536 + 4096].fill(i as u8);
@@ -229,9 +255,7 @@ fn racing_exclusive_creates(c: &mut Case) {
             })
         })
         .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    join_all(handles);
     assert_eq!(
         wins.load(Ordering::SeqCst),
         59,
@@ -311,9 +335,7 @@ fn parallel_dir_renames_and_lookups(c: &mut Case) {
             })
         })
         .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    join_all(handles);
     for t in 0..THREADS {
         assert_eq!(read(m.join(format!("r{t}/inner/f"))), format!("{t}"));
     }
