@@ -15,6 +15,7 @@ mod fuzz;
 mod inode;
 mod io;
 mod merge;
+mod misc;
 mod ops;
 mod perms;
 mod posix;
