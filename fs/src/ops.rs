@@ -49,15 +49,12 @@ impl Fs {
         self.dirfd(ino, 0)
     }
 
-    /// The inode number for a new upper object, avoiding numbers still used by unlinked nodes.
+    /// The inode number for a new upper object. A number still held by any node (an unlinked
+    /// file still open, or one whose removal is in flight in another thread) is never reused
+    /// for a different object: the new object gets a fresh number instead.
     fn new_upper_ino(&self, st: &libc::stat) -> u64 {
         let ino = self.make_ino_dev(st.st_dev, st.st_ino);
-        let busy = self
-            .nodes
-            .read()
-            .get(&ino)
-            .is_some_and(|n| n.primary().is_none());
-        if busy {
+        if self.nodes.read().contains_key(&ino) {
             let f = self.fresh_ino();
             self.remap_ino(st.st_dev, st.st_ino, f);
             return f;
@@ -215,6 +212,10 @@ impl Fs {
         if is_dir {
             clear_whiteouts(pfd, name)?;
         }
+        // Before the inode can be freed and its number reused by the filesystem.
+        if is_dir || st.st_nlink <= 1 {
+            self.drop_remap(st.st_dev, st.st_ino);
+        }
         if e.lower {
             let work = self.work_fd()?;
             let tmp = self.tmp_name();
@@ -229,9 +230,6 @@ impl Fs {
             }
         } else {
             sys::unlinkat(pfd, name, is_dir)?;
-        }
-        if is_dir || st.st_nlink <= 1 {
-            self.drop_remap(st.st_dev, st.st_ino);
         }
         Ok(())
     }
