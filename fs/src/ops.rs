@@ -183,6 +183,10 @@ impl Fs {
         rdev: u64,
         ctx: Ctx,
     ) -> R<Attr> {
+        // A char device 0/0 is a whiteout on disk; kernel overlayfs refuses to create one too.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return Err(Errno::EPERM);
+        }
         self.make(parent, name, Make::Node { mode, rdev }, umask, ctx)
             .map(|r| r.0)
     }
