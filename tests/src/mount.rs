@@ -431,9 +431,21 @@ impl MountGuard {
         res
     }
 
+    fn is_mounted_here(&self) -> bool {
+        mount_at(&self.path).map(|m| m.dev) == Some(self.info.dev)
+    }
+
     fn unmount_inner(&mut self, strict: bool) -> Result<(), MountError> {
-        if mount_at(&self.path).map(|m| m.dev) == Some(self.info.dev) {
-            if let Err(e) = unmount(&self.path) {
+        if self.is_mounted_here() {
+            // A FUSE release may still be in flight right after the last close(2); only a mount
+            // that stays busy is an error.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut res = unmount(&self.path);
+            while res.is_err() && Instant::now() < deadline && self.is_mounted_here() {
+                thread::sleep(Duration::from_millis(50));
+                res = unmount(&self.path);
+            }
+            if let (Err(e), true) = (res, self.is_mounted_here()) {
                 if strict {
                     return Err(e); // Drop retries with the last resorts
                 } else {

@@ -6,6 +6,10 @@
 //! `compat::fuse_overlayfs_upper_mounts_under_strata`.
 
 macro_rules! known_strata_gaps {
+    (copyup copy_up_keeps_holes) => {
+        strata_case! { copyup copy_up_keeps_holes,
+        "strata gap: copy-up fills holes (a 200 MiB sparse lower file allocates 200 MiB in upper)" }
+    };
     (misc o_tmpfile) => {
         strata_case! { misc o_tmpfile, "strata gap: open(dir, O_TMPFILE) fails with EOPNOTSUPP" }
     };

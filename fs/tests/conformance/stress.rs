@@ -231,6 +231,42 @@ fn racing_copy_up_of_one_file(c: &mut Case) {
     assert!(got == want, "racing copy-ups lost or corrupted data");
 }
 
+fn copy_up_is_atomic_for_readers(c: &mut Case) {
+    // Readers of a lower file racing with its copy-up see the old file or the new one, never a
+    // partial copy.
+    let l = c.lower(0);
+    let orig = Rng::new(11).bytes(8 << 20);
+    std::fs::write(l.join("f"), &orig).unwrap();
+    let m = c.mount();
+    let go = Arc::new(Barrier::new(4));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (p, g, orig) = (m.join("f"), go.clone(), orig.clone());
+            thread::spawn(move || {
+                g.wait();
+                for _ in 0..20 {
+                    let got = read_bytes(&p);
+                    assert!(
+                        got.len() == orig.len() || got.len() == orig.len() + 1,
+                        "partial file seen: {} bytes",
+                        got.len()
+                    );
+                    assert!(
+                        got[..orig.len()] == orig[..],
+                        "contents changed under a reader"
+                    );
+                }
+            })
+        })
+        .collect();
+    go.wait();
+    let mut f = open(m.join("f"), libc::O_WRONLY | libc::O_APPEND, 0).unwrap();
+    std::io::Write::write_all(&mut f, b"!").unwrap();
+    drop(f);
+    join_all(readers);
+    assert_eq!(lstat(m.join("f")).unwrap().size(), (8 << 20) + 1);
+}
+
 fn racing_exclusive_creates(c: &mut Case) {
     let l = c.lower(0);
     mkdir(l.join("d"));
@@ -344,6 +380,7 @@ fn parallel_dir_renames_and_lookups(c: &mut Case) {
 cases!(stress:
     stress_mixed_operations,
     racing_copy_up_of_one_file,
+    copy_up_is_atomic_for_readers,
     racing_exclusive_creates,
     readdir_during_churn,
     parallel_dir_renames_and_lookups,
