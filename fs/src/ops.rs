@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 
@@ -43,10 +44,9 @@ impl Fs {
     }
 
     /// Open the upper directory of merged directory `ino` (copying it up first).
-    pub(crate) fn upper_dir(&self, ino: u64) -> R<OwnedFd> {
+    pub(crate) fn upper_dir(&self, ino: u64) -> R<Arc<OwnedFd>> {
         self.copy_up(ino)?;
-        let p = self.path_of(ino)?;
-        sys::open_beneath(self.layer_fd(0)?, &p, libc::O_PATH | libc::O_DIRECTORY)
+        self.dirfd(ino, 0)
     }
 
     /// The inode number for a new upper object, avoiding numbers still used by unlinked nodes.
@@ -285,6 +285,7 @@ impl Fs {
         })?;
         self.drop_name(e.ino, parent, name);
         if dir {
+            self.drop_dirfds(e.ino);
             if let Ok(n) = self.node(e.ino) {
                 *n.dir.write() = None;
             }
@@ -472,6 +473,13 @@ impl Fs {
         }
         if exchange {
             let dv = dvis.ok_or(Errno::ENOENT)?;
+            // A directory moving onto a name that lower layers hold must hide them.
+            if s.kind == libc::S_IFDIR && dv.lower {
+                sys::lsetxattr(ofd.as_fd(), name, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+            }
+            if dv.kind == libc::S_IFDIR && s.lower {
+                sys::lsetxattr(nfd.as_fd(), newname, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+            }
             sys::renameat2(
                 ofd.as_fd(),
                 name,
@@ -551,6 +559,9 @@ impl Fs {
         drop(gb);
         if let Some(dv) = dvis {
             self.drop_name(dv.ino, newparent, newname);
+            if dv.kind == libc::S_IFDIR {
+                self.drop_dirfds(dv.ino);
+            }
         }
         self.rename_node(s.ino, parent, name, newparent, newname);
         Ok(())
@@ -850,5 +861,47 @@ mod tests {
         fs.write(wh, 0, b"NEW").unwrap();
         assert_eq!(fs.read(rh, 0, 10).unwrap(), b"NEW");
         assert_eq!(fs.getattr(d.ino, None).unwrap().st.st_mtime, 1_000_000);
+    }
+
+    #[test]
+    fn rename_exchange_dirs_keeps_views() {
+        let s = Stack::new(1);
+        s.mkdir(1, "a");
+        s.write(1, "a/la", "1");
+        let fs = s.fs();
+        fs.mkdir(ROOT_INO, OsStr::new("b"), 0o755, 0, ctx())
+            .unwrap();
+        let b = look(&fs, ROOT_INO, "b").unwrap();
+        fs.mknod(b.ino, OsStr::new("ub"), libc::S_IFREG | 0o644, 0, 0, ctx())
+            .unwrap();
+        look(&fs, ROOT_INO, "a").unwrap();
+        fs.rename(
+            ROOT_INO,
+            OsStr::new("a"),
+            ROOT_INO,
+            OsStr::new("b"),
+            libc::RENAME_EXCHANGE,
+        )
+        .unwrap();
+        let check = |fs: &Fs| {
+            let a = look(fs, ROOT_INO, "a").unwrap();
+            let b = look(fs, ROOT_INO, "b").unwrap();
+            let la: Vec<_> = fs
+                .list_dir(a.ino)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.0)
+                .collect();
+            let lb: Vec<_> = fs
+                .list_dir(b.ino)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.0)
+                .collect();
+            assert_eq!(la, vec![".", "..", "ub"]);
+            assert_eq!(lb, vec![".", "..", "la"]);
+        };
+        check(&fs);
+        check(&s.fs());
     }
 }
