@@ -164,9 +164,20 @@ fn copy_up_deep_parents_keep_meta(c: &mut Case) {
         setxattr(l.join(d), "user.dir", d.as_bytes(), 0).unwrap();
     }
     write(l.join("a/b/c/f"), "x");
+    for (i, d) in ["a", "a/b", "a/b/c"].into_iter().enumerate() {
+        set_times(l.join(d), (1000, 0), (2000 + i as i64, 7)).unwrap();
+    }
     c.lower(0);
     let m = c.mount();
     write(m.join("a/b/c/f"), "y");
+    for (i, d) in ["a", "a/b", "a/b/c"].into_iter().enumerate() {
+        let s = lstat(m.join(d)).unwrap();
+        assert_eq!(
+            (s.mtime(), s.mtime_nsec()),
+            (2000 + i as i64, 7),
+            "{d}: copy-up keeps dir mtime"
+        );
+    }
     for (d, mode, uid) in [("a", 0o755, 1), ("a/b", 0o705, 2), ("a/b/c", 0o750, 3)] {
         let s = lstat(m.join(d)).unwrap();
         assert_eq!(s.mode() & 0o7777, mode, "{d} mode");
