@@ -738,3 +738,33 @@ pub fn dev_of(path: &Path) -> io::Result<(u32, u32)> {
 pub fn cpath(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo(r"/tmp/a\040b\011c"),
+            PathBuf::from("/tmp/a b\tc")
+        );
+        assert_eq!(unescape_mountinfo(r"/plain"), PathBuf::from("/plain"));
+        assert_eq!(
+            unescape_mountinfo(r"/trailing\04"),
+            PathBuf::from(r"/trailing\04")
+        );
+    }
+
+    #[test]
+    fn root_is_mounted_and_listed() {
+        assert!(is_mounted(Path::new("/")));
+        assert!(mounts().iter().any(|m| m.path == Path::new("/")));
+        assert!(!is_mounted(Path::new("/definitely/not/a/mountpoint")));
+    }
+
+    #[test]
+    fn prefix_names_this_process() {
+        assert_eq!(owned_prefix("x"), format!("x-{}-", std::process::id()));
+    }
+}
