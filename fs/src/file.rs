@@ -30,10 +30,13 @@ impl Handle {
     }
 }
 
+/// An open directory: its inode and the listing being read (taken at offset 0).
+type OpenDir = (u64, Option<Arc<DirList>>);
+
 #[derive(Default)]
 pub(crate) struct Handles {
     files: RwLock<HashMap<u64, Arc<Handle>>>,
-    dirs: RwLock<HashMap<u64, Arc<DirList>>>,
+    dirs: RwLock<HashMap<u64, OpenDir>>,
     next: AtomicU64,
 }
 
@@ -183,20 +186,33 @@ impl Fs {
     }
 
     pub fn opendir(&self, ino: u64) -> R<u64> {
-        let list = self.list_dir(ino)?;
+        let n = self.node(ino)?;
+        if !n.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
         let fh = self.handles.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.handles.dirs.write().insert(fh, Arc::new(list));
+        self.handles.dirs.write().insert(fh, (ino, None));
         Ok(fh)
     }
 
-    /// The snapshot taken at opendir.
-    pub fn dir_entries(&self, fh: u64) -> R<Arc<DirList>> {
-        self.handles
+    /// The listing of an open directory: taken when reading starts at offset 0 (so `rewinddir`
+    /// sees changes), kept for later offsets so they stay stable.
+    pub fn dir_entries(&self, fh: u64, offset: u64) -> R<Arc<DirList>> {
+        let (ino, cur) = self
+            .handles
             .dirs
             .read()
             .get(&fh)
             .cloned()
-            .ok_or(Errno::EBADF)
+            .ok_or(Errno::EBADF)?;
+        if let Some(list) = cur.filter(|_| offset != 0) {
+            return Ok(list);
+        }
+        let list = Arc::new(self.list_dir(ino)?);
+        if let Some(slot) = self.handles.dirs.write().get_mut(&fh) {
+            slot.1 = Some(list.clone());
+        }
+        Ok(list)
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -396,7 +396,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.fs.dir_entries(fh.0) {
+        let list = match self.fs.dir_entries(fh.0, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
@@ -416,7 +416,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.fs.dir_entries(fh.0) {
+        let list = match self.fs.dir_entries(fh.0, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
