@@ -431,9 +431,21 @@ impl MountGuard {
         res
     }
 
+    fn is_mounted_here(&self) -> bool {
+        mount_at(&self.path).map(|m| m.dev) == Some(self.info.dev)
+    }
+
     fn unmount_inner(&mut self, strict: bool) -> Result<(), MountError> {
-        if mount_at(&self.path).map(|m| m.dev) == Some(self.info.dev) {
-            if let Err(e) = unmount(&self.path) {
+        if self.is_mounted_here() {
+            // A FUSE release may still be in flight right after the last close(2); only a mount
+            // that stays busy is an error.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut res = unmount(&self.path);
+            while res.is_err() && Instant::now() < deadline && self.is_mounted_here() {
+                thread::sleep(Duration::from_millis(50));
+                res = unmount(&self.path);
+            }
+            if let (Err(e), true) = (res, self.is_mounted_here()) {
                 if strict {
                     return Err(e); // Drop retries with the last resorts
                 } else {
@@ -725,4 +737,34 @@ pub fn dev_of(path: &Path) -> io::Result<(u32, u32)> {
 /// A path as a C string (paths in tests never contain NUL).
 pub fn cpath(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo(r"/tmp/a\040b\011c"),
+            PathBuf::from("/tmp/a b\tc")
+        );
+        assert_eq!(unescape_mountinfo(r"/plain"), PathBuf::from("/plain"));
+        assert_eq!(
+            unescape_mountinfo(r"/trailing\04"),
+            PathBuf::from(r"/trailing\04")
+        );
+    }
+
+    #[test]
+    fn root_is_mounted_and_listed() {
+        assert!(is_mounted(Path::new("/")));
+        assert!(mounts().iter().any(|m| m.path == Path::new("/")));
+        assert!(!is_mounted(Path::new("/definitely/not/a/mountpoint")));
+    }
+
+    #[test]
+    fn prefix_names_this_process() {
+        assert_eq!(owned_prefix("x"), format!("x-{}-", std::process::id()));
+    }
 }

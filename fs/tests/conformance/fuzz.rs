@@ -219,9 +219,200 @@ fn fuzz_empty_lower_file(c: &mut Case) {
     exercise(c, 4, Some(0), 500)
 }
 
+/// Apply one random namespace operation to a root; the errno (0 = success) is compared between
+/// the mount and a plain reference directory.
+fn namespace_op(root: &Path, rng_vals: &[u64]) -> (String, i32) {
+    let pick = |v: u64| -> String {
+        let d = v % 5;
+        let n = (v / 5) % 5;
+        match d {
+            4 => format!("n{n}"),
+            _ => format!("d{d}/n{n}"),
+        }
+    };
+    let dirpick = |v: u64| -> String {
+        match v % 6 {
+            4 => format!("d{}/n{}", (v / 6) % 4, (v / 24) % 5),
+            5 => "d4".to_string(),
+            d => format!("d{d}"),
+        }
+    };
+    let e = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error()).unwrap_or(0);
+    let (a, b, x) = (rng_vals[1], rng_vals[2], rng_vals[3]);
+    match rng_vals[0] % 11 {
+        0 => {
+            let p = pick(a);
+            (
+                format!("write {p}"),
+                e(std::fs::write(root.join(&p), format!("data{x}"))),
+            )
+        }
+        1 => {
+            let p = pick(a);
+            let r = std::fs::OpenOptions::new().append(true).open(root.join(&p));
+            let r =
+                r.and_then(|mut f| std::io::Write::write_all(&mut f, format!("+{x}").as_bytes()));
+            (format!("append {p}"), e(r))
+        }
+        2 => {
+            let p = dirpick(a);
+            (format!("mkdir {p}"), e(mkdir_mode(root.join(&p), 0o755)))
+        }
+        3 => {
+            let p = dirpick(a);
+            (format!("rmdir {p}"), e(rmdir(root.join(&p))))
+        }
+        4 => {
+            let p = pick(a);
+            (format!("unlink {p}"), e(unlink(root.join(&p))))
+        }
+        5 | 6 => {
+            let (p, q) = if x % 3 == 0 {
+                (dirpick(a), dirpick(b))
+            } else {
+                (pick(a), pick(b))
+            };
+            (
+                format!("rename {p} {q}"),
+                e(rename(root.join(&p), root.join(&q))),
+            )
+        }
+        7 => {
+            let (p, q) = (pick(a), pick(b));
+            (
+                format!("link {p} {q}"),
+                e(link(root.join(&p), root.join(&q))),
+            )
+        }
+        8 => {
+            let p = pick(a);
+            let r = std::os::unix::fs::symlink(format!("../t{x}"), root.join(&p));
+            (format!("symlink {p}"), e(r))
+        }
+        9 => {
+            let p = pick(a);
+            (
+                format!("truncate {p} {}", x % 9),
+                e(truncate(root.join(&p), (x % 9) as i64)),
+            )
+        }
+        _ => {
+            let p = pick(a);
+            let mode = [0o600, 0o644, 0o755, 0o700][(x % 4) as usize];
+            (format!("chmod {p} {mode:o}"), e(chmod(root.join(&p), mode)))
+        }
+    }
+}
+
+/// The initial tree, built as layers for the mount and flat for the reference.
+fn namespace_fixture(c: &mut Case, reference: &Path) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    for d in 0..4 {
+        mkdir(l1.join(format!("d{d}")));
+        mkdir(reference.join(format!("d{d}")));
+        for n in 0..3 {
+            let p = format!("d{d}/n{n}");
+            write(l1.join(&p), format!("lower {p}"));
+            write(reference.join(&p), format!("lower {p}"));
+        }
+    }
+    write(l1.join("n0"), "root n0");
+    write(reference.join("n0"), "root n0");
+    // Top layer: an override, a whiteout, a new file, and an opaque d2.
+    mkdir(l0.join("d0"));
+    write(l0.join("d0/n1"), "top override");
+    write(reference.join("d0/n1"), "top override");
+    mkdir(l0.join("d1"));
+    c.whiteout(l0.join("d1/n2"), crate::harness::Wh::Chr);
+    unlink(reference.join("d1/n2")).unwrap();
+    mkdir(l0.join("d2"));
+    c.opaque(l0.join("d2"), crate::harness::Opq::Xattr);
+    write(l0.join("d2/n4"), "opaque child");
+    std::fs::remove_dir_all(reference.join("d2")).unwrap();
+    mkdir(reference.join("d2"));
+    write(reference.join("d2/n4"), "opaque child");
+}
+
+fn timeless(
+    mut v: std::collections::BTreeMap<std::path::PathBuf, Entry>,
+) -> std::collections::BTreeMap<std::path::PathBuf, Entry> {
+    for e in v.values_mut() {
+        e.mtime = None;
+    }
+    v
+}
+
+fn namespace_against_plain_dir(c: &mut Case, case_seed: u64) {
+    let seed = base_seed() ^ case_seed;
+    let mut rng = Rng::new(seed);
+    let reference = c.scratch("reference-tree");
+    namespace_fixture(c, &reference);
+    let m = c.mount();
+    assert!(
+        diff_trees(&timeless(view(&m)), &timeless(view(&reference))).is_empty(),
+        "initial views differ"
+    );
+    let mut log = Vec::new();
+    for step in 0..400 {
+        let vals = [rng.next(), rng.next(), rng.next(), rng.next()];
+        let (what, got) = namespace_op(&m, &vals);
+        let (_, want) = namespace_op(&reference, &vals);
+        log.push(format!("{what} -> {got}"));
+        let recent = log[log.len().saturating_sub(12)..].join("; ");
+        assert_eq!(
+            got, want,
+            "seed {seed} step {step}: `{what}` errno differs from a plain dir\n  recent: {recent}"
+        );
+        if step % 20 == 19 {
+            let diff = diff_trees(&timeless(view(&m)), &timeless(view(&reference)));
+            assert!(
+                diff.is_empty(),
+                "seed {seed} step {step}: views differ:\n{}\n  recent: {recent}",
+                diff.join("\n")
+            );
+        }
+    }
+    let ok = log.iter().filter(|l| l.ends_with("-> 0")).count();
+    let renames_ok = log
+        .iter()
+        .filter(|l| l.starts_with("rename d") && l.ends_with("-> 0"))
+        .count();
+    eprintln!(
+        "seed {seed}: {ok}/{} operations succeeded, {renames_ok} renames",
+        log.len()
+    );
+    assert!(
+        ok * 4 >= log.len(),
+        "the generator must mostly do real work: {ok} successes"
+    );
+    c.unmount();
+    let m = c.mount();
+    let diff = diff_trees(&timeless(view(&m)), &timeless(view(&reference)));
+    assert!(
+        diff.is_empty(),
+        "seed {seed}: views differ after remount:\n{}",
+        diff.join("\n")
+    );
+}
+
+fn namespace_fuzz_1(c: &mut Case) {
+    namespace_against_plain_dir(c, 11)
+}
+
+fn namespace_fuzz_2(c: &mut Case) {
+    namespace_against_plain_dir(c, 12)
+}
+
+fn namespace_fuzz_3(c: &mut Case) {
+    namespace_against_plain_dir(c, 13)
+}
+
 cases!(fuzz:
     fuzz_lower_file_small,
     fuzz_lower_file_large,
     fuzz_new_file,
     fuzz_empty_lower_file,
+    namespace_fuzz_1,
+    namespace_fuzz_2,
+    namespace_fuzz_3,
 );

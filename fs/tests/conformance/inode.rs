@@ -39,6 +39,18 @@ fn hardlinks_in_lower_share_ino(c: &mut Case) {
     assert_ne!(a.ino(), lstat(m.join("other")).unwrap().ino());
 }
 
+fn link_outlives_unlinked_lower_original(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("d"));
+    write(l.join("d/orig"), "payload");
+    let m = c.mount();
+    link(m.join("d/orig"), m.join("keep")).unwrap();
+    unlink(m.join("d/orig")).unwrap();
+    rmdir(m.join("d")).unwrap();
+    assert_eq!(read(m.join("keep")), "payload");
+    assert_eq!(lstat(m.join("keep")).unwrap().nlink(), 1);
+}
+
 fn link_count_three(c: &mut Case) {
     let l = c.lower(0);
     write(l.join("f"), "x");
@@ -277,6 +289,7 @@ cases!(inode:
     hardlink_new_file,
     hardlinks_in_lower_share_ino,
     link_count_three,
+    link_outlives_unlinked_lower_original,
     link_errors,
     link_symlink_itself,
     ino_stable_over_time,
