@@ -238,7 +238,7 @@ impl Fs {
                     Ok(()) | Err(Errno::ENOENT) => {}
                     Err(e) => return Err(e),
                 }
-                ix.entries.remove(w);
+                ix.del(w);
             }
             sys::lsetxattr(
                 up.as_fd(),

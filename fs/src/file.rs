@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use parking_lot::RwLock;
 
 use crate::copyup::is_private_xattr;
-use crate::core::{Attr, Ctx, DirList, Fs};
+use crate::core::{Attr, Ctx, DirEnt, Fs};
 use crate::ops::Make;
 use crate::sys::{self, R};
 
@@ -30,13 +30,11 @@ impl Handle {
     }
 }
 
-/// An open directory: its inode and the listing being read (taken at offset 0).
-type OpenDir = (u64, Option<Arc<DirList>>);
-
 #[derive(Default)]
 pub(crate) struct Handles {
     files: RwLock<HashMap<u64, Arc<Handle>>>,
-    dirs: RwLock<HashMap<u64, OpenDir>>,
+    /// Open directories: fh -> ino.
+    dirs: RwLock<HashMap<u64, u64>>,
     next: AtomicU64,
 }
 
@@ -191,28 +189,15 @@ impl Fs {
             return Err(Errno::ENOTDIR);
         }
         let fh = self.handles.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.handles.dirs.write().insert(fh, (ino, None));
+        self.handles.dirs.write().insert(fh, ino);
         Ok(fh)
     }
 
-    /// The listing of an open directory: taken when reading starts at offset 0 (so `rewinddir`
-    /// sees changes), kept for later offsets so they stay stable.
-    pub fn dir_entries(&self, fh: u64, offset: u64) -> R<Arc<DirList>> {
-        let (ino, cur) = self
-            .handles
-            .dirs
-            .read()
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)?;
-        if let Some(list) = cur.filter(|_| offset != 0) {
-            return Ok(list);
-        }
-        let list = Arc::new(self.list_dir(ino)?);
-        if let Some(slot) = self.handles.dirs.write().get_mut(&fh) {
-            slot.1 = Some(list.clone());
-        }
-        Ok(list)
+    /// The next entries of an open directory after cookie `offset`. Cookies are positions in
+    /// the directory's stable order (not per handle), so handles may share the kernel's cache.
+    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> R<Vec<DirEnt>> {
+        let ino = *self.handles.dirs.read().get(&fh).ok_or(Errno::EBADF)?;
+        self.read_dir(ino, offset, max)
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -269,14 +269,26 @@ impl Mount {
         }
     }
 
+    /// Wait for the serving threads; abort the connection after `wait`, and give up (leaving
+    /// the threads behind) rather than block forever.
     fn join(&mut self, wait: Duration) {
         let Some(t) = self.thread.take() else { return };
-        let deadline = Instant::now() + wait;
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !t.is_finished() {
+        let finished_by = |t: &JoinHandle<_>, d: Duration| {
+            let deadline = Instant::now() + d;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            t.is_finished()
+        };
+        if !finished_by(&t, wait) {
             self.abort();
+            if !finished_by(&t, Duration::from_secs(5)) {
+                log::warn!(
+                    "{}: FUSE server threads did not stop",
+                    self.mountpoint.display()
+                );
+                return;
+            }
         }
         let _ = t.join();
     }

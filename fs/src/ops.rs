@@ -155,15 +155,15 @@ impl Fs {
             let st = sys::fstatat(pfd.as_fd(), name)?;
             let ino = self.new_upper_ino(&st);
             let e = Entry::new_upper(kind, ino, existing.is_some_and(|e| e.lower));
-            ix.entries.insert(name.to_os_string(), e.clone());
+            ix.put(name, e.clone());
             let n = self.remember(parent, name, &e);
             if kind == libc::S_IFDIR {
                 let gen = self.gen.load(Ordering::Acquire);
-                *n.dir.write() = Some(crate::index::DirIndex {
+                *n.dir.write() = Some(crate::index::DirIndex::new(
                     gen,
-                    layers: vec![0],
-                    entries: Default::default(),
-                });
+                    vec![0],
+                    Default::default(),
+                ));
             }
             Ok((self.fix_attr(ino, st), file))
         })
@@ -183,6 +183,10 @@ impl Fs {
         rdev: u64,
         ctx: Ctx,
     ) -> R<Attr> {
+        // A char device 0/0 is a whiteout on disk; kernel overlayfs refuses to create one too.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return Err(Errno::EPERM);
+        }
         self.make(parent, name, Make::Node { mode, rdev }, umask, ctx)
             .map(|r| r.0)
     }
@@ -274,10 +278,9 @@ impl Fs {
                 .ok_or(Errno::ENOENT)?;
             self.remove_upper(pfd.as_fd(), name, &cur)?;
             if cur.lower {
-                ix.entries
-                    .insert(name.to_os_string(), Entry::whiteout_upper());
+                ix.put(name, Entry::whiteout_upper());
             } else {
-                ix.entries.remove(name);
+                ix.del(name);
             }
             Ok(())
         })?;
@@ -320,7 +323,7 @@ impl Fs {
                 sys::linkat(sdir.as_fd(), &src.name, pfd.as_fd(), newname)?;
             }
             let e = Entry::new_upper(n.kind, ino, existing.is_some_and(|e| e.lower));
-            ix.entries.insert(newname.to_os_string(), e.clone());
+            ix.put(newname, e.clone());
             self.remember(newparent, newname, &e);
             let st = sys::fstatat(pfd.as_fd(), newname)?;
             Ok(self.fix_attr(ino, st))
@@ -489,8 +492,8 @@ impl Fs {
             s2.lower = s.lower;
             let mut d2 = s.clone();
             d2.lower = dv.lower;
-            oix!().entries.insert(name.to_os_string(), s2);
-            nix_!().entries.insert(newname.to_os_string(), d2);
+            oix!().put(name, s2);
+            nix_!().put(newname, d2);
             drop(ga);
             drop(gb);
             self.rename_node(s.ino, parent, name, newparent, newname);
@@ -546,13 +549,11 @@ impl Fs {
             moved.dir_layers = vec![0];
         }
         if need_wh {
-            oix!()
-                .entries
-                .insert(name.to_os_string(), Entry::whiteout_upper());
+            oix!().put(name, Entry::whiteout_upper());
         } else {
-            oix!().entries.remove(name);
+            oix!().del(name);
         }
-        nix_!().entries.insert(newname.to_os_string(), moved);
+        nix_!().put(newname, moved);
         drop(ga);
         drop(gb);
         if let Some(dv) = dvis {
