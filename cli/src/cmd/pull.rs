@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use strata_runtime::reference::Reference;
@@ -149,6 +150,8 @@ struct State {
     lines: BTreeMap<String, String>,
     /// Lines of the live block currently on screen.
     drawn: usize,
+    /// When the block was last redrawn: byte-count updates redraw at most every 100 ms.
+    last_draw: Option<Instant>,
 }
 
 fn human(n: u64) -> String {
@@ -192,6 +195,7 @@ impl Renderer {
                 order: Vec::new(),
                 lines: BTreeMap::new(),
                 drawn: 0,
+                last_draw: None,
             }),
         }
     }
@@ -232,7 +236,20 @@ impl Renderer {
                 if !st.lines.contains_key(&id) {
                     st.order.push(id.clone());
                 }
+                // Byte counts redraw at most every 100 ms; status changes always do.
+                let was_downloading = st
+                    .lines
+                    .get(&id)
+                    .is_some_and(|l| l.starts_with("Downloading"));
                 st.lines.insert(id, text);
+                let downloading = matches!(status, LayerStatus::Downloading { .. });
+                let recent = st
+                    .last_draw
+                    .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+                if downloading && was_downloading && recent {
+                    return;
+                }
+                st.last_draw = Some(Instant::now());
                 redraw(&mut st);
             }
             PullEvent::Digest(d) => {
