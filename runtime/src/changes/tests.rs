@@ -1,0 +1,443 @@
+//! Unit tests of diff and the layer tar on hand-made upper dirs and on real kernel-overlay
+//! upper dirs (root only, as every strata test).
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::*;
+
+fn write(p: &Path, data: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+fn whiteout(p: &Path) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    nix::sys::stat::mknod(
+        p,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+}
+
+fn set_xattr(p: &Path, key: &str, value: &[u8]) {
+    let path = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let key = CString::new(key).unwrap();
+    // SAFETY: valid C strings and a buffer of `value.len()` bytes.
+    let r = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            key.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {key:?} on {}", p.display());
+}
+
+fn lines(changes: &[Change]) -> Vec<String> {
+    changes.iter().map(|c| c.to_string()).collect()
+}
+
+/// The SPEC §3 example (`rm /etc/shadow; rm -rf /usr/sbin; mkdir /usr/sbin; echo hi >
+/// /usr/sbin/newtool; rm -rf /home; echo new > /etc/motd`) as a hand-made upper dir, plus the
+/// runtime's own files that must never show up.
+fn spec_example(t: &Path) -> (PathBuf, PathBuf) {
+    let lower = t.join("lower");
+    let upper = t.join("upper");
+    write(&lower.join("etc/passwd"), "root:x:0:0\n");
+    write(&lower.join("etc/shadow"), "root:*\n");
+    write(&lower.join("etc/motd"), "old\n");
+    write(&lower.join("usr/sbin/oldtool"), "x");
+    write(&lower.join("home/user/.profile"), "x");
+    write(&lower.join("bin/sh"), "x");
+    whiteout(&upper.join("etc/shadow"));
+    write(&upper.join("etc/motd"), "new\n");
+    write(&upper.join("etc/hosts"), "127.0.0.1 localhost\n");
+    write(&upper.join("etc/resolv.conf"), "");
+    whiteout(&upper.join("home"));
+    write(&upper.join("usr/sbin/newtool"), "hi\n");
+    set_xattr(&upper.join("usr/sbin"), "trusted.overlay.opaque", b"y");
+    fs::create_dir_all(upper.join("proc")).unwrap();
+    (upper, lower)
+}
+
+#[test]
+fn diff_spec_example() {
+    let t = tempfile::tempdir().unwrap();
+    let (upper, lower) = spec_example(t.path());
+    let got = lines(&diff(&upper, &[lower]).unwrap());
+    assert_eq!(
+        got,
+        [
+            "C /etc",
+            "C /etc/motd",
+            "D /etc/shadow",
+            "D /home",
+            "C /usr",
+            "D /usr/sbin",
+            "A /usr/sbin/newtool"
+        ]
+    );
+}
+
+#[test]
+fn diff_ancestors_unchanged_dirs_and_wh_forms() {
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    let upper = t.path().join("upper");
+    write(&lower.join("usr/share/nginx/html/index.html"), "welcome");
+    write(&lower.join("var/lib/keep"), "k");
+    write(&lower.join("opt/a"), "a");
+    write(&lower.join("opt/b"), "b");
+    // Copied-up ancestors with the same metadata as below: only reported because of a child.
+    write(&upper.join("usr/share/nginx/html/index.html"), "hello");
+    for d in [
+        "usr/share/nginx/html",
+        "usr/share/nginx",
+        "usr/share",
+        "usr",
+    ] {
+        let meta = fs::metadata(lower.join(d)).unwrap();
+        let up = upper.join(d);
+        fs::set_permissions(&up, meta.permissions()).unwrap();
+        let mtime = nix::sys::time::TimeSpec::new(
+            std::os::unix::fs::MetadataExt::mtime(&meta),
+            std::os::unix::fs::MetadataExt::mtime_nsec(&meta),
+        );
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &up,
+            &mtime,
+            &mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+    // An unchanged copied-up dir with nothing reported inside: skipped entirely.
+    fs::create_dir_all(upper.join("var/lib")).unwrap();
+    for d in ["var/lib", "var"] {
+        let meta = fs::metadata(lower.join(d)).unwrap();
+        let mtime = nix::sys::time::TimeSpec::new(
+            std::os::unix::fs::MetadataExt::mtime(&meta),
+            std::os::unix::fs::MetadataExt::mtime_nsec(&meta),
+        );
+        fs::set_permissions(upper.join(d), meta.permissions()).unwrap();
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &upper.join(d),
+            &mtime,
+            &mtime,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+    // fuse-overlayfs style: `.wh.` whiteout files and a `.wh..wh..opq` marker.
+    write(&upper.join("opt/.wh.a"), "");
+    write(&upper.join("srv/new/.wh..wh..opq"), "");
+    write(&upper.join("srv/new/file"), "f");
+    let got = lines(&diff(&upper, &[lower]).unwrap());
+    assert_eq!(
+        got,
+        [
+            "C /opt",
+            "D /opt/a",
+            "A /srv",
+            "A /srv/new",
+            "A /srv/new/file",
+            "C /usr",
+            "C /usr/share",
+            "C /usr/share/nginx",
+            "C /usr/share/nginx/html",
+            "C /usr/share/nginx/html/index.html",
+        ]
+    );
+}
+
+#[test]
+fn diff_respects_whiteouts_and_opaque_in_lowers() {
+    let t = tempfile::tempdir().unwrap();
+    let l0 = t.path().join("l0"); // bottom
+    let l1 = t.path().join("l1"); // top
+    let upper = t.path().join("upper");
+    write(&l0.join("a/gone"), "x");
+    write(&l0.join("b/hidden"), "x");
+    whiteout(&l1.join("a/gone"));
+    fs::create_dir_all(l1.join("b")).unwrap();
+    set_xattr(&l1.join("b"), "trusted.overlay.opaque", b"y");
+    // Re-created over a lower whiteout / under a lower opaque dir: these are additions.
+    write(&upper.join("a/gone"), "again");
+    write(&upper.join("b/hidden"), "again");
+    let got = lines(&diff(&upper, &[l1, l0]).unwrap());
+    assert_eq!(got, ["C /a", "A /a/gone", "C /b", "A /b/hidden"]);
+}
+
+#[test]
+fn diff_never_follows_symlinks_out_of_the_layer() {
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    let upper = t.path().join("upper");
+    let outside = t.path().join("outside");
+    write(&outside.join("secret/file"), "s");
+    fs::create_dir_all(&lower).unwrap();
+    fs::create_dir_all(&upper).unwrap();
+    // A lower symlink to a host dir must not make `/evil/file` look like a change of it.
+    symlink(&outside.join("secret"), lower.join("evil")).unwrap();
+    fs::create_dir_all(upper.join("evil")).unwrap();
+    write(&upper.join("evil/file"), "mine");
+    let got = lines(&diff(&upper, &[lower]).unwrap());
+    assert_eq!(got, ["C /evil", "A /evil/file"]);
+}
+
+#[test]
+fn volumes_are_excluded() {
+    let t = tempfile::tempdir().unwrap();
+    let (upper, lower) = spec_example(t.path());
+    write(&upper.join("data/db"), "x");
+    let filter = Filter::docker().exclude("/data").exclude("/usr");
+    let got = lines(&diff_filtered(&upper, &[lower], &filter).unwrap());
+    assert_eq!(got, ["C /etc", "C /etc/motd", "D /etc/shadow", "D /home"]);
+}
+
+struct Entry {
+    path: String,
+    kind: tar::EntryType,
+    link: Option<String>,
+    data: Vec<u8>,
+    xattrs: Vec<(String, Vec<u8>)>,
+    mode: u32,
+}
+
+fn read_layer(blob: &[u8]) -> (Vec<u8>, Vec<Entry>) {
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(blob)
+        .read_to_end(&mut plain)
+        .unwrap();
+    let mut entries = Vec::new();
+    let mut ar = tar::Archive::new(plain.as_slice());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut xattrs = Vec::new();
+        if let Some(pax) = e.pax_extensions().unwrap() {
+            for r in pax {
+                let r = r.unwrap();
+                if let Some(k) = r.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                    xattrs.push((k.to_string(), r.value_bytes().to_vec()));
+                }
+            }
+        }
+        let path = String::from_utf8(e.path_bytes().to_vec()).unwrap();
+        let kind = e.header().entry_type();
+        let link = e
+            .link_name_bytes()
+            .map(|l| String::from_utf8(l.to_vec()).unwrap());
+        let mode = e.header().mode().unwrap();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        entries.push(Entry {
+            path,
+            kind,
+            link,
+            data,
+            xattrs,
+            mode,
+        });
+    }
+    (plain, entries)
+}
+
+#[test]
+fn layer_tar_of_spec_example() {
+    let t = tempfile::tempdir().unwrap();
+    let (upper, lower) = spec_example(t.path());
+    write(&upper.join("srv/a"), "linked");
+    fs::hard_link(upper.join("srv/a"), upper.join("srv/b")).unwrap();
+    symlink("/etc/motd", upper.join("srv/motd")).unwrap();
+    set_xattr(&upper.join("srv/a"), "user.note", b"hello");
+    fs::set_permissions(upper.join("srv/a"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let long = "d".repeat(120);
+    write(&upper.join(format!("srv/{long}/{long}/f")), "deep");
+    nix::unistd::mkfifo(
+        &upper.join("srv/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
+
+    let (digests, blob) = write_layer_tar(&upper, &[lower], &Filter::docker(), Vec::new()).unwrap();
+    let (plain, entries) = read_layer(&blob);
+    assert_eq!(
+        digests.diff_id,
+        format!("sha256:{}", hex::encode(Sha256::digest(&plain)))
+    );
+    assert_eq!(digests.size, plain.len() as u64);
+    assert_eq!(
+        digests.compressed_digest,
+        format!("sha256:{}", hex::encode(Sha256::digest(&blob)))
+    );
+    assert_eq!(digests.compressed_size, blob.len() as u64);
+    assert_eq!(digests.entries, entries.len());
+
+    let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    let deep = format!("srv/{long}/{long}/f");
+    let expected = vec![
+        "etc/".to_string(),
+        "etc/motd".into(),
+        "etc/.wh.shadow".into(),
+        ".wh.home".into(),
+        "srv/".into(),
+        "srv/a".into(),
+        "srv/b".into(),
+        format!("srv/{long}/"),
+        format!("srv/{long}/{long}/"),
+        deep.clone(),
+        "srv/fifo".into(),
+        "srv/motd".into(),
+        "usr/".into(),
+        "usr/sbin/".into(),
+        "usr/sbin/.wh..wh..opq".into(),
+        "usr/sbin/newtool".into(),
+    ];
+    assert_eq!(names, expected);
+    let by = |p: &str| entries.iter().find(|e| e.path == p).unwrap();
+    assert_eq!(by("etc/motd").data, b"new\n");
+    assert_eq!(by("etc/.wh.shadow").kind, tar::EntryType::Regular);
+    assert_eq!(by("srv/a").kind, tar::EntryType::Regular);
+    assert_eq!(by("srv/a").mode, 0o4755);
+    assert_eq!(
+        by("srv/a").xattrs,
+        vec![("user.note".to_string(), b"hello".to_vec())]
+    );
+    assert_eq!(by("srv/b").kind, tar::EntryType::Link);
+    assert_eq!(by("srv/b").link.as_deref(), Some("srv/a"));
+    assert_eq!(by("srv/motd").kind, tar::EntryType::Symlink);
+    assert_eq!(by("srv/motd").link.as_deref(), Some("/etc/motd"));
+    assert_eq!(by("srv/fifo").kind, tar::EntryType::Fifo);
+    assert_eq!(by(&deep).data, b"deep");
+    assert!(
+        by("usr/sbin/").xattrs.is_empty(),
+        "overlay xattrs are not content"
+    );
+}
+
+#[test]
+fn empty_changes_make_the_empty_tar() {
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    let upper = t.path().join("upper");
+    write(&lower.join("bin/sh"), "x");
+    write(&lower.join("etc/passwd"), "x");
+    // The runtime's mounts: /etc copied up with a new mtime, /dev and /run/.containerenv added.
+    write(&upper.join("etc/hosts"), "127.0.0.1 localhost\n");
+    write(&upper.join("run/.containerenv"), "");
+    fs::create_dir_all(upper.join("dev/pts")).unwrap();
+    assert!(diff(&upper, std::slice::from_ref(&lower))
+        .unwrap()
+        .is_empty());
+    // …but an empty dir the container made is a change.
+    fs::create_dir_all(upper.join("srv/empty")).unwrap();
+    assert_eq!(
+        lines(&diff(&upper, std::slice::from_ref(&lower)).unwrap()),
+        ["A /srv", "A /srv/empty"]
+    );
+    fs::remove_dir_all(upper.join("srv")).unwrap();
+    let (d, blob) = write_layer_tar(&upper, &[lower], &Filter::docker(), Vec::new()).unwrap();
+    assert_eq!(d.entries, 0);
+    let (plain, entries) = read_layer(&blob);
+    assert!(entries.is_empty());
+    assert!(plain.iter().all(|b| *b == 0));
+}
+
+/// Unmounts on drop, lazily if busy.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if nix::mount::umount(&self.0).is_err() {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// The same changes made through a real kernel overlay mount: our reading of the upper dir the
+/// kernel wrote must match what the SPEC says Docker prints.
+#[test]
+fn diff_of_a_real_kernel_overlay_upper() {
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    let upper = t.path().join("upper");
+    let work = t.path().join("work");
+    let merged = t.path().join("merged");
+    write(&lower.join("etc/shadow"), "root:*\n");
+    write(&lower.join("etc/motd"), "old\n");
+    write(&lower.join("usr/sbin/oldtool"), "x");
+    write(&lower.join("home/user/.profile"), "x");
+    write(&lower.join("www/index.html"), "welcome");
+    for d in [&upper, &work, &merged] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap();
+    let guard = Mounted(merged.clone());
+    fs::remove_file(merged.join("etc/shadow")).unwrap();
+    fs::remove_dir_all(merged.join("usr/sbin")).unwrap();
+    fs::create_dir(merged.join("usr/sbin")).unwrap();
+    fs::write(merged.join("usr/sbin/newtool"), "hi\n").unwrap();
+    fs::remove_dir_all(merged.join("home")).unwrap();
+    fs::write(merged.join("etc/motd"), "new\n").unwrap();
+    fs::write(merged.join("www/index.html"), "<h1>Hello strata</h1>\n").unwrap();
+    drop(guard);
+    let got = lines(&diff(&upper, &[lower.clone()]).unwrap());
+    assert_eq!(
+        got,
+        [
+            "C /etc",
+            "C /etc/motd",
+            "D /etc/shadow",
+            "D /home",
+            "C /usr",
+            "D /usr/sbin",
+            "A /usr/sbin/newtool",
+            "C /www",
+            "C /www/index.html",
+        ]
+    );
+    let (_, blob) = write_layer_tar(&upper, &[lower], &Filter::docker(), Vec::new()).unwrap();
+    let (_, entries) = read_layer(&blob);
+    let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "etc/",
+            "etc/motd",
+            "etc/.wh.shadow",
+            ".wh.home",
+            "usr/",
+            "usr/sbin/",
+            "usr/sbin/.wh..wh..opq",
+            "usr/sbin/newtool",
+            "www/",
+            "www/index.html"
+        ]
+    );
+}
