@@ -191,7 +191,7 @@ fn diff_never_follows_symlinks_out_of_the_layer() {
     fs::create_dir_all(&lower).unwrap();
     fs::create_dir_all(&upper).unwrap();
     // A lower symlink to a host dir must not make `/evil/file` look like a change of it.
-    symlink(&outside.join("secret"), lower.join("evil")).unwrap();
+    symlink(outside.join("secret"), lower.join("evil")).unwrap();
     fs::create_dir_all(upper.join("evil")).unwrap();
     write(&upper.join("evil/file"), "mine");
     let got = lines(&diff(&upper, &[lower]).unwrap());
@@ -407,7 +407,7 @@ fn diff_of_a_real_kernel_overlay_upper() {
     fs::write(merged.join("etc/motd"), "new\n").unwrap();
     fs::write(merged.join("www/index.html"), "<h1>Hello strata</h1>\n").unwrap();
     drop(guard);
-    let got = lines(&diff(&upper, &[lower.clone()]).unwrap());
+    let got = lines(&diff(&upper, std::slice::from_ref(&lower)).unwrap());
     assert_eq!(
         got,
         [
