@@ -14,6 +14,7 @@ mod diff;
 pub mod fsutil;
 mod instructions;
 mod layer;
+mod pause;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ pub use config::{commit_config, CommitMeta};
 pub use diff::{diff, diff_filtered};
 pub use instructions::apply_changes;
 pub use layer::{write_changes_tar, write_layer_tar, HashWriter, LayerDigests};
+pub use pause::Paused;
 
 /// Kind of a change, as `docker diff` prints it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -148,6 +150,8 @@ pub enum ChangesError {
     TwoArguments { instruction: String },
     #[error("{instruction} names can not be blank")]
     BlankName { instruction: String },
+    #[error("cannot pause process {pid}: {source}")]
+    Pause { pid: i32, source: nix::errno::Errno },
     #[error("invalid containerPort: {port}")]
     InvalidPort { port: String },
 }
