@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::instructions::apply_changes;
 use super::ChangesError;
+use crate::digest::DiffId;
 
 /// What a commit adds to its parent's config.
 #[derive(Debug, Clone)]
@@ -26,7 +27,7 @@ pub struct CommitMeta {
 pub fn commit_config(
     parent: &[u8],
     meta: &CommitMeta,
-    diff_id: Option<&str>,
+    diff_id: Option<&DiffId>,
 ) -> Result<Vec<u8>, ChangesError> {
     let mut img: Map<String, Value> =
         serde_json::from_slice(parent).map_err(|source| ChangesError::ParentConfig { source })?;
@@ -67,7 +68,7 @@ pub fn commit_config(
     if let (Some(id), Value::Object(r)) = (diff_id, rootfs) {
         let ids = r.entry("diff_ids").or_insert_with(|| json!([]));
         if let Value::Array(ids) = ids {
-            ids.push(json!(id));
+            ids.push(json!(id.as_str()));
         }
     }
     let history = img.entry("history").or_insert_with(|| json!([]));
@@ -105,12 +106,16 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 mod tests {
     use super::*;
 
+    fn diff_id(n: char) -> DiffId {
+        DiffId::parse(&format!("sha256:{}", n.to_string().repeat(64))).unwrap()
+    }
+
     fn parent() -> Vec<u8> {
         serde_json::to_vec(&json!({
             "architecture": "amd64",
             "os": "linux",
             "config": {"Cmd": ["httpd", "-f", "-p", "80"], "Env": ["PATH=/bin"]},
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:aaaa"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id('a').as_str()]},
             "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "import"}],
             "author": "someone else"
         }))
@@ -132,11 +137,11 @@ mod tests {
 
     #[test]
     fn adds_layer_history_and_fields() {
-        let out = commit_config(&parent(), &meta(), Some("sha256:bbbb")).unwrap();
+        let out = commit_config(&parent(), &meta(), Some(&diff_id('b'))).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             v["rootfs"]["diff_ids"],
-            json!(["sha256:aaaa", "sha256:bbbb"])
+            json!([diff_id('a').as_str(), diff_id('b').as_str()])
         );
         assert_eq!(v["history"].as_array().unwrap().len(), 2);
         let h = &v["history"][1];
@@ -159,7 +164,7 @@ mod tests {
         m.author = None;
         let out = commit_config(&parent(), &m, None).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["rootfs"]["diff_ids"], json!(["sha256:aaaa"]));
+        assert_eq!(v["rootfs"]["diff_ids"], json!([diff_id('a').as_str()]));
         assert_eq!(v["history"][1]["empty_layer"], json!(true));
         assert!(
             v.get("author").is_none(),

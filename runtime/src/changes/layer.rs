@@ -17,61 +17,25 @@ use std::path::{Component, Path, PathBuf};
 
 use flate2::write::GzEncoder;
 use nix::sys::stat::{FileStat, SFlag};
-use sha2::{Digest as _, Sha256};
 use tar::{EntryType, Header};
 
 use super::fsutil::{self as fsu};
 use super::{Change, ChangeKind, ChangesError, Filter};
+use crate::digest::{DiffId, Digest, HashingWriter};
 
 /// What writing a layer produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerDigests {
-    /// `sha256:<hex>` of the uncompressed tar (the layer's diffID).
-    pub diff_id: String,
+    /// Digest of the uncompressed tar: the layer's diffID.
+    pub diff_id: DiffId,
     /// Bytes of the uncompressed tar.
     pub size: u64,
-    /// `sha256:<hex>` of the gzip stream (the blob digest).
-    pub compressed_digest: String,
+    /// Digest of the gzip stream (the blob digest).
+    pub compressed_digest: Digest,
     /// Bytes of the gzip stream.
     pub compressed_size: u64,
     /// Number of entries written (0: the layer is the empty tar).
     pub entries: usize,
-}
-
-/// A writer that hashes and counts what goes through it.
-pub struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<W: Write> HashWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashWriter {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
-    }
-
-    /// The wrapped writer, `sha256:<hex>` of everything written, and its length.
-    pub fn finish(self) -> (W, String, u64) {
-        let hex = hex::encode(self.hasher.finalize());
-        (self.inner, format!("sha256:{hex}"), self.count)
-    }
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Write the changes of `upper` against `lowers` (top first) to `out` as a gzip-compressed
@@ -96,22 +60,22 @@ pub fn write_changes_tar<W: Write>(
         path: upper.to_path_buf(),
         source,
     };
-    let compressed = HashWriter::new(out);
+    let compressed = HashingWriter::new(out);
     let gz = GzEncoder::new(compressed, flate2::Compression::default());
-    let mut builder = tar::Builder::new(HashWriter::new(gz));
+    let mut builder = tar::Builder::new(HashingWriter::new(gz));
     let mut writer = TarWriter::new(upper)?;
     for change in changes {
         writer.write(&mut builder, change)?;
     }
     let entries = writer.entries;
     let uncompressed = builder.into_inner().map_err(io_err)?;
-    let (gz, diff_id, size) = uncompressed.finish();
+    let (diff_id, size, gz) = uncompressed.finish();
     let compressed = gz.finish().map_err(io_err)?;
-    let (mut out, compressed_digest, compressed_size) = compressed.finish();
+    let (compressed_digest, compressed_size, mut out) = compressed.finish();
     out.flush().map_err(io_err)?;
     Ok((
         LayerDigests {
-            diff_id,
+            diff_id: DiffId(diff_id),
             size,
             compressed_digest,
             compressed_size,

@@ -9,6 +9,7 @@
 //! Every walk is fd-relative with `O_NOFOLLOW` (see [`fsutil`]): the upper dir is written by the
 //! container and its symlinks are hostile input.
 
+mod commit;
 mod config;
 mod diff;
 pub mod fsutil;
@@ -18,10 +19,11 @@ mod pause;
 
 use std::path::{Path, PathBuf};
 
+pub use commit::{commit, CommitRequest};
 pub use config::{commit_config, CommitMeta};
 pub use diff::{diff, diff_filtered};
 pub use instructions::apply_changes;
-pub use layer::{write_changes_tar, write_layer_tar, HashWriter, LayerDigests};
+pub use layer::{write_changes_tar, write_layer_tar, LayerDigests};
 pub use pause::Paused;
 
 /// Kind of a change, as `docker diff` prints it.
@@ -140,6 +142,8 @@ pub enum ChangesError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("invalid parent image config: {source}")]
     ParentConfig { source: serde_json::Error },
     #[error("{instruction} is not a valid change command")]

@@ -275,12 +275,12 @@ fn layer_tar_of_spec_example() {
     let (digests, blob) = write_layer_tar(&upper, &[lower], &Filter::docker(), Vec::new()).unwrap();
     let (plain, entries) = read_layer(&blob);
     assert_eq!(
-        digests.diff_id,
+        digests.diff_id.as_str(),
         format!("sha256:{}", hex::encode(Sha256::digest(&plain)))
     );
     assert_eq!(digests.size, plain.len() as u64);
     assert_eq!(
-        digests.compressed_digest,
+        digests.compressed_digest.as_str(),
         format!("sha256:{}", hex::encode(Sha256::digest(&blob)))
     );
     assert_eq!(digests.compressed_size, blob.len() as u64);
@@ -440,4 +440,180 @@ fn diff_of_a_real_kernel_overlay_upper() {
             "www/index.html"
         ]
     );
+}
+
+mod commit_tests {
+    use super::*;
+    use crate::digest::ImageId;
+    use crate::reference::Reference;
+    use crate::store::Store;
+    use strata_testkit::fixtures;
+
+    /// A store holding the two-layer fixture image `web:v1`; returns (store, image ID).
+    fn store_with_image(root: &Path) -> (Store, ImageId) {
+        let store = Store::open(root).unwrap();
+        let spec = fixtures::layered_spec("web:v1").unwrap();
+        let mut parent = None;
+        for l in &spec.layers {
+            let info = store
+                .add_layer(l.as_slice(), parent.as_ref(), None)
+                .unwrap();
+            parent = Some(info.chain_id);
+        }
+        let r = Reference::parse_with_default_tag("web:v1").unwrap();
+        let id = store.add_image(&spec.config_bytes(), &[r], None).unwrap();
+        (store, id)
+    }
+
+    fn request(upper: &Path, image: &ImageId, tag: Option<&str>) -> CommitRequest {
+        CommitRequest {
+            upper: upper.to_path_buf(),
+            image: image.clone(),
+            container_id: "c".repeat(64),
+            container_config: None,
+            volumes: vec![],
+            pause: None,
+            author: Some("Jane".into()),
+            comment: Some("new page".into()),
+            changes: vec![r#"CMD ["httpd", "-f"]"#.into()],
+            reference: tag.map(|t| Reference::parse_with_default_tag(t).unwrap()),
+        }
+    }
+
+    fn snapshot(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in walk(root) {
+            if !e.starts_with(root.join("tmp")) && !e.ends_with("store.lock") {
+                out.push(e.display().to_string());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn walk(p: &Path) -> Vec<PathBuf> {
+        let mut out = vec![p.to_path_buf()];
+        if p.is_dir() && !p.is_symlink() {
+            for e in fs::read_dir(p).unwrap() {
+                out.extend(walk(&e.unwrap().path()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn commit_adds_layer_config_history_parent_and_tag() {
+        let t = tempfile::tempdir().unwrap();
+        let (store, base) = store_with_image(&t.path().join("root"));
+        let upper = t.path().join("upper");
+        write(&upper.join("www/index.html"), "<h1>Hello strata</h1>\n");
+        whiteout(&upper.join("etc/passwd"));
+        let id = commit(&store, &request(&upper, &base, Some("web:v2"))).unwrap();
+
+        let rec = store.resolve("web:v2").unwrap();
+        assert_eq!(rec.id, id);
+        assert_eq!(rec.parent.as_ref(), Some(&base));
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(&id.0).unwrap()).unwrap();
+        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
+        let hist = cfg["history"].as_array().unwrap();
+        assert_eq!(hist.len(), 3);
+        assert_eq!(hist[2]["created_by"], serde_json::json!("sh"));
+        assert_eq!(hist[2]["author"], serde_json::json!("Jane"));
+        assert_eq!(hist[2]["comment"], serde_json::json!("new page"));
+        assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["httpd", "-f"]));
+        assert_eq!(cfg["container"], serde_json::json!("c".repeat(64)));
+
+        // The new layer dir holds the changes in overlay format; the merged stack sees them.
+        let dirs = store.layer_dirs(&rec).unwrap();
+        assert_eq!(dirs.len(), 3);
+        assert_eq!(
+            fs::read_to_string(dirs[0].join("www/index.html")).unwrap(),
+            "<h1>Hello strata</h1>\n"
+        );
+        let st = nix::sys::stat::lstat(&dirs[0].join("etc/passwd")).unwrap();
+        assert!(fsutil::is_char_whiteout(&st));
+        // The store rebuilds the very tar we hashed.
+        let mut tar = Vec::new();
+        let info = store
+            .layer_tar(rec.chain_ids.last().unwrap(), &mut tar)
+            .unwrap();
+        assert_eq!(
+            info.diff_id.as_str(),
+            cfg["rootfs"]["diff_ids"][2].as_str().unwrap()
+        );
+        assert_eq!(
+            format!("sha256:{}", hex::encode(Sha256::digest(&tar))),
+            info.diff_id.as_str()
+        );
+        // The compressed blob is kept for push.
+        let blob = info.compressed_digest.expect("compressed digest recorded");
+        assert!(store.has_blob(&blob));
+
+        // Moving the tag leaves the first commit dangling.
+        write(&upper.join("www/other.html"), "x");
+        let id2 = commit(&store, &request(&upper, &base, Some("web:v2"))).unwrap();
+        assert_ne!(id, id2);
+        assert!(store.image(&id).unwrap().repo_tags.is_empty());
+        assert_eq!(store.resolve("web:v2").unwrap().id, id2);
+    }
+
+    #[test]
+    fn commit_of_no_changes_is_an_empty_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let (store, base) = store_with_image(&t.path().join("root"));
+        let upper = t.path().join("upper");
+        write(&upper.join("etc/hosts"), "127.0.0.1 localhost\n");
+        let id = commit(&store, &request(&upper, &base, None)).unwrap();
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(&id.0).unwrap()).unwrap();
+        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+        assert_eq!(cfg["history"][2]["empty_layer"], serde_json::json!(true));
+        assert!(store.image(&id).unwrap().repo_tags.is_empty());
+    }
+
+    #[test]
+    fn bad_change_or_full_disk_leaves_the_store_as_it_was() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let (store, base) = store_with_image(&root);
+        let upper = t.path().join("upper");
+        write(&upper.join("www/index.html"), "x");
+        let before = snapshot(&root);
+        let mut req = request(&upper, &base, Some("web:v2"));
+        req.changes = vec!["FROM scratch".into()];
+        let e = commit(&store, &req).unwrap_err();
+        assert_eq!(e.to_string(), "from is not a valid change command");
+        assert_eq!(snapshot(&root), before);
+
+        // A store on a tmpfs too small for the layer.
+        let small = t.path().join("small");
+        fs::create_dir_all(&small).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &small,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=2m"),
+        )
+        .unwrap();
+        let _guard = Mounted(small.clone());
+        let (store, base) = store_with_image(&small.join("root"));
+        let before = snapshot(&small.join("root"));
+        // Incompressible data, bigger than what is left.
+        let mut big = vec![0u8; 3 << 20];
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for b in big.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        fs::create_dir_all(upper.join("data")).unwrap();
+        fs::write(upper.join("data/big"), &big).unwrap();
+        let e = commit(&store, &request(&upper, &base, Some("web:v2"))).unwrap_err();
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        assert_eq!(snapshot(&small.join("root")), before);
+        assert!(store.resolve("web:v2").is_err());
+    }
 }
