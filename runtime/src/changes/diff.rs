@@ -1,7 +1,8 @@
 //! `diff`: the changes of a container's upper dir against its image's layers, with Docker's
 //! rules (SPEC §10.1, moby `pkg/archive/changes.go`).
 
-use std::ffi::OsStr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,40 @@ impl LowerDir {
             }
         }
         None
+    }
+
+    /// The entries the merged lower layers show in this directory.
+    pub(crate) fn list(&self) -> BTreeMap<OsString, FileStat> {
+        let mut seen = BTreeMap::new();
+        let mut hidden: BTreeSet<OsString> = BTreeSet::new();
+        for (fd, opaque) in &self.dirs {
+            let Ok(names) = fsu::list_sorted(fd) else {
+                continue;
+            };
+            // Whiteouts hide entries of the layers below only, never of their own layer.
+            let mut layer_hidden = Vec::new();
+            for name in names {
+                if let Some(t) = fsu::wh_target(&name) {
+                    layer_hidden.push(t.to_os_string());
+                    continue;
+                }
+                if fsu::is_aufs_meta(&name) || seen.contains_key(&name) || hidden.contains(&name) {
+                    continue;
+                }
+                match fsu::lstat_at(fd, &name) {
+                    Ok(st) if fsu::is_whiteout(fd, &name, &st) => layer_hidden.push(name),
+                    Ok(st) => {
+                        seen.insert(name, st);
+                    }
+                    Err(_) => {}
+                }
+            }
+            hidden.extend(layer_hidden);
+            if *opaque {
+                break;
+            }
+        }
+        seen
     }
 
     /// The lower view of the child directory `name`.

@@ -15,6 +15,7 @@ mod diff;
 pub mod fsutil;
 mod instructions;
 mod layer;
+mod naive;
 mod pause;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use config::{commit_config, CommitMeta};
 pub use diff::{diff, diff_filtered};
 pub use instructions::apply_changes;
 pub use layer::{write_changes_tar, write_layer_tar, LayerDigests};
+pub use naive::diff_full_tree;
 pub use pause::Paused;
 
 /// Kind of a change, as `docker diff` prints it.

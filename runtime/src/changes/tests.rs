@@ -617,3 +617,69 @@ mod commit_tests {
         assert!(store.resolve("web:v2").is_err());
     }
 }
+
+/// The vfs driver's writable dir is the whole tree: compared with the lowers, not read as a diff.
+#[test]
+fn full_tree_diff_like_moby_changes_dirs() {
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    let full = t.path().join("full");
+    write(&lower.join("etc/motd"), "old\n");
+    write(&lower.join("etc/passwd"), "root\n");
+    write(&lower.join("home/user/.profile"), "x");
+    write(&lower.join("www/index.html"), "welcome");
+    write(&lower.join("bin/sh"), "x");
+    fs::create_dir_all(&full).unwrap();
+    let st = std::process::Command::new("cp")
+        .args([
+            "-a",
+            &format!("{}/.", lower.display()),
+            full.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        diff_full_tree(&full, std::slice::from_ref(&lower), &Filter::docker())
+            .unwrap()
+            .is_empty()
+    );
+    fs::write(full.join("www/index.html"), "<h1>Hello strata</h1>").unwrap();
+    fs::remove_dir_all(full.join("home")).unwrap();
+    fs::remove_file(full.join("etc/passwd")).unwrap();
+    write(&full.join("srv/new/file"), "n");
+    write(&full.join("etc/hosts"), "127.0.0.1 localhost\n");
+    let got =
+        lines(&diff_full_tree(&full, std::slice::from_ref(&lower), &Filter::docker()).unwrap());
+    assert_eq!(
+        got,
+        [
+            "C /etc",
+            "D /etc/passwd",
+            "D /home",
+            "A /srv",
+            "A /srv/new",
+            "A /srv/new/file",
+            "C /www",
+            "C /www/index.html"
+        ]
+    );
+    // The same change list makes a layer of the full tree.
+    let changes = diff_full_tree(&full, &[lower], &Filter::docker()).unwrap();
+    let (_, blob) = write_changes_tar(&full, &changes, Vec::new()).unwrap();
+    let (_, entries) = read_layer(&blob);
+    let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "etc/",
+            "etc/.wh.passwd",
+            ".wh.home",
+            "srv/",
+            "srv/new/",
+            "srv/new/file",
+            "www/",
+            "www/index.html"
+        ]
+    );
+}
