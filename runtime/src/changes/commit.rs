@@ -17,7 +17,10 @@ use std::path::{Path, PathBuf};
 use nix::unistd::Pid;
 use serde_json::{Map, Value};
 
-use super::{commit_config, write_layer_tar, ChangesError, CommitMeta, Filter, Paused};
+use super::{
+    commit_config, diff_filtered, diff_full_tree, write_changes_tar, ChangesError, CommitMeta,
+    Filter, Paused,
+};
 use crate::digest::ImageId;
 use crate::reference::Reference;
 use crate::store::{LayerInfo, Store};
@@ -25,8 +28,12 @@ use crate::store::{LayerInfo, Store};
 /// Everything `commit` needs to know about the container and the user's wishes.
 #[derive(Debug, Clone)]
 pub struct CommitRequest {
-    /// The container's upper dir (overlay format).
+    /// The container's upper dir (overlay format), or its whole rootfs when `full_tree`.
     pub upper: PathBuf,
+    /// `upper` holds the whole tree (the `vfs` driver): compare trees instead of reading a diff.
+    pub full_tree: bool,
+    /// Layers between the image and the upper dir (the container's init layer), top first.
+    pub extra_lowers: Vec<PathBuf>,
     /// The image the container was created from.
     pub image: ImageId,
     /// Container ID (64 hex).
@@ -77,7 +84,8 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
     super::apply_changes(&mut Map::new(), &req.changes)?;
     let parent = store.image(&req.image)?;
     let parent_config = store.read_blob(&parent.id.0)?;
-    let lowers = store.layer_dirs(&parent)?;
+    let mut lowers = req.extra_lowers.clone();
+    lowers.extend(store.layer_dirs(&parent)?);
     let mut filter = Filter::docker();
     for v in &req.volumes {
         filter = filter.exclude(v.clone());
@@ -88,7 +96,12 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
     let digests = {
         let _paused = req.pause.map(Paused::pause).transpose()?;
         let file = File::create(&tmp.0).map_err(io_err(&tmp.0))?;
-        let (digests, out) = write_layer_tar(&req.upper, &lowers, &filter, BufWriter::new(file))?;
+        let changes = if req.full_tree {
+            diff_full_tree(&req.upper, &lowers, &filter)?
+        } else {
+            diff_filtered(&req.upper, &lowers, &filter)?
+        };
+        let (digests, out) = write_changes_tar(&req.upper, &changes, BufWriter::new(file))?;
         let file = out
             .into_inner()
             .map_err(|e| io_err(&tmp.0)(e.into_error()))?;

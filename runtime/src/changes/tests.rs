@@ -468,6 +468,8 @@ mod commit_tests {
     fn request(upper: &Path, image: &ImageId, tag: Option<&str>) -> CommitRequest {
         CommitRequest {
             upper: upper.to_path_buf(),
+            full_tree: false,
+            extra_lowers: vec![],
             image: image.clone(),
             container_id: "c".repeat(64),
             container_config: None,
