@@ -685,3 +685,86 @@ fn full_tree_diff_like_moby_changes_dirs() {
         ]
     );
 }
+
+/// Not a test: `cargo nextest run -p strata-runtime --run-ignored only bench_10k --no-capture`
+/// prints how long diff and commit of 10,000 changed files take.
+#[test]
+#[ignore]
+fn bench_10k_changed_files() {
+    use std::time::Instant;
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    let store = crate::store::Store::open(&root).unwrap();
+    let spec = strata_testkit::fixtures::layered_spec("web:v1").unwrap();
+    let mut parent = None;
+    for l in &spec.layers {
+        parent = Some(
+            store
+                .add_layer(l.as_slice(), parent.as_ref(), None)
+                .unwrap()
+                .chain_id,
+        );
+    }
+    let base = store.add_image(&spec.config_bytes(), &[], None).unwrap();
+    let upper = t.path().join("upper");
+    for d in 0..100 {
+        for f in 0..100 {
+            write(
+                &upper.join(format!("data/d{d}/f{f}")),
+                &format!("file {d} {f}\n"),
+            );
+        }
+    }
+    write(&upper.join("iteration"), "x");
+    let lowers = store.layer_dirs(&store.image(&base).unwrap()).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let s = Instant::now();
+        let n = diff(&upper, &lowers).unwrap().len();
+        times.push(s.elapsed());
+        assert_eq!(n, 10_000 + 101 + 1);
+    }
+    times.sort();
+    eprintln!("diff of 10,000 added files: median {:?}", times[2]);
+    let s = Instant::now();
+    let (d, blob) = write_layer_tar(&upper, &lowers, &Filter::docker(), Vec::new()).unwrap();
+    eprintln!(
+        "layer tar.gz of them: {:?} ({} bytes, {} compressed)",
+        s.elapsed(),
+        d.size,
+        blob.len()
+    );
+    let s = Instant::now();
+    let info = store
+        .add_layer(blob.as_slice(), parent.as_ref(), None)
+        .unwrap();
+    eprintln!("store.add_layer of it: {:?}", s.elapsed());
+    store.release_layers(&[info.chain_id]).unwrap();
+    let mut times = Vec::new();
+    for i in 0..5 {
+        write(&upper.join("iteration"), &i.to_string());
+        let req = commit_tests_request(&upper, &base, &format!("bench:{i}"));
+        let s = Instant::now();
+        commit(&store, &req).unwrap();
+        times.push(s.elapsed());
+    }
+    times.sort();
+    eprintln!("commit of 10,000 added files: median {:?}", times[2]);
+}
+
+fn commit_tests_request(upper: &Path, image: &crate::digest::ImageId, tag: &str) -> CommitRequest {
+    CommitRequest {
+        upper: upper.to_path_buf(),
+        full_tree: false,
+        extra_lowers: vec![],
+        image: image.clone(),
+        container_id: "c".repeat(64),
+        container_config: None,
+        volumes: vec![],
+        pause: None,
+        author: None,
+        comment: None,
+        changes: vec![],
+        reference: Some(crate::reference::Reference::parse_with_default_tag(tag).unwrap()),
+    }
+}
