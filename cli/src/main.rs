@@ -4,6 +4,9 @@
 //! `Args` and `run`), and is the only place that turns errors into exit codes.
 
 mod cmd;
+mod table;
+mod template;
+mod units;
 
 use std::process::ExitCode;
 

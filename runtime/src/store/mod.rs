@@ -50,6 +50,7 @@ pub mod extract;
 mod fsutil;
 mod images;
 mod layers;
+mod remove;
 mod tarwrite;
 
 use std::io;
@@ -59,6 +60,7 @@ pub use config::{ContainerConfig, History, ImageConfig, RootFs};
 pub use extract::ExtractError;
 pub use images::{ContainerUse, ImageRecord};
 pub use layers::{decompress, detect_compression, Compression, LayerInfo};
+pub use remove::{parse_until, RemoveEvent};
 pub use tarwrite::write_dir_tar;
 
 pub use crate::digest::{ChainId, DiffId, Digest, ImageId};
