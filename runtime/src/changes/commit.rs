@@ -45,6 +45,9 @@ pub struct CommitRequest {
     pub volumes: Vec<PathBuf>,
     /// The container's init process, when it runs and should be paused during the commit.
     pub pause: Option<Pid>,
+    /// The container's mounted rootfs, when it runs: flushed (`syncfs`) before the upper dir is
+    /// read, so writes a FUSE mount still caches reach the upper dir.
+    pub rootfs: Option<PathBuf>,
     pub author: Option<String>,
     pub comment: Option<String>,
     pub changes: Vec<String>,
@@ -96,6 +99,9 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
     // a layer into the store (none for an empty change set: `empty_layer`).
     let layer: Option<LayerInfo> = {
         let _paused = req.pause.map(Paused::pause).transpose()?;
+        if let Some(r) = &req.rootfs {
+            sync_fs(r);
+        }
         let changes = if req.full_tree {
             diff_full_tree(&req.upper, &lowers, &filter)?
         } else {
@@ -127,6 +133,14 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
         }
     }
     added
+}
+
+/// Flush the filesystem mounted at `path` (best effort: a container that just stopped has no
+/// mount any more, and then nothing is cached either).
+pub(crate) fn sync_fs(path: &Path) {
+    if let Ok(f) = File::open(path) {
+        let _ = nix::unistd::syncfs(&f);
+    }
 }
 
 /// Writes to both: the blob file and the pipe into the store's extraction.
