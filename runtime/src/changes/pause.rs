@@ -133,9 +133,16 @@ mod tests {
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
         let pid = child.id();
-        let tree = descendants(Pid::from_raw(pid as i32));
+        // Wait (under load, a while) until the shell has forked its child.
+        let mut tree = descendants(Pid::from_raw(pid as i32));
+        for _ in 0..200 {
+            if tree.len() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            tree = descendants(Pid::from_raw(pid as i32));
+        }
         {
             let paused = Paused::pause(Pid::from_raw(pid as i32)).unwrap();
             assert!(paused.len() >= 2, "shell and sleep stopped: {paused:?}");
