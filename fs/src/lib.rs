@@ -1,1 +1,251 @@
 //! strata-fs: the union filesystem.
+//!
+//! Read-only lower directories (top first, overlayfs order) plus one writable upper directory
+//! and a work directory, merged into one view served over FUSE. The on-disk format is kernel
+//! overlayfs's, so an upper dir written here mounts under kernel overlayfs or fuse-overlayfs
+//! with the same view.
+//!
+//! Modules: `core` (layer stack, inode table, lookup/readdir), `index` (merged directory index
+//! and whiteout/opaque formats), `copyup`, `ops` (namespace changes), `file` (open files,
+//! xattrs), `sys` (the `*at()` syscalls), `fuse` (the only module that knows `fuser`).
+
+mod copyup;
+pub mod core;
+mod file;
+mod fuse;
+mod index;
+pub mod ops;
+mod sys;
+#[cfg(test)]
+mod testutil;
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use crate::core::{Attr, Ctx, Fs, FsConfig, ROOT_INO};
+pub use crate::ops::SetAttr;
+
+/// What to mount.
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {
+    /// Read-only layers, top first.
+    pub lowers: Vec<PathBuf>,
+    /// The writable layer; `None` mounts read-only.
+    pub upper: Option<PathBuf>,
+    /// Scratch dir on the same filesystem as `upper`, for atomic copy-up.
+    pub work: Option<PathBuf>,
+    /// Serving threads (0 = default).
+    pub threads: usize,
+    /// Source name shown in /proc/mounts.
+    pub fsname: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no lowerdir given")]
+    NoLower,
+    #[error("{path}: {source}")]
+    Layer {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("upperdir and workdir must be given together")]
+    UpperWithoutWork,
+    #[error("workdir {work} and upperdir {upper} must be on the same filesystem")]
+    WorkDev { upper: PathBuf, work: PathBuf },
+    #[error("cannot prepare workdir {path}: {source}")]
+    Work {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mount {path}: {source}")]
+    Mount {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unmount {path}: {source}")]
+    Unmount { path: PathBuf, source: nix::Error },
+}
+
+/// A live mount served by background threads of this process. Dropping it unmounts.
+pub struct Mount {
+    mountpoint: PathBuf,
+    conn: Option<u64>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    fs: Arc<Fs>,
+}
+
+fn open_dir(p: &Path) -> Result<OwnedFd, Error> {
+    let f = std::fs::File::open(p).map_err(|source| Error::Layer {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    if !f
+        .metadata()
+        .map_err(|source| Error::Layer {
+            path: p.to_path_buf(),
+            source,
+        })?
+        .is_dir()
+    {
+        return Err(Error::Layer {
+            path: p.to_path_buf(),
+            source: std::io::Error::from_raw_os_error(libc::ENOTDIR),
+        });
+    }
+    Ok(f.into())
+}
+
+/// Remove leftovers of an earlier run from the work dir.
+fn clean_work(work: &Path) -> Result<(), Error> {
+    let err = |source| Error::Work {
+        path: work.to_path_buf(),
+        source,
+    };
+    for ent in std::fs::read_dir(work).map_err(err)? {
+        let ent = ent.map_err(err)?;
+        if ent.file_name().to_string_lossy().starts_with("#strata-") {
+            let p = ent.path();
+            let r = if ent.file_type().map_err(err)?.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Check the options and open the layer stack (no mount).
+pub fn open_fs(opts: &MountOptions) -> Result<Fs, Error> {
+    if opts.lowers.is_empty() {
+        return Err(Error::NoLower);
+    }
+    let lowers = opts
+        .lowers
+        .iter()
+        .map(|p| open_dir(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (upper, work) = match (&opts.upper, &opts.work) {
+        (None, None) => (None, None),
+        (Some(u), Some(w)) => {
+            let uf = open_dir(u)?;
+            let wf = open_dir(w)?;
+            let ud = std::fs::metadata(u).map(|m| m.dev());
+            let wd = std::fs::metadata(w).map(|m| m.dev());
+            if ud.ok() != wd.ok() {
+                return Err(Error::WorkDev {
+                    upper: u.clone(),
+                    work: w.clone(),
+                });
+            }
+            clean_work(w)?;
+            (Some(uf), Some(wf))
+        }
+        _ => return Err(Error::UpperWithoutWork),
+    };
+    Fs::new(FsConfig {
+        lowers,
+        upper,
+        work,
+        fsync_copyup: false,
+    })
+    .map_err(|e| Error::Layer {
+        path: opts.lowers[0].clone(),
+        source: std::io::Error::from_raw_os_error(e as i32),
+    })
+}
+
+/// Mount the union described by `opts` at `mountpoint`. Returns once the mount is live; it is
+/// served by background threads of this process, with dev, suid and allow_other semantics so
+/// it can be a container's root filesystem.
+pub fn mount(opts: MountOptions, mountpoint: &Path) -> Result<Mount, Error> {
+    let fs = Arc::new(open_fs(&opts)?);
+    let merr = |source| Error::Mount {
+        path: mountpoint.to_path_buf(),
+        source,
+    };
+    let mp = mountpoint.canonicalize().map_err(merr)?;
+    let threads = if opts.threads == 0 { 4 } else { opts.threads };
+    let fsname = if opts.fsname.is_empty() {
+        "strata".to_string()
+    } else {
+        opts.fsname.clone()
+    };
+    let thread = fuse::serve(fs.clone(), &mp, &fsname, threads).map_err(merr)?;
+    let conn = std::fs::metadata(&mp).ok().map(|m| {
+        let dev = m.dev();
+        nix::sys::stat::minor(dev)
+    });
+    Ok(Mount {
+        mountpoint: mp,
+        conn,
+        thread: Some(thread),
+        fs,
+    })
+}
+
+impl Mount {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The filesystem core behind this mount.
+    pub fn fs(&self) -> &Arc<Fs> {
+        &self.fs
+    }
+
+    /// Unmount and wait for the serving threads. Fails (and stays mounted) when busy.
+    pub fn unmount(mut self) -> Result<(), Error> {
+        nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::empty()).map_err(|source| {
+            Error::Unmount {
+                path: self.mountpoint.clone(),
+                source,
+            }
+        })?;
+        self.join(Duration::from_secs(10));
+        Ok(())
+    }
+
+    /// Block until the mount goes away (unmounted by someone else), then clean up.
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn abort(&self) {
+        if let Some(c) = self.conn {
+            let _ = std::fs::write(format!("/sys/fs/fuse/connections/{c}/abort"), b"1");
+        }
+    }
+
+    fn join(&mut self, wait: Duration) {
+        let Some(t) = self.thread.take() else { return };
+        let deadline = Instant::now() + wait;
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !t.is_finished() {
+            self.abort();
+        }
+        let _ = t.join();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.thread.is_none() {
+            return;
+        }
+        if nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::empty()).is_err() {
+            let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+        }
+        self.join(Duration::from_secs(5));
+    }
+}

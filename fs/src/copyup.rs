@@ -1,0 +1,272 @@
+//! Copy-up: bring a lower object into the upper layer, parents first, atomically.
+//!
+//! The copy is built under a temporary name in the work dir (data by reflink or
+//! copy_file_range, then owner, mode, xattrs and times) and renamed into the upper parent with
+//! `RENAME_NOREPLACE`, so a crash leaves either the old view or the new one. The copied object
+//! keeps its inode number (its upper `(dev, ino)` is remapped). Copy-up never changes the merged
+//! view, so it needs no namespace lock beyond the node's own `copyup` mutex.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+
+use crate::core::{Fs, ROOT_INO};
+use crate::index::XATTR_OPAQUE;
+use crate::sys::{self, R};
+
+/// Overlay-private xattr names: never copied, never shown.
+pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// Copy the xattrs of `src_dir/src_name` to `dst_dir/dst_name`, except overlay-private ones.
+pub(crate) fn copy_xattrs(
+    src_dir: BorrowedFd<'_>,
+    src_name: &OsStr,
+    dst_dir: BorrowedFd<'_>,
+    dst_name: &OsStr,
+) -> R<()> {
+    let list = match sys::llistxattr(src_dir, src_name) {
+        Ok(l) => l,
+        Err(Errno::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        if is_private_xattr(key) {
+            continue;
+        }
+        let k = OsStr::from_bytes(key);
+        let v = match sys::lgetxattr(src_dir, src_name, k) {
+            Ok(v) => v,
+            Err(Errno::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        match sys::lsetxattr(dst_dir, dst_name, k, &v, 0) {
+            Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ]
+}
+
+impl Fs {
+    /// Make sure node `ino` exists in the upper layer (copying it and its parents up).
+    pub(crate) fn copy_up(&self, ino: u64) -> R<()> {
+        if !self.has_upper {
+            return Err(Errno::EROFS);
+        }
+        if ino == ROOT_INO {
+            return Ok(());
+        }
+        let n = self.node(ino)?;
+        let _g = n.copyup.lock();
+        let (parent, name) = n.primary().ok_or(Errno::ENOENT)?;
+        let e = self
+            .entry(parent, &name)?
+            .filter(|e| e.visible())
+            .ok_or(Errno::ENOENT)?;
+        if self.is_upper(e.top) {
+            return Ok(());
+        }
+        self.copy_up(parent)?;
+        let dir = self.path_of(parent)?;
+        let src_dir = sys::open_beneath(
+            self.layer_fd(e.top)?,
+            &dir,
+            libc::O_PATH | libc::O_DIRECTORY,
+        )?;
+        let up_dir = sys::open_beneath(self.layer_fd(0)?, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let st = sys::fstatat(src_dir.as_fd(), &name)?;
+        let pst = sys::fstat(up_dir.as_fd())?;
+        let work = self.work_fd()?;
+        let tmp = self.tmp_name();
+        let kind = st.st_mode & libc::S_IFMT;
+        let res = self.build_copy(src_dir.as_fd(), &name, &st, work, &tmp);
+        let res = res.and_then(|()| {
+            sys::renameat2(work, &tmp, up_dir.as_fd(), &name, libc::RENAME_NOREPLACE)
+        });
+        if let Err(e) = res {
+            let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
+            return Err(e);
+        }
+        // Copy-up is not a change of the parent: keep its times (as kernel overlayfs does).
+        let _ = sys::utimensat(up_dir.as_fd(), OsStr::new(""), &times_of(&pst));
+        let ust = sys::fstatat(up_dir.as_fd(), &name)?;
+        self.remap_ino(ust.st_dev, ust.st_ino, n.ino);
+        n.copied.store(true, std::sync::atomic::Ordering::Release);
+        self.inval_attr(parent);
+        self.inval_attr(ino);
+        self.with_index_mut(parent, |ix| {
+            if let Some(en) = ix.entries.get_mut(&name) {
+                en.top = 0;
+                if en.kind == libc::S_IFDIR && en.dir_layers.first() != Some(&0) {
+                    en.dir_layers.insert(0, 0);
+                }
+            }
+            Ok(())
+        })?;
+        if kind == libc::S_IFDIR {
+            if let Some(ix) = n.dir.write().as_mut() {
+                if ix.layers.first() != Some(&0) {
+                    ix.layers.insert(0, 0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Build the copy of `src_dir/name` (stat `st`) at `work/tmp`.
+    fn build_copy(
+        &self,
+        src_dir: BorrowedFd<'_>,
+        name: &OsStr,
+        st: &libc::stat,
+        work: BorrowedFd<'_>,
+        tmp: &OsStr,
+    ) -> R<()> {
+        let kind = st.st_mode & libc::S_IFMT;
+        let perm = st.st_mode & 0o7777;
+        match kind {
+            libc::S_IFREG => {
+                let src = sys::openat(src_dir, name, libc::O_RDONLY, 0)?;
+                let dst = sys::openat(
+                    work,
+                    tmp,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    0o600,
+                )?;
+                sys::copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
+                sys::fchownat(dst.as_fd(), OsStr::new(""), st.st_uid, st.st_gid)?;
+                sys::fchmod(dst.as_fd(), perm)?;
+                copy_xattrs(src_dir, name, work, tmp)?;
+                sys::utimensat(dst.as_fd(), OsStr::new(""), &times_of(st))?;
+                if self.fsync_copyup {
+                    sys::fsync(dst.as_fd(), false)?;
+                }
+            }
+            libc::S_IFDIR => {
+                sys::mkdirat(work, tmp, 0o700)?;
+                sys::fchownat(work, tmp, st.st_uid, st.st_gid)?;
+                sys::fchmodat(work, tmp, perm)?;
+                copy_xattrs(src_dir, name, work, tmp)?;
+                sys::utimensat(work, tmp, &times_of(st))?;
+            }
+            libc::S_IFLNK => {
+                let target = sys::readlinkat(src_dir, name)?;
+                sys::symlinkat(OsStr::from_bytes(&target), work, tmp)?;
+                sys::fchownat(work, tmp, st.st_uid, st.st_gid)?;
+                copy_xattrs(src_dir, name, work, tmp)?;
+                sys::utimensat(work, tmp, &times_of(st))?;
+            }
+            _ => {
+                sys::mknodat(work, tmp, kind | perm, st.st_rdev)?;
+                sys::fchownat(work, tmp, st.st_uid, st.st_gid)?;
+                sys::fchmodat(work, tmp, perm)?;
+                copy_xattrs(src_dir, name, work, tmp)?;
+                sys::utimensat(work, tmp, &times_of(st))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turn the merged directory `ino` into a pure upper, opaque directory holding everything
+    /// it shows (recursively), so it can be renamed as one upper object. Each step leaves the
+    /// merged view unchanged, so an interruption never exposes a half-moved tree.
+    pub(crate) fn materialize(&self, ino: u64, depth: usize) -> R<()> {
+        if depth > 512 {
+            return Err(Errno::ELOOP);
+        }
+        self.copy_up(ino)?;
+        let pure = self.with_index(ino, |ix| ix.layers.len() == 1)?;
+        if pure {
+            return Ok(());
+        }
+        let entries: Vec<_> = self.with_index(ino, |ix| {
+            ix.entries
+                .iter()
+                .filter(|(_, e)| e.visible())
+                .map(|(n, e)| (n.clone(), e.clone()))
+                .collect()
+        })?;
+        for (name, e) in entries {
+            if e.kind != libc::S_IFDIR && self.is_upper(e.top) {
+                continue;
+            }
+            let child = self.remember(ino, &name, &e);
+            let r = if e.kind == libc::S_IFDIR {
+                self.materialize(child.ino, depth + 1)
+            } else {
+                self.copy_up(child.ino)
+            };
+            self.forget(child.ino, 1);
+            match r {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let dir = self.path_of(ino)?;
+        let up = sys::open_beneath(self.layer_fd(0)?, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        self.with_index_mut(ino, |ix| {
+            if ix.entries.values().any(|e| e.visible() && e.top != 0) {
+                return Err(Errno::EAGAIN);
+            }
+            let whiteouts: Vec<_> = ix
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.visible())
+                .map(|(n, _)| n.clone())
+                .collect();
+            for w in &whiteouts {
+                match sys::unlinkat(up.as_fd(), w, false) {
+                    Ok(()) | Err(Errno::ENOENT) => {}
+                    Err(e) => return Err(e),
+                }
+                ix.entries.remove(w);
+            }
+            sys::lsetxattr(
+                up.as_fd(),
+                OsStr::new(""),
+                OsStr::new(XATTR_OPAQUE[0]),
+                b"y",
+                0,
+            )?;
+            ix.layers = vec![0];
+            for e in ix.entries.values_mut() {
+                e.lower = false;
+                if e.kind == libc::S_IFDIR {
+                    e.dir_layers = vec![0];
+                }
+            }
+            Ok(())
+        })?;
+        if let Some((p, name)) = self.node(ino)?.primary() {
+            self.with_index_mut(p, |ix| {
+                if let Some(e) = ix.entries.get_mut(&name) {
+                    e.dir_layers = vec![0];
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Create an overlay whiteout (char device 0/0) named `name` in `dir`.
+pub(crate) fn make_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> R<()> {
+    sys::mknodat(dir, name, libc::S_IFCHR, 0)
+}

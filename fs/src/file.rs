@@ -1,0 +1,257 @@
+//! Open files and directories (handle tables), data I/O, and xattrs.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+use parking_lot::RwLock;
+
+use crate::copyup::is_private_xattr;
+use crate::core::{Attr, Ctx, DirList, Fs};
+use crate::ops::Make;
+use crate::sys::{self, R};
+
+pub(crate) struct Handle {
+    pub ino: u64,
+    fd: RwLock<Arc<OwnedFd>>,
+    pub writable: bool,
+    /// Opened read-only on a lower layer: after a copy-up, reads switch to the upper copy so
+    /// they see writes made through other handles (as kernel overlayfs does since 4.19).
+    lower: AtomicBool,
+}
+
+impl Handle {
+    pub fn fd(&self) -> Arc<OwnedFd> {
+        self.fd.read().clone()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Handles {
+    files: RwLock<HashMap<u64, Arc<Handle>>>,
+    dirs: RwLock<HashMap<u64, Arc<DirList>>>,
+    next: AtomicU64,
+}
+
+impl Handles {
+    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
+        self.files.read().get(&fh).cloned()
+    }
+    fn add(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.files.write().insert(fh, Arc::new(h));
+        fh
+    }
+}
+
+/// Flags we never pass to the backing file: the kernel already handled them (O_APPEND offsets
+/// come with each write; O_CREAT/O_EXCL/O_TRUNC were done by create/setattr).
+const STRIP: i32 =
+    libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND | libc::O_TRUNC | libc::O_DIRECT;
+
+impl Fs {
+    pub fn open(&self, ino: u64, flags: i32) -> R<u64> {
+        let _ns = self.ns.read_recursive();
+        let acc = flags & libc::O_ACCMODE;
+        let writable = acc != libc::O_RDONLY;
+        if writable || flags & libc::O_TRUNC != 0 {
+            self.writable()?;
+            self.copy_up(ino)?;
+        }
+        let n = self.node(ino)?;
+        let mut lower = false;
+        let fd = if n.primary().is_none() {
+            // Open of an unlinked file through /proc/self/fd of a still-open one.
+            n.last_open.lock().upgrade().ok_or(Errno::ENOENT)?
+        } else {
+            let loc = self.locate(ino)?;
+            lower = !self.is_upper(loc.layer);
+            let dir = self.loc_dir(&loc)?;
+            Arc::new(sys::openat(dir.as_fd(), &loc.name, flags & !STRIP, 0)?)
+        };
+        if flags & libc::O_TRUNC != 0 {
+            sys::ftruncate(fd.as_fd(), 0)?;
+        }
+        *n.last_open.lock() = Arc::downgrade(&fd);
+        Ok(self.handles.add(Handle {
+            ino,
+            fd: RwLock::new(fd),
+            writable,
+            lower: AtomicBool::new(lower),
+        }))
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        ctx: Ctx,
+    ) -> R<(Attr, u64)> {
+        let (attr, file) = self.make(parent, name, Make::File { mode, flags }, umask, ctx)?;
+        let fd = Arc::new(file.ok_or(Errno::EIO)?);
+        if let Ok(n) = self.node(attr.ino) {
+            *n.last_open.lock() = Arc::downgrade(&fd);
+        }
+        let fh = self.handles.add(Handle {
+            ino: attr.ino,
+            fd: RwLock::new(fd),
+            writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
+            lower: AtomicBool::new(false),
+        });
+        Ok((attr, fh))
+    }
+
+    /// Switch a lower read-only handle to the upper copy once the file has been copied up.
+    fn refresh(&self, h: &Handle) {
+        if !h.lower.load(Ordering::Relaxed) {
+            return;
+        }
+        let copied = self
+            .node(h.ino)
+            .is_ok_and(|n| n.copied.load(Ordering::Acquire));
+        if !copied {
+            return;
+        }
+        let _ns = self.ns.read_recursive();
+        let Ok(loc) = self.locate(h.ino) else { return };
+        if !self.is_upper(loc.layer) {
+            return;
+        }
+        let Ok(dir) = self.loc_dir(&loc) else { return };
+        if let Ok(fd) = sys::openat(dir.as_fd(), &loc.name, libc::O_RDONLY, 0) {
+            *h.fd.write() = Arc::new(fd);
+            h.lower.store(false, Ordering::Relaxed);
+        }
+    }
+
+    pub fn read(&self, fh: u64, off: u64, size: u32) -> R<Vec<u8>> {
+        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        self.refresh(&h);
+        let fd = h.fd();
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> R<u32> {
+        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        let fd = h.fd();
+        let mut done = 0;
+        while done < data.len() {
+            done += sys::pwrite(fd.as_fd(), &data[done..], off + done as u64)?;
+        }
+        Ok(done as u32)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.files.write().remove(&fh);
+    }
+
+    pub fn fsync(&self, fh: u64, datasync: bool) -> R<()> {
+        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        sys::fsync(h.fd().as_fd(), datasync)
+    }
+
+    pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> R<()> {
+        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        sys::fallocate(h.fd().as_fd(), mode, off, len)
+    }
+
+    pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> R<i64> {
+        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        sys::lseek(h.fd().as_fd(), off, whence)
+    }
+
+    /// The inode of an open file handle.
+    pub fn handle_ino(&self, fh: u64) -> Option<u64> {
+        self.handles.get(fh).map(|h| h.ino)
+    }
+
+    pub fn opendir(&self, ino: u64) -> R<u64> {
+        let list = self.list_dir(ino)?;
+        let fh = self.handles.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.handles.dirs.write().insert(fh, Arc::new(list));
+        Ok(fh)
+    }
+
+    /// The snapshot taken at opendir.
+    pub fn dir_entries(&self, fh: u64) -> R<Arc<DirList>> {
+        self.handles
+            .dirs
+            .read()
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.dirs.write().remove(&fh);
+    }
+
+    pub fn getxattr(&self, ino: u64, key: &OsStr) -> R<Vec<u8>> {
+        if is_private_xattr(key.as_bytes()) {
+            return Err(Errno::ENODATA);
+        }
+        let _ns = self.ns.read_recursive();
+        let loc = self.locate(ino)?;
+        let d = self.loc_dir(&loc)?;
+        sys::lgetxattr(d.as_fd(), &loc.name, key)
+    }
+
+    /// List xattr names; `privileged` callers (CAP_SYS_ADMIN) also see `trusted.*`.
+    pub fn listxattr(&self, ino: u64, privileged: bool) -> R<Vec<u8>> {
+        let _ns = self.ns.read_recursive();
+        let loc = self.locate(ino)?;
+        let d = self.loc_dir(&loc)?;
+        let raw = sys::llistxattr(d.as_fd(), &loc.name)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for k in raw.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+            if !is_private_xattr(k) && (privileged || !k.starts_with(b"trusted.")) {
+                out.extend_from_slice(k);
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, ino: u64, key: &OsStr, val: &[u8], flags: i32) -> R<()> {
+        self.writable()?;
+        if is_private_xattr(key.as_bytes()) {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let _ns = self.ns.read_recursive();
+        self.copy_up(ino)?;
+        let loc = self.locate(ino)?;
+        let d = self.loc_dir(&loc)?;
+        sys::lsetxattr(d.as_fd(), &loc.name, key, val, flags)
+    }
+
+    pub fn removexattr(&self, ino: u64, key: &OsStr) -> R<()> {
+        self.writable()?;
+        if is_private_xattr(key.as_bytes()) {
+            return Err(Errno::ENODATA);
+        }
+        let _ns = self.ns.read_recursive();
+        // Nothing to copy up when the attribute does not exist.
+        self.getxattr(ino, key)?;
+        self.copy_up(ino)?;
+        let loc = self.locate(ino)?;
+        let d = self.loc_dir(&loc)?;
+        sys::lremovexattr(d.as_fd(), &loc.name, key)
+    }
+}

@@ -1,0 +1,385 @@
+//! The merged directory index: a directory's contents resolved once across its layers into a map
+//! `name -> Entry { kind, top layer, … }`, and the overlay on-disk formats it reads.
+//!
+//! Vocabulary: a *layer id* is an index into `Fs::layers` (0 is the upper layer when there is
+//! one, then the lower layers top first). A directory's *candidate layers* are the layers in
+//! which its path is a directory, top first, cut at the first layer where the name is a
+//! non-directory or a whiteout; its *contributing layers* are the candidates cut after the first
+//! opaque one. Whiteouts are kept in the map (kind [`WHITEOUT`]) so later creations know they
+//! must replace them and removals know the name exists below.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+
+use crate::sys::{self, R};
+
+pub(crate) type LayerId = u16;
+
+/// Pseudo file type of a whiteout entry in the index.
+pub(crate) const WHITEOUT: u32 = 0;
+
+pub(crate) const OPQ_MARKER: &str = ".wh..wh..opq";
+pub(crate) const WH_PREFIX: &[u8] = b".wh.";
+pub(crate) const XATTR_OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+pub(crate) const XATTR_WHITEOUT: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
+
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    /// `S_IFMT` bits of the visible object, or [`WHITEOUT`].
+    pub kind: u32,
+    /// Top-most layer holding the name (the visible object, or the whiteout).
+    pub top: LayerId,
+    /// For directories: the candidate layers (see module doc).
+    pub dir_layers: Vec<LayerId>,
+    /// The name exists in some lower layer: removing it must leave a whiteout.
+    pub lower: bool,
+    /// Our inode number of the visible object (0 for whiteouts).
+    pub ino: u64,
+    /// Still collecting `dir_layers` while building.
+    open: bool,
+}
+
+impl Entry {
+    pub fn new_upper(kind: u32, ino: u64, lower: bool) -> Entry {
+        Entry {
+            kind,
+            top: 0,
+            dir_layers: if kind == libc::S_IFDIR {
+                vec![0]
+            } else {
+                vec![]
+            },
+            lower,
+            ino,
+            open: false,
+        }
+    }
+
+    pub fn whiteout_upper() -> Entry {
+        Entry {
+            kind: WHITEOUT,
+            top: 0,
+            dir_layers: vec![],
+            lower: true,
+            ino: 0,
+            open: false,
+        }
+    }
+
+    pub fn visible(&self) -> bool {
+        self.kind != WHITEOUT
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct DirIndex {
+    /// Generation of the filesystem layout this index was built in (see `Fs::gen`).
+    pub gen: u64,
+    /// Contributing layers, top first.
+    pub layers: Vec<LayerId>,
+    pub entries: HashMap<OsString, Entry>,
+}
+
+impl DirIndex {
+    pub fn get(&self, name: &OsStr) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+    /// True when no visible entry remains.
+    pub fn is_empty(&self) -> bool {
+        !self.entries.values().any(Entry::visible)
+    }
+}
+
+/// What an on-disk entry of one layer means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Raw {
+    Object { kind: u32, ino: u64 },
+    Whiteout,
+}
+
+/// One layer's view of a directory.
+pub(crate) struct LayerDir {
+    pub opaque: bool,
+    pub items: Vec<(OsString, Raw)>,
+}
+
+/// The value of an opaque xattr on the directory `dirfd` itself: `b'y'`, `b'x'` or 0.
+pub(crate) fn opaque_value(dirfd: std::os::fd::BorrowedFd<'_>) -> u8 {
+    for key in XATTR_OPAQUE {
+        if let Ok(v) = sys::lgetxattr(dirfd, OsStr::new(""), OsStr::new(key)) {
+            if let Some(&c) = v.first() {
+                return c;
+            }
+        }
+    }
+    0
+}
+
+fn dtype_kind(t: u8) -> Option<u32> {
+    Some(match t {
+        libc::DT_DIR => libc::S_IFDIR,
+        libc::DT_REG => libc::S_IFREG,
+        libc::DT_LNK => libc::S_IFLNK,
+        libc::DT_CHR => libc::S_IFCHR,
+        libc::DT_BLK => libc::S_IFBLK,
+        libc::DT_FIFO => libc::S_IFIFO,
+        libc::DT_SOCK => libc::S_IFSOCK,
+        _ => return None,
+    })
+}
+
+/// Is `st` (of an entry of a directory whose opaque xattr is `opq`) an overlay whiteout?
+pub(crate) fn is_whiteout_stat(
+    dirfd: std::os::fd::BorrowedFd<'_>,
+    name: &OsStr,
+    st: &libc::stat,
+    xattr_whiteouts: bool,
+) -> bool {
+    let fmt = st.st_mode & libc::S_IFMT;
+    if fmt == libc::S_IFCHR && st.st_rdev == 0 {
+        return true;
+    }
+    if xattr_whiteouts && fmt == libc::S_IFREG && st.st_size == 0 {
+        return XATTR_WHITEOUT
+            .iter()
+            .any(|k| sys::lgetxattr(dirfd, name, OsStr::new(k)).is_ok());
+    }
+    false
+}
+
+/// Read one layer's directory `dirfd` (opened `O_RDONLY | O_DIRECTORY`) and classify entries.
+pub(crate) fn read_layer_dir(dirfd: std::os::fd::OwnedFd) -> R<LayerDir> {
+    let opq = opaque_value(dirfd.as_fd());
+    let mut opaque = opq == b'y';
+    let xwh = opq == b'x';
+    let probe = sys::open_beneath(dirfd.as_fd(), b"", libc::O_PATH | libc::O_DIRECTORY)?;
+    let raw = sys::read_dir(dirfd)?;
+    let mut items: Vec<(OsString, Raw)> = Vec::with_capacity(raw.len());
+    let mut wh_names: Vec<OsString> = Vec::new();
+    for (name, d_ino, t) in raw {
+        let b = name.as_bytes();
+        if b == OPQ_MARKER.as_bytes() {
+            opaque = true;
+            continue;
+        }
+        if b.starts_with(b".wh..wh.") {
+            continue; // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs)
+        }
+        if let Some(target) = b.strip_prefix(WH_PREFIX) {
+            if !target.is_empty() {
+                wh_names.push(OsStr::from_bytes(target).to_os_string());
+            }
+            continue;
+        }
+        let kind = match dtype_kind(t) {
+            Some(k) if k != libc::S_IFCHR && !(xwh && k == libc::S_IFREG) => k,
+            _ => {
+                let st = match sys::fstatat(probe.as_fd(), &name) {
+                    Ok(st) => st,
+                    Err(Errno::ENOENT) => continue,
+                    Err(e) => return Err(e),
+                };
+                if is_whiteout_stat(probe.as_fd(), &name, &st, xwh) {
+                    items.push((name, Raw::Whiteout));
+                    continue;
+                }
+                st.st_mode & libc::S_IFMT
+            }
+        };
+        items.push((name, Raw::Object { kind, ino: d_ino }));
+    }
+    for w in wh_names {
+        if !items.iter().any(|(n, _)| *n == w) {
+            items.push((w, Raw::Whiteout));
+        }
+    }
+    Ok(LayerDir { opaque, items })
+}
+
+/// Merge `ld` (layer `layer`, `is_upper` when it is the upper layer) into `entries`.
+pub(crate) fn merge_layer(
+    entries: &mut HashMap<OsString, Entry>,
+    layer: LayerId,
+    is_upper: bool,
+    ld: LayerDir,
+    mut make_ino: impl FnMut(LayerId, u64) -> u64,
+) {
+    for (name, raw) in ld.items {
+        match entries.get_mut(&name) {
+            None => {
+                let e = match raw {
+                    Raw::Whiteout => Entry {
+                        kind: WHITEOUT,
+                        top: layer,
+                        dir_layers: vec![],
+                        lower: !is_upper,
+                        ino: 0,
+                        open: false,
+                    },
+                    Raw::Object { kind, ino } => Entry {
+                        kind,
+                        top: layer,
+                        dir_layers: if kind == libc::S_IFDIR {
+                            vec![layer]
+                        } else {
+                            vec![]
+                        },
+                        lower: !is_upper,
+                        ino: make_ino(layer, ino),
+                        open: kind == libc::S_IFDIR,
+                    },
+                };
+                entries.insert(name, e);
+            }
+            Some(e) => {
+                if !is_upper {
+                    e.lower = true;
+                }
+                if e.open {
+                    match raw {
+                        Raw::Object {
+                            kind: libc::S_IFDIR,
+                            ..
+                        } => e.dir_layers.push(layer),
+                        _ => e.open = false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn finish(entries: &mut HashMap<OsString, Entry>) {
+    for e in entries.values_mut() {
+        e.open = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    fn open_dir(p: &std::path::Path) -> OwnedFd {
+        std::fs::File::open(p).unwrap().into()
+    }
+
+    #[test]
+    fn reads_every_whiteout_and_opaque_form() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        std::fs::write(d.join("plain"), b"x").unwrap();
+        std::fs::write(d.join(".wh.gone"), b"").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        nix::sys::stat::mknod(
+            &d.join("chr"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        let ld = read_layer_dir(open_dir(d)).unwrap();
+        assert!(!ld.opaque);
+        let get = |n: &str| ld.items.iter().find(|(x, _)| x == n).map(|(_, r)| *r);
+        assert!(matches!(
+            get("plain"),
+            Some(Raw::Object {
+                kind: libc::S_IFREG,
+                ..
+            })
+        ));
+        assert_eq!(get("gone"), Some(Raw::Whiteout));
+        assert_eq!(get("chr"), Some(Raw::Whiteout));
+        assert!(get(".wh.gone").is_none());
+        // Opaque by marker file.
+        std::fs::write(d.join("sub").join(OPQ_MARKER), b"").unwrap();
+        assert!(read_layer_dir(open_dir(&d.join("sub"))).unwrap().opaque);
+        // Opaque by xattr, and xattr whiteouts in an `x` directory.
+        let o = d.join("o");
+        std::fs::create_dir(&o).unwrap();
+        std::fs::write(o.join("w"), b"").unwrap();
+        let of = open_dir(&o);
+        sys::lsetxattr(
+            of.as_fd(),
+            OsStr::new(""),
+            OsStr::new("trusted.overlay.opaque"),
+            b"x",
+            0,
+        )
+        .unwrap();
+        sys::lsetxattr(
+            of.as_fd(),
+            OsStr::new("w"),
+            OsStr::new("trusted.overlay.whiteout"),
+            b"",
+            0,
+        )
+        .unwrap();
+        let ld = read_layer_dir(open_dir(&o)).unwrap();
+        assert!(!ld.opaque);
+        assert_eq!(ld.items[0].1, Raw::Whiteout);
+        sys::lsetxattr(
+            of.as_fd(),
+            OsStr::new(""),
+            OsStr::new("user.overlay.opaque"),
+            b"y",
+            0,
+        )
+        .unwrap();
+        sys::lremovexattr(
+            of.as_fd(),
+            OsStr::new(""),
+            OsStr::new("trusted.overlay.opaque"),
+        )
+        .unwrap();
+        assert!(read_layer_dir(open_dir(&o)).unwrap().opaque);
+    }
+
+    #[test]
+    fn merge_top_wins_and_dirs_collect_layers() {
+        let mut m = HashMap::new();
+        let obj = |k| Raw::Object { kind: k, ino: 7 };
+        let l0 = LayerDir {
+            opaque: false,
+            items: vec![
+                ("d".into(), obj(libc::S_IFDIR)),
+                ("f".into(), obj(libc::S_IFREG)),
+                ("w".into(), Raw::Whiteout),
+            ],
+        };
+        let l1 = LayerDir {
+            opaque: false,
+            items: vec![
+                ("d".into(), obj(libc::S_IFDIR)),
+                ("f".into(), obj(libc::S_IFDIR)),
+                ("w".into(), obj(libc::S_IFREG)),
+                ("new".into(), obj(libc::S_IFLNK)),
+            ],
+        };
+        let l2 = LayerDir {
+            opaque: false,
+            items: vec![("d".into(), obj(libc::S_IFREG))],
+        };
+        let l3 = LayerDir {
+            opaque: false,
+            items: vec![("d".into(), obj(libc::S_IFDIR))],
+        };
+        merge_layer(&mut m, 0, true, l0, |l, i| ((l as u64) << 48) | i);
+        merge_layer(&mut m, 1, false, l1, |l, i| ((l as u64) << 48) | i);
+        merge_layer(&mut m, 2, false, l2, |l, i| ((l as u64) << 48) | i);
+        merge_layer(&mut m, 3, false, l3, |l, i| ((l as u64) << 48) | i);
+        finish(&mut m);
+        let d = &m[OsStr::new("d")];
+        assert_eq!(d.dir_layers, vec![0, 1], "a file in layer 2 cuts the dir");
+        assert!(d.lower);
+        assert_eq!(m[OsStr::new("f")].kind, libc::S_IFREG);
+        assert!(!m[OsStr::new("w")].visible());
+        assert!(m[OsStr::new("w")].lower);
+        assert_eq!(m[OsStr::new("new")].top, 1);
+        assert_eq!(m[OsStr::new("new")].ino, (1 << 48) | 7);
+    }
+}

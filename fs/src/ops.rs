@@ -1,0 +1,854 @@
+//! Namespace-changing operations: create, mkdir, mknod, symlink, link, unlink, rmdir, rename,
+//! setattr. Each one copies up what it needs first (no index lock held), then changes the upper
+//! layer and the parent's index together under that index's write lock.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+use nix::errno::Errno;
+
+use crate::copyup::make_whiteout;
+use crate::core::{check_name, Attr, Ctx, Fs};
+use crate::index::{Entry, XATTR_OPAQUE};
+use crate::sys::{self, R};
+
+/// Attribute changes requested by setattr.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    /// `None` = leave, `Some(None)` = now, `Some(Some(ts))` = that time.
+    pub atime: Option<Option<libc::timespec>>,
+    pub mtime: Option<Option<libc::timespec>>,
+}
+
+/// What to create.
+pub(crate) enum Make<'a> {
+    File { mode: u32, flags: i32 },
+    Dir { mode: u32 },
+    Node { mode: u32, rdev: u64 },
+    Symlink { target: &'a OsStr },
+}
+
+impl Fs {
+    pub(crate) fn writable(&self) -> R<()> {
+        if self.has_upper {
+            Ok(())
+        } else {
+            Err(Errno::EROFS)
+        }
+    }
+
+    /// Open the upper directory of merged directory `ino` (copying it up first).
+    pub(crate) fn upper_dir(&self, ino: u64) -> R<OwnedFd> {
+        self.copy_up(ino)?;
+        let p = self.path_of(ino)?;
+        sys::open_beneath(self.layer_fd(0)?, &p, libc::O_PATH | libc::O_DIRECTORY)
+    }
+
+    /// The inode number for a new upper object, avoiding numbers still used by unlinked nodes.
+    fn new_upper_ino(&self, st: &libc::stat) -> u64 {
+        let ino = self.make_ino_dev(st.st_dev, st.st_ino);
+        let busy = self
+            .nodes
+            .read()
+            .get(&ino)
+            .is_some_and(|n| n.primary().is_none());
+        if busy {
+            let f = self.fresh_ino();
+            self.remap_ino(st.st_dev, st.st_ino, f);
+            return f;
+        }
+        ino
+    }
+
+    /// Create a new object `name` in `parent` as `ctx`.
+    pub(crate) fn make(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        what: Make<'_>,
+        umask: u32,
+        ctx: Ctx,
+    ) -> R<(Attr, Option<OwnedFd>)> {
+        self.writable()?;
+        check_name(name)?;
+        let _ns = self.ns.read_recursive();
+        let pfd = self.upper_dir(parent)?;
+        let pst = sys::fstat(pfd.as_fd())?;
+        let gid = if pst.st_mode & libc::S_ISGID != 0 {
+            pst.st_gid
+        } else {
+            ctx.gid
+        };
+        self.with_index_mut(parent, |ix| {
+            let existing = ix.get(name).cloned();
+            if existing.as_ref().is_some_and(Entry::visible) {
+                return Err(Errno::EEXIST);
+            }
+            let replace = existing.as_ref().is_some_and(|e| self.is_upper(e.top));
+            let work = if replace { Some(self.work_fd()?) } else { None };
+            let tmp = self.tmp_name();
+            let (tdir, tname): (BorrowedFd<'_>, &OsStr) = match work {
+                Some(w) => (w, &tmp),
+                None => (pfd.as_fd(), name),
+            };
+            let mut file = None;
+            let res = (|| -> R<u32> {
+                match &what {
+                    Make::File { mode, flags } => {
+                        let acc = flags & libc::O_ACCMODE;
+                        let f =
+                            sys::openat(tdir, tname, libc::O_CREAT | libc::O_EXCL | acc, 0o600)?;
+                        sys::fchownat(f.as_fd(), OsStr::new(""), ctx.uid, gid)?;
+                        sys::fchmod(f.as_fd(), mode & !umask & 0o7777)?;
+                        file = Some(f);
+                        Ok(libc::S_IFREG)
+                    }
+                    Make::Dir { mode } => {
+                        let mut m = mode & !umask & 0o7777;
+                        if pst.st_mode & libc::S_ISGID != 0 {
+                            m |= libc::S_ISGID;
+                        }
+                        sys::mkdirat(tdir, tname, 0o700)?;
+                        sys::fchownat(tdir, tname, ctx.uid, gid)?;
+                        sys::fchmodat(tdir, tname, m)?;
+                        if existing.is_some() {
+                            sys::lsetxattr(tdir, tname, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+                        }
+                        Ok(libc::S_IFDIR)
+                    }
+                    Make::Node { mode, rdev } => {
+                        let kind = mode & libc::S_IFMT;
+                        let kind = if kind == 0 { libc::S_IFREG } else { kind };
+                        sys::mknodat(tdir, tname, kind | 0o600, *rdev)?;
+                        sys::fchownat(tdir, tname, ctx.uid, gid)?;
+                        sys::fchmodat(tdir, tname, mode & !umask & 0o7777)?;
+                        Ok(kind)
+                    }
+                    Make::Symlink { target } => {
+                        sys::symlinkat(target, tdir, tname)?;
+                        sys::fchownat(tdir, tname, ctx.uid, gid)?;
+                        Ok(libc::S_IFLNK)
+                    }
+                }
+            })();
+            let kind = match res {
+                Ok(k) => k,
+                Err(e) => {
+                    let _ = sys::unlinkat(tdir, tname, matches!(what, Make::Dir { .. }));
+                    return Err(e);
+                }
+            };
+            if let Some(w) = work {
+                let r = if kind == libc::S_IFDIR {
+                    sys::renameat2(w, &tmp, pfd.as_fd(), name, libc::RENAME_EXCHANGE)
+                        .and_then(|()| sys::unlinkat(w, &tmp, false))
+                } else {
+                    sys::renameat2(w, &tmp, pfd.as_fd(), name, 0)
+                };
+                if let Err(e) = r {
+                    let _ = sys::unlinkat(w, &tmp, kind == libc::S_IFDIR);
+                    return Err(e);
+                }
+            }
+            let st = sys::fstatat(pfd.as_fd(), name)?;
+            let ino = self.new_upper_ino(&st);
+            let e = Entry::new_upper(kind, ino, existing.is_some_and(|e| e.lower));
+            ix.entries.insert(name.to_os_string(), e.clone());
+            let n = self.remember(parent, name, &e);
+            if kind == libc::S_IFDIR {
+                let gen = self.gen.load(Ordering::Acquire);
+                *n.dir.write() = Some(crate::index::DirIndex {
+                    gen,
+                    layers: vec![0],
+                    entries: Default::default(),
+                });
+            }
+            Ok((self.fix_attr(ino, st), file))
+        })
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32, ctx: Ctx) -> R<Attr> {
+        self.make(parent, name, Make::Dir { mode }, umask, ctx)
+            .map(|r| r.0)
+    }
+
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u64,
+        ctx: Ctx,
+    ) -> R<Attr> {
+        self.make(parent, name, Make::Node { mode, rdev }, umask, ctx)
+            .map(|r| r.0)
+    }
+
+    pub fn symlink(&self, parent: u64, name: &OsStr, target: &OsStr, ctx: Ctx) -> R<Attr> {
+        self.make(parent, name, Make::Symlink { target }, 0, ctx)
+            .map(|r| r.0)
+    }
+
+    /// Forget the merged name `(parent, name)` of node `ino`.
+    pub(crate) fn drop_name(&self, ino: u64, parent: u64, name: &OsStr) {
+        if let Some(n) = self.nodes.read().get(&ino) {
+            n.names
+                .write()
+                .retain(|(p, x)| !(*p == parent && x == name));
+        }
+    }
+
+    /// Remove the upper object `pfd/name` (whose entry is `e`), leaving a whiteout if a lower
+    /// layer has the name. For directories the upper dir must be empty of visible entries.
+    fn remove_upper(&self, pfd: BorrowedFd<'_>, name: &OsStr, e: &Entry) -> R<()> {
+        let is_dir = e.kind == libc::S_IFDIR;
+        if !self.is_upper(e.top) {
+            return make_whiteout(pfd, name);
+        }
+        let st = sys::fstatat(pfd, name)?;
+        if is_dir {
+            clear_whiteouts(pfd, name)?;
+        }
+        if e.lower {
+            let work = self.work_fd()?;
+            let tmp = self.tmp_name();
+            make_whiteout(work, &tmp)?;
+            let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
+            if let Err(err) = sys::renameat2(work, &tmp, pfd, name, flags) {
+                let _ = sys::unlinkat(work, &tmp, false);
+                return Err(err);
+            }
+            if is_dir {
+                sys::unlinkat(work, &tmp, true)?;
+            }
+        } else {
+            sys::unlinkat(pfd, name, is_dir)?;
+        }
+        if is_dir || st.st_nlink <= 1 {
+            self.drop_remap(st.st_dev, st.st_ino);
+        }
+        Ok(())
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> R<()> {
+        self.remove(parent, name, false)
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> R<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> R<()> {
+        self.writable()?;
+        if name.len() > 255 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let _ns = self.ns.read_recursive();
+        let e = self
+            .entry(parent, name)?
+            .filter(Entry::visible)
+            .ok_or(Errno::ENOENT)?;
+        match (dir, e.kind == libc::S_IFDIR) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        if dir {
+            let child = self.remember(parent, name, &e);
+            let empty = self.with_index(child.ino, |ix| ix.is_empty());
+            self.forget(child.ino, 1);
+            if !empty? {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        let pfd = self.upper_dir(parent)?;
+        self.with_index_mut(parent, |ix| {
+            let cur = ix
+                .get(name)
+                .filter(|c| c.visible() && c.ino == e.ino)
+                .cloned()
+                .ok_or(Errno::ENOENT)?;
+            self.remove_upper(pfd.as_fd(), name, &cur)?;
+            if cur.lower {
+                ix.entries
+                    .insert(name.to_os_string(), Entry::whiteout_upper());
+            } else {
+                ix.entries.remove(name);
+            }
+            Ok(())
+        })?;
+        self.drop_name(e.ino, parent, name);
+        if dir {
+            if let Ok(n) = self.node(e.ino) {
+                *n.dir.write() = None;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> R<Attr> {
+        self.writable()?;
+        check_name(newname)?;
+        let _ns = self.ns.read_recursive();
+        let n = self.node(ino)?;
+        if n.is_dir() {
+            return Err(Errno::EPERM);
+        }
+        self.copy_up(ino)?;
+        let src = self.locate(ino)?;
+        let sdir = self.loc_dir(&src)?;
+        let pfd = self.upper_dir(newparent)?;
+        self.with_index_mut(newparent, |ix| {
+            let existing = ix.get(newname).cloned();
+            if existing.as_ref().is_some_and(Entry::visible) {
+                return Err(Errno::EEXIST);
+            }
+            if existing.as_ref().is_some_and(|e| self.is_upper(e.top)) {
+                let work = self.work_fd()?;
+                let tmp = self.tmp_name();
+                sys::linkat(sdir.as_fd(), &src.name, work, &tmp)?;
+                if let Err(err) = sys::renameat2(work, &tmp, pfd.as_fd(), newname, 0) {
+                    let _ = sys::unlinkat(work, &tmp, false);
+                    return Err(err);
+                }
+            } else {
+                sys::linkat(sdir.as_fd(), &src.name, pfd.as_fd(), newname)?;
+            }
+            let e = Entry::new_upper(n.kind, ino, existing.is_some_and(|e| e.lower));
+            ix.entries.insert(newname.to_os_string(), e.clone());
+            self.remember(newparent, newname, &e);
+            let st = sys::fstatat(pfd.as_fd(), newname)?;
+            Ok(self.fix_attr(ino, st))
+        })
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> R<()> {
+        let mut tries = 0;
+        loop {
+            match self.rename_once(parent, name, newparent, newname, flags) {
+                Err(Errno::EAGAIN) if tries < 8 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn rename_once(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> R<()> {
+        self.writable()?;
+        check_name(newname)?;
+        if name.len() > 255 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        // Copy-ups first, without the namespace write lock.
+        let (src, dst) = {
+            let _ns = self.ns.read_recursive();
+            let src = self
+                .entry(parent, name)?
+                .filter(Entry::visible)
+                .ok_or(Errno::ENOENT)?;
+            let dst = self.entry(newparent, newname)?.filter(Entry::visible);
+            if exchange && dst.is_none() {
+                return Err(Errno::ENOENT);
+            }
+            if flags & libc::RENAME_NOREPLACE != 0 && dst.is_some() {
+                return Err(Errno::EEXIST);
+            }
+            if let Some(d) = &dst {
+                if d.ino == src.ino {
+                    return Ok(());
+                }
+                if !exchange {
+                    match (src.kind == libc::S_IFDIR, d.kind == libc::S_IFDIR) {
+                        (true, false) => return Err(Errno::ENOTDIR),
+                        (false, true) => return Err(Errno::EISDIR),
+                        (true, true) => {
+                            let dn = self.remember(newparent, newname, d);
+                            let empty = self.with_index(dn.ino, |ix| ix.is_empty());
+                            self.forget(dn.ino, 1);
+                            if !empty? {
+                                return Err(Errno::ENOTEMPTY);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            for (p, nm, e) in [
+                (parent, name, Some(&src)),
+                (newparent, newname, dst.as_ref()),
+            ] {
+                let Some(e) = e else { continue };
+                if !exchange && p == newparent && nm == newname {
+                    continue;
+                }
+                let node = self.remember(p, nm, e);
+                let r = if e.kind == libc::S_IFDIR {
+                    self.materialize(node.ino, 0)
+                } else {
+                    self.copy_up(node.ino)
+                };
+                self.forget(node.ino, 1);
+                r?;
+            }
+            self.copy_up(newparent)?;
+            (src, dst)
+        };
+        let _ns = self.ns.write();
+        self.with_index(parent, |_| ())?;
+        self.with_index(newparent, |_| ())?;
+        let ofd = self.upper_dir(parent)?;
+        let nfd = self.upper_dir(newparent)?;
+        let same = parent == newparent;
+        let (a, b) = if parent <= newparent {
+            (parent, newparent)
+        } else {
+            (newparent, parent)
+        };
+        let na = self.node(a)?;
+        let nb = self.node(b)?;
+        let mut ga = na.dir.write();
+        let mut gb = if same { None } else { Some(nb.dir.write()) };
+        let gen = self.gen.load(Ordering::Acquire);
+        let fresh = |g: &Option<crate::index::DirIndex>| g.as_ref().is_some_and(|ix| ix.gen == gen);
+        if !fresh(&ga) || gb.as_ref().is_some_and(|g| !fresh(g)) {
+            return Err(Errno::EAGAIN);
+        }
+        let flip = parent > newparent;
+        macro_rules! oix {
+            () => {
+                if same || !flip {
+                    ga.as_mut().ok_or(Errno::EIO)?
+                } else {
+                    gb.as_mut().and_then(|g| g.as_mut()).ok_or(Errno::EIO)?
+                }
+            };
+        }
+        macro_rules! nix_ {
+            () => {
+                if same || flip {
+                    ga.as_mut().ok_or(Errno::EIO)?
+                } else {
+                    gb.as_mut().and_then(|g| g.as_mut()).ok_or(Errno::EIO)?
+                }
+            };
+        }
+        let s = oix!()
+            .get(name)
+            .cloned()
+            .filter(|e| e.ino == src.ino && e.visible());
+        let s = s.ok_or(Errno::ENOENT)?;
+        let d = nix_!().get(newname).cloned();
+        let dvis = d.clone().filter(Entry::visible);
+        if dvis.as_ref().map(|e| e.ino) != dst.as_ref().map(|e| e.ino) {
+            return Err(Errno::EAGAIN);
+        }
+        if !self.is_upper(s.top)
+            || (exchange && dvis.as_ref().is_some_and(|e| !self.is_upper(e.top)))
+        {
+            return Err(Errno::EAGAIN);
+        }
+        if exchange {
+            let dv = dvis.ok_or(Errno::ENOENT)?;
+            sys::renameat2(
+                ofd.as_fd(),
+                name,
+                nfd.as_fd(),
+                newname,
+                libc::RENAME_EXCHANGE,
+            )?;
+            let mut s2 = dv.clone();
+            s2.lower = s.lower;
+            let mut d2 = s.clone();
+            d2.lower = dv.lower;
+            oix!().entries.insert(name.to_os_string(), s2);
+            nix_!().entries.insert(newname.to_os_string(), d2);
+            drop(ga);
+            drop(gb);
+            self.rename_node(s.ino, parent, name, newparent, newname);
+            self.rename_node(dv.ino, newparent, newname, parent, name);
+            return Ok(());
+        }
+        // A directory landing on a name that lower layers hold must hide them.
+        let d_lower = d.as_ref().is_some_and(|e| e.lower);
+        if s.kind == libc::S_IFDIR && d_lower {
+            sys::lsetxattr(ofd.as_fd(), name, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+        }
+        if let Some(dv) = dvis.as_ref().filter(|e| self.is_upper(e.top)) {
+            if dv.kind == libc::S_IFDIR {
+                clear_whiteouts(nfd.as_fd(), newname)?;
+            } else if let Ok(st) = sys::fstatat(nfd.as_fd(), newname) {
+                if st.st_nlink <= 1 {
+                    self.drop_remap(st.st_dev, st.st_ino);
+                }
+            }
+        }
+        let need_wh = s.lower;
+        let over_upper_wh = d
+            .as_ref()
+            .is_some_and(|e| !e.visible() && self.is_upper(e.top));
+        if s.kind == libc::S_IFDIR && over_upper_wh {
+            // A directory cannot replace the whiteout (a non-directory): swap them, then keep
+            // the whiteout at the old name if it is needed there.
+            sys::renameat2(
+                ofd.as_fd(),
+                name,
+                nfd.as_fd(),
+                newname,
+                libc::RENAME_EXCHANGE,
+            )?;
+            if !need_wh {
+                sys::unlinkat(ofd.as_fd(), name, false)?;
+            }
+        } else {
+            let mut rflags = if need_wh { libc::RENAME_WHITEOUT } else { 0 };
+            let mut r = sys::renameat2(ofd.as_fd(), name, nfd.as_fd(), newname, rflags);
+            if matches!(r, Err(Errno::EINVAL)) && need_wh {
+                rflags = 0;
+                r = sys::renameat2(ofd.as_fd(), name, nfd.as_fd(), newname, 0);
+            }
+            r?;
+            if need_wh && rflags == 0 {
+                make_whiteout(ofd.as_fd(), name)?;
+            }
+        }
+        let mut moved = s.clone();
+        moved.lower = d.as_ref().is_some_and(|e| e.lower || !e.visible());
+        if moved.kind == libc::S_IFDIR {
+            moved.dir_layers = vec![0];
+        }
+        if need_wh {
+            oix!()
+                .entries
+                .insert(name.to_os_string(), Entry::whiteout_upper());
+        } else {
+            oix!().entries.remove(name);
+        }
+        nix_!().entries.insert(newname.to_os_string(), moved);
+        drop(ga);
+        drop(gb);
+        if let Some(dv) = dvis {
+            self.drop_name(dv.ino, newparent, newname);
+        }
+        self.rename_node(s.ino, parent, name, newparent, newname);
+        Ok(())
+    }
+
+    fn rename_node(&self, ino: u64, p: u64, name: &OsStr, np: u64, nn: &OsStr) {
+        if let Some(n) = self.nodes.read().get(&ino) {
+            let mut names = n.names.write();
+            for (pp, x) in names.iter_mut() {
+                if *pp == p && x == name {
+                    *pp = np;
+                    *x = nn.to_os_string();
+                }
+            }
+        }
+    }
+
+    pub fn setattr(&self, ino: u64, sa: SetAttr, fh: Option<u64>) -> R<Attr> {
+        self.writable()?;
+        let _ns = self.ns.read_recursive();
+        let n = self.node(ino)?;
+        let unlinked = n.primary().is_none() && ino != crate::core::ROOT_INO;
+        let handle = fh.and_then(|f| self.handles.get(f));
+        if unlinked {
+            let fd = match &handle {
+                Some(h) => h.fd(),
+                None => n.last_open.lock().upgrade().ok_or(Errno::ENOENT)?,
+            };
+            apply_fd(fd.as_fd(), &sa)?;
+            let mut st = sys::fstat(fd.as_fd())?;
+            st.st_nlink = 0;
+            return Ok(self.fix_attr(ino, st));
+        }
+        self.copy_up(ino)?;
+        let loc = self.locate(ino)?;
+        let dir = self.loc_dir(&loc)?;
+        let name = loc.name.as_os_str();
+        if sa.uid.is_some() || sa.gid.is_some() {
+            sys::fchownat(
+                dir.as_fd(),
+                name,
+                sa.uid.unwrap_or(u32::MAX),
+                sa.gid.unwrap_or(u32::MAX),
+            )?;
+        }
+        if let Some(m) = sa.mode {
+            if n.kind != libc::S_IFLNK {
+                sys::fchmodat(dir.as_fd(), name, m & 0o7777)?;
+            }
+        }
+        if let Some(size) = sa.size {
+            match handle.as_ref().filter(|h| h.writable) {
+                Some(h) => sys::ftruncate(h.fd().as_fd(), size)?,
+                None => {
+                    let f = sys::openat(dir.as_fd(), name, libc::O_WRONLY, 0)?;
+                    sys::ftruncate(f.as_fd(), size)?;
+                }
+            }
+        }
+        if sa.atime.is_some() || sa.mtime.is_some() {
+            sys::utimensat(dir.as_fd(), name, &times(&sa))?;
+        }
+        let st = sys::fstatat(dir.as_fd(), name)?;
+        Ok(self.fix_attr(ino, st))
+    }
+}
+
+fn times(sa: &SetAttr) -> [libc::timespec; 2] {
+    let conv = |t: Option<Option<libc::timespec>>| match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(None) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(Some(ts)) => ts,
+    };
+    [conv(sa.atime), conv(sa.mtime)]
+}
+
+/// Apply attribute changes through an open fd (for unlinked-but-open files).
+fn apply_fd(fd: BorrowedFd<'_>, sa: &SetAttr) -> R<()> {
+    if sa.uid.is_some() || sa.gid.is_some() {
+        sys::fchownat(
+            fd,
+            OsStr::new(""),
+            sa.uid.unwrap_or(u32::MAX),
+            sa.gid.unwrap_or(u32::MAX),
+        )?;
+    }
+    if let Some(m) = sa.mode {
+        sys::fchmod(fd, m & 0o7777)?;
+    }
+    if let Some(s) = sa.size {
+        sys::ftruncate(fd, s)?;
+    }
+    if sa.atime.is_some() || sa.mtime.is_some() {
+        sys::utimensat(fd, OsStr::new(""), &times(sa))?;
+    }
+    Ok(())
+}
+
+/// Remove whiteouts and overlay markers from the upper directory `pfd/name`; fails with
+/// ENOTEMPTY if it holds anything else.
+fn clear_whiteouts(pfd: BorrowedFd<'_>, name: &OsStr) -> R<()> {
+    let d = sys::openat(pfd, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let probe = sys::open_beneath(d.as_fd(), b"", libc::O_PATH | libc::O_DIRECTORY)?;
+    for (n, _, _) in sys::read_dir(d)? {
+        let st = sys::fstatat(probe.as_fd(), &n)?;
+        let marker = {
+            use std::os::unix::ffi::OsStrExt;
+            n.as_bytes().starts_with(crate::index::WH_PREFIX)
+        };
+        if crate::index::is_whiteout_stat(probe.as_fd(), &n, &st, true) || marker {
+            sys::unlinkat(probe.as_fd(), &n, false)?;
+        } else {
+            return Err(Errno::ENOTEMPTY);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ROOT_INO;
+    use crate::testutil::*;
+
+    fn ctx() -> Ctx {
+        Ctx {
+            uid: 0,
+            gid: 0,
+            pid: 0,
+        }
+    }
+
+    fn look(fs: &Fs, parent: u64, name: &str) -> Option<Attr> {
+        fs.lookup(parent, OsStr::new(name)).unwrap()
+    }
+
+    fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+        let fh = fs.open(ino, libc::O_RDONLY).unwrap();
+        let d = fs.read(fh, 0, 1 << 20).unwrap();
+        fs.release(fh);
+        d
+    }
+
+    #[test]
+    fn rename_lower_dir_moves_whole_tree() {
+        let s = Stack::new(2);
+        s.mkdir(2, "d/sub");
+        s.write(2, "d/x", "x");
+        s.write(2, "d/sub/y", "y");
+        s.mkdir(1, "d");
+        s.write(1, "d/z", "z");
+        let fs = s.fs();
+        look(&fs, ROOT_INO, "d").unwrap();
+        fs.rename(ROOT_INO, OsStr::new("d"), ROOT_INO, OsStr::new("e"), 0)
+            .unwrap();
+        assert!(look(&fs, ROOT_INO, "d").is_none());
+        let e = look(&fs, ROOT_INO, "e").unwrap();
+        let sub = look(&fs, e.ino, "sub").unwrap();
+        let y = look(&fs, sub.ino, "y").unwrap();
+        assert_eq!(read_all(&fs, y.ino), b"y");
+        assert!(look(&fs, e.ino, "z").is_some());
+        // On disk: a whiteout at d, an opaque upper e holding everything; lowers untouched.
+        assert!(s.path(2, "d/sub/y").exists());
+        assert_eq!(std::fs::read(s.path(0, "e/sub/y")).unwrap(), b"y");
+        let st = nix::sys::stat::lstat(&s.path(0, "d")).unwrap();
+        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFCHR);
+        // A fresh core over the same layers sees the same view.
+        let fs2 = s.fs();
+        assert!(look(&fs2, ROOT_INO, "d").is_none());
+        let e2 = look(&fs2, ROOT_INO, "e").unwrap();
+        let names: Vec<_> = fs2
+            .list_dir(e2.ino)
+            .unwrap()
+            .into_iter()
+            .map(|x| x.0.into_string().unwrap())
+            .collect();
+        assert_eq!(names, vec![".", "..", "sub", "x", "z"]);
+    }
+
+    #[test]
+    fn copy_up_is_atomic_and_keeps_ino_and_meta() {
+        let s = Stack::new(1);
+        s.write(1, "f", "hello");
+        std::fs::set_permissions(
+            s.path(1, "f"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )
+        .unwrap();
+        let fs = s.fs();
+        let a = look(&fs, ROOT_INO, "f").unwrap();
+        let fh = fs.open(a.ino, libc::O_WRONLY).unwrap();
+        fs.write(fh, 5, b" world").unwrap();
+        fs.release(fh);
+        assert_eq!(std::fs::read(s.path(1, "f")).unwrap(), b"hello");
+        assert_eq!(std::fs::read(s.path(0, "f")).unwrap(), b"hello world");
+        let b = fs.getattr(a.ino, None).unwrap();
+        assert_eq!(b.ino, a.ino);
+        assert_eq!(b.st.st_mode & 0o7777, 0o640);
+        assert_eq!(b.st.st_mtime, a.st.st_mtime);
+        // Nothing left in the work dir.
+        assert_eq!(
+            std::fs::read_dir(s.dir.path().join("work"))
+                .unwrap()
+                .count(),
+            0
+        );
+        // Same number after forget + fresh lookup.
+        fs.forget(a.ino, 1);
+        assert_eq!(look(&fs, ROOT_INO, "f").unwrap().ino, a.ino);
+    }
+
+    #[test]
+    fn unlink_and_recreate_updates_index_and_whiteouts() {
+        let s = Stack::new(1);
+        s.write(1, "f", "lower");
+        s.mkdir(1, "d");
+        s.write(1, "d/in", "i");
+        let fs = s.fs();
+        look(&fs, ROOT_INO, "f").unwrap();
+        fs.unlink(ROOT_INO, OsStr::new("f")).unwrap();
+        assert!(look(&fs, ROOT_INO, "f").is_none());
+        let st = nix::sys::stat::lstat(&s.path(0, "f")).unwrap();
+        assert_eq!(st.st_rdev, 0);
+        // rmdir of a non-empty dir fails; after emptying it works and leaves a whiteout.
+        let d = look(&fs, ROOT_INO, "d").unwrap();
+        assert_eq!(fs.rmdir(ROOT_INO, OsStr::new("d")), Err(Errno::ENOTEMPTY));
+        fs.unlink(d.ino, OsStr::new("in")).unwrap();
+        fs.rmdir(ROOT_INO, OsStr::new("d")).unwrap();
+        assert!(look(&fs, ROOT_INO, "d").is_none());
+        // Recreate over the whiteouts.
+        let (a, fh) = fs
+            .create(ROOT_INO, OsStr::new("f"), 0o644, 0o022, libc::O_RDWR, ctx())
+            .unwrap();
+        fs.write(fh, 0, b"new").unwrap();
+        fs.release(fh);
+        assert_eq!(read_all(&fs, a.ino), b"new");
+        let nd = fs
+            .mkdir(ROOT_INO, OsStr::new("d"), 0o755, 0, ctx())
+            .unwrap();
+        assert!(
+            look(&fs, nd.ino, "in").is_none(),
+            "new dir over whiteout is opaque"
+        );
+        let fs2 = s.fs();
+        let nd2 = look(&fs2, ROOT_INO, "d").unwrap();
+        assert!(look(&fs2, nd2.ino, "in").is_none());
+        assert_eq!(
+            fs2.list_dir(ROOT_INO).unwrap().len(),
+            4,
+            ". .. d f after recreation"
+        );
+    }
+
+    #[test]
+    fn rename_file_over_lower_file_leaves_whiteout_and_hard_links_share_ino() {
+        let s = Stack::new(1);
+        s.write(1, "a", "A");
+        s.write(1, "b", "B");
+        let fs = s.fs();
+        look(&fs, ROOT_INO, "a").unwrap();
+        fs.rename(ROOT_INO, OsStr::new("a"), ROOT_INO, OsStr::new("b"), 0)
+            .unwrap();
+        assert!(look(&fs, ROOT_INO, "a").is_none());
+        let b = look(&fs, ROOT_INO, "b").unwrap();
+        assert_eq!(read_all(&fs, b.ino), b"A");
+        let l = fs.link(b.ino, ROOT_INO, OsStr::new("c")).unwrap();
+        assert_eq!(l.ino, b.ino);
+        assert_eq!(l.st.st_nlink, 2);
+        assert_eq!(fs.getattr(b.ino, None).unwrap().st.st_nlink, 2);
+    }
+
+    #[test]
+    fn lower_reader_sees_writes_after_copy_up_and_parent_times_kept() {
+        let s = Stack::new(1);
+        s.mkdir(1, "d");
+        s.write(1, "d/f", "old");
+        let t = nix::sys::time::TimeSpec::new(1_000_000, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &s.path(1, "d"),
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+        let fs = s.fs();
+        let d = look(&fs, ROOT_INO, "d").unwrap();
+        let f = look(&fs, d.ino, "f").unwrap();
+        let rh = fs.open(f.ino, libc::O_RDONLY).unwrap();
+        let wh = fs.open(f.ino, libc::O_RDWR).unwrap();
+        fs.write(wh, 0, b"NEW").unwrap();
+        assert_eq!(fs.read(rh, 0, 10).unwrap(), b"NEW");
+        assert_eq!(fs.getattr(d.ino, None).unwrap().st.st_mtime, 1_000_000);
+    }
+}

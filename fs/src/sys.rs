@@ -1,0 +1,498 @@
+//! Thin, safe wrappers over the `*at()` system calls the filesystem core uses.
+//!
+//! Every function here takes a directory fd and a single path component (or a relative path that
+//! is resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), never a host path built
+//! from layer contents: names inside image layers are hostile input. All `unsafe` of the crate
+//! except the FUSE adapter lives in this module.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+
+pub type R<T> = Result<T, Errno>;
+
+/// `ioctl(FICLONE)`: share the data extents of `src` with `dst` (reflink), see ioctl_ficlone(2).
+const FICLONE: libc::c_ulong = 0x4004_9409;
+
+fn cstr(name: &OsStr) -> R<CString> {
+    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+fn check(ret: libc::c_int) -> R<libc::c_int> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Open `path` (relative, `/`-separated components) beneath `dir` without following any symlink
+/// and without escaping `dir` (openat2(2) `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`).
+pub fn open_beneath(dir: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> R<OwnedFd> {
+    let p = if path.is_empty() {
+        CString::new(".").map_err(|_| Errno::EINVAL)?
+    } else {
+        CString::new(path).map_err(|_| Errno::EINVAL)?
+    };
+    // SAFETY: open_how is plain old data; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    loop {
+        // SAFETY: `p` is a valid NUL-terminated string and `how` a valid open_how of the size
+        // passed; the kernel returns a new fd we take ownership of.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                p.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd < 0 {
+            let e = Errno::last();
+            if e == Errno::EAGAIN || e == Errno::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: fd is a freshly opened descriptor owned by nobody else.
+        return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    }
+}
+
+/// openat(2) of one component with `O_NOFOLLOW`.
+pub fn openat(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int, mode: u32) -> R<OwnedFd> {
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C string; returns a new fd on success.
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn fstatat(dir: BorrowedFd<'_>, name: &OsStr) -> R<libc::stat> {
+    let c = if name.is_empty() {
+        CString::new("").map_err(|_| Errno::EINVAL)?
+    } else {
+        cstr(name)?
+    };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    let flags = if name.is_empty() {
+        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    // SAFETY: st points to writable memory of the right size.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat succeeded and filled st.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> R<libc::stat> {
+    fstatat(fd, OsStr::new(""))
+}
+
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> R<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C string.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) }).map(drop)
+}
+
+pub fn mknodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> R<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C string.
+    check(unsafe {
+        libc::mknodat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            mode as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    })
+    .map(drop)
+}
+
+pub fn symlinkat(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> R<()> {
+    let t = cstr(target)?;
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C strings.
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) }).map(drop)
+}
+
+pub fn readlinkat(dir: BorrowedFd<'_>, name: &OsStr) -> R<Vec<u8>> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: buf is writable for buf.len() bytes.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> R<()> {
+    let c = cstr(name)?;
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: valid fd and C string.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) }).map(drop)
+}
+
+pub fn renameat2(
+    olddir: BorrowedFd<'_>,
+    old: &OsStr,
+    newdir: BorrowedFd<'_>,
+    new: &OsStr,
+    flags: u32,
+) -> R<()> {
+    let o = cstr(old)?;
+    let n = cstr(new)?;
+    // SAFETY: valid fds and C strings.
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            flags as libc::c_uint,
+        )
+    })
+    .map(drop)
+}
+
+pub fn linkat(olddir: BorrowedFd<'_>, old: &OsStr, newdir: BorrowedFd<'_>, new: &OsStr) -> R<()> {
+    let o = cstr(old)?;
+    let n = cstr(new)?;
+    // SAFETY: valid fds and C strings; flags 0 = do not follow symlinks.
+    check(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            o.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+pub fn fchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> R<()> {
+    let c = cstr(name)?;
+    let flags = if name.is_empty() {
+        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    // SAFETY: valid fd and C string.
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, flags) }).map(drop)
+}
+
+/// chmod of a non-symlink entry `name` in `dir` (fchmodat(2) cannot refuse to follow symlinks,
+/// so callers only use it on entries they have just checked or created).
+pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> R<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C string.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, 0) }).map(drop)
+}
+
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> R<()> {
+    // SAFETY: valid fd.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+pub fn utimensat(dir: BorrowedFd<'_>, name: &OsStr, times: &[libc::timespec; 2]) -> R<()> {
+    let c = cstr(name)?;
+    let flags = if name.is_empty() {
+        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    // SAFETY: valid fd, C string and times array of 2.
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), c.as_ptr(), times.as_ptr(), flags) }).map(drop)
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> R<()> {
+    // SAFETY: valid fd.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) }).map(drop)
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> R<()> {
+    // SAFETY: valid fd.
+    let r = unsafe {
+        if datasync {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    };
+    check(r).map(drop)
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> R<()> {
+    // SAFETY: valid fd.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
+        .map(drop)
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> R<i64> {
+    // SAFETY: valid fd.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off as libc::off_t, whence) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as i64)
+    }
+}
+
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> R<usize> {
+    loop {
+        // SAFETY: buf is writable for its length.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                off as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = Errno::last();
+            if e == Errno::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(n as usize);
+    }
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> R<usize> {
+    loop {
+        // SAFETY: buf is readable for its length.
+        let n = unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                off as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let e = Errno::last();
+            if e == Errno::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(n as usize);
+    }
+}
+
+/// Copy all data of `src` into the empty file `dst`: reflink when the filesystem can, else
+/// copy_file_range(2) (which itself reflinks or copies in the kernel), else read/write.
+pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> R<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: FICLONE takes the source fd as its argument; both fds are valid.
+    let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if r == 0 {
+        return Ok(());
+    }
+    let mut off_in: libc::loff_t = 0;
+    let mut off_out: libc::loff_t = 0;
+    let mut use_cfr = true;
+    while (off_in as u64) < len {
+        let want = (len - off_in as u64).min(1 << 30) as usize;
+        if use_cfr {
+            // SAFETY: valid fds and offset pointers.
+            let n = unsafe {
+                libc::copy_file_range(
+                    src.as_raw_fd(),
+                    &mut off_in,
+                    dst.as_raw_fd(),
+                    &mut off_out,
+                    want,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = Errno::last();
+                match e {
+                    Errno::EINTR => continue,
+                    Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP => {
+                        use_cfr = false;
+                        continue;
+                    }
+                    e => return Err(e),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        } else {
+            let mut buf = vec![0u8; want.min(1 << 20)];
+            let n = pread(src, &mut buf, off_in as u64)?;
+            if n == 0 {
+                break;
+            }
+            let mut done = 0;
+            while done < n {
+                done += pwrite(dst, &buf[done..n], off_out as u64 + done as u64)?;
+            }
+            off_in += n as i64;
+            off_out += n as i64;
+        }
+    }
+    Ok(())
+}
+
+/// The `l*` (no-follow) xattr call for an entry inside a directory, the following one for the
+/// directory fd itself: `/proc/self/fd/N` is a magic link that must be followed to reach it.
+macro_rules! pick {
+    ($l:ident, $f:ident, $name:expr) => {
+        if $name.is_empty() {
+            libc::$f
+        } else {
+            libc::$l
+        }
+    };
+}
+
+/// Path through `/proc/self/fd` naming `name` inside the directory `dir`, for the xattr calls
+/// that have no `*at()` form. `name` is one component (no `/`), so nothing but `dir` is walked,
+/// and the `l*xattr` calls used with it never follow a final symlink.
+fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> R<CString> {
+    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
+    if !name.is_empty() {
+        if name.as_bytes().contains(&b'/') {
+            return Err(Errno::EINVAL);
+        }
+        p.push(b'/');
+        p.extend_from_slice(name.as_bytes());
+    }
+    CString::new(p).map_err(|_| Errno::EINVAL)
+}
+
+pub fn lgetxattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<Vec<u8>> {
+    let p = proc_path(dir, name)?;
+    let k = cstr(key)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: valid C strings and buffer.
+        let n = unsafe {
+            pick!(lgetxattr, getxattr, name)(
+                p.as_ptr(),
+                k.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE || buf.len() >= 65536 {
+            return Err(e);
+        }
+        buf.resize(65536, 0);
+    }
+}
+
+pub fn lsetxattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr, val: &[u8], flags: i32) -> R<()> {
+    let p = proc_path(dir, name)?;
+    let k = cstr(key)?;
+    // SAFETY: valid C strings and buffer.
+    check(unsafe {
+        pick!(lsetxattr, setxattr, name)(
+            p.as_ptr(),
+            k.as_ptr(),
+            val.as_ptr() as *const libc::c_void,
+            val.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+pub fn lremovexattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<()> {
+    let p = proc_path(dir, name)?;
+    let k = cstr(key)?;
+    // SAFETY: valid C strings.
+    check(unsafe { pick!(lremovexattr, removexattr, name)(p.as_ptr(), k.as_ptr()) }).map(drop)
+}
+
+/// The raw, NUL-separated list of xattr names.
+pub fn llistxattr(dir: BorrowedFd<'_>, name: &OsStr) -> R<Vec<u8>> {
+    let p = proc_path(dir, name)?;
+    // SAFETY: size query with a null buffer.
+    let n = unsafe { pick!(llistxattr, listxattr, name)(p.as_ptr(), std::ptr::null_mut(), 0) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let mut buf = vec![0u8; n as usize + 256];
+    // SAFETY: buffer writable for its length.
+    let n = unsafe {
+        pick!(llistxattr, listxattr, name)(
+            p.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> R<libc::statvfs> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: st is writable.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: filled by fstatvfs.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// Read all entries of an open directory: (name, d_ino, d_type).
+pub fn read_dir(fd: OwnedFd) -> R<Vec<(std::ffi::OsString, u64, u8)>> {
+    let mut dir = nix::dir::Dir::from_fd(fd)?;
+    let mut out = Vec::new();
+    for ent in dir.iter() {
+        let ent = ent?;
+        let name = OsStr::from_bytes(ent.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let t = match ent.file_type() {
+            Some(nix::dir::Type::Fifo) => libc::DT_FIFO,
+            Some(nix::dir::Type::CharacterDevice) => libc::DT_CHR,
+            Some(nix::dir::Type::Directory) => libc::DT_DIR,
+            Some(nix::dir::Type::BlockDevice) => libc::DT_BLK,
+            Some(nix::dir::Type::File) => libc::DT_REG,
+            Some(nix::dir::Type::Symlink) => libc::DT_LNK,
+            Some(nix::dir::Type::Socket) => libc::DT_SOCK,
+            None => libc::DT_UNKNOWN,
+        };
+        out.push((name.to_os_string(), ent.ino(), t));
+    }
+    Ok(out)
+}

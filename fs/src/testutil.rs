@@ -1,0 +1,69 @@
+//! Helpers for the core's unit tests: a temporary layer stack.
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use crate::core::{Fs, FsConfig};
+
+pub(crate) struct Stack {
+    pub dir: tempfile::TempDir,
+    pub lowers: usize,
+}
+
+impl Stack {
+    /// Upper is layer 0; lowers are 1..=n (top first).
+    pub fn new(lowers: usize) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..=lowers {
+            std::fs::create_dir(dir.path().join(format!("l{i}"))).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("work")).unwrap();
+        Stack { dir, lowers }
+    }
+    pub fn layer(&self, l: usize) -> PathBuf {
+        self.dir.path().join(format!("l{l}"))
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.layer(0)
+    }
+    pub fn path(&self, l: usize, rel: &str) -> PathBuf {
+        self.layer(l).join(rel)
+    }
+    pub fn write(&self, l: usize, rel: &str, data: &str) {
+        std::fs::write(self.path(l, rel), data).unwrap();
+    }
+    pub fn mkdir(&self, l: usize, rel: &str) {
+        std::fs::create_dir_all(self.path(l, rel)).unwrap();
+    }
+    pub fn whiteout(&self, l: usize, rel: &str) {
+        nix::sys::stat::mknod(
+            &self.path(l, rel),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+    }
+    pub fn opaque(&self, l: usize, rel: &str) {
+        let f = std::fs::File::open(self.path(l, rel)).unwrap();
+        crate::sys::lsetxattr(
+            f.as_fd(),
+            OsStr::new(""),
+            OsStr::new("trusted.overlay.opaque"),
+            b"y",
+            0,
+        )
+        .unwrap();
+    }
+    pub fn fs(&self) -> Fs {
+        let open = |p: &Path| -> std::os::fd::OwnedFd { std::fs::File::open(p).unwrap().into() };
+        Fs::new(FsConfig {
+            lowers: (1..=self.lowers).map(|l| open(&self.layer(l))).collect(),
+            upper: Some(open(&self.upper())),
+            work: Some(open(&self.dir.path().join("work"))),
+            fsync_copyup: false,
+        })
+        .unwrap()
+    }
+}

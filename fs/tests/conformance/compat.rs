@@ -1,0 +1,213 @@
+//! Format compatibility: an upper dir written through the target mounts under kernel overlayfs
+//! with the same merged view, and a stack prepared by kernel overlayfs mounts under the target with
+//! the same view (full tree: kinds, modes, owners, contents, symlink targets, xattrs, file mtimes).
+
+use std::fs;
+use std::path::Path;
+
+use crate::harness::{Case, Opq, Target, Wh};
+use crate::util::*;
+
+/// Lower layers with every kernel-readable marker.
+fn build_lowers(c: &mut Case) {
+    let (l0, l1, l2) = (c.lower(0), c.lower(1), c.lower(2));
+    write(l2.join("base"), "base");
+    write(l2.join("overridden"), "bottom");
+    write(l1.join("overridden"), "middle");
+    mkdir(l2.join("etc/conf.d"));
+    write(l2.join("etc/passwd"), "root:x:0:0\n");
+    write(l2.join("etc/conf.d/a"), "a");
+    mkdir(l1.join("etc/conf.d"));
+    write(l1.join("etc/conf.d/b"), "b");
+    write(l2.join("etc/removed-by-chr"), "");
+    c.whiteout(l1.join("etc/removed-by-chr"), Wh::Chr);
+    mkdir(l1.join("var"));
+    write(l2.join("var-file"), "");
+    mkdir(l2.join("var/lib"));
+    write(l2.join("var/lib/hidden"), "");
+    mkdir(l0.join("var/lib"));
+    write(l0.join("var/lib/top"), "t");
+    c.opaque(l0.join("var/lib"), Opq::Xattr);
+    mkdir(l1.join("x"));
+    write(l1.join("x/gone"), "");
+    write(l1.join("x/kept"), "k");
+    mkdir(l0.join("x"));
+    c.whiteout(l0.join("x/gone"), Wh::Xattr);
+    mkdir(l2.join("usr/lib/deep"));
+    write(l2.join("usr/lib/deep/lib.so"), vec![7u8; 10000]);
+    symlink("lib/deep/lib.so", l2.join("usr/libfoo"));
+    mkdir(l2.join("data"));
+    write(l2.join("data/big"), vec![1u8; 100_000]);
+    write(l2.join("data/owned"), "o");
+    lchown(l2.join("data/owned"), 1000, 1000).unwrap();
+    setxattr(l2.join("data/owned"), "user.tag", b"t", 0).unwrap();
+}
+
+/// A container's worth of changes.
+fn mutate(m: &Path, with_dir_renames: bool) {
+    write(m.join("new-file"), "created");
+    write(m.join("overridden"), "written");
+    unlink(m.join("base")).unwrap();
+    fs::remove_dir_all(m.join("etc/conf.d")).unwrap();
+    mkdir_mode(m.join("etc/conf.d"), 0o750).unwrap();
+    write(m.join("etc/conf.d/fresh"), "f");
+    let mut p = fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("etc/passwd"))
+        .unwrap();
+    std::io::Write::write_all(&mut p, b"nobody:x:65534:65534\n").unwrap();
+    drop(p);
+    chmod(m.join("data/big"), 0o600).unwrap();
+    lchown(m.join("data/owned"), 2000, 2001).unwrap();
+    setxattr(m.join("data/owned"), "user.added", b"a", 0).unwrap();
+    truncate(m.join("data/big"), 5000).unwrap();
+    symlink("../new-file", m.join("data/link"));
+    link(m.join("new-file"), m.join("data/hardlink")).unwrap();
+    mkfifo(m.join("data/fifo"), 0o644).unwrap();
+    mkdir(m.join("made/deeper"));
+    write(m.join("made/deeper/f"), "deep");
+    rename(m.join("usr/libfoo"), m.join("usr/libbar")).unwrap();
+    rename(m.join("var/lib/top"), m.join("var/top-moved")).unwrap();
+    unlink(m.join("x/kept")).unwrap();
+    write(m.join("x/gone"), "recreated");
+    rmdir(m.join("var/lib")).unwrap();
+    set_times(m.join("usr/lib/deep/lib.so"), (5, 0), (6, 0)).unwrap();
+    if with_dir_renames {
+        rename(m.join("usr/lib"), m.join("usr/lib64")).unwrap();
+        rename(m.join("etc"), m.join("etc.old")).unwrap();
+        write(m.join("usr/lib64/deep/added"), "added");
+    }
+}
+
+fn check_expected(v: &std::collections::BTreeMap<std::path::PathBuf, Entry>, dir_renames: bool) {
+    let has = |p: &str| v.contains_key(Path::new(p));
+    for gone in [
+        "base",
+        "etc/conf.d/a",
+        "etc/conf.d/b",
+        "etc/removed-by-chr",
+        "var/lib",
+        "x/kept",
+        "usr/libfoo",
+    ] {
+        assert!(
+            !has(gone),
+            "{gone} must be gone: {:?}",
+            v.keys().collect::<Vec<_>>()
+        );
+    }
+    let etc = if dir_renames { "etc.old" } else { "etc" };
+    let lib = if dir_renames { "usr/lib64" } else { "usr/lib" };
+    for present in [
+        "new-file",
+        "overridden",
+        "data/link",
+        "data/fifo",
+        "made/deeper/f",
+        "var/top-moved",
+        "x/gone",
+    ] {
+        assert!(has(present), "{present} missing");
+    }
+    assert!(has(&format!("{etc}/conf.d/fresh")) && has(&format!("{lib}/deep/lib.so")));
+    if dir_renames {
+        assert!(!has("etc") && !has("usr/lib") && has("usr/lib64/deep/added"));
+    }
+}
+
+fn roundtrip(c: &mut Case, first: Target, second: Target, dir_renames: bool) {
+    build_lowers(c);
+    let lowers = c.lowers();
+    let upper = c.upper();
+    let (w1, m1) = (c.work(), c.mnt());
+    c.mount_stack(first, &lowers, Some((&upper, &w1)), &m1);
+    mutate(&m1, dir_renames);
+    let before = view(&m1);
+    c.unmount();
+    check_expected(&before, dir_renames);
+    let (w2, m2) = (c.scratch("work2"), c.scratch("mnt2"));
+    c.mount_stack(second, &lowers, Some((&upper, &w2)), &m2);
+    let after = view(&m2);
+    let diff = diff_trees(&before, &after);
+    assert!(
+        diff.is_empty(),
+        "merged views differ after remount:\n{}",
+        diff.join("\n")
+    );
+    // The second mount must also be fully usable on top of the first one's upper dir.
+    write(m2.join("made/after-remount"), "ok");
+    unlink(m2.join("overridden")).unwrap();
+    assert_eq!(read(m2.join("made/deeper/f")), "deep");
+}
+
+fn target_upper_mounts_under_kernel(c: &mut Case) {
+    let t = c.target;
+    roundtrip(c, t, Target::Kernel, false)
+}
+
+fn target_upper_with_dir_renames_mounts_under_kernel(c: &mut Case) {
+    let t = c.target;
+    roundtrip(c, t, Target::Kernel, true)
+}
+
+fn kernel_upper_mounts_under_target(c: &mut Case) {
+    let t = c.target;
+    roundtrip(c, Target::Kernel, t, false)
+}
+
+fn kernel_upper_with_dir_renames_mounts_under_target(c: &mut Case) {
+    let t = c.target;
+    roundtrip(c, Target::Kernel, t, true)
+}
+
+fn target_remount_same_view(c: &mut Case) {
+    let t = c.target;
+    roundtrip(c, t, t, true)
+}
+
+fn upper_whiteouts_are_chr_and_opaque_y(c: &mut Case) {
+    build_lowers(c);
+    let m = c.mount();
+    mutate(&m, false);
+    let u = c.upper();
+    for wh in [
+        "base",
+        "etc/removed-by-chr",
+        "var/lib",
+        "x/kept",
+        "usr/libfoo",
+    ] {
+        let p = u.join(wh);
+        assert!(
+            !exists(&p) || is_whiteout(&p),
+            "{wh}: not a char 0/0 whiteout"
+        );
+    }
+    assert!(is_whiteout(u.join("base")));
+    assert!(is_whiteout(u.join("usr/libfoo")));
+    assert!(is_opaque(u.join("etc/conf.d")));
+    let mut stack = vec![u.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with(".wh."),
+                "{}: AUFS markers must not be written",
+                e.path().display()
+            );
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+cases!(compat:
+    target_upper_mounts_under_kernel,
+    target_upper_with_dir_renames_mounts_under_kernel,
+    kernel_upper_mounts_under_target,
+    kernel_upper_with_dir_renames_mounts_under_target,
+    target_remount_same_view,
+    upper_whiteouts_are_chr_and_opaque_y,
+);

@@ -1,0 +1,266 @@
+//! Hard links, st_nlink, and inode numbers: stable for the life of the mount, shared by hard links,
+//! distinct for distinct files even when lower layers sit on different filesystems.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{DirEntryExt, MetadataExt};
+
+use crate::harness::Case;
+use crate::util::*;
+
+fn hardlink_new_file(c: &mut Case) {
+    c.lower(0);
+    let m = c.mount();
+    write(m.join("a"), "one");
+    link(m.join("a"), m.join("b")).unwrap();
+    let (a, b) = (lstat(m.join("a")).unwrap(), lstat(m.join("b")).unwrap());
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!((a.nlink(), b.nlink()), (2, 2));
+    write(m.join("b"), "two");
+    assert_eq!(read(m.join("a")), "two");
+    unlink(m.join("a")).unwrap();
+    assert_eq!(lstat(m.join("b")).unwrap().nlink(), 1);
+    assert_eq!(read(m.join("b")), "two");
+}
+
+fn hardlinks_in_lower_share_ino(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("d"));
+    write(l.join("a"), "same");
+    link(l.join("a"), l.join("d/b")).unwrap();
+    write(l.join("other"), "");
+    let m = c.mount();
+    let (a, b) = (lstat(m.join("a")).unwrap(), lstat(m.join("d/b")).unwrap());
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "hard links inside one layer share one inode"
+    );
+    assert_eq!((a.nlink(), b.nlink()), (2, 2));
+    assert_ne!(a.ino(), lstat(m.join("other")).unwrap().ino());
+}
+
+fn link_count_three(c: &mut Case) {
+    let l = c.lower(0);
+    write(l.join("f"), "x");
+    let m = c.mount();
+    link(m.join("f"), m.join("g")).unwrap();
+    link(m.join("g"), m.join("h")).unwrap();
+    for n in ["f", "g", "h"] {
+        assert_eq!(lstat(m.join(n)).unwrap().nlink(), 3, "{n}");
+    }
+    unlink(m.join("g")).unwrap();
+    assert_eq!(lstat(m.join("f")).unwrap().nlink(), 2);
+    assert_eq!(lstat(m.join("h")).unwrap().nlink(), 2);
+}
+
+fn link_errors(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("d"));
+    write(l.join("f"), "");
+    write(l.join("g"), "");
+    let m = c.mount();
+    assert_errno!(link(m.join("d"), m.join("d2")), libc::EPERM);
+    assert_errno!(link(m.join("f"), m.join("g")), libc::EEXIST);
+    assert_errno!(link(m.join("missing"), m.join("x")), libc::ENOENT);
+}
+
+fn link_symlink_itself(c: &mut Case) {
+    let l = c.lower(0);
+    symlink("target", l.join("s"));
+    let m = c.mount();
+    link(m.join("s"), m.join("s2")).unwrap();
+    assert!(lstat(m.join("s2")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_link(m.join("s2")).unwrap(),
+        std::path::Path::new("target")
+    );
+}
+
+fn ino_stable_over_time(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("d"));
+    mkdir(l1.join("d"));
+    write(l0.join("d/a"), "");
+    write(l1.join("d/b"), "");
+    let m = c.mount();
+    let before: Vec<u64> = ["", "d", "d/a", "d/b"]
+        .iter()
+        .map(|p| lstat(m.join(p)).unwrap().ino())
+        .collect();
+    // Generate churn so caches may drop entries.
+    for i in 0..200 {
+        write(m.join(format!("tmp{i}")), "");
+        let _ = ls(&m);
+        unlink(m.join(format!("tmp{i}"))).unwrap();
+    }
+    let after: Vec<u64> = ["", "d", "d/a", "d/b"]
+        .iter()
+        .map(|p| lstat(m.join(p)).unwrap().ino())
+        .collect();
+    assert_eq!(before, after);
+}
+
+fn ino_stable_across_copy_up(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("d"));
+    write(l.join("d/f"), "x");
+    let m = c.mount();
+    let (d0, f0) = (
+        lstat(m.join("d")).unwrap().ino(),
+        lstat(m.join("d/f")).unwrap().ino(),
+    );
+    write(m.join("d/f"), "changed");
+    chmod(m.join("d"), 0o700).unwrap();
+    assert_eq!(
+        lstat(m.join("d/f")).unwrap().ino(),
+        f0,
+        "copy-up keeps the file's ino"
+    );
+    assert_eq!(
+        lstat(m.join("d")).unwrap().ino(),
+        d0,
+        "copy-up keeps the dir's ino"
+    );
+}
+
+fn ino_stable_while_open_and_renamed(c: &mut Case) {
+    let l = c.lower(0);
+    write(l.join("f"), "x");
+    let m = c.mount();
+    let f = open(m.join("f"), libc::O_RDONLY, 0).unwrap();
+    let ino = f.metadata().unwrap().ino();
+    rename(m.join("f"), m.join("g")).unwrap();
+    assert_eq!(lstat(m.join("g")).unwrap().ino(), ino);
+    assert_eq!(f.metadata().unwrap().ino(), ino);
+}
+
+fn distinct_inos_same_fs(c: &mut Case) {
+    let (l0, l1, l2) = (c.lower(0), c.lower(1), c.lower(2));
+    for (i, l) in [&l0, &l1, &l2].into_iter().enumerate() {
+        mkdir(l.join("d"));
+        for j in 0..20 {
+            write(l.join(format!("d/f{i}_{j}")), "");
+        }
+    }
+    let m = c.mount();
+    for j in 0..10 {
+        write(m.join(format!("d/new{j}")), "");
+    }
+    let mut seen = HashMap::new();
+    for name in ls(m.join("d")) {
+        let s = lstat(m.join("d").join(&name)).unwrap();
+        if let Some(prev) = seen.insert((s.dev(), s.ino()), name.clone()) {
+            panic!(
+                "{name} and {prev} share (dev, ino) {:?}",
+                (s.dev(), s.ino())
+            );
+        }
+    }
+    assert_eq!(seen.len(), 70);
+}
+
+fn distinct_inos_lowers_on_different_filesystems(c: &mut Case) {
+    // Two fresh tmpfs instances hand out the same small inode numbers: the union must not.
+    let (t0, t1) = (c.tmpfs_lower(0), c.tmpfs_lower(1));
+    let ext = c.lower(2);
+    for (i, l) in [&t0, &t1, &ext].into_iter().enumerate() {
+        for j in 0..15 {
+            write(l.join(format!("f{i}_{j}")), format!("{i}{j}"));
+        }
+        mkdir(l.join(format!("dir{i}")));
+    }
+    let m = c.mount();
+    let mut seen = HashMap::new();
+    for name in ls(&m) {
+        let s = lstat(m.join(&name)).unwrap();
+        if let Some(prev) = seen.insert((s.dev(), s.ino()), name.clone()) {
+            panic!(
+                "{name} and {prev} share (st_dev, st_ino) {:?}",
+                (s.dev(), s.ino())
+            );
+        }
+    }
+    assert_eq!(seen.len(), 48);
+    assert_eq!(read(m.join("f1_3")), "13");
+}
+
+fn readdir_d_ino_matches_stat(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("d"));
+    mkdir(l1.join("d/sub"));
+    write(l0.join("d/a"), "");
+    write(l1.join("d/b"), "");
+    let m = c.mount();
+    write(m.join("d/c"), "");
+    for e in std::fs::read_dir(m.join("d")).unwrap() {
+        let e = e.unwrap();
+        let st = lstat(e.path()).unwrap();
+        assert_eq!(e.ino(), st.ino(), "d_ino of {:?}", e.file_name());
+    }
+}
+
+fn dir_nlink_sane(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("merged/s1"));
+    mkdir(l1.join("merged/s2"));
+    mkdir(l0.join("lower_only/x"));
+    let m = c.mount();
+    mkdir(m.join("fresh/a"));
+    mkdir(m.join("fresh/b"));
+    for (d, subdirs) in [("", 3u64), ("merged", 2), ("lower_only", 1), ("fresh", 2)] {
+        let n = lstat(m.join(d)).unwrap().nlink();
+        assert!(
+            n == 1 || n == 2 + subdirs,
+            "{d:?}: st_nlink {n} (want 1 or {})",
+            2 + subdirs
+        );
+    }
+    assert_eq!(
+        lstat(m.join("fresh/a")).unwrap().nlink(),
+        2,
+        "a new empty dir has 2 links"
+    );
+}
+
+fn file_nlink_one(c: &mut Case) {
+    let l = c.lower(0);
+    write(l.join("f"), "");
+    let m = c.mount();
+    write(m.join("g"), "");
+    mkfifo(m.join("p"), 0o600).unwrap();
+    symlink("f", m.join("s"));
+    for n in ["f", "g", "p", "s"] {
+        assert_eq!(lstat(m.join(n)).unwrap().nlink(), 1, "{n}");
+    }
+}
+
+fn root_and_dotdot(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("d/e"));
+    let m = c.mount();
+    let root = lstat(&m).unwrap();
+    assert!(root.is_dir());
+    assert_eq!(lstat(m.join("d/e/../..")).unwrap().ino(), root.ino());
+    let raw = raw_readdir(m.join("d")).unwrap();
+    let dot = raw.iter().find(|(n, _)| n == ".").expect(". listed");
+    let dotdot = raw.iter().find(|(n, _)| n == "..").expect(".. listed");
+    assert_ne!(dot.1, 0);
+    assert_ne!(dotdot.1, 0);
+}
+
+cases!(inode:
+    hardlink_new_file,
+    hardlinks_in_lower_share_ino,
+    link_count_three,
+    link_errors,
+    link_symlink_itself,
+    ino_stable_over_time,
+    ino_stable_across_copy_up,
+    ino_stable_while_open_and_renamed,
+    distinct_inos_same_fs,
+    distinct_inos_lowers_on_different_filesystems,
+    readdir_d_ino_matches_stat,
+    dir_nlink_sane,
+    file_nlink_one,
+    root_and_dotdot,
+);
