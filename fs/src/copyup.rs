@@ -84,13 +84,8 @@ impl Fs {
             return Ok(());
         }
         self.copy_up(parent)?;
-        let dir = self.path_of(parent)?;
-        let src_dir = sys::open_beneath(
-            self.layer_fd(e.top)?,
-            &dir,
-            libc::O_PATH | libc::O_DIRECTORY,
-        )?;
-        let up_dir = sys::open_beneath(self.layer_fd(0)?, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let src_dir = self.dirfd(parent, e.top)?;
+        let up_dir = self.dirfd(parent, 0)?;
         let st = sys::fstatat(src_dir.as_fd(), &name)?;
         let pst = sys::fstat(up_dir.as_fd())?;
         let work = self.work_fd()?;
@@ -219,8 +214,7 @@ impl Fs {
                 Err(err) => return Err(err),
             }
         }
-        let dir = self.path_of(ino)?;
-        let up = sys::open_beneath(self.layer_fd(0)?, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let up = self.dirfd(ino, 0)?;
         self.with_index_mut(ino, |ix| {
             if ix.entries.values().any(|e| e.visible() && e.top != 0) {
                 return Err(Errno::EAGAIN);

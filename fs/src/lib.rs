@@ -171,7 +171,16 @@ pub fn mount(opts: MountOptions, mountpoint: &Path) -> Result<Mount, Error> {
         source,
     };
     let mp = mountpoint.canonicalize().map_err(merr)?;
-    let threads = if opts.threads == 0 { 4 } else { opts.threads };
+    // Default: one thread per core, at least 2 (a long copy-up must not stall other requests)
+    // and at most 4 (more only adds context switches on small machines).
+    let threads = if opts.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 4)
+    } else {
+        opts.threads
+    };
     let fsname = if opts.fsname.is_empty() {
         "strata".to_string()
     } else {

@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 
@@ -43,10 +44,9 @@ impl Fs {
     }
 
     /// Open the upper directory of merged directory `ino` (copying it up first).
-    pub(crate) fn upper_dir(&self, ino: u64) -> R<OwnedFd> {
+    pub(crate) fn upper_dir(&self, ino: u64) -> R<Arc<OwnedFd>> {
         self.copy_up(ino)?;
-        let p = self.path_of(ino)?;
-        sys::open_beneath(self.layer_fd(0)?, &p, libc::O_PATH | libc::O_DIRECTORY)
+        self.dirfd(ino, 0)
     }
 
     /// The inode number for a new upper object, avoiding numbers still used by unlinked nodes.
@@ -285,6 +285,7 @@ impl Fs {
         })?;
         self.drop_name(e.ino, parent, name);
         if dir {
+            self.drop_dirfds(e.ino);
             if let Ok(n) = self.node(e.ino) {
                 *n.dir.write() = None;
             }
@@ -551,6 +552,9 @@ impl Fs {
         drop(gb);
         if let Some(dv) = dvis {
             self.drop_name(dv.ino, newparent, newname);
+            if dv.kind == libc::S_IFDIR {
+                self.drop_dirfds(dv.ino);
+            }
         }
         self.rename_node(s.ino, parent, name, newparent, newname);
         Ok(())
