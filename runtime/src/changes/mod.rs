@@ -11,6 +11,7 @@
 
 mod commit;
 mod config;
+mod container;
 mod diff;
 pub mod fsutil;
 mod instructions;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use commit::{commit, CommitRequest};
 pub use config::{commit_config, CommitMeta};
+pub use container::{commit_container, container_diff, CommitOptions};
 pub use diff::{diff, diff_filtered};
 pub use instructions::apply_changes;
 pub use layer::{write_changes_tar, write_layer_tar, LayerDigests};
