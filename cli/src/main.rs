@@ -27,6 +27,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Download an image from a registry
     Pull(cmd::pull::Args),
@@ -84,6 +85,9 @@ enum Command {
     System(cmd::system::Args),
     /// Mount a container's root filesystem and print where
     Mount(cmd::mount::Args),
+    /// Internal: the per-container supervisor process
+    #[command(name = "__supervise", hide = true)]
+    Supervise(cmd::run::SuperviseArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         Command::Commit(a) => cmd::commit::run(&cli.global, a),
         Command::System(a) => cmd::system::run(&cli.global, a),
         Command::Mount(a) => cmd::mount::run(&cli.global, a),
+        Command::Supervise(a) => cmd::run::run_supervise(&cli.global, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

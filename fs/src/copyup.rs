@@ -16,9 +16,17 @@ use crate::core::{Fs, ROOT_INO};
 use crate::index::XATTR_OPAQUE;
 use crate::sys::{self, R};
 
-/// Overlay-private xattr names: never copied, never shown.
+/// Overlay-private xattr names (kernel overlayfs's, and fuse-overlayfs's own): never copied,
+/// never shown.
 pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    [
+        &b"trusted.overlay."[..],
+        b"user.overlay.",
+        b"user.fuseoverlayfs.",
+        b"trusted.fuseoverlayfs.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// Copy the xattrs of `src_dir/src_name` to `dst_dir/dst_name`, except overlay-private ones.
@@ -84,13 +92,8 @@ impl Fs {
             return Ok(());
         }
         self.copy_up(parent)?;
-        let dir = self.path_of(parent)?;
-        let src_dir = sys::open_beneath(
-            self.layer_fd(e.top)?,
-            &dir,
-            libc::O_PATH | libc::O_DIRECTORY,
-        )?;
-        let up_dir = sys::open_beneath(self.layer_fd(0)?, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let src_dir = self.dirfd(parent, e.top)?;
+        let up_dir = self.dirfd(parent, 0)?;
         let st = sys::fstatat(src_dir.as_fd(), &name)?;
         let pst = sys::fstat(up_dir.as_fd())?;
         let work = self.work_fd()?;
@@ -219,8 +222,7 @@ impl Fs {
                 Err(err) => return Err(err),
             }
         }
-        let dir = self.path_of(ino)?;
-        let up = sys::open_beneath(self.layer_fd(0)?, &dir, libc::O_PATH | libc::O_DIRECTORY)?;
+        let up = self.dirfd(ino, 0)?;
         self.with_index_mut(ino, |ix| {
             if ix.entries.values().any(|e| e.visible() && e.top != 0) {
                 return Err(Errno::EAGAIN);
@@ -236,7 +238,7 @@ impl Fs {
                     Ok(()) | Err(Errno::ENOENT) => {}
                     Err(e) => return Err(e),
                 }
-                ix.entries.remove(w);
+                ix.del(w);
             }
             sys::lsetxattr(
                 up.as_fd(),

@@ -27,6 +27,26 @@ pub const ROOT_INO: u64 = 1;
 
 /// A directory listing: (name, ino, `S_IFMT` kind).
 pub type DirList = Vec<(OsString, u64, u32)>;
+
+/// One directory entry as readdir returns it; `off` is the cookie to resume after it.
+#[derive(Clone, Debug)]
+pub struct DirEnt {
+    pub name: OsString,
+    pub ino: u64,
+    pub kind: u32,
+    pub off: u64,
+}
+
+impl DirEnt {
+    fn new(name: &str, ino: u64, kind: u32, off: u64) -> DirEnt {
+        DirEnt {
+            name: OsString::from(name),
+            ino,
+            kind,
+            off,
+        }
+    }
+}
 const INO_SHIFT: u32 = 48;
 const FALLBACK_BASE: u64 = 0xFFFF << INO_SHIFT;
 
@@ -97,13 +117,17 @@ struct InoMap {
     next_fallback: u64,
 }
 
-/// Where a merged object lives: layer, parent directory path, name (empty name = the root).
+/// Where a merged object lives: its layer, the merged directory holding it (`parent`, 0 for the
+/// root itself) and its name there (empty for the root).
 #[derive(Clone, Debug)]
 pub(crate) struct Loc {
     pub layer: LayerId,
-    pub dir: Vec<u8>,
+    pub parent: u64,
     pub name: OsString,
 }
+
+/// Most directory fds kept open (the fd limit is shared with open files).
+const DIRFD_CACHE_MAX: usize = 4096;
 
 pub struct Fs {
     pub(crate) layers: Vec<Layer>,
@@ -116,6 +140,10 @@ pub struct Fs {
     pub(crate) tmp_counter: AtomicU64,
     pub(crate) fsync_copyup: bool,
     pub(crate) handles: crate::file::Handles,
+    /// `O_PATH` fds of merged directories in each layer: (dir ino, layer) -> fd. A directory fd
+    /// follows its directory through renames, so entries stay valid for the node's life; they
+    /// are dropped when the directory is removed or forgotten.
+    dirfds: Mutex<HashMap<(u64, LayerId), Arc<OwnedFd>>>,
     /// Tells the kernel to drop its cached attributes of an inode (set by the FUSE adapter).
     notify: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
 }
@@ -168,6 +196,7 @@ impl Fs {
             fsync_copyup: cfg.fsync_copyup,
             handles: crate::file::Handles::default(),
             notify: std::sync::OnceLock::new(),
+            dirfds: Mutex::new(HashMap::new()),
         };
         let root = Arc::new(Node::new(ROOT_INO, libc::S_IFDIR, 0, OsStr::new("")));
         root.lookups.store(1, Ordering::Relaxed);
@@ -255,6 +284,33 @@ impl Fs {
         self.work.as_ref().map(|f| f.as_fd()).ok_or(Errno::EROFS)
     }
 
+    /// An `O_PATH` fd of merged directory `ino` in layer `l` (cached).
+    pub(crate) fn dirfd(&self, ino: u64, l: LayerId) -> R<Arc<OwnedFd>> {
+        if let Some(fd) = self.dirfds.lock().get(&(ino, l)) {
+            return Ok(fd.clone());
+        }
+        let path = self.path_of(ino)?;
+        let fd = Arc::new(sys::open_beneath(
+            self.layer_fd(l)?,
+            &path,
+            libc::O_PATH | libc::O_DIRECTORY,
+        )?);
+        let mut c = self.dirfds.lock();
+        if c.len() >= DIRFD_CACHE_MAX {
+            let victims: Vec<_> = c.keys().take(DIRFD_CACHE_MAX / 4).copied().collect();
+            for k in victims {
+                c.remove(&k);
+            }
+        }
+        c.insert((ino, l), fd.clone());
+        Ok(fd)
+    }
+
+    /// Forget the cached fds of directory `ino` (removed, replaced or forgotten).
+    pub(crate) fn drop_dirfds(&self, ino: u64) {
+        self.dirfds.lock().retain(|k, _| k.0 != ino);
+    }
+
     /// The merged path of a node (empty for the root).
     pub(crate) fn path_of(&self, ino: u64) -> R<Vec<u8>> {
         let mut comps: Vec<OsString> = Vec::new();
@@ -335,8 +391,7 @@ impl Fs {
     fn rebuild_index(&self, n: &Node) -> R<()> {
         let gen = self.gen.load(Ordering::Acquire);
         let cand = self.candidate_layers(n.ino)?;
-        let path = self.path_of(n.ino)?;
-        let ix = self.build_index(&path, &cand, gen)?;
+        let ix = self.build_index(n.ino, &cand, gen)?;
         let mut g = n.dir.write();
         if g.as_ref().is_none_or(|old| old.gen != gen) {
             *g = Some(ix);
@@ -344,15 +399,14 @@ impl Fs {
         Ok(())
     }
 
-    pub(crate) fn build_index(&self, path: &[u8], cand: &[LayerId], gen: u64) -> R<DirIndex> {
+    pub(crate) fn build_index(&self, ino: u64, cand: &[LayerId], gen: u64) -> R<DirIndex> {
         let mut entries = HashMap::new();
         let mut layers = Vec::new();
         for &l in cand {
-            let fd = match sys::open_beneath(
-                self.layer_fd(l)?,
-                path,
-                libc::O_RDONLY | libc::O_DIRECTORY,
-            ) {
+            let fd = match self
+                .dirfd(ino, l)
+                .and_then(|d| sys::open_beneath(d.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY))
+            {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) if !layers.is_empty() => continue,
                 Err(e) => return Err(e),
@@ -368,11 +422,7 @@ impl Fs {
             }
         }
         index::finish(&mut entries);
-        Ok(DirIndex {
-            gen,
-            layers,
-            entries,
-        })
+        Ok(DirIndex::new(gen, layers, entries))
     }
 
     /// The index entry for `name` in directory `parent` (whiteouts included).
@@ -386,7 +436,7 @@ impl Fs {
             let l = self.with_index(ROOT_INO, |ix| ix.layers.first().copied())?;
             return Ok(Loc {
                 layer: l.ok_or(Errno::EIO)?,
-                dir: Vec::new(),
+                parent: 0,
                 name: OsString::new(),
             });
         }
@@ -398,18 +448,19 @@ impl Fs {
             .ok_or(Errno::ENOENT)?;
         Ok(Loc {
             layer: e.top,
-            dir: self.path_of(p)?,
+            parent: p,
             name,
         })
     }
 
-    /// An `O_PATH` fd of the directory holding `loc` in its layer.
-    pub(crate) fn loc_dir(&self, loc: &Loc) -> R<OwnedFd> {
-        sys::open_beneath(
-            self.layer_fd(loc.layer)?,
-            &loc.dir,
-            libc::O_PATH | libc::O_DIRECTORY,
-        )
+    /// An `O_PATH` fd of the directory holding `loc` in its layer (the root itself for the root).
+    pub(crate) fn loc_dir(&self, loc: &Loc) -> R<Arc<OwnedFd>> {
+        let dir = if loc.parent == 0 {
+            ROOT_INO
+        } else {
+            loc.parent
+        };
+        self.dirfd(dir, loc.layer)
     }
 
     pub(crate) fn stat_loc(&self, loc: &Loc) -> R<libc::stat> {
@@ -487,7 +538,12 @@ impl Fs {
                 Ordering::Relaxed,
             );
             if prev <= nlookup {
+                let dir = n.is_dir();
                 t.remove(&ino);
+                drop(t);
+                if dir {
+                    self.drop_dirfds(ino);
+                }
             }
         }
     }
@@ -524,29 +580,48 @@ impl Fs {
         sys::readlinkat(d.as_fd(), &loc.name)
     }
 
-    /// A snapshot of the merged directory: (name, ino, kind), with `.` and `..` first.
-    pub fn list_dir(&self, ino: u64) -> R<DirList> {
+    /// Up to `max` entries of directory `ino` after readdir cookie `offset` (0 = from the
+    /// start), in the directory's stable order: `.` (cookie 1), `..` (2), then the entries.
+    pub fn read_dir(&self, ino: u64, offset: u64, max: usize) -> R<Vec<DirEnt>> {
         let _ns = self.ns.read_recursive();
-        let parent = if ino == ROOT_INO {
-            ROOT_INO
-        } else {
-            self.node(ino)?.primary().map(|p| p.0).unwrap_or(ROOT_INO)
-        };
-        let mut out = vec![
-            (OsString::from("."), ino, libc::S_IFDIR),
-            (OsString::from(".."), parent, libc::S_IFDIR),
-        ];
+        let mut out = Vec::new();
+        if offset < 2 {
+            let parent = if ino == ROOT_INO {
+                ROOT_INO
+            } else {
+                self.node(ino)?.primary().map(|p| p.0).unwrap_or(ROOT_INO)
+            };
+            if offset == 0 {
+                out.push(DirEnt::new(".", ino, libc::S_IFDIR, 1));
+            }
+            out.push(DirEnt::new("..", parent, libc::S_IFDIR, 2));
+        }
         self.with_index(ino, |ix| {
-            let mut v: Vec<_> = ix
-                .entries
-                .iter()
-                .filter(|(_, e)| e.visible())
-                .map(|(n, e)| (n.clone(), e.ino, e.kind))
-                .collect();
-            v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            out.extend(v);
+            let from = offset.max(2) + 1;
+            for (&seq, name) in ix.order.range(from..) {
+                if out.len() >= max {
+                    break;
+                }
+                if let Some(e) = ix.entries.get(name).filter(|e| e.visible()) {
+                    out.push(DirEnt {
+                        name: name.clone(),
+                        ino: e.ino,
+                        kind: e.kind,
+                        off: seq,
+                    });
+                }
+            }
         })?;
         Ok(out)
+    }
+
+    /// The whole merged directory as (name, ino, kind), `.` and `..` first.
+    pub fn list_dir(&self, ino: u64) -> R<DirList> {
+        Ok(self
+            .read_dir(ino, 0, usize::MAX)?
+            .into_iter()
+            .map(|d| (d.name, d.ino, d.kind))
+            .collect())
     }
 
     pub fn statfs(&self) -> R<libc::statvfs> {
