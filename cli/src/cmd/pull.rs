@@ -102,7 +102,6 @@ pub fn open_store(global: &Global) -> anyhow::Result<Store> {
 
 /// Pull `reference` for `run`/`create` when it is not in the store: Docker prints its progress
 /// on stderr there (`Unable to find image` comes first, printed by the caller).
-#[allow(dead_code)] // called by `run`/`create` once they pull missing images
 pub fn pull_for_run(global: &Global, reference: &Reference) -> anyhow::Result<PullOutcome> {
     let store = open_store(global)?;
     let opts = PullOptions {
