@@ -229,10 +229,16 @@ fn host_of(url: &str) -> &str {
 /// Whether a failure is worth another try: connection problems, timeouts, 5xx and 429.
 pub fn is_transient(e: &RegistryError) -> bool {
     match e {
-        RegistryError::Transport { source, .. } => !matches!(
-            **source,
-            ureq::Error::BadUri(_) | ureq::Error::HostNotFound | ureq::Error::Http(_)
-        ),
+        RegistryError::Transport { source, .. } => match &**source {
+            ureq::Error::BadUri(_) | ureq::Error::HostNotFound | ureq::Error::Http(_) => false,
+            // getaddrinfo's EAI_NONAME / EAI_NODATA: the name does not exist; retrying will not
+            // help (EAI_AGAIN, "Temporary failure in name resolution", is retried).
+            ureq::Error::Io(io) => {
+                let m = io.to_string();
+                !(m.contains("Name or service not known") || m.contains("No address associated"))
+            }
+            _ => true,
+        },
         RegistryError::Api { status, .. } => *status >= 500 || *status == 429,
         RegistryError::BodyIo { .. } | RegistryError::BadRange { .. } => true,
         _ => false,
