@@ -159,6 +159,7 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 /// The error every verb returns until it is built.
+#[allow(dead_code)]
 pub fn not_implemented(verb: &str) -> anyhow::Result<()> {
     anyhow::bail!("`strata {verb}` is not implemented yet")
 }
