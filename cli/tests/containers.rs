@@ -573,3 +573,32 @@ fn network_modes() {
     assert_eq!(r.code, Some(125));
     assert!(r.stderr.contains("conflicting options"), "{r:?}");
 }
+
+#[test]
+fn attached_cli_proxies_signals_and_one_supervisor_per_container() {
+    let s = setup(&default_driver());
+    let mut c = s.command(&[
+        "run",
+        "--name",
+        "sig",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let ready = eventually(Duration::from_secs(20), || {
+        (s.run(&["logs", "sig"]).stdout == "ready\n").then_some(())
+    });
+    assert!(ready.is_some());
+    // A second start of a running container does not start a second supervisor.
+    assert_eq!(s.ok(&["start", "sig"]), "sig\n");
+    // SAFETY: signalling the CLI this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = strata_testkit::container::wait_output(child, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\ngot-term\n");
+    assert!(mounts_under(s.root_path()).is_empty());
+}

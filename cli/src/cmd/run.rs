@@ -283,6 +283,32 @@ pub(crate) fn ignore_terminal_signals() {
     }
 }
 
+/// Docker's sig-proxy: signals sent to the attached CLI (SIGTERM, SIGHUP, SIGUSR1/2) go to the
+/// supervisor, which forwards them to the container's init.
+pub(crate) fn proxy_signals(supervisor: Option<u32>) {
+    use nix::sys::signal::{kill, SigSet, Signal};
+    let Some(pid) = supervisor else { return };
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    if set.thread_block().is_err() {
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("sig-proxy".to_string())
+        .spawn(move || loop {
+            if let Ok(sig) = set.wait() {
+                let _ = kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+            }
+        });
+}
+
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let network = NetworkMode::parse(&args.network).ok_or_else(|| {
         tool_error(anyhow::anyhow!(
@@ -368,6 +394,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 return Err(failed_start(&rt, &c, e));
             }
         };
+        proxy_signals(handle.pid());
         let code = handle.wait().unwrap_or(125);
         drop(raw);
         Err(ExitStatus(code.clamp(0, 255) as u8).into())

@@ -1,6 +1,6 @@
 //! `strata start`.
 
-use super::run::{ignore_terminal_signals, launcher, runtime, start_error, RawMode};
+use super::run::{ignore_terminal_signals, launcher, proxy_signals, runtime, start_error, RawMode};
 use super::stop::each;
 use super::{ExitStatus, Global};
 
@@ -30,6 +30,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         let raw = RawMode::enable(c.config.tty);
         ignore_terminal_signals();
         let handle = rt.start(&c, &launcher, true).map_err(start_error)?;
+        proxy_signals(handle.pid());
         let code = handle.wait().unwrap_or(125);
         drop(raw);
         return Err(ExitStatus(code.clamp(0, 255) as u8).into());

@@ -156,6 +156,21 @@ fn final_env(env: &[String], home: &str) -> Vec<String> {
 }
 
 fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>) -> Result<i32> {
+    let paths = rt.paths(id);
+    std::fs::create_dir_all(&paths.run_dir).map_err(io_at(&paths.run_dir))?;
+    // One supervisor per container: held for our whole life, released by the kernel at exit.
+    let lock_path = paths.run_dir.join("supervisor.lock");
+    let lock_file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_at(&lock_path))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| ContainerError::Start {
+            code: 125,
+            msg: format!("container {id} is already running"),
+        })?;
     let mut c = rt.load(id)?;
     if !c.state.status.can_start() {
         return Err(ContainerError::Start {
