@@ -602,3 +602,55 @@ fn attached_cli_proxies_signals_and_one_supervisor_per_container() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\ngot-term\n");
     assert!(mounts_under(s.root_path()).is_empty());
 }
+
+#[test]
+fn bind_volumes() {
+    let s = setup(&default_driver());
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from host\n").unwrap();
+    let rw = format!("{}:/data", host.path().display());
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &rw,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/in; echo from ctr > /data/out",
+    ]);
+    assert_eq!(out, "from host\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out")).unwrap(),
+        "from ctr\n"
+    );
+    let ro = format!("{}:/data:ro", host.path().display());
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &ro,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/in; echo x > /data/nope",
+    ]);
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("Read-only file system"), "{r:?}");
+    assert!(!host.path().join("nope").exists());
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "/nonexistent-strata-src:/x",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr.contains("bind source path does not exist"),
+        "{r:?}"
+    );
+    assert!(mounts_under(s.root_path()).is_empty());
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+}
