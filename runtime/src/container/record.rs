@@ -232,6 +232,24 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ContainerE
     write_atomic(path, &data)
 }
 
+/// Write JSON runtime state that need not survive a crash (the bundle under `--runroot`): temp
+/// file and rename, no fsync.
+pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<(), ContainerError> {
+    let data = serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io = |source| ContainerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(&data).map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ContainerError> {
     let data = fs::read(path).map_err(|source| ContainerError::Io {
         path: path.to_path_buf(),

@@ -377,7 +377,7 @@ pub(super) fn build_spec(c: &Container, mounted: &dyn Mounted, attached: bool) -
     }
     let bundle = c.paths.bundle();
     std::fs::create_dir_all(&bundle).map_err(io_at(&bundle))?;
-    record::write_json(&bundle.join("config.json"), &spec)?;
+    record::write_json_volatile(&bundle.join("config.json"), &spec)?;
     Ok(spec)
 }
 
