@@ -654,3 +654,43 @@ fn bind_volumes() {
     assert!(mounts_under(s.root_path()).is_empty());
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn stdin_with_i_for_run_and_exec() {
+    use std::io::Write as _;
+    let s = setup(&default_driver());
+    let feed = |args: &[&str], input: &str| {
+        let mut c = s.command(args);
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        strata_testkit::container::wait_output(child, Duration::from_secs(30))
+    };
+    let out = feed(
+        &[
+            "run",
+            "--rm",
+            "-i",
+            "busybox",
+            "sh",
+            "-c",
+            "read x; echo got $x; cat",
+        ],
+        "line1\nrest\n",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got line1\nrest\n");
+    assert_eq!(out.status.code(), Some(0));
+    s.ok(&["run", "-d", "--name", "ib", "busybox", "sleep", "1000"]);
+    let out = feed(&["exec", "-i", "ib", "sh", "-c", "tr a-z A-Z"], "shout\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SHOUT\n");
+    // Without -i the process gets no stdin (EOF at once).
+    let out = feed(&["exec", "ib", "sh", "-c", "cat; echo done"], "ignored\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
+}
