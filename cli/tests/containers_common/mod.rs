@@ -39,7 +39,7 @@ pub fn setup(driver: &str) -> Strata {
     s
 }
 
-/// The driver the main container tests use: `STRATA_TEST_DRIVER`, else overlay (fuse once wired).
+/// The driver the main container tests use: `STRATA_TEST_DRIVER`, else fuse.
 pub fn default_driver() -> String {
-    std::env::var("STRATA_TEST_DRIVER").unwrap_or_else(|_| "overlay".to_string())
+    std::env::var("STRATA_TEST_DRIVER").unwrap_or_else(|_| "fuse".to_string())
 }

@@ -235,3 +235,4 @@ macro_rules! suite {
 
 suite!(vfs, "vfs");
 suite!(overlay, "overlay");
+suite!(fuse, "fuse");
