@@ -135,10 +135,15 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
     added
 }
 
-/// Flush the filesystem mounted at `path` (best effort: a container that just stopped has no
-/// mount any more, and then nothing is cached either).
+/// Flush a FUSE filesystem mounted at `path`, so pages the kernel still caches (writeback)
+/// reach the server and the upper dir. Kernel overlayfs writes straight to the upper dir's page
+/// cache, and its `syncfs` would sync the whole host filesystem: skipped. Best effort: a
+/// container that just stopped has no mount any more, and then nothing is cached either.
 pub(crate) fn sync_fs(path: &Path) {
-    if let Ok(f) = File::open(path) {
+    let Ok(f) = File::open(path) else { return };
+    let fuse = nix::sys::statfs::fstatfs(&f)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
+    if fuse {
         let _ = nix::unistd::syncfs(&f);
     }
 }
