@@ -236,6 +236,57 @@ fn dangling_images_and_prune() {
 }
 
 #[test]
+fn prune_filters() {
+    let env = Env::new();
+    let old = env.load_busybox("busybox:latest");
+    env.ok(&["tag", "busybox", "keep:me"]);
+    env.ok(&["rmi", "busybox"]);
+    env.ok(&["rmi", "keep:me"]);
+    // Untagged by rmi means deleted; make a dangling one by moving a tag instead.
+    assert_eq!(env.ok(&["images", "-a", "-q"]), "");
+    env.load_busybox("busybox:latest");
+    let mut spec = ImageSpec::new(
+        &["busybox:latest"],
+        vec![fixtures::busybox_layer().unwrap()],
+    );
+    spec.config["created"] = serde_json::json!("2024-06-01T00:00:00Z");
+    spec.config["config"]["Labels"] = serde_json::json!({"keep": "yes"});
+    let archive = env.path("new.tar");
+    fixtures::write_docker_archive(&archive, &[spec]).unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    // until= older than the dangling image: nothing pruned.
+    let out = env.ok(&[
+        "image",
+        "prune",
+        "-f",
+        "--filter",
+        "until=2023-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+    // label!= keeps the labelled (tagged) one with -a, prunes the dangling one.
+    let out = env.ok(&[
+        "image",
+        "prune",
+        "-a",
+        "-f",
+        "--filter",
+        "label!=keep=yes",
+        "--filter",
+        "until=24h",
+    ]);
+    assert!(
+        out.starts_with(&format!("Deleted Images:\ndeleted: {old}\n")),
+        "{out}"
+    );
+    assert_eq!(
+        env.ok(&["images", "--format", "{{.Repository}}"]),
+        "busybox\n"
+    );
+    let (_, err) = env.err(&["image", "prune", "-f", "--filter", "color=red"]);
+    assert_eq!(err, "Error: invalid filter 'color'\n");
+}
+
+#[test]
 fn tag_and_rmi_rules() {
     let env = Env::new();
     let id = env.load_busybox("busybox:latest");
@@ -581,4 +632,128 @@ fn hostile_layer_tar_cli() {
     assert!(err.contains("refusing unsafe archive entry"), "{err}");
     assert_eq!(env.listing(), before);
     assert!(!std::path::Path::new("/tmp/strata-pwned").exists());
+}
+
+#[test]
+fn concurrent_commands_never_lose_updates() {
+    let env = Env::new();
+    let archive = env.path("bb.tar");
+    let id = fixtures::busybox_archive(&archive, "busybox:latest").unwrap();
+    // Two loads of the same archive at once: both succeed, one image, one layer.
+    let a = env
+        .cmd(&["load", "-i", archive.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = env
+        .cmd(&["load", "-i", archive.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for c in [a, b] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(env.ok(&["images", "-q", "--no-trunc"]), format!("{id}\n"));
+    assert_eq!(
+        std::fs::read_dir(env.root.join("layers")).unwrap().count(),
+        1
+    );
+    // Twelve tag commands at once: all twelve tags exist afterwards.
+    let children: Vec<_> = (0..12)
+        .map(|i| {
+            env.cmd(&["tag", "busybox", &format!("t{i}:v")])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let tags = env.ok(&["images", "--format", "{{.Repository}}"]);
+    assert_eq!(tags.lines().count(), 13, "{tags}");
+}
+
+#[test]
+fn intermediate_images_history_lineage_and_parent_pruning() {
+    use strata_runtime::reference::Reference;
+    use strata_runtime::store::Store;
+    let env = Env::new();
+    let store = Store::open(&env.root).unwrap();
+    let base_layer = fixtures::busybox_layer().unwrap();
+    let mut top = LayerTar::new();
+    top.file("etc/committed", b"yes\n", 0o644);
+    let top = top.into_bytes();
+    store.add_layer(&base_layer[..], None, None).unwrap();
+    let base_chain = strata_runtime::store::ChainId::parse(&fixtures::sha256(&base_layer)).unwrap();
+    store.add_layer(&top[..], Some(&base_chain), None).unwrap();
+    let mut base = ImageSpec::new(&[], vec![base_layer.clone()]);
+    base.config["history"] = serde_json::json!([
+        {"created": "2024-01-01T00:00:00Z", "created_by": "ADD rootfs"},
+        {"created": "2024-01-01T00:00:01Z", "created_by": "CMD [\"sh\"]", "empty_layer": true}
+    ]);
+    let base_id = store.add_image(&base.config_bytes(), &[], None).unwrap();
+    let mut child = ImageSpec::new(&[], vec![base_layer, top]);
+    child.config["created"] = serde_json::json!("2024-03-01T00:00:00Z");
+    child.config["history"] = serde_json::json!([
+        {"created": "2024-01-01T00:00:00Z", "created_by": "ADD rootfs"},
+        {"created": "2024-01-01T00:00:01Z", "created_by": "CMD [\"sh\"]", "empty_layer": true},
+        {"created": "2024-03-01T00:00:00Z", "created_by": "sh", "comment": "committed"}
+    ]);
+    let r = Reference::parse_with_default_tag("app:v1").unwrap();
+    let child_id = store
+        .add_image(&child.config_bytes(), &[r], Some(&base_id))
+        .unwrap();
+    // Intermediate (untagged parent) hidden without -a.
+    assert_eq!(env.ok(&["images", "-q"]), format!("{}\n", child_id.short()));
+    assert_eq!(
+        env.ok(&[
+            "images",
+            "-a",
+            "--format",
+            "{{.Repository}}:{{.Tag}} {{.ID}}"
+        ]),
+        format!(
+            "app:v1 {}\n<none>:<none> {}\n",
+            child_id.short(),
+            base_id.short()
+        )
+    );
+    assert_eq!(env.ok(&["images", "-q", "-f", "dangling=true"]), "");
+    // History: the child, then its parent, then <missing>.
+    assert_eq!(
+        env.ok(&[
+            "history",
+            "--format",
+            "{{.ID}} {{.CreatedBy}} {{.Comment}}",
+            "app:v1"
+        ]),
+        format!(
+            "{} sh committed\n{} CMD [\"sh\"] \n<missing> ADD rootfs \n",
+            child_id.short(),
+            base_id.short()
+        )
+    );
+    let v: Value = serde_json::from_str(&env.ok(&["inspect", "app:v1"])).unwrap();
+    assert_eq!(v[0]["Parent"], base_id.as_str());
+    // The parent cannot go while it has a child.
+    let (_, err) = env.err(&["rmi", base_id.short()]);
+    assert_eq!(
+        err,
+        format!("Error: conflict: unable to delete {} (cannot be forced) - image has dependent child images\n", base_id.short())
+    );
+    // Removing the child prunes the untagged parent too (unless --no-prune).
+    let out = env.ok(&["rmi", "app:v1"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Untagged: app:v1");
+    assert_eq!(lines[1], format!("Deleted: {child_id}"));
+    assert!(
+        lines.contains(&format!("Deleted: {base_id}").as_str()),
+        "{out}"
+    );
+    assert_eq!(env.ok(&["images", "-a", "-q"]), "");
+    assert!(std::fs::read_dir(env.root.join("layers"))
+        .unwrap()
+        .next()
+        .is_none());
 }

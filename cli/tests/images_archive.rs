@@ -352,6 +352,40 @@ fn hostile_archives_are_refused_cleanly() {
         &std::fs::read(&p).unwrap(),
         "invalid reference format",
     );
+    // Outer-archive names that point outside the archive are never followed to the host.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "l/layer.tar", "/etc/passwd").unwrap();
+    let cfg = config_with(&[
+        fixtures::sha256(&std::fs::read("/etc/passwd").unwrap()),
+        fixtures::sha256(b"x"),
+    ]);
+    let id = fixtures::sha256(&cfg);
+    let name = format!("{}.json", &id[7..]);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(cfg.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, &name, &cfg[..]).unwrap();
+    let manifest = json!([{"Config": name, "RepoTags": ["p:1"], "Layers": ["l/layer.tar", "../../etc/shadow"]}]).to_string();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(manifest.len() as u64);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "manifest.json", manifest.as_bytes())
+        .unwrap();
+    assert_load_refused(&env, &b.into_inner().unwrap(), "not found in archive");
+    let (_, err) = env.err(&["load", "-i", "/nonexistent/strata.tar"]);
+    assert_eq!(
+        err,
+        "Error: open /nonexistent/strata.tar: no such file or directory\n"
+    );
+    let (_, err) = env.err(&["import", "/nonexistent/strata.tar"]);
+    assert_eq!(
+        err,
+        "Error: open /nonexistent/strata.tar: no such file or directory\n"
+    );
     // Empty stdin.
     let before = env.listing();
     let o = env.run_stdin(&["load"], b"");
@@ -361,4 +395,70 @@ fn hostile_archives_are_refused_cleanly() {
         "Error: requested load from stdin, but stdin is empty\n"
     );
     assert_eq!(env.listing(), before);
+}
+
+fn podman(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = Command::new("podman")
+        .arg("--root")
+        .arg(dir.join("proot"))
+        .arg("--runroot")
+        .arg(dir.join("prun"))
+        .arg("--tmpdir")
+        .arg(dir.join("ptmp"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+            "--cgroup-manager",
+            "cgroupfs",
+        ])
+        .args(args)
+        .env("XDG_CONFIG_HOME", dir.join("pconfig"))
+        .env("XDG_DATA_HOME", dir.join("pdata"))
+        .output()
+        .expect("podman is installed by scripts/setup");
+    assert!(
+        o.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn podman_loads_what_save_writes_and_back() {
+    let env = Env::new();
+    let spec = fixtures::layered_spec("web:v2").unwrap();
+    let archive = env.path("web.tar");
+    let web = fixtures::write_docker_archive(&archive, &[spec])
+        .unwrap()
+        .remove(0);
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let saved = env.path("saved.tar");
+    env.ok(&["save", "-o", saved.to_str().unwrap(), "web:v2"]);
+    let pdir = env.path("podman");
+    let out = podman(&pdir, &["load", "-i", saved.to_str().unwrap()]);
+    assert!(
+        out.contains("Loaded image: docker.io/library/web:v2"),
+        "{out}"
+    );
+    let ids = podman(&pdir, &["images", "--no-trunc", "--format", "{{.ID}}"]);
+    assert_eq!(ids.trim(), web.as_str());
+    let back = env.path("podman.tar");
+    podman(
+        &pdir,
+        &[
+            "save",
+            "-o",
+            back.to_str().unwrap(),
+            "docker.io/library/web:v2",
+        ],
+    );
+    let env2 = Env::new();
+    assert_eq!(
+        env2.ok(&["load", "-i", back.to_str().unwrap()]),
+        "Loaded image: web:v2\n"
+    );
+    assert_eq!(env2.ok(&["images", "-q", "--no-trunc"]), format!("{web}\n"));
 }

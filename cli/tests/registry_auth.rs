@@ -220,3 +220,63 @@ fn redirected_blobs_do_not_carry_credentials() {
         "no credentials sent to another host: {cdn_heads:?}"
     );
 }
+
+#[test]
+fn credential_helper_stores_gets_and_erases() {
+    let reg = Registry::start_basic("dave", "pw2");
+    push_image(&reg, "bb:1", &images::image(vec![images::busybox()]));
+    let addr = reg.addr();
+    let env = Env::new();
+    // A real helper executable speaking Docker's protocol, keeping its secret in one file.
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-strtest");
+    std::fs::write(
+        &helper,
+        "#!/bin/sh\nd=\"$(dirname \"$0\")/secret.json\"\ncase \"$1\" in\n\
+         store) cat > \"$d\" ;;\n\
+         get) read s; [ -f \"$d\" ] && cat \"$d\" || { echo 'credentials not found in native keychain'; exit 1; } ;;\n\
+         erase) read s; rm -f \"$d\" ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(env.auth_file(), r#"{"credsStore":"strtest"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |args: &[&str]| {
+        let out = env.command(args).env("PATH", &path).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["login", "-u", "dave", "-p", "pw2", &addr]);
+    assert_eq!((code, out.as_str()), (0, "Login Succeeded\n"), "{err}");
+    let secret: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bin.join("secret.json")).unwrap()).unwrap();
+    assert_eq!(secret["Username"], "dave");
+    assert_eq!(secret["Secret"], "pw2");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.auth_file()).unwrap()).unwrap();
+    assert_eq!(
+        doc["auths"][&addr],
+        serde_json::json!({}),
+        "no secret in the file"
+    );
+    let (code, out, err) = run(&["pull", &format!("{addr}/bb:1")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    let (code, out, _) = run(&["logout", &addr]);
+    assert_eq!(
+        (code, out),
+        (0, format!("Removing login credentials for {addr}\n"))
+    );
+    assert!(
+        !bin.join("secret.json").exists(),
+        "helper erased the secret"
+    );
+}

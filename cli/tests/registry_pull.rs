@@ -384,3 +384,173 @@ fn concurrent_pulls_of_one_image_share_the_store() {
     assert_eq!(env.store().layers().unwrap().len(), 3);
     assert!(env.partials().is_empty());
 }
+
+#[test]
+fn transient_503s_are_retried() {
+    let reg = Registry::start();
+    let img = images::image(vec![images::busybox()]);
+    push_image(&reg, "flaky:latest", &img);
+    // The next 3 requests fail (the manifest GET and its first retries): still under the 4 attempts.
+    let proxy = Proxy::start(&reg.addr(), Mode::Unavailable(3));
+    let env = Env::new();
+    let name = format!("{}/flaky", proxy.addr());
+    let out = env.ok(&["pull", &name]);
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    let manifest_gets = proxy
+        .heads()
+        .iter()
+        .filter(|h| h.contains("/manifests/latest"))
+        .count();
+    assert_eq!(manifest_gets, 4, "three 503s then success");
+    // A registry that stays unavailable: a clear error after the retries.
+    proxy.set_mode(Mode::Unavailable(100));
+    let (code, _, err) = env.run(&["pull", &format!("{}/flaky:other", proxy.addr())]);
+    assert_eq!(code, 1);
+    assert!(
+        err.ends_with("/v2/flaky/manifests/other\": received unexpected HTTP status: 503 Service Unavailable\n"),
+        "{err}"
+    );
+}
+
+#[test]
+fn layers_with_whiteouts_links_and_opaque_dirs() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use strata_testkit::fixtures::LayerTar;
+    let reg = Registry::start();
+    let mut upper = LayerTar::new();
+    upper
+        .whiteout("bin/vi")
+        .dir("etc", 0o755)
+        .opaque("etc")
+        .file("etc/hostname", b"pulled\n", 0o644)
+        .symlink("etc/link", "hostname")
+        .hardlink("etc/hard", "etc/hostname");
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer_from_tar(upper.into_bytes()),
+    ]);
+    push_image(&reg, "wh:latest", &img);
+    let env = Env::new();
+    let name = format!("{}/wh", reg.addr());
+    env.ok(&["pull", &name]);
+    let rec = env.store().resolve(&name).unwrap();
+    let top = &env.store().layer_dirs(&rec).unwrap()[0];
+    let vi = std::fs::symlink_metadata(top.join("bin/vi")).unwrap();
+    assert!(
+        vi.file_type().is_char_device() && vi.rdev() == 0,
+        "whiteout stored as char 0/0"
+    );
+    assert_eq!(
+        std::fs::read_link(top.join("etc/link")).unwrap().to_str(),
+        Some("hostname")
+    );
+    assert_eq!(
+        std::fs::metadata(top.join("etc/hard")).unwrap().ino(),
+        std::fs::metadata(top.join("etc/hostname")).unwrap().ino()
+    );
+    assert!(!top.join("etc/.wh..wh..opq").exists());
+}
+
+#[test]
+fn repeated_identical_layers() {
+    let reg = Registry::start();
+    let same = images::layer(&[("etc/same", b"same\n")]);
+    let img = images::image(vec![images::busybox(), same.clone(), same.clone()]);
+    push_image(&reg, "dup:latest", &img);
+    let env = Env::new();
+    let name = format!("{}/dup", reg.addr());
+    let out = env.ok(&["pull", &name]);
+    assert_eq!(
+        out.matches(&format!("{}: Pull complete\n", short(&same.digest)))
+            .count(),
+        2,
+        "{out}"
+    );
+    let rec = env.store().resolve(&name).unwrap();
+    assert_eq!(env.store().layer_dirs(&rec).unwrap().len(), 3);
+    assert!(env.partials().is_empty());
+}
+
+#[test]
+fn tty_shows_live_layer_progress() {
+    let reg = Registry::start();
+    let big = images::big_layer("data/big", 2 << 20, 31);
+    let img = images::image(vec![images::busybox(), big.clone()]);
+    push_image(&reg, "tty:latest", &img);
+    let env = Env::new();
+    let name = format!("{}/tty", reg.addr());
+    // `script` gives strata a pseudo-terminal as stdout.
+    let cmd = env.command(&["pull", &name]);
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let out = script.stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(
+        text.contains(&format!("{}: Pulling fs layer", short(&big.digest))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{}: Downloading [", short(&big.digest))),
+        "{text}"
+    );
+    assert!(
+        text.contains("\x1b[2A"),
+        "the live block is redrawn in place"
+    );
+    assert!(
+        text.contains(&format!("{}: Pull complete", short(&big.digest))),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(&format!(
+            "Status: Downloaded newer image for {name}:latest\n{name}:latest\n"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn repull_after_rmi_reuses_stored_blobs() {
+    let reg = Registry::start();
+    let img = images::image(vec![images::busybox(), images::layer(&[("etc/r", b"r")])]);
+    push_image(&reg, "again:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let name = format!("{}/again", proxy.addr());
+    env.ok(&["pull", &name]);
+    env.ok(&["rmi", &name]);
+    assert!(env.store().images().unwrap().is_empty());
+    assert!(
+        env.store().layers().unwrap().is_empty(),
+        "rmi removed the layers"
+    );
+    let before = proxy.heads().len();
+    let out = env.ok(&["pull", &name]);
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+    let layer_gets = proxy.heads()[before..]
+        .iter()
+        .filter(|h| img.layers.iter().any(|l| h.contains(&l.digest)))
+        .count();
+    assert_eq!(layer_gets, 0, "layers came from the store's blobs");
+    let rec = env.store().resolve(&name).unwrap();
+    assert_eq!(
+        std::fs::read(env.store().layer_dirs(&rec).unwrap()[0].join("etc/r")).unwrap(),
+        b"r"
+    );
+}

@@ -51,16 +51,33 @@ fn push_pull_round_trip_keeps_the_manifest_digest() {
     tag(&env, &format!("{}/bb:1", src.addr()), &target);
 
     let out = env.ok(&["push", &target]);
-    let mut expected = format!("The push refers to repository [{}/mine]\n", dst.addr());
-    for l in &img.layers {
-        expected.push_str(&format!("{}: Pushed\n", short(&l.diff_id)));
-    }
-    expected.push_str(&format!(
-        "v1: digest: {} size: {}\n",
-        img.manifest_digest,
-        img.manifest.len()
-    ));
-    assert_eq!(out, expected);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2 + img.layers.len(), "{out}");
+    assert_eq!(
+        lines[0],
+        format!("The push refers to repository [{}/mine]", dst.addr())
+    );
+    // Layers upload in parallel: their lines come in completion order, as Docker's do.
+    let mut got: Vec<String> = lines[1..=img.layers.len()]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    let mut want: Vec<String> = img
+        .layers
+        .iter()
+        .map(|l| format!("{}: Pushed", short(&l.diff_id)))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        lines[lines.len() - 1],
+        format!(
+            "v1: digest: {} size: {}",
+            img.manifest_digest,
+            img.manifest.len()
+        )
+    );
 
     let out = env.ok(&["push", &target]);
     assert!(
@@ -216,4 +233,118 @@ fn refused_monolithic_upload_falls_back_to_chunks() {
     let fresh = Env::new();
     fresh.ok(&["pull", &name]);
     assert_eq!(fresh.store().resolve(&name).unwrap().id.to_string(), id);
+}
+
+#[test]
+fn https_registry_push_and_pull() {
+    // A loopback registry is insecure (as in Docker): HTTPS is tried first without verifying the
+    // self-signed certificate. This registry speaks only TLS, so success means HTTPS was used.
+    let reg = Registry::start_tls();
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("etc/tls", b"tls")]),
+    ]);
+    push_image(&reg, "secure/bb:1", &img);
+    let env = Env::new();
+    let name = format!("{}/secure/bb:1", reg.addr());
+    let out = env.ok(&["pull", &name]);
+    assert!(
+        out.contains(&format!("Digest: {}\n", img.manifest_digest)),
+        "{out}"
+    );
+    let copy = format!("{}/secure/copy:1", reg.addr());
+    tag(&env, &name, &copy);
+    let out = env.ok(&["push", &copy]);
+    assert!(
+        out.contains(&format!("1: digest: {}", img.manifest_digest)),
+        "{out}"
+    );
+}
+
+#[test]
+fn image_pulled_through_an_index_pushes_its_platform_manifest() {
+    let reg = Registry::start();
+    let amd = images::image_for(
+        vec![images::busybox(), images::layer(&[("a", b"amd")])],
+        "amd64",
+        None,
+    );
+    let arm = images::image_for(
+        vec![images::busybox(), images::layer(&[("a", b"arm")])],
+        "arm64",
+        Some("v8"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    images::write_oci_index_layout(dir.path(), "m", &[amd.clone(), arm.clone()], None);
+    push_layout(&reg, dir.path(), "m", "multi:1", &["--all"]);
+    let env = Env::new();
+    let name = format!("{}/multi:1", reg.addr());
+    env.ok(&["pull", &name]);
+    let single = format!("{}/single:1", reg.addr());
+    tag(&env, &name, &single);
+    let out = env.ok(&["push", &single]);
+    assert!(
+        out.ends_with(&format!(
+            "1: digest: {} size: {}\n",
+            amd.manifest_digest,
+            amd.manifest.len()
+        )),
+        "{out}"
+    );
+}
+
+#[test]
+fn push_all_tags() {
+    let reg = Registry::start();
+    let env = Env::new();
+    let repo = format!("{}/many", reg.addr());
+    local_image(&env, &format!("{repo}:a"), &[images::layer(&[("v", b"a")])]);
+    local_image(&env, &format!("{repo}:b"), &[images::layer(&[("v", b"b")])]);
+    let out = env.ok(&["push", "--all-tags", &repo]);
+    assert_eq!(
+        out.matches(&format!("The push refers to repository [{repo}]\n"))
+            .count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("\na: digest: sha256:") && out.contains("\nb: digest: sha256:"),
+        "{out}"
+    );
+    let fresh = Env::new();
+    let out = fresh.ok(&["pull", "-a", &repo]);
+    assert!(
+        out.contains("a: Pulling from many") && out.contains("b: Pulling from many"),
+        "{out}"
+    );
+}
+
+#[test]
+fn zstd_layers_pull_and_push_back() {
+    let src = Registry::start();
+    let dst = Registry::start();
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer_zstd(&[("etc/z", b"zstd\n")]),
+    ]);
+    push_image(&src, "z:1", &img);
+    let env = Env::new();
+    let name = format!("{}/z:1", src.addr());
+    env.ok(&["pull", &name]);
+    let rec = env.store().resolve(&name).unwrap();
+    assert_eq!(rec.id.to_string(), img.config_digest);
+    let dirs = env.store().layer_dirs(&rec).unwrap();
+    assert_eq!(std::fs::read(dirs[0].join("etc/z")).unwrap(), b"zstd\n");
+    // Pushed back with the same bytes: the original manifest, zstd media type and all.
+    let copy = format!("{}/z:1", dst.addr());
+    tag(&env, &name, &copy);
+    let out = env.ok(&["push", &copy]);
+    assert!(
+        out.ends_with(&format!(
+            "1: digest: {} size: {}\n",
+            img.manifest_digest,
+            img.manifest.len()
+        )),
+        "{out}"
+    );
 }

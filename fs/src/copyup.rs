@@ -16,9 +16,17 @@ use crate::core::{Fs, ROOT_INO};
 use crate::index::XATTR_OPAQUE;
 use crate::sys::{self, R};
 
-/// Overlay-private xattr names: never copied, never shown.
+/// Overlay-private xattr names (kernel overlayfs's, and fuse-overlayfs's own): never copied,
+/// never shown.
 pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    [
+        &b"trusted.overlay."[..],
+        b"user.overlay.",
+        b"user.fuseoverlayfs.",
+        b"trusted.fuseoverlayfs.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 /// Copy the xattrs of `src_dir/src_name` to `dst_dir/dst_name`, except overlay-private ones.
@@ -230,7 +238,7 @@ impl Fs {
                     Ok(()) | Err(Errno::ENOENT) => {}
                     Err(e) => return Err(e),
                 }
-                ix.entries.remove(w);
+                ix.del(w);
             }
             sys::lsetxattr(
                 up.as_fd(),

@@ -27,6 +27,26 @@ pub const ROOT_INO: u64 = 1;
 
 /// A directory listing: (name, ino, `S_IFMT` kind).
 pub type DirList = Vec<(OsString, u64, u32)>;
+
+/// One directory entry as readdir returns it; `off` is the cookie to resume after it.
+#[derive(Clone, Debug)]
+pub struct DirEnt {
+    pub name: OsString,
+    pub ino: u64,
+    pub kind: u32,
+    pub off: u64,
+}
+
+impl DirEnt {
+    fn new(name: &str, ino: u64, kind: u32, off: u64) -> DirEnt {
+        DirEnt {
+            name: OsString::from(name),
+            ino,
+            kind,
+            off,
+        }
+    }
+}
 const INO_SHIFT: u32 = 48;
 const FALLBACK_BASE: u64 = 0xFFFF << INO_SHIFT;
 
@@ -402,11 +422,7 @@ impl Fs {
             }
         }
         index::finish(&mut entries);
-        Ok(DirIndex {
-            gen,
-            layers,
-            entries,
-        })
+        Ok(DirIndex::new(gen, layers, entries))
     }
 
     /// The index entry for `name` in directory `parent` (whiteouts included).
@@ -528,7 +544,6 @@ impl Fs {
                 if dir {
                     self.drop_dirfds(ino);
                 }
-                return;
             }
         }
     }
@@ -565,29 +580,48 @@ impl Fs {
         sys::readlinkat(d.as_fd(), &loc.name)
     }
 
-    /// A snapshot of the merged directory: (name, ino, kind), with `.` and `..` first.
-    pub fn list_dir(&self, ino: u64) -> R<DirList> {
+    /// Up to `max` entries of directory `ino` after readdir cookie `offset` (0 = from the
+    /// start), in the directory's stable order: `.` (cookie 1), `..` (2), then the entries.
+    pub fn read_dir(&self, ino: u64, offset: u64, max: usize) -> R<Vec<DirEnt>> {
         let _ns = self.ns.read_recursive();
-        let parent = if ino == ROOT_INO {
-            ROOT_INO
-        } else {
-            self.node(ino)?.primary().map(|p| p.0).unwrap_or(ROOT_INO)
-        };
-        let mut out = vec![
-            (OsString::from("."), ino, libc::S_IFDIR),
-            (OsString::from(".."), parent, libc::S_IFDIR),
-        ];
+        let mut out = Vec::new();
+        if offset < 2 {
+            let parent = if ino == ROOT_INO {
+                ROOT_INO
+            } else {
+                self.node(ino)?.primary().map(|p| p.0).unwrap_or(ROOT_INO)
+            };
+            if offset == 0 {
+                out.push(DirEnt::new(".", ino, libc::S_IFDIR, 1));
+            }
+            out.push(DirEnt::new("..", parent, libc::S_IFDIR, 2));
+        }
         self.with_index(ino, |ix| {
-            let mut v: Vec<_> = ix
-                .entries
-                .iter()
-                .filter(|(_, e)| e.visible())
-                .map(|(n, e)| (n.clone(), e.ino, e.kind))
-                .collect();
-            v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            out.extend(v);
+            let from = offset.max(2) + 1;
+            for (&seq, name) in ix.order.range(from..) {
+                if out.len() >= max {
+                    break;
+                }
+                if let Some(e) = ix.entries.get(name).filter(|e| e.visible()) {
+                    out.push(DirEnt {
+                        name: name.clone(),
+                        ino: e.ino,
+                        kind: e.kind,
+                        off: seq,
+                    });
+                }
+            }
         })?;
         Ok(out)
+    }
+
+    /// The whole merged directory as (name, ino, kind), `.` and `..` first.
+    pub fn list_dir(&self, ino: u64) -> R<DirList> {
+        Ok(self
+            .read_dir(ino, 0, usize::MAX)?
+            .into_iter()
+            .map(|d| (d.name, d.ino, d.kind))
+            .collect())
     }
 
     pub fn statfs(&self) -> R<libc::statvfs> {

@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use parking_lot::RwLock;
 
 use crate::copyup::is_private_xattr;
-use crate::core::{Attr, Ctx, DirList, Fs};
+use crate::core::{Attr, Ctx, DirEnt, Fs};
 use crate::ops::Make;
 use crate::sys::{self, R};
 
@@ -33,7 +33,8 @@ impl Handle {
 #[derive(Default)]
 pub(crate) struct Handles {
     files: RwLock<HashMap<u64, Arc<Handle>>>,
-    dirs: RwLock<HashMap<u64, Arc<DirList>>>,
+    /// Open directories: fh -> ino.
+    dirs: RwLock<HashMap<u64, u64>>,
     next: AtomicU64,
 }
 
@@ -183,20 +184,20 @@ impl Fs {
     }
 
     pub fn opendir(&self, ino: u64) -> R<u64> {
-        let list = self.list_dir(ino)?;
+        let n = self.node(ino)?;
+        if !n.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
         let fh = self.handles.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.handles.dirs.write().insert(fh, Arc::new(list));
+        self.handles.dirs.write().insert(fh, ino);
         Ok(fh)
     }
 
-    /// The snapshot taken at opendir.
-    pub fn dir_entries(&self, fh: u64) -> R<Arc<DirList>> {
-        self.handles
-            .dirs
-            .read()
-            .get(&fh)
-            .cloned()
-            .ok_or(Errno::EBADF)
+    /// The next entries of an open directory after cookie `offset`. Cookies are positions in
+    /// the directory's stable order (not per handle), so handles may share the kernel's cache.
+    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> R<Vec<DirEnt>> {
+        let ino = *self.handles.dirs.read().get(&fh).ok_or(Errno::EBADF)?;
+        self.read_dir(ino, offset, max)
     }
 
     pub fn releasedir(&self, fh: u64) {

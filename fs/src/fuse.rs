@@ -396,12 +396,12 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.fs.dir_entries(fh.0) {
+        let list = match self.fs.readdir(fh.0, offset, 1024) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
-        for (i, (name, ino, k)) in list.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*ino), i as u64 + 1, kind(*k), name) {
+        for d in &list {
+            if reply.add(INodeNo(d.ino), d.off, kind(d.kind), &d.name) {
                 break;
             }
         }
@@ -416,27 +416,27 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.fs.dir_entries(fh.0) {
+        let list = match self.fs.readdir(fh.0, offset, 256) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
-        for (i, (name, eino, _)) in list.iter().enumerate().skip(offset as usize) {
-            let dots = name.as_bytes() == b"." || name.as_bytes() == b"..";
+        for d in &list {
+            let dots = d.name.as_bytes() == b"." || d.name.as_bytes() == b"..";
             let attr = if dots {
-                match self.fs.getattr(*eino, None) {
+                match self.fs.getattr(d.ino, None) {
                     Ok(a) => a,
                     Err(_) => continue,
                 }
             } else {
-                match self.fs.lookup(ino.0, name) {
+                match self.fs.lookup(ino.0, &d.name) {
                     Ok(Some(a)) => a,
                     _ => continue,
                 }
             };
             if reply.add(
                 INodeNo(attr.ino),
-                i as u64 + 1,
-                name,
+                d.off,
+                &d.name,
                 &TTL,
                 &fattr(&attr),
                 Generation(0),

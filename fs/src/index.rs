@@ -8,7 +8,7 @@
 //! opaque one. Whiteouts are kept in the map (kind [`WHITEOUT`]) so later creations know they
 //! must replace them and removals know the name exists below.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -39,6 +39,9 @@ pub(crate) struct Entry {
     pub lower: bool,
     /// Our inode number of the visible object (0 for whiteouts).
     pub ino: u64,
+    /// Position in the directory (readdir offset cookie): assigned when the name enters the
+    /// index, so every open handle sees one stable order however the directory changes.
+    pub seq: u64,
     /// Still collecting `dir_layers` while building.
     open: bool,
 }
@@ -55,6 +58,7 @@ impl Entry {
             },
             lower,
             ino,
+            seq: 0,
             open: false,
         }
     }
@@ -66,6 +70,7 @@ impl Entry {
             dir_layers: vec![],
             lower: true,
             ino: 0,
+            seq: 0,
             open: false,
         }
     }
@@ -75,16 +80,63 @@ impl Entry {
     }
 }
 
+/// First readdir cookie of real entries (1 and 2 are `.` and `..`).
+pub(crate) const FIRST_SEQ: u64 = 3;
+
 #[derive(Debug)]
 pub(crate) struct DirIndex {
     /// Generation of the filesystem layout this index was built in (see `Fs::gen`).
     pub gen: u64,
     /// Contributing layers, top first.
     pub layers: Vec<LayerId>,
+    /// Change entries in place only for fields other than identity; add and remove names with
+    /// [`DirIndex::put`] and [`DirIndex::del`] so `order` stays in step.
     pub entries: HashMap<OsString, Entry>,
+    /// Readdir order: seq -> name.
+    pub order: BTreeMap<u64, OsString>,
+    pub next_seq: u64,
 }
 
 impl DirIndex {
+    /// An index from freshly merged entries: positions in name order.
+    pub fn new(gen: u64, layers: Vec<LayerId>, mut entries: HashMap<OsString, Entry>) -> DirIndex {
+        let mut names: Vec<_> = entries.keys().cloned().collect();
+        names.sort_unstable();
+        let mut order = BTreeMap::new();
+        let mut seq = FIRST_SEQ;
+        for n in names {
+            if let Some(e) = entries.get_mut(&n) {
+                e.seq = seq;
+            }
+            order.insert(seq, n);
+            seq += 1;
+        }
+        DirIndex {
+            gen,
+            layers,
+            entries,
+            order,
+            next_seq: seq,
+        }
+    }
+
+    /// Add or replace `name` (it moves to the end of the readdir order).
+    pub fn put(&mut self, name: &OsStr, mut e: Entry) {
+        if let Some(old) = self.entries.get(name) {
+            self.order.remove(&old.seq);
+        }
+        e.seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(e.seq, name.to_os_string());
+        self.entries.insert(name.to_os_string(), e);
+    }
+
+    pub fn del(&mut self, name: &OsStr) {
+        if let Some(old) = self.entries.remove(name) {
+            self.order.remove(&old.seq);
+        }
+    }
+
     pub fn get(&self, name: &OsStr) -> Option<&Entry> {
         self.entries.get(name)
     }
@@ -218,6 +270,7 @@ pub(crate) fn merge_layer(
                         dir_layers: vec![],
                         lower: !is_upper,
                         ino: 0,
+                        seq: 0,
                         open: false,
                     },
                     Raw::Object { kind, ino } => Entry {
@@ -230,6 +283,7 @@ pub(crate) fn merge_layer(
                         },
                         lower: !is_upper,
                         ino: make_ino(layer, ino),
+                        seq: 0,
                         open: kind == libc::S_IFDIR,
                     },
                 };

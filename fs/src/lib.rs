@@ -187,16 +187,51 @@ pub fn mount(opts: MountOptions, mountpoint: &Path) -> Result<Mount, Error> {
         opts.fsname.clone()
     };
     let thread = fuse::serve(fs.clone(), &mp, &fsname, threads).map_err(merr)?;
-    let conn = std::fs::metadata(&mp).ok().map(|m| {
-        let dev = m.dev();
-        nix::sys::stat::minor(dev)
-    });
+    let conn = fuse_minor(&mp);
     Ok(Mount {
         mountpoint: mp,
         conn,
         thread: Some(thread),
         fs,
     })
+}
+
+/// Device minor of the mount at `mp` (its FUSE connection number), read from mountinfo.
+/// Deliberately not a `stat` of the mountpoint: a request into the mount from the server
+/// process itself could still be in flight when a client unmounts (EBUSY).
+fn fuse_minor(mp: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mp.as_os_str().as_encoded_bytes();
+    text.lines().rev().find_map(|line| {
+        let mut f = line.split(' ');
+        let devs = f.nth(2)?;
+        let path = unescape(f.nth(1)?);
+        if path != want {
+            return None;
+        }
+        devs.split_once(':')?.1.parse().ok()
+    })
+}
+
+/// Undo mountinfo's octal escapes (`\040` for a space, …).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let d = |k: usize| u32::from(b[i + k] - b'0');
+            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 impl Mount {
@@ -234,14 +269,26 @@ impl Mount {
         }
     }
 
+    /// Wait for the serving threads; abort the connection after `wait`, and give up (leaving
+    /// the threads behind) rather than block forever.
     fn join(&mut self, wait: Duration) {
         let Some(t) = self.thread.take() else { return };
-        let deadline = Instant::now() + wait;
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !t.is_finished() {
+        let finished_by = |t: &JoinHandle<_>, d: Duration| {
+            let deadline = Instant::now() + d;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            t.is_finished()
+        };
+        if !finished_by(&t, wait) {
             self.abort();
+            if !finished_by(&t, Duration::from_secs(5)) {
+                log::warn!(
+                    "{}: FUSE server threads did not stop",
+                    self.mountpoint.display()
+                );
+                return;
+            }
         }
         let _ = t.join();
     }
@@ -256,5 +303,16 @@ impl Drop for Mount {
             let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
         }
         self.join(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_unescape_and_minor() {
+        assert_eq!(super::unescape("/a\\040b\\134c"), b"/a b\\c");
+        assert_eq!(super::unescape("/x\\04"), b"/x\\04");
+        // The root filesystem is always in mountinfo.
+        assert!(super::fuse_minor(std::path::Path::new("/")).is_some());
     }
 }

@@ -49,15 +49,12 @@ impl Fs {
         self.dirfd(ino, 0)
     }
 
-    /// The inode number for a new upper object, avoiding numbers still used by unlinked nodes.
+    /// The inode number for a new upper object. A number still held by any node (an unlinked
+    /// file still open, or one whose removal is in flight in another thread) is never reused
+    /// for a different object: the new object gets a fresh number instead.
     fn new_upper_ino(&self, st: &libc::stat) -> u64 {
         let ino = self.make_ino_dev(st.st_dev, st.st_ino);
-        let busy = self
-            .nodes
-            .read()
-            .get(&ino)
-            .is_some_and(|n| n.primary().is_none());
-        if busy {
+        if self.nodes.read().contains_key(&ino) {
             let f = self.fresh_ino();
             self.remap_ino(st.st_dev, st.st_ino, f);
             return f;
@@ -158,15 +155,15 @@ impl Fs {
             let st = sys::fstatat(pfd.as_fd(), name)?;
             let ino = self.new_upper_ino(&st);
             let e = Entry::new_upper(kind, ino, existing.is_some_and(|e| e.lower));
-            ix.entries.insert(name.to_os_string(), e.clone());
+            ix.put(name, e.clone());
             let n = self.remember(parent, name, &e);
             if kind == libc::S_IFDIR {
                 let gen = self.gen.load(Ordering::Acquire);
-                *n.dir.write() = Some(crate::index::DirIndex {
+                *n.dir.write() = Some(crate::index::DirIndex::new(
                     gen,
-                    layers: vec![0],
-                    entries: Default::default(),
-                });
+                    vec![0],
+                    Default::default(),
+                ));
             }
             Ok((self.fix_attr(ino, st), file))
         })
@@ -186,6 +183,10 @@ impl Fs {
         rdev: u64,
         ctx: Ctx,
     ) -> R<Attr> {
+        // A char device 0/0 is a whiteout on disk; kernel overlayfs refuses to create one too.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return Err(Errno::EPERM);
+        }
         self.make(parent, name, Make::Node { mode, rdev }, umask, ctx)
             .map(|r| r.0)
     }
@@ -215,6 +216,10 @@ impl Fs {
         if is_dir {
             clear_whiteouts(pfd, name)?;
         }
+        // Before the inode can be freed and its number reused by the filesystem.
+        if is_dir || st.st_nlink <= 1 {
+            self.drop_remap(st.st_dev, st.st_ino);
+        }
         if e.lower {
             let work = self.work_fd()?;
             let tmp = self.tmp_name();
@@ -229,9 +234,6 @@ impl Fs {
             }
         } else {
             sys::unlinkat(pfd, name, is_dir)?;
-        }
-        if is_dir || st.st_nlink <= 1 {
-            self.drop_remap(st.st_dev, st.st_ino);
         }
         Ok(())
     }
@@ -276,10 +278,9 @@ impl Fs {
                 .ok_or(Errno::ENOENT)?;
             self.remove_upper(pfd.as_fd(), name, &cur)?;
             if cur.lower {
-                ix.entries
-                    .insert(name.to_os_string(), Entry::whiteout_upper());
+                ix.put(name, Entry::whiteout_upper());
             } else {
-                ix.entries.remove(name);
+                ix.del(name);
             }
             Ok(())
         })?;
@@ -322,7 +323,7 @@ impl Fs {
                 sys::linkat(sdir.as_fd(), &src.name, pfd.as_fd(), newname)?;
             }
             let e = Entry::new_upper(n.kind, ino, existing.is_some_and(|e| e.lower));
-            ix.entries.insert(newname.to_os_string(), e.clone());
+            ix.put(newname, e.clone());
             self.remember(newparent, newname, &e);
             let st = sys::fstatat(pfd.as_fd(), newname)?;
             Ok(self.fix_attr(ino, st))
@@ -473,6 +474,13 @@ impl Fs {
         }
         if exchange {
             let dv = dvis.ok_or(Errno::ENOENT)?;
+            // A directory moving onto a name that lower layers hold must hide them.
+            if s.kind == libc::S_IFDIR && dv.lower {
+                sys::lsetxattr(ofd.as_fd(), name, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+            }
+            if dv.kind == libc::S_IFDIR && s.lower {
+                sys::lsetxattr(nfd.as_fd(), newname, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+            }
             sys::renameat2(
                 ofd.as_fd(),
                 name,
@@ -484,8 +492,8 @@ impl Fs {
             s2.lower = s.lower;
             let mut d2 = s.clone();
             d2.lower = dv.lower;
-            oix!().entries.insert(name.to_os_string(), s2);
-            nix_!().entries.insert(newname.to_os_string(), d2);
+            oix!().put(name, s2);
+            nix_!().put(newname, d2);
             drop(ga);
             drop(gb);
             self.rename_node(s.ino, parent, name, newparent, newname);
@@ -541,13 +549,11 @@ impl Fs {
             moved.dir_layers = vec![0];
         }
         if need_wh {
-            oix!()
-                .entries
-                .insert(name.to_os_string(), Entry::whiteout_upper());
+            oix!().put(name, Entry::whiteout_upper());
         } else {
-            oix!().entries.remove(name);
+            oix!().del(name);
         }
-        nix_!().entries.insert(newname.to_os_string(), moved);
+        nix_!().put(newname, moved);
         drop(ga);
         drop(gb);
         if let Some(dv) = dvis {
@@ -680,179 +686,5 @@ fn clear_whiteouts(pfd: BorrowedFd<'_>, name: &OsStr) -> R<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::ROOT_INO;
-    use crate::testutil::*;
-
-    fn ctx() -> Ctx {
-        Ctx {
-            uid: 0,
-            gid: 0,
-            pid: 0,
-        }
-    }
-
-    fn look(fs: &Fs, parent: u64, name: &str) -> Option<Attr> {
-        fs.lookup(parent, OsStr::new(name)).unwrap()
-    }
-
-    fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
-        let fh = fs.open(ino, libc::O_RDONLY).unwrap();
-        let d = fs.read(fh, 0, 1 << 20).unwrap();
-        fs.release(fh);
-        d
-    }
-
-    #[test]
-    fn rename_lower_dir_moves_whole_tree() {
-        let s = Stack::new(2);
-        s.mkdir(2, "d/sub");
-        s.write(2, "d/x", "x");
-        s.write(2, "d/sub/y", "y");
-        s.mkdir(1, "d");
-        s.write(1, "d/z", "z");
-        let fs = s.fs();
-        look(&fs, ROOT_INO, "d").unwrap();
-        fs.rename(ROOT_INO, OsStr::new("d"), ROOT_INO, OsStr::new("e"), 0)
-            .unwrap();
-        assert!(look(&fs, ROOT_INO, "d").is_none());
-        let e = look(&fs, ROOT_INO, "e").unwrap();
-        let sub = look(&fs, e.ino, "sub").unwrap();
-        let y = look(&fs, sub.ino, "y").unwrap();
-        assert_eq!(read_all(&fs, y.ino), b"y");
-        assert!(look(&fs, e.ino, "z").is_some());
-        // On disk: a whiteout at d, an opaque upper e holding everything; lowers untouched.
-        assert!(s.path(2, "d/sub/y").exists());
-        assert_eq!(std::fs::read(s.path(0, "e/sub/y")).unwrap(), b"y");
-        let st = nix::sys::stat::lstat(&s.path(0, "d")).unwrap();
-        assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFCHR);
-        // A fresh core over the same layers sees the same view.
-        let fs2 = s.fs();
-        assert!(look(&fs2, ROOT_INO, "d").is_none());
-        let e2 = look(&fs2, ROOT_INO, "e").unwrap();
-        let names: Vec<_> = fs2
-            .list_dir(e2.ino)
-            .unwrap()
-            .into_iter()
-            .map(|x| x.0.into_string().unwrap())
-            .collect();
-        assert_eq!(names, vec![".", "..", "sub", "x", "z"]);
-    }
-
-    #[test]
-    fn copy_up_is_atomic_and_keeps_ino_and_meta() {
-        let s = Stack::new(1);
-        s.write(1, "f", "hello");
-        std::fs::set_permissions(
-            s.path(1, "f"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o640),
-        )
-        .unwrap();
-        let fs = s.fs();
-        let a = look(&fs, ROOT_INO, "f").unwrap();
-        let fh = fs.open(a.ino, libc::O_WRONLY).unwrap();
-        fs.write(fh, 5, b" world").unwrap();
-        fs.release(fh);
-        assert_eq!(std::fs::read(s.path(1, "f")).unwrap(), b"hello");
-        assert_eq!(std::fs::read(s.path(0, "f")).unwrap(), b"hello world");
-        let b = fs.getattr(a.ino, None).unwrap();
-        assert_eq!(b.ino, a.ino);
-        assert_eq!(b.st.st_mode & 0o7777, 0o640);
-        assert_eq!(b.st.st_mtime, a.st.st_mtime);
-        // Nothing left in the work dir.
-        assert_eq!(
-            std::fs::read_dir(s.dir.path().join("work"))
-                .unwrap()
-                .count(),
-            0
-        );
-        // Same number after forget + fresh lookup.
-        fs.forget(a.ino, 1);
-        assert_eq!(look(&fs, ROOT_INO, "f").unwrap().ino, a.ino);
-    }
-
-    #[test]
-    fn unlink_and_recreate_updates_index_and_whiteouts() {
-        let s = Stack::new(1);
-        s.write(1, "f", "lower");
-        s.mkdir(1, "d");
-        s.write(1, "d/in", "i");
-        let fs = s.fs();
-        look(&fs, ROOT_INO, "f").unwrap();
-        fs.unlink(ROOT_INO, OsStr::new("f")).unwrap();
-        assert!(look(&fs, ROOT_INO, "f").is_none());
-        let st = nix::sys::stat::lstat(&s.path(0, "f")).unwrap();
-        assert_eq!(st.st_rdev, 0);
-        // rmdir of a non-empty dir fails; after emptying it works and leaves a whiteout.
-        let d = look(&fs, ROOT_INO, "d").unwrap();
-        assert_eq!(fs.rmdir(ROOT_INO, OsStr::new("d")), Err(Errno::ENOTEMPTY));
-        fs.unlink(d.ino, OsStr::new("in")).unwrap();
-        fs.rmdir(ROOT_INO, OsStr::new("d")).unwrap();
-        assert!(look(&fs, ROOT_INO, "d").is_none());
-        // Recreate over the whiteouts.
-        let (a, fh) = fs
-            .create(ROOT_INO, OsStr::new("f"), 0o644, 0o022, libc::O_RDWR, ctx())
-            .unwrap();
-        fs.write(fh, 0, b"new").unwrap();
-        fs.release(fh);
-        assert_eq!(read_all(&fs, a.ino), b"new");
-        let nd = fs
-            .mkdir(ROOT_INO, OsStr::new("d"), 0o755, 0, ctx())
-            .unwrap();
-        assert!(
-            look(&fs, nd.ino, "in").is_none(),
-            "new dir over whiteout is opaque"
-        );
-        let fs2 = s.fs();
-        let nd2 = look(&fs2, ROOT_INO, "d").unwrap();
-        assert!(look(&fs2, nd2.ino, "in").is_none());
-        assert_eq!(
-            fs2.list_dir(ROOT_INO).unwrap().len(),
-            4,
-            ". .. d f after recreation"
-        );
-    }
-
-    #[test]
-    fn rename_file_over_lower_file_leaves_whiteout_and_hard_links_share_ino() {
-        let s = Stack::new(1);
-        s.write(1, "a", "A");
-        s.write(1, "b", "B");
-        let fs = s.fs();
-        look(&fs, ROOT_INO, "a").unwrap();
-        fs.rename(ROOT_INO, OsStr::new("a"), ROOT_INO, OsStr::new("b"), 0)
-            .unwrap();
-        assert!(look(&fs, ROOT_INO, "a").is_none());
-        let b = look(&fs, ROOT_INO, "b").unwrap();
-        assert_eq!(read_all(&fs, b.ino), b"A");
-        let l = fs.link(b.ino, ROOT_INO, OsStr::new("c")).unwrap();
-        assert_eq!(l.ino, b.ino);
-        assert_eq!(l.st.st_nlink, 2);
-        assert_eq!(fs.getattr(b.ino, None).unwrap().st.st_nlink, 2);
-    }
-
-    #[test]
-    fn lower_reader_sees_writes_after_copy_up_and_parent_times_kept() {
-        let s = Stack::new(1);
-        s.mkdir(1, "d");
-        s.write(1, "d/f", "old");
-        let t = nix::sys::time::TimeSpec::new(1_000_000, 0);
-        nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            &s.path(1, "d"),
-            &t,
-            &t,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        )
-        .unwrap();
-        let fs = s.fs();
-        let d = look(&fs, ROOT_INO, "d").unwrap();
-        let f = look(&fs, d.ino, "f").unwrap();
-        let rh = fs.open(f.ino, libc::O_RDONLY).unwrap();
-        let wh = fs.open(f.ino, libc::O_RDWR).unwrap();
-        fs.write(wh, 0, b"NEW").unwrap();
-        assert_eq!(fs.read(rh, 0, 10).unwrap(), b"NEW");
-        assert_eq!(fs.getattr(d.ino, None).unwrap().st.st_mtime, 1_000_000);
-    }
-}
+#[path = "ops_tests.rs"]
+mod tests;

@@ -305,8 +305,9 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> R<usize> {
     }
 }
 
-/// Copy all data of `src` into the empty file `dst`: reflink when the filesystem can, else
-/// copy_file_range(2) (which itself reflinks or copies in the kernel), else read/write.
+/// Copy all data of `src` into the empty file `dst`: reflink when the filesystem can, else copy
+/// the data extents only (SEEK_DATA/SEEK_HOLE, as kernel overlayfs does, so sparse files stay
+/// sparse) with copy_file_range(2), falling back to read/write; the size is set at the end.
 pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> R<()> {
     if len == 0 {
         return Ok(());
@@ -316,12 +317,41 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> R<()> {
     if r == 0 {
         return Ok(());
     }
-    let mut off_in: libc::loff_t = 0;
-    let mut off_out: libc::loff_t = 0;
     let mut use_cfr = true;
-    while (off_in as u64) < len {
-        let want = (len - off_in as u64).min(1 << 30) as usize;
-        if use_cfr {
+    let mut pos: u64 = 0;
+    while pos < len {
+        // The next data extent [start, end); without SEEK_DATA support, all of it.
+        let start = match lseek(src, pos as i64, libc::SEEK_DATA) {
+            Ok(s) => s as u64,
+            Err(Errno::ENXIO) => break, // only a hole remains
+            Err(_) => pos,
+        };
+        let end = match lseek(src, start as i64, libc::SEEK_HOLE) {
+            Ok(e) => (e as u64).min(len),
+            Err(_) => len,
+        };
+        if end <= start {
+            break;
+        }
+        copy_range(src, dst, start, end, &mut use_cfr)?;
+        pos = end;
+    }
+    ftruncate(dst, len)
+}
+
+fn copy_range(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    start: u64,
+    end: u64,
+    use_cfr: &mut bool,
+) -> R<()> {
+    let mut off = start;
+    while off < end {
+        let want = (end - off).min(1 << 30) as usize;
+        if *use_cfr {
+            let mut off_in = off as libc::loff_t;
+            let mut off_out = off as libc::loff_t;
             // SAFETY: valid fds and offset pointers.
             let n = unsafe {
                 libc::copy_file_range(
@@ -334,31 +364,30 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> R<()> {
                 )
             };
             if n < 0 {
-                let e = Errno::last();
-                match e {
+                match Errno::last() {
                     Errno::EINTR => continue,
                     Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP => {
-                        use_cfr = false;
+                        *use_cfr = false;
                         continue;
                     }
                     e => return Err(e),
                 }
             }
             if n == 0 {
-                break;
+                return Ok(()); // source shorter than expected
             }
+            off += n as u64;
         } else {
             let mut buf = vec![0u8; want.min(1 << 20)];
-            let n = pread(src, &mut buf, off_in as u64)?;
+            let n = pread(src, &mut buf, off)?;
             if n == 0 {
-                break;
+                return Ok(());
             }
             let mut done = 0;
             while done < n {
-                done += pwrite(dst, &buf[done..n], off_out as u64 + done as u64)?;
+                done += pwrite(dst, &buf[done..n], off + done as u64)?;
             }
-            off_in += n as i64;
-            off_out += n as i64;
+            off += n as u64;
         }
     }
     Ok(())
@@ -495,4 +524,40 @@ pub fn read_dir(fd: OwnedFd) -> R<Vec<(std::ffi::OsString, u64, u8)>> {
         out.push((name.to_os_string(), ent.ino(), t));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn copy_data_keeps_holes_and_content() {
+        let t = tempfile::tempdir().unwrap();
+        let src = std::fs::File::create(t.path().join("s")).unwrap();
+        let dst = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(t.path().join("d"))
+            .unwrap();
+        let len = 64 << 20;
+        pwrite(src.as_fd(), b"head", 0).unwrap();
+        pwrite(src.as_fd(), b"middle", 20 << 20).unwrap();
+        ftruncate(src.as_fd(), len).unwrap();
+        let src = std::fs::File::open(t.path().join("s")).unwrap();
+        copy_data(src.as_fd(), dst.as_fd(), len).unwrap();
+        let st = fstat(dst.as_fd()).unwrap();
+        assert_eq!(st.st_size as u64, len);
+        assert!(
+            (st.st_blocks as u64) * 512 < len / 4,
+            "holes were filled in"
+        );
+        let mut b = [0u8; 6];
+        pread(dst.as_fd(), &mut b, 20 << 20).unwrap();
+        assert_eq!(&b, b"middle");
+        pread(dst.as_fd(), &mut b[..4], 0).unwrap();
+        assert_eq!(&b[..4], b"head");
+    }
 }

@@ -155,3 +155,18 @@ fn bad_input_mounts_nothing() {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains(&fx.p("mnt").display().to_string()));
 }
+
+#[test]
+fn drop_of_a_busy_mount_detaches_and_returns() {
+    let fx = Fixture::new();
+    let m = mount(fx.opts(), &fx.p("mnt")).unwrap();
+    let _wd = Watchdog::new(m.mountpoint(), Duration::from_secs(60));
+    let mp = m.mountpoint().to_path_buf();
+    let held = std::fs::File::open(mp.join("a")).unwrap();
+    let start = Instant::now();
+    drop(m);
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&mp.display().to_string()));
+    drop(held);
+}

@@ -190,8 +190,35 @@ pub fn lazy_unmount(path: &Path) {
 
 /// Abort the FUSE connection whose device minor is `minor` (see `/sys/fs/fuse/connections`).
 /// Every request in flight fails with `ENOTCONN`; the daemon sees its `/dev/fuse` fd go dead.
+/// When the fusectl filesystem is not mounted on `/sys/fs/fuse/connections` (common in
+/// containers and minimal VMs), a private instance is mounted in a temp dir for the write.
 pub fn abort_fuse_connection(minor: u32) -> io::Result<()> {
-    fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), b"1")
+    let sys = PathBuf::from(format!("/sys/fs/fuse/connections/{minor}/abort"));
+    if sys.exists() {
+        return fs::write(sys, b"1");
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("strata-fusectl-")
+        .tempdir()?;
+    let target = cpath(dir.path());
+    let fstype = CString::new("fusectl").unwrap_or_default();
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let r = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let res = fs::write(dir.path().join(format!("{minor}/abort")), b"1");
+    // SAFETY: unmounting the instance we just mounted.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    res
 }
 
 /// How to break a mount that stopped answering.
@@ -199,13 +226,19 @@ pub fn abort_fuse_connection(minor: u32) -> io::Result<()> {
 pub struct AbortHandle {
     path: PathBuf,
     fuse_minor: Option<u32>,
+    daemon_pid: Option<u32>,
 }
 
 impl AbortHandle {
-    /// Abort the FUSE connection (if FUSE), then detach the mount lazily.
+    /// Abort the FUSE connection (if FUSE), kill the daemon the guard started (if any: a dead
+    /// daemon also ends the connection), then detach the mount lazily.
     pub fn abort(&self) {
         if let Some(minor) = self.fuse_minor {
             let _ = abort_fuse_connection(minor);
+        }
+        if let Some(pid) = self.daemon_pid {
+            // SAFETY: signalling our own child; the guard reaps it.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         }
         lazy_unmount(&self.path);
     }
@@ -384,6 +417,7 @@ impl MountGuard {
         AbortHandle {
             path: self.path.clone(),
             fuse_minor: self.is_fuse().then_some(self.info.dev.1),
+            daemon_pid: self.daemon.as_ref().map(Child::id),
         }
     }
 
@@ -397,12 +431,23 @@ impl MountGuard {
         res
     }
 
+    fn is_mounted_here(&self) -> bool {
+        mount_at(&self.path).map(|m| m.dev) == Some(self.info.dev)
+    }
+
     fn unmount_inner(&mut self, strict: bool) -> Result<(), MountError> {
-        let mut result = Ok(());
-        if mount_at(&self.path).map(|m| m.dev) == Some(self.info.dev) {
-            if let Err(e) = unmount(&self.path) {
+        if self.is_mounted_here() {
+            // A FUSE release may still be in flight right after the last close(2); only a mount
+            // that stays busy is an error.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let mut res = unmount(&self.path);
+            while res.is_err() && Instant::now() < deadline && self.is_mounted_here() {
+                thread::sleep(Duration::from_millis(50));
+                res = unmount(&self.path);
+            }
+            if let (Err(e), true) = (res, self.is_mounted_here()) {
                 if strict {
-                    result = Err(e);
+                    return Err(e); // Drop retries with the last resorts
                 } else {
                     if self.is_fuse() {
                         let _ = abort_fuse_connection(self.info.dev.1);
@@ -418,7 +463,7 @@ impl MountGuard {
                 let _ = child.wait();
             }
         }
-        result
+        Ok(())
     }
 }
 
@@ -692,4 +737,34 @@ pub fn dev_of(path: &Path) -> io::Result<(u32, u32)> {
 /// A path as a C string (paths in tests never contain NUL).
 pub fn cpath(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            unescape_mountinfo(r"/tmp/a\040b\011c"),
+            PathBuf::from("/tmp/a b\tc")
+        );
+        assert_eq!(unescape_mountinfo(r"/plain"), PathBuf::from("/plain"));
+        assert_eq!(
+            unescape_mountinfo(r"/trailing\04"),
+            PathBuf::from(r"/trailing\04")
+        );
+    }
+
+    #[test]
+    fn root_is_mounted_and_listed() {
+        assert!(is_mounted(Path::new("/")));
+        assert!(mounts().iter().any(|m| m.path == Path::new("/")));
+        assert!(!is_mounted(Path::new("/definitely/not/a/mountpoint")));
+    }
+
+    #[test]
+    fn prefix_names_this_process() {
+        assert_eq!(owned_prefix("x"), format!("x-{}-", std::process::id()));
+    }
 }

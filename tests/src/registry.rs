@@ -36,6 +36,8 @@ pub struct Registry {
     dir: TempDir,
     port: u16,
     pub auth: Auth,
+    /// Serves HTTPS with a self-signed certificate for 127.0.0.1.
+    pub tls: bool,
 }
 
 /// A port that was free a moment ago (bound to 0 and released).
@@ -67,7 +69,16 @@ impl Registry {
         )))
     }
 
+    /// A registry without authentication that speaks only HTTPS (self-signed certificate).
+    pub fn start_tls() -> Registry {
+        Registry::with(Auth::None, true)
+    }
+
     pub fn with_auth(auth: Auth) -> Registry {
+        Registry::with(auth, false)
+    }
+
+    pub fn with(auth: Auth, tls: bool) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("strata-registry-")
             .tempdir()
@@ -78,7 +89,31 @@ impl Registry {
             dir,
             port: 0,
             auth,
+            tls,
         };
+        if tls {
+            let out = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(reg.dir.path().join("tls.key"))
+                .arg("-out")
+                .arg(reg.dir.path().join("tls.crt"))
+                .output()
+                .expect("run openssl req");
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         if let Auth::Basic { user, password } = &reg.auth {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
@@ -113,8 +148,17 @@ impl Registry {
                 t.cert_path().display()
             ),
         };
+        let tls = if self.tls {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                self.dir.path().join("tls.crt").display(),
+                self.dir.path().join("tls.key").display()
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n{auth}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{}\n{tls}{auth}",
             self.storage().display(),
             self.port
         )

@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use strata_runtime::store::{ContainerUse, ImageRecord, RemoveEvent, Store};
+use strata_runtime::store::{ContainerUse, ImageId, ImageRecord, RemoveEvent, Store};
 
 use super::Global;
 use crate::units;
@@ -18,10 +18,10 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Sub {
     /// List images
-    #[command(alias = "list")]
+    #[command(visible_alias = "list", alias = "images")]
     Ls(super::images::Args),
     /// Remove one or more images
-    #[command(alias = "remove")]
+    #[command(visible_aliases = ["remove", "rmi"])]
     Rm(super::rmi::Args),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(super::tag::Args),
@@ -66,13 +66,50 @@ pub struct ContainerSummary {
     pub size_rw: u64,
 }
 
-/// Containers that use images (any state).
-///
-/// CONTAINERS: the containers helper owns container records; this is the one place the image
-/// verbs learn about them (`rmi` conflicts, `image prune`, `system df`, `images` CONTAINERS).
-/// Replace the body with a listing of `<root>/containers/*` mapped to `ContainerSummary`.
-pub fn containers(_global: &Global) -> Result<Vec<ContainerSummary>> {
-    Ok(Vec::new())
+/// Containers that use images (any state): the one place the image verbs learn about them
+/// (`rmi` conflicts, `image prune`, `system df`).
+pub fn containers(global: &Global) -> Result<Vec<ContainerSummary>> {
+    let rt = strata_runtime::container::Runtime::new(&global.root, &global.runroot);
+    let mut out = Vec::new();
+    for c in rt.list()? {
+        let Ok(image) = ImageId::parse(&c.config.image_id) else {
+            continue;
+        };
+        out.push(ContainerSummary {
+            usage: ContainerUse {
+                container_id: c.config.id.0.clone(),
+                image,
+                running: c.is_running(),
+            },
+            size_rw: tree_size(&c.paths.upper()),
+        });
+    }
+    Ok(out)
+}
+
+/// Bytes of regular files and symlinks under `dir` (hard links once), never following links.
+fn tree_size(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if (m.is_file() || m.file_type().is_symlink()) && seen.insert((m.dev(), m.ino()))
+            {
+                total += m.len();
+            }
+        }
+    }
+    total
 }
 
 pub fn container_uses(global: &Global) -> Result<Vec<ContainerUse>> {

@@ -1,6 +1,6 @@
 //! `strata import FILE|- [REPOSITORY[:TAG]]`: a rootfs tarball → one-layer image.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use strata_runtime::archive;
 use strata_runtime::reference::Reference;
 
@@ -45,8 +45,8 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             tag.as_ref(),
         )?
     } else {
-        let f =
-            std::fs::File::open(&args.source).with_context(|| format!("open {}", args.source))?;
+        let f = std::fs::File::open(&args.source)
+            .map_err(|e| anyhow::anyhow!("open {}: {}", args.source, archive::go_io_error(&e)))?;
         archive::import(
             &store,
             f,

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use strata_runtime::reference::Reference;
@@ -22,6 +23,9 @@ pub struct Args {
     /// Suppress verbose output
     #[arg(short, long)]
     pub quiet: bool,
+    /// Skip image verification (accepted for Docker compatibility; content trust is not implemented)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", hide = true)]
+    pub disable_content_trust: Option<bool>,
     /// Set platform if server is multi-platform capable
     #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
     pub platform: Option<String>,
@@ -98,7 +102,6 @@ pub fn open_store(global: &Global) -> anyhow::Result<Store> {
 
 /// Pull `reference` for `run`/`create` when it is not in the store: Docker prints its progress
 /// on stderr there (`Unable to find image` comes first, printed by the caller).
-#[allow(dead_code)] // called by `run`/`create` once they pull missing images
 pub fn pull_for_run(global: &Global, reference: &Reference) -> anyhow::Result<PullOutcome> {
     let store = open_store(global)?;
     let opts = PullOptions {
@@ -149,6 +152,8 @@ struct State {
     lines: BTreeMap<String, String>,
     /// Lines of the live block currently on screen.
     drawn: usize,
+    /// When the block was last redrawn: byte-count updates redraw at most every 100 ms.
+    last_draw: Option<Instant>,
 }
 
 fn human(n: u64) -> String {
@@ -192,6 +197,7 @@ impl Renderer {
                 order: Vec::new(),
                 lines: BTreeMap::new(),
                 drawn: 0,
+                last_draw: None,
             }),
         }
     }
@@ -232,7 +238,20 @@ impl Renderer {
                 if !st.lines.contains_key(&id) {
                     st.order.push(id.clone());
                 }
+                // Byte counts redraw at most every 100 ms; status changes always do.
+                let was_downloading = st
+                    .lines
+                    .get(&id)
+                    .is_some_and(|l| l.starts_with("Downloading"));
                 st.lines.insert(id, text);
+                let downloading = matches!(status, LayerStatus::Downloading { .. });
+                let recent = st
+                    .last_draw
+                    .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+                if downloading && was_downloading && recent {
+                    return;
+                }
+                st.last_draw = Some(Instant::now());
                 redraw(&mut st);
             }
             PullEvent::Digest(d) => {

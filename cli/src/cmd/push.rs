@@ -15,9 +15,23 @@ pub struct Args {
     /// Suppress verbose output
     #[arg(short, long)]
     pub quiet: bool,
+    /// Skip image verification (accepted for Docker compatibility; content trust is not implemented)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", hide = true)]
+    pub disable_content_trust: Option<bool>,
     /// Upload blobs in chunks of this many bytes instead of one request each
     #[arg(long, hide = true, env = "STRATA_PUSH_CHUNK_SIZE")]
     pub chunk_size: Option<u64>,
+    /// Maximum number of concurrent blob uploads
+    #[arg(
+        long,
+        default_value_t = 3,
+        hide = true,
+        env = "STRATA_MAX_CONCURRENT_UPLOADS"
+    )]
+    pub max_concurrent_uploads: usize,
+    /// Push all tags of an image to the repository
+    #[arg(short = 'a', long)]
+    pub all_tags: bool,
     /// Image to push: NAME[:TAG]
     pub name: String,
 }
@@ -27,19 +41,49 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     if reference.digest().is_some() {
         anyhow::bail!("cannot push a digest reference");
     }
-    let mut out = std::io::stdout().lock();
-    if reference.tag().is_none() && !args.quiet {
-        writeln!(out, "Using default tag: latest")?;
-    }
-    drop(out);
     let store = super::pull::open_store(global)?;
     let opts = PushOptions {
         insecure: global.insecure_registries.clone(),
         chunk_size: args.chunk_size,
+        parallel: args.max_concurrent_uploads.max(1),
     };
+    if args.all_tags {
+        if reference.tag().is_some() {
+            anyhow::bail!("tag can't be used with --all-tags/-a");
+        }
+        let repo = reference.repository();
+        let mut tags: Vec<Reference> = store
+            .images()?
+            .into_iter()
+            .flat_map(|i| i.repo_tags)
+            .filter(|t| t.repository() == repo)
+            .collect();
+        tags.sort();
+        if tags.is_empty() {
+            anyhow::bail!(
+                "An image does not exist locally with the tag: {}",
+                reference.familiar_name()
+            );
+        }
+        for t in &tags {
+            push_one(&store, t, &opts, args.quiet)?;
+        }
+        return Ok(());
+    }
+    if reference.tag().is_none() && !args.quiet {
+        println!("Using default tag: latest");
+    }
+    push_one(&store, &reference, &opts, args.quiet)
+}
+
+fn push_one(
+    store: &strata_runtime::store::Store,
+    reference: &Reference,
+    opts: &PushOptions,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let tty = std::io::stdout().is_terminal();
     let lines: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-    let quiet = args.quiet;
     let progress = |e: PushEvent| {
         if quiet {
             return;
@@ -81,10 +125,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         let _ = out.flush();
     };
     let outcome =
-        registry::push(&store, &reference, &opts, &progress).map_err(|e| anyhow::anyhow!("{e}"))?;
+        registry::push(store, reference, opts, &progress).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = std::io::stdout().lock();
-    if args.quiet {
-        writeln!(out, "{}", reference.with_default_tag())?;
+    if quiet {
+        writeln!(out, "{}", reference.clone().with_default_tag())?;
     } else {
         writeln!(
             out,

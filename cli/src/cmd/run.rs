@@ -210,8 +210,10 @@ pub(crate) fn image_source(global: &Global, name: &str) -> anyhow::Result<ImageS
                 .map(|r| r.familiar())
                 .unwrap_or_else(|_| name.to_string());
             eprintln!("Unable to find image '{shown}' locally");
-            // PULL CALL SITE: once `strata pull` exists, pull `shown` here and resolve again.
-            return Err(tool_error(anyhow::anyhow!("No such image: {shown}")));
+            let reference = strata_runtime::reference::Reference::parse_with_default_tag(name)
+                .map_err(tool_error)?;
+            super::pull::pull_for_run(global, &reference).map_err(tool_error)?;
+            store.resolve(name).map_err(tool_error)?
         }
         Err(e) => return Err(tool_error(e)),
     };

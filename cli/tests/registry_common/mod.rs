@@ -73,6 +73,7 @@ impl Env {
             .args(args)
             .env("HOME", self.dir.path().join("home"))
             .env("REGISTRY_AUTH_FILE", self.auth_file())
+            .env("STRATA_DAEMON_JSON", self.dir.path().join("daemon.json"))
             .env_remove("DOCKER_CONFIG")
             .env_remove("DOCKER_DEFAULT_PLATFORM")
             .stdin(Stdio::null());

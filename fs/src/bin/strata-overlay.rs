@@ -165,8 +165,19 @@ fn signal_thread(mp: PathBuf) {
         });
 }
 
+/// Every open file of the merged view holds an fd here: allow as many as the hard limit does.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
 fn serve(args: Args, ready: Option<OwnedFd>) -> ExitCode {
     let mp = args.mountpoint.clone();
+    raise_fd_limit();
     signal_thread(mp.clone());
     let report = |msg: &str| {
         if let Some(fd) = &ready {

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::harness::{Case, Opq, Target, Wh};
+use crate::harness::{self, Case, Opq, Target, Wh};
 use crate::util::*;
 
 /// Lower layers with every kernel-readable marker.
@@ -201,6 +201,42 @@ fn upper_whiteouts_are_chr_and_opaque_y(c: &mut Case) {
             }
         }
     }
+}
+
+/// fuse-overlayfs 1.10 (what podman users have today) writes `.wh..wh..opq` marker files and odd
+/// `.wh..opq` whiteouts into new directories. strata must read such an upper dir with the same view.
+/// Not a generated case: kernel overlayfs shows those markers as plain files by design.
+#[test]
+fn fuse_overlayfs_upper_mounts_under_strata() {
+    harness::run(
+        Target::Strata,
+        "compat::fuse_overlayfs_upper_mounts_under_strata",
+        |c| {
+            build_lowers(c);
+            let lowers = c.lowers();
+            let upper = c.upper();
+            let (w1, m1) = (c.work(), c.mnt());
+            let template =
+                "fuse-overlayfs -o lowerdir={lower},upperdir={upper},workdir={work} {mnt}";
+            c.mount_template(template, &lowers, Some((&upper, &w1)), &m1);
+            mutate(&m1, false);
+            c.unmount();
+            // fuse-overlayfs's own view of the finished upper dir, fresh (no cached attributes).
+            c.mount_template(template, &lowers, Some((&upper, &w1)), &m1);
+            let before = view(&m1);
+            c.unmount();
+            check_expected(&before, false);
+            assert!(
+                exists(upper.join("made/.wh..wh..opq")),
+                "fuse-overlayfs wrote its marker"
+            );
+            let (w2, m2) = (c.scratch("work2"), c.scratch("mnt2"));
+            c.mount_stack(Target::Strata, &lowers, Some((&upper, &w2)), &m2);
+            let after = view(&m2);
+            let diff = diff_trees(&before, &after);
+            assert!(diff.is_empty(), "views differ:\n{}", diff.join("\n"));
+        },
+    )
 }
 
 cases!(compat:

@@ -164,9 +164,20 @@ fn copy_up_deep_parents_keep_meta(c: &mut Case) {
         setxattr(l.join(d), "user.dir", d.as_bytes(), 0).unwrap();
     }
     write(l.join("a/b/c/f"), "x");
+    for (i, d) in ["a", "a/b", "a/b/c"].into_iter().enumerate() {
+        set_times(l.join(d), (1000, 0), (2000 + i as i64, 7)).unwrap();
+    }
     c.lower(0);
     let m = c.mount();
     write(m.join("a/b/c/f"), "y");
+    for (i, d) in ["a", "a/b", "a/b/c"].into_iter().enumerate() {
+        let s = lstat(m.join(d)).unwrap();
+        assert_eq!(
+            (s.mtime(), s.mtime_nsec()),
+            (2000 + i as i64, 7),
+            "{d}: copy-up keeps dir mtime"
+        );
+    }
     for (d, mode, uid) in [("a", 0o755, 1), ("a/b", 0o705, 2), ("a/b/c", 0o750, 3)] {
         let s = lstat(m.join(d)).unwrap();
         assert_eq!(s.mode() & 0o7777, mode, "{d} mode");
@@ -309,6 +320,62 @@ fn copy_up_hardlinked_lower_file(c: &mut Case) {
     assert!(b == "shared" || b == "changed", "b = {b:?}");
 }
 
+fn copy_up_keeps_holes(c: &mut Case) {
+    // Images carry huge sparse files (/var/log/lastlog): a copy-up must not fill the holes.
+    let l = c.lower(0);
+    let f = fs::File::create(l.join("sparse")).unwrap();
+    f.set_len(200 << 20).unwrap();
+    f.write_at(b"head", 0).unwrap();
+    drop(f);
+    let m = c.mount();
+    let mut a = open(m.join("sparse"), libc::O_WRONLY | libc::O_APPEND, 0).unwrap();
+    a.write_all(b"tail").unwrap();
+    drop(a);
+    assert_eq!(lstat(m.join("sparse")).unwrap().len(), (200 << 20) + 4);
+    let blocks = lstat(c.upper().join("sparse")).unwrap().blocks();
+    assert!(
+        blocks * 512 < 4 << 20,
+        "copied-up file allocates {} KiB",
+        blocks / 2
+    );
+}
+
+fn work_dir_has_no_leftover_files(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("d/e"));
+    for i in 0..10 {
+        write(l.join(format!("d/e/f{i}")), vec![b'x'; 100_000]);
+    }
+    let m = c.mount();
+    for i in 0..10 {
+        if i % 2 == 0 {
+            write(m.join(format!("d/e/f{i}")), "rewritten");
+        } else {
+            chmod(m.join(format!("d/e/f{i}")), 0o600).unwrap();
+        }
+    }
+    unlink(m.join("d/e/f0")).unwrap();
+    rename(m.join("d/e/f1"), m.join("d/f1")).unwrap();
+    fs::remove_dir_all(m.join("d/e")).unwrap();
+    mkdir_mode(m.join("d/e"), 0o755).unwrap();
+    c.unmount();
+    let mut stack = vec![c.work()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            assert!(
+                !ft.is_file(),
+                "leftover file in the work dir: {}",
+                e.path().display()
+            );
+            if ft.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
 cases!(copyup:
     write_copies_up,
     append_copies_up,
@@ -329,4 +396,6 @@ cases!(copyup:
     copy_up_special_files,
     copy_up_preserves_all_xattrs,
     copy_up_hardlinked_lower_file,
+    copy_up_keeps_holes,
+    work_dir_has_no_leftover_files,
 );

@@ -239,11 +239,32 @@ impl Case {
             Target::Custom => {
                 let template = std::env::var(MOUNT_ENV)
                     .unwrap_or_else(|_| panic!("set {MOUNT_ENV} to run the custom target"));
-                let cmd = expand_template(&template, lowers, upper, mnt);
-                MountGuard::by_command(&cmd, mnt, &log)
+                return self.mount_template(&template, lowers, upper, mnt);
             }
         };
         let guard = guard.unwrap_or_else(|e| panic!("mount failed: {e}"));
+        self.dog.watch(guard.abort_handle());
+        self.mounts.push(guard);
+    }
+
+    /// Mount any stack with a command template (see the module doc), e.g. fuse-overlayfs.
+    pub fn mount_template(
+        &mut self,
+        template: &str,
+        lowers: &[PathBuf],
+        upper: Option<(&Path, &Path)>,
+        mnt: &Path,
+    ) {
+        for l in lowers {
+            if !self.snapshots.iter().any(|(p, _)| p == l) {
+                self.snapshots.push((l.clone(), util::raw_tree(l)));
+            }
+        }
+        self.mount_seq += 1;
+        let log = self.dir.path().join(format!("mount{}.log", self.mount_seq));
+        let cmd = expand_template(template, lowers, upper, mnt);
+        let guard =
+            MountGuard::by_command(&cmd, mnt, &log).unwrap_or_else(|e| panic!("mount failed: {e}"));
         self.dog.watch(guard.abort_handle());
         self.mounts.push(guard);
     }

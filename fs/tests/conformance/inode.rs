@@ -39,6 +39,18 @@ fn hardlinks_in_lower_share_ino(c: &mut Case) {
     assert_ne!(a.ino(), lstat(m.join("other")).unwrap().ino());
 }
 
+fn link_outlives_unlinked_lower_original(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("d"));
+    write(l.join("d/orig"), "payload");
+    let m = c.mount();
+    link(m.join("d/orig"), m.join("keep")).unwrap();
+    unlink(m.join("d/orig")).unwrap();
+    rmdir(m.join("d")).unwrap();
+    assert_eq!(read(m.join("keep")), "payload");
+    assert_eq!(lstat(m.join("keep")).unwrap().nlink(), 1);
+}
+
 fn link_count_three(c: &mut Case) {
     let l = c.lower(0);
     write(l.join("f"), "x");
@@ -98,6 +110,31 @@ fn ino_stable_over_time(c: &mut Case) {
         .map(|p| lstat(m.join(p)).unwrap().ino())
         .collect();
     assert_eq!(before, after);
+}
+
+fn ino_stable_after_cache_drop(c: &mut Case) {
+    // Dropping the kernel's dentry/inode caches makes a FUSE server see FORGET and fresh
+    // LOOKUPs: the numbers must not change.
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("d"));
+    mkdir(l1.join("d/sub"));
+    write(l0.join("d/a"), "");
+    write(l1.join("d/sub/b"), "");
+    write(l1.join("copied"), "");
+    let m = c.mount();
+    write(m.join("d/upper"), "");
+    chmod(m.join("copied"), 0o600).unwrap();
+    let paths = ["", "d", "d/a", "d/sub", "d/sub/b", "d/upper", "copied"];
+    let before: Vec<u64> = paths
+        .iter()
+        .map(|p| lstat(m.join(p)).unwrap().ino())
+        .collect();
+    std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let after: Vec<u64> = paths
+        .iter()
+        .map(|p| lstat(m.join(p)).unwrap().ino())
+        .collect();
+    assert_eq!(before, after, "inode numbers of {paths:?}");
 }
 
 fn ino_stable_across_copy_up(c: &mut Case) {
@@ -252,9 +289,11 @@ cases!(inode:
     hardlink_new_file,
     hardlinks_in_lower_share_ino,
     link_count_three,
+    link_outlives_unlinked_lower_original,
     link_errors,
     link_symlink_itself,
     ino_stable_over_time,
+    ino_stable_after_cache_drop,
     ino_stable_across_copy_up,
     ino_stable_while_open_and_renamed,
     distinct_inos_same_fs,

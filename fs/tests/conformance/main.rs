@@ -11,13 +11,17 @@ mod gaps;
 
 mod compat;
 mod copyup;
+mod fuzz;
 mod inode;
 mod io;
 mod merge;
+mod misc;
 mod ops;
 mod perms;
 mod posix;
 mod rename;
 mod ro;
+mod selftest;
+mod stress;
 mod whiteout;
 mod xattr;

@@ -103,6 +103,12 @@ fn create_in_foreign_dir(c: &mut Case) {
         "owner recorded in the upper dir"
     );
     assert_eq!(lstat(m.join("open/d")).unwrap().uid(), NOBODY);
+    let parent = lstat(c.upper().join("open")).unwrap();
+    assert_eq!(
+        (parent.uid(), parent.mode() & 0o7777),
+        (0, 0o777),
+        "the copied-up parent keeps its owner and mode, not the caller's"
+    );
 }
 
 fn unlink_needs_dir_write(c: &mut Case) {
@@ -418,6 +424,88 @@ fn nonroot_cannot_mknod_device(c: &mut Case) {
     assert_eq!(r, [libc::EPERM, 0]);
 }
 
+fn copy_up_by_nonroot_keeps_parent_owner(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("etc/deep"));
+    chmod(l.join("etc"), 0o755).unwrap();
+    lchown(l.join("etc/deep"), 0, 42).unwrap();
+    chmod(l.join("etc/deep"), 0o751).unwrap();
+    write(l.join("etc/deep/conf"), "old");
+    lchown(l.join("etc/deep/conf"), NOBODY, NOBODY).unwrap();
+    chmod(l.join("etc/deep/conf"), 0o640).unwrap();
+    let m = mount_for_others(c);
+    let r = as_nobody(|| vec![e(std::fs::write(m.join("etc/deep/conf"), "new"))]);
+    assert_eq!(r, [0]);
+    for (d, uid, gid, mode) in [("etc", 0, 0, 0o755), ("etc/deep", 0, 42, 0o751)] {
+        let s = lstat(c.upper().join(d)).unwrap();
+        assert_eq!(
+            (s.uid(), s.gid(), s.mode() & 0o7777),
+            (uid, gid, mode),
+            "{d} in upper"
+        );
+    }
+    let f = lstat(c.upper().join("etc/deep/conf")).unwrap();
+    assert_eq!(
+        (f.uid(), f.gid(), f.mode() & 0o7777),
+        (NOBODY, NOBODY, 0o640)
+    );
+}
+
+fn moving_a_dir_needs_write_on_it(c: &mut Case) {
+    let l = c.lower(0);
+    for d in ["a", "b"] {
+        mkdir(l.join(d));
+        lchown(l.join(d), NOBODY, NOBODY).unwrap();
+    }
+    mkdir(l.join("a/rootdir"));
+    chmod(l.join("a/rootdir"), 0o755).unwrap();
+    write(l.join("a/rootfile"), "");
+    let m = mount_for_others(c);
+    let r = as_nobody(|| {
+        vec![
+            e(rename(m.join("a/rootdir"), m.join("b/rootdir"))),
+            e(rename(m.join("a/rootdir"), m.join("a/renamed"))),
+            e(rename(m.join("a/rootfile"), m.join("b/rootfile"))),
+        ]
+    });
+    assert_eq!(
+        r,
+        [libc::EACCES, 0, 0],
+        "a dir changing parents needs write access to itself"
+    );
+}
+
+fn sticky_dir_owner_may_delete(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("t"));
+    lchown(l.join("t"), NOBODY, NOBODY).unwrap();
+    chmod(l.join("t"), 0o1777).unwrap();
+    write(l.join("t/roots"), "");
+    let m = mount_for_others(c);
+    let r = as_nobody(|| vec![e(unlink(m.join("t/roots")))]);
+    assert_eq!(r, [0], "the sticky dir's owner may delete anything in it");
+}
+
+fn chmod_sgid_dropped_outside_group(c: &mut Case) {
+    let l = c.lower(0);
+    write(l.join("f"), "");
+    lchown(l.join("f"), NOBODY, 0).unwrap();
+    let m = mount_for_others(c);
+    let r = as_nobody(|| {
+        let first = e(chmod(m.join("f"), 0o2755));
+        let mode = lstat(m.join("f"))
+            .map(|s| (s.mode() & 0o7777) as i32)
+            .unwrap_or(-1);
+        vec![first, mode, e(chmod(m.join("f"), 0o4755))]
+    });
+    assert_eq!(r, [0, 0o755, 0], "SGID silently dropped for a non-member");
+    assert_eq!(
+        lstat(m.join("f")).unwrap().mode() & 0o7777,
+        0o4755,
+        "SUID kept for the owner"
+    );
+}
+
 cases!(perms:
     read_protected_file,
     create_in_foreign_dir,
@@ -436,4 +524,8 @@ cases!(perms:
     suid_cleared_on_chown,
     setgid_dir_inheritance,
     nonroot_cannot_mknod_device,
+    copy_up_by_nonroot_keeps_parent_owner,
+    moving_a_dir_needs_write_on_it,
+    sticky_dir_owner_may_delete,
+    chmod_sgid_dropped_outside_group,
 );

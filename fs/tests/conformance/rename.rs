@@ -289,6 +289,36 @@ fn rename_lower_dir_twice(c: &mut Case) {
     assert_eq!(ls(&m), ["y", "z"]);
 }
 
+fn rename_dir_updates_dotdot(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("a/sub/x"));
+    mkdir(l.join("b"));
+    let m = c.mount();
+    rename(m.join("a/sub"), m.join("b/sub")).unwrap();
+    let b = lstat(m.join("b")).unwrap().ino();
+    assert_eq!(lstat(m.join("b/sub/..")).unwrap().ino(), b);
+    assert_eq!(lstat(m.join("b/sub/x/../..")).unwrap().ino(), b);
+    let dotdot = raw_readdir(m.join("b/sub"))
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == "..");
+    assert!(dotdot.is_some());
+}
+
+fn rename_whiteout_then_rename_back(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("d"));
+    write(l0.join("d/top"), "");
+    mkdir(l1.join("d"));
+    write(l1.join("d/bottom"), "b");
+    let m = c.mount();
+    rename(m.join("d"), m.join("e")).unwrap();
+    rename(m.join("e"), m.join("d")).unwrap();
+    assert_eq!(ls(m.join("d")), ["bottom", "top"]);
+    assert_eq!(read(m.join("d/bottom")), "b");
+    assert_eq!(ls(&m), ["d"]);
+}
+
 cases!(rename:
     rename_upper_file,
     rename_lower_file,
@@ -312,4 +342,6 @@ cases!(rename:
     rename_updates_parent_listing_and_mtime,
     rename_symlink,
     rename_lower_dir_twice,
+    rename_dir_updates_dotdot,
+    rename_whiteout_then_rename_back,
 );

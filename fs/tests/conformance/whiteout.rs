@@ -246,6 +246,27 @@ fn whiteouts_in_several_layers(c: &mut Case) {
     assert_eq!(ls(&m), ["c"]);
 }
 
+fn user_overlay_xattrs_hidden(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("o"));
+    write(l0.join("o/mine"), "");
+    c.opaque(l0.join("o"), Opq::UserXattr);
+    mkdir(l1.join("o"));
+    write(l1.join("o/theirs"), "");
+    mkdir(l0.join("x"));
+    c.whiteout(l0.join("x/gone"), Wh::UserXattr);
+    mkdir(l1.join("x"));
+    write(l1.join("x/gone"), "");
+    write(l1.join("x/kept"), "");
+    setxattr(l0.join("o"), "user.mine", b"1", 0).unwrap();
+    let m = c.mount();
+    assert_eq!(ls(m.join("o")), ["mine"]);
+    assert_eq!(ls(m.join("x")), ["kept"]);
+    assert_eq!(listxattr(m.join("o")).unwrap(), ["user.mine"]);
+    assert!(listxattr(m.join("x")).unwrap().is_empty());
+    assert_errno!(getxattr(m.join("o"), "user.overlay.opaque"), libc::ENODATA);
+}
+
 cases!(whiteout:
     whiteout_chr_hides_file,
     whiteout_xattr_hides_file,
@@ -270,4 +291,5 @@ cases!(whiteout:
     opaque_dir_in_top_shows_own_subdirs,
     opaque_marker_not_listed,
     whiteouts_in_several_layers,
+    user_overlay_xattrs_hidden,
 );

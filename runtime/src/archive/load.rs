@@ -14,7 +14,7 @@ use super::{
 };
 use crate::digest::{chain_ids, ChainId, Digest, ImageId};
 use crate::reference::Reference;
-use crate::store::{ImageConfig, Store};
+use crate::store::{ImageConfig, NewImage, Store};
 
 /// Where `load` reads from.
 pub enum LoadInput<'a> {
@@ -52,16 +52,16 @@ struct Plan {
     parent: Option<ImageId>,
 }
 
-/// Load every image of an archive. Each image is all-or-nothing: layers it added are released
-/// again if a later step fails.
+/// Load every image of an archive, all or nothing: layers it added are released again if a
+/// later step fails.
 pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
     let mut _staging = None;
     let source = match input {
         LoadInput::Path(p) if is_dir(p) => Source::Dir(p.to_path_buf()),
         LoadInput::Path(p) => {
-            let f = File::open(p).map_err(|source| ArchiveError::Io {
+            let f = File::open(p).map_err(|err| ArchiveError::Io {
                 path: p.to_path_buf(),
-                source,
+                err,
             })?;
             Source::index_tar(f)?
         }
@@ -79,19 +79,19 @@ pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
-                .map_err(|source| ArchiveError::Io {
+                .map_err(|err| ArchiveError::Io {
                     path: tmp.clone(),
-                    source,
+                    err,
                 })?;
             _staging = Some(TmpFile(tmp.clone()));
-            let n = io::copy(r, &mut f).map_err(|source| ArchiveError::Io { path: tmp, source })?;
+            let n = io::copy(r, &mut f).map_err(|err| ArchiveError::Io { path: tmp, err })?;
             if n == 0 {
                 return Err(ArchiveError::EmptyInput);
             }
             f.seek(io::SeekFrom::Start(0))
-                .map_err(|source| ArchiveError::Io {
+                .map_err(|err| ArchiveError::Io {
                     path: tmp_path(&_staging),
-                    source,
+                    err,
                 })?;
             Source::index_tar(f)?
         }
@@ -103,11 +103,7 @@ pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
     } else {
         return Err(ArchiveError::NoManifest);
     };
-    let mut out = Vec::new();
-    for plan in plans {
-        out.push(load_one(store, &source, plan)?);
-    }
-    Ok(out)
+    load_all(store, &source, plans)
 }
 
 struct TmpFile(std::path::PathBuf);
@@ -253,7 +249,8 @@ fn image_name(desc: &Value) -> Option<Reference> {
     }
 }
 
-fn load_one(store: &Store, src: &Source, plan: Plan) -> Result<Loaded> {
+/// Check a plan and store its layers (those not there yet); new chain IDs go to `created`.
+fn add_layers(store: &Store, src: &Source, plan: &Plan, created: &mut Vec<ChainId>) -> Result<()> {
     let cfg: ImageConfig = parse_json(&plan.config, "image config")?;
     let diff_ids = &cfg.rootfs.diff_ids;
     if diff_ids.len() != plan.layers.len() {
@@ -269,25 +266,43 @@ fn load_one(store: &Store, src: &Source, plan: Plan) -> Result<Loaded> {
         }
     }
     let chains = chain_ids(diff_ids);
-    let mut created: Vec<ChainId> = Vec::new();
-    let result = (|| -> Result<ImageId> {
-        let mut parent: Option<&ChainId> = None;
-        for (i, path) in plan.layers.iter().enumerate() {
-            if !store.has_layer(&chains[i]) {
-                let info = store.add_layer(src.open(path)?, parent, Some(&diff_ids[i]))?;
-                if info.created {
-                    created.push(info.chain_id);
-                }
+    let mut parent: Option<&ChainId> = None;
+    for (i, path) in plan.layers.iter().enumerate() {
+        if !store.has_layer(&chains[i]) {
+            let info = store.add_layer(src.open(path)?, parent, Some(&diff_ids[i]))?;
+            if info.created {
+                created.push(info.chain_id);
             }
-            parent = Some(&chains[i]);
         }
-        Ok(store.add_image(&plan.config, &plan.tags, plan.parent.as_ref())?)
+        parent = Some(&chains[i]);
+    }
+    Ok(())
+}
+
+/// Store every plan's layers, then register all images in one metadata update. On any error
+/// the layers this load created are released: the store is as it was.
+fn load_all(store: &Store, src: &Source, plans: Vec<Plan>) -> Result<Vec<Loaded>> {
+    let mut created: Vec<ChainId> = Vec::new();
+    let result = (|| -> Result<Vec<ImageId>> {
+        for plan in &plans {
+            add_layers(store, src, plan, &mut created)?;
+        }
+        let new: Vec<NewImage<'_>> = plans
+            .iter()
+            .map(|p| NewImage {
+                config: &p.config,
+                refs: &p.tags,
+                parent: p.parent.as_ref(),
+            })
+            .collect();
+        Ok(store.add_images(&new)?)
     })();
     match result {
-        Ok(id) => Ok(Loaded {
-            id,
-            tags: plan.tags,
-        }),
+        Ok(ids) => Ok(ids
+            .into_iter()
+            .zip(plans)
+            .map(|(id, p)| Loaded { id, tags: p.tags })
+            .collect()),
         Err(e) => {
             created.reverse();
             let _ = store.release_layers(&created);

@@ -28,12 +28,9 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// Reading the archive itself failed (Go-style text: `open X: no such file or directory`).
+    #[error("open {}: {}", path.display(), go_io_error(err))]
+    Io { path: PathBuf, err: io::Error },
     #[error("requested load from stdin, but stdin is empty")]
     EmptyInput,
     #[error("invalid archive: {0}")]
@@ -74,6 +71,20 @@ pub(crate) const DOCKER_LIST: &str = "application/vnd.docker.distribution.manife
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub(crate) const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 
+/// An I/O error as Go prints it: `no such file or directory`, without Rust's `(os error N)`.
+pub fn go_io_error(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut c = text.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// GOARCH name of this machine (`amd64`, `arm64`, …).
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -87,3 +98,6 @@ pub fn host_arch() -> &'static str {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests;

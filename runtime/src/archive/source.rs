@@ -69,7 +69,8 @@ impl Source {
         let mut links = HashMap::new();
         {
             let mut ar = tar::Archive::new(&file);
-            let entries = ar.entries().map_err(ArchiveError::Tar)?;
+            // Seek over contents: indexing reads headers only.
+            let entries = ar.entries_with_seek().map_err(ArchiveError::Tar)?;
             for e in entries {
                 let e = e.map_err(ArchiveError::Tar)?;
                 let path = e.path().map_err(ArchiveError::Tar)?;
@@ -150,7 +151,7 @@ impl Source {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         Err(ArchiveError::Missing(path.to_string()))
                     }
-                    Err(source) => Err(ArchiveError::Io { path: full, source }),
+                    Err(err) => Err(ArchiveError::Io { path: full, err }),
                 }
             }
         }

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::RegistryError;
+use super::{credhelper, RegistryError};
 
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +208,11 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, RegistryError> {
     let want = config_key(registry);
     for file in auth_files() {
         let Some(v) = read_json(&file)? else { continue };
+        if let Some(helper) = credhelper::helper_for(&v, &want, key_host(&want)) {
+            if let Some(c) = credhelper::get(&helper, &want)? {
+                return Ok(Some(c));
+            }
+        }
         let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
             continue;
         };
@@ -267,9 +272,18 @@ pub fn store(registry: &str, creds: &Credentials) -> Result<PathBuf, RegistryErr
     if !doc.is_object() {
         doc = serde_json::json!({});
     }
-    let raw = format!("{}:{}", creds.username, creds.password);
-    let entry =
-        serde_json::json!({ "auth": base64::engine::general_purpose::STANDARD.encode(raw) });
+    let key = config_key(registry);
+    // With a credential helper the secret goes to the helper and the file keeps an empty entry.
+    let entry = match credhelper::helper_for(&doc, &key, key_host(&key)) {
+        Some(helper) => {
+            credhelper::store(&helper, &key, creds)?;
+            serde_json::json!({})
+        }
+        None => {
+            let raw = format!("{}:{}", creds.username, creds.password);
+            serde_json::json!({ "auth": base64::engine::general_purpose::STANDARD.encode(raw) })
+        }
+    };
     let obj = doc.as_object_mut().ok_or(RegistryError::NoAuthFile)?;
     let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
     if !auths.is_object() {
@@ -291,6 +305,10 @@ pub fn remove(registry: &str) -> Result<bool, RegistryError> {
         return Ok(false);
     };
     let want = config_key(registry);
+    let erased = match credhelper::helper_for(&doc, &want, key_host(&want)) {
+        Some(helper) => credhelper::erase(&helper, &want)?,
+        None => false,
+    };
     let removed = doc
         .get_mut("auths")
         .and_then(|a| a.as_object_mut())
@@ -309,7 +327,7 @@ pub fn remove(registry: &str) -> Result<bool, RegistryError> {
     if removed {
         write_json(&path, &doc)?;
     }
-    Ok(removed)
+    Ok(removed || erased)
 }
 
 /// A token endpoint's answer (`token` wins over `access_token`).

@@ -160,7 +160,7 @@ fn download_once(
             if !range.starts_with(&format!("bytes {}-", part.have)) {
                 part.restart()?;
                 return Err(RegistryError::BadRange {
-                    url: req.url.clone(),
+                    url: client.absolute(&req.url),
                 });
             }
         }
@@ -168,7 +168,7 @@ fn download_once(
         416 => {
             part.restart()?;
             return Err(RegistryError::BadRange {
-                url: req.url.clone(),
+                url: client.absolute(&req.url),
             });
         }
         _ => return Err(client.api_error(&req.method, &req.url, resp)),
@@ -183,7 +183,7 @@ fn download_once(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
                 return Err(RegistryError::BodyIo {
-                    url: req.url.clone(),
+                    url: client.absolute(&req.url),
                     source,
                 })
             }
@@ -206,7 +206,7 @@ fn download_once(
     }
     if part.have < size {
         return Err(RegistryError::BodyIo {
-            url: req.url.clone(),
+            url: client.absolute(&req.url),
             source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
         });
     }

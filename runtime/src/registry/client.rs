@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,25 +27,113 @@ const MAX_REDIRECTS: u32 = 5;
 pub struct Endpoint {
     /// The registry as named in references (`docker.io`, `127.0.0.1:5000`).
     pub registry: String,
-    /// `scheme://host[:port]` requests go to.
+    /// `https://host[:port]`: always tried first.
     pub base: String,
+    /// Insecure registries (loopback, `--insecure-registry`): certificates are not verified and
+    /// plain HTTP (`http://host[:port]`) is used when the registry does not speak TLS — Docker's
+    /// behaviour for insecure registries.
+    pub insecure: bool,
 }
 
 impl Endpoint {
-    /// Docker Hub is `registry-1.docker.io` over HTTPS; loopback hosts and `insecure` registries
-    /// use plain HTTP; everything else HTTPS.
+    /// Docker Hub is `registry-1.docker.io`; loopback hosts and `insecure` registries are
+    /// insecure (see [`Endpoint::insecure`]); everything else is verified HTTPS.
     pub fn new(registry: &str, insecure: &[String]) -> Endpoint {
         let host = match registry {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
         };
-        let plain = is_loopback(registry) || insecure.iter().any(|i| i == registry || i == host);
-        let scheme = if plain { "http" } else { "https" };
+        let configured = configured_insecure(&daemon_json_path());
+        let named = |i: &String| matches_insecure(i, registry) || matches_insecure(i, host);
         Endpoint {
             registry: registry.to_string(),
-            base: format!("{scheme}://{host}"),
+            base: format!("https://{host}"),
+            insecure: is_loopback(registry) || insecure.iter().chain(&configured).any(named),
         }
     }
+
+    /// The plain-HTTP base of an insecure registry.
+    pub fn http_base(&self) -> Option<String> {
+        self.insecure
+            .then(|| self.base.replacen("https://", "http://", 1))
+    }
+}
+
+/// Docker's daemon config, whose `insecure-registries` list we honour too
+/// (`$STRATA_DAEMON_JSON`, default `/etc/docker/daemon.json`).
+pub fn daemon_json_path() -> PathBuf {
+    std::env::var_os("STRATA_DAEMON_JSON")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/docker/daemon.json"))
+}
+
+/// The `insecure-registries` entries of a daemon.json (`host[:port]` or an IPv4 CIDR).
+pub fn configured_insecure(path: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Vec::new();
+    };
+    v.get("insecure-registries")
+        .and_then(|l| l.as_array())
+        .map(|l| {
+            l.iter()
+                .filter_map(|e| e.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether an insecure-registry entry names `registry` (`host[:port]`): exactly, or as an IPv4
+/// CIDR containing its address.
+pub fn matches_insecure(entry: &str, registry: &str) -> bool {
+    if entry == registry {
+        return true;
+    }
+    let Some((net, bits)) = entry.split_once('/') else {
+        return false;
+    };
+    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+    match (
+        net.parse::<std::net::Ipv4Addr>(),
+        bits.parse::<u32>(),
+        host.parse::<std::net::Ipv4Addr>(),
+    ) {
+        (Ok(net), Ok(bits), Ok(ip)) if bits <= 32 => {
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        _ => false,
+    }
+}
+
+/// CA certificates for `registry` from Docker's and podman's `certs.d` directories
+/// (`/etc/docker/certs.d/<registry>/*.crt`, `/etc/containers/certs.d/<registry>/*.crt`).
+fn registry_cas(registry: &str) -> Vec<ureq::tls::Certificate<'static>> {
+    let mut out = Vec::new();
+    for root in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
+        let Ok(rd) = std::fs::read_dir(Path::new(root).join(registry)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.path().extension().is_some_and(|x| x == "crt") {
+                if let Ok(pem) = std::fs::read(e.path()) {
+                    for item in ureq::tls::parse_pem(&pem).flatten() {
+                        if let ureq::tls::PemItem::Certificate(c) = item {
+                            out.push(c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `localhost`, `127.0.0.0/8` and `::1`, with or without a port.
@@ -126,6 +214,9 @@ pub struct Client {
     pub endpoint: Endpoint,
     creds: Option<Credentials>,
     mode: Mutex<AuthMode>,
+    /// The base URL chosen by the first request (`https://…`, or `http://…` for an insecure
+    /// registry without TLS).
+    base: Mutex<Option<String>>,
     /// Bearer tokens by scope.
     tokens: Mutex<HashMap<String, String>>,
 }
@@ -138,10 +229,16 @@ fn host_of(url: &str) -> &str {
 /// Whether a failure is worth another try: connection problems, timeouts, 5xx and 429.
 pub fn is_transient(e: &RegistryError) -> bool {
     match e {
-        RegistryError::Transport { source, .. } => !matches!(
-            **source,
-            ureq::Error::BadUri(_) | ureq::Error::HostNotFound | ureq::Error::Http(_)
-        ),
+        RegistryError::Transport { source, .. } => match &**source {
+            ureq::Error::BadUri(_) | ureq::Error::HostNotFound | ureq::Error::Http(_) => false,
+            // getaddrinfo's EAI_NONAME / EAI_NODATA: the name does not exist; retrying will not
+            // help (EAI_AGAIN, "Temporary failure in name resolution", is retried).
+            ureq::Error::Io(io) => {
+                let m = io.to_string();
+                !(m.contains("Name or service not known") || m.contains("No address associated"))
+            }
+            _ => true,
+        },
         RegistryError::Api { status, .. } => *status >= 500 || *status == 429,
         RegistryError::BodyIo { .. } | RegistryError::BadRange { .. } => true,
         _ => false,
@@ -157,7 +254,22 @@ pub fn backoff(attempt: u32) {
 
 impl Client {
     pub fn new(endpoint: Endpoint, creds: Option<Credentials>) -> Client {
+        let cas = registry_cas(&endpoint.registry);
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if endpoint.insecure {
+            tls = tls.disable_verification(true);
+        } else if !cas.is_empty() {
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&cas));
+        }
+        // Like Go's ProxyFromEnvironment: loopback registries are never reached through a proxy.
+        let proxy = if is_loopback(&endpoint.registry) {
+            None
+        } else {
+            ureq::Proxy::try_from_env()
+        };
         let agent = ureq::Agent::config_builder()
+            .proxy(proxy)
+            .tls_config(tls.build())
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
@@ -171,6 +283,7 @@ impl Client {
             endpoint,
             creds,
             mode: Mutex::new(AuthMode::Unknown),
+            base: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -193,11 +306,50 @@ impl Client {
         self.creds.is_some()
     }
 
-    fn absolute(&self, url: &str) -> String {
+    /// The base URL requests go to. For an insecure registry the first call probes HTTPS once
+    /// and settles on plain HTTP if the registry does not speak TLS.
+    pub fn base(&self) -> String {
+        if let Some(b) = self.base.lock().ok().and_then(|b| b.clone()) {
+            return b;
+        }
+        let chosen = match self.endpoint.http_base() {
+            None => self.endpoint.base.clone(),
+            Some(http_base) => {
+                let probe = http::Request::builder()
+                    .method(http::Method::GET)
+                    .uri(format!("{}/v2/", self.endpoint.base))
+                    .body(())
+                    .map_err(ureq::Error::Http)
+                    .and_then(|r| {
+                        // A plain-HTTP server may sit on the ClientHello instead of refusing it.
+                        let r = self
+                            .agent
+                            .configure_request(r)
+                            .timeout_global(Some(Duration::from_secs(10)))
+                            .build();
+                        self.agent.run(r)
+                    });
+                match probe {
+                    Ok(_) => self.endpoint.base.clone(),
+                    Err(e) => {
+                        log::debug!("{}: no TLS ({e}); using plain HTTP", self.endpoint.registry);
+                        http_base
+                    }
+                }
+            }
+        };
+        if let Ok(mut b) = self.base.lock() {
+            *b = Some(chosen.clone());
+        }
+        chosen
+    }
+
+    /// `url` made absolute against the registry's base.
+    pub fn absolute(&self, url: &str) -> String {
         if url.starts_with("http://") || url.starts_with("https://") {
             url.to_string()
         } else {
-            format!("{}{}", self.endpoint.base, url)
+            format!("{}{}", self.base(), url)
         }
     }
 
@@ -286,7 +438,7 @@ impl Client {
     /// Send `req`, answering one authentication challenge and following redirects. No retries.
     pub fn send(&self, req: &Req<'_>) -> Result<Response<Body>, RegistryError> {
         let mut url = self.absolute(&req.url);
-        let origin = host_of(&self.endpoint.base).to_string();
+        let origin = host_of(&self.base()).to_string();
         let mut challenged = false;
         let mut redirects = 0;
         loop {
@@ -536,27 +688,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_and_insecure_use_http() {
+    fn loopback_and_insecure_are_insecure() {
         assert!(is_loopback("127.0.0.1:5000"));
         assert!(is_loopback("localhost"));
         assert!(is_loopback("[::1]:5000"));
         assert!(!is_loopback("ghcr.io"));
-        assert_eq!(
-            Endpoint::new("docker.io", &[]).base,
-            "https://registry-1.docker.io"
-        );
-        assert_eq!(
-            Endpoint::new("127.0.0.2:80", &[]).base,
-            "http://127.0.0.2:80"
-        );
-        assert_eq!(
-            Endpoint::new("reg.lan:5000", &["reg.lan:5000".into()]).base,
-            "http://reg.lan:5000"
-        );
-        assert_eq!(
-            Endpoint::new("reg.lan:5000", &[]).base,
-            "https://reg.lan:5000"
-        );
+        let hub = Endpoint::new("docker.io", &[]);
+        assert_eq!(hub.base, "https://registry-1.docker.io");
+        assert_eq!(hub.http_base(), None);
+        let lo = Endpoint::new("127.0.0.2:80", &[]);
+        assert_eq!(lo.http_base().as_deref(), Some("http://127.0.0.2:80"));
+        let named = Endpoint::new("reg.lan:5000", &["reg.lan:5000".into()]);
+        assert_eq!(named.http_base().as_deref(), Some("http://reg.lan:5000"));
+        assert!(!Endpoint::new("reg.lan:5000", &[]).insecure);
+    }
+
+    #[test]
+    fn insecure_entries_from_daemon_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("daemon.json");
+        std::fs::write(
+            &p,
+            r#"{"insecure-registries": ["reg.lan:5000", "10.1.0.0/16"], "x": 1}"#,
+        )
+        .unwrap();
+        let list = configured_insecure(&p);
+        assert_eq!(list, ["reg.lan:5000", "10.1.0.0/16"]);
+        assert!(matches_insecure(&list[0], "reg.lan:5000"));
+        assert!(!matches_insecure(&list[0], "reg.lan:5001"));
+        assert!(matches_insecure(&list[1], "10.1.200.3:443"));
+        assert!(!matches_insecure(&list[1], "10.2.0.1"));
+        assert!(configured_insecure(&dir.path().join("missing.json")).is_empty());
     }
 
     #[test]

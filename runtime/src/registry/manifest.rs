@@ -101,7 +101,12 @@ impl Manifest {
     ) -> Result<(Manifest, String), ManifestError> {
         let header = content_type
             .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
-            .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain");
+            // Generic types (some servers send `application/octet-stream`) say nothing: sniff.
+            .filter(|c| {
+                !c.is_empty()
+                    && (c.starts_with("application/vnd.oci.")
+                        || c.starts_with("application/vnd.docker."))
+            });
         let kind = match header {
             Some(k) => k,
             None => {
@@ -306,6 +311,8 @@ mod tests {
         let (_, kind) =
             Manifest::parse(Some(&format!("{DOCKER_MANIFEST}; charset=utf-8")), oci).unwrap();
         assert_eq!(kind, DOCKER_MANIFEST);
+        let (_, kind) = Manifest::parse(Some("application/octet-stream"), oci).unwrap();
+        assert_eq!(kind, OCI_MANIFEST);
         let idx = br#"{"schemaVersion":2,"manifests":[]}"#;
         assert!(matches!(
             Manifest::parse(None, idx).unwrap().0,

@@ -7,15 +7,20 @@
 //! - *scope*: what a Bearer token grants, `repository:<repo>:pull[,push]`.
 //! - *partial*: a blob download in progress, kept in the store's tmp dir so the next pull resumes it.
 //!
-//! Modules: [`client`] (HTTP, auth challenges, redirects, retries), [`auth`] (challenges, tokens,
-//! the credentials file), [`manifest`] (manifest/index types and platform selection), [`blob`]
-//! (verified, resumable blob download).
+//! Modules: [`client`] (HTTP/HTTPS, auth challenges, redirects, retries), [`auth`] (challenges,
+//! tokens, the credentials file), [`manifest`] (manifest/index types and platform selection),
+//! [`blob`] (verified, resumable blob download), [`mod@pull`] (into the store, parallel downloads,
+//! ordered extraction), [`mod@push`] (blob upload, mount, manifest put); [`login`] checks and stores
+//! credentials.
+//!
+//! Entry points: [`pull()`], [`push()`], [`login`], [`pull::list_tags`], [`auth::remove`].
 //!
 //! The module prints nothing; progress is reported through callbacks.
 
 pub mod auth;
 pub mod blob;
 pub mod client;
+pub mod credhelper;
 pub mod manifest;
 pub mod pull;
 pub mod push;
@@ -91,7 +96,7 @@ pub enum RegistryError {
     ManifestDigestMismatch { digest: String },
     #[error("invalid digest {0:?}")]
     BadDigest(String),
-    #[error("reading {url}: {source}")]
+    #[error("Get \"{url}\": {source}")]
     BodyIo { url: String, source: std::io::Error },
     #[error("registry answered a range request for {url} with the wrong range")]
     BadRange { url: String },
@@ -127,6 +132,18 @@ pub enum RegistryError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("error getting credentials - {helper}: {source}")]
+    CredentialHelper {
+        helper: String,
+        source: std::io::Error,
+    },
+    #[error("credential helper docker-credential-{helper} printed invalid JSON: {source}")]
+    CredentialHelperJson {
+        helper: String,
+        source: serde_json::Error,
+    },
+    #[error("credential helper docker-credential-{helper} failed to {verb} the credentials")]
+    CredentialHelperFailed { helper: String, verb: &'static str },
     #[error("no credentials file location: set HOME, DOCKER_CONFIG or REGISTRY_AUTH_FILE")]
     NoAuthFile,
 }
@@ -142,7 +159,16 @@ fn title(method: &str) -> String {
 
 fn api_message(method: &str, url: &str, status: u16, errors: &[ApiError]) -> String {
     if errors.is_empty() {
-        format!("{} \"{url}\": unexpected status {status}", title(method))
+        // distribution's client: `received unexpected HTTP status: 503 Service Unavailable`.
+        let reason = ureq::http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        format!(
+            "{} \"{url}\": received unexpected HTTP status: {}",
+            title(method),
+            format!("{status} {reason}").trim_end()
+        )
     } else {
         first(errors)
     }
@@ -181,7 +207,7 @@ pub fn login(
             .and_then(|s| s.canonical_reason())
             .unwrap_or("");
         RegistryError::LoginFailed {
-            url: format!("{}/v2/", c.endpoint.base),
+            url: format!("{}/v2/", c.base()),
             status: format!("{code} {reason}").trim_end().to_string(),
         }
     };

@@ -18,7 +18,7 @@ use ureq::http;
 use super::auth;
 use super::blob;
 use super::client::{Client, Endpoint, Req};
-use super::manifest::{self, Descriptor, Manifest, Platform};
+use super::manifest::{self, Descriptor, ImageManifest, Manifest, Platform};
 use super::{PullError, RegistryError};
 use crate::digest::{chain_ids, ChainId, DiffId, Digest, ImageId};
 use crate::reference::Reference;
@@ -128,7 +128,7 @@ pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String
         #[serde(default)]
         tags: Option<Vec<String>>,
     }
-    let body = read_small(&mut resp, &req.url)?;
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
     let tags: Tags = serde_json::from_slice(&body)
         .map_err(manifest::ManifestError::from)
         .map_err(RegistryError::from)?;
@@ -175,7 +175,7 @@ fn map_error(e: RegistryError, client: &Client, reference: &Reference) -> PullEr
                     RegistryError::Api { url, .. } | RegistryError::Unauthorized { url, .. } => {
                         url.clone()
                     }
-                    _ => client.endpoint.base.clone(),
+                    _ => client.base(),
                 },
                 errors: Vec::new(),
                 with_credentials: client.has_credentials(),
@@ -205,7 +205,7 @@ fn fetch_manifest(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let body = read_small(&mut resp, &req.url)?;
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
     let digest = Digest::of_bytes(&body);
     if reference.starts_with("sha256:") && digest.as_str() != reference {
         return Err(RegistryError::ManifestDigestMismatch {
@@ -223,7 +223,7 @@ fn fetch_small_blob(client: &Client, repo: &str, d: &Descriptor) -> Result<Vec<u
         &format!("repository:{repo}:pull"),
     );
     let mut resp = client.send_ok(&req)?;
-    let body = read_small(&mut resp, &req.url)?;
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
     if blob::sha256_digest(&body) != d.digest || body.len() as u64 != d.size {
         return Err(RegistryError::DigestMismatch {
             digest: d.digest.clone(),
@@ -241,6 +241,50 @@ fn short(digest: &str) -> String {
         .collect()
 }
 
+/// What a tag or digest resolved to: the image manifest for our platform, its bytes, and the
+/// bytes and digest of the top-level manifest (an index, or the image manifest itself).
+struct Resolved {
+    image: ImageManifest,
+    image_bytes: Vec<u8>,
+    top_bytes: Vec<u8>,
+    top_digest: Digest,
+}
+
+/// Fetch `reference`'s manifest; through an index, select the platform and fetch its manifest.
+fn resolve_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    opts: &PullOptions,
+) -> Result<Resolved, RegistryError> {
+    let (top, top_bytes, top_digest) = fetch_manifest(client, repo, reference)?;
+    let (image, image_bytes) = match top {
+        Manifest::Image(m) => (*m, top_bytes.clone()),
+        Manifest::Index(idx) => {
+            let want = opts.platform.clone().unwrap_or_else(Platform::host);
+            let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
+                RegistryError::NoMatchingPlatform {
+                    platform: want.to_string(),
+                }
+            })?;
+            match fetch_manifest(client, repo, &d.digest)? {
+                (Manifest::Image(m), bytes, _) => (*m, bytes),
+                (Manifest::Index(_), _, _) => {
+                    return Err(RegistryError::Manifest(
+                        manifest::ManifestError::UnsupportedType("nested index".into()),
+                    ))
+                }
+            }
+        }
+    };
+    Ok(Resolved {
+        image,
+        image_bytes,
+        top_bytes,
+        top_digest,
+    })
+}
+
 /// Pull `reference` (which must carry a tag or a digest) into `store`.
 pub fn pull(
     store: &Store,
@@ -256,35 +300,18 @@ pub fn pull(
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
+    let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
+        .map_err(|e| map_error(e, &client, &reference))?;
     progress(PullEvent::PullingFrom {
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
     });
-    let (top, top_bytes, top_digest) = fetch_manifest(&client, &repo, &tag_or_digest)
-        .map_err(|e| map_error(e, &client, &reference))?;
-    let (image, image_bytes) =
-        match top {
-            Manifest::Image(m) => (*m, top_bytes),
-            Manifest::Index(idx) => {
-                let want = opts.platform.clone().unwrap_or_else(Platform::host);
-                let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
-                    RegistryError::NoMatchingPlatform {
-                        platform: want.to_string(),
-                    }
-                })?;
-                let (m, bytes, _) = fetch_manifest(&client, &repo, &d.digest)
-                    .map_err(|e| map_error(e, &client, &reference))?;
-                match m {
-                    Manifest::Image(m) => (*m, bytes),
-                    Manifest::Index(_) => {
-                        return Err(RegistryError::Manifest(
-                            manifest::ManifestError::UnsupportedType("nested index".into()),
-                        )
-                        .into())
-                    }
-                }
-            }
-        };
+    let Resolved {
+        image,
+        image_bytes,
+        top_bytes,
+        top_digest,
+    } = resolved;
     let config_id = Digest::parse(&image.config.digest)
         .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
     let config_bytes = if store.has_blob(&config_id) {
@@ -331,11 +358,19 @@ pub fn pull(
             status: LayerStatus::PullingFsLayer,
         });
     }
+    // Layers beyond the first `parallel` wait for a download slot, as Docker shows.
+    for &i in missing.iter().skip(opts.parallel.max(1)) {
+        progress(PullEvent::Layer {
+            id: short(&image.layers[i].digest),
+            status: LayerStatus::Waiting,
+        });
+    }
     let pdir = partial_dir(store);
     std::fs::create_dir_all(&pdir).map_err(|source| RegistryError::Io {
         path: pdir.clone(),
         source,
     })?;
+    remove_stale_partials(&pdir);
     let mut created: Vec<ChainId> = Vec::new();
     let result = download_and_extract(
         store,
@@ -369,12 +404,16 @@ pub fn pull(
         }
         // The image manifest, so `push` can send the same bytes (same digest) back.
         store.put_blob(&image_bytes[..], None)?;
+        if top_bytes != image_bytes {
+            // and the index it was chosen from (the repo digest names it).
+            store.put_blob(&top_bytes[..], None)?;
+        }
         let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
         if reference.digest().is_none() {
             refs.insert(0, reference.clone());
         }
         let id = store.add_image(&config_bytes, &refs, None)?;
-        for (_, path) in &paths {
+        for (_, path) in paths.iter().filter(|(_, p)| p.starts_with(&pdir)) {
             let _ = std::fs::remove_file(path);
         }
         Ok(id)
@@ -395,6 +434,25 @@ pub fn pull(
         reference,
         manifest_digest: top_digest,
     })
+}
+
+/// Partial downloads nobody resumed for a week are dropped.
+fn remove_stale_partials(dir: &Path) {
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > week);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Download `missing` layers on `opts.parallel` threads and extract every missing layer in order
@@ -435,7 +493,16 @@ fn download_and_extract(
                         status: LayerStatus::Downloading { done, total },
                     })
                 };
-                let r = blob::fetch(client, repo, &l.digest, l.size, pdir, &cb);
+                // A compressed blob the store still has (the image was removed, its blobs were
+                // not) is used as is: it was verified when it was stored.
+                let local = Digest::parse(&l.digest).ok().filter(|d| {
+                    store.has_blob(d)
+                        && std::fs::metadata(store.blob_path(d)).is_ok_and(|m| m.len() == l.size)
+                });
+                let r = match local {
+                    Some(d) => Ok(store.blob_path(&d)),
+                    None => blob::fetch(client, repo, &l.digest, l.size, pdir, &cb),
+                };
                 if r.is_ok() {
                     progress(PullEvent::Layer {
                         id: id.clone(),

@@ -21,11 +21,23 @@ use crate::reference::Reference;
 use crate::store::{detect_compression, Compression, ImageRecord, Store};
 
 /// How to push.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PushOptions {
     pub insecure: Vec<String>,
+    /// Concurrent blob uploads (at least 1).
+    pub parallel: usize,
     /// Upload in chunks of this many bytes instead of trying a monolithic PUT first.
     pub chunk_size: Option<u64>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            insecure: Vec::new(),
+            parallel: 3,
+            chunk_size: None,
+        }
+    }
 }
 
 /// What happens to one layer, in Docker's words.
@@ -110,21 +122,37 @@ fn tmp_path(store: &Store, what: &str) -> PathBuf {
 
 /// The original manifest of a pulled image, when its bytes and every blob are still stored.
 fn original_manifest(store: &Store, rec: &ImageRecord) -> Option<(ImageManifest, Vec<u8>)> {
-    for r in &rec.repo_digests {
-        let d = r.digest()?;
-        let Ok(bytes) = store.read_blob(d) else {
-            continue;
-        };
-        let Ok((Manifest::Image(m), _)) = Manifest::parse(None, &bytes) else {
-            continue;
+    let usable = |bytes: &[u8]| -> Option<ImageManifest> {
+        let Ok((Manifest::Image(m), _)) = Manifest::parse(None, bytes) else {
+            return None;
         };
         let all = m.config.digest == rec.id.to_string()
             && m.layers.len() == rec.chain_ids.len()
             && m.layers
                 .iter()
                 .all(|l| Digest::parse(&l.digest).is_ok_and(|d| store.has_blob(&d)));
-        if all {
-            return Some((*m, bytes));
+        all.then_some(*m)
+    };
+    for r in &rec.repo_digests {
+        let Some(bytes) = r.digest().and_then(|d| store.read_blob(d).ok()) else {
+            continue;
+        };
+        if let Some(m) = usable(&bytes) {
+            return Some((m, bytes));
+        }
+        // Pulled through an index: the platform's manifest is one of its entries.
+        if let Ok((Manifest::Index(idx), _)) = Manifest::parse(None, &bytes) {
+            for e in &idx.manifests {
+                let Ok(d) = Digest::parse(&e.digest) else {
+                    continue;
+                };
+                let Ok(child) = store.read_blob(&d) else {
+                    continue;
+                };
+                if let Some(m) = usable(&child) {
+                    return Some((m, child));
+                }
+            }
         }
     }
     None
@@ -265,14 +293,38 @@ pub fn push(
         Some(401 | 403) => PullError::Registry(RegistryError::PushDenied),
         _ => PullError::Registry(e),
     };
-    for b in &blobs {
-        let status = push_blob(&client, &repo, b, &sources, opts, progress).map_err(denied)?;
-        if let Some(id) = &b.id {
-            progress(PushEvent::Layer {
-                id: id.clone(),
-                status,
+    // Upload on `parallel` threads; the first error wins and stops the others taking new work.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<RegistryError>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..opts.parallel.clamp(1, blobs.len().max(1)) {
+            s.spawn(|| loop {
+                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    break;
+                }
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(b) = blobs.get(i) else { break };
+                match push_blob(&client, &repo, b, &sources, opts, progress) {
+                    Ok(status) => {
+                        if let Some(id) = &b.id {
+                            progress(PushEvent::Layer {
+                                id: id.clone(),
+                                status,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut f) = failed.lock() {
+                            f.get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
             });
         }
+    });
+    if let Some(e) = failed.into_inner().ok().flatten() {
+        return Err(denied(e));
     }
 
     let (media_type, body) = match original {
@@ -380,7 +432,7 @@ fn push_blob(
         Some(l) => l,
         None => start_upload(client, repo, &scope)?,
     };
-    let base = format!("{}/v2/{repo}/blobs/uploads/", client.endpoint.base);
+    let base = format!("{}/v2/{repo}/blobs/uploads/", client.base());
     let location = resolve_location(&base, &location);
     let id = b.id.clone();
     let report = |done: u64| {

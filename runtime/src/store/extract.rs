@@ -9,8 +9,8 @@
 //! `trusted.overlay.opaque=y` on `dir`; other `.wh..wh.*` (AUFS metadata) are ignored.
 //!
 //! While extracting, the uncompressed stream is hashed (the diffID) and recorded as a
-//! "tar-split" ([`Segment`]s: raw header bytes plus references to extracted file contents), so
-//! the exact tar can be rebuilt later for `save`/`push` without keeping a copy of it.
+//! "tar-split" (see `tarsplit.rs`), so the exact tar can be rebuilt later for `save`/`push`
+//! without keeping a copy of it.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -28,6 +28,7 @@ use nix::sys::stat::{fchmod, fstatat, mkdirat, mknodat, utimensat, Mode, SFlag, 
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
+use super::tarsplit::SplitWriter;
 use crate::digest::{Digest, Hasher};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,15 +59,6 @@ fn unsafe_entry(path: &str, why: &'static str) -> ExtractError {
     }
 }
 
-/// One piece of a recorded tar stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Segment {
-    /// Bytes copied verbatim (headers, padding, contents not kept as files).
-    Raw(Vec<u8>),
-    /// `size` bytes of content read back from the extracted file at `path`.
-    File { path: Vec<u8>, size: u64 },
-}
-
 /// What extraction produced.
 #[derive(Debug)]
 pub struct Extracted {
@@ -76,30 +68,28 @@ pub struct Extracted {
     pub tar_size: u64,
     /// Docker's layer size: regular file bytes (hard links once) plus symlink target lengths.
     pub size: u64,
-    pub segments: Vec<Segment>,
+    /// Old contents of tar-split file records whose file was replaced later in the tar.
+    pub patches: Vec<(u64, Vec<u8>)>,
 }
 
-struct RecState {
+struct RecState<'a> {
     hasher: Hasher,
-    segments: Vec<Segment>,
+    split: SplitWriter<'a>,
     raw: bool,
 }
 
-struct Recorder<R> {
+struct Recorder<'a, R> {
     inner: R,
-    state: Rc<RefCell<RecState>>,
+    state: Rc<RefCell<RecState<'a>>>,
 }
 
-impl<R: Read> Read for Recorder<R> {
+impl<R: Read> Read for Recorder<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut st = self.state.borrow_mut();
         st.hasher.update(&buf[..n]);
         if st.raw && n > 0 {
-            match st.segments.last_mut() {
-                Some(Segment::Raw(v)) => v.extend_from_slice(&buf[..n]),
-                _ => st.segments.push(Segment::Raw(buf[..n].to_vec())),
-            }
+            st.split.raw(&buf[..n])?;
         }
         Ok(n)
     }
@@ -231,16 +221,22 @@ struct Extractor<'a> {
     size: u64,
     /// (dev, ino) of regular files already counted, so hard links count once.
     counted: HashMap<(u64, u64), ()>,
-    /// index in `segments` of the content segment of each extracted path.
-    file_segment: HashMap<Vec<u8>, usize>,
+    /// tar-split record number of the content of each extracted path.
+    file_segment: HashMap<Vec<u8>, u64>,
+    patches: Vec<(u64, Vec<u8>)>,
     dir_times: Vec<(Vec<Vec<u8>>, u64)>,
 }
 
-/// Extract the (uncompressed) tar `input` into the empty directory `root`.
-pub fn extract<R: Read>(input: R, root: BorrowedFd<'_>) -> Result<Extracted, ExtractError> {
+/// Extract the (uncompressed) tar `input` into the empty directory `root`, writing its
+/// tar-split record to `split`.
+pub fn extract<R: Read>(
+    input: R,
+    root: BorrowedFd<'_>,
+    split: &mut dyn Write,
+) -> Result<Extracted, ExtractError> {
     let state = Rc::new(RefCell::new(RecState {
         hasher: Hasher::new(),
-        segments: Vec::new(),
+        split: SplitWriter::new(split),
         raw: true,
     }));
     let rec = Recorder {
@@ -253,6 +249,7 @@ pub fn extract<R: Read>(input: R, root: BorrowedFd<'_>) -> Result<Extracted, Ext
         size: 0,
         counted: HashMap::new(),
         file_segment: HashMap::new(),
+        patches: Vec::new(),
         dir_times: Vec::new(),
     };
     {
@@ -274,16 +271,18 @@ pub fn extract<R: Read>(input: R, root: BorrowedFd<'_>) -> Result<Extracted, Ext
         }
     }
     let size = ex.size;
+    let patches = std::mem::take(&mut ex.patches);
     drop(ex);
     let st = Rc::try_unwrap(state)
         .map_err(|_| ExtractError::Tar(io::Error::other("recorder still shared")))?
         .into_inner();
+    st.split.finish().map_err(|e| io_err("tar-split", e))?;
     let tar_size = st.hasher.len();
     Ok(Extracted {
         diff_id: st.hasher.finish(),
         tar_size,
         size,
-        segments: st.segments,
+        patches,
     })
 }
 
@@ -291,7 +290,7 @@ impl Extractor<'_> {
     fn entry<R: Read>(
         &mut self,
         mut entry: tar::Entry<'_, R>,
-        state: &Rc<RefCell<RecState>>,
+        state: &Rc<RefCell<RecState<'_>>>,
     ) -> Result<(), ExtractError> {
         let kind = entry.header().entry_type();
         if matches!(
@@ -316,6 +315,12 @@ impl Extractor<'_> {
                 // AUFS metadata (.wh..wh.plnk, ...): ignored.
             } else {
                 let name = OsStr::from_bytes(hidden);
+                let mut key = comps.join(&b'/');
+                if !key.is_empty() {
+                    key.push(b'/');
+                }
+                key.extend_from_slice(hidden);
+                self.forget(&key)?;
                 remove_at(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
                 make_whiteout(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
             }
@@ -323,11 +328,13 @@ impl Extractor<'_> {
         }
 
         let h = entry.header().clone();
-        let mode = Mode::from_bits_truncate(h.mode().map_err(ExtractError::Tar)? & 0o7777);
-        let uid = Uid::from_raw(h.uid().map_err(ExtractError::Tar)? as u32);
-        let gid = Gid::from_raw(h.gid().map_err(ExtractError::Tar)? as u32);
-        let mtime = h.mtime().unwrap_or(0);
-        let xattrs = pax_xattrs(&mut entry)?;
+        // Like Go's archive/tar, an empty numeric field reads as 0.
+        let pax = pax_records(&mut entry)?;
+        let mode = Mode::from_bits_truncate(h.mode().unwrap_or(0) & 0o7777);
+        let uid = Uid::from_raw(pax.uid.unwrap_or_else(|| h.uid().unwrap_or(0)) as u32);
+        let gid = Gid::from_raw(pax.gid.unwrap_or_else(|| h.gid().unwrap_or(0)) as u32);
+        let mtime = pax.mtime.unwrap_or_else(|| h.mtime().unwrap_or(0));
+        let xattrs = pax.xattrs;
         let mut key = comps.join(&b'/');
         if !key.is_empty() {
             key.push(b'/');
@@ -339,7 +346,7 @@ impl Extractor<'_> {
         let is_dir = kind == tar::EntryType::Directory;
         if let Some(k) = existing {
             if !(is_dir && k == SFlag::S_IFDIR) {
-                self.forget_file(&key, parent.as_fd(), base_os, state)?;
+                self.forget(&key)?;
                 remove_at(parent.as_fd(), base_os).map_err(|e| io_err(&shown, e))?;
             }
         }
@@ -371,11 +378,8 @@ impl Extractor<'_> {
                 let size = entry.size();
                 if !sparse && size > 0 {
                     let mut st = state.borrow_mut();
-                    self.file_segment.insert(key.clone(), st.segments.len());
-                    st.segments.push(Segment::File {
-                        path: key.clone(),
-                        size,
-                    });
+                    let idx = st.split.file(&key, size).map_err(|e| io_err(&shown, e))?;
+                    self.file_segment.insert(key.clone(), idx);
                     st.raw = false;
                 }
                 let copied = io::copy(&mut entry, &mut file);
@@ -475,38 +479,65 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    /// `key` is about to be replaced: if its content was recorded as a file reference, copy the
-    /// old content into the recording first so the tar can still be rebuilt byte for byte.
-    fn forget_file(
-        &mut self,
-        key: &[u8],
-        parent: BorrowedFd<'_>,
-        name: &OsStr,
-        state: &Rc<RefCell<RecState>>,
-    ) -> Result<(), ExtractError> {
-        let Some(idx) = self.file_segment.remove(key) else {
-            return Ok(());
-        };
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let shown = String::from_utf8_lossy(key).into_owned();
-        let fd = openat(parent, name, flags, Mode::empty()).map_err(|e| io_err(&shown, e))?;
-        let mut data = Vec::new();
-        File::from(fd)
-            .read_to_end(&mut data)
-            .map_err(|e| io_err(&shown, e))?;
-        state.borrow_mut().segments[idx] = Segment::Raw(data);
+    /// `key` (and, for a directory, everything below it) is about to be removed or replaced:
+    /// contents recorded as file references are copied into the recording first, so the tar
+    /// can still be rebuilt byte for byte.
+    fn forget(&mut self, key: &[u8]) -> Result<(), ExtractError> {
+        let mut prefix = key.to_vec();
+        prefix.push(b'/');
+        let doomed: Vec<Vec<u8>> = self
+            .file_segment
+            .keys()
+            .filter(|k| k.as_slice() == key || k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for k in doomed {
+            let Some(idx) = self.file_segment.remove(&k) else {
+                continue;
+            };
+            let shown = String::from_utf8_lossy(&k).into_owned();
+            let mut comps: Vec<Vec<u8>> = k.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+            let base = comps.pop().unwrap_or_default();
+            let dir = open_dir_path(self.root, &comps, false, &shown)?;
+            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let fd = openat(&dir, OsStr::from_bytes(&base), flags, Mode::empty())
+                .map_err(|e| io_err(&shown, e))?;
+            let mut data = Vec::new();
+            File::from(fd)
+                .read_to_end(&mut data)
+                .map_err(|e| io_err(&shown, e))?;
+            self.patches.push((idx, data));
+        }
         Ok(())
     }
 }
 
-fn pax_xattrs<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-) -> Result<Vec<(String, Vec<u8>)>, ExtractError> {
-    let mut out = Vec::new();
+/// What a PAX header says about an entry beyond its path and size.
+#[derive(Default)]
+struct Pax {
+    xattrs: Vec<(String, Vec<u8>)>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<u64>,
+}
+
+fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Pax, ExtractError> {
+    let mut pax = Pax::default();
+    let out = &mut pax.xattrs;
+    let num = |v: &[u8]| -> Option<u64> {
+        let s = std::str::from_utf8(v).ok()?;
+        s.split('.').next()?.parse().ok()
+    };
     if let Some(exts) = entry.pax_extensions().map_err(ExtractError::Tar)? {
         for ext in exts {
             let ext = ext.map_err(ExtractError::Tar)?;
             let Ok(key) = ext.key() else { continue };
+            match key {
+                "uid" => pax.uid = num(ext.value_bytes()),
+                "gid" => pax.gid = num(ext.value_bytes()),
+                "mtime" => pax.mtime = num(ext.value_bytes()),
+                _ => {}
+            }
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 // Overlay's own markers must come from whiteout entries, never from xattrs.
                 if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
@@ -516,7 +547,7 @@ fn pax_xattrs<R: Read>(
             }
         }
     }
-    Ok(out)
+    Ok(pax)
 }
 
 fn apply_xattrs(
@@ -532,91 +563,4 @@ fn apply_xattrs(
         }
     }
     Ok(())
-}
-
-/// Write the bytes of a recorded tar to `out`, reading file contents from the layer dir `root`.
-pub fn rebuild(segments: &[Segment], root: BorrowedFd<'_>, out: &mut dyn Write) -> io::Result<()> {
-    for seg in segments {
-        match seg {
-            Segment::Raw(b) => out.write_all(b)?,
-            Segment::File { path, size } => {
-                let shown = String::from_utf8_lossy(path).into_owned();
-                let mut comps: Vec<Vec<u8>> =
-                    path.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
-                let base = comps.pop().unwrap_or_default();
-                let dir = open_dir_path(root, &comps, false, &shown).map_err(io::Error::other)?;
-                let fd = openat(
-                    &dir,
-                    OsStr::from_bytes(&base),
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )?;
-                let n = io::copy(&mut File::from(fd).take(*size), out)?;
-                if n != *size {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("layer file {shown} is shorter than recorded"),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Serialize segments: `R` u64-LE length + bytes, or `F` u32-LE path length + path + u64-LE size.
-pub fn write_segments(segments: &[Segment], out: &mut dyn Write) -> io::Result<()> {
-    for seg in segments {
-        match seg {
-            Segment::Raw(b) => {
-                out.write_all(b"R")?;
-                out.write_all(&(b.len() as u64).to_le_bytes())?;
-                out.write_all(b)?;
-            }
-            Segment::File { path, size } => {
-                out.write_all(b"F")?;
-                out.write_all(&(path.len() as u32).to_le_bytes())?;
-                out.write_all(path)?;
-                out.write_all(&size.to_le_bytes())?;
-            }
-        }
-    }
-    Ok(())
-}
-
-pub fn read_segments(input: &mut dyn Read) -> io::Result<Vec<Segment>> {
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "corrupt tar-split record");
-    let mut out = Vec::new();
-    loop {
-        let mut tag = [0u8; 1];
-        match input.read(&mut tag)? {
-            0 => return Ok(out),
-            _ => match tag[0] {
-                b'R' => {
-                    let mut n = [0u8; 8];
-                    input.read_exact(&mut n)?;
-                    let n = u64::from_le_bytes(n);
-                    let mut b = Vec::new();
-                    input.take(n).read_to_end(&mut b)?;
-                    if b.len() as u64 != n {
-                        return Err(bad());
-                    }
-                    out.push(Segment::Raw(b));
-                }
-                b'F' => {
-                    let mut n = [0u8; 4];
-                    input.read_exact(&mut n)?;
-                    let mut p = vec![0u8; u32::from_le_bytes(n) as usize];
-                    input.read_exact(&mut p)?;
-                    let mut s = [0u8; 8];
-                    input.read_exact(&mut s)?;
-                    out.push(Segment::File {
-                        path: p,
-                        size: u64::from_le_bytes(s),
-                    });
-                }
-                _ => return Err(bad()),
-            },
-        }
-    }
 }

@@ -21,6 +21,15 @@ pub struct ContainerUse {
     pub running: bool,
 }
 
+/// An image to register with [`Store::add_images`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewImage<'a> {
+    /// Config bytes exactly as received (the image ID is their digest).
+    pub config: &'a [u8],
+    pub refs: &'a [Reference],
+    pub parent: Option<&'a ImageId>,
+}
+
 /// Everything the CLI needs to show about one image.
 #[derive(Debug, Clone)]
 pub struct ImageRecord {
@@ -166,32 +175,52 @@ impl Store {
         refs: &[Reference],
         parent: Option<&ImageId>,
     ) -> Result<ImageId> {
-        let cfg: ImageConfig = serde_json::from_slice(config).map_err(StoreError::InvalidConfig)?;
-        let chains = chain_ids(&cfg.rootfs.diff_ids);
-        let id = ImageId(Digest::of_bytes(config));
-        if let Some(missing) = chains.iter().find(|c| !self.has_layer(c)) {
-            return Err(StoreError::NoSuchLayer(missing.clone()));
+        let mut ids = self.add_images(&[NewImage {
+            config,
+            refs,
+            parent,
+        }])?;
+        Ok(ids.remove(0))
+    }
+
+    /// [`Store::add_image`] for several images under one metadata update: all are registered
+    /// or none (`load` of a multi-image archive).
+    pub fn add_images(&self, images: &[NewImage<'_>]) -> Result<Vec<ImageId>> {
+        let mut prepared = Vec::with_capacity(images.len());
+        for img in images {
+            let cfg: ImageConfig =
+                serde_json::from_slice(img.config).map_err(StoreError::InvalidConfig)?;
+            let chains = chain_ids(&cfg.rootfs.diff_ids);
+            if let Some(missing) = chains.iter().find(|c| !self.has_layer(c)) {
+                return Err(StoreError::NoSuchLayer(missing.clone()));
+            }
+            let id = ImageId(Digest::of_bytes(img.config));
+            prepared.push((id, chains));
         }
-        self.put_blob(config, Some(&id.0))?;
+        for (img, (id, _)) in images.iter().zip(&prepared) {
+            self.put_blob(img.config, Some(&id.0))?;
+        }
         self.update(|m| {
-            let mut size = 0;
-            for c in &chains {
-                size += self.layer(c)?.size;
-            }
-            let entry = m.images.entry(id.hex().to_string()).or_insert(ImageMeta {
-                parent: None,
-                size,
-                added: Some(Utc::now().to_rfc3339()),
-            });
-            if parent.is_some() {
-                entry.parent = parent.cloned();
-            }
-            for r in refs {
-                m.refs.insert(ref_key(r), id.clone());
+            for (img, (id, chains)) in images.iter().zip(&prepared) {
+                let mut size = 0;
+                for c in chains {
+                    size += self.layer(c)?.size;
+                }
+                let entry = m.images.entry(id.hex().to_string()).or_insert(ImageMeta {
+                    parent: None,
+                    size,
+                    added: Some(Utc::now().to_rfc3339()),
+                });
+                if img.parent.is_some() {
+                    entry.parent = img.parent.cloned();
+                }
+                for r in img.refs {
+                    m.refs.insert(ref_key(r), id.clone());
+                }
             }
             Ok(())
         })?;
-        Ok(id)
+        Ok(prepared.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Point `r` (`:latest` implied) at image `id`.

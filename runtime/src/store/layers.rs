@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::extract::{self, Segment};
+use super::extract;
 use super::fsutil::{fsync_dir, remove_any, unique_tmp, Staging};
+use super::tarsplit;
 use super::{io_at, Result, Store, StoreError};
 use crate::digest::{chain_id_on, ChainId, DiffId, Digest, HashingReader, HashingWriter};
 
@@ -134,11 +135,17 @@ impl Store {
         std::fs::create_dir_all(&diff).map_err(io_at(&diff))?;
         let diff_fd = File::open(&diff).map_err(io_at(&diff))?;
 
+        let split_path = staging.path().join("tar-split.gz");
+        let split_file = File::create(&split_path).map_err(io_at(&split_path))?;
+        let mut split = flate2::write::GzEncoder::new(
+            io::BufWriter::new(split_file),
+            flate2::Compression::fast(),
+        );
         let mut raw = BufReader::with_capacity(1 << 20, HashingReader::new(input));
         let compression = detect_compression(raw.fill_buf().map_err(StoreError::Decompress)?);
         let result = {
             let mut dec = decompress(&mut raw).map_err(StoreError::Decompress)?;
-            let r = extract::extract(&mut dec, diff_fd.as_fd());
+            let r = extract::extract(&mut dec, diff_fd.as_fd(), &mut split);
             if r.is_ok() {
                 // Drain the rest of the compressed stream (gzip trailer) so it is verified.
                 io::copy(&mut dec, &mut io::sink()).map_err(StoreError::Decompress)?;
@@ -169,21 +176,22 @@ impl Store {
             compressed_size: compressed.then_some(compressed_size),
             created: true,
         };
-        self.finish_layer(staging, &info, &result.segments)
+        let f = split
+            .finish()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .map_err(io_at(&split_path))?;
+        f.sync_all().map_err(io_at(&split_path))?;
+        if !result.patches.is_empty() {
+            let p = staging.path().join("tar-split.patches");
+            let mut f = File::create(&p).map_err(io_at(&p))?;
+            tarsplit::write_patches(&result.patches, &mut f)
+                .and_then(|_| f.sync_all())
+                .map_err(io_at(&p))?;
+        }
+        self.finish_layer(staging, &info)
     }
 
-    fn finish_layer(
-        &self,
-        staging: Staging,
-        info: &LayerInfo,
-        segments: &[Segment],
-    ) -> Result<LayerInfo> {
-        let split = staging.path().join("tar-split.gz");
-        let f = File::create(&split).map_err(io_at(&split))?;
-        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-        extract::write_segments(segments, &mut gz).map_err(io_at(&split))?;
-        let f = gz.finish().map_err(io_at(&split))?;
-        f.sync_all().map_err(io_at(&split))?;
+    fn finish_layer(&self, staging: Staging, info: &LayerInfo) -> Result<LayerInfo> {
         let meta = staging.path().join("layer.json");
         let json = serde_json::to_vec_pretty(info).unwrap_or_default();
         let mut f = File::create(&meta).map_err(io_at(&meta))?;
@@ -230,12 +238,17 @@ impl Store {
         let info = self.layer(c)?;
         let split = self.layer_path(c).join("tar-split.gz");
         let f = File::open(&split).map_err(io_at(&split))?;
-        let segments =
-            extract::read_segments(&mut flate2::read::GzDecoder::new(f)).map_err(io_at(&split))?;
+        let patches_path = self.layer_path(c).join("tar-split.patches");
+        let patches = match File::open(&patches_path) {
+            Ok(mut p) => tarsplit::read_patches(&mut p).map_err(io_at(&patches_path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(io_at(&patches_path)(e)),
+        };
         let diff = self.layer_diff_dir(c);
         let root = File::open(&diff).map_err(io_at(&diff))?;
         let mut w = HashingWriter::new(out);
-        extract::rebuild(&segments, root.as_fd(), &mut w).map_err(io_at(&diff))?;
+        let mut gz = io::BufReader::new(flate2::read::GzDecoder::new(f));
+        tarsplit::rebuild(&mut gz, &patches, root.as_fd(), &mut w).map_err(io_at(&diff))?;
         let (actual, _, _) = w.finish();
         if actual != info.diff_id.0 {
             return Err(StoreError::DiffIdMismatch {

@@ -8,6 +8,7 @@
 //!                                  opaque dir = trusted.overlay.opaque=y)
 //! <root>/layers/<chainhex>/layer.json      LayerInfo
 //! <root>/layers/<chainhex>/tar-split.gz    recorded tar headers: rebuilds the exact layer tar
+//! <root>/layers/<chainhex>/tar-split.patches  (rare) contents of files replaced within the tar
 //! <root>/images.json               image records (parent link, size), see `images.rs`
 //! <root>/repositories.json         references (canonical string) -> image ID
 //! <root>/store.lock                flock: exclusive for metadata updates, shared for reads
@@ -33,11 +34,18 @@
 //! - `add_layer_from_dir(dir, parent) -> Result<LayerInfo>` (an overlay-format upper dir)
 //! - `layer(&ChainId) -> Result<LayerInfo>`, `has_layer`, `layer_tar(&ChainId, &mut dyn Write)`
 //! - `release_layers(&[ChainId])` (undo layers a failed import added, if no image uses them)
-//! - `add_image(config_bytes, refs: &[Reference], parent: Option<&ImageId>) -> Result<ImageId>`
+//! - `add_image(config_bytes, refs: &[Reference], parent: Option<&ImageId>) -> Result<ImageId>`,
+//!   `add_images(&[NewImage])` (several at once, all or none)
 //! - `tag(&ImageId, &Reference)`, `untag(&Reference) -> Result<ImageId>`
 //! - `resolve(&str) -> Result<ImageRecord>` (SPEC §1.3), `image(&ImageId)`, `images()`
 //! - `layer_dirs(&ImageRecord) -> Result<Vec<PathBuf>>` top layer first (union mount lowers)
-//! - `children(&ImageId)`, `remove_image(...)` (rmi semantics, see `remove.rs`)
+//! - `children(&ImageId)`, `delete_image_unchecked(&ImageId)` (no conflict checks)
+//! - `remove_image(query, force, prune, &[ContainerUse]) -> Result<Vec<RemoveEvent>>` (Docker's
+//!   `rmi` rules and conflict texts), `prune_images(all, &[ContainerUse], filter)`
+//! - `ContainerConfig::apply_change("CMD [\"sh\"]")` (`--change`, shared by import and commit)
+//! - `write_dir_tar(dir, out)`: an overlay-format dir as a layer tar (whiteouts → `.wh.`)
+//!
+//! Archives (`docker save`/`load`, OCI layout, `import`) live in [`crate::archive`].
 //!
 //! # Locking
 //! One lock, `store.lock`. Metadata updates hold it exclusively for read-modify-write of the JSON
@@ -51,6 +59,7 @@ mod fsutil;
 mod images;
 mod layers;
 mod remove;
+mod tarsplit;
 mod tarwrite;
 
 use std::io;
@@ -58,7 +67,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
 pub use extract::ExtractError;
-pub use images::{ContainerUse, ImageRecord};
+pub use images::{ContainerUse, ImageRecord, NewImage};
 pub use layers::{decompress, detect_compression, Compression, LayerInfo};
 pub use remove::{parse_until, RemoveEvent};
 pub use tarwrite::write_dir_tar;

@@ -6,6 +6,7 @@ use std::path::Path;
 use strata_testkit::fixtures::{self, LayerTar};
 
 use super::*;
+use crate::digest::chain_ids;
 
 fn store() -> (tempfile::TempDir, Store) {
     let t = tempfile::tempdir().unwrap();
@@ -345,4 +346,259 @@ fn blobs_verify_digest() {
         Err(StoreError::DigestMismatch { .. })
     ));
     assert_eq!(listing(t.path()), before);
+}
+
+fn small_layer(s: &Store, name: &str, parent: Option<&ChainId>) -> (Vec<u8>, LayerInfo) {
+    let mut l = LayerTar::new();
+    l.file(name, name.as_bytes(), 0o644);
+    let b = l.into_bytes();
+    let info = s.add_layer(&b[..], parent, None).unwrap();
+    (b, info)
+}
+
+#[test]
+fn rmi_conflicts_follow_docker() {
+    let (_t, s) = store();
+    let r = |x: &str| Reference::parse(x).unwrap();
+    let (la, _) = small_layer(&s, "a", None);
+    let (lb, _) = small_layer(&s, "b", Some(&ChainId(Digest::of_bytes(&la))));
+    let base_cfg = config_for(&[&la], "2024-01-01T00:00:00Z");
+    let base = s
+        .add_image(&base_cfg, &[r("base:1"), r("base:2")], None)
+        .unwrap();
+    let child_cfg = config_for(&[&la, &lb], "2024-02-01T00:00:00Z");
+    let child = s
+        .add_image(&child_cfg, &[r("child:1")], Some(&base))
+        .unwrap();
+    let ctr = ContainerUse {
+        container_id: "0123456789abcdef".repeat(4),
+        image: child.clone(),
+        running: false,
+    };
+    let err = |q: &str, force: bool, c: &[ContainerUse]| {
+        s.remove_image(q, force, true, c).unwrap_err().to_string()
+    };
+    // By ID with two tags (children are checked first, as moby does).
+    s.tag(&child, &r("child:2")).unwrap();
+    assert_eq!(
+        err(child.hex(), false, &[]),
+        format!("conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories", child.short())
+    );
+    s.untag(&r("child:2")).unwrap();
+    // Forced, but it has a child: hard conflict.
+    assert_eq!(
+        err(base.hex(), true, &[]),
+        format!(
+            "conflict: unable to delete {} (cannot be forced) - image has dependent child images",
+            base.short()
+        )
+    );
+    // The only tag of an image a container uses.
+    assert_eq!(
+        err("child:1", false, std::slice::from_ref(&ctr)),
+        format!("conflict: unable to remove repository reference \"child:1\" (must force) - container 0123456789ab is using its referenced image {}", child.short())
+    );
+    assert_eq!(
+        err(child.hex(), false, std::slice::from_ref(&ctr)),
+        format!("conflict: unable to delete {} (must be forced) - image is being used by stopped container 0123456789ab", child.short())
+    );
+    let running = ContainerUse {
+        running: true,
+        ..ctr.clone()
+    };
+    assert_eq!(
+        err(child.hex(), true, std::slice::from_ref(&running)),
+        format!("conflict: unable to delete {} (cannot be forced) - image is being used by running container 0123456789ab", child.short())
+    );
+    // Forced past a stopped container: untagged, kept for the container.
+    let ev = s
+        .remove_image("child:1", true, true, std::slice::from_ref(&ctr))
+        .unwrap();
+    assert_eq!(
+        ev,
+        vec![RemoveEvent::Untagged(r("child:1").with_default_tag())]
+    );
+    assert!(s.image(&child).is_ok());
+    // Without the container: deleting the child prunes nothing else (base is tagged), and
+    // releases only the child's own layer.
+    let ev = s.remove_image(child.short(), false, true, &[]).unwrap();
+    let top = chain_ids(&[DiffId(Digest::of_bytes(&la)), DiffId(Digest::of_bytes(&lb))]);
+    assert_eq!(
+        ev,
+        vec![
+            RemoveEvent::Deleted(child.0.clone()),
+            RemoveEvent::Deleted(top[1].0.clone())
+        ]
+    );
+    // Untag one of two tags, then the last one deletes the image and its layer.
+    assert_eq!(
+        s.remove_image("base:1", false, true, &[]).unwrap(),
+        vec![RemoveEvent::Untagged(r("base:1"))]
+    );
+    let ev = s.remove_image("base:2", false, true, &[]).unwrap();
+    assert_eq!(
+        ev,
+        vec![
+            RemoveEvent::Untagged(r("base:2")),
+            RemoveEvent::Deleted(base.0.clone()),
+            RemoveEvent::Deleted(top[0].0.clone())
+        ]
+    );
+    assert!(s.layers().unwrap().is_empty());
+    assert!(s.images().unwrap().is_empty());
+}
+
+#[test]
+fn untagged_parents_are_pruned_with_their_child() {
+    let (_t, s) = store();
+    let r = |x: &str| Reference::parse(x).unwrap();
+    let (la, _) = small_layer(&s, "a", None);
+    let base = s
+        .add_image(&config_for(&[&la], "2024-01-01T00:00:00Z"), &[], None)
+        .unwrap();
+    let child = s
+        .add_image(
+            &config_for(&[&la], "2024-02-01T00:00:00Z"),
+            &[r("c:1")],
+            Some(&base),
+        )
+        .unwrap();
+    let ev = s.remove_image("c:1", false, true, &[]).unwrap();
+    assert_eq!(ev.len(), 4, "{ev:?}"); // untag, child, parent, layer
+    assert_eq!(ev[1], RemoveEvent::Deleted(child.0.clone()));
+    assert_eq!(ev[2], RemoveEvent::Deleted(base.0.clone()));
+    assert!(s.images().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_tags_are_never_lost() {
+    let (_t, s) = store();
+    let (la, _) = small_layer(&s, "a", None);
+    let id = s
+        .add_image(&config_for(&[&la], "2024-01-01T00:00:00Z"), &[], None)
+        .unwrap();
+    std::thread::scope(|sc| {
+        for i in 0..16 {
+            let s = s.clone();
+            let id = id.clone();
+            sc.spawn(move || {
+                s.tag(&id, &Reference::parse(&format!("t{i}:v")).unwrap())
+                    .unwrap();
+            });
+        }
+    });
+    assert_eq!(s.image(&id).unwrap().repo_tags.len(), 16);
+}
+
+#[test]
+fn stale_staging_is_cleaned_on_open() {
+    let (t, _s) = store();
+    let stale = t.path().join("tmp/999999999-1-0-layer");
+    std::fs::create_dir_all(stale.join("diff")).unwrap();
+    let live = t
+        .path()
+        .join(format!("tmp/{}-1-0-layer", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    Store::open(t.path()).unwrap();
+    assert!(!stale.exists());
+    assert!(live.exists());
+}
+
+#[test]
+fn long_names_xattrs_devices_and_rewrites() {
+    let (_t, s) = store();
+    let mut b = tar::Builder::new(Vec::new());
+    let long_dir = format!("{}/{}", "d".repeat(120), "e".repeat(90));
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, format!("{long_dir}/"), std::io::empty())
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(3);
+    b.append_data(
+        &mut h,
+        format!("{long_dir}/{}", "f".repeat(150)),
+        &b"abc"[..],
+    )
+    .unwrap();
+    // PAX xattr record on a file.
+    b.append_pax_extensions([("SCHILY.xattr.user.test", &b"hello"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(2);
+    b.append_data(&mut h, "withxattr", &b"xy"[..]).unwrap();
+    // Overlay markers smuggled as xattrs are dropped.
+    b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "notopaque/", std::io::empty())
+        .unwrap();
+    // A device node.
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    b.append_data(&mut h, "dev/null", std::io::empty()).unwrap();
+    // The same path twice: the later entry wins, and the tar still rebuilds exactly.
+    for content in [&b"first version"[..], &b"second"[..]] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        b.append_data(&mut h, "twice", content).unwrap();
+    }
+    let bytes = b.into_inner().unwrap();
+    let l = s.add_layer(&bytes[..], None, None).unwrap();
+    let d = s.layer_diff_dir(&l.chain_id);
+    assert_eq!(
+        std::fs::read(d.join(&long_dir).join("f".repeat(150))).unwrap(),
+        b"abc"
+    );
+    assert_eq!(
+        overlay_xattr(&d.join("withxattr"), "user.test"),
+        Some(b"hello".to_vec())
+    );
+    assert_eq!(
+        overlay_xattr(&d.join("notopaque"), "trusted.overlay.opaque"),
+        None
+    );
+    let dev = std::fs::symlink_metadata(d.join("dev/null")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), libc::makedev(1, 3));
+    assert_eq!(std::fs::read(d.join("twice")).unwrap(), b"second");
+    let mut out = Vec::new();
+    s.layer_tar(&l.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
+}
+
+#[test]
+fn replacing_a_dir_or_whiting_out_in_the_same_layer_still_rebuilds() {
+    let (_t, s) = store();
+    let mut l = LayerTar::new();
+    l.dir("d/", 0o755)
+        .file("d/f", b"inside d", 0o644)
+        .dir("d/sub/", 0o755)
+        .file("d/sub/g", b"deeper", 0o644)
+        .file("d", b"d is a file now", 0o644)
+        .file("w", b"to be whited out", 0o644)
+        .whiteout("w");
+    let bytes = l.into_bytes();
+    let info = s.add_layer(&bytes[..], None, None).unwrap();
+    let d = s.layer_diff_dir(&info.chain_id);
+    assert_eq!(std::fs::read(d.join("d")).unwrap(), b"d is a file now");
+    assert!(std::fs::symlink_metadata(d.join("w"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let mut out = Vec::new();
+    s.layer_tar(&info.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
 }

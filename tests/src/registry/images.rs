@@ -79,6 +79,29 @@ pub fn layer_from_tar(tar: Vec<u8>) -> Layer {
     }
 }
 
+/// A layer compressed with zstd (by the `zstd` command), for `tar+zstd` manifests.
+pub fn layer_zstd(files: &[(&str, &[u8])]) -> Layer {
+    let tar = layer(files).tar;
+    let mut child = std::process::Command::new("zstd")
+        .args(["-q", "-c", "-3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run zstd");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = tar.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("zstd output");
+    writer.join().expect("writer").expect("write to zstd");
+    assert!(out.status.success(), "zstd failed");
+    Layer {
+        digest: sha256(&out.stdout),
+        diff_id: sha256(&tar),
+        tar,
+        gz: out.stdout,
+    }
+}
+
 /// The busybox layer of the testkit fixtures (Debian's busybox-static and its applet links).
 pub fn busybox() -> Layer {
     layer_from_tar(crate::fixtures::busybox_layer().expect("busybox layer"))
@@ -140,7 +163,12 @@ pub fn image_for(layers: Vec<Layer>, arch: &str, variant: Option<&str>) -> Image
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
         "layers": layers.iter().map(|l| serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": l.digest, "size": l.gz.len()
+            "mediaType": if l.gz.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                "application/vnd.oci.image.layer.v1.tar+zstd"
+            } else {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            },
+            "digest": l.digest, "size": l.gz.len()
         })).collect::<Vec<_>>(),
     });
     let manifest = serde_json::to_vec(&manifest).expect("manifest json");

@@ -23,6 +23,8 @@ pub enum Mode {
     Hold(usize),
     /// Answer blob GETs with `307` to the same path on this `host:port` (a "CDN").
     Redirect(String),
+    /// Answer the next `n` requests with `503 Service Unavailable` (then pass).
+    Unavailable(usize),
     /// Refuse monolithic blob uploads (a `PUT …/blobs/uploads/…` with a body) with `413`, as a
     /// front end with a request size limit does; chunked uploads pass.
     RejectMonolithic,
@@ -135,6 +137,14 @@ fn handle(s: &Shared, mut client: TcpStream) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
+    // A TLS ClientHello (a client probing for HTTPS): the registry behind speaks plain HTTP.
+    if let Ok(n) = client.peek(&mut chunk[..1]) {
+        if n == 1 && chunk[0] == 0x16 {
+            let _ = client.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+    }
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
@@ -168,7 +178,27 @@ fn handle(s: &Shared, mut client: TcpStream) {
         }
     }
     rewritten.push_str("\r\n");
-    let mode = s.mode.lock().map(|m| m.clone()).unwrap_or(Mode::Pass);
+    let mode = match s.mode.lock() {
+        Ok(mut m) => {
+            let current = m.clone();
+            if let Mode::Unavailable(n) = current {
+                *m = if n > 1 {
+                    Mode::Unavailable(n - 1)
+                } else {
+                    Mode::Pass
+                };
+            }
+            current
+        }
+        Err(_) => Mode::Pass,
+    };
+    if let Mode::Unavailable(_) = mode {
+        let _ = client.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
     if let (Mode::Redirect(target), true) = (&mode, is_blob_get) {
         let path = head.split_whitespace().nth(1).unwrap_or("/");
         let _ = write!(

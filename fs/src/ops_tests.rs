@@ -1,0 +1,217 @@
+//! Unit tests of the namespace operations (no mount).
+use super::*;
+use crate::core::ROOT_INO;
+use crate::testutil::*;
+
+fn ctx() -> Ctx {
+    Ctx {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    }
+}
+
+fn look(fs: &Fs, parent: u64, name: &str) -> Option<Attr> {
+    fs.lookup(parent, OsStr::new(name)).unwrap()
+}
+
+fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+    let fh = fs.open(ino, libc::O_RDONLY).unwrap();
+    let d = fs.read(fh, 0, 1 << 20).unwrap();
+    fs.release(fh);
+    d
+}
+
+#[test]
+fn rename_lower_dir_moves_whole_tree() {
+    let s = Stack::new(2);
+    s.mkdir(2, "d/sub");
+    s.write(2, "d/x", "x");
+    s.write(2, "d/sub/y", "y");
+    s.mkdir(1, "d");
+    s.write(1, "d/z", "z");
+    let fs = s.fs();
+    look(&fs, ROOT_INO, "d").unwrap();
+    fs.rename(ROOT_INO, OsStr::new("d"), ROOT_INO, OsStr::new("e"), 0)
+        .unwrap();
+    assert!(look(&fs, ROOT_INO, "d").is_none());
+    let e = look(&fs, ROOT_INO, "e").unwrap();
+    let sub = look(&fs, e.ino, "sub").unwrap();
+    let y = look(&fs, sub.ino, "y").unwrap();
+    assert_eq!(read_all(&fs, y.ino), b"y");
+    assert!(look(&fs, e.ino, "z").is_some());
+    // On disk: a whiteout at d, an opaque upper e holding everything; lowers untouched.
+    assert!(s.path(2, "d/sub/y").exists());
+    assert_eq!(std::fs::read(s.path(0, "e/sub/y")).unwrap(), b"y");
+    let st = nix::sys::stat::lstat(&s.path(0, "d")).unwrap();
+    assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFCHR);
+    // A fresh core over the same layers sees the same view.
+    let fs2 = s.fs();
+    assert!(look(&fs2, ROOT_INO, "d").is_none());
+    let e2 = look(&fs2, ROOT_INO, "e").unwrap();
+    let names: Vec<_> = fs2
+        .list_dir(e2.ino)
+        .unwrap()
+        .into_iter()
+        .map(|x| x.0.into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec![".", "..", "sub", "x", "z"]);
+}
+
+#[test]
+fn copy_up_is_atomic_and_keeps_ino_and_meta() {
+    let s = Stack::new(1);
+    s.write(1, "f", "hello");
+    std::fs::set_permissions(
+        s.path(1, "f"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    let fs = s.fs();
+    let a = look(&fs, ROOT_INO, "f").unwrap();
+    let fh = fs.open(a.ino, libc::O_WRONLY).unwrap();
+    fs.write(fh, 5, b" world").unwrap();
+    fs.release(fh);
+    assert_eq!(std::fs::read(s.path(1, "f")).unwrap(), b"hello");
+    assert_eq!(std::fs::read(s.path(0, "f")).unwrap(), b"hello world");
+    let b = fs.getattr(a.ino, None).unwrap();
+    assert_eq!(b.ino, a.ino);
+    assert_eq!(b.st.st_mode & 0o7777, 0o640);
+    assert_eq!(b.st.st_mtime, a.st.st_mtime);
+    // Nothing left in the work dir.
+    assert_eq!(
+        std::fs::read_dir(s.dir.path().join("work"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // Same number after forget + fresh lookup.
+    fs.forget(a.ino, 1);
+    assert_eq!(look(&fs, ROOT_INO, "f").unwrap().ino, a.ino);
+}
+
+#[test]
+fn unlink_and_recreate_updates_index_and_whiteouts() {
+    let s = Stack::new(1);
+    s.write(1, "f", "lower");
+    s.mkdir(1, "d");
+    s.write(1, "d/in", "i");
+    let fs = s.fs();
+    look(&fs, ROOT_INO, "f").unwrap();
+    fs.unlink(ROOT_INO, OsStr::new("f")).unwrap();
+    assert!(look(&fs, ROOT_INO, "f").is_none());
+    let st = nix::sys::stat::lstat(&s.path(0, "f")).unwrap();
+    assert_eq!(st.st_rdev, 0);
+    // rmdir of a non-empty dir fails; after emptying it works and leaves a whiteout.
+    let d = look(&fs, ROOT_INO, "d").unwrap();
+    assert_eq!(fs.rmdir(ROOT_INO, OsStr::new("d")), Err(Errno::ENOTEMPTY));
+    fs.unlink(d.ino, OsStr::new("in")).unwrap();
+    fs.rmdir(ROOT_INO, OsStr::new("d")).unwrap();
+    assert!(look(&fs, ROOT_INO, "d").is_none());
+    // Recreate over the whiteouts.
+    let (a, fh) = fs
+        .create(ROOT_INO, OsStr::new("f"), 0o644, 0o022, libc::O_RDWR, ctx())
+        .unwrap();
+    fs.write(fh, 0, b"new").unwrap();
+    fs.release(fh);
+    assert_eq!(read_all(&fs, a.ino), b"new");
+    let nd = fs
+        .mkdir(ROOT_INO, OsStr::new("d"), 0o755, 0, ctx())
+        .unwrap();
+    assert!(
+        look(&fs, nd.ino, "in").is_none(),
+        "new dir over whiteout is opaque"
+    );
+    let fs2 = s.fs();
+    let nd2 = look(&fs2, ROOT_INO, "d").unwrap();
+    assert!(look(&fs2, nd2.ino, "in").is_none());
+    assert_eq!(
+        fs2.list_dir(ROOT_INO).unwrap().len(),
+        4,
+        ". .. d f after recreation"
+    );
+}
+
+#[test]
+fn rename_file_over_lower_file_leaves_whiteout_and_hard_links_share_ino() {
+    let s = Stack::new(1);
+    s.write(1, "a", "A");
+    s.write(1, "b", "B");
+    let fs = s.fs();
+    look(&fs, ROOT_INO, "a").unwrap();
+    fs.rename(ROOT_INO, OsStr::new("a"), ROOT_INO, OsStr::new("b"), 0)
+        .unwrap();
+    assert!(look(&fs, ROOT_INO, "a").is_none());
+    let b = look(&fs, ROOT_INO, "b").unwrap();
+    assert_eq!(read_all(&fs, b.ino), b"A");
+    let l = fs.link(b.ino, ROOT_INO, OsStr::new("c")).unwrap();
+    assert_eq!(l.ino, b.ino);
+    assert_eq!(l.st.st_nlink, 2);
+    assert_eq!(fs.getattr(b.ino, None).unwrap().st.st_nlink, 2);
+}
+
+#[test]
+fn lower_reader_sees_writes_after_copy_up_and_parent_times_kept() {
+    let s = Stack::new(1);
+    s.mkdir(1, "d");
+    s.write(1, "d/f", "old");
+    let t = nix::sys::time::TimeSpec::new(1_000_000, 0);
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        &s.path(1, "d"),
+        &t,
+        &t,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+    let fs = s.fs();
+    let d = look(&fs, ROOT_INO, "d").unwrap();
+    let f = look(&fs, d.ino, "f").unwrap();
+    let rh = fs.open(f.ino, libc::O_RDONLY).unwrap();
+    let wh = fs.open(f.ino, libc::O_RDWR).unwrap();
+    fs.write(wh, 0, b"NEW").unwrap();
+    assert_eq!(fs.read(rh, 0, 10).unwrap(), b"NEW");
+    assert_eq!(fs.getattr(d.ino, None).unwrap().st.st_mtime, 1_000_000);
+}
+
+#[test]
+fn rename_exchange_dirs_keeps_views() {
+    let s = Stack::new(1);
+    s.mkdir(1, "a");
+    s.write(1, "a/la", "1");
+    let fs = s.fs();
+    fs.mkdir(ROOT_INO, OsStr::new("b"), 0o755, 0, ctx())
+        .unwrap();
+    let b = look(&fs, ROOT_INO, "b").unwrap();
+    fs.mknod(b.ino, OsStr::new("ub"), libc::S_IFREG | 0o644, 0, 0, ctx())
+        .unwrap();
+    look(&fs, ROOT_INO, "a").unwrap();
+    fs.rename(
+        ROOT_INO,
+        OsStr::new("a"),
+        ROOT_INO,
+        OsStr::new("b"),
+        libc::RENAME_EXCHANGE,
+    )
+    .unwrap();
+    let check = |fs: &Fs| {
+        let a = look(fs, ROOT_INO, "a").unwrap();
+        let b = look(fs, ROOT_INO, "b").unwrap();
+        let la: Vec<_> = fs
+            .list_dir(a.ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        let lb: Vec<_> = fs
+            .list_dir(b.ino)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        assert_eq!(la, vec![".", "..", "ub"]);
+        assert_eq!(lb, vec![".", "..", "la"]);
+    };
+    check(&fs);
+    check(&s.fs());
+}
