@@ -155,4 +155,57 @@ mod tests {
         let _ = child.kill();
         let _ = child.wait();
     }
+
+    #[test]
+    fn pauses_every_process_of_a_pid_namespace() {
+        // `unshare --pid --fork`: a shell as pid 1 of a new PID namespace, with a child.
+        let mut outer = Command::new("unshare")
+            .args(["--pid", "--fork", "sh", "-c", "sleep 30 & sleep 30 & wait"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let outer_pid = Pid::from_raw(outer.id() as i32);
+        let mut members = Vec::new();
+        for _ in 0..200 {
+            let tree = descendants(outer_pid);
+            members = tree
+                .into_iter()
+                .filter(|p| *p != outer_pid.as_raw())
+                .collect();
+            if members.len() >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(members.len() >= 3, "init and two sleeps: {members:?}");
+        // The namespace's pid 1 is the child of `unshare`.
+        let ppid = |p: i32| {
+            let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.to_string())
+                .unwrap_or_default();
+            rest.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<i32>().ok())
+        };
+        let init = *members
+            .iter()
+            .find(|p| ppid(**p) == Some(outer_pid.as_raw()))
+            .unwrap();
+        {
+            let paused = Paused::pause(Pid::from_raw(init)).unwrap();
+            assert_eq!(paused.len(), members.len(), "{paused:?} vs {members:?}");
+            for p in &members {
+                assert_eq!(state(*p as u32), 'T', "pid {p} stopped");
+            }
+            assert_ne!(state(outer.id()), 'T', "outside the namespace: untouched");
+        }
+        for p in &members {
+            assert_ne!(state(*p as u32), 'T', "pid {p} resumed");
+        }
+        let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
+        let _ = outer.kill();
+        let _ = outer.wait();
+    }
 }
