@@ -40,6 +40,7 @@ impl Paused {
             };
             let new: Vec<i32> = members.into_iter().filter(|p| !done.contains(p)).collect();
             if new.is_empty() {
+                paused.wait_stopped();
                 return Ok(paused);
             }
             for p in new {
@@ -51,7 +52,25 @@ impl Paused {
                 }
             }
         }
+        paused.wait_stopped();
         Ok(paused)
+    }
+
+    /// `kill` returns before the signal is acted on: wait (briefly) until every process is
+    /// really stopped, so none still writes while the upper dir is read.
+    fn wait_stopped(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for p in &self.pids {
+            while !matches!(
+                proc_state(p.as_raw()),
+                None | Some('T') | Some('t') | Some('Z') | Some('X')
+            ) {
+                if std::time::Instant::now() > deadline {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
     }
 
     /// How many processes are stopped.
@@ -70,6 +89,13 @@ impl Drop for Paused {
             let _ = kill(*p, Signal::SIGCONT);
         }
     }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T`…), `None` when the process is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
 }
 
 fn proc_pids() -> Vec<i32> {
@@ -119,6 +145,18 @@ mod tests {
     use super::*;
     use std::process::{Command, Stdio};
 
+    /// The state once it is no longer `T` (SIGCONT acts asynchronously), or `T` after 5 s.
+    fn state_after_resume(pid: u32) -> char {
+        for _ in 0..500 {
+            let s = state(pid);
+            if s != 'T' {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        'T'
+    }
+
     fn state(pid: u32) -> char {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let rest = &stat[stat.rfind(')').unwrap() + 1..];
@@ -148,7 +186,7 @@ mod tests {
             assert!(paused.len() >= 2, "shell and sleep stopped: {paused:?}");
             assert_eq!(state(pid), 'T');
         }
-        assert_ne!(state(pid), 'T', "resumed on drop");
+        assert_ne!(state_after_resume(pid), 'T', "resumed on drop");
         for p in tree.iter().filter(|p| **p != pid as i32) {
             let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
         }
@@ -202,7 +240,7 @@ mod tests {
             assert_ne!(state(outer.id()), 'T', "outside the namespace: untouched");
         }
         for p in &members {
-            assert_ne!(state(*p as u32), 'T', "pid {p} resumed");
+            assert_ne!(state_after_resume(*p as u32), 'T', "pid {p} resumed");
         }
         let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
         let _ = outer.kill();
