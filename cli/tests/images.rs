@@ -573,6 +573,21 @@ fn import_rootfs_with_changes() {
         env.ok(&["history", "--format", "{{.Comment}}", id2.trim()]),
         "Imported from -\n"
     );
+    // Go's JSON encoder escapes <, > and & in inspect output; templates' json does not.
+    let o = env.run_stdin(
+        &["import", "-c", "CMD echo a && echo <b>", "-", "amp:v1"],
+        &tar,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw = env.ok(&["inspect", "amp:v1"]);
+    assert!(
+        raw.contains(r#""echo a \u0026\u0026 echo \u003cb\u003e""#),
+        "{raw}"
+    );
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{json .Config.Cmd}}", "amp:v1"]),
+        "[\"/bin/sh\",\"-c\",\"echo a && echo <b>\"]\n"
+    );
     // Bad change: nothing stored.
     let before = env.listing();
     let (_, err) = env.err(&["import", "-c", "FROM x", file.to_str().unwrap()]);
