@@ -602,3 +602,25 @@ fn replacing_a_dir_or_whiting_out_in_the_same_layer_still_rebuilds() {
     s.layer_tar(&info.chain_id, &mut out).unwrap();
     assert_eq!(out, bytes);
 }
+
+#[test]
+fn until_accepts_docker_forms() {
+    let now = chrono::DateTime::parse_from_rfc3339("2024-06-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let t = |s: &str| parse_until(s, now).map(|t| t.to_rfc3339());
+    assert_eq!(t("24h").unwrap(), "2024-05-31T12:00:00+00:00");
+    assert_eq!(t("1h30m").unwrap(), "2024-06-01T10:30:00+00:00");
+    assert_eq!(t("2024-01-02").unwrap(), "2024-01-02T00:00:00+00:00");
+    assert_eq!(
+        t("2024-01-02T03:04:05").unwrap(),
+        "2024-01-02T03:04:05+00:00"
+    );
+    assert_eq!(
+        t("2024-01-02T03:04:05Z").unwrap(),
+        "2024-01-02T03:04:05+00:00"
+    );
+    assert_eq!(t("1704067200").unwrap(), "2024-01-01T00:00:00+00:00");
+    assert!(t("soon").is_none());
+    assert!(t("10x").is_none());
+}
