@@ -624,3 +624,38 @@ fn until_accepts_docker_forms() {
     assert!(t("soon").is_none());
     assert!(t("10x").is_none());
 }
+
+#[test]
+fn gnu_sparse_entries_extract_and_rebuild() {
+    let (t, s) = store();
+    let src = t.path().join("sparse-src");
+    std::fs::create_dir(&src).unwrap();
+    let f = std::fs::File::create(src.join("holes")).unwrap();
+    use std::io::{Seek, Write};
+    let mut f = f;
+    f.write_all(b"head").unwrap();
+    f.seek(std::io::SeekFrom::Start(1 << 20)).unwrap();
+    f.write_all(b"tail").unwrap();
+    drop(f);
+    let tar = t.path().join("sparse.tar");
+    let ok = std::process::Command::new("tar")
+        .args(["--sparse", "--format=gnu", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .arg("holes")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let bytes = std::fs::read(&tar).unwrap();
+    let info = s.add_layer(&bytes[..], None, None).unwrap();
+    let got = std::fs::read(s.layer_diff_dir(&info.chain_id).join("holes")).unwrap();
+    assert_eq!(got.len(), (1 << 20) + 4);
+    assert_eq!(&got[..4], b"head");
+    assert_eq!(&got[1 << 20..], b"tail");
+    assert!(got[4..1 << 20].iter().all(|b| *b == 0));
+    let mut out = Vec::new();
+    s.layer_tar(&info.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
+}
