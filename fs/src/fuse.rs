@@ -295,9 +295,13 @@ impl Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // We are the only writer: cached pages stay valid across opens.
+        // We are the only writer: cached pages stay valid across opens. No FLUSH on close:
+        // we buffer nothing, and locks are kept by the kernel (POSIX_LOCKS not negotiated).
         match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -543,7 +547,7 @@ impl Filesystem for Adapter {
                 &fattr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             ),
             Err(e) => reply.error(errno(e)),
         }
