@@ -490,6 +490,26 @@ impl Fs {
 
     /// Register one kernel lookup of the object `e` reached as `(parent, name)`.
     pub(crate) fn remember(&self, parent: u64, name: &OsStr, e: &Entry) -> Arc<Node> {
+        // Fast path under the read lock: `forget` removes nodes under the write lock only, so a
+        // count raised here cannot be lost.
+        {
+            let t = self.nodes.read();
+            if let Some(n) = t.get(&e.ino).filter(|n| n.kind == e.kind) {
+                let known = n
+                    .names
+                    .read()
+                    .iter()
+                    .any(|(p, x)| *p == parent && x == name);
+                if !known {
+                    let mut names = n.names.write();
+                    if !names.iter().any(|(p, x)| *p == parent && x == name) {
+                        names.push((parent, name.to_os_string()));
+                    }
+                }
+                n.lookups.fetch_add(1, Ordering::Relaxed);
+                return n.clone();
+            }
+        }
         let mut t = self.nodes.write();
         if let Some(n) = t.get(&e.ino) {
             if n.kind == e.kind {
