@@ -340,6 +340,53 @@ fn link_and_rename_update_ctime(c: &mut Case) {
     assert_eq!(m1, m0, "rename keeps mtime");
 }
 
+fn more_ctime_mtime_updates(c: &mut Case) {
+    let l = c.lower(0);
+    write(l.join("f"), vec![b'a'; 8192]);
+    setxattr(l.join("f"), "user.x", b"1", 0).unwrap();
+    let m = c.mount();
+    let f = m.join("f");
+    let step = |what: &str, mtime_too: bool, op: &dyn Fn()| {
+        let (m0, c0) = times(&f);
+        tick();
+        op();
+        let (m1, c1) = times(&f);
+        assert!(c1 > c0, "{what}: ctime {c0:?} -> {c1:?}");
+        if mtime_too {
+            assert!(m1 > m0, "{what}: mtime {m0:?} -> {m1:?}");
+        }
+    };
+    step("removexattr", false, &|| removexattr(&f, "user.x").unwrap());
+    step("utimensat", false, &|| {
+        set_times(&f, (7, 0), (8, 0)).unwrap()
+    });
+    step("fallocate extend", true, &|| {
+        let fd = open(&f, libc::O_RDWR, 0).unwrap();
+        // SAFETY: fallocate on an fd we own.
+        check(unsafe { libc::fallocate(fd.as_raw_fd(), 0, 0, 16384) }).unwrap();
+    });
+    step("mmap write + msync", true, &|| {
+        let fd = open(&f, libc::O_RDWR, 0).unwrap();
+        // SAFETY: shared mapping of the first 4096 bytes of an 8+ KiB file, unmapped below.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            *p.cast::<u8>() = b'z';
+            libc::msync(p, 4096, libc::MS_SYNC);
+            libc::munmap(p, 4096);
+        }
+    });
+    step("link", false, &|| link(&f, m.join("g")).unwrap());
+    step("unlink other link", false, &|| unlink(m.join("g")).unwrap());
+}
+
 fn read_keeps_mtime(c: &mut Case) {
     let l = c.lower(0);
     write(l.join("f"), "x");
@@ -405,6 +452,7 @@ cases!(posix:
     dir_times_on_entry_changes,
     truncate_and_o_trunc_update_times,
     link_and_rename_update_ctime,
+    more_ctime_mtime_updates,
     read_keeps_mtime,
     utime_now_sets_now,
     symlink_times_settable,
