@@ -306,6 +306,12 @@ fn commit_writes_config_history_and_runs() {
     env.run_sleeper("web3", None, "web:v2");
     let id3 = env.ok(&["commit", "--pause=false", "web3", "web:v2"]);
     let cfg3 = blob_json(&env, &id3);
+    // A stopped container commits too (nothing to pause).
+    env.ok(&["exec", "web3", "sh", "-c", "echo stopped > /stopped"]);
+    env.ok(&["stop", "-t", "1", "web3"]);
+    let id4 = env.ok(&["commit", "web3", "web:stopped"]);
+    let page = env.ok(&["run", "--rm", "web:stopped", "cat", "/stopped"]);
+    assert_eq!(page, "stopped\n", "{id4}");
     assert_eq!(cfg3["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
     assert_eq!(
         cfg3["history"].as_array().unwrap().last().unwrap()["empty_layer"],

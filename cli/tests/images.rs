@@ -573,6 +573,21 @@ fn import_rootfs_with_changes() {
         env.ok(&["history", "--format", "{{.Comment}}", id2.trim()]),
         "Imported from -\n"
     );
+    // Go's JSON encoder escapes <, > and & in inspect output; templates' json does not.
+    let o = env.run_stdin(
+        &["import", "-c", "CMD echo a && echo <b>", "-", "amp:v1"],
+        &tar,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw = env.ok(&["inspect", "amp:v1"]);
+    assert!(
+        raw.contains(r#""echo a \u0026\u0026 echo \u003cb\u003e""#),
+        "{raw}"
+    );
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{json .Config.Cmd}}", "amp:v1"]),
+        "[\"/bin/sh\",\"-c\",\"echo a && echo <b>\"]\n"
+    );
     // Bad change: nothing stored.
     let before = env.listing();
     let (_, err) = env.err(&["import", "-c", "FROM x", file.to_str().unwrap()]);
@@ -756,4 +771,57 @@ fn intermediate_images_history_lineage_and_parent_pruning() {
         .unwrap()
         .next()
         .is_none());
+}
+
+#[test]
+fn digest_references() {
+    use strata_runtime::reference::Reference;
+    use strata_runtime::store::{Digest, ImageId, Store};
+    let env = Env::new();
+    let id = env.load_busybox("busybox:latest");
+    let store = Store::open(&env.root).unwrap();
+    let image = ImageId::parse(&id).unwrap();
+    let manifest = Digest::of_bytes(b"a manifest");
+    let by_digest = Reference::parse("busybox")
+        .unwrap()
+        .with_digest(manifest.clone());
+    store.tag(&image, &by_digest).unwrap();
+    let other = Reference::parse("127.0.0.1:5000/bb")
+        .unwrap()
+        .with_digest(manifest.clone());
+    store.tag(&image, &other).unwrap();
+    // --digests shows them; without it, digest-only repositories get a <none> tag row.
+    assert_eq!(
+        env.ok(&[
+            "images",
+            "--digests",
+            "--format",
+            "{{.Repository}} {{.Tag}} {{.Digest}}"
+        ]),
+        format!("busybox latest {manifest}\n127.0.0.1:5000/bb <none> {manifest}\n")
+    );
+    assert_eq!(
+        env.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "busybox:latest\n127.0.0.1:5000/bb:<none>\n"
+    );
+    let v: Value = serde_json::from_str(&env.ok(&["inspect", "busybox"])).unwrap();
+    assert_eq!(
+        v[0]["RepoDigests"],
+        serde_json::json!([
+            format!("127.0.0.1:5000/bb@{manifest}"),
+            format!("busybox@{manifest}")
+        ])
+    );
+    // Resolve and remove by name@digest.
+    let r = format!("127.0.0.1:5000/bb@{manifest}");
+    assert_eq!(env.ok(&["inspect", "-f", "{{.Id}}", &r]), format!("{id}\n"));
+    assert_eq!(env.ok(&["rmi", &r]), format!("Untagged: {r}\n"));
+    // The last tag of a repository takes that repository's digest references with it.
+    let out = env.ok(&["rmi", "busybox:latest"]);
+    assert!(
+        out.starts_with(&format!(
+            "Untagged: busybox:latest\nUntagged: busybox@{manifest}\nDeleted: {id}\n"
+        )),
+        "{out}"
+    );
 }

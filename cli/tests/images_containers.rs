@@ -49,6 +49,13 @@ fn rmi_conflicts_with_containers() {
             .starts_with("Containers      1         1         "),
         "{df}"
     );
+    let v = s.ok(&["system", "df", "-v"]);
+    let row = v
+        .lines()
+        .find(|l| l.starts_with(&cid[..12]))
+        .unwrap_or_default();
+    assert!(row.contains("busybox   \"sleep 60\"   0 "), "{v}");
+    assert!(row.contains(" Up "), "{v}");
     // Prune -a keeps images in use.
     assert_eq!(
         s.ok(&["image", "prune", "-a", "-f"]),

@@ -64,6 +64,7 @@ pub struct ContainerSummary {
     pub usage: ContainerUse,
     /// Bytes of its writable layer.
     pub size_rw: u64,
+    pub record: strata_runtime::container::Container,
 }
 
 /// Containers that use images (any state): the one place the image verbs learn about them
@@ -82,6 +83,7 @@ pub fn containers(global: &Global) -> Result<Vec<ContainerSummary>> {
                 running: c.is_running(),
             },
             size_rw: tree_size(&c.paths.upper()),
+            record: c,
         });
     }
     Ok(out)

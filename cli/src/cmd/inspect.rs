@@ -197,15 +197,80 @@ fn print(objects: &[Value], format: Option<&str>) -> Result<()> {
             }
         }
         None => {
-            let mut buf = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-            objects.serialize(&mut ser)?;
-            out.write_all(&buf)?;
+            out.write_all(&docker_json(objects)?)?;
             writeln!(out)?;
         }
     }
     Ok(())
+}
+
+/// JSON as `docker inspect` prints it: 4-space indent, and `<`, `>`, `&` escaped as Go's
+/// encoder does (`\u003c`, `\u003e`, `\u0026`).
+pub fn docker_json<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let fmt = GoFormatter(serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    v.serialize(&mut ser)?;
+    Ok(buf)
+}
+
+struct GoFormatter<'a>(serde_json::ser::PrettyFormatter<'a>);
+
+impl serde_json::ser::Formatter for GoFormatter<'_> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut last = 0;
+        for (i, c) in fragment.char_indices() {
+            let esc = match c {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                _ => continue,
+            };
+            w.write_all(&fragment.as_bytes()[last..i])?;
+            w.write_all(esc.as_bytes())?;
+            last = i + 1;
+        }
+        w.write_all(&fragment.as_bytes()[last..])
+    }
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
 }
 
 /// Serialize keeping struct field order (serde_json's `Value` would sort keys).
@@ -236,12 +301,8 @@ fn emit(found: Vec<(Value, String)>, format: Option<&str>, failed: bool) -> Resu
             .iter()
             .map(|(_, s)| serde_json::from_str(s))
             .collect::<Result<_, _>>()?;
-        let mut buf = Vec::new();
-        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-        let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-        reparsed.serialize(&mut ser)?;
         let mut out = std::io::stdout().lock();
-        out.write_all(&buf)?;
+        out.write_all(&docker_json(&reparsed)?)?;
         writeln!(out)?;
     }
     if failed {

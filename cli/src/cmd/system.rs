@@ -122,15 +122,37 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
     writeln!(out, "Images space usage:\n")?;
     out.write_all(f.render(&image_header(), &image_rows)?.as_bytes())?;
     writeln!(out, "\nContainers space usage:\n")?;
-    // CONTAINERS: rows (CONTAINER ID, IMAGE, COMMAND, LOCAL VOLUMES, SIZE, CREATED, STATUS,
-    // NAMES) need the container records; the header is printed as Docker does.
+    let container_rows: Vec<Value> = conts
+        .iter()
+        .map(|c| {
+            let r = &c.record;
+            let cmd: String = r.config.argv().join(" ");
+            let cmd = if cmd.chars().count() > 20 {
+                let mut s: String = cmd.chars().take(19).collect();
+                s.push('…');
+                s
+            } else {
+                cmd
+            };
+            json!({
+                "ID": r.id().short(),
+                "Image": r.config.image,
+                "Command": format!("\"{cmd}\""),
+                "LocalVolumes": "0",
+                "Size": units::human_size(c.size_rw),
+                "RunningFor": units::ago(r.config.created),
+                "Status": super::ps::status_text(r),
+                "Names": r.name(),
+            })
+        })
+        .collect();
     let f = Format::new(
         None,
         "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
     )?;
     let header = json!({"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "LocalVolumes": "LOCAL VOLUMES",
                         "Size": "SIZE", "RunningFor": "CREATED", "Status": "STATUS", "Names": "NAMES"});
-    out.write_all(f.render(&header, &[])?.as_bytes())?;
+    out.write_all(f.render(&header, &container_rows)?.as_bytes())?;
     writeln!(out, "\nLocal Volumes space usage:\n")?;
     let f = Format::new(None, "{{.Name}}\t{{.Links}}\t{{.Size}}")?;
     let header = json!({"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"});

@@ -3,16 +3,16 @@
 //!
 //! Steps, each undone if a later one fails so the store is as before:
 //! 1. check the `--change` instructions and the parent image (nothing written yet);
-//! 2. pause the container (optional) and stream its changes as a gzip layer tar, hashing the
-//!    compressed and uncompressed bytes in the same pass, into a temp file (the blob `push`
-//!    sends) and at the same time into the store, which extracts it on the parent's top layer
-//!    (nothing is stored for an empty change set); resume;
-//! 3. check the store computed the same diffID, keep the compressed blob;
+//! 2. pause the container (optional) and write its changes as a gzip layer tar into `tmp/`,
+//!    hashing the compressed and uncompressed bytes in the same pass (nothing for an empty
+//!    change set); resume;
+//! 3. add the layer to the store on the parent's top layer (the store extracts it and checks
+//!    the diffID — or finds it already stored) and keep the compressed blob for `push`;
 //! 4. write the new config (parent + changes + history entry) and register the image with its
 //!    `parent` link and the tag (a moved tag leaves its old image dangling).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::Pid;
@@ -20,11 +20,11 @@ use serde_json::{Map, Value};
 
 use super::{
     commit_config, diff_filtered, diff_full_tree, write_changes_tar, ChangesError, CommitMeta,
-    Filter, Paused,
+    Filter, LayerDigests, Paused,
 };
 use crate::digest::{ChainId, ImageId};
 use crate::reference::Reference;
-use crate::store::{LayerInfo, Store, StoreError};
+use crate::store::{LayerInfo, Store};
 
 /// Everything `commit` needs to know about the container and the user's wishes.
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
 
     // 2. + 3. The changes, with the container paused while its upper dir is read, streamed as
     // a layer into the store (none for an empty change set: `empty_layer`).
-    let layer: Option<LayerInfo> = {
+    let layer: Option<(TempFile, LayerDigests)> = {
         let _paused = req.pause.map(Paused::pause).transpose()?;
         if let Some(r) = &req.rootfs {
             sync_fs(r);
@@ -110,8 +110,13 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
         if changes.is_empty() {
             None
         } else {
-            Some(store_layer(store, req, &changes, parent.chain_ids.last())?)
+            Some(write_layer(store, req, &changes)?)
         }
+    };
+    // The container runs again; the store extracts the layer from the temp file.
+    let layer = match layer {
+        Some((tmp, digests)) => Some(store_layer(store, &tmp, &digests, parent.chain_ids.last())?),
+        None => None,
     };
     // 4. Config and image.
     let meta = CommitMeta {
@@ -135,96 +140,54 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
     added
 }
 
-/// Flush the filesystem mounted at `path` (best effort: a container that just stopped has no
-/// mount any more, and then nothing is cached either).
+/// Flush a FUSE filesystem mounted at `path`, so pages the kernel still caches (writeback)
+/// reach the server and the upper dir. Kernel overlayfs writes straight to the upper dir's page
+/// cache, and its `syncfs` would sync the whole host filesystem: skipped. Best effort: a
+/// container that just stopped has no mount any more, and then nothing is cached either.
 pub(crate) fn sync_fs(path: &Path) {
-    if let Ok(f) = File::open(path) {
+    let Ok(f) = File::open(path) else { return };
+    let fuse = nix::sys::statfs::fstatfs(&f)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC);
+    if fuse {
         let _ = nix::unistd::syncfs(&f);
     }
 }
 
-/// Writes to both: the blob file and the pipe into the store's extraction.
-struct Tee<A, B> {
-    a: A,
-    b: B,
-}
-
-impl<A: Write, B: Write> Write for Tee<A, B> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.a.write_all(buf)?;
-        self.b.write_all(buf)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.a.flush()?;
-        self.b.flush()
-    }
-}
-
-/// Write the layer of `changes` once: the gzip stream goes to a temp file (kept as the blob
-/// `push` sends) and, through a pipe, to a thread where the store extracts it — so reading the
-/// upper dir, compressing, hashing and extracting overlap. Whatever fails, a layer this call
-/// created is released again.
-fn store_layer(
+/// Write the layer of `changes` once — read, compressed and hashed (both forms) in one pass —
+/// into a temp file in the store's `tmp/`.
+fn write_layer(
     store: &Store,
     req: &CommitRequest,
     changes: &[super::Change],
+) -> Result<(TempFile, LayerDigests), ChangesError> {
+    let tmp = TempFile(temp_path(store));
+    let file = File::create(&tmp.0).map_err(io_err(&tmp.0))?;
+    let (digests, out) = write_changes_tar(&req.upper, changes, BufWriter::new(file))?;
+    out.into_inner()
+        .map_err(|e| io_err(&tmp.0)(e.into_error()))?;
+    Ok((tmp, digests))
+}
+
+/// Add the layer in `tmp` to the store on `parent`. When the store already holds this very
+/// layer (the same changes committed again), nothing is extracted: the store answers from the
+/// diffID. A layer this call created is released again if keeping its blob fails.
+fn store_layer(
+    store: &Store,
+    tmp: &TempFile,
+    digests: &LayerDigests,
     parent: Option<&ChainId>,
 ) -> Result<LayerInfo, ChangesError> {
-    let tmp = TempFile(temp_path(store));
-    let (reader, writer) = std::io::pipe().map_err(io_err(&tmp.0))?;
-    let file = File::create(&tmp.0).map_err(io_err(&tmp.0))?;
-    let (written, stored) = std::thread::scope(|s| {
-        let extract = s.spawn(move || store.add_layer(reader, parent, None));
-        let written = write_changes_tar(
-            &req.upper,
-            changes,
-            Tee {
-                a: BufWriter::new(file),
-                b: writer,
-            },
-        )
-        .and_then(|(digests, tee)| {
-            // Close the pipe first: the store sees the end of the stream.
-            let Tee { a, b } = tee;
-            drop(b);
-            let file = a.into_inner().map_err(|e| io_err(&tmp.0)(e.into_error()))?;
-            file.sync_all().map_err(io_err(&tmp.0))?;
-            Ok(digests)
-        });
-        let stored = extract
-            .join()
-            .unwrap_or_else(|_| Err(StoreError::Decompress(std::io::ErrorKind::Other.into())));
-        (written, stored)
-    });
-    let info = match (written, stored) {
-        (Ok(d), Ok(info)) if info.diff_id == d.diff_id => {
-            let blob = File::open(&tmp.0)
-                .map_err(io_err(&tmp.0))
-                .and_then(|f| Ok(store.put_blob(f, Some(&d.compressed_digest))?));
-            if let Err(e) = blob {
-                release(store, &info);
-                return Err(e);
-            }
-            info
-        }
-        (Ok(d), Ok(info)) => {
-            release(store, &info);
-            return Err(StoreError::DiffIdMismatch {
-                expected: d.diff_id,
-                actual: info.diff_id,
-            }
-            .into());
-        }
-        // Our side failed: whatever the store made of the cut stream goes.
-        (Err(e), Ok(info)) => {
+    let f = File::open(&tmp.0).map_err(io_err(&tmp.0))?;
+    let info = store.add_layer(f, parent, Some(&digests.diff_id))?;
+    if info.created {
+        let blob = File::open(&tmp.0)
+            .map_err(io_err(&tmp.0))
+            .and_then(|f| Ok(store.put_blob(f, Some(&digests.compressed_digest))?));
+        if let Err(e) = blob {
             release(store, &info);
             return Err(e);
         }
-        // The store's error explains a broken pipe on our side (e.g. a full disk).
-        (_, Err(e)) => return Err(e.into()),
-    };
+    }
     Ok(info)
 }
 

@@ -40,6 +40,7 @@ impl Paused {
             };
             let new: Vec<i32> = members.into_iter().filter(|p| !done.contains(p)).collect();
             if new.is_empty() {
+                paused.wait_stopped();
                 return Ok(paused);
             }
             for p in new {
@@ -51,7 +52,25 @@ impl Paused {
                 }
             }
         }
+        paused.wait_stopped();
         Ok(paused)
+    }
+
+    /// `kill` returns before the signal is acted on: wait (briefly) until every process is
+    /// really stopped, so none still writes while the upper dir is read.
+    fn wait_stopped(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for p in &self.pids {
+            while !matches!(
+                proc_state(p.as_raw()),
+                None | Some('T') | Some('t') | Some('Z') | Some('X')
+            ) {
+                if std::time::Instant::now() > deadline {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
     }
 
     /// How many processes are stopped.
@@ -70,6 +89,13 @@ impl Drop for Paused {
             let _ = kill(*p, Signal::SIGCONT);
         }
     }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `T`…), `None` when the process is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
 }
 
 fn proc_pids() -> Vec<i32> {
@@ -119,6 +145,18 @@ mod tests {
     use super::*;
     use std::process::{Command, Stdio};
 
+    /// The state once it is no longer `T` (SIGCONT acts asynchronously), or `T` after 5 s.
+    fn state_after_resume(pid: u32) -> char {
+        for _ in 0..500 {
+            let s = state(pid);
+            if s != 'T' {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        'T'
+    }
+
     fn state(pid: u32) -> char {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let rest = &stat[stat.rfind(')').unwrap() + 1..];
@@ -148,11 +186,64 @@ mod tests {
             assert!(paused.len() >= 2, "shell and sleep stopped: {paused:?}");
             assert_eq!(state(pid), 'T');
         }
-        assert_ne!(state(pid), 'T', "resumed on drop");
+        assert_ne!(state_after_resume(pid), 'T', "resumed on drop");
         for p in tree.iter().filter(|p| **p != pid as i32) {
             let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[test]
+    fn pauses_every_process_of_a_pid_namespace() {
+        // `unshare --pid --fork`: a shell as pid 1 of a new PID namespace, with a child.
+        let mut outer = Command::new("unshare")
+            .args(["--pid", "--fork", "sh", "-c", "sleep 30 & sleep 30 & wait"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let outer_pid = Pid::from_raw(outer.id() as i32);
+        let mut members = Vec::new();
+        for _ in 0..200 {
+            let tree = descendants(outer_pid);
+            members = tree
+                .into_iter()
+                .filter(|p| *p != outer_pid.as_raw())
+                .collect();
+            if members.len() >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(members.len() >= 3, "init and two sleeps: {members:?}");
+        // The namespace's pid 1 is the child of `unshare`.
+        let ppid = |p: i32| {
+            let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat
+                .rsplit_once(')')
+                .map(|(_, r)| r.to_string())
+                .unwrap_or_default();
+            rest.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<i32>().ok())
+        };
+        let init = *members
+            .iter()
+            .find(|p| ppid(**p) == Some(outer_pid.as_raw()))
+            .unwrap();
+        {
+            let paused = Paused::pause(Pid::from_raw(init)).unwrap();
+            assert_eq!(paused.len(), members.len(), "{paused:?} vs {members:?}");
+            for p in &members {
+                assert_eq!(state(*p as u32), 'T', "pid {p} stopped");
+            }
+            assert_ne!(state(outer.id()), 'T', "outside the namespace: untouched");
+        }
+        for p in &members {
+            assert_ne!(state_after_resume(*p as u32), 'T', "pid {p} resumed");
+        }
+        let _ = kill(Pid::from_raw(init), Signal::SIGKILL);
+        let _ = outer.kill();
+        let _ = outer.wait();
     }
 }

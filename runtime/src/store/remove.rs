@@ -329,6 +329,15 @@ pub fn parse_until(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     if let Some(t) = super::config::parse_time(s) {
         return Some(t);
     }
+    // Docker also takes local-less forms (read as UTC here): date, date + time.
+    for f in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    }
     if let Ok(secs) = s.parse::<f64>() {
         return DateTime::from_timestamp(secs as i64, 0);
     }

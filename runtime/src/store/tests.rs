@@ -602,3 +602,60 @@ fn replacing_a_dir_or_whiting_out_in_the_same_layer_still_rebuilds() {
     s.layer_tar(&info.chain_id, &mut out).unwrap();
     assert_eq!(out, bytes);
 }
+
+#[test]
+fn until_accepts_docker_forms() {
+    let now = chrono::DateTime::parse_from_rfc3339("2024-06-01T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let t = |s: &str| parse_until(s, now).map(|t| t.to_rfc3339());
+    assert_eq!(t("24h").unwrap(), "2024-05-31T12:00:00+00:00");
+    assert_eq!(t("1h30m").unwrap(), "2024-06-01T10:30:00+00:00");
+    assert_eq!(t("2024-01-02").unwrap(), "2024-01-02T00:00:00+00:00");
+    assert_eq!(
+        t("2024-01-02T03:04:05").unwrap(),
+        "2024-01-02T03:04:05+00:00"
+    );
+    assert_eq!(
+        t("2024-01-02T03:04:05Z").unwrap(),
+        "2024-01-02T03:04:05+00:00"
+    );
+    assert_eq!(t("1704067200").unwrap(), "2024-01-01T00:00:00+00:00");
+    assert!(t("soon").is_none());
+    assert!(t("10x").is_none());
+}
+
+#[test]
+fn gnu_sparse_entries_extract_and_rebuild() {
+    let (t, s) = store();
+    let src = t.path().join("sparse-src");
+    std::fs::create_dir(&src).unwrap();
+    let f = std::fs::File::create(src.join("holes")).unwrap();
+    use std::io::{Seek, Write};
+    let mut f = f;
+    f.write_all(b"head").unwrap();
+    f.seek(std::io::SeekFrom::Start(1 << 20)).unwrap();
+    f.write_all(b"tail").unwrap();
+    drop(f);
+    let tar = t.path().join("sparse.tar");
+    let ok = std::process::Command::new("tar")
+        .args(["--sparse", "--format=gnu", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .arg("holes")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let bytes = std::fs::read(&tar).unwrap();
+    let info = s.add_layer(&bytes[..], None, None).unwrap();
+    let got = std::fs::read(s.layer_diff_dir(&info.chain_id).join("holes")).unwrap();
+    assert_eq!(got.len(), (1 << 20) + 4);
+    assert_eq!(&got[..4], b"head");
+    assert_eq!(&got[1 << 20..], b"tail");
+    assert!(got[4..1 << 20].iter().all(|b| *b == 0));
+    let mut out = Vec::new();
+    s.layer_tar(&info.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
+}
