@@ -694,3 +694,34 @@ fn stdin_with_i_for_run_and_exec() {
     let out = feed(&["exec", "ib", "sh", "-c", "cat; echo done"], "ignored\n");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
 }
+
+#[test]
+fn inspect_finds_containers_first_then_images() {
+    let s = setup(&default_driver());
+    let r = s.run(&["run", "--name", "probe", "busybox", "sh", "-c", "exit 4"]);
+    assert_eq!(r.code, Some(4), "{r:?}");
+    let out = s.ok(&["inspect", "probe"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = &v[0];
+    assert_eq!(c["Name"], "/probe", "{out}");
+    assert_eq!(c["State"]["Status"], "exited", "{out}");
+    assert_eq!(c["State"]["ExitCode"], 4, "{out}");
+    let full = c["Id"].as_str().unwrap().to_string();
+    assert_eq!(full.len(), 64);
+    // by id prefix, with a template, and mixed with an image in one call
+    let t = s.ok(&["inspect", "--format", "{{.State.ExitCode}}", &full[..12]]);
+    assert_eq!(t, "4\n");
+    let both = s.ok(&["inspect", "--format", "{{.Id}}", "probe", "busybox"]);
+    let lines: Vec<&str> = both.lines().collect();
+    assert_eq!(lines.len(), 2, "{both}");
+    assert_eq!(lines[0], full);
+    assert!(lines[1].starts_with("sha256:"), "{both}");
+    // --type image skips containers; an unknown name is an error with exit 1
+    let r = s.run(&["inspect", "--type", "image", "probe"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.stderr, "Error: No such image: probe\n");
+    let r = s.run(&["inspect", "nosuch"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(r.stderr, "Error: No such object: nosuch\n");
+    s.ok(&["rm", "probe"]);
+}

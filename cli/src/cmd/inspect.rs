@@ -291,6 +291,20 @@ fn image_value(global: &Global, store: &Store, name: &str) -> Result<Option<(Val
     }
 }
 
+/// Inspect JSON of a container (by name, id or id prefix), or `None` when there is none.
+fn container_value(global: &Global, name: &str) -> Result<Option<(Value, String)>> {
+    use strata_runtime::container::{inspect, ContainerError};
+    match super::run::runtime(global).lookup(name) {
+        Ok(c) => {
+            let v = inspect::to_json(&c);
+            let text = serde_json::to_string(&v)?;
+            Ok(Some((v, text)))
+        }
+        Err(ContainerError::NoSuchContainer(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn emit(found: Vec<(Value, String)>, format: Option<&str>, failed: bool) -> Result<()> {
     if format.filter(|f| !f.is_empty()).is_some() {
         let values: Vec<Value> = found.into_iter().map(|(v, _)| v).collect();
@@ -437,10 +451,14 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         }
     }
     for name in &args.names {
-        // CONTAINERS: the containers helper adds the container branch here (Docker tries
-        // containers first for `inspect`): when `want_container` and `name` is a container,
-        // push its inspect JSON (ordered Value, JSON text) and `continue`.
-        let _ = (want_container, args.size);
+        // Docker tries containers first.
+        let _ = args.size;
+        if want_container {
+            if let Some(v) = container_value(global, name)? {
+                found.push(v);
+                continue;
+            }
+        }
         if want_image {
             if let Some(v) = image_value(global, &store, name)? {
                 found.push(v);

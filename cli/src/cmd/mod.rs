@@ -81,7 +81,8 @@ pub fn report(e: anyhow::Error) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     eprintln!("Error: {}", one_line(&e));
-    if let Some(status) = e.chain().find_map(|c| c.downcast_ref::<ToolError>()) {
+    // `downcast_ref` (unlike walking `chain()`) also finds a `ToolError` attached as context.
+    if let Some(status) = e.downcast_ref::<ToolError>() {
         return ExitCode::from(status.code);
     }
     ExitCode::from(1)
@@ -110,9 +111,10 @@ pub struct ToolError {
     pub code: u8,
 }
 
+/// Prints nothing: it only carries the exit code, and `one_line` skips empty texts.
 impl std::fmt::Display for ToolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit code {}", self.code)
+    fn fmt(&self, _f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
     }
 }
 
