@@ -169,13 +169,15 @@ impl Fs {
                 buf.resize(size as usize, 0);
             }
             let buf = &mut buf[..size as usize];
+            // A short read of a regular file is its end: no second pread to hear "0".
             let mut done = 0;
             while done < buf.len() {
+                let want = buf.len() - done;
                 let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
-                if n == 0 {
+                done += n;
+                if n < want {
                     break;
                 }
-                done += n;
             }
             Ok(f(&buf[..done]))
         })
