@@ -307,8 +307,7 @@ impl Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // We are the only writer: cached pages stay valid across opens. No FLUSH on close:
-        // we buffer nothing, and locks are kept by the kernel (POSIX_LOCKS not negotiated).
+        // Passthrough, page cache or direct I/O: see `passthrough` for the rules.
         let fh = match self.fs.open(ino.0, flags.0) {
             Ok(fh) => fh,
             Err(e) => return reply.error(errno(e)),
@@ -317,10 +316,7 @@ impl Filesystem for Adapter {
             Mode::Passthrough(id) => {
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id)
             }
-            Mode::Cached => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-            ),
+            Mode::Cached { keep } => reply.opened(FileHandle(fh), cached_flags(keep)),
             Mode::Direct => reply.opened(
                 FileHandle(fh),
                 FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
@@ -580,13 +576,9 @@ impl Filesystem for Adapter {
                 FopenFlags::FOPEN_NOFLUSH,
                 &id,
             ),
-            Mode::Cached => reply.created(
-                &TTL,
-                &attr,
-                Generation(0),
-                fh,
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-            ),
+            Mode::Cached { keep } => {
+                reply.created(&TTL, &attr, Generation(0), fh, cached_flags(keep))
+            }
             Mode::Direct => reply.created(
                 &TTL,
                 &attr,
@@ -626,6 +618,17 @@ impl Filesystem for Adapter {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),
         }
+    }
+}
+
+/// Open flags of a page-cache open. We are the only writer: cached pages stay valid across
+/// opens unless `keep` is false. No FLUSH on close: we buffer nothing, and locks are kept by
+/// the kernel (POSIX_LOCKS not negotiated).
+fn cached_flags(keep: bool) -> FopenFlags {
+    if keep {
+        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+    } else {
+        FopenFlags::FOPEN_NOFLUSH
     }
 }
 

@@ -29,7 +29,11 @@ use crate::core::Fs;
 /// How to answer an open.
 pub(crate) enum Mode {
     Passthrough(Arc<BackingId>),
-    Cached,
+    /// Through the page cache; `keep`: the cached pages are still valid. Not so when a
+    /// passthrough open was refused: earlier passthrough writes bypassed the page cache.
+    Cached {
+        keep: bool,
+    },
     Direct,
 }
 
@@ -69,7 +73,7 @@ impl Passthrough {
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Mode {
         let Some(info) = fs.open_info(fh) else {
-            return Mode::Cached;
+            return Mode::Cached { keep: false };
         };
         let mut st = self.state.lock();
         let live = st
@@ -81,7 +85,7 @@ impl Passthrough {
             if live.is_some() {
                 Mode::Direct
             } else {
-                Mode::Cached
+                Mode::Cached { keep: true }
             }
         } else if let Some((id, rw)) = live {
             if rw || !info.writable {
@@ -112,11 +116,11 @@ impl Passthrough {
                 }
                 Err(e) => {
                     log::debug!("passthrough open of inode {}: {e}", info.ino);
-                    Mode::Cached
+                    Mode::Cached { keep: false }
                 }
             }
         };
-        let cached = matches!(mode, Mode::Cached);
+        let cached = matches!(mode, Mode::Cached { .. });
         if cached {
             *st.cached.entry(info.ino).or_insert(0) += 1;
         }
