@@ -112,7 +112,12 @@ impl Fs {
         let ust = sys::fstatat(up_dir.as_fd(), &name)?;
         self.remap_ino(ust.st_dev, ust.st_ino, n.ino);
         n.copied.store(true, std::sync::atomic::Ordering::Release);
-        self.inval_attr(parent);
+        // A copied-up directory changes its parent's link count; a file changes nothing the
+        // parent shows but its ctime, so its cached attributes stay (dropping them costs a
+        // GETATTR of the parent on the next path walk: one per chmod of a lower file).
+        if kind == libc::S_IFDIR {
+            self.inval_attr(parent);
+        }
         self.inval_attr(ino);
         self.with_index_mut(parent, |ix| {
             if let Some(en) = ix.entries.get_mut(&name) {

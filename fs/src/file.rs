@@ -30,12 +30,23 @@ impl Handle {
     }
 }
 
+/// An open file as the FUSE adapter sees it.
+pub(crate) struct OpenInfo {
+    pub ino: u64,
+    pub fd: Arc<OwnedFd>,
+    pub writable: bool,
+    /// Opened on a lower layer (a later copy-up may move the data).
+    pub lower: bool,
+}
+
 #[derive(Default)]
 pub(crate) struct Handles {
     files: RwLock<HashMap<u64, Arc<Handle>>>,
     /// Open directories: fh -> ino.
     dirs: RwLock<HashMap<u64, u64>>,
     next: AtomicU64,
+    /// READ requests served (passthrough opens send none): for tests and diagnostics.
+    reads: AtomicU64,
 }
 
 impl Handles {
@@ -133,20 +144,43 @@ impl Fs {
     }
 
     pub fn read(&self, fh: u64, off: u64, size: u32) -> R<Vec<u8>> {
+        self.read_with(fh, off, size, |d| d.to_vec())
+    }
+
+    /// Read up to `size` bytes at `off` into a per-thread buffer and hand them to `f`. The
+    /// buffer is reused across requests: no allocation (and no fresh zero pages to fault in)
+    /// per read.
+    pub fn read_with<T>(&self, fh: u64, off: u64, size: u32, f: impl FnOnce(&[u8]) -> T) -> R<T> {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        self.handles.reads.fetch_add(1, Ordering::Relaxed);
         self.refresh(&h);
         let fd = h.fd();
-        let mut buf = vec![0u8; size as usize];
-        let mut done = 0;
-        while done < buf.len() {
-            let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
-            if n == 0 {
-                break;
+        BUF.with(|b| {
+            let mut guard = b.try_borrow_mut();
+            let mut local = Vec::new();
+            let buf: &mut Vec<u8> = match guard.as_deref_mut() {
+                Ok(v) => v,
+                Err(_) => &mut local,
+            };
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
             }
-            done += n;
-        }
-        buf.truncate(done);
-        Ok(buf)
+            let buf = &mut buf[..size as usize];
+            // A short read of a regular file is its end: no second pread to hear "0".
+            let mut done = 0;
+            while done < buf.len() {
+                let want = buf.len() - done;
+                let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
+                done += n;
+                if n < want {
+                    break;
+                }
+            }
+            Ok(f(&buf[..done]))
+        })
     }
 
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> R<u32> {
@@ -176,6 +210,34 @@ impl Fs {
     pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> R<i64> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         sys::lseek(h.fd().as_fd(), off, whence)
+    }
+
+    /// What the FUSE adapter needs to hand an open file to the kernel (passthrough).
+    pub(crate) fn open_info(&self, fh: u64) -> Option<OpenInfo> {
+        let h = self.handles.get(fh)?;
+        Some(OpenInfo {
+            ino: h.ino,
+            fd: h.fd(),
+            writable: h.writable,
+            lower: h.lower.load(Ordering::Relaxed),
+        })
+    }
+
+    /// A read-write fd of the upper file of `ino`: a backing file every later open of the
+    /// inode (read or write) can share. Fails for lower and unlinked files.
+    pub(crate) fn upper_rw_fd(&self, ino: u64) -> R<OwnedFd> {
+        let _ns = self.ns.read_recursive();
+        let loc = self.locate(ino)?;
+        if !self.is_upper(loc.layer) {
+            return Err(Errno::EROFS);
+        }
+        let dir = self.loc_dir(&loc)?;
+        sys::openat(dir.as_fd(), &loc.name, libc::O_RDWR, 0)
+    }
+
+    /// How many READ requests reached this process (reads of passthrough opens do not).
+    pub fn reads_served(&self) -> u64 {
+        self.handles.reads.load(Ordering::Relaxed)
     }
 
     /// The inode of an open file handle.

@@ -17,6 +17,9 @@ use fuser::{
 use crate::core::{Attr, Ctx, Fs};
 use crate::ops::SetAttr;
 
+mod passthrough;
+use passthrough::{Mode, Passthrough};
+
 /// We are the only writer of the layers: the kernel may cache entries and attributes long.
 const TTL: Duration = Duration::from_secs(3600);
 
@@ -125,6 +128,7 @@ fn to_timespec(t: TimeOrNow) -> Option<libc::timespec> {
 
 pub(crate) struct Adapter {
     pub fs: Arc<Fs>,
+    pt: Passthrough,
 }
 
 impl Filesystem for Adapter {
@@ -139,6 +143,10 @@ impl Filesystem for Adapter {
         for f in want {
             let _ = config.add_capabilities(f);
         }
+        // Backing files live on a plain filesystem (depth 0); depth 1 leaves room for one
+        // overlay mounted on top of us.
+        self.pt.enabled = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
         Ok(())
     }
 
@@ -299,14 +307,20 @@ impl Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // We are the only writer: cached pages stay valid across opens. No FLUSH on close:
-        // we buffer nothing, and locks are kept by the kernel (POSIX_LOCKS not negotiated).
-        match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(
+        // Passthrough, page cache or direct I/O: see `passthrough` for the rules.
+        let fh = match self.fs.open(ino.0, flags.0) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(errno(e)),
+        };
+        match self.pt.open(&self.fs, fh, |fd| reply.open_backing(fd)) {
+            Mode::Passthrough(id) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id)
+            }
+            Mode::Cached { keep } => reply.opened(FileHandle(fh), cached_flags(keep)),
+            Mode::Direct => reply.opened(
                 FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
             ),
-            Err(e) => reply.error(errno(e)),
         }
     }
 
@@ -321,9 +335,14 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(e)),
+        let mut reply = Some(reply);
+        let r = self.fs.read_with(fh.0, offset, size, |d| {
+            if let Some(r) = reply.take() {
+                r.data(d);
+            }
+        });
+        if let (Err(e), Some(r)) = (r, reply.take()) {
+            r.error(errno(e));
         }
     }
 
@@ -367,6 +386,7 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         self.fs.release(fh.0);
+        self.pt.release(fh.0);
         reply.ok();
     }
 
@@ -384,27 +404,24 @@ impl Filesystem for Adapter {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // Let the kernel cache listings; it drops them itself when the directory changes
-        // through this mount, and nothing else changes our layers.
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-            ),
-            Err(e) => reply.error(errno(e)),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // A directory handle carries nothing we need (listings are read by inode), so answer
+        // ENOSYS: the kernel (>= 5.1) then stops sending OPENDIR and RELEASEDIR at all, two
+        // round trips fewer per directory walked, and opens directories itself with
+        // FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR (listings cached; it drops them itself when the
+        // directory changes through this mount, and nothing else changes our layers).
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
+        ino: INodeNo,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.fs.readdir(fh.0, offset, 1024) {
+        let list = match self.fs.read_dir(ino.0, offset, 1024) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
@@ -420,11 +437,11 @@ impl Filesystem for Adapter {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.fs.readdir(fh.0, offset, 256) {
+        let list = match self.fs.read_dir(ino.0, offset, 256) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
@@ -545,15 +562,30 @@ impl Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.fs.create(parent.0, name, mode, umask, flags, ctx(req)) {
-            Ok((a, fh)) => reply.created(
+        let (a, fh) = match self.fs.create(parent.0, name, mode, umask, flags, ctx(req)) {
+            Ok(r) => r,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let (attr, fh) = (fattr(&a), FileHandle(fh));
+        match self.pt.open(&self.fs, fh.0, |fd| reply.open_backing(fd)) {
+            Mode::Passthrough(id) => reply.created_passthrough(
                 &TTL,
-                &fattr(&a),
+                &attr,
                 Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                fh,
+                FopenFlags::FOPEN_NOFLUSH,
+                &id,
             ),
-            Err(e) => reply.error(errno(e)),
+            Mode::Cached { keep } => {
+                reply.created(&TTL, &attr, Generation(0), fh, cached_flags(keep))
+            }
+            Mode::Direct => reply.created(
+                &TTL,
+                &attr,
+                Generation(0),
+                fh,
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
+            ),
         }
     }
 
@@ -589,6 +621,17 @@ impl Filesystem for Adapter {
     }
 }
 
+/// Open flags of a page-cache open. We are the only writer: cached pages stay valid across
+/// opens unless `keep` is false. No FLUSH on close: we buffer nothing, and locks are kept by
+/// the kernel (POSIX_LOCKS not negotiated).
+fn cached_flags(keep: bool) -> FopenFlags {
+    if keep {
+        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+    } else {
+        FopenFlags::FOPEN_NOFLUSH
+    }
+}
+
 fn xattr_reply(r: Result<Vec<u8>, nix::errno::Errno>, size: u32, reply: ReplyXattr) {
     match r {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
@@ -621,7 +664,14 @@ pub(crate) fn serve(
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     cfg.clone_fd = true;
-    let session = fuser::Session::new(Adapter { fs: fs.clone() }, mountpoint, &cfg)?;
+    let session = fuser::Session::new(
+        Adapter {
+            fs: fs.clone(),
+            pt: Passthrough::default(),
+        },
+        mountpoint,
+        &cfg,
+    )?;
     let notifier = session.notifier();
     fs.set_attr_invalidator(Box::new(move |ino| {
         // Offset -1: attributes only, no page-cache range (takes no inode lock in the kernel).

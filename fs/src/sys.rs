@@ -305,12 +305,21 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> R<usize> {
     }
 }
 
+/// Files up to this size are copied without looking for holes or trying a reflink.
+const SMALL_COPY: u64 = 64 << 10;
+
 /// Copy all data of `src` into the empty file `dst`: reflink when the filesystem can, else copy
 /// the data extents only (SEEK_DATA/SEEK_HOLE, as kernel overlayfs does, so sparse files stay
 /// sparse) with copy_file_range(2), falling back to read/write; the size is set at the end.
 pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> R<()> {
     if len == 0 {
         return Ok(());
+    }
+    // Small files (most of an image): one copy_file_range, no reflink attempt or hole search
+    // (three syscalls fewer per copy-up of a small file).
+    if len <= SMALL_COPY {
+        copy_range(src, dst, 0, len, &mut true)?;
+        return ftruncate(dst, len);
     }
     // SAFETY: FICLONE takes the source fd as its argument; both fds are valid.
     let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
