@@ -465,6 +465,70 @@ fn differential_vs_kernel(c: &mut Case, case_seed: u64) {
     }
 }
 
+/// The differential stream again, run by uid 65534 over a tree with mixed owners and modes
+/// (root-owned, nobody-owned, sticky, world-writable): every permission errno must match the kernel.
+fn differential_as_nobody(c: &mut Case) {
+    let seed = base_seed() ^ 31;
+    let scratch_ref = c.scratch("unused-reference");
+    namespace_fixture(c, &scratch_ref);
+    let l1 = c.lower(1);
+    lchown(l1.join("d0"), 65534, 65534).unwrap();
+    chmod(l1.join("d1"), 0o1777).unwrap();
+    chmod(l1.join("d3"), 0o777).unwrap();
+    lchown(l1.join("d3/n0"), 65534, 65534).unwrap();
+    lchown(l1.join("d1/n1"), 65534, 65534).unwrap();
+    chmod(l1.join("d3/n1"), 0o666).unwrap();
+    chmod(c.root(), 0o755).unwrap();
+    let lowers = c.lowers();
+    let m = c.mount();
+    let (ku, kw, km) = (
+        c.scratch("kernel-upper"),
+        c.scratch("kernel-work"),
+        c.scratch("kernel-mnt"),
+    );
+    c.mount_stack(
+        crate::harness::Target::Kernel,
+        &lowers,
+        Some((&ku, &kw)),
+        &km,
+    );
+    let (m2, km2) = (m.clone(), km.clone());
+    let out = strata_testkit::mount::run_as(
+        strata_testkit::mount::Creds::NOBODY,
+        std::time::Duration::from_secs(100),
+        move || {
+            let mut rng = Rng::new(seed);
+            let mut log = Vec::new();
+            for step in 0..300 {
+                let vals = [rng.next(), rng.next(), rng.next(), rng.next()];
+                let (what, got) = namespace_op(&m2, &vals);
+                let (_, want) = namespace_op(&km2, &vals);
+                log.push(format!("{what} -> {got}"));
+                if got != want {
+                    let recent = log[log.len().saturating_sub(12)..].join("; ");
+                    return format!("seed {seed} step {step}: `{what}`: target {got} vs kernel {want}\n  recent: {recent}")
+                        .into_bytes();
+                }
+            }
+            let ok = log.iter().filter(|l| l.ends_with("-> 0")).count();
+            format!("ok {ok}").into_bytes()
+        },
+    );
+    let strata_testkit::mount::ChildOutcome::Done(bytes) = out else {
+        panic!("child: {out:?}")
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(text.starts_with("ok "), "{text}");
+    let ok: usize = text[3..].parse().unwrap();
+    assert!(ok >= 10, "nobody must succeed sometimes too: {ok}");
+    let diff = diff_trees(&timeless(view(&m)), &timeless(view(&km)));
+    assert!(
+        diff.is_empty(),
+        "target vs kernel after the nobody stream:\n{}",
+        diff.join("\n")
+    );
+}
+
 fn differential_vs_kernel_1(c: &mut Case) {
     differential_vs_kernel(c, 21)
 }
@@ -495,4 +559,5 @@ cases!(fuzz:
     namespace_fuzz_3,
     differential_vs_kernel_1,
     differential_vs_kernel_2,
+    differential_as_nobody,
 );
