@@ -4,6 +4,9 @@
 //! `Args` and `run`), and is the only place that turns errors into exit codes.
 
 mod cmd;
+mod table;
+mod template;
+mod units;
 
 use std::process::ExitCode;
 
@@ -24,6 +27,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Download an image from a registry
     Pull(cmd::pull::Args),
@@ -81,6 +85,9 @@ enum Command {
     System(cmd::system::Args),
     /// Mount a container's root filesystem and print where
     Mount(cmd::mount::Args),
+    /// Internal: the per-container supervisor process
+    #[command(name = "__supervise", hide = true)]
+    Supervise(cmd::run::SuperviseArgs),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +124,7 @@ fn main() -> ExitCode {
         Command::Commit(a) => cmd::commit::run(&cli.global, a),
         Command::System(a) => cmd::system::run(&cli.global, a),
         Command::Mount(a) => cmd::mount::run(&cli.global, a),
+        Command::Supervise(a) => cmd::run::run_supervise(&cli.global, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

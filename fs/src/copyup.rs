@@ -129,8 +129,45 @@ impl Fs {
                     ix.layers.insert(0, 0);
                 }
             }
+        } else {
+            self.copy_up_other_links(ino, parent, &name, up_dir.as_fd());
         }
         Ok(())
+    }
+
+    /// A lower file with several names known to us is one inode for the kernel, so a write
+    /// through any name must show through all of them: link the other known names to the new
+    /// upper copy (the hard link is kept, as with kernel overlayfs `index=on`). Best effort:
+    /// a name that fails keeps showing the lower file.
+    fn copy_up_other_links(&self, ino: u64, parent: u64, name: &OsStr, up_dir: BorrowedFd<'_>) {
+        let Ok(n) = self.node(ino) else { return };
+        let others: Vec<_> = n
+            .names
+            .read()
+            .iter()
+            .filter(|(p, x)| !(*p == parent && x == name))
+            .cloned()
+            .collect();
+        for (p2, n2) in others {
+            let r = (|| -> R<()> {
+                let e = self.entry(p2, &n2)?.ok_or(Errno::ENOENT)?;
+                if !e.visible() || e.ino != ino || self.is_upper(e.top) {
+                    return Ok(());
+                }
+                self.copy_up(p2)?;
+                let d2 = self.dirfd(p2, 0)?;
+                sys::linkat(up_dir, name, d2.as_fd(), &n2)?;
+                self.with_index_mut(p2, |ix| {
+                    if let Some(en) = ix.entries.get_mut(&n2) {
+                        en.top = 0;
+                    }
+                    Ok(())
+                })
+            })();
+            if let Err(e) = r {
+                log::warn!("copy-up of hard link {n2:?}: {e}");
+            }
+        }
     }
 
     /// Build the copy of `src_dir/name` (stat `st`) at `work/tmp`.

@@ -490,6 +490,26 @@ impl Fs {
 
     /// Register one kernel lookup of the object `e` reached as `(parent, name)`.
     pub(crate) fn remember(&self, parent: u64, name: &OsStr, e: &Entry) -> Arc<Node> {
+        // Fast path under the read lock: `forget` removes nodes under the write lock only, so a
+        // count raised here cannot be lost.
+        {
+            let t = self.nodes.read();
+            if let Some(n) = t.get(&e.ino).filter(|n| n.kind == e.kind) {
+                let known = n
+                    .names
+                    .read()
+                    .iter()
+                    .any(|(p, x)| *p == parent && x == name);
+                if !known {
+                    let mut names = n.names.write();
+                    if !names.iter().any(|(p, x)| *p == parent && x == name) {
+                        names.push((parent, name.to_os_string()));
+                    }
+                }
+                n.lookups.fetch_add(1, Ordering::Relaxed);
+                return n.clone();
+            }
+        }
         let mut t = self.nodes.write();
         if let Some(n) = t.get(&e.ino) {
             if n.kind == e.kind {
@@ -513,6 +533,26 @@ impl Fs {
         let _ns = self.ns.read_recursive();
         if name.len() > 255 {
             return Err(Errno::ENAMETOOLONG);
+        }
+        if name == "." || name == ".." {
+            // Only sent for exported handles (FUSE_EXPORT_SUPPORT): the dir itself or its parent.
+            let ino = if name == "." || parent == ROOT_INO {
+                parent
+            } else {
+                self.node(parent)?
+                    .primary()
+                    .map(|p| p.0)
+                    .ok_or(Errno::ENOENT)?
+            };
+            let n = self.node(ino)?;
+            n.lookups.fetch_add(1, Ordering::Relaxed);
+            return match self.attr_of(ino) {
+                Ok(a) => Ok(Some(a)),
+                Err(err) => {
+                    self.forget(ino, 1);
+                    Err(err)
+                }
+            };
         }
         let Some(e) = self.entry(parent, name)?.filter(Entry::visible) else {
             return Ok(None);
@@ -679,6 +719,27 @@ mod tests {
         let d = fs.lookup(ROOT_INO, OsStr::new("d")).unwrap().unwrap();
         assert!(fs.lookup(d.ino, OsStr::new("old")).unwrap().is_none());
         assert!(fs.lookup(d.ino, OsStr::new("new")).unwrap().is_some());
+    }
+
+    #[test]
+    fn lookup_of_dot_and_dotdot() {
+        let s = Stack::new(1);
+        s.mkdir(1, "d/e");
+        let fs = s.fs();
+        let d = fs.lookup(ROOT_INO, OsStr::new("d")).unwrap().unwrap();
+        let e = fs.lookup(d.ino, OsStr::new("e")).unwrap().unwrap();
+        assert_eq!(
+            fs.lookup(e.ino, OsStr::new("..")).unwrap().unwrap().ino,
+            d.ino
+        );
+        assert_eq!(
+            fs.lookup(e.ino, OsStr::new(".")).unwrap().unwrap().ino,
+            e.ino
+        );
+        assert_eq!(
+            fs.lookup(d.ino, OsStr::new("..")).unwrap().unwrap().ino,
+            ROOT_INO
+        );
     }
 
     #[test]

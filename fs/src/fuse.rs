@@ -33,12 +33,16 @@ fn ctx(req: &Request) -> Ctx {
     }
 }
 
+/// A stat time as `SystemTime`; out-of-range times (hostile images) clamp to the epoch instead
+/// of overflowing.
 fn ts(sec: i64, nsec: i64) -> SystemTime {
-    if sec >= 0 {
-        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    let nsec = Duration::from_nanos(nsec.clamp(0, 999_999_999) as u64);
+    let t = if sec >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(sec as u64))
     } else {
-        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
-    }
+        UNIX_EPOCH.checked_sub(Duration::from_secs(sec.unsigned_abs()))
+    };
+    t.and_then(|t| t.checked_add(nsec)).unwrap_or(UNIX_EPOCH)
 }
 
 fn kind(mode: u32) -> FileType {
@@ -295,9 +299,13 @@ impl Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // We are the only writer: cached pages stay valid across opens.
+        // We are the only writer: cached pages stay valid across opens. No FLUSH on close:
+        // we buffer nothing, and locks are kept by the kernel (POSIX_LOCKS not negotiated).
         match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -543,7 +551,7 @@ impl Filesystem for Adapter {
                 &fattr(&a),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             ),
             Err(e) => reply.error(errno(e)),
         }
@@ -622,4 +630,17 @@ pub(crate) fn serve(
     std::thread::Builder::new()
         .name("strata-fuse".into())
         .spawn(move || session.run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_times_do_not_panic() {
+        let _ = ts(i64::MIN, 0);
+        let _ = ts(i64::MAX, 999_999_999);
+        assert_eq!(ts(-1, 500_000_000), UNIX_EPOCH - Duration::from_millis(500));
+        assert_eq!(ts(1, 5), UNIX_EPOCH + Duration::new(1, 5));
+    }
 }

@@ -215,3 +215,28 @@ fn rename_exchange_dirs_keeps_views() {
     check(&fs);
     check(&s.fs());
 }
+
+#[test]
+fn copy_up_of_a_lower_hard_link_keeps_known_names_together() {
+    let s = Stack::new(1);
+    s.mkdir(1, "d");
+    s.write(1, "a", "shared");
+    std::fs::hard_link(s.path(1, "a"), s.path(1, "d/b")).unwrap();
+    let fs = s.fs();
+    let a = look(&fs, ROOT_INO, "a").unwrap();
+    let d = look(&fs, ROOT_INO, "d").unwrap();
+    let b = look(&fs, d.ino, "b").unwrap();
+    assert_eq!(a.ino, b.ino);
+    let fh = fs.open(a.ino, libc::O_WRONLY).unwrap();
+    fs.write(fh, 0, b"CHANGED").unwrap();
+    fs.release(fh);
+    assert_eq!(std::fs::read(s.path(0, "a")).unwrap(), b"CHANGED");
+    assert_eq!(std::fs::read(s.path(0, "d/b")).unwrap(), b"CHANGED");
+    assert_eq!(std::fs::read(s.path(1, "d/b")).unwrap(), b"shared");
+    let fs2 = s.fs();
+    let a2 = look(&fs2, ROOT_INO, "a").unwrap();
+    let d2 = look(&fs2, ROOT_INO, "d").unwrap();
+    let b2 = look(&fs2, d2.ino, "b").unwrap();
+    assert_eq!(a2.ino, b2.ino, "still one inode after a remount");
+    assert_eq!(a2.st.st_nlink, 2);
+}

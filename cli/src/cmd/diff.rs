@@ -1,10 +1,28 @@
-//! `strata diff`.
+//! `strata diff CONTAINER`: the container's changes against its image, one `A`/`C`/`D` line
+//! per path (SPEC §10.1).
+
+use std::io::Write;
+
+use strata_runtime::changes::container_diff;
+use strata_runtime::container::Runtime;
 
 use super::Global;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Container name or ID
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("diff")
+pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let runtime = Runtime::new(&global.root, &global.runroot);
+    let container = runtime.lookup(&args.container)?;
+    let changes = container_diff(&container)?;
+    let mut out = std::io::stdout().lock();
+    for c in changes {
+        writeln!(out, "{c}")?;
+    }
+    out.flush()?;
+    Ok(())
 }

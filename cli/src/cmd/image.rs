@@ -1,10 +1,223 @@
-//! `strata image`.
+//! `strata image SUBCOMMAND` and helpers shared by the image verbs.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use strata_runtime::store::{ContainerUse, ImageId, ImageRecord, RemoveEvent, Store};
 
 use super::Global;
+use crate::units;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("image")
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// List images
+    #[command(visible_alias = "list", alias = "images")]
+    Ls(super::images::Args),
+    /// Remove one or more images
+    #[command(visible_aliases = ["remove", "rmi"])]
+    Rm(super::rmi::Args),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(super::tag::Args),
+    /// Display detailed information on one or more images
+    Inspect(super::inspect::ImageArgs),
+    /// Show the history of an image
+    History(super::history::Args),
+    /// Save one or more images to a tar archive
+    Save(super::save::Args),
+    /// Load an image from a tar archive or STDIN
+    Load(super::load::Args),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(super::import::Args),
+    /// Remove unused images
+    Prune(PruneArgs),
+}
+
+pub fn run(global: &Global, args: Args) -> Result<()> {
+    match args.command {
+        Sub::Ls(a) => super::images::run(global, a),
+        Sub::Rm(a) => super::rmi::run(global, a),
+        Sub::Tag(a) => super::tag::run(global, a),
+        Sub::Inspect(a) => super::inspect::run_image(global, a),
+        Sub::History(a) => super::history::run(global, a),
+        Sub::Save(a) => super::save::run(global, a),
+        Sub::Load(a) => super::load::run(global, a),
+        Sub::Import(a) => super::import::run(global, a),
+        Sub::Prune(a) => run_prune(global, a),
+    }
+}
+
+/// Open the image store of `--root`.
+pub fn open_store(global: &Global) -> Result<Store> {
+    Store::open(&global.root).with_context(|| format!("opening store {}", global.root.display()))
+}
+
+/// A container as the image verbs need to know it.
+#[derive(Debug, Clone)]
+pub struct ContainerSummary {
+    pub usage: ContainerUse,
+    /// Bytes of its writable layer.
+    pub size_rw: u64,
+}
+
+/// Containers that use images (any state): the one place the image verbs learn about them
+/// (`rmi` conflicts, `image prune`, `system df`).
+pub fn containers(global: &Global) -> Result<Vec<ContainerSummary>> {
+    let rt = strata_runtime::container::Runtime::new(&global.root, &global.runroot);
+    let mut out = Vec::new();
+    for c in rt.list()? {
+        let Ok(image) = ImageId::parse(&c.config.image_id) else {
+            continue;
+        };
+        out.push(ContainerSummary {
+            usage: ContainerUse {
+                container_id: c.config.id.0.clone(),
+                image,
+                running: c.is_running(),
+            },
+            size_rw: tree_size(&c.paths.upper()),
+        });
+    }
+    Ok(out)
+}
+
+/// Bytes of regular files and symlinks under `dir` (hard links once), never following links.
+fn tree_size(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if (m.is_file() || m.file_type().is_symlink()) && seen.insert((m.dev(), m.ino()))
+            {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+pub fn container_uses(global: &Global) -> Result<Vec<ContainerUse>> {
+    Ok(containers(global)?.into_iter().map(|c| c.usage).collect())
+}
+
+/// Print `rmi`-style events (`Untagged: …` / `Deleted: …`), or prune's lowercase form.
+pub fn print_events(out: &mut dyn Write, events: &[RemoveEvent], lowercase: bool) -> Result<()> {
+    for e in events {
+        let (u, d) = if lowercase {
+            ("untagged", "deleted")
+        } else {
+            ("Untagged", "Deleted")
+        };
+        match e {
+            RemoveEvent::Untagged(r) => writeln!(out, "{u}: {}", r.familiar())?,
+            RemoveEvent::Deleted(dg) => writeln!(out, "{d}: {dg}")?,
+        }
+    }
+    Ok(())
+}
+
+/// `CREATED` of an image: `3 days ago`, or `N/A` without a creation time.
+pub fn created_since(img: &ImageRecord) -> String {
+    img.created.map(units::ago).unwrap_or_else(|| "N/A".into())
+}
+
+/// Ask Docker's `[y/N]` question on stdout; read the answer from stdin (no answer = no).
+pub fn confirm(warning: &str) -> Result<bool> {
+    let mut out = std::io::stdout();
+    write!(out, "{warning}\nAre you sure you want to continue? [y/N] ")?;
+    out.flush()?;
+    let mut line = String::new();
+    let stdin = std::io::stdin();
+    if stdin.lock().read_line(&mut line).is_err() {
+        return Ok(false);
+    }
+    if !stdin.is_terminal() && line.is_empty() {
+        writeln!(out)?;
+    }
+    let a = line.trim();
+    Ok(a.eq_ignore_ascii_case("y") || a.eq_ignore_ascii_case("yes"))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Provide filter values (e.g. "until=<timestamp>")
+    #[arg(long = "filter")]
+    filter: Vec<String>,
+}
+
+fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
+    let mut all = a.all;
+    let mut until = Vec::new();
+    let mut labels: Vec<(String, bool)> = Vec::new();
+    for f in &a.filter {
+        let (k, v) = f.split_once('=').unwrap_or((f.as_str(), ""));
+        match k {
+            "until" => until.push(
+                strata_runtime::store::parse_until(v, Utc::now())
+                    .with_context(|| format!("invalid filter 'until={v}'"))?,
+            ),
+            "label" => labels.push((v.to_string(), true)),
+            "label!" => labels.push((v.to_string(), false)),
+            "dangling" => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" => {}
+                "false" | "0" => all = true,
+                _ => anyhow::bail!("invalid filter 'dangling={v}'"),
+            },
+            _ => anyhow::bail!("invalid filter '{k}'"),
+        }
+    }
+    if !a.force {
+        let warning = if all {
+            "WARNING! This will remove all images without at least one container associated to them."
+        } else {
+            "WARNING! This will remove all dangling images."
+        };
+        if !confirm(warning)? {
+            return Ok(());
+        }
+    }
+    let store = open_store(global)?;
+    let uses = container_uses(global)?;
+    let filter = |img: &ImageRecord| {
+        let created = img.created.unwrap_or_default();
+        until.iter().all(|u| created < *u)
+            && labels
+                .iter()
+                .all(|(l, want)| super::images::label_matches(img, l) == *want)
+    };
+    let (events, reclaimed) = store.prune_images(all, &uses, &filter)?;
+    let mut out = std::io::stdout().lock();
+    if !events.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        print_events(&mut out, &events, true)?;
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        units::human_size(reclaimed)
+    )?;
+    Ok(())
 }

@@ -1,10 +1,286 @@
-//! `strata images`.
+//! `strata images` / `strata image ls` (SPEC §6).
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use strata_runtime::reference::Reference;
+use strata_runtime::store::{ImageRecord, Store};
+
+use super::image::{created_since, open_store};
 use super::Global;
+use crate::template::Format;
+use crate::units;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Show all images (default hides intermediate images)
+    #[arg(short, long)]
+    all: bool,
+    /// Show digests
+    #[arg(long)]
+    digests: bool,
+    /// Filter output based on conditions provided
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a custom template
+    #[arg(long)]
+    format: Option<String>,
+    /// Don't truncate output
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// REPOSITORY[:TAG]
+    repository: Option<String>,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("images")
+const DEFAULT_TABLE: &str = "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+const DIGEST_TABLE: &str =
+    "{{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}";
+
+/// Parsed `-f` filters: same key = OR, different keys = AND.
+#[derive(Default)]
+struct Filters {
+    dangling: Option<bool>,
+    labels: Vec<String>,
+    before: Vec<ImageRecord>,
+    since: Vec<ImageRecord>,
+    reference: Vec<String>,
+}
+
+fn parse_filters(store: &Store, raw: &[String], positional: Option<&str>) -> Result<Filters> {
+    let mut f = Filters::default();
+    for r in raw {
+        let (k, v) = r.split_once('=').unwrap_or((r.as_str(), ""));
+        match k.to_ascii_lowercase().as_str() {
+            "dangling" => match v.to_ascii_lowercase().as_str() {
+                "true" => f.dangling = Some(true),
+                "false" => f.dangling = Some(false),
+                _ => bail!("invalid filter 'dangling={v}'"),
+            },
+            "label" => f.labels.push(v.to_string()),
+            "before" => f.before.push(store.resolve(v)?),
+            "since" => f.since.push(store.resolve(v)?),
+            "reference" => f.reference.push(v.to_string()),
+            _ => bail!("invalid filter '{k}'"),
+        }
+    }
+    if let Some(p) = positional {
+        f.reference.push(p.to_string());
+    }
+    Ok(f)
+}
+
+/// `label=key` or `label=key=value` against the image's labels.
+pub fn label_matches(img: &ImageRecord, filter: &str) -> bool {
+    let labels = img
+        .config
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    match filter.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(filter),
+    }
+}
+
+/// Go's `path.Match`: `*` (not across `/`), `?`, `[...]` classes with ranges and `^`/`!`.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn m(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != '/')
+                .any(|i| m(&p[1..], &n[i..])),
+            Some('?') => !n.is_empty() && n[0] != '/' && m(&p[1..], &n[1..]),
+            Some('[') => {
+                let Some(c) = n.first() else { return false };
+                let mut i = 1;
+                let negate = matches!(p.get(1), Some('^') | Some('!'));
+                if negate {
+                    i += 1;
+                }
+                let mut hit = false;
+                while i < p.len() && p[i] != ']' {
+                    if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
+                        hit |= p[i] <= *c && *c <= p[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= p[i] == *c;
+                        i += 1;
+                    }
+                }
+                i < p.len() && hit != negate && m(&p[i + 1..], &n[1..])
+            }
+            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && m(&p[2..], &n[1..]),
+            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    m(&p, &n)
+}
+
+/// `reference.FamiliarMatch`: the full familiar string first, then the familiar name.
+fn ref_matches(pattern: &str, r: &Reference) -> bool {
+    glob_match(pattern, &r.familiar()) || glob_match(pattern, &r.familiar_name())
+}
+
+/// One row's data: a JSON object with Docker's image-context keys (all strings).
+pub fn image_row(img: &ImageRecord, repo: &str, tag: &str, digest: &str, trunc: bool) -> Value {
+    let id = if trunc {
+        img.id.short().to_string()
+    } else {
+        img.id.to_string()
+    };
+    json!({
+        "Containers": "N/A",
+        "CreatedAt": img.created.map(units::go_time).unwrap_or_default(),
+        "CreatedSince": created_since(img),
+        "Digest": digest,
+        "ID": id,
+        "Repository": repo,
+        "SharedSize": "N/A",
+        "Size": units::human_size3(img.size),
+        "Tag": tag,
+        "UniqueSize": "N/A",
+        "VirtualSize": units::human_size(img.size),
+    })
+}
+
+/// Header names for the image context.
+pub fn image_header() -> Value {
+    json!({
+        "Containers": "CONTAINERS", "CreatedAt": "CREATED AT", "CreatedSince": "CREATED",
+        "Digest": "DIGEST", "ID": "IMAGE ID", "Repository": "REPOSITORY",
+        "SharedSize": "SHARED SIZE", "Size": "SIZE", "Tag": "TAG", "UniqueSize": "UNIQUE SIZE",
+        "VirtualSize": "VIRTUAL SIZE",
+    })
+}
+
+/// docker/cli `imageFormatTaggedAndDigest`: one row per (repository, tag), digest-only
+/// references as `<none>` tags, dangling images as `<none> <none>`.
+pub fn rows_for(
+    img: &ImageRecord,
+    tags: &[Reference],
+    digests: &[Reference],
+    show_digests: bool,
+    trunc: bool,
+) -> Vec<Value> {
+    if tags.is_empty() && digests.is_empty() {
+        return vec![image_row(img, "<none>", "<none>", "<none>", trunc)];
+    }
+    let mut repo_tags: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut repo_digests: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in tags {
+        repo_tags
+            .entry(t.familiar_name())
+            .or_default()
+            .push(t.tag().unwrap_or("latest").to_string());
+    }
+    for d in digests {
+        if let Some(dg) = d.digest() {
+            repo_digests
+                .entry(d.familiar_name())
+                .or_default()
+                .push(dg.to_string());
+        }
+    }
+    let mut rows = Vec::new();
+    for (repo, tags) in &repo_tags {
+        let digests = repo_digests.remove(repo).unwrap_or_default();
+        for tag in tags {
+            if !show_digests || digests.is_empty() {
+                rows.push(image_row(img, repo, tag, "<none>", trunc));
+            } else {
+                for d in &digests {
+                    rows.push(image_row(img, repo, tag, d, trunc));
+                }
+            }
+        }
+    }
+    for (repo, digests) in repo_digests {
+        if show_digests {
+            for d in digests {
+                rows.push(image_row(img, &repo, "<none>", &d, trunc));
+            }
+        } else {
+            rows.push(image_row(img, &repo, "<none>", "", trunc));
+        }
+    }
+    rows
+}
+
+pub fn run(global: &Global, args: Args) -> Result<()> {
+    let store = open_store(global)?;
+    let filters = parse_filters(&store, &args.filter, args.repository.as_deref())?;
+    let images = store.images()?;
+    let parents: BTreeSet<_> = images.iter().filter_map(|i| i.parent.clone()).collect();
+    let mut rows = Vec::new();
+    for img in &images {
+        if filters.before.iter().any(|b| img.created >= b.created) {
+            continue;
+        }
+        if filters.since.iter().any(|s| img.created <= s.created) {
+            continue;
+        }
+        if !filters.labels.is_empty() && !filters.labels.iter().all(|l| label_matches(img, l)) {
+            continue;
+        }
+        let has_children = parents.contains(&img.id);
+        if filters.dangling == Some(true) && has_children {
+            continue; // only heads
+        }
+        let keep = |r: &&Reference| {
+            filters.reference.is_empty() || filters.reference.iter().any(|p| ref_matches(p, r))
+        };
+        let tags: Vec<Reference> = img.repo_tags.iter().filter(keep).cloned().collect();
+        let digests: Vec<Reference> = img.repo_digests.iter().filter(keep).cloned().collect();
+        if tags.is_empty() && digests.is_empty() {
+            if !args.all && has_children {
+                continue;
+            }
+            if filters.dangling == Some(false) || !filters.reference.is_empty() {
+                continue;
+            }
+        } else if filters.dangling == Some(true) && !tags.is_empty() {
+            continue;
+        }
+        rows.extend(rows_for(img, &tags, &digests, args.digests, !args.no_trunc));
+    }
+    let format = if args.quiet {
+        Format::new(Some("{{.ID}}"), DEFAULT_TABLE)?
+    } else {
+        let flag = args.format.as_deref();
+        match flag {
+            None | Some("") | Some("table") if args.digests => Format::new(None, DIGEST_TABLE)?,
+            Some(f) if args.digests && f.starts_with("table") && !f.contains("{{.Digest}}") => {
+                Format::new(Some(&format!("{f}\t{{{{.Digest}}}}")), DEFAULT_TABLE)?
+            }
+            _ => Format::new(flag, DEFAULT_TABLE)?,
+        }
+    };
+    let text = format.render(&image_header(), &rows)?;
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn go_path_match() {
+        assert!(glob_match("busy*:*libc", "busybox:1.36-uclibc"));
+        assert!(glob_match("*/nginx*", "library/nginx"));
+        assert!(!glob_match("*", "a/b"));
+        assert!(glob_match("busybox", "busybox"));
+        assert!(!glob_match("jav", "java"));
+        assert!(glob_match("b[a-z]sy?ox", "busybox"));
+        assert!(!glob_match("b[^u]sybox", "busybox"));
+    }
 }

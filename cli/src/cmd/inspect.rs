@@ -1,10 +1,400 @@
-//! `strata inspect`.
+//! `strata inspect` and `strata image inspect`: Docker-shaped JSON (an array, 4-space indent)
+//! or `--format` per object.
 
-use super::Global;
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::Value;
+use strata_runtime::store::{ImageRecord, Store, StoreError};
+
+use super::image::open_store;
+use super::{ExitStatus, Global};
+use crate::template::Template;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Format output using a custom template
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Return JSON for specified type (image or container)
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// Display total file sizes if the type is container
+    #[arg(short, long)]
+    size: bool,
+    /// NAME|ID [NAME|ID...]
+    #[arg(required = true, value_name = "NAME|ID")]
+    names: Vec<String>,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("inspect")
+#[derive(clap::Args, Debug)]
+pub struct ImageArgs {
+    /// Format output using a custom template
+    #[arg(short, long)]
+    format: Option<String>,
+    /// IMAGE [IMAGE...]
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
+
+/// Docker's `container.Config` key order for an image's `Config`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerConfig {
+    hostname: String,
+    domainname: String,
+    user: String,
+    attach_stdin: bool,
+    attach_stdout: bool,
+    attach_stderr: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exposed_ports: Option<BTreeMap<String, Value>>,
+    tty: bool,
+    open_stdin: bool,
+    stdin_once: bool,
+    env: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    image: String,
+    volumes: Option<BTreeMap<String, Value>>,
+    working_dir: String,
+    entrypoint: Option<Vec<String>>,
+    on_build: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<String>,
+}
+
+#[derive(Serialize)]
+struct GraphDriver {
+    #[serde(rename = "Data")]
+    data: BTreeMap<String, String>,
+    #[serde(rename = "Name")]
+    name: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RootFs {
+    #[serde(rename = "Type")]
+    kind: String,
+    layers: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Metadata {
+    last_tag_time: String,
+}
+
+/// moby `image.InspectResponse`, in its field order.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageInspect {
+    id: String,
+    repo_tags: Vec<String>,
+    repo_digests: Vec<String>,
+    parent: String,
+    comment: String,
+    created: String,
+    docker_version: String,
+    author: String,
+    config: DockerConfig,
+    architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+    os: String,
+    size: u64,
+    graph_driver: GraphDriver,
+    #[serde(rename = "RootFS")]
+    root_fs: RootFs,
+    metadata: Metadata,
+}
+
+fn image_inspect(global: &Global, store: &Store, img: &ImageRecord) -> Result<ImageInspect> {
+    let cfg = &img.config;
+    let cc = cfg.config.clone().unwrap_or_default();
+    let dirs = store.layer_dirs(img)?;
+    let mut data = BTreeMap::new();
+    if let Some((top, lower)) = dirs.split_first() {
+        if !lower.is_empty() {
+            let l: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+            data.insert("LowerDir".to_string(), l.join(":"));
+        }
+        data.insert("UpperDir".to_string(), top.display().to_string());
+    }
+    Ok(ImageInspect {
+        id: img.id.to_string(),
+        repo_tags: img.repo_tags.iter().map(|r| r.familiar()).collect(),
+        repo_digests: img.repo_digests.iter().map(|r| r.familiar()).collect(),
+        parent: img
+            .parent
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        comment: cfg.comment.clone().unwrap_or_default(),
+        created: cfg
+            .created
+            .clone()
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        docker_version: cfg.docker_version.clone().unwrap_or_default(),
+        author: cfg.author.clone().unwrap_or_default(),
+        config: DockerConfig {
+            hostname: String::new(),
+            domainname: String::new(),
+            user: cc.user,
+            attach_stdin: false,
+            attach_stdout: false,
+            attach_stderr: false,
+            exposed_ports: cc.exposed_ports,
+            tty: false,
+            open_stdin: false,
+            stdin_once: false,
+            env: (!cc.env.is_empty()).then_some(cc.env),
+            cmd: cc.cmd,
+            image: String::new(),
+            volumes: cc.volumes,
+            working_dir: cc.working_dir,
+            entrypoint: cc.entrypoint,
+            on_build: cc.on_build,
+            labels: cc.labels,
+            stop_signal: cc.stop_signal,
+        },
+        architecture: cfg.architecture.clone(),
+        variant: cfg.variant.clone(),
+        os: cfg.os.clone(),
+        size: img.size,
+        graph_driver: GraphDriver {
+            data,
+            name: global
+                .storage_driver
+                .clone()
+                .unwrap_or_else(|| "fuse".to_string()),
+        },
+        root_fs: RootFs {
+            kind: cfg.rootfs.kind.clone(),
+            layers: cfg.rootfs.diff_ids.iter().map(|d| d.to_string()).collect(),
+        },
+        metadata: Metadata {
+            last_tag_time: img
+                .added
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        },
+    })
+}
+
+/// Print the objects found, as a JSON array or one `--format` line each.
+fn print(objects: &[Value], format: Option<&str>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format.filter(|f| !f.is_empty()) {
+        Some(f) => {
+            let f = f.replace("\\t", "\t").replace("\\n", "\n");
+            let t = Template::parse(if f == "json" { "{{json .}}" } else { &f })?;
+            for o in objects {
+                writeln!(out, "{}", t.render(o)?)?;
+            }
+        }
+        None => {
+            let mut buf = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+            objects.serialize(&mut ser)?;
+            out.write_all(&buf)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Serialize keeping struct field order (serde_json's `Value` would sort keys).
+fn ordered<T: Serialize>(v: &T) -> Result<Value> {
+    let s = serde_json::to_string(v)?;
+    Ok(serde_json::from_str(&s)?)
+}
+
+/// Inspect JSON of an image, for other verbs (e.g. `inspect` of mixed objects).
+fn image_value(global: &Global, store: &Store, name: &str) -> Result<Option<(Value, String)>> {
+    match store.resolve(name) {
+        Ok(img) => {
+            let ins = image_inspect(global, store, &img)?;
+            Ok(Some((ordered(&ins)?, serde_json::to_string(&ins)?)))
+        }
+        Err(StoreError::NoSuchImage(_)) | Err(StoreError::Reference(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn emit(found: Vec<(Value, String)>, format: Option<&str>, failed: bool) -> Result<()> {
+    if format.filter(|f| !f.is_empty()).is_some() {
+        let values: Vec<Value> = found.into_iter().map(|(v, _)| v).collect();
+        print(&values, format)?;
+    } else {
+        // Keep Docker's field order: re-read the ordered JSON texts without sorting keys.
+        let reparsed: Vec<OrderedValue> = found
+            .iter()
+            .map(|(_, s)| serde_json::from_str(s))
+            .collect::<Result<_, _>>()?;
+        let mut buf = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+        reparsed.serialize(&mut ser)?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&buf)?;
+        writeln!(out)?;
+    }
+    if failed {
+        return Err(ExitStatus(1).into());
+    }
+    Ok(())
+}
+
+/// A JSON value that keeps object key order when read and written again.
+#[derive(Debug)]
+enum OrderedValue {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<OrderedValue>),
+    Object(Vec<(String, OrderedValue)>),
+}
+
+impl Serialize for OrderedValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            OrderedValue::Null => s.serialize_unit(),
+            OrderedValue::Bool(b) => s.serialize_bool(*b),
+            OrderedValue::Number(n) => n.serialize(s),
+            OrderedValue::String(x) => s.serialize_str(x),
+            OrderedValue::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+            OrderedValue::Object(o) => {
+                let mut m = s.serialize_map(Some(o.len()))?;
+                for (k, v) in o {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OrderedValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OrderedValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_unit<E>(self) -> Result<OrderedValue, E> {
+                Ok(OrderedValue::Null)
+            }
+            fn visit_none<E>(self) -> Result<OrderedValue, E> {
+                Ok(OrderedValue::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<OrderedValue, E> {
+                Ok(OrderedValue::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<OrderedValue, E> {
+                Ok(OrderedValue::Number(n.into()))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<OrderedValue, E> {
+                Ok(OrderedValue::Number(n.into()))
+            }
+            fn visit_f64<E>(self, n: f64) -> Result<OrderedValue, E> {
+                Ok(serde_json::Number::from_f64(n)
+                    .map(OrderedValue::Number)
+                    .unwrap_or(OrderedValue::Null))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<OrderedValue, E> {
+                Ok(OrderedValue::String(s.to_string()))
+            }
+            fn visit_string<E>(self, s: String) -> Result<OrderedValue, E> {
+                Ok(OrderedValue::String(s))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<OrderedValue, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = a.next_element()? {
+                    v.push(x);
+                }
+                Ok(OrderedValue::Array(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<OrderedValue, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, x)) = a.next_entry()? {
+                    v.push((k, x));
+                }
+                Ok(OrderedValue::Object(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `strata image inspect`: images only; `Error: No such image: X` per miss.
+pub fn run_image(global: &Global, args: ImageArgs) -> Result<()> {
+    let store = open_store(global)?;
+    let mut found = Vec::new();
+    let mut failed = false;
+    for name in &args.images {
+        match image_value(global, &store, name)? {
+            Some(v) => found.push(v),
+            None => {
+                eprintln!("Error: No such image: {name}");
+                failed = true;
+            }
+        }
+    }
+    emit(found, args.format.as_deref(), failed)
+}
+
+/// `strata inspect`: images, then containers; `Error: No such object: X` per miss.
+pub fn run(global: &Global, args: Args) -> Result<()> {
+    let store = open_store(global)?;
+    let mut found = Vec::new();
+    let mut failed = false;
+    let want_image = args.kind.as_deref().is_none_or(|k| k == "image");
+    let want_container = args.kind.as_deref().is_none_or(|k| k == "container");
+    if let Some(k) = args.kind.as_deref() {
+        if k != "image" && k != "container" {
+            anyhow::bail!("\"{k}\" is not a valid value for --type");
+        }
+    }
+    for name in &args.names {
+        // CONTAINERS: the containers helper adds the container branch here (Docker tries
+        // containers first for `inspect`): when `want_container` and `name` is a container,
+        // push its inspect JSON (ordered Value, JSON text) and `continue`.
+        let _ = (want_container, args.size);
+        if want_image {
+            if let Some(v) = image_value(global, &store, name)? {
+                found.push(v);
+                continue;
+            }
+        }
+        let what = if args.kind.as_deref() == Some("image") {
+            "image"
+        } else if args.kind.as_deref() == Some("container") {
+            "container"
+        } else {
+            "object"
+        };
+        eprintln!("Error: No such {what}: {name}");
+        failed = true;
+    }
+    emit(found, args.format.as_deref(), failed)
 }

@@ -80,11 +80,28 @@ pub fn report(e: anyhow::Error) -> ExitCode {
     if is_broken_pipe(&e) {
         return ExitCode::SUCCESS;
     }
-    eprintln!("Error: {e:#}");
+    eprintln!("Error: {}", one_line(&e));
     if let Some(status) = e.chain().find_map(|c| c.downcast_ref::<ToolError>()) {
         return ExitCode::from(status.code);
     }
     ExitCode::from(1)
+}
+
+/// The error and its causes on one line, `: `-separated, skipping a cause whose text the
+/// message already contains (library errors often embed their source in their own text).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }
 
 /// Wrap an error to make it exit with a specific code (125/126/127 as Docker's `run` does).
@@ -142,6 +159,7 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 /// The error every verb returns until it is built.
+#[allow(dead_code)]
 pub fn not_implemented(verb: &str) -> anyhow::Result<()> {
     anyhow::bail!("`strata {verb}` is not implemented yet")
 }

@@ -1,10 +1,26 @@
 //! `strata rm`.
 
+use super::run::runtime;
+use super::stop::each;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container (strata has none; accepted)
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("rm")
+pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let rt = runtime(global);
+    each(&rt, &args.containers, |rt, n| {
+        let c = rt.lookup(n)?;
+        rt.remove(&c, args.force)?;
+        Ok(())
+    })
 }

@@ -1,10 +1,39 @@
-//! `strata rmi`.
+//! `strata rmi` / `strata image rm` (SPEC §7).
 
-use super::Global;
+use anyhow::Result;
+
+use super::image::{container_uses, open_store, print_events};
+use super::{ExitStatus, Global};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Force removal of the image
+    #[arg(short, long)]
+    force: bool,
+    /// Do not delete untagged parents
+    #[arg(long = "no-prune")]
+    no_prune: bool,
+    /// IMAGE [IMAGE...]
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("rmi")
+pub fn run(global: &Global, args: Args) -> Result<()> {
+    let store = open_store(global)?;
+    let uses = container_uses(global)?;
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for q in &args.images {
+        match store.remove_image(q, args.force, !args.no_prune, &uses) {
+            Ok(events) => print_events(&mut out, &events, false)?,
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(ExitStatus(1).into());
+    }
+    Ok(())
 }

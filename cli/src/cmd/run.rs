@@ -1,10 +1,398 @@
-//! `strata run`.
+//! `strata run`, plus what the container verbs share: the runtime handle, the supervisor
+//! launcher, the hidden `__supervise` verb and the terminal raw-mode guard.
 
-use super::Global;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use strata_runtime::container::{
+    self, ports, CreateRequest, ImageSource, Launcher, NetworkMode, Resources, Runtime, VolumeMount,
+};
+use strata_runtime::store::{Store, StoreError};
+
+use super::{ExitStatus, Global, EXIT_TOOL_ERROR};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Publish a container's port(s) to the host
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Bind mount a volume (HOST-DIR:CONTAINER-DIR[:ro])
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Container host name
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Connect a container to a network: private (default), host, none
+    #[arg(long = "network", alias = "net", default_value = "private")]
+    pub network: String,
+    /// Memory limit (e.g. 512m, 1g)
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Runtime to use for this container: builtin (default) or an OCI runtime such as runc
+    #[arg(long, default_value = "builtin")]
+    pub runtime: String,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<u64>,
+    /// The image to run
+    pub image: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("run")
+/// The hidden verb the supervisor runs as (see `strata_runtime::container::supervisor`).
+#[derive(clap::Args, Debug)]
+pub struct SuperviseArgs {
+    /// Stdio is attached to a caller (stay in its process group, mirror output)
+    #[arg(long)]
+    pub attach: bool,
+    pub id: String,
+}
+
+pub fn run_supervise(global: &Global, args: SuperviseArgs) -> anyhow::Result<()> {
+    let code =
+        container::supervisor::supervise(&global.root, &global.runroot, &args.id, args.attach);
+    Err(ExitStatus(code.clamp(0, 255) as u8).into())
+}
+
+pub(crate) fn runtime(global: &Global) -> Runtime {
+    Runtime::new(&global.root, &global.runroot)
+}
+
+pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
+    let exe = std::env::current_exe().context("cannot find the strata executable")?;
+    Ok(Launcher {
+        exe,
+        args: vec![
+            "--root".into(),
+            global.root.clone().into_os_string(),
+            "--runroot".into(),
+            global.runroot.clone().into_os_string(),
+            "__supervise".into(),
+        ],
+    })
+}
+
+/// The storage driver: flag / `STRATA_STORAGE_DRIVER`, else `storage-driver` in
+/// `<root>/strata.json`, else `fuse`.
+pub(crate) fn driver_name(global: &Global) -> String {
+    if let Some(d) = &global.storage_driver {
+        return d.clone();
+    }
+    std::fs::read(global.root.join("strata.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("storage-driver")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| strata_runtime::driver::DEFAULT_DRIVER.to_string())
+}
+
+/// Print `e` as Docker does and exit with `code`. (A `ToolError` context would show up in the
+/// printed chain, so the message is printed here and only the status travels up.)
+pub(crate) fn fail_with(code: u8, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    eprintln!("Error: {:#}", e.into());
+    ExitStatus(code).into()
+}
+
+fn tool_error(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    fail_with(EXIT_TOOL_ERROR, e)
+}
+
+/// Turn a container start failure into Docker's exit code (125/126/127).
+pub(crate) fn start_error(e: container::ContainerError) -> anyhow::Error {
+    let code = match &e {
+        container::ContainerError::Start { code, .. } => (*code).clamp(1, 255) as u8,
+        _ => EXIT_TOOL_ERROR,
+    };
+    fail_with(code, e)
+}
+
+/// Parse `512m`, `1g`, `100k`, `1024` (bytes).
+fn parse_memory(s: &str) -> anyhow::Result<u64> {
+    let lower = s.to_ascii_lowercase();
+    let t = lower.trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size: '{s}'"))?;
+    Ok((n * mult as f64) as u64)
+}
+
+fn parse_volume(s: &str) -> anyhow::Result<VolumeMount> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        _ => anyhow::bail!("invalid volume specification: '{s}'"),
+    };
+    if !src.starts_with('/') {
+        anyhow::bail!("invalid volume specification: '{s}': named volumes are not supported, use an absolute host path");
+    }
+    if !dst.starts_with('/') {
+        anyhow::bail!("invalid volume specification: '{s}': invalid mount config: mount path must be absolute");
+    }
+    let source = std::fs::canonicalize(src).with_context(|| {
+        format!("invalid mount config for type \"bind\": bind source path does not exist: {src}")
+    })?;
+    Ok(VolumeMount {
+        source,
+        target: dst.to_string(),
+        read_only: ro,
+    })
+}
+
+fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("open {}: no such file or directory", f.display()))?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            out.push(line.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Resolve the image from the local store. A missing image is reported like Docker
+/// (`Unable to find image 'x:latest' locally`).
+pub(crate) fn image_source(global: &Global, name: &str) -> anyhow::Result<ImageSource> {
+    let store = Store::open(&global.root).map_err(tool_error)?;
+    let rec = match store.resolve(name) {
+        Ok(r) => r,
+        Err(StoreError::NoSuchImage(_)) => {
+            let shown = strata_runtime::reference::Reference::parse_with_default_tag(name)
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| name.to_string());
+            eprintln!("Unable to find image '{shown}' locally");
+            let reference = strata_runtime::reference::Reference::parse_with_default_tag(name)
+                .map_err(tool_error)?;
+            super::pull::pull_for_run(global, &reference).map_err(tool_error)?;
+            store.resolve(name).map_err(tool_error)?
+        }
+        Err(e) => return Err(tool_error(e)),
+    };
+    let layers = store.layer_dirs(&rec).map_err(tool_error)?;
+    let cfg = rec.config.config.clone().unwrap_or_default();
+    Ok(ImageSource {
+        reference: name.to_string(),
+        id: rec.id.to_string(),
+        layers,
+        entrypoint: cfg.entrypoint,
+        cmd: cfg.cmd,
+        env: cfg.env,
+        user: cfg.user,
+        working_dir: cfg.working_dir,
+        stop_signal: cfg.stop_signal,
+    })
+}
+
+/// Puts the terminal in raw mode while alive (for `-t` with a terminal on stdin).
+pub(crate) struct RawMode {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl RawMode {
+    pub(crate) fn enable(want: bool) -> RawMode {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        if !want || !nix::unistd::isatty(&stdin).unwrap_or(false) {
+            return RawMode { saved: None };
+        }
+        let Ok(saved) = tcgetattr(&stdin) else {
+            return RawMode { saved: None };
+        };
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+        RawMode { saved: Some(saved) }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(s) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                s,
+            );
+        }
+    }
+}
+
+/// Ignore the terminal's SIGINT/SIGQUIT while attached: the supervisor, in the same process
+/// group, receives them too and forwards them to the container.
+pub(crate) fn ignore_terminal_signals() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installing SIG_IGN is always sound.
+    unsafe {
+        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
+        let _ = signal(Signal::SIGQUIT, SigHandler::SigIgn);
+    }
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let network = NetworkMode::parse(&args.network).ok_or_else(|| {
+        tool_error(anyhow::anyhow!(
+            "network {} not found (use private, host or none)",
+            args.network
+        ))
+    })?;
+    let mut ports_list = Vec::new();
+    for p in &args.publish {
+        ports_list.push(ports::parse_publish(p).map_err(tool_error)?);
+    }
+    if network == NetworkMode::None && !ports_list.is_empty() {
+        return Err(tool_error(anyhow::anyhow!(
+            "conflicting options: port publishing and the container type network mode"
+        )));
+    }
+    if network == NetworkMode::Host && !ports_list.is_empty() {
+        eprintln!("WARNING: Published ports are discarded when using host network mode");
+        ports_list.clear();
+    }
+    let mut volumes = Vec::new();
+    for v in &args.volume {
+        volumes.push(parse_volume(v).map_err(tool_error)?);
+    }
+    let mut env = read_env_files(&args.env_file).map_err(tool_error)?;
+    env.extend(args.env.iter().cloned());
+    let resources = Resources {
+        memory: args
+            .memory
+            .as_deref()
+            .map(parse_memory)
+            .transpose()
+            .map_err(tool_error)?,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit,
+    };
+    if args.runtime != "builtin" {
+        return Err(tool_error(anyhow::anyhow!(
+            "runtime {:?}: only the builtin runtime can run containers in this build (the OCI bundle is written to <runroot>/containers/<id>/bundle)",
+            args.runtime
+        )));
+    }
+    let image = image_source(global, &args.image)?;
+    let rt = runtime(global);
+    let c = rt
+        .create(CreateRequest {
+            name: args.name.clone(),
+            image,
+            cmd: args.command.clone(),
+            entrypoint: args.entrypoint.clone(),
+            env,
+            user: args.user.clone(),
+            workdir: args.workdir.clone(),
+            hostname: args.hostname.clone(),
+            tty: args.tty,
+            open_stdin: args.interactive,
+            ports: ports_list,
+            volumes,
+            network,
+            auto_remove: args.rm,
+            driver: driver_name(global),
+            runtime: args.runtime.clone(),
+            resources,
+            stop_timeout: args.stop_timeout,
+        })
+        .map_err(tool_error)?;
+    let launcher = launcher(global)?;
+    if args.detach {
+        match rt.start(&c, &launcher, false) {
+            Ok(_) => {
+                println!("{}", c.id());
+                Ok(())
+            }
+            Err(e) => Err(failed_start(&rt, &c, e)),
+        }
+    } else {
+        let raw = RawMode::enable(args.tty);
+        ignore_terminal_signals();
+        let handle = match rt.start(&c, &launcher, true) {
+            Ok(h) => h,
+            Err(e) => {
+                drop(raw);
+                return Err(failed_start(&rt, &c, e));
+            }
+        };
+        let code = handle.wait().unwrap_or(125);
+        drop(raw);
+        Err(ExitStatus(code.clamp(0, 255) as u8).into())
+    }
+}
+
+/// A container that could not start: with a tool error (port taken, mount failure) nothing is
+/// left behind; an exec failure keeps the record, as Docker does (unless `--rm`).
+fn failed_start(
+    rt: &Runtime,
+    c: &container::Container,
+    e: container::ContainerError,
+) -> anyhow::Error {
+    let tool = !matches!(&e, container::ContainerError::Start { code, .. } if *code == 126 || *code == 127);
+    if tool || c.config.auto_remove {
+        if let Ok(fresh) = rt.lookup(c.id().as_str()) {
+            let _ = rt.remove(&fresh, true);
+        }
+    }
+    start_error(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("100").unwrap(), 100);
+        assert!(parse_memory("lots").is_err());
+    }
 }

@@ -1,31 +1,115 @@
-//! `strata stop`.
+//! `strata stop`, `restart`, `kill`, `wait`.
 
-use super::Global;
+use strata_runtime::container::{parse_signal, Runtime};
+
+use super::run::{launcher, runtime, start_error};
+use super::{ExitStatus, Global};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<u64>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("stop")
+/// Run `f` on every named container; print the name on success, the error otherwise, and fail
+/// at the end if any failed (Docker's behaviour for multi-container verbs).
+pub(crate) fn each(
+    rt: &Runtime,
+    names: &[String],
+    mut f: impl FnMut(&Runtime, &str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut failed = false;
+    for n in names {
+        match f(rt, n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                if e.downcast_ref::<ExitStatus>().is_none() {
+                    eprintln!("Error: {e:#}");
+                }
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(ExitStatus(1).into())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let rt = runtime(global);
+    each(&rt, &args.containers, |rt, n| {
+        let c = rt.lookup(n)?;
+        rt.stop(&c, args.time)?;
+        Ok(())
+    })
 }
 
 #[derive(clap::Args, Debug)]
-pub struct RestartArgs {}
+pub struct RestartArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<u64>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
 
-pub fn run_restart(_global: &Global, _args: RestartArgs) -> anyhow::Result<()> {
-    super::not_implemented("stop")
+pub fn run_restart(global: &Global, args: RestartArgs) -> anyhow::Result<()> {
+    let rt = runtime(global);
+    let launcher = launcher(global)?;
+    each(&rt, &args.containers, |rt, n| {
+        let c = rt.lookup(n)?;
+        rt.stop(&c, args.time)?;
+        let c = rt.lookup(n)?;
+        rt.start(&c, &launcher, false).map_err(start_error)?;
+        Ok(())
+    })
 }
 
 #[derive(clap::Args, Debug)]
-pub struct KillArgs {}
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short = 's', long = "signal", default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
 
-pub fn run_kill(_global: &Global, _args: KillArgs) -> anyhow::Result<()> {
-    super::not_implemented("stop")
+pub fn run_kill(global: &Global, args: KillArgs) -> anyhow::Result<()> {
+    let sig = parse_signal(&args.signal)?;
+    let rt = runtime(global);
+    each(&rt, &args.containers, |rt, n| {
+        let c = rt.lookup(n)?;
+        rt.kill(&c, sig)?;
+        Ok(())
+    })
 }
 
 #[derive(clap::Args, Debug)]
-pub struct WaitArgs {}
+pub struct WaitArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
 
-pub fn run_wait(_global: &Global, _args: WaitArgs) -> anyhow::Result<()> {
-    super::not_implemented("stop")
+pub fn run_wait(global: &Global, args: WaitArgs) -> anyhow::Result<()> {
+    let rt = runtime(global);
+    let mut failed = false;
+    for n in &args.containers {
+        match rt.lookup(n).and_then(|c| rt.wait(&c)) {
+            Ok(code) => println!("{code}"),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(ExitStatus(1).into())
+    } else {
+        Ok(())
+    }
 }

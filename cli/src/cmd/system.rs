@@ -1,10 +1,147 @@
-//! `strata system`.
+//! `strata system df [-v]` (SPEC §9).
 
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use strata_runtime::store::ChainId;
+
+use super::image::{containers, open_store};
+use super::images::{image_header, rows_for};
 use super::Global;
+use crate::template::Format;
+use crate::units;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
 
-pub fn run(_global: &Global, _args: Args) -> anyhow::Result<()> {
-    super::not_implemented("system")
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Show strata disk usage
+    Df(DfArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DfArgs {
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    verbose: bool,
+    /// Format output using a custom template
+    #[arg(long)]
+    format: Option<String>,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<()> {
+    match args.command {
+        Sub::Df(a) => df(global, a),
+    }
+}
+
+fn reclaimable(reclaim: u64, total: u64) -> String {
+    match (reclaim * 100).checked_div(total) {
+        Some(pct) => format!("{} ({pct}%)", units::human_size(reclaim)),
+        None => units::human_size(reclaim),
+    }
+}
+
+fn df(global: &Global, args: DfArgs) -> Result<()> {
+    let store = open_store(global)?;
+    let images = store.images()?;
+    let conts = containers(global)?;
+    let layers = store.layers()?;
+    let layer_size: BTreeMap<ChainId, u64> = layers
+        .iter()
+        .map(|l| (l.chain_id.clone(), l.size))
+        .collect();
+    let total_size: u64 = layer_size.values().sum();
+    let mut users: BTreeMap<&ChainId, usize> = BTreeMap::new();
+    for img in &images {
+        for c in &img.chain_ids {
+            *users.entry(c).or_default() += 1;
+        }
+    }
+    let shared = |img: &strata_runtime::store::ImageRecord| -> u64 {
+        img.chain_ids
+            .iter()
+            .filter(|c| users.get(c).copied().unwrap_or(0) > 1)
+            .map(|c| layer_size.get(c).copied().unwrap_or(0))
+            .sum()
+    };
+    let used_by = |img: &strata_runtime::store::ImageRecord| {
+        conts.iter().filter(|c| c.usage.image == img.id).count()
+    };
+    let active_images = images.iter().filter(|i| used_by(i) > 0).count();
+    let used: u64 = images
+        .iter()
+        .filter(|i| used_by(i) > 0)
+        .map(|i| i.size.saturating_sub(shared(i)))
+        .sum();
+    let c_total: u64 = conts.iter().map(|c| c.size_rw).sum();
+    let c_reclaim: u64 = conts
+        .iter()
+        .filter(|c| !c.usage.running)
+        .map(|c| c.size_rw)
+        .sum();
+    let rows = vec![
+        json!({"Type": "Images", "TotalCount": images.len().to_string(), "Active": active_images.to_string(),
+               "Size": units::human_size(total_size), "Reclaimable": reclaimable(total_size.saturating_sub(used), total_size)}),
+        json!({"Type": "Containers", "TotalCount": conts.len().to_string(),
+               "Active": conts.iter().filter(|c| c.usage.running).count().to_string(),
+               "Size": units::human_size(c_total), "Reclaimable": reclaimable(c_reclaim, c_total)}),
+        json!({"Type": "Local Volumes", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
+        json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
+    ];
+    let mut out = std::io::stdout().lock();
+    if !args.verbose {
+        let header = json!({"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE", "Reclaimable": "RECLAIMABLE"});
+        let f = Format::new(
+            args.format.as_deref(),
+            "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+        )?;
+        out.write_all(f.render(&header, &rows)?.as_bytes())?;
+        return Ok(());
+    }
+    let mut image_rows: Vec<Value> = Vec::new();
+    for img in &images {
+        let sh = shared(img);
+        for mut r in rows_for(img, &img.repo_tags, &img.repo_digests, false, true) {
+            r["SharedSize"] = json!(units::human_size(sh));
+            r["UniqueSize"] = json!(units::human_size(img.size.saturating_sub(sh)));
+            r["Containers"] = json!(used_by(img).to_string());
+            image_rows.push(r);
+        }
+    }
+    let f = Format::new(
+        None,
+        "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}",
+    )?;
+    writeln!(out, "Images space usage:\n")?;
+    out.write_all(f.render(&image_header(), &image_rows)?.as_bytes())?;
+    writeln!(out, "\nContainers space usage:\n")?;
+    // CONTAINERS: rows (CONTAINER ID, IMAGE, COMMAND, LOCAL VOLUMES, SIZE, CREATED, STATUS,
+    // NAMES) need the container records; the header is printed as Docker does.
+    let f = Format::new(
+        None,
+        "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.LocalVolumes}}\t{{.Size}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
+    )?;
+    let header = json!({"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "LocalVolumes": "LOCAL VOLUMES",
+                        "Size": "SIZE", "RunningFor": "CREATED", "Status": "STATUS", "Names": "NAMES"});
+    out.write_all(f.render(&header, &[])?.as_bytes())?;
+    writeln!(out, "\nLocal Volumes space usage:\n")?;
+    let f = Format::new(None, "{{.Name}}\t{{.Links}}\t{{.Size}}")?;
+    let header = json!({"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"});
+    out.write_all(f.render(&header, &[])?.as_bytes())?;
+    writeln!(out, "\nBuild cache usage: 0B\n")?;
+    let f = Format::new(
+        None,
+        "{{.ID}}\t{{.Type}}\t{{.Size}}\t{{.Created}}\t{{.LastUsed}}\t{{.Usage}}\t{{.Shared}}",
+    )?;
+    let header = json!({"ID": "CACHE ID", "Type": "CACHE TYPE", "Size": "SIZE", "Created": "CREATED",
+                        "LastUsed": "LAST USED", "Usage": "USAGE", "Shared": "SHARED"});
+    out.write_all(f.render(&header, &[])?.as_bytes())?;
+    Ok(())
 }

@@ -1,0 +1,470 @@
+//! End-to-end container tests: the real `strata` binary, as root, on temp roots. The driver is
+//! `STRATA_TEST_DRIVER` (default fuse); `containers_drivers.rs` runs a lifecycle on every driver.
+
+mod containers_common;
+
+use std::time::Duration;
+
+use containers_common::{default_driver, install_busybox, setup};
+use strata_testkit::container::{eventually, free_port, http_get, mounts_under, Strata};
+use strata_testkit::fixtures::INDEX_HTML;
+
+fn state_of(s: &Strata, name: &str) -> String {
+    s.ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={name}"),
+        "--format",
+        "{{.Status}}",
+    ])
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn run_exit_codes_and_output() {
+    let s = setup(&default_driver());
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello; echo err >&2; exit 3",
+    ]);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    assert_eq!(r.stdout, "hello\n");
+    assert_eq!(r.stderr, "err\n");
+    let r = s.run(&["run", "--rm", "busybox", "true"]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    let r = s.run(&["run", "--rm", "busybox", "nosuchcmd"]);
+    assert_eq!(r.code, Some(127), "{r:?}");
+    assert!(
+        r.stderr.contains("executable file not found in $PATH"),
+        "{r:?}"
+    );
+    let r = s.run(&["run", "--rm", "busybox", "/etc/motd"]);
+    assert_eq!(r.code, Some(126), "{r:?}");
+    let r = s.run(&["run", "--rm", "nosuchimage"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("Unable to find image 'nosuchimage:latest' locally"),
+        "{r:?}"
+    );
+    assert!(mounts_under(s.root_path()).is_empty());
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn env_user_workdir_from_image_and_flags() {
+    let s = Strata::new(env!("CARGO_BIN_EXE_strata")).with_driver(&default_driver());
+    install_busybox(
+        s.root_path(),
+        "cfg:1",
+        serde_json::json!({"Env": ["PATH=/bin:/usr/bin", "FOO=image"], "WorkingDir": "/data",
+                           "Entrypoint": ["sh", "-c"], "Cmd": ["echo default-cmd"]}),
+    );
+    let envfile = s.root_path().join("envfile");
+    std::fs::write(&envfile, "# comment\nFROMFILE=yes\n").unwrap();
+    let script = "echo $FOO $BAR $FROMFILE; pwd; id -u; echo $HOME; hostname";
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "BAR=flag",
+        "--env-file",
+        envfile.to_str().unwrap(),
+        "--hostname",
+        "box1",
+        "cfg:1",
+        script,
+    ]);
+    assert_eq!(out, "image flag yes\n/data\n0\n/root\nbox1\n");
+    let out = s.ok(&[
+        "run", "--rm", "-w", "/tmp", "-u", "nobody", "-e", "FOO=over", "cfg:1", script,
+    ]);
+    assert!(
+        out.starts_with("over\n/tmp\n65534\n/nonexistent\n"),
+        "{out}"
+    );
+    assert_eq!(s.ok(&["run", "--rm", "cfg:1"]), "default-cmd\n");
+    let out = s.ok(&["run", "--rm", "--entrypoint", "echo", "cfg:1", "x", "y"]);
+    assert_eq!(out, "x y\n");
+    let out = s.ok(&["run", "--rm", "-u", "1234:5678", "cfg:1", "id -u; id -g"]);
+    assert_eq!(out, "1234\n5678\n");
+}
+
+#[test]
+fn nobody_gets_permission_errors() {
+    let s = setup(&default_driver());
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "-u",
+        "nobody",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /root; touch /etc/x; echo ok > /tmp/ok && cat /tmp/ok",
+    ]);
+    assert_eq!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("Permission denied"), "{r:?}");
+    assert_eq!(r.stdout, "ok\n");
+    // Root in the container keeps Docker's default capabilities only.
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "grep CapEff /proc/self/status; hostname foo",
+    ]);
+    assert!(r.stdout.contains("00000000a80425fb"), "{r:?}");
+    assert_ne!(r.code, Some(0), "sethostname needs CAP_SYS_ADMIN: {r:?}");
+}
+
+#[test]
+fn detached_logs_follow_and_stop() {
+    let s = setup(&default_driver());
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo one; echo two >&2; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(state_of(&s, "talker").starts_with("Up "));
+    let mut follow = s.command(&["logs", "-f", "talker"]);
+    follow
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let follower = follow.spawn().unwrap();
+    let logs = eventually(Duration::from_secs(20), || {
+        let out = s.run(&["logs", "talker"]);
+        (out.stdout == "one\n" && out.stderr == "two\n").then_some(out)
+    });
+    assert!(logs.is_some(), "{:?}", s.run(&["logs", "talker"]));
+    let t = s.run(&["logs", "-t", "--tail", "1", "talker"]);
+    assert_eq!(t.stdout, "");
+    assert!(
+        t.stderr.len() > 30 && t.stderr.contains('T') && t.stderr.ends_with("Z two\n"),
+        "{t:?}"
+    );
+    assert_eq!(s.ok(&["stop", "-t", "10", "talker"]), "talker\n");
+    let followed = strata_testkit::container::wait_output(follower, Duration::from_secs(30));
+    let out = String::from_utf8_lossy(&followed.stdout);
+    assert_eq!(
+        out, "one\nbye\n",
+        "logs -f follows until the container exits"
+    );
+    assert!(
+        state_of(&s, "talker").starts_with("Exited (0) "),
+        "{}",
+        state_of(&s, "talker")
+    );
+    assert_eq!(s.ok(&["wait", "talker"]), "0\n");
+    assert!(mounts_under(s.root_path()).is_empty());
+    assert_eq!(s.ok(&["rm", "talker"]), "talker\n");
+    assert!(!s.root_path().join("containers").join(id).exists());
+}
+
+#[test]
+fn published_port_serves_http() {
+    let s = setup(&default_driver());
+    let port = free_port();
+    let publish = format!("{port}:80");
+    let id = s.ok(&[
+        "run", "-d", "-p", &publish, "--name", "web", "busybox", "httpd", "-f", "-p", "80", "-h",
+        "/www",
+    ]);
+    let got = eventually(Duration::from_secs(20), || {
+        http_get("127.0.0.1", port, "/").ok()
+    });
+    let (code, body) = got.expect("HTTP through the published port");
+    assert_eq!(code, 200);
+    assert_eq!(body, INDEX_HTML);
+    let ps = s.ok(&["ps"]);
+    assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
+    assert!(ps.contains(&id.trim()[..12]), "{ps}");
+    assert_eq!(
+        s.ok(&["port", "web"]),
+        format!("80/tcp -> 0.0.0.0:{port}\n")
+    );
+    let (code, _) = http_get("127.0.0.1", port, "/nope.html").unwrap();
+    assert_eq!(code, 404);
+    // The port is taken now: a second container cannot have it, and leaves nothing behind.
+    let r = s.run(&[
+        "run", "-d", "-p", &publish, "--name", "web2", "busybox", "httpd", "-f", "-p", "80",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "Bind for 0.0.0.0:{port} failed: port is already allocated"
+        )),
+        "{r:?}"
+    );
+    assert_eq!(s.ok(&["ps", "-aq"]).lines().count(), 1);
+    assert_eq!(
+        mounts_under(s.root_path()).len(),
+        1,
+        "only web's rootfs is mounted"
+    );
+    assert_eq!(s.ok(&["rm", "-f", "web"]), "web\n");
+    assert!(mounts_under(s.root_path()).is_empty());
+    assert!(
+        http_get("127.0.0.1", port, "/").is_err(),
+        "listener gone with the container"
+    );
+}
+
+#[test]
+fn exec_into_running_container() {
+    let s = setup(&default_driver());
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "--hostname",
+        "boxhost",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let out = s.ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u",
+    ]);
+    assert_eq!(out, "boxhost\nsleep 1000 \n0\n");
+    let r = s.run(&["exec", "box", "sh", "-c", "exit 7"]);
+    assert_eq!(r.code, Some(7));
+    assert_eq!(
+        s.ok(&[
+            "exec",
+            "-u",
+            "nobody",
+            "-w",
+            "/tmp",
+            "-e",
+            "X=1",
+            "box",
+            "sh",
+            "-c",
+            "id -u; pwd; echo $X"
+        ]),
+        "65534\n/tmp\n1\n"
+    );
+    let r = s.run(&["exec", "box", "nosuch"]);
+    assert_eq!(r.code, Some(127), "{r:?}");
+    // Files written by exec are seen by the container's other processes (same rootfs).
+    s.ok(&["exec", "box", "sh", "-c", "echo shared > /tmp/f"]);
+    assert_eq!(s.ok(&["exec", "box", "cat", "/tmp/f"]), "shared\n");
+    s.ok(&["exec", "-d", "box", "sh", "-c", "echo bg > /tmp/bg"]);
+    let bg = eventually(Duration::from_secs(10), || {
+        let r = s.run(&["exec", "box", "cat", "/tmp/bg"]);
+        (r.stdout == "bg\n").then_some(())
+    });
+    assert!(bg.is_some());
+    let mp = s.ok(&["mount", "box"]);
+    assert!(
+        std::path::Path::new(mp.trim()).join("tmp/f").exists(),
+        "{mp}"
+    );
+    s.ok(&["kill", "box"]);
+    assert_eq!(s.ok(&["wait", "box"]), "137\n");
+    let r = s.run(&["exec", "box", "true"]);
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("is not running"), "{r:?}");
+}
+
+#[test]
+fn start_keeps_the_upper_dir() {
+    let s = setup(&default_driver());
+    let cmd = "cat /keep 2>/dev/null; echo run >> /keep";
+    assert_eq!(
+        s.ok(&["run", "--name", "keeper", "busybox", "sh", "-c", cmd]),
+        ""
+    );
+    assert_eq!(s.ok(&["start", "-a", "keeper"]), "run\n");
+    assert_eq!(s.ok(&["start", "keeper"]), "keeper\n");
+    assert_eq!(s.ok(&["wait", "keeper"]), "0\n");
+    assert_eq!(s.ok(&["start", "-a", "keeper"]), "run\nrun\nrun\n");
+    assert_eq!(s.ok(&["logs", "keeper"]), "run\nrun\nrun\nrun\nrun\nrun\n");
+    s.ok(&["restart", "-t", "1", "keeper"]);
+    assert_eq!(s.ok(&["wait", "keeper"]), "0\n");
+}
+
+#[test]
+fn rm_flag_and_name_conflicts() {
+    let s = setup(&default_driver());
+    s.ok(&["run", "--rm", "--name", "gone", "busybox", "true"]);
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    assert!(std::fs::read_dir(s.root_path().join("containers"))
+        .unwrap()
+        .flatten()
+        .all(|e| e.file_name().len() != 64));
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "webserver",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let r = s.run(&["run", "-d", "--name", "webserver", "busybox", "true"]);
+    assert_eq!(r.code, Some(125));
+    assert_eq!(
+        r.stderr,
+        format!(
+            "Error: Conflict. The container name \"/webserver\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.\n",
+            id.trim()
+        )
+    );
+    let r = s.run(&["rm", "webserver"]);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr.contains("You cannot remove a running container"),
+        "{r:?}"
+    );
+    let r = s.run(&["rm", "nosuch"]);
+    assert_eq!(r.stderr, "Error: No such container: nosuch\n");
+    // Generated names look like Docker's.
+    s.ok(&["run", "busybox", "true"]);
+    let names = s.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(
+        names.lines().any(|n| n != "webserver" && n.contains('_')),
+        "{names}"
+    );
+    let q = s.ok(&["ps", "-a", "-f", "status=exited", "-q"]);
+    assert_eq!(q.lines().count(), 1);
+    let q = s.ok(&["ps", "-a", "-f", "ancestor=busybox", "-q"]);
+    assert_eq!(q.lines().count(), 2);
+}
+
+#[test]
+fn five_containers_at_once() {
+    let s = setup(&default_driver());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let n = format!("c{i}");
+        ids.push(s.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &n,
+            "busybox",
+            "sh",
+            "-c",
+            &format!("echo {i} > /me; sleep 1000"),
+        ]));
+    }
+    assert_eq!(s.ok(&["ps", "-q"]).lines().count(), 5);
+    assert_eq!(
+        mounts_under(s.root_path())
+            .iter()
+            .filter(|m| m.ends_with("rootfs"))
+            .count(),
+        5
+    );
+    for i in 0..5 {
+        assert_eq!(
+            s.ok(&["exec", &format!("c{i}"), "cat", "/me"]),
+            format!("{i}\n")
+        );
+    }
+    let all: Vec<&str> = ids.iter().map(|i| i.trim()).collect();
+    let mut args = vec!["rm", "-f"];
+    args.extend(all.iter());
+    s.ok(&args);
+    assert!(mounts_under(s.root_path()).is_empty());
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn fault_supervisor_killed() {
+    let s = setup(&default_driver());
+    let id = s.ok(&["run", "-d", "--name", "victim", "busybox", "sleep", "1000"]);
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            s.root_path()
+                .join("containers")
+                .join(id.trim())
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sup = state["supervisor_pid"].as_i64().unwrap() as i32;
+    let init = state["pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling the supervisor this test started.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
+    let gone = eventually(Duration::from_secs(10), || {
+        (!std::path::Path::new(&format!("/proc/{sup}")).exists()).then_some(())
+    });
+    assert!(gone.is_some());
+    assert!(
+        state_of(&s, "victim").starts_with("Exited (137)"),
+        "{}",
+        state_of(&s, "victim")
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{init}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{init}/cmdline"))
+                .unwrap()
+                .is_empty()
+    );
+    assert!(
+        mounts_under(s.root_path()).is_empty(),
+        "ps cleaned the dead supervisor's mount"
+    );
+    s.ok(&["rm", "victim"]);
+}
+
+#[test]
+fn fault_immediate_exit_and_killed_cli() {
+    let s = setup(&default_driver());
+    s.ok(&[
+        "run", "-d", "--name", "quick", "busybox", "sh", "-c", "exit 5",
+    ]);
+    assert_eq!(s.ok(&["wait", "quick"]), "5\n");
+    assert!(state_of(&s, "quick").starts_with("Exited (5)"));
+    assert!(mounts_under(s.root_path()).is_empty());
+    // Kill the CLI at various points of `run -d`: any mount left must belong to a listed
+    // container, and removing every listed container must leave no mount.
+    for delay in [0u64, 5, 20, 50] {
+        let mut c = s.command(&["run", "-d", "busybox", "sleep", "1000"]);
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let ids = s.ok(&["ps", "-aq", "--no-trunc"]);
+    for m in mounts_under(s.root_path()) {
+        let id = m
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(ids.contains(&id), "mount {m:?} without a record");
+    }
+    for id in ids.split_whitespace() {
+        s.ok(&["rm", "-f", id]);
+    }
+    assert!(mounts_under(s.root_path()).is_empty());
+}

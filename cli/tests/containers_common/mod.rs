@@ -1,0 +1,45 @@
+//! Shared by the container tests: a strata installation with a busybox image in its store.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use serde_json::Value;
+use strata_runtime::reference::Reference;
+use strata_runtime::store::Store;
+use strata_testkit::container::Strata;
+use strata_testkit::fixtures;
+
+/// Add a busybox image tagged `tag` to the store at `root`; `patch` is merged into the image
+/// config's `config` object (Env, WorkingDir, User, Entrypoint, Cmd, StopSignal, …).
+pub fn install_busybox(root: &Path, tag: &str, patch: Value) -> String {
+    let store = Store::open(root).unwrap();
+    let layer = fixtures::busybox_layer().unwrap();
+    store.add_layer(&layer[..], None, None).unwrap();
+    let mut spec = fixtures::ImageSpec::new(&[tag], vec![layer]);
+    if let Value::Object(p) = patch {
+        for (k, v) in p {
+            spec.config["config"][k] = v;
+        }
+    }
+    let id = store
+        .add_image(
+            &spec.config_bytes(),
+            &[Reference::parse_with_default_tag(tag).unwrap()],
+            None,
+        )
+        .unwrap();
+    id.to_string()
+}
+
+/// A strata installation using `driver`, with `busybox:latest` in its store.
+pub fn setup(driver: &str) -> Strata {
+    let s = Strata::new(env!("CARGO_BIN_EXE_strata")).with_driver(driver);
+    install_busybox(s.root_path(), "busybox:latest", serde_json::json!({}));
+    s
+}
+
+/// The driver the main container tests use: `STRATA_TEST_DRIVER`, else fuse.
+pub fn default_driver() -> String {
+    std::env::var("STRATA_TEST_DRIVER").unwrap_or_else(|_| "fuse".to_string())
+}

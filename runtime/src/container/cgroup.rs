@@ -1,0 +1,87 @@
+//! Resource limits through cgroup v1 controllers (`memory`, `cpu`, `pids`), which is what works
+//! on this kind of hybrid v1/v2 host. Best effort by design: nothing is created unless a limit
+//! was asked for, and a limit that cannot be applied is a clear error, never silently dropped.
+
+use std::fs;
+use std::path::PathBuf;
+
+use super::record::{ContainerId, Resources};
+use super::ContainerError;
+
+const BASE: &str = "/sys/fs/cgroup";
+const CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
+
+fn dir(controller: &str, id: &ContainerId) -> PathBuf {
+    PathBuf::from(BASE)
+        .join(controller)
+        .join("strata")
+        .join(id.as_str())
+}
+
+fn write(
+    controller: &str,
+    id: &ContainerId,
+    file: &str,
+    value: &str,
+) -> Result<(), ContainerError> {
+    let d = dir(controller, id);
+    fs::create_dir_all(&d).map_err(|e| {
+        ContainerError::Cgroup(format!(
+            "cannot apply resource limits: cgroup v1 controller {controller} unavailable ({}): {e}",
+            d.display()
+        ))
+    })?;
+    let p = d.join(file);
+    fs::write(&p, value).map_err(|e| {
+        ContainerError::Cgroup(format!("cannot write {value} to {}: {e}", p.display()))
+    })
+}
+
+/// Create the container's cgroups with `res` applied and move `pid` into them.
+pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), ContainerError> {
+    let mut used = Vec::new();
+    if let Some(m) = res.memory {
+        write("memory", id, "memory.limit_in_bytes", &m.to_string())?;
+        used.push("memory");
+    }
+    if let Some(c) = res.cpus {
+        write("cpu", id, "cpu.cfs_period_us", "100000")?;
+        write(
+            "cpu",
+            id,
+            "cpu.cfs_quota_us",
+            &((c * 100_000.0) as i64).to_string(),
+        )?;
+        used.push("cpu");
+    }
+    if let Some(p) = res.pids_limit {
+        let v = if p <= 0 {
+            "max".to_string()
+        } else {
+            p.to_string()
+        };
+        write("pids", id, "pids.max", &v)?;
+        used.push("pids");
+    }
+    for c in used {
+        write(c, id, "cgroup.procs", &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// Join an existing container's cgroups (for `exec`); missing ones are skipped.
+pub fn join(id: &ContainerId, pid: i32) {
+    for c in CONTROLLERS {
+        let p = dir(c, id).join("cgroup.procs");
+        if p.exists() {
+            let _ = fs::write(p, pid.to_string());
+        }
+    }
+}
+
+/// Remove the container's cgroups (they must be empty; a failure is left for the next try).
+pub fn remove(id: &ContainerId) {
+    for c in CONTROLLERS {
+        let _ = fs::remove_dir(dir(c, id));
+    }
+}

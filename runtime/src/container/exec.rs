@@ -1,0 +1,266 @@
+//! `exec`: run another process in a running container. The caller forks a child that joins
+//! the init's namespaces with `setns` (ipc, uts, net, pid, then mnt, which also moves its root
+//! and cwd into the container's root); that child forks the process itself (joining a pid
+//! namespace only takes effect for children) and relays its exit status.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use nix::sched::CloneFlags;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+
+use super::init::{self, ChildIo, InitError};
+use super::spec::{Process, Spec};
+use super::{cgroup, io_at, record, user, Container, ContainerError, Result};
+
+/// `exec` flags.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    pub interactive: bool,
+    pub detach: bool,
+}
+
+/// A started exec: wait for it with [`ExecHandle::wait`]. With a tty, `master` is the pty
+/// master the caller copies to and from its terminal.
+pub struct ExecHandle {
+    relay: Pid,
+    pub master: Option<OwnedFd>,
+}
+
+impl ExecHandle {
+    /// The process's exit code (128 + signal if killed).
+    pub fn wait(self) -> i32 {
+        loop {
+            match waitpid(self.relay, None) {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return 255,
+            }
+        }
+    }
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ContainerError {
+    move |source| ContainerError::Sys { what, source }
+}
+
+fn process_for(c: &Container, req: &ExecRequest) -> Result<Process> {
+    let spec: Spec = record::read_json(&c.paths.bundle().join("config.json"))?;
+    let mut p = spec.process;
+    p.args = req.cmd.clone();
+    p.terminal = req.tty;
+    let mut env = p.env.clone();
+    for e in &req.env {
+        let key = e.split('=').next().unwrap_or(e);
+        env.retain(|x| x.split('=').next() != Some(key));
+        if e.contains('=') {
+            env.push(e.clone());
+        } else if let Ok(v) = std::env::var(e) {
+            env.push(format!("{e}={v}"));
+        }
+    }
+    p.env = env;
+    if let Some(u) = &req.user {
+        let root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
+        let r = user::resolve(&root, u)?;
+        p.user = r.to_spec();
+        if let Some(h) = p.env.iter_mut().find(|e| e.starts_with("HOME=")) {
+            *h = format!("HOME={}", r.home);
+        }
+    }
+    if let Some(w) = &req.workdir {
+        p.cwd = w.clone();
+    }
+    Ok(p)
+}
+
+/// Start `req.cmd` in container `c`. Without a tty the process inherits the caller's stdio
+/// (`-d`: `/dev/null`). Returns once it has exec'd, or the error it met.
+pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
+    if !c.is_running() || c.state.pid <= 0 {
+        return Err(ContainerError::NotRunning(c.id().to_string()));
+    }
+    if req.cmd.is_empty() {
+        return Err(ContainerError::NoCommand);
+    }
+    let process = process_for(c, req)?;
+    let pid = c.state.pid;
+    let mut ns_files = Vec::new();
+    for (name, flag) in [
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        let path = format!("/proc/{pid}/ns/{name}");
+        let f = File::open(&path).map_err(io_at(&path))?;
+        ns_files.push((f, flag));
+    }
+    let ns: Vec<(RawFd, CloneFlags)> = ns_files.iter().map(|(f, k)| (f.as_raw_fd(), *k)).collect();
+
+    let (master, slave) = if req.tty {
+        let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
+        // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize struct.
+        unsafe {
+            let mut ws: libc::winsize = std::mem::zeroed();
+            if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+            }
+        }
+        (Some(pty.master), Some(pty.slave))
+    } else {
+        (None, None)
+    };
+    let null = if req.detach && !req.tty {
+        Some(
+            File::options()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .map_err(io_at("/dev/null"))?,
+        )
+    } else {
+        None
+    };
+    let io = match (&slave, &null) {
+        (Some(s), _) => ChildIo {
+            stdin: s.as_raw_fd(),
+            stdout: s.as_raw_fd(),
+            stderr: s.as_raw_fd(),
+            tty: true,
+        },
+        (None, Some(n)) => ChildIo {
+            stdin: n.as_raw_fd(),
+            stdout: n.as_raw_fd(),
+            stderr: n.as_raw_fd(),
+            tty: false,
+        },
+        (None, None) => ChildIo {
+            stdin: if req.interactive { 0 } else { open_null_fd() },
+            stdout: 1,
+            stderr: 2,
+            tty: false,
+        },
+    };
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    let status_fd = status_w.as_raw_fd();
+    let cid = c.id().clone();
+    // SAFETY: the child runs `relay`, which only forks, setns's, execs or _exits.
+    let relay = match unsafe { fork() }.map_err(sys("fork"))? {
+        ForkResult::Child => relay(&ns, &process, io, status_fd, req.detach, &cid),
+        ForkResult::Parent { child } => child,
+    };
+    drop(status_w);
+    drop(slave);
+    drop(null);
+    let mut msg = String::new();
+    let _ = File::from(status_r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = waitpid(relay, None);
+        let (code, text) = msg.split_once('\t').unwrap_or(("126", msg.as_str()));
+        return Err(ContainerError::Start {
+            code: code.parse().unwrap_or(126),
+            msg: text.to_string(),
+        });
+    }
+    Ok(ExecHandle { relay, master })
+}
+
+fn open_null_fd() -> RawFd {
+    File::open("/dev/null")
+        .map(std::os::fd::IntoRawFd::into_raw_fd)
+        .unwrap_or(0)
+}
+
+/// In the forked relay: join the namespaces, fork the process, relay its exit status.
+fn relay(
+    ns: &[(RawFd, CloneFlags)],
+    process: &Process,
+    io: ChildIo,
+    status_fd: RawFd,
+    detach: bool,
+    id: &super::ContainerId,
+) -> ! {
+    init::reset_signals();
+    cgroup::join(id, std::process::id() as i32);
+    if let Err(e) = init::join_namespaces(ns) {
+        init::fail(status_fd, e);
+    }
+    // SAFETY: single-threaded child; the grandchild only execs or _exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            if let Err(e) = setsid() {
+                init::fail(
+                    status_fd,
+                    InitError {
+                        code: 126,
+                        msg: format!("setsid: {e}"),
+                    },
+                );
+            }
+            let e = init::finish_and_exec(process, io);
+            init::fail(status_fd, e)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            // SAFETY: closing our copy of the status pipe so the caller sees EOF at exec.
+            unsafe { libc::close(status_fd) };
+            if detach {
+                // SAFETY: leaving the relay; the process is reparented to the container's init.
+                unsafe { libc::_exit(0) }
+            }
+            let code = loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, c)) => break c,
+                    Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => break 255,
+                }
+            };
+            // SAFETY: ending the relay with the process's status.
+            unsafe { libc::_exit(code) }
+        }
+        Err(e) => init::fail(
+            status_fd,
+            InitError {
+                code: 126,
+                msg: format!("fork: {e}"),
+            },
+        ),
+    }
+}
+
+/// Copy between the caller's terminal and an exec'd or attached pty until the pty closes.
+pub fn pump_pty(master: OwnedFd) {
+    let Ok(input_fd) = nix::unistd::dup(&master) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut to = File::from(input_fd);
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let mut from = File::from(master);
+    let mut out = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+            break;
+        }
+    }
+}

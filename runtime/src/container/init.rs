@@ -1,0 +1,638 @@
+//! The child side: code that runs in a freshly forked, single-threaded child and ends in
+//! `execve` (or `_exit` after reporting why it could not).
+//!
+//! [`run_init`] turns the supervisor's child into the container's init: new namespaces, the
+//! spec's mounts, `/dev`, `pivot_root`, masked paths, hostname, loopback, then
+//! [`finish_and_exec`]. `exec` reuses [`finish_and_exec`] after joining the namespaces.
+//!
+//! Errors are sent to the parent over a close-on-exec pipe as `<exit code>\t<message>`: EOF
+//! without data means `execve` succeeded.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::unistd::{chdir, pivot_root, sethostname, setsid, Gid, Uid};
+
+use super::spec::{cap_number, Process, Spec};
+
+/// Why the child could not become the requested process: exit code (125 setup, 126 cannot
+/// invoke, 127 not found) and a message in Docker's words.
+#[derive(Debug)]
+pub struct InitError {
+    pub code: i32,
+    pub msg: String,
+}
+
+fn setup_err<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> InitError {
+    move |e| InitError {
+        code: 125,
+        msg: format!("{what}: {e}"),
+    }
+}
+
+/// The stdio of the child: fds to install as 0, 1, 2 (the same pty slave three times when
+/// `tty`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChildIo {
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+    pub tty: bool,
+}
+
+/// Report `err` on `status_fd` and exit. Never returns.
+pub fn fail(status_fd: RawFd, err: InitError) -> ! {
+    let line = format!("{}\t{}", err.code, err.msg.replace('\n', " "));
+    // SAFETY: status_fd is an fd this process owns; a failed write only loses the message.
+    let mut f = unsafe {
+        std::mem::ManuallyDrop::new(<fs::File as std::os::fd::FromRawFd>::from_raw_fd(status_fd))
+    };
+    let _ = f.write_all(line.as_bytes());
+    // SAFETY: _exit ends the forked child without running the parent's atexit handlers.
+    unsafe { libc::_exit(err.code) }
+}
+
+/// Reset what a forked child inherits from a multi-threaded supervisor: the signal mask and
+/// handlers, and ask to be killed when the parent dies.
+pub fn reset_signals() {
+    // SAFETY: plain libc calls on this thread's own signal state.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+}
+
+/// Become the container's init. Runs in the supervisor's forked child, which is already pid 1
+/// of the container's pid namespace: it reads its spec (JSON) from `sync_fd` until EOF (EOF
+/// without a spec means the supervisor gave up), then sets up and execs.
+pub fn run_init(io: ChildIo, status_fd: RawFd, sync_fd: RawFd) -> ! {
+    reset_signals();
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // SAFETY: sync_fd is this child's copy of the pipe's read end, owned by nobody else here.
+    let mut sync = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(sync_fd) };
+    let mut buf = Vec::new();
+    let spec: Spec = match std::io::Read::read_to_end(&mut sync, &mut buf)
+        .ok()
+        .and_then(|_| serde_json::from_slice(&buf).ok())
+    {
+        Some(s) => s,
+        // SAFETY: exiting the forked child.
+        None => unsafe { libc::_exit(125) },
+    };
+    drop(sync);
+    if let Err(e) = setup_container(&spec) {
+        fail(status_fd, e);
+    }
+    let e = finish_and_exec(&spec.process, io);
+    fail(status_fd, e)
+}
+
+fn setup_container(spec: &Spec) -> Result<(), InitError> {
+    setsid().map_err(setup_err("setsid"))?;
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.has_namespace("network") {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(setup_err("unshare"))?;
+    // Nothing we mount may propagate back to the host; host unmounts still reach us.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(setup_err("make / rslave"))?;
+    let rootfs = PathBuf::from(&spec.root.path);
+    // pivot_root needs the new root to be a mount point of its own.
+    mount(
+        Some(&rootfs),
+        &rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(setup_err("bind rootfs"))?;
+    for m in &spec.mounts {
+        mount_one(&rootfs, m)?;
+        if m.destination == "/dev" {
+            populate_dev(&rootfs.join("dev"))?;
+        }
+    }
+    if spec.process.terminal {
+        bind_console(&rootfs)?;
+    }
+    chdir(&rootfs).map_err(setup_err("chdir rootfs"))?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then drops
+    // it without needing a directory inside the image (runc does the same).
+    pivot_root(".", ".").map_err(setup_err("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(setup_err("detach old root"))?;
+    chdir("/").map_err(setup_err("chdir /"))?;
+    for p in &spec.linux.masked_paths {
+        mask_path(p);
+    }
+    for p in &spec.linux.readonly_paths {
+        readonly_path(p);
+    }
+    if !spec.hostname.is_empty() {
+        sethostname(&spec.hostname).map_err(setup_err("sethostname"))?;
+    }
+    if spec.has_namespace("network") {
+        loopback_up().map_err(setup_err("bring up lo"))?;
+    }
+    Ok(())
+}
+
+/// Refuse mount targets that traverse a symlink inside the rootfs (an image could point
+/// `/proc` at `/` of the host).
+fn target_in(rootfs: &Path, dest: &str) -> Result<PathBuf, InitError> {
+    let mut path = rootfs.to_path_buf();
+    for c in Path::new(dest).components() {
+        match c {
+            Component::Normal(n) => {
+                path.push(n);
+                if let Ok(md) = fs::symlink_metadata(&path) {
+                    if md.file_type().is_symlink() {
+                        return Err(InitError {
+                            code: 125,
+                            msg: format!("mount target {dest} is a symlink in the image"),
+                        });
+                    }
+                }
+            }
+            Component::ParentDir => {
+                return Err(InitError {
+                    code: 125,
+                    msg: format!("mount target {dest} contains .."),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(path)
+}
+
+fn mount_one(rootfs: &Path, m: &super::spec::Mount) -> Result<(), InitError> {
+    let target = target_in(rootfs, &m.destination)?;
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    let mut bind = m.kind == "bind";
+    for o in &m.options {
+        match o.as_str() {
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "rbind" | "bind" => bind = true,
+            "rprivate" | "private" | "rw" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    if bind {
+        let source = Path::new(&m.source);
+        if source.is_dir() {
+            fs::create_dir_all(&target).map_err(setup_err(format!("mkdir {}", m.destination)))?;
+        } else if !target.exists() {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(setup_err(format!("mkdir {}", m.destination)))?;
+            }
+            fs::write(&target, b"").map_err(setup_err(format!("create {}", m.destination)))?;
+        }
+        mount(
+            Some(source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(setup_err(format!("bind {} on {}", m.source, m.destination)))?;
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(setup_err("make bind private"))?;
+        if flags.contains(MsFlags::MS_RDONLY) {
+            mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+                None::<&str>,
+            )
+            .map_err(setup_err(format!("remount {} read-only", m.destination)))?;
+        }
+        return Ok(());
+    }
+    fs::create_dir_all(&target).map_err(setup_err(format!("mkdir {}", m.destination)))?;
+    let data = data.join(",");
+    let r = mount(
+        Some(m.source.as_str()),
+        &target,
+        Some(m.kind.as_str()),
+        flags,
+        if data.is_empty() {
+            None
+        } else {
+            Some(data.as_str())
+        },
+    );
+    match (r, m.kind.as_str()) {
+        (Ok(()), _) => Ok(()),
+        // sysfs cannot be mounted when the network namespace is the host's: bind it instead.
+        (Err(_), "sysfs") => {
+            mount(
+                Some("/sys"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(setup_err("bind /sys"))?;
+            let _ = mount(
+                None::<&str>,
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None::<&str>,
+            );
+            Ok(())
+        }
+        (Err(_), "mqueue") => Ok(()),
+        (Err(e), _) => Err(InitError {
+            code: 125,
+            msg: format!("mount {} on {}: {e}", m.kind, m.destination),
+        }),
+    }
+}
+
+/// The default device nodes and links of `/dev` (runc's defaults).
+fn populate_dev(dev: &Path) -> Result<(), InitError> {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let p = dev.join(name);
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(setup_err(format!("mknod /dev/{name}")))?;
+        // mknod honours the umask; the nodes must be world-usable.
+        let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o666));
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+        ("core", "/proc/kcore"),
+    ] {
+        symlink(target, dev.join(link)).map_err(setup_err(format!("symlink /dev/{link}")))?;
+    }
+    Ok(())
+}
+
+/// `/dev/console` is the container's terminal (the pty slave installed as stdin).
+fn bind_console(rootfs: &Path) -> Result<(), InitError> {
+    let Ok(slave) = fs::read_link("/proc/self/fd/0") else {
+        return Ok(());
+    };
+    let console = rootfs.join("dev/console");
+    fs::write(&console, b"").map_err(setup_err("create /dev/console"))?;
+    mount(
+        Some(&slave),
+        &console,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(setup_err("bind /dev/console"))?;
+    Ok(())
+}
+
+fn mask_path(p: &str) {
+    let path = Path::new(p);
+    let Ok(md) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if md.is_dir() {
+        let _ = mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        );
+    } else {
+        let _ = mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        );
+    }
+}
+
+fn readonly_path(p: &str) {
+    let path = Path::new(p);
+    if !path.exists() {
+        return;
+    }
+    if mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .is_ok()
+    {
+        let _ = mount(
+            None::<&str>,
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
+    }
+}
+
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Bring up `lo` in the (new) network namespace: SIOCGIFFLAGS / SIOCSIFFLAGS (netdevice(7)).
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: creating a socket; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: req is a properly sized ifreq for these two ioctls.
+    let r = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            -1
+        } else {
+            req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req)
+        }
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        Err(err)
+    } else {
+        Ok(())
+    }
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn last_cap() -> u32 {
+    fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+/// Drop every capability outside `keep` from the bounding set, then (for root) set effective,
+/// permitted and inheritable to `keep`. A later setuid to non-root clears them (no KEEPCAPS).
+fn apply_caps(keep: &[u32]) -> Result<(), InitError> {
+    for cap in 0..=last_cap() {
+        if !keep.contains(&cap) {
+            // SAFETY: prctl with integer arguments.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(setup_err("drop capability")(e));
+                }
+            }
+        }
+    }
+    let mut data = [CapData::default(); 2];
+    for &cap in keep {
+        let (i, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        data[i].effective |= bit;
+        data[i].permitted |= bit;
+        data[i].inheritable |= bit;
+    }
+    let mut header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    // SAFETY: header and a two-element data array, as capset(2) requires for version 3.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(setup_err("capset")(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn install_stdio(io: ChildIo) -> Result<(), InitError> {
+    if io.tty {
+        // SAFETY: TIOCSCTTY on our own session's new terminal.
+        unsafe { libc::ioctl(io.stdin, libc::TIOCSCTTY, 0) };
+    }
+    for (from, to) in [(io.stdin, 0), (io.stdout, 1), (io.stderr, 2)] {
+        if from != to {
+            // SAFETY: both fds are valid; dup2 onto stdio numbers of this child.
+            if unsafe { libc::dup2(from, to) } < 0 {
+                return Err(setup_err("dup2")(std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Install stdio, working dir, privileges and capabilities, then exec `process.args[0]`.
+/// Returns only on failure.
+pub fn finish_and_exec(process: &Process, io: ChildIo) -> InitError {
+    match prepare_process(process, io) {
+        Ok(()) => exec_args(process),
+        Err(e) => e,
+    }
+}
+
+fn prepare_process(process: &Process, io: ChildIo) -> Result<(), InitError> {
+    install_stdio(io)?;
+    let cwd = Path::new(&process.cwd);
+    if !cwd.is_dir() {
+        fs::create_dir_all(cwd).map_err(setup_err(format!("mkdir {}", process.cwd)))?;
+    }
+    chdir(cwd).map_err(|e| InitError {
+        code: 125,
+        msg: format!(
+            "chdir to cwd (\"{}\") set in config.json failed: {e}",
+            process.cwd
+        ),
+    })?;
+    if process.no_new_privileges {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    }
+    let keep: Vec<u32> = process
+        .capabilities
+        .bounding
+        .iter()
+        .filter_map(|n| cap_number(n))
+        .collect();
+    apply_caps(&keep)?;
+    let mut groups: Vec<Gid> = process
+        .user
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    if groups.is_empty() {
+        groups.push(Gid::from_raw(process.user.gid));
+    }
+    nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
+    nix::unistd::setgid(Gid::from_raw(process.user.gid)).map_err(setup_err("setgid"))?;
+    nix::unistd::setuid(Uid::from_raw(process.user.uid)).map_err(setup_err("setuid"))?;
+    // Every fd beyond stdio closes on exec (the error pipe among them, which is how the parent
+    // learns that exec succeeded).
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    Ok(())
+}
+
+fn env_path(env: &[String]) -> String {
+    env.iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .to_string()
+}
+
+fn cstrings(v: &[String]) -> Vec<CString> {
+    v.iter()
+        .filter_map(|s| CString::new(s.as_bytes()).ok())
+        .collect()
+}
+
+fn exec_args(process: &Process) -> InitError {
+    let Some(prog) = process.args.first() else {
+        return InitError {
+            code: 125,
+            msg: "no command specified".to_string(),
+        };
+    };
+    let argv = cstrings(&process.args);
+    let envp = cstrings(&process.env);
+    let candidates: Vec<PathBuf> = if prog.contains('/') {
+        vec![PathBuf::from(prog)]
+    } else {
+        env_path(&process.env)
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| Path::new(d).join(prog))
+            .collect()
+    };
+    let mut denied = None;
+    for path in &candidates {
+        let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+            continue;
+        };
+        if !prog.contains('/') && !path.is_file() {
+            continue;
+        }
+        let e = nix::unistd::execve(&c, &argv, &envp).unwrap_err();
+        match e {
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR if !prog.contains('/') => {}
+            nix::errno::Errno::EACCES => denied = Some(path.clone()),
+            nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR => {
+                return InitError {
+                    code: 127,
+                    msg: format!("exec: \"{prog}\": stat {prog}: no such file or directory"),
+                }
+            }
+            other => {
+                return InitError {
+                    code: 126,
+                    msg: format!("exec: \"{prog}\": {}", other.desc().to_lowercase()),
+                }
+            }
+        }
+    }
+    match denied {
+        Some(p) => InitError {
+            code: 126,
+            msg: format!("exec: \"{}\": permission denied", p.display()),
+        },
+        None => InitError {
+            code: 127,
+            msg: format!("exec: \"{prog}\": executable file not found in $PATH"),
+        },
+    }
+}
+
+/// Join the namespaces whose fds are given (`setns`), in order. The mount namespace must come
+/// last: it changes root and cwd to the container's.
+pub fn join_namespaces(fds: &[(RawFd, CloneFlags)]) -> Result<(), InitError> {
+    for (fd, kind) in fds {
+        // SAFETY: fd is an open namespace fd owned by the caller for the duration of the call.
+        let bfd = unsafe { BorrowedFd::borrow_raw(*fd) };
+        nix::sched::setns(bfd, *kind).map_err(setup_err(format!("setns {kind:?}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,618 @@
+//! Container records on disk: `<root>/containers/<id>/config.json` (what to run, fixed at
+//! create) and `state.json` (the state machine, rewritten atomically by whoever changes it).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ContainerError;
+
+/// A container's 64-hex id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ContainerId(pub String);
+
+impl ContainerId {
+    /// A fresh random id.
+    pub fn generate() -> ContainerId {
+        let mut buf = [0u8; 32];
+        // getrandom(2) never fails for 32 bytes once the pool is initialized; fall back to time.
+        if nix_getrandom(&mut buf).is_err() {
+            let t =
+                Utc::now().timestamp_nanos_opt().unwrap_or(0) as u128 ^ std::process::id() as u128;
+            buf[..16].copy_from_slice(&t.to_le_bytes());
+        }
+        ContainerId(hex::encode(buf))
+    }
+
+    /// The 12-hex short form.
+    pub fn short(&self) -> &str {
+        &self.0[..12.min(self.0.len())]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn nix_getrandom(buf: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: buf is valid for buf.len() bytes.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n as usize == buf.len() {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Own network namespace with loopback up (Docker's `bridge` minus the bridge).
+    #[default]
+    Private,
+    /// Share the host's network namespace.
+    Host,
+    /// Own network namespace, loopback only, no published ports.
+    None,
+}
+
+impl NetworkMode {
+    pub fn parse(s: &str) -> Option<NetworkMode> {
+        match s {
+            "private" | "bridge" | "default" => Some(NetworkMode::Private),
+            "host" => Some(NetworkMode::Host),
+            "none" => Some(NetworkMode::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NetworkMode::Private => "private",
+            NetworkMode::Host => "host",
+            NetworkMode::None => "none",
+        }
+    }
+}
+
+/// One `-p` mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_ip: String,
+    /// 0 = pick a free port when starting.
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: String,
+}
+
+/// One `-v HOST:CONTAINER[:ro]` bind mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// `--memory`, `--cpus`, `--pids-limit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.cpus.is_none() && self.pids_limit.is_none()
+    }
+}
+
+/// What to run: fixed when the container is created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub id: ContainerId,
+    pub name: String,
+    pub created: DateTime<Utc>,
+    /// The image as the user named it (the `IMAGE` column of `ps`).
+    pub image: String,
+    /// `sha256:<64hex>`.
+    pub image_id: String,
+    /// The image's layer dirs, top first.
+    pub layers: Vec<PathBuf>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub user: String,
+    pub working_dir: String,
+    pub hostname: String,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub ports: Vec<PortMapping>,
+    pub volumes: Vec<VolumeMount>,
+    pub network: NetworkMode,
+    pub stop_signal: String,
+    pub stop_timeout: Option<u64>,
+    pub auto_remove: bool,
+    pub driver: String,
+    /// `builtin`, or the path/name of an OCI runtime such as `runc`.
+    pub runtime: String,
+    pub resources: Resources,
+}
+
+impl ContainerConfig {
+    /// The process argv: entrypoint + cmd.
+    pub fn argv(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
+}
+
+/// The state machine: `created → running → exited` (and `exited → running` again on start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Exited,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Exited => "exited",
+        }
+    }
+    pub fn can_start(&self) -> bool {
+        matches!(self, Status::Created | Status::Exited)
+    }
+    pub fn can_kill(&self) -> bool {
+        matches!(self, Status::Running)
+    }
+    /// Without `--force`.
+    pub fn can_delete(&self) -> bool {
+        matches!(self, Status::Created | Status::Exited)
+    }
+}
+
+/// What is happening now: rewritten atomically by the supervisor (and by the CLI when it finds
+/// a supervisor dead).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub status: Status,
+    /// Host pid of the container's init (0 when not running).
+    pub pid: i32,
+    /// Host pid of the supervisor and its start time (clock ticks since boot), which together
+    /// identify it even after pid reuse.
+    pub supervisor_pid: i32,
+    pub supervisor_start: u64,
+    pub exit_code: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Ports as actually bound (host port 0 replaced by the one the kernel chose).
+    pub ports: Vec<PortMapping>,
+    /// Why the last start failed, if it did.
+    pub error: String,
+    pub restart_count: u32,
+    /// Set by `stop`/`kill` so a killed container is not reported as crashed.
+    pub stopped_by_user: bool,
+}
+
+/// Write `data` to `path` atomically (temp file in the same dir, fsync, rename).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let io = |source| ContainerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    tmp.write_all(data).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ContainerError> {
+    let data = serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    write_atomic(path, &data)
+}
+
+pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ContainerError> {
+    let data = fs::read(path).map_err(|source| ContainerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&data).map_err(|source| ContainerError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The paths of one container.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: &Path, runroot: &Path, id: &ContainerId) -> Paths {
+        Paths {
+            dir: root.join("containers").join(id.as_str()),
+            run_dir: runroot.join("containers").join(id.as_str()),
+        }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    pub fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+    /// The init layer: empty mount targets (`/etc/hosts`, `/proc`, …) that sit between the image
+    /// and the upper dir, so they never show in `diff`/`commit`.
+    pub fn init_layer(&self) -> PathBuf {
+        self.dir.join("init")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("container.log")
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.dir.join("hostname")
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.run_dir.join("bundle")
+    }
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// True if the process `pid` that started at `start` still exists (and is not a zombie).
+pub fn process_alive(pid: i32, start: u64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return false;
+    };
+    let rest = &stat[close + 2..];
+    if rest.starts_with('Z') || rest.starts_with('X') {
+        return false;
+    }
+    process_start_time(pid) == Some(start)
+}
+
+const ADJECTIVES: &[&str] = &[
+    "admiring",
+    "adoring",
+    "agitated",
+    "amazing",
+    "angry",
+    "awesome",
+    "blissful",
+    "bold",
+    "boring",
+    "brave",
+    "busy",
+    "charming",
+    "clever",
+    "compassionate",
+    "competent",
+    "confident",
+    "cool",
+    "cranky",
+    "crazy",
+    "dazzling",
+    "determined",
+    "dreamy",
+    "eager",
+    "ecstatic",
+    "elastic",
+    "elated",
+    "elegant",
+    "eloquent",
+    "epic",
+    "exciting",
+    "fervent",
+    "festive",
+    "flamboyant",
+    "focused",
+    "friendly",
+    "frosty",
+    "funny",
+    "gallant",
+    "gifted",
+    "goofy",
+    "gracious",
+    "great",
+    "happy",
+    "hardcore",
+    "heuristic",
+    "hopeful",
+    "hungry",
+    "infallible",
+    "inspiring",
+    "intelligent",
+    "interesting",
+    "jolly",
+    "jovial",
+    "keen",
+    "kind",
+    "laughing",
+    "loving",
+    "lucid",
+    "magical",
+    "modest",
+    "musing",
+    "mystifying",
+    "naughty",
+    "nervous",
+    "nice",
+    "nifty",
+    "nostalgic",
+    "objective",
+    "optimistic",
+    "peaceful",
+    "pedantic",
+    "pensive",
+    "practical",
+    "priceless",
+    "quirky",
+    "quizzical",
+    "relaxed",
+    "reverent",
+    "romantic",
+    "sad",
+    "serene",
+    "sharp",
+    "silly",
+    "sleepy",
+    "stoic",
+    "strange",
+    "stupefied",
+    "suspicious",
+    "sweet",
+    "tender",
+    "thirsty",
+    "trusting",
+    "unruffled",
+    "upbeat",
+    "vibrant",
+    "vigilant",
+    "vigorous",
+    "wizardly",
+    "wonderful",
+    "xenodochial",
+    "youthful",
+    "zealous",
+    "zen",
+];
+
+const SURNAMES: &[&str] = &[
+    "albattani",
+    "allen",
+    "archimedes",
+    "babbage",
+    "banach",
+    "bardeen",
+    "bartik",
+    "bell",
+    "bhabha",
+    "blackwell",
+    "bohr",
+    "booth",
+    "borg",
+    "bose",
+    "brahmagupta",
+    "brattain",
+    "brown",
+    "carson",
+    "cerf",
+    "chandrasekhar",
+    "clarke",
+    "cohen",
+    "curie",
+    "darwin",
+    "davinci",
+    "diffie",
+    "dijkstra",
+    "einstein",
+    "elion",
+    "engelbart",
+    "euclid",
+    "euler",
+    "faraday",
+    "fermat",
+    "fermi",
+    "feynman",
+    "franklin",
+    "galileo",
+    "gates",
+    "goldberg",
+    "goodall",
+    "hamilton",
+    "hawking",
+    "heisenberg",
+    "hertz",
+    "hodgkin",
+    "hoover",
+    "hopper",
+    "hugle",
+    "hypatia",
+    "jackson",
+    "jang",
+    "jennings",
+    "jepsen",
+    "johnson",
+    "joliot",
+    "kalam",
+    "kapitsa",
+    "keller",
+    "kepler",
+    "khorana",
+    "kilby",
+    "knuth",
+    "lalande",
+    "lamarr",
+    "lamport",
+    "leakey",
+    "leavitt",
+    "lederberg",
+    "lovelace",
+    "lumiere",
+    "mahavira",
+    "mayer",
+    "mccarthy",
+    "mcclintock",
+    "meitner",
+    "mendel",
+    "merkle",
+    "mirzakhani",
+    "morse",
+    "murdock",
+    "napier",
+    "newton",
+    "nobel",
+    "noether",
+    "pare",
+    "pascal",
+    "pasteur",
+    "payne",
+    "perlman",
+    "pike",
+    "poincare",
+    "ptolemy",
+    "raman",
+    "ramanujan",
+    "ride",
+    "ritchie",
+    "rosalind",
+    "saha",
+    "sammet",
+    "shamir",
+    "shannon",
+    "shirley",
+    "shockley",
+    "sinoussi",
+    "snyder",
+    "stallman",
+    "swanson",
+    "swartz",
+    "tesla",
+    "thompson",
+    "torvalds",
+    "turing",
+    "varahamihira",
+    "visvesvaraya",
+    "volhard",
+    "wescoff",
+    "wiles",
+    "williams",
+    "wilson",
+    "wing",
+    "wozniak",
+    "wright",
+    "yalow",
+    "yonath",
+];
+
+/// A Docker-style random name such as `focused_turing` (`attempt > 0` appends a digit, as
+/// Docker does on a collision).
+pub fn generate_name(attempt: u32) -> String {
+    let mut b = [0u8; 4];
+    let _ = nix_getrandom(&mut b);
+    let a = ADJECTIVES[(u16::from_le_bytes([b[0], b[1]]) as usize) % ADJECTIVES.len()];
+    let s = SURNAMES[(u16::from_le_bytes([b[2], b[3]]) as usize) % SURNAMES.len()];
+    if attempt == 0 {
+        format!("{a}_{s}")
+    } else {
+        format!("{a}_{s}{}", b[0] % 10)
+    }
+}
+
+/// Docker's rule for `--name`: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_hex_and_unique() {
+        let a = ContainerId::generate();
+        let b = ContainerId::generate();
+        assert_eq!(a.0.len(), 64);
+        assert!(a.0.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert_eq!(a.short().len(), 12);
+    }
+
+    #[test]
+    fn names() {
+        let n = generate_name(0);
+        assert!(n.contains('_') && valid_name(&n), "{n}");
+        assert!(valid_name("web-1.x_y"));
+        assert!(!valid_name("-web"));
+        assert!(!valid_name("a"));
+        assert!(!valid_name("we b"));
+    }
+
+    #[test]
+    fn state_machine() {
+        assert!(Status::Created.can_start() && Status::Exited.can_start());
+        assert!(!Status::Running.can_start());
+        assert!(Status::Running.can_kill() && !Status::Exited.can_kill());
+        assert!(!Status::Running.can_delete() && Status::Exited.can_delete());
+    }
+
+    #[test]
+    fn own_start_time_is_readable() {
+        let me = std::process::id() as i32;
+        let t = process_start_time(me).unwrap();
+        assert!(process_alive(me, t));
+        assert!(!process_alive(me, t + 1));
+    }
+}

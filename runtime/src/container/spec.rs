@@ -1,0 +1,258 @@
+//! The container's process settings as an OCI runtime config (runtime-spec `config.json`), so
+//! an external runtime (`runc`) can run the same bundle the built-in executor runs. Only the
+//! fields strata uses are modelled; names follow the spec exactly.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{ContainerConfig, NetworkMode, Paths};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    pub oci_version: String,
+    pub process: Process,
+    pub root: Root,
+    pub hostname: String,
+    pub mounts: Vec<Mount>,
+    pub linux: Linux,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    pub terminal: bool,
+    pub user: User,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub capabilities: Capabilities,
+    pub no_new_privileges: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub permitted: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Root {
+    pub path: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mount {
+    pub destination: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Linux {
+    pub namespaces: Vec<Namespace>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Namespace {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
+pub const DEFAULT_CAPS: &[(&str, u32)] = &[
+    ("CAP_CHOWN", 0),
+    ("CAP_DAC_OVERRIDE", 1),
+    ("CAP_FOWNER", 3),
+    ("CAP_FSETID", 4),
+    ("CAP_KILL", 5),
+    ("CAP_SETGID", 6),
+    ("CAP_SETUID", 7),
+    ("CAP_SETPCAP", 8),
+    ("CAP_NET_BIND_SERVICE", 10),
+    ("CAP_NET_RAW", 13),
+    ("CAP_SYS_CHROOT", 18),
+    ("CAP_MKNOD", 27),
+    ("CAP_AUDIT_WRITE", 29),
+    ("CAP_SETFCAP", 31),
+];
+
+/// Capability number of a `CAP_*` name in [`DEFAULT_CAPS`].
+pub fn cap_number(name: &str) -> Option<u32> {
+    DEFAULT_CAPS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+}
+
+/// Docker's masked paths (moby `oci/defaults.go`).
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Mount {
+    Mount {
+        destination: dest.to_string(),
+        kind: kind.to_string(),
+        source: source.to_string(),
+        options: options.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// Build the spec of a container's init process. `user` is already resolved against the
+/// container's `/etc/passwd` and `/etc/group`.
+pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>) -> Spec {
+    let caps: Vec<String> = DEFAULT_CAPS.iter().map(|(n, _)| n.to_string()).collect();
+    let p = |path: &Path| path.to_string_lossy().into_owned();
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount(
+            "/etc/resolv.conf",
+            "bind",
+            &p(&paths.resolv_conf()),
+            &["rbind", "rprivate"],
+        ),
+        mount(
+            "/etc/hostname",
+            "bind",
+            &p(&paths.hostname()),
+            &["rbind", "rprivate"],
+        ),
+        mount(
+            "/etc/hosts",
+            "bind",
+            &p(&paths.hosts()),
+            &["rbind", "rprivate"],
+        ),
+    ];
+    for v in &cfg.volumes {
+        let mut opts = vec!["rbind", "rprivate"];
+        if v.read_only {
+            opts.push("ro");
+        }
+        mounts.push(mount(&v.target, "bind", &p(&v.source), &opts));
+    }
+    let mut namespaces = vec!["pid", "ipc", "uts", "mount"];
+    if cfg.network != NetworkMode::Host {
+        namespaces.push("network");
+    }
+    let cwd = if cfg.working_dir.is_empty() {
+        "/".to_string()
+    } else {
+        cfg.working_dir.clone()
+    };
+    Spec {
+        oci_version: "1.0.2".to_string(),
+        process: Process {
+            terminal: cfg.tty,
+            user,
+            args: cfg.argv(),
+            env,
+            cwd,
+            capabilities: Capabilities {
+                bounding: caps.clone(),
+                effective: caps.clone(),
+                inheritable: caps.clone(),
+                permitted: caps,
+            },
+            no_new_privileges: true,
+        },
+        root: Root {
+            path: p(&paths.rootfs()),
+            readonly: false,
+        },
+        hostname: cfg.hostname.clone(),
+        mounts,
+        linux: Linux {
+            namespaces: namespaces
+                .into_iter()
+                .map(|k| Namespace {
+                    kind: k.to_string(),
+                })
+                .collect(),
+            masked_paths: MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
+            readonly_paths: READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+        },
+    }
+}
+
+impl Spec {
+    pub fn has_namespace(&self, kind: &str) -> bool {
+        self.linux.namespaces.iter().any(|n| n.kind == kind)
+    }
+}

@@ -1,0 +1,448 @@
+//! The per-container supervisor: a process that lives exactly as long as the container.
+//!
+//! Protocol with whoever started it ([`Runtime::start`]): fd 3 is the write end of a pipe on
+//! which the supervisor writes `ok` once the container's process runs, or
+//! `<exit code>\t<message>` if it could not start, then closes it. The supervisor's own exit
+//! code is the container's.
+//!
+//! Order of work: bind published ports (fails fast, nothing to undo) → mount the rootfs (the
+//! FUSE threads live here) → fork the init (pid 1 of the pid namespace the supervisor
+//! unshared) → record `running` → report `ok` → pump logs, proxy ports, forward signals →
+//! reap the init → unmount → record `exited` (or remove the container with `--rm`).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::init::{self, ChildIo};
+use super::logs::{self, LogWriter};
+use super::ports;
+use super::record::{self, process_start_time, ContainerId, NetworkMode, Status};
+use super::spec::{self, Spec};
+use super::user;
+use super::{cgroup, io_at, Container, ContainerError, Result, Runtime};
+use crate::driver::{self, Layers, Mounted};
+
+/// Signals the supervisor forwards to the init (SIGWINCH resizes the pty instead).
+const FORWARDED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
+];
+
+/// Entry point of the hidden supervisor verb. Returns the process exit code.
+pub fn supervise(root: &Path, runroot: &Path, id: &str, attached: bool) -> i32 {
+    // SAFETY: the launcher's contract: fd 3 is the report pipe, owned by this process alone.
+    let mut report = Some(unsafe { File::from_raw_fd(3) });
+    let rt = Runtime::new(root, runroot);
+    match run(&rt, &ContainerId(id.to_string()), attached, &mut report) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = match &e {
+                ContainerError::Start { code, .. } => *code,
+                _ => 125,
+            };
+            if let Some(mut r) = report {
+                let _ = r.write_all(format!("{code}\t{e}").as_bytes());
+            }
+            code
+        }
+    }
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ContainerError {
+    move |source| ContainerError::Sys { what, source }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))
+}
+
+/// Ends of the container's stdio kept by the supervisor, and the ends given to the child.
+struct Stdio {
+    child: ChildIo,
+    child_fds: Vec<OwnedFd>,
+    /// pty master (tty) or read ends of stdout/stderr pipes.
+    out: Option<OwnedFd>,
+    err: Option<OwnedFd>,
+    /// Where to write the container's stdin (pty master dup or pipe write end).
+    stdin: Option<OwnedFd>,
+    master: Option<RawFd>,
+}
+
+fn make_stdio(tty: bool, open_stdin: bool) -> Result<Stdio> {
+    if tty {
+        let pty = nix::pty::openpty(None, None).map_err(sys("openpty"))?;
+        let master = pty.master;
+        let slave = pty.slave;
+        let m_raw = master.as_raw_fd();
+        let input = nix::unistd::dup(&master).map_err(sys("dup"))?;
+        let s = slave.as_raw_fd();
+        return Ok(Stdio {
+            child: ChildIo {
+                stdin: s,
+                stdout: s,
+                stderr: s,
+                tty: true,
+            },
+            child_fds: vec![slave],
+            out: Some(master),
+            err: None,
+            stdin: Some(input),
+            master: Some(m_raw),
+        });
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (stdin_child, stdin_ours) = if open_stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        let null = File::open("/dev/null").map_err(io_at("/dev/null"))?;
+        (OwnedFd::from(null), None)
+    };
+    Ok(Stdio {
+        child: ChildIo {
+            stdin: stdin_child.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+            tty: false,
+        },
+        child_fds: vec![stdin_child, out_w, err_w],
+        out: Some(out_r),
+        err: Some(err_r),
+        stdin: stdin_ours,
+        master: None,
+    })
+}
+
+fn copy_winsize(from: RawFd, to: RawFd) {
+    // SAFETY: TIOCGWINSZ/TIOCSWINSZ with a valid winsize struct.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Finalize the environment: HOME from the user's passwd entry unless set.
+fn final_env(env: &[String], home: &str) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", if home.is_empty() { "/" } else { home }));
+    }
+    env
+}
+
+fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>) -> Result<i32> {
+    let mut c = rt.load(id)?;
+    if !c.state.status.can_start() {
+        return Err(ContainerError::Start {
+            code: 125,
+            msg: format!("container {} is already running", c.id()),
+        });
+    }
+    let mut mask = SigSet::empty();
+    for s in FORWARDED {
+        mask.add(*s);
+    }
+    mask.thread_block().map_err(sys("block signals"))?;
+
+    let listeners = if c.config.network == NetworkMode::Host {
+        None
+    } else {
+        Some(ports::bind_all(&c.config.ports)?)
+    };
+    std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
+    let drv = driver::by_name(&c.config.driver)?;
+
+    // Fork the init now, while this process has a single thread: it waits for its spec on
+    // the sync pipe while the rootfs is mounted (which starts the FUSE threads).
+    let child = fork_init(&c)?;
+    let pid = child.pid;
+
+    let mut lowers = vec![c.paths.init_layer()];
+    lowers.extend(c.config.layers.iter().cloned());
+    let layers = Layers {
+        lowers,
+        upper: c.paths.upper(),
+        work: c.paths.work(),
+    };
+    let rootfs = c.paths.rootfs();
+    let mounted: Box<dyn Mounted> = match drv.mount(&layers, &rootfs) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e.into());
+        }
+    };
+
+    let stdio = match release_init(&mut c, child, mounted.as_ref()) {
+        Ok(stdio) => stdio,
+        Err(e) => {
+            drop(mounted);
+            cgroup::remove(c.id());
+            if let ContainerError::Start { code, msg } = &e {
+                c.state.status = Status::Exited;
+                c.state.exit_code = *code;
+                c.state.error = msg.clone();
+                c.state.finished_at = Some(Utc::now());
+                let _ = rt.write_state(&c);
+            }
+            return Err(e);
+        }
+    };
+
+    let bound: Vec<_> = listeners
+        .as_ref()
+        .map(|l| l.bound.iter().map(|(m, _)| m.clone()).collect())
+        .unwrap_or_default();
+    c.state = record::ContainerState {
+        status: Status::Running,
+        pid: pid.as_raw(),
+        supervisor_pid: std::process::id() as i32,
+        supervisor_start: process_start_time(std::process::id() as i32).unwrap_or(0),
+        exit_code: 0,
+        started_at: Some(Utc::now()),
+        finished_at: None,
+        ports: bound,
+        error: String::new(),
+        restart_count: c.state.restart_count,
+        stopped_by_user: false,
+    };
+    rt.write_state(&c)?;
+
+    let log = LogWriter::open(&c.paths.log()).map_err(io_at(c.paths.log()))?;
+    let pumps = start_pumps(&stdio, &log, attached);
+    if let (Some(l), Ok(ns)) = (listeners, File::open(format!("/proc/{pid}/ns/net"))) {
+        ports::serve(l, Arc::new(OwnedFd::from(ns)));
+    }
+    let stdin_target = stdio.stdin;
+    if attached && c.config.open_stdin {
+        if let Some(target) = stdin_target {
+            std::thread::spawn(move || {
+                let mut out = File::from(target);
+                let mut input = std::io::stdin();
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = input.read(&mut buf) {
+                    if n == 0 || out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                // EOF on our stdin closes the container's (non-tty) stdin.
+            });
+        }
+    } else {
+        // Detached `-i` keeps the container's stdin open (nobody writes); otherwise closed.
+        std::mem::forget(stdin_target);
+    }
+    let master = stdio.master;
+    if attached {
+        if let Some(m) = master {
+            copy_winsize(0, m);
+        }
+    }
+    spawn_signal_forwarder(mask, pid, master);
+
+    if let Some(mut r) = report.take() {
+        // The starter may be gone (killed during `run -d`): the container runs on regardless.
+        let _ = r.write_all(b"ok");
+    }
+
+    let code = reap(pid);
+    for p in pumps {
+        let _ = p.join();
+    }
+    drop(mounted);
+    cgroup::remove(c.id());
+    c.state.status = Status::Exited;
+    c.state.pid = 0;
+    c.state.exit_code = code;
+    c.state.finished_at = Some(Utc::now());
+    if c.config.auto_remove {
+        let _ = rt.remove_files(&c);
+    } else {
+        rt.write_state(&c)?;
+    }
+    Ok(code)
+}
+
+/// The forked init, waiting for its spec.
+struct ForkedInit {
+    pid: Pid,
+    stdio: Stdio,
+    sync: File,
+    status: File,
+}
+
+/// Fork the container's init as pid 1 of a new pid namespace. Must run while the supervisor
+/// is single-threaded: the kernel refuses to create threads while `pid_ns_for_children`
+/// differs from the active namespace, so the supervisor switches back right after the fork.
+fn fork_init(c: &Container) -> Result<ForkedInit> {
+    let mut stdio = make_stdio(c.config.tty, c.config.open_stdin)?;
+    let (status_r, status_w) = pipe()?;
+    let (sync_r, sync_w) = pipe()?;
+    let own_pid_ns = File::open("/proc/self/ns/pid").map_err(io_at("/proc/self/ns/pid"))?;
+    unshare(CloneFlags::CLONE_NEWPID).map_err(sys("unshare pid namespace"))?;
+    // SAFETY: the supervisor has one thread here; the child only runs `init::run_init`, which
+    // ends in execve or _exit.
+    let forked = unsafe { fork() };
+    let restored = nix::sched::setns(&own_pid_ns, CloneFlags::CLONE_NEWPID);
+    let pid = match forked.map_err(sys("fork"))? {
+        ForkResult::Child => {
+            // The child's copy of the write end would keep its own read from seeing EOF.
+            drop(sync_w);
+            drop(status_r);
+            init::run_init(stdio.child, status_w.as_raw_fd(), sync_r.as_raw_fd())
+        }
+        ForkResult::Parent { child } => child,
+    };
+    if let Err(e) = restored {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(sys("restore pid namespace")(e));
+    }
+    drop(status_w);
+    drop(sync_r);
+    stdio.child_fds.clear();
+    Ok(ForkedInit {
+        pid,
+        stdio,
+        sync: File::from(sync_w),
+        status: File::from(status_r),
+    })
+}
+
+/// Build the init's spec against the mounted rootfs, place it in its cgroups, send it the
+/// spec and wait until it has exec'd. On failure the init is reaped.
+fn release_init(c: &mut Container, child: ForkedInit, mounted: &dyn Mounted) -> Result<Stdio> {
+    let ForkedInit {
+        pid,
+        stdio,
+        mut sync,
+        mut status,
+    } = child;
+    let abort = |e: ContainerError| {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        e
+    };
+    let prepared = (|| -> Result<Spec> {
+        let resolved =
+            user::resolve(mounted.path(), &c.config.user).map_err(|e| ContainerError::Start {
+                code: 125,
+                msg: e.to_string(),
+            })?;
+        let env = final_env(&c.config.env, &resolved.home);
+        let spec: Spec = spec::build(&c.config, &c.paths, resolved.to_spec(), env);
+        let bundle = c.paths.bundle();
+        std::fs::create_dir_all(&bundle).map_err(io_at(&bundle))?;
+        record::write_json(&bundle.join("config.json"), &spec)?;
+        if !c.config.resources.is_empty() {
+            cgroup::apply(c.id(), &c.config.resources, pid.as_raw()).map_err(|e| {
+                ContainerError::Start {
+                    code: 125,
+                    msg: e.to_string(),
+                }
+            })?;
+        }
+        Ok(spec)
+    })();
+    let spec = prepared.map_err(abort)?;
+    let json = serde_json::to_vec(&spec).map_err(|source| ContainerError::Json {
+        path: c.paths.bundle().join("config.json"),
+        source,
+    });
+    let json = json.map_err(abort)?;
+    sync.write_all(&json)
+        .map_err(io_at("init sync pipe"))
+        .map_err(abort)?;
+    drop(sync);
+    let mut msg = String::new();
+    let _ = status.read_to_string(&mut msg);
+    if msg.is_empty() {
+        return Ok(stdio);
+    }
+    let _ = waitpid(pid, None);
+    let (code, text) = msg.split_once('\t').unwrap_or(("125", msg.as_str()));
+    Err(ContainerError::Start {
+        code: code.parse().unwrap_or(125),
+        msg: text.to_string(),
+    })
+}
+
+fn start_pumps(
+    stdio: &Stdio,
+    log: &Arc<LogWriter>,
+    attached: bool,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut out = Vec::new();
+    let streams = [(&stdio.out, "stdout", 1), (&stdio.err, "stderr", 2)];
+    for (fd, name, mirror_fd) in streams {
+        let Some(fd) = fd else { continue };
+        let Ok(src) = nix::unistd::dup(fd) else {
+            continue;
+        };
+        let mirror = if attached {
+            // SAFETY: duplicating our own stdout/stderr.
+            let d = unsafe { libc::dup(mirror_fd) };
+            // SAFETY: d is a fresh fd we own (or -1, checked).
+            (d >= 0).then(|| unsafe { File::from_raw_fd(d) })
+        } else {
+            None
+        };
+        let log = Arc::clone(log);
+        let src = File::from(src);
+        if let Ok(h) = std::thread::Builder::new()
+            .name(format!("log-{name}"))
+            .spawn(move || logs::pump(src, name, &log, mirror))
+        {
+            out.push(h);
+        }
+    }
+    out
+}
+
+fn spawn_signal_forwarder(mask: SigSet, pid: Pid, master: Option<RawFd>) {
+    let _ = std::thread::Builder::new()
+        .name("signals".to_string())
+        .spawn(move || loop {
+            let Ok(sig) = mask.wait() else {
+                continue;
+            };
+            match (sig, master) {
+                (Signal::SIGWINCH, Some(m)) => copy_winsize(0, m),
+                (Signal::SIGWINCH, None) => {}
+                (s, _) => {
+                    let _ = kill(pid, s);
+                }
+            }
+        });
+}
+
+/// Wait for the init; its exit code, or 128 + the signal that killed it.
+fn reap(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}

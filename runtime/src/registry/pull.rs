@@ -1,0 +1,588 @@
+//! `pull`: manifest → (index → platform) → config → layers, into the image store.
+//!
+//! Layers are downloaded by `parallel` threads into partial files under `<root>/partial/`
+//! (outside `tmp/`, which the store empties, so an interrupted pull resumes); the calling thread
+//! extracts them in order as they complete. A layer becomes visible only after its compressed
+//! digest and size (download) and its diffID (extraction) were verified; the image becomes visible
+//! last, with `add_image`. A failed pull releases the layers it created and keeps its partial
+//! files, so the next pull resumes or reuses them.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
+
+use ureq::http;
+
+use super::auth;
+use super::blob;
+use super::client::{Client, Endpoint, Req};
+use super::manifest::{self, Descriptor, ImageManifest, Manifest, Platform};
+use super::{PullError, RegistryError};
+use crate::digest::{chain_ids, ChainId, DiffId, Digest, ImageId};
+use crate::reference::Reference;
+use crate::store::{ImageConfig, Store};
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Platform to select from an index; the host's when `None`.
+    pub platform: Option<Platform>,
+    /// Registries reached over plain HTTP (loopback always is).
+    pub insecure: Vec<String>,
+    /// Concurrent layer downloads (at least 1).
+    pub parallel: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: None,
+            insecure: Vec::new(),
+            parallel: 3,
+        }
+    }
+}
+
+/// What happens to one layer, in Docker's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerStatus {
+    AlreadyExists,
+    PullingFsLayer,
+    Waiting,
+    Downloading { done: u64, total: u64 },
+    VerifyingChecksum,
+    DownloadComplete,
+    Extracting,
+    PullComplete,
+}
+
+impl LayerStatus {
+    /// Docker's text (without progress bar).
+    pub fn text(&self) -> &'static str {
+        match self {
+            LayerStatus::AlreadyExists => "Already exists",
+            LayerStatus::PullingFsLayer => "Pulling fs layer",
+            LayerStatus::Waiting => "Waiting",
+            LayerStatus::Downloading { .. } => "Downloading",
+            LayerStatus::VerifyingChecksum => "Verifying Checksum",
+            LayerStatus::DownloadComplete => "Download complete",
+            LayerStatus::Extracting => "Extracting",
+            LayerStatus::PullComplete => "Pull complete",
+        }
+    }
+}
+
+/// Progress of a pull, in the order Docker prints it.
+#[derive(Debug, Clone)]
+pub enum PullEvent {
+    /// `<tag or digest>: Pulling from <familiar repository path>`.
+    PullingFrom {
+        reference: String,
+        repository: String,
+    },
+    /// A layer's new status; `id` is the 12-hex short blob digest.
+    Layer { id: String, status: LayerStatus },
+    /// `Digest: sha256:…` (the manifest or index digest the reference resolved to).
+    Digest(String),
+}
+
+/// The result of a successful pull.
+#[derive(Debug, Clone)]
+pub struct PullOutcome {
+    pub image_id: ImageId,
+    /// The reference pulled (with its tag or digest), canonical.
+    pub reference: Reference,
+    /// Digest of the manifest (or index) the reference resolved to.
+    pub manifest_digest: Digest,
+    /// The reference already pointed at this image and no layer had to be fetched.
+    pub up_to_date: bool,
+}
+
+/// Where partial downloads live for a store.
+pub fn partial_dir(store: &Store) -> PathBuf {
+    store.root().join("partial")
+}
+
+/// A client for `reference`'s registry with stored credentials.
+pub fn client_for(registry: &str, insecure: &[String]) -> Result<Client, RegistryError> {
+    let creds = auth::lookup(registry)?;
+    Ok(Client::new(Endpoint::new(registry, insecure), creds))
+}
+
+/// The tags of `reference`'s repository (`GET /v2/<repo>/tags/list`), sorted.
+pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String>, PullError> {
+    let client = client_for(reference.domain(), &opts.insecure)?;
+    let repo = reference.path();
+    let req = Req::new(
+        http::Method::GET,
+        format!("/v2/{repo}/tags/list"),
+        &format!("repository:{repo}:pull"),
+    );
+    let mut resp = client
+        .send_ok(&req)
+        .map_err(|e| map_error(e, &client, reference))?;
+    #[derive(serde::Deserialize)]
+    struct Tags {
+        #[serde(default)]
+        tags: Option<Vec<String>>,
+    }
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
+    let tags: Tags = serde_json::from_slice(&body)
+        .map_err(manifest::ManifestError::from)
+        .map_err(RegistryError::from)?;
+    let mut tags = tags.tags.unwrap_or_default();
+    tags.sort();
+    Ok(tags)
+}
+
+fn read_small(resp: &mut http::Response<ureq::Body>, url: &str) -> Result<Vec<u8>, RegistryError> {
+    resp.body_mut()
+        .with_config()
+        .limit(32 << 20)
+        .read_to_vec()
+        .map_err(|e| RegistryError::BodyIo {
+            url: url.to_string(),
+            source: e.into_io(),
+        })
+}
+
+/// Turn a registry error on a pull into Docker's message for it.
+fn map_error(e: RegistryError, client: &Client, reference: &Reference) -> PullError {
+    let familiar = reference.familiar();
+    let name = reference.familiar_name();
+    let errors = match &e {
+        RegistryError::Api { errors, .. } => errors.clone(),
+        _ => Vec::new(),
+    };
+    let pe = match (e.status(), e.code()) {
+        (_, Some("MANIFEST_UNKNOWN")) | (Some(404), None) => RegistryError::ManifestUnknown {
+            reference: familiar,
+            errors: if errors.is_empty() {
+                vec![super::ApiError {
+                    code: "MANIFEST_UNKNOWN".into(),
+                    message: "manifest unknown".into(),
+                }]
+            } else {
+                errors
+            },
+        },
+        (_, Some("NAME_UNKNOWN")) => RegistryError::NameUnknown { name, errors },
+        (Some(401), _) if client.uses_basic() || !client.uses_bearer() => {
+            RegistryError::Unauthorized {
+                url: match &e {
+                    RegistryError::Api { url, .. } | RegistryError::Unauthorized { url, .. } => {
+                        url.clone()
+                    }
+                    _ => client.base(),
+                },
+                errors: Vec::new(),
+                with_credentials: client.has_credentials(),
+            }
+        }
+        (Some(401 | 403), _) | (_, Some("DENIED")) => RegistryError::AccessDenied { name, errors },
+        _ => e,
+    };
+    PullError::Registry(pe)
+}
+
+/// Fetch a manifest by tag or digest: `(decoded, media type, raw bytes, digest)`.
+fn fetch_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+) -> Result<(Manifest, Vec<u8>, Digest), RegistryError> {
+    let req = Req::new(
+        http::Method::GET,
+        format!("/v2/{repo}/manifests/{reference}"),
+        &format!("repository:{repo}:pull"),
+    )
+    .header("Accept", manifest::ACCEPT_MANIFESTS);
+    let mut resp = client.send_ok(&req)?;
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
+    let digest = Digest::of_bytes(&body);
+    if reference.starts_with("sha256:") && digest.as_str() != reference {
+        return Err(RegistryError::ManifestDigestMismatch {
+            digest: reference.to_string(),
+        });
+    }
+    let (m, _) = Manifest::parse(ct.as_deref(), &body)?;
+    Ok((m, body, digest))
+}
+
+fn fetch_small_blob(client: &Client, repo: &str, d: &Descriptor) -> Result<Vec<u8>, RegistryError> {
+    let req = Req::new(
+        http::Method::GET,
+        format!("/v2/{repo}/blobs/{}", d.digest),
+        &format!("repository:{repo}:pull"),
+    );
+    let mut resp = client.send_ok(&req)?;
+    let body = read_small(&mut resp, &client.absolute(&req.url))?;
+    if blob::sha256_digest(&body) != d.digest || body.len() as u64 != d.size {
+        return Err(RegistryError::DigestMismatch {
+            digest: d.digest.clone(),
+        });
+    }
+    Ok(body)
+}
+
+fn short(digest: &str) -> String {
+    digest
+        .strip_prefix("sha256:")
+        .unwrap_or(digest)
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// What a tag or digest resolved to: the image manifest for our platform, its bytes, and the
+/// bytes and digest of the top-level manifest (an index, or the image manifest itself).
+struct Resolved {
+    image: ImageManifest,
+    image_bytes: Vec<u8>,
+    top_bytes: Vec<u8>,
+    top_digest: Digest,
+}
+
+/// Fetch `reference`'s manifest; through an index, select the platform and fetch its manifest.
+fn resolve_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    opts: &PullOptions,
+) -> Result<Resolved, RegistryError> {
+    let (top, top_bytes, top_digest) = fetch_manifest(client, repo, reference)?;
+    let (image, image_bytes) = match top {
+        Manifest::Image(m) => (*m, top_bytes.clone()),
+        Manifest::Index(idx) => {
+            let want = opts.platform.clone().unwrap_or_else(Platform::host);
+            let d = manifest::select_platform(&idx, &want).ok_or_else(|| {
+                RegistryError::NoMatchingPlatform {
+                    platform: want.to_string(),
+                }
+            })?;
+            match fetch_manifest(client, repo, &d.digest)? {
+                (Manifest::Image(m), bytes, _) => (*m, bytes),
+                (Manifest::Index(_), _, _) => {
+                    return Err(RegistryError::Manifest(
+                        manifest::ManifestError::UnsupportedType("nested index".into()),
+                    ))
+                }
+            }
+        }
+    };
+    Ok(Resolved {
+        image,
+        image_bytes,
+        top_bytes,
+        top_digest,
+    })
+}
+
+/// Pull `reference` (which must carry a tag or a digest) into `store`.
+pub fn pull(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &(dyn Fn(PullEvent) + Sync),
+) -> Result<PullOutcome, PullError> {
+    let reference = reference.clone().docker_ref();
+    let client = client_for(reference.domain(), &opts.insecure)?;
+    let repo = reference.path().to_string();
+    let tag_or_digest = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
+        .map_err(|e| map_error(e, &client, &reference))?;
+    progress(PullEvent::PullingFrom {
+        reference: tag_or_digest.clone(),
+        repository: reference.path().to_string(),
+    });
+    let Resolved {
+        image,
+        image_bytes,
+        top_bytes,
+        top_digest,
+    } = resolved;
+    let config_id = Digest::parse(&image.config.digest)
+        .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
+    let config_bytes = if store.has_blob(&config_id) {
+        store.read_blob(&config_id)?
+    } else {
+        fetch_small_blob(&client, &repo, &image.config)
+            .map_err(|e| map_error(e, &client, &reference))?
+    };
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(crate::store::StoreError::InvalidConfig)?;
+    let diff_ids: Vec<DiffId> = config.rootfs.diff_ids.clone();
+    if diff_ids.len() != image.layers.len() {
+        return Err(PullError::LayerCount {
+            layers: image.layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    for l in &image.layers {
+        blob::sha256_hex(&l.digest)?;
+    }
+    let chains = chain_ids(&diff_ids);
+    let image_id = ImageId(config_id.clone());
+    let previous = store.resolve(&reference.to_string()).ok().map(|r| r.id);
+
+    // Which layers are missing. Docker prints no layer lines for an image it already has.
+    let have_image = store.image(&image_id).is_ok();
+    let mut missing = Vec::new();
+    for (i, l) in image.layers.iter().enumerate() {
+        if store.has_layer(&chains[i]) {
+            if have_image {
+                continue;
+            }
+            progress(PullEvent::Layer {
+                id: short(&l.digest),
+                status: LayerStatus::AlreadyExists,
+            });
+        } else {
+            missing.push(i);
+        }
+    }
+    for &i in &missing {
+        progress(PullEvent::Layer {
+            id: short(&image.layers[i].digest),
+            status: LayerStatus::PullingFsLayer,
+        });
+    }
+    // Layers beyond the first `parallel` wait for a download slot, as Docker shows.
+    for &i in missing.iter().skip(opts.parallel.max(1)) {
+        progress(PullEvent::Layer {
+            id: short(&image.layers[i].digest),
+            status: LayerStatus::Waiting,
+        });
+    }
+    let pdir = partial_dir(store);
+    std::fs::create_dir_all(&pdir).map_err(|source| RegistryError::Io {
+        path: pdir.clone(),
+        source,
+    })?;
+    remove_stale_partials(&pdir);
+    let mut created: Vec<ChainId> = Vec::new();
+    let result = download_and_extract(
+        store,
+        &client,
+        &repo,
+        &image.layers,
+        &diff_ids,
+        &chains,
+        &missing,
+        &pdir,
+        opts,
+        progress,
+        &mut created,
+    )
+    .map_err(|e| match e {
+        PullError::Registry(r) => map_error(r, &client, &reference),
+        other => other,
+    })
+    .and_then(|paths| {
+        // Keep the compressed blobs and the manifest for push, then make the image visible.
+        for (i, path) in &paths {
+            let d = Digest::parse(&image.layers[*i].digest)?;
+            if store.has_blob(&d) {
+                continue;
+            }
+            let f = File::open(path).map_err(|source| RegistryError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            store.put_blob(f, Some(&d))?;
+        }
+        // The image manifest, so `push` can send the same bytes (same digest) back.
+        store.put_blob(&image_bytes[..], None)?;
+        if top_bytes != image_bytes {
+            // and the index it was chosen from (the repo digest names it).
+            store.put_blob(&top_bytes[..], None)?;
+        }
+        let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
+        if reference.digest().is_none() {
+            refs.insert(0, reference.clone());
+        }
+        let id = store.add_image(&config_bytes, &refs, None)?;
+        for (_, path) in paths.iter().filter(|(_, p)| p.starts_with(&pdir)) {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(id)
+    });
+    let id = match result {
+        Ok(id) => id,
+        Err(e) => {
+            created.reverse();
+            let _ = store.release_layers(&created);
+            return Err(e);
+        }
+    };
+    debug_assert_eq!(id, image_id);
+    progress(PullEvent::Digest(top_digest.to_string()));
+    Ok(PullOutcome {
+        up_to_date: missing.is_empty() && previous.as_ref() == Some(&id),
+        image_id: id,
+        reference,
+        manifest_digest: top_digest,
+    })
+}
+
+/// Partial downloads nobody resumed for a week are dropped.
+fn remove_stale_partials(dir: &Path) {
+    let week = std::time::Duration::from_secs(7 * 24 * 3600);
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > week);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Download `missing` layers on `opts.parallel` threads and extract every missing layer in order
+/// on this thread. Returns the partial files of the downloaded layers by index.
+#[allow(clippy::too_many_arguments)]
+fn download_and_extract(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    layers: &[Descriptor],
+    diff_ids: &[DiffId],
+    chains: &[ChainId],
+    missing: &[usize],
+    pdir: &Path,
+    opts: &PullOptions,
+    progress: &(dyn Fn(PullEvent) + Sync),
+    created: &mut Vec<ChainId>,
+) -> Result<Vec<(usize, PathBuf)>, PullError> {
+    let queue = Mutex::new(missing.iter().copied().collect::<VecDeque<usize>>());
+    let abort = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<(usize, Result<PathBuf, RegistryError>)>();
+    let threads = opts.parallel.max(1).min(missing.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (queue, abort) = (&queue, &abort);
+            s.spawn(move || loop {
+                if abort.load(Ordering::SeqCst) {
+                    break;
+                }
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(i) = next else { break };
+                let l = &layers[i];
+                let id = short(&l.digest);
+                let cb = |done: u64, total: u64| {
+                    progress(PullEvent::Layer {
+                        id: id.clone(),
+                        status: LayerStatus::Downloading { done, total },
+                    })
+                };
+                // A compressed blob the store still has (the image was removed, its blobs were
+                // not) is used as is: it was verified when it was stored.
+                let local = Digest::parse(&l.digest).ok().filter(|d| {
+                    store.has_blob(d)
+                        && std::fs::metadata(store.blob_path(d)).is_ok_and(|m| m.len() == l.size)
+                });
+                let r = match local {
+                    Some(d) => Ok(store.blob_path(&d)),
+                    None => blob::fetch(client, repo, &l.digest, l.size, pdir, &cb),
+                };
+                if r.is_ok() {
+                    progress(PullEvent::Layer {
+                        id: id.clone(),
+                        status: LayerStatus::VerifyingChecksum,
+                    });
+                    progress(PullEvent::Layer {
+                        id: id.clone(),
+                        status: LayerStatus::DownloadComplete,
+                    });
+                }
+                if tx.send((i, r)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut done: Vec<Option<PathBuf>> = vec![None; layers.len()];
+        let mut paths = Vec::new();
+        let mut parent: Option<&ChainId> = None;
+        for (i, l) in layers.iter().enumerate() {
+            if !missing.contains(&i) {
+                parent = Some(&chains[i]);
+                continue;
+            }
+            while done[i].is_none() {
+                match rx.recv() {
+                    Ok((j, Ok(p))) => done[j] = Some(p),
+                    Ok((_, Err(e))) => {
+                        abort.store(true, Ordering::SeqCst);
+                        return Err(PullError::Registry(e));
+                    }
+                    Err(_) => {
+                        abort.store(true, Ordering::SeqCst);
+                        return Err(PullError::Registry(RegistryError::DigestMismatch {
+                            digest: l.digest.clone(),
+                        }));
+                    }
+                }
+            }
+            let Some(path) = done[i].take() else { continue };
+            let id = short(&l.digest);
+            if store.has_layer(&chains[i]) {
+                // A concurrent pull of the same layer got there first.
+                progress(PullEvent::Layer {
+                    id,
+                    status: LayerStatus::PullComplete,
+                });
+                paths.push((i, path));
+                parent = Some(&chains[i]);
+                continue;
+            }
+            progress(PullEvent::Layer {
+                id: id.clone(),
+                status: LayerStatus::Extracting,
+            });
+            let f = File::open(&path).map_err(|source| RegistryError::Io {
+                path: path.clone(),
+                source,
+            });
+            let added = f.map_err(PullError::from).and_then(|f| {
+                Ok(store.add_layer(std::io::BufReader::new(f), parent, Some(&diff_ids[i]))?)
+            });
+            match added {
+                Ok(info) => {
+                    if info.created {
+                        created.push(info.chain_id.clone());
+                    }
+                }
+                Err(e) => {
+                    abort.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+            progress(PullEvent::Layer {
+                id,
+                status: LayerStatus::PullComplete,
+            });
+            paths.push((i, path));
+            parent = Some(&chains[i]);
+        }
+        Ok(paths)
+    })
+}

@@ -1,0 +1,272 @@
+//! Layers: extracted layer dirs keyed by ChainID (`layers/<chainhex>/{diff/,layer.json,tar-split.gz}`).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::extract;
+use super::fsutil::{fsync_dir, remove_any, unique_tmp, Staging};
+use super::tarsplit;
+use super::{io_at, Result, Store, StoreError};
+use crate::digest::{chain_id_on, ChainId, DiffId, Digest, HashingReader, HashingWriter};
+
+/// Metadata of one stored layer (`layer.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub chain_id: ChainId,
+    pub diff_id: DiffId,
+    pub parent: Option<ChainId>,
+    /// Docker's layer size: bytes of regular files (hard links once) and symlink targets.
+    pub size: u64,
+    /// Bytes of the uncompressed tar.
+    pub tar_size: u64,
+    /// Digest and size of the input as received, when it was compressed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed_digest: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed_size: Option<u64>,
+    /// True when this call created the layer (false: it already existed). Not stored.
+    #[serde(skip)]
+    pub created: bool,
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// Compression of a layer stream, detected by magic bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+pub fn detect_compression(head: &[u8]) -> Compression {
+    if head.starts_with(GZIP_MAGIC) {
+        Compression::Gzip
+    } else if head.starts_with(ZSTD_MAGIC) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// Wrap `r` in the decompressor its first bytes call for.
+pub fn decompress<'a, R: BufRead + 'a>(mut r: R) -> io::Result<Box<dyn Read + 'a>> {
+    let head = r.fill_buf()?;
+    Ok(match detect_compression(head) {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        Compression::None => Box::new(r),
+    })
+}
+
+impl Store {
+    fn layer_path(&self, c: &ChainId) -> PathBuf {
+        self.layers_dir().join(c.hex())
+    }
+
+    /// The directory holding the layer's files (overlay format).
+    pub fn layer_diff_dir(&self, c: &ChainId) -> PathBuf {
+        self.layer_path(c).join("diff")
+    }
+
+    pub fn has_layer(&self, c: &ChainId) -> bool {
+        self.layer_path(c).join("layer.json").is_file()
+    }
+
+    pub fn layer(&self, c: &ChainId) -> Result<LayerInfo> {
+        let p = self.layer_path(c).join("layer.json");
+        let bytes = match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NoSuchLayer(c.clone()))
+            }
+            Err(e) => return Err(io_at(&p)(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|source| StoreError::CorruptMetadata { path: p, source })
+    }
+
+    /// All stored layers.
+    pub fn layers(&self) -> Result<Vec<LayerInfo>> {
+        let dir = self.layers_dir();
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let e = e.map_err(io_at(&dir))?;
+            let Ok(c) = ChainId::parse(&format!("sha256:{}", e.file_name().to_string_lossy()))
+            else {
+                continue;
+            };
+            if let Ok(info) = self.layer(&c) {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stream a layer tar (gzip, zstd or plain, detected by magic) into the store on top of
+    /// `parent`. Hostile entries are refused; with `expected`, the diffID must match. Nothing
+    /// is visible in `layers/` unless everything succeeded. If the resulting chain already
+    /// exists, the existing layer is returned (`created == false`); when `expected` is given
+    /// and its chain exists, the input is not even read.
+    pub fn add_layer(
+        &self,
+        input: impl Read,
+        parent: Option<&ChainId>,
+        expected: Option<&DiffId>,
+    ) -> Result<LayerInfo> {
+        if let Some(p) = parent {
+            if !self.has_layer(p) {
+                return Err(StoreError::NoSuchLayer(p.clone()));
+            }
+        }
+        if let Some(exp) = expected {
+            let c = chain_id_on(parent, exp);
+            if self.has_layer(&c) {
+                return self.layer(&c);
+            }
+        }
+        let staging = Staging::new(unique_tmp(&self.tmp_dir(), "layer"));
+        let diff = staging.path().join("diff");
+        std::fs::create_dir_all(&diff).map_err(io_at(&diff))?;
+        let diff_fd = File::open(&diff).map_err(io_at(&diff))?;
+
+        let split_path = staging.path().join("tar-split.gz");
+        let split_file = File::create(&split_path).map_err(io_at(&split_path))?;
+        let mut split = flate2::write::GzEncoder::new(
+            io::BufWriter::new(split_file),
+            flate2::Compression::fast(),
+        );
+        let mut raw = BufReader::with_capacity(1 << 20, HashingReader::new(input));
+        let compression = detect_compression(raw.fill_buf().map_err(StoreError::Decompress)?);
+        let result = {
+            let mut dec = decompress(&mut raw).map_err(StoreError::Decompress)?;
+            let r = extract::extract(&mut dec, diff_fd.as_fd(), &mut split);
+            if r.is_ok() {
+                // Drain the rest of the compressed stream (gzip trailer) so it is verified.
+                io::copy(&mut dec, &mut io::sink()).map_err(StoreError::Decompress)?;
+            }
+            r?
+        };
+        io::copy(&mut raw, &mut io::sink()).map_err(StoreError::Decompress)?;
+        let (compressed_digest, compressed_size) = raw.into_inner().finish();
+
+        let diff_id = DiffId(result.diff_id);
+        if let Some(exp) = expected {
+            if *exp != diff_id {
+                return Err(StoreError::DiffIdMismatch {
+                    expected: exp.clone(),
+                    actual: diff_id,
+                });
+            }
+        }
+        let chain_id = chain_id_on(parent, &diff_id);
+        let compressed = compression != Compression::None;
+        let info = LayerInfo {
+            chain_id: chain_id.clone(),
+            diff_id,
+            parent: parent.cloned(),
+            size: result.size,
+            tar_size: result.tar_size,
+            compressed_digest: compressed.then_some(compressed_digest),
+            compressed_size: compressed.then_some(compressed_size),
+            created: true,
+        };
+        let f = split
+            .finish()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .map_err(io_at(&split_path))?;
+        f.sync_all().map_err(io_at(&split_path))?;
+        if !result.patches.is_empty() {
+            let p = staging.path().join("tar-split.patches");
+            let mut f = File::create(&p).map_err(io_at(&p))?;
+            tarsplit::write_patches(&result.patches, &mut f)
+                .and_then(|_| f.sync_all())
+                .map_err(io_at(&p))?;
+        }
+        self.finish_layer(staging, &info)
+    }
+
+    fn finish_layer(&self, staging: Staging, info: &LayerInfo) -> Result<LayerInfo> {
+        let meta = staging.path().join("layer.json");
+        let json = serde_json::to_vec_pretty(info).unwrap_or_default();
+        let mut f = File::create(&meta).map_err(io_at(&meta))?;
+        f.write_all(&json)
+            .and_then(|_| f.sync_all())
+            .map_err(io_at(&meta))?;
+        fsync_dir(staging.path())?;
+
+        let dest = self.layer_path(&info.chain_id);
+        match std::fs::rename(staging.path(), &dest) {
+            Ok(()) => {
+                staging.keep();
+                fsync_dir(&self.layers_dir())?;
+                Ok(info.clone())
+            }
+            // Someone else stored the same chain first: theirs wins, ours is dropped.
+            Err(e) if dest.exists() => {
+                drop(e);
+                let mut existing = self.layer(&info.chain_id)?;
+                existing.created = false;
+                Ok(existing)
+            }
+            Err(e) => Err(io_at(&dest)(e)),
+        }
+    }
+
+    /// Store the contents of an overlay-format directory (e.g. a container's upper dir) as a
+    /// new layer on `parent`: it is written as a layer tar (whiteouts → `.wh.` entries) and
+    /// added like any other, so its diffID is that of the tar `layer_tar` will produce.
+    pub fn add_layer_from_dir(&self, dir: &Path, parent: Option<&ChainId>) -> Result<LayerInfo> {
+        let staging = Staging::new(unique_tmp(&self.tmp_dir(), "dirtar"));
+        let f = File::create(staging.path()).map_err(io_at(staging.path()))?;
+        let mut w = io::BufWriter::new(f);
+        super::tarwrite::write_dir_tar(dir, &mut w)?;
+        w.flush().map_err(io_at(staging.path()))?;
+        drop(w);
+        let f = File::open(staging.path()).map_err(io_at(staging.path()))?;
+        self.add_layer(f, parent, None)
+    }
+
+    /// Write the layer's exact uncompressed tar (byte-identical to what was added) to `out`,
+    /// verifying its diffID on the way.
+    pub fn layer_tar(&self, c: &ChainId, out: &mut dyn Write) -> Result<LayerInfo> {
+        let info = self.layer(c)?;
+        let split = self.layer_path(c).join("tar-split.gz");
+        let f = File::open(&split).map_err(io_at(&split))?;
+        let patches_path = self.layer_path(c).join("tar-split.patches");
+        let patches = match File::open(&patches_path) {
+            Ok(mut p) => tarsplit::read_patches(&mut p).map_err(io_at(&patches_path))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(io_at(&patches_path)(e)),
+        };
+        let diff = self.layer_diff_dir(c);
+        let root = File::open(&diff).map_err(io_at(&diff))?;
+        let mut w = HashingWriter::new(out);
+        let mut gz = io::BufReader::new(flate2::read::GzDecoder::new(f));
+        tarsplit::rebuild(&mut gz, &patches, root.as_fd(), &mut w).map_err(io_at(&diff))?;
+        let (actual, _, _) = w.finish();
+        if actual != info.diff_id.0 {
+            return Err(StoreError::DiffIdMismatch {
+                expected: info.diff_id.clone(),
+                actual: DiffId(actual),
+            });
+        }
+        Ok(info)
+    }
+
+    /// Delete a layer dir (moved into tmp first so a half-deleted layer is never visible).
+    pub(crate) fn delete_layer(&self, c: &ChainId) -> Result<()> {
+        let p = self.layer_path(c);
+        let t = unique_tmp(&self.tmp_dir(), "rmlayer");
+        match std::fs::rename(&p, &t) {
+            Ok(()) => remove_any(&t).map_err(io_at(&t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_at(&p)(e)),
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! Store unit tests on real temp dirs (run as root: whiteouts are char devices).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use strata_testkit::fixtures::{self, LayerTar};
+
+use super::*;
+use crate::digest::chain_ids;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path()).unwrap();
+    (t, s)
+}
+
+fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, p: &Path, out: &mut Vec<String>) {
+        let mut v: Vec<_> = std::fs::read_dir(p).unwrap().flatten().collect();
+        v.sort_by_key(|e| e.file_name());
+        for e in v {
+            let path = e.path();
+            out.push(path.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &path, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out.retain(|p| p != "store.lock");
+    out
+}
+
+fn overlay_xattr(p: &Path, k: &str) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let ck = std::ffi::CString::new(k).unwrap();
+    let mut buf = [0u8; 16];
+    let n = unsafe { libc::lgetxattr(cp.as_ptr(), ck.as_ptr(), buf.as_mut_ptr().cast(), 16) };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+#[test]
+fn layer_roundtrip_and_overlay_format() {
+    let (_t, s) = store();
+    let base = fixtures::busybox_layer().unwrap();
+    let l0 = s.add_layer(&base[..], None, None).unwrap();
+    assert!(l0.created);
+    assert_eq!(l0.diff_id.as_str(), fixtures::sha256(&base));
+    assert_eq!(l0.chain_id.as_str(), l0.diff_id.as_str());
+    let mut top = LayerTar::new();
+    top.whiteout("etc/motd")
+        .dir("home/", 0o755)
+        .opaque("home")
+        .file("home/new", b"new\n", 0o644)
+        .file("data/a", b"x", 0o600)
+        .hardlink("data/b", "data/a")
+        .symlink("data/link", "/etc/passwd")
+        .fifo("data/fifo")
+        .file(".wh..wh.plnk", b"", 0o600);
+    let top = top.into_bytes();
+    let gz = fixtures::gzip(&top);
+    let l1 = s.add_layer(&gz[..], Some(&l0.chain_id), None).unwrap();
+    assert_eq!(l1.diff_id.as_str(), fixtures::sha256(&top));
+    assert_eq!(
+        l1.compressed_digest.as_ref().unwrap().as_str(),
+        fixtures::sha256(&gz)
+    );
+    assert_eq!(l1.parent.as_ref(), Some(&l0.chain_id));
+    let d = s.layer_diff_dir(&l1.chain_id);
+    let wh = std::fs::symlink_metadata(d.join("etc/motd")).unwrap();
+    assert!(wh.file_type().is_char_device());
+    assert_eq!(wh.rdev(), 0);
+    assert_eq!(
+        overlay_xattr(&d.join("home"), "trusted.overlay.opaque"),
+        Some(b"y".to_vec())
+    );
+    assert!(!d.join("home/.wh..wh..opq").exists());
+    assert!(!d.join(".wh..wh.plnk").exists());
+    let a = std::fs::metadata(d.join("data/a")).unwrap();
+    let b = std::fs::metadata(d.join("data/b")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.mode() & 0o7777, 0o600);
+    assert_eq!(
+        std::fs::read_link(d.join("data/link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert!(std::fs::symlink_metadata(d.join("data/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(l1.size, 4 + 1 + "/etc/passwd".len() as u64);
+
+    // The exact tar comes back.
+    let mut out = Vec::new();
+    s.layer_tar(&l1.chain_id, &mut out).unwrap();
+    assert_eq!(out, top);
+    let mut out = Vec::new();
+    s.layer_tar(&l0.chain_id, &mut out).unwrap();
+    assert_eq!(out, base);
+
+    // Idempotent, with and without a known diffID.
+    let again = s.add_layer(&top[..], Some(&l0.chain_id), None).unwrap();
+    assert!(!again.created);
+    let known = s
+        .add_layer(std::io::empty(), Some(&l0.chain_id), Some(&l1.diff_id))
+        .unwrap();
+    assert_eq!(known.chain_id, l1.chain_id);
+    let dirs = s.layers().unwrap();
+    assert_eq!(dirs.len(), 2);
+}
+
+#[test]
+fn zstd_layers_are_detected() {
+    let (_t, s) = store();
+    let mut t = LayerTar::new();
+    t.file("hello", b"world", 0o644);
+    let t = t.into_bytes();
+    let z = zstd::stream::encode_all(&t[..], 3).unwrap();
+    let l = s.add_layer(&z[..], None, None).unwrap();
+    assert_eq!(l.diff_id.as_str(), fixtures::sha256(&t));
+    assert_eq!(
+        std::fs::read(s.layer_diff_dir(&l.chain_id).join("hello")).unwrap(),
+        b"world"
+    );
+}
+
+#[test]
+fn add_layer_from_dir_converts_whiteouts() {
+    let (t, s) = store();
+    let up = t.path().join("upper-src");
+    std::fs::create_dir_all(up.join("usr/sbin")).unwrap();
+    std::fs::write(up.join("usr/sbin/newtool"), "hi\n").unwrap();
+    nix::sys::stat::mknod(
+        &up.join("gone"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+    let f = std::fs::File::open(up.join("usr/sbin")).unwrap();
+    use std::os::fd::AsFd;
+    extract::set_opaque(f.as_fd()).unwrap();
+    let l = s.add_layer_from_dir(&up, None).unwrap();
+    let d = s.layer_diff_dir(&l.chain_id);
+    assert!(std::fs::symlink_metadata(d.join("gone"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert_eq!(
+        overlay_xattr(&d.join("usr/sbin"), "trusted.overlay.opaque"),
+        Some(b"y".to_vec())
+    );
+    assert_eq!(std::fs::read(d.join("usr/sbin/newtool")).unwrap(), b"hi\n");
+    let mut tar = Vec::new();
+    s.layer_tar(&l.chain_id, &mut tar).unwrap();
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&".wh.gone".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"usr/sbin/.wh..wh..opq".to_string()),
+        "{names:?}"
+    );
+}
+
+fn assert_refused(s: &Store, root: &Path, tar: &[u8], parent: Option<&ChainId>, what: &str) {
+    let before = listing(root);
+    let err = s.add_layer(tar, parent, None).unwrap_err();
+    let msg = err.to_string();
+    assert!(!msg.contains('\n'), "{what}: multi-line error {msg}");
+    assert_eq!(listing(root), before, "{what}: store changed ({msg})");
+}
+
+#[test]
+fn hostile_layers_are_refused_and_leave_nothing() {
+    let (t, s) = store();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("absolute", {
+            let mut l = LayerTar::new();
+            l.file("/abs", b"x", 0o644);
+            l.into_bytes()
+        }),
+        ("dotdot", {
+            let mut l = LayerTar::new();
+            l.file("a/../../escape", b"x", 0o644);
+            l.into_bytes()
+        }),
+        ("symlink-dir-escape", {
+            let mut l = LayerTar::new();
+            l.symlink("evil", outside.path().to_str().unwrap()).file(
+                "evil/victim",
+                b"pwned",
+                0o644,
+            );
+            l.into_bytes()
+        }),
+        ("relative-symlink-escape", {
+            let mut l = LayerTar::new();
+            l.symlink("up", "../../../../../../../..")
+                .file("up/tmp/victim", b"pwned", 0o644);
+            l.into_bytes()
+        }),
+        ("hardlink-outside", {
+            let mut l = LayerTar::new();
+            l.hardlink("passwd", "/etc/passwd");
+            l.into_bytes()
+        }),
+        ("hardlink-dotdot", {
+            let mut l = LayerTar::new();
+            l.hardlink("passwd", "../../../../etc/passwd");
+            l.into_bytes()
+        }),
+        ("hardlink-missing", {
+            let mut l = LayerTar::new();
+            l.hardlink("x", "etc/passwd");
+            l.into_bytes()
+        }),
+        ("hardlink-through-symlink", {
+            let mut l = LayerTar::new();
+            l.symlink("etc", "/etc").hardlink("x", "etc/passwd");
+            l.into_bytes()
+        }),
+        ("truncated-gzip", {
+            let mut l = LayerTar::new();
+            l.file("big", &vec![7u8; 100_000], 0o644);
+            let gz = fixtures::gzip(&l.into_bytes());
+            gz[..gz.len() / 2].to_vec()
+        }),
+        ("truncated-tar", {
+            let mut l = LayerTar::new();
+            l.file("big", &vec![7u8; 100_000], 0o644);
+            let b = l.into_bytes();
+            b[..50_000].to_vec()
+        }),
+    ];
+    for (what, tar) in &cases {
+        assert_refused(&s, t.path(), tar, None, what);
+    }
+    assert!(!victim.exists());
+    assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
+
+    // Wrong diffID.
+    let mut l = LayerTar::new();
+    l.file("ok", b"fine", 0o644);
+    let good = l.into_bytes();
+    let before = listing(t.path());
+    let wrong = DiffId(Digest::of_bytes(b"not it"));
+    let e = s.add_layer(&good[..], None, Some(&wrong)).unwrap_err();
+    assert!(matches!(e, StoreError::DiffIdMismatch { .. }), "{e}");
+    assert_eq!(listing(t.path()), before);
+}
+
+fn config_for(layers: &[&[u8]], created: &str) -> Vec<u8> {
+    let ids: Vec<String> = layers.iter().map(|l| fixtures::sha256(l)).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "created": created,
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": ids},
+    }))
+    .unwrap()
+}
+
+#[test]
+fn images_refs_and_resolution() {
+    let (_t, s) = store();
+    let mut l = LayerTar::new();
+    l.file("a", b"a", 0o644);
+    let la = l.into_bytes();
+    let info = s.add_layer(&la[..], None, None).unwrap();
+    let r = |x: &str| Reference::parse(x).unwrap();
+    let c1 = config_for(&[&la], "2024-01-01T00:00:00Z");
+    let id1 = s
+        .add_image(&c1, &[r("busybox"), r("busybox:1")], None)
+        .unwrap();
+    assert_eq!(id1.as_str(), fixtures::sha256(&c1));
+    let rec = s.resolve("busybox").unwrap();
+    assert_eq!(rec.id, id1);
+    assert_eq!(rec.size, info.size);
+    let tags: Vec<String> = rec.repo_tags.iter().map(|r| r.familiar()).collect();
+    assert_eq!(tags, ["busybox:1", "busybox:latest"]);
+    assert_eq!(s.resolve(id1.hex()).unwrap().id, id1);
+    assert_eq!(s.resolve(id1.as_str()).unwrap().id, id1);
+    assert_eq!(s.resolve(&id1.hex()[..3]).unwrap().id, id1);
+    assert_eq!(s.resolve("docker.io/library/busybox:1").unwrap().id, id1);
+    assert_eq!(
+        s.resolve("nope").unwrap_err().to_string(),
+        "No such image: nope:latest"
+    );
+    assert_eq!(
+        s.resolve("Nope").unwrap_err().to_string(),
+        "invalid reference format: repository name (library/Nope) must be lowercase"
+    );
+    assert_eq!(
+        s.layer_dirs(&rec).unwrap(),
+        vec![s.layer_diff_dir(&info.chain_id)]
+    );
+
+    // Moving a tag leaves the old image dangling.
+    let c2 = config_for(&[&la], "2024-02-01T00:00:00Z");
+    let id2 = s
+        .add_image(&c2, &[r("busybox:1"), r("busybox:latest")], Some(&id1))
+        .unwrap();
+    let old = s.image(&id1).unwrap();
+    assert!(old.is_untagged());
+    let all = s.images().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].id, id2, "newest first");
+    assert_eq!(all[0].parent.as_ref(), Some(&id1));
+    assert_eq!(s.children(&id1).unwrap(), vec![id2.clone()]);
+    s.tag(&id1, &r("other:v1")).unwrap();
+    assert_eq!(s.resolve("other:v1").unwrap().id, id1);
+    assert_eq!(s.untag(&r("other:v1")).unwrap(), id1);
+    assert!(s.untag(&r("other:v1")).is_err());
+
+    // An image whose layers are missing is refused.
+    let c3 = config_for(&[b"missing"], "2024-01-01T00:00:00Z");
+    assert!(matches!(
+        s.add_image(&c3, &[], None),
+        Err(StoreError::NoSuchLayer(_))
+    ));
+
+    // Deleting drops refs and only unshared layers.
+    let gone = s.delete_image_unchecked(&id2).unwrap();
+    assert!(gone.is_empty(), "layer still used by id1");
+    let gone = s.delete_image_unchecked(&id1).unwrap();
+    assert_eq!(gone, vec![info.chain_id.clone()]);
+    assert!(!s.has_layer(&info.chain_id));
+    assert!(s.images().unwrap().is_empty());
+}
+
+#[test]
+fn blobs_verify_digest() {
+    let (t, s) = store();
+    let d = s.put_blob(&b"hello"[..], None).unwrap();
+    assert_eq!(s.read_blob(&d).unwrap(), b"hello");
+    let before = listing(t.path());
+    let wrong = Digest::of_bytes(b"other");
+    assert!(matches!(
+        s.put_blob(&b"hello!"[..], Some(&wrong)),
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert_eq!(listing(t.path()), before);
+}
+
+fn small_layer(s: &Store, name: &str, parent: Option<&ChainId>) -> (Vec<u8>, LayerInfo) {
+    let mut l = LayerTar::new();
+    l.file(name, name.as_bytes(), 0o644);
+    let b = l.into_bytes();
+    let info = s.add_layer(&b[..], parent, None).unwrap();
+    (b, info)
+}
+
+#[test]
+fn rmi_conflicts_follow_docker() {
+    let (_t, s) = store();
+    let r = |x: &str| Reference::parse(x).unwrap();
+    let (la, _) = small_layer(&s, "a", None);
+    let (lb, _) = small_layer(&s, "b", Some(&ChainId(Digest::of_bytes(&la))));
+    let base_cfg = config_for(&[&la], "2024-01-01T00:00:00Z");
+    let base = s
+        .add_image(&base_cfg, &[r("base:1"), r("base:2")], None)
+        .unwrap();
+    let child_cfg = config_for(&[&la, &lb], "2024-02-01T00:00:00Z");
+    let child = s
+        .add_image(&child_cfg, &[r("child:1")], Some(&base))
+        .unwrap();
+    let ctr = ContainerUse {
+        container_id: "0123456789abcdef".repeat(4),
+        image: child.clone(),
+        running: false,
+    };
+    let err = |q: &str, force: bool, c: &[ContainerUse]| {
+        s.remove_image(q, force, true, c).unwrap_err().to_string()
+    };
+    // By ID with two tags (children are checked first, as moby does).
+    s.tag(&child, &r("child:2")).unwrap();
+    assert_eq!(
+        err(child.hex(), false, &[]),
+        format!("conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories", child.short())
+    );
+    s.untag(&r("child:2")).unwrap();
+    // Forced, but it has a child: hard conflict.
+    assert_eq!(
+        err(base.hex(), true, &[]),
+        format!(
+            "conflict: unable to delete {} (cannot be forced) - image has dependent child images",
+            base.short()
+        )
+    );
+    // The only tag of an image a container uses.
+    assert_eq!(
+        err("child:1", false, std::slice::from_ref(&ctr)),
+        format!("conflict: unable to remove repository reference \"child:1\" (must force) - container 0123456789ab is using its referenced image {}", child.short())
+    );
+    assert_eq!(
+        err(child.hex(), false, std::slice::from_ref(&ctr)),
+        format!("conflict: unable to delete {} (must be forced) - image is being used by stopped container 0123456789ab", child.short())
+    );
+    let running = ContainerUse {
+        running: true,
+        ..ctr.clone()
+    };
+    assert_eq!(
+        err(child.hex(), true, std::slice::from_ref(&running)),
+        format!("conflict: unable to delete {} (cannot be forced) - image is being used by running container 0123456789ab", child.short())
+    );
+    // Forced past a stopped container: untagged, kept for the container.
+    let ev = s
+        .remove_image("child:1", true, true, std::slice::from_ref(&ctr))
+        .unwrap();
+    assert_eq!(
+        ev,
+        vec![RemoveEvent::Untagged(r("child:1").with_default_tag())]
+    );
+    assert!(s.image(&child).is_ok());
+    // Without the container: deleting the child prunes nothing else (base is tagged), and
+    // releases only the child's own layer.
+    let ev = s.remove_image(child.short(), false, true, &[]).unwrap();
+    let top = chain_ids(&[DiffId(Digest::of_bytes(&la)), DiffId(Digest::of_bytes(&lb))]);
+    assert_eq!(
+        ev,
+        vec![
+            RemoveEvent::Deleted(child.0.clone()),
+            RemoveEvent::Deleted(top[1].0.clone())
+        ]
+    );
+    // Untag one of two tags, then the last one deletes the image and its layer.
+    assert_eq!(
+        s.remove_image("base:1", false, true, &[]).unwrap(),
+        vec![RemoveEvent::Untagged(r("base:1"))]
+    );
+    let ev = s.remove_image("base:2", false, true, &[]).unwrap();
+    assert_eq!(
+        ev,
+        vec![
+            RemoveEvent::Untagged(r("base:2")),
+            RemoveEvent::Deleted(base.0.clone()),
+            RemoveEvent::Deleted(top[0].0.clone())
+        ]
+    );
+    assert!(s.layers().unwrap().is_empty());
+    assert!(s.images().unwrap().is_empty());
+}
+
+#[test]
+fn untagged_parents_are_pruned_with_their_child() {
+    let (_t, s) = store();
+    let r = |x: &str| Reference::parse(x).unwrap();
+    let (la, _) = small_layer(&s, "a", None);
+    let base = s
+        .add_image(&config_for(&[&la], "2024-01-01T00:00:00Z"), &[], None)
+        .unwrap();
+    let child = s
+        .add_image(
+            &config_for(&[&la], "2024-02-01T00:00:00Z"),
+            &[r("c:1")],
+            Some(&base),
+        )
+        .unwrap();
+    let ev = s.remove_image("c:1", false, true, &[]).unwrap();
+    assert_eq!(ev.len(), 4, "{ev:?}"); // untag, child, parent, layer
+    assert_eq!(ev[1], RemoveEvent::Deleted(child.0.clone()));
+    assert_eq!(ev[2], RemoveEvent::Deleted(base.0.clone()));
+    assert!(s.images().unwrap().is_empty());
+}
+
+#[test]
+fn concurrent_tags_are_never_lost() {
+    let (_t, s) = store();
+    let (la, _) = small_layer(&s, "a", None);
+    let id = s
+        .add_image(&config_for(&[&la], "2024-01-01T00:00:00Z"), &[], None)
+        .unwrap();
+    std::thread::scope(|sc| {
+        for i in 0..16 {
+            let s = s.clone();
+            let id = id.clone();
+            sc.spawn(move || {
+                s.tag(&id, &Reference::parse(&format!("t{i}:v")).unwrap())
+                    .unwrap();
+            });
+        }
+    });
+    assert_eq!(s.image(&id).unwrap().repo_tags.len(), 16);
+}
+
+#[test]
+fn stale_staging_is_cleaned_on_open() {
+    let (t, _s) = store();
+    let stale = t.path().join("tmp/999999999-1-0-layer");
+    std::fs::create_dir_all(stale.join("diff")).unwrap();
+    let live = t
+        .path()
+        .join(format!("tmp/{}-1-0-layer", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    Store::open(t.path()).unwrap();
+    assert!(!stale.exists());
+    assert!(live.exists());
+}
+
+#[test]
+fn long_names_xattrs_devices_and_rewrites() {
+    let (_t, s) = store();
+    let mut b = tar::Builder::new(Vec::new());
+    let long_dir = format!("{}/{}", "d".repeat(120), "e".repeat(90));
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, format!("{long_dir}/"), std::io::empty())
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(3);
+    b.append_data(
+        &mut h,
+        format!("{long_dir}/{}", "f".repeat(150)),
+        &b"abc"[..],
+    )
+    .unwrap();
+    // PAX xattr record on a file.
+    b.append_pax_extensions([("SCHILY.xattr.user.test", &b"hello"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(2);
+    b.append_data(&mut h, "withxattr", &b"xy"[..]).unwrap();
+    // Overlay markers smuggled as xattrs are dropped.
+    b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.opaque", &b"y"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "notopaque/", std::io::empty())
+        .unwrap();
+    // A device node.
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    b.append_data(&mut h, "dev/null", std::io::empty()).unwrap();
+    // The same path twice: the later entry wins, and the tar still rebuilds exactly.
+    for content in [&b"first version"[..], &b"second"[..]] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        b.append_data(&mut h, "twice", content).unwrap();
+    }
+    let bytes = b.into_inner().unwrap();
+    let l = s.add_layer(&bytes[..], None, None).unwrap();
+    let d = s.layer_diff_dir(&l.chain_id);
+    assert_eq!(
+        std::fs::read(d.join(&long_dir).join("f".repeat(150))).unwrap(),
+        b"abc"
+    );
+    assert_eq!(
+        overlay_xattr(&d.join("withxattr"), "user.test"),
+        Some(b"hello".to_vec())
+    );
+    assert_eq!(
+        overlay_xattr(&d.join("notopaque"), "trusted.overlay.opaque"),
+        None
+    );
+    let dev = std::fs::symlink_metadata(d.join("dev/null")).unwrap();
+    assert!(dev.file_type().is_char_device());
+    assert_eq!(dev.rdev(), libc::makedev(1, 3));
+    assert_eq!(std::fs::read(d.join("twice")).unwrap(), b"second");
+    let mut out = Vec::new();
+    s.layer_tar(&l.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
+}
+
+#[test]
+fn replacing_a_dir_or_whiting_out_in_the_same_layer_still_rebuilds() {
+    let (_t, s) = store();
+    let mut l = LayerTar::new();
+    l.dir("d/", 0o755)
+        .file("d/f", b"inside d", 0o644)
+        .dir("d/sub/", 0o755)
+        .file("d/sub/g", b"deeper", 0o644)
+        .file("d", b"d is a file now", 0o644)
+        .file("w", b"to be whited out", 0o644)
+        .whiteout("w");
+    let bytes = l.into_bytes();
+    let info = s.add_layer(&bytes[..], None, None).unwrap();
+    let d = s.layer_diff_dir(&info.chain_id);
+    assert_eq!(std::fs::read(d.join("d")).unwrap(), b"d is a file now");
+    assert!(std::fs::symlink_metadata(d.join("w"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let mut out = Vec::new();
+    s.layer_tar(&info.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
+}
