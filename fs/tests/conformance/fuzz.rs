@@ -13,7 +13,7 @@ use crate::util::*;
 
 const PAGE: u64 = 4096;
 
-fn base_seed() -> u64 {
+pub(crate) fn base_seed() -> u64 {
     std::env::var("STRATA_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -221,7 +221,7 @@ fn fuzz_empty_lower_file(c: &mut Case) {
 
 /// Apply one random namespace operation to a root; the errno (0 = success) is compared between
 /// the mount and a plain reference directory.
-fn namespace_op(root: &Path, rng_vals: &[u64]) -> (String, i32) {
+pub(crate) fn namespace_op(root: &Path, rng_vals: &[u64]) -> (String, i32) {
     let pick = |v: u64| -> String {
         let d = v % 5;
         let n = (v / 5) % 5;
@@ -333,7 +333,7 @@ fn namespace_op(root: &Path, rng_vals: &[u64]) -> (String, i32) {
 }
 
 /// The initial tree, built as layers for the mount and flat for the reference.
-fn namespace_fixture(c: &mut Case, reference: &Path) {
+pub(crate) fn namespace_fixture(c: &mut Case, reference: &Path) {
     let (l0, l1) = (c.lower(0), c.lower(1));
     for d in 0..4 {
         mkdir(l1.join(format!("d{d}")));
