@@ -728,6 +728,36 @@ pub fn sweep_stale(dir: &Path, tag: &str) -> usize {
     n
 }
 
+/// Delete the temp dirs `dir/<tag>-<pid>-…` of processes that no longer exist (left behind when a
+/// test process was killed), once nothing is mounted below them. Call after [`sweep_stale`].
+/// Returns how many were removed.
+pub fn remove_stale_dirs(dir: &Path, tag: &str) -> usize {
+    let marker = format!("{tag}-");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let all_mounts = mounts();
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(tail) = name.strip_prefix(&marker) else {
+            continue;
+        };
+        let Some(pid) = tail.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        let path = e.path();
+        let dead = !Path::new(&format!("/proc/{pid}")).exists();
+        let mounted_below = all_mounts.iter().any(|m| m.path.starts_with(&path));
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        // remove_dir_all does not follow symlinks; nothing is mounted below (checked above).
+        if dead && is_dir && !mounted_below && fs::remove_dir_all(&path).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// `st_dev` of `path` as (major, minor).
 pub fn dev_of(path: &Path) -> io::Result<(u32, u32)> {
     let dev = fs::metadata(path)?.dev();

@@ -203,6 +203,85 @@ fn upper_whiteouts_are_chr_and_opaque_y(c: &mut Case) {
     }
 }
 
+/// A seeded random namespace stream (files, dirs, renames, links, symlinks, FIFOs, xattrs) through
+/// `first`, then the upper dir mounted by `second`: the merged views must be identical.
+fn random_roundtrip(c: &mut Case, first: Target, second: Target, case_seed: u64) {
+    let seed = crate::fuzz::base_seed() ^ case_seed;
+    let reference = c.scratch("unused-reference");
+    crate::fuzz::namespace_fixture(c, &reference);
+    let lowers = c.lowers();
+    let upper = c.upper();
+    let (w1, m1) = (c.work(), c.mnt());
+    c.mount_stack(first, &lowers, Some((&upper, &w1)), &m1);
+    let mut rng = crate::util::Rng::new(seed);
+    for _ in 0..300 {
+        let vals = [rng.next(), rng.next(), rng.next(), rng.next()];
+        crate::fuzz::namespace_op(&m1, &vals);
+    }
+    let before = view(&m1);
+    c.unmount();
+    let (w2, m2) = (c.scratch("work2"), c.scratch("mnt2"));
+    c.mount_stack(second, &lowers, Some((&upper, &w2)), &m2);
+    let after = view(&m2);
+    let diff = diff_trees(&before, &after);
+    assert!(
+        diff.is_empty(),
+        "seed {seed}: views differ after remount:\n{}",
+        diff.join("\n")
+    );
+}
+
+/// Directory renames done by kernel overlayfs (redirect_dir=on writes `trusted.overlay.redirect`,
+/// relative for a rename within a dir, absolute for a move into another dir), read by the target.
+fn kernel_redirects_under_target(c: &mut Case, ops: fn(&Path)) {
+    let l = c.lower(1);
+    mkdir(l.join("a/sub"));
+    mkdir(l.join("b"));
+    write(l.join("a/sub/f"), "f");
+    write(l.join("a/g"), "g");
+    c.lower(0);
+    let lowers = c.lowers();
+    let upper = c.upper();
+    let (w1, m1) = (c.work(), c.mnt());
+    c.mount_stack(Target::Kernel, &lowers, Some((&upper, &w1)), &m1);
+    ops(&m1);
+    let before = view(&m1);
+    c.unmount();
+    let (w2, m2) = (c.scratch("work2"), c.scratch("mnt2"));
+    let t = c.target;
+    c.mount_stack(t, &lowers, Some((&upper, &w2)), &m2);
+    let diff = diff_trees(&before, &view(&m2));
+    assert!(diff.is_empty(), "views differ:\n{}", diff.join("\n"));
+}
+
+fn kernel_absolute_redirect_under_target(c: &mut Case) {
+    kernel_redirects_under_target(c, |m| rename(m.join("a/sub"), m.join("b/sub2")).unwrap())
+}
+
+fn kernel_nested_redirects_under_target(c: &mut Case) {
+    kernel_redirects_under_target(c, |m| {
+        rename(m.join("a"), m.join("z")).unwrap();
+        rename(m.join("z/sub"), m.join("z/sub2")).unwrap();
+    })
+}
+
+fn kernel_moved_then_parent_renamed_under_target(c: &mut Case) {
+    kernel_redirects_under_target(c, |m| {
+        rename(m.join("a/sub"), m.join("b/sub2")).unwrap();
+        rename(m.join("b"), m.join("c")).unwrap();
+    })
+}
+
+fn random_target_upper_mounts_under_kernel(c: &mut Case) {
+    let t = c.target;
+    random_roundtrip(c, t, Target::Kernel, 41)
+}
+
+fn random_kernel_upper_mounts_under_target(c: &mut Case) {
+    let t = c.target;
+    random_roundtrip(c, Target::Kernel, t, 42)
+}
+
 /// fuse-overlayfs 1.10 (what podman users have today) writes `.wh..wh..opq` marker files and odd
 /// `.wh..opq` whiteouts into new directories. strata must read such an upper dir with the same view.
 /// Not a generated case: kernel overlayfs shows those markers as plain files by design.
@@ -246,4 +325,9 @@ cases!(compat:
     kernel_upper_with_dir_renames_mounts_under_target,
     target_remount_same_view,
     upper_whiteouts_are_chr_and_opaque_y,
+    random_target_upper_mounts_under_kernel,
+    random_kernel_upper_mounts_under_target,
+    kernel_absolute_redirect_under_target,
+    kernel_nested_redirects_under_target,
+    kernel_moved_then_parent_renamed_under_target,
 );

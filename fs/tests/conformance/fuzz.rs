@@ -13,7 +13,7 @@ use crate::util::*;
 
 const PAGE: u64 = 4096;
 
-fn base_seed() -> u64 {
+pub(crate) fn base_seed() -> u64 {
     std::env::var("STRATA_FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -221,7 +221,7 @@ fn fuzz_empty_lower_file(c: &mut Case) {
 
 /// Apply one random namespace operation to a root; the errno (0 = success) is compared between
 /// the mount and a plain reference directory.
-fn namespace_op(root: &Path, rng_vals: &[u64]) -> (String, i32) {
+pub(crate) fn namespace_op(root: &Path, rng_vals: &[u64]) -> (String, i32) {
     let pick = |v: u64| -> String {
         let d = v % 5;
         let n = (v / 5) % 5;
@@ -239,17 +239,45 @@ fn namespace_op(root: &Path, rng_vals: &[u64]) -> (String, i32) {
     };
     let e = |r: std::io::Result<()>| r.err().and_then(|e| e.raw_os_error()).unwrap_or(0);
     let (a, b, x) = (rng_vals[1], rng_vals[2], rng_vals[3]);
-    match rng_vals[0] % 11 {
-        0 => {
+    match rng_vals[0] % 14 {
+        11 => {
+            let p = pick(a);
+            let r = setxattr(
+                root.join(&p),
+                &format!("user.k{}", x % 3),
+                format!("v{x}").as_bytes(),
+                0,
+            );
+            (format!("setxattr {p}"), e(r))
+        }
+        12 => {
             let p = pick(a);
             (
-                format!("write {p}"),
-                e(std::fs::write(root.join(&p), format!("data{x}"))),
+                format!("removexattr {p}"),
+                e(removexattr(root.join(&p), &format!("user.k{}", x % 3))),
             )
+        }
+        13 => {
+            let p = pick(a);
+            (format!("mkfifo {p}"), e(mkfifo(root.join(&p), 0o640)))
+        }
+        // O_NONBLOCK: the stream makes FIFOs too, and opening one for writing would wait for a
+        // reader (ENXIO instead, on both sides).
+        0 => {
+            let p = pick(a);
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NONBLOCK;
+            let r = open(root.join(&p), flags, 0o644);
+            let r = r
+                .and_then(|mut f| std::io::Write::write_all(&mut f, format!("data{x}").as_bytes()));
+            (format!("write {p}"), e(r))
         }
         1 => {
             let p = pick(a);
-            let r = std::fs::OpenOptions::new().append(true).open(root.join(&p));
+            let r = open(
+                root.join(&p),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_NONBLOCK,
+                0,
+            );
             let r =
                 r.and_then(|mut f| std::io::Write::write_all(&mut f, format!("+{x}").as_bytes()));
             (format!("append {p}"), e(r))
@@ -305,7 +333,7 @@ fn namespace_op(root: &Path, rng_vals: &[u64]) -> (String, i32) {
 }
 
 /// The initial tree, built as layers for the mount and flat for the reference.
-fn namespace_fixture(c: &mut Case, reference: &Path) {
+pub(crate) fn namespace_fixture(c: &mut Case, reference: &Path) {
     let (l0, l1) = (c.lower(0), c.lower(1));
     for d in 0..4 {
         mkdir(l1.join(format!("d{d}")));
@@ -395,6 +423,120 @@ fn namespace_against_plain_dir(c: &mut Case, case_seed: u64) {
     );
 }
 
+/// The same random namespace stream on the target and, side by side, on kernel overlayfs over the
+/// same lower layers (own upper dirs): every errno and the whole merged view must agree.
+fn differential_vs_kernel(c: &mut Case, case_seed: u64) {
+    let seed = base_seed() ^ case_seed;
+    let mut rng = Rng::new(seed);
+    let scratch_ref = c.scratch("unused-reference");
+    namespace_fixture(c, &scratch_ref);
+    let lowers = c.lowers();
+    let m = c.mount();
+    let (ku, kw, km) = (
+        c.scratch("kernel-upper"),
+        c.scratch("kernel-work"),
+        c.scratch("kernel-mnt"),
+    );
+    c.mount_stack(
+        crate::harness::Target::Kernel,
+        &lowers,
+        Some((&ku, &kw)),
+        &km,
+    );
+    let mut log = Vec::new();
+    for step in 0..300 {
+        let vals = [rng.next(), rng.next(), rng.next(), rng.next()];
+        let (what, got) = namespace_op(&m, &vals);
+        let (_, want) = namespace_op(&km, &vals);
+        log.push(format!("{what} -> {got}"));
+        let recent = log[log.len().saturating_sub(12)..].join("; ");
+        assert_eq!(
+            got, want,
+            "seed {seed} step {step}: `{what}`: target errno vs kernel\n  recent: {recent}"
+        );
+        if step % 20 == 19 {
+            let diff = diff_trees(&timeless(view(&m)), &timeless(view(&km)));
+            assert!(
+                diff.is_empty(),
+                "seed {seed} step {step}: target vs kernel:\n{}\n  recent: {recent}",
+                diff.join("\n")
+            );
+        }
+    }
+}
+
+/// The differential stream again, run by uid 65534 over a tree with mixed owners and modes
+/// (root-owned, nobody-owned, sticky, world-writable): every permission errno must match the kernel.
+fn differential_as_nobody(c: &mut Case) {
+    let seed = base_seed() ^ 31;
+    let scratch_ref = c.scratch("unused-reference");
+    namespace_fixture(c, &scratch_ref);
+    let l1 = c.lower(1);
+    lchown(l1.join("d0"), 65534, 65534).unwrap();
+    chmod(l1.join("d1"), 0o1777).unwrap();
+    chmod(l1.join("d3"), 0o777).unwrap();
+    lchown(l1.join("d3/n0"), 65534, 65534).unwrap();
+    lchown(l1.join("d1/n1"), 65534, 65534).unwrap();
+    chmod(l1.join("d3/n1"), 0o666).unwrap();
+    chmod(c.root(), 0o755).unwrap();
+    let lowers = c.lowers();
+    let m = c.mount();
+    let (ku, kw, km) = (
+        c.scratch("kernel-upper"),
+        c.scratch("kernel-work"),
+        c.scratch("kernel-mnt"),
+    );
+    c.mount_stack(
+        crate::harness::Target::Kernel,
+        &lowers,
+        Some((&ku, &kw)),
+        &km,
+    );
+    let (m2, km2) = (m.clone(), km.clone());
+    let out = strata_testkit::mount::run_as(
+        strata_testkit::mount::Creds::NOBODY,
+        std::time::Duration::from_secs(100),
+        move || {
+            let mut rng = Rng::new(seed);
+            let mut log = Vec::new();
+            for step in 0..300 {
+                let vals = [rng.next(), rng.next(), rng.next(), rng.next()];
+                let (what, got) = namespace_op(&m2, &vals);
+                let (_, want) = namespace_op(&km2, &vals);
+                log.push(format!("{what} -> {got}"));
+                if got != want {
+                    let recent = log[log.len().saturating_sub(12)..].join("; ");
+                    return format!("seed {seed} step {step}: `{what}`: target {got} vs kernel {want}\n  recent: {recent}")
+                        .into_bytes();
+                }
+            }
+            let ok = log.iter().filter(|l| l.ends_with("-> 0")).count();
+            format!("ok {ok}").into_bytes()
+        },
+    );
+    let strata_testkit::mount::ChildOutcome::Done(bytes) = out else {
+        panic!("child: {out:?}")
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(text.starts_with("ok "), "{text}");
+    let ok: usize = text[3..].parse().unwrap();
+    assert!(ok >= 10, "nobody must succeed sometimes too: {ok}");
+    let diff = diff_trees(&timeless(view(&m)), &timeless(view(&km)));
+    assert!(
+        diff.is_empty(),
+        "target vs kernel after the nobody stream:\n{}",
+        diff.join("\n")
+    );
+}
+
+fn differential_vs_kernel_1(c: &mut Case) {
+    differential_vs_kernel(c, 21)
+}
+
+fn differential_vs_kernel_2(c: &mut Case) {
+    differential_vs_kernel(c, 22)
+}
+
 fn namespace_fuzz_1(c: &mut Case) {
     namespace_against_plain_dir(c, 11)
 }
@@ -415,4 +557,7 @@ cases!(fuzz:
     namespace_fuzz_1,
     namespace_fuzz_2,
     namespace_fuzz_3,
+    differential_vs_kernel_1,
+    differential_vs_kernel_2,
+    differential_as_nobody,
 );

@@ -414,6 +414,7 @@ static SWEEP: Once = Once::new();
 pub fn run(target: Target, name: &'static str, case: fn(&mut Case)) {
     SWEEP.call_once(|| {
         mount::sweep_stale(&std::env::temp_dir(), TAG);
+        mount::remove_stale_dirs(&std::env::temp_dir(), TAG);
     });
     let mut c = Case::new(target);
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&mut c)));

@@ -179,6 +179,33 @@ fn many_layers(c: &mut Case) {
     assert_eq!(ls(m.join("d")).len(), 24);
 }
 
+fn sixty_four_layers_with_markers(c: &mut Case) {
+    // Layer i (0 = top) adds f{i}, overrides "shared", and every 8th layer whites out the file the
+    // layer below it added; layer 40 makes d opaque, so d only merges layers 0..=40.
+    for i in 0..64usize {
+        let l = c.lower(i);
+        write(l.join(format!("f{i:02}")), format!("{i}"));
+        write(l.join("shared"), format!("layer{i}"));
+        mkdir(l.join("d"));
+        write(l.join(format!("d/g{i:02}")), "");
+        if i % 8 == 0 && i < 63 {
+            c.whiteout(l.join(format!("f{:02}", i + 1)), crate::harness::Wh::Chr);
+        }
+        if i == 40 {
+            c.opaque(l.join("d"), crate::harness::Opq::Xattr);
+        }
+    }
+    let m = c.mount();
+    assert_eq!(read(m.join("shared")), "layer0");
+    let names = ls(&m);
+    for i in 0..64usize {
+        let whited = i % 8 == 1;
+        assert_eq!(names.contains(&format!("f{i:02}")), !whited, "f{i:02}");
+    }
+    assert_eq!(ls(m.join("d")).len(), 41);
+    assert_eq!(read(m.join("f63")), "63");
+}
+
 fn large_directory(c: &mut Case) {
     let (l0, l1) = (c.lower(0), c.lower(1));
     mkdir(l0.join("big"));
@@ -308,6 +335,7 @@ cases!(merge:
     symlink_hides_lower_dir,
     readdir_no_duplicates,
     many_layers,
+    sixty_four_layers_with_markers,
     large_directory,
     lower_metadata_preserved,
     merged_dir_attrs_from_top,

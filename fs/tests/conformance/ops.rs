@@ -354,6 +354,15 @@ fn unix_socket_bind(c: &mut Case) {
     assert_eq!(&buf, b"ping");
 }
 
+fn mknod_whiteout_device_eperm(c: &mut Case) {
+    // A 0/0 char device is the whiteout format: overlayfs refuses to create one through the mount.
+    c.lower(0);
+    let m = c.mount();
+    assert_errno!(mknod(m.join("w"), libc::S_IFCHR | 0o600, 0, 0), libc::EPERM);
+    assert_errno!(lstat(m.join("w")), libc::ENOENT);
+    mknod(m.join("ok"), libc::S_IFCHR | 0o600, 0, 1).unwrap();
+}
+
 fn mknod_over_existing_eexist(c: &mut Case) {
     let l = c.lower(0);
     write(l.join("f"), "");
@@ -454,6 +463,7 @@ cases!(ops:
     fifo_works_through_mount,
     unix_socket_bind,
     mknod_over_existing_eexist,
+    mknod_whiteout_device_eperm,
     symlink_create_and_readlink,
     symlink_existing_eexist,
     readlink_non_symlink_einval,
