@@ -190,7 +190,7 @@ impl<'a> BlobStream<'a> {
         self.verified
     }
 
-    /// Turn the outcome of reading this stream into the registry's error, if one caused it.
+    /// The registry error (network, size or digest) that made a read of this stream fail, if any.
     pub fn take_error(&mut self) -> Option<RegistryError> {
         self.error.take()
     }
