@@ -4,9 +4,12 @@
 //! retried with `Range: bytes=<have>-`, and a partial file left behind by a failed pull is picked up
 //! by the next one the same way (its bytes are rehashed first). Only a file whose size and sha256
 //! match the descriptor is handed back; a mismatch deletes the partial file.
+//!
+//! [`BlobStream`] is the same download as a reader, so `pull` extracts a layer while it arrives.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -110,105 +113,283 @@ pub fn fetch(
     dir: &Path,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<PathBuf, RegistryError> {
-    let path = partial_path(dir, digest)?;
-    let mut part = Partial::open(path.clone(), size)?;
-    let scope = format!("repository:{repo}:pull");
-    let url = format!("/v2/{repo}/blobs/{digest}");
-    let mut attempt = 0;
-    while part.have < size || size == 0 {
-        attempt += 1;
-        let mut req = Req::new(http::Method::GET, url.clone(), &scope);
-        if part.have > 0 {
-            req = req.header("Range", format!("bytes={}-", part.have));
-        }
-        match download_once(client, &req, &mut part, size, progress) {
-            Ok(()) => break,
-            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
-                log::debug!("blob {digest}: {e}; retrying from byte {}", part.have);
-                backoff(attempt);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let actual = format!("sha256:{}", hex::encode(part.hasher.clone().finalize()));
-    if part.have != size || actual != digest {
-        drop(part);
-        let _ = std::fs::remove_file(&path);
-        return Err(RegistryError::DigestMismatch {
-            digest: digest.to_string(),
-        });
-    }
-    Ok(path)
+    let mut stream = BlobStream::open(client, repo, digest, size, dir, progress)?;
+    stream.skip_prefix();
+    let copied = std::io::copy(&mut stream, &mut std::io::sink());
+    stream.finish(copied.map(|_| ()))
 }
 
-fn download_once(
-    client: &Client,
-    req: &Req<'_>,
-    part: &mut Partial,
+/// A blob download as a [`Read`]: first the bytes of a partial file left by an earlier attempt
+/// (rehashed when opened), then the registry's response, each chunk written to the partial file
+/// and hashed before it is handed on. A dropped connection is retried transparently with
+/// `Range: bytes=<have>-`. At the end of the stream the size and sha256 are checked; a mismatch
+/// deletes the partial file and fails the read. The registry error behind a failed read is kept
+/// and returned by [`BlobStream::finish`].
+pub struct BlobStream<'a> {
+    client: &'a Client,
+    url: String,
+    scope: String,
+    digest: String,
     size: u64,
-    progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<(), RegistryError> {
-    let resp = client.send(req)?;
-    let status = resp.status().as_u16();
-    match status {
-        206 => {
-            let range = resp
-                .headers()
-                .get("content-range")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !range.starts_with(&format!("bytes {}-", part.have)) {
-                part.restart()?;
+    part: Partial,
+    /// Bytes of the partial file already handed on (the prefix is replayed first).
+    replayed: u64,
+    /// Bytes of a `200` answer to a `Range` request still to be discarded (already handed on).
+    discard: u64,
+    body: Option<ureq::BodyReader<'static>>,
+    attempt: u32,
+    progress: &'a (dyn Fn(u64, u64) + Sync),
+    error: Option<RegistryError>,
+    verified: bool,
+}
+
+impl<'a> BlobStream<'a> {
+    pub fn open(
+        client: &'a Client,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        dir: &Path,
+        progress: &'a (dyn Fn(u64, u64) + Sync),
+    ) -> Result<BlobStream<'a>, RegistryError> {
+        let part = Partial::open(partial_path(dir, digest)?, size)?;
+        Ok(BlobStream {
+            client,
+            url: format!("/v2/{repo}/blobs/{digest}"),
+            scope: format!("repository:{repo}:pull"),
+            digest: digest.to_string(),
+            size,
+            part,
+            replayed: 0,
+            discard: 0,
+            body: None,
+            attempt: 0,
+            progress,
+            error: None,
+            verified: false,
+        })
+    }
+
+    /// The partial file being written.
+    pub fn path(&self) -> &Path {
+        &self.part.path
+    }
+
+    /// Bytes already on disk when the stream was opened (resumed download).
+    pub fn resumed_from(&self) -> u64 {
+        self.part.have.min(self.size)
+    }
+
+    /// Do not replay the partial file's prefix (the reader only wants the download done).
+    fn skip_prefix(&mut self) {
+        self.replayed = self.part.have;
+    }
+
+    /// True once the whole blob was received and its size and digest matched.
+    pub fn verified(&self) -> bool {
+        self.verified
+    }
+
+    /// The registry error (network, size or digest) that made a read of this stream fail, if any.
+    pub fn take_error(&mut self) -> Option<RegistryError> {
+        self.error.take()
+    }
+
+    /// The verified partial file's path, or why the download failed.
+    pub fn finish(mut self, read: std::io::Result<()>) -> Result<PathBuf, RegistryError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        match read {
+            Ok(()) if self.verified => Ok(self.part.path.clone()),
+            Ok(()) => Err(RegistryError::DigestMismatch {
+                digest: self.digest.clone(),
+            }),
+            Err(source) => Err(RegistryError::Io {
+                path: self.part.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn fail(&mut self, e: RegistryError) -> std::io::Error {
+        let err = std::io::Error::other(e.to_string());
+        self.error = Some(e);
+        self.body = None;
+        err
+    }
+
+    /// Check size and digest at the end of the stream.
+    fn verify(&mut self) -> std::io::Result<usize> {
+        if self.verified {
+            return Ok(0);
+        }
+        let actual = format!(
+            "sha256:{}",
+            hex::encode(self.part.hasher.clone().finalize())
+        );
+        if self.part.have != self.size || actual != self.digest {
+            let _ = std::fs::remove_file(&self.part.path);
+            let digest = self.digest.clone();
+            return Err(self.fail(RegistryError::DigestMismatch { digest }));
+        }
+        self.verified = true;
+        self.body = None;
+        Ok(0)
+    }
+
+    /// Start the partial file over; the bytes the reader already has will be downloaded again
+    /// (written and hashed) but not handed on twice.
+    fn restart(&mut self) -> Result<(), RegistryError> {
+        self.discard = self.replayed;
+        self.part.restart()
+    }
+
+    /// Send the (next) request, retrying transient failures.
+    fn connect(&mut self) -> Result<(), RegistryError> {
+        loop {
+            self.attempt += 1;
+            match self.request() {
+                Ok(()) => return Ok(()),
+                Err(e) if self.attempt < ATTEMPTS && is_transient(&e) => {
+                    log::debug!(
+                        "blob {}: {e}; retrying from byte {}",
+                        self.digest,
+                        self.part.have
+                    );
+                    backoff(self.attempt);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn request(&mut self) -> Result<(), RegistryError> {
+        let mut req = Req::new(http::Method::GET, self.url.clone(), &self.scope);
+        if self.part.have > 0 {
+            req = req.header("Range", format!("bytes={}-", self.part.have));
+        }
+        let resp = self.client.send(&req)?;
+        match resp.status().as_u16() {
+            206 => {
+                let range = resp
+                    .headers()
+                    .get("content-range")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !range.starts_with(&format!("bytes {}-", self.part.have)) {
+                    self.restart()?;
+                    return Err(RegistryError::BadRange {
+                        url: self.client.absolute(&req.url),
+                    });
+                }
+            }
+            200 => {
+                // The registry ignored `Range`: start the file over, and drop (but write and
+                // hash) the bytes the reader already has.
+                self.restart()?;
+            }
+            416 => {
+                self.restart()?;
                 return Err(RegistryError::BadRange {
-                    url: client.absolute(&req.url),
+                    url: self.client.absolute(&req.url),
                 });
             }
+            _ => return Err(self.client.api_error(&req.method, &req.url, resp)),
         }
-        200 => part.restart()?,
-        416 => {
-            part.restart()?;
-            return Err(RegistryError::BadRange {
-                url: client.absolute(&req.url),
-            });
-        }
-        _ => return Err(client.api_error(&req.method, &req.url, resp)),
+        (self.progress)(self.part.have, self.size);
+        self.body = Some(resp.into_body().into_reader());
+        Ok(())
     }
-    progress(part.have, size);
-    let mut body = resp.into_body().into_reader();
-    let mut buf = vec![0u8; 1 << 17];
-    loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => {
-                return Err(RegistryError::BodyIo {
-                    url: client.absolute(&req.url),
-                    source,
-                })
+
+    /// Read the next chunk of the response into `buf`, writing and hashing it.
+    fn read_body(&mut self, buf: &mut [u8]) -> Result<usize, RegistryError> {
+        loop {
+            if self.body.is_none() {
+                self.connect()?;
             }
-        };
-        if part.have + n as u64 > size {
-            return Err(RegistryError::SizeMismatch {
-                digest: req.url.rsplit('/').next().unwrap_or("").to_string(),
-                expected: size,
-            });
+            let Some(body) = self.body.as_mut() else {
+                continue;
+            };
+            let got = match body.read(buf) {
+                Ok(0) => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+                Ok(n) => Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let n = match got {
+                Ok(n) => n,
+                Err(source) => {
+                    self.body = None;
+                    let e = RegistryError::BodyIo {
+                        url: self.client.absolute(&self.url),
+                        source,
+                    };
+                    if self.attempt < ATTEMPTS && is_transient(&e) {
+                        log::debug!("blob {}: {e}; resuming at {}", self.digest, self.part.have);
+                        backoff(self.attempt);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            if self.part.have + n as u64 > self.size {
+                return Err(RegistryError::SizeMismatch {
+                    digest: self.digest.clone(),
+                    expected: self.size,
+                });
+            }
+            self.part
+                .file
+                .write_all(&buf[..n])
+                .map_err(|source| RegistryError::Io {
+                    path: self.part.path.clone(),
+                    source,
+                })?;
+            self.part.hasher.update(&buf[..n]);
+            self.part.have += n as u64;
+            (self.progress)(self.part.have, self.size);
+            if self.discard > 0 {
+                // Hand on only what lies beyond the bytes the reader already has.
+                let skip = self.discard.min(n as u64) as usize;
+                self.discard -= skip as u64;
+                if skip < n {
+                    buf.copy_within(skip..n, 0);
+                    return Ok(n - skip);
+                }
+                continue;
+            }
+            return Ok(n);
         }
-        part.file
-            .write_all(&buf[..n])
-            .map_err(|source| RegistryError::Io {
-                path: part.path.clone(),
-                source,
-            })?;
-        part.hasher.update(&buf[..n]);
-        part.have += n as u64;
-        progress(part.have, size);
     }
-    if part.have < size {
-        return Err(RegistryError::BodyIo {
-            url: client.absolute(&req.url),
-            source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-        });
+}
+
+impl Read for BlobStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.error.is_some() {
+            return Err(std::io::Error::other("blob download failed"));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.replayed < self.part.have {
+            let want = buf.len().min((self.part.have - self.replayed) as usize);
+            let n = self.part.file.read_at(&mut buf[..want], self.replayed)?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            self.replayed += n as u64;
+            return Ok(n);
+        }
+        if self.part.have >= self.size {
+            return self.verify();
+        }
+        match self.read_body(buf) {
+            Ok(n) => {
+                self.replayed = self.part.have;
+                Ok(n)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
-    Ok(())
 }

@@ -1,8 +1,9 @@
 //! `pull`: manifest → (index → platform) → config → layers, into the image store.
 //!
-//! Layers are downloaded by `parallel` threads into partial files under `<root>/partial/`
-//! (outside `tmp/`, which the store empties, so an interrupted pull resumes); the calling thread
-//! extracts them in order as they complete. A layer becomes visible only after its compressed
+//! Layers are downloaded by `parallel` threads, each blob streamed at once into a partial file
+//! under `<root>/partial/` (outside `tmp/`, which the store empties, so an interrupted pull
+//! resumes) and through decompression and extraction into a staging dir of the store; the
+//! calling thread makes the staged layers visible in order as they complete. A layer becomes visible only after its compressed
 //! digest and size (download) and its diffID (extraction) were verified; the image becomes visible
 //! last, with `add_image`. A failed pull releases the layers it created and keeps its partial
 //! files, so the next pull resumes or reuses them.
@@ -22,7 +23,7 @@ use super::manifest::{self, Descriptor, ImageManifest, Manifest, Platform};
 use super::{PullError, RegistryError};
 use crate::digest::{chain_ids, ChainId, DiffId, Digest, ImageId};
 use crate::reference::Reference;
-use crate::store::{ImageConfig, Store};
+use crate::store::{ImageConfig, StagedLayer, Store};
 
 /// How to pull.
 #[derive(Debug, Clone)]
@@ -455,8 +456,71 @@ fn remove_stale_partials(dir: &Path) {
     }
 }
 
-/// Download `missing` layers on `opts.parallel` threads and extract every missing layer in order
-/// on this thread. Returns the partial files of the downloaded layers by index.
+/// Download and extract one layer: the blob streams through the partial file into the store's
+/// staging dir. The layer is returned staged (not visible) once the compressed digest and size and
+/// the diffID were verified; on any error the staging dir is gone. A compressed blob the store
+/// still has (the image was removed, its blobs were not) is extracted from there instead: it was
+/// verified when it was stored.
+#[allow(clippy::too_many_arguments)]
+fn fetch_layer(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    l: &Descriptor,
+    diff_id: &DiffId,
+    pdir: &Path,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(StagedLayer, PathBuf), PullError> {
+    let local = Digest::parse(&l.digest).ok().filter(|d| {
+        store.has_blob(d) && std::fs::metadata(store.blob_path(d)).is_ok_and(|m| m.len() == l.size)
+    });
+    if let Some(d) = local {
+        let path = store.blob_path(&d);
+        let f = File::open(&path).map_err(|source| RegistryError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let staged = store.stage_layer(std::io::BufReader::new(f), Some(diff_id))?;
+        return Ok((staged, path));
+    }
+    let mut stream = blob::BlobStream::open(client, repo, &l.digest, l.size, pdir, progress)?;
+    let staged = store.stage_layer(&mut stream, Some(diff_id));
+    if let Some(e) = stream.take_error() {
+        // The download failed (network, size or digest): that is the error to report.
+        return Err(e.into());
+    }
+    match staged {
+        Ok(staged) => {
+            // `stage_layer` reads its input to the end, where the stream checked size and
+            // digest; the store's own count of what it read must agree.
+            if !stream.verified()
+                || staged.input_digest().as_str() != l.digest
+                || staged.input_size() != l.size
+            {
+                let _ = std::fs::remove_file(stream.path());
+                return Err(RegistryError::DigestMismatch {
+                    digest: l.digest.clone(),
+                }
+                .into());
+            }
+            let path = stream.path().to_path_buf();
+            Ok((staged, path))
+        }
+        Err(e) => {
+            // Extraction refused the data. Finish the download to tell a blob that does not
+            // match its digest (deleted, reported as such) from a layer that is bad as published.
+            let _ = std::io::copy(&mut stream, &mut std::io::sink());
+            match stream.take_error() {
+                Some(re) => Err(re.into()),
+                None => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Download `missing` layers on `opts.parallel` threads, each extracted into a staging dir as it
+/// arrives, and make them visible in order on this thread. Returns the blob files of the
+/// downloaded layers by index.
 #[allow(clippy::too_many_arguments)]
 fn download_and_extract(
     store: &Store,
@@ -471,9 +535,10 @@ fn download_and_extract(
     progress: &(dyn Fn(PullEvent) + Sync),
     created: &mut Vec<ChainId>,
 ) -> Result<Vec<(usize, PathBuf)>, PullError> {
+    type Fetched = Result<(StagedLayer, PathBuf), PullError>;
     let queue = Mutex::new(missing.iter().copied().collect::<VecDeque<usize>>());
     let abort = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel::<(usize, Result<PathBuf, RegistryError>)>();
+    let (tx, rx) = mpsc::channel::<(usize, Fetched)>();
     let threads = opts.parallel.max(1).min(missing.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -493,16 +558,7 @@ fn download_and_extract(
                         status: LayerStatus::Downloading { done, total },
                     })
                 };
-                // A compressed blob the store still has (the image was removed, its blobs were
-                // not) is used as is: it was verified when it was stored.
-                let local = Digest::parse(&l.digest).ok().filter(|d| {
-                    store.has_blob(d)
-                        && std::fs::metadata(store.blob_path(d)).is_ok_and(|m| m.len() == l.size)
-                });
-                let r = match local {
-                    Some(d) => Ok(store.blob_path(&d)),
-                    None => blob::fetch(client, repo, &l.digest, l.size, pdir, &cb),
-                };
+                let r = fetch_layer(store, client, repo, l, &diff_ids[i], pdir, &cb);
                 if r.is_ok() {
                     progress(PullEvent::Layer {
                         id: id.clone(),
@@ -519,7 +575,8 @@ fn download_and_extract(
             });
         }
         drop(tx);
-        let mut done: Vec<Option<PathBuf>> = vec![None; layers.len()];
+        let mut done: Vec<Option<(StagedLayer, PathBuf)>> = Vec::new();
+        done.resize_with(layers.len(), || None);
         let mut paths = Vec::new();
         let mut parent: Option<&ChainId> = None;
         for (i, l) in layers.iter().enumerate() {
@@ -532,7 +589,7 @@ fn download_and_extract(
                     Ok((j, Ok(p))) => done[j] = Some(p),
                     Ok((_, Err(e))) => {
                         abort.store(true, Ordering::SeqCst);
-                        return Err(PullError::Registry(e));
+                        return Err(e);
                     }
                     Err(_) => {
                         abort.store(true, Ordering::SeqCst);
@@ -542,30 +599,17 @@ fn download_and_extract(
                     }
                 }
             }
-            let Some(path) = done[i].take() else { continue };
-            let id = short(&l.digest);
-            if store.has_layer(&chains[i]) {
-                // A concurrent pull of the same layer got there first.
-                progress(PullEvent::Layer {
-                    id,
-                    status: LayerStatus::PullComplete,
-                });
-                paths.push((i, path));
-                parent = Some(&chains[i]);
+            let Some((staged, path)) = done[i].take() else {
                 continue;
-            }
+            };
+            let id = short(&l.digest);
             progress(PullEvent::Layer {
                 id: id.clone(),
                 status: LayerStatus::Extracting,
             });
-            let f = File::open(&path).map_err(|source| RegistryError::Io {
-                path: path.clone(),
-                source,
-            });
-            let added = f.map_err(PullError::from).and_then(|f| {
-                Ok(store.add_layer(std::io::BufReader::new(f), parent, Some(&diff_ids[i]))?)
-            });
-            match added {
+            // Verified and extracted: make it visible on its parent (a concurrent pull that
+            // stored the same chain first wins, and ours is dropped).
+            match store.commit_layer(staged, parent) {
                 Ok(info) => {
                     if info.created {
                         created.push(info.chain_id.clone());
@@ -573,7 +617,7 @@ fn download_and_extract(
                 }
                 Err(e) => {
                     abort.store(true, Ordering::SeqCst);
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
             progress(PullEvent::Layer {

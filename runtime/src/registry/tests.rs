@@ -264,3 +264,67 @@ fn held_download_fails_then_resumes_after_restart() {
 fn size_of(l: &images::Layer) -> u64 {
     l.gz.len() as u64
 }
+
+#[test]
+fn blob_stream_replays_the_partial_prefix_then_resumes_transparently() {
+    use std::io::Read;
+    let reg = Registry::start();
+    let big = images::big_layer("data/blob", 3 << 20, 13);
+    let img = images::image(vec![big.clone()]);
+    push(&reg, "big/img:1", &img);
+    // Responses cut after 512 KiB: the stream must retry with Range behind the reader's back.
+    let proxy = Proxy::start(&reg.addr(), Mode::Cut(512 << 10));
+    let c = client(&proxy.addr(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let partial = blob::partial_path(dir.path(), &big.digest).unwrap();
+    // 1.5 MiB on disk; the remaining ~1.5 MiB takes the four attempts a blob gets.
+    let have = 3usize << 19;
+    std::fs::write(&partial, &big.gz[..have]).unwrap();
+    let mut s = blob::BlobStream::open(
+        &c,
+        "big/img",
+        &big.digest,
+        size_of(&big),
+        dir.path(),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert_eq!(s.resumed_from(), have as u64);
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(s.verified());
+    drop(s); // releases the partial file's lock
+    assert!(got == big.gz, "reader saw exactly the blob once");
+    let heads = proxy.heads();
+    assert!(
+        heads.iter().any(|h| h
+            .to_ascii_lowercase()
+            .contains(&format!("range: bytes={have}-"))),
+        "{heads:?}"
+    );
+    assert!(heads.len() >= 3, "cut responses were retried: {heads:?}");
+    assert_eq!(std::fs::read(&partial).unwrap(), big.gz);
+
+    // A partial file whose bytes are not the blob's: the stream fails at its end with a digest
+    // mismatch and deletes the file.
+    let mut bad = big.gz[..have].to_vec();
+    bad[100] ^= 1;
+    std::fs::write(&partial, &bad).unwrap();
+    proxy.set_mode(Mode::Pass);
+    let mut s = blob::BlobStream::open(
+        &c,
+        "big/img",
+        &big.digest,
+        size_of(&big),
+        dir.path(),
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(std::io::copy(&mut s, &mut std::io::sink()).is_err());
+    assert!(!s.verified());
+    assert!(
+        matches!(s.take_error(), Some(RegistryError::DigestMismatch { .. })),
+        "digest mismatch reported"
+    );
+    assert!(!partial.exists(), "mismatching partial file deleted");
+}

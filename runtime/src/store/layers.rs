@@ -64,6 +64,32 @@ pub fn decompress<'a, R: BufRead + 'a>(mut r: R) -> io::Result<Box<dyn Read + 'a
     })
 }
 
+/// A layer extracted into a staging dir by [`Store::stage_layer`], not yet visible. Dropping it
+/// removes the staging dir.
+pub struct StagedLayer {
+    staging: Staging,
+    diff_id: DiffId,
+    size: u64,
+    tar_size: u64,
+    input_digest: Digest,
+    input_size: u64,
+    compressed: bool,
+}
+
+impl StagedLayer {
+    /// The verified diffID (digest of the uncompressed tar).
+    pub fn diff_id(&self) -> &DiffId {
+        &self.diff_id
+    }
+    /// Digest and size of the input as read (the compressed blob, or the tar itself).
+    pub fn input_digest(&self) -> &Digest {
+        &self.input_digest
+    }
+    pub fn input_size(&self) -> u64 {
+        self.input_size
+    }
+}
+
 impl Store {
     fn layer_path(&self, c: &ChainId) -> PathBuf {
         self.layers_dir().join(c.hex())
@@ -130,6 +156,17 @@ impl Store {
                 return self.layer(&c);
             }
         }
+        let staged = self.stage_layer(input, expected)?;
+        self.commit_layer(staged, parent)
+    }
+
+    /// The first half of [`Store::add_layer`]: extract a layer tar into a private staging dir
+    /// (removed when the result is dropped) and verify its diffID against `expected`. The input
+    /// is read to its end, so the caller can check the digest and size of what was read
+    /// ([`StagedLayer::input_digest`]) before making the layer visible with
+    /// [`Store::commit_layer`]. Extraction does not depend on the parent layer, so layers of one
+    /// image can be staged concurrently and committed in order.
+    pub fn stage_layer(&self, input: impl Read, expected: Option<&DiffId>) -> Result<StagedLayer> {
         let staging = Staging::new(unique_tmp(&self.tmp_dir(), "layer"));
         let diff = staging.path().join("diff");
         std::fs::create_dir_all(&diff).map_err(io_at(&diff))?;
@@ -153,7 +190,7 @@ impl Store {
             r?
         };
         io::copy(&mut raw, &mut io::sink()).map_err(StoreError::Decompress)?;
-        let (compressed_digest, compressed_size) = raw.into_inner().finish();
+        let (input_digest, input_size) = raw.into_inner().finish();
 
         let diff_id = DiffId(result.diff_id);
         if let Some(exp) = expected {
@@ -164,18 +201,6 @@ impl Store {
                 });
             }
         }
-        let chain_id = chain_id_on(parent, &diff_id);
-        let compressed = compression != Compression::None;
-        let info = LayerInfo {
-            chain_id: chain_id.clone(),
-            diff_id,
-            parent: parent.cloned(),
-            size: result.size,
-            tar_size: result.tar_size,
-            compressed_digest: compressed.then_some(compressed_digest),
-            compressed_size: compressed.then_some(compressed_size),
-            created: true,
-        };
         let f = split
             .finish()
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
@@ -188,7 +213,38 @@ impl Store {
                 .and_then(|_| f.sync_all())
                 .map_err(io_at(&p))?;
         }
-        self.finish_layer(staging, &info)
+        Ok(StagedLayer {
+            staging,
+            diff_id,
+            size: result.size,
+            tar_size: result.tar_size,
+            input_digest,
+            input_size,
+            compressed: compression != Compression::None,
+        })
+    }
+
+    /// The second half of [`Store::add_layer`]: make a staged layer visible on top of `parent`
+    /// (atomic rename). If the chain already exists, the existing layer is returned
+    /// (`created == false`) and the staging dir is dropped.
+    pub fn commit_layer(&self, staged: StagedLayer, parent: Option<&ChainId>) -> Result<LayerInfo> {
+        if let Some(p) = parent {
+            if !self.has_layer(p) {
+                return Err(StoreError::NoSuchLayer(p.clone()));
+            }
+        }
+        let chain_id = chain_id_on(parent, &staged.diff_id);
+        let info = LayerInfo {
+            chain_id,
+            diff_id: staged.diff_id,
+            parent: parent.cloned(),
+            size: staged.size,
+            tar_size: staged.tar_size,
+            compressed_digest: staged.compressed.then_some(staged.input_digest),
+            compressed_size: staged.compressed.then_some(staged.input_size),
+            created: true,
+        };
+        self.finish_layer(staged.staging, &info)
     }
 
     fn finish_layer(&self, staging: Staging, info: &LayerInfo) -> Result<LayerInfo> {

@@ -31,6 +31,8 @@
 //! - `Store::open(root) -> Result<Store>`; `root()`, `blob_path(&Digest)`, `read_blob`
 //! - `put_blob(reader, expected: Option<&Digest>) -> Result<Digest>`, `has_blob`
 //! - `add_layer(reader, parent: Option<&ChainId>, expected: Option<&DiffId>) -> Result<LayerInfo>`
+//! - `stage_layer(reader, expected) -> Result<StagedLayer>` + `commit_layer(staged, parent)`: the
+//!   two halves of `add_layer`, so a caller can verify the input digest in between
 //! - `add_layer_from_dir(dir, parent) -> Result<LayerInfo>` (an overlay-format upper dir)
 //! - `layer(&ChainId) -> Result<LayerInfo>`, `has_layer`, `layer_tar(&ChainId, &mut dyn Write)`
 //! - `release_layers(&[ChainId])` (undo layers a failed import added, if no image uses them)
@@ -68,7 +70,7 @@ use std::path::{Path, PathBuf};
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
 pub use extract::ExtractError;
 pub use images::{ContainerUse, ImageRecord, NewImage};
-pub use layers::{decompress, detect_compression, Compression, LayerInfo};
+pub use layers::{decompress, detect_compression, Compression, LayerInfo, StagedLayer};
 pub use remove::{parse_until, RemoveEvent};
 pub use tarwrite::write_dir_tar;
 
