@@ -7,45 +7,14 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod common;
+
+use common::Watchdog;
 use strata_fs::{mount, Mount, MountOptions};
-
-/// Aborts the FUSE connection if the test still runs after `limit`; stops when dropped.
-struct Watchdog {
-    done: Arc<AtomicBool>,
-}
-
-impl Watchdog {
-    fn new(mountpoint: &Path, limit: Duration) -> Watchdog {
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
-        let minor = std::fs::metadata(mountpoint)
-            .map(|m| nix::sys::stat::minor(m.dev()))
-            .unwrap_or(0);
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !d.load(Ordering::Relaxed) {
-                if start.elapsed() > limit {
-                    let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), b"1");
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        Watchdog { done }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-    }
-}
 
 struct Fx {
     dir: tempfile::TempDir,

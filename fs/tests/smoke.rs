@@ -2,45 +2,13 @@
 //! The big conformance suite lives elsewhere; this only proves the API end to end.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::Watchdog;
 use strata_fs::{mount, MountOptions};
-
-/// Aborts the FUSE connection of `mountpoint` if the test is still running after `limit`, so
-/// a hung filesystem cannot hang the test; stops when dropped.
-struct Watchdog {
-    done: Arc<AtomicBool>,
-}
-
-impl Watchdog {
-    fn new(mountpoint: &Path, limit: Duration) -> Watchdog {
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
-        let minor = std::fs::metadata(mountpoint)
-            .map(|m| nix::sys::stat::minor(m.dev()))
-            .unwrap_or(0);
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            while !d.load(Ordering::Relaxed) {
-                if start.elapsed() > limit {
-                    let _ = std::fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), b"1");
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        Watchdog { done }
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-    }
-}
 
 struct Fixture {
     dir: tempfile::TempDir,
