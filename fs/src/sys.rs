@@ -261,48 +261,42 @@ pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> R<i64> {
     }
 }
 
-pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> R<usize> {
+/// Run a byte-count syscall, retrying on `EINTR`.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> R<usize> {
     loop {
-        // SAFETY: buf is writable for its length.
-        let n = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-                off as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = Errno::last();
-            if e == Errno::EINTR {
-                continue;
-            }
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = Errno::last();
+        if e != Errno::EINTR {
             return Err(e);
         }
-        return Ok(n as usize);
     }
 }
 
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], off: u64) -> R<usize> {
+    // SAFETY: buf is writable for its length.
+    retry_eintr(|| unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            off as libc::off_t,
+        )
+    })
+}
+
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> R<usize> {
-    loop {
-        // SAFETY: buf is readable for its length.
-        let n = unsafe {
-            libc::pwrite(
-                fd.as_raw_fd(),
-                buf.as_ptr() as *const libc::c_void,
-                buf.len(),
-                off as libc::off_t,
-            )
-        };
-        if n < 0 {
-            let e = Errno::last();
-            if e == Errno::EINTR {
-                continue;
-            }
-            return Err(e);
-        }
-        return Ok(n as usize);
-    }
+    // SAFETY: buf is readable for its length.
+    retry_eintr(|| unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            off as libc::off_t,
+        )
+    })
 }
 
 /// Files up to this size are copied without looking for holes or trying a reflink.
