@@ -60,6 +60,22 @@ fn kind(mode: u32) -> FileType {
     }
 }
 
+/// Answer an operation that creates or finds a name.
+fn reply_entry(reply: ReplyEntry, r: Result<Attr, nix::errno::Errno>) {
+    match r {
+        Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// Answer an operation with no payload.
+fn reply_empty(reply: ReplyEmpty, r: Result<(), nix::errno::Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
 fn fattr(a: &Attr) -> FileAttr {
     let st = &a.st;
     FileAttr {
@@ -218,13 +234,11 @@ impl Filesystem for Adapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match self
-            .fs
-            .mknod(parent.0, name, mode, umask, rdev as u64, ctx(req))
-        {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(
+            reply,
+            self.fs
+                .mknod(parent.0, name, mode, umask, rdev as u64, ctx(req)),
+        )
     }
 
     fn mkdir(
@@ -236,24 +250,15 @@ impl Filesystem for Adapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.fs.mkdir(parent.0, name, mode, umask, ctx(req)) {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(reply, self.fs.mkdir(parent.0, name, mode, umask, ctx(req)))
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.unlink(parent.0, name))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.rmdir(parent.0, name))
     }
 
     fn symlink(
@@ -264,13 +269,11 @@ impl Filesystem for Adapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self
-            .fs
-            .symlink(parent.0, link_name, target.as_os_str(), ctx(req))
-        {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(
+            reply,
+            self.fs
+                .symlink(parent.0, link_name, target.as_os_str(), ctx(req)),
+        )
     }
 
     fn rename(
@@ -283,13 +286,11 @@ impl Filesystem for Adapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self
-            .fs
-            .rename(parent.0, name, newparent.0, newname, flags.bits())
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(
+            reply,
+            self.fs
+                .rename(parent.0, name, newparent.0, newname, flags.bits()),
+        )
     }
 
     fn link(
@@ -300,10 +301,7 @@ impl Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.fs.link(ino.0, newparent.0, newname) {
-            Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_entry(reply, self.fs.link(ino.0, newparent.0, newname))
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -398,10 +396,7 @@ impl Filesystem for Adapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fsync(fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.fsync(fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -524,10 +519,7 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.setxattr(ino.0, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.setxattr(ino.0, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -541,10 +533,7 @@ impl Filesystem for Adapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.removexattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.removexattr(ino.0, name))
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -599,10 +588,7 @@ impl Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.fs.fallocate(fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode))
     }
 
     fn lseek(
