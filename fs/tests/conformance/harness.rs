@@ -21,7 +21,7 @@ use std::process::Command;
 use std::sync::Once;
 use std::time::Duration;
 
-use strata_testkit::mount::{self, MountGuard, Watchdog};
+use strata_testkit::mount::{self, MountError, MountGuard, Watchdog};
 
 use crate::util::{self, Entry};
 
@@ -192,47 +192,35 @@ impl Case {
         upper: Option<(&Path, &Path)>,
         mnt: &Path,
     ) {
-        for l in lowers {
-            if !self.snapshots.iter().any(|(p, _)| p == l) {
-                self.snapshots.push((l.clone(), util::raw_tree(l)));
-            }
+        let mut opts = format!(
+            "lowerdir={}",
+            lowers
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        if let Some((u, w)) = upper {
+            opts.push_str(&format!(
+                ",upperdir={},workdir={}",
+                u.display(),
+                w.display()
+            ));
         }
-        self.mount_seq += 1;
-        let log = self.dir.path().join(format!("mount{}.log", self.mount_seq));
-        let lower_arg = lowers
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
         let guard = match target {
             Target::Kernel => {
-                let mut opts = format!("lowerdir={lower_arg}");
-                if let Some((u, w)) = upper {
-                    opts.push_str(&format!(
-                        ",upperdir={},workdir={}",
-                        u.display(),
-                        w.display()
-                    ));
-                    // Renaming lower dirs needs redirects; the kernel refuses them with userxattr.
-                    if !self.userxattr {
-                        opts.push_str(",redirect_dir=on");
-                    }
-                }
+                // Renaming lower dirs needs redirects; the kernel refuses them with userxattr.
                 if self.userxattr {
                     opts.push_str(",userxattr");
+                } else if upper.is_some() {
+                    opts.push_str(",redirect_dir=on");
                 }
+                let log = self.begin_mount(lowers);
                 let cmd = format!("mount -t overlay overlay -o {opts} {}", mnt.display());
                 MountGuard::by_command(&cmd, mnt, &log)
             }
             Target::Strata => {
-                let mut opts = format!("lowerdir={lower_arg}");
-                if let Some((u, w)) = upper {
-                    opts.push_str(&format!(
-                        ",upperdir={},workdir={}",
-                        u.display(),
-                        w.display()
-                    ));
-                }
+                let log = self.begin_mount(lowers);
                 let mut cmd = Command::new(strata_bin());
                 cmd.arg("-f").arg("-o").arg(opts).arg(mnt);
                 MountGuard::foreground(cmd, mnt, &log)
@@ -243,9 +231,7 @@ impl Case {
                 return self.mount_template(&template, lowers, upper, mnt);
             }
         };
-        let guard = guard.unwrap_or_else(|e| panic!("mount failed: {e}"));
-        self.dog.watch(guard.abort_handle());
-        self.mounts.push(guard);
+        self.finish_mount(guard);
     }
 
     /// Mount any stack with a command template (see the module doc), e.g. fuse-overlayfs.
@@ -256,16 +242,25 @@ impl Case {
         upper: Option<(&Path, &Path)>,
         mnt: &Path,
     ) {
+        let log = self.begin_mount(lowers);
+        let cmd = expand_template(template, lowers, upper, mnt);
+        self.finish_mount(MountGuard::by_command(&cmd, mnt, &log));
+    }
+
+    /// Snapshot lower layers not seen yet (checked after the case) and name the mount's log.
+    fn begin_mount(&mut self, lowers: &[PathBuf]) -> PathBuf {
         for l in lowers {
             if !self.snapshots.iter().any(|(p, _)| p == l) {
                 self.snapshots.push((l.clone(), util::raw_tree(l)));
             }
         }
         self.mount_seq += 1;
-        let log = self.dir.path().join(format!("mount{}.log", self.mount_seq));
-        let cmd = expand_template(template, lowers, upper, mnt);
-        let guard =
-            MountGuard::by_command(&cmd, mnt, &log).unwrap_or_else(|e| panic!("mount failed: {e}"));
+        self.dir.path().join(format!("mount{}.log", self.mount_seq))
+    }
+
+    /// Put a new mount under the watchdog and keep its guard until the case ends.
+    fn finish_mount(&mut self, guard: Result<MountGuard, MountError>) {
+        let guard = guard.unwrap_or_else(|e| panic!("mount failed: {e}"));
         self.dog.watch(guard.abort_handle());
         self.mounts.push(guard);
     }
