@@ -391,9 +391,10 @@ impl Fs {
     fn rebuild_index(&self, n: &Node) -> R<()> {
         let gen = self.gen.load(Ordering::Acquire);
         let cand = self.candidate_layers(n.ino)?;
-        let ix = self.build_index(n.ino, &cand, gen)?;
+        let mut ix = self.build_index(n.ino, &cand, gen)?;
         let mut g = n.dir.write();
         if g.as_ref().is_none_or(|old| old.gen != gen) {
+            ix.changed = g.as_ref().is_some_and(|old| old.changed);
             *g = Some(ix);
         }
         Ok(())
@@ -618,6 +619,20 @@ impl Fs {
         let loc = self.locate(ino)?;
         let d = self.loc_dir(&loc)?;
         sys::readlinkat(d.as_fd(), &loc.name)
+    }
+
+    /// May the kernel cache the listing of directory `ino` (FOPEN_CACHE_DIR)? Only while no
+    /// name was added to or removed from it through this mount. The kernel's listing cache is
+    /// not safe under concurrent change: a READDIR answered before a rename can land in the
+    /// cache after another opener recorded the directory's post-rename version, and that
+    /// stale listing is then served as current (seen as a renamed-away name still listed).
+    /// A directory that never changed has nothing to go stale; once it changes, new opens read
+    /// it from us.
+    pub fn listing_cacheable(&self, ino: u64) -> bool {
+        self.read_only()
+            || self
+                .node(ino)
+                .is_ok_and(|n| !n.dir.read().as_ref().is_some_and(|ix| ix.changed))
     }
 
     /// Up to `max` entries of directory `ino` after readdir cookie `offset` (0 = from the

@@ -399,13 +399,25 @@ impl Filesystem for Adapter {
         reply_empty(reply, self.fs.fsync(fh.0, datasync))
     }
 
-    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        // A directory handle carries nothing we need (listings are read by inode), so answer
-        // ENOSYS: the kernel (>= 5.1) then stops sending OPENDIR and RELEASEDIR at all, two
-        // round trips fewer per directory walked, and opens directories itself with
-        // FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR (listings cached; it drops them itself when the
-        // directory changes through this mount, and nothing else changes our layers).
-        reply.error(Errno::ENOSYS);
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.fs.read_only() {
+            // Nothing ever changes: answer ENOSYS, and the kernel (>= 5.1) stops sending
+            // OPENDIR and RELEASEDIR at all (two round trips fewer per directory walked) and
+            // opens directories itself with FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR.
+            return reply.error(Errno::ENOSYS);
+        }
+        // Writable: the kernel's listing cache may only be used for directories that never
+        // changed (see `Fs::listing_cacheable`); listings are read by inode, the handle only
+        // checks the directory still exists.
+        let flags = if self.fs.listing_cacheable(ino.0) {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
+        match self.fs.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), flags),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn readdir(

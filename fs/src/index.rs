@@ -95,6 +95,10 @@ pub(crate) struct DirIndex {
     /// Readdir order: seq -> name.
     pub order: BTreeMap<u64, OsString>,
     pub next_seq: u64,
+    /// A name was added or removed through this mount since it was mounted (kept across
+    /// rebuilds). The kernel may cache the listings of directories for which this is false
+    /// (see `Fs::listing_cacheable`).
+    pub changed: bool,
 }
 
 impl DirIndex {
@@ -117,11 +121,13 @@ impl DirIndex {
             entries,
             order,
             next_seq: seq,
+            changed: false,
         }
     }
 
     /// Add or replace `name` (it moves to the end of the readdir order).
     pub fn put(&mut self, name: &OsStr, mut e: Entry) {
+        self.changed = true;
         if let Some(old) = self.entries.get(name) {
             self.order.remove(&old.seq);
         }
@@ -132,6 +138,7 @@ impl DirIndex {
     }
 
     pub fn del(&mut self, name: &OsStr) {
+        self.changed = true;
         if let Some(old) = self.entries.remove(name) {
             self.order.remove(&old.seq);
         }

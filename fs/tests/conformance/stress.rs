@@ -505,9 +505,99 @@ fn parallel_dir_renames_and_lookups(c: &mut Case) {
     }
 }
 
+/// One process's part of `listing_right_after_change_in_shared_dir`.
+fn rename_list_worker(dir: &Path, t: usize, steps: usize) {
+    let mut rng = Rng::new(7000 + t as u64);
+    let mut mine: BTreeMap<String, ()> = BTreeMap::new();
+    let prefix = format!("t{t}-");
+    for step in 0..steps {
+        // Some CPU work between operations (as an interpreter would do): with more runnable
+        // processes than cores, a woken reader then waits for a CPU between the daemon's reply
+        // and its use of it, which is the window of the race.
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_micros(30) {
+            std::hint::spin_loop();
+        }
+        let name = format!("{prefix}{}", rng.below(10));
+        match rng.below(6) {
+            0 | 1 => {
+                let n = rng.below(100) as usize;
+                write(dir.join(&name), vec![b'x'; n]);
+                mine.insert(name, ());
+            }
+            2 => {
+                if mine.remove(&name).is_some() {
+                    unlink(dir.join(&name)).unwrap();
+                }
+            }
+            3 => {
+                let to = format!("{prefix}{}", rng.below(10));
+                if to != name && mine.remove(&name).is_some() {
+                    rename(dir.join(&name), dir.join(&to)).unwrap();
+                    mine.insert(to, ());
+                }
+            }
+            _ => {
+                let listed: Vec<String> = ls(dir)
+                    .into_iter()
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect();
+                let want: Vec<String> = mine.keys().cloned().collect();
+                assert_eq!(listed, want, "process {t} step {step}");
+            }
+        }
+    }
+}
+
+/// Every listing a process takes right after its own create, unlink or rename must show that
+/// change while other processes change other names of the same directory. The kernel's FUSE
+/// listing cache can be filled by a READDIR answered before a concurrent rename and then be
+/// served as current (strata must not let it: see `Fs::listing_cacheable`). Processes, not
+/// threads: the window is a woken reader waiting for a CPU, which needs more runnable tasks
+/// than cores (threads of this test seldom hit it).
+fn listing_right_after_change_in_shared_dir(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("d"));
+    mkdir(l1.join("d"));
+    for k in 0..20 {
+        write(
+            (if k % 2 == 0 { &l0 } else { &l1 }).join(format!("d/lower{k:02}")),
+            "",
+        );
+    }
+    let dir = c.mount().join("d");
+    let mut pids = Vec::new();
+    for t in 0..4 {
+        // SAFETY: the child only runs the worker (std and malloc are usable after fork with
+        // glibc) and leaves with _exit, never returning into the test harness.
+        match unsafe { libc::fork() } {
+            0 => {
+                let ok = std::panic::catch_unwind(|| rename_list_worker(&dir, t, 25000)).is_ok();
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            pid => pids.push(pid),
+        }
+    }
+    let mut failed = Vec::new();
+    for (t, pid) in pids.into_iter().enumerate() {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            failed.push(t);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "processes {failed:?} saw a stale listing (see their stderr)"
+    );
+}
+
 cases!(stress:
     stress_mixed_operations,
     stress_shared_directory,
+    listing_right_after_change_in_shared_dir,
     many_open_files,
     racing_copy_up_of_one_file,
     copy_up_is_atomic_for_readers,
