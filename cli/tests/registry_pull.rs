@@ -526,28 +526,49 @@ fn tty_shows_live_layer_progress() {
 }
 
 #[test]
-fn repull_after_rmi_reuses_stored_blobs() {
+fn rmi_frees_the_pulled_blobs_and_a_repull_downloads_again() {
     let reg = Registry::start();
     let img = images::image(vec![images::busybox(), images::layer(&[("etc/r", b"r")])]);
     push_image(&reg, "again:latest", &img);
     let proxy = Proxy::start(&reg.addr(), Mode::Pass);
     let env = Env::new();
     let name = format!("{}/again", proxy.addr());
+    let blobs = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(env.root().join("blobs/sha256"))
+            .unwrap()
+            .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+            .collect();
+        v.sort();
+        v
+    };
     env.ok(&["pull", &name]);
+    let pulled = blobs();
+    for d in img.layers.iter().map(|l| &l.digest) {
+        assert!(pulled.contains(d), "compressed layer {d} kept for push");
+    }
+    assert!(pulled.contains(&img.config_digest) && pulled.contains(&img.manifest_digest));
     env.ok(&["rmi", &name]);
     assert!(env.store().images().unwrap().is_empty());
     assert!(
         env.store().layers().unwrap().is_empty(),
         "rmi removed the layers"
     );
+    assert_eq!(
+        blobs(),
+        Vec::<String>::new(),
+        "rmi removed config, manifest and layer blobs (config {} manifest {} layers {:?})",
+        img.config_digest,
+        img.manifest_digest,
+        img.layers.iter().map(|l| &l.digest).collect::<Vec<_>>()
+    );
     let before = proxy.heads().len();
     let out = env.ok(&["pull", &name]);
     assert!(out.contains("Status: Downloaded newer image for"), "{out}");
     let layer_gets = proxy.heads()[before..]
         .iter()
-        .filter(|h| img.layers.iter().any(|l| h.contains(&l.digest)))
+        .filter(|h| h.starts_with("GET") && img.layers.iter().any(|l| h.contains(&l.digest)))
         .count();
-    assert_eq!(layer_gets, 0, "layers came from the store's blobs");
+    assert_eq!(layer_gets, img.layers.len(), "every layer downloaded again");
     let rec = env.store().resolve(&name).unwrap();
     assert_eq!(
         std::fs::read(env.store().layer_dirs(&rec).unwrap()[0].join("etc/r")).unwrap(),

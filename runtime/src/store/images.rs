@@ -197,10 +197,12 @@ impl Store {
             let id = ImageId(Digest::of_bytes(img.config));
             prepared.push((id, chains));
         }
-        for (img, (id, _)) in images.iter().zip(&prepared) {
-            self.put_blob(img.config, Some(&id.0))?;
-        }
         self.update(|m| {
+            // Under the lock: an `rmi` of the same image (which deletes its config blob)
+            // cannot run between writing the config and registering the image.
+            for (img, (id, _)) in images.iter().zip(&prepared) {
+                self.put_blob(img.config, Some(&id.0))?;
+            }
             for (img, (id, chains)) in images.iter().zip(&prepared) {
                 let mut size = 0;
                 for c in chains {
@@ -349,6 +351,16 @@ impl Store {
         let doomed = {
             let _l = lock(&self.root, true)?;
             let mut m = self.read_meta()?;
+            // Blobs that may become unused: the config, the manifests its references name,
+            // and (below) the compressed blobs of the layers released with it.
+            let mut blobs = vec![id.0.clone()];
+            blobs.extend(
+                m.refs
+                    .iter()
+                    .filter(|(_, v)| *v == id)
+                    .filter_map(|(k, _)| Reference::parse(k).ok())
+                    .filter_map(|r| r.digest().cloned()),
+            );
             m.images.remove(id.hex());
             m.refs.retain(|_, v| v != id);
             for meta in m.images.values_mut() {
@@ -363,12 +375,15 @@ impl Store {
                 if used.contains(c) {
                     continue;
                 }
+                let compressed = self.layer(c).ok().and_then(|l| l.compressed_digest);
                 let t = unique_tmp(&self.tmp_dir(), "rmlayer");
                 let p = self.layers_dir().join(c.hex());
                 if std::fs::rename(&p, &t).is_ok() {
                     doomed.push((c.clone(), t));
+                    blobs.extend(compressed);
                 }
             }
+            self.gc_blobs(&m, blobs);
             doomed
         };
         let mut released = Vec::new();

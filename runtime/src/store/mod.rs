@@ -23,7 +23,9 @@
 //!   refuses hostile entries, verifies the diffID and renames the dir into place; adding an
 //!   existing chain is a no-op. Layers are shared by images and deleted when no image uses them.
 //! - *image*: a config blob ([`ImageId`] = its digest) + the layers of `rootfs.diff_ids`
-//!   ([`Store::add_image`]). A *reference* (`name:tag` or `name@digest`, [`Reference`]) points
+//!   ([`Store::add_image`]). Deleting an image deletes its config, the manifests/indexes naming
+//!   it and the compressed blobs of its released layers, unless something kept still reaches
+//!   them (`Store::gc_blobs`). A *reference* (`name:tag` or `name@digest`, [`Reference`]) points
 //!   at one image; moving a tag to another image leaves the old one *dangling*.
 //! - *in use*: the store does not read container records; callers pass [`ContainerUse`]s.
 //!

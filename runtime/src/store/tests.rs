@@ -659,3 +659,99 @@ fn gnu_sparse_entries_extract_and_rebuild() {
     s.layer_tar(&info.chain_id, &mut out).unwrap();
     assert_eq!(out, bytes);
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+fn blob_names(root: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// An image as a pull leaves it: compressed layer blobs, layers recording them, a manifest
+/// (and optionally an index naming it) referenced by `name@digest`, and the config.
+fn pulled_image(s: &Store, name: &str, tars: &[&[u8]], index: bool) -> (ImageId, Vec<Digest>) {
+    let mut blobs = Vec::new();
+    let mut parent: Option<ChainId> = None;
+    let mut layers = Vec::new();
+    for tar in tars {
+        let gz = gzip(tar);
+        let d = s.put_blob(&gz[..], None).unwrap();
+        let info = s.add_layer(&gz[..], parent.as_ref(), None).unwrap();
+        assert_eq!(info.compressed_digest.as_ref(), Some(&d));
+        parent = Some(info.chain_id);
+        layers.push(serde_json::json!({"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": d.to_string(), "size": gz.len()}));
+        blobs.push(d);
+    }
+    let config = config_for(tars, "2024-01-01T00:00:00Z");
+    let config_digest = Digest::of_bytes(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+        "layers": layers,
+    }))
+    .unwrap();
+    let mut top = s.put_blob(&manifest[..], None).unwrap();
+    blobs.push(top.clone());
+    if index {
+        let idx = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "digest": top.to_string(), "size": manifest.len(), "platform": {"os": "linux", "architecture": "amd64"}}],
+        }))
+        .unwrap();
+        top = s.put_blob(&idx[..], None).unwrap();
+        blobs.push(top.clone());
+    }
+    let r = |s: &str| Reference::parse(s).unwrap();
+    let refs = [r(&format!("{name}:latest")), r(&format!("{name}@{top}"))];
+    let id = s.add_image(&config, &refs, None).unwrap();
+    blobs.push(id.0.clone());
+    (id, blobs)
+}
+
+#[test]
+fn removing_an_image_deletes_the_blobs_only_it_used() {
+    let (t, s) = store();
+    let mut base = LayerTar::new();
+    base.file("etc/base", b"base\n", 0o644);
+    let base = base.into_bytes();
+    let mut a = LayerTar::new();
+    a.file("a", b"only a\n", 0o644);
+    let a = a.into_bytes();
+    let mut b = LayerTar::new();
+    b.file("b", b"only b\n", 0o644);
+    let b = b.into_bytes();
+    let (ida, blobs_a) = pulled_image(&s, "a", &[&base, &a], true);
+    let (idb, blobs_b) = pulled_image(&s, "b", &[&base, &b], false);
+    // A blob nothing registered yet (as a concurrent pull leaves it): never collected.
+    let stray = s.put_blob(&b"in flight"[..], None).unwrap();
+    let hexes = |v: &[Digest]| -> std::collections::BTreeSet<String> {
+        v.iter().map(|d| d.hex().to_string()).collect()
+    };
+    let mut all = hexes(&blobs_a);
+    all.extend(hexes(&blobs_b));
+    all.insert(stray.hex().to_string());
+    assert_eq!(blob_names(t.path()), all);
+
+    s.delete_image_unchecked(&ida).unwrap();
+    // Left: everything of b (the shared base layer's blob among it) and the stray blob.
+    let mut want = hexes(&blobs_b);
+    want.insert(stray.hex().to_string());
+    assert_eq!(blob_names(t.path()), want);
+    assert!(s.resolve("b:latest").is_ok());
+
+    s.delete_image_unchecked(&idb).unwrap();
+    assert_eq!(
+        blob_names(t.path()),
+        [stray.hex().to_string()].into_iter().collect()
+    );
+    assert!(s.layers().unwrap().is_empty());
+}
