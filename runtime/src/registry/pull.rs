@@ -397,11 +397,8 @@ pub fn pull(
             if store.has_blob(&d) {
                 continue;
             }
-            let f = File::open(path).map_err(|source| RegistryError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            store.put_blob(f, Some(&d))?;
+            // Verified as it downloaded (size and sha256): moved into place, not copied.
+            store.adopt_blob(path, &d)?;
         }
         // The image manifest, so `push` can send the same bytes (same digest) back.
         store.put_blob(&image_bytes[..], None)?;
@@ -484,7 +481,12 @@ fn fetch_layer(
         return Ok((staged, path));
     }
     let mut stream = blob::BlobStream::open(client, repo, &l.digest, l.size, pdir, progress)?;
-    let staged = store.stage_layer(&mut stream, Some(diff_id));
+    // The stream hashes what it downloads (and checks size and digest at its end), so the
+    // store does not hash the compressed bytes again; it still checks the diffID.
+    let staged = match Digest::parse(&l.digest) {
+        Ok(d) => store.stage_layer_hashed_by_caller(&mut stream, Some(diff_id), &d),
+        Err(e) => return Err(e.into()),
+    };
     if let Some(e) = stream.take_error() {
         // The download failed (network, size or digest): that is the error to report.
         return Err(e.into());
@@ -493,10 +495,7 @@ fn fetch_layer(
         Ok(staged) => {
             // `stage_layer` reads its input to the end, where the stream checked size and
             // digest; the store's own count of what it read must agree.
-            if !stream.verified()
-                || staged.input_digest().as_str() != l.digest
-                || staged.input_size() != l.size
-            {
+            if !stream.verified() || staged.input_size() != l.size {
                 let _ = std::fs::remove_file(stream.path());
                 return Err(RegistryError::DigestMismatch {
                     digest: l.digest.clone(),

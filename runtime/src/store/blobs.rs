@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::fsutil::{fsync_dir, unique_tmp, Staging};
 use super::images::Meta;
@@ -46,6 +46,24 @@ impl Store {
             }
         }
         Ok(actual)
+    }
+
+    /// Move the file at `path` (on the store's filesystem) into place as blob `digest`, which
+    /// the caller has verified (a download hashed as it arrived): no copy, no second hash.
+    /// Fsynced before the rename, like [`Store::put_blob`]. If the blob exists, `path` stays.
+    pub(crate) fn adopt_blob(&self, path: &Path, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        if dest.exists() {
+            return Ok(());
+        }
+        File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io_at(path))?;
+        std::fs::rename(path, &dest).map_err(io_at(&dest))?;
+        if let Some(dir) = dest.parent() {
+            fsync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Ingest bytes already in memory.

@@ -225,6 +225,9 @@ struct Extractor<'a> {
     file_segment: HashMap<Vec<u8>, u64>,
     patches: Vec<(u64, Vec<u8>)>,
     dir_times: Vec<(Vec<Vec<u8>>, u64)>,
+    /// File contents are copied through this buffer: large chunks mean fewer inflate calls
+    /// and write(2)s than io::copy's 8 KiB (34 MB file: ~4,200 writes -> ~130).
+    buf: Vec<u8>,
 }
 
 /// Extract the (uncompressed) tar `input` into the empty directory `root`, writing its
@@ -251,6 +254,7 @@ pub fn extract<R: Read>(
         file_segment: HashMap::new(),
         patches: Vec::new(),
         dir_times: Vec::new(),
+        buf: Vec::new(),
     };
     {
         let entries = ar.entries().map_err(ExtractError::Tar)?;
@@ -382,7 +386,7 @@ impl Extractor<'_> {
                     self.file_segment.insert(key.clone(), idx);
                     st.raw = false;
                 }
-                let copied = io::copy(&mut entry, &mut file);
+                let copied = copy_big(&mut entry, &mut file, &mut self.buf);
                 state.borrow_mut().raw = true;
                 let copied = copied.map_err(ExtractError::Tar)?;
                 if !sparse && copied != size {
@@ -563,4 +567,22 @@ fn apply_xattrs(
         }
     }
     Ok(())
+}
+
+/// `io::copy` through `buf` (grown to 256 KiB on first use).
+fn copy_big(r: &mut impl Read, w: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<u64> {
+    if buf.is_empty() {
+        buf.resize(256 << 10, 0);
+    }
+    let mut n = 0u64;
+    loop {
+        let got = match r.read(buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..got])?;
+        n += got as u64;
+    }
 }

@@ -11,7 +11,7 @@ use super::extract;
 use super::fsutil::{fsync_dir, remove_any, unique_tmp, Staging};
 use super::tarsplit;
 use super::{io_at, Result, Store, StoreError};
-use crate::digest::{chain_id_on, ChainId, DiffId, Digest, HashingReader, HashingWriter};
+use crate::digest::{chain_id_on, ChainId, DiffId, Digest, Hasher, HashingWriter};
 
 /// Metadata of one stored layer (`layer.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +167,27 @@ impl Store {
     /// [`Store::commit_layer`]. Extraction does not depend on the parent layer, so layers of one
     /// image can be staged concurrently and committed in order.
     pub fn stage_layer(&self, input: impl Read, expected: Option<&DiffId>) -> Result<StagedLayer> {
+        self.stage(input, expected, None)
+    }
+
+    /// [`Store::stage_layer`] for an input the caller hashes and verifies itself (a registry
+    /// blob, hashed as it downloads): `input_digest` is recorded as given and the input is only
+    /// counted, not hashed a second time. The diffID is still computed and checked.
+    pub(crate) fn stage_layer_hashed_by_caller(
+        &self,
+        input: impl Read,
+        expected: Option<&DiffId>,
+        input_digest: &Digest,
+    ) -> Result<StagedLayer> {
+        self.stage(input, expected, Some(input_digest))
+    }
+
+    fn stage(
+        &self,
+        input: impl Read,
+        expected: Option<&DiffId>,
+        known_digest: Option<&Digest>,
+    ) -> Result<StagedLayer> {
         let staging = Staging::new(unique_tmp(&self.tmp_dir(), "layer"));
         let diff = staging.path().join("diff");
         std::fs::create_dir_all(&diff).map_err(io_at(&diff))?;
@@ -178,7 +199,15 @@ impl Store {
             io::BufWriter::new(split_file),
             flate2::Compression::fast(),
         );
-        let mut raw = BufReader::with_capacity(1 << 20, HashingReader::new(input));
+        let input = InputReader {
+            inner: input,
+            digest: match known_digest {
+                Some(d) => InputDigest::Known(d.clone()),
+                None => InputDigest::Hashing(Hasher::new()),
+            },
+            len: 0,
+        };
+        let mut raw = BufReader::with_capacity(1 << 20, input);
         let compression = detect_compression(raw.fill_buf().map_err(StoreError::Decompress)?);
         let result = {
             let mut dec = decompress(&mut raw).map_err(StoreError::Decompress)?;
@@ -190,7 +219,12 @@ impl Store {
             r?
         };
         io::copy(&mut raw, &mut io::sink()).map_err(StoreError::Decompress)?;
-        let (input_digest, input_size) = raw.into_inner().finish();
+        let input = raw.into_inner();
+        let input_size = input.len;
+        let input_digest = match input.digest {
+            InputDigest::Hashing(h) => h.finish(),
+            InputDigest::Known(d) => d,
+        };
 
         let diff_id = DiffId(result.diff_id);
         if let Some(exp) = expected {
@@ -324,5 +358,28 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_at(&p)(e)),
         }
+    }
+}
+
+/// The layer input as read: counted, and hashed unless the caller hashes it itself.
+struct InputReader<R> {
+    inner: R,
+    digest: InputDigest,
+    len: u64,
+}
+
+enum InputDigest {
+    Hashing(Hasher),
+    Known(Digest),
+}
+
+impl<R: Read> Read for InputReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let InputDigest::Hashing(h) = &mut self.digest {
+            h.update(&buf[..n]);
+        }
+        self.len += n as u64;
+        Ok(n)
     }
 }
