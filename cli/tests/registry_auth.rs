@@ -280,3 +280,47 @@ fn credential_helper_stores_gets_and_erases() {
         "helper erased the secret"
     );
 }
+
+#[test]
+fn identity_token_in_the_auth_file_is_used_with_the_oauth2_refresh_flow() {
+    // As `az acr login` / Docker SSO leave it: no password, an `identitytoken`.
+    let reg = Registry::start_token(&[("bob", "hunter2")], false);
+    let img = images::image(vec![images::busybox()]);
+    push_image(&reg, "secret/idt:v1", &img);
+    let Auth::Token(issuer) = &reg.auth else {
+        unreachable!()
+    };
+    issuer.add_refresh_token("refresh-abc", "bob");
+    let pushed = issuer.requests().len();
+    let addr = reg.addr();
+    let env = Env::new();
+    let write_auth = |token: &str| {
+        let doc = serde_json::json!({"auths": {addr.clone(): {
+            "auth": strata_testkit::registry::token::base64(b"<token>:"),
+            "identitytoken": token,
+        }}});
+        std::fs::write(env.auth_file(), doc.to_string()).unwrap();
+    };
+
+    write_auth("not-a-known-token");
+    let (code, _, err) = env.run(&["pull", &format!("{addr}/secret/idt:v1")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(env.store().images().unwrap().is_empty());
+
+    write_auth("refresh-abc");
+    let out = env.ok(&["pull", &format!("{addr}/secret/idt:v1")]);
+    assert!(out.ends_with(&format!("{addr}/secret/idt:v1\n")), "{out}");
+    let reqs = issuer.requests()[pushed..].to_vec();
+    assert!(
+        reqs.iter()
+            .any(|r| r.grant.as_deref() == Some("refresh_token")
+                && r.user.as_deref() == Some("bob")
+                && r.scopes.contains(&"repository:secret/idt:pull".to_string())),
+        "{reqs:?}"
+    );
+    assert!(
+        reqs.iter()
+            .all(|r| r.grant.as_deref() == Some("refresh_token")),
+        "only OAuth2 refresh-token requests, no Basic-auth GET: {reqs:?}"
+    );
+}

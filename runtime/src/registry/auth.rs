@@ -113,7 +113,18 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// The user name Docker stores with an identity token (an OAuth2 refresh token) as the secret.
+pub const IDENTITY_TOKEN_USER: &str = "<token>";
+
 impl Credentials {
+    /// The identity (refresh) token, when these credentials are one (`identitytoken` in a Docker
+    /// config file, or a credential helper answering user `<token>`): token registries are then
+    /// asked with OAuth2 `grant_type=refresh_token` instead of Basic auth.
+    pub fn identity_token(&self) -> Option<&str> {
+        (self.username == IDENTITY_TOKEN_USER && !self.password.is_empty())
+            .then_some(self.password.as_str())
+    }
+
     /// The value of an `Authorization: Basic …` header.
     pub fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
@@ -183,6 +194,16 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>, RegistryError> {
 }
 
 fn decode_entry(entry: &serde_json::Value) -> Option<Credentials> {
+    if let Some(t) = entry
+        .get("identitytoken")
+        .and_then(|t| t.as_str())
+        .filter(|t| !t.is_empty())
+    {
+        return Some(Credentials {
+            username: IDENTITY_TOKEN_USER.to_string(),
+            password: t.to_string(),
+        });
+    }
     let auth = entry.get("auth").and_then(|a| a.as_str()).unwrap_or("");
     if !auth.is_empty() {
         let raw = base64::engine::general_purpose::STANDARD
@@ -340,6 +361,9 @@ pub struct TokenResponse {
     #[serde(default)]
     pub expires_in: Option<u64>,
 }
+
+/// How long a token without `expires_in` is valid (the distribution spec's default).
+pub const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 
 impl TokenResponse {
     pub fn into_token(self) -> Option<String> {

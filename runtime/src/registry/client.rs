@@ -10,12 +10,12 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::http::{self, Response};
 use ureq::Body;
 
-use super::auth::{Challenge, Credentials, TokenResponse};
+use super::auth::{Challenge, Credentials, TokenResponse, DEFAULT_TOKEN_LIFETIME};
 use super::{ApiError, RegistryError};
 
 /// How many times a request is tried before a transient failure is returned.
@@ -217,8 +217,8 @@ pub struct Client {
     /// The base URL chosen by the first request (`https://…`, or `http://…` for an insecure
     /// registry without TLS).
     base: Mutex<Option<String>>,
-    /// Bearer tokens by scope.
-    tokens: Mutex<HashMap<String, String>>,
+    /// Bearer tokens by scope, with when to stop using them.
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 fn host_of(url: &str) -> &str {
@@ -363,19 +363,22 @@ impl Client {
             AuthMode::Unknown => None,
             AuthMode::Basic => self.creds.as_ref().map(Credentials::basic_header),
             AuthMode::Bearer { realm, service } => {
-                let cached = self.tokens.lock().ok().and_then(|t| t.get(scope).cloned());
+                let cached = self
+                    .tokens
+                    .lock()
+                    .ok()
+                    .and_then(|t| t.get(scope).cloned())
+                    .filter(|(_, until)| Instant::now() < *until)
+                    .map(|(t, _)| t);
                 let token = match cached {
                     Some(t) => Some(t),
-                    // A new scope on a token registry: ask before the request instead of after
-                    // its 401. A failure here is retried through the challenge path.
+                    // A new scope on a token registry, or its token is about to expire: ask
+                    // before the request instead of after its 401 (a big upload would be sent
+                    // twice). A failure here is retried through the challenge path.
                     None => self
                         .fetch_token(&realm, service.as_deref(), scope, None)
                         .ok()
-                        .inspect(|t| {
-                            if let Ok(mut map) = self.tokens.lock() {
-                                map.insert(scope.to_string(), t.clone());
-                            }
-                        }),
+                        .map(|t| self.remember_token(scope, t)),
                 };
                 token.map(|t| format!("Bearer {t}"))
             }
@@ -554,26 +557,31 @@ impl Client {
         if let Ok(mut m) = self.mode.lock() {
             *m = AuthMode::Bearer { realm, service };
         }
-        if let Ok(mut t) = self.tokens.lock() {
-            t.insert(scope.to_string(), token);
-        }
+        self.remember_token(scope, token);
         Ok(true)
     }
 
-    /// `GET realm?service=…&scope=…`, anonymous or with Basic credentials.
+    /// Cache a token for `scope` until shortly before it expires; returns the token.
+    fn remember_token(&self, scope: &str, (token, lifetime): (String, Duration)) -> String {
+        // A margin for the request's own time on the wire (and clock steps at the registry).
+        let margin = (lifetime / 10).min(Duration::from_secs(10));
+        let until = Instant::now() + lifetime - margin;
+        if let Ok(mut t) = self.tokens.lock() {
+            t.insert(scope.to_string(), (token.clone(), until));
+        }
+        token
+    }
+
+    /// A token and how long it is valid: `GET realm?service=…&scope=…`, anonymous or with
+    /// Basic credentials; with an identity token, OAuth2 `POST realm` with
+    /// `grant_type=refresh_token` (as Docker does).
     fn fetch_token(
         &self,
         realm: &str,
         service: Option<&str>,
         scope: &str,
         challenge_scope: Option<&str>,
-    ) -> Result<String, RegistryError> {
-        let mut url = realm.to_string();
-        let mut sep = if url.contains('?') { '&' } else { '?' };
-        if let Some(s) = service {
-            url.push_str(&format!("{sep}service={}", encode(s)));
-            sep = '&';
-        }
+    ) -> Result<(String, Duration), RegistryError> {
         // A request may need several scopes (a cross-repository mount): space-separated.
         let mut scopes: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
         for cs in challenge_scope.unwrap_or("").split(' ') {
@@ -581,26 +589,59 @@ impl Client {
                 scopes.push(cs);
             }
         }
-        for s in scopes {
-            url.push_str(&format!("{sep}scope={}", encode(s)));
-            sep = '&';
+        let identity = self.creds.as_ref().and_then(|c| c.identity_token());
+        let mut url = realm.to_string();
+        let mut form = String::new();
+        if let Some(refresh) = identity {
+            form = format!(
+                "grant_type=refresh_token&client_id=strata&refresh_token={}",
+                encode(refresh)
+            );
+            if let Some(s) = service {
+                form.push_str(&format!("&service={}", encode(s)));
+            }
+            if !scopes.is_empty() {
+                form.push_str(&format!("&scope={}", encode(&scopes.join(" "))));
+            }
+        } else {
+            let mut sep = if url.contains('?') { '&' } else { '?' };
+            if let Some(s) = service {
+                url.push_str(&format!("{sep}service={}", encode(s)));
+                sep = '&';
+            }
+            for s in scopes {
+                url.push_str(&format!("{sep}scope={}", encode(s)));
+                sep = '&';
+            }
         }
+        let method = if identity.is_some() {
+            http::Method::POST
+        } else {
+            http::Method::GET
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut b = http::Request::builder().method(http::Method::GET).uri(&url);
-            if let Some(c) = &self.creds {
-                b = b.header("Authorization", c.basic_header());
-            }
             let transport = |source: ureq::Error| RegistryError::Transport {
-                method: "GET".into(),
+                method: method.to_string(),
                 url: realm.to_string(),
                 source: Box::new(source),
             };
-            let result = b
-                .body(())
-                .map_err(|e| transport(ureq::Error::Http(e)))
-                .and_then(|r| self.agent.run(r).map_err(transport));
+            let b = http::Request::builder().method(method.clone()).uri(&url);
+            let result = if identity.is_some() {
+                b.header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(form.as_bytes())
+                    .map_err(|e| transport(ureq::Error::Http(e)))
+                    .and_then(|r| self.agent.run(r).map_err(transport))
+            } else {
+                let b = match &self.creds {
+                    Some(c) => b.header("Authorization", c.basic_header()),
+                    None => b,
+                };
+                b.body(())
+                    .map_err(|e| transport(ureq::Error::Http(e)))
+                    .and_then(|r| self.agent.run(r).map_err(transport))
+            };
             let mut resp = match result {
                 Ok(r) => r,
                 Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
@@ -615,7 +656,7 @@ impl Client {
                     backoff(attempt);
                     continue;
                 }
-                let err = self.api_error(&http::Method::GET, realm, resp);
+                let err = self.api_error(&method, realm, resp);
                 return Err(match (status, err) {
                     (401 | 403, RegistryError::Api { errors, .. }) => RegistryError::Unauthorized {
                         url: realm.to_string(),
@@ -636,11 +677,17 @@ impl Client {
                     url: realm.to_string(),
                     source,
                 })?;
-            return token
-                .into_token()
-                .ok_or_else(|| RegistryError::TokenMissing {
+            let lifetime = Duration::from_secs(
+                token
+                    .expires_in
+                    .filter(|&s| s > 0)
+                    .unwrap_or(DEFAULT_TOKEN_LIFETIME),
+            );
+            return token.into_token().map(|t| (t, lifetime)).ok_or_else(|| {
+                RegistryError::TokenMissing {
                     url: realm.to_string(),
-                });
+                }
+            });
         }
     }
 }

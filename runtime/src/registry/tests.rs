@@ -328,3 +328,35 @@ fn blob_stream_replays_the_partial_prefix_then_resumes_transparently() {
     );
     assert!(!partial.exists(), "mismatching partial file deleted");
 }
+
+#[test]
+fn bearer_token_is_renewed_before_it_expires() {
+    let reg = Registry::start_token(&[("bob", "hunter2")], false);
+    let img = small_image("expiry");
+    push(&reg, "team/exp:v1", &img);
+    let strata_testkit::registry::Auth::Token(issuer) = &reg.auth else {
+        unreachable!()
+    };
+    issuer.set_lifetime(2);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let bob = client(&proxy.addr(), Some(("bob", "hunter2")));
+    assert!(get_manifest(&bob, "team/exp", "v1").is_ok());
+    let before = issuer.requests().len();
+    let gets = |p: &Proxy| {
+        p.heads()
+            .iter()
+            .filter(|h| h.starts_with("GET /v2/team/exp/manifests/v1"))
+            .count()
+    };
+    let first = gets(&proxy);
+    // Past the token's expiry (2 s, JWT `exp` too): the client must fetch a new token before
+    // the request, not send the stale one and answer the registry's 401.
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    assert!(get_manifest(&bob, "team/exp", "v1").is_ok());
+    assert_eq!(issuer.requests().len(), before + 1, "one new token");
+    assert_eq!(
+        gets(&proxy),
+        first + 1,
+        "no request was refused with 401 first"
+    );
+}

@@ -3,13 +3,16 @@
 //! It answers `GET /token?service=…&scope=…` with a JWT (RS256, signed by `openssl dgst` with a key
 //! generated for this issuer, the certificate in the `x5c` header; the registry trusts it through
 //! `rootcertbundle`). Known users (HTTP Basic on the token request) get what they ask for;
-//! anonymous clients get `pull` when allowed; wrong credentials get 401.
+//! anonymous clients get `pull` when allowed; wrong credentials get 401. It also answers OAuth2
+//! `POST /token` with `grant_type=refresh_token` for refresh tokens registered with
+//! [`TokenIssuer::add_refresh_token`] (Docker's identity tokens). Token lifetime (`expires_in` and
+//! the JWT's `exp`) is 300 s unless [`TokenIssuer::set_lifetime`] says otherwise.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,6 +28,8 @@ pub struct TokenRequest {
     pub user: Option<String>,
     pub scopes: Vec<String>,
     pub granted: bool,
+    /// `Some("refresh_token")` for an OAuth2 POST, `None` for the GET flow.
+    pub grant: Option<String>,
 }
 
 struct Shared {
@@ -35,6 +40,10 @@ struct Shared {
     dir: PathBuf,
     log: Mutex<Vec<TokenRequest>>,
     stop: AtomicBool,
+    /// Refresh token -> user.
+    refresh: Mutex<Vec<(String, String)>>,
+    /// Seconds a token is valid.
+    lifetime: AtomicU64,
 }
 
 /// The issuer's listening thread; stopped and joined on drop.
@@ -152,6 +161,8 @@ impl TokenIssuer {
             dir: dir.path().to_path_buf(),
             log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            refresh: Mutex::new(Vec::new()),
+            lifetime: AtomicU64::new(300),
         });
         let s = shared.clone();
         let thread = std::thread::spawn(move || {
@@ -186,6 +197,18 @@ impl TokenIssuer {
         self.shared.users.first().cloned()
     }
 
+    /// Accept `token` as an OAuth2 refresh token (identity token) of `user`.
+    pub fn add_refresh_token(&self, token: &str, user: &str) {
+        if let Ok(mut r) = self.shared.refresh.lock() {
+            r.push((token.to_string(), user.to_string()));
+        }
+    }
+
+    /// Tokens issued from now on are valid for `secs` seconds (`expires_in` and `exp`).
+    pub fn set_lifetime(&self, secs: u64) {
+        self.shared.lifetime.store(secs, Ordering::SeqCst);
+    }
+
     /// Every token request so far.
     pub fn requests(&self) -> Vec<TokenRequest> {
         self.shared
@@ -215,8 +238,10 @@ fn serve(s: &Shared, mut conn: TcpStream) {
     if reader.read_line(&mut line).is_err() {
         return;
     }
+    let method = line.split_whitespace().next().unwrap_or("").to_string();
     let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
     let mut auth = None;
+    let mut length = 0usize;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" || h == "\n" {
@@ -225,19 +250,69 @@ fn serve(s: &Shared, mut conn: TcpStream) {
         if let Some((k, v)) = h.split_once(':') {
             if k.eq_ignore_ascii_case("authorization") {
                 auth = Some(v.trim().to_string());
+            } else if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
             }
         }
     }
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mut body = vec![0u8; length.min(1 << 16)];
+    if method == "POST" && reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let form = if method == "POST" {
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        target
+            .split_once('?')
+            .map(|(_, q)| q.to_string())
+            .unwrap_or_default()
+    };
     let mut service = String::new();
     let mut scopes = Vec::new();
-    for pair in query.split('&') {
+    let (mut grant, mut refresh) = (None, None);
+    for pair in form.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(&v.replace('+', " "));
         match k {
-            "service" => service = percent_decode(v),
-            "scope" => scopes.push(percent_decode(v)),
+            "service" => service = v,
+            // OAuth2 form: one space-separated `scope`; GET: one `scope` per parameter.
+            "scope" => scopes.extend(v.split(' ').filter(|s| !s.is_empty()).map(String::from)),
+            "grant_type" => grant = Some(v),
+            "refresh_token" => refresh = Some(v),
             _ => {}
         }
+    }
+    if method == "POST" {
+        let known = s.refresh.lock().ok().and_then(|r| {
+            r.iter()
+                .find(|(t, _)| Some(t) == refresh.as_ref())
+                .map(|(_, u)| u.clone())
+        });
+        let user = match (grant.as_deref(), known) {
+            (Some("refresh_token"), Some(u)) => u,
+            _ => {
+                record(s, None, &scopes, false, grant);
+                respond(
+                    &mut conn,
+                    "401 Unauthorized",
+                    r#"{"error":"invalid_grant"}"#,
+                );
+                return;
+            }
+        };
+        let access = grant_access(s, Some(&user), &scopes);
+        record(s, Some(user.clone()), &scopes, !access.is_empty(), grant);
+        let lifetime = s.lifetime.load(Ordering::SeqCst);
+        match sign(s, &user, &service, access) {
+            Some(token) => {
+                let body = serde_json::json!({"access_token": token, "expires_in": lifetime,
+                    "refresh_token": refresh, "scope": scopes.join(" ")})
+                .to_string();
+                respond(&mut conn, "200 OK", &body);
+            }
+            None => respond(&mut conn, "500 Internal Server Error", "{}"),
+        }
+        return;
     }
     let user = match auth.as_deref().and_then(|a| a.strip_prefix("Basic ")) {
         Some(b) => {
@@ -245,7 +320,7 @@ fn serve(s: &Shared, mut conn: TcpStream) {
             let raw = String::from_utf8_lossy(&raw).into_owned();
             let (u, p) = raw.split_once(':').unwrap_or((&raw, ""));
             if !s.users.iter().any(|(uu, pp)| uu == u && pp == p) {
-                record(s, Some(u.to_string()), &scopes, false);
+                record(s, Some(u.to_string()), &scopes, false, None);
                 let body = r#"{"details":"incorrect username or password"}"#;
                 respond(&mut conn, "401 Unauthorized", body);
                 return;
@@ -254,8 +329,25 @@ fn serve(s: &Shared, mut conn: TcpStream) {
         }
         None => None,
     };
+    let access = grant_access(s, user.as_deref(), &scopes);
+    record(s, user.clone(), &scopes, !access.is_empty(), None);
+    let lifetime = s.lifetime.load(Ordering::SeqCst);
+    match sign(s, user.as_deref().unwrap_or(""), &service, access) {
+        Some(token) => {
+            let body =
+                serde_json::json!({"token": token, "access_token": token, "expires_in": lifetime})
+                    .to_string();
+            respond(&mut conn, "200 OK", &body);
+        }
+        None => respond(&mut conn, "500 Internal Server Error", "{}"),
+    }
+}
+
+/// The JWT `access` claim: known users get what they ask for, anonymous clients `pull` when
+/// allowed.
+fn grant_access(s: &Shared, user: Option<&str>, scopes: &[String]) -> Vec<serde_json::Value> {
     let mut access = Vec::new();
-    for scope in &scopes {
+    for scope in scopes {
         let mut parts = scope.splitn(3, ':');
         let (Some(kind), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -269,24 +361,22 @@ fn serve(s: &Shared, mut conn: TcpStream) {
             access.push(serde_json::json!({"type": kind, "name": name, "actions": granted}));
         }
     }
-    record(s, user.clone(), &scopes, !access.is_empty());
-    match sign(s, user.as_deref().unwrap_or(""), &service, access) {
-        Some(token) => {
-            let body =
-                serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
-                    .to_string();
-            respond(&mut conn, "200 OK", &body);
-        }
-        None => respond(&mut conn, "500 Internal Server Error", "{}"),
-    }
+    access
 }
 
-fn record(s: &Shared, user: Option<String>, scopes: &[String], granted: bool) {
+fn record(
+    s: &Shared,
+    user: Option<String>,
+    scopes: &[String],
+    granted: bool,
+    grant: Option<String>,
+) {
     if let Ok(mut l) = s.log.lock() {
         l.push(TokenRequest {
             user,
             scopes: scopes.to_vec(),
             granted,
+            grant,
         });
     }
 }
@@ -304,7 +394,7 @@ fn sign(s: &Shared, sub: &str, service: &str, access: Vec<serde_json::Value>) ->
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [s.x5c]});
     let claims = serde_json::json!({
         "iss": ISSUER, "sub": sub, "aud": service,
-        "exp": now + 300, "nbf": now - 30, "iat": now,
+        "exp": now + s.lifetime.load(Ordering::SeqCst), "nbf": now - 30, "iat": now,
         "jti": format!("{now}-{}", std::process::id()),
         "access": access,
     });
