@@ -295,6 +295,11 @@ impl Fs {
             &path,
             libc::O_PATH | libc::O_DIRECTORY,
         )?);
+        self.cache_dirfd(ino, l, fd.clone());
+        Ok(fd)
+    }
+
+    fn cache_dirfd(&self, ino: u64, l: LayerId, fd: Arc<OwnedFd>) {
         let mut c = self.dirfds.lock();
         if c.len() >= DIRFD_CACHE_MAX {
             let victims: Vec<_> = c.keys().take(DIRFD_CACHE_MAX / 4).copied().collect();
@@ -302,8 +307,21 @@ impl Fs {
                 c.remove(&k);
             }
         }
-        c.insert((ino, l), fd.clone());
-        Ok(fd)
+        c.insert((ino, l), fd);
+    }
+
+    /// A fresh fd of directory `ino` in layer `l`, opened for reading its entries. When no fd of
+    /// it is cached, this one (one open instead of an O_PATH open plus a reopen) is cached too
+    /// once the caller is done listing: `*at()` calls do not care about its position, and a
+    /// listing always reopens a cached fd.
+    fn open_dir_for_listing(&self, ino: u64, l: LayerId) -> R<(Arc<OwnedFd>, bool)> {
+        const FLAGS: i32 = libc::O_RDONLY | libc::O_DIRECTORY;
+        if let Some(d) = self.dirfds.lock().get(&(ino, l)).cloned() {
+            return Ok((Arc::new(sys::open_beneath(d.as_fd(), b"", FLAGS)?), false));
+        }
+        let path = self.path_of(ino)?;
+        let fd = sys::open_beneath(self.layer_fd(l)?, &path, FLAGS)?;
+        Ok((Arc::new(fd), true))
     }
 
     /// Forget the cached fds of directory `ino` (removed, replaced or forgotten).
@@ -404,15 +422,15 @@ impl Fs {
         let mut entries = HashMap::new();
         let mut layers = Vec::new();
         for &l in cand {
-            let fd = match self
-                .dirfd(ino, l)
-                .and_then(|d| sys::open_beneath(d.as_fd(), b"", libc::O_RDONLY | libc::O_DIRECTORY))
-            {
-                Ok(fd) => fd,
+            let (fd, fresh) = match self.open_dir_for_listing(ino, l) {
+                Ok(x) => x,
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) if !layers.is_empty() => continue,
                 Err(e) => return Err(e),
             };
-            let ld = index::read_layer_dir(fd)?;
+            let ld = index::read_layer_dir(fd.as_fd())?;
+            if fresh {
+                self.cache_dirfd(ino, l, fd);
+            }
             let opaque = ld.opaque;
             layers.push(l);
             index::merge_layer(&mut entries, l, self.is_upper(l), ld, |l, i| {

@@ -211,12 +211,24 @@ pub(crate) fn is_whiteout_stat(
 }
 
 /// Read one layer's directory `dirfd` (opened `O_RDONLY | O_DIRECTORY`) and classify entries.
-pub(crate) fn read_layer_dir(dirfd: std::os::fd::OwnedFd) -> R<LayerDir> {
-    let opq = opaque_value(dirfd.as_fd());
+pub(crate) fn read_layer_dir(dirfd: std::os::fd::BorrowedFd<'_>) -> R<LayerDir> {
+    // Most layer dirs have no xattrs at all: one flistxattr says so (instead of a getxattr per
+    // opaque form).
+    let opq = match sys::flistxattr_small(dirfd) {
+        Ok(names) if names.is_empty() => 0,
+        Ok(names)
+            if !names
+                .split(|&b| b == 0)
+                .any(|n| XATTR_OPAQUE.iter().any(|k| k.as_bytes() == n)) =>
+        {
+            0
+        }
+        _ => opaque_value(dirfd),
+    };
     let mut opaque = opq == b'y';
     let xwh = opq == b'x';
-    let probe = sys::open_beneath(dirfd.as_fd(), b"", libc::O_PATH | libc::O_DIRECTORY)?;
-    let raw = sys::read_dir(dirfd)?;
+    let probe = dirfd;
+    let raw = sys::read_dir_fd(probe)?;
     let mut items: Vec<(OsString, Raw)> = Vec::with_capacity(raw.len());
     let mut wh_names: Vec<OsString> = Vec::new();
     for (name, d_ino, t) in raw {
@@ -343,7 +355,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let ld = read_layer_dir(open_dir(d)).unwrap();
+        let ld = read_layer_dir(open_dir(d).as_fd()).unwrap();
         assert!(!ld.opaque);
         let get = |n: &str| ld.items.iter().find(|(x, _)| x == n).map(|(_, r)| *r);
         assert!(matches!(
@@ -358,7 +370,11 @@ mod tests {
         assert!(get(".wh.gone").is_none());
         // Opaque by marker file.
         std::fs::write(d.join("sub").join(OPQ_MARKER), b"").unwrap();
-        assert!(read_layer_dir(open_dir(&d.join("sub"))).unwrap().opaque);
+        assert!(
+            read_layer_dir(open_dir(&d.join("sub")).as_fd())
+                .unwrap()
+                .opaque
+        );
         // Opaque by xattr, and xattr whiteouts in an `x` directory.
         let o = d.join("o");
         std::fs::create_dir(&o).unwrap();
@@ -380,7 +396,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let ld = read_layer_dir(open_dir(&o)).unwrap();
+        let ld = read_layer_dir(open_dir(&o).as_fd()).unwrap();
         assert!(!ld.opaque);
         assert_eq!(ld.items[0].1, Raw::Whiteout);
         sys::lsetxattr(
@@ -397,7 +413,7 @@ mod tests {
             OsStr::new("trusted.overlay.opaque"),
         )
         .unwrap();
-        assert!(read_layer_dir(open_dir(&o)).unwrap().opaque);
+        assert!(read_layer_dir(open_dir(&o).as_fd()).unwrap().opaque);
     }
 
     #[test]

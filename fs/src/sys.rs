@@ -504,6 +504,66 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> R<libc::statvfs> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// Read all entries of a directory opened for reading (from its current position, which is
+/// the start for a fresh fd): (name, d_ino, d_type), without `.` and `..`. Raw getdents64 into
+/// one 32 KiB buffer: no fdopendir (its fstat and fcntl), no per-entry allocation but the name.
+pub fn read_dir_fd(fd: BorrowedFd<'_>) -> R<Vec<(std::ffi::OsString, u64, u8)>> {
+    let mut buf = vec![0u8; 32 << 10];
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                fd.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+        let mut off = 0usize;
+        let n = n as usize;
+        while off + 19 <= n {
+            let rec = &buf[off..n];
+            let ino = u64::from_ne_bytes(rec[0..8].try_into().map_err(|_| Errno::EIO)?);
+            let reclen = u16::from_ne_bytes(rec[16..18].try_into().map_err(|_| Errno::EIO)?);
+            let reclen = reclen as usize;
+            if reclen < 19 || reclen > rec.len() {
+                return Err(Errno::EIO);
+            }
+            let t = rec[18];
+            let raw = &rec[19..reclen];
+            let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+            if name != b"." && name != b".." {
+                out.push((OsStr::from_bytes(name).to_os_string(), ino, t));
+            }
+            off += reclen;
+        }
+    }
+}
+
+/// The names of the extended attributes of an open file (`flistxattr`), `\0`-separated.
+/// `Err(ERANGE)` when they do not fit in 4 KiB.
+pub fn flistxattr_small(fd: BorrowedFd<'_>) -> R<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: buffer writable for its length.
+    let n = unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
 /// Read all entries of an open directory: (name, d_ino, d_type).
 pub fn read_dir(fd: OwnedFd) -> R<Vec<(std::ffi::OsString, u64, u8)>> {
     let mut dir = nix::dir::Dir::from_fd(fd)?;
