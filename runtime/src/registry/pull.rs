@@ -456,8 +456,8 @@ fn remove_stale_partials(dir: &Path) {
 /// Download and extract one layer: the blob streams through the partial file into the store's
 /// staging dir. The layer is returned staged (not visible) once the compressed digest and size and
 /// the diffID were verified; on any error the staging dir is gone. A compressed blob the store
-/// still has (the image was removed, its blobs were not) is extracted from there instead: it was
-/// verified when it was stored.
+/// still has (a pull that failed after downloading it, or another image sharing it) is
+/// extracted from there instead: it was verified when it was stored.
 #[allow(clippy::too_many_arguments)]
 fn fetch_layer(
     store: &Store,
