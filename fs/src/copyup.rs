@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 
 use crate::core::{Fs, ROOT_INO};
-use crate::index::XATTR_OPAQUE;
+use crate::index::{XATTR_OPAQUE, XATTR_REDIRECT};
 use crate::sys::{self, R};
 
 /// Overlay-private xattr names (kernel overlayfs's, and fuse-overlayfs's own): never copied,
@@ -289,6 +289,13 @@ impl Fs {
                 b"y",
                 0,
             )?;
+            // An opaque dir has no lower content: a kernel-written redirect means nothing now.
+            for k in XATTR_REDIRECT {
+                match sys::lremovexattr(up.as_fd(), OsStr::new(""), OsStr::new(k)) {
+                    Ok(()) | Err(Errno::ENODATA) | Err(Errno::ENOTSUP) => {}
+                    Err(e) => return Err(e),
+                }
+            }
             ix.layers = vec![0];
             for e in ix.entries.values_mut() {
                 e.lower = false;
@@ -298,7 +305,10 @@ impl Fs {
             }
             Ok(())
         })?;
-        if let Some((p, name)) = self.node(ino)?.primary() {
+        let n = self.node(ino)?;
+        n.redirects.lock().clear();
+        self.drop_dirfds(ino);
+        if let Some((p, name)) = n.primary() {
             self.with_index_mut(p, |ix| {
                 if let Some(e) = ix.entries.get_mut(&name) {
                     e.dir_layers = vec![0];

@@ -80,6 +80,9 @@ pub(crate) struct Node {
     /// Set once the object has been copied up (open lower handles then switch over).
     pub copied: AtomicBool,
     pub last_open: Mutex<Weak<OwnedFd>>,
+    /// Redirects found while building this directory's index: (layer holding the xattr, its
+    /// value). Layers below a holder find the directory at the redirect, not at its own name.
+    pub redirects: Mutex<Vec<(LayerId, Vec<u8>)>>,
 }
 
 impl Node {
@@ -97,6 +100,7 @@ impl Node {
             copyup: Mutex::new(()),
             copied: AtomicBool::new(false),
             last_open: Mutex::new(Weak::new()),
+            redirects: Mutex::new(Vec::new()),
         }
     }
     pub fn primary(&self) -> Option<(u64, OsString)> {
@@ -289,7 +293,7 @@ impl Fs {
         if let Some(fd) = self.dirfds.lock().get(&(ino, l)) {
             return Ok(fd.clone());
         }
-        let path = self.path_of(ino)?;
+        let path = self.layer_path(ino, l)?;
         let fd = Arc::new(sys::open_beneath(
             self.layer_fd(l)?,
             &path,
@@ -319,7 +323,7 @@ impl Fs {
         if let Some(d) = self.dirfds.lock().get(&(ino, l)).cloned() {
             return Ok((Arc::new(sys::open_beneath(d.as_fd(), b"", FLAGS)?), false));
         }
-        let path = self.path_of(ino)?;
+        let path = self.layer_path(ino, l)?;
         let fd = sys::open_beneath(self.layer_fd(l)?, &path, FLAGS)?;
         Ok((Arc::new(fd), true))
     }
@@ -329,25 +333,42 @@ impl Fs {
         self.dirfds.lock().retain(|k, _| k.0 != ino);
     }
 
-    /// The merged path of a node (empty for the root).
-    pub(crate) fn path_of(&self, ino: u64) -> R<Vec<u8>> {
-        let mut comps: Vec<OsString> = Vec::new();
+    /// Where directory-or-file node `ino` lives in layer `l` (relative to the layer root, empty
+    /// for the root): its merged path, except below a redirect (kernel overlayfs
+    /// `redirect_dir`): an absolute redirect names the path from the layer root, a relative one
+    /// a name in the parent's directory of that layer.
+    pub(crate) fn layer_path(&self, ino: u64, l: LayerId) -> R<Vec<u8>> {
+        let mut comps: Vec<Vec<u8>> = Vec::new();
         let mut cur = ino;
         while cur != ROOT_INO {
             let n = self.node(cur)?;
             let (p, name) = n.primary().ok_or(Errno::ENOENT)?;
-            comps.push(name);
+            let redirect = n
+                .redirects
+                .lock()
+                .iter()
+                .rev()
+                .find(|(holder, _)| *holder < l)
+                .map(|(_, r)| r.clone());
+            match redirect {
+                Some(r) if r.first() == Some(&b'/') => {
+                    comps.push(r[1..].to_vec());
+                    break;
+                }
+                Some(r) => comps.push(r),
+                None => comps.push(name.as_bytes().to_vec()),
+            }
             cur = p;
             if comps.len() > 4096 {
                 return Err(Errno::ELOOP);
             }
         }
         let mut out = Vec::new();
-        for c in comps.iter().rev() {
+        for c in comps.iter().rev().filter(|c| !c.is_empty()) {
             if !out.is_empty() {
                 out.push(b'/');
             }
-            out.extend_from_slice(c.as_bytes());
+            out.extend_from_slice(c);
         }
         Ok(out)
     }
@@ -421,7 +442,16 @@ impl Fs {
     pub(crate) fn build_index(&self, ino: u64, cand: &[LayerId], gen: u64) -> R<DirIndex> {
         let mut entries = HashMap::new();
         let mut layers = Vec::new();
-        for &l in cand {
+        let mut cand = cand.to_vec();
+        let node = if ino == ROOT_INO {
+            None
+        } else {
+            self.node(ino).ok()
+        };
+        let mut i = 0;
+        while i < cand.len() {
+            let l = cand[i];
+            i += 1;
             let (fd, fresh) = match self.open_dir_for_listing(ino, l) {
                 Ok(x) => x,
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) if !layers.is_empty() => continue,
@@ -432,6 +462,7 @@ impl Fs {
                 self.cache_dirfd(ino, l, fd);
             }
             let opaque = ld.opaque;
+            let redirect = ld.redirect.clone();
             layers.push(l);
             index::merge_layer(&mut entries, l, self.is_upper(l), ld, |l, i| {
                 self.make_ino(l, i)
@@ -439,9 +470,38 @@ impl Fs {
             if opaque {
                 break;
             }
+            if let (Some(r), Some(n)) = (redirect, &node) {
+                // The layers below hold this directory at the redirect: find them anew. (On-disk
+                // redirects only go away through `materialize`, which forgets them.)
+                {
+                    let mut rs = n.redirects.lock();
+                    if !rs.iter().any(|(h, _)| *h == l) {
+                        rs.push((l, r));
+                        rs.sort_by_key(|(h, _)| *h);
+                    }
+                }
+                cand.truncate(i);
+                cand.extend(self.redirected_layers(ino, l)?);
+            }
         }
         index::finish(&mut entries);
         Ok(DirIndex::new(gen, layers, entries))
+    }
+
+    /// The layers below `holder` in which directory `ino` (redirected at `holder`) exists, top
+    /// first, as kernel overlayfs looks them up: a missing path skips a layer; a whiteout or
+    /// non-directory on the way (or an escape from the layer) ends the search.
+    fn redirected_layers(&self, ino: u64, holder: LayerId) -> R<Vec<LayerId>> {
+        let mut out = Vec::new();
+        for l in holder + 1..self.layers.len() as LayerId {
+            let path = self.layer_path(ino, l)?;
+            match sys::open_beneath(self.layer_fd(l)?, &path, libc::O_PATH | libc::O_DIRECTORY) {
+                Ok(_) => out.push(l),
+                Err(Errno::ENOENT) => continue,
+                Err(_) => break,
+            }
+        }
+        Ok(out)
     }
 
     /// The index entry for `name` in directory `parent` (whiteouts included).

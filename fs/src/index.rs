@@ -26,6 +26,9 @@ pub(crate) const OPQ_MARKER: &str = ".wh..wh..opq";
 pub(crate) const WH_PREFIX: &[u8] = b".wh.";
 pub(crate) const XATTR_OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 pub(crate) const XATTR_WHITEOUT: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
+/// Kernel overlayfs (`redirect_dir=on`) records where a renamed directory's lower content lives:
+/// an absolute path from the layer root (`/a/sub`) or a name in the parent's lower dirs (`a`).
+pub(crate) const XATTR_REDIRECT: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
 
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
@@ -163,6 +166,8 @@ pub(crate) enum Raw {
 /// One layer's view of a directory.
 pub(crate) struct LayerDir {
     pub opaque: bool,
+    /// The directory's redirect xattr (see [`XATTR_REDIRECT`]), when it has one.
+    pub redirect: Option<Vec<u8>>,
     pub items: Vec<(OsString, Raw)>,
 }
 
@@ -214,16 +219,26 @@ pub(crate) fn is_whiteout_stat(
 pub(crate) fn read_layer_dir(dirfd: std::os::fd::BorrowedFd<'_>) -> R<LayerDir> {
     // Most layer dirs have no xattrs at all: one flistxattr says so (instead of a getxattr per
     // opaque form).
-    let opq = match sys::flistxattr_small(dirfd) {
-        Ok(names) if names.is_empty() => 0,
-        Ok(names)
-            if !names
-                .split(|&b| b == 0)
-                .any(|n| XATTR_OPAQUE.iter().any(|k| k.as_bytes() == n)) =>
-        {
-            0
-        }
-        _ => opaque_value(dirfd),
+    let names = sys::flistxattr_small(dirfd);
+    let has = |keys: &[&str]| match &names {
+        Ok(names) => names
+            .split(|&b| b == 0)
+            .any(|n| keys.iter().any(|k| k.as_bytes() == n)),
+        Err(_) => true, // unknown: ask for each key
+    };
+    let opq = if has(&XATTR_OPAQUE) {
+        opaque_value(dirfd)
+    } else {
+        0
+    };
+    let redirect = if has(&XATTR_REDIRECT) {
+        XATTR_REDIRECT.iter().find_map(|k| {
+            sys::lgetxattr(dirfd, OsStr::new(""), OsStr::new(k))
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+    } else {
+        None
     };
     let mut opaque = opq == b'y';
     let xwh = opq == b'x';
@@ -268,7 +283,11 @@ pub(crate) fn read_layer_dir(dirfd: std::os::fd::BorrowedFd<'_>) -> R<LayerDir> 
             items.push((w, Raw::Whiteout));
         }
     }
-    Ok(LayerDir { opaque, items })
+    Ok(LayerDir {
+        opaque,
+        redirect,
+        items,
+    })
 }
 
 /// Merge `ld` (layer `layer`, `is_upper` when it is the upper layer) into `entries`.
@@ -422,6 +441,7 @@ mod tests {
         let obj = |k| Raw::Object { kind: k, ino: 7 };
         let l0 = LayerDir {
             opaque: false,
+            redirect: None,
             items: vec![
                 ("d".into(), obj(libc::S_IFDIR)),
                 ("f".into(), obj(libc::S_IFREG)),
@@ -430,6 +450,7 @@ mod tests {
         };
         let l1 = LayerDir {
             opaque: false,
+            redirect: None,
             items: vec![
                 ("d".into(), obj(libc::S_IFDIR)),
                 ("f".into(), obj(libc::S_IFDIR)),
@@ -439,10 +460,12 @@ mod tests {
         };
         let l2 = LayerDir {
             opaque: false,
+            redirect: None,
             items: vec![("d".into(), obj(libc::S_IFREG))],
         };
         let l3 = LayerDir {
             opaque: false,
+            redirect: None,
             items: vec![("d".into(), obj(libc::S_IFDIR))],
         };
         merge_layer(&mut m, 0, true, l0, |l, i| ((l as u64) << 48) | i);

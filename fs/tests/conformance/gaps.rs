@@ -4,18 +4,6 @@
 //! The `kernel::` variants of these cases pass; remove an arm as soon as strata passes it.
 
 macro_rules! known_strata_gaps {
-    (compat kernel_absolute_redirect_under_target) => {
-        strata_case! { compat kernel_absolute_redirect_under_target,
-        "strata gap: an absolute trusted.overlay.redirect written by the kernel (dir moved to another parent) is not followed: the moved dir shows empty" }
-    };
-    (compat kernel_nested_redirects_under_target) => {
-        strata_case! { compat kernel_nested_redirects_under_target,
-        "strata gap: a kernel-renamed dir whose child dir was also renamed loses the lower children of both" }
-    };
-    (compat kernel_moved_then_parent_renamed_under_target) => {
-        strata_case! { compat kernel_moved_then_parent_renamed_under_target,
-        "strata gap: a dir moved into another dir (absolute redirect) whose new parent is then renamed shows empty" }
-    };
     (misc o_tmpfile) => {
         strata_case! { misc o_tmpfile, "strata gap: open(dir, O_TMPFILE) fails with EOPNOTSUPP" }
     };
