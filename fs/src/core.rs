@@ -473,12 +473,18 @@ impl Fs {
             if let (Some(r), Some(n)) = (redirect, &node) {
                 // The layers below hold this directory at the redirect: find them anew. (On-disk
                 // redirects only go away through `materialize`, which forgets them.)
-                {
+                let new = {
                     let mut rs = n.redirects.lock();
-                    if !rs.iter().any(|(h, _)| *h == l) {
+                    let new = !rs.iter().any(|(h, _)| *h == l);
+                    if new {
                         rs.push((l, r));
                         rs.sort_by_key(|(h, _)| *h);
                     }
+                    new
+                };
+                if new {
+                    // Fds of the layers below, if any were opened by name, are the wrong dirs.
+                    self.dirfds.lock().retain(|k, _| k.0 != ino || k.1 <= l);
                 }
                 cand.truncate(i);
                 cand.extend(self.redirected_layers(ino, l)?);

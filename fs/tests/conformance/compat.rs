@@ -239,6 +239,7 @@ fn kernel_redirects_under_target(c: &mut Case, ops: fn(&Path)) {
     mkdir(l.join("b"));
     write(l.join("a/sub/f"), "f");
     write(l.join("a/g"), "g");
+    write(l.join("b/lower-b"), "b");
     c.lower(0);
     let lowers = c.lowers();
     let upper = c.upper();
@@ -269,6 +270,15 @@ fn kernel_moved_then_parent_renamed_under_target(c: &mut Case) {
     kernel_redirects_under_target(c, |m| {
         rename(m.join("a/sub"), m.join("b/sub2")).unwrap();
         rename(m.join("b"), m.join("c")).unwrap();
+    })
+}
+
+/// A dir renamed onto the name of a removed lower dir: the redirect, not the name, says where
+/// its lower content is (the old lower `b` must not show through).
+fn kernel_rename_onto_removed_lower_dir_under_target(c: &mut Case) {
+    kernel_redirects_under_target(c, |m| {
+        fs::remove_dir_all(m.join("b")).unwrap();
+        rename(m.join("a"), m.join("b")).unwrap();
     })
 }
 
@@ -330,4 +340,5 @@ cases!(compat:
     kernel_absolute_redirect_under_target,
     kernel_nested_redirects_under_target,
     kernel_moved_then_parent_renamed_under_target,
+    kernel_rename_onto_removed_lower_dir_under_target,
 );
