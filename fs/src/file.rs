@@ -240,6 +240,12 @@ impl Fs {
         self.handles.reads.load(Ordering::Relaxed)
     }
 
+    /// How many file handles are open. The kernel sends RELEASE asynchronously after the last
+    /// `close`, so tests that need every handle gone poll this.
+    pub fn open_files(&self) -> usize {
+        self.handles.files.read().len()
+    }
+
     /// The inode of an open file handle.
     pub fn handle_ino(&self, fh: u64) -> Option<u64> {
         self.handles.get(fh).map(|h| h.ino)

@@ -383,8 +383,9 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        // Passthrough state first: `Fs::open_files` reaching 0 then means both are released.
         self.pt.release(fh.0);
+        self.fs.release(fh.0);
         reply.ok();
     }
 

@@ -166,7 +166,16 @@ fn lower_readers_follow_a_copy_up_and_no_open_fails() {
     assert!(v == new, "the reader opened before copy-up reads the copy");
     drop((old, third));
 
-    // Once the old opens are gone, the (now upper) file is passed through.
+    // Once the old opens are gone, the (now upper) file is passed through. RELEASE reaches the
+    // daemon asynchronously after close(2): wait for it.
+    let t0 = std::time::Instant::now();
+    while m.fs().open_files() > 0 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "RELEASE of closed files never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let before = m.fs().reads_served();
     assert!(read_uncached(&mp.join("f")) == new);
     assert_eq!(
