@@ -188,12 +188,36 @@ pub fn mount(opts: MountOptions, mountpoint: &Path) -> Result<Mount, Error> {
     };
     let thread = fuse::serve(fs.clone(), &mp, &fsname, threads).map_err(merr)?;
     let conn = fuse_minor(&mp);
+    if let Some(minor) = conn {
+        raise_readahead(minor);
+    }
     Ok(Mount {
         mountpoint: mp,
         conn,
         thread: Some(thread),
         fs,
     })
+}
+
+/// Readahead window of our mounts, in KiB: one READ request of the largest size the kernel
+/// allows (`fuse.max_pages_limit`, 256 pages). The kernel starts FUSE mounts at 128 KiB and
+/// the INIT reply can only lower it, so a sequential read of a file the daemon serves took 8
+/// round trips per MiB; the mount's bdi in sysfs is the one place to raise it.
+const READ_AHEAD_KB: u32 = 1024;
+
+/// Raise the readahead window of FUSE connection `minor` (best effort: sysfs may be read-only
+/// or absent in a container, and then reads just use smaller requests).
+fn raise_readahead(minor: u64) {
+    let path = format!("/sys/class/bdi/0:{minor}/read_ahead_kb");
+    let cur: u32 = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse().unwrap_or(0),
+        Err(_) => return,
+    };
+    if cur < READ_AHEAD_KB {
+        if let Err(e) = std::fs::write(&path, READ_AHEAD_KB.to_string()) {
+            log::debug!("{path}: {e}");
+        }
+    }
 }
 
 /// Device minor of the mount at `mp` (its FUSE connection number), read from mountinfo.

@@ -7,7 +7,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -208,6 +208,34 @@ fn read_only_mount_passes_lower_files_through() {
         m.fs().reads_served(),
         before,
         "no copy-up can happen on a read-only mount: lower files are passed through"
+    );
+    m.unmount().unwrap();
+}
+
+#[test]
+fn sequential_reads_of_lower_files_use_large_requests() {
+    let fx = Fx::new();
+    let data = pattern(16 << 20, 5);
+    std::fs::write(fx.p("lower/f"), &data).unwrap();
+    let (m, _wd) = fx.mount(true);
+    let mp = m.mountpoint().to_path_buf();
+
+    // The mount's readahead window is raised past the kernel's 128 KiB default.
+    let st = std::fs::metadata(&mp).unwrap();
+    #[allow(unused_unsafe)] // libc::minor is a safe fn in newer libc releases
+    // SAFETY: pure arithmetic on a dev_t.
+    let minor = unsafe { libc::minor(st.dev()) };
+    let kb = std::fs::read_to_string(format!("/sys/class/bdi/0:{minor}/read_ahead_kb")).unwrap();
+    assert_eq!(kb.trim(), "1024", "readahead window of the mount");
+
+    // A lower file of a writable mount is read through the daemon; 16 MiB in 128 KiB requests
+    // would take at least 128 of them.
+    let before = m.fs().reads_served();
+    assert!(read_uncached(&mp.join("f")) == data);
+    let reads = m.fs().reads_served() - before;
+    assert!(
+        (16..64).contains(&reads),
+        "16 MiB read sequentially in {reads} READ requests (want 1 MiB ones after ramp-up)"
     );
     m.unmount().unwrap();
 }
