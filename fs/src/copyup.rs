@@ -75,6 +75,13 @@ pub(crate) fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
 impl Fs {
     /// Make sure node `ino` exists in the upper layer (copying it and its parents up).
     pub(crate) fn copy_up(&self, ino: u64) -> R<()> {
+        self.copy_up_then(ino, true)
+    }
+
+    /// `copy_up`, telling the kernel to drop the cached attributes of `ino` only if
+    /// `inval_self`: a caller whose reply carries fresh attributes (SETATTR) saves that
+    /// notification, one write to /dev/fuse per chmod of a lower file.
+    pub(crate) fn copy_up_then(&self, ino: u64, inval_self: bool) -> R<()> {
         if !self.has_upper {
             return Err(Errno::EROFS);
         }
@@ -118,7 +125,9 @@ impl Fs {
         if kind == libc::S_IFDIR {
             self.inval_attr(parent);
         }
-        self.inval_attr(ino);
+        if inval_self {
+            self.inval_attr(ino);
+        }
         self.with_index_mut(parent, |ix| {
             if let Some(en) = ix.entries.get_mut(&name) {
                 en.top = 0;

@@ -142,6 +142,7 @@ pub struct Fs {
     pub(crate) ns: RwLock<()>,
     pub(crate) gen: AtomicU64,
     pub(crate) tmp_counter: AtomicU64,
+    pid: std::sync::OnceLock<u32>,
     pub(crate) fsync_copyup: bool,
     pub(crate) handles: crate::file::Handles,
     /// `O_PATH` fds of merged directories in each layer: (dir ino, layer) -> fd. A directory fd
@@ -197,6 +198,7 @@ impl Fs {
             ns: RwLock::new(()),
             gen: AtomicU64::new(1),
             tmp_counter: AtomicU64::new(0),
+            pid: std::sync::OnceLock::new(),
             fsync_copyup: cfg.fsync_copyup,
             handles: crate::file::Handles::default(),
             notify: std::sync::OnceLock::new(),
@@ -281,7 +283,10 @@ impl Fs {
 
     pub(crate) fn tmp_name(&self) -> OsString {
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        OsString::from(format!("#strata-{}-{n}", std::process::id()))
+        // The pid of the serving process (read once: getpid is a syscall, and this runs on
+        // every copy-up), so names never collide with a crashed earlier server's leftovers.
+        let pid = *self.pid.get_or_init(std::process::id);
+        OsString::from(format!("#strata-{pid}-{n}"))
     }
 
     pub(crate) fn work_fd(&self) -> R<BorrowedFd<'_>> {

@@ -594,7 +594,8 @@ impl Fs {
             st.st_nlink = 0;
             return Ok(self.fix_attr(ino, st));
         }
-        self.copy_up(ino)?;
+        // The reply carries the attributes after the change: no invalidation needed.
+        self.copy_up_then(ino, false)?;
         let loc = self.locate(ino)?;
         let dir = self.loc_dir(&loc)?;
         let name = loc.name.as_os_str();

@@ -312,8 +312,11 @@ pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> R<()> {
     // Small files (most of an image): one copy_file_range, no reflink attempt or hole search
     // (three syscalls fewer per copy-up of a small file).
     if len <= SMALL_COPY {
-        copy_range(src, dst, 0, len, &mut true)?;
-        return ftruncate(dst, len);
+        // The size is right unless the source was shorter than its stat said.
+        if copy_range(src, dst, 0, len, &mut true)? < len {
+            return ftruncate(dst, len);
+        }
+        return Ok(());
     }
     // SAFETY: FICLONE takes the source fd as its argument; both fds are valid.
     let r = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
@@ -348,7 +351,7 @@ fn copy_range(
     start: u64,
     end: u64,
     use_cfr: &mut bool,
-) -> R<()> {
+) -> R<u64> {
     let mut off = start;
     while off < end {
         let want = (end - off).min(1 << 30) as usize;
@@ -377,14 +380,14 @@ fn copy_range(
                 }
             }
             if n == 0 {
-                return Ok(()); // source shorter than expected
+                return Ok(off); // source shorter than expected
             }
             off += n as u64;
         } else {
             let mut buf = vec![0u8; want.min(1 << 20)];
             let n = pread(src, &mut buf, off)?;
             if n == 0 {
-                return Ok(());
+                return Ok(off);
             }
             let mut done = 0;
             while done < n {
@@ -393,7 +396,7 @@ fn copy_range(
             off += n as u64;
         }
     }
-    Ok(())
+    Ok(off)
 }
 
 /// The `l*` (no-follow) xattr call for an entry inside a directory, the following one for the
@@ -475,25 +478,33 @@ pub fn lremovexattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<()> {
 /// The raw, NUL-separated list of xattr names.
 pub fn llistxattr(dir: BorrowedFd<'_>, name: &OsStr) -> R<Vec<u8>> {
     let p = proc_path(dir, name)?;
-    // SAFETY: size query with a null buffer.
-    let n = unsafe { pick!(llistxattr, listxattr, name)(p.as_ptr(), std::ptr::null_mut(), 0) };
-    if n < 0 {
-        return Err(Errno::last());
+    // Most files have no or few xattrs: one call with a modest buffer, and a size query only
+    // when that is too small (ERANGE).
+    let mut len = 1024;
+    loop {
+        let mut buf = vec![0u8; len];
+        // SAFETY: buffer writable for its length.
+        let n = unsafe {
+            pick!(llistxattr, listxattr, name)(
+                p.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_char,
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        if Errno::last() != Errno::ERANGE {
+            return Err(Errno::last());
+        }
+        // SAFETY: size query with a null buffer.
+        let n = unsafe { pick!(llistxattr, listxattr, name)(p.as_ptr(), std::ptr::null_mut(), 0) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        len = n as usize + 256;
     }
-    let mut buf = vec![0u8; n as usize + 256];
-    // SAFETY: buffer writable for its length.
-    let n = unsafe {
-        pick!(llistxattr, listxattr, name)(
-            p.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(Errno::last());
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
 }
 
 pub fn fstatvfs(fd: BorrowedFd<'_>) -> R<libc::statvfs> {
@@ -622,5 +633,30 @@ mod tests {
         assert_eq!(&b, b"middle");
         pread(dst.as_fd(), &mut b[..4], 0).unwrap();
         assert_eq!(&b[..4], b"head");
+    }
+
+    #[test]
+    fn llistxattr_lists_long_lists_and_empty_ones() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"").unwrap();
+        let dir = std::fs::File::open(t.path()).unwrap();
+        let f = OsStr::new("f");
+        assert!(llistxattr(dir.as_fd(), f).unwrap().is_empty());
+        // 40 names of ~50 bytes: more than the first 1 KiB try holds.
+        let mut want = Vec::new();
+        for i in 0..40 {
+            let k = format!("user.{i:02}-{}", "x".repeat(44));
+            lsetxattr(dir.as_fd(), f, OsStr::new(&k), b"v", 0).unwrap();
+            want.extend_from_slice(k.as_bytes());
+            want.push(0);
+        }
+        let mut got: Vec<&[u8]> = Vec::new();
+        let list = llistxattr(dir.as_fd(), f).unwrap();
+        assert!(list.len() > 1024);
+        got.extend(list.split(|&b| b == 0).filter(|k| !k.is_empty()));
+        got.sort();
+        let mut exp: Vec<&[u8]> = want.split(|&b| b == 0).filter(|k| !k.is_empty()).collect();
+        exp.sort();
+        assert_eq!(got, exp);
     }
 }
