@@ -491,9 +491,14 @@ fn image_stop_signal_and_resource_limits() {
         "usr1:1",
         "sh",
         "-c",
-        "trap 'echo got-usr1; exit 0' USR1; while true; do sleep 0.1; done",
+        "trap 'echo got-usr1; exit 0' USR1; echo ready; while true; do sleep 0.1; done",
     ]);
     let id = id.trim();
+    // The shell is PID 1: a signal that arrives before its trap is set is ignored. Wait for it.
+    let ready = eventually(Duration::from_secs(30), || {
+        (s.run(&["logs", "lim"]).stdout == "ready\n").then_some(())
+    });
+    assert!(ready.is_some(), "the container never set its trap");
     let cg = |ctrl: &str, file: &str| {
         std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/strata/{id}/{file}"))
             .map(|v| v.trim().to_string())
@@ -517,7 +522,7 @@ fn image_stop_signal_and_resource_limits() {
     // stop sends the image's StopSignal (SIGUSR1), which the container traps and exits 0 on.
     s.ok(&["stop", "-t", "20", "lim"]);
     assert_eq!(s.ok(&["wait", "lim"]), "0\n");
-    assert_eq!(s.ok(&["logs", "lim"]), "got-usr1\n");
+    assert_eq!(s.ok(&["logs", "lim"]), "ready\ngot-usr1\n");
     s.ok(&["rm", "lim"]);
     assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/strata/{id}")).exists());
 }
