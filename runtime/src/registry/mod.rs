@@ -132,6 +132,8 @@ pub enum RegistryError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("{0}")]
+    AuthFileOutput(Box<crate::outfile::OutputError>),
     #[error("error getting credentials - {helper}: {source}")]
     CredentialHelper {
         helper: String,
