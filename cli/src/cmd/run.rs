@@ -189,6 +189,14 @@ fn parse_volume(s: &str) -> anyhow::Result<VolumeMount> {
     })
 }
 
+/// Docker's `opts.ValidateEnv`: a variable needs a name.
+pub(crate) fn validate_env(env: &[String]) -> anyhow::Result<()> {
+    match env.iter().find(|e| e.is_empty() || e.starts_with('=')) {
+        Some(bad) => anyhow::bail!("invalid environment variable: {bad}"),
+        None => Ok(()),
+    }
+}
+
 fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for f in files {
@@ -335,6 +343,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     let mut env = read_env_files(&args.env_file).map_err(tool_error)?;
     env.extend(args.env.iter().cloned());
+    validate_env(&env).map_err(tool_error)?;
     let resources = Resources {
         memory: args
             .memory
