@@ -152,7 +152,7 @@ impl Store {
         }
         if let Some(exp) = expected {
             let c = chain_id_on(parent, exp);
-            if self.has_layer(&c) {
+            if self.hold_layer(&c)? {
                 return self.layer(&c);
             }
         }
@@ -291,6 +291,7 @@ impl Store {
         fsync_dir(staging.path())?;
 
         let dest = self.layer_path(&info.chain_id);
+        self.lease(super::gc::Leased::Layer, info.chain_id.hex())?;
         match std::fs::rename(staging.path(), &dest) {
             Ok(()) => {
                 staging.keep();
