@@ -59,8 +59,9 @@ struct LeaseFile {
 static LEASES: Mutex<Vec<LeaseFile>> = Mutex::new(Vec::new());
 
 /// Keeps this process's lease on a store open; when the last scope of a root closes, the lease
-/// file is removed (everything it protected is registered or was given up by then). Lines
-/// written while no scope is open keep the file until the process exits.
+/// file is removed (everything it protected is registered or was given up by then). Without an
+/// open scope, the lease ends when an image is registered (`load`, `commit`, `import` add
+/// layers, then the image naming them) or, failing that, with the process.
 pub struct LeaseScope {
     root: PathBuf,
 }
@@ -113,7 +114,7 @@ fn open_lease(root: &Path) -> Result<LeaseFile> {
 
 /// Try to lock `path` exclusively without waiting: `Some` when nobody holds it (stale).
 fn try_lock(path: &Path) -> Option<Flock<File>> {
-    let f = OpenOptions::new().read(true).write(true).open(path).ok()?;
+    let f = File::open(path).ok()?;
     Flock::lock(f, FlockArg::LockExclusiveNonblock).ok()
 }
 
@@ -214,6 +215,21 @@ impl Store {
         let line = format!("{kind} {hex}\n");
         let path = l.path.clone();
         l.file.write_all(line.as_bytes()).map_err(io_at(path))
+    }
+
+    /// An image record now names what this process added: drop its lease unless a
+    /// [`LeaseScope`] is open (that one ends it). Called after `add_images` succeeded.
+    pub(crate) fn end_unscoped_lease(&self) {
+        let Ok(mut leases) = LEASES.lock() else {
+            return;
+        };
+        if let Some(i) = leases
+            .iter()
+            .position(|l| l.root == self.root && l.scopes == 0)
+        {
+            let l = leases.remove(i);
+            let _ = std::fs::remove_file(&l.path);
+        }
     }
 
     /// If layer `c` is stored, protect it with this process's lease and return true. The check

@@ -222,6 +222,7 @@ impl Store {
             }
             Ok(())
         })?;
+        self.end_unscoped_lease();
         Ok(prepared.into_iter().map(|(id, _)| id).collect())
     }
 
