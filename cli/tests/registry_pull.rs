@@ -18,10 +18,11 @@ fn pull_single_layer_busybox_then_up_to_date() {
     assert_eq!(
         out,
         format!(
-            "Using default tag: latest\nlatest: Pulling from busybox\n{}: Pull complete\nDigest: {}\n\
+            "Using default tag: latest\nlatest: Pulling from busybox\n{id}: Pulling fs layer\n\
+             {id}: Verifying Checksum\n{id}: Download complete\n{id}: Pull complete\nDigest: {}\n\
              Status: Downloaded newer image for {addr}/busybox:latest\n{addr}/busybox:latest\n",
-            short(&img.layers[0].digest),
-            img.manifest_digest
+            img.manifest_digest,
+            id = short(&img.layers[0].digest),
         )
     );
     let rec = env
@@ -70,8 +71,44 @@ fn multi_layer_already_exists_and_pull_by_digest() {
     let out = env.ok(&["pull", &format!("{addr}/lib/app:a")]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "a: Pulling from lib/app");
+    // Docker's piped lines: every layer is announced, then (with 3 downloads at a time) none
+    // waits; each is verified and downloaded, and they complete in order.
     for (i, l) in a.layers.iter().enumerate() {
-        assert_eq!(lines[1 + i], format!("{}: Pull complete", short(&l.digest)));
+        assert_eq!(
+            lines[1 + i],
+            format!("{}: Pulling fs layer", short(&l.digest))
+        );
+        for status in ["Verifying Checksum", "Download complete"] {
+            let line = format!("{}: {status}", short(&l.digest));
+            assert!(lines.contains(&line.as_str()), "{out}");
+        }
+    }
+    let complete: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.ends_with(": Pull complete"))
+        .collect();
+    let want: Vec<String> = a
+        .layers
+        .iter()
+        .map(|l| format!("{}: Pull complete", short(&l.digest)))
+        .collect();
+    assert_eq!(complete, want);
+    assert!(
+        !out.contains("Downloading") && !out.contains("Extracting"),
+        "{out}"
+    );
+    // One download at a time: the others wait for a slot.
+    let env1 = Env::new();
+    let out = env1.ok(&[
+        "pull",
+        "--max-concurrent-downloads",
+        "1",
+        &format!("{addr}/lib/app:a"),
+    ]);
+    for l in &a.layers[1..] {
+        let waiting = format!("{}: Waiting\n", short(&l.digest));
+        assert!(out.contains(&waiting), "{out}");
     }
     let out = env.ok(&["pull", &format!("{addr}/lib/app:b")]);
     assert!(
