@@ -612,3 +612,50 @@ fn rmi_frees_the_pulled_blobs_and_a_repull_downloads_again() {
         b"r"
     );
 }
+
+#[test]
+fn docker_hub_names_resolve_through_registry_mirrors_in_order() {
+    let reg = Registry::start();
+    let img = images::image(vec![images::busybox()]);
+    push_image(&reg, "library/busybox:latest", &img);
+    let env = Env::new();
+    // A mirror that is down first (skipped), then the loopback registry as the mirror.
+    let dead = strata_testkit::registry::free_port();
+    std::fs::write(
+        env.dir.path().join("daemon.json"),
+        format!(
+            r#"{{"registry-mirrors": ["http://127.0.0.1:{dead}", "http://{}/"]}}"#,
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    // Docker Hub itself must never be asked: any attempt goes to a closed loopback proxy.
+    let mut cmd = env.command(&["pull", "busybox"]);
+    cmd.env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let (code, out, err) = wait_output(cmd.spawn().unwrap());
+    assert_eq!(code, 0, "{err}");
+    let id = short(&img.layers[0].digest);
+    assert_eq!(
+        out,
+        format!(
+            "Using default tag: latest\nlatest: Pulling from library/busybox\n{id}: Pulling fs layer\n\
+             {id}: Verifying Checksum\n{id}: Download complete\n{id}: Pull complete\nDigest: {}\n\
+             Status: Downloaded newer image for busybox:latest\ndocker.io/library/busybox:latest\n",
+            img.manifest_digest
+        )
+    );
+    let rec = env.store().resolve("busybox").unwrap();
+    assert_eq!(rec.id.to_string(), img.config_digest);
+    assert!(rec
+        .repo_digests
+        .iter()
+        .any(|r| r.to_string() == format!("docker.io/library/busybox@{}", img.manifest_digest)));
+
+    // Other registries never go through the mirrors.
+    let (code, _, err) = env.run(&["pull", &format!("{}/busybox", reg.addr())]);
+    assert_ne!(code, 0, "not pushed under that name");
+    assert!(err.contains("not found"), "{err}");
+}

@@ -20,6 +20,7 @@ use super::auth;
 use super::blob;
 use super::client::{Client, Endpoint, Req};
 use super::manifest::{self, Descriptor, ImageManifest, Manifest, Platform};
+use super::mirrors;
 use super::{PullError, RegistryError};
 use crate::digest::{chain_ids, ChainId, DiffId, Digest, ImageId};
 use crate::reference::Reference;
@@ -297,15 +298,36 @@ pub fn pull(
     // Layers and blobs this pull adds are protected from a concurrent `Store::gc` until the
     // image record names them.
     let _lease = store.lease_scope();
-    let client = client_for(reference.domain(), &opts.insecure)?;
     let repo = reference.path().to_string();
     let tag_or_digest = match (reference.digest(), reference.tag()) {
         (Some(d), _) => d.to_string(),
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
-    let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
-        .map_err(|e| map_error(e, &client, &reference))?;
+    // Docker Hub images: the configured mirrors first, in order; the first one that has the
+    // manifest serves the whole pull (Docker's fallback), else Docker Hub itself.
+    let mut via_mirror = None;
+    for m in mirrors::for_registry(reference.domain()) {
+        let found = m
+            .client(&opts.insecure)
+            .and_then(|c| resolve_manifest(&c, &repo, &tag_or_digest, opts).map(|r| (c, r)));
+        match found {
+            Ok(found) => {
+                via_mirror = Some(found);
+                break;
+            }
+            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
+        }
+    }
+    let (client, resolved) = match via_mirror {
+        Some(found) => found,
+        None => {
+            let client = client_for(reference.domain(), &opts.insecure)?;
+            let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
+                .map_err(|e| map_error(e, &client, &reference))?;
+            (client, resolved)
+        }
+    };
     progress(PullEvent::PullingFrom {
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
