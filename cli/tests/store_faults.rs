@@ -240,3 +240,38 @@ fn load_killed_at_several_points_then_prune_restores_the_store() {
     assert_eq!(entries(&env.root().join("blobs/sha256")), 0);
     assert_eq!(env.ok(&["images", "-q"]), "");
 }
+
+#[test]
+fn a_container_that_fills_its_disk_keeps_its_record_and_exit_code() {
+    let env = Env::new();
+    let _fs = Tmpfs::mount(&env.root(), 64);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("bb.tar");
+    fixtures::busybox_archive(&archive, "bb:1").unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    for (name, code) in [("filler0", 0), ("filler3", 3)] {
+        let script = format!("dd if=/dev/zero of=/big bs=1M count=100 2>/dev/null; exit {code}");
+        let (got, _, err) = env.run(&[
+            "--storage-driver",
+            "vfs",
+            "run",
+            "--name",
+            name,
+            "bb:1",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert_eq!(got, code, "{err}");
+        // The disk is still full: the record is there with its real exit code.
+        let ps = env.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(&format!("{name} Exited ({code}) "))),
+            "{ps}"
+        );
+        let inspected = env.ok(&["inspect", "-f", "{{.State.ExitCode}}", name]);
+        assert_eq!(inspected.trim(), code.to_string());
+        env.ok(&["rm", name]);
+    }
+}
