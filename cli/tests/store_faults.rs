@@ -275,3 +275,39 @@ fn a_container_that_fills_its_disk_keeps_its_record_and_exit_code() {
         env.ok(&["rm", name]);
     }
 }
+
+#[test]
+fn prune_during_a_pull_keeps_what_the_pull_has_not_registered_yet() {
+    use strata_testkit::registry::proxy::{Mode, Proxy};
+    let reg = Registry::start();
+    let img = images::image(vec![
+        images::layer(&[("etc/first", b"first\n")]),
+        images::big_layer("data/big", 3 << 20, 11),
+    ]);
+    push_image(&reg, "during:1", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Hold(1 << 20));
+    let env = Env::new();
+    let name = format!("{}/during:1", proxy.addr());
+    let child = env.spawn(&["pull", &name]);
+    // The first layer is visible (not yet named by any image); the second is downloading.
+    assert!(proxy.wait_held(std::time::Duration::from_secs(60)));
+    let layers = env.root().join("layers");
+    assert!(wait_for(|| entries(&layers) == 1), "first layer committed");
+    let out = env.ok(&["system", "prune", "-a", "-f"]);
+    assert_eq!(
+        out, "Total reclaimed space: 0B\n",
+        "nothing of the pull swept"
+    );
+    assert_eq!(entries(&layers), 1);
+    assert_eq!(env.partials().len(), 1, "the download in progress stays");
+    proxy.set_mode(Mode::Pass);
+    proxy.release();
+    let (code, out, err) = wait_output(child);
+    assert_eq!(code, 0, "{out}{err}");
+    let store = env.store();
+    let rec = store.resolve(&name).unwrap();
+    assert_eq!(rec.id.to_string(), img.config_digest);
+    let dirs = store.layer_dirs(&rec).unwrap();
+    assert!(dirs[1].join("etc/first").is_file() && dirs[0].join("data/big").is_file());
+    assert!(env.partials().is_empty());
+}
