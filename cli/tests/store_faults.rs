@@ -311,3 +311,28 @@ fn prune_during_a_pull_keeps_what_the_pull_has_not_registered_yet() {
     assert!(dirs[1].join("etc/first").is_file() && dirs[0].join("data/big").is_file());
     assert!(env.partials().is_empty());
 }
+
+#[test]
+fn a_hostile_layer_leaves_nothing_in_partial() {
+    let reg = Registry::start();
+    let mut t = fixtures::LayerTar::new();
+    t.file("etc/ok", b"ok\n", 0o644)
+        .symlink("escape", "/tmp")
+        .file("escape/strata-hostile-layer", b"x", 0o644);
+    let hostile = images::layer_from_tar(t.into_bytes());
+    // Big enough that extraction refuses it before the download ends.
+    let img = images::image(vec![images::big_layer("data/first", 2 << 20, 3), hostile]);
+    push_image(&reg, "hostile:1", &img);
+    let env = Env::new();
+    let (code, _, err) = env.run(&["pull", &format!("{}/hostile:1", reg.addr())]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("refusing unsafe archive entry"), "{err}");
+    assert!(env.partials().is_empty(), "{:?}", env.partials());
+    assert!(!std::path::Path::new("/tmp/strata-hostile-layer").exists());
+    // Nothing of the failed pull is left but the verified blob of the good layer, which a
+    // prune reclaims.
+    env.ok(&["system", "prune", "-f"]);
+    assert_eq!(entries(&env.root().join("layers")), 0);
+    assert_eq!(entries(&env.root().join("blobs/sha256")), 0);
+}

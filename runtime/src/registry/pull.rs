@@ -649,7 +649,9 @@ fn download_and_extract(
     let abort = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Fetched)>();
     let threads = opts.parallel.max(1).min(missing.len().max(1));
-    std::thread::scope(|s| {
+    let mut done: Vec<Option<(StagedLayer, blob::HeldBlob)>> = Vec::new();
+    done.resize_with(layers.len(), || None);
+    let result = std::thread::scope(|s| {
         for _ in 0..threads {
             let tx = tx.clone();
             let (queue, abort) = (&queue, &abort);
@@ -684,8 +686,6 @@ fn download_and_extract(
             });
         }
         drop(tx);
-        let mut done: Vec<Option<(StagedLayer, blob::HeldBlob)>> = Vec::new();
-        done.resize_with(layers.len(), || None);
         let mut parent: Option<&ChainId> = None;
         let fail = |e: PullError| {
             abort.store(true, Ordering::SeqCst);
@@ -747,5 +747,33 @@ fn download_and_extract(
             parent = Some(&chains[i]);
         }
         Ok(())
-    })
+    });
+    if result.is_err() {
+        // Downloads that finished but whose layer was not made visible: verified, so their
+        // blobs go into the store (the next pull extracts from there; a prune reclaims them)
+        // rather than staying in `partial/`.
+        let finished = done
+            .into_iter()
+            .flatten()
+            .chain(rx.try_iter().filter_map(|(_, r)| r.ok()));
+        for (_, held) in finished {
+            if !held.is_partial() {
+                continue;
+            }
+            let name = held
+                .path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
+            let hex = name
+                .trim_start_matches("sha256-")
+                .trim_end_matches(".partial");
+            if let Ok(d) = Digest::from_hex(hex) {
+                if let Ok(true) = store.adopt_blob(held.path(), &d) {
+                    added.push(d);
+                }
+            }
+        }
+    }
+    result
 }
