@@ -336,3 +336,27 @@ fn a_hostile_layer_leaves_nothing_in_partial() {
     assert_eq!(entries(&env.root().join("layers")), 0);
     assert_eq!(entries(&env.root().join("blobs/sha256")), 0);
 }
+
+#[test]
+fn a_download_left_behind_by_a_killed_pull_is_stored_by_the_next_pull() {
+    let reg = Registry::start();
+    let img = images::image(vec![images::layer(&[("etc/x", b"x\n")])]);
+    push_image(&reg, "left:1", &img);
+    let env = Env::new();
+    let name = format!("{}/left:1", reg.addr());
+    env.ok(&["pull", &name]);
+    // What a pull killed after making the layer visible but before moving its blob left
+    // (older strata did it in that order): the layer, no compressed blob, the download.
+    let hex = img.layers[0].digest.trim_start_matches("sha256:");
+    let blob = env.root().join("blobs/sha256").join(hex);
+    let partial = env.root().join(format!("partial/sha256-{hex}.partial"));
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::rename(&blob, &partial).unwrap();
+    env.ok(&["pull", &name]);
+    assert!(blob.is_file(), "compressed blob stored");
+    assert_eq!(
+        fixtures::sha256(&std::fs::read(&blob).unwrap()),
+        img.layers[0].digest
+    );
+    assert!(env.partials().is_empty(), "{:?}", env.partials());
+}
