@@ -44,6 +44,16 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Kills what runs on a store and detaches its mounts (before the tmpfs guard drops).
+struct ContainerCleanup(PathBuf);
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        strata_testkit::container::kill_processes_naming(&self.0);
+        strata_testkit::container::lazy_unmount_under(&self.0);
+    }
+}
+
 /// Every path under `root` with its size (files) or `/` (dirs), sorted; `store.lock` left out.
 fn listing(root: &Path) -> BTreeSet<String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
@@ -249,11 +259,19 @@ fn a_container_that_fills_its_disk_keeps_its_record_and_exit_code() {
     let archive = work.path().join("bb.tar");
     fixtures::busybox_archive(&archive, "bb:1").unwrap();
     env.ok(&["load", "-i", archive.to_str().unwrap()]);
-    for (name, code) in [("filler0", 0), ("filler3", 3)] {
+    // Supervisors killed and mounts detached even if the test fails (a killed FUSE daemon
+    // aborts its connection, so nothing can hang); `wait_output` kills a stuck CLI after 180 s.
+    let _cleanup = ContainerCleanup(env.root());
+    for (name, code, driver) in [
+        ("filler0", 0, "vfs"),
+        ("filler3", 3, "vfs"),
+        ("fusefill0", 0, "fuse"),
+        ("fusefill5", 5, "fuse"),
+    ] {
         let script = format!("dd if=/dev/zero of=/big bs=1M count=100 2>/dev/null; exit {code}");
         let (got, _, err) = env.run(&[
             "--storage-driver",
-            "vfs",
+            driver,
             "run",
             "--name",
             name,
