@@ -330,6 +330,8 @@ impl Store {
                 self.delete_layer(c)?;
             }
         }
+        // The failed operation is over: what its lease protected is gone or given up.
+        self.end_unscoped_lease();
         Ok(())
     }
 
