@@ -654,6 +654,21 @@ fn docker_hub_names_resolve_through_registry_mirrors_in_order() {
         .iter()
         .any(|r| r.to_string() == format!("docker.io/library/busybox@{}", img.manifest_digest)));
 
+    // `pull -a` lists the tags on the mirror too.
+    let mut cmd = env.command(&["pull", "-a", "busybox"]);
+    cmd.env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let (code, out, err) = wait_output(cmd.spawn().unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("latest: Pulling from library/busybox\n")
+            && out
+                .ends_with("Status: Image is up to date for busybox\ndocker.io/library/busybox\n"),
+        "{out}"
+    );
+
     // Other registries never go through the mirrors.
     let (code, _, err) = env.run(&["pull", &format!("{}/busybox", reg.addr())]);
     assert_ne!(code, 0, "not pushed under that name");

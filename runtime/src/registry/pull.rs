@@ -115,7 +115,22 @@ pub fn client_for(registry: &str, insecure: &[String]) -> Result<Client, Registr
 
 /// The tags of `reference`'s repository (`GET /v2/<repo>/tags/list`), sorted.
 pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String>, PullError> {
+    // Docker Hub repositories: the first mirror that answers lists the tags.
+    for m in mirrors::for_registry(reference.domain()) {
+        match m
+            .client(&opts.insecure)
+            .map_err(PullError::from)
+            .and_then(|c| tags_from(&c, reference))
+        {
+            Ok(tags) => return Ok(tags),
+            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
+        }
+    }
     let client = client_for(reference.domain(), &opts.insecure)?;
+    tags_from(&client, reference)
+}
+
+fn tags_from(client: &Client, reference: &Reference) -> Result<Vec<String>, PullError> {
     let repo = reference.path();
     let req = Req::new(
         http::Method::GET,
@@ -124,7 +139,7 @@ pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String
     );
     let mut resp = client
         .send_ok(&req)
-        .map_err(|e| map_error(e, &client, reference))?;
+        .map_err(|e| map_error(e, client, reference))?;
     #[derive(serde::Deserialize)]
     struct Tags {
         #[serde(default)]
