@@ -457,7 +457,9 @@ pub fn pull(
             created.reverse();
             let _ = store.release_layers(&created);
             if is_no_space(&e) {
-                // A full disk: nothing of this pull is worth keeping for a resume.
+                // A full disk: nothing of this pull is worth keeping for a resume (the config
+                // blob too, unless an image record names it).
+                added.push(config_id.clone());
                 let _ = store.discard_blobs(added);
                 for p in touched.into_inner().unwrap_or_default() {
                     let _ = std::fs::remove_file(p);
