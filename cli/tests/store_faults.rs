@@ -378,3 +378,41 @@ fn a_download_left_behind_by_a_killed_pull_is_stored_by_the_next_pull() {
     );
     assert!(env.partials().is_empty(), "{:?}", env.partials());
 }
+
+#[test]
+fn system_prune_removes_stopped_containers_then_unused_images() {
+    let env = Env::new();
+    let _cleanup = ContainerCleanup(env.root());
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("bb.tar");
+    fixtures::busybox_archive(&archive, "bb:1").unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let (code, _, err) = env.run(&[
+        "--storage-driver",
+        "vfs",
+        "run",
+        "--name",
+        "stopped",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo data > /file",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = env.ok(&["ps", "-aq", "--no-trunc"]).trim().to_string();
+    assert_eq!(id.len(), 64);
+    // The image is used by a container: -a keeps nothing back once the container is gone.
+    let out = env.ok(&["system", "prune", "-a", "-f"]);
+    assert!(
+        out.starts_with(&format!(
+            "Deleted Containers:\n{id}\n\nDeleted Images:\nuntagged: bb:1\ndeleted: sha256:"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("\nTotal reclaimed space: ") && !out.ends_with(" 0B\n"),
+        "{out}"
+    );
+    assert_eq!(env.ok(&["ps", "-aq"]), "");
+    assert_eq!(env.ok(&["images", "-q"]), "");
+}
