@@ -10,10 +10,10 @@ use std::sync::Arc;
 use nix::errno::Errno;
 use parking_lot::RwLock;
 
+use crate::at::{self as sys, R};
 use crate::copyup::is_private_xattr;
 use crate::core::{Attr, Ctx, DirEnt, Fs};
 use crate::ops::Make;
-use crate::sys::{self, R};
 
 pub(crate) struct Handle {
     pub ino: u64,

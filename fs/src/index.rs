@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 
-use crate::sys::{self, R};
+use crate::at::{self, R};
 
 pub(crate) type LayerId = u16;
 
@@ -174,7 +174,7 @@ pub(crate) struct LayerDir {
 /// The value of an opaque xattr on the directory `dirfd` itself: `b'y'`, `b'x'` or 0.
 pub(crate) fn opaque_value(dirfd: std::os::fd::BorrowedFd<'_>) -> u8 {
     for key in XATTR_OPAQUE {
-        if let Ok(v) = sys::lgetxattr(dirfd, OsStr::new(""), OsStr::new(key)) {
+        if let Ok(v) = at::lgetxattr(dirfd, OsStr::new(""), OsStr::new(key)) {
             if let Some(&c) = v.first() {
                 return c;
             }
@@ -210,7 +210,7 @@ pub(crate) fn is_whiteout_stat(
     if xattr_whiteouts && fmt == libc::S_IFREG && st.st_size == 0 {
         return XATTR_WHITEOUT
             .iter()
-            .any(|k| sys::lgetxattr(dirfd, name, OsStr::new(k)).is_ok());
+            .any(|k| at::lgetxattr(dirfd, name, OsStr::new(k)).is_ok());
     }
     false
 }
@@ -219,7 +219,7 @@ pub(crate) fn is_whiteout_stat(
 pub(crate) fn read_layer_dir(dirfd: std::os::fd::BorrowedFd<'_>) -> R<LayerDir> {
     // Most layer dirs have no xattrs at all: one flistxattr says so (instead of a getxattr per
     // opaque form).
-    let names = sys::flistxattr_small(dirfd);
+    let names = at::flistxattr_small(dirfd);
     let has = |keys: &[&str]| match &names {
         Ok(names) => names
             .split(|&b| b == 0)
@@ -233,7 +233,7 @@ pub(crate) fn read_layer_dir(dirfd: std::os::fd::BorrowedFd<'_>) -> R<LayerDir> 
     };
     let redirect = if has(&XATTR_REDIRECT) {
         XATTR_REDIRECT.iter().find_map(|k| {
-            sys::lgetxattr(dirfd, OsStr::new(""), OsStr::new(k))
+            at::lgetxattr(dirfd, OsStr::new(""), OsStr::new(k))
                 .ok()
                 .filter(|v| !v.is_empty())
         })
@@ -243,7 +243,7 @@ pub(crate) fn read_layer_dir(dirfd: std::os::fd::BorrowedFd<'_>) -> R<LayerDir> 
     let mut opaque = opq == b'y';
     let xwh = opq == b'x';
     let probe = dirfd;
-    let raw = sys::read_dir_fd(probe)?;
+    let raw = at::read_dir_fd(probe)?;
     let mut items: Vec<(OsString, Raw)> = Vec::with_capacity(raw.len());
     let mut wh_names: Vec<OsString> = Vec::new();
     for (name, d_ino, t) in raw {
@@ -264,7 +264,7 @@ pub(crate) fn read_layer_dir(dirfd: std::os::fd::BorrowedFd<'_>) -> R<LayerDir> 
         let kind = match dtype_kind(t) {
             Some(k) if k != libc::S_IFCHR && !(xwh && k == libc::S_IFREG) => k,
             _ => {
-                let st = match sys::fstatat(probe.as_fd(), &name) {
+                let st = match at::fstatat(probe.as_fd(), &name) {
                     Ok(st) => st,
                     Err(Errno::ENOENT) => continue,
                     Err(e) => return Err(e),
@@ -399,7 +399,7 @@ mod tests {
         std::fs::create_dir(&o).unwrap();
         std::fs::write(o.join("w"), b"").unwrap();
         let of = open_dir(&o);
-        sys::lsetxattr(
+        at::lsetxattr(
             of.as_fd(),
             OsStr::new(""),
             OsStr::new("trusted.overlay.opaque"),
@@ -407,7 +407,7 @@ mod tests {
             0,
         )
         .unwrap();
-        sys::lsetxattr(
+        at::lsetxattr(
             of.as_fd(),
             OsStr::new("w"),
             OsStr::new("trusted.overlay.whiteout"),
@@ -418,7 +418,7 @@ mod tests {
         let ld = read_layer_dir(open_dir(&o).as_fd()).unwrap();
         assert!(!ld.opaque);
         assert_eq!(ld.items[0].1, Raw::Whiteout);
-        sys::lsetxattr(
+        at::lsetxattr(
             of.as_fd(),
             OsStr::new(""),
             OsStr::new("user.overlay.opaque"),
@@ -426,7 +426,7 @@ mod tests {
             0,
         )
         .unwrap();
-        sys::lremovexattr(
+        at::lremovexattr(
             of.as_fd(),
             OsStr::new(""),
             OsStr::new("trusted.overlay.opaque"),

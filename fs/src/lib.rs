@@ -7,15 +7,15 @@
 //!
 //! Modules: `core` (layer stack, inode table, lookup/readdir), `index` (merged directory index
 //! and whiteout/opaque formats), `copyup`, `ops` (namespace changes), `file` (open files,
-//! xattrs), `sys` (the `*at()` syscalls), `fuse` (the only module that knows `fuser`).
+//! xattrs), `at` (the `*at()` syscalls, public), `fuse` (the only module that knows `fuser`).
 
+pub mod at;
 mod copyup;
 pub mod core;
 mod file;
 mod fuse;
 mod index;
 pub mod ops;
-mod sys;
 #[cfg(test)]
 mod testutil;
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
+use crate::at::{self as sys, R};
 use crate::copyup::make_whiteout;
 use crate::core::{check_name, Attr, Ctx, Fs};
 use crate::index::{Entry, XATTR_OPAQUE};
-use crate::sys::{self, R};
 
 /// Attribute changes requested by setattr.
 #[derive(Default, Clone, Copy, Debug)]
