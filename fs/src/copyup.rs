@@ -14,20 +14,7 @@ use nix::errno::Errno;
 
 use crate::at::{self, R};
 use crate::core::{Fs, ROOT_INO};
-use crate::index::{XATTR_OPAQUE, XATTR_REDIRECT};
-
-/// Overlay-private xattr names (kernel overlayfs's, and fuse-overlayfs's own): never copied,
-/// never shown.
-pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
-    [
-        &b"trusted.overlay."[..],
-        b"user.overlay.",
-        b"user.fuseoverlayfs.",
-        b"trusted.fuseoverlayfs.",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
-}
+use crate::format::{self, is_private_xattr, Flavour};
 
 /// Copy the xattrs of `src_dir/src_name` to `dst_dir/dst_name`, except overlay-private ones.
 pub(crate) fn copy_xattrs(
@@ -291,20 +278,9 @@ impl Fs {
                 }
                 ix.del(w);
             }
-            at::lsetxattr(
-                up.as_fd(),
-                OsStr::new(""),
-                OsStr::new(XATTR_OPAQUE[0]),
-                b"y",
-                0,
-            )?;
+            format::set_opaque(up.as_fd(), OsStr::new(""), Flavour::Trusted)?;
             // An opaque dir has no lower content: a kernel-written redirect means nothing now.
-            for k in XATTR_REDIRECT {
-                match at::lremovexattr(up.as_fd(), OsStr::new(""), OsStr::new(k)) {
-                    Ok(()) | Err(Errno::ENODATA) | Err(Errno::ENOTSUP) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            format::clear_redirect(up.as_fd(), OsStr::new(""))?;
             ix.layers = vec![0];
             for e in ix.entries.values_mut() {
                 e.lower = false;
@@ -327,9 +303,4 @@ impl Fs {
         }
         Ok(())
     }
-}
-
-/// Create an overlay whiteout (char device 0/0) named `name` in `dir`.
-pub(crate) fn make_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> R<()> {
-    at::mknodat(dir, name, libc::S_IFCHR, 0)
 }

@@ -11,8 +11,8 @@ use nix::errno::Errno;
 use parking_lot::RwLock;
 
 use crate::at::{self as sys, R};
-use crate::copyup::is_private_xattr;
 use crate::core::{Attr, Ctx, DirEnt, Fs};
+use crate::format::is_private_xattr;
 use crate::ops::Make;
 
 pub(crate) struct Handle {
