@@ -20,8 +20,8 @@ use std::sync::{Arc, Weak};
 use nix::errno::Errno;
 use parking_lot::{Mutex, RwLock};
 
+use crate::at::{self as sys, R};
 use crate::index::{self, DirIndex, Entry, LayerId};
-use crate::sys::{self, R};
 
 pub const ROOT_INO: u64 = 1;
 

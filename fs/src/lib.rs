@@ -5,17 +5,18 @@
 //! overlayfs's, so an upper dir written here mounts under kernel overlayfs or fuse-overlayfs
 //! with the same view.
 //!
-//! Modules: `core` (layer stack, inode table, lookup/readdir), `index` (merged directory index
-//! and whiteout/opaque formats), `copyup`, `ops` (namespace changes), `file` (open files,
-//! xattrs), `sys` (the `*at()` syscalls), `fuse` (the only module that knows `fuser`).
+//! Modules: `format` (the overlay on-disk format: whiteouts, opaque dirs, redirects; public),
+//! `core` (layer stack, inode table, lookup/readdir), `index` (merged directory index), `copyup`, `ops` (namespace changes), `file` (open files,
+//! xattrs), `at` (the `*at()` syscalls, public), `fuse` (the only module that knows `fuser`).
 
+pub mod at;
 mod copyup;
 pub mod core;
 mod file;
+pub mod format;
 mod fuse;
 mod index;
 pub mod ops;
-mod sys;
 #[cfg(test)]
 mod testutil;
 

@@ -1,4 +1,4 @@
-//! Thin, safe wrappers over the `*at()` system calls the filesystem core uses.
+//! Thin, safe wrappers over the `*at()` system calls the filesystem core and the runtime use.
 //!
 //! Every function here takes a directory fd and a single path component (or a relative path that
 //! is resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), never a host path built
