@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::extract;
-use super::fsutil::{fsync_dir, remove_any, unique_tmp, Staging};
 use super::tarsplit;
 use super::{io_at, Result, Store, StoreError};
 use crate::digest::{chain_id_on, ChainId, DiffId, Digest, Hasher, HashingWriter};
+use crate::fsutil::{fsync_dir, remove_any, unique_tmp, Staging};
 
 /// Metadata of one stored layer (`layer.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,13 +289,13 @@ impl Store {
         f.write_all(&json)
             .and_then(|_| f.sync_all())
             .map_err(io_at(&meta))?;
-        fsync_dir(staging.path())?;
+        fsync_dir(staging.path()).map_err(io_at(staging.path()))?;
 
         let dest = self.layer_path(&info.chain_id);
         match std::fs::rename(staging.path(), &dest) {
             Ok(()) => {
                 staging.keep();
-                fsync_dir(&self.layers_dir())?;
+                fsync_dir(&self.layers_dir()).map_err(io_at(self.layers_dir()))?;
                 Ok(info.clone())
             }
             // Someone else stored the same chain first: theirs wins, ours is dropped.

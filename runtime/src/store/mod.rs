@@ -57,7 +57,6 @@
 mod blobs;
 pub mod config;
 pub mod extract;
-mod fsutil;
 mod images;
 mod layers;
 mod remove;
@@ -138,7 +137,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
         };
-        fsutil::clean_stale_tmp(&store.tmp_dir());
+        crate::fsutil::clean_stale_tmp(&store.tmp_dir());
         Ok(store)
     }
 
