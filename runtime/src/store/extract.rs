@@ -120,7 +120,7 @@ fn not_beneath(shown: &str) -> ExtractError {
 
 /// Open `comps` (all directories) below `root` without following symlinks; create missing ones
 /// (mode 0755) when `create`.
-pub(crate) fn open_dir_path(
+fn open_dir_path(
     root: BorrowedFd<'_>,
     comps: &[Vec<u8>],
     create: bool,
