@@ -14,50 +14,7 @@ use nix::errno::Errno;
 
 use crate::at::{self, R};
 use crate::core::{Fs, ROOT_INO};
-use crate::format::{self, is_private_xattr, Flavour};
-
-/// Copy the xattrs of `src_dir/src_name` to `dst_dir/dst_name`, except overlay-private ones.
-pub(crate) fn copy_xattrs(
-    src_dir: BorrowedFd<'_>,
-    src_name: &OsStr,
-    dst_dir: BorrowedFd<'_>,
-    dst_name: &OsStr,
-) -> R<()> {
-    let list = match at::llistxattr(src_dir, src_name) {
-        Ok(l) => l,
-        Err(Errno::ENOTSUP) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
-        if is_private_xattr(key) {
-            continue;
-        }
-        let k = OsStr::from_bytes(key);
-        let v = match at::lgetxattr(src_dir, src_name, k) {
-            Ok(v) => v,
-            Err(Errno::ENODATA) => continue,
-            Err(e) => return Err(e),
-        };
-        match at::lsetxattr(dst_dir, dst_name, k, &v, 0) {
-            Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
-    [
-        libc::timespec {
-            tv_sec: st.st_atime,
-            tv_nsec: st.st_atime_nsec,
-        },
-        libc::timespec {
-            tv_sec: st.st_mtime,
-            tv_nsec: st.st_mtime_nsec,
-        },
-    ]
-}
+use crate::format::{self, copy_xattrs, Flavour};
 
 impl Fs {
     /// Make sure node `ino` exists in the upper layer (copying it and its parents up).
@@ -102,7 +59,7 @@ impl Fs {
             return Err(e);
         }
         // Copy-up is not a change of the parent: keep its times (as kernel overlayfs does).
-        let _ = at::utimensat(up_dir.as_fd(), OsStr::new(""), &times_of(&pst));
+        let _ = at::utimensat(up_dir.as_fd(), OsStr::new(""), &at::times_of(&pst));
         let ust = at::fstatat(up_dir.as_fd(), &name)?;
         self.remap_ino(ust.st_dev, ust.st_ino, n.ino);
         n.copied.store(true, std::sync::atomic::Ordering::Release);
@@ -195,7 +152,7 @@ impl Fs {
                 at::fchownat(dst.as_fd(), OsStr::new(""), st.st_uid, st.st_gid)?;
                 at::fchmod(dst.as_fd(), perm)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
-                at::utimensat(dst.as_fd(), OsStr::new(""), &times_of(st))?;
+                at::utimensat(dst.as_fd(), OsStr::new(""), &at::times_of(st))?;
                 if self.fsync_copyup {
                     at::fsync(dst.as_fd(), false)?;
                 }
@@ -205,21 +162,21 @@ impl Fs {
                 at::fchownat(work, tmp, st.st_uid, st.st_gid)?;
                 at::fchmodat(work, tmp, perm)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
-                at::utimensat(work, tmp, &times_of(st))?;
+                at::utimensat(work, tmp, &at::times_of(st))?;
             }
             libc::S_IFLNK => {
                 let target = at::readlinkat(src_dir, name)?;
                 at::symlinkat(OsStr::from_bytes(&target), work, tmp)?;
                 at::fchownat(work, tmp, st.st_uid, st.st_gid)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
-                at::utimensat(work, tmp, &times_of(st))?;
+                at::utimensat(work, tmp, &at::times_of(st))?;
             }
             _ => {
                 at::mknodat(work, tmp, kind | perm, st.st_rdev)?;
                 at::fchownat(work, tmp, st.st_uid, st.st_gid)?;
                 at::fchmodat(work, tmp, perm)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
-                at::utimensat(work, tmp, &times_of(st))?;
+                at::utimensat(work, tmp, &at::times_of(st))?;
             }
         }
         Ok(())

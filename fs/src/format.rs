@@ -142,6 +142,36 @@ pub fn whiteout_name(target: &[u8]) -> Vec<u8> {
     n
 }
 
+/// Copy the xattrs of `src_dir/src_name` to `dst_dir/dst_name`, except overlay-private ones.
+pub fn copy_xattrs(
+    src_dir: BorrowedFd<'_>,
+    src_name: &OsStr,
+    dst_dir: BorrowedFd<'_>,
+    dst_name: &OsStr,
+) -> R<()> {
+    let list = match at::llistxattr(src_dir, src_name) {
+        Ok(l) => l,
+        Err(Errno::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        if is_private_xattr(key) {
+            continue;
+        }
+        let k = OsStr::from_bytes(key);
+        let v = match at::lgetxattr(src_dir, src_name, k) {
+            Ok(v) => v,
+            Err(Errno::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        match at::lsetxattr(dst_dir, dst_name, k, &v, 0) {
+            Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The overlay marks of one layer's directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DirMarks {

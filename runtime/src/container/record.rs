@@ -2,7 +2,6 @@
 //! create) and `state.json` (the state machine, rewritten atomically by whoever changes it).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -210,18 +209,12 @@ pub struct ContainerState {
     pub stopped_by_user: bool,
 }
 
-/// Write `data` to `path` atomically (temp file in the same dir, fsync, rename).
+/// Write `data` to `path` atomically ([`crate::fsutil::write_atomic`]: fsynced, with its dir).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |source| ContainerError::Io {
+    crate::fsutil::write_atomic(path, data).map_err(|source| ContainerError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(data).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ContainerError> {
@@ -239,15 +232,10 @@ pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<(), C
         path: path.to_path_buf(),
         source,
     })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |source| ContainerError::Io {
+    crate::fsutil::write_atomic_volatile(path, &data).map_err(|source| ContainerError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&data).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ContainerError> {

@@ -5,10 +5,10 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{fsync_dir, unique_tmp, Staging};
 use super::images::Meta;
 use super::{io_at, Result, Store, StoreError};
 use crate::digest::{Digest, HashingWriter};
+use crate::fsutil::{fsync_dir, unique_tmp, Staging};
 use crate::reference::Reference;
 
 impl Store {
@@ -42,7 +42,7 @@ impl Store {
         if !dest.exists() {
             std::fs::rename(staging.path(), &dest).map_err(io_at(&dest))?;
             if let Some(dir) = dest.parent() {
-                fsync_dir(dir)?;
+                fsync_dir(dir).map_err(io_at(dir))?;
             }
         }
         Ok(actual)
@@ -61,7 +61,7 @@ impl Store {
             .map_err(io_at(path))?;
         std::fs::rename(path, &dest).map_err(io_at(&dest))?;
         if let Some(dir) = dest.parent() {
-            fsync_dir(dir)?;
+            fsync_dir(dir).map_err(io_at(dir))?;
         }
         Ok(())
     }
