@@ -271,6 +271,38 @@ impl Fs {
         self.inos.lock().remap.remove(&(dev, st_ino));
     }
 
+    /// After copy-up of one name of a hard-linked lower file (inode `ino`, `(dev, st_ino)` in
+    /// its lower layer): the names of that lower inode that were not re-linked to the copy
+    /// (never looked up, so not known as names of `ino`) still show the lower file, a different
+    /// object from now on. They get a fresh inode number of their own: in every directory
+    /// index built so far, and through the remap for indexes built later. Sharing `ino` would
+    /// make the kernel treat them as one inode whose link count is the copy's (an unlink of
+    /// the lower name then takes it to 0, and a later link() of the copy fails with ENOENT).
+    pub(crate) fn split_lower_links(&self, ino: u64, dev: u64, st_ino: u64) {
+        let fresh = self.fresh_ino();
+        self.remap_ino(dev, st_ino, fresh);
+        let dirs: Vec<Arc<Node>> = self
+            .nodes
+            .read()
+            .values()
+            .filter(|n| n.is_dir())
+            .cloned()
+            .collect();
+        for d in dirs {
+            let mut g = d.dir.write();
+            let Some(ix) = g.as_mut() else { continue };
+            let mut hit = false;
+            for e in ix.entries.values_mut() {
+                if e.ino == ino && !self.is_upper(e.top) {
+                    e.ino = fresh;
+                    hit = true;
+                }
+            }
+            // Listings the kernel cached show the old number: new opens read from us.
+            ix.changed |= hit;
+        }
+    }
+
     pub(crate) fn fresh_ino(&self) -> u64 {
         let mut m = self.inos.lock();
         m.next_fallback += 1;

@@ -51,6 +51,51 @@ fn link_outlives_unlinked_lower_original(c: &mut Case) {
     assert_eq!(lstat(m.join("keep")).unwrap().nlink(), 1);
 }
 
+/// "Install a new version" as package scripts do (found by fuse-overlayfs's stress script): a
+/// lower file with two names, one changed (copy-up), the other removed and linked anew.
+fn relink_after_copy_up_of_other_name(c: &mut Case) {
+    let l = c.lower(0);
+    for d in ["a", "b", "c"] {
+        mkdir(l.join(d));
+        write(l.join(d).join("p"), "v1");
+        link(l.join(d).join("p"), l.join(d).join("p_v1")).unwrap();
+    }
+    let m = c.mount();
+    // a: `p` never looked up before the copy-up of `p_v1`; b: both names listed first.
+    let _ = ls(m.join("b"));
+    for d in ["a", "b"] {
+        let (p, v1) = (m.join(d).join("p"), m.join(d).join("p_v1"));
+        lchown(&v1, 1000, 1000).unwrap();
+        unlink(&p).unwrap();
+        link(&v1, &p).unwrap_or_else(|e| panic!("{d}: ln p_v1 p: {e}"));
+        let (sp, sv) = (lstat(&p).unwrap(), lstat(&v1).unwrap());
+        assert_eq!(sp.ino(), sv.ino(), "{d}: one inode");
+        assert_eq!((sp.nlink(), sv.nlink()), (2, 2), "{d}: two links");
+        assert_eq!((sp.uid(), sv.uid()), (1000, 1000), "{d}: owner");
+        assert_eq!(read(&p), "v1");
+    }
+    // c: after a write through one name, two names that share an inode number share their
+    // content and link count (whether the link is kept or broken), also after a remount.
+    write(m.join("c/p_v1"), "v2");
+    let check = |m: &std::path::Path| {
+        let (p, v1) = (m.join("c/p"), m.join("c/p_v1"));
+        let (sp, sv) = (lstat(&p).unwrap(), lstat(&v1).unwrap());
+        assert_eq!(read(&v1), "v2");
+        if sp.ino() == sv.ino() {
+            assert_eq!(read(&p), "v2", "same inode, same content");
+            assert!(sp.nlink() >= 2 && sv.nlink() >= 2, "same inode, two links");
+        }
+        (read(&p), read(&v1))
+    };
+    let before = check(&m);
+    c.unmount();
+    let m = c.mount();
+    assert_eq!(check(&m), before, "same view after a remount");
+    for d in ["a", "b"] {
+        assert_eq!(lstat(m.join(d).join("p")).unwrap().nlink(), 2, "{d}");
+    }
+}
+
 fn link_count_three(c: &mut Case) {
     let l = c.lower(0);
     write(l.join("f"), "x");
@@ -289,6 +334,7 @@ cases!(inode:
     hardlink_new_file,
     hardlinks_in_lower_share_ino,
     link_count_three,
+    relink_after_copy_up_of_other_name,
     link_outlives_unlinked_lower_original,
     link_errors,
     link_symlink_itself,
