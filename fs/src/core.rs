@@ -599,15 +599,39 @@ impl Fs {
 
     pub(crate) fn fix_attr(&self, ino: u64, mut st: libc::stat) -> Attr {
         st.st_ino = ino;
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            // Kernel overlayfs reports 1 for merged directories; real counts for upper-only.
-            let node = self.nodes.read().get(&ino).cloned();
-            let merged = node.and_then(|n| n.dir.read().as_ref().map(|ix| ix.layers.len() > 1));
-            if merged != Some(false) {
-                st.st_nlink = 1;
-            }
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR && self.dir_merged(ino) {
+            // Kernel overlayfs reports 1 for merged directories (counting the subdirectories
+            // of every layer is not worth it; `find` and friends accept 1) and the real count
+            // of the one directory otherwise.
+            st.st_nlink = 1;
         }
         Attr { ino, st }
+    }
+
+    /// Does directory `ino` merge more than one layer (its contributing layers, see `index`)?
+    /// Known exactly once its index is built; before that (a `stat` of a directory nobody
+    /// listed yet) from its candidate layers in the parent's index and the opaque marks of the
+    /// top one, without reading the directory. Unknown counts as merged.
+    fn dir_merged(&self, ino: u64) -> bool {
+        let Some(n) = self.nodes.read().get(&ino).cloned() else {
+            return true;
+        };
+        if let Some(merged) = n.dir.read().as_ref().map(|ix| ix.layers.len() > 1) {
+            return merged;
+        }
+        let Some((p, name)) = n.primary() else {
+            return true;
+        };
+        let Ok(Some(e)) = self.entry(p, &name) else {
+            return true;
+        };
+        match e.dir_layers.as_slice() {
+            [] | [_] => false,
+            [top, ..] => !self.dirfd(ino, *top).is_ok_and(|d| {
+                index::opaque_value(d.as_fd()) == b'y'
+                    || sys::fstatat(d.as_fd(), OsStr::new(index::OPQ_MARKER)).is_ok()
+            }),
+        }
     }
 
     /// Register one kernel lookup of the object `e` reached as `(parent, name)`.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 
-use crate::harness::Case;
+use crate::harness::{Case, Opq};
 use crate::util::*;
 
 fn hardlink_new_file(c: &mut Case) {
@@ -304,6 +304,51 @@ fn dir_nlink_sane(c: &mut Case) {
     );
 }
 
+/// st_nlink of directories as kernel overlayfs reports it: 1 for a directory merged from several
+/// layers, the real count (2 + subdirectories) for one that lives in one layer only (or whose top
+/// layer is opaque), also when it is stat'ed before anything listed it.
+fn dir_nlink_like_kernel(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("lower_only/s1"));
+    mkdir(l0.join("lower_only/s2"));
+    mkdir(l1.join("bottom_only/s1/deep"));
+    mkdir(l1.join("bottom_only/s2"));
+    mkdir(l1.join("bottom_only/s3"));
+    mkdir(l0.join("merged/s1"));
+    mkdir(l1.join("merged/s2"));
+    mkdir(l0.join("opq/s1"));
+    c.opaque(l0.join("opq"), Opq::Xattr);
+    mkdir(l1.join("opq/s2"));
+    mkdir(l1.join("opq/s3"));
+    mkdir(l0.join("grows/s1"));
+    let m = c.mount();
+    mkdir(m.join("fresh/a"));
+    mkdir(m.join("fresh/b"));
+    let want = [
+        ("lower_only", 4),
+        ("bottom_only", 5),
+        ("bottom_only/s1", 3),
+        ("merged", 1),
+        ("opq", 3),
+        ("fresh", 4),
+        ("fresh/a", 2),
+        ("", 1),
+    ];
+    let got = |m: &std::path::Path| {
+        want.iter()
+            .map(|(d, _)| (*d, lstat(m.join(d)).unwrap().nlink()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got(&m), want, "stat before any listing");
+    for (d, _) in want {
+        let _ = ls(m.join(d));
+    }
+    assert_eq!(got(&m), want, "stat after listing");
+    // A change copies the directory up: it is merged from then on (kernel: 1).
+    mkdir(m.join("grows/s2"));
+    assert_eq!(lstat(m.join("grows")).unwrap().nlink(), 1);
+}
+
 fn file_nlink_one(c: &mut Case) {
     let l = c.lower(0);
     write(l.join("f"), "");
@@ -346,6 +391,7 @@ cases!(inode:
     distinct_inos_lowers_on_different_filesystems,
     readdir_d_ino_matches_stat,
     dir_nlink_sane,
+    dir_nlink_like_kernel,
     file_nlink_one,
     root_and_dotdot,
 );
