@@ -241,6 +241,53 @@ fn distinct_inos_same_fs(c: &mut Case) {
     assert_eq!(seen.len(), 70);
 }
 
+/// Every layer on one filesystem (the case's temp dir): st_ino and d_ino are the backing
+/// files' own numbers, as with kernel overlayfs (xino) and fuse-overlayfs, so 32-bit programs
+/// without large-file support see small numbers; a copy-up keeps the lower file's number.
+fn ino_is_backing_ino_on_one_filesystem(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    write(l0.join("f"), "x");
+    mkdir(l0.join("d"));
+    mkdir(l0.join("merged"));
+    mkdir(l1.join("merged/sub"));
+    write(l1.join("merged/below"), "b");
+    symlink("f", l0.join("s"));
+    let m = c.mount();
+    write(m.join("new"), "n");
+    mkdir(m.join("newdir"));
+    let ino = |p: std::path::PathBuf| lstat(p).unwrap().ino();
+    let want = [
+        ("f", ino(l0.join("f"))),
+        ("d", ino(l0.join("d"))),
+        ("merged", ino(l0.join("merged"))),
+        ("merged/sub", ino(l1.join("merged/sub"))),
+        ("merged/below", ino(l1.join("merged/below"))),
+        ("s", ino(l0.join("s"))),
+        ("new", ino(c.upper().join("new"))),
+        ("newdir", ino(c.upper().join("newdir"))),
+    ];
+    for (rel, backing) in want {
+        assert_eq!(ino(m.join(rel)), backing, "st_ino of {rel}");
+    }
+    assert_eq!(
+        ino(m.clone()),
+        ino(c.upper()),
+        "the root shows the upper root's number"
+    );
+    let listed: HashMap<String, u64> = raw_readdir(&m).unwrap().into_iter().collect();
+    for rel in ["f", "d", "merged", "s", "new", "newdir"] {
+        assert_eq!(listed[rel], ino(m.join(rel)), "d_ino of {rel}");
+    }
+    assert_eq!(listed["."], ino(m.clone()), "d_ino of .");
+    let sub: HashMap<String, u64> = raw_readdir(m.join("d")).unwrap().into_iter().collect();
+    assert_eq!(sub[".."], ino(m.clone()), "d_ino of .. in a top-level dir");
+    // Copy-up (data and metadata) keeps the lower file's number.
+    write(m.join("f"), "changed");
+    chmod(m.join("merged/below"), 0o600).unwrap();
+    assert_eq!(ino(m.join("f")), want[0].1);
+    assert_eq!(ino(m.join("merged/below")), want[4].1);
+}
+
 fn distinct_inos_lowers_on_different_filesystems(c: &mut Case) {
     // Two fresh tmpfs instances hand out the same small inode numbers: the union must not.
     let (t0, t1) = (c.tmpfs_lower(0), c.tmpfs_lower(1));
@@ -388,6 +435,7 @@ cases!(inode:
     ino_stable_across_copy_up,
     ino_stable_while_open_and_renamed,
     distinct_inos_same_fs,
+    ino_is_backing_ino_on_one_filesystem,
     distinct_inos_lowers_on_different_filesystems,
     readdir_d_ino_matches_stat,
     dir_nlink_sane,
