@@ -89,6 +89,10 @@ impl Fs {
             }
         } else {
             self.copy_up_other_links(ino, parent, &name, up_dir.as_fd());
+            if st.st_nlink > 1 {
+                let dev = self.layers.get(e.top as usize).map_or(st.st_dev, |l| l.dev);
+                self.split_lower_links(ino, dev, st.st_ino);
+            }
         }
         Ok(())
     }

@@ -76,10 +76,20 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), nix::errno::Errno>) {
     }
 }
 
+/// Attributes for an entry reply: fuser sends `ino` as the node id too, so it is the node id.
+/// The two differ only for the root (see `Fs::st_ino`), whose entry is only ever `.` or `..`.
 fn fattr(a: &Attr) -> FileAttr {
-    let st = &a.st;
     FileAttr {
         ino: INodeNo(a.ino),
+        ..stat_attr(a)
+    }
+}
+
+/// Attributes for an attribute reply (and `.`/`..` listings): the `st_ino` users see.
+fn stat_attr(a: &Attr) -> FileAttr {
+    let st = &a.st;
+    FileAttr {
+        ino: INodeNo(st.st_ino),
         size: st.st_size as u64,
         blocks: st.st_blocks as u64,
         atime: ts(st.st_atime, st.st_atime_nsec),
@@ -180,7 +190,7 @@ impl Filesystem for Adapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Ok(a) => reply.attr(&TTL, &stat_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -212,7 +222,7 @@ impl Filesystem for Adapter {
             mtime: mtime.map(to_timespec),
         };
         match self.fs.setattr(ino.0, sa, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Ok(a) => reply.attr(&TTL, &stat_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -434,7 +444,7 @@ impl Filesystem for Adapter {
             Err(e) => return reply.error(errno(e)),
         };
         for d in &list {
-            if reply.add(INodeNo(d.ino), d.off, kind(d.kind), &d.name) {
+            if reply.add(INodeNo(self.fs.st_ino(d.ino)), d.off, kind(d.kind), &d.name) {
                 break;
             }
         }
@@ -466,14 +476,9 @@ impl Filesystem for Adapter {
                     _ => continue,
                 }
             };
-            if reply.add(
-                INodeNo(attr.ino),
-                d.off,
-                &d.name,
-                &TTL,
-                &fattr(&attr),
-                Generation(0),
-            ) {
+            // The kernel links no inode for `.` and `..`, only lists their `ino`.
+            let fa = if dots { stat_attr(&attr) } else { fattr(&attr) };
+            if reply.add(fa.ino, d.off, &d.name, &TTL, &fa, Generation(0)) {
                 if !dots {
                     self.fs.forget(attr.ino, 1);
                 }
