@@ -668,10 +668,9 @@ impl Fs {
         };
         match e.dir_layers.as_slice() {
             [] | [_] => false,
-            [top, ..] => !self.dirfd(ino, *top).is_ok_and(|d| {
-                index::opaque_value(d.as_fd()) == b'y'
-                    || sys::fstatat(d.as_fd(), OsStr::new(index::OPQ_MARKER)).is_ok()
-            }),
+            [top, ..] => !self
+                .dirfd(ino, *top)
+                .is_ok_and(|d| crate::format::read_dir_marks(d.as_fd(), true).opaque),
         }
     }
 

@@ -294,6 +294,9 @@ pub fn pull(
     progress: &(dyn Fn(PullEvent) + Sync),
 ) -> Result<PullOutcome, PullError> {
     let reference = reference.clone().docker_ref();
+    // Layers and blobs this pull adds are protected from a concurrent `Store::gc` until the
+    // image record names them.
+    let _lease = store.lease_scope();
     let client = client_for(reference.domain(), &opts.insecure)?;
     let repo = reference.path().to_string();
     let tag_or_digest = match (reference.digest(), reference.tag()) {
@@ -341,7 +344,7 @@ pub fn pull(
     let have_image = store.image(&image_id).is_ok();
     let mut missing = Vec::new();
     for (i, l) in image.layers.iter().enumerate() {
-        if store.has_layer(&chains[i]) {
+        if store.hold_layer(&chains[i])? {
             if have_image {
                 continue;
             }
@@ -372,7 +375,10 @@ pub fn pull(
         source,
     })?;
     remove_stale_partials(&pdir);
+    store_left_blobs(store, &client, &repo, &image.layers, &missing, &pdir);
     let mut created: Vec<ChainId> = Vec::new();
+    let mut added: Vec<Digest> = Vec::new();
+    let touched: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let result = download_and_extract(
         store,
         &client,
@@ -385,42 +391,41 @@ pub fn pull(
         opts,
         progress,
         &mut created,
+        &mut added,
+        &touched,
     )
     .map_err(|e| match e {
         PullError::Registry(r) => map_error(r, &client, &reference),
         other => other,
     })
-    .and_then(|paths| {
-        // Keep the compressed blobs and the manifest for push, then make the image visible.
-        for (i, path) in &paths {
-            let d = Digest::parse(&image.layers[*i].digest)?;
-            if store.has_blob(&d) {
-                continue;
+    .and_then(|()| {
+        // The image manifest, so `push` can send the same bytes (same digest) back, and the
+        // index it was chosen from (the repo digest names it).
+        for bytes in [&image_bytes, &top_bytes] {
+            let d = Digest::of_bytes(bytes);
+            if !store.has_blob(&d) {
+                store.put_blob(&bytes[..], Some(&d))?;
+                added.push(d);
             }
-            // Verified as it downloaded (size and sha256): moved into place, not copied.
-            store.adopt_blob(path, &d)?;
-        }
-        // The image manifest, so `push` can send the same bytes (same digest) back.
-        store.put_blob(&image_bytes[..], None)?;
-        if top_bytes != image_bytes {
-            // and the index it was chosen from (the repo digest names it).
-            store.put_blob(&top_bytes[..], None)?;
         }
         let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
         if reference.digest().is_none() {
             refs.insert(0, reference.clone());
         }
-        let id = store.add_image(&config_bytes, &refs, None)?;
-        for (_, path) in paths.iter().filter(|(_, p)| p.starts_with(&pdir)) {
-            let _ = std::fs::remove_file(path);
-        }
-        Ok(id)
+        Ok(store.add_image(&config_bytes, &refs, None)?)
     });
     let id = match result {
         Ok(id) => id,
         Err(e) => {
             created.reverse();
             let _ = store.release_layers(&created);
+            if is_no_space(&e) {
+                // A full disk: nothing of this pull is worth keeping for a resume.
+                let _ = store.discard_blobs(added);
+                for p in touched.into_inner().unwrap_or_default() {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
             return Err(e);
         }
     };
@@ -432,6 +437,62 @@ pub fn pull(
         reference,
         manifest_digest: top_digest,
     })
+}
+
+/// True when `e` comes from a full disk (ENOSPC) or an exhausted quota (EDQUOT).
+pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc_enospc) if libc_enospc == nix::libc::ENOSPC || libc_enospc == nix::libc::EDQUOT)
+                || io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+            {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
+}
+
+/// Layers the store has whose compressed blob it lacks although a complete download of it is
+/// still in `partial/` (a pull killed between making the layer visible and moving its blob):
+/// verify that download (resuming it if it is short) and move it into the store, so push has
+/// the original bytes and the partial file does not stay forever. Best effort.
+fn store_left_blobs(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    layers: &[Descriptor],
+    missing: &[usize],
+    pdir: &Path,
+) {
+    for (i, l) in layers.iter().enumerate() {
+        if missing.contains(&i) {
+            continue;
+        }
+        let Ok(d) = Digest::parse(&l.digest) else {
+            continue;
+        };
+        let Ok(partial) = blob::partial_path(pdir, &l.digest) else {
+            continue;
+        };
+        if store.has_blob(&d) || !partial.exists() {
+            continue;
+        }
+        let Ok(mut stream) =
+            blob::BlobStream::open(client, repo, &l.digest, l.size, pdir, &|_, _| {})
+        else {
+            continue;
+        };
+        let read = std::io::copy(&mut stream, &mut std::io::sink()).map(|_| ());
+        if read.is_ok() {
+            if let Some(held) = stream.into_held() {
+                let _ = store.adopt_blob(held.path(), &d);
+            }
+        }
+    }
 }
 
 /// Partial downloads nobody resumed for a week are dropped.
@@ -455,9 +516,11 @@ fn remove_stale_partials(dir: &Path) {
 
 /// Download and extract one layer: the blob streams through the partial file into the store's
 /// staging dir. The layer is returned staged (not visible) once the compressed digest and size and
-/// the diffID were verified; on any error the staging dir is gone. A compressed blob the store
-/// still has (a pull that failed after downloading it, or another image sharing it) is
-/// extracted from there instead: it was verified when it was stored.
+/// the diffID were verified, with its blob file still locked; on any error the staging dir is
+/// gone. A compressed blob the store still has (a pull that failed after downloading it, or
+/// another image sharing it) is extracted from there instead: it was verified when it was stored.
+/// A blob whose layer extraction refuses (hostile or broken as published) is deleted: resuming
+/// it could only fail again.
 #[allow(clippy::too_many_arguments)]
 fn fetch_layer(
     store: &Store,
@@ -466,8 +529,9 @@ fn fetch_layer(
     l: &Descriptor,
     diff_id: &DiffId,
     pdir: &Path,
+    touched: &Mutex<Vec<PathBuf>>,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<(StagedLayer, PathBuf), PullError> {
+) -> Result<(StagedLayer, blob::HeldBlob), PullError> {
     let local = Digest::parse(&l.digest).ok().filter(|d| {
         store.has_blob(d) && std::fs::metadata(store.blob_path(d)).is_ok_and(|m| m.len() == l.size)
     });
@@ -478,9 +542,12 @@ fn fetch_layer(
             source,
         })?;
         let staged = store.stage_layer(std::io::BufReader::new(f), Some(diff_id))?;
-        return Ok((staged, path));
+        return Ok((staged, blob::HeldBlob::stored(path)));
     }
     let mut stream = blob::BlobStream::open(client, repo, &l.digest, l.size, pdir, progress)?;
+    if let Ok(mut t) = touched.lock() {
+        t.push(stream.path().to_path_buf());
+    }
     // The stream hashes what it downloads (and checks size and digest at its end), so the
     // store does not hash the compressed bytes again; it still checks the diffID.
     let staged = match Digest::parse(&l.digest) {
@@ -502,24 +569,40 @@ fn fetch_layer(
                 }
                 .into());
             }
-            let path = stream.path().to_path_buf();
-            Ok((staged, path))
+            match stream.into_held() {
+                Some(held) => Ok((staged, held)),
+                None => Err(RegistryError::DigestMismatch {
+                    digest: l.digest.clone(),
+                }
+                .into()),
+            }
         }
         Err(e) => {
+            let path = stream.path().to_path_buf();
+            if is_no_space(&e) {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
             // Extraction refused the data. Finish the download to tell a blob that does not
             // match its digest (deleted, reported as such) from a layer that is bad as published.
             let _ = std::io::copy(&mut stream, &mut std::io::sink());
             match stream.take_error() {
-                Some(re) => Err(re.into()),
-                None => Err(e.into()),
+                Some(re) if !is_no_space(&re) => Err(re.into()),
+                _ => {
+                    // As published, and refused: never kept for a resume.
+                    let _ = std::fs::remove_file(&path);
+                    Err(e.into())
+                }
             }
         }
     }
 }
 
 /// Download `missing` layers on `opts.parallel` threads, each extracted into a staging dir as it
-/// arrives, and make them visible in order on this thread. Returns the blob files of the
-/// downloaded layers by index.
+/// arrives, and make them visible in order on this thread, each after its compressed blob was
+/// moved into the store (so a kill between the two leaves an unused blob, never a layer whose
+/// download stays in `partial/`). Layers made visible are added to `created`, blobs moved into
+/// the store to `added`; partial files used to `touched`.
 #[allow(clippy::too_many_arguments)]
 fn download_and_extract(
     store: &Store,
@@ -533,8 +616,10 @@ fn download_and_extract(
     opts: &PullOptions,
     progress: &(dyn Fn(PullEvent) + Sync),
     created: &mut Vec<ChainId>,
-) -> Result<Vec<(usize, PathBuf)>, PullError> {
-    type Fetched = Result<(StagedLayer, PathBuf), PullError>;
+    added: &mut Vec<Digest>,
+    touched: &Mutex<Vec<PathBuf>>,
+) -> Result<(), PullError> {
+    type Fetched = Result<(StagedLayer, blob::HeldBlob), PullError>;
     let queue = Mutex::new(missing.iter().copied().collect::<VecDeque<usize>>());
     let abort = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Fetched)>();
@@ -557,7 +642,7 @@ fn download_and_extract(
                         status: LayerStatus::Downloading { done, total },
                     })
                 };
-                let r = fetch_layer(store, client, repo, l, &diff_ids[i], pdir, &cb);
+                let r = fetch_layer(store, client, repo, l, &diff_ids[i], pdir, touched, &cb);
                 if r.is_ok() {
                     progress(PullEvent::Layer {
                         id: id.clone(),
@@ -574,10 +659,13 @@ fn download_and_extract(
             });
         }
         drop(tx);
-        let mut done: Vec<Option<(StagedLayer, PathBuf)>> = Vec::new();
+        let mut done: Vec<Option<(StagedLayer, blob::HeldBlob)>> = Vec::new();
         done.resize_with(layers.len(), || None);
-        let mut paths = Vec::new();
         let mut parent: Option<&ChainId> = None;
+        let fail = |e: PullError| {
+            abort.store(true, Ordering::SeqCst);
+            Err(e)
+        };
         for (i, l) in layers.iter().enumerate() {
             if !missing.contains(&i) {
                 parent = Some(&chains[i]);
@@ -586,19 +674,15 @@ fn download_and_extract(
             while done[i].is_none() {
                 match rx.recv() {
                     Ok((j, Ok(p))) => done[j] = Some(p),
-                    Ok((_, Err(e))) => {
-                        abort.store(true, Ordering::SeqCst);
-                        return Err(e);
-                    }
+                    Ok((_, Err(e))) => return fail(e),
                     Err(_) => {
-                        abort.store(true, Ordering::SeqCst);
-                        return Err(PullError::Registry(RegistryError::DigestMismatch {
+                        return fail(PullError::Registry(RegistryError::DigestMismatch {
                             digest: l.digest.clone(),
-                        }));
+                        }))
                     }
                 }
             }
-            let Some((staged, path)) = done[i].take() else {
+            let Some((staged, held)) = done[i].take() else {
                 continue;
             };
             let id = short(&l.digest);
@@ -606,6 +690,21 @@ fn download_and_extract(
                 id: id.clone(),
                 status: LayerStatus::Extracting,
             });
+            // Verified as it downloaded (size and sha256): moved into place, not copied.
+            if held.is_partial() {
+                let d = match Digest::parse(&l.digest) {
+                    Ok(d) => d,
+                    Err(e) => return fail(e.into()),
+                };
+                match store.adopt_blob(held.path(), &d) {
+                    Ok(true) => added.push(d),
+                    Ok(false) => {
+                        let _ = std::fs::remove_file(held.path());
+                    }
+                    Err(e) => return fail(e.into()),
+                }
+            }
+            drop(held);
             // Verified and extracted: make it visible on its parent (a concurrent pull that
             // stored the same chain first wins, and ours is dropped).
             match store.commit_layer(staged, parent) {
@@ -614,18 +713,14 @@ fn download_and_extract(
                         created.push(info.chain_id.clone());
                     }
                 }
-                Err(e) => {
-                    abort.store(true, Ordering::SeqCst);
-                    return Err(e.into());
-                }
+                Err(e) => return fail(e.into()),
             }
             progress(PullEvent::Layer {
                 id,
                 status: LayerStatus::PullComplete,
             });
-            paths.push((i, path));
             parent = Some(&chains[i]);
         }
-        Ok(paths)
+        Ok(())
     })
 }

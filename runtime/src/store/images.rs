@@ -151,7 +151,7 @@ impl Store {
     }
 
     /// The store-wide lock (`store.lock`): exclusive for metadata updates, shared for reads.
-    fn lock(&self, mode: LockMode) -> Result<StoreLock> {
+    pub(crate) fn lock(&self, mode: LockMode) -> Result<StoreLock> {
         let p = self.root.join("store.lock");
         lock_file(&p, mode).map_err(io_at(&p))
     }
@@ -228,6 +228,7 @@ impl Store {
             }
             Ok(())
         })?;
+        self.end_unscoped_lease();
         Ok(prepared.into_iter().map(|(id, _)| id).collect())
     }
 

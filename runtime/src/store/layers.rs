@@ -152,7 +152,7 @@ impl Store {
         }
         if let Some(exp) = expected {
             let c = chain_id_on(parent, exp);
-            if self.has_layer(&c) {
+            if self.hold_layer(&c)? {
                 return self.layer(&c);
             }
         }
@@ -292,6 +292,7 @@ impl Store {
         fsync_dir(staging.path()).map_err(io_at(staging.path()))?;
 
         let dest = self.layer_path(&info.chain_id);
+        self.lease(super::gc::Leased::Layer, info.chain_id.hex())?;
         match std::fs::rename(staging.path(), &dest) {
             Ok(()) => {
                 staging.keep();

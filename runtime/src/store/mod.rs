@@ -13,6 +13,8 @@
 //! <root>/repositories.json         references (canonical string) -> image ID
 //! <root>/store.lock                flock: exclusive for metadata updates, shared for reads
 //! <root>/tmp/<pid>-…               staging; entries of dead pids removed by `Store::open`
+//! <root>/leases/<pid>-<nanos>      what a live process added but no image names yet (`gc.rs`)
+//! <root>/partial/                  resumable downloads of the registry client (flocked while used)
 //! ```
 //!
 //! # Vocabulary
@@ -46,6 +48,8 @@
 //! - `remove_image(query, force, prune, &[ContainerUse]) -> Result<Vec<RemoveEvent>>` (Docker's
 //!   `rmi` rules and conflict texts), `prune_images(all, &[ContainerUse], filter)`
 //! - `ContainerConfig::apply_change("CMD [\"sh\"]")` (`--change`, shared by import and commit)
+//! - `gc(dry_run) -> Result<GcReport>`: mark from image records and live leases, sweep orphan
+//!   layers and blobs, stale partial downloads and `tmp/` entries; `lease_scope()`, `hold_layer`
 //!
 //! Archives (`docker save`/`load`, OCI layout, `import`) live in [`crate::archive`].
 //!
@@ -57,6 +61,7 @@
 mod blobs;
 pub mod config;
 pub mod extract;
+mod gc;
 mod images;
 mod layers;
 mod remove;
@@ -67,6 +72,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
 pub use extract::ExtractError;
+pub use gc::{GcReport, LeaseScope};
 pub use images::{ContainerUse, ImageRecord, NewImage};
 pub use layers::{decompress, detect_compression, Compression, LayerInfo, StagedLayer};
 pub use remove::{parse_until, RemoveEvent};
@@ -138,6 +144,7 @@ impl Store {
             root: root.to_path_buf(),
         };
         crate::fsutil::clean_stale_tmp(&store.tmp_dir());
+        store.clean_dead_leases();
         Ok(store)
     }
 

@@ -12,8 +12,6 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::BorrowedFd;
 
-
-
 const FLUSH_AT: usize = 64 << 10;
 
 /// Writes records as the tar streams by.

@@ -779,3 +779,90 @@ fn removing_an_image_deletes_the_blobs_only_it_used() {
     );
     assert!(s.layers().unwrap().is_empty());
 }
+
+fn one_file_layer(name: &str) -> Vec<u8> {
+    let mut t = LayerTar::new();
+    t.file(name, name.as_bytes(), 0o644);
+    t.into_bytes()
+}
+
+#[test]
+fn gc_keeps_what_images_and_live_leases_need_and_sweeps_the_rest() {
+    let (t, s) = store();
+    // An image: its config blob and layer are roots.
+    let kept = one_file_layer("kept");
+    let l = {
+        let _scope = s.lease_scope();
+        s.add_layer(&kept[..], None, None).unwrap()
+    };
+    let cfg = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [l.diff_id.as_str()]}});
+    let id = s
+        .add_image(
+            cfg.to_string().as_bytes(),
+            &[Reference::parse("kept:1").unwrap()],
+            None,
+        )
+        .unwrap();
+    let before = listing(t.path());
+
+    // In flight: a layer and a blob under a live lease (an open scope of this process).
+    let scope = s.lease_scope();
+    let pending = s
+        .add_layer(&one_file_layer("pending")[..], None, None)
+        .unwrap();
+    let pending_blob = s.put_blob_bytes(b"pending blob").unwrap();
+    let report = s.gc(false).unwrap();
+    assert!(
+        report.layers.is_empty() && report.blobs.is_empty(),
+        "{report:?}"
+    );
+    assert!(s.has_layer(&pending.chain_id) && s.has_blob(&pending_blob));
+
+    // The operation died: its lease is gone, what it added is orphaned; a partial download
+    // nobody holds and another process's dead staging and lease go with it.
+    drop(scope);
+    std::fs::create_dir_all(t.path().join("partial")).unwrap();
+    std::fs::write(t.path().join("partial/sha256-00.partial"), b"half").unwrap();
+    std::fs::create_dir_all(t.path().join("tmp/999999999-1-0-layer/diff")).unwrap();
+    std::fs::write(
+        t.path().join("leases/999999999-1"),
+        format!("layer {}\n", pending.chain_id.hex()),
+    )
+    .unwrap();
+    let dry = s.gc(true).unwrap();
+    assert_eq!(dry.layers.len(), 1, "{dry:?}");
+    assert!(s.has_layer(&pending.chain_id), "a dry run removes nothing");
+    let report = s.gc(false).unwrap();
+    assert_eq!(report, dry);
+    assert_eq!(
+        report.layers.iter().map(|l| &l.0).collect::<Vec<_>>(),
+        vec![&pending.chain_id]
+    );
+    assert_eq!(
+        report.blobs.iter().map(|b| &b.0).collect::<Vec<_>>(),
+        vec![&pending_blob]
+    );
+    assert_eq!(report.partials, vec![("sha256-00.partial".to_string(), 4)]);
+    assert_eq!(report.stale_entries, 2, "dead staging and dead lease");
+    assert!(report.bytes() > 0);
+    let mut after = listing(t.path());
+    after.retain(|p| p != "partial");
+    assert_eq!(after, before);
+    assert!(s.image(&id).is_ok() && s.has_layer(&l.chain_id));
+}
+
+#[test]
+fn a_locked_partial_download_is_not_swept() {
+    let (t, s) = store();
+    std::fs::create_dir_all(t.path().join("partial")).unwrap();
+    let p = t.path().join("partial/sha256-11.partial");
+    std::fs::write(&p, b"downloading").unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    let held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    assert!(s.gc(false).unwrap().partials.is_empty());
+    assert!(p.exists());
+    drop(held);
+    assert_eq!(s.gc(false).unwrap().partials.len(), 1);
+    assert!(!p.exists());
+}
