@@ -67,6 +67,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ChangesError + '_ {
 pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesError> {
     // 1. Validate before writing anything.
     super::apply_changes(&mut Map::new(), &req.changes)?;
+    let _lease = store.lease_scope();
     let parent = store.image(&req.image)?;
     let parent_config = store.read_blob(&parent.id.0)?;
     let mut lowers = req.extra_lowers.clone();

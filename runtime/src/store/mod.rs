@@ -136,7 +136,7 @@ pub struct Store {
 impl Store {
     /// Open (creating if needed) the store at `root`; removes staging left by dead processes.
     pub fn open(root: &Path) -> Result<Store> {
-        for d in ["blobs/sha256", "layers", "tmp"] {
+        for d in ["blobs/sha256", "layers", "tmp", "leases"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
