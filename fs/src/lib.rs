@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use crate::core::{Attr, Ctx, Fs, FsConfig, ROOT_INO};
+pub use crate::fuse::options::{parse_id_map, IdRange, OptionError, ViewOptions};
 pub use crate::ops::SetAttr;
 
 /// What to mount.
@@ -161,6 +162,16 @@ pub fn open_fs(opts: &MountOptions) -> Result<Fs, Error> {
 /// served by background threads of this process, with dev, suid and allow_other semantics so
 /// it can be a container's root filesystem.
 pub fn mount(opts: MountOptions, mountpoint: &Path) -> Result<Mount, Error> {
+    mount_with(opts, ViewOptions::default(), mountpoint)
+}
+
+/// [`mount`], presenting the union as `view` says (fuse-overlayfs's id mapping, squashing,
+/// timeouts, …).
+pub fn mount_with(
+    opts: MountOptions,
+    view: ViewOptions,
+    mountpoint: &Path,
+) -> Result<Mount, Error> {
     let fs = Arc::new(open_fs(&opts)?);
     let merr = |source| Error::Mount {
         path: mountpoint.to_path_buf(),
@@ -182,7 +193,7 @@ pub fn mount(opts: MountOptions, mountpoint: &Path) -> Result<Mount, Error> {
     } else {
         opts.fsname.clone()
     };
-    let thread = fuse::serve(fs.clone(), &mp, &fsname, threads).map_err(merr)?;
+    let thread = fuse::serve(fs.clone(), &mp, &fsname, threads, view).map_err(merr)?;
     let conn = fuse_minor(&mp);
     if let Some(minor) = conn {
         raise_readahead(minor);

@@ -73,6 +73,12 @@ fn relink_after_copy_up_of_other_name(c: &mut Case) {
         assert_eq!((sp.nlink(), sv.nlink()), (2, 2), "{d}: two links");
         assert_eq!((sp.uid(), sv.uid()), (1000, 1000), "{d}: owner");
         assert_eq!(read(&p), "v1");
+        // And the other way round (fuse-overlayfs's test: remove the versioned name, link it
+        // back from the plain one).
+        unlink(&v1).unwrap();
+        link(&p, &v1).unwrap_or_else(|e| panic!("{d}: ln p p_v1: {e}"));
+        assert_eq!(lstat(&v1).unwrap().nlink(), 2, "{d}");
+        assert_eq!(read(&v1), "v1");
     }
     // c: after a write through one name, two names that share an inode number share their
     // content and link count (whether the link is kept or broken), also after a remount.
