@@ -44,6 +44,16 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Kills what runs on a store and detaches its mounts (before the tmpfs guard drops).
+struct ContainerCleanup(PathBuf);
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        strata_testkit::container::kill_processes_naming(&self.0);
+        strata_testkit::container::lazy_unmount_under(&self.0);
+    }
+}
+
 /// Every path under `root` with its size (files) or `/` (dirs), sorted; `store.lock` left out.
 fn listing(root: &Path) -> BTreeSet<String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
@@ -239,4 +249,132 @@ fn load_killed_at_several_points_then_prune_restores_the_store() {
     assert_eq!(entries(&layers), 0);
     assert_eq!(entries(&env.root().join("blobs/sha256")), 0);
     assert_eq!(env.ok(&["images", "-q"]), "");
+}
+
+#[test]
+fn a_container_that_fills_its_disk_keeps_its_record_and_exit_code() {
+    let env = Env::new();
+    let _fs = Tmpfs::mount(&env.root(), 64);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("bb.tar");
+    fixtures::busybox_archive(&archive, "bb:1").unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    // Supervisors killed and mounts detached even if the test fails (a killed FUSE daemon
+    // aborts its connection, so nothing can hang); `wait_output` kills a stuck CLI after 180 s.
+    let _cleanup = ContainerCleanup(env.root());
+    for (name, code, driver) in [
+        ("filler0", 0, "vfs"),
+        ("filler3", 3, "vfs"),
+        ("fusefill0", 0, "fuse"),
+        ("fusefill5", 5, "fuse"),
+    ] {
+        let script = format!("dd if=/dev/zero of=/big bs=1M count=100 2>/dev/null; exit {code}");
+        let (got, _, err) = env.run(&[
+            "--storage-driver",
+            driver,
+            "run",
+            "--name",
+            name,
+            "bb:1",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        assert_eq!(got, code, "{err}");
+        // The disk is still full: the record is there with its real exit code.
+        let ps = env.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(&format!("{name} Exited ({code}) "))),
+            "{ps}"
+        );
+        let inspected = env.ok(&["inspect", "-f", "{{.State.ExitCode}}", name]);
+        assert_eq!(inspected.trim(), code.to_string());
+        env.ok(&["rm", name]);
+    }
+}
+
+#[test]
+fn prune_during_a_pull_keeps_what_the_pull_has_not_registered_yet() {
+    use strata_testkit::registry::proxy::{Mode, Proxy};
+    let reg = Registry::start();
+    let img = images::image(vec![
+        images::layer(&[("etc/first", b"first\n")]),
+        images::big_layer("data/big", 3 << 20, 11),
+    ]);
+    push_image(&reg, "during:1", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Hold(1 << 20));
+    let env = Env::new();
+    let name = format!("{}/during:1", proxy.addr());
+    let child = env.spawn(&["pull", &name]);
+    // The first layer is visible (not yet named by any image); the second is downloading.
+    assert!(proxy.wait_held(std::time::Duration::from_secs(60)));
+    let layers = env.root().join("layers");
+    assert!(wait_for(|| entries(&layers) == 1), "first layer committed");
+    let out = env.ok(&["system", "prune", "-a", "-f"]);
+    assert_eq!(
+        out, "Total reclaimed space: 0B\n",
+        "nothing of the pull swept"
+    );
+    assert_eq!(entries(&layers), 1);
+    assert_eq!(env.partials().len(), 1, "the download in progress stays");
+    proxy.set_mode(Mode::Pass);
+    proxy.release();
+    let (code, out, err) = wait_output(child);
+    assert_eq!(code, 0, "{out}{err}");
+    let store = env.store();
+    let rec = store.resolve(&name).unwrap();
+    assert_eq!(rec.id.to_string(), img.config_digest);
+    let dirs = store.layer_dirs(&rec).unwrap();
+    assert!(dirs[1].join("etc/first").is_file() && dirs[0].join("data/big").is_file());
+    assert!(env.partials().is_empty());
+}
+
+#[test]
+fn a_hostile_layer_leaves_nothing_in_partial() {
+    let reg = Registry::start();
+    let mut t = fixtures::LayerTar::new();
+    t.file("etc/ok", b"ok\n", 0o644)
+        .symlink("escape", "/tmp")
+        .file("escape/strata-hostile-layer", b"x", 0o644);
+    let hostile = images::layer_from_tar(t.into_bytes());
+    // Big enough that extraction refuses it before the download ends.
+    let img = images::image(vec![images::big_layer("data/first", 2 << 20, 3), hostile]);
+    push_image(&reg, "hostile:1", &img);
+    let env = Env::new();
+    let (code, _, err) = env.run(&["pull", &format!("{}/hostile:1", reg.addr())]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("refusing unsafe archive entry"), "{err}");
+    assert!(env.partials().is_empty(), "{:?}", env.partials());
+    assert!(!std::path::Path::new("/tmp/strata-hostile-layer").exists());
+    // Nothing of the failed pull is left but the verified blob of the good layer, which a
+    // prune reclaims.
+    env.ok(&["system", "prune", "-f"]);
+    assert_eq!(entries(&env.root().join("layers")), 0);
+    assert_eq!(entries(&env.root().join("blobs/sha256")), 0);
+}
+
+#[test]
+fn a_download_left_behind_by_a_killed_pull_is_stored_by_the_next_pull() {
+    let reg = Registry::start();
+    let img = images::image(vec![images::layer(&[("etc/x", b"x\n")])]);
+    push_image(&reg, "left:1", &img);
+    let env = Env::new();
+    let name = format!("{}/left:1", reg.addr());
+    env.ok(&["pull", &name]);
+    // What a pull killed after making the layer visible but before moving its blob left
+    // (older strata did it in that order): the layer, no compressed blob, the download.
+    let hex = img.layers[0].digest.trim_start_matches("sha256:");
+    let blob = env.root().join("blobs/sha256").join(hex);
+    let partial = env.root().join(format!("partial/sha256-{hex}.partial"));
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::rename(&blob, &partial).unwrap();
+    env.ok(&["pull", &name]);
+    assert!(blob.is_file(), "compressed blob stored");
+    assert_eq!(
+        fixtures::sha256(&std::fs::read(&blob).unwrap()),
+        img.layers[0].digest
+    );
+    assert!(env.partials().is_empty(), "{:?}", env.partials());
 }

@@ -132,7 +132,7 @@ pub(crate) fn driver_name(global: &Global) -> String {
 /// Print `e` as Docker does and exit with `code`. (A `ToolError` context would show up in the
 /// printed chain, so the message is printed here and only the status travels up.)
 pub(crate) fn fail_with(code: u8, e: impl Into<anyhow::Error>) -> anyhow::Error {
-    eprintln!("Error: {:#}", e.into());
+    eprintln!("Error: {}", super::one_line(&e.into()));
     ExitStatus(code).into()
 }
 

@@ -1,5 +1,6 @@
 //! Container records on disk: `<root>/containers/<id>/config.json` (what to run, fixed at
-//! create) and `state.json` (the state machine, rewritten atomically by whoever changes it).
+//! create) and `state.json` (the state machine, rewritten atomically by whoever changes it; in
+//! place when the disk is full, see [`write_json`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -217,12 +218,57 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
     })
 }
 
+/// Records are padded with spaces (still valid JSON: trailing whitespace) to whole blocks of this
+/// size, so a record can be rewritten in place, in blocks it already owns.
+const RECORD_BLOCK: usize = 4096;
+
+/// Write a record (`config.json`, `state.json`) crash-safely: atomically (temp file, fsync,
+/// rename). When the filesystem is full (a container filled its upper dir, which shares it) the
+/// record is rewritten in place instead, within the blocks the previous version already owns —
+/// no free space needed — so state changes such as the exit code are never lost to a full disk.
+/// That in-place write is one `pwrite` of the whole padded record plus `fdatasync`; a crash
+/// during it could tear it, which the reader sees as invalid JSON (it never sees a wrong but
+/// valid record, because the new text is padded over the full old length).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ContainerError> {
-    let data = serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Json {
+    let mut data = serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Json {
         path: path.to_path_buf(),
         source,
     })?;
-    write_atomic(path, &data)
+    data.push(b'\n');
+    data.resize(data.len().div_ceil(RECORD_BLOCK) * RECORD_BLOCK, b' ');
+    match write_atomic(path, &data) {
+        Err(ContainerError::Io { source, .. }) if is_no_space(&source) => {
+            rewrite_in_place(path, &data).map_err(|_| ContainerError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        other => other,
+    }
+}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    // `kind`, not only the errno: tempfile wraps its errors (with the path), keeping the kind.
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+}
+
+/// Overwrite `path` from offset 0 with `data` padded to the file's current length; refuses
+/// (without writing) when the file is shorter than `data`.
+fn rewrite_in_place(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path)?;
+    let len = f.metadata()?.len() as usize;
+    if data.len() > len {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    let mut buf = data.to_vec();
+    buf.resize(len, b' ');
+    f.write_all_at(&buf, 0)?;
+    f.sync_data()
 }
 
 /// Write JSON runtime state that need not survive a crash (the bundle under `--runroot`): temp

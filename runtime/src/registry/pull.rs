@@ -20,6 +20,7 @@ use super::auth;
 use super::blob;
 use super::client::{Client, Endpoint, Req};
 use super::manifest::{self, Descriptor, ImageManifest, Manifest, Platform};
+use super::mirrors;
 use super::{PullError, RegistryError};
 use crate::digest::{chain_ids, ChainId, DiffId, Digest, ImageId};
 use crate::reference::Reference;
@@ -297,15 +298,36 @@ pub fn pull(
     // Layers and blobs this pull adds are protected from a concurrent `Store::gc` until the
     // image record names them.
     let _lease = store.lease_scope();
-    let client = client_for(reference.domain(), &opts.insecure)?;
     let repo = reference.path().to_string();
     let tag_or_digest = match (reference.digest(), reference.tag()) {
         (Some(d), _) => d.to_string(),
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
-    let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
-        .map_err(|e| map_error(e, &client, &reference))?;
+    // Docker Hub images: the configured mirrors first, in order; the first one that has the
+    // manifest serves the whole pull (Docker's fallback), else Docker Hub itself.
+    let mut via_mirror = None;
+    for m in mirrors::for_registry(reference.domain()) {
+        let found = m
+            .client(&opts.insecure)
+            .and_then(|c| resolve_manifest(&c, &repo, &tag_or_digest, opts).map(|r| (c, r)));
+        match found {
+            Ok(found) => {
+                via_mirror = Some(found);
+                break;
+            }
+            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
+        }
+    }
+    let (client, resolved) = match via_mirror {
+        Some(found) => found,
+        None => {
+            let client = client_for(reference.domain(), &opts.insecure)?;
+            let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
+                .map_err(|e| map_error(e, &client, &reference))?;
+            (client, resolved)
+        }
+    };
     progress(PullEvent::PullingFrom {
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
@@ -444,10 +466,13 @@ pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cur {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if matches!(io.raw_os_error(), Some(libc_enospc) if libc_enospc == nix::libc::ENOSPC || libc_enospc == nix::libc::EDQUOT)
-                || io.kind() == std::io::ErrorKind::StorageFull
-                || io.kind() == std::io::ErrorKind::QuotaExceeded
-            {
+            if matches!(
+                io.raw_os_error(),
+                Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+            ) || matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) {
                 return true;
             }
         }
@@ -624,7 +649,9 @@ fn download_and_extract(
     let abort = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Fetched)>();
     let threads = opts.parallel.max(1).min(missing.len().max(1));
-    std::thread::scope(|s| {
+    let mut done: Vec<Option<(StagedLayer, blob::HeldBlob)>> = Vec::new();
+    done.resize_with(layers.len(), || None);
+    let result = std::thread::scope(|s| {
         for _ in 0..threads {
             let tx = tx.clone();
             let (queue, abort) = (&queue, &abort);
@@ -659,8 +686,6 @@ fn download_and_extract(
             });
         }
         drop(tx);
-        let mut done: Vec<Option<(StagedLayer, blob::HeldBlob)>> = Vec::new();
-        done.resize_with(layers.len(), || None);
         let mut parent: Option<&ChainId> = None;
         let fail = |e: PullError| {
             abort.store(true, Ordering::SeqCst);
@@ -722,5 +747,33 @@ fn download_and_extract(
             parent = Some(&chains[i]);
         }
         Ok(())
-    })
+    });
+    if result.is_err() {
+        // Downloads that finished but whose layer was not made visible: verified, so their
+        // blobs go into the store (the next pull extracts from there; a prune reclaims them)
+        // rather than staying in `partial/`.
+        let finished = done
+            .into_iter()
+            .flatten()
+            .chain(rx.try_iter().filter_map(|(_, r)| r.ok()));
+        for (_, held) in finished {
+            if !held.is_partial() {
+                continue;
+            }
+            let name = held
+                .path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
+            let hex = name
+                .trim_start_matches("sha256-")
+                .trim_end_matches(".partial");
+            if let Ok(d) = Digest::from_hex(hex) {
+                if let Ok(true) = store.adopt_blob(held.path(), &d) {
+                    added.push(d);
+                }
+            }
+        }
+    }
+    result
 }

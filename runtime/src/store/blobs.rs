@@ -55,7 +55,10 @@ impl Store {
     /// Fsynced before the rename, like [`Store::put_blob`]. If the blob exists, `path` stays.
     /// Returns true when `path` was moved (the blob is new).
     pub(crate) fn adopt_blob(&self, path: &Path, digest: &Digest) -> Result<bool> {
-        self.lease(Leased::Blob, digest.hex())?;
+        // Best effort: a rename needs no space, the lease line does (see `hold_layer`).
+        if let Err(e) = self.lease(Leased::Blob, digest.hex()) {
+            log::debug!("lease for blob {digest}: {e}");
+        }
         let dest = self.blob_path(digest);
         if dest.exists() {
             return Ok(false);

@@ -240,7 +240,11 @@ impl Store {
         if !self.has_layer(c) {
             return Ok(false);
         }
-        self.lease(Leased::Layer, c.hex())?;
+        // Best effort: on a full disk an up-to-date pull must still work (only a concurrent
+        // sweep could then take the layer, and the image registration would fail cleanly).
+        if let Err(e) = self.lease(Leased::Layer, c.hex()) {
+            log::debug!("lease for layer {c}: {e}");
+        }
         Ok(true)
     }
 

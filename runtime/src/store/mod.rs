@@ -100,7 +100,7 @@ pub enum StoreError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("layer diffID mismatch: expected {expected}, got {actual}")]
     DiffIdMismatch { expected: DiffId, actual: DiffId },
-    #[error("invalid layer archive: {0}")]
+    #[error("{}", extract_text(.0))]
     Extract(#[from] ExtractError),
     #[error("invalid layer archive: {0}")]
     Decompress(#[source] io::Error),
@@ -121,6 +121,29 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An extraction that failed for lack of space is not an invalid archive (Docker words it
+/// `failed to register layer: … no space left on device`).
+fn extract_text(e: &ExtractError) -> String {
+    let io = match e {
+        ExtractError::Tar(io) | ExtractError::Io { source: io, .. } => Some(io),
+        _ => None,
+    };
+    let full = io.is_some_and(|io| {
+        matches!(
+            io.raw_os_error(),
+            Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+        ) || matches!(
+            io.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+    });
+    if full {
+        format!("failed to register layer: {e}")
+    } else {
+        format!("invalid layer archive: {e}")
+    }
+}
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.into();
