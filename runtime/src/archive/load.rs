@@ -55,6 +55,9 @@ struct Plan {
 /// Load every image of an archive, all or nothing: layers it added are released again if a
 /// later step fails.
 pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
+    // Layers added before their image is registered are leased; the lease ends with this call,
+    // whether it registers the images or fails.
+    let _lease = store.lease_scope();
     let mut _staging = None;
     let source = match input {
         LoadInput::Path(p) if is_dir(p) => Source::Dir(p.to_path_buf()),

@@ -160,18 +160,7 @@ impl Runtime {
         let dir = self.containers_dir();
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         let path = dir.join(".lock");
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-            ContainerError::Sys {
-                what: "lock containers",
-                source: e,
-            }
-        })
+        crate::fsutil::lock_file(&path, crate::fsutil::LockMode::Exclusive).map_err(io_at(&path))
     }
 
     /// Create a container record (state `created`). Names are unique under a lock.

@@ -3,7 +3,6 @@
 //! place when the disk is full, see [`write_json`]).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -211,18 +210,12 @@ pub struct ContainerState {
     pub stopped_by_user: bool,
 }
 
-/// Write `data` to `path` atomically (temp file in the same dir, fsync, rename).
+/// Write `data` to `path` atomically ([`crate::fsutil::write_atomic`]: fsynced, with its dir).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |source| ContainerError::Io {
+    crate::fsutil::write_atomic(path, data).map_err(|source| ContainerError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(data).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 /// Records are padded with spaces (still valid JSON: trailing whitespace) to whole blocks of this
@@ -285,15 +278,10 @@ pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<(), C
         path: path.to_path_buf(),
         source,
     })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |source| ContainerError::Io {
+    crate::fsutil::write_atomic_volatile(path, &data).map_err(|source| ContainerError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&data).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ContainerError> {

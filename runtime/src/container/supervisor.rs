@@ -160,13 +160,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     std::fs::create_dir_all(&paths.run_dir).map_err(io_at(&paths.run_dir))?;
     // One supervisor per container: held for our whole life, released by the kernel at exit.
     let lock_path = paths.run_dir.join("supervisor.lock");
-    let lock_file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_at(&lock_path))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    let _lock = crate::fsutil::lock_file(&lock_path, crate::fsutil::LockMode::TryExclusive)
         .map_err(|_| ContainerError::Start {
             code: 125,
             msg: format!("container {id} is already running"),

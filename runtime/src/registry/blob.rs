@@ -7,12 +7,14 @@
 //!
 //! [`BlobStream`] is the same download as a reader, so `pull` extracts a layer while it arrives.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
+
+use crate::fsutil::{lock_file, LockMode};
 use sha2::{Digest as _, Sha256};
 use ureq::http;
 
@@ -83,18 +85,7 @@ impl Partial {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        let mut file =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| RegistryError::Io {
-                path: path.clone(),
-                source: std::io::Error::from(errno),
-            })?;
+        let mut file = lock_file(&path, LockMode::Exclusive).map_err(io)?;
         // A sweep (`Store::gc`) may have unlinked the file while we waited for its lock:
         // then start a new one.
         if !same_file(&file, &path) {

@@ -5,11 +5,11 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{fsync_dir, unique_tmp, Staging};
 use super::gc::Leased;
 use super::images::Meta;
 use super::{io_at, Result, Store, StoreError};
 use crate::digest::{Digest, HashingWriter};
+use crate::fsutil::{fsync_dir, unique_tmp, Staging};
 use crate::reference::Reference;
 
 impl Store {
@@ -44,7 +44,7 @@ impl Store {
         if !dest.exists() {
             std::fs::rename(staging.path(), &dest).map_err(io_at(&dest))?;
             if let Some(dir) = dest.parent() {
-                fsync_dir(dir)?;
+                fsync_dir(dir).map_err(io_at(dir))?;
             }
         }
         Ok(actual)
@@ -68,7 +68,7 @@ impl Store {
             .map_err(io_at(path))?;
         std::fs::rename(path, &dest).map_err(io_at(&dest))?;
         if let Some(dir) = dest.parent() {
-            fsync_dir(dir)?;
+            fsync_dir(dir).map_err(io_at(dir))?;
         }
         Ok(true)
     }
@@ -79,7 +79,7 @@ impl Store {
         if blobs.is_empty() {
             return Ok(());
         }
-        let _l = super::fsutil::lock(&self.root, true)?;
+        let _l = self.lock(crate::fsutil::LockMode::Exclusive)?;
         let m = self.read_meta()?;
         self.gc_blobs(&m, blobs);
         Ok(())

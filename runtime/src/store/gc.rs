@@ -34,9 +34,9 @@ use std::sync::Mutex;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::fsutil::{fsync_dir, lock, remove_any, unique_tmp};
 use super::{io_at, Result, Store};
 use crate::digest::{ChainId, Digest};
+use crate::fsutil::{fsync_dir, remove_any, unique_tmp, LockMode};
 use crate::reference::Reference;
 
 /// What a lease line protects.
@@ -236,7 +236,7 @@ impl Store {
     /// and the lease line happen under the shared store lock, so a sweep cannot remove the layer
     /// between them. Do not call with the store lock held.
     pub fn hold_layer(&self, c: &ChainId) -> Result<bool> {
-        let _l = lock(&self.root, false)?;
+        let _l = self.lock(LockMode::Shared)?;
         if !self.has_layer(c) {
             return Ok(false);
         }
@@ -304,7 +304,11 @@ impl Store {
     /// what would be (`system df`). Fails without removing anything when an image record cannot
     /// be read (what it needs is then unknown).
     pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
-        let _l = lock(&self.root, !dry_run)?;
+        let _l = self.lock(if dry_run {
+            LockMode::Shared
+        } else {
+            LockMode::Exclusive
+        })?;
         // Candidates first, leases after (see the module doc).
         let layer_names: Vec<String> = list(&self.layers_dir())?;
         let blob_dir = self.root.join("blobs/sha256");
@@ -426,8 +430,9 @@ impl Store {
             }
         }
         if !dry_run {
-            fsync_dir(&self.layers_dir())?;
-            fsync_dir(&blob_dir)?;
+            let d = self.layers_dir();
+            fsync_dir(&d).map_err(super::io_at(&d))?;
+            fsync_dir(&blob_dir).map_err(super::io_at(&blob_dir))?;
         }
         drop(_l);
         for t in doomed_dirs {

@@ -5,7 +5,7 @@
 //! <root>/blobs/sha256/<hex>        verified blobs: configs (the image ID is the config's digest),
 //!                                  manifests, compressed layers
 //! <root>/layers/<chainhex>/diff/   the layer's files, overlay on-disk format (whiteout = char 0/0,
-//!                                  opaque dir = trusted.overlay.opaque=y)
+//!                                  opaque dir = trusted.overlay.opaque=y; `strata_fs::format`)
 //! <root>/layers/<chainhex>/layer.json      LayerInfo
 //! <root>/layers/<chainhex>/tar-split.gz    recorded tar headers: rebuilds the exact layer tar
 //! <root>/layers/<chainhex>/tar-split.patches  (rare) contents of files replaced within the tar
@@ -37,7 +37,6 @@
 //! - `add_layer(reader, parent: Option<&ChainId>, expected: Option<&DiffId>) -> Result<LayerInfo>`
 //! - `stage_layer(reader, expected) -> Result<StagedLayer>` + `commit_layer(staged, parent)`: the
 //!   two halves of `add_layer`, so a caller can verify the input digest in between
-//! - `add_layer_from_dir(dir, parent) -> Result<LayerInfo>` (an overlay-format upper dir)
 //! - `layer(&ChainId) -> Result<LayerInfo>`, `has_layer`, `layer_tar(&ChainId, &mut dyn Write)`
 //! - `release_layers(&[ChainId])` (undo layers a failed import added, if no image uses them)
 //! - `add_image(config_bytes, refs: &[Reference], parent: Option<&ImageId>) -> Result<ImageId>`,
@@ -51,7 +50,6 @@
 //! - `ContainerConfig::apply_change("CMD [\"sh\"]")` (`--change`, shared by import and commit)
 //! - `gc(dry_run) -> Result<GcReport>`: mark from image records and live leases, sweep orphan
 //!   layers and blobs, stale partial downloads and `tmp/` entries; `lease_scope()`, `hold_layer`
-//! - `write_dir_tar(dir, out)`: an overlay-format dir as a layer tar (whiteouts → `.wh.`)
 //!
 //! Archives (`docker save`/`load`, OCI layout, `import`) live in [`crate::archive`].
 //!
@@ -63,13 +61,11 @@
 mod blobs;
 pub mod config;
 pub mod extract;
-mod fsutil;
 mod gc;
 mod images;
 mod layers;
 mod remove;
 mod tarsplit;
-mod tarwrite;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -80,7 +76,6 @@ pub use gc::{GcReport, LeaseScope};
 pub use images::{ContainerUse, ImageRecord, NewImage};
 pub use layers::{decompress, detect_compression, Compression, LayerInfo, StagedLayer};
 pub use remove::{parse_until, RemoveEvent};
-pub use tarwrite::write_dir_tar;
 
 pub use crate::digest::{ChainId, DiffId, Digest, ImageId};
 pub use crate::reference::Reference;
@@ -164,14 +159,14 @@ pub struct Store {
 impl Store {
     /// Open (creating if needed) the store at `root`; removes staging left by dead processes.
     pub fn open(root: &Path) -> Result<Store> {
-        for d in ["blobs/sha256", "layers", "tmp"] {
+        for d in ["blobs/sha256", "layers", "tmp", "leases"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
         let store = Store {
             root: root.to_path_buf(),
         };
-        fsutil::clean_stale_tmp(&store.tmp_dir());
+        crate::fsutil::clean_stale_tmp(&store.tmp_dir());
         store.clean_dead_leases();
         Ok(store)
     }

@@ -126,47 +126,6 @@ fn zstd_layers_are_detected() {
     );
 }
 
-#[test]
-fn add_layer_from_dir_converts_whiteouts() {
-    let (t, s) = store();
-    let up = t.path().join("upper-src");
-    std::fs::create_dir_all(up.join("usr/sbin")).unwrap();
-    std::fs::write(up.join("usr/sbin/newtool"), "hi\n").unwrap();
-    nix::sys::stat::mknod(
-        &up.join("gone"),
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::empty(),
-        0,
-    )
-    .unwrap();
-    let f = std::fs::File::open(up.join("usr/sbin")).unwrap();
-    use std::os::fd::AsFd;
-    extract::set_opaque(f.as_fd()).unwrap();
-    let l = s.add_layer_from_dir(&up, None).unwrap();
-    let d = s.layer_diff_dir(&l.chain_id);
-    assert!(std::fs::symlink_metadata(d.join("gone"))
-        .unwrap()
-        .file_type()
-        .is_char_device());
-    assert_eq!(
-        overlay_xattr(&d.join("usr/sbin"), "trusted.overlay.opaque"),
-        Some(b"y".to_vec())
-    );
-    assert_eq!(std::fs::read(d.join("usr/sbin/newtool")).unwrap(), b"hi\n");
-    let mut tar = Vec::new();
-    s.layer_tar(&l.chain_id, &mut tar).unwrap();
-    let names: Vec<String> = tar::Archive::new(&tar[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
-    assert!(names.contains(&".wh.gone".to_string()), "{names:?}");
-    assert!(
-        names.contains(&"usr/sbin/.wh..wh..opq".to_string()),
-        "{names:?}"
-    );
-}
-
 fn assert_refused(s: &Store, root: &Path, tar: &[u8], parent: Option<&ChainId>, what: &str) {
     let before = listing(root);
     let err = s.add_layer(tar, parent, None).unwrap_err();
@@ -226,6 +185,21 @@ fn hostile_layers_are_refused_and_leave_nothing() {
             l.symlink("etc", "/etc").hardlink("x", "etc/passwd");
             l.into_bytes()
         }),
+        ("whiteout-of-dot", {
+            let mut l = LayerTar::new();
+            l.file("keep", b"x", 0o644).file(".wh..", b"", 0o644);
+            l.into_bytes()
+        }),
+        ("whiteout-of-dotdot", {
+            let mut l = LayerTar::new();
+            l.file("keep", b"x", 0o644).file(".wh...", b"", 0o644);
+            l.into_bytes()
+        }),
+        ("whiteout-of-dotdot-in-subdir", {
+            let mut l = LayerTar::new();
+            l.file("keep", b"x", 0o644).file("sub/.wh...", b"", 0o644);
+            l.into_bytes()
+        }),
         ("truncated-gzip", {
             let mut l = LayerTar::new();
             l.file("big", &vec![7u8; 100_000], 0o644);
@@ -245,6 +219,11 @@ fn hostile_layers_are_refused_and_leave_nothing() {
     assert!(!victim.exists());
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
 
+    for (what, tar) in cases.iter().filter(|(w, _)| w.starts_with("whiteout-of")) {
+        let err = s.add_layer(&tar[..], None, None).unwrap_err().to_string();
+        assert!(err.contains("whiteout of \".\" or \"..\""), "{what}: {err}");
+    }
+
     // Wrong diffID.
     let mut l = LayerTar::new();
     l.file("ok", b"fine", 0o644);
@@ -254,6 +233,51 @@ fn hostile_layers_are_refused_and_leave_nothing() {
     let e = s.add_layer(&good[..], None, Some(&wrong)).unwrap_err();
     assert!(matches!(e, StoreError::DiffIdMismatch { .. }), "{e}");
     assert_eq!(listing(t.path()), before);
+}
+
+/// A whiteout of `.` or `..` is refused before it reaches an `*at()` call: the files next to
+/// the extraction root, the root's own earlier entries and the parent of a subdir stay.
+#[test]
+fn whiteouts_of_dot_and_dotdot_touch_nothing() {
+    for (name, entry) in [
+        ("dot", ".wh.."),
+        ("dotdot", ".wh..."),
+        ("dotdot-in-subdir", "sub/.wh..."),
+        ("dot-in-subdir", "sub/.wh.."),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("precious"), b"keep me").unwrap();
+        let root = t.path().join("layer");
+        std::fs::create_dir(&root).unwrap();
+        let mut l = LayerTar::new();
+        l.file("a", b"1", 0o644)
+            .file("sub/b", b"2", 0o644)
+            .file(entry, b"", 0o644);
+        let tar = l.into_bytes();
+        let fd = std::fs::File::open(&root).unwrap();
+        use std::os::fd::AsFd;
+        let err = extract::extract(
+            &tar[..],
+            fd.as_fd(),
+            strata_fs::format::Flavour::Trusted,
+            &mut std::io::sink(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(!msg.contains('\n'), "{name}: {msg}");
+        assert_eq!(
+            msg,
+            format!("refusing unsafe archive entry {entry:?}: whiteout of \".\" or \"..\""),
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::read(t.path().join("precious")).unwrap(),
+            b"keep me",
+            "{name}"
+        );
+        assert_eq!(std::fs::read(root.join("a")).unwrap(), b"1", "{name}");
+        assert_eq!(std::fs::read(root.join("sub/b")).unwrap(), b"2", "{name}");
+    }
 }
 
 fn config_for(layers: &[&[u8]], created: &str) -> Vec<u8> {
