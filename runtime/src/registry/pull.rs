@@ -662,7 +662,22 @@ fn download_and_extract(
     touched: &Mutex<Vec<PathBuf>>,
 ) -> Result<(), PullError> {
     type Fetched = Result<(StagedLayer, blob::HeldBlob), PullError>;
-    let queue = Mutex::new(missing.iter().copied().collect::<VecDeque<usize>>());
+    // A blob that occurs twice in one image is downloaded once: a later occurrence is staged by
+    // the loop below from the stored blob, after the first one was moved into the store (two
+    // downloads of one blob would wait on each other's partial-file lock, and the first could be
+    // the one the in-order loop is not waiting for).
+    let repeat = |i: usize| {
+        missing
+            .iter()
+            .any(|&j| j < i && layers[j].digest == layers[i].digest)
+    };
+    let queue = Mutex::new(
+        missing
+            .iter()
+            .copied()
+            .filter(|&i| !repeat(i))
+            .collect::<VecDeque<usize>>(),
+    );
     let abort = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Fetched)>();
     let threads = opts.parallel.max(1).min(missing.len().max(1));
@@ -712,6 +727,13 @@ fn download_and_extract(
             if !missing.contains(&i) {
                 parent = Some(&chains[i]);
                 continue;
+            }
+            if repeat(i) {
+                let none = |_: u64, _: u64| {};
+                match fetch_layer(store, client, repo, l, &diff_ids[i], pdir, touched, &none) {
+                    Ok(p) => done[i] = Some(p),
+                    Err(e) => return fail(e),
+                }
             }
             while done[i].is_none() {
                 match rx.recv() {
