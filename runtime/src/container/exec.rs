@@ -58,9 +58,11 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ContainerError {
 /// filter, compiled here, before the fork.
 fn process_for(c: &Container, req: &ExecRequest) -> Result<(Process, Option<Filter>)> {
     let spec: Spec = record::read_json(&c.paths.bundle().join("config.json"))?;
-    let filter = init::compile_seccomp(&spec).map_err(|e| ContainerError::Start {
-        code: 126,
-        msg: e.msg,
+    let filter = init::seccomp_filter(&spec, &c.paths.seccomp_cache()).map_err(|e| {
+        ContainerError::Start {
+            code: 126,
+            msg: e.msg,
+        }
     })?;
     let mut p = spec.process;
     p.args = req.cmd.clone();

@@ -159,8 +159,9 @@ pub fn reset_signals() {
 }
 
 /// Become the container's init. Runs in the supervisor's forked child, which is already pid 1
-/// of the container's pid namespace: it reads its spec (JSON) from `sync_fd` until EOF (EOF
-/// without a spec means the supervisor gave up), then sets up and execs.
+/// of the container's pid namespace: it reads its spec and seccomp program
+/// ([`encode_init_message`]) from `sync_fd` until EOF (EOF without them means the supervisor
+/// gave up), then sets up and execs.
 pub fn run_init(io: ChildIo, status_fd: RawFd, sync_fd: RawFd) -> ! {
     reset_signals();
     // SAFETY: prctl with integer arguments only.
@@ -169,19 +170,15 @@ pub fn run_init(io: ChildIo, status_fd: RawFd, sync_fd: RawFd) -> ! {
     // SAFETY: sync_fd is this child's copy of the pipe's read end, owned by nobody else here.
     let mut sync = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(sync_fd) };
     let mut buf = Vec::new();
-    let spec: Spec = match std::io::Read::read_to_end(&mut sync, &mut buf)
+    let (spec, filter) = match std::io::Read::read_to_end(&mut sync, &mut buf)
         .ok()
-        .and_then(|_| serde_json::from_slice(&buf).ok())
+        .and_then(|_| decode_init_message(&buf))
     {
-        Some(s) => s,
+        Some(m) => m,
         // SAFETY: exiting the forked child.
         None => unsafe { libc::_exit(125) },
     };
     drop(sync);
-    let filter = match compile_seccomp(&spec) {
-        Ok(f) => f,
-        Err(e) => fail(status_fd, e),
-    };
     if let Err(e) = setup_container(&spec) {
         fail(status_fd, e);
     }
@@ -189,12 +186,39 @@ pub fn run_init(io: ChildIo, status_fd: RawFd, sync_fd: RawFd) -> ! {
     fail(status_fd, e)
 }
 
-/// The container's seccomp filter, compiled (once per start) from the spec's section.
-pub fn compile_seccomp(spec: &Spec) -> Result<Option<Filter>, InitError> {
+/// What the supervisor sends the init: the spec's JSON, a NUL byte, then the compiled
+/// seccomp program (empty when unconfined). JSON never contains a NUL byte.
+pub fn encode_init_message(spec_json: &[u8], filter: Option<&Filter>) -> Vec<u8> {
+    let mut out = spec_json.to_vec();
+    out.push(0);
+    if let Some(f) = filter {
+        out.extend_from_slice(&f.to_bytes());
+    }
+    out
+}
+
+fn decode_init_message(buf: &[u8]) -> Option<(Spec, Option<Filter>)> {
+    let nul = buf.iter().position(|b| *b == 0)?;
+    let spec: Spec = serde_json::from_slice(&buf[..nul]).ok()?;
+    let bpf = &buf[nul + 1..];
+    let filter = if bpf.is_empty() {
+        None
+    } else {
+        Some(Filter::from_bytes(bpf)?)
+    };
+    // A spec asking for seccomp must come with its program.
+    if spec.linux.seccomp.is_some() != filter.is_some() {
+        return None;
+    }
+    Some((spec, filter))
+}
+
+/// The seccomp filter of `spec`, compiled (or taken from the cache in `cache_dir`).
+pub fn seccomp_filter(spec: &Spec, cache_dir: &Path) -> Result<Option<Filter>, InitError> {
     spec.linux
         .seccomp
         .as_ref()
-        .map(seccomp::compile)
+        .map(|s| seccomp::compile_cached(s, cache_dir))
         .transpose()
         .map_err(setup_err("seccomp"))
 }

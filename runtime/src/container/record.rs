@@ -344,6 +344,15 @@ impl Paths {
     pub fn bundle(&self) -> PathBuf {
         self.run_dir.join("bundle")
     }
+    /// Compiled seccomp programs shared by the containers of a runroot
+    /// (`<runroot>/seccomp`).
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.run_dir
+            .parent()
+            .and_then(Path::parent)
+            .map(|r| r.join("seccomp"))
+            .unwrap_or_else(|| self.run_dir.join("seccomp"))
+    }
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`).

@@ -427,12 +427,18 @@ fn release_init(
         Ok(spec)
     })();
     let spec = prepared.map_err(abort)?;
+    let filter = init::seccomp_filter(&spec, &c.paths.seccomp_cache())
+        .map_err(|e| ContainerError::Start {
+            code: e.code,
+            msg: e.msg,
+        })
+        .map_err(abort)?;
     let json = serde_json::to_vec(&spec).map_err(|source| ContainerError::Json {
         path: c.paths.bundle().join("config.json"),
         source,
     });
     let json = json.map_err(abort)?;
-    sync.write_all(&json)
+    sync.write_all(&init::encode_init_message(&json, filter.as_ref()))
         .map_err(io_at("init sync pipe"))
         .map_err(abort)?;
     drop(sync);
