@@ -475,25 +475,52 @@ fn bad_flags_are_refused_before_anything_starts() {
 }
 
 /// Only fds 0, 1, 2 in the init and in an exec; the exec'd process starts in the container's
-/// root, confined like the init; the device cgroup goes with the container.
-#[test]
-fn exec_is_confined_and_leaks_nothing() {
+/// root, confined like the init (device rules included: it joins the container's device
+/// cgroup, v1 or v2); the device cgroup goes with the container.
+fn exec_confined(env: &[(&str, &str)]) {
     let s = setup(&default_driver());
-    s.ok(&["run", "-d", "--name", "c1", "busybox", "sleep", "300"]);
-    let id = s.ok(&["inspect", "-f", "{{.Id}}", "c1"]).trim().to_string();
-    let r = s.run(&["exec", "c1", "sh", "-c", "(ls /proc/$$/fd > /tmp/a); (ls /proc/1/fd > /tmp/b); tr '\\n' ' ' < /tmp/a; tr '\\n' ' ' < /tmp/b; pwd; grep -E '^(Seccomp|CapEff):' /proc/self/status; mknod /tmp/k c 1 11; cat /tmp/k"]);
+    let mut cmd = s.command(&["run", "-d", "--name", "c1", "busybox", "sleep", "300"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let r = s.run(&[
+        "exec",
+        "c1",
+        "sh",
+        "-c",
+        "(ls /proc/$$/fd > /tmp/a); (ls /proc/1/fd > /tmp/b); tr '\\n' ' ' < /tmp/a; \
+         tr '\\n' ' ' < /tmp/b; pwd; grep -E '^(Seccomp|CapEff):' /proc/self/status; \
+         mknod /tmp/k c 1 11; cat /tmp/k",
+    ]);
     assert_eq!(
         r.stdout, "0 1 2 0 1 2 /\nCapEff:\t00000000a80425fb\nSeccomp:\t2\n",
-        "{r:?}"
+        "{env:?} {r:?}"
     );
     assert_eq!(
-        r.stderr,
-        "cat: can't open '/tmp/k': Operation not permitted\n"
+        r.stderr, "cat: can't open '/tmp/k': Operation not permitted\n",
+        "{env:?}"
     );
     let r = s.run(&["exec", "-w", "/proc/self/fd/3", "c1", "pwd"]);
     assert_ne!(r.code, Some(0), "a workdir through a leaked fd: {r:?}");
-    let v1 = Path::new("/sys/fs/cgroup/devices/strata").join(&id);
-    assert!(v1.exists(), "device cgroup of a running container");
+    let cg = if env.is_empty() {
+        Path::new("/sys/fs/cgroup/devices/strata").join(&id)
+    } else {
+        Path::new("/sys/fs/cgroup/unified/strata").join(&id)
+    };
+    assert!(cg.exists(), "device cgroup of a running container");
     s.ok(&["rm", "-f", "c1"]);
-    assert!(!v1.exists(), "device cgroup removed with the container");
+    assert!(!cg.exists(), "device cgroup removed with the container");
+}
+
+#[test]
+fn exec_is_confined_and_leaks_nothing() {
+    exec_confined(&[]);
+}
+
+#[test]
+fn exec_is_confined_and_leaks_nothing_ebpf_devices() {
+    exec_confined(&[("STRATA_DEVICE_CGROUP", "v2")]);
 }
