@@ -302,7 +302,7 @@ fn knobs(runtime: &str) {
     let lo = LoopDev::new(s.root_path());
     install_node_image(s.root_path(), lo.minor);
     let m = lo.minor;
-    // --privileged: the loop device is readable and writable, seccomp is off, /sys is rw.
+    // --privileged: the host's devices are there and usable, seccomp is off, /sys is rw.
     let r = run_script(
         &s,
         runtime,
@@ -310,13 +310,18 @@ fn knobs(runtime: &str) {
         &["--privileged"],
         &format!(
             "exec 2>&1; mknod /tmp/b b 7 {m}; dd if=/tmp/b bs=16 count=1 2>/dev/null; echo; \
+             dd if={dev} bs=16 count=1 2>/dev/null; echo; \
              grep -E '^(Seccomp|CapEff):' /proc/self/status; \
-             grep -c ' /sys rw,' /proc/self/mountinfo"
+             grep -c ' /sys rw,' /proc/self/mountinfo",
+            dev = lo.dev
         ),
     );
     assert_eq!(
         r.stdout,
-        format!("host-secret-data\n{}\nSeccomp:\t0\n1\n", host_cap_bnd()),
+        format!(
+            "host-secret-data\nhost-secret-data\n{}\nSeccomp:\t0\n1\n",
+            host_cap_bnd()
+        ),
         "{runtime}: {r:?}"
     );
     // seccomp=unconfined: unshare -U works; the capabilities stay Docker's.

@@ -142,6 +142,57 @@ pub fn privileged_rules() -> Vec<DeviceRule> {
     vec![rule(true, "a", None, None, "rwm")]
 }
 
+/// Every device node of the host's `/dev` (Docker's `--privileged` gives them all), skipping
+/// the directories the container gets its own of (`pts`, `shm`, `mqueue`, `fd`) and the host's
+/// `/dev/console` and `/dev/ptmx`.
+pub fn host_devices() -> Vec<LinuxDevice> {
+    fn walk(dir: &Path, out: &mut Vec<LinuxDevice>, depth: u32) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(md) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let ft = md.file_type();
+            if ft.is_dir() {
+                let name = e.file_name();
+                let skip = ["pts", "shm", "mqueue", "fd", ".lxc", ".lxd-mounts", ".udev"];
+                if depth < 4 && !skip.iter().any(|s| name == *s) {
+                    walk(&path, out, depth + 1);
+                }
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                "c"
+            } else if ft.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            let Some(p) = path.to_str() else { continue };
+            // The container has its own console and ptmx (a link to its devpts).
+            if p == "/dev/console" || p == "/dev/ptmx" {
+                continue;
+            }
+            out.push(LinuxDevice {
+                path: p.to_string(),
+                kind: kind.to_string(),
+                major: libc::major(md.rdev()) as i64,
+                minor: libc::minor(md.rdev()) as i64,
+                file_mode: Some(md.mode() & 0o7777),
+                uid: md.uid(),
+                gid: md.gid(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/dev"), &mut out, 0);
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 /// Parse `--device /dev/X[:/dev/Y][:rwm]`, reading the host node's type and numbers.
 pub fn parse_device(spec: &str) -> Result<DeviceMapping, DeviceError> {
     let parts: Vec<&str> = spec.split(':').collect();
@@ -547,6 +598,16 @@ mod tests {
         assert_eq!(eval(&p, c, wr, 10, 229), 0, "read-only mapping");
         let p = program(&privileged_rules());
         assert_eq!(eval(&p, b, rd | wr, 8, 0), 1);
+    }
+
+    #[test]
+    fn host_devices_for_privileged() {
+        let d = host_devices();
+        let null = d.iter().find(|x| x.path == "/dev/null").unwrap();
+        assert_eq!((null.kind.as_str(), null.major, null.minor), ("c", 1, 3));
+        assert!(!d
+            .iter()
+            .any(|x| x.path.starts_with("/dev/pts/") || x.path == "/dev/ptmx"));
     }
 
     #[test]

@@ -308,7 +308,11 @@ pub fn build(
                 .collect(),
             masked_paths: masked.iter().map(|s| s.to_string()).collect(),
             readonly_paths: readonly.iter().map(|s| s.to_string()).collect(),
-            devices: sec.devices.iter().map(|d| d.node.clone()).collect(),
+            devices: if sec.privileged {
+                devices::host_devices()
+            } else {
+                sec.devices.iter().map(|d| d.node.clone()).collect()
+            },
             resources: LinuxResources {
                 devices: device_rules,
             },
