@@ -118,6 +118,38 @@ impl Resources {
     }
 }
 
+/// `--security-opt seccomp=…`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    /// Docker's default profile.
+    #[default]
+    Default,
+    Unconfined,
+    /// A profile in Docker's JSON format (its text, checked at create).
+    Profile(String),
+}
+
+/// One `--tmpfs PATH[:OPTIONS]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    pub target: String,
+    pub options: Vec<String>,
+}
+
+/// Confinement flags of `run` (Docker's defaults when empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Security {
+    pub privileged: bool,
+    /// Normalized `CAP_*` names (or `ALL`).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub seccomp: SeccompMode,
+    pub devices: Vec<super::devices::DeviceMapping>,
+    pub read_only: bool,
+    pub tmpfs: Vec<TmpfsMount>,
+}
+
 /// What to run: fixed when the container is created.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerConfig {
@@ -148,6 +180,8 @@ pub struct ContainerConfig {
     /// `builtin`, or the path/name of an OCI runtime such as `runc`.
     pub runtime: String,
     pub resources: Resources,
+    #[serde(default)]
+    pub security: Security,
 }
 
 impl ContainerConfig {
@@ -343,6 +377,15 @@ impl Paths {
     }
     pub fn bundle(&self) -> PathBuf {
         self.run_dir.join("bundle")
+    }
+    /// Compiled seccomp programs shared by the containers of a runroot
+    /// (`<runroot>/seccomp`).
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.run_dir
+            .parent()
+            .and_then(Path::parent)
+            .map(|r| r.join("seccomp"))
+            .unwrap_or_else(|| self.run_dir.join("seccomp"))
     }
 }
 
