@@ -1,0 +1,537 @@
+//! `strata build` end to end: real builds on the busybox fixture (RUN steps are containers on
+//! the default `fuse` driver), Docker's classic builder output, the resulting configs and
+//! history, the cache, multi-stage builds, `.dockerignore`, heredocs, ADD, and failures that
+//! leave nothing behind. Every `strata` call runs under a time limit and the `Strata` guard
+//! removes containers, processes and mounts even when a test fails.
+
+mod containers_common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use containers_common::{default_driver, setup};
+use serde_json::Value;
+use strata_testkit::container::{mounts_under, wait_output, Run, Strata};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn build(s: &Strata, args: &[&str]) -> Run {
+    let mut a = vec!["build"];
+    a.extend_from_slice(args);
+    s.run_timeout(&a, LIMIT)
+}
+
+fn build_ok(s: &Strata, args: &[&str]) -> String {
+    let r = build(s, args);
+    assert!(r.ok(), "build {args:?} failed: {r:?}");
+    r.stdout
+}
+
+fn write(dir: &Path, rel: &str, content: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fn inspect(s: &Strata, image: &str) -> Value {
+    let out = s.ok(&["image", "inspect", image]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+fn image_id(s: &Strata, image: &str) -> String {
+    inspect(s, image)["Id"].as_str().unwrap().to_string()
+}
+
+/// `Successfully built <id>` of a build's output.
+fn built_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Successfully built "))
+        .unwrap_or_else(|| panic!("no 'Successfully built' in:\n{out}"))
+        .to_string()
+}
+
+fn assert_clean(s: &Strata) {
+    assert_eq!(s.ok(&["ps", "-aq"]), "", "no build container may be left");
+    assert!(
+        mounts_under(s.root_path()).is_empty(),
+        "no mount may be left"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(s.root_path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "staging left behind: {tmp:?}");
+}
+
+const WEB_DOCKERFILE: &str = r#"# syntax=docker/dockerfile:1
+FROM busybox
+ARG GREETING=hello
+ENV PAGE=/www/index.html \
+    MODE=prod
+LABEL org.example.title="web page" version=3
+WORKDIR /www
+COPY index.html ./
+RUN echo "$GREETING $MODE" > /greeting && cat /greeting
+EXPOSE 80 53/udp
+VOLUME ["/data"]
+USER nobody
+STOPSIGNAL SIGQUIT
+HEALTHCHECK --interval=30s --retries=2 CMD ["true"]
+ENTRYPOINT ["httpd"]
+CMD ["-f", "-p", "80", "-h", "/www"]
+"#;
+
+#[test]
+fn build_instructions_history_and_cache() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "Dockerfile", WEB_DOCKERFILE);
+    write(ctx.path(), "index.html", "<h1>Hello strata</h1>\n");
+    let c = ctx.path().to_str().unwrap();
+
+    let out = build_ok(
+        &s,
+        &[
+            "-t",
+            "web:v3",
+            "-t",
+            "web:latest",
+            "--build-arg",
+            "GREETING=hi",
+            "--label",
+            "extra=1",
+            c,
+        ],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Step 1/15 : FROM busybox", "{out}");
+    assert!(lines.contains(&"Step 6/15 : COPY index.html ./"), "{out}");
+    assert!(
+        lines.contains(&"Step 7/15 : RUN echo \"$GREETING $MODE\" > /greeting && cat /greeting"),
+        "{out}"
+    );
+    assert!(lines.contains(&"Step 15/15 : LABEL extra=1"), "{out}");
+    let run_at = lines
+        .iter()
+        .position(|l| l.starts_with("Step 7/15"))
+        .unwrap();
+    assert!(lines[run_at + 1].starts_with(" ---> Running in "), "{out}");
+    assert_eq!(
+        lines[run_at + 2],
+        "hi prod",
+        "the step's output is streamed: {out}"
+    );
+    assert!(
+        lines[run_at + 3].starts_with("Removing intermediate container "),
+        "{out}"
+    );
+    assert!(lines[run_at + 4].starts_with(" ---> "), "{out}");
+    let id = built_id(&out);
+    assert_eq!(
+        lines[lines.len() - 2],
+        "Successfully tagged web:v3",
+        "{out}"
+    );
+    assert_eq!(
+        lines[lines.len() - 1],
+        "Successfully tagged web:latest",
+        "{out}"
+    );
+    assert!(image_id(&s, "web:v3").starts_with(&format!("sha256:{id}")));
+
+    let cfg = &inspect(&s, "web:v3")["Config"];
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "PAGE=/www/index.html"),
+        "{cfg}"
+    );
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "MODE=prod"),
+        "{cfg}"
+    );
+    assert_eq!(cfg["WorkingDir"], "/www");
+    assert_eq!(cfg["Labels"]["org.example.title"], "web page");
+    assert_eq!(cfg["Labels"]["version"], "3");
+    assert_eq!(cfg["Labels"]["extra"], "1");
+    assert!(cfg["ExposedPorts"].get("80/tcp").is_some(), "{cfg}");
+    assert!(cfg["ExposedPorts"].get("53/udp").is_some(), "{cfg}");
+    assert!(cfg["Volumes"].get("/data").is_some(), "{cfg}");
+    assert_eq!(cfg["User"], "nobody");
+    assert_eq!(cfg["StopSignal"], "SIGQUIT");
+    assert_eq!(
+        cfg["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "true"])
+    );
+    assert_eq!(cfg["Healthcheck"]["Interval"], 30_000_000_000i64);
+    assert_eq!(cfg["Healthcheck"]["Retries"], 2);
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["httpd"]));
+    assert_eq!(
+        cfg["Cmd"],
+        serde_json::json!(["-f", "-p", "80", "-h", "/www"])
+    );
+
+    // History: Docker's created_by forms, empty_layer for metadata.
+    let hist = s.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}\t{{.Size}}",
+        "web:v3",
+    ]);
+    let h: Vec<&str> = hist.lines().collect();
+    assert!(
+        h.contains(&"/bin/sh -c #(nop)  CMD [\"-f\" \"-p\" \"80\" \"-h\" \"/www\"]\t0B"),
+        "{hist}"
+    );
+    assert!(
+        h.contains(&"/bin/sh -c #(nop)  ENTRYPOINT [\"httpd\"]\t0B"),
+        "{hist}"
+    );
+    assert!(h.contains(&"/bin/sh -c #(nop)  USER nobody\t0B"), "{hist}");
+    assert!(
+        h.iter().any(|l| l
+            .starts_with("|1 GREETING=hi /bin/sh -c echo \"$GREETING $MODE\" > /greeting")
+            && !l.ends_with("\t0B")),
+        "{hist}"
+    );
+    assert!(
+        h.iter()
+            .any(|l| l.starts_with("/bin/sh -c #(nop) COPY file:") && l.contains(" in ./ \t")),
+        "{hist}"
+    );
+    assert!(
+        h.iter()
+            .any(|l| l.starts_with("/bin/sh -c #(nop) WORKDIR /www\t")),
+        "{hist}"
+    );
+
+    // The image runs: the copied page and the RUN's file are there.
+    let r = s.run_timeout(
+        &[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            "web:v3",
+            "/www/index.html",
+            "/greeting",
+        ],
+        LIMIT,
+    );
+    assert_eq!(r.stdout, "<h1>Hello strata</h1>\nhi prod\n", "{r:?}");
+    // Intermediate images are listed with -a only.
+    let all = s.ok(&["image", "ls", "-a", "-q"]).lines().count();
+    let shown = s.ok(&["image", "ls", "-q"]).lines().count();
+    assert!(all >= shown + 13, "intermediate images: {all} vs {shown}");
+    assert_clean(&s);
+
+    // Same build again: every step from the cache, the same image.
+    let again = build_ok(&s, &["--build-arg", "GREETING=hi", "--label", "extra=1", c]);
+    assert_eq!(again.matches(" ---> Using cache").count(), 14, "{again}");
+    assert!(!again.contains("Running in"), "{again}");
+    assert_eq!(built_id(&again), id);
+
+    // Touching the copied file (mtime only) keeps the cache; new content busts it from COPY on.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.path().join("index.html"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let touched = build_ok(&s, &["--build-arg", "GREETING=hi", "--label", "extra=1", c]);
+    assert_eq!(built_id(&touched), id, "{touched}");
+    write(ctx.path(), "index.html", "<h1>Changed</h1>\n");
+    let changed = build_ok(&s, &["--build-arg", "GREETING=hi", "--label", "extra=1", c]);
+    assert_eq!(changed.matches(" ---> Using cache").count(), 4, "{changed}");
+    assert!(changed.contains("Running in"), "{changed}");
+    assert_ne!(built_id(&changed), id);
+    // Another build-arg value busts the RUN step.
+    let other = build_ok(&s, &["--build-arg", "GREETING=yo", "--label", "extra=1", c]);
+    assert_eq!(other.matches(" ---> Using cache").count(), 5, "{other}");
+    // --no-cache: nothing reused.
+    let fresh = build_ok(&s, &["--no-cache", "-q", c]);
+    assert!(
+        fresh.trim().starts_with("sha256:") && fresh.lines().count() == 1,
+        "{fresh}"
+    );
+    assert_clean(&s);
+}
+
+#[test]
+fn build_failures_leave_nothing_behind() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+
+    // A syntax error fails before anything runs, naming its line.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN echo should-not-run\n\nFOO bar\n",
+    );
+    let r = build(&s, &["-t", "web:v1", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "Error: dockerfile parse error on line 4: unknown instruction: FOO\n"
+    );
+    assert_eq!(r.stdout, "");
+
+    // A failing RUN: Docker's message, exit 1, the tag stays where it was.
+    s.ok(&["tag", "busybox", "web:v1"]);
+    let before = image_id(&s, "web:v1");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN echo first > /f\nRUN false\n",
+    );
+    let r = build(&s, &["-t", "web:v1", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stdout.contains("Step 3/3 : RUN false"), "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "Error: The command '/bin/sh -c false' returned a non-zero code: 1\n"
+    );
+    assert_eq!(image_id(&s, "web:v1"), before);
+    assert_clean(&s);
+    // The step that succeeded is cached.
+    let r = build(&s, &["-t", "web:v1", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stdout.contains(" ---> Using cache"), "{r:?}");
+
+    // COPY sources: missing, outside the context, a symlink out of it.
+    let cases = [
+        (
+            "COPY nothing.txt /x\n",
+            "Error: COPY failed: file not found in build context or excluded by .dockerignore: stat nothing.txt: file does not exist\n",
+        ),
+        (
+            "COPY ../outside /x\n",
+            "Error: COPY failed: forbidden path outside the build context: ../outside ()\n",
+        ),
+        (
+            "COPY link /x\n",
+            "Error: COPY failed: forbidden path outside the build context: link ()\n",
+        ),
+        ("COPY *.none /x/\n", "Error: COPY failed: no source files were specified\n"),
+        (
+            "COPY --chown=nosuchuser a /x\n",
+            "Error: unable to convert uid/gid chown string to host mapping: can't find uid for user nosuchuser: no such user: nosuchuser\n",
+        ),
+    ];
+    std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("link")).unwrap();
+    write(ctx.path(), "a", "a");
+    for (line, want) in cases {
+        write(ctx.path(), "Dockerfile", &format!("FROM busybox\n{line}"));
+        let r = build(&s, &[c]);
+        assert_eq!(r.code, Some(1), "{line}: {r:?}");
+        assert_eq!(r.stderr, want, "{line}");
+    }
+    let r = build(&s, &["--target", "nope", c]);
+    assert_eq!(
+        r.stderr,
+        "Error: failed to reach build target nope in Dockerfile\n"
+    );
+    let r = build(&s, &["/nonexistent-context"]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("unable to prepare context"), "{r:?}");
+    assert_eq!(image_id(&s, "web:v1"), before);
+    assert_clean(&s);
+}
+
+/// Serve `body` over HTTP on 127.0.0.1 to every request (for ADD of a URL).
+fn serve(body: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+fn tar_gz(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    strata_testkit::fixtures::gzip(&b.into_inner().unwrap())
+}
+
+#[test]
+fn build_multistage_ignore_heredocs_and_add() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    let port = serve("from the web\n");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            r#"FROM busybox AS unused
+RUN exit 3
+FROM busybox AS builder
+ARG NAME=stage
+RUN <<EOF
+mkdir -p /out
+echo "built by $NAME" > /out/artifact
+EOF
+FROM busybox
+ARG NAME=final
+COPY --from=builder /out/artifact /artifact
+COPY --chown=1:2 --chmod=640 keep.txt /files/
+COPY dir/ /files/dir/
+COPY *.conf /conf/
+COPY <<EOT /etc/motd
+hello $NAME
+EOT
+ADD archive.tar.gz /unpacked/
+ADD http://127.0.0.1:{port}/remote.txt /remote/
+RUN ls -ln /files/keep.txt /remote/remote.txt && cat /artifact /etc/motd /unpacked/inner/a.txt /remote/remote.txt && ls /files/dir /conf
+"#
+        ),
+    );
+    write(ctx.path(), "keep.txt", "keep\n");
+    write(ctx.path(), "dir/a", "a\n");
+    write(ctx.path(), "dir/secret", "secret\n");
+    write(ctx.path(), "dir/debug.log", "log\n");
+    write(ctx.path(), "a.conf", "a\n");
+    write(ctx.path(), "b.conf", "b\n");
+    write(ctx.path(), "c.txt", "c\n");
+    write(
+        ctx.path(),
+        ".dockerignore",
+        "# rules\n**/*.log\ndir/secret\n",
+    );
+    std::fs::write(
+        ctx.path().join("archive.tar.gz"),
+        tar_gz(&[("inner/a.txt", "unpacked\n")]),
+    )
+    .unwrap();
+
+    let out = build_ok(&s, &["-t", "multi", c]);
+    assert!(
+        !out.contains("exit 3"),
+        "the unused stage is not built: {out}"
+    );
+    assert!(
+        out.starts_with("Step 1/13 : FROM busybox AS builder\n"),
+        "{out}"
+    );
+    for want in [
+        "-rw-r-----    1 1        2",
+        "-rw-------    1 0        0",
+        "built by stage\nhello final\nunpacked\nfrom the web\n",
+        "a.conf\nb.conf",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let r = s.run_timeout(&["run", "--rm", "multi", "ls", "/files/dir"], LIMIT);
+    assert_eq!(r.stdout, "a\n", "ignored files are not copied: {r:?}");
+
+    // --target builds only what the target needs.
+    let out = build_ok(&s, &["--target", "builder", "-t", "stage", c]);
+    assert!(
+        out.starts_with("Step 1/3 : FROM busybox AS builder\n"),
+        "{out}"
+    );
+    assert!(out.contains(" ---> Using cache"), "{out}");
+    let r = s.run_timeout(&["run", "--rm", "stage", "cat", "/out/artifact"], LIMIT);
+    assert_eq!(r.stdout, "built by stage\n");
+    assert_clean(&s);
+}
+
+#[test]
+fn build_from_stdin_quiet_and_iidfile() {
+    let s = setup(&default_driver());
+    let dir = tempfile::tempdir().unwrap();
+    let iid = dir.path().join("iid");
+    let stdin_build = |args: &[&str], input: &[u8]| -> Run {
+        let mut a = vec!["build"];
+        a.extend_from_slice(args);
+        let mut cmd = s.command(&a);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = wait_output(child, LIMIT);
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    // A lone Dockerfile on STDIN, -q, --iidfile.
+    let r = stdin_build(
+        &["-q", "--iidfile", iid.to_str().unwrap(), "-t", "q:1", "-"],
+        b"FROM busybox\nRUN echo quiet > /q\nCMD [\"cat\", \"/q\"]\n",
+    );
+    assert!(r.ok(), "{r:?}");
+    let id = r.stdout.trim();
+    assert!(
+        id.starts_with("sha256:") && r.stdout.lines().count() == 1,
+        "{r:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
+    assert_eq!(image_id(&s, "q:1"), id);
+    assert_eq!(
+        s.run_timeout(&["run", "--rm", "q:1"], LIMIT).stdout,
+        "quiet\n"
+    );
+    // A tar context on STDIN, with -f naming a Dockerfile inside it.
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [
+        (
+            "build/Dockerfile.web",
+            "FROM busybox\nCOPY page.html /www/\n",
+        ),
+        ("page.html", "from tar\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    let r = stdin_build(
+        &["-f", "build/Dockerfile.web", "-t", "t:1", "-"],
+        &b.into_inner().unwrap(),
+    );
+    assert!(r.ok(), "{r:?}");
+    let r = s.run_timeout(&["run", "--rm", "t:1", "cat", "/www/page.html"], LIMIT);
+    assert_eq!(r.stdout, "from tar\n");
+    // `image build` is the same verb; a bad --iidfile path is refused before building.
+    let r = s.run_timeout(&["image", "build", "--iidfile", "/dev/null", "-"], LIMIT);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains("must be a directory or a regular file"),
+        "{r:?}"
+    );
+    assert_clean(&s);
+}

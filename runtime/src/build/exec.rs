@@ -1,0 +1,1275 @@
+//! The stage executor: builds the stages the target needs, one step at a time, each step
+//! committed as an intermediate image whose parent is the previous step's image (so the cache
+//! is the store's own parent/child links).
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use super::copy::{self, CopyRequest, Source};
+use super::ignore::{clean, Ignore};
+use super::instructions::{parse_dockerfile, CopyArgs, Dockerfile, Form, Instruction, Stage, Step};
+use super::shell::{process_word, process_words, Vars};
+use super::tree::Tree;
+use super::{io_at, BuildError};
+use crate::changes::{diff_filtered, diff_full_tree, write_changes_tar, Filter};
+use crate::container::{
+    CreateRequest, ImageSource, Launcher, NetworkMode, Runtime, Status as ContainerStatus,
+};
+use crate::digest::{DiffId, ImageId};
+use crate::reference::Reference;
+use crate::store::{ImageRecord, Store};
+
+/// Progress, for the caller to render (Docker's classic builder lines).
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// `Step 2/7 : RUN …`
+    Step {
+        n: usize,
+        total: usize,
+        text: &'a str,
+    },
+    /// ` ---> Using cache`
+    UsingCache,
+    /// ` ---> Running in <id>`
+    Running(&'a str),
+    /// Output of the running step.
+    Output(&'a [u8]),
+    /// `Removing intermediate container <id>`
+    Removed(&'a str),
+    /// ` ---> <id>`
+    Image(&'a ImageId),
+    /// `# Executing N build triggers`
+    Triggers(usize),
+    /// `[Warning] …`
+    Warning(String),
+}
+
+/// What the executor needs from its caller: output, pulling, cancellation.
+pub trait BuildHost {
+    fn event(&mut self, e: Event<'_>);
+    /// Pull `reference` into the store (FROM of an image that is not local, `--pull`).
+    fn pull(
+        &mut self,
+        reference: &Reference,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// True once the user asked to stop (Ctrl-C).
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// A build as the user asked for it.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub dockerfile: String,
+    /// The context directory (a tar context is extracted by the caller first).
+    pub context: PathBuf,
+    /// `--build-arg` values (names without a value already looked up in the environment).
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub pull: bool,
+    /// `--label`: added to the final image.
+    pub labels: Vec<(String, String)>,
+    pub network: NetworkMode,
+    /// Storage driver of the RUN containers.
+    pub driver: String,
+    pub launcher: Launcher,
+}
+
+/// Docker's predefined proxy ARGs: usable without `ARG`, never recorded in the history.
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The state of the stage being built.
+struct StageState {
+    image: Option<ImageRecord>,
+    /// The whole image config JSON as it will be committed next.
+    config: Map<String, Value>,
+    /// ARGs declared in this stage that have a value.
+    args: Vars,
+    /// `CMD` set in this stage (an ENTRYPOINT then keeps it).
+    cmd_set: bool,
+}
+
+impl StageState {
+    fn scratch() -> StageState {
+        let mut config = Map::new();
+        config.insert("architecture".into(), json!("amd64"));
+        config.insert("os".into(), json!("linux"));
+        config.insert("config".into(), json!({ "Env": [DEFAULT_PATH] }));
+        config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
+        StageState {
+            image: None,
+            config,
+            args: Vars::new(),
+            cmd_set: false,
+        }
+    }
+
+    fn cfg(&mut self) -> &mut Map<String, Value> {
+        let c = self
+            .config
+            .entry("config")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !c.is_object() {
+            *c = Value::Object(Map::new());
+        }
+        match c {
+            Value::Object(m) => m,
+            // Made an object just above.
+            _ => unreachable!("config is an object"),
+        }
+    }
+
+    fn cfg_ref(&self) -> Map<String, Value> {
+        match self.config.get("config") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        }
+    }
+
+    fn strings(&self, key: &str) -> Vec<String> {
+        match self.cfg_ref().get(key) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn env(&self) -> Vec<String> {
+        self.strings("Env")
+    }
+
+    fn shell(&self) -> Vec<String> {
+        let s = self.strings("Shell");
+        if s.is_empty() {
+            vec!["/bin/sh".into(), "-c".into()]
+        } else {
+            s
+        }
+    }
+
+    fn workdir(&self) -> String {
+        match self.cfg_ref().get("WorkingDir") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => "/".to_string(),
+        }
+    }
+
+    /// Variables for expansion: the stage's ARGs, then its ENVs (ENV wins).
+    fn vars(&self) -> Vars {
+        let mut v = self.args.clone();
+        for e in self.env() {
+            if let Some((k, val)) = e.split_once('=') {
+                v.insert(k.to_string(), val.to_string());
+            }
+        }
+        v
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        let mut env = self.env();
+        let entry = format!("{key}={value}");
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+        {
+            Some(slot) => *slot = entry,
+            None => env.push(entry),
+        }
+        self.cfg().insert("Env".into(), json!(env));
+    }
+
+    fn layers(&self, store: &Store) -> Result<Vec<PathBuf>, BuildError> {
+        match &self.image {
+            Some(img) => Ok(store.layer_dirs(img)?),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Go's `%q` of a string list, as Docker prints `CMD ["a" "b"]`.
+fn go_quoted(v: &[String]) -> String {
+    let items: Vec<String> = v
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap_or_default())
+        .collect();
+    format!("[{}]", items.join(" "))
+}
+
+/// A temp file in the store's `tmp/` (cleaned by `Store::open` if we die), removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(store: &Store, what: &str) -> TempFile {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        TempFile(
+            store
+                .root()
+                .join("tmp")
+                .join(format!("{}-{nanos}-{what}", std::process::id())),
+        )
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A RUN container: removed (with its mount) however the step ends.
+struct BuildContainer<'a> {
+    rt: &'a Runtime,
+    id: String,
+}
+
+impl Drop for BuildContainer<'_> {
+    fn drop(&mut self) {
+        if let Ok(c) = self.rt.lookup(&self.id) {
+            let _ = self.rt.remove(&c, true);
+        }
+    }
+}
+
+struct Builder<'a> {
+    store: &'a Store,
+    rt: &'a Runtime,
+    opts: &'a BuildOptions,
+    host: &'a mut dyn BuildHost,
+    df: Dockerfile,
+    context: Tree,
+    ignore: Ignore,
+    step: usize,
+    total: usize,
+    /// Final image of each built stage (None: an empty scratch stage).
+    built: BTreeMap<usize, Option<ImageRecord>>,
+    /// Meta ARGs (before the first FROM) with their values.
+    meta: Vars,
+    used_args: HashSet<String>,
+}
+
+/// Build the Dockerfile in `opts`; returns the final image's ID (untagged: the caller tags).
+pub fn build(
+    store: &Store,
+    rt: &Runtime,
+    opts: &BuildOptions,
+    host: &mut dyn BuildHost,
+) -> Result<ImageId, BuildError> {
+    let df = parse_dockerfile(&opts.dockerfile)?;
+    let context = Tree::context(&opts.context).map_err(|e| BuildError::Fs {
+        path: opts.context.display().to_string(),
+        source: e,
+    })?;
+    let ignore = Ignore::parse(&context.read_small(".dockerignore"));
+    let mut b = Builder {
+        store,
+        rt,
+        opts,
+        host,
+        df,
+        context,
+        ignore,
+        step: 0,
+        total: 0,
+        built: BTreeMap::new(),
+        meta: Vars::new(),
+        used_args: HashSet::new(),
+    };
+    b.run()
+}
+
+impl Builder<'_> {
+    fn expand(&self, word: &str, vars: &Vars) -> Result<String, BuildError> {
+        process_word(word, vars, self.df.escape).map_err(|source| BuildError::Expand {
+            word: word.to_string(),
+            source,
+        })
+    }
+
+    fn stage_index(&self, name: &str, before: usize) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        self.df.stages[..before]
+            .iter()
+            .position(|s| s.name.as_deref() == Some(lower.as_str()))
+            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+    }
+
+    /// Stages `i` depends on (FROM another stage, COPY --from).
+    fn deps(&self, i: usize) -> Vec<usize> {
+        let s = &self.df.stages[i];
+        let mut out = Vec::new();
+        let base = self.expand(&s.base, &self.meta).unwrap_or_default();
+        if let Some(j) = self.df.stages[..i]
+            .iter()
+            .position(|x| x.name.as_deref() == Some(base.to_ascii_lowercase().as_str()))
+        {
+            out.push(j);
+        }
+        for step in &s.steps {
+            if let Instruction::Copy(CopyArgs { from: Some(f), .. }) = &step.instruction {
+                let f = self.expand(f, &self.meta).unwrap_or_else(|_| f.clone());
+                if let Some(j) = self.stage_index(&f, i) {
+                    out.push(j);
+                }
+            }
+        }
+        out
+    }
+
+    fn run(&mut self) -> Result<ImageId, BuildError> {
+        // Meta ARGs: defaults, overridden by --build-arg.
+        for (k, v) in self.df.meta_args.clone() {
+            let value = match self.opts.build_args.get(&k) {
+                Some(b) => Some(b.clone()),
+                None => match v {
+                    Some(v) => Some(self.expand(&v, &self.meta.clone())?),
+                    None => None,
+                },
+            };
+            self.used_args.insert(k.clone());
+            if let Some(v) = value {
+                self.meta.insert(k, v);
+            }
+        }
+        let target = match &self.opts.target {
+            Some(t) => self
+                .df
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+                .ok_or_else(|| BuildError::NoTarget(t.clone()))?,
+            None => self.df.stages.len() - 1,
+        };
+        // The stages the target needs, built in Dockerfile order.
+        let mut needed = HashSet::new();
+        let mut todo = vec![target];
+        while let Some(i) = todo.pop() {
+            if needed.insert(i) {
+                todo.extend(self.deps(i));
+            }
+        }
+        let mut order: Vec<usize> = needed.into_iter().collect();
+        order.sort_unstable();
+        self.total = order
+            .iter()
+            .map(|i| 1 + self.df.stages[*i].steps.len())
+            .sum::<usize>()
+            + usize::from(!self.opts.labels.is_empty());
+        for i in order {
+            let stage = self.df.stages[i].clone();
+            let mut st = self.from(i, &stage)?;
+            for step in &stage.steps {
+                if self.host.cancelled() {
+                    return Err(BuildError::Cancelled);
+                }
+                self.step += 1;
+                self.host.event(Event::Step {
+                    n: self.step,
+                    total: self.total,
+                    text: &step.original,
+                });
+                self.dispatch(&mut st, step, i)?;
+            }
+            if i == target && !self.opts.labels.is_empty() {
+                let text = self
+                    .opts
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let text = format!("LABEL {text}");
+                self.step += 1;
+                self.host.event(Event::Step {
+                    n: self.step,
+                    total: self.total,
+                    text: &text,
+                });
+                let labels = self.opts.labels.clone();
+                self.set_labels(&mut st, &labels);
+                self.meta_commit(&mut st, text)?;
+            }
+            self.built.insert(i, st.image.clone());
+        }
+        let unused: Vec<&String> = self
+            .opts
+            .build_args
+            .keys()
+            .filter(|k| !self.used_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .collect();
+        if !unused.is_empty() {
+            let names: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
+            self.host.event(Event::Warning(format!(
+                "One or more build-args [{}] were not consumed",
+                names.join(" ")
+            )));
+        }
+        match self.built.get(&target) {
+            Some(Some(img)) => Ok(img.id.clone()),
+            _ => Err(BuildError::NoImage),
+        }
+    }
+
+    /// Resolve a reference in the store, pulling it when missing (or always with `--pull`).
+    fn image_for(&mut self, name: &str) -> Result<ImageRecord, BuildError> {
+        if !self.opts.pull {
+            if let Ok(img) = self.store.resolve(name) {
+                return Ok(img);
+            }
+        }
+        let r = Reference::parse_with_default_tag(name)?;
+        self.host
+            .pull(&r)
+            .map_err(|source| BuildError::Pull { source })?;
+        Ok(self.store.resolve(name)?)
+    }
+
+    fn from(&mut self, i: usize, stage: &Stage) -> Result<StageState, BuildError> {
+        self.step += 1;
+        self.host.event(Event::Step {
+            n: self.step,
+            total: self.total,
+            text: &stage.original,
+        });
+        let base = self.expand(&stage.base, &self.meta.clone())?;
+        if let Some(p) = &stage.platform {
+            let p = self.expand(p, &self.meta.clone())?;
+            if p != "linux/amd64" {
+                return Err(BuildError::Instruction {
+                    line: stage.line,
+                    msg: format!("no match for platform in manifest: {p}: not found"),
+                });
+            }
+        }
+        let from_stage = self.df.stages[..i]
+            .iter()
+            .position(|s| s.name.as_deref() == Some(base.to_ascii_lowercase().as_str()));
+        let image = if let Some(j) = from_stage {
+            self.built.get(&j).cloned().flatten()
+        } else if base == "scratch" {
+            None
+        } else {
+            Some(self.image_for(&base)?)
+        };
+        let mut st = match image {
+            None => StageState::scratch(),
+            Some(img) => {
+                let bytes = self.store.read_blob(&img.id.0)?;
+                let config: Map<String, Value> = serde_json::from_slice(&bytes)
+                    .map_err(|e| BuildError::Store(crate::store::StoreError::InvalidConfig(e)))?;
+                self.host.event(Event::Image(&img.id));
+                StageState {
+                    image: Some(img),
+                    config,
+                    args: Vars::new(),
+                    cmd_set: false,
+                }
+            }
+        };
+        // ONBUILD triggers of the base image run first, then are not inherited.
+        let triggers = st.strings("OnBuild");
+        if !triggers.is_empty() {
+            self.host.event(Event::Triggers(triggers.len()));
+            st.cfg().remove("OnBuild");
+            for t in triggers {
+                let parsed = super::parser::parse(&t)?;
+                for line in parsed.lines {
+                    let instruction = super::instructions::instruction(&line, self.df.escape)?;
+                    let step = Step {
+                        line: stage.line,
+                        original: line.original.clone(),
+                        instruction,
+                    };
+                    self.dispatch(&mut st, &step, i)?;
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    fn dispatch(
+        &mut self,
+        st: &mut StageState,
+        step: &Step,
+        stage: usize,
+    ) -> Result<(), BuildError> {
+        let vars = st.vars();
+        let line = step.line;
+        let bad = |msg: String| BuildError::Instruction { line, msg };
+        match &step.instruction {
+            Instruction::Arg(list) => {
+                let mut text = Vec::new();
+                for (k, dflt) in list {
+                    self.used_args.insert(k.clone());
+                    let value = match (self.opts.build_args.get(k), dflt) {
+                        (Some(b), _) => Some(b.clone()),
+                        (None, Some(d)) => Some(self.expand(d, &vars)?),
+                        (None, None) => self.meta.get(k).cloned(),
+                    };
+                    match dflt {
+                        Some(d) => text.push(format!("{k}={d}")),
+                        None => text.push(k.clone()),
+                    }
+                    if let Some(v) = value {
+                        st.args.insert(k.clone(), v);
+                    }
+                }
+                self.meta_commit(st, format!("ARG {}", text.join(" ")))
+            }
+            Instruction::Env(pairs) => {
+                let mut text = Vec::new();
+                for (k, v) in pairs {
+                    let k = self.expand(k, &vars)?;
+                    let v = self.expand(v, &vars)?;
+                    if k.is_empty() {
+                        return Err(bad("ENV names can not be blank".into()));
+                    }
+                    st.set_env(&k, &v);
+                    text.push(format!("{k}={v}"));
+                }
+                self.meta_commit(st, format!("ENV {}", text.join(" ")))
+            }
+            Instruction::Label(pairs) => {
+                let mut kv = Vec::new();
+                for (k, v) in pairs {
+                    kv.push((self.expand(k, &vars)?, self.expand(v, &vars)?));
+                }
+                self.set_labels(st, &kv);
+                let text: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                self.meta_commit(st, format!("LABEL {}", text.join(" ")))
+            }
+            Instruction::Maintainer(m) => {
+                st.config.insert("author".into(), json!(m));
+                self.meta_commit(st, format!("MAINTAINER {m}"))
+            }
+            Instruction::Cmd(form) => {
+                let v = self.argv(st, form);
+                st.cfg().insert("Cmd".into(), json!(v));
+                st.cmd_set = true;
+                self.meta_commit(st, format!("CMD {}", go_quoted(&v)))
+            }
+            Instruction::Entrypoint(form) => {
+                let v = self.argv(st, form);
+                st.cfg().insert("Entrypoint".into(), json!(v));
+                if !st.cmd_set {
+                    st.cfg().insert("Cmd".into(), Value::Null);
+                }
+                self.meta_commit(st, format!("ENTRYPOINT {}", go_quoted(&v)))
+            }
+            Instruction::Expose(raw) => {
+                let words = process_words(raw, &vars, self.df.escape).map_err(|source| {
+                    BuildError::Expand {
+                        word: raw.clone(),
+                        source,
+                    }
+                })?;
+                let mut ports = match st.cfg_ref().get("ExposedPorts") {
+                    Some(Value::Object(m)) => m.clone(),
+                    _ => Map::new(),
+                };
+                for w in &words {
+                    for p in
+                        expose_ports(w).ok_or_else(|| bad(format!("invalid containerPort: {w}")))?
+                    {
+                        ports.insert(p, json!({}));
+                    }
+                }
+                st.cfg().insert("ExposedPorts".into(), Value::Object(ports));
+                self.meta_commit(st, format!("EXPOSE {}", words.join(" ")))
+            }
+            Instruction::Volume(list, _) => {
+                let mut vols = match st.cfg_ref().get("Volumes") {
+                    Some(Value::Object(m)) => m.clone(),
+                    _ => Map::new(),
+                };
+                let mut added = Vec::new();
+                for v in list {
+                    let v = self.expand(v, &vars)?;
+                    if v.trim().is_empty() {
+                        return Err(bad("VOLUME specified can not be an empty string".into()));
+                    }
+                    vols.insert(v.clone(), json!({}));
+                    added.push(v);
+                }
+                st.cfg().insert("Volumes".into(), Value::Object(vols));
+                self.meta_commit(st, format!("VOLUME [{}]", added.join(" ")))
+            }
+            Instruction::User(u) => {
+                let u = self.expand(u, &vars)?;
+                st.cfg().insert("User".into(), json!(u));
+                self.meta_commit(st, format!("USER {u}"))
+            }
+            Instruction::StopSignal(s) => {
+                let s = self.expand(s, &vars)?;
+                crate::container::parse_signal(&s)
+                    .map_err(|_| bad(format!("Invalid signal: {s}")))?;
+                st.cfg().insert("StopSignal".into(), json!(s));
+                self.meta_commit(st, format!("STOPSIGNAL {s}"))
+            }
+            Instruction::Healthcheck(h) => {
+                let mut m = Map::new();
+                m.insert("Test".into(), json!(h.test));
+                for (k, v) in [
+                    ("Interval", h.interval),
+                    ("Timeout", h.timeout),
+                    ("StartPeriod", h.start_period),
+                    ("StartInterval", h.start_interval),
+                    ("Retries", h.retries),
+                ] {
+                    if v != 0 {
+                        m.insert(k.into(), json!(v));
+                    }
+                }
+                st.cfg().insert("Healthcheck".into(), Value::Object(m));
+                self.meta_commit(st, format!("HEALTHCHECK {}", go_quoted(&h.test)))
+            }
+            Instruction::Shell(v) => {
+                st.cfg().insert("Shell".into(), json!(v));
+                self.meta_commit(st, format!("SHELL [{}]", v.join(" ")))
+            }
+            Instruction::Onbuild(t) => {
+                let mut list = st.strings("OnBuild");
+                list.push(t.clone());
+                st.cfg().insert("OnBuild".into(), json!(list));
+                self.meta_commit(st, format!("ONBUILD {t}"))
+            }
+            Instruction::Workdir(w) => self.workdir(st, w, &vars),
+            Instruction::Run { cmd, network } => self.run_step(st, cmd, network.as_deref()),
+            Instruction::Copy(args) => self.copy_step(st, args, false, stage, &vars),
+            Instruction::Add(args) => self.copy_step(st, args, true, stage, &vars),
+        }
+    }
+
+    fn argv(&self, st: &StageState, form: &Form) -> Vec<String> {
+        match form {
+            Form::Exec(v) => v.clone(),
+            Form::Shell(s) => {
+                let mut v = st.shell();
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn set_labels(&self, st: &mut StageState, kv: &[(String, String)]) {
+        let mut labels = match st.cfg_ref().get("Labels") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        for (k, v) in kv {
+            labels.insert(k.clone(), json!(v));
+        }
+        st.cfg().insert("Labels".into(), Value::Object(labels));
+    }
+
+    /// The container config recorded with a step (`container_config`), the cache's key.
+    fn container_config(st: &mut StageState, cmd: Vec<String>) -> Value {
+        let mut cc = st.cfg_ref();
+        cc.insert("Cmd".into(), json!(cmd));
+        Value::Object(cc)
+    }
+
+    /// A metadata step: no layer, a `#(nop)` history entry.
+    fn meta_commit(&mut self, st: &mut StageState, text: String) -> Result<(), BuildError> {
+        let shell = st.shell().join(" ");
+        let created_by = format!("{shell} #(nop)  {text}");
+        let mut cmd = st.shell();
+        cmd.push(format!("#(nop) {text}"));
+        let cc = Self::container_config(st, cmd);
+        if self.try_cache(st, &cc, &created_by)? {
+            return Ok(());
+        }
+        self.commit(st, cc, created_by, None, None)
+    }
+
+    /// Reuse a child of the current image made by the same step, unless `--no-cache`.
+    fn try_cache(
+        &mut self,
+        st: &mut StageState,
+        cc: &Value,
+        created_by: &str,
+    ) -> Result<bool, BuildError> {
+        if self.opts.no_cache {
+            return Ok(false);
+        }
+        let candidates: Vec<ImageId> = match &st.image {
+            Some(img) => self.store.children(&img.id)?,
+            None => self
+                .store
+                .images()?
+                .into_iter()
+                .filter(|i| i.parent.is_none())
+                .map(|i| i.id)
+                .collect(),
+        };
+        for id in candidates {
+            let Ok(rec) = self.store.image(&id) else {
+                continue;
+            };
+            let same_cmd = rec.config.container_config.as_ref() == Some(cc);
+            let same_step = rec
+                .config
+                .history
+                .last()
+                .and_then(|h| h.created_by.as_deref())
+                == Some(created_by);
+            if same_cmd && same_step && self.store.layer_dirs(&rec).is_ok() {
+                let bytes = self.store.read_blob(&rec.id.0)?;
+                st.config = serde_json::from_slice(&bytes)
+                    .map_err(|e| BuildError::Store(crate::store::StoreError::InvalidConfig(e)))?;
+                self.host.event(Event::UsingCache);
+                self.host.event(Event::Image(&rec.id));
+                st.image = Some(rec);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Register the step's image: the stage's config plus the history entry and the layer.
+    fn commit(
+        &mut self,
+        st: &mut StageState,
+        cc: Value,
+        created_by: String,
+        diff: Option<DiffId>,
+        container: Option<&str>,
+    ) -> Result<(), BuildError> {
+        let created = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let mut img = st.config.clone();
+        img.insert("created".into(), json!(created));
+        img.insert("container_config".into(), cc);
+        match container {
+            Some(c) => img.insert("container".into(), json!(c)),
+            None => img.remove("container"),
+        };
+        img.insert(
+            "docker_version".into(),
+            json!(concat!("strata-", env!("CARGO_PKG_VERSION"))),
+        );
+        let mut entry = Map::new();
+        entry.insert("created".into(), json!(created));
+        entry.insert("created_by".into(), json!(created_by));
+        if diff.is_none() {
+            entry.insert("empty_layer".into(), json!(true));
+        }
+        let rootfs = img
+            .entry("rootfs")
+            .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
+        if let (Some(d), Value::Object(r)) = (&diff, rootfs) {
+            if let Value::Array(ids) = r.entry("diff_ids").or_insert_with(|| json!([])) {
+                ids.push(json!(d.as_str()));
+            }
+        }
+        let history = img.entry("history").or_insert_with(|| json!([]));
+        if !history.is_array() {
+            *history = json!([]);
+        }
+        if let Value::Array(h) = history {
+            h.push(Value::Object(entry));
+        }
+        let bytes = serde_json::to_vec(&Value::Object(img.clone()))
+            .map_err(|e| BuildError::Store(crate::store::StoreError::InvalidConfig(e)))?;
+        let parent = st.image.as_ref().map(|i| i.id.clone());
+        let id = self.store.add_image(&bytes, &[], parent.as_ref())?;
+        st.image = Some(self.store.image(&id)?);
+        st.config = img;
+        self.host.event(Event::Image(&id));
+        Ok(())
+    }
+
+    /// Add an uncompressed layer tar in `tmp` on the stage's top layer.
+    fn add_layer(&self, st: &StageState, tmp: &Path) -> Result<DiffId, BuildError> {
+        let f = File::open(tmp).map_err(io_at(tmp))?;
+        let parent = st.image.as_ref().and_then(|i| i.chain_ids.last());
+        let info = self.store.add_layer(f, parent, None)?;
+        Ok(info.diff_id)
+    }
+
+    fn workdir(&mut self, st: &mut StageState, w: &str, vars: &Vars) -> Result<(), BuildError> {
+        let w = self.expand(w, vars)?;
+        let path = if w.starts_with('/') {
+            format!("/{}", clean(&w))
+        } else {
+            format!("/{}", clean(&format!("{}/{w}", st.workdir())))
+        };
+        st.cfg().insert("WorkingDir".into(), json!(path));
+        let shell = st.shell().join(" ");
+        let created_by = format!("{shell} #(nop) WORKDIR {path}");
+        let mut cmd = st.shell();
+        cmd.push(format!("#(nop) WORKDIR {path}"));
+        let cc = Self::container_config(st, cmd);
+        if self.try_cache(st, &cc, &created_by)? {
+            return Ok(());
+        }
+        // Docker creates a missing working directory (a layer with just that directory).
+        let layers = st.layers(self.store)?;
+        let exists = if layers.is_empty() {
+            false
+        } else {
+            let tree = Tree::image(&layers).map_err(|e| BuildError::Fs {
+                path: path.clone(),
+                source: e,
+            })?;
+            matches!(tree.resolve(&path, true), Ok(Some((_, Some(n)))) if n.is_dir())
+        };
+        if exists || path == "/" {
+            return self.commit(st, cc, created_by, None, None);
+        }
+        let image_tree = if layers.is_empty() {
+            None
+        } else {
+            Tree::image(&layers).ok()
+        };
+        let empty = tempfile::Builder::new()
+            .prefix(".workdir-")
+            .tempdir_in(self.store.root().join("tmp"))
+            .map_err(io_at(self.store.root().join("tmp")))?;
+        let ctx = Tree::context(empty.path()).map_err(|e| BuildError::Fs {
+            path: empty.path().display().to_string(),
+            source: e,
+        })?;
+        let ignore = Ignore::default();
+        let req = CopyRequest {
+            instr: "WORKDIR",
+            srcs: vec![".".into()],
+            heredocs: Vec::new(),
+            dest: format!("{path}/"),
+            source: Source::Context {
+                tree: &ctx,
+                ignore: &ignore,
+            },
+            image: image_tree.as_ref(),
+            owner: None,
+            chmod: Some(0o755),
+            add: false,
+            checksum: None,
+            tmp: self.store.root().join("tmp"),
+        };
+        let plan = copy::plan(&req)?;
+        let tmp = TempFile::new(self.store, "workdir.tar");
+        let f = File::create(&tmp.0).map_err(io_at(&tmp.0))?;
+        copy::write_tar(&plan, BufWriter::new(f))?;
+        let diff = self.add_layer(st, &tmp.0)?;
+        self.commit(st, cc, created_by, Some(diff), None)
+    }
+
+    fn copy_step(
+        &mut self,
+        st: &mut StageState,
+        args: &CopyArgs,
+        add: bool,
+        stage: usize,
+        vars: &Vars,
+    ) -> Result<(), BuildError> {
+        let instr = if add { "ADD" } else { "COPY" };
+        let mut srcs = Vec::new();
+        for s in &args.srcs {
+            srcs.push(self.expand(s, vars)?);
+        }
+        let mut heredocs = Vec::new();
+        for h in &args.heredocs {
+            let content = if h.expand {
+                // Heredoc bodies are expanded like a double-quoted string would be.
+                let mut out = String::new();
+                for (i, l) in h.content.split('\n').enumerate() {
+                    if i > 0 {
+                        out.push('\n');
+                    }
+                    out.push_str(&expand_heredoc_line(l, vars));
+                }
+                out
+            } else {
+                h.content.clone()
+            };
+            heredocs.push((h.name.clone(), content));
+        }
+        let dest_raw = self.expand(&args.dest, vars)?;
+        let dest = if dest_raw.starts_with('/') {
+            dest_raw.clone()
+        } else {
+            let wd = st.workdir();
+            format!("{}/{dest_raw}", wd.trim_end_matches('/'))
+        };
+        let layers = st.layers(self.store)?;
+        let image_tree = if layers.is_empty() {
+            None
+        } else {
+            Some(Tree::image(&layers).map_err(|e| BuildError::Fs {
+                path: dest.clone(),
+                source: e,
+            })?)
+        };
+        let owner = match &args.chown {
+            Some(c) => Some(copy::parse_chown(
+                &self.expand(c, vars)?,
+                image_tree.as_ref(),
+            )?),
+            None => None,
+        };
+        let chmod = match &args.chmod {
+            Some(c) => Some(
+                u32::from_str_radix(c, 8).map_err(|_| BuildError::Instruction {
+                    line: 0,
+                    msg: format!("invalid chmod parameter: {c}"),
+                })?,
+            ),
+            None => None,
+        };
+        // --from: another stage, else an image.
+        let from_tree;
+        let source = match &args.from {
+            Some(f) => {
+                let f = self.expand(f, vars)?;
+                let img = match self.stage_index(&f, stage) {
+                    Some(j) => self.built.get(&j).cloned().flatten(),
+                    None => Some(self.image_for(&f)?),
+                };
+                let layers = match &img {
+                    Some(i) => self.store.layer_dirs(i)?,
+                    None => Vec::new(),
+                };
+                from_tree = Tree::image(&layers).map_err(|e| BuildError::Fs {
+                    path: f.clone(),
+                    source: e,
+                })?;
+                Source::Image(&from_tree)
+            }
+            None => Source::Context {
+                tree: &self.context,
+                ignore: &self.ignore,
+            },
+        };
+        let req = CopyRequest {
+            instr,
+            srcs,
+            heredocs,
+            dest: dest.clone(),
+            source,
+            image: image_tree.as_ref(),
+            owner,
+            chmod,
+            add,
+            checksum: args.checksum.clone(),
+            tmp: self.store.root().join("tmp"),
+        };
+        let plan = copy::plan(&req)?;
+        let shell = st.shell().join(" ");
+        let text = format!("{instr} {} in {dest_raw} ", plan.digest);
+        let created_by = format!("{shell} #(nop) {text}");
+        let mut cmd = st.shell();
+        cmd.push(format!("#(nop) {text}"));
+        let cc = Self::container_config(st, cmd);
+        if self.try_cache(st, &cc, &created_by)? {
+            return Ok(());
+        }
+        if plan.is_empty() {
+            return self.commit(st, cc, created_by, None, None);
+        }
+        let tmp = TempFile::new(self.store, "copy.tar");
+        let f = File::create(&tmp.0).map_err(io_at(&tmp.0))?;
+        copy::write_tar(&plan, BufWriter::new(f))?;
+        drop(plan);
+        let diff = self.add_layer(st, &tmp.0)?;
+        self.commit(st, cc, created_by, Some(diff), None)
+    }
+
+    fn run_step(
+        &mut self,
+        st: &mut StageState,
+        cmd: &Form,
+        network: Option<&str>,
+    ) -> Result<(), BuildError> {
+        let argv = self.argv(st, cmd);
+        // Build args reach the command as environment (not overriding ENV), and mark the
+        // history entry (`|1 A=b /bin/sh -c …`) so a changed value is a cache miss.
+        let env_keys: HashSet<String> = st
+            .env()
+            .iter()
+            .map(|e| e.split_once('=').map_or(e.clone(), |(k, _)| k.to_string()))
+            .collect();
+        let mut build_env: Vec<String> = st
+            .args
+            .iter()
+            .filter(|(k, _)| !env_keys.contains(*k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let recorded: Vec<String> = build_env
+            .iter()
+            .filter(|e| !PROXY_ARGS.contains(&e.split('=').next().unwrap_or("")))
+            .cloned()
+            .collect();
+        for p in PROXY_ARGS {
+            if let Some(v) = self.opts.build_args.get(*p) {
+                if !st.args.contains_key(*p) {
+                    build_env.push(format!("{p}={v}"));
+                }
+            }
+        }
+        let (created_by, cache_cmd) = if recorded.is_empty() {
+            (argv.join(" "), argv.clone())
+        } else {
+            let mut c = vec![format!("|{}", recorded.len())];
+            c.extend(recorded.iter().cloned());
+            c.extend(argv.iter().cloned());
+            (c.join(" "), c)
+        };
+        let cc = Self::container_config(st, cache_cmd);
+        if self.try_cache(st, &cc, &created_by)? {
+            return Ok(());
+        }
+        let Some(image) = st.image.clone() else {
+            return Err(BuildError::Container(
+                crate::container::ContainerError::Start {
+                    code: 127,
+                    msg: format!(
+                        "exec: \"{}\": stat {}: no such file or directory",
+                        argv[0], argv[0]
+                    ),
+                },
+            ));
+        };
+        let layers = self.store.layer_dirs(&image)?;
+        let cfg = st.cfg_ref();
+        let s = |k: &str| match cfg.get(k) {
+            Some(Value::String(v)) => v.clone(),
+            _ => String::new(),
+        };
+        let network = match network {
+            Some(n) => NetworkMode::parse(n).unwrap_or(self.opts.network),
+            None => self.opts.network,
+        };
+        let c = self.rt.create(CreateRequest {
+            image: ImageSource {
+                reference: image.id.to_string(),
+                id: image.id.to_string(),
+                layers: layers.clone(),
+                entrypoint: None,
+                cmd: None,
+                env: st.env(),
+                user: s("User"),
+                working_dir: s("WorkingDir"),
+                stop_signal: None,
+            },
+            cmd: argv.clone(),
+            entrypoint: Some(String::new()),
+            env: build_env,
+            network,
+            driver: self.opts.driver.clone(),
+            runtime: "builtin".to_string(),
+            ..Default::default()
+        })?;
+        let guard = BuildContainer {
+            rt: self.rt,
+            id: c.id().as_str().to_string(),
+        };
+        let short = c.id().short().to_string();
+        self.host.event(Event::Running(&short));
+        self.rt.start(&c, &self.opts.launcher, false)?;
+        let code = self.follow(&c)?;
+        if code != 0 {
+            return Err(BuildError::NonZero {
+                cmd: argv.join(" "),
+                code,
+            });
+        }
+        // The upper dir, against the image and the init layer, is the step's layer.
+        let c = self.rt.lookup(c.id().as_str())?;
+        let mut lowers = vec![c.paths.init_layer()];
+        lowers.extend(layers);
+        let upper = c.paths.upper();
+        let filter = Filter::docker();
+        let changes = if c.config.driver == "vfs" {
+            diff_full_tree(&upper, &lowers, &filter)?
+        } else {
+            diff_filtered(&upper, &lowers, &filter)?
+        };
+        let diff = if changes.is_empty() {
+            None
+        } else {
+            let tmp = TempFile::new(self.store, "run.tar.gz");
+            let f = File::create(&tmp.0).map_err(io_at(&tmp.0))?;
+            let (digests, out) = write_changes_tar(&upper, &changes, BufWriter::new(f))?;
+            out.into_inner()
+                .map_err(|e| io_at(&tmp.0)(e.into_error()))?;
+            let f = File::open(&tmp.0).map_err(io_at(&tmp.0))?;
+            let parent = image.chain_ids.last();
+            let info = self.store.add_layer(f, parent, Some(&digests.diff_id))?;
+            if info.created {
+                let f = File::open(&tmp.0).map_err(io_at(&tmp.0))?;
+                self.store.put_blob(f, Some(&digests.compressed_digest))?;
+            }
+            Some(info.diff_id)
+        };
+        let id = c.id().as_str().to_string();
+        drop(guard);
+        self.host.event(Event::Removed(&short));
+        self.commit(st, cc, created_by, diff, Some(&id))
+    }
+
+    /// Stream the container's output until it exits; returns its exit code.
+    fn follow(&mut self, c: &crate::container::Container) -> Result<i32, BuildError> {
+        let fresh = self.rt.lookup(c.id().as_str())?;
+        let rt = self.rt.clone();
+        let waiter = {
+            let fresh = fresh.clone();
+            std::thread::spawn(move || rt.wait(&fresh))
+        };
+        let log = fresh.paths.log();
+        let mut reader = None;
+        loop {
+            let finished = waiter.is_finished();
+            if reader.is_none() {
+                reader = crate::container::logs::LogReader::open(&log).ok();
+            }
+            if let Some(r) = reader.as_mut() {
+                for e in r.read_new().unwrap_or_default() {
+                    self.host.event(Event::Output(e.log.as_bytes()));
+                }
+            }
+            if finished {
+                break;
+            }
+            if self.host.cancelled() {
+                if let Ok(cur) = self.rt.lookup(c.id().as_str()) {
+                    if cur.state.status == ContainerStatus::Running {
+                        let _ = self.rt.kill(&cur, nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+                let _ = waiter.join();
+                return Err(BuildError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        match waiter.join() {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(BuildError::Cancelled),
+        }
+    }
+}
+
+/// Quote a `--label` key or value for the `LABEL` step text when it needs it.
+fn quote(s: &str) -> String {
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') {
+        serde_json::to_string(s).unwrap_or_default()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `$V`/`${V}` in a heredoc body line (quotes are kept: the body is file content).
+fn expand_heredoc_line(line: &str, vars: &Vars) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && chars.peek() == Some(&'$') {
+            out.push('$');
+            chars.next();
+            continue;
+        }
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let mut word = String::from("$");
+        if chars.peek() == Some(&'{') {
+            for x in chars.by_ref() {
+                word.push(x);
+                if x == '}' {
+                    break;
+                }
+            }
+        } else {
+            while let Some(&x) = chars.peek() {
+                if x.is_ascii_alphanumeric() || x == '_' {
+                    word.push(x);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        match process_word(&word, vars, '\\') {
+            Ok(v) if word.len() > 1 => out.push_str(&v),
+            _ => out.push_str(&word),
+        }
+    }
+    out
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … (None: not a port).
+fn expose_ports(w: &str) -> Option<Vec<String>> {
+    let (ports, proto) = match w.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (w, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return None;
+    }
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (a.parse::<u16>().ok()?, b.parse::<u16>().ok()?),
+        None => {
+            let p = ports.parse::<u16>().ok()?;
+            (p, p)
+        }
+    };
+    if lo > hi {
+        return None;
+    }
+    Some((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports() {
+        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(expose_ports("8000-8001").unwrap(), ["8000/tcp", "8001/tcp"]);
+        assert!(expose_ports("http").is_none());
+    }
+
+    #[test]
+    fn go_quoting() {
+        assert_eq!(
+            go_quoted(&["httpd".into(), "-f".into()]),
+            "[\"httpd\" \"-f\"]"
+        );
+    }
+
+    #[test]
+    fn heredoc_expansion() {
+        let vars: Vars = [("A".to_string(), "x".to_string())].into_iter().collect();
+        assert_eq!(
+            expand_heredoc_line("a=$A \"${A}\" \\$A $", &vars),
+            "a=x \"x\" $A $"
+        );
+    }
+}
