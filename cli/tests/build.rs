@@ -535,3 +535,200 @@ fn build_from_stdin_quiet_and_iidfile() {
     );
     assert_clean(&s);
 }
+
+#[test]
+fn build_onbuild_shell_args_scratch_and_network() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile.base",
+        "FROM busybox\nSHELL [\"/bin/sh\", \"-ec\"]\nONBUILD RUN echo triggered > /triggered\nONBUILD ENV FROM_TRIGGER=yes\n",
+    );
+    let base_df = ctx.path().join("Dockerfile.base");
+    build_ok(
+        &s,
+        &[
+            "-f",
+            base_df.to_str().unwrap(),
+            "-t",
+            "base",
+            "--platform",
+            "linux/amd64",
+            "--progress",
+            "plain",
+            c,
+        ],
+    );
+    let cfg = &inspect(&s, "base")["Config"];
+    assert_eq!(cfg["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    assert_eq!(cfg["OnBuild"].as_array().unwrap().len(), 2, "{cfg}");
+    let hist = s.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "base",
+    ]);
+    assert!(
+        hist.contains("/bin/sh -ec #(nop)  ONBUILD RUN echo triggered > /triggered\n"),
+        "{hist}"
+    );
+
+    write(
+        ctx.path(),
+        "Dockerfile",
+        r#"ARG BASE=base
+ARG V=meta
+FROM $BASE AS one
+ARG V
+RUN echo "one:$V:$FROM_TRIGGER"
+FROM busybox AS two
+RUN echo "two:[$V]"
+COPY --from=busybox /bin/busybox /busybox
+COPY --from=one /triggered /triggered
+FROM scratch
+COPY --from=two /triggered /busybox /
+ENV A=1 B=${A:-unset}
+"#,
+    );
+    let out = build_ok(&s, &["-t", "final", c]);
+    assert!(out.contains("# Executing 2 build triggers"), "{out}");
+    assert!(
+        out.contains("\none:meta:yes\n"),
+        "ARG redeclared in a stage takes the meta value: {out}"
+    );
+    assert!(
+        out.contains("\ntwo:[]\n"),
+        "ARGs are scoped to their stage: {out}"
+    );
+    let img = inspect(&s, "final");
+    assert_eq!(
+        img["RootFS"]["Layers"].as_array().unwrap().len(),
+        1,
+        "{img}"
+    );
+    let env = img["Config"]["Env"].as_array().unwrap();
+    for want in [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "A=1",
+        "B=unset",
+    ] {
+        assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
+    }
+    let r = s.run_timeout(
+        &["run", "--rm", "final", "/busybox", "cat", "/triggered"],
+        LIMIT,
+    );
+    assert_eq!(r.stdout, "triggered\n", "{r:?}");
+    // Triggers run once: the child image has none.
+    assert!(inspect(&s, "final")["Config"]["OnBuild"].is_null());
+
+    // --network: RUN reaches a server on the host's loopback only with `host`.
+    let port = serve("host only\n");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM busybox\nRUN wget -q -O- http://127.0.0.1:{port}/\n"),
+    );
+    let out = build_ok(&s, &["--network", "host", c]);
+    assert!(out.contains("\nhost only\n"), "{out}");
+    let r = build(&s, &["--network", "none", "--no-cache", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("returned a non-zero code: 1"), "{r:?}");
+    // ADD --checksum is checked.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/f /f\n",
+            "0".repeat(64)
+        ),
+    );
+    let r = build(&s, &[c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.starts_with("Error: digest mismatch sha256:000"),
+        "{r:?}"
+    );
+    assert_clean(&s);
+}
+
+#[test]
+fn build_pulls_base_and_pushes_result() {
+    let reg = strata_testkit::registry::Registry::start();
+    let s = setup(&default_driver());
+    let bb = format!("{}/bb:1", reg.addr());
+    s.ok(&["tag", "busybox", &bb]);
+    s.run_timeout(&["push", &bb], LIMIT);
+    s.ok(&["rmi", &bb]);
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM {bb}\nRUN echo pushed > /p\nCMD [\"cat\", \"/p\"]\n"),
+    );
+    let app = format!("{}/app:1", reg.addr());
+    let r = build(&s, &["-t", &app, c]);
+    assert!(r.ok(), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("Successfully tagged {app}")),
+        "{r:?}"
+    );
+    // --pull asks the registry again; the steps stay cached.
+    let r = build(&s, &["--pull", "-t", &app, c]);
+    assert!(r.ok(), "{r:?}");
+    assert!(r.stderr.contains("Image is up to date"), "{r:?}");
+    assert!(r.stdout.contains(" ---> Using cache"), "{r:?}");
+    let r = s.run_timeout(&["push", &app], LIMIT);
+    assert!(r.ok(), "{r:?}");
+    // A fresh store pulls the built image and runs it.
+    let other = strata_testkit::container::Strata::new(env!("CARGO_BIN_EXE_strata"))
+        .with_driver(&default_driver());
+    let r = other.run_timeout(&["run", "--rm", &app], LIMIT);
+    assert_eq!(r.stdout, "pushed\n", "{r:?}");
+    assert_clean(&s);
+}
+
+#[test]
+fn build_interrupted_leaves_nothing_behind() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN echo started && sleep 60\n",
+    );
+    let mut cmd = s.command(&["build", "-t", "never", ctx.path().to_str().unwrap()]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        assert!(std::time::Instant::now() < deadline, "no output");
+        let mut buf = [0u8; 256];
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "build ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // SAFETY: sending SIGINT to the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_output(child, LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: build cancelled\n"
+    );
+    let r = s.run(&["image", "inspect", "never"]);
+    assert!(!r.ok());
+    assert_clean(&s);
+}

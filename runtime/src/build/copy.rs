@@ -213,6 +213,15 @@ struct Planner<'a> {
     downloads: Vec<PathBuf>,
 }
 
+/// Downloads of a plan that failed are removed with the planner.
+impl Drop for Planner<'_> {
+    fn drop(&mut self) {
+        for d in &self.downloads {
+            let _ = std::fs::remove_file(d);
+        }
+    }
+}
+
 impl Planner<'_> {
     /// Copied files belong to root unless `--chown` says otherwise (Docker's rule, also for
     /// `--from`).
