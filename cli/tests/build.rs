@@ -732,3 +732,296 @@ fn build_interrupted_leaves_nothing_behind() {
     assert!(!r.ok());
     assert_clean(&s);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Peer check: the same Dockerfiles built by `podman build` (Debian's podman, runc, vfs storage in
+// temp dirs) and by strata; the root filesystems and configs must match.
+
+/// One file of a flattened image: type, mode, owner, content digest or link target.
+type Listing = std::collections::BTreeMap<String, String>;
+
+/// Flatten the image in a docker-archive (`save` output of either tool) into a listing.
+fn flatten(archive: &Path) -> (Listing, Value) {
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut ar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(p, data);
+    }
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let config: Value =
+        serde_json::from_slice(&files[manifest[0]["Config"].as_str().unwrap()]).unwrap();
+    let mut out = Listing::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let data = &files[layer.as_str().unwrap()];
+        let mut ar = tar::Archive::new(&data[..]);
+        let mut opaque: Vec<String> = Vec::new();
+        let mut added: Vec<(String, String)> = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let path = path
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((d, n)) => (format!("{d}/"), n.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if name == ".wh..wh..opq" {
+                opaque.push(dir);
+                continue;
+            }
+            if let Some(gone) = name.strip_prefix(".wh.") {
+                let gone = format!("{dir}{gone}");
+                out.retain(|k, _| *k != gone && !k.starts_with(&format!("{gone}/")));
+                continue;
+            }
+            let h = e.header().clone();
+            let kind = h.entry_type();
+            let what = if kind.is_dir() {
+                "dir".to_string()
+            } else if kind.is_symlink() {
+                format!("link->{}", e.link_name().unwrap().unwrap().display())
+            } else if kind.is_hard_link() {
+                format!("hardlink->{}", e.link_name().unwrap().unwrap().display())
+            } else {
+                let mut d = Vec::new();
+                e.read_to_end(&mut d).unwrap();
+                format!("file:{}", strata_testkit::fixtures::sha256(&d))
+            };
+            let mode = if kind.is_symlink() {
+                0
+            } else {
+                h.mode().unwrap() & 0o7777
+            };
+            added.push((
+                path,
+                format!("{what} {mode:o} {}:{}", h.uid().unwrap(), h.gid().unwrap()),
+            ));
+        }
+        for d in opaque {
+            out.retain(|k, _| !k.starts_with(&d));
+        }
+        for (p, v) in added {
+            out.insert(p, v);
+        }
+    }
+    (out, config)
+}
+
+fn podman(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .args(["-k", "5", "120", "podman", "--root"])
+        .arg(dir.join("proot"))
+        .arg("--runroot")
+        .arg(dir.join("prun"))
+        .arg("--tmpdir")
+        .arg(dir.join("ptmp"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--runtime",
+            "runc",
+        ])
+        .args(args)
+        .env("XDG_CONFIG_HOME", dir.join("pconfig"))
+        .env("XDG_DATA_HOME", dir.join("pdata"))
+        .output()
+        .expect("podman is installed by scripts/setup")
+}
+
+/// The corpus: (name, Dockerfile, context files as (path, content, mode)).
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str, u32)],
+);
+
+const PEER_CORPUS: &[Case] = &[
+    (
+        "run-and-metadata",
+        "FROM busybox\nRUN mkdir -p /app/data && echo hi > /app/data/f && chmod 0600 /app/data/f \\\n && ln -s /app/data/f /app/link && rm /etc/motd\nWORKDIR /app\nENV A=1 B=\"two words\"\nUSER nobody\nEXPOSE 80 53/udp\nVOLUME /data\nLABEL a=b\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK --interval=5s --retries=2 CMD [\"true\"]\nENTRYPOINT [\"sh\", \"-c\"]\nCMD [\"echo hi\"]\n",
+        &[],
+    ),
+    (
+        "copy-forms",
+        "FROM busybox\nCOPY f.txt /dst/\nCOPY dir /dst/dir/\nCOPY --chown=1:2 f.txt /owned\nCOPY --chown=nobody f.txt /owned-by-name\nCOPY --chmod=700 f.txt /exec\nCOPY *.conf /conf/\nCOPY link /via-link\nCOPY dir/sub/x /dst/dir\n",
+        &[
+            ("f.txt", "text\n", 0o644),
+            ("dir/sub/x", "x\n", 0o755),
+            ("dir/y", "y\n", 0o640),
+            ("a.conf", "a\n", 0o644),
+            ("b.conf", "b\n", 0o600),
+        ],
+    ),
+    (
+        "args-env-workdir",
+        "ARG V=1\nFROM busybox\nARG V\nARG W=dflt\nENV X=${V:-none}-x Y=${W:+set} Z=$UNSET\nRUN echo \"$X $Y $W\" > /xyz\nWORKDIR rel\nWORKDIR sub\nRUN pwd > /pwd\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo $X > /shell\n",
+        &[],
+    ),
+    (
+        "multi-stage-scratch",
+        "FROM busybox AS b\nRUN mkdir /out && echo x > /out/x && echo y > /out/y\nFROM busybox AS unused\nRUN false\nFROM scratch\nCOPY --from=b /out /\nCOPY --from=b /bin/busybox /bin/busybox\n",
+        &[],
+    ),
+    (
+        "dockerignore",
+        "FROM busybox\nCOPY . /ctx/\n",
+        &[
+            (".dockerignore", "*.log\n!keep.log\nsecret\n**/*.tmp\n", 0o644),
+            ("keep.log", "k\n", 0o644),
+            ("drop.log", "d\n", 0o644),
+            ("secret/key", "s\n", 0o600),
+            ("src/main.c", "int main;\n", 0o644),
+            ("src/x.tmp", "t\n", 0o644),
+        ],
+    ),
+    (
+        "rm-and-overwrite",
+        "FROM busybox\nRUN mkdir -p /d/sub && echo x > /d/sub/f && echo y > /d/g\nRUN rm -rf /d && mkdir /d && echo new > /d/only && rm /bin/cat\nRUN echo changed > /bin/extra && chmod 4755 /bin/extra\nCOPY f.txt /d/only\n",
+        &[("f.txt", "replaced\n", 0o644)],
+    ),
+];
+
+#[test]
+fn build_matches_podman_build() {
+    let s = setup(&default_driver());
+    let dir = tempfile::tempdir().unwrap();
+    let bb = dir.path().join("busybox.tar");
+    s.ok(&["save", "-o", bb.to_str().unwrap(), "busybox"]);
+    let o = podman(dir.path(), &["load", "-i", bb.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    for (name, dockerfile, files) in PEER_CORPUS {
+        let ctx = dir.path().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        for (p, content, mode) in *files {
+            write(&ctx, p, content);
+            std::fs::set_permissions(
+                ctx.join(p),
+                std::os::unix::fs::PermissionsExt::from_mode(*mode),
+            )
+            .unwrap();
+        }
+        if *name == "copy-forms" {
+            std::os::unix::fs::symlink("f.txt", ctx.join("link")).unwrap();
+        }
+        let c = ctx.to_str().unwrap();
+        let tag = format!("peer-{name}");
+        build_ok(&s, &["-t", &tag, c]);
+        let ours = dir.path().join(format!("{name}.strata.tar"));
+        s.ok(&["save", "-o", ours.to_str().unwrap(), &tag]);
+        let o = podman(
+            dir.path(),
+            &[
+                "build",
+                "--format",
+                "docker",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=4096:4096",
+                "--network",
+                "none",
+                "-t",
+                &tag,
+                c,
+            ],
+        );
+        assert!(o.status.success(), "podman build {name}: {o:?}");
+        let theirs = dir.path().join(format!("{name}.podman.tar"));
+        let o = podman(
+            dir.path(),
+            &[
+                "save",
+                "--format",
+                "docker-archive",
+                "-o",
+                theirs.to_str().unwrap(),
+                &tag,
+            ],
+        );
+        assert!(o.status.success(), "podman save {name}: {o:?}");
+        let (a, ca) = flatten(&ours);
+        let (mut b, cb) = flatten(&theirs);
+        // What podman's RUN containers leave that Docker's do not (SPEC §3).
+        for p in [
+            "etc/hosts",
+            "etc/resolv.conf",
+            "etc/hostname",
+            "run/.containerenv",
+            "run",
+        ] {
+            if !a.contains_key(p) {
+                b.remove(p);
+            }
+        }
+        // Directory modes and owners of the tree may differ only where a peer created a
+        // directory implicitly; both listings must name the same paths with the same content.
+        let diff: Vec<String> = a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: strata {v} podman {:?}", b.get(k)))
+            .chain(
+                b.iter()
+                    .filter(|(k, _)| !a.contains_key(*k))
+                    .map(|(k, v)| format!("{k}: only podman {v}")),
+            )
+            .collect();
+        assert!(
+            a.len() > 10 && a.contains_key("bin/busybox"),
+            "{name}: {a:?}"
+        );
+        assert!(
+            diff.is_empty(),
+            "{name}: rootfs differs:\n{}",
+            diff.join("\n")
+        );
+        for key in [
+            "Env",
+            "Cmd",
+            "Entrypoint",
+            "WorkingDir",
+            "User",
+            "ExposedPorts",
+            "Volumes",
+            "StopSignal",
+            "Healthcheck",
+            "Shell",
+        ] {
+            let norm = |v: &Value| match v {
+                Value::Null => Value::Null,
+                Value::String(s) if s.is_empty() => Value::Null,
+                Value::Array(a) if a.is_empty() => Value::Null,
+                Value::Object(o) if o.is_empty() => Value::Null,
+                v => v.clone(),
+            };
+            assert_eq!(
+                norm(&ca["config"][key]),
+                norm(&cb["config"][key]),
+                "{name}: config {key}"
+            );
+        }
+        let mut la = ca["config"]["Labels"].clone();
+        let mut lb = cb["config"]["Labels"].clone();
+        if let Some(m) = lb.as_object_mut() {
+            m.remove("io.buildah.version");
+        }
+        if la.is_null() {
+            la = serde_json::json!({});
+        }
+        if lb.is_null() {
+            lb = serde_json::json!({});
+        }
+        assert_eq!(la, lb, "{name}: labels");
+    }
+    assert_clean(&s);
+}

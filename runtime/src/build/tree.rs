@@ -267,7 +267,7 @@ impl Tree {
 
     /// Resolve `path` (relative to the tree's root; a leading `/` is the root) following
     /// symlinks inside the tree (the last one only with `follow_last`). Returns the resolved
-    /// components and the entry, if it exists (its parent must).
+    /// components and the entry, if it exists. None: a non-directory sits in the middle.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<Option<Resolved>, TreeError> {
         let mut todo: std::collections::VecDeque<OsString> = path
             .split('/')
@@ -314,8 +314,17 @@ impl Tree {
                 Some(n) if n.is_dir() => {}
                 // A file in the middle of the path.
                 Some(_) => return Ok(None),
-                None if last => return Ok(Some((cur, None))),
-                None => return Ok(None),
+                // Missing: the rest of the path is lexical (a destination to create).
+                None => {
+                    for c in todo {
+                        if c == ".." {
+                            cur.pop();
+                        } else if c != "." {
+                            cur.push(c);
+                        }
+                    }
+                    return Ok(Some((cur, None)));
+                }
             }
         }
         // The root itself.
