@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
@@ -15,12 +14,10 @@ use super::copy::{self, CopyRequest, Source};
 use super::ignore::{clean, Ignore};
 use super::instructions::{parse_dockerfile, CopyArgs, Dockerfile, Form, Instruction, Stage, Step};
 use super::shell::{process_word, process_words, Vars};
+use super::stage::{expand_heredoc_line, expose_ports, go_quoted, quote, StageState, TempFile};
 use super::tree::Tree;
 use super::{io_at, BuildError};
-use crate::changes::{diff_filtered, diff_full_tree, write_changes_tar, Filter};
-use crate::container::{
-    CreateRequest, ImageSource, Launcher, NetworkMode, Runtime, Status as ContainerStatus,
-};
+use crate::container::{Launcher, NetworkMode, Runtime};
 use crate::digest::{DiffId, ImageId};
 use crate::reference::Reference;
 use crate::store::{ImageRecord, Store};
@@ -84,7 +81,7 @@ pub struct BuildOptions {
 }
 
 /// Docker's predefined proxy ARGs: usable without `ARG`, never recorded in the history.
-const PROXY_ARGS: &[&str] = &[
+pub(super) const PROXY_ARGS: &[&str] = &[
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",
@@ -97,180 +94,21 @@ const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The state of the stage being built.
-struct StageState {
-    image: Option<ImageRecord>,
-    /// The whole image config JSON as it will be committed next.
-    config: Map<String, Value>,
-    /// ARGs declared in this stage that have a value.
-    args: Vars,
-    /// `CMD` set in this stage (an ENTRYPOINT then keeps it).
-    cmd_set: bool,
-}
-
-impl StageState {
-    fn scratch() -> StageState {
-        let mut config = Map::new();
-        config.insert("architecture".into(), json!("amd64"));
-        config.insert("os".into(), json!("linux"));
-        config.insert("config".into(), json!({ "Env": [DEFAULT_PATH] }));
-        config.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
-        StageState {
-            image: None,
-            config,
-            args: Vars::new(),
-            cmd_set: false,
-        }
-    }
-
-    fn cfg(&mut self) -> &mut Map<String, Value> {
-        let c = self
-            .config
-            .entry("config")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !c.is_object() {
-            *c = Value::Object(Map::new());
-        }
-        match c {
-            Value::Object(m) => m,
-            // Made an object just above.
-            _ => unreachable!("config is an object"),
-        }
-    }
-
-    fn cfg_ref(&self) -> Map<String, Value> {
-        match self.config.get("config") {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        }
-    }
-
-    fn strings(&self, key: &str) -> Vec<String> {
-        match self.cfg_ref().get(key) {
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn env(&self) -> Vec<String> {
-        self.strings("Env")
-    }
-
-    fn shell(&self) -> Vec<String> {
-        let s = self.strings("Shell");
-        if s.is_empty() {
-            vec!["/bin/sh".into(), "-c".into()]
-        } else {
-            s
-        }
-    }
-
-    fn workdir(&self) -> String {
-        match self.cfg_ref().get("WorkingDir") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => "/".to_string(),
-        }
-    }
-
-    /// Variables for expansion: the stage's ARGs, then its ENVs (ENV wins).
-    fn vars(&self) -> Vars {
-        let mut v = self.args.clone();
-        for e in self.env() {
-            if let Some((k, val)) = e.split_once('=') {
-                v.insert(k.to_string(), val.to_string());
-            }
-        }
-        v
-    }
-
-    fn set_env(&mut self, key: &str, value: &str) {
-        let mut env = self.env();
-        let entry = format!("{key}={value}");
-        match env
-            .iter_mut()
-            .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
-        {
-            Some(slot) => *slot = entry,
-            None => env.push(entry),
-        }
-        self.cfg().insert("Env".into(), json!(env));
-    }
-
-    fn layers(&self, store: &Store) -> Result<Vec<PathBuf>, BuildError> {
-        match &self.image {
-            Some(img) => Ok(store.layer_dirs(img)?),
-            None => Ok(Vec::new()),
-        }
-    }
-}
-
-/// Go's `%q` of a string list, as Docker prints `CMD ["a" "b"]`.
-fn go_quoted(v: &[String]) -> String {
-    let items: Vec<String> = v
-        .iter()
-        .map(|s| serde_json::to_string(s).unwrap_or_default())
-        .collect();
-    format!("[{}]", items.join(" "))
-}
-
-/// A temp file in the store's `tmp/` (cleaned by `Store::open` if we die), removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(store: &Store, what: &str) -> TempFile {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        TempFile(
-            store
-                .root()
-                .join("tmp")
-                .join(format!("{}-{nanos}-{what}", std::process::id())),
-        )
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// A RUN container: removed (with its mount) however the step ends.
-struct BuildContainer<'a> {
-    rt: &'a Runtime,
-    id: String,
-}
-
-impl Drop for BuildContainer<'_> {
-    fn drop(&mut self) {
-        if let Ok(c) = self.rt.lookup(&self.id) {
-            let _ = self.rt.remove(&c, true);
-        }
-    }
-}
-
-struct Builder<'a> {
-    store: &'a Store,
-    rt: &'a Runtime,
-    opts: &'a BuildOptions,
-    host: &'a mut dyn BuildHost,
-    df: Dockerfile,
-    context: Tree,
-    ignore: Ignore,
-    step: usize,
-    total: usize,
+pub(super) struct Builder<'a> {
+    pub(super) store: &'a Store,
+    pub(super) rt: &'a Runtime,
+    pub(super) opts: &'a BuildOptions,
+    pub(super) host: &'a mut dyn BuildHost,
+    pub(super) df: Dockerfile,
+    pub(super) context: Tree,
+    pub(super) ignore: Ignore,
+    pub(super) step: usize,
+    pub(super) total: usize,
     /// Final image of each built stage (None: an empty scratch stage).
-    built: BTreeMap<usize, Option<ImageRecord>>,
+    pub(super) built: BTreeMap<usize, Option<ImageRecord>>,
     /// Meta ARGs (before the first FROM) with their values.
-    meta: Vars,
-    used_args: HashSet<String>,
+    pub(super) meta: Vars,
+    pub(super) used_args: HashSet<String>,
 }
 
 /// Build the Dockerfile in `opts`; returns the final image's ID (untagged: the caller tags).
@@ -304,7 +142,7 @@ pub fn build(
 }
 
 impl Builder<'_> {
-    fn expand(&self, word: &str, vars: &Vars) -> Result<String, BuildError> {
+    pub(super) fn expand(&self, word: &str, vars: &Vars) -> Result<String, BuildError> {
         process_word(word, vars, self.df.escape).map_err(|source| BuildError::Expand {
             word: word.to_string(),
             source,
@@ -436,7 +274,7 @@ impl Builder<'_> {
     }
 
     /// Resolve a reference in the store, pulling it when missing (or always with `--pull`).
-    fn image_for(&mut self, name: &str) -> Result<ImageRecord, BuildError> {
+    pub(super) fn image_for(&mut self, name: &str) -> Result<ImageRecord, BuildError> {
         if !self.opts.pull {
             if let Ok(img) = self.store.resolve(name) {
                 return Ok(img);
@@ -665,7 +503,7 @@ impl Builder<'_> {
         }
     }
 
-    fn argv(&self, st: &StageState, form: &Form) -> Vec<String> {
+    pub(super) fn argv(&self, st: &StageState, form: &Form) -> Vec<String> {
         match form {
             Form::Exec(v) => v.clone(),
             Form::Shell(s) => {
@@ -688,7 +526,7 @@ impl Builder<'_> {
     }
 
     /// The container config recorded with a step (`container_config`), the cache's key.
-    fn container_config(st: &mut StageState, cmd: Vec<String>) -> Value {
+    pub(super) fn container_config(st: &mut StageState, cmd: Vec<String>) -> Value {
         let mut cc = st.cfg_ref();
         cc.insert("Cmd".into(), json!(cmd));
         Value::Object(cc)
@@ -708,7 +546,7 @@ impl Builder<'_> {
     }
 
     /// Reuse a child of the current image made by the same step, unless `--no-cache`.
-    fn try_cache(
+    pub(super) fn try_cache(
         &mut self,
         st: &mut StageState,
         cc: &Value,
@@ -752,7 +590,7 @@ impl Builder<'_> {
     }
 
     /// Register the step's image: the stage's config plus the history entry and the layer.
-    fn commit(
+    pub(super) fn commit(
         &mut self,
         st: &mut StageState,
         cc: Value,
@@ -997,279 +835,5 @@ impl Builder<'_> {
         drop(plan);
         let diff = self.add_layer(st, &tmp.0)?;
         self.commit(st, cc, created_by, Some(diff), None)
-    }
-
-    fn run_step(
-        &mut self,
-        st: &mut StageState,
-        cmd: &Form,
-        network: Option<&str>,
-    ) -> Result<(), BuildError> {
-        let argv = self.argv(st, cmd);
-        // Build args reach the command as environment (not overriding ENV), and mark the
-        // history entry (`|1 A=b /bin/sh -c …`) so a changed value is a cache miss.
-        let env_keys: HashSet<String> = st
-            .env()
-            .iter()
-            .map(|e| e.split_once('=').map_or(e.clone(), |(k, _)| k.to_string()))
-            .collect();
-        let mut build_env: Vec<String> = st
-            .args
-            .iter()
-            .filter(|(k, _)| !env_keys.contains(*k))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let recorded: Vec<String> = build_env
-            .iter()
-            .filter(|e| !PROXY_ARGS.contains(&e.split('=').next().unwrap_or("")))
-            .cloned()
-            .collect();
-        for p in PROXY_ARGS {
-            if let Some(v) = self.opts.build_args.get(*p) {
-                if !st.args.contains_key(*p) {
-                    build_env.push(format!("{p}={v}"));
-                }
-            }
-        }
-        let (created_by, cache_cmd) = if recorded.is_empty() {
-            (argv.join(" "), argv.clone())
-        } else {
-            let mut c = vec![format!("|{}", recorded.len())];
-            c.extend(recorded.iter().cloned());
-            c.extend(argv.iter().cloned());
-            (c.join(" "), c)
-        };
-        let cc = Self::container_config(st, cache_cmd);
-        if self.try_cache(st, &cc, &created_by)? {
-            return Ok(());
-        }
-        let Some(image) = st.image.clone() else {
-            return Err(BuildError::Container(
-                crate::container::ContainerError::Start {
-                    code: 127,
-                    msg: format!(
-                        "exec: \"{}\": stat {}: no such file or directory",
-                        argv[0], argv[0]
-                    ),
-                },
-            ));
-        };
-        let layers = self.store.layer_dirs(&image)?;
-        let cfg = st.cfg_ref();
-        let s = |k: &str| match cfg.get(k) {
-            Some(Value::String(v)) => v.clone(),
-            _ => String::new(),
-        };
-        let network = match network {
-            Some(n) => NetworkMode::parse(n).unwrap_or(self.opts.network),
-            None => self.opts.network,
-        };
-        let c = self.rt.create(CreateRequest {
-            image: ImageSource {
-                reference: image.id.to_string(),
-                id: image.id.to_string(),
-                layers: layers.clone(),
-                entrypoint: None,
-                cmd: None,
-                env: st.env(),
-                user: s("User"),
-                working_dir: s("WorkingDir"),
-                stop_signal: None,
-            },
-            cmd: argv.clone(),
-            entrypoint: Some(String::new()),
-            env: build_env,
-            network,
-            driver: self.opts.driver.clone(),
-            runtime: "builtin".to_string(),
-            ..Default::default()
-        })?;
-        let guard = BuildContainer {
-            rt: self.rt,
-            id: c.id().as_str().to_string(),
-        };
-        let short = c.id().short().to_string();
-        self.host.event(Event::Running(&short));
-        self.rt.start(&c, &self.opts.launcher, false)?;
-        let code = self.follow(&c)?;
-        if code != 0 {
-            return Err(BuildError::NonZero {
-                cmd: argv.join(" "),
-                code,
-            });
-        }
-        // The upper dir, against the image and the init layer, is the step's layer.
-        let c = self.rt.lookup(c.id().as_str())?;
-        let mut lowers = vec![c.paths.init_layer()];
-        lowers.extend(layers);
-        let upper = c.paths.upper();
-        let filter = Filter::docker();
-        let changes = if c.config.driver == "vfs" {
-            diff_full_tree(&upper, &lowers, &filter)?
-        } else {
-            diff_filtered(&upper, &lowers, &filter)?
-        };
-        let diff = if changes.is_empty() {
-            None
-        } else {
-            let tmp = TempFile::new(self.store, "run.tar.gz");
-            let f = File::create(&tmp.0).map_err(io_at(&tmp.0))?;
-            let (digests, out) = write_changes_tar(&upper, &changes, BufWriter::new(f))?;
-            out.into_inner()
-                .map_err(|e| io_at(&tmp.0)(e.into_error()))?;
-            let f = File::open(&tmp.0).map_err(io_at(&tmp.0))?;
-            let parent = image.chain_ids.last();
-            let info = self.store.add_layer(f, parent, Some(&digests.diff_id))?;
-            if info.created {
-                let f = File::open(&tmp.0).map_err(io_at(&tmp.0))?;
-                self.store.put_blob(f, Some(&digests.compressed_digest))?;
-            }
-            Some(info.diff_id)
-        };
-        let id = c.id().as_str().to_string();
-        drop(guard);
-        self.host.event(Event::Removed(&short));
-        self.commit(st, cc, created_by, diff, Some(&id))
-    }
-
-    /// Stream the container's output until it exits; returns its exit code.
-    fn follow(&mut self, c: &crate::container::Container) -> Result<i32, BuildError> {
-        let fresh = self.rt.lookup(c.id().as_str())?;
-        let rt = self.rt.clone();
-        let waiter = {
-            let fresh = fresh.clone();
-            std::thread::spawn(move || rt.wait(&fresh))
-        };
-        let log = fresh.paths.log();
-        let mut reader = None;
-        loop {
-            let finished = waiter.is_finished();
-            if reader.is_none() {
-                reader = crate::container::logs::LogReader::open(&log).ok();
-            }
-            if let Some(r) = reader.as_mut() {
-                for e in r.read_new().unwrap_or_default() {
-                    self.host.event(Event::Output(e.log.as_bytes()));
-                }
-            }
-            if finished {
-                break;
-            }
-            if self.host.cancelled() {
-                if let Ok(cur) = self.rt.lookup(c.id().as_str()) {
-                    if cur.state.status == ContainerStatus::Running {
-                        let _ = self.rt.kill(&cur, nix::sys::signal::Signal::SIGKILL);
-                    }
-                }
-                let _ = waiter.join();
-                return Err(BuildError::Cancelled);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        match waiter.join() {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(BuildError::Cancelled),
-        }
-    }
-}
-
-/// Quote a `--label` key or value for the `LABEL` step text when it needs it.
-fn quote(s: &str) -> String {
-    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') {
-        serde_json::to_string(s).unwrap_or_default()
-    } else {
-        s.to_string()
-    }
-}
-
-/// `$V`/`${V}` in a heredoc body line (quotes are kept: the body is file content).
-fn expand_heredoc_line(line: &str, vars: &Vars) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' && chars.peek() == Some(&'$') {
-            out.push('$');
-            chars.next();
-            continue;
-        }
-        if c != '$' {
-            out.push(c);
-            continue;
-        }
-        let mut word = String::from("$");
-        if chars.peek() == Some(&'{') {
-            for x in chars.by_ref() {
-                word.push(x);
-                if x == '}' {
-                    break;
-                }
-            }
-        } else {
-            while let Some(&x) = chars.peek() {
-                if x.is_ascii_alphanumeric() || x == '_' {
-                    word.push(x);
-                    chars.next();
-                } else {
-                    break;
-                }
-            }
-        }
-        match process_word(&word, vars, '\\') {
-            Ok(v) if word.len() > 1 => out.push_str(&v),
-            _ => out.push_str(&word),
-        }
-    }
-    out
-}
-
-/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … (None: not a port).
-fn expose_ports(w: &str) -> Option<Vec<String>> {
-    let (ports, proto) = match w.split_once('/') {
-        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-        None => (w, "tcp".to_string()),
-    };
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return None;
-    }
-    let (lo, hi) = match ports.split_once('-') {
-        Some((a, b)) => (a.parse::<u16>().ok()?, b.parse::<u16>().ok()?),
-        None => {
-            let p = ports.parse::<u16>().ok()?;
-            (p, p)
-        }
-    };
-    if lo > hi {
-        return None;
-    }
-    Some((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports() {
-        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
-        assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(expose_ports("8000-8001").unwrap(), ["8000/tcp", "8001/tcp"]);
-        assert!(expose_ports("http").is_none());
-    }
-
-    #[test]
-    fn go_quoting() {
-        assert_eq!(
-            go_quoted(&["httpd".into(), "-f".into()]),
-            "[\"httpd\" \"-f\"]"
-        );
-    }
-
-    #[test]
-    fn heredoc_expansion() {
-        let vars: Vars = [("A".to_string(), "x".to_string())].into_iter().collect();
-        assert_eq!(
-            expand_heredoc_line("a=$A \"${A}\" \\$A $", &vars),
-            "a=x \"x\" $A $"
-        );
     }
 }

@@ -8,11 +8,11 @@
 //!   error names its Dockerfile line.
 //! - [`shell`] expands `$VARS` in exactly the instructions Docker expands.
 //! - The *executor* ([`exec`]) builds the stages the target needs, in order. Each *step*
-//!   produces an intermediate image (parent link = the previous step's image): `RUN` runs a
-//!   container through the normal create/start path (same confinement, same storage driver)
-//!   and its upper dir becomes a layer through the diff/layer-tar path `commit` uses; `COPY`/
-//!   `ADD` write a layer tar directly ([`copy`]); metadata instructions only change the config
-//!   (`empty_layer` history entries).
+//!   produces an intermediate image (parent link = the previous step's image): `RUN` (`run`)
+//!   runs a container through the normal create/start path (same confinement, same storage
+//!   driver) and its upper dir becomes a layer through the diff/layer-tar path `commit` uses;
+//!   `COPY`/`ADD` write a layer tar directly ([`copy`]); metadata instructions only change the
+//!   config (`empty_layer` history entries, `stage` holds the stage's config).
 //! - The *cache*: a step is reused when a child image of the same parent was made by the same
 //!   instruction with the same config (for COPY/ADD the instruction text carries a digest of
 //!   every source file's content, mode and owner — never its mtime).
@@ -26,7 +26,9 @@ pub mod exec;
 pub mod ignore;
 pub mod instructions;
 pub mod parser;
+mod run;
 pub mod shell;
+mod stage;
 pub mod tree;
 
 use std::path::PathBuf;
