@@ -804,3 +804,168 @@ fn extract_into<W: Write>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn ctx() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("dir/sub")).unwrap();
+        std::fs::write(d.path().join("dir/sub/x"), "x").unwrap();
+        std::fs::write(d.path().join("dir/y.log"), "y").unwrap();
+        std::fs::write(d.path().join("a.conf"), "a").unwrap();
+        std::fs::write(d.path().join("b.conf"), "b").unwrap();
+        d
+    }
+
+    fn image() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::create_dir_all(d.path().join("srv")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nweb:x:33:33::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("etc/group"), "root:x:0:\nwww:x:44:\n").unwrap();
+        std::os::unix::fs::symlink("/srv", d.path().join("link")).unwrap();
+        d
+    }
+
+    fn paths(srcs: &[&str], dest: &str, ignore: &str) -> Result<Vec<String>, BuildError> {
+        let c = ctx();
+        let i = image();
+        let ctx_tree = Tree::context(c.path()).unwrap();
+        let img_tree = Tree::image(&[i.path().to_path_buf()]).unwrap();
+        let ignore = Ignore::parse(ignore);
+        let req = CopyRequest {
+            instr: "COPY",
+            srcs: srcs.iter().map(|s| s.to_string()).collect(),
+            heredocs: Vec::new(),
+            dest: dest.to_string(),
+            source: Source::Context {
+                tree: &ctx_tree,
+                ignore: &ignore,
+            },
+            image: Some(&img_tree),
+            owner: None,
+            chmod: None,
+            add: false,
+            checksum: None,
+            tmp: std::env::temp_dir(),
+        };
+        Ok(plan(&req)?.items.keys().cloned().collect())
+    }
+
+    #[test]
+    fn destinations() {
+        // A file to a path: that path; to an existing dir or a `/`-ended path: inside it.
+        assert_eq!(paths(&["a.conf"], "/new", "").unwrap(), ["new"]);
+        assert_eq!(
+            paths(&["a.conf"], "/srv", "").unwrap(),
+            ["srv", "srv/a.conf"]
+        );
+        assert_eq!(
+            paths(&["a.conf"], "/x/y/", "").unwrap(),
+            ["x", "x/y", "x/y/a.conf"]
+        );
+        // A directory's contents, not the directory.
+        assert_eq!(
+            paths(&["dir"], "/d", "").unwrap(),
+            ["d", "d/sub", "d/sub/x", "d/y.log"]
+        );
+        // Globs; .dockerignore; symlinks of the image followed for the destination.
+        assert_eq!(
+            paths(&["*.conf"], "/c/", "b.conf").unwrap(),
+            ["c", "c/a.conf"]
+        );
+        assert_eq!(
+            paths(&["dir"], "/d", "**/*.log").unwrap(),
+            ["d", "d/sub", "d/sub/x"]
+        );
+        assert_eq!(
+            paths(&["a.conf"], "/link/", "").unwrap(),
+            ["srv", "srv/a.conf"]
+        );
+        // Errors, in Docker's words.
+        assert!(matches!(
+            paths(&["a.conf", "b.conf"], "/f", ""),
+            Err(BuildError::MultiDest { .. })
+        ));
+        assert!(matches!(
+            paths(&["dir/y.log"], "/f", "*/*.log"),
+            Err(BuildError::NotFound { .. })
+        ));
+        assert!(matches!(
+            paths(&["../a"], "/f", ""),
+            Err(BuildError::Outside { .. })
+        ));
+        assert!(matches!(
+            paths(&["*.none"], "/f/", ""),
+            Err(BuildError::NoSources { .. })
+        ));
+    }
+
+    #[test]
+    fn chown_from_the_image() {
+        let i = image();
+        let t = Tree::image(&[i.path().to_path_buf()]).unwrap();
+        assert_eq!(
+            parse_chown("web", Some(&t)).unwrap(),
+            Owner { uid: 33, gid: 33 }
+        );
+        assert_eq!(
+            parse_chown("web:www", Some(&t)).unwrap(),
+            Owner { uid: 33, gid: 44 }
+        );
+        assert_eq!(parse_chown("7:8", None).unwrap(), Owner { uid: 7, gid: 8 });
+        assert!(parse_chown("nobody", Some(&t)).is_err());
+        assert!(parse_chown("web:nogroup", Some(&t)).is_err());
+    }
+
+    #[test]
+    fn digest_ignores_mtime_but_not_content_or_mode() {
+        let c = ctx();
+        let digest = |c: &Path| {
+            let t = Tree::context(c).unwrap();
+            let ig = Ignore::default();
+            let req = CopyRequest {
+                instr: "COPY",
+                srcs: vec!["dir".into()],
+                heredocs: Vec::new(),
+                dest: "/d".into(),
+                source: Source::Context {
+                    tree: &t,
+                    ignore: &ig,
+                },
+                image: None,
+                owner: None,
+                chmod: None,
+                add: false,
+                checksum: None,
+                tmp: std::env::temp_dir(),
+            };
+            plan(&req).unwrap().digest.clone()
+        };
+        let first = digest(c.path());
+        assert!(first.starts_with("dir:"));
+        let f = std::fs::File::options()
+            .write(true)
+            .open(c.path().join("dir/sub/x"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        drop(f);
+        assert_eq!(digest(c.path()), first);
+        std::fs::set_permissions(
+            c.path().join("dir/sub/x"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let moded = digest(c.path());
+        assert_ne!(moded, first);
+        std::fs::write(c.path().join("dir/sub/x"), "changed").unwrap();
+        assert_ne!(digest(c.path()), moded);
+    }
+}
