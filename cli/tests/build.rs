@@ -463,6 +463,25 @@ RUN ls -ln /files/keep.txt /remote/remote.txt && cat /artifact /etc/motd /unpack
     assert!(out.contains(" ---> Using cache"), "{out}");
     let r = s.run_timeout(&["run", "--rm", "stage", "cat", "/out/artifact"], LIMIT);
     assert_eq!(r.stdout, "built by stage\n");
+
+    // Independent stages (built at the same time) read as a sequential build.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox AS a\nRUN echo from-a > /a\nFROM busybox AS b\nRUN echo from-b > /b\nFROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nRUN cat /a /b\n",
+    );
+    let out = build_ok(&s, &["-t", "both", c]);
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("Step ")).collect();
+    let want: Vec<String> = (1..=8).map(|n| format!("Step {n}/8 : ")).collect();
+    assert_eq!(steps.len(), 8, "{out}");
+    for (got, want) in steps.iter().zip(&want) {
+        assert!(got.starts_with(want.as_str()), "{got} vs {want}:\n{out}");
+    }
+    assert!(
+        out.contains("Step 2/8 : RUN echo from-a > /a\n ---> Running in "),
+        "{out}"
+    );
+    assert!(out.contains("\nfrom-a\nfrom-b\n"), "{out}");
     assert_clean(&s);
 }
 

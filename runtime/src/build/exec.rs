@@ -109,6 +109,8 @@ pub(super) struct Builder<'a> {
     /// Meta ARGs (before the first FROM) with their values.
     pub(super) meta: Vars,
     pub(super) used_args: HashSet<String>,
+    /// Images were resolved (and pulled) beforehand: never pull (stages built on threads).
+    pub(super) offline: bool,
 }
 
 /// Build the Dockerfile in `opts`; returns the final image's ID (untagged: the caller tags).
@@ -137,6 +139,7 @@ pub fn build(
         built: BTreeMap::new(),
         meta: Vars::new(),
         used_args: HashSet::new(),
+        offline: false,
     };
     b.run()
 }
@@ -149,7 +152,7 @@ impl Builder<'_> {
         })
     }
 
-    fn stage_index(&self, name: &str, before: usize) -> Option<usize> {
+    pub(super) fn stage_index(&self, name: &str, before: usize) -> Option<usize> {
         let lower = name.to_ascii_lowercase();
         self.df.stages[..before]
             .iter()
@@ -158,7 +161,7 @@ impl Builder<'_> {
     }
 
     /// Stages `i` depends on (FROM another stage, COPY --from).
-    fn deps(&self, i: usize) -> Vec<usize> {
+    pub(super) fn deps(&self, i: usize) -> Vec<usize> {
         let s = &self.df.stages[i];
         let mut out = Vec::new();
         let base = self.expand(&s.base, &self.meta).unwrap_or_default();
@@ -218,41 +221,26 @@ impl Builder<'_> {
             .map(|i| 1 + self.df.stages[*i].steps.len())
             .sum::<usize>()
             + usize::from(!self.opts.labels.is_empty());
-        for i in order {
-            let stage = self.df.stages[i].clone();
-            let mut st = self.from(i, &stage)?;
-            for step in &stage.steps {
-                if self.host.cancelled() {
-                    return Err(BuildError::Cancelled);
+        // Waves of stages whose dependencies are built; a wave of several builds in parallel.
+        // Steps are numbered in the order their output is shown: wave by wave.
+        let waves = super::parallel::waves(&order, |i| self.deps(i));
+        let mut offset = 0;
+        for wave in waves {
+            let mut offsets = Vec::with_capacity(wave.len());
+            for i in &wave {
+                offsets.push(offset);
+                offset += 1 + self.df.stages[*i].steps.len();
+                if *i == target && !self.opts.labels.is_empty() {
+                    offset += 1;
                 }
-                self.step += 1;
-                self.host.event(Event::Step {
-                    n: self.step,
-                    total: self.total,
-                    text: &step.original,
-                });
-                self.dispatch(&mut st, step, i)?;
             }
-            if i == target && !self.opts.labels.is_empty() {
-                let text = self
-                    .opts
-                    .labels
-                    .iter()
-                    .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let text = format!("LABEL {text}");
-                self.step += 1;
-                self.host.event(Event::Step {
-                    n: self.step,
-                    total: self.total,
-                    text: &text,
-                });
-                let labels = self.opts.labels.clone();
-                self.set_labels(&mut st, &labels);
-                self.meta_commit(&mut st, text)?;
+            if wave.len() == 1 {
+                self.step = offsets[0];
+                let img = self.build_stage(wave[0], target)?;
+                self.built.insert(wave[0], img);
+            } else {
+                super::parallel::build_wave(self, &wave, &offsets, target)?;
             }
-            self.built.insert(i, st.image.clone());
         }
         let unused: Vec<&String> = self
             .opts
@@ -273,9 +261,52 @@ impl Builder<'_> {
         }
     }
 
+    /// Build stage `i` (its FROM, its steps, and the `--label`s when it is the target); returns
+    /// its final image.
+    pub(super) fn build_stage(
+        &mut self,
+        i: usize,
+        target: usize,
+    ) -> Result<Option<ImageRecord>, BuildError> {
+        let stage = self.df.stages[i].clone();
+        let mut st = self.from(i, &stage)?;
+        for step in &stage.steps {
+            if self.host.cancelled() {
+                return Err(BuildError::Cancelled);
+            }
+            self.step += 1;
+            self.host.event(Event::Step {
+                n: self.step,
+                total: self.total,
+                text: &step.original,
+            });
+            self.dispatch(&mut st, step, i)?;
+        }
+        if i == target && !self.opts.labels.is_empty() {
+            let text = self
+                .opts
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let text = format!("LABEL {text}");
+            self.step += 1;
+            self.host.event(Event::Step {
+                n: self.step,
+                total: self.total,
+                text: &text,
+            });
+            let labels = self.opts.labels.clone();
+            self.set_labels(&mut st, &labels);
+            self.meta_commit(&mut st, text)?;
+        }
+        Ok(st.image)
+    }
+
     /// Resolve a reference in the store, pulling it when missing (or always with `--pull`).
     pub(super) fn image_for(&mut self, name: &str) -> Result<ImageRecord, BuildError> {
-        if !self.opts.pull {
+        if !self.opts.pull || self.offline {
             if let Ok(img) = self.store.resolve(name) {
                 return Ok(img);
             }

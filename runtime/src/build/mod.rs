@@ -25,6 +25,7 @@ pub mod copy;
 pub mod exec;
 pub mod ignore;
 pub mod instructions;
+mod parallel;
 pub mod parser;
 mod run;
 pub mod shell;
