@@ -651,8 +651,16 @@ ENV A=1 B=${A:-unset}
         "Dockerfile",
         &format!("FROM busybox\nRUN wget -q -O- http://127.0.0.1:{port}/\n"),
     );
-    let out = build_ok(&s, &["--network", "host", c]);
+    let out = build_ok(&s, &["--network", "host", "-t", "net", c]);
     assert!(out.contains("\nhost only\n"), "{out}");
+    // A RUN that changes nothing adds no layer, only an empty_layer history entry.
+    let layers = |img: &str| {
+        inspect(&s, img)["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(layers("net"), layers("busybox"));
     let r = build(&s, &["--network", "none", "--no-cache", c]);
     assert_eq!(r.code, Some(1), "{r:?}");
     assert!(r.stderr.contains("returned a non-zero code: 1"), "{r:?}");

@@ -228,6 +228,12 @@ fn copy_args(line: &Line, add: bool, escape: char) -> Result<CopyArgs, BuildErro
         &["from", "chown", "chmod", "link", "parents", "exclude"]
     };
     let fl = flags(line, allowed)?;
+    if let Some((k, _)) = fl.iter().find(|(k, _)| k == "parents" || k == "exclude") {
+        return Err(err(
+            line,
+            format!("{} --{k} is not supported", line.keyword.to_uppercase()),
+        ));
+    }
     let words = match json_array(&line.rest) {
         Some(v) => v,
         None => split_raw(&line.rest, escape),
@@ -717,6 +723,10 @@ mod tests {
         assert_eq!(
             parse_err("FROM a\nCOPY --nope=1 a b\n"),
             "dockerfile parse error on line 2: unknown flag: nope"
+        );
+        assert_eq!(
+            parse_err("FROM a\nCOPY --exclude=*.md . /\n"),
+            "dockerfile parse error on line 2: COPY --exclude is not supported"
         );
         assert_eq!(
             parse_err("FROM a\nSHELL /bin/sh\n"),
