@@ -716,7 +716,7 @@ impl Builder<'_> {
             Tree::image(&layers).ok()
         };
         let empty = tempfile::Builder::new()
-            .prefix(".workdir-")
+            .prefix(&format!("{}-workdir-", std::process::id()))
             .tempdir_in(self.store.root().join("tmp"))
             .map_err(io_at(self.store.root().join("tmp")))?;
         let ctx = Tree::context(empty.path()).map_err(|e| BuildError::Fs {
