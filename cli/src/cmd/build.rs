@@ -241,14 +241,13 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
             bail!("invalid progress mode {p:?}");
         }
     }
-    let network = match args.network.as_str() {
-        "default" | "bridge" => NetworkMode::Private,
-        other => NetworkMode::parse(other).ok_or_else(|| {
-            anyhow::anyhow!(
-                "network mode {other:?} not supported by strata build (default, host, none)"
-            )
-        })?,
-    };
+    // `default` is whatever `run` uses by default (the runtime decides).
+    let network = NetworkMode::parse(&args.network).ok_or_else(|| {
+        anyhow::anyhow!(
+            "network mode {:?} not supported by strata build (default, host, none)",
+            args.network
+        )
+    })?;
     // Docker removes a stale ID file first, so a failed build never leaves an old ID behind.
     let iid = match &args.iidfile {
         Some(p) => {
