@@ -93,8 +93,9 @@ enum Content {
     Symlink(OsString),
     Bytes(Vec<u8>),
     Download(PathBuf),
-    /// A local tar (maybe compressed) extracted under the item's path.
-    Archive(Node),
+    /// A local tar (maybe compressed) extracted under the item's path; entries keep their
+    /// owners unless `--chown` gave one.
+    Archive(Node, Option<Owner>),
 }
 
 struct Item {
@@ -287,7 +288,7 @@ impl Planner<'_> {
         } else if node.is_file() {
             if self.req.add && matches!(self.req.source, Source::Context { .. }) && is_archive(node)
             {
-                Content::Archive(node.clone())
+                Content::Archive(node.clone(), self.req.owner)
             } else {
                 Content::File(node.clone())
             }
@@ -643,7 +644,7 @@ pub fn plan(req: &CopyRequest<'_>) -> Result<Plan, BuildError> {
                 h.update(b"f");
                 h.update(b);
             }
-            Content::File(n) | Content::Archive(n) => {
+            Content::File(n) | Content::Archive(n, _) => {
                 h.update(b"f");
                 let mut f = n.open().map_err(|e| BuildError::Fs {
                     path: path.clone(),
@@ -725,7 +726,7 @@ pub fn write_tar(plan: &Plan, out: impl Write) -> Result<(), BuildError> {
                 let mut hd = header(tar::EntryType::Regular, item, size);
                 b.append_data(&mut hd, path, f.take(size)).map_err(io)?;
             }
-            Content::Archive(n) => extract_into(&mut b, n, path, item)?,
+            Content::Archive(n, owner) => extract_into(&mut b, n, path, *owner)?,
         }
     }
     b.into_inner().map_err(io_at(&tmp))?;
@@ -738,7 +739,7 @@ fn extract_into<W: Write>(
     b: &mut tar::Builder<W>,
     node: &Node,
     dest: &str,
-    item: &Item,
+    owner: Option<Owner>,
 ) -> Result<(), BuildError> {
     let path = PathBuf::from(dest);
     let f = node.open().map_err(|e| BuildError::Fs {
@@ -761,6 +762,9 @@ fn extract_into<W: Write>(
             (false, false) => format!("{dest}/{c}"),
         })
     };
+    // Directories written so far (the destination's own are in the plan).
+    let mut dirs: std::collections::HashSet<String> = std::collections::HashSet::new();
+    dirs.insert(dest.to_string());
     for e in ar.entries().map_err(io_at(&path))? {
         let mut e = e.map_err(io_at(&path))?;
         let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
@@ -768,12 +772,47 @@ fn extract_into<W: Write>(
         if target.is_empty() {
             continue;
         }
-        let mut hd = e.header().clone();
-        if item.uid != 0 || item.gid != 0 {
-            hd.set_uid(item.uid as u64);
-            hd.set_gid(item.gid as u64);
+        // Parents the archive does not list are created as extraction would: 0755.
+        let parts: Vec<&str> = target.split('/').collect();
+        for k in 1..parts.len() {
+            let parent = parts[..k].join("/");
+            if parent.len() <= dest.len() || !dirs.insert(parent.clone()) {
+                continue;
+            }
+            let (uid, gid) = owner.map_or((0, 0), |o| (o.uid as u64, o.gid as u64));
+            let mut hd = tar::Header::new_gnu();
+            hd.set_entry_type(tar::EntryType::Directory);
+            hd.set_mode(0o755);
+            hd.set_uid(uid);
+            hd.set_gid(gid);
+            hd.set_mtime(now());
+            hd.set_size(0);
+            b.append_data(&mut hd, format!("{parent}/"), std::io::empty())
+                .map_err(io_at(&path))?;
         }
-        let kind = hd.entry_type();
+        // A fresh header: only what a layer needs, every numeric field well-formed (archives
+        // in the wild leave some empty).
+        let old = e.header();
+        let kind = old.entry_type();
+        let mut hd = tar::Header::new_gnu();
+        hd.set_entry_type(kind);
+        hd.set_mode(old.mode().unwrap_or(0o644) & 0o7777);
+        let (uid, gid) = match owner {
+            Some(o) => (o.uid as u64, o.gid as u64),
+            None => (old.uid().unwrap_or(0), old.gid().unwrap_or(0)),
+        };
+        hd.set_uid(uid);
+        hd.set_gid(gid);
+        hd.set_mtime(old.mtime().unwrap_or(0));
+        hd.set_size(if kind.is_file() || kind == tar::EntryType::Continuous {
+            e.size()
+        } else {
+            0
+        });
+        if let (Ok(Some(maj)), Ok(Some(min))) = (old.device_major(), old.device_minor()) {
+            let _ = hd.set_device_major(maj);
+            let _ = hd.set_device_minor(min);
+        }
         if kind.is_symlink() || kind.is_hard_link() {
             let link = e
                 .link_name_bytes()
@@ -787,10 +826,11 @@ fn extract_into<W: Write>(
             b.append_link(&mut hd, &target, &link)
                 .map_err(io_at(&path))?;
         } else if kind.is_dir() {
+            dirs.insert(target.clone());
             b.append_data(&mut hd, format!("{target}/"), std::io::empty())
                 .map_err(io_at(&path))?;
         } else if kind.is_file() || kind == tar::EntryType::Continuous {
-            let size = hd.size().map_err(io_at(&path))?;
+            let size = e.size();
             b.append_data(&mut hd, &target, (&mut e).take(size))
                 .map_err(io_at(&path))?;
         } else if matches!(
