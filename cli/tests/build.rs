@@ -917,6 +917,11 @@ const PEER_CORPUS: &[Case] = &[
         &[("f.txt", "plain\n", 0o644)],
     ),
     (
+        "copy-dir-modes",
+        "FROM busybox\nUSER nobody\nCOPY d /new/\nCOPY d /etc/\nCOPY --chmod=750 d/e /x/e\n",
+        &[("d/e", "e\n", 0o700), ("d/sub/f", "f\n", 0o444)],
+    ),
+    (
         "rm-and-overwrite",
         "FROM busybox\nRUN mkdir -p /d/sub && echo x > /d/sub/f && echo y > /d/g\nRUN rm -rf /d && mkdir /d && echo new > /d/only && rm /bin/cat\nRUN echo changed > /bin/extra && chmod 4755 /bin/extra\nCOPY f.txt /d/only\n",
         &[("f.txt", "replaced\n", 0o644)],
@@ -945,6 +950,15 @@ fn build_matches_podman_build() {
         }
         if *name == "copy-forms" {
             std::os::unix::fs::symlink("f.txt", ctx.join("link")).unwrap();
+        }
+        if *name == "copy-dir-modes" {
+            for (d, m) in [("d/sub", 0o700), ("d", 0o750)] {
+                std::fs::set_permissions(
+                    ctx.join(d),
+                    std::os::unix::fs::PermissionsExt::from_mode(m),
+                )
+                .unwrap();
+            }
         }
         if *name == "add-archive-and-from-image" {
             let gz = tar_gz(&[("inner/a.txt", "unpacked\n"), ("top.txt", "top\n")]);

@@ -556,6 +556,13 @@ pub fn plan(req: &CopyRequest<'_>) -> Result<Plan, BuildError> {
                     }
                 } else {
                     p.node(&node, &comps, &target)?;
+                    if node.is_dir() {
+                        // A destination made for a directory's contents is a new directory
+                        // like any parent (0755), not a copy of the source's own mode.
+                        if let Some(item) = p.items.get_mut(&target) {
+                            item.mode = 0o755;
+                        }
+                    }
                 }
             }
             Src::Heredoc(name, content) => {
