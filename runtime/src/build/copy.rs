@@ -169,6 +169,10 @@ fn is_url(s: &str) -> bool {
 
 /// Does the file look like a tar (after gzip/zstd decompression)?
 fn is_archive(node: &Node) -> bool {
+    // Only regular files are opened (a FIFO in the context would block the build).
+    if !node.is_file() {
+        return false;
+    }
     let Ok(f) = node.open() else { return false };
     let Ok(mut r) = crate::store::decompress(BufReader::new(f)) else {
         return false;
