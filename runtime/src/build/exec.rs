@@ -801,15 +801,7 @@ impl Builder<'_> {
             )?),
             None => None,
         };
-        let chmod = match &args.chmod {
-            Some(c) => Some(
-                u32::from_str_radix(c, 8).map_err(|_| BuildError::Instruction {
-                    line: 0,
-                    msg: format!("invalid chmod parameter: {c}"),
-                })?,
-            ),
-            None => None,
-        };
+        let chmod = args.chmod;
         // --from: another stage, else an image.
         let from_tree;
         let source = match &args.from {

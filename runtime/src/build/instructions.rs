@@ -22,7 +22,8 @@ pub struct CopyArgs {
     pub dest: String,
     pub from: Option<String>,
     pub chown: Option<String>,
-    pub chmod: Option<String>,
+    /// `--chmod` (octal, checked when parsed).
+    pub chmod: Option<u32>,
     pub checksum: Option<String>,
     pub heredocs: Vec<Heredoc>,
 }
@@ -244,17 +245,19 @@ fn copy_args(line: &Line, add: bool, escape: char) -> Result<CopyArgs, BuildErro
         return Err(err(line, format!("{kw} requires at least two arguments")));
     }
     let (srcs, dest) = words.split_at(words.len() - 1);
-    if let Some(c) = flag(&fl, "chmod") {
-        if u32::from_str_radix(&c, 8).map_or(true, |m| m > 0o7777) {
-            return Err(err(line, format!("invalid chmod parameter: {c}")));
-        }
-    }
+    let chmod = match flag(&fl, "chmod") {
+        Some(c) => match u32::from_str_radix(&c, 8) {
+            Ok(m) if m <= 0o7777 => Some(m),
+            _ => return Err(err(line, format!("invalid chmod parameter: {c}"))),
+        },
+        None => None,
+    };
     Ok(CopyArgs {
         srcs: srcs.to_vec(),
         dest: dest[0].clone(),
         from: flag(&fl, "from"),
         chown: flag(&fl, "chown"),
-        chmod: flag(&fl, "chmod"),
+        chmod,
         checksum: flag(&fl, "checksum"),
         heredocs: line.heredocs.clone(),
     })
