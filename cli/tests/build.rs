@@ -131,6 +131,21 @@ fn build_instructions_history_and_cache() {
         "{out}"
     );
     assert!(lines[run_at + 4].starts_with(" ---> "), "{out}");
+    // Metadata steps too get their (never started) container, as in the classic builder.
+    let cmd_at = lines
+        .iter()
+        .position(|l| l.starts_with("Step 14/15 : CMD"))
+        .unwrap();
+    assert!(lines[cmd_at + 1].starts_with(" ---> Running in "), "{out}");
+    assert!(
+        lines[cmd_at + 2].starts_with("Removing intermediate container "),
+        "{out}"
+    );
+    let copy_at = lines
+        .iter()
+        .position(|l| l.starts_with("Step 6/15 : COPY"))
+        .unwrap();
+    assert!(lines[copy_at + 1].starts_with(" ---> ") && !lines[copy_at + 1].contains("Running"));
     let id = built_id(&out);
     assert_eq!(
         lines[lines.len() - 2],

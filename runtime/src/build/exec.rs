@@ -569,11 +569,12 @@ impl Builder<'_> {
         let created_by = format!("{shell} #(nop)  {text}");
         let mut cmd = st.shell();
         cmd.push(format!("#(nop) {text}"));
-        let cc = Self::container_config(st, cmd);
+        let cc = Self::container_config(st, cmd.clone());
         if self.try_cache(st, &cc, &created_by)? {
             return Ok(());
         }
-        self.commit(st, cc, created_by, None, None)
+        let container = self.nop_container(st, cmd)?;
+        self.commit(st, cc, created_by, None, Some(&container))
     }
 
     /// Reuse a child of the current image made by the same step, unless `--no-cache`.
@@ -692,10 +693,12 @@ impl Builder<'_> {
         let created_by = format!("{shell} #(nop) WORKDIR {path}");
         let mut cmd = st.shell();
         cmd.push(format!("#(nop) WORKDIR {path}"));
-        let cc = Self::container_config(st, cmd);
+        let cc = Self::container_config(st, cmd.clone());
         if self.try_cache(st, &cc, &created_by)? {
             return Ok(());
         }
+        // As the classic builder, the step has its (never started) container.
+        let container = self.nop_container(st, cmd)?;
         // Docker creates a missing working directory (a layer with just that directory).
         let layers = st.layers(self.store)?;
         let exists = if layers.is_empty() {
@@ -708,7 +711,7 @@ impl Builder<'_> {
             matches!(tree.resolve(&path, true), Ok(Some((_, Some(n)))) if n.is_dir())
         };
         if exists || path == "/" {
-            return self.commit(st, cc, created_by, None, None);
+            return self.commit(st, cc, created_by, None, Some(&container));
         }
         let image_tree = if layers.is_empty() {
             None
@@ -745,7 +748,7 @@ impl Builder<'_> {
         let f = File::create(&tmp.0).map_err(io_at(&tmp.0))?;
         copy::write_tar(&plan, BufWriter::new(f))?;
         let diff = self.add_layer(st, &tmp.0)?;
-        self.commit(st, cc, created_by, Some(diff), None)
+        self.commit(st, cc, created_by, Some(diff), Some(&container))
     }
 
     fn copy_step(

@@ -33,6 +33,53 @@ impl Drop for BuildContainer<'_> {
 }
 
 impl Builder<'_> {
+    /// A metadata step's container, as Docker's classic builder makes one: created for the
+    /// commit (never started), then removed. Returns its ID (recorded as the image's
+    /// `container`).
+    pub(super) fn nop_container(
+        &mut self,
+        st: &StageState,
+        cmd: Vec<String>,
+    ) -> Result<String, BuildError> {
+        let layers = st.layers(self.store)?;
+        let image = st
+            .image
+            .as_ref()
+            .map(|i| i.id.to_string())
+            .unwrap_or_default();
+        let cfg = st.cfg_ref();
+        let s = |k: &str| match cfg.get(k) {
+            Some(Value::String(v)) => v.clone(),
+            _ => String::new(),
+        };
+        let c = self.rt.create(CreateRequest {
+            image: ImageSource {
+                reference: image.clone(),
+                id: image,
+                layers,
+                env: st.env(),
+                user: s("User"),
+                working_dir: s("WorkingDir"),
+                ..Default::default()
+            },
+            cmd,
+            entrypoint: Some(String::new()),
+            network: self.opts.network,
+            driver: self.opts.driver.clone(),
+            runtime: "builtin".to_string(),
+            ..Default::default()
+        })?;
+        let guard = BuildContainer {
+            rt: self.rt,
+            id: c.id().as_str().to_string(),
+        };
+        let short = c.id().short().to_string();
+        self.host.event(Event::Running(&short));
+        drop(guard);
+        self.host.event(Event::Removed(&short));
+        Ok(c.id().as_str().to_string())
+    }
+
     pub(super) fn run_step(
         &mut self,
         st: &mut StageState,
