@@ -166,14 +166,7 @@ fn stdin_context(tmp: &Path) -> anyhow::Result<Option<String>> {
     if !is_tar {
         return Ok(Some(String::from_utf8_lossy(&data).into_owned()));
     }
-    let dir = std::fs::File::open(tmp)?;
-    let r = strata_runtime::store::decompress(&data[..])?;
-    strata_runtime::store::extract::extract(
-        r,
-        std::os::fd::AsFd::as_fd(&dir),
-        &mut std::io::sink(),
-    )
-    .context("unable to prepare context: invalid tar on STDIN")?;
+    build::extract_context(&data[..], tmp)?;
     Ok(None)
 }
 

@@ -678,6 +678,11 @@ impl Builder<'_> {
         let f = File::open(tmp).map_err(io_at(tmp))?;
         let parent = st.image.as_ref().and_then(|i| i.chain_ids.last());
         let info = self.store.add_layer(f, parent, None)?;
+        if !info.created {
+            // An existing layer: leased until the step's image names it (a concurrent
+            // prune could otherwise take it).
+            self.store.hold_layer(&info.chain_id)?;
+        }
         Ok(info.diff_id)
     }
 

@@ -104,6 +104,8 @@ pub enum BuildError {
     NoImage,
     #[error("build cancelled")]
     Cancelled,
+    #[error("unable to prepare context: {0}")]
+    Context(#[source] crate::store::ExtractError),
     #[error(transparent)]
     Container(#[from] ContainerError),
     #[error(transparent)]
@@ -112,6 +114,21 @@ pub enum BuildError {
     Changes(#[from] ChangesError),
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
+}
+
+/// Extract a build context sent as a tar (plain, gzip or zstd) into the empty directory `dir`,
+/// with the store's rules for hostile entries (nothing lands outside `dir`).
+pub fn extract_context(data: impl std::io::Read, dir: &std::path::Path) -> Result<(), BuildError> {
+    let root = std::fs::File::open(dir).map_err(io_at(dir))?;
+    let r = crate::store::decompress(std::io::BufReader::new(data)).map_err(io_at(dir))?;
+    crate::store::extract::extract(
+        r,
+        std::os::fd::AsFd::as_fd(&root),
+        strata_fs::format::Flavour::for_current_user(),
+        &mut std::io::sink(),
+    )
+    .map_err(BuildError::Context)?;
+    Ok(())
 }
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BuildError {

@@ -201,6 +201,10 @@ impl Builder<'_> {
             let f = File::open(&tmp.0).map_err(io_at(&tmp.0))?;
             let parent = image.chain_ids.last();
             let info = self.store.add_layer(f, parent, Some(&digests.diff_id))?;
+            if !info.created {
+                // An existing layer: leased until the step's image names it.
+                self.store.hold_layer(&info.chain_id)?;
+            }
             if info.created {
                 let f = File::open(&tmp.0).map_err(io_at(&tmp.0))?;
                 self.store.put_blob(f, Some(&digests.compressed_digest))?;
