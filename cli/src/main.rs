@@ -81,6 +81,8 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Create a new image from a container's changes
     Commit(cmd::commit::Args),
+    /// Build an image from a Dockerfile
+    Build(cmd::build::Args),
     /// Manage strata (disk usage)
     System(cmd::system::Args),
     /// Mount a container's root filesystem and print where
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
         Command::Port(a) => cmd::ps::run_port(&cli.global, a),
         Command::Diff(a) => cmd::diff::run(&cli.global, a),
         Command::Commit(a) => cmd::commit::run(&cli.global, a),
+        Command::Build(a) => cmd::build::run(&cli.global, a),
         Command::System(a) => cmd::system::run(&cli.global, a),
         Command::Mount(a) => cmd::mount::run(&cli.global, a),
         Command::Supervise(a) => cmd::run::run_supervise(&cli.global, a),

@@ -14,6 +14,7 @@
 //! This crate prints nothing: it returns data and typed errors; `cli` renders them.
 
 pub mod archive;
+pub mod build;
 pub mod changes;
 pub mod container;
 pub mod digest;

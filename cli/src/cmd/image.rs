@@ -37,6 +37,8 @@ enum Sub {
     Import(super::import::Args),
     /// Remove unused images
     Prune(PruneArgs),
+    /// Build an image from a Dockerfile
+    Build(super::build::Args),
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
@@ -50,6 +52,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         Sub::Load(a) => super::load::run(global, a),
         Sub::Import(a) => super::import::run(global, a),
         Sub::Prune(a) => run_prune(global, a),
+        Sub::Build(a) => super::build::run(global, a),
     }
 }
 

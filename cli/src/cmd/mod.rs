@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod build;
 pub mod commit;
 pub mod diff;
 pub mod exec;
