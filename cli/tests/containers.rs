@@ -193,9 +193,12 @@ fn published_port_serves_http() {
     let ps = s.ok(&["ps"]);
     assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
     assert!(ps.contains(&id.trim()[..12]), "{ps}");
-    assert_eq!(
-        s.ok(&["port", "web"]),
-        format!("80/tcp -> 0.0.0.0:{port}\n")
+    // Docker's dual listing: IPv4 and (when the host has it) IPv6 on the same port.
+    let ports = s.ok(&["port", "web"]);
+    assert!(
+        ports == format!("80/tcp -> 0.0.0.0:{port}\n")
+            || ports == format!("80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n"),
+        "{ports}"
     );
     let (code, _) = http_get("127.0.0.1", port, "/nope.html").unwrap();
     assert_eq!(code, 404);

@@ -17,6 +17,7 @@ pub mod changes;
 pub mod container;
 pub mod digest;
 pub mod driver;
+pub mod network;
 pub mod reference;
 pub mod registry;
 pub mod store;

@@ -116,7 +116,10 @@ fn fields(c: &Container, no_trunc: bool) -> serde_json::Value {
     m.insert("Ports", ports_text(c));
     m.insert("Names", c.config.name.clone());
     m.insert("Mounts", String::new());
-    m.insert("Networks", c.config.network.as_str().to_string());
+    m.insert(
+        "Networks",
+        strata_runtime::network::api::container_networks(c),
+    );
     serde_json::to_value(m).unwrap_or_default()
 }
 
@@ -240,8 +243,10 @@ pub fn run_port(global: &Global, args: PortArgs) -> anyhow::Result<()> {
         None => {
             for p in mappings {
                 println!(
-                    "{}/{} -> {}:{}",
-                    p.container_port, p.proto, p.host_ip, p.host_port
+                    "{}/{} -> {}",
+                    p.container_port,
+                    p.proto,
+                    host_addr(&p.host_ip, p.host_port)
                 );
             }
         }
@@ -258,11 +263,20 @@ pub fn run_port(global: &Global, args: PortArgs) -> anyhow::Result<()> {
                 );
             }
             for p in found {
-                println!("{}:{}", p.host_ip, p.host_port);
+                println!("{}", host_addr(&p.host_ip, p.host_port));
             }
         }
     }
     Ok(())
+}
+
+/// `0.0.0.0:8080`, `[::]:8080` (as `docker port` prints them).
+fn host_addr(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 #[cfg(test)]

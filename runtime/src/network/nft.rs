@@ -1,0 +1,130 @@
+//! Firewall rules in a table strata owns: `table ip strata`. Nobody else's table, chain or rule
+//! is ever read, flushed or rewritten.
+//!
+//! Each bridge gets its own chains and map inside the table, named after the bridge:
+//! - `<br>_post` (nat postrouting): masquerade the subnet leaving by any other interface;
+//! - `<br>_fwd` (filter forward): for `--internal` networks, drop what tries to leave or enter;
+//! - `<br>_ports` (map `proto . port : address . port`) and `<br>_pre` (nat prerouting): DNAT of
+//!   published ports for traffic arriving from outside to one of the host's addresses.
+//!
+//! [`apply`] rewrites a bridge's chains and map from its lease file in one `nft -f -`
+//! transaction (flush-and-fill of our own chains only), so a chain or the whole table deleted
+//! by hand comes back on the next change. [`remove`] deletes a bridge's objects and the table
+//! once it holds none. The table is created on demand and never outlives the last bridge.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use super::ipam::Leases;
+use super::NetworkError;
+
+pub const TABLE: &str = "strata";
+
+fn chain_base(bridge: &str) -> String {
+    bridge.replace(['-', '.'], "_")
+}
+
+/// The ruleset of one bridge, as an nft script.
+pub fn script(l: &Leases) -> String {
+    let b = chain_base(&l.bridge);
+    let br = &l.bridge;
+    let mut s = format!("add table ip {TABLE}\n");
+    s += &format!(
+        "add chain ip {TABLE} {b}_post {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         flush chain ip {TABLE} {b}_post\n\
+         add chain ip {TABLE} {b}_fwd {{ type filter hook forward priority filter; policy accept; }}\n\
+         flush chain ip {TABLE} {b}_fwd\n\
+         add chain ip {TABLE} {b}_pre {{ type nat hook prerouting priority dstnat; policy accept; }}\n\
+         flush chain ip {TABLE} {b}_pre\n\
+         add map ip {TABLE} {b}_ports {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n\
+         flush map ip {TABLE} {b}_ports\n"
+    );
+    if l.internal {
+        s += &format!(
+            "add rule ip {TABLE} {b}_fwd iifname \"{br}\" oifname != \"{br}\" drop\n\
+             add rule ip {TABLE} {b}_fwd oifname \"{br}\" iifname != \"{br}\" drop\n"
+        );
+        return s;
+    }
+    s += &format!(
+        "add rule ip {TABLE} {b}_post ip saddr {} oifname != \"{br}\" masquerade\n",
+        l.subnet
+    );
+    let mut elems = Vec::new();
+    for lease in l.endpoints.values() {
+        for p in &lease.ports {
+            let wildcard = p.host_ip.is_empty() || p.host_ip == "0.0.0.0";
+            if wildcard && p.host_port != 0 {
+                elems.push(format!(
+                    "{} . {} : {} . {}",
+                    p.proto, p.host_port, lease.ip, p.container_port
+                ));
+            }
+        }
+    }
+    elems.sort();
+    elems.dedup_by(|a, b| a.split(':').next() == b.split(':').next());
+    if !elems.is_empty() {
+        s += &format!(
+            "add element ip {TABLE} {b}_ports {{ {} }}\n",
+            elems.join(", ")
+        );
+    }
+    // Traffic from the bridge itself to a published port is served by the userspace proxy
+    // (hairpin): DNAT only what arrives from elsewhere for one of the host's addresses.
+    s += &format!(
+        "add rule ip {TABLE} {b}_pre iifname != \"{br}\" fib daddr type local \
+         dnat ip to meta l4proto . th dport map @{b}_ports\n"
+    );
+    s
+}
+
+fn nft(script: &str) -> Result<String, NetworkError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NetworkError::NftMissing)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(script.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(NetworkError::NftMissing)?;
+    if !out.status.success() {
+        return Err(NetworkError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Install (or repair) the rules of one bridge from its leases.
+pub fn apply(l: &Leases) -> Result<(), NetworkError> {
+    nft(&script(l)).map(|_| ())
+}
+
+/// Delete one bridge's chains and map; the table goes when nothing of ours is left in it.
+pub fn remove(bridge: &str) {
+    let b = chain_base(bridge);
+    for obj in [
+        format!("chain ip {TABLE} {b}_post"),
+        format!("chain ip {TABLE} {b}_fwd"),
+        format!("chain ip {TABLE} {b}_pre"),
+        format!("map ip {TABLE} {b}_ports"),
+    ] {
+        // One object per transaction: a missing one (deleted by hand) must not keep the
+        // others alive.
+        let _ = nft(&format!("delete {obj}\n"));
+    }
+    if let Ok(listing) = nft(&format!("list table ip {TABLE}\n")) {
+        if !listing.contains("chain ") && !listing.contains("map ") {
+            let _ = nft(&format!("delete table ip {TABLE}\n"));
+        }
+    }
+}
+
+/// The table as `nft list table` prints it (None when it does not exist).
+pub fn list() -> Option<String> {
+    nft(&format!("list table ip {TABLE}\n")).ok()
+}
