@@ -175,7 +175,7 @@ pub fn connect_endpoint(
             net.name, net.driver
         )));
     }
-    if ep.ip.is_some() && !net.user_subnet {
+    if ep.ip.is_some() && (!net.user_subnet || net.name == "bridge") {
         return Err(NetworkError::IpOnDefaultBridge);
     }
     if net.name == "bridge" && !ep.aliases.is_empty() {
