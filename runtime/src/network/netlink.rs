@@ -346,6 +346,15 @@ impl Netlink {
     /// Every IPv4 route destination (`addr`, prefix length) outside the local table, except
     /// default routes.
     pub fn routes4(&mut self) -> io::Result<Vec<(Ipv4Addr, u8)>> {
+        Ok(self
+            .routes4_oif()?
+            .into_iter()
+            .map(|(a, p, _)| (a, p))
+            .collect())
+    }
+
+    /// [`Netlink::routes4`] with each route's output link index (0 if none).
+    pub fn routes4_oif(&mut self) -> io::Result<Vec<(Ipv4Addr, u8, u32)>> {
         let mut fixed = [0u8; 12];
         fixed[0] = libc::AF_INET as u8;
         let seq = self.send(RTM_GETROUTE, NLM_F_DUMP, &fixed)?;
@@ -359,10 +368,18 @@ impl Netlink {
             if dst_len == 0 || table == RT_TABLE_LOCAL {
                 return;
             }
+            let mut dst = None;
+            let mut oif = 0;
             for (aty, data) in attrs(&payload[12..]) {
                 if aty == RTA_DST && data.len() == 4 {
-                    out.push((Ipv4Addr::new(data[0], data[1], data[2], data[3]), dst_len));
+                    dst = Some(Ipv4Addr::new(data[0], data[1], data[2], data[3]));
                 }
+                if aty == RTA_OIF && data.len() == 4 {
+                    oif = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+                }
+            }
+            if let Some(d) = dst {
+                out.push((d, dst_len, oif));
             }
         })?;
         Ok(out)

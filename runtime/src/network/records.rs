@@ -67,13 +67,16 @@ fn stable_id(root: &Path, name: &str) -> String {
 }
 
 /// Subnets already in use on the host: routes, live bridges' leases, and (optionally) records.
-pub(crate) fn taken_subnets(extra: &[Ipv4Net]) -> Result<Vec<Ipv4Net>> {
+/// Routes through the link `own` (a bridge being re-used) do not count.
+pub(crate) fn taken_subnets(extra: &[Ipv4Net], own: Option<&str>) -> Result<Vec<Ipv4Net>> {
     let mut nlk = Netlink::open().map_err(nl("netlink socket"))?;
+    let own = own.and_then(super::netlink::link_index);
     let mut taken: Vec<Ipv4Net> = nlk
-        .routes4()
+        .routes4_oif()
         .map_err(nl("list routes"))?
         .into_iter()
-        .map(|(a, p)| Ipv4Net::new(a, p))
+        .filter(|(_, _, oif)| Some(*oif) != own)
+        .map(|(a, p, _)| Ipv4Net::new(a, p))
         .collect();
     taken.extend(
         Leases::load_all(&super::state_dir())
@@ -126,7 +129,7 @@ impl Networks {
         } else if let Some((gw, prefix)) = cfg.bip {
             (Ipv4Net::new(gw, prefix), gw)
         } else {
-            let taken = taken_subnets(&[])?;
+            let taken = taken_subnets(&[], Some(&bridge))?;
             let subnet = ipam::pick_subnet(&cfg.pools(), &taken).ok_or(NetworkError::NoPool)?;
             (subnet, subnet.nth(1).ok_or(NetworkError::NoPool)?)
         };
@@ -223,7 +226,7 @@ impl Networks {
                 (n, true)
             }
             None => {
-                let taken = taken_subnets(&ours)?;
+                let taken = taken_subnets(&ours, None)?;
                 (
                     ipam::pick_subnet(&cfg.pools(), &taken).ok_or(NetworkError::NoPool)?,
                     false,

@@ -168,6 +168,9 @@ pub fn connect_endpoint(
     default_route: bool,
     owner: (i32, u64),
 ) -> Result<(String, EndpointState)> {
+    // Under the lock: the default bridge's subnet comes from its live leases, which another
+    // strata may be creating right now.
+    let lock = NetLock::acquire()?;
     let net = Networks::open(root).get(&ep.network)?;
     if net.driver != "bridge" {
         return Err(NetworkError::Record(format!(
@@ -185,7 +188,6 @@ pub fn connect_endpoint(
         Some(m) => Some(ipam::parse_mac(m).ok_or_else(|| NetworkError::InvalidMac(m.clone()))?),
         None => None,
     };
-    let lock = NetLock::acquire()?;
     let ifname = next_ifname(ns)?;
     let got = driver::attach(
         &lock,
