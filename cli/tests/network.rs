@@ -19,7 +19,7 @@ use std::time::Duration;
 use containers_common::install_busybox;
 use strata_runtime::network::ipam::Leases;
 use strata_runtime::network::netlink::{link_index, Netlink};
-use strata_runtime::network::{nft, Ipv4Net};
+use strata_runtime::network::{dns, nft, Ipv4Net};
 use strata_testkit::container::{eventually, http_get, Strata};
 use strata_testkit::fixtures::INDEX_HTML;
 
@@ -253,6 +253,54 @@ impl FakeInternet {
     }
 }
 
+/// A DNS server in the fake internet answering every A query with `answer`, on a thread that
+/// joined the namespace; stops on drop.
+struct FakeDns {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeDns {
+    fn start(inet: &FakeInternet, answer: Ipv4Addr) -> FakeDns {
+        let ns = std::fs::File::open(format!("/run/netns/{}", inet.ns)).unwrap();
+        let ip = inet.ip;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let sock = std::net::UdpSocket::bind((ip, 53)).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::SeqCst) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(q) = dns::parse_query(&buf[..n]) {
+                    let ips = if q.qtype == 1 { vec![answer] } else { vec![] };
+                    let _ = sock.send_to(&dns::answer(&buf[..n], &q, &ips, 0), peer);
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        FakeDns {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Drop for FakeInternet {
     fn drop(&mut self) {
         if let Some(mut c) = self.httpd.take() {
@@ -481,6 +529,39 @@ fn publish_all_and_ipv6_ports_from_loopback() {
         table.contains(&format!("tcp . {port} : {ip} . 80")),
         "{table}"
     );
+    // From the fake internet, the host's address on its link reaches the container by DNAT:
+    // a CGI shows the client's own address (the userspace proxy would show 127.0.0.1).
+    let inet = FakeInternet::new();
+    let port2 = strata_testkit::container::free_port();
+    t.ok(&[
+        "run", "-d", "--name", "dnat", "-p", &format!("{port2}:80"), "busybox", "sh", "-c",
+        "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip \
+         && chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www",
+    ]);
+    let url = format!("http://{}:{port2}/cgi-bin/ip", inet.host_ip);
+    let got = eventually(Duration::from_secs(20), || {
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", &url,
+            ])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    });
+    // busybox httpd listens on IPv6 and shows IPv4 clients as [::ffff:a.b.c.d].
+    assert_eq!(
+        got.map(|s| s.trim().to_string()),
+        Some(format!("[::ffff:{}]", inet.ip))
+    );
+    let local = format!("http://127.0.0.1:{port2}/cgi-bin/ip");
+    let out = Command::new("busybox")
+        .args(["wget", "-q", "-O", "-", &local])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("127.0.0.1"), "{out:?}");
     // An IPv6-only publish.
     let v6 = strata_testkit::container::free_port();
     t.ok(&[
@@ -662,4 +743,45 @@ fn flags_hostname_add_host_dns_mac_ip() {
     let r =
         t.s.run(&["run", "--rm", "--ip", "10.0.0.9", "busybox", "true"]);
     assert_eq!(r.code, Some(125), "{r:?}");
+}
+
+#[test]
+fn embedded_dns_forwards_other_names_upstream() {
+    // The tutorial's "install a package from a mirror", on a user network: the mirror's name
+    // is unknown to the network, so the embedded server asks the upstream (the fake
+    // internet's DNS) from the container's namespace, through the NAT.
+    let t = NetStrata::new();
+    let inet = FakeInternet::new();
+    let _dns = FakeDns::start(&inet, inet.ip);
+    t.create_network("tut", &[]);
+    let ns = inet.ip.to_string();
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "tut",
+        "--dns",
+        &ns,
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://mirror.example/",
+    ]);
+    assert_eq!(out, "fake internet\n");
+    // On the default bridge, --dns goes to resolv.conf directly.
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--dns",
+        &ns,
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://mirror.example/",
+    ]);
+    assert_eq!(out, "fake internet\n");
 }
