@@ -76,7 +76,7 @@ pub fn disconnect(rt: &Runtime, c: &Container, network: &str) -> Result<()> {
     }
     if c.is_running() {
         let lock = NetLock::acquire()?;
-        driver::detach(&lock, c.id().as_str(), &net.bridge);
+        driver::detach(&lock, c.id().as_str(), &net.bridge, true);
         let mut state = c.state.clone();
         state.networks.remove(&net.name);
         record::write_json(&c.paths.state(), &state).map_err(rec_err)?;

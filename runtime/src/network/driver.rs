@@ -93,11 +93,16 @@ fn delete_link_named(name: &str) {
     }
 }
 
-/// Remove a bridge with no endpoints: its link, its rules, its lease file.
+/// Remove a bridge with no endpoints: its link, its rules, its lease file. With no other
+/// bridge left, the whole table goes in one step.
 fn teardown_bridge(lock: &NetLock, l: &Leases) {
-    delete_link_named(&l.bridge);
-    nft::remove(&l.bridge);
     l.remove(&lock.dir);
+    delete_link_named(&l.bridge);
+    if Leases::load_all(&lock.dir).is_empty() {
+        nft::remove_table();
+    } else {
+        nft::remove(&l.bridge);
+    }
 }
 
 /// Lease file of `net`'s bridge, created (empty) if the bridge has none yet.
@@ -206,16 +211,19 @@ pub fn attach(lock: &NetLock, ns: BorrowedFd<'_>, req: &Attach<'_>) -> Result<At
     })
 }
 
-/// Detach a container from one bridge. Returns false if it was not attached.
-pub fn detach(lock: &NetLock, container_id: &str, bridge: &str) -> bool {
+/// Detach a container from one bridge. Returns false if it was not attached. `delete_veth`:
+/// delete the pair now (a live namespace keeps it); false when the namespace is about to go
+/// with its last process, which takes the pair along (saves the kernel's slow unregister).
+pub fn detach(lock: &NetLock, container_id: &str, bridge: &str, delete_veth: bool) -> bool {
     let Ok(Some(mut leases)) = Leases::load(&lock.dir, bridge) else {
         return false;
     };
     let Some(lease) = leases.endpoints.remove(container_id) else {
         return false;
     };
-    // Usually gone already: the pair dies with the container's namespace.
-    delete_link_named(&lease.veth);
+    if delete_veth {
+        delete_link_named(&lease.veth);
+    }
     if leases.endpoints.is_empty() {
         teardown_bridge(lock, &leases);
     } else {
@@ -225,11 +233,11 @@ pub fn detach(lock: &NetLock, container_id: &str, bridge: &str) -> bool {
     true
 }
 
-/// Detach a container from every bridge it is on.
-pub fn release_all(lock: &NetLock, container_id: &str) {
+/// Detach a container from every bridge it is on (see [`detach`] for `delete_veth`).
+pub fn release_all(lock: &NetLock, container_id: &str, delete_veth: bool) {
     for l in Leases::load_all(&lock.dir) {
         if l.endpoints.contains_key(container_id) {
-            detach(lock, container_id, &l.bridge);
+            detach(lock, container_id, &l.bridge, delete_veth);
         }
     }
 }
@@ -244,7 +252,7 @@ pub fn reclaim(lock: &NetLock) {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &stale {
-            detach(lock, id, &l.bridge);
+            detach(lock, id, &l.bridge, true);
         }
         if stale.is_empty() && l.endpoints.is_empty() {
             teardown_bridge(lock, &l);

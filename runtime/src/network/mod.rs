@@ -163,7 +163,7 @@ pub fn reclaim_stale() -> Result<()> {
 /// Release every endpoint of a container (its supervisor is gone or it is being removed).
 pub fn release_container(container_id: &str) {
     if let Ok(lock) = NetLock::acquire() {
-        driver::release_all(&lock, container_id);
+        driver::release_all(&lock, container_id, true);
     }
 }
 

@@ -104,18 +104,27 @@ pub fn apply(l: &Leases) -> Result<(), NetworkError> {
     nft(&script(l)).map(|_| ())
 }
 
+/// Delete strata's whole table (no bridge left).
+pub fn remove_table() {
+    let _ = nft(&format!("delete table ip {TABLE}\n"));
+}
+
 /// Delete one bridge's chains and map; the table goes when nothing of ours is left in it.
 pub fn remove(bridge: &str) {
     let b = chain_base(bridge);
-    for obj in [
+    let objs = [
         format!("chain ip {TABLE} {b}_post"),
         format!("chain ip {TABLE} {b}_fwd"),
         format!("chain ip {TABLE} {b}_pre"),
         format!("map ip {TABLE} {b}_ports"),
-    ] {
-        // One object per transaction: a missing one (deleted by hand) must not keep the
-        // others alive.
-        let _ = nft(&format!("delete {obj}\n"));
+    ];
+    let all: String = objs.iter().map(|o| format!("delete {o}\n")).collect();
+    if nft(&all).is_err() {
+        // Something was deleted by hand: one object per transaction, so a missing one does
+        // not keep the others alive.
+        for obj in &objs {
+            let _ = nft(&format!("delete {obj}\n"));
+        }
     }
     if let Ok(listing) = nft(&format!("list table ip {TABLE}\n")) {
         if !listing.contains("chain ") && !listing.contains("map ") {

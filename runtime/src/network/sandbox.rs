@@ -33,7 +33,10 @@ pub struct Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         if self.release {
-            super::release_container(&self.container_id);
+            // Our namespace goes when this process exits, taking the veth pairs with it.
+            if let Ok(lock) = NetLock::acquire() {
+                driver::release_all(&lock, &self.container_id, false);
+            }
         }
     }
 }
@@ -41,7 +44,21 @@ impl Drop for Sandbox {
 /// The host's nameservers usable from a container: loopback ones mean nothing in another
 /// network namespace and are dropped, as Docker does.
 pub fn host_nameservers() -> (Vec<String>, Vec<String>) {
-    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let found = parse_resolv(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    if found.0.is_empty() {
+        // systemd-resolved's stub (127.0.0.53) is useless in a container: use the servers it
+        // forwards to, as Docker does.
+        if let Ok(t) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            let real = parse_resolv(&t);
+            if !real.0.is_empty() {
+                return real;
+            }
+        }
+    }
+    found
+}
+
+fn parse_resolv(text: &str) -> (Vec<String>, Vec<String>) {
     let mut servers = Vec::new();
     let mut search = Vec::new();
     for line in text.lines() {
@@ -305,5 +322,42 @@ impl Sandbox {
         }
         sb.endpoints = endpoints;
         Ok(sb)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_forms() {
+        let (servers, search) = parse_resolv(
+            "search a.example b.example\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver ::1\n",
+        );
+        assert_eq!(servers, ["10.0.0.2"]);
+        assert_eq!(search, ["a.example", "b.example"]);
+        let r = resolv_conf(&["10.9.9.9".into()], &["s.example".into()], false);
+        assert_eq!(r, "search s.example\nnameserver 10.9.9.9\n");
+        let r = resolv_conf(&[], &["s.example".into()], true);
+        assert_eq!(
+            r,
+            "search s.example\nnameserver 127.0.0.11\noptions ndots:0\n"
+        );
+        assert_eq!(
+            upstream_servers(&["10.9.9.9".into(), "bad".into()]),
+            ["10.9.9.9:53".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn hosts_lists_extra_hosts_and_own_address() {
+        let h = hosts_file(
+            "box",
+            Some(Ipv4Addr::new(10, 1, 0, 2)),
+            &[("db".into(), "10.2.0.9".into())],
+        );
+        assert!(h.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(h.ends_with("10.2.0.9\tdb\n10.1.0.2\tbox\n"), "{h}");
+        assert!(hosts_file("box", None, &[]).ends_with("127.0.1.1\tbox\n"));
     }
 }
