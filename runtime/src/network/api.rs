@@ -14,18 +14,11 @@ use super::{driver, NetLock, NetworkError, Result};
 use crate::container::record::{self, EndpointConfig, NetworkMode};
 use crate::container::{Container, Runtime};
 
-fn rec_err(e: crate::container::ContainerError) -> NetworkError {
-    NetworkError::Record(e.to_string())
-}
-
 fn bridged(c: &Container) -> Result<()> {
     if c.config.network == NetworkMode::Bridge {
         Ok(())
     } else {
-        Err(NetworkError::Record(format!(
-            "container sharing network namespace with another container or host cannot be connected to any other network ({})",
-            c.config.name
-        )))
+        Err(NetworkError::SharedNamespace(c.config.name.clone()))
     }
 }
 
@@ -53,11 +46,11 @@ pub fn connect(rt: &Runtime, c: &Container, ep: EndpointConfig) -> Result<()> {
         let (name, st) = connect_endpoint(rt.root(), c, &ns, &ep, &[], false, owner)?;
         let mut state = c.state.clone();
         state.networks.insert(name, st);
-        record::write_json(&c.paths.state(), &state).map_err(rec_err)?;
+        record::write_json(&c.paths.state(), &state).map_err(NetworkError::from)?;
     }
     eps.push(ep);
     cfg.net.networks = eps;
-    record::write_json(&c.paths.config(), &cfg).map_err(rec_err)
+    record::write_json(&c.paths.config(), &cfg).map_err(NetworkError::from)
 }
 
 /// `network disconnect`.
@@ -79,10 +72,10 @@ pub fn disconnect(rt: &Runtime, c: &Container, network: &str) -> Result<()> {
         driver::detach(&lock, c.id().as_str(), &net.bridge, true);
         let mut state = c.state.clone();
         state.networks.remove(&net.name);
-        record::write_json(&c.paths.state(), &state).map_err(rec_err)?;
+        record::write_json(&c.paths.state(), &state).map_err(NetworkError::from)?;
     }
     cfg.net.networks = eps;
-    record::write_json(&c.paths.config(), &cfg).map_err(rec_err)
+    record::write_json(&c.paths.config(), &cfg).map_err(NetworkError::from)
 }
 
 /// Containers of this root attached to `net` right now: (id, name, lease).

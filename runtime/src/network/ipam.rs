@@ -197,7 +197,7 @@ impl Leases {
             path: p.clone(),
             source,
         })?;
-        record::write_atomic(&p, &data).map_err(|e| NetworkError::Record(e.to_string()))
+        record::write_atomic(&p, &data).map_err(NetworkError::from)
     }
 
     pub fn remove(&self, dir: &Path) {

@@ -53,8 +53,15 @@ pub enum NetworkError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{0}")]
-    Record(String),
+    /// Writing a container's or a network's record.
+    #[error(transparent)]
+    Record(Box<crate::container::ContainerError>),
+    #[error("invalid network name \"{0}\", only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName(String),
+    #[error("container cannot be connected to network {network} ({driver} driver)")]
+    WrongDriver { network: String, driver: String },
+    #[error("container sharing network namespace with another container or host cannot be connected to any other network ({0})")]
+    SharedNamespace(String),
     #[error("network {0} not found")]
     NotFound(String),
     #[error("network with name {0} already exists")]
@@ -110,6 +117,12 @@ pub enum NetworkError {
 }
 
 pub type Result<T, E = NetworkError> = std::result::Result<T, E>;
+
+impl From<crate::container::ContainerError> for NetworkError {
+    fn from(e: crate::container::ContainerError) -> NetworkError {
+        NetworkError::Record(Box::new(e))
+    }
+}
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> NetworkError {
     let path = path.into();

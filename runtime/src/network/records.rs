@@ -116,7 +116,7 @@ impl Networks {
             path: p.clone(),
             source,
         })?;
-        record::write_atomic(&p, &data).map_err(|e| NetworkError::Record(e.to_string()))
+        record::write_atomic(&p, &data).map_err(NetworkError::from)
     }
 
     /// The default `bridge` network: its link from the config, its subnet from the live
@@ -206,10 +206,7 @@ impl Networks {
             return Err(NetworkError::Exists(req.name.clone()));
         }
         if !record::valid_name(&req.name) {
-            return Err(NetworkError::Record(format!(
-                "invalid network name \"{}\", only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
-                req.name
-            )));
+            return Err(NetworkError::InvalidName(req.name.clone()));
         }
         let mut ours: Vec<Ipv4Net> = all.values().filter_map(|n| n.subnet).collect();
         ours.extend(self.default_bridge().ok().and_then(|b| b.subnet));

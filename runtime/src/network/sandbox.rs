@@ -190,10 +190,10 @@ pub fn connect_endpoint(
     let lock = NetLock::acquire()?;
     let net = Networks::open(root).get(&ep.network)?;
     if net.driver != "bridge" {
-        return Err(NetworkError::Record(format!(
-            "container cannot be connected to network {} ({} driver)",
-            net.name, net.driver
-        )));
+        return Err(NetworkError::WrongDriver {
+            network: net.name.clone(),
+            driver: net.driver.clone(),
+        });
     }
     if ep.ip.is_some() && (!net.user_subnet || net.name == "bridge") {
         return Err(NetworkError::IpOnDefaultBridge);
@@ -259,8 +259,7 @@ impl Sandbox {
                     (other.paths.resolv_conf(), c.paths.resolv_conf()),
                 ] {
                     if let Ok(data) = std::fs::read(&from) {
-                        record::write_atomic(&to, &data)
-                            .map_err(|e| NetworkError::Record(e.to_string()))?;
+                        record::write_atomic(&to, &data).map_err(NetworkError::from)?;
                     }
                 }
                 Ok(Some(Sandbox {
@@ -281,15 +280,14 @@ impl Sandbox {
         let owner = (me, process_start_time(me).unwrap_or(0));
         let mut sb = Sandbox {
             path: format!("/proc/{me}/fd/{}", ns.as_raw_fd()),
-            netns: Some(ns),
+            netns: None,
+            // From here on, dropping `sb` (an error below) releases whatever got attached.
             release: true,
             container_id: c.id().to_string(),
             endpoints: BTreeMap::new(),
         };
-        let ns = sb
-            .netns
-            .as_ref()
-            .ok_or(NetworkError::NotFound("sandbox".into()))?;
+        let owned = ns;
+        let ns = &owned;
         let mut first: Option<EndpointState> = None;
         let mut embedded = false;
         let mut endpoints = BTreeMap::new();
@@ -306,8 +304,7 @@ impl Sandbox {
         let net = &c.config.net;
         let resolv = resolv_conf(&net.dns, &net.dns_search, embedded);
         for (path, data) in [(c.paths.hosts(), hosts), (c.paths.resolv_conf(), resolv)] {
-            record::write_atomic(&path, data.as_bytes())
-                .map_err(|e| NetworkError::Record(e.to_string()))?;
+            record::write_atomic(&path, data.as_bytes()).map_err(NetworkError::from)?;
         }
         if embedded {
             super::dns::spawn(
@@ -321,6 +318,8 @@ impl Sandbox {
             .map_err(super::io_at("embedded DNS server"))?;
         }
         sb.endpoints = endpoints;
+        // Keep the namespace for our whole life: `path` names this fd.
+        sb.netns = Some(owned);
         Ok(sb)
     }
 }
