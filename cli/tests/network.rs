@@ -431,6 +431,23 @@ fn user_network_names_resolve_within_and_not_across() {
     let a = t.ok(&["exec", "web", "wget", "-q", "-O", "-", "http://peer/"]);
     let b = t.ok(&["exec", "peer", "wget", "-q", "-O", "-", "http://web/"]);
     assert_eq!((a.as_str(), b.as_str()), (INDEX_HTML, INDEX_HTML));
+    let on_a = t.ok(&[
+        "ps",
+        "--filter",
+        "network=neta",
+        "--format",
+        "{{.Names}} {{.Networks}}",
+    ]);
+    assert_eq!(on_a, "peer neta\nweb neta\n");
+    let null = t.ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "driver=null",
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert_eq!(null, "none\n");
     // Connect `peer` to netb at run time: a container there now finds it by name.
     t.ok(&["network", "connect", "--alias", "peer-b", "netb", "peer"]);
     let r = fetch("netb", "peer-b");

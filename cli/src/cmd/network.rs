@@ -152,6 +152,9 @@ struct LsArgs {
     /// Format output using a custom template
     #[arg(long)]
     format: Option<String>,
+    /// Provide filter values (e.g. "driver=bridge", "name=app", "id=…")
+    #[arg(short, long)]
+    filter: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -213,7 +216,19 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             println!("{}", rec.id);
         }
         Cmd::Ls(a) => {
-            let list = nets.list()?;
+            let mut list = nets.list()?;
+            for f in &a.filter {
+                let (k, v) = f
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value)"))?;
+                match k {
+                    "name" => list.retain(|n| n.name.contains(v)),
+                    "driver" => list.retain(|n| n.driver == v),
+                    "id" => list.retain(|n| n.id.starts_with(v)),
+                    "type" => list.retain(|n| (v == "builtin") == n.is_predefined()),
+                    _ => bail!("invalid filter '{k}'"),
+                }
+            }
             let id = |n: &strata_runtime::network::NetworkRecord| {
                 if a.no_trunc {
                     n.id.clone()

@@ -150,6 +150,9 @@ fn matches(c: &Container, filters: &[(String, String)]) -> bool {
             "status" => c.state.status.as_str() == *v,
             "name" => c.config.name.contains(v),
             "id" => c.id().as_str().starts_with(v),
+            "network" => strata_runtime::network::api::container_networks(c)
+                .split(',')
+                .any(|n| n == *v),
             "ancestor" => {
                 c.config.image == *v
                     || c.config.image_id == *v
@@ -171,7 +174,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         let (k, v) = f
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value)"))?;
-        if !["status", "name", "ancestor", "id"].contains(&k) {
+        if !["status", "name", "ancestor", "id", "network"].contains(&k) {
             anyhow::bail!("invalid filter '{k}'");
         }
         if k == "status"

@@ -128,48 +128,65 @@ pub fn answer(msg: &[u8], q: &Query, ips: &[Ipv4Addr], rcode: u8) -> Vec<u8> {
     out
 }
 
-fn forward(upstream: &UdpSocket, servers: &[SocketAddr], msg: &[u8]) -> Option<Vec<u8>> {
-    let mut buf = [0u8; 4096];
-    for s in servers {
-        if upstream.send_to(msg, s).is_err() {
-            continue;
-        }
-        while let Ok((n, from)) = upstream.recv_from(&mut buf) {
-            if from == *s && n >= 2 && buf[..2] == msg[..2] {
-                return Some(buf[..n].to_vec());
+/// Ask the upstream servers in turn, each over a socket of its own connected from the
+/// container's namespace (so an ICMP "port unreachable" ends the wait at once).
+fn forward(ns: BorrowedFd<'_>, servers: &[SocketAddr], msg: &[u8]) -> Option<Vec<u8>> {
+    let msg = msg.to_vec();
+    let servers = servers.to_vec();
+    netlink::in_netns(ns, move || {
+        let mut buf = [0u8; 4096];
+        for s in &servers {
+            let bind: SocketAddr = if s.is_ipv4() {
+                (Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let Ok(sock) = UdpSocket::bind(bind) else {
+                continue;
+            };
+            if sock.set_read_timeout(Some(UPSTREAM_TIMEOUT)).is_err()
+                || sock.connect(s).is_err()
+                || sock.send(&msg).is_err()
+            {
+                continue;
+            }
+            while let Ok(n) = sock.recv(&mut buf) {
+                if n >= 2 && buf[..2] == msg[..2] {
+                    return Ok(Some(buf[..n].to_vec()));
+                }
             }
         }
-    }
-    None
+        Ok(None)
+    })
+    .ok()
+    .flatten()
 }
 
-fn respond(r: &Resolver, upstream: Option<&UdpSocket>, msg: &[u8]) -> Option<Vec<u8>> {
-    let q = parse_query(msg)?;
-    if q.qclass == CLASS_IN {
-        if let Some(ips) = r.lookup(&q.name) {
-            let ips = if q.qtype == TYPE_A { ips } else { Vec::new() };
-            // AAAA and other types of a known name: an empty NOERROR answer.
-            return Some(answer(msg, &q, &ips, 0));
-        }
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+/// Forwarded queries in flight at most (a container flooding its resolver gets SERVFAIL, not
+/// a supervisor with thousands of threads).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Our own answer, or `None` when the name is not ours (to be forwarded).
+fn local_answer(r: &Resolver, msg: &[u8], q: &Query) -> Option<Vec<u8>> {
+    if q.qclass != CLASS_IN {
+        return None;
     }
-    if let Some(u) = upstream {
-        if let Some(reply) = forward(u, &r.upstream, msg) {
-            return Some(reply);
-        }
-        return Some(answer(msg, &q, &[], RCODE_SERVFAIL));
-    }
-    Some(answer(msg, &q, &[], RCODE_NXDOMAIN))
+    let ips = r.lookup(&q.name)?;
+    // AAAA and other types of a known name: an empty NOERROR answer.
+    let ips = if q.qtype == TYPE_A { ips } else { Vec::new() };
+    Some(answer(msg, q, &ips, 0))
 }
 
-/// Bind 127.0.0.11:53 in the namespace `ns` and serve it on a thread until the process exits.
+/// Bind 127.0.0.11:53 in the namespace `ns` and serve it until the process exits: names of
+/// the container's networks on the serving thread, forwarded queries each on a thread of its
+/// own (a slow upstream does not hold up the network's names).
 pub fn spawn(ns: BorrowedFd<'_>, r: Resolver) -> io::Result<()> {
-    let (sock, upstream) = netlink::in_netns(ns, || {
-        let sock = UdpSocket::bind((DNS_ADDR, 53))?;
-        let upstream = UdpSocket::bind(("0.0.0.0", 0))?;
-        upstream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        Ok((sock, upstream))
-    })?;
-    let has_upstream = !r.upstream.is_empty();
+    let sock = netlink::in_netns(ns, || UdpSocket::bind((DNS_ADDR, 53)))?;
+    let ns: std::os::fd::OwnedFd = ns.try_clone_to_owned()?;
+    let r = std::sync::Arc::new(r);
+    let ns = std::sync::Arc::new(ns);
+    let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("dns".to_string())
         .spawn(move || {
@@ -178,9 +195,41 @@ pub fn spawn(ns: BorrowedFd<'_>, r: Resolver) -> io::Result<()> {
                 let Ok((n, peer)) = sock.recv_from(&mut buf) else {
                     continue;
                 };
-                let up = has_upstream.then_some(&upstream);
-                if let Some(reply) = respond(&r, up, &buf[..n]) {
+                let msg = buf[..n].to_vec();
+                let Some(q) = parse_query(&msg) else {
+                    continue;
+                };
+                if let Some(reply) = local_answer(&r, &msg, &q) {
                     let _ = sock.send_to(&reply, peer);
+                    continue;
+                }
+                if r.upstream.is_empty() {
+                    let _ = sock.send_to(&answer(&msg, &q, &[], RCODE_NXDOMAIN), peer);
+                    continue;
+                }
+                use std::sync::atomic::Ordering;
+                if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let _ = sock.send_to(&answer(&msg, &q, &[], RCODE_SERVFAIL), peer);
+                    continue;
+                }
+                let (r, ns) = (std::sync::Arc::clone(&r), std::sync::Arc::clone(&ns));
+                let count = std::sync::Arc::clone(&in_flight);
+                let Ok(out) = sock.try_clone() else {
+                    count.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("dns-forward".to_string())
+                    .spawn(move || {
+                        use std::os::fd::AsFd;
+                        let reply = forward(ns.as_fd(), &r.upstream, &msg)
+                            .unwrap_or_else(|| answer(&msg, &q, &[], RCODE_SERVFAIL));
+                        let _ = out.send_to(&reply, peer);
+                        count.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         })?;

@@ -137,3 +137,93 @@ pub fn remove(bridge: &str) {
 pub fn list() -> Option<String> {
     nft(&format!("list table ip {TABLE}\n")).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::record::PortMapping;
+    use crate::network::ipam::Lease;
+
+    fn leases(internal: bool) -> Leases {
+        let port = |ip: &str, host_port| PortMapping {
+            host_ip: ip.to_string(),
+            host_port,
+            container_port: 80,
+            proto: "tcp".to_string(),
+        };
+        let mut l = Leases {
+            bridge: "strata0".into(),
+            subnet: "172.17.0.0/16".parse().unwrap(),
+            gateway: "172.17.0.1".parse().unwrap(),
+            internal,
+            endpoints: Default::default(),
+        };
+        l.endpoints.insert(
+            "c1".into(),
+            Lease {
+                ip: "172.17.0.2".parse().unwrap(),
+                mac: String::new(),
+                veth: "veth1".into(),
+                names: vec![],
+                network: "bridge".into(),
+                owner_pid: 1,
+                owner_start: 0,
+                ports: vec![
+                    port("0.0.0.0", 8080),
+                    port("::", 8080),
+                    port("127.0.0.1", 9090),
+                ],
+            },
+        );
+        l
+    }
+
+    #[test]
+    fn ruleset_of_a_bridge() {
+        let s = script(&leases(false));
+        assert!(s.starts_with("add table ip strata\n"));
+        assert!(s.contains("flush chain ip strata strata0_post\n"));
+        assert!(s.contains(
+            "add rule ip strata strata0_post ip saddr 172.17.0.0/16 oifname != \"strata0\" masquerade\n"
+        ));
+        // Only wildcard IPv4 bindings are DNATed; the proxy serves the rest.
+        assert!(
+            s.contains("add element ip strata strata0_ports { tcp . 8080 : 172.17.0.2 . 80 }\n")
+        );
+        assert!(!s.contains("9090"));
+        assert!(!s.contains(" drop\n"));
+        // Nothing outside our own table is named.
+        for line in s.lines() {
+            assert!(line.contains(" ip strata"), "{line}");
+        }
+    }
+
+    #[test]
+    fn internal_bridge_drops_and_masquerades_nothing() {
+        let s = script(&leases(true));
+        assert!(s.contains("iifname \"strata0\" oifname != \"strata0\" drop"));
+        assert!(!s.contains("masquerade"));
+        assert!(!s.contains("dnat"));
+    }
+
+    #[test]
+    fn rulesets_pass_the_kernels_check() {
+        // `nft -c` evaluates against the kernel without committing anything.
+        for internal in [false, true] {
+            let mut child = Command::new("nft")
+                .args(["-c", "-f", "-"])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("nft (Debian package nftables)");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script(&leases(internal)).as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
+}
