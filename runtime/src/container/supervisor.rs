@@ -189,7 +189,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     } else {
         Some(ports::bind_all(&c.config.ports)?)
     };
-    let sandbox = setup_network(rt, &mut c, listeners.as_ref())?;
+    let mut sandbox = setup_network(rt, &mut c, listeners.as_ref())?;
     std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
     let drv = driver::by_name(&c.config.driver)?;
 
@@ -224,6 +224,11 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
             .and_then(|spec| oci::start(&c, &spec))
             .map(|(pid, stdio)| (pid, stdio, true)),
     };
+    if let Some(s) = sandbox.as_mut() {
+        // Only now: the init is forked (the supervisor had to be single-threaded until then).
+        // Without a thread for it, names go unanswered; the container still runs.
+        let _ = s.start_dns();
+    }
     let (pid, stdio, external) = match started {
         Ok(x) => x,
         Err(e) => {
@@ -312,6 +317,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     cgroup::remove(c.id());
     drop(sandbox);
     c.state.sandbox_key.clear();
+    c.state.networks.clear();
     c.state.status = Status::Exited;
     c.state.pid = 0;
     c.state.exit_code = code;

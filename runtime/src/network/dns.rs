@@ -178,12 +178,29 @@ fn local_answer(r: &Resolver, msg: &[u8], q: &Query) -> Option<Vec<u8>> {
     Some(answer(msg, q, &ips, 0))
 }
 
-/// Bind 127.0.0.11:53 in the namespace `ns` and serve it until the process exits: names of
-/// the container's networks on the serving thread, forwarded queries each on a thread of its
-/// own (a slow upstream does not hold up the network's names).
-pub fn spawn(ns: BorrowedFd<'_>, r: Resolver) -> io::Result<()> {
+/// A bound, not yet served, embedded DNS socket (queries wait in its buffer).
+pub struct Bound {
+    sock: UdpSocket,
+    ns: std::os::fd::OwnedFd,
+    r: Resolver,
+}
+
+/// Bind 127.0.0.11:53 in the namespace `ns`. No thread is started yet: the supervisor forks
+/// the container's init later and must be single-threaded then.
+pub fn bind(ns: BorrowedFd<'_>, r: Resolver) -> io::Result<Bound> {
     let sock = netlink::in_netns(ns, || UdpSocket::bind((DNS_ADDR, 53)))?;
-    let ns: std::os::fd::OwnedFd = ns.try_clone_to_owned()?;
+    Ok(Bound {
+        sock,
+        ns: ns.try_clone_to_owned()?,
+        r,
+    })
+}
+
+/// Serve a bound socket until the process exits: names of the container's networks on the
+/// serving thread, forwarded queries each on a thread of its own (a slow upstream does not
+/// hold up the network's names).
+pub fn serve(b: Bound) -> io::Result<()> {
+    let Bound { sock, ns, r } = b;
     let r = std::sync::Arc::new(r);
     let ns = std::sync::Arc::new(ns);
     let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -28,6 +28,8 @@ pub struct Sandbox {
     pub path: String,
     container_id: String,
     pub endpoints: BTreeMap<String, EndpointState>,
+    /// The embedded DNS server's socket, bound, served from [`Sandbox::start_dns`].
+    dns: Option<super::dns::Bound>,
 }
 
 impl Drop for Sandbox {
@@ -240,6 +242,14 @@ pub fn connect_endpoint(
 }
 
 impl Sandbox {
+    /// Start answering DNS queries (a thread): call once the init has been forked.
+    pub fn start_dns(&mut self) -> Result<()> {
+        match self.dns.take() {
+            Some(b) => super::dns::serve(b).map_err(super::io_at("embedded DNS server")),
+            None => Ok(()),
+        }
+    }
+
     /// Set up the network of container `c` for its supervisor (this process): `Bridge` gets a
     /// new namespace attached to its networks, `Container` joins another container's; the
     /// others need nothing here. `ports` are the published ports as bound.
@@ -268,6 +278,7 @@ impl Sandbox {
                     path: format!("/proc/{}/ns/net", other.state.pid),
                     container_id: c.id().to_string(),
                     endpoints: BTreeMap::new(),
+                    dns: None,
                 }))
             }
             _ => Ok(None),
@@ -285,6 +296,7 @@ impl Sandbox {
             release: true,
             container_id: c.id().to_string(),
             endpoints: BTreeMap::new(),
+            dns: None,
         };
         let owned = ns;
         let ns = &owned;
@@ -307,7 +319,7 @@ impl Sandbox {
             record::write_atomic(&path, data.as_bytes()).map_err(NetworkError::from)?;
         }
         if embedded {
-            super::dns::spawn(
+            let bound = super::dns::bind(
                 ns.as_fd(),
                 super::dns::Resolver {
                     container_id: c.id().to_string(),
@@ -316,6 +328,7 @@ impl Sandbox {
                 },
             )
             .map_err(super::io_at("embedded DNS server"))?;
+            sb.dns = Some(bound);
         }
         sb.endpoints = endpoints;
         // Keep the namespace for our whole life: `path` names this fd.
