@@ -598,6 +598,9 @@ fn publish_all_and_ipv6_ports_from_loopback() {
     let p: serde_json::Value =
         serde_json::from_str(&t.ok(&["inspect", "-f", f, id.trim()])).unwrap();
     assert_eq!(p["80/tcp"][0]["HostPort"], port.to_string());
+    assert_eq!(p["80/tcp"][0]["HostIp"], "0.0.0.0");
+    assert_eq!(p["80/tcp"][1]["HostIp"], "::");
+    assert_eq!(p["80/tcp"][1]["HostPort"], port.to_string());
 }
 
 #[test]

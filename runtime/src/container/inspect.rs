@@ -22,13 +22,27 @@ pub fn to_json(c: &Container) -> Value {
     } else {
         &st.ports
     };
+    // PortBindings: as asked (`HostIp` "" = every address); Ports: as bound while running
+    // (IPv4 and IPv6 entries under one key, as Docker lists them).
     let mut net_ports = Map::new();
     let mut bindings = Map::new();
-    for p in ports_src {
+    let add = |m: &mut Map<String, Value>, p: &super::PortMapping| {
         let key = format!("{}/{}", p.container_port, p.proto);
-        let b = json!([{"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}]);
-        bindings.insert(key.clone(), b.clone());
-        net_ports.insert(key, if c.is_running() { b } else { Value::Null });
+        let b = json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()});
+        match m.entry(key).or_insert_with(|| json!([])) {
+            Value::Array(a) => a.push(b),
+            other => *other = json!([b]),
+        }
+    };
+    for p in &cfg.ports {
+        add(&mut bindings, p);
+        net_ports.insert(format!("{}/{}", p.container_port, p.proto), Value::Null);
+    }
+    if c.is_running() {
+        net_ports.clear();
+        for p in ports_src {
+            add(&mut net_ports, p);
+        }
     }
     let binds: Vec<String> = cfg
         .volumes
