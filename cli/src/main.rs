@@ -95,7 +95,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return cmd::usage_error(e),
+        Err(e) => return cmd::usage_error(e, <Cli as clap::CommandFactory>::command()),
     };
     let result = match cli.command {
         Command::Pull(a) => cmd::pull::run(&cli.global, a),

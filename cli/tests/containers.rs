@@ -94,6 +94,11 @@ fn env_user_workdir_from_image_and_flags() {
     assert_eq!(out, "x y\n");
     let out = s.ok(&["run", "--rm", "-u", "1234:5678", "cfg:1", "id -u; id -g"]);
     assert_eq!(out, "1234\n5678\n");
+    // A variable needs a name (Docker's ValidateEnv); nothing is created.
+    let r = s.run(&["run", "--rm", "-e", "=bad", "cfg:1", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert_eq!(r.stderr, "Error: invalid environment variable: =bad\n");
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
 
 #[test]

@@ -825,3 +825,42 @@ fn digest_references() {
         "{out}"
     );
 }
+
+/// Usage errors as Docker prints them; the hint names the verb that was parsed, never the value
+/// of a global option given before it (`--root DIR` comes first here).
+#[test]
+fn usage_errors_name_the_verb_and_list_what_is_missing() {
+    let env = Env::new();
+    let (code, err) = env.err(&["run"]);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines[0], "\"strata run\" requires at least 1 argument.");
+    assert_eq!(lines[1], "See 'strata run --help'.");
+    assert!(
+        lines[3].starts_with("Usage:  strata run [OPTIONS] <IMAGE>"),
+        "{err}"
+    );
+    assert_eq!(lines[5], "Create and run a new container from an image");
+    let (code, err) = env.err(&["tag", "a"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("\"strata tag\" requires at least 2 arguments.\n"),
+        "{err}"
+    );
+    let (code, err) = env.err(&["image", "ls", "--bogus"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            125,
+            "unknown flag: --bogus\nSee 'strata image ls --help'.\n"
+        )
+    );
+    let (code, err) = env.err(&["frobnicate"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "strata: 'frobnicate' is not a strata command.\nSee 'strata --help'\n"
+        )
+    );
+}

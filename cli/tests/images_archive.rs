@@ -121,6 +121,77 @@ fn save_load_roundtrip_keeps_ids() {
     assert!(!env.path("x.tar").exists());
 }
 
+/// `save -o` at a device, FIFO or socket is refused as Docker refuses it, and the node survives
+/// (a temp file renamed over it once turned a host's /dev/null into a regular file). The nodes are
+/// made in the test's own temp dir; a symlink is followed, not replaced.
+#[test]
+fn save_refuses_output_paths_that_are_not_regular_files() {
+    use std::os::unix::fs::FileTypeExt;
+    let env = Env::new();
+    env.load_busybox("busybox:latest");
+    let null = env.path("null");
+    nix::sys::stat::mknod(
+        &null,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    let fifo = env.path("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for (path, kind) in [(&null, "a device"), (&fifo, "a named pipe")] {
+        let p = path.to_str().unwrap();
+        let (code, err) = env.err(&["save", "-o", p, "busybox"]);
+        assert_eq!(
+            (code, err),
+            (
+                1,
+                format!(
+                    "Error: failed to save image: invalid output path: \"{p}\" must be a \
+                     directory or a regular file: got {kind}\n"
+                )
+            )
+        );
+    }
+    assert!(std::fs::symlink_metadata(&null)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let (code, err) = env.err(&[
+        "save",
+        "-o",
+        env.path("no/dir/x.tar").to_str().unwrap(),
+        "busybox",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid output path: directory"), "{err}");
+    // Through a symlink: the link stays, its target gets the archive, nothing else is left.
+    let dir = env.path("out");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink("real.tar", dir.join("link.tar")).unwrap();
+    env.ok(&[
+        "save",
+        "-o",
+        dir.join("link.tar").to_str().unwrap(),
+        "busybox",
+    ]);
+    assert!(std::fs::symlink_metadata(dir.join("link.tar"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["link.tar", "real.tar"]);
+    assert!(std::fs::metadata(dir.join("real.tar")).unwrap().len() > 1024);
+}
+
 #[test]
 fn skopeo_reads_what_save_writes_and_writes_what_load_reads() {
     let env = Env::new();

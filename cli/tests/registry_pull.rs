@@ -18,10 +18,11 @@ fn pull_single_layer_busybox_then_up_to_date() {
     assert_eq!(
         out,
         format!(
-            "Using default tag: latest\nlatest: Pulling from busybox\n{}: Pull complete\nDigest: {}\n\
+            "Using default tag: latest\nlatest: Pulling from busybox\n{id}: Pulling fs layer\n\
+             {id}: Verifying Checksum\n{id}: Download complete\n{id}: Pull complete\nDigest: {}\n\
              Status: Downloaded newer image for {addr}/busybox:latest\n{addr}/busybox:latest\n",
-            short(&img.layers[0].digest),
-            img.manifest_digest
+            img.manifest_digest,
+            id = short(&img.layers[0].digest),
         )
     );
     let rec = env
@@ -70,8 +71,44 @@ fn multi_layer_already_exists_and_pull_by_digest() {
     let out = env.ok(&["pull", &format!("{addr}/lib/app:a")]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "a: Pulling from lib/app");
+    // Docker's piped lines: every layer is announced, then (with 3 downloads at a time) none
+    // waits; each is verified and downloaded, and they complete in order.
     for (i, l) in a.layers.iter().enumerate() {
-        assert_eq!(lines[1 + i], format!("{}: Pull complete", short(&l.digest)));
+        assert_eq!(
+            lines[1 + i],
+            format!("{}: Pulling fs layer", short(&l.digest))
+        );
+        for status in ["Verifying Checksum", "Download complete"] {
+            let line = format!("{}: {status}", short(&l.digest));
+            assert!(lines.contains(&line.as_str()), "{out}");
+        }
+    }
+    let complete: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.ends_with(": Pull complete"))
+        .collect();
+    let want: Vec<String> = a
+        .layers
+        .iter()
+        .map(|l| format!("{}: Pull complete", short(&l.digest)))
+        .collect();
+    assert_eq!(complete, want);
+    assert!(
+        !out.contains("Downloading") && !out.contains("Extracting"),
+        "{out}"
+    );
+    // One download at a time: the others wait for a slot.
+    let env1 = Env::new();
+    let out = env1.ok(&[
+        "pull",
+        "--max-concurrent-downloads",
+        "1",
+        &format!("{addr}/lib/app:a"),
+    ]);
+    for l in &a.layers[1..] {
+        let waiting = format!("{}: Waiting\n", short(&l.digest));
+        assert!(out.contains(&waiting), "{out}");
     }
     let out = env.ok(&["pull", &format!("{addr}/lib/app:b")]);
     assert!(
@@ -574,4 +611,66 @@ fn rmi_frees_the_pulled_blobs_and_a_repull_downloads_again() {
         std::fs::read(env.store().layer_dirs(&rec).unwrap()[0].join("etc/r")).unwrap(),
         b"r"
     );
+}
+
+#[test]
+fn docker_hub_names_resolve_through_registry_mirrors_in_order() {
+    let reg = Registry::start();
+    let img = images::image(vec![images::busybox()]);
+    push_image(&reg, "library/busybox:latest", &img);
+    let env = Env::new();
+    // A mirror that is down first (skipped), then the loopback registry as the mirror.
+    let dead = strata_testkit::registry::free_port();
+    std::fs::write(
+        env.dir.path().join("daemon.json"),
+        format!(
+            r#"{{"registry-mirrors": ["http://127.0.0.1:{dead}", "http://{}/"]}}"#,
+            reg.addr()
+        ),
+    )
+    .unwrap();
+    // Docker Hub itself must never be asked: any attempt goes to a closed loopback proxy.
+    let mut cmd = env.command(&["pull", "busybox"]);
+    cmd.env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let (code, out, err) = wait_output(cmd.spawn().unwrap());
+    assert_eq!(code, 0, "{err}");
+    let id = short(&img.layers[0].digest);
+    assert_eq!(
+        out,
+        format!(
+            "Using default tag: latest\nlatest: Pulling from library/busybox\n{id}: Pulling fs layer\n\
+             {id}: Verifying Checksum\n{id}: Download complete\n{id}: Pull complete\nDigest: {}\n\
+             Status: Downloaded newer image for busybox:latest\ndocker.io/library/busybox:latest\n",
+            img.manifest_digest
+        )
+    );
+    let rec = env.store().resolve("busybox").unwrap();
+    assert_eq!(rec.id.to_string(), img.config_digest);
+    assert!(rec
+        .repo_digests
+        .iter()
+        .any(|r| r.to_string() == format!("docker.io/library/busybox@{}", img.manifest_digest)));
+
+    // `pull -a` lists the tags on the mirror too.
+    let mut cmd = env.command(&["pull", "-a", "busybox"]);
+    cmd.env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("https_proxy", "http://127.0.0.1:9")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let (code, out, err) = wait_output(cmd.spawn().unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("latest: Pulling from library/busybox\n")
+            && out
+                .ends_with("Status: Image is up to date for busybox\ndocker.io/library/busybox\n"),
+        "{out}"
+    );
+
+    // Other registries never go through the mirrors.
+    let (code, _, err) = env.run(&["pull", &format!("{}/busybox", reg.addr())]);
+    assert_ne!(code, 0, "not pushed under that name");
+    assert!(err.contains("not found"), "{err}");
 }

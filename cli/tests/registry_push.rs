@@ -348,3 +348,59 @@ fn zstd_layers_pull_and_push_back() {
         "{out}"
     );
 }
+
+#[test]
+fn committed_image_mounts_its_base_layers_from_the_pulled_repository() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let base = images::image(vec![images::busybox()]);
+    push_image(&reg, "library/base:1", &base);
+    let env = Env::new();
+    let addr = proxy.addr();
+    let base_ref = format!("{addr}/library/base:1");
+    env.ok(&["pull", &base_ref]);
+    let (code, _, err) = env.run(&[
+        "--storage-driver",
+        "vfs",
+        "run",
+        "--name",
+        "committer",
+        &base_ref,
+        "sh",
+        "-c",
+        "echo committed > /hi",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    env.ok(&["commit", "committer", &format!("{addr}/mine:1")]);
+    env.ok(&["rm", "committer"]);
+
+    let before = proxy.heads().len();
+    let out = env.ok(&["push", &format!("{addr}/mine:1")]);
+    let base_id = short(&base.layers[0].diff_id);
+    assert!(
+        out.contains(&format!("{base_id}: Mounted from library/base\n")),
+        "{out}"
+    );
+    let heads = proxy.heads()[before..].to_vec();
+    let uploads: Vec<&String> = heads
+        .iter()
+        .filter(|h| h.starts_with("PUT /v2/mine/blobs/uploads/"))
+        .collect();
+    assert_eq!(
+        uploads.len(),
+        2,
+        "only the new layer and the config are uploaded: {heads:?}"
+    );
+    assert!(
+        !uploads.iter().any(|h| h.contains(&base.layers[0].digest)),
+        "{uploads:?}"
+    );
+    assert!(heads.iter().any(|h| h.starts_with(&format!(
+        "POST /v2/mine/blobs/uploads/?mount={}&from=library/base",
+        base.layers[0].digest
+    ))));
+
+    // Everything is there now: Docker's `Layer already exists` for every layer.
+    let out = env.ok(&["push", &format!("{addr}/mine:1")]);
+    assert_eq!(out.matches(": Layer already exists\n").count(), 2, "{out}");
+}

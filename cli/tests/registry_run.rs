@@ -26,10 +26,11 @@ fn run_pulls_a_missing_image() {
     assert_eq!(out, "pulled-and-ran\n");
     assert!(
         err.starts_with(&format!(
-            "Unable to find image '{name}:latest' locally\nlatest: Pulling from runme\n{}: Pull complete\nDigest: {}\n\
+            "Unable to find image '{name}:latest' locally\nlatest: Pulling from runme\n{id}: Pulling fs layer\n\
+             {id}: Verifying Checksum\n{id}: Download complete\n{id}: Pull complete\nDigest: {}\n\
              Status: Downloaded newer image for {name}:latest\n",
-            short(&img.layers[0].digest),
-            img.manifest_digest
+            img.manifest_digest,
+            id = short(&img.layers[0].digest),
         )),
         "{err}"
     );

@@ -12,65 +12,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 
+use crate::at::{self, R};
 use crate::core::{Fs, ROOT_INO};
-use crate::index::{XATTR_OPAQUE, XATTR_REDIRECT};
-use crate::sys::{self, R};
-
-/// Overlay-private xattr names (kernel overlayfs's, and fuse-overlayfs's own): never copied,
-/// never shown.
-pub(crate) fn is_private_xattr(name: &[u8]) -> bool {
-    [
-        &b"trusted.overlay."[..],
-        b"user.overlay.",
-        b"user.fuseoverlayfs.",
-        b"trusted.fuseoverlayfs.",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
-}
-
-/// Copy the xattrs of `src_dir/src_name` to `dst_dir/dst_name`, except overlay-private ones.
-pub(crate) fn copy_xattrs(
-    src_dir: BorrowedFd<'_>,
-    src_name: &OsStr,
-    dst_dir: BorrowedFd<'_>,
-    dst_name: &OsStr,
-) -> R<()> {
-    let list = match sys::llistxattr(src_dir, src_name) {
-        Ok(l) => l,
-        Err(Errno::ENOTSUP) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
-        if is_private_xattr(key) {
-            continue;
-        }
-        let k = OsStr::from_bytes(key);
-        let v = match sys::lgetxattr(src_dir, src_name, k) {
-            Ok(v) => v,
-            Err(Errno::ENODATA) => continue,
-            Err(e) => return Err(e),
-        };
-        match sys::lsetxattr(dst_dir, dst_name, k, &v, 0) {
-            Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-pub(crate) fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
-    [
-        libc::timespec {
-            tv_sec: st.st_atime,
-            tv_nsec: st.st_atime_nsec,
-        },
-        libc::timespec {
-            tv_sec: st.st_mtime,
-            tv_nsec: st.st_mtime_nsec,
-        },
-    ]
-}
+use crate::format::{self, copy_xattrs, Flavour};
 
 impl Fs {
     /// Make sure node `ino` exists in the upper layer (copying it and its parents up).
@@ -101,22 +45,22 @@ impl Fs {
         self.copy_up(parent)?;
         let src_dir = self.dirfd(parent, e.top)?;
         let up_dir = self.dirfd(parent, 0)?;
-        let st = sys::fstatat(src_dir.as_fd(), &name)?;
-        let pst = sys::fstat(up_dir.as_fd())?;
+        let st = at::fstatat(src_dir.as_fd(), &name)?;
+        let pst = at::fstat(up_dir.as_fd())?;
         let work = self.work_fd()?;
         let tmp = self.tmp_name();
         let kind = st.st_mode & libc::S_IFMT;
         let res = self.build_copy(src_dir.as_fd(), &name, &st, work, &tmp);
         let res = res.and_then(|()| {
-            sys::renameat2(work, &tmp, up_dir.as_fd(), &name, libc::RENAME_NOREPLACE)
+            at::renameat2(work, &tmp, up_dir.as_fd(), &name, libc::RENAME_NOREPLACE)
         });
         if let Err(e) = res {
-            let _ = sys::unlinkat(work, &tmp, kind == libc::S_IFDIR);
+            let _ = at::unlinkat(work, &tmp, kind == libc::S_IFDIR);
             return Err(e);
         }
         // Copy-up is not a change of the parent: keep its times (as kernel overlayfs does).
-        let _ = sys::utimensat(up_dir.as_fd(), OsStr::new(""), &times_of(&pst));
-        let ust = sys::fstatat(up_dir.as_fd(), &name)?;
+        let _ = at::utimensat(up_dir.as_fd(), OsStr::new(""), &at::times_of(&pst));
+        let ust = at::fstatat(up_dir.as_fd(), &name)?;
         self.remap_ino(ust.st_dev, ust.st_ino, n.ino);
         n.copied.store(true, std::sync::atomic::Ordering::Release);
         // A copied-up directory changes its parent's link count; a file changes nothing the
@@ -145,6 +89,10 @@ impl Fs {
             }
         } else {
             self.copy_up_other_links(ino, parent, &name, up_dir.as_fd());
+            if st.st_nlink > 1 {
+                let dev = self.layers.get(e.top as usize).map_or(st.st_dev, |l| l.dev);
+                self.split_lower_links(ino, dev, st.st_ino);
+            }
         }
         Ok(())
     }
@@ -170,7 +118,7 @@ impl Fs {
                 }
                 self.copy_up(p2)?;
                 let d2 = self.dirfd(p2, 0)?;
-                sys::linkat(up_dir, name, d2.as_fd(), &n2)?;
+                at::linkat(up_dir, name, d2.as_fd(), &n2)?;
                 self.with_index_mut(p2, |ix| {
                     if let Some(en) = ix.entries.get_mut(&n2) {
                         en.top = 0;
@@ -197,42 +145,42 @@ impl Fs {
         let perm = st.st_mode & 0o7777;
         match kind {
             libc::S_IFREG => {
-                let src = sys::openat(src_dir, name, libc::O_RDONLY, 0)?;
-                let dst = sys::openat(
+                let src = at::openat(src_dir, name, libc::O_RDONLY, 0)?;
+                let dst = at::openat(
                     work,
                     tmp,
                     libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
                     0o600,
                 )?;
-                sys::copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
-                sys::fchownat(dst.as_fd(), OsStr::new(""), st.st_uid, st.st_gid)?;
-                sys::fchmod(dst.as_fd(), perm)?;
+                at::copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
+                at::fchownat(dst.as_fd(), OsStr::new(""), st.st_uid, st.st_gid)?;
+                at::fchmod(dst.as_fd(), perm)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
-                sys::utimensat(dst.as_fd(), OsStr::new(""), &times_of(st))?;
+                at::utimensat(dst.as_fd(), OsStr::new(""), &at::times_of(st))?;
                 if self.fsync_copyup {
-                    sys::fsync(dst.as_fd(), false)?;
+                    at::fsync(dst.as_fd(), false)?;
                 }
             }
             libc::S_IFDIR => {
-                sys::mkdirat(work, tmp, 0o700)?;
-                sys::fchownat(work, tmp, st.st_uid, st.st_gid)?;
-                sys::fchmodat(work, tmp, perm)?;
+                at::mkdirat(work, tmp, 0o700)?;
+                at::fchownat(work, tmp, st.st_uid, st.st_gid)?;
+                at::fchmodat(work, tmp, perm)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
-                sys::utimensat(work, tmp, &times_of(st))?;
+                at::utimensat(work, tmp, &at::times_of(st))?;
             }
             libc::S_IFLNK => {
-                let target = sys::readlinkat(src_dir, name)?;
-                sys::symlinkat(OsStr::from_bytes(&target), work, tmp)?;
-                sys::fchownat(work, tmp, st.st_uid, st.st_gid)?;
+                let target = at::readlinkat(src_dir, name)?;
+                at::symlinkat(OsStr::from_bytes(&target), work, tmp)?;
+                at::fchownat(work, tmp, st.st_uid, st.st_gid)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
-                sys::utimensat(work, tmp, &times_of(st))?;
+                at::utimensat(work, tmp, &at::times_of(st))?;
             }
             _ => {
-                sys::mknodat(work, tmp, kind | perm, st.st_rdev)?;
-                sys::fchownat(work, tmp, st.st_uid, st.st_gid)?;
-                sys::fchmodat(work, tmp, perm)?;
+                at::mknodat(work, tmp, kind | perm, st.st_rdev)?;
+                at::fchownat(work, tmp, st.st_uid, st.st_gid)?;
+                at::fchmodat(work, tmp, perm)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
-                sys::utimensat(work, tmp, &times_of(st))?;
+                at::utimensat(work, tmp, &at::times_of(st))?;
             }
         }
         Ok(())
@@ -285,26 +233,15 @@ impl Fs {
                 .map(|(n, _)| n.clone())
                 .collect();
             for w in &whiteouts {
-                match sys::unlinkat(up.as_fd(), w, false) {
+                match at::unlinkat(up.as_fd(), w, false) {
                     Ok(()) | Err(Errno::ENOENT) => {}
                     Err(e) => return Err(e),
                 }
                 ix.del(w);
             }
-            sys::lsetxattr(
-                up.as_fd(),
-                OsStr::new(""),
-                OsStr::new(XATTR_OPAQUE[0]),
-                b"y",
-                0,
-            )?;
+            format::set_opaque(up.as_fd(), OsStr::new(""), Flavour::Trusted)?;
             // An opaque dir has no lower content: a kernel-written redirect means nothing now.
-            for k in XATTR_REDIRECT {
-                match sys::lremovexattr(up.as_fd(), OsStr::new(""), OsStr::new(k)) {
-                    Ok(()) | Err(Errno::ENODATA) | Err(Errno::ENOTSUP) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            format::clear_redirect(up.as_fd(), OsStr::new(""))?;
             ix.layers = vec![0];
             for e in ix.entries.values_mut() {
                 e.lower = false;
@@ -327,9 +264,4 @@ impl Fs {
         }
         Ok(())
     }
-}
-
-/// Create an overlay whiteout (char device 0/0) named `name` in `dir`.
-pub(crate) fn make_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> R<()> {
-    sys::mknodat(dir, name, libc::S_IFCHR, 0)
 }

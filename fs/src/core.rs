@@ -20,8 +20,8 @@ use std::sync::{Arc, Weak};
 use nix::errno::Errno;
 use parking_lot::{Mutex, RwLock};
 
+use crate::at::{self as sys, R};
 use crate::index::{self, DirIndex, Entry, LayerId};
-use crate::sys::{self, R};
 
 pub const ROOT_INO: u64 = 1;
 
@@ -111,8 +111,22 @@ impl Node {
     }
 }
 
+/// Inode numbers. The number the kernel knows an object by (its FUSE node id) is also the
+/// `st_ino` users see (fuser puts one value in both fields of an entry reply), so it must be
+/// unique across the union and never 0 or 1 (the root's node id):
+/// - every layer on one filesystem (`same_dev`): the backing file's own `st_ino`, as kernel
+///   overlayfs (xino) and fuse-overlayfs report it; distinct objects of one filesystem never
+///   share one, and 32-bit programs without large-file support keep working;
+/// - otherwise `(index of the filesystem << 48) | st_ino`, so equal numbers on two filesystems
+///   never collide;
+/// - numbers that fit neither form (and fresh identities) come from a counter above
+///   `FALLBACK_BASE`.
+///
+/// A copied-up object keeps the number of its origin (`remap`).
 #[derive(Default)]
 struct InoMap {
+    /// The device of every layer, when they are all on one filesystem.
+    same_dev: Option<u64>,
     devs: HashMap<u64, u64>,
     /// Upper inodes made by copy-up keep the number of their origin: (dev, st_ino) -> ino.
     remap: HashMap<(u64, u64), u64>,
@@ -134,6 +148,8 @@ pub(crate) struct Loc {
 const DIRFD_CACHE_MAX: usize = 4096;
 
 pub struct Fs {
+    /// `st_ino` shown for the root (its node id is always [`ROOT_INO`]).
+    root_st_ino: u64,
     pub(crate) layers: Vec<Layer>,
     pub(crate) has_upper: bool,
     pub(crate) work: Option<OwnedFd>,
@@ -186,12 +202,22 @@ impl Fs {
         if layers.is_empty() {
             return Err(Errno::EINVAL);
         }
+        let dev0 = layers[0].dev;
+        let same_dev = layers.iter().all(|l| l.dev == dev0).then_some(dev0);
+        // Kernel overlayfs shows the top layer's root directory's own number for the root.
+        let root_st_ino = sys::fstat(layers[0].fd.as_fd())
+            .map(|st| st.st_ino)
+            .ok()
+            .filter(|&i| i > ROOT_INO && i < 1 << INO_SHIFT)
+            .unwrap_or(ROOT_INO);
         let fs = Fs {
+            root_st_ino,
             layers,
             has_upper,
             work: cfg.work,
             nodes: RwLock::new(HashMap::new()),
             inos: Mutex::new(InoMap {
+                same_dev,
                 next_fallback: FALLBACK_BASE,
                 ..InoMap::default()
             }),
@@ -248,10 +274,16 @@ impl Fs {
         if let Some(&i) = m.remap.get(&(dev, st_ino)) {
             return i;
         }
-        let n = m.devs.len() as u64 + 1;
-        let idx = *m.devs.entry(dev).or_insert(n);
-        if st_ino < (1 << INO_SHIFT) && idx < 0xFFFF {
-            return (idx << INO_SHIFT) | st_ino;
+        if m.same_dev == Some(dev) {
+            if st_ino > ROOT_INO && st_ino < (1 << INO_SHIFT) {
+                return st_ino;
+            }
+        } else {
+            let n = m.devs.len() as u64 + 1;
+            let idx = *m.devs.entry(dev).or_insert(n);
+            if st_ino < (1 << INO_SHIFT) && idx < 0xFFFF {
+                return (idx << INO_SHIFT) | st_ino;
+            }
         }
         if let Some(&i) = m.overflow.get(&(dev, st_ino)) {
             return i;
@@ -269,6 +301,38 @@ impl Fs {
     /// Forget the remapping of an upper inode that is gone (its number may be reused).
     pub(crate) fn drop_remap(&self, dev: u64, st_ino: u64) {
         self.inos.lock().remap.remove(&(dev, st_ino));
+    }
+
+    /// After copy-up of one name of a hard-linked lower file (inode `ino`, `(dev, st_ino)` in
+    /// its lower layer): the names of that lower inode that were not re-linked to the copy
+    /// (never looked up, so not known as names of `ino`) still show the lower file, a different
+    /// object from now on. They get a fresh inode number of their own: in every directory
+    /// index built so far, and through the remap for indexes built later. Sharing `ino` would
+    /// make the kernel treat them as one inode whose link count is the copy's (an unlink of
+    /// the lower name then takes it to 0, and a later link() of the copy fails with ENOENT).
+    pub(crate) fn split_lower_links(&self, ino: u64, dev: u64, st_ino: u64) {
+        let fresh = self.fresh_ino();
+        self.remap_ino(dev, st_ino, fresh);
+        let dirs: Vec<Arc<Node>> = self
+            .nodes
+            .read()
+            .values()
+            .filter(|n| n.is_dir())
+            .cloned()
+            .collect();
+        for d in dirs {
+            let mut g = d.dir.write();
+            let Some(ix) = g.as_mut() else { continue };
+            let mut hit = false;
+            for e in ix.entries.values_mut() {
+                if e.ino == ino && !self.is_upper(e.top) {
+                    e.ino = fresh;
+                    hit = true;
+                }
+            }
+            // Listings the kernel cached show the old number: new opens read from us.
+            ix.changed |= hit;
+        }
     }
 
     pub(crate) fn fresh_ino(&self) -> u64 {
@@ -566,16 +630,48 @@ impl Fs {
     }
 
     pub(crate) fn fix_attr(&self, ino: u64, mut st: libc::stat) -> Attr {
-        st.st_ino = ino;
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-            // Kernel overlayfs reports 1 for merged directories; real counts for upper-only.
-            let node = self.nodes.read().get(&ino).cloned();
-            let merged = node.and_then(|n| n.dir.read().as_ref().map(|ix| ix.layers.len() > 1));
-            if merged != Some(false) {
-                st.st_nlink = 1;
-            }
+        st.st_ino = self.st_ino(ino);
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR && self.dir_merged(ino) {
+            // Kernel overlayfs reports 1 for merged directories (counting the subdirectories
+            // of every layer is not worth it; `find` and friends accept 1) and the real count
+            // of the one directory otherwise.
+            st.st_nlink = 1;
         }
         Attr { ino, st }
+    }
+
+    /// The `st_ino` users see for node `ino` (see [`InoMap`]).
+    pub fn st_ino(&self, ino: u64) -> u64 {
+        if ino == ROOT_INO {
+            self.root_st_ino
+        } else {
+            ino
+        }
+    }
+
+    /// Does directory `ino` merge more than one layer (its contributing layers, see `index`)?
+    /// Known exactly once its index is built; before that (a `stat` of a directory nobody
+    /// listed yet) from its candidate layers in the parent's index and the opaque marks of the
+    /// top one, without reading the directory. Unknown counts as merged.
+    fn dir_merged(&self, ino: u64) -> bool {
+        let Some(n) = self.nodes.read().get(&ino).cloned() else {
+            return true;
+        };
+        if let Some(merged) = n.dir.read().as_ref().map(|ix| ix.layers.len() > 1) {
+            return merged;
+        }
+        let Some((p, name)) = n.primary() else {
+            return true;
+        };
+        let Ok(Some(e)) = self.entry(p, &name) else {
+            return true;
+        };
+        match e.dir_layers.as_slice() {
+            [] | [_] => false,
+            [top, ..] => !self
+                .dirfd(ino, *top)
+                .is_ok_and(|d| crate::format::read_dir_marks(d.as_fd(), true).opaque),
+        }
     }
 
     /// Register one kernel lookup of the object `e` reached as `(parent, name)`.

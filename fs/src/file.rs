@@ -10,10 +10,10 @@ use std::sync::Arc;
 use nix::errno::Errno;
 use parking_lot::RwLock;
 
-use crate::copyup::is_private_xattr;
+use crate::at::{self as sys, R};
 use crate::core::{Attr, Ctx, DirEnt, Fs};
+use crate::format::is_private_xattr;
 use crate::ops::Make;
-use crate::sys::{self, R};
 
 pub(crate) struct Handle {
     pub ino: u64,

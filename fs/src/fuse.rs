@@ -17,23 +17,18 @@ use fuser::{
 use crate::core::{Attr, Ctx, Fs};
 use crate::ops::SetAttr;
 
+pub mod options;
 mod passthrough;
+use options::{View, ViewOptions};
 use passthrough::{Mode, Passthrough};
 
-/// We are the only writer of the layers: the kernel may cache entries and attributes long.
+/// We are the only writer of the layers: the kernel may cache entries and attributes long
+/// (unless `timeout=` says otherwise).
 const TTL: Duration = Duration::from_secs(3600);
 
 /// Map a core error to the errno the kernel gets. The one place errors become errno.
 fn errno(e: nix::errno::Errno) -> Errno {
     Errno::from_i32(e as i32)
-}
-
-fn ctx(req: &Request) -> Ctx {
-    Ctx {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-    }
 }
 
 /// A stat time as `SystemTime`; out-of-range times (hostile images) clamp to the epoch instead
@@ -60,14 +55,6 @@ fn kind(mode: u32) -> FileType {
     }
 }
 
-/// Answer an operation that creates or finds a name.
-fn reply_entry(reply: ReplyEntry, r: Result<Attr, nix::errno::Errno>) {
-    match r {
-        Ok(a) => reply.entry(&TTL, &fattr(&a), Generation(0)),
-        Err(e) => reply.error(errno(e)),
-    }
-}
-
 /// Answer an operation with no payload.
 fn reply_empty(reply: ReplyEmpty, r: Result<(), nix::errno::Errno>) {
     match r {
@@ -76,10 +63,10 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), nix::errno::Errno>) {
     }
 }
 
-fn fattr(a: &Attr) -> FileAttr {
-    let st = &a.st;
+/// `a` as a `FileAttr` with `ino` as its inode number.
+fn file_attr(ino: u64, st: &libc::stat) -> FileAttr {
     FileAttr {
-        ino: INodeNo(a.ino),
+        ino: INodeNo(ino),
         size: st.st_size as u64,
         blocks: st.st_blocks as u64,
         atime: ts(st.st_atime, st.st_atime_nsec),
@@ -145,6 +132,49 @@ fn to_timespec(t: TimeOrNow) -> Option<libc::timespec> {
 pub(crate) struct Adapter {
     pub fs: Arc<Fs>,
     pt: Passthrough,
+    view: View,
+    ttl: Duration,
+}
+
+impl Adapter {
+    fn ctx(&self, req: &Request) -> Ctx {
+        Ctx {
+            uid: self.view.disk_uid(req.uid()),
+            gid: self.view.disk_gid(req.gid()),
+            pid: req.pid(),
+        }
+    }
+
+    /// Attributes for an entry reply: fuser sends `ino` as the node id too, so it is the node
+    /// id. The two differ only for the root (see `Fs::st_ino`), whose entry is only ever `.`
+    /// or `..`.
+    fn fattr(&self, a: &Attr) -> FileAttr {
+        let mut st = a.st;
+        self.view.read_override(&self.fs, a.ino, &mut st);
+        self.view.show_stat(&mut st);
+        file_attr(a.ino, &st)
+    }
+
+    /// Attributes for an attribute reply (and `.`/`..` listings): the `st_ino` users see.
+    fn stat_attr(&self, a: &Attr) -> FileAttr {
+        let mut st = a.st;
+        self.view.read_override(&self.fs, a.ino, &mut st);
+        self.view.show_stat(&mut st);
+        file_attr(st.st_ino, &st)
+    }
+
+    /// Answer an operation that creates or finds a name.
+    fn reply_entry(&self, reply: ReplyEntry, r: Result<Attr, nix::errno::Errno>) {
+        match r {
+            Ok(a) => reply.entry(&self.ttl, &self.fattr(&a), Generation(0)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// `noxattrs`: ENOSYS makes the kernel stop asking and answer EOPNOTSUPP itself.
+    fn xattrs_off(&self) -> bool {
+        !self.view.opts.xattrs
+    }
 }
 
 impl Filesystem for Adapter {
@@ -168,8 +198,8 @@ impl Filesystem for Adapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name) {
-            Ok(Some(a)) => reply.entry(&TTL, &fattr(&a), Generation(0)),
-            Ok(None) => reply.entry(&TTL, &negative(), Generation(0)),
+            Ok(Some(a)) => reply.entry(&self.ttl, &self.fattr(&a), Generation(0)),
+            Ok(None) => reply.entry(&self.ttl, &negative(), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -180,7 +210,7 @@ impl Filesystem for Adapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &self.stat_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -205,14 +235,14 @@ impl Filesystem for Adapter {
     ) {
         let sa = SetAttr {
             mode,
-            uid,
-            gid,
+            uid: uid.map(|u| self.view.disk_uid(u)),
+            gid: gid.map(|g| self.view.disk_gid(g)),
             size,
             atime: atime.map(to_timespec),
             mtime: mtime.map(to_timespec),
         };
-        match self.fs.setattr(ino.0, sa, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &fattr(&a)),
+        match self.view.setattr(&self.fs, ino.0, sa, fh.map(|f| f.0)) {
+            Ok(a) => reply.attr(&self.ttl, &self.stat_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -234,10 +264,10 @@ impl Filesystem for Adapter {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(
+        self.reply_entry(
             reply,
             self.fs
-                .mknod(parent.0, name, mode, umask, rdev as u64, ctx(req)),
+                .mknod(parent.0, name, mode, umask, rdev as u64, self.ctx(req)),
         )
     }
 
@@ -250,7 +280,10 @@ impl Filesystem for Adapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.mkdir(parent.0, name, mode, umask, ctx(req)))
+        self.reply_entry(
+            reply,
+            self.fs.mkdir(parent.0, name, mode, umask, self.ctx(req)),
+        )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -269,10 +302,10 @@ impl Filesystem for Adapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        reply_entry(
+        self.reply_entry(
             reply,
             self.fs
-                .symlink(parent.0, link_name, target.as_os_str(), ctx(req)),
+                .symlink(parent.0, link_name, target.as_os_str(), self.ctx(req)),
         )
     }
 
@@ -301,7 +334,7 @@ impl Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.link(ino.0, newparent.0, newname))
+        self.reply_entry(reply, self.fs.link(ino.0, newparent.0, newname))
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -397,6 +430,10 @@ impl Filesystem for Adapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        if !self.view.opts.fsync {
+            // fsync=0 / volatile: ENOSYS, and the kernel treats every later fsync as done.
+            return reply.error(Errno::ENOSYS);
+        }
         reply_empty(reply, self.fs.fsync(fh.0, datasync))
     }
 
@@ -434,7 +471,7 @@ impl Filesystem for Adapter {
             Err(e) => return reply.error(errno(e)),
         };
         for d in &list {
-            if reply.add(INodeNo(d.ino), d.off, kind(d.kind), &d.name) {
+            if reply.add(INodeNo(self.fs.st_ino(d.ino)), d.off, kind(d.kind), &d.name) {
                 break;
             }
         }
@@ -466,14 +503,13 @@ impl Filesystem for Adapter {
                     _ => continue,
                 }
             };
-            if reply.add(
-                INodeNo(attr.ino),
-                d.off,
-                &d.name,
-                &TTL,
-                &fattr(&attr),
-                Generation(0),
-            ) {
+            // The kernel links no inode for `.` and `..`, only lists their `ino`.
+            let fa = if dots {
+                self.stat_attr(&attr)
+            } else {
+                self.fattr(&attr)
+            };
+            if reply.add(fa.ino, d.off, &d.name, &self.ttl, &fa, Generation(0)) {
                 if !dots {
                     self.fs.forget(attr.ino, 1);
                 }
@@ -532,20 +568,52 @@ impl Filesystem for Adapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if self.xattrs_off() {
+            return reply.error(Errno::ENOSYS);
+        }
+        if self.view.is_override_key(name) {
+            return reply.error(Errno::EPERM);
+        }
         reply_empty(reply, self.fs.setxattr(ino.0, name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if self.xattrs_off() {
+            return reply.error(Errno::ENOSYS);
+        }
+        if self.view.is_override_key(name) {
+            return reply.error(Errno::ENODATA);
+        }
         xattr_reply(self.fs.getxattr(ino.0, name), size, reply);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         // The kernel leaves filtering of `trusted.*` to the filesystem; uid 0 stands in for
         // CAP_SYS_ADMIN (FUSE does not tell us the caller's capabilities).
-        xattr_reply(self.fs.listxattr(ino.0, req.uid() == 0), size, reply);
+        if self.xattrs_off() {
+            return reply.error(Errno::ENOSYS);
+        }
+        let list =
+            self.fs
+                .listxattr(ino.0, req.uid() == 0)
+                .map(|l| match self.view.override_key() {
+                    Some(k) => l
+                        .split(|&b| b == 0)
+                        .filter(|n| !n.is_empty() && *n != k.as_bytes())
+                        .flat_map(|n| n.iter().copied().chain([0]))
+                        .collect(),
+                    None => l,
+                });
+        xattr_reply(list, size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.xattrs_off() {
+            return reply.error(Errno::ENOSYS);
+        }
+        if self.view.is_override_key(name) {
+            return reply.error(Errno::EPERM);
+        }
         reply_empty(reply, self.fs.removexattr(ino.0, name))
     }
 
@@ -564,14 +632,17 @@ impl Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (a, fh) = match self.fs.create(parent.0, name, mode, umask, flags, ctx(req)) {
+        let (a, fh) = match self
+            .fs
+            .create(parent.0, name, mode, umask, flags, self.ctx(req))
+        {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
-        let (attr, fh) = (fattr(&a), FileHandle(fh));
+        let (attr, fh) = (self.fattr(&a), FileHandle(fh));
         match self.pt.open(&self.fs, fh.0, |fd| reply.open_backing(fd)) {
             Mode::Passthrough(id) => reply.created_passthrough(
-                &TTL,
+                &self.ttl,
                 &attr,
                 Generation(0),
                 fh,
@@ -579,10 +650,10 @@ impl Filesystem for Adapter {
                 &id,
             ),
             Mode::Cached { keep } => {
-                reply.created(&TTL, &attr, Generation(0), fh, cached_flags(keep))
+                reply.created(&self.ttl, &attr, Generation(0), fh, cached_flags(keep))
             }
             Mode::Direct => reply.created(
-                &TTL,
+                &self.ttl,
                 &attr,
                 Generation(0),
                 fh,
@@ -647,6 +718,7 @@ pub(crate) fn serve(
     mountpoint: &Path,
     fsname: &str,
     threads: usize,
+    view: ViewOptions,
 ) -> std::io::Result<std::thread::JoinHandle<std::io::Result<()>>> {
     let mut opts = vec![
         fuser::MountOption::FSName(fsname.to_string()),
@@ -667,6 +739,8 @@ pub(crate) fn serve(
         Adapter {
             fs: fs.clone(),
             pt: Passthrough::default(),
+            ttl: view.timeout.unwrap_or(TTL),
+            view: View::new(view),
         },
         mountpoint,
         &cfg,

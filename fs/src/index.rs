@@ -1,5 +1,6 @@
 //! The merged directory index: a directory's contents resolved once across its layers into a map
-//! `name -> Entry { kind, top layer, … }`, and the overlay on-disk formats it reads.
+//! `name -> Entry { kind, top layer, … }`, from each layer's directory as [`crate::format`]
+//! reads it.
 //!
 //! Vocabulary: a *layer id* is an index into `Fs::layers` (0 is the upper layer when there is
 //! one, then the lower layers top first). A directory's *candidate layers* are the layers in
@@ -15,20 +16,13 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 
-use crate::sys::{self, R};
+use crate::at::{self, R};
+use crate::format::{self, Name};
 
 pub(crate) type LayerId = u16;
 
 /// Pseudo file type of a whiteout entry in the index.
 pub(crate) const WHITEOUT: u32 = 0;
-
-pub(crate) const OPQ_MARKER: &str = ".wh..wh..opq";
-pub(crate) const WH_PREFIX: &[u8] = b".wh.";
-pub(crate) const XATTR_OPAQUE: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
-pub(crate) const XATTR_WHITEOUT: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
-/// Kernel overlayfs (`redirect_dir=on`) records where a renamed directory's lower content lives:
-/// an absolute path from the layer root (`/a/sub`) or a name in the parent's lower dirs (`a`).
-pub(crate) const XATTR_REDIRECT: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
 
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
@@ -166,21 +160,9 @@ pub(crate) enum Raw {
 /// One layer's view of a directory.
 pub(crate) struct LayerDir {
     pub opaque: bool,
-    /// The directory's redirect xattr (see [`XATTR_REDIRECT`]), when it has one.
+    /// The directory's redirect xattr (see [`format::XATTR_REDIRECT`]), when it has one.
     pub redirect: Option<Vec<u8>>,
     pub items: Vec<(OsString, Raw)>,
-}
-
-/// The value of an opaque xattr on the directory `dirfd` itself: `b'y'`, `b'x'` or 0.
-pub(crate) fn opaque_value(dirfd: std::os::fd::BorrowedFd<'_>) -> u8 {
-    for key in XATTR_OPAQUE {
-        if let Ok(v) = sys::lgetxattr(dirfd, OsStr::new(""), OsStr::new(key)) {
-            if let Some(&c) = v.first() {
-                return c;
-            }
-        }
-    }
-    0
 }
 
 fn dtype_kind(t: u8) -> Option<u32> {
@@ -196,80 +178,39 @@ fn dtype_kind(t: u8) -> Option<u32> {
     })
 }
 
-/// Is `st` (of an entry of a directory whose opaque xattr is `opq`) an overlay whiteout?
-pub(crate) fn is_whiteout_stat(
-    dirfd: std::os::fd::BorrowedFd<'_>,
-    name: &OsStr,
-    st: &libc::stat,
-    xattr_whiteouts: bool,
-) -> bool {
-    let fmt = st.st_mode & libc::S_IFMT;
-    if fmt == libc::S_IFCHR && st.st_rdev == 0 {
-        return true;
-    }
-    if xattr_whiteouts && fmt == libc::S_IFREG && st.st_size == 0 {
-        return XATTR_WHITEOUT
-            .iter()
-            .any(|k| sys::lgetxattr(dirfd, name, OsStr::new(k)).is_ok());
-    }
-    false
-}
-
 /// Read one layer's directory `dirfd` (opened `O_RDONLY | O_DIRECTORY`) and classify entries.
 pub(crate) fn read_layer_dir(dirfd: std::os::fd::BorrowedFd<'_>) -> R<LayerDir> {
-    // Most layer dirs have no xattrs at all: one flistxattr says so (instead of a getxattr per
-    // opaque form).
-    let names = sys::flistxattr_small(dirfd);
-    let has = |keys: &[&str]| match &names {
-        Ok(names) => names
-            .split(|&b| b == 0)
-            .any(|n| keys.iter().any(|k| k.as_bytes() == n)),
-        Err(_) => true, // unknown: ask for each key
-    };
-    let opq = if has(&XATTR_OPAQUE) {
-        opaque_value(dirfd)
-    } else {
-        0
-    };
-    let redirect = if has(&XATTR_REDIRECT) {
-        XATTR_REDIRECT.iter().find_map(|k| {
-            sys::lgetxattr(dirfd, OsStr::new(""), OsStr::new(k))
-                .ok()
-                .filter(|v| !v.is_empty())
-        })
-    } else {
-        None
-    };
-    let mut opaque = opq == b'y';
-    let xwh = opq == b'x';
+    let marks = format::read_dir_marks(dirfd, false);
+    let mut opaque = marks.opaque;
+    let xwh = marks.xwhiteouts;
+    let redirect = marks.redirect;
     let probe = dirfd;
-    let raw = sys::read_dir_fd(probe)?;
+    let raw = at::read_dir_fd(probe)?;
     let mut items: Vec<(OsString, Raw)> = Vec::with_capacity(raw.len());
     let mut wh_names: Vec<OsString> = Vec::new();
     for (name, d_ino, t) in raw {
-        let b = name.as_bytes();
-        if b == OPQ_MARKER.as_bytes() {
-            opaque = true;
-            continue;
-        }
-        if b.starts_with(b".wh..wh.") {
-            continue; // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs)
-        }
-        if let Some(target) = b.strip_prefix(WH_PREFIX) {
-            if !target.is_empty() {
-                wh_names.push(OsStr::from_bytes(target).to_os_string());
+        match format::classify(name.as_bytes()) {
+            Name::Plain => {}
+            Name::OpaqueMarker => {
+                opaque = true;
+                continue;
             }
-            continue;
+            Name::Whiteout(target) => {
+                wh_names.push(OsStr::from_bytes(target).to_os_string());
+                continue;
+            }
+            // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs) and whiteouts of `.`/`..`.
+            Name::Meta | Name::Invalid => continue,
         }
         let kind = match dtype_kind(t) {
             Some(k) if k != libc::S_IFCHR && !(xwh && k == libc::S_IFREG) => k,
             _ => {
-                let st = match sys::fstatat(probe.as_fd(), &name) {
+                let st = match at::fstatat(probe.as_fd(), &name) {
                     Ok(st) => st,
                     Err(Errno::ENOENT) => continue,
                     Err(e) => return Err(e),
                 };
-                if is_whiteout_stat(probe.as_fd(), &name, &st, xwh) {
+                if format::is_whiteout(probe.as_fd(), &name, &st, xwh) {
                     items.push((name, Raw::Whiteout));
                     continue;
                 }
@@ -388,7 +329,7 @@ mod tests {
         assert_eq!(get("chr"), Some(Raw::Whiteout));
         assert!(get(".wh.gone").is_none());
         // Opaque by marker file.
-        std::fs::write(d.join("sub").join(OPQ_MARKER), b"").unwrap();
+        std::fs::write(d.join("sub/.wh..wh..opq"), b"").unwrap();
         assert!(
             read_layer_dir(open_dir(&d.join("sub")).as_fd())
                 .unwrap()
@@ -399,7 +340,7 @@ mod tests {
         std::fs::create_dir(&o).unwrap();
         std::fs::write(o.join("w"), b"").unwrap();
         let of = open_dir(&o);
-        sys::lsetxattr(
+        at::lsetxattr(
             of.as_fd(),
             OsStr::new(""),
             OsStr::new("trusted.overlay.opaque"),
@@ -407,7 +348,7 @@ mod tests {
             0,
         )
         .unwrap();
-        sys::lsetxattr(
+        at::lsetxattr(
             of.as_fd(),
             OsStr::new("w"),
             OsStr::new("trusted.overlay.whiteout"),
@@ -418,7 +359,7 @@ mod tests {
         let ld = read_layer_dir(open_dir(&o).as_fd()).unwrap();
         assert!(!ld.opaque);
         assert_eq!(ld.items[0].1, Raw::Whiteout);
-        sys::lsetxattr(
+        at::lsetxattr(
             of.as_fd(),
             OsStr::new(""),
             OsStr::new("user.overlay.opaque"),
@@ -426,7 +367,7 @@ mod tests {
             0,
         )
         .unwrap();
-        sys::lremovexattr(
+        at::lremovexattr(
             of.as_fd(),
             OsStr::new(""),
             OsStr::new("trusted.overlay.opaque"),

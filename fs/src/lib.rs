@@ -5,21 +5,23 @@
 //! overlayfs's, so an upper dir written here mounts under kernel overlayfs or fuse-overlayfs
 //! with the same view.
 //!
-//! Modules: `core` (layer stack, inode table, lookup/readdir), `index` (merged directory index
-//! and whiteout/opaque formats), `copyup`, `ops` (namespace changes), `file` (open files,
-//! xattrs), `sys` (the `*at()` syscalls), `fuse` (the only module that knows `fuser`).
+//! Modules: `format` (the overlay on-disk format: whiteouts, opaque dirs, redirects; public),
+//! `core` (layer stack, inode table, lookup/readdir), `index` (merged directory index), `copyup`, `ops` (namespace changes), `file` (open files,
+//! xattrs), `at` (the `*at()` syscalls, public), `fuse` (the only module that knows `fuser`).
 
+pub mod at;
 mod copyup;
 pub mod core;
 mod file;
+pub mod format;
 mod fuse;
 mod index;
+pub mod mountinfo;
 pub mod ops;
-mod sys;
 #[cfg(test)]
 mod testutil;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use crate::core::{Attr, Ctx, Fs, FsConfig, ROOT_INO};
+pub use crate::fuse::options::{parse_id_map, IdRange, OptionError, ViewOptions};
 pub use crate::ops::SetAttr;
 
 /// What to mount.
@@ -102,20 +105,14 @@ fn open_dir(p: &Path) -> Result<OwnedFd, Error> {
 
 /// Remove leftovers of an earlier run from the work dir.
 fn clean_work(work: &Path) -> Result<(), Error> {
-    let err = |source| Error::Work {
+    let err = |e: nix::errno::Errno| Error::Work {
         path: work.to_path_buf(),
-        source,
+        source: e.into(),
     };
-    for ent in std::fs::read_dir(work).map_err(err)? {
-        let ent = ent.map_err(err)?;
-        if ent.file_name().to_string_lossy().starts_with("#strata-") {
-            let p = ent.path();
-            let r = if ent.file_type().map_err(err)?.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            r.map_err(err)?;
+    let dir = at::open_dir(work).map_err(err)?;
+    for name in at::list_sorted(dir.as_fd()).map_err(err)? {
+        if name.as_encoded_bytes().starts_with(b"#strata-") {
+            at::remove_all_at(dir.as_fd(), &name).map_err(err)?;
         }
     }
     Ok(())
@@ -165,6 +162,16 @@ pub fn open_fs(opts: &MountOptions) -> Result<Fs, Error> {
 /// served by background threads of this process, with dev, suid and allow_other semantics so
 /// it can be a container's root filesystem.
 pub fn mount(opts: MountOptions, mountpoint: &Path) -> Result<Mount, Error> {
+    mount_with(opts, ViewOptions::default(), mountpoint)
+}
+
+/// [`mount`], presenting the union as `view` says (fuse-overlayfs's id mapping, squashing,
+/// timeouts, …).
+pub fn mount_with(
+    opts: MountOptions,
+    view: ViewOptions,
+    mountpoint: &Path,
+) -> Result<Mount, Error> {
     let fs = Arc::new(open_fs(&opts)?);
     let merr = |source| Error::Mount {
         path: mountpoint.to_path_buf(),
@@ -186,7 +193,7 @@ pub fn mount(opts: MountOptions, mountpoint: &Path) -> Result<Mount, Error> {
     } else {
         opts.fsname.clone()
     };
-    let thread = fuse::serve(fs.clone(), &mp, &fsname, threads).map_err(merr)?;
+    let thread = fuse::serve(fs.clone(), &mp, &fsname, threads, view).map_err(merr)?;
     let conn = fuse_minor(&mp);
     if let Some(minor) = conn {
         raise_readahead(minor);
@@ -224,38 +231,7 @@ fn raise_readahead(minor: u64) {
 /// Deliberately not a `stat` of the mountpoint: a request into the mount from the server
 /// process itself could still be in flight when a client unmounts (EBUSY).
 fn fuse_minor(mp: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mp.as_os_str().as_encoded_bytes();
-    text.lines().rev().find_map(|line| {
-        let mut f = line.split(' ');
-        let devs = f.nth(2)?;
-        let path = unescape(f.nth(1)?);
-        if path != want {
-            return None;
-        }
-        devs.split_once(':')?.1.parse().ok()
-    })
-}
-
-/// Undo mountinfo's octal escapes (`\040` for a space, …).
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let d = |k: usize| u32::from(b[i + k] - b'0');
-            out.push((d(1) * 64 + d(2) * 8 + d(3)) as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
+    mountinfo::mount_at(mp).map(|m| u64::from(m.dev.1))
 }
 
 impl Mount {
@@ -333,9 +309,7 @@ impl Drop for Mount {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn mountinfo_unescape_and_minor() {
-        assert_eq!(super::unescape("/a\\040b\\134c"), b"/a b\\c");
-        assert_eq!(super::unescape("/x\\04"), b"/x\\04");
+    fn fuse_minor_of_root() {
         // The root filesystem is always in mountinfo.
         assert!(super::fuse_minor(std::path::Path::new("/")).is_some());
     }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
-use crate::copyup::make_whiteout;
+use crate::at::{self as sys, R};
 use crate::core::{check_name, Attr, Ctx, Fs};
-use crate::index::{Entry, XATTR_OPAQUE};
-use crate::sys::{self, R};
+use crate::format::{make_whiteout, XATTR_OPAQUE};
+use crate::index::Entry;
 
 /// Attribute changes requested by setattr.
 #[derive(Default, Clone, Copy, Debug)]
@@ -675,9 +675,9 @@ fn clear_whiteouts(pfd: BorrowedFd<'_>, name: &OsStr) -> R<()> {
         let st = sys::fstatat(probe.as_fd(), &n)?;
         let marker = {
             use std::os::unix::ffi::OsStrExt;
-            n.as_bytes().starts_with(crate::index::WH_PREFIX)
+            n.as_bytes().starts_with(crate::format::WH_PREFIX)
         };
-        if crate::index::is_whiteout_stat(probe.as_fd(), &n, &st, true) || marker {
+        if crate::format::is_whiteout(probe.as_fd(), &n, &st, true) || marker {
             sys::unlinkat(probe.as_fd(), &n, false)?;
         } else {
             return Err(Errno::ENOTEMPTY);

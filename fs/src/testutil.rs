@@ -47,7 +47,7 @@ impl Stack {
     }
     pub fn opaque(&self, l: usize, rel: &str) {
         let f = std::fs::File::open(self.path(l, rel)).unwrap();
-        crate::sys::lsetxattr(
+        crate::at::lsetxattr(
             f.as_fd(),
             OsStr::new(""),
             OsStr::new("trusted.overlay.opaque"),

@@ -199,14 +199,10 @@ pub fn kill_processes_naming(root: &Path) {
 
 /// Mount points under `root` listed in `/proc/self/mountinfo`, deepest first.
 pub fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let prefix = root.to_string_lossy().into_owned();
-    let mut v: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| m.replace("\\040", " "))
-        .filter(|m| m.starts_with(&prefix))
-        .map(PathBuf::from)
+    let mut v: Vec<PathBuf> = crate::mount::mounts()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|m| m.starts_with(root))
         .collect();
     v.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     v

@@ -237,6 +237,19 @@ impl LayerTar {
         self.append(header(tar::EntryType::Fifo, 0o644, 0), path, b"")
     }
 
+    /// A character (`block == false`) or block device node `major:minor`, mode 0666.
+    pub fn device(&mut self, path: &str, block: bool, major: u32, minor: u32) -> &mut Self {
+        let kind = if block {
+            tar::EntryType::Block
+        } else {
+            tar::EntryType::Char
+        };
+        let mut h = header(kind, 0o666, 0);
+        h.set_device_major(major).expect("ustar header");
+        h.set_device_minor(minor).expect("ustar header");
+        self.append(h, path, b"")
+    }
+
     /// `dir/.wh.name`: deletes `dir/name` of lower layers.
     pub fn whiteout(&mut self, path: &str) -> &mut Self {
         let (dir, name) = match path.rsplit_once('/') {

@@ -102,60 +102,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> MountError {
     move |source| MountError::Io { what, source }
 }
 
-/// Decode the octal escapes (`\040` …) mountinfo uses for spaces and other bytes.
-fn unescape_mountinfo(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() {
-            let oct = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(oct, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
-}
-
-/// One entry of `/proc/self/mountinfo`.
-#[derive(Debug, Clone)]
-pub struct MountInfo {
-    /// Mountpoint.
-    pub path: PathBuf,
-    /// Filesystem type (`overlay`, `fuse.strata-overlay`, `tmpfs` …).
-    pub fstype: String,
-    /// `major:minor` of the mounted filesystem.
-    pub dev: (u32, u32),
-}
-
-/// All current mounts of this mount namespace.
-pub fn mounts() -> Vec<MountInfo> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let (maj, min) = pre.get(2)?.split_once(':')?;
-            Some(MountInfo {
-                path: unescape_mountinfo(pre.get(4)?),
-                fstype: post.split(' ').next()?.to_string(),
-                dev: (maj.parse().ok()?, min.parse().ok()?),
-            })
-        })
-        .collect()
-}
-
-/// The top-most mount on `path`, if `path` is a mountpoint.
-pub fn mount_at(path: &Path) -> Option<MountInfo> {
-    mounts().into_iter().rev().find(|m| m.path == path)
-}
+/// Mountinfo is read by the product's one reader (bytes, octal escapes): [`strata_fs::mountinfo`].
+pub use strata_fs::mountinfo::{mount_at, mounts, MountInfo};
 
 /// Is something mounted exactly on `path`?
 pub fn is_mounted(path: &Path) -> bool {
@@ -703,7 +651,7 @@ pub fn sweep_stale(dir: &Path, tag: &str) -> usize {
     let marker = format!("{tag}-");
     let mut n = 0;
     for m in mounts().into_iter().rev() {
-        let Ok(rest) = m.path.strip_prefix(dir) else {
+        let Ok(rest) = m.mount_point.strip_prefix(dir) else {
             continue;
         };
         let Some(first) = rest.components().next() else {
@@ -721,7 +669,7 @@ pub fn sweep_stale(dir: &Path, tag: &str) -> usize {
             if m.fstype.starts_with("fuse") {
                 let _ = abort_fuse_connection(m.dev.1);
             }
-            lazy_unmount(&m.path);
+            lazy_unmount(&m.mount_point);
             n += 1;
         }
     }
@@ -748,7 +696,7 @@ pub fn remove_stale_dirs(dir: &Path, tag: &str) -> usize {
         };
         let path = e.path();
         let dead = !Path::new(&format!("/proc/{pid}")).exists();
-        let mounted_below = all_mounts.iter().any(|m| m.path.starts_with(&path));
+        let mounted_below = all_mounts.iter().any(|m| m.mount_point.starts_with(&path));
         let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
         // remove_dir_all does not follow symlinks; nothing is mounted below (checked above).
         if dead && is_dir && !mounted_below && fs::remove_dir_all(&path).is_ok() {
@@ -774,22 +722,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(
-            unescape_mountinfo(r"/tmp/a\040b\011c"),
-            PathBuf::from("/tmp/a b\tc")
-        );
-        assert_eq!(unescape_mountinfo(r"/plain"), PathBuf::from("/plain"));
-        assert_eq!(
-            unescape_mountinfo(r"/trailing\04"),
-            PathBuf::from(r"/trailing\04")
-        );
-    }
-
-    #[test]
     fn root_is_mounted_and_listed() {
         assert!(is_mounted(Path::new("/")));
-        assert!(mounts().iter().any(|m| m.path == Path::new("/")));
+        assert!(mounts().iter().any(|m| m.mount_point == Path::new("/")));
         assert!(!is_mounted(Path::new("/definitely/not/a/mountpoint")));
     }
 

@@ -31,6 +31,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    super::run::validate_env(&args.env)?;
     let rt = runtime(global);
     let c = rt.lookup(&args.container)?;
     let req = ExecRequest {

@@ -200,8 +200,6 @@ fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let store = open_store(global)?;
-    let uses = container_uses(global)?;
     let filter = |img: &ImageRecord| {
         let created = img.created.unwrap_or_default();
         until.iter().all(|u| created < *u)
@@ -209,7 +207,7 @@ fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
                 .iter()
                 .all(|(l, want)| super::images::label_matches(img, l) == *want)
     };
-    let (events, reclaimed) = store.prune_images(all, &uses, &filter)?;
+    let (events, reclaimed) = prune_images(global, all, &filter)?;
     let mut out = std::io::stdout().lock();
     if !events.is_empty() {
         writeln!(out, "Deleted Images:")?;
@@ -222,4 +220,19 @@ fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
         units::human_size(reclaimed)
     )?;
     Ok(())
+}
+
+/// Prune images (`all`: every image no container uses, else dangling ones) matching `filter`,
+/// then sweep what no image needs any more: orphan layers and blobs, stale partial downloads
+/// and staging. Returns the events and the bytes reclaimed.
+pub fn prune_images(
+    global: &Global,
+    all: bool,
+    filter: &dyn Fn(&ImageRecord) -> bool,
+) -> Result<(Vec<RemoveEvent>, u64)> {
+    let store = open_store(global)?;
+    let uses = container_uses(global)?;
+    let (events, reclaimed) = store.prune_images(all, &uses, filter)?;
+    let swept = store.gc(false)?;
+    Ok((events, reclaimed + swept.bytes()))
 }

@@ -128,9 +128,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Report a command-line parsing error the way Docker does: `unknown flag: --x` plus a hint,
-/// exit 125. `--help` and `--version` print and exit 0.
-pub fn usage_error(e: clap::Error) -> ExitCode {
+/// Report a command-line parsing error the way Docker does: `unknown flag: --x` plus a hint naming
+/// the verb that was parsed (never a global option's value), exit 125; a missing argument as
+/// `"strata run" requires at least 1 argument.` with the usage line, exit 1; an unknown verb as
+/// `strata: 'x' is not a strata command.`. `--help` and `--version` print and exit 0.
+pub fn usage_error(e: clap::Error, mut root: clap::Command) -> ExitCode {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     match e.kind() {
         ErrorKind::DisplayHelp
@@ -141,24 +143,108 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         }
         _ => {}
     }
-    let verb = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .map(|v| format!(" {v}"))
-        .unwrap_or_default();
-    let message = match (e.kind(), e.get(ContextKind::InvalidArg)) {
-        (ErrorKind::UnknownArgument, Some(ContextValue::String(flag))) => {
-            format!("unknown flag: {}", flag.split('=').next().unwrap_or(flag))
+    root.build();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = verb_path(&root, &args);
+    let shown = std::iter::once("strata")
+        .chain(path.iter().map(|s| s.as_str()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::InvalidSubcommand, _) if path.is_empty() => {
+            let verb = match e.get(ContextKind::InvalidSubcommand) {
+                Some(ContextValue::String(v)) => v.clone(),
+                _ => String::new(),
+            };
+            eprintln!("strata: '{verb}' is not a strata command.");
+            eprintln!("See 'strata --help'");
+            ExitCode::from(1)
         }
-        _ => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            first.trim_start_matches("error: ").to_string()
+        (ErrorKind::MissingRequiredArgument, _) if !path.is_empty() => {
+            let mut cmd = root.clone();
+            for p in &path {
+                match cmd.find_subcommand(p) {
+                    Some(c) => cmd = c.clone(),
+                    None => break,
+                }
+            }
+            let min = cmd
+                .get_positionals()
+                .filter(|a| a.is_required_set())
+                .map(|a| a.get_num_args().map_or(1, |n| n.min_values().max(1)))
+                .sum::<usize>()
+                .max(1);
+            let usage = cmd.render_usage().to_string();
+            let usage = usage.trim_start_matches("Usage:").trim();
+            let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+            let noun = if min == 1 { "argument" } else { "arguments" };
+            eprintln!("\"{shown}\" requires at least {min} {noun}.");
+            eprintln!("See '{shown} --help'.");
+            eprintln!();
+            eprintln!("Usage:  {usage}");
+            if !about.is_empty() {
+                eprintln!();
+                eprintln!("{about}");
+            }
+            ExitCode::from(1)
         }
-    };
-    eprintln!("{message}");
-    eprintln!("See 'strata{verb} --help'.");
-    ExitCode::from(EXIT_TOOL_ERROR)
+        (kind, invalid) => {
+            let message = match (kind, invalid) {
+                (ErrorKind::UnknownArgument, Some(ContextValue::String(flag))) => {
+                    format!("unknown flag: {}", flag.split('=').next().unwrap_or(flag))
+                }
+                _ => {
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    first.trim_start_matches("error: ").to_string()
+                }
+            };
+            eprintln!("{message}");
+            eprintln!("See '{shown} --help'.");
+            ExitCode::from(EXIT_TOOL_ERROR)
+        }
+    }
+}
+
+/// The subcommand names in `args` (`["image", "ls"]`), skipping options and the values of options
+/// that take one, so `--root /x run` names `run`, not `/x`.
+fn verb_path(root: &clap::Command, args: &[String]) -> Vec<String> {
+    let mut path = Vec::new();
+    let mut cmd = root;
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "--" {
+            break;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            if !long.contains('=') && takes_value(cmd, |arg| arg.get_long() == Some(long)) {
+                i += 1;
+            }
+            continue;
+        }
+        if let Some(short) = a.strip_prefix('-').and_then(|s| s.chars().last()) {
+            if a.len() == 2 && takes_value(cmd, |arg| arg.get_short() == Some(short)) {
+                i += 1;
+            }
+            continue;
+        }
+        match cmd.find_subcommand(a) {
+            Some(sub) => {
+                path.push(sub.get_name().to_string());
+                cmd = sub;
+            }
+            None => break,
+        }
+    }
+    path
+}
+
+fn takes_value(cmd: &clap::Command, pick: impl Fn(&clap::Arg) -> bool) -> bool {
+    cmd.get_arguments()
+        .find(|a| pick(a))
+        .is_some_and(|a| a.get_num_args().is_some_and(|n| n.takes_values()))
 }
 
 /// The error every verb returns until it is built.

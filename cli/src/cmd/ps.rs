@@ -80,6 +80,29 @@ fn ports_text(c: &Container) -> String {
         .join(", ")
 }
 
+/// Go's `strconv.Quote`, which Docker applies to the COMMAND column: `"` and `\\` escaped, control
+/// characters as `\\n`, `\\t`, `\\xNN` or `\\uNNNN`.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn fields(c: &Container, no_trunc: bool) -> serde_json::Value {
     let cmd = c.config.argv().join(" ");
     let mut m = BTreeMap::new();
@@ -95,9 +118,9 @@ fn fields(c: &Container, no_trunc: bool) -> serde_json::Value {
     m.insert(
         "Command",
         if no_trunc {
-            format!("\"{cmd}\"")
+            go_quote(&cmd)
         } else {
-            format!("\"{}\"", ellipsis(&cmd, 20))
+            go_quote(&ellipsis(&cmd, 20))
         },
     );
     m.insert(
@@ -293,5 +316,15 @@ mod tests {
             "0123456789abcdefghi…"
         );
         assert_eq!(human_duration(3), "3 seconds");
+    }
+
+    #[test]
+    fn command_is_quoted_as_go_quotes_it() {
+        assert_eq!(
+            go_quote("nginx -g daemon off;"),
+            r#""nginx -g daemon off;""#
+        );
+        assert_eq!(go_quote(r#"sh -c "echo \x""#), r#""sh -c \"echo \\x\"""#);
+        assert_eq!(go_quote("a\tb\u{1}"), r#""a\tb\x01""#);
     }
 }

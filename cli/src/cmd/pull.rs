@@ -1,8 +1,9 @@
 //! `strata pull [-q] [--platform os/arch[/variant]] [--all-tags] NAME[:TAG|@DIGEST]`.
 //!
-//! Output as Docker's: `Using default tag: latest`, `<tag>: Pulling from <path>`, one line per
-//! layer (`<12hex>: Pull complete` / `Already exists`; live per-layer status lines on a TTY),
-//! `Digest: …`, `Status: …`, then the canonical reference.
+//! Output as Docker's: `Using default tag: latest`, `<tag>: Pulling from <path>`, per layer
+//! `Pulling fs layer`, `Waiting`, `Verifying Checksum`, `Download complete`, `Pull complete` (or
+//! `Already exists`) as lines when piped (live per-layer status lines with progress bars on a
+//! TTY), `Digest: …`, `Status: …`, then the canonical reference.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -58,7 +59,8 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         parallel: args.max_concurrent_downloads.max(1),
     };
     let store = open_store(global)?;
-    let mut out = std::io::stdout().lock();
+    // Not locked across a pull: its download threads print status lines too.
+    let mut out = std::io::stdout();
     if args.all_tags {
         if reference.tag().is_some() || reference.digest().is_some() {
             anyhow::bail!("tag can't be used with --all-tags/-a");
@@ -88,9 +90,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         writeln!(out, "Using default tag: latest")?;
     }
     let reference = reference.with_default_tag();
-    drop(out);
     let outcome = pull_with_output(&store, &reference, &opts, args.quiet, true)?;
-    let mut out = std::io::stdout().lock();
     writeln!(out, "{}", outcome.reference)?;
     Ok(())
 }
@@ -221,11 +221,14 @@ impl Renderer {
             }
             PullEvent::Layer { id, status } => {
                 if !self.tty {
-                    if matches!(
+                    // Docker's non-terminal output: every status line except those that carry
+                    // a progress bar (`Downloading`, `Extracting`).
+                    if !matches!(
                         status,
-                        LayerStatus::AlreadyExists | LayerStatus::PullComplete
+                        LayerStatus::Downloading { .. } | LayerStatus::Extracting
                     ) {
                         let _ = writeln!(st.out, "{id}: {}", status.text());
+                        let _ = st.out.flush();
                     }
                     return;
                 }

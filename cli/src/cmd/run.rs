@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use strata_runtime::container::{
-    self, ports, CreateRequest, ImageSource, Launcher, NetworkMode, Resources, Runtime, VolumeMount,
+    self, ports, CreateRequest, ImageSource, Launcher, NetworkMode, Resources, Runtime, Security,
+    VolumeMount,
 };
 use strata_runtime::store::{Store, StoreError};
 
@@ -73,6 +74,27 @@ pub struct Args {
     /// Timeout (in seconds) to stop a container
     #[arg(long = "stop-timeout")]
     pub stop_timeout: Option<u64>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Security Options (seccomp=unconfined|PROFILE.json, no-new-privileges)
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Add a host device to the container (/dev/X[:/dev/Y][:rwm])
+    #[arg(long = "device")]
+    pub device: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Mount a tmpfs directory (PATH[:OPTIONS])
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
     /// The image to run
     pub image: String,
     /// Command and arguments
@@ -135,7 +157,7 @@ pub(crate) fn driver_name(global: &Global) -> String {
 /// Print `e` as Docker does and exit with `code`. (A `ToolError` context would show up in the
 /// printed chain, so the message is printed here and only the status travels up.)
 pub(crate) fn fail_with(code: u8, e: impl Into<anyhow::Error>) -> anyhow::Error {
-    eprintln!("Error: {:#}", e.into());
+    eprintln!("Error: {}", super::one_line(&e.into()));
     ExitStatus(code).into()
 }
 
@@ -190,6 +212,14 @@ fn parse_volume(s: &str) -> anyhow::Result<VolumeMount> {
         target: dst.to_string(),
         read_only: ro,
     })
+}
+
+/// Docker's `opts.ValidateEnv`: a variable needs a name.
+pub(crate) fn validate_env(env: &[String]) -> anyhow::Result<()> {
+    match env.iter().find(|e| e.is_empty() || e.starts_with('=')) {
+        Some(bad) => anyhow::bail!("invalid environment variable: {bad}"),
+        None => Ok(()),
+    }
 }
 
 fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
@@ -336,6 +366,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     let mut env = read_env_files(&args.env_file).map_err(tool_error)?;
     env.extend(args.env.iter().cloned());
+    validate_env(&env).map_err(tool_error)?;
     let resources = Resources {
         memory: args
             .memory
@@ -352,6 +383,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             args.runtime
         )));
     }
+    let security = security(&args).map_err(tool_error)?;
     let image = image_source(global, &args.image)?;
     if args.net.publish_all {
         ports_list.extend(ports::publish_all(&image.exposed_ports));
@@ -383,6 +415,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             runtime: args.runtime.clone(),
             resources,
             stop_timeout: args.stop_timeout,
+            security,
         })
         .map_err(tool_error)?;
     let launcher = launcher(global)?;
@@ -409,6 +442,62 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         drop(raw);
         Err(ExitStatus(code.clamp(0, 255) as u8).into())
     }
+}
+
+/// The confinement flags (`--privileged`, `--cap-add/--cap-drop`, `--security-opt`,
+/// `--device`, `--read-only`, `--tmpfs`), checked before anything is created.
+fn security(args: &Args) -> anyhow::Result<Security> {
+    use strata_runtime::container::{caps, devices, seccomp::Profile, SeccompMode, TmpfsMount};
+    let mut sec = Security {
+        privileged: args.privileged,
+        cap_add: caps::normalize_list("CapAdd", &args.cap_add)?,
+        cap_drop: caps::normalize_list("CapDrop", &args.cap_drop)?,
+        read_only: args.read_only,
+        ..Security::default()
+    };
+    for opt in &args.security_opt {
+        let (key, value) = opt
+            .split_once('=')
+            .or_else(|| opt.split_once(':'))
+            .unwrap_or((opt.as_str(), ""));
+        match (key, value) {
+            ("seccomp", "unconfined") => sec.seccomp = SeccompMode::Unconfined,
+            ("seccomp", "builtin" | "default") => sec.seccomp = SeccompMode::Default,
+            ("seccomp", path) if !path.is_empty() => {
+                let json = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("opening seccomp profile ({path}) failed: open {path}: {e}")
+                })?;
+                Profile::parse(json.as_bytes())?.validate()?;
+                sec.seccomp = SeccompMode::Profile(json);
+            }
+            // Always on in strata (Docker's opt-in).
+            ("no-new-privileges", "" | "true") => {}
+            ("no-new-privileges", "false") => anyhow::bail!(
+                "invalid --security-opt: {opt:?}: strata always sets no-new-privileges"
+            ),
+            // No AppArmor or SELinux on the hosts strata confines with: nothing to turn off.
+            ("apparmor", "unconfined") | ("label", "disable") => {}
+            _ => anyhow::bail!("invalid --security-opt: {opt:?}"),
+        }
+    }
+    for d in &args.device {
+        sec.devices.push(devices::parse_device(d)?);
+    }
+    for t in &args.tmpfs {
+        let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
+        if !target.starts_with('/') {
+            anyhow::bail!("invalid mount config for type \"tmpfs\": invalid mount path: '{target}' mount path must be absolute");
+        }
+        sec.tmpfs.push(TmpfsMount {
+            target: target.to_string(),
+            options: opts
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    Ok(sec)
 }
 
 /// A container that could not start: with a tool error (port taken, mount failure) nothing is

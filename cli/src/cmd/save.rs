@@ -2,7 +2,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use strata_runtime::archive::{self, SaveFormat, SaveItem};
 use strata_runtime::reference::Reference;
 use strata_runtime::store::{ImageRecord, Store, StoreError};
@@ -75,6 +75,10 @@ fn collect(store: &Store, names: &[String]) -> Result<Vec<SaveItem>> {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
+    if let Some(path) = &args.output {
+        strata_runtime::outfile::validate(path)
+            .map_err(|e| anyhow::anyhow!("failed to save image: {e}"))?;
+    }
     let format = match args.format.as_str() {
         "docker" | "docker-archive" => SaveFormat::Docker,
         "oci" | "oci-archive" => SaveFormat::Oci,
@@ -96,27 +100,16 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             out.flush()?;
         }
         Some(path) => {
-            // Like docker/cli's CopyToFile: a temp file next to the target, renamed at the end.
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let tmp = dir.join(format!(".strata_temp_{}", std::process::id()));
-            let f = std::fs::File::create(&tmp)
-                .with_context(|| format!("failed to save image: open {}", tmp.display()))?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let r = archive::save(&store, &items, format, &mut w)
-                .map_err(anyhow::Error::from)
-                .and_then(|_| {
-                    let f = w.into_inner().map_err(|e| e.into_error())?;
-                    f.sync_all()?;
-                    Ok(())
-                })
-                .and_then(|_| Ok(std::fs::rename(&tmp, path)?));
-            if let Err(e) = r {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
+            // Like docker/cli: validate the path (never replace a device, FIFO or socket), write
+            // a temp file next to the target, rename it over the target at the end.
+            let mut out = strata_runtime::outfile::OutputFile::create(path, 0o644)
+                .map_err(|e| anyhow::anyhow!("failed to save image: {e}"))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, out.file());
+            archive::save(&store, &items, format, &mut w)?;
+            w.flush()?;
+            drop(w);
+            out.commit()
+                .map_err(|e| anyhow::anyhow!("failed to save image: {e}"))?;
         }
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! `strata system df [-v]` (SPEC §9).
+//! `strata system df [-v]` (SPEC §9) and `strata system prune [-a] [-f]` (SPEC §15).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -23,6 +23,21 @@ pub struct Args {
 enum Sub {
     /// Show strata disk usage
     Df(DfArgs),
+    /// Remove unused data
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    volumes: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,7 +53,79 @@ pub struct DfArgs {
 pub fn run(global: &Global, args: Args) -> Result<()> {
     match args.command {
         Sub::Df(a) => df(global, a),
+        Sub::Prune(a) => prune(global, a),
     }
+}
+
+/// Docker's warning, one `  - ` line per kind of thing removed.
+fn prune_warning(a: &PruneArgs) -> String {
+    let mut items = vec![
+        "all stopped containers",
+        "all networks not used by at least one container",
+    ];
+    if a.volumes {
+        items.push("all anonymous volumes not used by at least one container");
+    }
+    items.push(if a.all {
+        "all images without at least one container associated to them"
+    } else {
+        "all dangling images"
+    });
+    items.push(if a.all {
+        "all build cache"
+    } else {
+        "unused build cache"
+    });
+    let mut w = String::from("WARNING! This will remove:");
+    for i in items {
+        w.push_str("\n  - ");
+        w.push_str(i);
+    }
+    w.push('\n');
+    w
+}
+
+fn prune(global: &Global, a: PruneArgs) -> Result<()> {
+    if !a.force && !super::image::confirm(&prune_warning(&a))? {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    // Stopped containers first, so the images only they used become unused.
+    let rt = strata_runtime::container::Runtime::new(&global.root, &global.runroot);
+    let mut deleted = Vec::new();
+    let mut reclaimed = 0;
+    for c in containers(global)? {
+        if c.usage.running {
+            continue;
+        }
+        match rt.remove(&c.record, false) {
+            Ok(()) => {
+                reclaimed += c.size_rw;
+                deleted.push(c.usage.container_id);
+            }
+            Err(e) => eprintln!("Error: {e}"),
+        }
+    }
+    if !deleted.is_empty() {
+        writeln!(out, "Deleted Containers:")?;
+        for id in &deleted {
+            writeln!(out, "{id}")?;
+        }
+        writeln!(out)?;
+    }
+    let (events, bytes) = super::image::prune_images(global, a.all, &|_| true)?;
+    reclaimed += bytes;
+    if !events.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        super::image::print_events(&mut out, &events, true)?;
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        units::human_size(reclaimed)
+    )?;
+    Ok(())
 }
 
 fn reclaimable(reclaim: u64, total: u64) -> String {
@@ -57,7 +144,13 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
         .iter()
         .map(|l| (l.chain_id.clone(), l.size))
         .collect();
-    let total_size: u64 = layer_size.values().sum();
+    // What no image needs (orphan layers and blobs, stale downloads and staging) is image
+    // storage that `image prune` / `system prune` reclaim.
+    // (Orphan layers are in `layer_size` already.)
+    let swept = store.gc(true).unwrap_or_default();
+    let orphan_layers: u64 = swept.layers.iter().map(|l| l.1).sum();
+    let garbage = swept.bytes() - orphan_layers;
+    let total_size: u64 = layer_size.values().sum::<u64>() + garbage;
     let mut users: BTreeMap<&ChainId, usize> = BTreeMap::new();
     for img in &images {
         for c in &img.chain_ids {

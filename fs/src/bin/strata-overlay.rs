@@ -11,18 +11,20 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use strata_fs::MountOptions;
+use strata_fs::{MountOptions, ViewOptions};
 
 const PROG: &str = "strata-overlay";
 
 struct Args {
     opts: MountOptions,
+    view: ViewOptions,
     mountpoint: PathBuf,
     foreground: bool,
 }
 
 /// Options a mount helper may pass that we accept silently (kernel mount flags handled by the
-/// FUSE mount itself, or fuse-overlayfs options whose behaviour is already ours).
+/// FUSE mount itself, or fuse-overlayfs options whose behaviour is already ours: `noacl` is
+/// how we always run, POSIX ACLs are stored but not negotiated with the kernel).
 const ACCEPTED: &[&str] = &[
     "rw",
     "dev",
@@ -46,7 +48,6 @@ const ACCEPTED: &[&str] = &[
     "metacopy",
     "xino",
     "userxattr",
-    "volatile",
     "nfs_export",
 ];
 
@@ -69,6 +70,19 @@ fn split_lowers(v: &str) -> Vec<PathBuf> {
     out.into_iter()
         .filter(|p| !p.as_os_str().is_empty())
         .collect()
+}
+
+/// `N` of a numeric fuse-overlayfs option (`key=N`), as fuse-overlayfs parses it.
+fn num<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("invalid {k} value: {v}"))
+}
+
+/// `key=0|1` (a bare `key` means 1).
+fn flag(k: &str, v: &str) -> Result<bool, String> {
+    if v.is_empty() {
+        return Ok(true);
+    }
+    num::<i64>(k, v).map(|n| n != 0)
 }
 
 fn parse(argv: Vec<String>) -> Result<Args, String> {
@@ -105,6 +119,8 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
         fsname: "fuse-overlayfs".into(),
         ..MountOptions::default()
     };
+    let mut view = ViewOptions::default();
+    let (mut squash_root, mut squash_uid, mut squash_gid) = (false, None, None);
     let mut saw_lower = false;
     for o in optstrs.iter().flat_map(|s| s.split(',')) {
         let (k, v) = o.split_once('=').unwrap_or((o, ""));
@@ -118,10 +134,42 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             "workdir" => opts.work = Some(PathBuf::from(v)),
             "fsname" => opts.fsname = v.to_string(),
             "threads" => opts.threads = v.parse().map_err(|_| format!("bad threads={v}"))?,
+            // fuse-overlayfs 1.x serves from one thread unless threaded=1; we default to
+            // several, and threaded=0 asks for one.
+            "threaded" => {
+                if !flag(k, v)? {
+                    opts.threads = 1;
+                }
+            }
+            "uidmapping" => view.uid_map = strata_fs::parse_id_map(v).map_err(|e| e.to_string())?,
+            "gidmapping" => view.gid_map = strata_fs::parse_id_map(v).map_err(|e| e.to_string())?,
+            "squash_to_root" => squash_root = true,
+            "squash_to_uid" => squash_uid = Some(num::<u32>(k, v)?),
+            "squash_to_gid" => squash_gid = Some(num::<u32>(k, v)?),
+            "static_nlink" => view.static_nlink = true,
+            "noxattrs" => view.xattrs = !flag(k, v)?,
+            "xattr_permissions" => {
+                view.xattr_permissions = match num::<u8>(k, v)? {
+                    n @ 0..=2 => n,
+                    _ => return Err(format!("invalid xattr_permissions value: {v}")),
+                }
+            }
+            "timeout" => {
+                let secs = num::<f64>(k, v)?;
+                view.timeout = Some(
+                    std::time::Duration::try_from_secs_f64(secs)
+                        .map_err(|_| format!("invalid timeout value: {v}"))?,
+                );
+            }
+            "fsync" | "sync" => view.fsync = flag(k, v)?,
+            "volatile" => view.fsync = false,
             k if ACCEPTED.contains(&k) => {}
             _ => eprintln!("{PROG}: warning: ignoring unknown option {o}"),
         }
     }
+    // squash_to_uid / squash_to_gid take precedence over squash_to_root.
+    view.squash_uid = squash_uid.or(squash_root.then_some(0));
+    view.squash_gid = squash_gid.or(squash_root.then_some(0));
     if !saw_lower || opts.lowers.is_empty() {
         return Err("no lowerdir given (-o lowerdir=DIR[:DIR...])".into());
     }
@@ -141,6 +189,7 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
     let mp = abs(&mp);
     Ok(Args {
         opts,
+        view,
         mountpoint: mp,
         foreground,
     })
@@ -187,7 +236,7 @@ fn serve(args: Args, ready: Option<OwnedFd>) -> ExitCode {
             }
         }
     };
-    match strata_fs::mount(args.opts, &mp) {
+    match strata_fs::mount_with(args.opts, args.view, &mp) {
         Ok(m) => {
             report("OK");
             drop(ready);

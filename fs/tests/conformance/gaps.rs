@@ -5,7 +5,7 @@
 
 macro_rules! known_strata_gaps {
     (misc o_tmpfile) => {
-        strata_case! { misc o_tmpfile, "strata gap: open(dir, O_TMPFILE) fails with EOPNOTSUPP" }
+        strata_case! { misc o_tmpfile, "strata gap: open(dir, O_TMPFILE) fails with EOPNOTSUPP (fuser 0.18 answers FUSE_TMPFILE, opcode 51, with ENOSYS)" }
     };
     ($module:ident $name:ident) => {
         strata_case! { $module $name }

@@ -79,7 +79,7 @@ pub struct Case {
     dir: tempfile::TempDir,
 }
 
-fn strata_bin() -> &'static str {
+pub fn strata_bin() -> &'static str {
     env!("CARGO_BIN_EXE_strata-overlay")
 }
 
@@ -232,6 +232,28 @@ impl Case {
             }
         };
         self.finish_mount(guard);
+    }
+
+    /// Mount the lowers + upper + work with `strata-overlay -f`, adding `extra` (comma-separated
+    /// options) to its `-o`: for the strata-only option cases.
+    pub fn mount_strata_with(&mut self, extra: &str) -> PathBuf {
+        let lowers = self.lowers();
+        let (u, w, m) = (self.upper(), self.work(), self.mnt());
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={},{extra}",
+            lowers
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":"),
+            u.display(),
+            w.display()
+        );
+        let log = self.begin_mount(&lowers);
+        let mut cmd = Command::new(strata_bin());
+        cmd.arg("-f").arg("-o").arg(opts).arg(&m);
+        self.finish_mount(MountGuard::foreground(cmd, &m, &log));
+        m
     }
 
     /// Mount any stack with a command template (see the module doc), e.g. fuse-overlayfs.

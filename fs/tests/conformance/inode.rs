@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 
-use crate::harness::Case;
+use crate::harness::{Case, Opq};
 use crate::util::*;
 
 fn hardlink_new_file(c: &mut Case) {
@@ -49,6 +49,57 @@ fn link_outlives_unlinked_lower_original(c: &mut Case) {
     rmdir(m.join("d")).unwrap();
     assert_eq!(read(m.join("keep")), "payload");
     assert_eq!(lstat(m.join("keep")).unwrap().nlink(), 1);
+}
+
+/// "Install a new version" as package scripts do (found by fuse-overlayfs's stress script): a
+/// lower file with two names, one changed (copy-up), the other removed and linked anew.
+fn relink_after_copy_up_of_other_name(c: &mut Case) {
+    let l = c.lower(0);
+    for d in ["a", "b", "c"] {
+        mkdir(l.join(d));
+        write(l.join(d).join("p"), "v1");
+        link(l.join(d).join("p"), l.join(d).join("p_v1")).unwrap();
+    }
+    let m = c.mount();
+    // a: `p` never looked up before the copy-up of `p_v1`; b: both names listed first.
+    let _ = ls(m.join("b"));
+    for d in ["a", "b"] {
+        let (p, v1) = (m.join(d).join("p"), m.join(d).join("p_v1"));
+        lchown(&v1, 1000, 1000).unwrap();
+        unlink(&p).unwrap();
+        link(&v1, &p).unwrap_or_else(|e| panic!("{d}: ln p_v1 p: {e}"));
+        let (sp, sv) = (lstat(&p).unwrap(), lstat(&v1).unwrap());
+        assert_eq!(sp.ino(), sv.ino(), "{d}: one inode");
+        assert_eq!((sp.nlink(), sv.nlink()), (2, 2), "{d}: two links");
+        assert_eq!((sp.uid(), sv.uid()), (1000, 1000), "{d}: owner");
+        assert_eq!(read(&p), "v1");
+        // And the other way round (fuse-overlayfs's test: remove the versioned name, link it
+        // back from the plain one).
+        unlink(&v1).unwrap();
+        link(&p, &v1).unwrap_or_else(|e| panic!("{d}: ln p p_v1: {e}"));
+        assert_eq!(lstat(&v1).unwrap().nlink(), 2, "{d}");
+        assert_eq!(read(&v1), "v1");
+    }
+    // c: after a write through one name, two names that share an inode number share their
+    // content and link count (whether the link is kept or broken), also after a remount.
+    write(m.join("c/p_v1"), "v2");
+    let check = |m: &std::path::Path| {
+        let (p, v1) = (m.join("c/p"), m.join("c/p_v1"));
+        let (sp, sv) = (lstat(&p).unwrap(), lstat(&v1).unwrap());
+        assert_eq!(read(&v1), "v2");
+        if sp.ino() == sv.ino() {
+            assert_eq!(read(&p), "v2", "same inode, same content");
+            assert!(sp.nlink() >= 2 && sv.nlink() >= 2, "same inode, two links");
+        }
+        (read(&p), read(&v1))
+    };
+    let before = check(&m);
+    c.unmount();
+    let m = c.mount();
+    assert_eq!(check(&m), before, "same view after a remount");
+    for d in ["a", "b"] {
+        assert_eq!(lstat(m.join(d).join("p")).unwrap().nlink(), 2, "{d}");
+    }
 }
 
 fn link_count_three(c: &mut Case) {
@@ -196,6 +247,53 @@ fn distinct_inos_same_fs(c: &mut Case) {
     assert_eq!(seen.len(), 70);
 }
 
+/// Every layer on one filesystem (the case's temp dir): st_ino and d_ino are the backing
+/// files' own numbers, as with kernel overlayfs (xino) and fuse-overlayfs, so 32-bit programs
+/// without large-file support see small numbers; a copy-up keeps the lower file's number.
+fn ino_is_backing_ino_on_one_filesystem(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    write(l0.join("f"), "x");
+    mkdir(l0.join("d"));
+    mkdir(l0.join("merged"));
+    mkdir(l1.join("merged/sub"));
+    write(l1.join("merged/below"), "b");
+    symlink("f", l0.join("s"));
+    let m = c.mount();
+    write(m.join("new"), "n");
+    mkdir(m.join("newdir"));
+    let ino = |p: std::path::PathBuf| lstat(p).unwrap().ino();
+    let want = [
+        ("f", ino(l0.join("f"))),
+        ("d", ino(l0.join("d"))),
+        ("merged", ino(l0.join("merged"))),
+        ("merged/sub", ino(l1.join("merged/sub"))),
+        ("merged/below", ino(l1.join("merged/below"))),
+        ("s", ino(l0.join("s"))),
+        ("new", ino(c.upper().join("new"))),
+        ("newdir", ino(c.upper().join("newdir"))),
+    ];
+    for (rel, backing) in want {
+        assert_eq!(ino(m.join(rel)), backing, "st_ino of {rel}");
+    }
+    assert_eq!(
+        ino(m.clone()),
+        ino(c.upper()),
+        "the root shows the upper root's number"
+    );
+    let listed: HashMap<String, u64> = raw_readdir(&m).unwrap().into_iter().collect();
+    for rel in ["f", "d", "merged", "s", "new", "newdir"] {
+        assert_eq!(listed[rel], ino(m.join(rel)), "d_ino of {rel}");
+    }
+    assert_eq!(listed["."], ino(m.clone()), "d_ino of .");
+    let sub: HashMap<String, u64> = raw_readdir(m.join("d")).unwrap().into_iter().collect();
+    assert_eq!(sub[".."], ino(m.clone()), "d_ino of .. in a top-level dir");
+    // Copy-up (data and metadata) keeps the lower file's number.
+    write(m.join("f"), "changed");
+    chmod(m.join("merged/below"), 0o600).unwrap();
+    assert_eq!(ino(m.join("f")), want[0].1);
+    assert_eq!(ino(m.join("merged/below")), want[4].1);
+}
+
 fn distinct_inos_lowers_on_different_filesystems(c: &mut Case) {
     // Two fresh tmpfs instances hand out the same small inode numbers: the union must not.
     let (t0, t1) = (c.tmpfs_lower(0), c.tmpfs_lower(1));
@@ -259,6 +357,51 @@ fn dir_nlink_sane(c: &mut Case) {
     );
 }
 
+/// st_nlink of directories as kernel overlayfs reports it: 1 for a directory merged from several
+/// layers, the real count (2 + subdirectories) for one that lives in one layer only (or whose top
+/// layer is opaque), also when it is stat'ed before anything listed it.
+fn dir_nlink_like_kernel(c: &mut Case) {
+    let (l0, l1) = (c.lower(0), c.lower(1));
+    mkdir(l0.join("lower_only/s1"));
+    mkdir(l0.join("lower_only/s2"));
+    mkdir(l1.join("bottom_only/s1/deep"));
+    mkdir(l1.join("bottom_only/s2"));
+    mkdir(l1.join("bottom_only/s3"));
+    mkdir(l0.join("merged/s1"));
+    mkdir(l1.join("merged/s2"));
+    mkdir(l0.join("opq/s1"));
+    c.opaque(l0.join("opq"), Opq::Xattr);
+    mkdir(l1.join("opq/s2"));
+    mkdir(l1.join("opq/s3"));
+    mkdir(l0.join("grows/s1"));
+    let m = c.mount();
+    mkdir(m.join("fresh/a"));
+    mkdir(m.join("fresh/b"));
+    let want = [
+        ("lower_only", 4),
+        ("bottom_only", 5),
+        ("bottom_only/s1", 3),
+        ("merged", 1),
+        ("opq", 3),
+        ("fresh", 4),
+        ("fresh/a", 2),
+        ("", 1),
+    ];
+    let got = |m: &std::path::Path| {
+        want.iter()
+            .map(|(d, _)| (*d, lstat(m.join(d)).unwrap().nlink()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(got(&m), want, "stat before any listing");
+    for (d, _) in want {
+        let _ = ls(m.join(d));
+    }
+    assert_eq!(got(&m), want, "stat after listing");
+    // A change copies the directory up: it is merged from then on (kernel: 1).
+    mkdir(m.join("grows/s2"));
+    assert_eq!(lstat(m.join("grows")).unwrap().nlink(), 1);
+}
+
 fn file_nlink_one(c: &mut Case) {
     let l = c.lower(0);
     write(l.join("f"), "");
@@ -289,6 +432,7 @@ cases!(inode:
     hardlink_new_file,
     hardlinks_in_lower_share_ino,
     link_count_three,
+    relink_after_copy_up_of_other_name,
     link_outlives_unlinked_lower_original,
     link_errors,
     link_symlink_itself,
@@ -297,9 +441,11 @@ cases!(inode:
     ino_stable_across_copy_up,
     ino_stable_while_open_and_renamed,
     distinct_inos_same_fs,
+    ino_is_backing_ino_on_one_filesystem,
     distinct_inos_lowers_on_different_filesystems,
     readdir_d_ino_matches_stat,
     dir_nlink_sane,
+    dir_nlink_like_kernel,
     file_nlink_one,
     root_and_dotdot,
 );

@@ -17,6 +17,7 @@ mod io;
 mod merge;
 mod misc;
 mod ops;
+mod options;
 mod perms;
 mod posix;
 mod rename;

@@ -594,6 +594,118 @@ fn listing_right_after_change_in_shared_dir(c: &mut Case) {
     );
 }
 
+/// fuse-overlayfs's containers/storage simulation: package "binaries" installed with versioned
+/// hard links in a lower layer; threads each chown one name, remove the other and link it
+/// anew (while another thread lists the dirs, so some names are known to the server and some
+/// are not when the copy-up happens). Every pair ends as one file with two links.
+fn parallel_relink_of_lower_hardlinks(c: &mut Case) {
+    const PAIRS: usize = 40;
+    let l = c.lower(0);
+    for t in 0..THREADS {
+        mkdir(l.join(format!("bin{t}")));
+        for i in 0..PAIRS {
+            let v1 = l.join(format!("bin{t}/prog{i}_v1"));
+            write(&v1, format!("binary {t} {i}"));
+            link(&v1, l.join(format!("bin{t}/prog{i}"))).unwrap();
+        }
+    }
+    let m = c.mount();
+    let stop = Arc::new(AtomicBool::new(false));
+    let lister = {
+        let (m, stop) = (m.clone(), stop.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for t in 0..THREADS {
+                    let _ = std::fs::read_dir(m.join(format!("bin{t}"))).map(|d| d.count());
+                }
+            }
+        })
+    };
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let d = m.join(format!("bin{t}"));
+            thread::spawn(move || {
+                for i in 0..PAIRS {
+                    let (p, v1) = (d.join(format!("prog{i}")), d.join(format!("prog{i}_v1")));
+                    lchown(&v1, 1000 + t as u32, 1000).unwrap();
+                    unlink(&p).unwrap();
+                    link(&v1, &p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                }
+            })
+        })
+        .collect();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| join_all(workers)));
+    stop.store(true, Ordering::Relaxed);
+    join_all(vec![lister]);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+    for t in 0..THREADS {
+        for i in 0..PAIRS {
+            let d = m.join(format!("bin{t}"));
+            let (p, v1) = (d.join(format!("prog{i}")), d.join(format!("prog{i}_v1")));
+            let (sp, sv) = (lstat(&p).unwrap(), lstat(&v1).unwrap());
+            assert_eq!(sp.ino(), sv.ino(), "{}", p.display());
+            assert_eq!(
+                (sp.nlink(), sp.uid()),
+                (2, 1000 + t as u32),
+                "{}",
+                p.display()
+            );
+            assert_eq!(read(&p), format!("binary {t} {i}"));
+        }
+    }
+}
+
+/// fuse-overlayfs's copy-up + stat race: one thread appends to lower files (copy-up) while
+/// others stat and read them; a file never changes its inode number, and reads show the old
+/// or the new contents, nothing else.
+fn copy_up_under_concurrent_stat(c: &mut Case) {
+    const FILES: usize = 100;
+    let l = c.lower(0);
+    for i in 0..FILES {
+        write(l.join(format!("cs{i}")), format!("data {i}\n"));
+    }
+    let m = c.mount();
+    let inos: Vec<u64> = (0..FILES)
+        .map(|i| lstat(m.join(format!("cs{i}"))).unwrap().ino())
+        .collect();
+    let inos = Arc::new(inos);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for _ in 0..THREADS - 1 {
+        let (m, inos, done) = (m.clone(), inos.clone(), done.clone());
+        handles.push(thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                for i in 0..FILES {
+                    let p = m.join(format!("cs{i}"));
+                    assert_eq!(lstat(&p).unwrap().ino(), inos[i], "{}", p.display());
+                    let got = read(&p);
+                    let old = format!("data {i}\n");
+                    assert!(got == old || got == old.clone() + "extra\n", "{got:?}");
+                }
+            }
+        }));
+    }
+    let writer = {
+        let (m, done) = (m.clone(), done.clone());
+        thread::spawn(move || {
+            for i in 0..FILES {
+                let f = open(m.join(format!("cs{i}")), libc::O_WRONLY | libc::O_APPEND, 0);
+                std::io::Write::write_all(&mut f.unwrap(), b"extra\n").unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    join_all(vec![writer]);
+    done.store(true, Ordering::Relaxed);
+    join_all(handles);
+    for i in 0..FILES {
+        assert_eq!(read(m.join(format!("cs{i}"))), format!("data {i}\nextra\n"));
+        assert_eq!(lstat(m.join(format!("cs{i}"))).unwrap().ino(), inos[i]);
+    }
+}
+
 cases!(stress:
     stress_mixed_operations,
     stress_shared_directory,
@@ -604,4 +716,6 @@ cases!(stress:
     racing_exclusive_creates,
     readdir_during_churn,
     parallel_dir_renames_and_lookups,
+    parallel_relink_of_lower_hardlinks,
+    copy_up_under_concurrent_stat,
 );

@@ -18,6 +18,7 @@ pub fn import(
     message: Option<&str>,
     tag: Option<&Reference>,
 ) -> Result<ImageId> {
+    let _lease = store.lease_scope();
     let mut cc = ContainerConfig::default();
     for c in changes {
         cc.apply_change(c)?;

@@ -55,6 +55,9 @@ struct Plan {
 /// Load every image of an archive, all or nothing: layers it added are released again if a
 /// later step fails.
 pub fn load(store: &Store, input: LoadInput<'_>) -> Result<Vec<Loaded>> {
+    // Layers added before their image is registered are leased; the lease ends with this call,
+    // whether it registers the images or fails.
+    let _lease = store.lease_scope();
     let mut _staging = None;
     let source = match input {
         LoadInput::Path(p) if is_dir(p) => Source::Dir(p.to_path_buf()),
@@ -268,7 +271,9 @@ fn add_layers(store: &Store, src: &Source, plan: &Plan, created: &mut Vec<ChainI
     let chains = chain_ids(diff_ids);
     let mut parent: Option<&ChainId> = None;
     for (i, path) in plan.layers.iter().enumerate() {
-        if !store.has_layer(&chains[i]) {
+        // `hold_layer` leases a layer that is already stored, so a concurrent prune cannot take
+        // it before the image naming it is registered.
+        if !store.hold_layer(&chains[i])? {
             let info = store.add_layer(src.open(path)?, parent, Some(&diff_ids[i]))?;
             if info.created {
                 created.push(info.chain_id);

@@ -23,6 +23,7 @@ use super::{
     Filter, LayerDigests, Paused,
 };
 use crate::digest::{ChainId, ImageId};
+use crate::fsutil::{unique_tmp, Staging};
 use crate::reference::Reference;
 use crate::store::{LayerInfo, Store};
 
@@ -55,26 +56,6 @@ pub struct CommitRequest {
     pub reference: Option<Reference>,
 }
 
-/// A temp file in the store's `tmp/`, removed on drop.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn temp_path(store: &Store) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    // `<pid>-…` lets `Store::open` clean it up if we die.
-    store
-        .tmp_dir()
-        .join(format!("{}-{nanos}-commit.tar.gz", std::process::id()))
-}
-
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ChangesError + '_ {
     move |source| ChangesError::Io {
         path: path.to_path_buf(),
@@ -86,6 +67,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ChangesError + '_ {
 pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesError> {
     // 1. Validate before writing anything.
     super::apply_changes(&mut Map::new(), &req.changes)?;
+    let _lease = store.lease_scope();
     let parent = store.image(&req.image)?;
     let parent_config = store.read_blob(&parent.id.0)?;
     let mut lowers = req.extra_lowers.clone();
@@ -97,7 +79,7 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
 
     // 2. + 3. The changes, with the container paused while its upper dir is read, streamed as
     // a layer into the store (none for an empty change set: `empty_layer`).
-    let layer: Option<(TempFile, LayerDigests)> = {
+    let layer: Option<(Staging, LayerDigests)> = {
         let _paused = req.pause.map(Paused::pause).transpose()?;
         if let Some(r) = &req.rootfs {
             sync_fs(r);
@@ -159,12 +141,13 @@ fn write_layer(
     store: &Store,
     req: &CommitRequest,
     changes: &[super::Change],
-) -> Result<(TempFile, LayerDigests), ChangesError> {
-    let tmp = TempFile(temp_path(store));
-    let file = File::create(&tmp.0).map_err(io_err(&tmp.0))?;
+) -> Result<(Staging, LayerDigests), ChangesError> {
+    // `<pid>-…` lets `Store::open` clean it up if we die.
+    let tmp = Staging::new(unique_tmp(&store.tmp_dir(), "commit.tar.gz"));
+    let file = File::create(tmp.path()).map_err(io_err(tmp.path()))?;
     let (digests, out) = write_changes_tar(&req.upper, changes, BufWriter::new(file))?;
     out.into_inner()
-        .map_err(|e| io_err(&tmp.0)(e.into_error()))?;
+        .map_err(|e| io_err(tmp.path())(e.into_error()))?;
     Ok((tmp, digests))
 }
 
@@ -173,15 +156,15 @@ fn write_layer(
 /// diffID. A layer this call created is released again if keeping its blob fails.
 fn store_layer(
     store: &Store,
-    tmp: &TempFile,
+    tmp: &Staging,
     digests: &LayerDigests,
     parent: Option<&ChainId>,
 ) -> Result<LayerInfo, ChangesError> {
-    let f = File::open(&tmp.0).map_err(io_err(&tmp.0))?;
+    let f = File::open(tmp.path()).map_err(io_err(tmp.path()))?;
     let info = store.add_layer(f, parent, Some(&digests.diff_id))?;
     if info.created {
-        let blob = File::open(&tmp.0)
-            .map_err(io_err(&tmp.0))
+        let blob = File::open(tmp.path())
+            .map_err(io_err(tmp.path()))
             .and_then(|f| Ok(store.put_blob(f, Some(&digests.compressed_digest))?));
         if let Err(e) = blob {
             release(store, &info);

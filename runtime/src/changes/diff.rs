@@ -4,18 +4,34 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::FileStat;
+use strata_fs::at;
+use strata_fs::format::{self, DirMarks, Name};
 
-use super::fsutil::{self as fsu};
 use super::{Change, ChangeKind, ChangesError, Filter};
+
+pub(crate) fn is_dir(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+/// Open a layer root (a host path the caller trusts) and read its overlay marks.
+pub(crate) fn open_layer_root(path: &Path) -> Result<(OwnedFd, DirMarks), ChangesError> {
+    let fd = at::open_dir(path).map_err(|source| ChangesError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let marks = format::read_dir_marks(fd.as_fd(), true);
+    Ok((fd, marks))
+}
 
 /// The lower layers' view of one directory: the layers' dirs at that path, top first, cut after
 /// the first opaque one (nothing below an opaque dir is visible).
 pub(crate) struct LowerDir {
-    /// `(dir fd, dir is opaque in that layer)`.
-    dirs: Vec<(OwnedFd, bool)>,
+    /// The dir in each layer, with its overlay marks there.
+    dirs: Vec<(OwnedFd, DirMarks)>,
 }
 
 impl LowerDir {
@@ -27,25 +43,21 @@ impl LowerDir {
     pub(crate) fn root(lowers: &[PathBuf]) -> Result<Self, ChangesError> {
         let mut dirs = Vec::with_capacity(lowers.len());
         for l in lowers {
-            let fd = fsu::open_root(l).map_err(|source| ChangesError::Open {
-                path: l.clone(),
-                source,
-            })?;
-            dirs.push((fd, false));
+            dirs.push(open_layer_root(l)?);
         }
         Ok(LowerDir { dirs })
     }
 
     /// `lstat` of the entry `name` as the merged lower layers show it, if visible.
     pub(crate) fn lookup(&self, name: &OsStr) -> Option<FileStat> {
-        for (fd, opaque) in &self.dirs {
-            if let Ok(st) = fsu::lstat_at(fd, name) {
-                if fsu::is_whiteout(fd, name, &st) {
+        for (fd, marks) in &self.dirs {
+            if let Ok(st) = at::fstatat(fd.as_fd(), name) {
+                if format::is_whiteout(fd.as_fd(), name, &st, marks.xwhiteouts) {
                     return None;
                 }
                 return Some(st);
             }
-            if *opaque || fsu::has_wh_entry(fd, name) {
+            if marks.opaque || format::has_whiteout_entry(fd.as_fd(), name) {
                 return None;
             }
         }
@@ -56,22 +68,28 @@ impl LowerDir {
     pub(crate) fn list(&self) -> BTreeMap<OsString, FileStat> {
         let mut seen = BTreeMap::new();
         let mut hidden: BTreeSet<OsString> = BTreeSet::new();
-        for (fd, opaque) in &self.dirs {
-            let Ok(names) = fsu::list_sorted(fd) else {
+        for (fd, marks) in &self.dirs {
+            let Ok(names) = at::list_sorted(fd.as_fd()) else {
                 continue;
             };
             // Whiteouts hide entries of the layers below only, never of their own layer.
             let mut layer_hidden = Vec::new();
             for name in names {
-                if let Some(t) = fsu::wh_target(&name) {
-                    layer_hidden.push(t.to_os_string());
+                match format::classify(name.as_bytes()) {
+                    Name::Plain => {}
+                    Name::Whiteout(t) => {
+                        layer_hidden.push(OsStr::from_bytes(t).to_os_string());
+                        continue;
+                    }
+                    Name::OpaqueMarker | Name::Meta | Name::Invalid => continue,
+                }
+                if seen.contains_key(&name) || hidden.contains(&name) {
                     continue;
                 }
-                if fsu::is_aufs_meta(&name) || seen.contains_key(&name) || hidden.contains(&name) {
-                    continue;
-                }
-                match fsu::lstat_at(fd, &name) {
-                    Ok(st) if fsu::is_whiteout(fd, &name, &st) => layer_hidden.push(name),
+                match at::fstatat(fd.as_fd(), &name) {
+                    Ok(st) if format::is_whiteout(fd.as_fd(), &name, &st, marks.xwhiteouts) => {
+                        layer_hidden.push(name)
+                    }
                     Ok(st) => {
                         seen.insert(name, st);
                     }
@@ -79,7 +97,7 @@ impl LowerDir {
                 }
             }
             hidden.extend(layer_hidden);
-            if *opaque {
+            if marks.opaque {
                 break;
             }
         }
@@ -89,22 +107,23 @@ impl LowerDir {
     /// The lower view of the child directory `name`.
     pub(crate) fn child(&self, name: &OsStr) -> LowerDir {
         let mut dirs = Vec::new();
-        for (fd, opaque) in &self.dirs {
-            match fsu::lstat_at(fd, name) {
-                Ok(st) if fsu::is_dir(&st) => {
-                    let Ok(child) = fsu::open_dir_at(fd, name) else {
+        for (fd, marks) in &self.dirs {
+            match at::fstatat(fd.as_fd(), name) {
+                Ok(st) if is_dir(&st) => {
+                    let Ok(child) = at::open_dir_at(fd.as_fd(), name) else {
                         break;
                     };
-                    let child_opaque = fsu::is_opaque_dir(fd, name);
-                    dirs.push((child, child_opaque));
-                    if child_opaque {
+                    let child_marks = format::read_dir_marks(child.as_fd(), true);
+                    let opaque = child_marks.opaque;
+                    dirs.push((child, child_marks));
+                    if opaque {
                         break;
                     }
                 }
                 // A file or a whiteout hides everything below it.
                 Ok(_) => break,
                 Err(_) => {
-                    if *opaque || fsu::has_wh_entry(fd, name) {
+                    if marks.opaque || format::has_whiteout_entry(fd.as_fd(), name) {
                         break;
                     }
                 }
@@ -126,13 +145,17 @@ pub fn diff_filtered(
     lowers: &[PathBuf],
     filter: &Filter,
 ) -> Result<Vec<Change>, ChangesError> {
-    let root = fsu::open_root(upper).map_err(|source| ChangesError::Open {
-        path: upper.to_path_buf(),
-        source,
-    })?;
+    let (root, marks) = open_layer_root(upper)?;
     let lower = LowerDir::root(lowers)?;
     let mut out = Vec::new();
-    walk(&root, Path::new("/"), &lower, filter, &mut out)?;
+    walk(
+        &root,
+        marks.xwhiteouts,
+        Path::new("/"),
+        &lower,
+        filter,
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -154,41 +177,43 @@ fn same_time(a: &FileStat, b: &FileStat) -> bool {
 /// nothing else in it changed, is the runtime's doing and not reported either.
 fn walk(
     dir: &OwnedFd,
+    xwhiteouts: bool,
     path: &Path,
     lower: &LowerDir,
     filter: &Filter,
     out: &mut Vec<Change>,
 ) -> Result<bool, ChangesError> {
-    let names = fsu::list_sorted(dir).map_err(walk_err(path))?;
+    let names = at::list_sorted(dir.as_fd()).map_err(walk_err(path))?;
     let mut filtered = false;
     for name in &names {
-        if let Some(target) = fsu::wh_target(name) {
-            let child = path.join(target);
-            if !filter.is_excluded(&child) {
-                out.push(Change::new(ChangeKind::Delete, child));
+        match format::classify(name.as_bytes()) {
+            Name::Plain => {}
+            Name::Whiteout(target) => {
+                let child = path.join(OsStr::from_bytes(target));
+                if !filter.is_excluded(&child) {
+                    out.push(Change::new(ChangeKind::Delete, child));
+                }
+                continue;
             }
-            continue;
-        }
-        if fsu::is_aufs_meta(name) {
-            continue;
+            Name::OpaqueMarker | Name::Meta | Name::Invalid => continue,
         }
         let child = path.join(name);
         if filter.is_excluded(&child) {
             filtered = true;
             continue;
         }
-        let st = match fsu::lstat_at(dir, name) {
+        let st = match at::fstatat(dir.as_fd(), name) {
             Ok(st) => st,
             // Gone while we walked (a running container): nothing to report.
             Err(nix::errno::Errno::ENOENT) => continue,
             Err(e) => return Err(walk_err(&child)(e)),
         };
-        if fsu::is_whiteout(dir, name, &st) {
+        if format::is_whiteout(dir.as_fd(), name, &st, xwhiteouts) {
             out.push(Change::new(ChangeKind::Delete, child));
             continue;
         }
         let lower_st = lower.lookup(name);
-        if !fsu::is_dir(&st) {
+        if !is_dir(&st) {
             match lower_st {
                 Some(_) => out.push(Change::new(ChangeKind::Modify, child)),
                 None if filter.is_mountpoint(&child) && st.st_size == 0 => filtered = true,
@@ -196,11 +221,17 @@ fn walk(
             }
             continue;
         }
-        let opaque = fsu::is_opaque_dir(dir, name);
+        let fd = match at::open_dir_at(dir.as_fd(), name) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => return Err(walk_err(&child)(e)),
+        };
+        let marks = format::read_dir_marks(fd.as_fd(), true);
+        let opaque = marks.opaque;
         let (own, child_lower, same_mode) = match &lower_st {
             None => (Some(ChangeKind::Add), LowerDir::empty(), false),
             Some(_) if opaque => (Some(ChangeKind::Delete), LowerDir::empty(), false),
-            Some(l) if fsu::is_dir(l) => {
+            Some(l) if is_dir(l) => {
                 let same_mode = l.st_mode == st.st_mode;
                 let same = same_mode && l.st_size == st.st_size && same_time(l, &st);
                 let own = (!same).then_some(ChangeKind::Modify);
@@ -208,13 +239,15 @@ fn walk(
             }
             Some(_) => (Some(ChangeKind::Modify), LowerDir::empty(), false),
         };
-        let fd = match fsu::open_dir_at(dir.as_fd(), name) {
-            Ok(fd) => fd,
-            Err(nix::errno::Errno::ENOENT) => continue,
-            Err(e) => return Err(walk_err(&child)(e)),
-        };
         let mut sub = Vec::new();
-        let runtime_made = walk(&fd, &child, &child_lower, filter, &mut sub)?;
+        let runtime_made = walk(
+            &fd,
+            marks.xwhiteouts,
+            &child,
+            &child_lower,
+            filter,
+            &mut sub,
+        )?;
         let quiet = sub.is_empty();
         match own {
             // Made by the runtime, not the container: an empty mountpoint (`/proc`,
@@ -223,7 +256,9 @@ fn walk(
                 if quiet
                     && (runtime_made
                         || (filter.is_mountpoint(&child)
-                            && fsu::list_sorted(&fd).map_err(walk_err(&child))?.is_empty())) =>
+                            && at::list_sorted(fd.as_fd())
+                                .map_err(walk_err(&child))?
+                                .is_empty())) =>
             {
                 filtered = true;
             }

@@ -11,15 +11,16 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use flate2::write::GzEncoder;
-use nix::sys::stat::{FileStat, SFlag};
+use nix::sys::stat::FileStat;
+use strata_fs::at;
+use strata_fs::format;
 use tar::{EntryType, Header};
 
-use super::fsutil::{self as fsu};
 use super::{Change, ChangeKind, ChangesError, Filter};
 use crate::digest::{DiffId, Digest, HashingWriter};
 
@@ -97,7 +98,7 @@ struct TarWriter {
 
 impl TarWriter {
     fn new(upper: &Path) -> Result<Self, ChangesError> {
-        let root = fsu::open_root(upper).map_err(|source| ChangesError::Open {
+        let root = at::open_dir(upper).map_err(|source| ChangesError::Open {
             path: upper.to_path_buf(),
             source,
         })?;
@@ -146,7 +147,7 @@ impl TarWriter {
                 .last()
                 .ok_or_else(|| self.walk_err(dir, nix::errno::Errno::ENOENT))?;
             let child = top_path.join(name);
-            let fd = fsu::open_dir_at(top_fd, name).map_err(|e| self.walk_err(&child, e))?;
+            let fd = at::open_dir_at(top_fd.as_fd(), name).map_err(|e| self.walk_err(&child, e))?;
             self.stack.push((child, fd));
         }
         let (_, fd) = self
@@ -169,21 +170,22 @@ impl TarWriter {
         let name = name.to_os_string();
         let dir_fd = self.enter(&parent)?.try_clone();
         let dir_fd = dir_fd.map_err(|e| self.io_err(e))?;
-        let st = match fsu::lstat_at(&dir_fd, &name) {
+        let st = match at::fstatat(dir_fd.as_fd(), &name) {
             Ok(st) => Some(st),
             Err(nix::errno::Errno::ENOENT) => None,
             Err(e) => return Err(self.walk_err(path, e)),
         };
         let rel = path.strip_prefix("/").unwrap_or(path).to_path_buf();
         match (change.kind, st) {
-            (ChangeKind::Delete, Some(st)) if fsu::is_dir(&st) => {
+            (ChangeKind::Delete, Some(st)) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
                 // Opaque dir: the dir itself, then the marker inheriting its owner and mode.
                 self.entry(builder, &dir_fd, &name, &rel, &st)?;
                 let mut h = base_header(&st);
                 h.set_entry_type(EntryType::Regular);
                 h.set_mode(st.st_mode & 0o777);
                 h.set_size(0);
-                self.append(builder, h, &rel.join(fsu::OPAQUE_MARKER), &[], io::empty())
+                let marker = rel.join(OsStr::from_bytes(format::OPAQUE_MARKER));
+                self.append(builder, h, &marker, &[], io::empty())
             }
             (ChangeKind::Delete, st) => {
                 let mut h = match st {
@@ -193,9 +195,8 @@ impl TarWriter {
                 h.set_entry_type(EntryType::Regular);
                 h.set_mode(0o600);
                 h.set_size(0);
-                let mut wh = OsString::from(fsu::WHITEOUT_PREFIX);
-                wh.push(&name);
-                let wh_path = rel.with_file_name(wh);
+                let wh = format::whiteout_name(name.as_bytes());
+                let wh_path = rel.with_file_name(OsStr::from_bytes(&wh));
                 self.append(builder, h, &wh_path, &[], io::empty())
             }
             (_, Some(st)) => self.entry(builder, &dir_fd, &name, &rel, &st),
@@ -213,26 +214,34 @@ impl TarWriter {
         rel: &Path,
         st: &FileStat,
     ) -> Result<(), ChangesError> {
-        let xattrs: Vec<(String, Vec<u8>)> = fsu::list_xattrs(dir, name)
+        // Content xattrs only (never the format's own), keys that are text (PAX records are).
+        let xattrs: Vec<(String, Vec<u8>)> = at::xattrs(dir.as_fd(), name)
             .map_err(|e| self.walk_err(rel, e))?
             .into_iter()
-            .filter(|(k, _)| !fsu::is_overlay_xattr(k.as_bytes()))
+            .filter(|(k, _)| !format::is_private_xattr(k))
+            .filter_map(|(k, v)| Some((String::from_utf8(k).ok()?, v)))
             .collect();
         let mut h = base_header(st);
-        match fsu::file_type(st) {
-            SFlag::S_IFDIR => {
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
                 h.set_entry_type(EntryType::Directory);
                 let mut p = rel.as_os_str().to_os_string();
                 p.push("/");
                 self.append(builder, h, Path::new(&p), &xattrs, io::empty())
             }
-            SFlag::S_IFLNK => {
+            libc::S_IFLNK => {
                 let target =
-                    nix::fcntl::readlinkat(dir, name).map_err(|e| self.walk_err(rel, e))?;
+                    at::readlinkat(dir.as_fd(), name).map_err(|e| self.walk_err(rel, e))?;
                 h.set_entry_type(EntryType::Symlink);
-                self.append_link(builder, h, rel, Path::new(&target), &xattrs)
+                self.append_link(
+                    builder,
+                    h,
+                    rel,
+                    Path::new(OsStr::from_bytes(&target)),
+                    &xattrs,
+                )
             }
-            SFlag::S_IFREG => {
+            libc::S_IFREG => {
                 let key = (st.st_dev, st.st_ino);
                 if st.st_nlink > 1 {
                     if let Some(first) = self.links.get(&key).cloned() {
@@ -244,15 +253,16 @@ impl TarWriter {
                 let size = st.st_size.max(0) as u64;
                 h.set_entry_type(EntryType::Regular);
                 h.set_size(size);
-                let fd = fsu::open_file_at(dir, name).map_err(|e| self.walk_err(rel, e))?;
+                let fd = at::openat(dir.as_fd(), name, libc::O_RDONLY | libc::O_NOCTTY, 0)
+                    .map_err(|e| self.walk_err(rel, e))?;
                 let file = File::from(fd);
                 // A file that shrinks or grows while we read (unpaused container) must not
                 // corrupt the stream: exactly `size` bytes, zero-padded.
                 let data = file.take(size).chain(io::repeat(0)).take(size);
                 self.append(builder, h, rel, &xattrs, data)
             }
-            SFlag::S_IFCHR | SFlag::S_IFBLK => {
-                let kind = if fsu::file_type(st) == SFlag::S_IFCHR {
+            libc::S_IFCHR | libc::S_IFBLK => {
+                let kind = if st.st_mode & libc::S_IFMT == libc::S_IFCHR {
                     EntryType::Char
                 } else {
                     EntryType::Block
@@ -264,7 +274,7 @@ impl TarWriter {
                 h.set_device_minor(minor).map_err(|e| self.io_err(e))?;
                 self.append(builder, h, rel, &xattrs, io::empty())
             }
-            SFlag::S_IFIFO => {
+            libc::S_IFIFO => {
                 h.set_entry_type(EntryType::Fifo);
                 self.append(builder, h, rel, &xattrs, io::empty())
             }

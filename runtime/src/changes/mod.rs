@@ -6,14 +6,14 @@
 //! *lowers* are the image's extracted layer dirs, top first (overlayfs order). A *change* is one
 //! path with a kind: added, changed (modified) or deleted. Paths are absolute container paths.
 //!
-//! Every walk is fd-relative with `O_NOFOLLOW` (see [`fsutil`]): the upper dir is written by the
+//! Every walk is fd-relative with `O_NOFOLLOW` (through [`strata_fs::at`]), and the overlay
+//! format is read and written through [`strata_fs::format`]: the upper dir is written by the
 //! container and its symlinks are hostile input.
 
 mod commit;
 mod config;
 mod container;
 mod diff;
-pub mod fsutil;
 mod instructions;
 mod layer;
 mod naive;

@@ -5,13 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::FileStat;
+use strata_fs::at;
+use strata_fs::format::{self, Name};
 
-use super::diff::LowerDir;
-use super::fsutil::{self as fsu};
+use super::diff::{is_dir, open_layer_root, LowerDir};
 use super::{Change, ChangeKind, ChangesError, Filter};
 
 /// The changes of the full tree `full` against `lowers` (top first), in `diff` order.
@@ -20,10 +22,7 @@ pub fn diff_full_tree(
     lowers: &[PathBuf],
     filter: &Filter,
 ) -> Result<Vec<Change>, ChangesError> {
-    let root = fsu::open_root(full).map_err(|source| ChangesError::Open {
-        path: full.to_path_buf(),
-        source,
-    })?;
+    let (root, _) = open_layer_root(full)?;
     let lower = LowerDir::root(lowers)?;
     let mut out = Vec::new();
     compare(&root, Path::new("/"), &lower, filter, &mut out)?;
@@ -38,7 +37,7 @@ fn walk_err(path: &Path) -> impl FnOnce(nix::errno::Errno) -> ChangesError + '_ 
 }
 
 fn stat_different(old: &FileStat, new: &FileStat) -> bool {
-    let dir = fsu::is_dir(old);
+    let dir = is_dir(old);
     old.st_mode != new.st_mode
         || old.st_uid != new.st_uid
         || old.st_gid != new.st_gid
@@ -58,12 +57,13 @@ fn compare(
     out: &mut Vec<Change>,
 ) -> Result<(), ChangesError> {
     let mut new: BTreeMap<OsString, FileStat> = BTreeMap::new();
-    for name in fsu::list_sorted(dir).map_err(walk_err(path))? {
-        if fsu::is_aufs_meta(&name) || fsu::wh_target(&name).is_some() {
+    let xwhiteouts = format::read_dir_marks(dir.as_fd(), false).xwhiteouts;
+    for name in at::list_sorted(dir.as_fd()).map_err(walk_err(path))? {
+        if format::classify(name.as_bytes()) != Name::Plain {
             continue;
         }
-        match fsu::lstat_at(dir, &name) {
-            Ok(st) if !fsu::is_whiteout(dir, &name, &st) => {
+        match at::fstatat(dir.as_fd(), &name) {
+            Ok(st) if !format::is_whiteout(dir.as_fd(), &name, &st, xwhiteouts) => {
                 new.insert(name, st);
             }
             Ok(_) | Err(nix::errno::Errno::ENOENT) => {}
@@ -82,21 +82,21 @@ fn compare(
         match (old.get(name), new.get(name)) {
             (Some(_), None) => out.push(Change::new(ChangeKind::Delete, child)),
             (None, Some(st)) => {
-                if filter.is_mountpoint(&child) && (fsu::is_dir(st) || st.st_size == 0) {
+                if filter.is_mountpoint(&child) && (is_dir(st) || st.st_size == 0) {
                     continue;
                 }
                 out.push(Change::new(ChangeKind::Add, child.clone()));
-                if fsu::is_dir(st) {
-                    let fd = fsu::open_dir_at(dir, name).map_err(walk_err(&child))?;
+                if is_dir(st) {
+                    let fd = at::open_dir_at(dir.as_fd(), name).map_err(walk_err(&child))?;
                     compare(&fd, &child, &LowerDir::empty(), filter, out)?;
                 }
             }
             (Some(o), Some(n)) => {
-                let both_dirs = fsu::is_dir(o) && fsu::is_dir(n);
-                let changed = stat_different(o, n) || (fsu::is_dir(o) != fsu::is_dir(n));
+                let both_dirs = is_dir(o) && is_dir(n);
+                let changed = stat_different(o, n) || (is_dir(o) != is_dir(n));
                 let mut sub = Vec::new();
-                if fsu::is_dir(n) {
-                    let fd = fsu::open_dir_at(dir, name).map_err(walk_err(&child))?;
+                if is_dir(n) {
+                    let fd = at::open_dir_at(dir.as_fd(), name).map_err(walk_err(&child))?;
                     let child_lower = if both_dirs {
                         lower.child(name)
                     } else {

@@ -69,8 +69,10 @@ pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), Containe
     Ok(())
 }
 
-/// Join an existing container's cgroups (for `exec`); missing ones are skipped.
+/// Join an existing container's cgroups (for `exec`), its device cgroup among them; missing
+/// ones are skipped.
 pub fn join(id: &ContainerId, pid: i32) {
+    super::devices::join(id, pid);
     for c in CONTROLLERS {
         let p = dir(c, id).join("cgroup.procs");
         if p.exists() {
@@ -81,6 +83,7 @@ pub fn join(id: &ContainerId, pid: i32) {
 
 /// Remove the container's cgroups (they must be empty; a failure is left for the next try).
 pub fn remove(id: &ContainerId) {
+    super::devices::remove(id);
     for c in CONTROLLERS {
         let _ = fs::remove_dir(dir(c, id));
     }

@@ -13,6 +13,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, setsid, ForkResult, Pid};
 
 use super::init::{self, ChildIo, InitError};
+use super::seccomp::Filter;
 use super::spec::{Process, Spec};
 use super::{cgroup, io_at, record, user, Container, ContainerError, Result};
 
@@ -53,8 +54,16 @@ fn sys(what: &'static str) -> impl FnOnce(nix::Error) -> ContainerError {
     move |source| ContainerError::Sys { what, source }
 }
 
-fn process_for(c: &Container, req: &ExecRequest) -> Result<Process> {
+/// The exec'd process (the init's, with the request's changes) and the container's seccomp
+/// filter, compiled here, before the fork.
+fn process_for(c: &Container, req: &ExecRequest) -> Result<(Process, Option<Filter>)> {
     let spec: Spec = record::read_json(&c.paths.bundle().join("config.json"))?;
+    let filter = init::seccomp_filter(&spec, &c.paths.seccomp_cache()).map_err(|e| {
+        ContainerError::Start {
+            code: 126,
+            msg: e.msg,
+        }
+    })?;
     let mut p = spec.process;
     p.args = req.cmd.clone();
     p.terminal = req.tty;
@@ -85,7 +94,7 @@ fn process_for(c: &Container, req: &ExecRequest) -> Result<Process> {
     if let Some(w) = &req.workdir {
         p.cwd = w.clone();
     }
-    Ok(p)
+    Ok((p, filter))
 }
 
 /// Start `req.cmd` in container `c`. Without a tty the process inherits the caller's stdio
@@ -97,7 +106,7 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
     if req.cmd.is_empty() {
         return Err(ContainerError::NoCommand);
     }
-    let process = process_for(c, req)?;
+    let (process, filter) = process_for(c, req)?;
     let pid = c.state.pid;
     let mut ns_files = Vec::new();
     for (name, flag) in [
@@ -148,7 +157,15 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
     let cid = c.id().clone();
     // SAFETY: the child runs `relay`, which only forks, setns's, execs or _exits.
     let relay = match unsafe { fork() }.map_err(sys("fork"))? {
-        ForkResult::Child => relay(&ns, &process, io, status_fd, req.detach, &cid),
+        ForkResult::Child => relay(
+            &ns,
+            &process,
+            filter.as_ref(),
+            io,
+            status_fd,
+            req.detach,
+            &cid,
+        ),
         ForkResult::Parent { child } => child,
     };
     drop(status_w);
@@ -193,12 +210,15 @@ fn open_null_fd() -> RawFd {
 fn relay(
     ns: &[(RawFd, CloneFlags)],
     process: &Process,
+    filter: Option<&Filter>,
     io: ChildIo,
     status_fd: RawFd,
     detach: bool,
     id: &super::ContainerId,
 ) -> ! {
     init::reset_signals();
+    // Before entering anything of the container's: it may not open our /proc files.
+    init::undumpable();
     cgroup::join(id, std::process::id() as i32);
     if let Err(e) = init::join_namespaces(ns) {
         init::fail(status_fd, e);
@@ -215,7 +235,7 @@ fn relay(
                     },
                 );
             }
-            let e = init::finish_and_exec(process, io);
+            let e = init::finish_and_exec(process, io, filter, status_fd);
             init::fail(status_fd, e)
         }
         Ok(ForkResult::Parent { child }) => {

@@ -22,7 +22,9 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use nix::unistd::{chdir, pivot_root, sethostname, setsid, Gid, Uid};
 
-use super::spec::{cap_number, Process, Spec};
+use super::caps;
+use super::seccomp::{self, Filter};
+use super::spec::{Process, Spec};
 
 /// Why the child could not become the requested process: exit code (125 setup, 126 cannot
 /// invoke, 127 not found) and a message in Docker's words.
@@ -157,20 +159,22 @@ pub fn reset_signals() {
 }
 
 /// Become the container's init. Runs in the supervisor's forked child, which is already pid 1
-/// of the container's pid namespace: it reads its spec (JSON) from `sync_fd` until EOF (EOF
-/// without a spec means the supervisor gave up), then sets up and execs.
+/// of the container's pid namespace: it reads its spec and seccomp program
+/// ([`encode_init_message`]) from `sync_fd` until EOF (EOF without them means the supervisor
+/// gave up), then sets up and execs.
 pub fn run_init(io: ChildIo, status_fd: RawFd, sync_fd: RawFd) -> ! {
     reset_signals();
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    undumpable();
     // SAFETY: sync_fd is this child's copy of the pipe's read end, owned by nobody else here.
     let mut sync = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(sync_fd) };
     let mut buf = Vec::new();
-    let spec: Spec = match std::io::Read::read_to_end(&mut sync, &mut buf)
+    let (spec, filter) = match std::io::Read::read_to_end(&mut sync, &mut buf)
         .ok()
-        .and_then(|_| serde_json::from_slice(&buf).ok())
+        .and_then(|_| decode_init_message(&buf))
     {
-        Some(s) => s,
+        Some(m) => m,
         // SAFETY: exiting the forked child.
         None => unsafe { libc::_exit(125) },
     };
@@ -178,8 +182,54 @@ pub fn run_init(io: ChildIo, status_fd: RawFd, sync_fd: RawFd) -> ! {
     if let Err(e) = setup_container(&spec) {
         fail(status_fd, e);
     }
-    let e = finish_and_exec(&spec.process, io);
+    let e = finish_and_exec(&spec.process, io, filter.as_ref(), status_fd);
     fail(status_fd, e)
+}
+
+/// What the supervisor sends the init: the spec's JSON, a NUL byte, then the compiled
+/// seccomp program (empty when unconfined). JSON never contains a NUL byte.
+pub fn encode_init_message(spec_json: &[u8], filter: Option<&Filter>) -> Vec<u8> {
+    let mut out = spec_json.to_vec();
+    out.push(0);
+    if let Some(f) = filter {
+        out.extend_from_slice(&f.to_bytes());
+    }
+    out
+}
+
+fn decode_init_message(buf: &[u8]) -> Option<(Spec, Option<Filter>)> {
+    let nul = buf.iter().position(|b| *b == 0)?;
+    let spec: Spec = serde_json::from_slice(&buf[..nul]).ok()?;
+    let bpf = &buf[nul + 1..];
+    let filter = if bpf.is_empty() {
+        None
+    } else {
+        Some(Filter::from_bytes(bpf)?)
+    };
+    // A spec asking for seccomp must come with its program.
+    if spec.linux.seccomp.is_some() != filter.is_some() {
+        return None;
+    }
+    Some((spec, filter))
+}
+
+/// The seccomp filter of `spec`, compiled (or taken from the cache in `cache_dir`).
+pub fn seccomp_filter(spec: &Spec, cache_dir: &Path) -> Result<Option<Filter>, InitError> {
+    spec.linux
+        .seccomp
+        .as_ref()
+        .map(|s| seccomp::compile_cached(s, cache_dir))
+        .transpose()
+        .map_err(setup_err("seccomp"))
+}
+
+/// Until it execs, this process is the host's `strata` binary: while it is not dumpable, no
+/// process of the container may open its `/proc/<pid>/exe`, `/proc/<pid>/fd/*` or `mem`
+/// (ptrace access mode checks need CAP_SYS_PTRACE, which the container lacks). `execve` of
+/// the container's program makes it dumpable again. (CVE-2019-5736, prctl(2).)
+pub fn undumpable() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
 fn setup_container(spec: &Spec) -> Result<(), InitError> {
@@ -219,6 +269,9 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
         mount_one(&rootfs, m)?;
         if m.destination == "/dev" {
             populate_dev(&rootfs.join("dev"))?;
+            for d in &spec.linux.devices {
+                create_device(&rootfs, d)?;
+            }
         }
     }
     chdir(&rootfs).map_err(setup_err("chdir rootfs"))?;
@@ -232,6 +285,17 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
     }
     for p in &spec.linux.readonly_paths {
         readonly_path(p);
+    }
+    if spec.root.readonly {
+        // Only the root mount: /proc, /dev, --tmpfs and volumes keep their own flags.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(setup_err("remount / read-only"))?;
     }
     if !spec.hostname.is_empty() {
         sethostname(&spec.hostname).map_err(setup_err("sethostname"))?;
@@ -281,10 +345,18 @@ fn mount_one(rootfs: &Path, m: &super::spec::Mount) -> Result<(), InitError> {
             "nosuid" => flags |= MsFlags::MS_NOSUID,
             "noexec" => flags |= MsFlags::MS_NOEXEC,
             "nodev" => flags |= MsFlags::MS_NODEV,
+            "suid" => flags.remove(MsFlags::MS_NOSUID),
+            "exec" => flags.remove(MsFlags::MS_NOEXEC),
+            "dev" => flags.remove(MsFlags::MS_NODEV),
             "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => flags.remove(MsFlags::MS_RDONLY),
             "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "nodiratime" => flags |= MsFlags::MS_NODIRATIME,
+            "sync" => flags |= MsFlags::MS_SYNCHRONOUS,
             "rbind" | "bind" => bind = true,
-            "rprivate" | "private" | "rw" => {}
+            "rprivate" | "private" => {}
             other => data.push(other.to_string()),
         }
     }
@@ -400,6 +472,32 @@ fn populate_dev(dev: &Path) -> Result<(), InitError> {
     ] {
         symlink(target, dev.join(link)).map_err(setup_err(format!("symlink /dev/{link}")))?;
     }
+    Ok(())
+}
+
+/// A `--device` node (an OCI `linux.devices` entry) in the container's `/dev`.
+fn create_device(rootfs: &Path, d: &super::devices::LinuxDevice) -> Result<(), InitError> {
+    let target = target_in(rootfs, &d.path)?;
+    let kind = match d.kind.as_str() {
+        "b" => SFlag::S_IFBLK,
+        "p" => SFlag::S_IFIFO,
+        _ => SFlag::S_IFCHR,
+    };
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(setup_err(format!("mkdir for {}", d.path)))?;
+    }
+    let _ = fs::remove_file(&target);
+    let mode = d.file_mode.unwrap_or(0o666);
+    mknod(
+        &target,
+        kind,
+        Mode::from_bits_truncate(mode),
+        makedev(d.major as u64, d.minor as u64),
+    )
+    .map_err(setup_err(format!("mknod {}", d.path)))?;
+    let _ = fs::set_permissions(&target, fs::Permissions::from_mode(mode));
+    std::os::unix::fs::chown(&target, Some(d.uid), Some(d.gid))
+        .map_err(setup_err(format!("chown {}", d.path)))?;
     Ok(())
 }
 
@@ -531,9 +629,14 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-/// Drop every capability outside `keep` from the bounding set, then (for root) set effective,
-/// permitted and inheritable to `keep`. A later setuid to non-root clears them (no KEEPCAPS).
-fn apply_caps(keep: &[u32]) -> Result<(), InitError> {
+fn cap_numbers(names: &[String]) -> Vec<u32> {
+    names.iter().filter_map(|n| caps::number(n)).collect()
+}
+
+/// Drop every capability outside the bounding set, then (for root) set effective, permitted
+/// and inheritable. A later setuid to non-root clears them (no KEEPCAPS).
+fn apply_caps(c: &super::spec::Capabilities) -> Result<(), InitError> {
+    let keep = cap_numbers(&c.bounding);
     for cap in 0..=last_cap() {
         if !keep.contains(&cap) {
             // SAFETY: prctl with integer arguments.
@@ -546,11 +649,18 @@ fn apply_caps(keep: &[u32]) -> Result<(), InitError> {
         }
     }
     let mut data = [CapData::default(); 2];
-    for &cap in keep {
-        let (i, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
-        data[i].effective |= bit;
-        data[i].permitted |= bit;
-        data[i].inheritable |= bit;
+    let bit = |cap: u32| ((cap / 32) as usize, 1u32 << (cap % 32));
+    for cap in cap_numbers(&c.effective) {
+        let (i, b) = bit(cap);
+        data[i].effective |= b;
+    }
+    for cap in cap_numbers(&c.permitted) {
+        let (i, b) = bit(cap);
+        data[i].permitted |= b;
+    }
+    for cap in cap_numbers(&c.inheritable) {
+        let (i, b) = bit(cap);
+        data[i].inheritable |= b;
     }
     let mut header = CapHeader {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
@@ -602,17 +712,43 @@ fn install_stdio(io: ChildIo, size: Option<super::spec::ConsoleSize>) -> Result<
     Ok(())
 }
 
-/// Install stdio, working dir, privileges and capabilities, then exec `process.args[0]`.
-/// Returns only on failure.
-pub fn finish_and_exec(process: &Process, io: ChildIo) -> InitError {
-    match prepare_process(process, io) {
+/// Install stdio, working dir, privileges and capabilities, load the seccomp filter (last),
+/// then exec `process.args[0]`. Every fd but stdio and `status_fd` is closed first, and
+/// `status_fd` closes on exec. Returns only on failure.
+pub fn finish_and_exec(
+    process: &Process,
+    io: ChildIo,
+    filter: Option<&Filter>,
+    status_fd: RawFd,
+) -> InitError {
+    match prepare_process(process, io, filter, status_fd) {
         Ok(()) => exec_args(process),
         Err(e) => e,
     }
 }
 
-fn prepare_process(process: &Process, io: ChildIo) -> Result<(), InitError> {
+/// Close every fd from 3 up except `keep` (CVE-2024-21626: no host fd may reach the chdir
+/// below or the container's program), and mark `keep` close-on-exec.
+fn close_other_fds(keep: RawFd) {
+    let keep = keep.max(0) as u32;
+    // SAFETY: close_range(2) on ranges of this process's own fds; none is used afterwards.
+    unsafe {
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, keep.max(2) + 1, u32::MAX, 0u32);
+        libc::fcntl(keep as i32, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+fn prepare_process(
+    process: &Process,
+    io: ChildIo,
+    filter: Option<&Filter>,
+    status_fd: RawFd,
+) -> Result<(), InitError> {
     install_stdio(io, process.console_size)?;
+    close_other_fds(status_fd);
     let cwd = Path::new(&process.cwd);
     if !cwd.is_dir() {
         fs::create_dir_all(cwd).map_err(setup_err(format!("mkdir {}", process.cwd)))?;
@@ -624,17 +760,25 @@ fn prepare_process(process: &Process, io: ChildIo) -> Result<(), InitError> {
             process.cwd
         ),
     })?;
+    // The working directory must be inside the container's root: getcwd(3) fails (or answers
+    // "(unreachable)") for a directory outside it.
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => {}
+        _ => {
+            return Err(InitError {
+                code: 125,
+                msg: format!(
+                    "current working directory {} is outside of the container root",
+                    process.cwd
+                ),
+            })
+        }
+    }
     if process.no_new_privileges {
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     }
-    let keep: Vec<u32> = process
-        .capabilities
-        .bounding
-        .iter()
-        .filter_map(|n| cap_number(n))
-        .collect();
-    apply_caps(&keep)?;
+    apply_caps(&process.capabilities)?;
     let mut groups: Vec<Gid> = process
         .user
         .additional_gids
@@ -647,17 +791,11 @@ fn prepare_process(process: &Process, io: ChildIo) -> Result<(), InitError> {
     nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
     nix::unistd::setgid(Gid::from_raw(process.user.gid)).map_err(setup_err("setgid"))?;
     nix::unistd::setuid(Uid::from_raw(process.user.uid)).map_err(setup_err("setuid"))?;
-    // Every fd beyond stdio closes on exec (the error pipe among them, which is how the parent
-    // learns that exec succeeded).
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    // Last: from here on only the syscalls the profile allows (execve among them). The error
+    // pipe closes on exec, which is how the parent learns that exec succeeded.
+    if let Some(f) = filter {
+        f.load().map_err(setup_err("load seccomp filter"))?;
+    }
     Ok(())
 }
 

@@ -116,6 +116,21 @@ pub fn to_json(c: &Container) -> Value {
             "Memory": cfg.resources.memory.unwrap_or(0),
             "NanoCpus": cfg.resources.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
             "PidsLimit": cfg.resources.pids_limit,
+            "Privileged": cfg.security.privileged,
+            "CapAdd": none_if_empty(&cfg.security.cap_add),
+            "CapDrop": none_if_empty(&cfg.security.cap_drop),
+            "SecurityOpt": match &cfg.security.seccomp {
+                super::SeccompMode::Default => serde_json::Value::Null,
+                super::SeccompMode::Unconfined => serde_json::json!(["seccomp=unconfined"]),
+                // Docker keeps the profile's text here too.
+                super::SeccompMode::Profile(p) => serde_json::json!([format!("seccomp={p}")]),
+            },
+            "ReadonlyRootfs": cfg.security.read_only,
+            "Tmpfs": cfg.security.tmpfs.iter().map(|t| (t.target.clone(), serde_json::Value::from(t.options.join(",")))).collect::<serde_json::Map<_, _>>(),
+            "Devices": cfg.security.devices.iter().map(|d| serde_json::json!({
+                "PathInContainer": d.node.path,
+                "CgroupPermissions": d.access,
+            })).collect::<Vec<_>>(),
             "LogConfig": {"Type": "json-file", "Config": {}},
         },
         "GraphDriver": {
@@ -234,4 +249,13 @@ fn network_settings(
         "MacAddress": def.mac,
         "Networks": networks,
     })
+}
+
+/// Docker shows an empty list of capabilities as `null`.
+fn none_if_empty(v: &[String]) -> serde_json::Value {
+    if v.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(v)
+    }
 }

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use super::record::{
     self, generate_name, process_alive, valid_name, ContainerConfig, ContainerId, ContainerState,
-    NetSettings, NetworkMode, PortMapping, Resources, Status, VolumeMount,
+    NetSettings, NetworkMode, PortMapping, Resources, Security, Status, VolumeMount,
 };
 use super::{io_at, Container, ContainerError, Launcher, Result, Runtime};
 use crate::driver::{force_unmount, is_mountpoint};
@@ -65,6 +65,7 @@ pub struct CreateRequest {
     pub runtime: String,
     pub resources: Resources,
     pub stop_timeout: Option<u64>,
+    pub security: Security,
 }
 
 fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
@@ -164,18 +165,7 @@ impl Runtime {
         let dir = self.containers_dir();
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         let path = dir.join(".lock");
-        let f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_at(&path))?;
-        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-            ContainerError::Sys {
-                what: "lock containers",
-                source: e,
-            }
-        })
+        crate::fsutil::lock_file(&path, crate::fsutil::LockMode::Exclusive).map_err(io_at(&path))
     }
 
     /// Create a container record (state `created`). Names are unique under a lock.
@@ -278,6 +268,7 @@ impl Runtime {
             runtime: req.runtime.clone(),
             resources: req.resources.clone(),
             net: req.net.clone(),
+            security: req.security.clone(),
         };
         let paths = self.paths(&id);
         let build = || -> Result<()> {
@@ -296,6 +287,10 @@ impl Runtime {
                 hosts_file(&hostname, req.network).as_bytes(),
             )?;
             record::write_atomic(&paths.resolv_conf(), resolv_conf(req.network).as_bytes())?;
+            // Docker: 0644, owned by root (the temp files they come from are 0600).
+            for f in [paths.hostname(), paths.hosts(), paths.resolv_conf()] {
+                fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).map_err(io_at(&f))?;
+            }
             record::write_json(&paths.state(), &ContainerState::default())?;
             // config.json last: a dir without it is not a container (list skips it).
             record::write_json(&paths.config(), &config)?;

@@ -16,7 +16,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod caps;
 mod cgroup;
+pub mod devices;
 pub mod exec;
 pub mod init;
 pub mod inspect;
@@ -25,6 +27,7 @@ pub mod logs;
 mod oci;
 pub mod ports;
 pub mod record;
+pub mod seccomp;
 pub mod spec;
 pub mod supervisor;
 pub mod user;
@@ -32,7 +35,7 @@ pub mod user;
 pub use lifecycle::{parse_signal, CreateRequest, ImageSource, StartHandle};
 pub use record::{
     ContainerConfig, ContainerId, ContainerState, NetworkMode, Paths, PortMapping, Resources,
-    Status, VolumeMount,
+    SeccompMode, Security, Status, TmpfsMount, VolumeMount,
 };
 
 use crate::driver::DriverError;

@@ -1,8 +1,8 @@
 //! Container records on disk: `<root>/containers/<id>/config.json` (what to run, fixed at
-//! create) and `state.json` (the state machine, rewritten atomically by whoever changes it).
+//! create) and `state.json` (the state machine, rewritten atomically by whoever changes it; in
+//! place when the disk is full, see [`write_json`]).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -183,6 +183,38 @@ impl Resources {
     }
 }
 
+/// `--security-opt seccomp=…`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    /// Docker's default profile.
+    #[default]
+    Default,
+    Unconfined,
+    /// A profile in Docker's JSON format (its text, checked at create).
+    Profile(String),
+}
+
+/// One `--tmpfs PATH[:OPTIONS]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    pub target: String,
+    pub options: Vec<String>,
+}
+
+/// Confinement flags of `run` (Docker's defaults when empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Security {
+    pub privileged: bool,
+    /// Normalized `CAP_*` names (or `ALL`).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub seccomp: SeccompMode,
+    pub devices: Vec<super::devices::DeviceMapping>,
+    pub read_only: bool,
+    pub tmpfs: Vec<TmpfsMount>,
+}
+
 /// What to run: fixed when the container is created.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerConfig {
@@ -215,6 +247,8 @@ pub struct ContainerConfig {
     pub resources: Resources,
     #[serde(default)]
     pub net: NetSettings,
+    #[serde(default)]
+    pub security: Security,
 }
 
 impl ContainerConfig {
@@ -283,26 +317,65 @@ pub struct ContainerState {
     pub sandbox_key: String,
 }
 
-/// Write `data` to `path` atomically (temp file in the same dir, fsync, rename).
+/// Write `data` to `path` atomically ([`crate::fsutil::write_atomic`]: fsynced, with its dir).
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ContainerError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |source| ContainerError::Io {
+    crate::fsutil::write_atomic(path, data).map_err(|source| ContainerError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(data).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
+/// Records are padded with spaces (still valid JSON: trailing whitespace) to whole blocks of this
+/// size, so a record can be rewritten in place, in blocks it already owns.
+const RECORD_BLOCK: usize = 4096;
+
+/// Write a record (`config.json`, `state.json`) crash-safely: atomically (temp file, fsync,
+/// rename). When the filesystem is full (a container filled its upper dir, which shares it) the
+/// record is rewritten in place instead, within the blocks the previous version already owns —
+/// no free space needed — so state changes such as the exit code are never lost to a full disk.
+/// That in-place write is one `pwrite` of the whole padded record plus `fdatasync`; a crash
+/// during it could tear it, which the reader sees as invalid JSON (it never sees a wrong but
+/// valid record, because the new text is padded over the full old length).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ContainerError> {
-    let data = serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Json {
+    let mut data = serde_json::to_vec_pretty(value).map_err(|source| ContainerError::Json {
         path: path.to_path_buf(),
         source,
     })?;
-    write_atomic(path, &data)
+    data.push(b'\n');
+    data.resize(data.len().div_ceil(RECORD_BLOCK) * RECORD_BLOCK, b' ');
+    match write_atomic(path, &data) {
+        Err(ContainerError::Io { source, .. }) if is_no_space(&source) => {
+            rewrite_in_place(path, &data).map_err(|_| ContainerError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        other => other,
+    }
+}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    // `kind`, not only the errno: tempfile wraps its errors (with the path), keeping the kind.
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+}
+
+/// Overwrite `path` from offset 0 with `data` padded to the file's current length; refuses
+/// (without writing) when the file is shorter than `data`.
+fn rewrite_in_place(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path)?;
+    let len = f.metadata()?.len() as usize;
+    if data.len() > len {
+        return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    let mut buf = data.to_vec();
+    buf.resize(len, b' ');
+    f.write_all_at(&buf, 0)?;
+    f.sync_data()
 }
 
 /// Write JSON runtime state that need not survive a crash (the bundle under `--runroot`): temp
@@ -312,15 +385,10 @@ pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> Result<(), C
         path: path.to_path_buf(),
         source,
     })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |source| ContainerError::Io {
+    crate::fsutil::write_atomic_volatile(path, &data).map_err(|source| ContainerError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(&data).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ContainerError> {
@@ -382,6 +450,15 @@ impl Paths {
     }
     pub fn bundle(&self) -> PathBuf {
         self.run_dir.join("bundle")
+    }
+    /// Compiled seccomp programs shared by the containers of a runroot
+    /// (`<runroot>/seccomp`).
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.run_dir
+            .parent()
+            .and_then(Path::parent)
+            .map(|r| r.join("seccomp"))
+            .unwrap_or_else(|| self.run_dir.join("seccomp"))
     }
 }
 

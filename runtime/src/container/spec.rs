@@ -6,7 +6,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{ContainerConfig, NetworkMode, Paths};
+use super::caps;
+use super::devices::{self, DeviceRule, LinuxDevice};
+use super::record::{ContainerConfig, NetworkMode, Paths, SeccompMode};
+use super::seccomp::{LinuxSeccomp, Profile, SeccompError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,6 +97,24 @@ pub struct Linux {
     pub namespaces: Vec<Namespace>,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
+    /// Nodes created in the container's `/dev` (`--device`).
+    #[serde(default)]
+    pub devices: Vec<LinuxDevice>,
+    #[serde(default)]
+    pub resources: LinuxResources,
+    /// `None`: unconfined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<LinuxSeccomp>,
+    /// Where an external runtime puts the container's cgroups (the same as ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroups_path: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LinuxResources {
+    /// The device controller's rules, in order (the last match wins).
+    #[serde(default)]
+    pub devices: Vec<DeviceRule>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,32 +124,6 @@ pub struct Namespace {
     /// Join this namespace instead of creating one (a bridge network's sandbox, `container:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-}
-
-/// Docker's default capability set (moby `oci/caps/defaults.go`).
-pub const DEFAULT_CAPS: &[(&str, u32)] = &[
-    ("CAP_CHOWN", 0),
-    ("CAP_DAC_OVERRIDE", 1),
-    ("CAP_FOWNER", 3),
-    ("CAP_FSETID", 4),
-    ("CAP_KILL", 5),
-    ("CAP_SETGID", 6),
-    ("CAP_SETUID", 7),
-    ("CAP_SETPCAP", 8),
-    ("CAP_NET_BIND_SERVICE", 10),
-    ("CAP_NET_RAW", 13),
-    ("CAP_SYS_CHROOT", 18),
-    ("CAP_MKNOD", 27),
-    ("CAP_AUDIT_WRITE", 29),
-    ("CAP_SETFCAP", 31),
-];
-
-/// Capability number of a `CAP_*` name in [`DEFAULT_CAPS`].
-pub fn cap_number(name: &str) -> Option<u32> {
-    DEFAULT_CAPS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
 }
 
 /// Docker's masked paths (moby `oci/defaults.go`).
@@ -165,10 +160,38 @@ fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Mount {
     }
 }
 
+/// The seccomp section of a container with capability set `caps`.
+fn seccomp_for(
+    cfg: &ContainerConfig,
+    caps: &[String],
+) -> Result<Option<LinuxSeccomp>, SeccompError> {
+    // Docker: --privileged runs unconfined, whatever the profile.
+    if cfg.security.privileged {
+        return Ok(None);
+    }
+    Ok(match &cfg.security.seccomp {
+        SeccompMode::Unconfined => None,
+        SeccompMode::Default => Some(Profile::docker_default().resolve(caps)),
+        SeccompMode::Profile(json) => Some(Profile::parse(json.as_bytes())?.resolve(caps)),
+    })
+}
+
 /// Build the spec of a container's init process. `user` is already resolved against the
 /// container's `/etc/passwd` and `/etc/group`.
-pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>) -> Spec {
-    let caps: Vec<String> = DEFAULT_CAPS.iter().map(|(n, _)| n.to_string()).collect();
+pub fn build(
+    cfg: &ContainerConfig,
+    paths: &Paths,
+    user: User,
+    env: Vec<String>,
+) -> Result<Spec, SeccompError> {
+    let sec = &cfg.security;
+    let caps = caps::effective(&sec.cap_add, &sec.cap_drop, sec.privileged);
+    let seccomp = seccomp_for(cfg, &caps)?;
+    let sys_opts: &[&str] = if sec.privileged {
+        &["nosuid", "noexec", "nodev"]
+    } else {
+        &["nosuid", "noexec", "nodev", "ro"]
+    };
     let p = |path: &Path| path.to_string_lossy().into_owned();
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
@@ -203,12 +226,7 @@ pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>)
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        ),
+        mount("/sys", "sysfs", "sysfs", sys_opts),
         mount(
             "/etc/resolv.conf",
             "bind",
@@ -235,6 +253,12 @@ pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>)
         }
         mounts.push(mount(&v.target, "bind", &p(&v.source), &opts));
     }
+    for t in &sec.tmpfs {
+        // Docker's defaults for --tmpfs; the user's options come after and win.
+        let mut opts = vec!["noexec", "nosuid", "nodev"];
+        opts.extend(t.options.iter().map(String::as_str));
+        mounts.push(mount(&t.target, "tmpfs", "tmpfs", &opts));
+    }
     let mut namespaces = vec!["pid", "ipc", "uts", "mount"];
     if cfg.network != NetworkMode::Host {
         namespaces.push("network");
@@ -244,7 +268,17 @@ pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>)
     } else {
         cfg.working_dir.clone()
     };
-    Spec {
+    let (masked, readonly): (&[&str], &[&str]) = if sec.privileged {
+        (&[], &[])
+    } else {
+        (MASKED_PATHS, READONLY_PATHS)
+    };
+    let device_rules = if sec.privileged {
+        devices::privileged_rules()
+    } else {
+        devices::default_rules(&sec.devices)
+    };
+    Ok(Spec {
         oci_version: "1.0.2".to_string(),
         process: Process {
             terminal: cfg.tty,
@@ -255,7 +289,8 @@ pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>)
             capabilities: Capabilities {
                 bounding: caps.clone(),
                 effective: caps.clone(),
-                inheritable: caps.clone(),
+                // Docker leaves it empty (CVE-2022-24769).
+                inheritable: Vec::new(),
                 permitted: caps,
             },
             no_new_privileges: true,
@@ -263,7 +298,7 @@ pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>)
         },
         root: Root {
             path: p(&paths.rootfs()),
-            readonly: false,
+            readonly: sec.read_only,
         },
         hostname: cfg.hostname.clone(),
         mounts,
@@ -275,10 +310,20 @@ pub fn build(cfg: &ContainerConfig, paths: &Paths, user: User, env: Vec<String>)
                     path: None,
                 })
                 .collect(),
-            masked_paths: MASKED_PATHS.iter().map(|s| s.to_string()).collect(),
-            readonly_paths: READONLY_PATHS.iter().map(|s| s.to_string()).collect(),
+            masked_paths: masked.iter().map(|s| s.to_string()).collect(),
+            readonly_paths: readonly.iter().map(|s| s.to_string()).collect(),
+            devices: if sec.privileged {
+                devices::host_devices()
+            } else {
+                sec.devices.iter().map(|d| d.node.clone()).collect()
+            },
+            resources: LinuxResources {
+                devices: device_rules,
+            },
+            seccomp,
+            cgroups_path: Some(format!("/strata/{}", cfg.id)),
         },
-    }
+    })
 }
 
 impl Spec {

@@ -28,7 +28,7 @@ use super::ports;
 use super::record::{self, process_start_time, ContainerId, NetworkMode, Status};
 use super::spec::{self, Spec};
 use super::user;
-use super::{cgroup, io_at, oci, Container, ContainerError, Result, Runtime};
+use super::{cgroup, devices, io_at, oci, Container, ContainerError, Result, Runtime};
 use crate::driver::{self, Layers, Mounted};
 
 /// Signals the supervisor forwards to the init (SIGWINCH resizes the pty instead).
@@ -160,13 +160,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     std::fs::create_dir_all(&paths.run_dir).map_err(io_at(&paths.run_dir))?;
     // One supervisor per container: held for our whole life, released by the kernel at exit.
     let lock_path = paths.run_dir.join("supervisor.lock");
-    let lock_file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_at(&lock_path))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    let _lock = crate::fsutil::lock_file(&lock_path, crate::fsutil::LockMode::TryExclusive)
         .map_err(|_| ContainerError::Start {
             code: 125,
             msg: format!("container {id} is already running"),
@@ -404,7 +398,13 @@ pub(super) fn build_spec(c: &Container, mounted: &dyn Mounted, attached: bool) -
             msg: e.to_string(),
         })?;
     let env = final_env(&c.config.env, &resolved.home);
-    let mut spec: Spec = spec::build(&c.config, &c.paths, resolved.to_spec(), env);
+    let mut spec: Spec =
+        spec::build(&c.config, &c.paths, resolved.to_spec(), env).map_err(|e| {
+            ContainerError::Start {
+                code: 125,
+                msg: e.to_string(),
+            }
+        })?;
     spec.join_network(&c.state.sandbox_key);
     if attached && c.config.tty {
         spec.process.console_size = spec::ConsoleSize::of_fd(0);
@@ -436,6 +436,14 @@ fn release_init(
     };
     let prepared = (|| -> Result<Spec> {
         let spec = build_spec(c, mounted, attached)?;
+        if !c.config.security.privileged {
+            devices::apply(c.id(), &spec.linux.resources.devices, pid.as_raw()).map_err(|e| {
+                ContainerError::Start {
+                    code: 125,
+                    msg: e.to_string(),
+                }
+            })?;
+        }
         if !c.config.resources.is_empty() {
             cgroup::apply(c.id(), &c.config.resources, pid.as_raw()).map_err(|e| {
                 ContainerError::Start {
@@ -447,12 +455,18 @@ fn release_init(
         Ok(spec)
     })();
     let spec = prepared.map_err(abort)?;
+    let filter = init::seccomp_filter(&spec, &c.paths.seccomp_cache())
+        .map_err(|e| ContainerError::Start {
+            code: e.code,
+            msg: e.msg,
+        })
+        .map_err(abort)?;
     let json = serde_json::to_vec(&spec).map_err(|source| ContainerError::Json {
         path: c.paths.bundle().join("config.json"),
         source,
     });
     let json = json.map_err(abort)?;
-    sync.write_all(&json)
+    sync.write_all(&init::encode_init_message(&json, filter.as_ref()))
         .map_err(io_at("init sync pipe"))
         .map_err(abort)?;
     drop(sync);

@@ -8,13 +8,16 @@
 //! its image; `diff`/`commit` must compare trees for this driver.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs;
-use std::io;
-use std::os::unix::fs::{chown, lchown, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{mknod, Mode, SFlag};
+use strata_fs::at::{self, Step, Visitor, WalkEntry};
+use strata_fs::format::{self, Name};
 
 use super::{detach, Driver, DriverError, Layers, Mounted};
 
@@ -74,227 +77,241 @@ impl Driver for VfsDriver {
     }
 }
 
-fn err(path: &Path) -> impl FnOnce(io::Error) -> DriverError + '_ {
-    move |source| DriverError::Copy {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Apply one overlay-format layer dir on top of `dest`.
+/// Apply one overlay-format layer dir on top of `dest`: whiteouts remove, opaque dirs replace,
+/// everything else is copied with owner, mode, xattrs (not the format's own) and times. Both
+/// trees are walked fd-relative ([`at::walk`]), so a symlink in either never leads outside it.
 pub fn apply_layer(layer: &Path, dest: &Path) -> Result<(), DriverError> {
-    let mut links = HashMap::new();
-    apply_dir(layer, dest, &mut links)
+    let fail = |path: &Path, e: Errno| DriverError::Copy {
+        path: path.to_path_buf(),
+        source: e.into(),
+    };
+    let src = at::open_dir(layer).map_err(|e| fail(layer, e))?;
+    let dst = at::open_dir(dest).map_err(|e| fail(dest, e))?;
+    let xwhiteouts = format::read_dir_marks(src.as_fd(), false).xwhiteouts;
+    let root = dst.try_clone().map_err(|e| DriverError::Copy {
+        path: dest.to_path_buf(),
+        source: e,
+    })?;
+    let mut apply = Apply {
+        root,
+        dirs: vec![(dst, xwhiteouts)],
+        links: HashMap::new(),
+    };
+    at::walk(src.as_fd(), &mut apply)
+        .map_err(|f| fail(&layer.join(OsStr::from_bytes(&f.path)), f.errno))
 }
 
-fn is_opaque(dir: &Path) -> bool {
-    for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        if let Some(v) = getxattr(dir, key) {
-            if v == b"y" {
-                return true;
+/// A failed step of [`apply_layer`]: the path below the layer root, and why.
+struct Failed {
+    path: Vec<u8>,
+    errno: Errno,
+}
+
+impl From<Errno> for Failed {
+    fn from(errno: Errno) -> Failed {
+        Failed {
+            path: Vec::new(),
+            errno,
+        }
+    }
+}
+
+struct Apply {
+    /// The destination root.
+    root: OwnedFd,
+    /// The destination dir of the layer dir being walked (top), and whether that layer dir
+    /// holds xattr whiteouts.
+    dirs: Vec<(OwnedFd, bool)>,
+    /// `(dev, ino)` of multiply-linked layer files → their first copy (path below `root`).
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl Apply {
+    fn top(&self) -> Result<(BorrowedFd<'_>, bool), Errno> {
+        self.dirs
+            .last()
+            .map(|(fd, x)| (fd.as_fd(), *x))
+            .ok_or(Errno::EBADF)
+    }
+
+    fn copy(&mut self, e: &WalkEntry<'_>) -> Result<(), Errno> {
+        let (dest, _) = self.dirs.last().ok_or(Errno::EBADF)?;
+        let dest = dest.as_fd();
+        let (src_dir, name, st) = (e.dir, e.name, e.stat);
+        at::remove_all_at(dest, name)?;
+        if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) {
+                let (dir, base) = match first.iter().rposition(|&b| b == b'/') {
+                    Some(i) => (&first[..i], &first[i + 1..]),
+                    None => (&b""[..], &first[..]),
+                };
+                let d = at::open_beneath(self.root.as_fd(), dir, libc::O_PATH | libc::O_DIRECTORY)?;
+                return at::linkat(d.as_fd(), OsStr::from_bytes(base), dest, name);
             }
+            self.links.insert((st.st_dev, st.st_ino), e.path.to_vec());
         }
-    }
-    dir.join(".wh..wh..opq").exists()
-}
-
-fn is_whiteout(path: &Path, md: &fs::Metadata) -> bool {
-    if md.file_type().is_char_device() && md.rdev() == 0 {
-        return true;
-    }
-    md.is_file()
-        && md.len() == 0
-        && ["trusted.overlay.whiteout", "user.overlay.whiteout"]
-            .iter()
-            .any(|k| getxattr(path, k).is_some())
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFLNK => {
+                let target = at::readlinkat(src_dir, name)?;
+                at::symlinkat(OsStr::from_bytes(&target), dest, name)?;
+            }
+            libc::S_IFREG => {
+                let from = at::openat(src_dir, name, libc::O_RDONLY, 0)?;
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+                let to = at::openat(dest, name, flags, 0o600)?;
+                at::copy_data(from.as_fd(), to.as_fd(), st.st_size as u64)?;
+            }
+            fmt => at::mknodat(dest, name, fmt | (st.st_mode & 0o7777), st.st_rdev)?,
+        }
+        copy_meta(src_dir, dest, name, st)
     }
 }
 
-fn clear_dir(dir: &Path) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        remove_any(&entry?.path())?;
-    }
-    Ok(())
-}
+impl Visitor for Apply {
+    type Error = Failed;
 
-fn apply_dir(
-    src: &Path,
-    dest: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-) -> Result<(), DriverError> {
-    let mut entries: Vec<_> = fs::read_dir(src)
-        .map_err(err(src))?
-        .collect::<Result<_, _>>()
-        .map_err(err(src))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        let name_s = name.to_string_lossy();
-        let from = entry.path();
-        if name_s == ".wh..wh..opq" {
-            continue;
+    fn entry(&mut self, e: &WalkEntry<'_>) -> Result<Step, Failed> {
+        let at_path = |errno| Failed {
+            path: e.path.to_vec(),
+            errno,
+        };
+        let (dest, xwhiteouts) = self.top()?;
+        match format::classify(e.name.as_bytes()) {
+            Name::Plain => {}
+            Name::Whiteout(target) => {
+                at::remove_all_at(dest, OsStr::from_bytes(target)).map_err(at_path)?;
+                return Ok(Step::Skip);
+            }
+            Name::OpaqueMarker | Name::Meta | Name::Invalid => return Ok(Step::Skip),
         }
-        if let Some(hidden) = name_s.strip_prefix(".wh.") {
-            remove_any(&dest.join(hidden)).map_err(err(&from))?;
-            continue;
+        if format::is_whiteout(e.dir, e.name, e.stat, xwhiteouts) {
+            at::remove_all_at(dest, e.name).map_err(at_path)?;
+            return Ok(Step::Skip);
         }
-        let to = dest.join(&name);
-        let md = fs::symlink_metadata(&from).map_err(err(&from))?;
-        if is_whiteout(&from, &md) {
-            remove_any(&to).map_err(err(&to))?;
-            continue;
+        if e.is_dir() {
+            return Ok(Step::Descend);
         }
-        if md.is_dir() {
-            match fs::symlink_metadata(&to) {
-                Ok(existing) if existing.is_dir() => {
-                    if is_opaque(&from) {
-                        clear_dir(&to).map_err(err(&to))?;
-                    }
+        self.copy(e).map_err(at_path)?;
+        Ok(Step::Skip)
+    }
+
+    fn enter(&mut self, e: &WalkEntry<'_>, dirfd: BorrowedFd<'_>) -> Result<(), Failed> {
+        let at_path = |errno| Failed {
+            path: e.path.to_vec(),
+            errno,
+        };
+        let (dest, _) = self.top()?;
+        let marks = format::read_dir_marks(dirfd, true);
+        match at::fstatat(dest, e.name) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                if marks.opaque {
+                    let d = at::open_dir_at(dest, e.name).map_err(at_path)?;
+                    at::clear_dir(d.as_fd()).map_err(at_path)?;
                 }
-                Ok(_) => {
-                    remove_any(&to).map_err(err(&to))?;
-                    fs::create_dir(&to).map_err(err(&to))?;
-                }
-                Err(_) => fs::create_dir(&to).map_err(err(&to))?,
             }
-            apply_dir(&from, &to, links)?;
-            copy_meta(&from, &to, &md).map_err(err(&to))?;
-            continue;
-        }
-        remove_any(&to).map_err(err(&to))?;
-        if md.nlink() > 1 {
-            if let Some(first) = links.get(&(md.dev(), md.ino())) {
-                fs::hard_link(first, &to).map_err(err(&to))?;
-                continue;
+            Ok(_) => {
+                at::remove_all_at(dest, e.name).map_err(at_path)?;
+                at::mkdirat(dest, e.name, 0o700).map_err(at_path)?;
             }
-            links.insert((md.dev(), md.ino()), to.clone());
+            Err(_) => at::mkdirat(dest, e.name, 0o700).map_err(at_path)?,
         }
-        let ft = md.file_type();
-        if ft.is_symlink() {
-            let target = fs::read_link(&from).map_err(err(&from))?;
-            std::os::unix::fs::symlink(target, &to).map_err(err(&to))?;
-        } else if ft.is_file() {
-            fs::copy(&from, &to).map_err(err(&to))?;
-        } else {
-            let kind = if ft.is_char_device() {
-                SFlag::S_IFCHR
-            } else if ft.is_block_device() {
-                SFlag::S_IFBLK
-            } else if ft.is_fifo() {
-                SFlag::S_IFIFO
-            } else {
-                SFlag::S_IFSOCK
-            };
-            mknod(
-                &to,
-                kind,
-                Mode::from_bits_truncate(md.mode() & 0o7777),
-                md.rdev(),
-            )
-            .map_err(|e| DriverError::Copy {
-                path: to.clone(),
-                source: e.into(),
-            })?;
-        }
-        copy_meta(&from, &to, &md).map_err(err(&to))?;
+        let d = at::open_dir_at(dest, e.name).map_err(at_path)?;
+        self.dirs.push((d, marks.xwhiteouts));
+        Ok(())
     }
-    Ok(())
+
+    fn leave(&mut self, e: &WalkEntry<'_>, _dirfd: BorrowedFd<'_>) -> Result<(), Failed> {
+        self.dirs.pop();
+        let (dest, _) = self.top()?;
+        copy_meta(e.dir, dest, e.name, e.stat).map_err(|errno| Failed {
+            path: e.path.to_vec(),
+            errno,
+        })
+    }
 }
 
-fn copy_meta(from: &Path, to: &Path, md: &fs::Metadata) -> io::Result<()> {
-    if md.file_type().is_symlink() {
-        lchown(to, Some(md.uid()), Some(md.gid()))?;
-    } else {
-        chown(to, Some(md.uid()), Some(md.gid()))?;
-        fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+/// Owner, mode, xattrs (best effort, not the overlay format's own) and times of `src/name`
+/// onto `dst/name`.
+fn copy_meta(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    name: &OsStr,
+    st: &libc::stat,
+) -> Result<(), Errno> {
+    at::fchownat(dst, name, st.st_uid, st.st_gid)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        at::fchmodat(dst, name, st.st_mode & 0o7777)?;
     }
-    copy_xattrs(from, to);
-    let times = [
-        libc::timespec {
-            tv_sec: md.atime(),
-            tv_nsec: md.atime_nsec(),
-        },
-        libc::timespec {
-            tv_sec: md.mtime(),
-            tv_nsec: md.mtime_nsec(),
-        },
-    ];
-    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(to.as_os_str()))
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: c is NUL-terminated and times points to two valid timespecs for the call.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
+    let _ = format::copy_xattrs(src, name, dst, name);
+    at::utimensat(dst, name, &at::times_of(st))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    fn setxattr(p: &Path, k: &str, v: &[u8]) {
+        let d = at::open_dir(p.parent().unwrap()).unwrap();
+        let name = p.file_name().unwrap();
+        at::lsetxattr(d.as_fd(), name, OsStr::new(k), v, 0).unwrap();
+    }
+
+    #[test]
+    fn apply_layer_copies_metadata_links_and_honours_whiteouts() {
+        let t = tempfile::tempdir().unwrap();
+        let (l, d) = (t.path().join("layer"), t.path().join("dest"));
+        fs::create_dir_all(l.join("opq")).unwrap();
+        fs::create_dir_all(d.join("opq")).unwrap();
+        fs::create_dir_all(d.join("gone-dir/x")).unwrap();
+        fs::write(d.join("opq/old"), b"").unwrap();
+        fs::write(d.join("gone"), b"").unwrap();
+        fs::write(t.path().join("outside"), b"keep").unwrap();
+        fs::write(l.join("f"), b"data").unwrap();
+        fs::set_permissions(l.join("f"), fs::Permissions::from_mode(0o4751)).unwrap();
+        setxattr(&l.join("f"), "user.k", b"v");
+        setxattr(&l.join("f"), "trusted.overlay.origin", b"o");
+        fs::hard_link(l.join("f"), l.join("opq/link")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", l.join("sym")).unwrap();
+        nix::unistd::mkfifo(
+            &l.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o640),
         )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+        .unwrap();
+        setxattr(&l.join("opq"), "trusted.overlay.opaque", b"y");
+        fs::write(l.join(".wh.gone"), b"").unwrap();
+        format::make_whiteout(at::open_dir(&l).unwrap().as_fd(), OsStr::new("gone-dir")).unwrap();
+        // A hostile `.wh.` name (a whiteout of `..`) is not content and removes nothing.
+        fs::write(l.join(".wh..."), b"").unwrap();
 
-fn c_path(p: &Path) -> Option<std::ffi::CString> {
-    std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).ok()
-}
-
-fn getxattr(path: &Path, key: &str) -> Option<Vec<u8>> {
-    let c = c_path(path)?;
-    let k = std::ffi::CString::new(key).ok()?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: buffers are valid for their stated lengths for the duration of the call.
-    let n = unsafe { libc::lgetxattr(c.as_ptr(), k.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(buf)
-}
-
-/// Copy user-visible xattrs (not the overlay markers, which only mean something inside a layer).
-fn copy_xattrs(from: &Path, to: &Path) {
-    let (Some(cf), Some(ct)) = (c_path(from), c_path(to)) else {
-        return;
-    };
-    let mut names = vec![0u8; 4096];
-    // SAFETY: names is valid for its length.
-    let n = unsafe { libc::llistxattr(cf.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if n <= 0 {
-        return;
-    }
-    names.truncate(n as usize);
-    for key in names.split(|b| *b == 0).filter(|k| !k.is_empty()) {
-        let Ok(key_s) = std::str::from_utf8(key) else {
-            continue;
+        apply_layer(&l, &d).unwrap();
+        let names = |p: &Path| {
+            let mut v: Vec<_> = fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
         };
-        if key_s.contains(".overlay.") {
-            continue;
-        }
-        let Some(value) = getxattr(from, key_s) else {
-            continue;
-        };
-        let Ok(k) = std::ffi::CString::new(key) else {
-            continue;
-        };
-        // SAFETY: all pointers are valid for the call; failures are ignored (best effort).
-        unsafe {
-            libc::lsetxattr(
-                ct.as_ptr(),
-                k.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            );
-        }
+        assert_eq!(names(&d), ["f", "fifo", "opq", "sym"]);
+        assert_eq!(names(&d.join("opq")), ["link"]);
+        assert_eq!(fs::read(t.path().join("outside")).unwrap(), b"keep");
+        let f = fs::metadata(d.join("f")).unwrap();
+        assert_eq!(f.mode() & 0o7777, 0o4751);
+        assert_eq!(f.ino(), fs::metadata(d.join("opq/link")).unwrap().ino());
+        assert_eq!(f.mtime(), fs::metadata(l.join("f")).unwrap().mtime());
+        assert_eq!(fs::read(d.join("f")).unwrap(), b"data");
+        let df = at::open_dir(&d).unwrap();
+        let xs = at::xattrs(df.as_fd(), OsStr::new("f")).unwrap();
+        assert_eq!(xs, vec![(b"user.k".to_vec(), b"v".to_vec())]);
+        assert_eq!(fs::read_link(d.join("sym")).unwrap(), Path::new("/nowhere"));
+        assert!(fs::symlink_metadata(d.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        // The opaque xattr is format, not content.
+        assert!(at::xattrs(df.as_fd(), OsStr::new("opq"))
+            .unwrap()
+            .is_empty());
     }
 }

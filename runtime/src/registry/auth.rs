@@ -9,7 +9,6 @@
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::{credhelper, RegistryError};
@@ -258,32 +257,17 @@ fn write_json(path: &Path, doc: &serde_json::Value) -> Result<(), RegistryError>
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "config.json".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let mut body =
         serde_json::to_vec_pretty(doc).map_err(|source| RegistryError::AuthFileJson {
             path: path.to_path_buf(),
             source,
         })?;
     body.push(b'\n');
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    let mut out = crate::outfile::OutputFile::create(path, 0o600)
+        .map_err(|e| RegistryError::AuthFileOutput(Box::new(e)))?;
+    out.file().write_all(&body).map_err(io)?;
+    out.commit()
+        .map_err(|e| RegistryError::AuthFileOutput(Box::new(e)))
 }
 
 /// Store `creds` for `registry` in [`write_target`]; returns the file written.

@@ -7,12 +7,14 @@
 //!
 //! [`BlobStream`] is the same download as a reader, so `pull` extracts a layer while it arrives.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
+
+use crate::fsutil::{lock_file, LockMode};
 use sha2::{Digest as _, Sha256};
 use ureq::http;
 
@@ -39,6 +41,36 @@ pub fn partial_path(dir: &Path, digest: &str) -> Result<PathBuf, RegistryError> 
     Ok(dir.join(format!("sha256-{}.partial", sha256_hex(digest)?)))
 }
 
+/// True when `path` still names the open file `f` (not unlinked or replaced).
+fn same_file(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// A verified download (or a stored blob) kept locked until it is moved into the store, so a
+/// sweep of stale partial files leaves it alone.
+pub struct HeldBlob {
+    path: PathBuf,
+    _lock: Option<Flock<File>>,
+}
+
+impl HeldBlob {
+    /// A blob file nobody else removes (the store's own).
+    pub fn stored(path: PathBuf) -> HeldBlob {
+        HeldBlob { path, _lock: None }
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// True for a download in the partial dir (to be moved into the store).
+    pub fn is_partial(&self) -> bool {
+        self._lock.is_some()
+    }
+}
+
 struct Partial {
     /// Locked exclusively: two pulls of the same blob take turns instead of interleaving writes.
     file: Flock<File>,
@@ -53,18 +85,13 @@ impl Partial {
             path: path.clone(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        let mut file =
-            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| RegistryError::Io {
-                path: path.clone(),
-                source: std::io::Error::from(errno),
-            })?;
+        let mut file = lock_file(&path, LockMode::Exclusive).map_err(io)?;
+        // A sweep (`Store::gc`) may have unlinked the file while we waited for its lock:
+        // then start a new one.
+        if !same_file(&file, &path) {
+            drop(file);
+            return Partial::open(path, size);
+        }
         let mut hasher = Sha256::new();
         let mut have = 0u64;
         let len = file.metadata().map_err(io)?.len();
@@ -188,6 +215,17 @@ impl<'a> BlobStream<'a> {
     /// True once the whole blob was received and its size and digest matched.
     pub fn verified(&self) -> bool {
         self.verified
+    }
+
+    /// The verified download, still locked. `None` unless [`BlobStream::verified`].
+    pub fn into_held(self) -> Option<HeldBlob> {
+        if !self.verified {
+            return None;
+        }
+        Some(HeldBlob {
+            path: self.part.path,
+            _lock: Some(self.part.file),
+        })
     }
 
     /// The registry error (network, size or digest) that made a read of this stream fail, if any.

@@ -9,7 +9,7 @@
 //!
 //! Modules: [`client`] (HTTP/HTTPS, auth challenges, redirects, retries), [`auth`] (challenges,
 //! tokens, the credentials file), [`manifest`] (manifest/index types and platform selection),
-//! [`blob`] (verified, resumable blob download), [`mod@pull`] (into the store, parallel downloads,
+//! [`blob`] (verified, resumable blob download), [`mirrors`] (Docker Hub mirrors of the daemon config), [`mod@pull`] (into the store, parallel downloads,
 //! ordered extraction), [`mod@push`] (blob upload, mount, manifest put); [`login`] checks and stores
 //! credentials.
 //!
@@ -22,6 +22,7 @@ pub mod blob;
 pub mod client;
 pub mod credhelper;
 pub mod manifest;
+pub mod mirrors;
 pub mod pull;
 pub mod push;
 
@@ -132,6 +133,8 @@ pub enum RegistryError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("{0}")]
+    AuthFileOutput(Box<crate::outfile::OutputError>),
     #[error("error getting credentials - {helper}: {source}")]
     CredentialHelper {
         helper: String,

@@ -20,6 +20,7 @@ use super::auth;
 use super::blob;
 use super::client::{Client, Endpoint, Req};
 use super::manifest::{self, Descriptor, ImageManifest, Manifest, Platform};
+use super::mirrors;
 use super::{PullError, RegistryError};
 use crate::digest::{chain_ids, ChainId, DiffId, Digest, ImageId};
 use crate::reference::Reference;
@@ -114,7 +115,22 @@ pub fn client_for(registry: &str, insecure: &[String]) -> Result<Client, Registr
 
 /// The tags of `reference`'s repository (`GET /v2/<repo>/tags/list`), sorted.
 pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String>, PullError> {
+    // Docker Hub repositories: the first mirror that answers lists the tags.
+    for m in mirrors::for_registry(reference.domain()) {
+        match m
+            .client(&opts.insecure)
+            .map_err(PullError::from)
+            .and_then(|c| tags_from(&c, reference))
+        {
+            Ok(tags) => return Ok(tags),
+            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
+        }
+    }
     let client = client_for(reference.domain(), &opts.insecure)?;
+    tags_from(&client, reference)
+}
+
+fn tags_from(client: &Client, reference: &Reference) -> Result<Vec<String>, PullError> {
     let repo = reference.path();
     let req = Req::new(
         http::Method::GET,
@@ -123,7 +139,7 @@ pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String
     );
     let mut resp = client
         .send_ok(&req)
-        .map_err(|e| map_error(e, &client, reference))?;
+        .map_err(|e| map_error(e, client, reference))?;
     #[derive(serde::Deserialize)]
     struct Tags {
         #[serde(default)]
@@ -294,15 +310,39 @@ pub fn pull(
     progress: &(dyn Fn(PullEvent) + Sync),
 ) -> Result<PullOutcome, PullError> {
     let reference = reference.clone().docker_ref();
-    let client = client_for(reference.domain(), &opts.insecure)?;
+    // Layers and blobs this pull adds are protected from a concurrent `Store::gc` until the
+    // image record names them.
+    let _lease = store.lease_scope();
     let repo = reference.path().to_string();
     let tag_or_digest = match (reference.digest(), reference.tag()) {
         (Some(d), _) => d.to_string(),
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
-    let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
-        .map_err(|e| map_error(e, &client, &reference))?;
+    // Docker Hub images: the configured mirrors first, in order; the first one that has the
+    // manifest serves the whole pull (Docker's fallback), else Docker Hub itself.
+    let mut via_mirror = None;
+    for m in mirrors::for_registry(reference.domain()) {
+        let found = m
+            .client(&opts.insecure)
+            .and_then(|c| resolve_manifest(&c, &repo, &tag_or_digest, opts).map(|r| (c, r)));
+        match found {
+            Ok(found) => {
+                via_mirror = Some(found);
+                break;
+            }
+            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
+        }
+    }
+    let (client, resolved) = match via_mirror {
+        Some(found) => found,
+        None => {
+            let client = client_for(reference.domain(), &opts.insecure)?;
+            let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
+                .map_err(|e| map_error(e, &client, &reference))?;
+            (client, resolved)
+        }
+    };
     progress(PullEvent::PullingFrom {
         reference: tag_or_digest.clone(),
         repository: reference.path().to_string(),
@@ -341,7 +381,7 @@ pub fn pull(
     let have_image = store.image(&image_id).is_ok();
     let mut missing = Vec::new();
     for (i, l) in image.layers.iter().enumerate() {
-        if store.has_layer(&chains[i]) {
+        if store.hold_layer(&chains[i])? {
             if have_image {
                 continue;
             }
@@ -372,7 +412,10 @@ pub fn pull(
         source,
     })?;
     remove_stale_partials(&pdir);
+    store_left_blobs(store, &client, &repo, &image.layers, &missing, &pdir);
     let mut created: Vec<ChainId> = Vec::new();
+    let mut added: Vec<Digest> = Vec::new();
+    let touched: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
     let result = download_and_extract(
         store,
         &client,
@@ -385,42 +428,43 @@ pub fn pull(
         opts,
         progress,
         &mut created,
+        &mut added,
+        &touched,
     )
     .map_err(|e| match e {
         PullError::Registry(r) => map_error(r, &client, &reference),
         other => other,
     })
-    .and_then(|paths| {
-        // Keep the compressed blobs and the manifest for push, then make the image visible.
-        for (i, path) in &paths {
-            let d = Digest::parse(&image.layers[*i].digest)?;
-            if store.has_blob(&d) {
-                continue;
+    .and_then(|()| {
+        // The image manifest, so `push` can send the same bytes (same digest) back, and the
+        // index it was chosen from (the repo digest names it).
+        for bytes in [&image_bytes, &top_bytes] {
+            let d = Digest::of_bytes(bytes);
+            if !store.has_blob(&d) {
+                store.put_blob(&bytes[..], Some(&d))?;
+                added.push(d);
             }
-            // Verified as it downloaded (size and sha256): moved into place, not copied.
-            store.adopt_blob(path, &d)?;
-        }
-        // The image manifest, so `push` can send the same bytes (same digest) back.
-        store.put_blob(&image_bytes[..], None)?;
-        if top_bytes != image_bytes {
-            // and the index it was chosen from (the repo digest names it).
-            store.put_blob(&top_bytes[..], None)?;
         }
         let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
         if reference.digest().is_none() {
             refs.insert(0, reference.clone());
         }
-        let id = store.add_image(&config_bytes, &refs, None)?;
-        for (_, path) in paths.iter().filter(|(_, p)| p.starts_with(&pdir)) {
-            let _ = std::fs::remove_file(path);
-        }
-        Ok(id)
+        Ok(store.add_image(&config_bytes, &refs, None)?)
     });
     let id = match result {
         Ok(id) => id,
         Err(e) => {
             created.reverse();
             let _ = store.release_layers(&created);
+            if is_no_space(&e) {
+                // A full disk: nothing of this pull is worth keeping for a resume (the config
+                // blob too, unless an image record names it).
+                added.push(config_id.clone());
+                let _ = store.discard_blobs(added);
+                for p in touched.into_inner().unwrap_or_default() {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
             return Err(e);
         }
     };
@@ -432,6 +476,65 @@ pub fn pull(
         reference,
         manifest_digest: top_digest,
     })
+}
+
+/// True when `e` comes from a full disk (ENOSPC) or an exhausted quota (EDQUOT).
+pub fn is_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.raw_os_error(),
+                Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+            ) || matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
+}
+
+/// Layers the store has whose compressed blob it lacks although a complete download of it is
+/// still in `partial/` (a pull killed between making the layer visible and moving its blob):
+/// verify that download (resuming it if it is short) and move it into the store, so push has
+/// the original bytes and the partial file does not stay forever. Best effort.
+fn store_left_blobs(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    layers: &[Descriptor],
+    missing: &[usize],
+    pdir: &Path,
+) {
+    for (i, l) in layers.iter().enumerate() {
+        if missing.contains(&i) {
+            continue;
+        }
+        let Ok(d) = Digest::parse(&l.digest) else {
+            continue;
+        };
+        let Ok(partial) = blob::partial_path(pdir, &l.digest) else {
+            continue;
+        };
+        if store.has_blob(&d) || !partial.exists() {
+            continue;
+        }
+        let Ok(mut stream) =
+            blob::BlobStream::open(client, repo, &l.digest, l.size, pdir, &|_, _| {})
+        else {
+            continue;
+        };
+        let read = std::io::copy(&mut stream, &mut std::io::sink()).map(|_| ());
+        if read.is_ok() {
+            if let Some(held) = stream.into_held() {
+                let _ = store.adopt_blob(held.path(), &d);
+            }
+        }
+    }
 }
 
 /// Partial downloads nobody resumed for a week are dropped.
@@ -455,9 +558,11 @@ fn remove_stale_partials(dir: &Path) {
 
 /// Download and extract one layer: the blob streams through the partial file into the store's
 /// staging dir. The layer is returned staged (not visible) once the compressed digest and size and
-/// the diffID were verified; on any error the staging dir is gone. A compressed blob the store
-/// still has (a pull that failed after downloading it, or another image sharing it) is
-/// extracted from there instead: it was verified when it was stored.
+/// the diffID were verified, with its blob file still locked; on any error the staging dir is
+/// gone. A compressed blob the store still has (a pull that failed after downloading it, or
+/// another image sharing it) is extracted from there instead: it was verified when it was stored.
+/// A blob whose layer extraction refuses (hostile or broken as published) is deleted: resuming
+/// it could only fail again.
 #[allow(clippy::too_many_arguments)]
 fn fetch_layer(
     store: &Store,
@@ -466,8 +571,9 @@ fn fetch_layer(
     l: &Descriptor,
     diff_id: &DiffId,
     pdir: &Path,
+    touched: &Mutex<Vec<PathBuf>>,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<(StagedLayer, PathBuf), PullError> {
+) -> Result<(StagedLayer, blob::HeldBlob), PullError> {
     let local = Digest::parse(&l.digest).ok().filter(|d| {
         store.has_blob(d) && std::fs::metadata(store.blob_path(d)).is_ok_and(|m| m.len() == l.size)
     });
@@ -478,9 +584,12 @@ fn fetch_layer(
             source,
         })?;
         let staged = store.stage_layer(std::io::BufReader::new(f), Some(diff_id))?;
-        return Ok((staged, path));
+        return Ok((staged, blob::HeldBlob::stored(path)));
     }
     let mut stream = blob::BlobStream::open(client, repo, &l.digest, l.size, pdir, progress)?;
+    if let Ok(mut t) = touched.lock() {
+        t.push(stream.path().to_path_buf());
+    }
     // The stream hashes what it downloads (and checks size and digest at its end), so the
     // store does not hash the compressed bytes again; it still checks the diffID.
     let staged = match Digest::parse(&l.digest) {
@@ -502,24 +611,40 @@ fn fetch_layer(
                 }
                 .into());
             }
-            let path = stream.path().to_path_buf();
-            Ok((staged, path))
+            match stream.into_held() {
+                Some(held) => Ok((staged, held)),
+                None => Err(RegistryError::DigestMismatch {
+                    digest: l.digest.clone(),
+                }
+                .into()),
+            }
         }
         Err(e) => {
+            let path = stream.path().to_path_buf();
+            if is_no_space(&e) {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
             // Extraction refused the data. Finish the download to tell a blob that does not
             // match its digest (deleted, reported as such) from a layer that is bad as published.
             let _ = std::io::copy(&mut stream, &mut std::io::sink());
             match stream.take_error() {
-                Some(re) => Err(re.into()),
-                None => Err(e.into()),
+                Some(re) if !is_no_space(&re) => Err(re.into()),
+                _ => {
+                    // As published, and refused: never kept for a resume.
+                    let _ = std::fs::remove_file(&path);
+                    Err(e.into())
+                }
             }
         }
     }
 }
 
 /// Download `missing` layers on `opts.parallel` threads, each extracted into a staging dir as it
-/// arrives, and make them visible in order on this thread. Returns the blob files of the
-/// downloaded layers by index.
+/// arrives, and make them visible in order on this thread, each after its compressed blob was
+/// moved into the store (so a kill between the two leaves an unused blob, never a layer whose
+/// download stays in `partial/`). Layers made visible are added to `created`, blobs moved into
+/// the store to `added`; partial files used to `touched`.
 #[allow(clippy::too_many_arguments)]
 fn download_and_extract(
     store: &Store,
@@ -533,13 +658,32 @@ fn download_and_extract(
     opts: &PullOptions,
     progress: &(dyn Fn(PullEvent) + Sync),
     created: &mut Vec<ChainId>,
-) -> Result<Vec<(usize, PathBuf)>, PullError> {
-    type Fetched = Result<(StagedLayer, PathBuf), PullError>;
-    let queue = Mutex::new(missing.iter().copied().collect::<VecDeque<usize>>());
+    added: &mut Vec<Digest>,
+    touched: &Mutex<Vec<PathBuf>>,
+) -> Result<(), PullError> {
+    type Fetched = Result<(StagedLayer, blob::HeldBlob), PullError>;
+    // A blob that occurs twice in one image is downloaded once: a later occurrence is staged by
+    // the loop below from the stored blob, after the first one was moved into the store (two
+    // downloads of one blob would wait on each other's partial-file lock, and the first could be
+    // the one the in-order loop is not waiting for).
+    let repeat = |i: usize| {
+        missing
+            .iter()
+            .any(|&j| j < i && layers[j].digest == layers[i].digest)
+    };
+    let queue = Mutex::new(
+        missing
+            .iter()
+            .copied()
+            .filter(|&i| !repeat(i))
+            .collect::<VecDeque<usize>>(),
+    );
     let abort = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<(usize, Fetched)>();
     let threads = opts.parallel.max(1).min(missing.len().max(1));
-    std::thread::scope(|s| {
+    let mut done: Vec<Option<(StagedLayer, blob::HeldBlob)>> = Vec::new();
+    done.resize_with(layers.len(), || None);
+    let result = std::thread::scope(|s| {
         for _ in 0..threads {
             let tx = tx.clone();
             let (queue, abort) = (&queue, &abort);
@@ -557,7 +701,7 @@ fn download_and_extract(
                         status: LayerStatus::Downloading { done, total },
                     })
                 };
-                let r = fetch_layer(store, client, repo, l, &diff_ids[i], pdir, &cb);
+                let r = fetch_layer(store, client, repo, l, &diff_ids[i], pdir, touched, &cb);
                 if r.is_ok() {
                     progress(PullEvent::Layer {
                         id: id.clone(),
@@ -574,31 +718,35 @@ fn download_and_extract(
             });
         }
         drop(tx);
-        let mut done: Vec<Option<(StagedLayer, PathBuf)>> = Vec::new();
-        done.resize_with(layers.len(), || None);
-        let mut paths = Vec::new();
         let mut parent: Option<&ChainId> = None;
+        let fail = |e: PullError| {
+            abort.store(true, Ordering::SeqCst);
+            Err(e)
+        };
         for (i, l) in layers.iter().enumerate() {
             if !missing.contains(&i) {
                 parent = Some(&chains[i]);
                 continue;
             }
+            if repeat(i) {
+                let none = |_: u64, _: u64| {};
+                match fetch_layer(store, client, repo, l, &diff_ids[i], pdir, touched, &none) {
+                    Ok(p) => done[i] = Some(p),
+                    Err(e) => return fail(e),
+                }
+            }
             while done[i].is_none() {
                 match rx.recv() {
                     Ok((j, Ok(p))) => done[j] = Some(p),
-                    Ok((_, Err(e))) => {
-                        abort.store(true, Ordering::SeqCst);
-                        return Err(e);
-                    }
+                    Ok((_, Err(e))) => return fail(e),
                     Err(_) => {
-                        abort.store(true, Ordering::SeqCst);
-                        return Err(PullError::Registry(RegistryError::DigestMismatch {
+                        return fail(PullError::Registry(RegistryError::DigestMismatch {
                             digest: l.digest.clone(),
-                        }));
+                        }))
                     }
                 }
             }
-            let Some((staged, path)) = done[i].take() else {
+            let Some((staged, held)) = done[i].take() else {
                 continue;
             };
             let id = short(&l.digest);
@@ -606,6 +754,21 @@ fn download_and_extract(
                 id: id.clone(),
                 status: LayerStatus::Extracting,
             });
+            // Verified as it downloaded (size and sha256): moved into place, not copied.
+            if held.is_partial() {
+                let d = match Digest::parse(&l.digest) {
+                    Ok(d) => d,
+                    Err(e) => return fail(e.into()),
+                };
+                match store.adopt_blob(held.path(), &d) {
+                    Ok(true) => added.push(d),
+                    Ok(false) => {
+                        let _ = std::fs::remove_file(held.path());
+                    }
+                    Err(e) => return fail(e.into()),
+                }
+            }
+            drop(held);
             // Verified and extracted: make it visible on its parent (a concurrent pull that
             // stored the same chain first wins, and ours is dropped).
             match store.commit_layer(staged, parent) {
@@ -614,18 +777,42 @@ fn download_and_extract(
                         created.push(info.chain_id.clone());
                     }
                 }
-                Err(e) => {
-                    abort.store(true, Ordering::SeqCst);
-                    return Err(e.into());
-                }
+                Err(e) => return fail(e.into()),
             }
             progress(PullEvent::Layer {
                 id,
                 status: LayerStatus::PullComplete,
             });
-            paths.push((i, path));
             parent = Some(&chains[i]);
         }
-        Ok(paths)
-    })
+        Ok(())
+    });
+    if result.is_err() {
+        // Downloads that finished but whose layer was not made visible: verified, so their
+        // blobs go into the store (the next pull extracts from there; a prune reclaims them)
+        // rather than staying in `partial/`.
+        let finished = done
+            .into_iter()
+            .flatten()
+            .chain(rx.try_iter().filter_map(|(_, r)| r.ok()));
+        for (_, held) in finished {
+            if !held.is_partial() {
+                continue;
+            }
+            let name = held
+                .path()
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
+            let hex = name
+                .trim_start_matches("sha256-")
+                .trim_end_matches(".partial");
+            if let Ok(d) = Digest::from_hex(hex) {
+                if let Ok(true) = store.adopt_blob(held.path(), &d) {
+                    added.push(d);
+                }
+            }
+        }
+    }
+    result
 }

@@ -91,6 +91,8 @@ struct Blob {
     id: Option<String>,
     /// Remove after the push (a temp file made for it).
     temporary: bool,
+    /// Layer chain (None for the config): other repositories holding it are mount sources.
+    chain: Option<ChainId>,
 }
 
 impl Drop for Blob {
@@ -182,6 +184,7 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
             path,
             id,
             temporary: false,
+            chain: Some(chain.clone()),
         });
     }
     let path = tmp_path(store, "push.tar.gz");
@@ -191,6 +194,7 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
         desc: desc(manifest::DOCKER_LAYER_GZIP, &info.diff_id.0, 0),
         id,
         temporary: true,
+        chain: Some(chain.clone()),
     };
     let hashing = HashingWriter::new(f);
     let mut gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::default());
@@ -246,6 +250,7 @@ pub fn push(
                         desc: l.clone(),
                         id: Some(info.diff_id.short().to_string()),
                         temporary: false,
+                        chain: Some(c.clone()),
                     })
                 })
                 .collect::<Result<Vec<_>, PullError>>()?;
@@ -280,15 +285,9 @@ pub fn push(
         desc: desc(&config_type, &rec.id.0, config_size),
         id: None,
         temporary: false,
+        chain: None,
     });
-    // Other repositories of the same registry that hold this image: mount sources.
-    let sources: Vec<String> = rec
-        .repo_tags
-        .iter()
-        .chain(&rec.repo_digests)
-        .filter(|r| r.domain() == reference.domain() && r.path() != repo)
-        .map(|r| r.path().to_string())
-        .collect();
+    let sources = MountSources::new(store, &rec, &reference);
     let denied = |e: RegistryError| match e.status() {
         Some(401 | 403) => PullError::Registry(RegistryError::PushDenied),
         _ => PullError::Registry(e),
@@ -304,7 +303,8 @@ pub fn push(
                 }
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(b) = blobs.get(i) else { break };
-                match push_blob(&client, &repo, b, &sources, opts, progress) {
+                let from = sources.for_blob(b.chain.as_ref());
+                match push_blob(&client, &repo, b, &from, opts, progress) {
                     Ok(status) => {
                         if let Some(id) = &b.id {
                             progress(PushEvent::Layer {
@@ -388,6 +388,61 @@ pub fn push(
         digest,
         size: body.len() as u64,
     })
+}
+
+/// Repositories of the target registry a blob can be mounted from (`?mount=&from=`): those the
+/// image itself is known under, then those of other local images holding the same layer (a
+/// committed image's base layers were pulled as another repository, e.g. `library/nginx`).
+struct MountSources {
+    own: Vec<String>,
+    by_chain: std::collections::BTreeMap<ChainId, Vec<String>>,
+}
+
+/// At most this many mount attempts per blob, as Docker does.
+const MAX_MOUNT_SOURCES: usize = 3;
+
+impl MountSources {
+    fn new(store: &Store, rec: &ImageRecord, target: &Reference) -> MountSources {
+        let repo = target.path();
+        let in_registry = |r: &Reference| r.domain() == target.domain() && r.path() != repo;
+        let mut own: Vec<String> = Vec::new();
+        for r in rec.repo_tags.iter().chain(&rec.repo_digests) {
+            if in_registry(r) && !own.iter().any(|o| o == r.path()) {
+                own.push(r.path().to_string());
+            }
+        }
+        let mut by_chain: std::collections::BTreeMap<ChainId, Vec<String>> = Default::default();
+        for img in store.images().unwrap_or_default() {
+            if img.id == rec.id {
+                continue;
+            }
+            for r in img.repo_tags.iter().chain(&img.repo_digests) {
+                if !in_registry(r) {
+                    continue;
+                }
+                for c in &img.chain_ids {
+                    let list = by_chain.entry(c.clone()).or_default();
+                    if !list.iter().any(|o| o == r.path()) {
+                        list.push(r.path().to_string());
+                    }
+                }
+            }
+        }
+        MountSources { own, by_chain }
+    }
+
+    fn for_blob(&self, chain: Option<&ChainId>) -> Vec<String> {
+        let mut out = self.own.clone();
+        if let Some(list) = chain.and_then(|c| self.by_chain.get(c)) {
+            for r in list {
+                if !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out.truncate(MAX_MOUNT_SOURCES);
+        out
+    }
 }
 
 /// Make `b` present in `repo`; returns the status Docker would print.

@@ -5,10 +5,11 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::fsutil::{fsync_dir, unique_tmp, Staging};
+use super::gc::Leased;
 use super::images::Meta;
 use super::{io_at, Result, Store, StoreError};
 use crate::digest::{Digest, HashingWriter};
+use crate::fsutil::{fsync_dir, unique_tmp, Staging};
 use crate::reference::Reference;
 
 impl Store {
@@ -38,11 +39,12 @@ impl Store {
         }
         f.sync_all().map_err(io_at(staging.path()))?;
         drop(f);
+        self.lease(Leased::Blob, actual.hex())?;
         let dest = self.blob_path(&actual);
         if !dest.exists() {
             std::fs::rename(staging.path(), &dest).map_err(io_at(&dest))?;
             if let Some(dir) = dest.parent() {
-                fsync_dir(dir)?;
+                fsync_dir(dir).map_err(io_at(dir))?;
             }
         }
         Ok(actual)
@@ -51,18 +53,35 @@ impl Store {
     /// Move the file at `path` (on the store's filesystem) into place as blob `digest`, which
     /// the caller has verified (a download hashed as it arrived): no copy, no second hash.
     /// Fsynced before the rename, like [`Store::put_blob`]. If the blob exists, `path` stays.
-    pub(crate) fn adopt_blob(&self, path: &Path, digest: &Digest) -> Result<()> {
+    /// Returns true when `path` was moved (the blob is new).
+    pub(crate) fn adopt_blob(&self, path: &Path, digest: &Digest) -> Result<bool> {
+        // Best effort: a rename needs no space, the lease line does (see `hold_layer`).
+        if let Err(e) = self.lease(Leased::Blob, digest.hex()) {
+            log::debug!("lease for blob {digest}: {e}");
+        }
         let dest = self.blob_path(digest);
         if dest.exists() {
-            return Ok(());
+            return Ok(false);
         }
         File::open(path)
             .and_then(|f| f.sync_all())
             .map_err(io_at(path))?;
         std::fs::rename(path, &dest).map_err(io_at(&dest))?;
         if let Some(dir) = dest.parent() {
-            fsync_dir(dir)?;
+            fsync_dir(dir).map_err(io_at(dir))?;
         }
+        Ok(true)
+    }
+
+    /// Delete blobs a failed operation added, unless the metadata reaches them meanwhile
+    /// (another image uses the same blob). Best effort.
+    pub(crate) fn discard_blobs(&self, blobs: Vec<Digest>) -> Result<()> {
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        let _l = self.lock(crate::fsutil::LockMode::Exclusive)?;
+        let m = self.read_meta()?;
+        self.gc_blobs(&m, blobs);
         Ok(())
     }
 
@@ -127,7 +146,7 @@ impl Store {
     }
 
     /// `roots` and every blob they name, transitively.
-    fn blob_closure(&self, roots: impl IntoIterator<Item = Digest>) -> BTreeSet<Digest> {
+    pub(crate) fn blob_closure(&self, roots: impl IntoIterator<Item = Digest>) -> BTreeSet<Digest> {
         let mut seen = BTreeSet::new();
         let mut todo: Vec<Digest> = roots.into_iter().collect();
         while let Some(d) = todo.pop() {

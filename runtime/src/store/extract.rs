@@ -1,12 +1,15 @@
 //! Hostile-input-safe extraction of a layer tar into an empty directory, in the overlay format.
 //!
-//! Every file operation is relative to a directory fd opened with `O_NOFOLLOW` at each step
-//! (`openat`, `mkdirat`, `mknodat`, `symlinkat`, `linkat` without `AT_SYMLINK_FOLLOW`), so a
-//! symlink planted by the tar (or a path with `..`) can never redirect a write outside the
-//! layer dir: such entries are refused with [`ExtractError::Unsafe`].
+//! Every file operation goes through [`strata_fs::at`]: relative to a directory fd, one
+//! component at a time or with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, never following
+//! a symlink, so a symlink planted by the tar (or a path with `..`) can never redirect a write
+//! outside the layer dir: such entries are refused with [`ExtractError::Unsafe`]. Every name that
+//! reaches an `*at()` call is one component of a cleaned path ([`clean_path`]: no empty names,
+//! no `.`, `..` or `/`) or a whiteout target checked the same way.
 //!
-//! Whiteouts: `dir/.wh.name` becomes a char device 0/0 `dir/name`; `dir/.wh..wh..opq` sets
-//! `trusted.overlay.opaque=y` on `dir`; other `.wh..wh.*` (AUFS metadata) are ignored.
+//! Whiteouts ([`strata_fs::format`]): `dir/.wh.name` becomes a whiteout `dir/name`;
+//! `dir/.wh..wh..opq` marks `dir` opaque (in the [`Flavour`] given); other `.wh..wh.*` (AUFS
+//! metadata) are ignored; `.wh..` and `.wh...` (whiteouts of `.` and `..`) are refused.
 //!
 //! While extracting, the uncompressed stream is hashed (the diffID) and recorded as a
 //! "tar-split" (see `tarsplit.rs`), so the exact tar can be rebuilt later for `save`/`push`
@@ -23,10 +26,8 @@ use std::path::{Component, Path};
 use std::rc::Rc;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fstatat, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
+use strata_fs::at;
+use strata_fs::format::{self, Flavour, Name};
 
 use super::tarsplit::SplitWriter;
 use crate::digest::{Digest, Hasher};
@@ -111,33 +112,42 @@ pub(crate) fn clean_path(raw: &Path, shown: &str) -> Result<Vec<Vec<u8>>, Extrac
     Ok(out)
 }
 
+const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY;
+
+fn not_beneath(shown: &str) -> ExtractError {
+    unsafe_entry(shown, "parent is a symlink or not a directory")
+}
+
 /// Open `comps` (all directories) below `root` without following symlinks; create missing ones
 /// (mode 0755) when `create`.
-pub(crate) fn open_dir_path(
+fn open_dir_path(
     root: BorrowedFd<'_>,
     comps: &[Vec<u8>],
     create: bool,
     shown: &str,
 ) -> Result<OwnedFd, ExtractError> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let mut cur = openat(root, ".", flags, Mode::empty()).map_err(|e| io_err(shown, e))?;
+    // Usually the directory exists: one openat2 for the whole path.
+    match at::open_beneath(root, &comps.join(&b'/'), DIR_FLAGS) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) if create => {}
+        Err(Errno::ELOOP) | Err(Errno::ENOTDIR) | Err(Errno::EXDEV) => {
+            return Err(not_beneath(shown))
+        }
+        Err(e) => return Err(io_err(shown, e)),
+    }
+    let mut cur = at::open_beneath(root, b"", DIR_FLAGS).map_err(|e| io_err(shown, e))?;
     for c in comps {
         let name = OsStr::from_bytes(c);
-        let next = match openat(&cur, name, flags, Mode::empty()) {
+        let next = match at::open_dir_at(cur.as_fd(), name) {
             Ok(fd) => fd,
-            Err(Errno::ENOENT) if create => {
-                match mkdirat(&cur, name, Mode::from_bits_truncate(0o755)) {
+            Err(Errno::ENOENT) => {
+                match at::mkdirat(cur.as_fd(), name, 0o755) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(e) => return Err(io_err(shown, e)),
                 }
-                openat(&cur, name, flags, Mode::empty()).map_err(|e| io_err(shown, e))?
+                at::open_dir_at(cur.as_fd(), name).map_err(|e| io_err(shown, e))?
             }
-            Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
-                return Err(unsafe_entry(
-                    shown,
-                    "parent is a symlink or not a directory",
-                ))
-            }
+            Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => return Err(not_beneath(shown)),
             Err(e) => return Err(io_err(shown, e)),
         };
         cur = next;
@@ -145,96 +155,39 @@ pub(crate) fn open_dir_path(
     Ok(cur)
 }
 
-/// Remove `name` in `dir` (recursively for directories), never following symlinks.
-pub(crate) fn remove_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => return Ok(()),
-        Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let sub = openat(dir, name, flags, Mode::empty())?;
-    let names: Vec<Vec<u8>> = {
-        let mut d = nix::dir::Dir::from_fd(nix::unistd::dup(&sub)?)?;
-        d.iter()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_bytes().to_vec())
-            .filter(|n| n != b"." && n != b"..")
-            .collect()
+fn times(secs: u64) -> [libc::timespec; 2] {
+    let t = libc::timespec {
+        tv_sec: secs.min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: 0,
     };
-    for n in names {
-        remove_at(sub.as_fd(), OsStr::from_bytes(&n))?;
-    }
-    unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
-    Ok(())
+    [t, t]
 }
 
-fn exists_kind(dir: BorrowedFd<'_>, name: &OsStr) -> Option<SFlag> {
-    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .ok()
-        .map(|st| SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()))
-}
-
-fn set_xattr(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let k =
-        std::ffi::CString::new(key).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `k` is a valid NUL-terminated string, `value` a valid slice for its length, and
-    // `fd` an open descriptor borrowed for the duration of the call.
-    let r = unsafe {
-        libc::fsetxattr(
-            fd.as_raw_fd(),
-            k.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Mark an open directory opaque (kernel overlayfs format; `user.` form when not root).
-pub(crate) fn set_opaque(dir: BorrowedFd<'_>) -> io::Result<()> {
-    match set_xattr(dir, "trusted.overlay.opaque", b"y") {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            set_xattr(dir, "user.overlay.opaque", b"y")
-        }
-        r => r,
-    }
-}
-
-/// Create a char 0/0 whiteout `name` in `dir`.
-pub(crate) fn make_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    mknodat(dir, name, SFlag::S_IFCHR, Mode::empty(), 0)?;
-    Ok(())
-}
-
-fn timespec(secs: u64) -> TimeSpec {
-    TimeSpec::new(secs.min(i64::MAX as u64) as i64, 0)
-}
+/// The fd itself, for the `at` calls that take `""` to mean it.
+const SELF: &str = "";
 
 struct Extractor<'a> {
     root: BorrowedFd<'a>,
+    flavour: Flavour,
     size: u64,
     /// (dev, ino) of regular files already counted, so hard links count once.
     counted: HashMap<(u64, u64), ()>,
     /// tar-split record number of the content of each extracted path.
     file_segment: HashMap<Vec<u8>, u64>,
     patches: Vec<(u64, Vec<u8>)>,
-    dir_times: Vec<(Vec<Vec<u8>>, u64)>,
+    /// Directories (paths below the root) and their mtimes, set once their children exist.
+    dir_times: Vec<(Vec<u8>, u64)>,
     /// File contents are copied through this buffer: large chunks mean fewer inflate calls
     /// and write(2)s than io::copy's 8 KiB (34 MB file: ~4,200 writes -> ~130).
     buf: Vec<u8>,
 }
 
 /// Extract the (uncompressed) tar `input` into the empty directory `root`, writing its
-/// tar-split record to `split`.
+/// tar-split record to `split` and opaque directories in `flavour`.
 pub fn extract<R: Read>(
     input: R,
     root: BorrowedFd<'_>,
+    flavour: Flavour,
     split: &mut dyn Write,
 ) -> Result<Extracted, ExtractError> {
     let state = Rc::new(RefCell::new(RecState {
@@ -249,6 +202,7 @@ pub fn extract<R: Read>(
     let mut ar = tar::Archive::new(rec);
     let mut ex = Extractor {
         root,
+        flavour,
         size: 0,
         counted: HashMap::new(),
         file_segment: HashMap::new(),
@@ -268,10 +222,9 @@ pub fn extract<R: Read>(
     io::copy(&mut rest, &mut io::sink()).map_err(ExtractError::Tar)?;
     drop(rest);
     // Directory times last: creating children changed them.
-    for (comps, mtime) in ex.dir_times.iter().rev() {
-        if let Ok(fd) = open_dir_path(root, comps, false, "") {
-            let t = timespec(*mtime);
-            let _ = nix::sys::stat::futimens(&fd, &t, &t);
+    for (path, mtime) in ex.dir_times.iter().rev() {
+        if let Ok(fd) = at::open_beneath(root, path, DIR_FLAGS) {
+            let _ = at::utimensat(fd.as_fd(), OsStr::new(SELF), &times(*mtime));
         }
     }
     let size = ex.size;
@@ -312,31 +265,38 @@ impl Extractor<'_> {
         let parent = open_dir_path(self.root, &comps, true, &shown)?;
         let base_os = OsStr::from_bytes(&base);
 
-        if let Some(hidden) = base.strip_prefix(b".wh.") {
-            if hidden == b".wh..opq" {
-                set_opaque(parent.as_fd()).map_err(|e| io_err(&shown, e))?;
-            } else if hidden.starts_with(b".wh.") || hidden.is_empty() {
-                // AUFS metadata (.wh..wh.plnk, ...): ignored.
-            } else {
+        match format::classify(&base) {
+            Name::Plain => {}
+            Name::OpaqueMarker => {
+                format::set_opaque(parent.as_fd(), OsStr::new(SELF), self.flavour)
+                    .map_err(|e| io_err(&shown, e))?;
+                return Ok(());
+            }
+            // AUFS metadata (.wh..wh.plnk, ...): ignored.
+            Name::Meta => return Ok(()),
+            // `.wh..` / `.wh...` would remove the layer dir's own contents or its parent's.
+            Name::Invalid => return Err(unsafe_entry(&shown, "whiteout of \".\" or \"..\"")),
+            Name::Whiteout(hidden) => {
                 let name = OsStr::from_bytes(hidden);
+                at::check_name(name).map_err(|_| unsafe_entry(&shown, "invalid whiteout"))?;
                 let mut key = comps.join(&b'/');
                 if !key.is_empty() {
                     key.push(b'/');
                 }
                 key.extend_from_slice(hidden);
                 self.forget(&key)?;
-                remove_at(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
-                make_whiteout(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
+                at::remove_all_at(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
+                format::make_whiteout(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
+                return Ok(());
             }
-            return Ok(());
         }
 
         let h = entry.header().clone();
         // Like Go's archive/tar, an empty numeric field reads as 0.
         let pax = pax_records(&mut entry)?;
-        let mode = Mode::from_bits_truncate(h.mode().unwrap_or(0) & 0o7777);
-        let uid = Uid::from_raw(pax.uid.unwrap_or_else(|| h.uid().unwrap_or(0)) as u32);
-        let gid = Gid::from_raw(pax.gid.unwrap_or_else(|| h.gid().unwrap_or(0)) as u32);
+        let mode = h.mode().unwrap_or(0) & 0o7777;
+        let uid = pax.uid.unwrap_or_else(|| h.uid().unwrap_or(0)) as u32;
+        let gid = pax.gid.unwrap_or_else(|| h.gid().unwrap_or(0)) as u32;
         let mtime = pax.mtime.unwrap_or_else(|| h.mtime().unwrap_or(0));
         let xattrs = pax.xattrs;
         let mut key = comps.join(&b'/');
@@ -346,36 +306,35 @@ impl Extractor<'_> {
         key.extend_from_slice(&base);
 
         // Replace whatever this layer already has at that name, unless dir over dir.
-        let existing = exists_kind(parent.as_fd(), base_os);
+        let existing = at::fstatat(parent.as_fd(), base_os)
+            .ok()
+            .map(|st| st.st_mode & libc::S_IFMT);
         let is_dir = kind == tar::EntryType::Directory;
         if let Some(k) = existing {
-            if !(is_dir && k == SFlag::S_IFDIR) {
+            if !(is_dir && k == libc::S_IFDIR) {
                 self.forget(&key)?;
-                remove_at(parent.as_fd(), base_os).map_err(|e| io_err(&shown, e))?;
+                at::remove_all_at(parent.as_fd(), base_os).map_err(|e| io_err(&shown, e))?;
             }
         }
 
         match kind {
             tar::EntryType::Directory => {
-                if existing != Some(SFlag::S_IFDIR) {
-                    mkdirat(&parent, base_os, Mode::from_bits_truncate(0o700))
-                        .map_err(|e| io_err(&shown, e))?;
+                if existing != Some(libc::S_IFDIR) {
+                    at::mkdirat(parent.as_fd(), base_os, 0o700).map_err(|e| io_err(&shown, e))?;
                 }
-                let fd = open_dir_path(parent.as_fd(), std::slice::from_ref(&base), false, &shown)?;
-                fchown(&fd, Some(uid), Some(gid)).map_err(|e| io_err(&shown, e))?;
-                fchmod(&fd, mode).map_err(|e| io_err(&shown, e))?;
+                let fd = at::open_dir_at(parent.as_fd(), base_os).map_err(|e| match e {
+                    Errno::ELOOP | Errno::ENOTDIR => not_beneath(&shown),
+                    e => io_err(&shown, e),
+                })?;
+                at::fchownat(fd.as_fd(), OsStr::new(SELF), uid, gid)
+                    .map_err(|e| io_err(&shown, e))?;
+                at::fchmod(fd.as_fd(), mode).map_err(|e| io_err(&shown, e))?;
                 apply_xattrs(fd.as_fd(), &xattrs, &shown)?;
-                let mut full = comps.clone();
-                full.push(base);
-                self.dir_times.push((full, mtime));
+                self.dir_times.push((key, mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let flags = OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_WRONLY
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC;
-                let fd = openat(&parent, base_os, flags, Mode::from_bits_truncate(0o600))
+                let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
+                let fd = at::openat(parent.as_fd(), base_os, flags, 0o600)
                     .map_err(|e| io_err(&shown, e))?;
                 let mut file = File::from(fd);
                 let sparse = kind == tar::EntryType::GNUSparse;
@@ -395,34 +354,27 @@ impl Extractor<'_> {
                         "truncated file content",
                     )));
                 }
-                let st = nix::sys::stat::fstat(&file).map_err(|e| io_err(&shown, e))?;
+                let st = at::fstat(file.as_fd()).map_err(|e| io_err(&shown, e))?;
                 if self.counted.insert((st.st_dev, st.st_ino), ()).is_none() {
                     self.size += copied;
                 }
-                fchown(&file, Some(uid), Some(gid)).map_err(|e| io_err(&shown, e))?;
-                fchmod(&file, mode).map_err(|e| io_err(&shown, e))?;
+                at::fchownat(file.as_fd(), OsStr::new(SELF), uid, gid)
+                    .map_err(|e| io_err(&shown, e))?;
+                at::fchmod(file.as_fd(), mode).map_err(|e| io_err(&shown, e))?;
                 apply_xattrs(file.as_fd(), &xattrs, &shown)?;
-                let t = timespec(mtime);
-                nix::sys::stat::futimens(&file, &t, &t).map_err(|e| io_err(&shown, e))?;
+                at::utimensat(file.as_fd(), OsStr::new(SELF), &times(mtime))
+                    .map_err(|e| io_err(&shown, e))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| unsafe_entry(&shown, "symlink without target"))?
                     .into_owned();
-                symlinkat(OsStr::from_bytes(&target), &parent, base_os)
+                at::symlinkat(OsStr::from_bytes(&target), parent.as_fd(), base_os)
                     .map_err(|e| io_err(&shown, e))?;
                 self.size += target.len() as u64;
-                fchownat(
-                    &parent,
-                    base_os,
-                    Some(uid),
-                    Some(gid),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| io_err(&shown, e))?;
-                let t = timespec(mtime);
-                let _ = utimensat(&parent, base_os, &t, &t, UtimensatFlags::NoFollowSymlink);
+                at::fchownat(parent.as_fd(), base_os, uid, gid).map_err(|e| io_err(&shown, e))?;
+                let _ = at::utimensat(parent.as_fd(), base_os, &times(mtime));
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -442,12 +394,11 @@ impl Extractor<'_> {
                         other => other,
                     })?;
                 // Flags 0: link the target itself even if it is a symlink; never dereference.
-                linkat(
-                    &tdir,
+                at::linkat(
+                    tdir.as_fd(),
                     OsStr::from_bytes(&tbase),
-                    &parent,
+                    parent.as_fd(),
                     base_os,
-                    AtFlags::empty(),
                 )
                 .map_err(|e| match e {
                     Errno::ENOENT => unsafe_entry(&shown, "hard link target is not in this layer"),
@@ -457,24 +408,17 @@ impl Extractor<'_> {
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let sflag = match kind {
-                    tar::EntryType::Char => SFlag::S_IFCHR,
-                    tar::EntryType::Block => SFlag::S_IFBLK,
-                    _ => SFlag::S_IFIFO,
+                    tar::EntryType::Char => libc::S_IFCHR,
+                    tar::EntryType::Block => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
                 };
                 let major = h.device_major().ok().flatten().unwrap_or(0);
                 let minor = h.device_minor().ok().flatten().unwrap_or(0);
                 let dev = libc::makedev(major, minor);
-                mknodat(&parent, base_os, sflag, mode, dev).map_err(|e| io_err(&shown, e))?;
-                fchownat(
-                    &parent,
-                    base_os,
-                    Some(uid),
-                    Some(gid),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| io_err(&shown, e))?;
-                let t = timespec(mtime);
-                let _ = utimensat(&parent, base_os, &t, &t, UtimensatFlags::NoFollowSymlink);
+                at::mknodat(parent.as_fd(), base_os, sflag | mode, dev)
+                    .map_err(|e| io_err(&shown, e))?;
+                at::fchownat(parent.as_fd(), base_os, uid, gid).map_err(|e| io_err(&shown, e))?;
+                let _ = at::utimensat(parent.as_fd(), base_os, &times(mtime));
             }
             _ => {
                 // Unknown entry types (e.g. Solaris ACLs): skipped, content recorded raw.
@@ -500,12 +444,8 @@ impl Extractor<'_> {
                 continue;
             };
             let shown = String::from_utf8_lossy(&k).into_owned();
-            let mut comps: Vec<Vec<u8>> = k.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
-            let base = comps.pop().unwrap_or_default();
-            let dir = open_dir_path(self.root, &comps, false, &shown)?;
-            let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-            let fd = openat(&dir, OsStr::from_bytes(&base), flags, Mode::empty())
-                .map_err(|e| io_err(&shown, e))?;
+            let fd =
+                at::open_beneath(self.root, &k, libc::O_RDONLY).map_err(|e| io_err(&shown, e))?;
             let mut data = Vec::new();
             File::from(fd)
                 .read_to_end(&mut data)
@@ -544,7 +484,7 @@ fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Pax, ExtractErr
             }
             if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
                 // Overlay's own markers must come from whiteout entries, never from xattrs.
-                if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
+                if format::is_private_xattr(name.as_bytes()) {
                     continue;
                 }
                 out.push((name.to_string(), ext.value_bytes().to_vec()));
@@ -560,9 +500,8 @@ fn apply_xattrs(
     shown: &str,
 ) -> Result<(), ExtractError> {
     for (k, v) in xattrs {
-        match set_xattr(fd, k, v) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+        match at::lsetxattr(fd, OsStr::new(SELF), OsStr::new(k), v, 0) {
+            Ok(()) | Err(Errno::ENOTSUP) => {}
             Err(e) => return Err(io_err(shown, e)),
         }
     }

@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::config::ImageConfig;
-use super::fsutil::{lock, remove_any, unique_tmp, write_atomic, StoreLock};
+use crate::fsutil::{lock_file, remove_any, unique_tmp, write_atomic, LockMode};
+
+/// The store-wide lock; released on drop.
+pub(crate) type StoreLock = nix::fcntl::Flock<std::fs::File>;
 use super::{io_at, Result, Store, StoreError};
 use crate::digest::{chain_ids, ChainId, Digest, ImageId};
 use crate::reference::Reference;
@@ -140,25 +143,28 @@ impl Store {
         let refs = RefsFile {
             refs: m.refs.clone(),
         };
-        write_atomic(
-            &self.images_path(),
-            &serde_json::to_vec_pretty(&images).unwrap_or_default(),
-        )?;
-        write_atomic(
-            &self.refs_path(),
-            &serde_json::to_vec_pretty(&refs).unwrap_or_default(),
-        )
+        let p = self.images_path();
+        write_atomic(&p, &serde_json::to_vec_pretty(&images).unwrap_or_default())
+            .map_err(io_at(&p))?;
+        let p = self.refs_path();
+        write_atomic(&p, &serde_json::to_vec_pretty(&refs).unwrap_or_default()).map_err(io_at(&p))
+    }
+
+    /// The store-wide lock (`store.lock`): exclusive for metadata updates, shared for reads.
+    pub(crate) fn lock(&self, mode: LockMode) -> Result<StoreLock> {
+        let p = self.root.join("store.lock");
+        lock_file(&p, mode).map_err(io_at(&p))
     }
 
     pub(crate) fn read_locked(&self) -> Result<(StoreLock, Meta)> {
-        let l = lock(&self.root, false)?;
+        let l = self.lock(LockMode::Shared)?;
         let m = self.read_meta()?;
         Ok((l, m))
     }
 
     /// Read-modify-write the metadata under the exclusive lock.
     pub(crate) fn update<T>(&self, f: impl FnOnce(&mut Meta) -> Result<T>) -> Result<T> {
-        let _l = lock(&self.root, true)?;
+        let _l = self.lock(LockMode::Exclusive)?;
         let mut m = self.read_meta()?;
         let out = f(&mut m)?;
         self.write_meta(&m)?;
@@ -222,6 +228,7 @@ impl Store {
             }
             Ok(())
         })?;
+        self.end_unscoped_lease();
         Ok(prepared.into_iter().map(|(id, _)| id).collect())
     }
 
@@ -321,7 +328,7 @@ impl Store {
 
     /// Delete layers created by a failed import, unless some image uses them. Top first.
     pub fn release_layers(&self, chains: &[ChainId]) -> Result<()> {
-        let _l = lock(&self.root, true)?;
+        let _l = self.lock(LockMode::Exclusive)?;
         let m = self.read_meta()?;
         let used = self.used_chains(&m)?;
         for c in chains {
@@ -329,6 +336,8 @@ impl Store {
                 self.delete_layer(c)?;
             }
         }
+        // The failed operation is over: what its lease protected is gone or given up.
+        self.end_unscoped_lease();
         Ok(())
     }
 
@@ -349,7 +358,7 @@ impl Store {
     pub fn delete_image_unchecked(&self, id: &ImageId) -> Result<Vec<ChainId>> {
         let img = self.image(id)?;
         let doomed = {
-            let _l = lock(&self.root, true)?;
+            let _l = self.lock(LockMode::Exclusive)?;
             let mut m = self.read_meta()?;
             // Blobs that may become unused: the config, the manifests its references name,
             // and (below) the compressed blobs of the layers released with it.

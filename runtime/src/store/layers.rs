@@ -3,15 +3,15 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::extract;
-use super::fsutil::{fsync_dir, remove_any, unique_tmp, Staging};
 use super::tarsplit;
 use super::{io_at, Result, Store, StoreError};
 use crate::digest::{chain_id_on, ChainId, DiffId, Digest, Hasher, HashingWriter};
+use crate::fsutil::{fsync_dir, remove_any, unique_tmp, Staging};
 
 /// Metadata of one stored layer (`layer.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +152,7 @@ impl Store {
         }
         if let Some(exp) = expected {
             let c = chain_id_on(parent, exp);
-            if self.has_layer(&c) {
+            if self.hold_layer(&c)? {
                 return self.layer(&c);
             }
         }
@@ -211,7 +211,8 @@ impl Store {
         let compression = detect_compression(raw.fill_buf().map_err(StoreError::Decompress)?);
         let result = {
             let mut dec = decompress(&mut raw).map_err(StoreError::Decompress)?;
-            let r = extract::extract(&mut dec, diff_fd.as_fd(), &mut split);
+            let flavour = strata_fs::format::Flavour::for_current_user();
+            let r = extract::extract(&mut dec, diff_fd.as_fd(), flavour, &mut split);
             if r.is_ok() {
                 // Drain the rest of the compressed stream (gzip trailer) so it is verified.
                 io::copy(&mut dec, &mut io::sink()).map_err(StoreError::Decompress)?;
@@ -288,13 +289,14 @@ impl Store {
         f.write_all(&json)
             .and_then(|_| f.sync_all())
             .map_err(io_at(&meta))?;
-        fsync_dir(staging.path())?;
+        fsync_dir(staging.path()).map_err(io_at(staging.path()))?;
 
         let dest = self.layer_path(&info.chain_id);
+        self.lease(super::gc::Leased::Layer, info.chain_id.hex())?;
         match std::fs::rename(staging.path(), &dest) {
             Ok(()) => {
                 staging.keep();
-                fsync_dir(&self.layers_dir())?;
+                fsync_dir(&self.layers_dir()).map_err(io_at(self.layers_dir()))?;
                 Ok(info.clone())
             }
             // Someone else stored the same chain first: theirs wins, ours is dropped.
@@ -306,20 +308,6 @@ impl Store {
             }
             Err(e) => Err(io_at(&dest)(e)),
         }
-    }
-
-    /// Store the contents of an overlay-format directory (e.g. a container's upper dir) as a
-    /// new layer on `parent`: it is written as a layer tar (whiteouts → `.wh.` entries) and
-    /// added like any other, so its diffID is that of the tar `layer_tar` will produce.
-    pub fn add_layer_from_dir(&self, dir: &Path, parent: Option<&ChainId>) -> Result<LayerInfo> {
-        let staging = Staging::new(unique_tmp(&self.tmp_dir(), "dirtar"));
-        let f = File::create(staging.path()).map_err(io_at(staging.path()))?;
-        let mut w = io::BufWriter::new(f);
-        super::tarwrite::write_dir_tar(dir, &mut w)?;
-        w.flush().map_err(io_at(staging.path()))?;
-        drop(w);
-        let f = File::open(staging.path()).map_err(io_at(staging.path()))?;
-        self.add_layer(f, parent, None)
     }
 
     /// Write the layer's exact uncompressed tar (byte-identical to what was added) to `out`,

@@ -5,7 +5,7 @@
 //! <root>/blobs/sha256/<hex>        verified blobs: configs (the image ID is the config's digest),
 //!                                  manifests, compressed layers
 //! <root>/layers/<chainhex>/diff/   the layer's files, overlay on-disk format (whiteout = char 0/0,
-//!                                  opaque dir = trusted.overlay.opaque=y)
+//!                                  opaque dir = trusted.overlay.opaque=y; `strata_fs::format`)
 //! <root>/layers/<chainhex>/layer.json      LayerInfo
 //! <root>/layers/<chainhex>/tar-split.gz    recorded tar headers: rebuilds the exact layer tar
 //! <root>/layers/<chainhex>/tar-split.patches  (rare) contents of files replaced within the tar
@@ -13,6 +13,8 @@
 //! <root>/repositories.json         references (canonical string) -> image ID
 //! <root>/store.lock                flock: exclusive for metadata updates, shared for reads
 //! <root>/tmp/<pid>-…               staging; entries of dead pids removed by `Store::open`
+//! <root>/leases/<pid>-<nanos>      what a live process added but no image names yet (`gc.rs`)
+//! <root>/partial/                  resumable downloads of the registry client (flocked while used)
 //! ```
 //!
 //! # Vocabulary
@@ -35,7 +37,6 @@
 //! - `add_layer(reader, parent: Option<&ChainId>, expected: Option<&DiffId>) -> Result<LayerInfo>`
 //! - `stage_layer(reader, expected) -> Result<StagedLayer>` + `commit_layer(staged, parent)`: the
 //!   two halves of `add_layer`, so a caller can verify the input digest in between
-//! - `add_layer_from_dir(dir, parent) -> Result<LayerInfo>` (an overlay-format upper dir)
 //! - `layer(&ChainId) -> Result<LayerInfo>`, `has_layer`, `layer_tar(&ChainId, &mut dyn Write)`
 //! - `release_layers(&[ChainId])` (undo layers a failed import added, if no image uses them)
 //! - `add_image(config_bytes, refs: &[Reference], parent: Option<&ImageId>) -> Result<ImageId>`,
@@ -47,7 +48,8 @@
 //! - `remove_image(query, force, prune, &[ContainerUse]) -> Result<Vec<RemoveEvent>>` (Docker's
 //!   `rmi` rules and conflict texts), `prune_images(all, &[ContainerUse], filter)`
 //! - `ContainerConfig::apply_change("CMD [\"sh\"]")` (`--change`, shared by import and commit)
-//! - `write_dir_tar(dir, out)`: an overlay-format dir as a layer tar (whiteouts → `.wh.`)
+//! - `gc(dry_run) -> Result<GcReport>`: mark from image records and live leases, sweep orphan
+//!   layers and blobs, stale partial downloads and `tmp/` entries; `lease_scope()`, `hold_layer`
 //!
 //! Archives (`docker save`/`load`, OCI layout, `import`) live in [`crate::archive`].
 //!
@@ -59,22 +61,21 @@
 mod blobs;
 pub mod config;
 pub mod extract;
-mod fsutil;
+mod gc;
 mod images;
 mod layers;
 mod remove;
 mod tarsplit;
-mod tarwrite;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
 pub use extract::ExtractError;
+pub use gc::{GcReport, LeaseScope};
 pub use images::{ContainerUse, ImageRecord, NewImage};
 pub use layers::{decompress, detect_compression, Compression, LayerInfo, StagedLayer};
 pub use remove::{parse_until, RemoveEvent};
-pub use tarwrite::write_dir_tar;
 
 pub use crate::digest::{ChainId, DiffId, Digest, ImageId};
 pub use crate::reference::Reference;
@@ -99,7 +100,7 @@ pub enum StoreError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("layer diffID mismatch: expected {expected}, got {actual}")]
     DiffIdMismatch { expected: DiffId, actual: DiffId },
-    #[error("invalid layer archive: {0}")]
+    #[error("{}", extract_text(.0))]
     Extract(#[from] ExtractError),
     #[error("invalid layer archive: {0}")]
     Decompress(#[source] io::Error),
@@ -121,6 +122,29 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// An extraction that failed for lack of space is not an invalid archive (Docker words it
+/// `failed to register layer: … no space left on device`).
+fn extract_text(e: &ExtractError) -> String {
+    let io = match e {
+        ExtractError::Tar(io) | ExtractError::Io { source: io, .. } => Some(io),
+        _ => None,
+    };
+    let full = io.is_some_and(|io| {
+        matches!(
+            io.raw_os_error(),
+            Some(nix::libc::ENOSPC) | Some(nix::libc::EDQUOT)
+        ) || matches!(
+            io.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+    });
+    if full {
+        format!("failed to register layer: {e}")
+    } else {
+        format!("invalid layer archive: {e}")
+    }
+}
+
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.into();
     move |source| StoreError::Io { path, source }
@@ -135,14 +159,15 @@ pub struct Store {
 impl Store {
     /// Open (creating if needed) the store at `root`; removes staging left by dead processes.
     pub fn open(root: &Path) -> Result<Store> {
-        for d in ["blobs/sha256", "layers", "tmp"] {
+        for d in ["blobs/sha256", "layers", "tmp", "leases"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
         let store = Store {
             root: root.to_path_buf(),
         };
-        fsutil::clean_stale_tmp(&store.tmp_dir());
+        crate::fsutil::clean_stale_tmp(&store.tmp_dir());
+        store.clean_dead_leases();
         Ok(store)
     }
 

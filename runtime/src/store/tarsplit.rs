@@ -8,16 +8,9 @@
 //! the old content is kept as a *patch* for that record number (a small side file).
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::BorrowedFd;
-use std::os::unix::ffi::OsStrExt;
-
-use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::Mode;
-
-use super::extract::open_dir_path;
 
 const FLUSH_AT: usize = 64 << 10;
 
@@ -158,15 +151,9 @@ pub(crate) fn rebuild(
 
 fn copy_file(root: BorrowedFd<'_>, path: &[u8], size: u64, out: &mut dyn Write) -> io::Result<()> {
     let shown = String::from_utf8_lossy(path).into_owned();
-    let mut comps: Vec<Vec<u8>> = path.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
-    let base = comps.pop().unwrap_or_default();
-    let dir = open_dir_path(root, &comps, false, &shown).map_err(io::Error::other)?;
-    let fd = openat(
-        &dir,
-        OsStr::from_bytes(&base),
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    // Beneath the layer root, no symlink anywhere on the way (the path was recorded from the
+    // tar, and the layer dir is what extraction made of it).
+    let fd = strata_fs::at::open_beneath(root, path, libc::O_RDONLY)?;
     let n = io::copy(&mut File::from(fd).take(size), out)?;
     if n != size {
         return Err(io::Error::new(

@@ -126,47 +126,6 @@ fn zstd_layers_are_detected() {
     );
 }
 
-#[test]
-fn add_layer_from_dir_converts_whiteouts() {
-    let (t, s) = store();
-    let up = t.path().join("upper-src");
-    std::fs::create_dir_all(up.join("usr/sbin")).unwrap();
-    std::fs::write(up.join("usr/sbin/newtool"), "hi\n").unwrap();
-    nix::sys::stat::mknod(
-        &up.join("gone"),
-        nix::sys::stat::SFlag::S_IFCHR,
-        nix::sys::stat::Mode::empty(),
-        0,
-    )
-    .unwrap();
-    let f = std::fs::File::open(up.join("usr/sbin")).unwrap();
-    use std::os::fd::AsFd;
-    extract::set_opaque(f.as_fd()).unwrap();
-    let l = s.add_layer_from_dir(&up, None).unwrap();
-    let d = s.layer_diff_dir(&l.chain_id);
-    assert!(std::fs::symlink_metadata(d.join("gone"))
-        .unwrap()
-        .file_type()
-        .is_char_device());
-    assert_eq!(
-        overlay_xattr(&d.join("usr/sbin"), "trusted.overlay.opaque"),
-        Some(b"y".to_vec())
-    );
-    assert_eq!(std::fs::read(d.join("usr/sbin/newtool")).unwrap(), b"hi\n");
-    let mut tar = Vec::new();
-    s.layer_tar(&l.chain_id, &mut tar).unwrap();
-    let names: Vec<String> = tar::Archive::new(&tar[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().display().to_string())
-        .collect();
-    assert!(names.contains(&".wh.gone".to_string()), "{names:?}");
-    assert!(
-        names.contains(&"usr/sbin/.wh..wh..opq".to_string()),
-        "{names:?}"
-    );
-}
-
 fn assert_refused(s: &Store, root: &Path, tar: &[u8], parent: Option<&ChainId>, what: &str) {
     let before = listing(root);
     let err = s.add_layer(tar, parent, None).unwrap_err();
@@ -226,6 +185,21 @@ fn hostile_layers_are_refused_and_leave_nothing() {
             l.symlink("etc", "/etc").hardlink("x", "etc/passwd");
             l.into_bytes()
         }),
+        ("whiteout-of-dot", {
+            let mut l = LayerTar::new();
+            l.file("keep", b"x", 0o644).file(".wh..", b"", 0o644);
+            l.into_bytes()
+        }),
+        ("whiteout-of-dotdot", {
+            let mut l = LayerTar::new();
+            l.file("keep", b"x", 0o644).file(".wh...", b"", 0o644);
+            l.into_bytes()
+        }),
+        ("whiteout-of-dotdot-in-subdir", {
+            let mut l = LayerTar::new();
+            l.file("keep", b"x", 0o644).file("sub/.wh...", b"", 0o644);
+            l.into_bytes()
+        }),
         ("truncated-gzip", {
             let mut l = LayerTar::new();
             l.file("big", &vec![7u8; 100_000], 0o644);
@@ -245,6 +219,11 @@ fn hostile_layers_are_refused_and_leave_nothing() {
     assert!(!victim.exists());
     assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
 
+    for (what, tar) in cases.iter().filter(|(w, _)| w.starts_with("whiteout-of")) {
+        let err = s.add_layer(&tar[..], None, None).unwrap_err().to_string();
+        assert!(err.contains("whiteout of \".\" or \"..\""), "{what}: {err}");
+    }
+
     // Wrong diffID.
     let mut l = LayerTar::new();
     l.file("ok", b"fine", 0o644);
@@ -254,6 +233,51 @@ fn hostile_layers_are_refused_and_leave_nothing() {
     let e = s.add_layer(&good[..], None, Some(&wrong)).unwrap_err();
     assert!(matches!(e, StoreError::DiffIdMismatch { .. }), "{e}");
     assert_eq!(listing(t.path()), before);
+}
+
+/// A whiteout of `.` or `..` is refused before it reaches an `*at()` call: the files next to
+/// the extraction root, the root's own earlier entries and the parent of a subdir stay.
+#[test]
+fn whiteouts_of_dot_and_dotdot_touch_nothing() {
+    for (name, entry) in [
+        ("dot", ".wh.."),
+        ("dotdot", ".wh..."),
+        ("dotdot-in-subdir", "sub/.wh..."),
+        ("dot-in-subdir", "sub/.wh.."),
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("precious"), b"keep me").unwrap();
+        let root = t.path().join("layer");
+        std::fs::create_dir(&root).unwrap();
+        let mut l = LayerTar::new();
+        l.file("a", b"1", 0o644)
+            .file("sub/b", b"2", 0o644)
+            .file(entry, b"", 0o644);
+        let tar = l.into_bytes();
+        let fd = std::fs::File::open(&root).unwrap();
+        use std::os::fd::AsFd;
+        let err = extract::extract(
+            &tar[..],
+            fd.as_fd(),
+            strata_fs::format::Flavour::Trusted,
+            &mut std::io::sink(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(!msg.contains('\n'), "{name}: {msg}");
+        assert_eq!(
+            msg,
+            format!("refusing unsafe archive entry {entry:?}: whiteout of \".\" or \"..\""),
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::read(t.path().join("precious")).unwrap(),
+            b"keep me",
+            "{name}"
+        );
+        assert_eq!(std::fs::read(root.join("a")).unwrap(), b"1", "{name}");
+        assert_eq!(std::fs::read(root.join("sub/b")).unwrap(), b"2", "{name}");
+    }
 }
 
 fn config_for(layers: &[&[u8]], created: &str) -> Vec<u8> {
@@ -754,4 +778,91 @@ fn removing_an_image_deletes_the_blobs_only_it_used() {
         [stray.hex().to_string()].into_iter().collect()
     );
     assert!(s.layers().unwrap().is_empty());
+}
+
+fn one_file_layer(name: &str) -> Vec<u8> {
+    let mut t = LayerTar::new();
+    t.file(name, name.as_bytes(), 0o644);
+    t.into_bytes()
+}
+
+#[test]
+fn gc_keeps_what_images_and_live_leases_need_and_sweeps_the_rest() {
+    let (t, s) = store();
+    // An image: its config blob and layer are roots.
+    let kept = one_file_layer("kept");
+    let l = {
+        let _scope = s.lease_scope();
+        s.add_layer(&kept[..], None, None).unwrap()
+    };
+    let cfg = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [l.diff_id.as_str()]}});
+    let id = s
+        .add_image(
+            cfg.to_string().as_bytes(),
+            &[Reference::parse("kept:1").unwrap()],
+            None,
+        )
+        .unwrap();
+    let before = listing(t.path());
+
+    // In flight: a layer and a blob under a live lease (an open scope of this process).
+    let scope = s.lease_scope();
+    let pending = s
+        .add_layer(&one_file_layer("pending")[..], None, None)
+        .unwrap();
+    let pending_blob = s.put_blob_bytes(b"pending blob").unwrap();
+    let report = s.gc(false).unwrap();
+    assert!(
+        report.layers.is_empty() && report.blobs.is_empty(),
+        "{report:?}"
+    );
+    assert!(s.has_layer(&pending.chain_id) && s.has_blob(&pending_blob));
+
+    // The operation died: its lease is gone, what it added is orphaned; a partial download
+    // nobody holds and another process's dead staging and lease go with it.
+    drop(scope);
+    std::fs::create_dir_all(t.path().join("partial")).unwrap();
+    std::fs::write(t.path().join("partial/sha256-00.partial"), b"half").unwrap();
+    std::fs::create_dir_all(t.path().join("tmp/999999999-1-0-layer/diff")).unwrap();
+    std::fs::write(
+        t.path().join("leases/999999999-1"),
+        format!("layer {}\n", pending.chain_id.hex()),
+    )
+    .unwrap();
+    let dry = s.gc(true).unwrap();
+    assert_eq!(dry.layers.len(), 1, "{dry:?}");
+    assert!(s.has_layer(&pending.chain_id), "a dry run removes nothing");
+    let report = s.gc(false).unwrap();
+    assert_eq!(report, dry);
+    assert_eq!(
+        report.layers.iter().map(|l| &l.0).collect::<Vec<_>>(),
+        vec![&pending.chain_id]
+    );
+    assert_eq!(
+        report.blobs.iter().map(|b| &b.0).collect::<Vec<_>>(),
+        vec![&pending_blob]
+    );
+    assert_eq!(report.partials, vec![("sha256-00.partial".to_string(), 4)]);
+    assert_eq!(report.stale_entries, 2, "dead staging and dead lease");
+    assert!(report.bytes() > 0);
+    let mut after = listing(t.path());
+    after.retain(|p| p != "partial");
+    assert_eq!(after, before);
+    assert!(s.image(&id).is_ok() && s.has_layer(&l.chain_id));
+}
+
+#[test]
+fn a_locked_partial_download_is_not_swept() {
+    let (t, s) = store();
+    std::fs::create_dir_all(t.path().join("partial")).unwrap();
+    let p = t.path().join("partial/sha256-11.partial");
+    std::fs::write(&p, b"downloading").unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    let held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    assert!(s.gc(false).unwrap().partials.is_empty());
+    assert!(p.exists());
+    drop(held);
+    assert_eq!(s.gc(false).unwrap().partials.len(), 1);
+    assert!(!p.exists());
 }

@@ -1,12 +1,17 @@
-//! Thin, safe wrappers over the `*at()` system calls the filesystem core uses.
+//! Safe wrappers over the `*at()` system calls: how strata touches anything inside a layer, an
+//! upper dir or an extraction target (the filesystem core, layer extraction, diff, commit and the
+//! vfs driver all go through here).
 //!
-//! Every function here takes a directory fd and a single path component (or a relative path that
-//! is resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), never a host path built
-//! from layer contents: names inside image layers are hostile input. All `unsafe` of the crate
-//! except the FUSE adapter lives in this module.
+//! Every function takes a directory fd and a single path component (or a relative path that is
+//! resolved with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`), never a host path built from
+//! layer contents: names inside image layers are hostile input. A component is refused with
+//! `EINVAL` when it holds a `/` or is `.` or `..` (see [`check_name`]); the empty name means the
+//! directory fd itself where a function says so. Nothing here follows a symlink (`O_NOFOLLOW`,
+//! `AT_SYMLINK_NOFOLLOW`). [`walk`] visits a tree the same way. All `unsafe` of the crate except
+//! the FUSE adapter lives in this module.
 
-use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
@@ -18,6 +23,32 @@ const FICLONE: libc::c_ulong = 0x4004_9409;
 
 fn cstr(name: &OsStr) -> R<CString> {
     CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// Is `name` usable as one path component: not empty, not `.` or `..`, no `/` or NUL, at most
+/// 255 bytes? (`EINVAL`, or `ENAMETOOLONG`.) Callers that take names from hostile input check
+/// them with this to report a clear error; the functions of this module refuse such names
+/// anyway.
+pub fn check_name(name: &OsStr) -> R<()> {
+    let b = name.as_bytes();
+    if b.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// `name` as a C string for a one-component `*at()` call: `/`, `.` and `..` are refused, so no
+/// call of this module ever leaves the directory it was given. The empty name passes (the
+/// kernel answers ENOENT, or means the fd itself with `AT_EMPTY_PATH`).
+fn component(name: &OsStr) -> R<CString> {
+    let b = name.as_bytes();
+    if b == b"." || b == b".." || b.contains(&b'/') {
+        return Err(Errno::EINVAL);
+    }
+    cstr(name)
 }
 
 fn check(ret: libc::c_int) -> R<libc::c_int> {
@@ -66,7 +97,7 @@ pub fn open_beneath(dir: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> R<O
 
 /// openat(2) of one component with `O_NOFOLLOW`.
 pub fn openat(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int, mode: u32) -> R<OwnedFd> {
-    let c = cstr(name)?;
+    let c = component(name)?;
     // SAFETY: valid fd and C string; returns a new fd on success.
     let fd = check(unsafe {
         libc::openat(
@@ -80,12 +111,9 @@ pub fn openat(dir: BorrowedFd<'_>, name: &OsStr, flags: libc::c_int, mode: u32) 
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `lstat` of `name` in `dir` (`""`: `dir` itself).
 pub fn fstatat(dir: BorrowedFd<'_>, name: &OsStr) -> R<libc::stat> {
-    let c = if name.is_empty() {
-        CString::new("").map_err(|_| Errno::EINVAL)?
-    } else {
-        cstr(name)?
-    };
+    let c = component(name)?;
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     let flags = if name.is_empty() {
         libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
@@ -103,13 +131,13 @@ pub fn fstat(fd: BorrowedFd<'_>) -> R<libc::stat> {
 }
 
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> R<()> {
-    let c = cstr(name)?;
+    let c = component(name)?;
     // SAFETY: valid fd and C string.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) }).map(drop)
 }
 
 pub fn mknodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> R<()> {
-    let c = cstr(name)?;
+    let c = component(name)?;
     // SAFETY: valid fd and C string.
     check(unsafe {
         libc::mknodat(
@@ -124,13 +152,13 @@ pub fn mknodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> R<()>
 
 pub fn symlinkat(target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> R<()> {
     let t = cstr(target)?;
-    let c = cstr(name)?;
+    let c = component(name)?;
     // SAFETY: valid fd and C strings.
     check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) }).map(drop)
 }
 
 pub fn readlinkat(dir: BorrowedFd<'_>, name: &OsStr) -> R<Vec<u8>> {
-    let c = cstr(name)?;
+    let c = component(name)?;
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: buf is writable for buf.len() bytes.
     let n = unsafe {
@@ -149,7 +177,7 @@ pub fn readlinkat(dir: BorrowedFd<'_>, name: &OsStr) -> R<Vec<u8>> {
 }
 
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> R<()> {
-    let c = cstr(name)?;
+    let c = component(name)?;
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
     // SAFETY: valid fd and C string.
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) }).map(drop)
@@ -162,8 +190,8 @@ pub fn renameat2(
     new: &OsStr,
     flags: u32,
 ) -> R<()> {
-    let o = cstr(old)?;
-    let n = cstr(new)?;
+    let o = component(old)?;
+    let n = component(new)?;
     // SAFETY: valid fds and C strings.
     check(unsafe {
         libc::renameat2(
@@ -178,8 +206,8 @@ pub fn renameat2(
 }
 
 pub fn linkat(olddir: BorrowedFd<'_>, old: &OsStr, newdir: BorrowedFd<'_>, new: &OsStr) -> R<()> {
-    let o = cstr(old)?;
-    let n = cstr(new)?;
+    let o = component(old)?;
+    let n = component(new)?;
     // SAFETY: valid fds and C strings; flags 0 = do not follow symlinks.
     check(unsafe {
         libc::linkat(
@@ -194,7 +222,7 @@ pub fn linkat(olddir: BorrowedFd<'_>, old: &OsStr, newdir: BorrowedFd<'_>, new: 
 }
 
 pub fn fchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> R<()> {
-    let c = cstr(name)?;
+    let c = component(name)?;
     let flags = if name.is_empty() {
         libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
     } else {
@@ -207,7 +235,7 @@ pub fn fchownat(dir: BorrowedFd<'_>, name: &OsStr, uid: u32, gid: u32) -> R<()> 
 /// chmod of a non-symlink entry `name` in `dir` (fchmodat(2) cannot refuse to follow symlinks,
 /// so callers only use it on entries they have just checked or created).
 pub fn fchmodat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> R<()> {
-    let c = cstr(name)?;
+    let c = component(name)?;
     // SAFETY: valid fd and C string.
     check(unsafe { libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t, 0) }).map(drop)
 }
@@ -218,7 +246,7 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> R<()> {
 }
 
 pub fn utimensat(dir: BorrowedFd<'_>, name: &OsStr, times: &[libc::timespec; 2]) -> R<()> {
-    let c = cstr(name)?;
+    let c = component(name)?;
     let flags = if name.is_empty() {
         libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
     } else {
@@ -417,9 +445,7 @@ macro_rules! pick {
 fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> R<CString> {
     let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
     if !name.is_empty() {
-        if name.as_bytes().contains(&b'/') {
-            return Err(Errno::EINVAL);
-        }
+        component(name)?;
         p.push(b'/');
         p.extend_from_slice(name.as_bytes());
     }
@@ -600,6 +626,193 @@ pub fn read_dir(fd: OwnedFd) -> R<Vec<(std::ffi::OsString, u64, u8)>> {
     Ok(out)
 }
 
+/// Open the directory at `path`, a host path the caller trusts (a layer root, a store dir):
+/// the root from which everything else is reached fd-relative.
+pub fn open_dir(path: &std::path::Path) -> R<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: valid C string; returns a new fd on success.
+    let fd = check(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Open the child directory `name` of `dir` for reading, refusing a symlink (`ELOOP`) or a
+/// non-directory (`ENOTDIR`).
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> R<OwnedFd> {
+    openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+}
+
+/// The names in the directory `dir` (without `.` and `..`), sorted bytewise so walks are
+/// deterministic. `dir` may be any fd of the directory (`O_PATH` too); its offset is untouched.
+pub fn list_sorted(dir: BorrowedFd<'_>) -> R<Vec<OsString>> {
+    let fd = open_beneath(dir, b"", libc::O_RDONLY | libc::O_DIRECTORY)?;
+    let mut names: Vec<OsString> = read_dir_fd(fd.as_fd())?
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    names.sort_unstable();
+    Ok(names)
+}
+
+/// Remove `name` in `dir` and, for a directory, everything below it; never follows a symlink.
+/// A missing `name` is not an error.
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> R<()> {
+    match unlinkat(dir, name, false) {
+        Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+        // EISDIR from Linux, EPERM where POSIX says so.
+        Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
+        Err(e) => return Err(e),
+    }
+    let sub = open_dir_at(dir, name)?;
+    clear_dir(sub.as_fd())?;
+    unlinkat(dir, name, true)
+}
+
+/// Remove everything inside the directory `dir` (not `dir` itself).
+pub fn clear_dir(dir: BorrowedFd<'_>) -> R<()> {
+    for n in list_sorted(dir)? {
+        remove_all_at(dir, &n)?;
+    }
+    Ok(())
+}
+
+/// All extended attributes of `name` in `dir` (`""`: `dir` itself) as `(key, value)`, sorted by
+/// key; empty where the filesystem has none (`ENOTSUP`).
+pub fn xattrs(dir: BorrowedFd<'_>, name: &OsStr) -> R<Vec<(Vec<u8>, Vec<u8>)>> {
+    let list = match llistxattr(dir, name) {
+        Ok(l) => l,
+        Err(Errno::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        match lgetxattr(dir, name, OsStr::from_bytes(key)) {
+            Ok(v) => out.push((key.to_vec(), v)),
+            Err(Errno::ENODATA) => {} // removed meanwhile
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The access and modification times of `st`, for [`utimensat`].
+pub fn times_of(st: &libc::stat) -> [libc::timespec; 2] {
+    [
+        libc::timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec,
+        },
+        libc::timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec,
+        },
+    ]
+}
+
+/// One entry met by [`walk`].
+pub struct WalkEntry<'a> {
+    /// The directory holding the entry.
+    pub dir: BorrowedFd<'a>,
+    pub name: &'a OsStr,
+    /// `/`-separated path from the walk's root, for messages and keys only: never opened.
+    pub path: &'a [u8],
+    /// `lstat` of the entry.
+    pub stat: &'a libc::stat,
+}
+
+impl WalkEntry<'_> {
+    pub fn is_dir(&self) -> bool {
+        self.stat.st_mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// What [`walk`] does after [`Visitor::entry`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Go into this directory (ignored for other entries).
+    Descend,
+    /// Leave this entry's subtree alone.
+    Skip,
+}
+
+/// The callbacks of [`walk`].
+pub trait Visitor {
+    type Error: From<Errno>;
+    /// Called for every entry, parents before children, siblings in name order.
+    fn entry(&mut self, e: &WalkEntry<'_>) -> Result<Step, Self::Error>;
+    /// A directory the walk descends into, opened (`dirfd`), before its children.
+    fn enter(&mut self, _e: &WalkEntry<'_>, _dirfd: BorrowedFd<'_>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    /// The same directory after its children.
+    fn leave(&mut self, _e: &WalkEntry<'_>, _dirfd: BorrowedFd<'_>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Walk the tree below the directory `root` depth first, fd-relative: each directory is opened
+/// from its parent's fd with `O_NOFOLLOW`, so a symlink (or a rename racing the walk) never
+/// leads outside `root`. Entries that vanish while walking are skipped.
+pub fn walk<V: Visitor>(root: BorrowedFd<'_>, v: &mut V) -> Result<(), V::Error> {
+    let mut path = Vec::new();
+    walk_dir(root, &mut path, v)
+}
+
+fn walk_dir<V: Visitor>(
+    dir: BorrowedFd<'_>,
+    path: &mut Vec<u8>,
+    v: &mut V,
+) -> Result<(), V::Error> {
+    for name in list_sorted(dir)? {
+        let st = match fstatat(dir, &name) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let len = path.len();
+        if len > 0 {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name.as_bytes());
+        let r = walk_one(dir, &name, &st, path, v);
+        path.truncate(len);
+        r?;
+    }
+    Ok(())
+}
+
+fn walk_one<V: Visitor>(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    st: &libc::stat,
+    path: &[u8],
+    v: &mut V,
+) -> Result<(), V::Error> {
+    let e = WalkEntry {
+        dir,
+        name,
+        path,
+        stat: st,
+    };
+    if v.entry(&e)? == Step::Skip || !e.is_dir() {
+        return Ok(());
+    }
+    let sub = match open_dir_at(dir, name) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(err) => return Err(err.into()),
+    };
+    v.enter(&e, sub.as_fd())?;
+    walk_dir(sub.as_fd(), &mut path.to_vec(), v)?;
+    v.leave(&e, sub.as_fd())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,5 +871,63 @@ mod tests {
         let mut exp: Vec<&[u8]> = want.split(|&b| b == 0).filter(|k| !k.is_empty()).collect();
         exp.sort();
         assert_eq!(got, exp);
+    }
+
+    #[test]
+    fn components_never_leave_the_directory() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        std::fs::write(t.path().join("keep"), b"x").unwrap();
+        let d = open_dir(&t.path().join("d")).unwrap();
+        for bad in ["..", ".", "../keep", "a/b"] {
+            let n = OsStr::new(bad);
+            assert_eq!(unlinkat(d.as_fd(), n, false), Err(Errno::EINVAL), "{bad}");
+            assert_eq!(remove_all_at(d.as_fd(), n), Err(Errno::EINVAL), "{bad}");
+            assert_eq!(fstatat(d.as_fd(), n).err(), Some(Errno::EINVAL), "{bad}");
+            assert!(openat(d.as_fd(), n, libc::O_RDONLY, 0).is_err(), "{bad}");
+            assert_eq!(check_name(n), Err(Errno::EINVAL), "{bad}");
+        }
+        assert_eq!(check_name(OsStr::new("")), Err(Errno::EINVAL));
+        assert_eq!(check_name(OsStr::new("ok")), Ok(()));
+        assert!(t.path().join("keep").exists());
+        // The empty name is the fd itself where a function says so.
+        assert!(fstatat(d.as_fd(), OsStr::new("")).is_ok());
+    }
+
+    #[test]
+    fn walk_visits_in_order_and_remove_all_does_not_follow_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("precious"), b"x").unwrap();
+        let r = t.path().join("r");
+        std::fs::create_dir_all(r.join("b/c")).unwrap();
+        std::fs::write(r.join("a"), b"").unwrap();
+        std::fs::write(r.join("b/c/f"), b"").unwrap();
+        std::os::unix::fs::symlink(&outside, r.join("b/link")).unwrap();
+        struct Log(Vec<String>);
+        impl Visitor for Log {
+            type Error = Errno;
+            fn entry(&mut self, e: &WalkEntry<'_>) -> R<Step> {
+                self.0.push(String::from_utf8_lossy(e.path).into_owned());
+                Ok(Step::Descend)
+            }
+            fn leave(&mut self, e: &WalkEntry<'_>, _: BorrowedFd<'_>) -> R<()> {
+                self.0.push(format!("<{}", String::from_utf8_lossy(e.path)));
+                Ok(())
+            }
+        }
+        let root = open_dir(&r).unwrap();
+        let mut log = Log(Vec::new());
+        walk(root.as_fd(), &mut log).unwrap();
+        assert_eq!(
+            log.0,
+            ["a", "b", "b/c", "b/c/f", "<b/c", "b/link", "<b"].map(String::from)
+        );
+        remove_all_at(root.as_fd(), OsStr::new("b")).unwrap();
+        assert_eq!(list_sorted(root.as_fd()).unwrap(), ["a"]);
+        assert!(outside.join("precious").exists());
+        clear_dir(root.as_fd()).unwrap();
+        assert!(list_sorted(root.as_fd()).unwrap().is_empty());
     }
 }
