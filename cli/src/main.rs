@@ -87,6 +87,8 @@ enum Command {
     System(cmd::system::Args),
     /// Mount a container's root filesystem and print where
     Mount(cmd::mount::Args),
+    /// Manage networks
+    Network(cmd::network::Args),
     /// Internal: the per-container supervisor process
     #[command(name = "__supervise", hide = true)]
     Supervise(cmd::run::SuperviseArgs),
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
         Command::Build(a) => cmd::build::run(&cli.global, a),
         Command::System(a) => cmd::system::run(&cli.global, a),
         Command::Mount(a) => cmd::mount::run(&cli.global, a),
+        Command::Network(a) => cmd::network::run(&cli.global, a),
         Command::Supervise(a) => cmd::run::run_supervise(&cli.global, a),
     };
     match result {

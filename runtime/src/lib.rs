@@ -20,6 +20,7 @@ pub mod container;
 pub mod digest;
 pub mod driver;
 mod fsutil;
+pub mod network;
 pub mod outfile;
 pub mod reference;
 pub mod registry;

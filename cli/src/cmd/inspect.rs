@@ -192,7 +192,7 @@ fn image_inspect(global: &Global, store: &Store, img: &ImageRecord) -> Result<Im
 }
 
 /// Print the objects found, as a JSON array or one `--format` line each.
-fn print(objects: &[Value], format: Option<&str>) -> Result<()> {
+pub(crate) fn print(objects: &[Value], format: Option<&str>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format.filter(|f| !f.is_empty()) {
         Some(f) => {

@@ -17,6 +17,7 @@ pub mod load;
 pub mod login;
 pub mod logs;
 pub mod mount;
+pub mod network;
 pub mod ps;
 pub mod pull;
 pub mod push;
