@@ -156,6 +156,7 @@ impl Builder<'_> {
                 user: s("User"),
                 working_dir: s("WorkingDir"),
                 stop_signal: None,
+                exposed_ports: Vec::new(),
             },
             cmd: argv.clone(),
             entrypoint: Some(String::new()),
