@@ -317,7 +317,6 @@ disabled_plugins = [
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.runtime.v1.linux",
 ]
 
 [grpc]
@@ -465,6 +464,9 @@ disabled_plugins = [
         );
         unmount_all_under(self.dir.path());
         remove_cgroups(&self.ns);
+        // runc's state dir for the namespace (the shim's default runc root); empty once every
+        // container is deleted, and only then removed.
+        let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(&self.ns));
     }
 }
 
