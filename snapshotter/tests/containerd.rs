@@ -194,18 +194,16 @@ fn pull_run_commit_view_usage_labels_remove() {
         snap(&["rm", "c1-layer"]);
         w.ctr_ok(&["containers", "rm", "c1"]);
         w.ctr_ok(&["images", "rm", &r]);
+        // (A Remove drops the record first and the directory after it: wait for both.)
+        let snaps = w.snap_root().join("snapshots");
         let gone = eventually(Duration::from_secs(30), || {
             let m = w.metadata();
-            m["snapshots"]
-                .as_object()
-                .is_some_and(|s| s.is_empty())
-                .then_some(())
+            let no_records = m["snapshots"].as_object().is_some_and(|s| s.is_empty());
+            let no_dirs = std::fs::read_dir(&snaps).ok()?.next().is_none();
+            (no_records && no_dirs).then_some(())
         });
-        assert!(gone.is_some(), "left: {}", w.metadata());
-        let dirs: Vec<_> = std::fs::read_dir(w.snap_root().join("snapshots"))
-            .unwrap()
-            .collect();
-        assert!(dirs.is_empty(), "{dirs:?}");
+        let dirs: Vec<_> = std::fs::read_dir(&snaps).unwrap().collect();
+        assert!(gone.is_some(), "left: {} {dirs:?}", w.metadata());
     });
     // Every mount daemon went away with its mount.
     let fuse_left = strata_testkit::mount::mounts()

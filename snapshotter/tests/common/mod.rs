@@ -285,6 +285,10 @@ impl World {
         self.snapshotter = Some(child);
     }
 
+    pub fn snapshotter_pid(&self) -> u32 {
+        self.snapshotter.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// SIGKILL the snapshotter and reap it.
     pub fn kill_snapshotter(&mut self) {
         stop_child(&mut self.snapshotter, libc::SIGKILL, Duration::ZERO);
@@ -303,7 +307,7 @@ impl World {
         std::fs::read_to_string(self.path().join("snapshotter.log")).unwrap_or_default()
     }
 
-    fn start_containerd(&mut self) {
+    pub fn start_containerd(&mut self) {
         let d = self.path();
         let config = format!(
             r#"version = 2
