@@ -248,6 +248,15 @@ impl Store {
             },
             Err(e) => return Err(io_at(&meta_path)(e)),
         };
+        let mut meta = meta;
+        // Ids are never reused, not even those of directories a crash left without a record
+        // (removed just below).
+        let snaps = root.join("snapshots");
+        for e in std::fs::read_dir(&snaps).map_err(io_at(&snaps))?.flatten() {
+            if let Ok(id) = e.file_name().to_string_lossy().parse::<u64>() {
+                meta.next_id = meta.next_id.max(id + 1);
+            }
+        }
         let store = Store {
             root: root.to_path_buf(),
             meta: Mutex::new(meta),
@@ -723,9 +732,9 @@ mod tests {
             .next()
             .is_none());
         assert!(!t.path().join(".metadata.json.tmp").exists());
-        // Ids are not reused.
+        // Ids are not reused, not even the orphan's.
         let n = s.create(Kind::Active, "n", "", labels(&[])).unwrap();
-        assert!(n.upper.starts_with(t.path().join("snapshots/3")));
+        assert!(n.upper.starts_with(t.path().join("snapshots/79")), "{n:?}");
     }
 
     #[test]

@@ -43,7 +43,12 @@ fn read_meta(w: &World) -> serde_json::Value {
 /// Records and directories agree, and every acknowledged key survived.
 fn check_consistent(w: &World, round: usize, acked: &[String]) {
     let meta = read_meta(w);
-    assert_eq!(leftovers(w, &meta), Vec::<String>::new(), "round {round}");
+    assert_eq!(
+        leftovers(w, &meta),
+        Vec::<String>::new(),
+        "round {round}: {meta}\n{}",
+        common::tail(&w.snapshotter_log(), 20)
+    );
     for (key, r) in meta["snapshots"].as_object().unwrap() {
         let dir = w.snap_root().join(format!("snapshots/{}", r["id"]));
         assert!(dir.join("fs").is_dir(), "{key}: {}", dir.display());
@@ -184,7 +189,8 @@ fn kill_9_under_containerd_then_restart() {
             .keys()
             .filter_map(|k| k.rsplit('/').next().map(String::from))
             .collect();
-        (have == want).then_some(())
+        // (A Remove drops the record first and the directory after it: wait for both.)
+        (have == want && leftovers(&w, &read_meta(&w)).is_empty()).then_some(())
     });
     assert!(agreed.is_some(), "ours: {} want {want:?}", w.metadata());
     check_consistent(&w, 1, &[]);
