@@ -98,17 +98,16 @@ fn pull_run_commit_view_usage_labels_remove() {
         assert!(is_whiteout(&l2.join("etc"), "motd"), "etc/motd whiteout");
 
         // Run a command: the root filesystem is strata's FUSE mount with layer 2 applied.
-        let out = w.ctr_ok(&[
-            "run",
-            "--rm",
-            "--snapshotter",
-            "strata",
+        let out = w.run_container(
+            true,
             &r,
             "c-run",
-            "sh",
-            "-c",
-            "cat /etc/layer2; ls /etc/motd 2>&1; ls /www; grep ' / / ' /proc/self/mountinfo",
-        ]);
+            &[
+                "sh",
+                "-c",
+                "cat /etc/layer2; ls /etc/motd 2>&1; ls /www; grep ' / / ' /proc/self/mountinfo",
+            ],
+        );
         assert!(out.contains("two\n"), "{out}");
         assert!(out.contains("No such file"), "motd deleted: {out}");
         assert!(
@@ -118,16 +117,16 @@ fn pull_run_commit_view_usage_labels_remove() {
         assert!(out.contains(" - fuse "), "rootfs is a FUSE mount: {out}");
 
         // Write files in a container, keep its snapshot and commit it.
-        w.ctr_ok(&[
-            "run",
-            "--snapshotter",
-            "strata",
+        w.run_container(
+            false,
             &r,
             "c1",
-            "sh",
-            "-c",
-            "echo hi > /hello && rm /etc/layer2 && mkdir -p /data && echo d > /data/f",
-        ]);
+            &[
+                "sh",
+                "-c",
+                "echo hi > /hello && rm /etc/layer2 && mkdir -p /data && echo d > /data/f",
+            ],
+        );
         snap(&["commit", "c1-layer", "c1"]);
         let key = w.backend_key("c1-layer").expect("backend record");
         let layer = w.layer_dir(&key);
