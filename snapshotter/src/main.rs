@@ -111,9 +111,21 @@ fn check_program(p: &str) -> anyhow::Result<()> {
 async fn serve(args: Args) -> anyhow::Result<()> {
     let root = service::check_root(&args.root).map_err(anyhow::Error::msg)?;
     check_program(&args.mount_program)?;
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&root)).await??;
-    let svc = service::Service::new(store, &args.mount_program);
+    // The socket first: a bad --address leaves no root behind; a root that cannot be opened
+    // leaves no socket behind.
     let listener = bind(&args.address)?;
+    let store = match tokio::task::spawn_blocking(move || store::Store::open(&root)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let _ = std::fs::remove_file(&args.address);
+            return Err(e.into());
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&args.address);
+            return Err(e.into());
+        }
+    };
+    let svc = service::Service::new(store, &args.mount_program);
     log::info!(
         "serving snapshots on {} (root {}, mounts fuse3.{})",
         args.address.display(),

@@ -65,21 +65,22 @@ pub enum Error {
     EmptyKey,
     #[error("another strata-snapshotter uses {0}")]
     Locked(PathBuf),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("{path}: corrupt metadata: {source}")]
+    // The cause is in the message, not a `source` (one line in gRPC statuses and in `{:#}`).
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: io::Error },
+    #[error("{path}: corrupt metadata: {err}")]
     Corrupt {
         path: PathBuf,
-        source: serde_json::Error,
+        err: serde_json::Error,
     },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io {
+    move |err| Error::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 
@@ -237,9 +238,9 @@ impl Store {
         };
         let meta_path = root.join("metadata.json");
         let meta = match std::fs::read(&meta_path) {
-            Ok(b) => serde_json::from_slice::<Meta>(&b).map_err(|source| Error::Corrupt {
+            Ok(b) => serde_json::from_slice::<Meta>(&b).map_err(|err| Error::Corrupt {
                 path: meta_path.clone(),
-                source,
+                err,
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Meta {
                 version: META_VERSION,
@@ -290,9 +291,9 @@ impl Store {
 
     /// Write `next` to disk, then make it the in-memory state.
     fn persist(&self, cur: &mut Meta, next: Meta) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(&next).map_err(|source| Error::Corrupt {
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|err| Error::Corrupt {
             path: self.root.join("metadata.json"),
-            source,
+            err,
         })?;
         write_atomic(&self.root.join("metadata.json"), &bytes)?;
         *cur = next;

@@ -19,7 +19,7 @@ fn labels(kv: &[(&str, &str)]) -> HashMap<String, String> {
 
 #[test]
 fn snapshot_rules_labels_usage_and_list() {
-    let w = World::snapshotter_only();
+    let mut w = World::snapshotter_only();
     let mut c = w.client();
 
     // Active without parent, committed with labels; the key is gone after commit.
@@ -117,6 +117,30 @@ fn snapshot_rules_labels_usage_and_list() {
     std::fs::create_dir_all(w.snap_root().join("snapshots/999/fs")).unwrap();
     c.cleanup().unwrap();
     assert!(!w.snap_root().join("snapshots/999").exists());
+    drop(c);
+
+    // One daemon per root: a second one is refused, one line, exit 125, no socket left.
+    let other = w.path().join("other.sock");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strata-snapshotter"))
+        .arg("--root")
+        .arg(w.snap_root())
+        .arg("--address")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("Error: another strata-snapshotter uses"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!other.exists());
+
+    // SIGTERM: a clean exit that removes the socket.
+    let st = w.stop_snapshotter().expect("stopped in time");
+    assert!(st.success(), "{st}");
+    assert!(!w.snap_sock().exists());
 }
 
 #[test]
