@@ -29,14 +29,45 @@ use strata_testkit::mount as tkmount;
 pub const TAG: &str = "strata-snap";
 pub const STEP: Duration = Duration::from_secs(120);
 
-/// `strata-overlay`, built once per test process from the workspace (`cargo build -p
-/// strata-fs --bin strata-overlay`: it is another package's binary, so cargo does not build
-/// it for this package's tests), in the profile dir this package's binary lives in.
+/// Newest modification time of the files under `dir`.
+fn newest(dir: &Path) -> std::time::SystemTime {
+    let mut t = std::time::UNIX_EPOCH;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            let mt = if m.is_dir() {
+                newest(&e.path())
+            } else {
+                m.modified().unwrap_or(std::time::UNIX_EPOCH)
+            };
+            t = t.max(mt);
+        }
+    }
+    t
+}
+
+/// `strata-overlay`, the workspace's own. It is another package's binary, so cargo does not
+/// build it for this package's tests: use the one a workspace build left in this profile's
+/// dir when it is newer than every source of `fs/`, else build one once per test process into
+/// a target dir of its own (never replacing the binary other packages' tests are running).
 pub fn strata_overlay() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let me = Path::new(env!("CARGO_BIN_EXE_strata-snapshotter"));
         let profile_dir = me.parent().expect("profile dir");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let fs_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fs");
+        let built = profile_dir.join("strata-overlay");
+        let fresh = std::fs::metadata(&built)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t > newest(&fs_dir.join("src")) && t > newest(&fs_dir));
+        if fresh {
+            return built;
+        }
+        let target = profile_dir
+            .parent()
+            .expect("target dir")
+            .join("snapshotter-tests");
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args([
             "build",
@@ -46,8 +77,10 @@ pub fn strata_overlay() -> &'static Path {
             "--bin",
             "strata-overlay",
         ])
+        .arg("--target-dir")
+        .arg(&target)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
+        if release {
             cmd.arg("--release");
         }
         let out = cmd.output().expect("run cargo build");
@@ -56,7 +89,9 @@ pub fn strata_overlay() -> &'static Path {
             "cargo build strata-overlay: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let bin = profile_dir.join("strata-overlay");
+        let bin = target
+            .join(if release { "release" } else { "debug" })
+            .join("strata-overlay");
         assert!(bin.exists(), "{} missing", bin.display());
         bin
     })
