@@ -72,11 +72,9 @@ impl log::Log for Logger {
 
 static LOGGER: Logger = Logger;
 
-/// Bind `path`, replacing a stale socket file (one nobody answers on) but never a live one.
-fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
+/// Check that `path` can be listened on: absent, or a stale socket file (one nobody answers
+/// on, removed here), never a live socket or another kind of file.
+fn check_address(path: &Path) -> anyhow::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) => {
             use std::os::unix::fs::FileTypeExt;
@@ -86,10 +84,16 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 bail!("{}: address already in use", path.display());
             }
-            std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+            std::fs::remove_file(path).with_context(|| format!("remove {}", path.display()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| path.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| path.display().to_string()),
+    }
+}
+
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     UnixListener::bind(path).with_context(|| format!("listen on {}", path.display()))
 }
@@ -111,20 +115,12 @@ fn check_program(p: &str) -> anyhow::Result<()> {
 async fn serve(args: Args) -> anyhow::Result<()> {
     let root = service::check_root(&args.root).map_err(anyhow::Error::msg)?;
     check_program(&args.mount_program)?;
-    // The socket first: a bad --address leaves no root behind; a root that cannot be opened
-    // leaves no socket behind.
+    // The address is checked before the root is touched (a bad --address leaves nothing
+    // behind), and bound only once the store is open and clean: a client that can connect is
+    // served by a consistent store.
+    check_address(&args.address)?;
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&root)).await??;
     let listener = bind(&args.address)?;
-    let store = match tokio::task::spawn_blocking(move || store::Store::open(&root)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let _ = std::fs::remove_file(&args.address);
-            return Err(e.into());
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&args.address);
-            return Err(e.into());
-        }
-    };
     let svc = service::Service::new(store, &args.mount_program);
     log::info!(
         "serving snapshots on {} (root {}, mounts fuse3.{})",

@@ -36,8 +36,14 @@ fn leftovers(w: &World, meta: &serde_json::Value) -> Vec<String> {
 }
 
 fn read_meta(w: &World) -> serde_json::Value {
-    let b = std::fs::read(w.snap_root().join("metadata.json")).expect("metadata.json");
-    serde_json::from_slice(&b).expect("metadata.json is whole JSON after a kill -9")
+    match std::fs::read(w.snap_root().join("metadata.json")) {
+        Ok(b) => serde_json::from_slice(&b).expect("metadata.json is whole JSON after a kill -9"),
+        // Not written yet: no snapshot was ever stored (a kill before the first one).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            serde_json::json!({"snapshots": {}})
+        }
+        Err(e) => panic!("metadata.json: {e}"),
+    }
 }
 
 /// Records and directories agree, and every acknowledged key survived.
