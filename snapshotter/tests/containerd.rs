@@ -207,7 +207,7 @@ fn pull_run_commit_view_usage_labels_remove() {
     // Every mount daemon went away with its mount.
     let fuse_left = strata_testkit::mount::mounts()
         .into_iter()
-        .filter(|m| m.path.starts_with(w.path()))
+        .filter(|m| m.mount_point.starts_with(w.path()))
         .count();
     assert_eq!(fuse_left, 0);
 }

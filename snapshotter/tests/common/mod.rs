@@ -109,17 +109,17 @@ pub fn unmount_all_under(dir: &Path) {
     for _ in 0..4 {
         let mut under: Vec<_> = tkmount::mounts()
             .into_iter()
-            .filter(|m| m.path.starts_with(dir))
+            .filter(|m| m.mount_point.starts_with(dir))
             .collect();
         if under.is_empty() {
             return;
         }
-        under.sort_by_key(|m| std::cmp::Reverse(m.path.as_os_str().len()));
+        under.sort_by_key(|m| std::cmp::Reverse(m.mount_point.as_os_str().len()));
         for m in under {
             if m.fstype.starts_with("fuse") {
                 let _ = tkmount::abort_fuse_connection(m.dev.1);
             }
-            tkmount::lazy_unmount(&m.path);
+            tkmount::lazy_unmount(&m.mount_point);
         }
     }
 }
