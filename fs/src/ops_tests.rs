@@ -11,11 +11,11 @@ fn ctx() -> Ctx {
     }
 }
 
-fn look(fs: &Fs, parent: u64, name: &str) -> Option<Attr> {
+fn look(fs: &Fs, parent: Ino, name: &str) -> Option<Attr> {
     fs.lookup(parent, OsStr::new(name)).unwrap()
 }
 
-fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+fn read_all(fs: &Fs, ino: Ino) -> Vec<u8> {
     let fh = fs.open(ino, libc::O_RDONLY).unwrap();
     let d = fs.read(fh, 0, 1 << 20).unwrap();
     fs.release(fh);

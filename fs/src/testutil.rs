@@ -63,6 +63,7 @@ impl Stack {
             upper: Some(open(&self.upper())),
             work: Some(open(&self.dir.path().join("work"))),
             fsync_copyup: false,
+            flavour: crate::format::Flavour::Trusted,
         })
         .unwrap()
     }

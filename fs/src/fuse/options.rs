@@ -22,6 +22,8 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use crate::core::{Attr, Fs};
+use crate::handles::Fh;
+use crate::inodes::Ino;
 use crate::ops::SetAttr;
 
 /// The override records of `xattr_permissions=1` and `=2`.
@@ -185,7 +187,7 @@ impl View {
     }
 
     /// Apply the override record of `ino` (files and directories only) to `st`.
-    pub fn read_override(&self, fs: &Fs, ino: u64, st: &mut libc::stat) {
+    pub fn read_override(&self, fs: &Fs, ino: Ino, st: &mut libc::stat) {
         let Some(key) = self.override_key() else {
             return;
         };
@@ -205,9 +207,9 @@ impl View {
     pub fn setattr(
         &self,
         fs: &Fs,
-        ino: u64,
+        ino: Ino,
         mut sa: SetAttr,
-        fh: Option<u64>,
+        fh: Option<Fh>,
     ) -> Result<Attr, Errno> {
         let ids = sa.mode.is_some() || sa.uid.is_some() || sa.gid.is_some();
         if let (Some(key), true) = (self.override_key(), ids) {

@@ -25,6 +25,8 @@ use fuser::BackingId;
 use parking_lot::Mutex;
 
 use crate::core::Fs;
+use crate::handles::Fh;
+use crate::inodes::Ino;
 
 /// How to answer an open.
 pub(crate) enum Mode {
@@ -43,17 +45,17 @@ struct Backing {
 }
 
 struct Open {
-    ino: u64,
+    ino: Ino,
     cached: bool,
     _backing: Option<Arc<BackingId>>,
 }
 
 #[derive(Default)]
 struct State {
-    backing: HashMap<u64, Backing>,
+    backing: HashMap<Ino, Backing>,
     /// Live cached opens per inode.
-    cached: HashMap<u64, usize>,
-    opens: HashMap<u64, Open>,
+    cached: HashMap<Ino, usize>,
+    opens: HashMap<Fh, Open>,
 }
 
 #[derive(Default)]
@@ -69,7 +71,7 @@ impl Passthrough {
     pub fn open(
         &self,
         fs: &Fs,
-        fh: u64,
+        fh: Fh,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Mode {
         let Some(info) = fs.open_info(fh) else {
@@ -140,7 +142,7 @@ impl Passthrough {
     }
 
     /// Forget handle `fh` (its release); the last open of an inode drops its backing id.
-    pub fn release(&self, fh: u64) {
+    pub fn release(&self, fh: Fh) {
         let mut st = self.state.lock();
         let Some(o) = st.opens.remove(&fh) else {
             return;
