@@ -65,7 +65,7 @@ impl Fs {
         } else {
             ctx.gid
         };
-        let (ino, st, file) = t.with_index_mut(&mut ns, parent, |ix| {
+        let (n, st, file) = t.with_index_mut(&mut ns, parent, |ix| {
             let existing = ix.get(name).cloned();
             if existing.as_ref().is_some_and(Entry::visible) {
                 return Err(Errno::EEXIST);
@@ -145,14 +145,18 @@ impl Fs {
             let e = Entry::new_upper(kind, ino, existing.is_some_and(|e| e.lower));
             ix.put(name, e.clone());
             let n = t.remember(parent, name, &e);
-            if kind == libc::S_IFDIR {
-                // A new directory's index is known without reading it (and no other thread can
-                // hold it: the node is new).
-                *n.dir.write() = Some(DirIndex::new(vec![0], Default::default()));
-            }
-            Ok((ino, st, file))
+            Ok((n, st, file))
         })?;
-        Ok((t.fix_attr(&ns, ino, st), file))
+        if n.is_dir() {
+            // A new directory's index is known without reading it (unless a lookup in another
+            // thread built it from the disk already, as the same empty upper dir).
+            t.with_index_slot(&mut ns, &n, |slot| {
+                if slot.is_none() {
+                    *slot = Some(DirIndex::new(vec![0], Default::default()));
+                }
+            });
+        }
+        Ok((t.fix_attr(&ns, n.ino, st), file))
     }
 
     pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, umask: u32, ctx: Ctx) -> R<Attr> {
