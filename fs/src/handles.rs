@@ -23,7 +23,7 @@ impl Fh {
     }
 
     /// The handle the kernel names by `n`.
-    pub const fn from_raw(n: u64) -> Fh {
+    pub(crate) const fn from_raw(n: u64) -> Fh {
         Fh(n)
     }
 }

@@ -39,7 +39,7 @@ impl Ino {
     }
 
     /// The inode the kernel names by `n` (a FUSE node id).
-    pub const fn from_raw(n: u64) -> Ino {
+    pub(crate) const fn from_raw(n: u64) -> Ino {
         Ino(n)
     }
 }
