@@ -15,10 +15,10 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 
 use crate::at::{self, R};
-use crate::core::Fs;
 use crate::format::{self, copy_xattrs};
 use crate::inodes::Ino;
 use crate::ns::Held;
+use crate::unionfs::Fs;
 
 impl Fs {
     /// Make sure node `ino` exists in the upper layer (copying it and its parents up).

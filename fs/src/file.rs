@@ -10,11 +10,11 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 use crate::at::{self as sys, R};
-use crate::core::{Attr, Ctx, DirEnt, Fs};
 use crate::format::is_private_xattr;
 use crate::handles::{Fh, Handle};
 use crate::inodes::Ino;
 use crate::ops::Make;
+use crate::unionfs::{Attr, Ctx, DirEnt, Fs};
 
 /// An open file as the FUSE adapter sees it.
 pub(crate) struct OpenInfo {

@@ -14,10 +14,10 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::core::{Attr, Ctx, Fs};
 use crate::handles::Fh;
 use crate::inodes::Ino;
 use crate::ops::SetAttr;
+use crate::unionfs::{Attr, Ctx, Fs};
 
 pub mod options;
 mod passthrough;

@@ -11,12 +11,11 @@
 //! `inodes` (the inode table), `dirfds` (the dirfd cache), `handles` (open files and
 //! directories), `ns` (the namespace lock); `tree` (the parts together and name resolution; the
 //! lock order is in its module doc); the operations, each module using only those before it:
-//! `core` (`Fs`, lookup, getattr, readdir), `copyup`, `ops` (namespace changes), `file` (open
+//! `unionfs` (`Fs`, lookup, getattr, readdir), `copyup`, `ops` (namespace changes), `file` (open
 //! files, data, xattrs); `fuse` (the only module that knows `fuser`).
 
 pub mod at;
 mod copyup;
-pub mod core;
 mod dirfds;
 mod file;
 pub mod format;
@@ -31,6 +30,7 @@ pub mod ops;
 #[cfg(test)]
 mod testutil;
 mod tree;
+pub mod unionfs;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -39,12 +39,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use crate::core::{Attr, Ctx, DirEnt, DirList, Fs, FsConfig, ROOT_INO};
 pub use crate::format::Flavour;
 pub use crate::fuse::options::{parse_id_map, IdRange, OptionError, ViewOptions};
 pub use crate::handles::Fh;
 pub use crate::inodes::Ino;
 pub use crate::ops::SetAttr;
+pub use crate::unionfs::{Attr, Ctx, DirEnt, DirList, Fs, FsConfig, ROOT_INO};
 
 /// What to mount.
 #[derive(Clone, Debug, Default)]

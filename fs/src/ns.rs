@@ -8,10 +8,14 @@ use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub(crate) struct Namespace(RwLock<()>);
 
 /// The namespace lock held shared.
-pub(crate) struct Shared<'a>(#[allow(dead_code)] RwLockReadGuard<'a, ()>);
+pub(crate) struct Shared<'a> {
+    _guard: RwLockReadGuard<'a, ()>,
+}
 
 /// The namespace lock held exclusively (no other operation runs).
-pub(crate) struct Exclusive<'a>(#[allow(dead_code)] RwLockWriteGuard<'a, ()>);
+pub(crate) struct Exclusive<'a> {
+    _guard: RwLockWriteGuard<'a, ()>,
+}
 
 mod sealed {
     pub trait Sealed {}
@@ -28,10 +32,14 @@ impl Namespace {
     pub fn shared(&self) -> Shared<'_> {
         // Recursive: a shared holder must never wait behind a queued renamer (the renamer waits
         // for it to finish).
-        Shared(self.0.read_recursive())
+        Shared {
+            _guard: self.0.read_recursive(),
+        }
     }
 
     pub fn exclusive(&self) -> Exclusive<'_> {
-        Exclusive(self.0.write())
+        Exclusive {
+            _guard: self.0.write(),
+        }
     }
 }

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 use crate::at::{self as sys, check_name, R};
-use crate::core::{Attr, Ctx, Fs};
 use crate::format::{make_whiteout, set_opaque};
 use crate::handles::Fh;
 use crate::index::{DirIndex, Entry};
 use crate::inodes::Ino;
 use crate::ns::Held;
+use crate::unionfs::{Attr, Ctx, Fs};
 
 /// Attribute changes requested by setattr.
 #[derive(Default, Clone, Copy, Debug)]

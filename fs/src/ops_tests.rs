@@ -1,7 +1,7 @@
 //! Unit tests of the namespace operations (no mount).
 use super::*;
-use crate::core::ROOT_INO;
 use crate::testutil::*;
+use crate::unionfs::ROOT_INO;
 
 fn ctx() -> Ctx {
     Ctx {

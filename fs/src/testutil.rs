@@ -4,8 +4,8 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use crate::core::{Fs, FsConfig};
 use crate::format::Flavour;
+use crate::unionfs::{Fs, FsConfig};
 
 pub(crate) struct Stack {
     pub dir: tempfile::TempDir,

@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::core::{Attr, Fs};
 use crate::handles::Fh;
 use crate::inodes::Ino;
 use crate::ops::SetAttr;
+use crate::unionfs::{Attr, Fs};
 
 /// The override records of `xattr_permissions=1` and `=2`.
 const OVERRIDE_KEYS: [&str; 2] = [

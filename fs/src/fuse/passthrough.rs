@@ -24,9 +24,9 @@ use std::sync::{Arc, Weak};
 use fuser::BackingId;
 use parking_lot::Mutex;
 
-use crate::core::Fs;
 use crate::handles::Fh;
 use crate::inodes::Ino;
+use crate::unionfs::Fs;
 
 /// How to answer an open.
 pub(crate) enum Mode {

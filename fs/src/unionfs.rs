@@ -9,7 +9,7 @@
 //!   indexes kept in the nodes;
 //! - the handle tables ([`Handles`]): open files and directories.
 //!
-//! The operations are layered, each module using only those before it: `core` (this one:
+//! The operations are layered, each module using only those before it: `unionfs` (this one:
 //! reading), `copyup`, `ops` (namespace changes and setattr), `file` (open files, data,
 //! xattrs).
 //!
