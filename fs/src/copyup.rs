@@ -16,7 +16,7 @@ use nix::errno::Errno;
 
 use crate::at::{self, R};
 use crate::format::{self, copy_xattrs};
-use crate::inodes::Ino;
+use crate::ids::Ino;
 use crate::ns::Held;
 use crate::unionfs::Fs;
 

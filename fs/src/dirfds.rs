@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::inodes::Ino;
-use crate::layers::LayerId;
+use crate::ids::{Ino, LayerId};
 
 /// Most directory fds kept open (the fd limit is shared with open files).
 const DIRFD_CACHE_MAX: usize = 4096;

@@ -11,8 +11,8 @@ use nix::errno::Errno;
 
 use crate::at::{self as sys, R};
 use crate::format::is_private_xattr;
-use crate::handles::{Fh, Handle};
-use crate::inodes::Ino;
+use crate::handles::Handle;
+use crate::ids::{Fh, Ino};
 use crate::ops::Make;
 use crate::unionfs::{Attr, Ctx, DirEnt, Fs};
 

@@ -14,8 +14,7 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::handles::Fh;
-use crate::inodes::Ino;
+use crate::ids::{Fh, Ino};
 use crate::ops::SetAttr;
 use crate::unionfs::{Attr, Ctx, Fs};
 

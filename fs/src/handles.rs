@@ -11,22 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::inodes::Ino;
-
-/// An open file or directory handle (FUSE's `fh`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Fh(u64);
-
-impl Fh {
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The handle the kernel names by `n`.
-    pub(crate) const fn from_raw(n: u64) -> Fh {
-        Fh(n)
-    }
-}
+use crate::ids::{Fh, Ino};
 
 pub(crate) struct Handle {
     pub ino: Ino,
@@ -73,7 +58,7 @@ pub(crate) struct Handles {
 
 impl Handles {
     fn next_fh(&self) -> Fh {
-        Fh(self.next.fetch_add(1, Ordering::Relaxed) + 1)
+        Fh::from_raw(self.next.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
     pub fn get(&self, fh: Fh) -> Option<Arc<Handle>> {

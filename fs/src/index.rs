@@ -17,8 +17,7 @@ use nix::errno::Errno;
 
 use crate::at::{self, R};
 use crate::format::{self, Name};
-use crate::inodes::Ino;
-use crate::layers::LayerId;
+use crate::ids::{Ino, LayerId};
 
 /// Pseudo file type of a whiteout entry in the index.
 pub(crate) const WHITEOUT: u32 = 0;

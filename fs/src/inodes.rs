@@ -20,35 +20,8 @@ use nix::errno::Errno;
 use parking_lot::{Mutex, RwLock};
 
 use crate::at::R;
+use crate::ids::{Ino, LayerId};
 use crate::index::DirIndex;
-use crate::layers::LayerId;
-
-/// The number of a merged object: its FUSE node id, and (except for the root, see
-/// [`InodeTable::st_ino`]) the `st_ino` users see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ino(u64);
-
-impl Ino {
-    /// The root directory (FUSE's fixed root node id).
-    pub const ROOT: Ino = Ino(1);
-    /// No object (a whiteout's entry, a negative lookup).
-    pub(crate) const NONE: Ino = Ino(0);
-
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The inode the kernel names by `n` (a FUSE node id).
-    pub(crate) const fn from_raw(n: u64) -> Ino {
-        Ino(n)
-    }
-}
-
-impl std::fmt::Display for Ino {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 const INO_SHIFT: u32 = 48;
 const FALLBACK_BASE: u64 = 0xFFFF << INO_SHIFT;
@@ -157,8 +130,8 @@ impl InodeTable {
         let root = Arc::new(Node::new(Ino::ROOT, libc::S_IFDIR, None));
         root.lookups.store(1, Ordering::Relaxed);
         let root_st_ino = Some(root_st_ino)
-            .filter(|&i| i > Ino::ROOT.0 && i < 1 << INO_SHIFT)
-            .unwrap_or(Ino::ROOT.0);
+            .filter(|&i| i > Ino::ROOT.get() && i < 1 << INO_SHIFT)
+            .unwrap_or(Ino::ROOT.get());
         InodeTable {
             nodes: RwLock::new(HashMap::from([(Ino::ROOT, root)])),
             numbers: Mutex::new(InoMap {
@@ -264,21 +237,21 @@ impl InodeTable {
             return i;
         }
         if m.same_dev == Some(dev) {
-            if st_ino > Ino::ROOT.0 && st_ino < (1 << INO_SHIFT) {
-                return Ino(st_ino);
+            if st_ino > Ino::ROOT.get() && st_ino < (1 << INO_SHIFT) {
+                return Ino::from_raw(st_ino);
             }
         } else {
             let n = m.devs.len() as u64 + 1;
             let idx = *m.devs.entry(dev).or_insert(n);
             if st_ino < (1 << INO_SHIFT) && idx < 0xFFFF {
-                return Ino((idx << INO_SHIFT) | st_ino);
+                return Ino::from_raw((idx << INO_SHIFT) | st_ino);
             }
         }
         if let Some(&i) = m.overflow.get(&(dev, st_ino)) {
             return i;
         }
         m.next_fallback += 1;
-        let i = Ino(m.next_fallback);
+        let i = Ino::from_raw(m.next_fallback);
         m.overflow.insert((dev, st_ino), i);
         i
     }
@@ -297,7 +270,7 @@ impl InodeTable {
     pub fn fresh(&self) -> Ino {
         let mut m = self.numbers.lock();
         m.next_fallback += 1;
-        Ino(m.next_fallback)
+        Ino::from_raw(m.next_fallback)
     }
 
     /// The number for a new upper object `(dev, st_ino)`. A number still held by any node (an
@@ -318,7 +291,7 @@ impl InodeTable {
         if ino == Ino::ROOT {
             self.root_st_ino
         } else {
-            ino.0
+            ino.get()
         }
     }
 }

@@ -2,7 +2,7 @@
 //! fd, plus the work dir. Fixed when the filesystem is opened and never changed after: it has no
 //! lock, only an atomic counter for temporary names.
 //!
-//! Vocabulary: a *layer id* ([`LayerId`]) is an index into the stack: 0 is the upper layer when
+//! Vocabulary: a *layer id* (`LayerId`) is an index into the stack: 0 is the upper layer when
 //! there is one, then the lower layers top first. The *flavour* is the [`Flavour`] the format is
 //! written in (opaque directories; whiteouts are char 0/0 in both).
 
@@ -15,8 +15,7 @@ use nix::errno::Errno;
 
 use crate::at::{self, R};
 use crate::format::Flavour;
-
-pub(crate) type LayerId = u16;
+use crate::ids::LayerId;
 
 struct Layer {
     fd: OwnedFd,

@@ -21,6 +21,7 @@ mod file;
 pub mod format;
 mod fuse;
 mod handles;
+mod ids;
 mod index;
 mod inodes;
 mod layers;
@@ -41,8 +42,8 @@ use std::time::{Duration, Instant};
 
 pub use crate::format::Flavour;
 pub use crate::fuse::options::{parse_id_map, IdRange, OptionError, ViewOptions};
-pub use crate::handles::Fh;
-pub use crate::inodes::Ino;
+pub use crate::ids::Fh;
+pub use crate::ids::Ino;
 pub use crate::ops::SetAttr;
 pub use crate::unionfs::{Attr, Ctx, DirEnt, DirList, Fs, FsConfig, ROOT_INO};
 

@@ -11,9 +11,9 @@ use nix::errno::Errno;
 
 use crate::at::{self as sys, check_name, R};
 use crate::format::{make_whiteout, set_opaque};
-use crate::handles::Fh;
+use crate::ids::Fh;
+use crate::ids::Ino;
 use crate::index::{DirIndex, Entry};
-use crate::inodes::Ino;
 use crate::ns::Held;
 use crate::unionfs::{Attr, Ctx, Fs};
 

@@ -28,9 +28,10 @@ use parking_lot::RwLockWriteGuard;
 
 use crate::at::{self, R};
 use crate::dirfds::DirFds;
+use crate::ids::{Ino, LayerId};
 use crate::index::{self, DirIndex, Entry};
-use crate::inodes::{Ino, InodeTable, Node};
-use crate::layers::{LayerId, LayerStack};
+use crate::inodes::{InodeTable, Node};
+use crate::layers::LayerStack;
 use crate::ns::{Exclusive, Held, Namespace};
 
 /// Attributes of a merged object: the backing `stat` with our inode number.

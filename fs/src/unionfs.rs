@@ -2,20 +2,16 @@
 //! getattr, readlink, readdir, statfs).
 //!
 //! `Fs` is made of parts, each a type with its own locks (the order between them is in `tree`):
-//! - the layer stack ([`LayerStack`], `layers`): fixed at mount, no lock;
-//! - the inode table ([`InodeTable`], `inodes`): `Ino -> Node`, and inode numbering;
-//! - the dirfd cache ([`DirFds`], `dirfds`): `O_PATH` fds of merged directories per layer;
-//! - the namespace lock (`ns`), which the three above share in [`Tree`], with the directory
+//! - the layer stack (`LayerStack`, `layers`): fixed at mount, no lock;
+//! - the inode table (`InodeTable`, `inodes`): `Ino -> Node`, and inode numbering;
+//! - the dirfd cache (`DirFds`, `dirfds`): `O_PATH` fds of merged directories per layer;
+//! - the namespace lock (`ns`), which the three above share in `Tree`, with the directory
 //!   indexes kept in the nodes;
-//! - the handle tables ([`Handles`]): open files and directories.
+//! - the handle tables (`Handles`): open files and directories.
 //!
 //! The operations are layered, each module using only those before it: `unionfs` (this one:
 //! reading), `copyup`, `ops` (namespace changes and setattr), `file` (open files, data,
 //! xattrs).
-//!
-//! [`LayerStack`]: crate::layers::LayerStack
-//! [`InodeTable`]: crate::inodes::InodeTable
-//! [`DirFds`]: crate::dirfds::DirFds
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -26,9 +22,10 @@ use nix::errno::Errno;
 use crate::at::{self, R};
 use crate::dirfds::DirFds;
 use crate::format::Flavour;
-use crate::handles::{Fh, Handles};
+use crate::handles::Handles;
+use crate::ids::Fh;
+pub use crate::ids::Ino;
 use crate::index::Entry;
-pub use crate::inodes::Ino;
 use crate::inodes::InodeTable;
 use crate::layers::LayerStack;
 use crate::ns::Namespace;

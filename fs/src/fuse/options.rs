@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::handles::Fh;
-use crate::inodes::Ino;
+use crate::ids::{Fh, Ino};
 use crate::ops::SetAttr;
 use crate::unionfs::{Attr, Fs};
 

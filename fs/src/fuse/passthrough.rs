@@ -24,8 +24,7 @@ use std::sync::{Arc, Weak};
 use fuser::BackingId;
 use parking_lot::Mutex;
 
-use crate::handles::Fh;
-use crate::inodes::Ino;
+use crate::ids::{Fh, Ino};
 use crate::unionfs::Fs;
 
 /// How to answer an open.
