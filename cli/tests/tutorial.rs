@@ -29,14 +29,12 @@ fn step<'a>(transcript: &'a str, cmd: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Mount points at or below `p` (read by the product's mountinfo reader, `strata_fs::mountinfo`).
 fn mounts_under(p: &Path) -> Vec<String> {
-    let prefix = p.display().to_string();
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(1))
-        .filter(|m| m.starts_with(&prefix))
-        .map(String::from)
+    strata_testkit::mount::mounts()
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(p))
+        .map(|m| m.mount_point.display().to_string())
         .collect()
 }
 
