@@ -1,4 +1,4 @@
-//! Rootless strata: the tutorial as a throw-away unprivileged user with subordinate ranges (the
+//! Rootless strata: push/pull through the loopback registry and the tutorial as a throw-away unprivileged user with subordinate ranges (the
 //! test binary runs as root and makes the user; `TestUser`'s Drop removes it, its processes and
 //! files even on failure), files on disk owned by the user or its range, never by root; bad
 //! input: no /etc/subuid entry, a privileged port → one-line errors, nothing left running.
@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use strata_testkit::container::{eventually, free_port, http_get};
 use strata_testkit::fixtures::busybox_archive;
+use strata_testkit::registry::Registry;
 use strata_testkit::user::TestUser;
 
 const BIN: &str = env!("CARGO_BIN_EXE_strata");
@@ -107,6 +108,15 @@ fn rootless_tutorial_as_an_unprivileged_user() {
 
     let loaded = s.ok(&["load", "-i", "busybox.tar"]);
     assert!(loaded.contains("busybox:latest"), "{loaded}");
+    // Through the loopback registry: push, forget, pull back.
+    let reg = Registry::start();
+    let remote = format!("{}/rootless/busybox:1", reg.addr());
+    s.ok(&["tag", "busybox", &remote]);
+    s.ok(&["push", &remote]);
+    s.ok(&["rmi", "busybox", &remote]);
+    assert_eq!(s.ok(&["images", "-q"]), "");
+    s.ok(&["pull", &remote]);
+    s.ok(&["tag", &remote, "busybox"]);
     let (p1, p2) = (free_port(), free_port());
     let httpd = ["httpd", "-f", "-p", "80", "-h", "/www"];
     let publish1 = format!("{p1}:80");
