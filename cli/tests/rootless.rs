@@ -124,6 +124,15 @@ fn rootless_tutorial_as_an_unprivileged_user() {
     args.extend(httpd);
     s.ok(&args);
     page(p1);
+    // Outbound network through pasta: the container has an interface with a default route
+    // (no traffic is sent; the route table is read).
+    let routes = s.ok(&["exec", "web", "cat", "/proc/net/route"]);
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+        "no default route in the container:\n{routes}"
+    );
     s.ok(&[
         "exec",
         "web",

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::sched::CloneFlags;
-use nix::unistd::{ForkResult, Uid};
+use nix::unistd::{ForkResult, Pid, Uid};
 use strata_fs::format::Flavour;
 
 use crate::fsutil::{self, LockMode};
@@ -49,6 +49,10 @@ pub enum RootlessError {
     },
     #[error("cannot use {path} for runtime state: {why} (set XDG_RUNTIME_DIR or --runroot)")]
     UnsafeRunroot { path: PathBuf, why: &'static str },
+    #[error("rootless network: pasta is missing (install Debian's passt package)")]
+    NoPasta,
+    #[error("rootless network: pasta failed: {detail}")]
+    Pasta { detail: String },
     #[error("cannot find the home directory of uid {uid}: set HOME or --root")]
     NoHome { uid: u32 },
 }
@@ -369,6 +373,68 @@ fn join(pid: i32) -> Result<(), RootlessError> {
         let _ = std::env::set_current_dir(cwd);
     }
     Ok(())
+}
+
+/// Outbound network for a rootless container: `pasta` (Debian's passt) connects the container's
+/// network namespace to the host's through a userspace TCP/IP stack (an interface with the
+/// host's addresses and routes, DNS forwarded; connections to the gateway address reach the
+/// host's loopback). No host port is forwarded by pasta: `-p` goes through the supervisor's
+/// proxy. Dropping the guard stops pasta and releases the namespace.
+pub struct Pasta {
+    ns_file: PathBuf,
+    pid: Option<i32>,
+}
+
+impl Pasta {
+    /// Start pasta for the network namespace of process `pid`, keeping its files in `run_dir`.
+    /// The namespace is bind-mounted to `run_dir/netns` first: pasta drops its capabilities
+    /// before it opens the namespace, and `/proc/PID/ns/*` of a process with more capabilities
+    /// is then refused (ptrace access mode), while a bind-mounted nsfs file is not. pasta
+    /// returns once the namespace is configured and keeps serving it in the background.
+    pub fn start(pid: i32, run_dir: &Path) -> Result<Pasta, RootlessError> {
+        let pasta = which("pasta").ok_or(RootlessError::NoPasta)?;
+        let ns_file = run_dir.join("netns");
+        let pid_file = run_dir.join("pasta.pid");
+        File::create(&ns_file).map_err(sys("create the network namespace file"))?;
+        let mut guard = Pasta { ns_file, pid: None };
+        nix::mount::mount(
+            Some(Path::new(&format!("/proc/{pid}/ns/net"))),
+            &guard.ns_file,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(errno("bind the network namespace"))?;
+        let out = Command::new(pasta)
+            .args(["--config-net", "--quiet", "--netns"])
+            .arg(&guard.ns_file)
+            .arg("--pid")
+            .arg(&pid_file)
+            .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(sys("pasta"))?;
+        guard.pid = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        let _ = fs::remove_file(&pid_file);
+        if !out.status.success() {
+            return Err(RootlessError::Pasta {
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Pasta {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        let _ = nix::mount::umount2(&self.ns_file, nix::mount::MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(&self.ns_file);
+    }
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

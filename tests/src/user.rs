@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 static IDS: Mutex<()> = Mutex::new(());
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Device nodes the user must be able to open: FUSE, and tun for pasta.
+const DEVICES: [&str; 2] = ["/dev/fuse", "/dev/net/tun"];
+
 /// Size of the subordinate range given to a throw-away user.
 pub const RANGE: u64 = 65536;
 
@@ -99,8 +102,11 @@ impl TestUser {
             ]))?;
             user.range_start = Some(start);
         }
-        // Stock Debian makes /dev/fuse 0666; where it is 0600 the user gets an ACL entry.
-        run(Command::new("setfacl").args(["-m", &format!("u:{}:rw", user.name), "/dev/fuse"]))?;
+        // Stock Debian makes /dev/fuse and /dev/net/tun (pasta) 0666; where they are 0600 the
+        // user gets an ACL entry.
+        for dev in DEVICES {
+            run(Command::new("setfacl").args(["-m", &format!("u:{}:rw", user.name), dev]))?;
+        }
         Ok(user)
     }
 
@@ -161,7 +167,9 @@ impl TestUser {
 impl Drop for TestUser {
     fn drop(&mut self) {
         self.kill_all();
-        let _ = run(Command::new("setfacl").args(["-x", &format!("u:{}", self.name), "/dev/fuse"]));
+        for dev in DEVICES {
+            let _ = run(Command::new("setfacl").args(["-x", &format!("u:{}", self.name), dev]));
+        }
         if let Some(s) = self.range_start {
             let spec = format!("{}-{}", s, s + RANGE - 1);
             let _ = run(Command::new("usermod").args([

@@ -233,6 +233,11 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         }
     };
 
+    // Rootless: no bridge; pasta gives the container's namespace outbound network (started
+    // once the init has made the namespace). Without pasta the container keeps its loopback.
+    let pasta = (c.config.network == NetworkMode::Private && crate::rootless::in_user_namespace())
+        .then(|| crate::rootless::Pasta::start(pid.as_raw(), &c.paths.run_dir))
+        .and_then(|r| r.map_err(|e| log::warn!("{e}")).ok());
     let bound: Vec<_> = listeners
         .as_ref()
         .map(|l| l.bound.iter().map(|(m, _)| m.clone()).collect())
@@ -297,6 +302,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         let _ = p.join();
     }
     drop(mounted);
+    drop(pasta);
     cgroup::remove(c.id());
     c.state.status = Status::Exited;
     c.state.pid = 0;
