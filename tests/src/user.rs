@@ -167,8 +167,24 @@ impl TestUser {
 impl Drop for TestUser {
     fn drop(&mut self) {
         self.kill_all();
-        for dev in DEVICES {
-            let _ = run(Command::new("setfacl").args(["-x", &format!("u:{}", self.name), dev]));
+        {
+            let _g = IDS.lock().unwrap_or_else(|p| p.into_inner());
+            for dev in DEVICES {
+                let _ = run(Command::new("setfacl").args(["-x", &format!("u:{}", self.name), dev]));
+                // The last test user gone: the node gets back its plain mode (no ACL at all).
+                let named = Command::new("getfacl")
+                    .args(["-c", "-p", dev])
+                    .output()
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .any(|l| l.starts_with("user:") && !l.starts_with("user::"))
+                    })
+                    .unwrap_or(true);
+                if !named {
+                    let _ = run(Command::new("setfacl").args(["-b", dev]));
+                }
+            }
         }
         if let Some(s) = self.range_start {
             let spec = format!("{}-{}", s, s + RANGE - 1);
