@@ -99,6 +99,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return cmd::usage_error(e, <Cli as clap::CommandFactory>::command()),
     };
+    if let Err(e) = cmd::enter_rootless(&cli.global) {
+        return cmd::report(e);
+    }
     let result = match cli.command {
         Command::Pull(a) => cmd::pull::run(&cli.global, a),
         Command::Push(a) => cmd::push::run(&cli.global, a),

@@ -9,6 +9,7 @@
 //! - [`driver`]: storage drivers (`fuse`, `overlay`, `vfs`) that mount a container rootfs.
 //! - [`container`]: container records, the supervisor, namespaces, exec, logs, ports.
 //! - [`changes`]: `diff` of a container's upper dir and `commit` of it as a layer.
+//! - [`rootless`]: entering the user namespace of an unprivileged user, its default paths.
 //! - `fsutil`: atomic file replacement, directory fsync, file locks, staging names (one owner).
 //!
 //! This crate prints nothing: it returns data and typed errors; `cli` renders them.
@@ -24,4 +25,5 @@ pub mod network;
 pub mod outfile;
 pub mod reference;
 pub mod registry;
+pub mod rootless;
 pub mod store;

@@ -8,8 +8,10 @@
 //! - [`fixtures`]: images and layer tars built locally (busybox from Debian's busybox-static).
 //! - [`registry`]: a real `docker-registry` on 127.0.0.1, started and stopped by the test.
 //! - [`container`]: helpers to run the `strata` binary and clean up containers.
+//! - [`user`]: a throw-away unprivileged user with subordinate ranges, for rootless tests.
 
 pub mod container;
 pub mod fixtures;
 pub mod mount;
 pub mod registry;
+pub mod user;

@@ -38,7 +38,7 @@ pub struct Global {
         long,
         global = true,
         env = "STRATA_ROOT",
-        default_value = "/var/lib/strata"
+        default_value_os_t = strata_runtime::rootless::Defaults::detect().root
     )]
     pub root: PathBuf,
     /// Root of runtime state (pid files, sockets)
@@ -46,7 +46,7 @@ pub struct Global {
         long,
         global = true,
         env = "STRATA_RUNROOT",
-        default_value = "/run/strata"
+        default_value_os_t = strata_runtime::rootless::Defaults::detect().runroot
     )]
     pub runroot: PathBuf,
     /// Storage driver for container root filesystems: fuse (default), overlay, vfs
@@ -55,6 +55,30 @@ pub struct Global {
     /// Registry to reach over plain HTTP (loopback registries always are)
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+}
+
+/// An unprivileged user's strata runs inside its own user namespace: enter it (once, here, while
+/// the process is single-threaded) before any store access. Children (the supervisor) inherit it
+/// and the resolved paths; root and strata already inside a user namespace pass through.
+pub fn enter_rootless(global: &Global) -> anyhow::Result<()> {
+    use strata_runtime::rootless;
+    if !rootless::needed() {
+        return Ok(());
+    }
+    let fail = |e: rootless::RootlessError| {
+        anyhow::Error::new(e).context(ToolError {
+            code: EXIT_TOOL_ERROR,
+        })
+    };
+    rootless::check_root(&global.root).map_err(fail)?;
+    let root = std::path::absolute(&global.root)?;
+    let runroot = std::path::absolute(&global.runroot)?;
+    rootless::enter(&runroot).map_err(fail)?;
+    // Still single-threaded, so setting the environment races with nothing;
+    // child processes (`__supervise`, `exec`) then use the same store without re-detecting it.
+    std::env::set_var("STRATA_ROOT", root);
+    std::env::set_var("STRATA_RUNROOT", runroot);
+    Ok(())
 }
 
 /// A command's outcome that is not an error message but an exit status: a container's own exit

@@ -377,6 +377,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         cpus: args.cpus,
         pids_limit: args.pids_limit,
     };
+    if !resources.is_empty() && strata_runtime::container::limits_ignored() {
+        // podman's behaviour as a user without a delegated cgroup: warn, run without limits.
+        eprintln!("WARNING: Resource limits are not supported and ignored on rootless systems without cgroup delegation");
+    }
     if args.runtime != "builtin" && args.tty {
         return Err(tool_error(anyhow::anyhow!(
             "runtime {:?}: -t is only supported by the builtin runtime",

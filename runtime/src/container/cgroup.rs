@@ -39,6 +39,9 @@ fn write(
 
 /// Create the container's cgroups with `res` applied and move `pid` into them.
 pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), ContainerError> {
+    if limits_ignored() {
+        return Ok(());
+    }
     let mut used = Vec::new();
     if let Some(m) = res.memory {
         write("memory", id, "memory.limit_in_bytes", &m.to_string())?;
@@ -87,4 +90,11 @@ pub fn remove(id: &ContainerId) {
     for c in CONTROLLERS {
         let _ = fs::remove_dir(dir(c, id));
     }
+}
+
+/// Rootless: the cgroup hierarchies this module writes belong to root (no delegated subtree is
+/// used yet), so resource limits are ignored (podman's behaviour; the CLI prints a one-line
+/// warning), never a failure.
+pub fn limits_ignored() -> bool {
+    crate::rootless::in_user_namespace()
 }

@@ -452,13 +452,19 @@ fn populate_dev(dev: &Path) -> Result<(), InitError> {
         ("tty", 5, 0),
     ] {
         let p = dev.join(name);
-        mknod(
+        match mknod(
             &p,
             SFlag::S_IFCHR,
             Mode::from_bits_truncate(0o666),
             makedev(major, minor),
-        )
-        .map_err(setup_err(format!("mknod /dev/{name}")))?;
+        ) {
+            // In a user namespace (rootless) nobody may make device nodes: bind the host's.
+            Err(nix::Error::EPERM) => {
+                bind_host_node(&Path::new("/dev").join(name), &p)?;
+                continue;
+            }
+            r => r.map_err(setup_err(format!("mknod /dev/{name}")))?,
+        }
         // mknod honours the umask; the nodes must be world-usable.
         let _ = fs::set_permissions(&p, fs::Permissions::from_mode(0o666));
     }
@@ -475,6 +481,20 @@ fn populate_dev(dev: &Path) -> Result<(), InitError> {
     Ok(())
 }
 
+/// Bind-mount the host's device node `host` on an empty file at `target` (what runc does in a
+/// user namespace, where mknod is refused).
+fn bind_host_node(host: &Path, target: &Path) -> Result<(), InitError> {
+    fs::write(target, b"").map_err(setup_err(format!("create {}", target.display())))?;
+    nix::mount::mount(
+        Some(host),
+        target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(setup_err(format!("bind {}", host.display())))
+}
+
 /// A `--device` node (an OCI `linux.devices` entry) in the container's `/dev`.
 fn create_device(rootfs: &Path, d: &super::devices::LinuxDevice) -> Result<(), InitError> {
     let target = target_in(rootfs, &d.path)?;
@@ -488,13 +508,16 @@ fn create_device(rootfs: &Path, d: &super::devices::LinuxDevice) -> Result<(), I
     }
     let _ = fs::remove_file(&target);
     let mode = d.file_mode.unwrap_or(0o666);
-    mknod(
+    match mknod(
         &target,
         kind,
         Mode::from_bits_truncate(mode),
         makedev(d.major as u64, d.minor as u64),
-    )
-    .map_err(setup_err(format!("mknod {}", d.path)))?;
+    ) {
+        // Rootless: bind the host's node (`--device HOST` names a host path the user may open).
+        Err(nix::Error::EPERM) => return bind_host_node(Path::new(&d.path), &target),
+        r => r.map_err(setup_err(format!("mknod {}", d.path)))?,
+    }
     let _ = fs::set_permissions(&target, fs::Permissions::from_mode(mode));
     std::os::unix::fs::chown(&target, Some(d.uid), Some(d.gid))
         .map_err(setup_err(format!("chown {}", d.path)))?;

@@ -32,6 +32,7 @@ pub mod spec;
 pub mod supervisor;
 pub mod user;
 
+pub use cgroup::limits_ignored;
 pub use lifecycle::{parse_signal, CreateRequest, ImageSource, StartHandle};
 pub use record::{
     ContainerConfig, ContainerId, ContainerState, NetworkMode, Paths, PortMapping, Resources,

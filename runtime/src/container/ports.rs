@@ -159,6 +159,7 @@ fn bind_one(ip: &str, port: u16) -> Result<TcpListener, ContainerError> {
 pub fn bind_all(ports: &[PortMapping]) -> Result<Listeners, ContainerError> {
     let mut bound = Vec::new();
     for p in ports {
+        check_unprivileged_port(p.host_port)?;
         let ip = if p.host_ip.is_empty() {
             "0.0.0.0"
         } else {
@@ -203,6 +204,29 @@ pub fn publish_all(exposed: &[String]) -> Vec<PortMapping> {
             })
         })
         .collect()
+}
+
+/// Rootless: a host port below `net.ipv4.ip_unprivileged_port_start` cannot be bound; say so as
+/// podman does instead of a bare EACCES.
+fn check_unprivileged_port(port: u16) -> Result<(), ContainerError> {
+    if port == 0 || !crate::rootless::in_user_namespace() {
+        return Ok(());
+    }
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    if port >= start {
+        return Ok(());
+    }
+    Err(ContainerError::Start {
+        code: 125,
+        msg: format!(
+            "rootlessport cannot expose privileged port {port}, you can add \
+             'net.ipv4.ip_unprivileged_port_start={port}' to /etc/sysctl.conf (currently {start}), \
+             or choose a larger port number (>= {start})"
+        ),
+    })
 }
 
 /// Serve every listener on its own thread until the process exits.

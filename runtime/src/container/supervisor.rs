@@ -239,6 +239,11 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         }
     };
 
+    // Rootless: no bridge; pasta gives the container's namespace outbound network (started
+    // once the init has made the namespace). Without pasta the container keeps its loopback.
+    let pasta = (c.config.network == NetworkMode::Private && crate::rootless::in_user_namespace())
+        .then(|| crate::rootless::Pasta::start(pid.as_raw(), &c.paths.run_dir))
+        .and_then(|r| r.map_err(|e| log::warn!("{e}")).ok());
     let bound: Vec<_> = listeners
         .as_ref()
         .map(|l| l.bound.iter().map(|(m, _)| m.clone()).collect())
@@ -308,6 +313,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         let _ = p.join();
     }
     drop(mounted);
+    drop(pasta);
     cgroup::remove(c.id());
     drop(sandbox);
     c.state.sandbox_key.clear();
@@ -358,12 +364,22 @@ fn fork_init(c: &Container) -> Result<ForkedInit> {
     let mut stdio = make_stdio(c.config.tty, c.config.open_stdin)?;
     let (status_r, status_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
-    let own_pid_ns = File::open("/proc/self/ns/pid").map_err(io_at("/proc/self/ns/pid"))?;
-    unshare(CloneFlags::CLONE_NEWPID).map_err(sys("unshare pid namespace"))?;
-    // SAFETY: the supervisor has one thread here; the child only runs `init::run_init`, which
-    // ends in execve or _exit.
-    let forked = unsafe { fork() };
-    let restored = nix::sched::setns(&own_pid_ns, CloneFlags::CLONE_NEWPID);
+    let (forked, restored) = if crate::rootless::in_user_namespace() {
+        // Rootless: the supervisor could not `setns` back into the initial pid namespace (it
+        // belongs to the initial user namespace), so the init gets its own pid namespace from
+        // clone(2) itself and the supervisor's never changes.
+        (fork_new_pid_ns(), Ok(()))
+    } else {
+        let own_pid_ns = File::open("/proc/self/ns/pid").map_err(io_at("/proc/self/ns/pid"))?;
+        unshare(CloneFlags::CLONE_NEWPID).map_err(sys("unshare pid namespace"))?;
+        // SAFETY: the supervisor has one thread here; the child only runs `init::run_init`,
+        // which ends in execve or _exit.
+        let forked = unsafe { fork() };
+        (
+            forked,
+            nix::sched::setns(&own_pid_ns, CloneFlags::CLONE_NEWPID),
+        )
+    };
     let pid = match forked.map_err(sys("fork"))? {
         ForkResult::Child => {
             // The child's copy of the write end would keep its own read from seeing EOF.
@@ -387,6 +403,31 @@ fn fork_init(c: &Container) -> Result<ForkedInit> {
         sync: File::from(sync_w),
         status: File::from(status_r),
     })
+}
+
+/// fork(2) into a new pid namespace: clone(2) with `CLONE_NEWPID | SIGCHLD` and no new stack
+/// behaves as fork for the child, which becomes pid 1 of the new namespace.
+fn fork_new_pid_ns() -> nix::Result<ForkResult> {
+    // SAFETY: a raw clone without CLONE_VM copies the address space as fork does; the caller is
+    // single-threaded (no lock can be held by another thread) and the child only runs
+    // `init::run_init`, which ends in execve or _exit.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWPID | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match ret {
+        -1 => Err(nix::Error::last()),
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent {
+            child: Pid::from_raw(pid as i32),
+        }),
+    }
 }
 
 /// The container's OCI spec, with the user resolved against the mounted rootfs; also written

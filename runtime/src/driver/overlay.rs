@@ -68,6 +68,25 @@ fn set_string(fs: &OwnedFd, key: &str, value: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// FSCONFIG_SET_FLAG (linux/mount.h): a flag option without a value.
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+
+fn set_flag(fs: &OwnedFd, key: &str) -> std::io::Result<()> {
+    let k = cstr(key.as_bytes())?;
+    // SAFETY: fsconfig with FSCONFIG_SET_FLAG takes a NUL-terminated key and no value.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FLAG,
+            k.as_ptr(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
 fn mount_overlay(layers: &Layers, mountpoint: &Path) -> std::io::Result<()> {
     let fstype = cstr(b"overlay")?;
     // SAFETY: fsopen takes a NUL-terminated string; the returned fd is owned below.
@@ -79,6 +98,11 @@ fn mount_overlay(layers: &Layers, mountpoint: &Path) -> std::io::Result<()> {
     }
     set_string(&fs, "upperdir", &layers.upper)?;
     set_string(&fs, "workdir", &layers.work)?;
+    if crate::rootless::in_user_namespace() {
+        // Rootless: overlayfs in a user namespace reads and writes `user.overlay.*` (Linux
+        // 5.11+), the flavour a rootless store's layers are extracted in.
+        set_flag(&fs, "userxattr")?;
+    }
     // SAFETY: FSCONFIG_CMD_CREATE takes no pointers.
     check(unsafe {
         libc::syscall(

@@ -44,6 +44,10 @@ pub enum ExtractError {
         #[source]
         source: io::Error,
     },
+    /// Rootless: the kernel lets nobody in a user namespace make device nodes (other than the
+    /// 0/0 whiteout); the layer is refused rather than extracted without them.
+    #[error("extracting {path:?}: the image has a device node, which a rootless user cannot create (use strata as root for this image)")]
+    DeviceNode { path: String },
 }
 
 fn io_err(path: &str, e: impl Into<io::Error>) -> ExtractError {
@@ -518,7 +522,13 @@ impl Extractor<'_> {
                     }
                     r => r,
                 }
-                .map_err(|e| io_err(&shown, e))?;
+                .map_err(|e| match e {
+                    // Rootless: the kernel refuses device nodes; say which entry, never drop it.
+                    Errno::EPERM if sflag != libc::S_IFIFO => ExtractError::DeviceNode {
+                        path: shown.clone(),
+                    },
+                    e => io_err(&shown, e),
+                })?;
                 at::fchownat(parent_fd, base_os, uid, gid).map_err(|e| io_err(&shown, e))?;
                 let _ = at::utimensat(parent_fd, base_os, &times(mtime));
             }

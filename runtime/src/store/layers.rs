@@ -211,7 +211,7 @@ impl Store {
         let compression = detect_compression(raw.fill_buf().map_err(StoreError::Decompress)?);
         let result = {
             let mut dec = decompress(&mut raw).map_err(StoreError::Decompress)?;
-            let flavour = strata_fs::format::Flavour::for_current_user();
+            let flavour = crate::rootless::flavour();
             let r = extract::extract(&mut dec, diff_fd.as_fd(), flavour, &mut split);
             if r.is_ok() {
                 // Drain the rest of the compressed stream (gzip trailer) so it is verified.

@@ -1,0 +1,481 @@
+//! Rootless strata: an ordinary user runs every verb inside a user namespace of its own.
+//!
+//! Decided once at start-up (the shape of rootlesskit and podman's `pkg/rootless`): a process
+//! whose effective uid is not 0 and that is still in the initial user namespace calls [`enter`]
+//! before it touches any store. The first such call starts a *pause process* that owns a new user
+//! namespace (0 → the user, 1…N → its `/etc/subuid` / `/etc/subgid` range, written by the setuid
+//! `newuidmap`/`newgidmap`) and a mount namespace owned by it, where FUSE may be mounted
+//! (Linux ≥ 4.18). Every later call joins those two namespaces with `setns`, so a container's
+//! mounts made by one invocation are seen by the next (`run -d`, then `exec`, `diff`, `commit`).
+//! After [`enter`] the process is uid 0 with every capability *inside* the namespace, and the
+//! code below does not branch on rootlessness, except where the kernel itself says no:
+//! [`flavour`] (no `trusted.*` xattrs in a user namespace) and the few checks named
+//! [`in_user_namespace`] in the container code (cgroups, device nodes, low ports).
+//!
+//! Default paths (root's are unchanged): storage `$XDG_DATA_HOME/strata` (else
+//! `~/.local/share/strata`), runtime state `$XDG_RUNTIME_DIR/strata` (else a private
+//! `/tmp/strata-<uid>` that must be the user's own, mode 0700).
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, Pid, Uid};
+use strata_fs::format::Flavour;
+
+use crate::fsutil::{self, LockMode};
+
+/// The name the pause process shows in `/proc/PID/comm`; a pid file naming any other process
+/// (a stale file after a reboot, a reused pid) is not joined.
+const PAUSE_COMM: &str = "strata-pause";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootlessError {
+    #[error("cannot set up the rootless user namespace: user {user} has no range in {file}: add a line `{user}:100000:65536` to /etc/subuid and /etc/subgid (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user})")]
+    NoRange { user: String, file: &'static str },
+    #[error("cannot set up the rootless user namespace: {tool} is missing (install Debian's uidmap package)")]
+    NoTool { tool: &'static str },
+    #[error("cannot set up the rootless user namespace: {tool} failed: {detail}")]
+    MapFailed { tool: &'static str, detail: String },
+    #[error("cannot set up the rootless user namespace: {what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot use {path} for runtime state: {why} (set XDG_RUNTIME_DIR or --runroot)")]
+    UnsafeRunroot { path: PathBuf, why: &'static str },
+    #[error("rootless network: pasta is missing (install Debian's passt package)")]
+    NoPasta,
+    #[error("rootless network: pasta failed: {detail}")]
+    Pasta { detail: String },
+    #[error("cannot find the home directory of uid {uid}: set HOME or --root")]
+    NoHome { uid: u32 },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(io::Error) -> RootlessError {
+    move |source| RootlessError::Sys { what, source }
+}
+
+fn errno(what: &'static str) -> impl FnOnce(nix::Error) -> RootlessError {
+    move |e| RootlessError::Sys {
+        what,
+        source: io::Error::from(e),
+    }
+}
+
+/// True in a user namespace other than the initial one (the uid map is not the identity map of
+/// all 2³² ids): there uid 0 cannot set `trusted.*` xattrs, make device nodes or own cgroups.
+pub fn in_user_namespace() -> bool {
+    match fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => false,
+    }
+}
+
+/// The overlay-format flavour this process can write: `user.overlay.*` inside a user namespace
+/// (rootless), `trusted.overlay.*` otherwise.
+pub fn flavour() -> Flavour {
+    if in_user_namespace() {
+        Flavour::User
+    } else {
+        Flavour::Trusted
+    }
+}
+
+/// Whether this process must enter a user namespace before touching a store: not root, and not
+/// already inside a user namespace (a rootless strata's own children, or strata in a container).
+pub fn needed() -> bool {
+    !nix::unistd::geteuid().is_root() && !in_user_namespace()
+}
+
+/// Storage and runtime-state defaults for this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    pub root: PathBuf,
+    pub runroot: PathBuf,
+}
+
+impl Defaults {
+    /// Root's `/var/lib/strata` and `/run/strata`; for an unprivileged user the XDG paths.
+    pub fn detect() -> Defaults {
+        if !needed() {
+            return Defaults {
+                root: PathBuf::from("/var/lib/strata"),
+                runroot: PathBuf::from("/run/strata"),
+            };
+        }
+        let uid = nix::unistd::getuid().as_raw();
+        let env = |k: &str| std::env::var_os(k).filter(|v| Path::new(v).is_absolute());
+        let data = env("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home(uid).map(|h| h.join(".local/share")));
+        let runtime = env("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|d| owned_dir(d, uid))
+            .map(|d| d.join("strata"))
+            .unwrap_or_else(|| PathBuf::from(format!("/tmp/strata-{uid}")));
+        Defaults {
+            // An empty path makes `check_root` say which variable to set.
+            root: data.map(|d| d.join("strata")).unwrap_or_default(),
+            runroot: runtime,
+        }
+    }
+}
+
+/// The storage root must be a real path; an empty one means no home directory was found.
+pub fn check_root(root: &Path) -> Result<(), RootlessError> {
+    if root.as_os_str().is_empty() {
+        return Err(RootlessError::NoHome {
+            uid: nix::unistd::getuid().as_raw(),
+        });
+    }
+    Ok(())
+}
+
+fn home(uid: u32) -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()) {
+        return Some(PathBuf::from(h));
+    }
+    nix::unistd::User::from_uid(Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+}
+
+fn owned_dir(d: &Path, uid: u32) -> bool {
+    fs::symlink_metadata(d).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+}
+
+/// One subordinate range: ids `start..start+count` outside the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub start: u64,
+    pub count: u64,
+}
+
+/// The first range in `contents` (an `/etc/subuid`-style file) for the user named `user` or
+/// with the numeric id `id`.
+pub fn parse_range(contents: &str, user: &str, id: u32) -> Option<Range> {
+    let id = id.to_string();
+    contents.lines().find_map(|line| {
+        let mut f = line.trim().splitn(3, ':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        if who != user && who != id {
+            return None;
+        }
+        let start = start.trim().parse().ok()?;
+        let count: u64 = count.trim().parse().ok()?;
+        (count > 0).then_some(Range { start, count })
+    })
+}
+
+fn range_for(file: &'static str, user: &str, id: u32) -> Result<Range, RootlessError> {
+    let contents = fs::read_to_string(file).unwrap_or_default();
+    parse_range(&contents, user, id).ok_or_else(|| RootlessError::NoRange {
+        user: user.to_string(),
+        file,
+    })
+}
+
+/// Enter the rootless user and mount namespaces (starting the pause process that keeps them if
+/// there is none yet), then return: the caller is uid 0 with every capability in them. Must be
+/// called while the process is single-threaded (the kernel refuses `setns` into a user namespace
+/// otherwise), i.e. first thing in `main`. `runroot` holds the pause process's pid file.
+pub fn enter(runroot: &Path) -> Result<(), RootlessError> {
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    prepare_runroot(runroot, uid)?;
+    let _lock = fsutil::lock_file(&runroot.join("pause.lock"), LockMode::Exclusive)
+        .map_err(sys("cannot lock the pause process's pid file"))?;
+    let pid_file = runroot.join("pause.pid");
+    let pid = match live_pause(&pid_file, uid) {
+        Some(pid) => pid,
+        None => {
+            let user = nix::unistd::User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_else(|| uid.to_string());
+            let subuid = range_for("/etc/subuid", &user, uid)?;
+            let subgid = range_for("/etc/subgid", &user, uid)?;
+            let pid = start_pause(uid, gid, subuid, subgid)?;
+            fsutil::write_atomic(&pid_file, format!("{pid}\n").as_bytes())
+                .map_err(sys("cannot write the pause process's pid file"))?;
+            pid
+        }
+    };
+    join(pid)
+}
+
+/// Create `runroot` (and parents) as the user's own; a fallback under `/tmp` must be a real
+/// directory owned by the user with mode 0700 (another user could have made it first).
+fn prepare_runroot(runroot: &Path, uid: u32) -> Result<(), RootlessError> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(runroot)
+    {
+        Ok(()) => {}
+        Err(e) => {
+            return Err(RootlessError::Sys {
+                what: "cannot create the runtime directory",
+                source: e,
+            })
+        }
+    }
+    let meta = fs::symlink_metadata(runroot).map_err(sys("cannot create the runtime directory"))?;
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(RootlessError::UnsafeRunroot {
+            path: runroot.to_path_buf(),
+            why: "it is not a directory of yours",
+        });
+    }
+    if runroot.starts_with("/tmp") && meta.permissions().mode() & 0o077 != 0 {
+        return Err(RootlessError::UnsafeRunroot {
+            path: runroot.to_path_buf(),
+            why: "others may write to it",
+        });
+    }
+    Ok(())
+}
+
+/// The pause process named in `pid_file`, if it is alive, ours and really a pause process.
+fn live_pause(pid_file: &Path, uid: u32) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let comm = fs::read_to_string(proc.join("comm")).ok()?;
+    let owner = fs::metadata(&proc).ok()?.uid();
+    (comm.trim() == PAUSE_COMM && owner == uid).then_some(pid)
+}
+
+/// Fork the pause process: it unshares a user and a mount namespace, waits for its id maps,
+/// then sleeps for ever in its own session with no inherited descriptors.
+fn start_pause(uid: u32, gid: u32, subuid: Range, subgid: Range) -> Result<i32, RootlessError> {
+    let newuidmap = which("newuidmap").ok_or(RootlessError::NoTool { tool: "newuidmap" })?;
+    let newgidmap = which("newgidmap").ok_or(RootlessError::NoTool { tool: "newgidmap" })?;
+    let (ready_r, ready_w) = nix::unistd::pipe().map_err(errno("pipe"))?;
+    let (go_r, go_w) = nix::unistd::pipe().map_err(errno("pipe"))?;
+    // SAFETY: called from `enter`, which runs while the process is single-threaded; the child
+    // only makes syscalls and never returns into the caller's code.
+    let child = match unsafe { nix::unistd::fork() }.map_err(errno("fork"))? {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(go_w);
+            pause_child(ready_w, go_r)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(ready_w);
+    drop(go_r);
+    let fail = |e: RootlessError| {
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        e
+    };
+    let mut ready = [0u8; 1];
+    match File::from(ready_r).read(&mut ready) {
+        Ok(1) if ready[0] == 1 => {}
+        _ => {
+            return Err(fail(RootlessError::Sys {
+                what: "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+                source: io::Error::from_raw_os_error(ready[0] as i32),
+            }))
+        }
+    }
+    let pid = child.as_raw();
+    for (tool, path, id, range) in [
+        ("newuidmap", &newuidmap, uid, subuid),
+        ("newgidmap", &newgidmap, gid, subgid),
+    ] {
+        let out = Command::new(path)
+            .args([pid.to_string(), "0".into(), id.to_string(), "1".into()])
+            .args([
+                "1".to_string(),
+                range.start.to_string(),
+                range.count.to_string(),
+            ])
+            .output()
+            .map_err(|e| {
+                fail(RootlessError::Sys {
+                    what: tool,
+                    source: e,
+                })
+            })?;
+        if !out.status.success() {
+            let detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(fail(RootlessError::MapFailed { tool, detail }));
+        }
+    }
+    File::from(go_w).write_all(&[1]).map_err(|e| {
+        fail(RootlessError::Sys {
+            what: "pause process",
+            source: e,
+        })
+    })?;
+    Ok(pid)
+}
+
+/// The body of the pause process (never returns).
+fn pause_child(ready_w: OwnedFd, go_r: OwnedFd) -> ! {
+    let status = match nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
+        Ok(()) => 1u8,
+        Err(e) => (e as i32).clamp(2, 255) as u8,
+    };
+    let _ = nix::unistd::write(ready_w.as_fd(), &[status]);
+    drop(ready_w);
+    let mut go = [0u8; 1];
+    let ok = status == 1 && matches!(nix::unistd::read(go_r.as_fd(), &mut go), Ok(1));
+    drop(go_r);
+    if !ok {
+        // SAFETY: _exit ends the forked child without running the parent's destructors.
+        unsafe { libc::_exit(1) };
+    }
+    let _ = nix::unistd::setsid();
+    let _ = nix::sys::prctl::set_name(c"strata-pause");
+    let _ = nix::unistd::chdir("/");
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this single-threaded child.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    // SAFETY: closes every inherited descriptor above stderr (the caller's pipes and locks) so
+    // the pause process holds nothing of the invocation that started it.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+/// Join the pause process's user namespace, then its mount namespace; keep the working
+/// directory (`setns` into a mount namespace moves it to `/`).
+fn join(pid: i32) -> Result<(), RootlessError> {
+    let cwd = std::env::current_dir().ok();
+    let user = File::open(format!("/proc/{pid}/ns/user")).map_err(sys("open user namespace"))?;
+    let mnt = File::open(format!("/proc/{pid}/ns/mnt")).map_err(sys("open mount namespace"))?;
+    nix::sched::setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
+        .map_err(errno("setns(user namespace)"))?;
+    nix::sched::setns(mnt.as_fd(), CloneFlags::CLONE_NEWNS)
+        .map_err(errno("setns(mount namespace)"))?;
+    if let Some(cwd) = cwd {
+        let _ = std::env::set_current_dir(cwd);
+    }
+    Ok(())
+}
+
+/// Outbound network for a rootless container: `pasta` (Debian's passt) connects the container's
+/// network namespace to the host's through a userspace TCP/IP stack (an interface with the
+/// host's addresses and routes, DNS forwarded; connections to the gateway address reach the
+/// host's loopback). No host port is forwarded by pasta: `-p` goes through the supervisor's
+/// proxy. Dropping the guard stops pasta and releases the namespace.
+pub struct Pasta {
+    ns_file: PathBuf,
+    pid: Option<i32>,
+}
+
+impl Pasta {
+    /// Start pasta for the network namespace of process `pid`, keeping its files in `run_dir`.
+    /// The namespace is bind-mounted to `run_dir/netns` first: pasta drops its capabilities
+    /// before it opens the namespace, and `/proc/PID/ns/*` of a process with more capabilities
+    /// is then refused (ptrace access mode), while a bind-mounted nsfs file is not. pasta
+    /// returns once the namespace is configured and keeps serving it in the background.
+    pub fn start(pid: i32, run_dir: &Path) -> Result<Pasta, RootlessError> {
+        let pasta = which("pasta").ok_or(RootlessError::NoPasta)?;
+        let ns_file = run_dir.join("netns");
+        let pid_file = run_dir.join("pasta.pid");
+        File::create(&ns_file).map_err(sys("create the network namespace file"))?;
+        let mut guard = Pasta { ns_file, pid: None };
+        nix::mount::mount(
+            Some(Path::new(&format!("/proc/{pid}/ns/net"))),
+            &guard.ns_file,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(errno("bind the network namespace"))?;
+        let out = Command::new(pasta)
+            .args(["--config-net", "--quiet", "--netns"])
+            .arg(&guard.ns_file)
+            .arg("--pid")
+            .arg(&pid_file)
+            .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(sys("pasta"))?;
+        guard.pid = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        let _ = fs::remove_file(&pid_file);
+        if !out.status.success() {
+            return Err(RootlessError::Pasta {
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Pasta {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+        let _ = nix::mount::umount2(&self.ns_file, nix::mount::MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(&self.ns_file);
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_by_name_or_id() {
+        let f = "alice:100000:65536\n# x\n1001:200000:1000\nbob:bad:1\n";
+        assert_eq!(
+            parse_range(f, "alice", 1000),
+            Some(Range {
+                start: 100000,
+                count: 65536
+            })
+        );
+        assert_eq!(
+            parse_range(f, "carol", 1001),
+            Some(Range {
+                start: 200000,
+                count: 1000
+            })
+        );
+        assert_eq!(parse_range(f, "bob", 7), None);
+        assert_eq!(parse_range(f, "dave", 8), None);
+    }
+
+    #[test]
+    fn root_in_the_initial_namespace_is_not_rootless() {
+        // The test runs as root in the initial user namespace.
+        assert!(!in_user_namespace());
+        assert_eq!(flavour(), Flavour::Trusted);
+        assert!(!needed());
+        assert_eq!(Defaults::detect().root, PathBuf::from("/var/lib/strata"));
+    }
+}
