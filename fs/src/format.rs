@@ -57,9 +57,11 @@ impl Flavour {
     /// Every flavour, in the order readers try them.
     pub const ALL: [Flavour; 2] = [Flavour::Trusted, Flavour::User];
 
-    /// The flavour this process can write: `Trusted` as root, `User` otherwise.
+    /// The flavour this process can write: `Trusted` as root of the initial user namespace,
+    /// `User` otherwise — also as uid 0 of a user namespace (rootless podman's mount_program,
+    /// rootless strata), where the kernel refuses `trusted.*` xattrs.
     pub fn for_current_user() -> Flavour {
-        if nix::unistd::geteuid().is_root() {
+        if nix::unistd::geteuid().is_root() && !in_user_namespace() {
             Flavour::Trusted
         } else {
             Flavour::User
@@ -275,6 +277,15 @@ pub fn clear_redirect(dir: BorrowedFd<'_>, name: &OsStr) -> R<()> {
         }
     }
     Ok(())
+}
+
+/// Is this process in a user namespace other than the initial one (its uid map is not the
+/// identity map of all 2^32 ids)?
+pub fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"],
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

@@ -71,23 +71,13 @@ fn errno(what: &'static str) -> impl FnOnce(nix::Error) -> RootlessError {
 /// True in a user namespace other than the initial one (the uid map is not the identity map of
 /// all 2³² ids): there uid 0 cannot set `trusted.*` xattrs, make device nodes or own cgroups.
 pub fn in_user_namespace() -> bool {
-    match fs::read_to_string("/proc/self/uid_map") {
-        Ok(map) => {
-            let fields: Vec<&str> = map.split_whitespace().collect();
-            fields != ["0", "0", "4294967295"]
-        }
-        Err(_) => false,
-    }
+    strata_fs::format::in_user_namespace()
 }
 
 /// The overlay-format flavour this process can write: `user.overlay.*` inside a user namespace
-/// (rootless), `trusted.overlay.*` otherwise.
+/// (rootless), `trusted.overlay.*` as root of the initial one.
 pub fn flavour() -> Flavour {
-    if in_user_namespace() {
-        Flavour::User
-    } else {
-        Flavour::Trusted
-    }
+    Flavour::for_current_user()
 }
 
 /// Whether this process must enter a user namespace before touching a store: not root, and not

@@ -344,9 +344,22 @@ pub(crate) fn proxy_signals(supervisor: Option<u32>) {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let network = NetworkMode::parse(&args.network)
+    // Rootless: no bridge can be made on the host; the default network is pasta's (started by
+    // the supervisor), as podman's rootless default is.
+    let rootless = strata_runtime::rootless::in_user_namespace();
+    let net_name = if rootless && args.network == "bridge" {
+        "private"
+    } else {
+        args.network.as_str()
+    };
+    let network = NetworkMode::parse(net_name)
         .ok_or_else(|| tool_error(anyhow::anyhow!("network {} not found", args.network)))?;
-    let net = super::network::run_settings(global, &args.network, &args.net).map_err(tool_error)?;
+    if rootless && network == NetworkMode::Bridge {
+        return Err(tool_error(anyhow::anyhow!(
+            "network {net_name}: user-defined networks are not supported for rootless containers yet"
+        )));
+    }
+    let net = super::network::run_settings(global, net_name, &args.net).map_err(tool_error)?;
     let mut ports_list = Vec::new();
     for p in &args.publish {
         ports_list.push(ports::parse_publish(p).map_err(tool_error)?);

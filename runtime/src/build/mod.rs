@@ -124,7 +124,7 @@ pub fn extract_context(data: impl std::io::Read, dir: &std::path::Path) -> Resul
     crate::store::extract::extract(
         r,
         std::os::fd::AsFd::as_fd(&root),
-        strata_fs::format::Flavour::for_current_user(),
+        crate::rootless::flavour(),
         &mut std::io::sink(),
     )
     .map_err(BuildError::Context)?;

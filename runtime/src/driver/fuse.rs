@@ -61,8 +61,9 @@ impl Driver for FuseDriver {
             work: Some(layers.work.clone()),
             threads: 0,
             fsname: "strata".to_string(),
-            // The format's flavour follows the user the mount is made as (trusted.* as root).
-            flavour: None,
+            // trusted.* as root; user.* inside a rootless user namespace (where euid is 0 but
+            // trusted.* xattrs are refused).
+            flavour: Some(crate::rootless::flavour()),
         };
         let mount = strata_fs::mount(opts, mountpoint).map_err(|e| DriverError::Mount {
             driver: NAME,
