@@ -726,6 +726,55 @@ fn xattr_reply(r: Result<Vec<u8>, nix::errno::Errno>, size: u32, reply: ReplyXat
     }
 }
 
+/// Mount a FUSE filesystem at `mountpoint` (as fuser's own pure-Rust mount does: `mount(2)` of
+/// type `fuse` with an open `/dev/fuse`) and return that fd for [`fuser::Session::from_fd`].
+/// fuser then owns no mount: a session that outlives its mount (unmounted by someone else, e.g.
+/// containerd, which may mount again at the same path) never unmounts by path whatever is
+/// mounted there by then, as fuser's drop would. Whoever mounted unmounts (`Mounted`, `umount`,
+/// `fusermount3 -u`). `dev` and `suid` are allowed (a container rootfs needs both);
+/// `allow_other` + `default_permissions`: every uid may use it, the kernel checks permissions.
+fn mount_fuse(
+    mountpoint: &Path,
+    fsname: &str,
+    read_only: bool,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let rootmode = std::fs::File::open(mountpoint)?
+        .metadata()?
+        .permissions()
+        .mode();
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/fuse")?;
+    let data = format!(
+        "fd={},rootmode={rootmode:o},user_id={},group_id={},default_permissions,allow_other",
+        dev.as_raw_fd(),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    let mut flags = nix::mount::MsFlags::empty();
+    if read_only {
+        flags |= nix::mount::MsFlags::MS_RDONLY;
+    }
+    nix::mount::mount(
+        Some(fsname),
+        mountpoint,
+        Some("fuse"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(|e| {
+        std::io::Error::new(
+            std::io::Error::from(e).kind(),
+            format!("mount fuse on {}: {e}", mountpoint.display()),
+        )
+    })?;
+    Ok(std::os::fd::OwnedFd::from(dev))
+}
+
 /// Mount `fs` at `mountpoint` and serve it from `threads` background threads. Returns once the
 /// kernel has finished the FUSE handshake (the mount is live).
 pub(crate) fn serve(
@@ -735,30 +784,21 @@ pub(crate) fn serve(
     threads: usize,
     view: ViewOptions,
 ) -> std::io::Result<std::thread::JoinHandle<std::io::Result<()>>> {
-    let mut opts = vec![
-        fuser::MountOption::FSName(fsname.to_string()),
-        fuser::MountOption::Subtype("strata".to_string()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::Dev,
-        fuser::MountOption::Suid,
-    ];
-    if fs.read_only() {
-        opts.push(fuser::MountOption::RO);
-    }
     let mut cfg = fuser::Config::default();
-    cfg.mount_options = opts;
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     cfg.clone_fd = true;
-    let session = fuser::Session::new(
+    let dev = mount_fuse(mountpoint, fsname, fs.read_only())?;
+    let session = fuser::Session::from_fd(
         Adapter {
             fs: fs.clone(),
             pt: Passthrough::default(),
             ttl: view.timeout.unwrap_or(TTL),
             view: View::new(view),
         },
-        mountpoint,
-        &cfg,
+        dev,
+        fuser::SessionACL::All,
+        cfg,
     )?;
     let notifier = session.notifier();
     fs.set_attr_invalidator(Box::new(move |ino| {

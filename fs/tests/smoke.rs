@@ -139,3 +139,76 @@ fn drop_of_a_busy_mount_detaches_and_returns() {
     assert!(!mounts.contains(&mp.display().to_string()));
     drop(held);
 }
+
+/// A strata-overlay daemon that outlives its mount must not unmount whatever is mounted at the
+/// same path by then (containerd unmounts a rootfs and mounts again at the same path; fuser's
+/// own mount handle unmounted by path when the old session ended). The old daemon is stopped
+/// while its mount is replaced by a tmpfs, then let go: the tmpfs must survive its exit.
+#[test]
+fn an_exiting_daemon_leaves_a_newer_mount_at_its_path_alone() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let fx = Fixture::new();
+    let mp = fx.p("mnt");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_strata-overlay"))
+        .arg("-f")
+        .arg("-o")
+        .arg(format!(
+            "lowerdir={}:{},upperdir={},workdir={}",
+            fx.p("l1").display(),
+            fx.p("l2").display(),
+            fx.p("upper").display(),
+            fx.p("work").display()
+        ))
+        .arg(&mp)
+        .spawn()
+        .unwrap();
+    struct Reap(std::process::Child, PathBuf);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGCONT);
+            let _ = nix::mount::umount2(&self.1, nix::mount::MntFlags::MNT_DETACH);
+            let _ = nix::mount::umount2(&self.1, nix::mount::MntFlags::MNT_DETACH);
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = Pid::from_raw(child.id() as i32);
+    let mut guard = Reap(child, mp.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let fstype = |mp: &PathBuf| strata_fs::mountinfo::mount_at(mp).map(|m| m.fstype);
+    while fstype(&mp).is_none_or(|t| !t.starts_with("fuse")) {
+        assert!(Instant::now() < deadline, "strata-overlay did not mount");
+        if let Ok(Some(st)) = guard.0.try_wait() {
+            panic!("strata-overlay exited: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _wd = Watchdog::new(&mp, Duration::from_secs(60));
+    kill(pid, Signal::SIGSTOP).unwrap();
+    nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &mp,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while guard.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "strata-overlay did not exit after its unmount"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fstype(&mp).as_deref(),
+        Some("tmpfs"),
+        "the newer mount was unmounted"
+    );
+    drop(guard);
+    assert!(fstype(&mp).is_none());
+}
