@@ -441,13 +441,9 @@ disabled_plugins = [
     }
 
     /// `ctr run [--rm] --snapshotter strata IMAGE ID CMD…`, which must succeed; returns stdout.
-    ///
-    /// Known issue, not the snapshotter's (docs/snapshotter.md, "Known issue"): when the shim's
-    /// child reaper steals mount.fuse3's exit status (ECHILD), containerd unmounts and mounts
-    /// the rootfs again at the same path, and the first strata-overlay daemon, on its way out,
-    /// unmounts the second mount (fuser's unmount-on-drop); runc then finds an empty rootfs
-    /// ("executable file not found"). Only that failure is retried, at most twice, and each
-    /// retry is printed.
+    /// No retry: a remount at the same path (containerd's ECHILD retry) once made the exiting
+    /// strata-overlay unmount the new rootfs; strata-fs now mounts FUSE itself and never
+    /// unmounts by path (docs/snapshotter.md).
     pub fn run_container(&self, rm: bool, image: &str, id: &str, cmd: &[&str]) -> String {
         let mut args = vec!["run"];
         if rm {
@@ -455,24 +451,15 @@ disabled_plugins = [
         }
         args.extend_from_slice(&["--snapshotter", "strata", image, id]);
         args.extend_from_slice(cmd);
-        for attempt in 1..=3 {
-            let out = self.ctr(&args);
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
-            }
-            assert!(
-                attempt < 3 && err.contains("executable file not found in $PATH"),
-                "ctr {args:?}: {}\n{err}\n--- snapshotter log:\n{}",
-                out.status,
-                tail(&self.snapshotter_log(), 30)
-            );
-            eprintln!(
-                "ctr run {id}: known rootfs-remount race (attempt {attempt}), retrying: {err}"
-            );
-            let _ = self.ctr(&["containers", "rm", id]);
-        }
-        unreachable!("the loop returns or panics")
+        let out = self.ctr(&args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}\n{}\n--- snapshotter log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.snapshotter_log(), 30)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `ctr` ARGS that must fail; returns stderr.
