@@ -340,6 +340,11 @@ pub(crate) fn proxy_signals(supervisor: Option<u32>) {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    create_or_run(global, args, false)
+}
+
+/// `run`, or with `create_only` `create` (prints the id; the container stays `Created`).
+pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> anyhow::Result<()> {
     let network = NetworkMode::parse(&args.network).ok_or_else(|| {
         tool_error(anyhow::anyhow!(
             "network {} not found (use private, host or none)",
@@ -408,6 +413,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             security,
         })
         .map_err(tool_error)?;
+    if create_only {
+        println!("{}", c.id());
+        return Ok(());
+    }
     let launcher = launcher(global)?;
     if args.detach {
         match rt.start(&c, &launcher, false) {

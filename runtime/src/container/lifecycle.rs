@@ -157,7 +157,7 @@ fn build_init_layer(init: &Path, layers: &[PathBuf]) -> Result<()> {
 }
 
 impl Runtime {
-    fn lock(&self) -> Result<nix::fcntl::Flock<File>> {
+    pub(crate) fn lock(&self) -> Result<nix::fcntl::Flock<File>> {
         let dir = self.containers_dir();
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         let path = dir.join(".lock");
@@ -401,7 +401,14 @@ impl Runtime {
         kill(Pid::from_raw(c.state.pid), sig).map_err(|e| ContainerError::Sys {
             what: "kill",
             source: e,
-        })
+        })?;
+        // A frozen container acts on no signal: stopping or killing it thaws it (as Docker).
+        if matches!(sig, Signal::SIGKILL | Signal::SIGTERM)
+            || sig.to_string() == c.config.stop_signal
+        {
+            super::manage::thaw(c.id());
+        }
+        Ok(())
     }
 
     /// The image's StopSignal, then SIGKILL after `timeout` seconds (default 10). Returns once
@@ -498,7 +505,19 @@ impl Runtime {
             });
         }
         super::cgroup::remove(c.id());
-        for d in [&c.paths.run_dir, &c.paths.dir] {
+        // Concurrent removals of one container: the rename out of `containers/` decides which
+        // one removes it; the others find no container, as Docker reports.
+        let tomb =
+            self.containers_dir()
+                .join(format!(".removing-{}-{}", c.id(), std::process::id()));
+        match fs::rename(&c.paths.dir, &tomb) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ContainerError::NoSuchContainer(c.id().to_string()))
+            }
+            Err(e) => return Err(io_at(&c.paths.dir)(e)),
+        }
+        for d in [&c.paths.run_dir, &tomb] {
             match fs::remove_dir_all(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

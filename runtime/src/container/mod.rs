@@ -18,12 +18,14 @@ use std::path::{Path, PathBuf};
 
 pub mod caps;
 mod cgroup;
+pub mod copy;
 pub mod devices;
 pub mod exec;
 pub mod init;
 pub mod inspect;
 mod lifecycle;
 pub mod logs;
+pub mod manage;
 mod oci;
 pub mod ports;
 pub mod record;
@@ -108,6 +110,12 @@ pub enum ContainerError {
     StillMounted { id: String, path: PathBuf },
     #[error("multiple containers found with provided prefix: {0}")]
     Ambiguous(String),
+    #[error("Renaming a container with the same name as its current name")]
+    SameName,
+    #[error("Container {0} is already paused")]
+    AlreadyPaused(String),
+    #[error("Container {0} is not paused")]
+    NotPaused(String),
 }
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerError {
