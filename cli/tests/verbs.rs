@@ -403,3 +403,52 @@ fn concurrent_rm_force_one_wins() {
     }
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
+
+/// `attach` to a detached `-i` container: its later output, our input into its stdin, and its
+/// exit code at the end.
+#[test]
+fn attach_streams_output_and_stdin() {
+    let s = setup(&default_driver());
+    s.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "echoer",
+        "busybox",
+        "sh",
+        "-c",
+        "echo before; while read l; do [ \"$l\" = quit ] && exit 3; echo \"got $l\"; done",
+    ]);
+    let r = s.run(&["attach", "nope"]);
+    assert_eq!(r.stderr, "Error: No such container: nope\n");
+    let mut child = s
+        .command(&["attach", "echoer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Until attach is connected, lines may be read by nobody: send until one is answered.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stdout.read_to_string(&mut all);
+        all
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"hello\n").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"quit\n").unwrap();
+    let status = strata_testkit::container::wait_output(child, Duration::from_secs(30)).status;
+    let out = reader.join().unwrap();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert_eq!(out, "got hello\n", "only output after attaching");
+    let r = s.run(&["attach", "echoer"]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(
+        r.stderr,
+        "Error: You cannot attach to a stopped container, start it first\n"
+    );
+}

@@ -63,6 +63,8 @@ enum Sub {
     Cp(super::cp::Args),
     /// Display a live stream of container(s) resource usage statistics
     Stats(super::stats::Args),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(super::attach::Args),
     /// Remove all stopped containers
     Prune(PruneArgs),
 }
@@ -91,6 +93,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         Sub::Export(a) => super::export::run(global, a),
         Sub::Cp(a) => super::cp::run(global, a),
         Sub::Stats(a) => super::stats::run(global, a),
+        Sub::Attach(a) => super::attach::run(global, a),
         Sub::Prune(a) => run_prune(global, a),
     }
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod attach;
 pub mod commit;
 pub mod container;
 pub mod cp;

@@ -16,6 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod attach;
 pub mod caps;
 mod cgroup;
 pub mod copy;

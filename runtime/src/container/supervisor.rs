@@ -273,8 +273,13 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
             });
         }
     } else {
-        // Detached `-i` keeps the container's stdin open (nobody writes); otherwise closed.
-        std::mem::forget(stdin_target);
+        // Detached `-i` keeps the container's stdin open, for `attach` to write; otherwise closed.
+        match stdin_target {
+            Some(t) if c.config.open_stdin => {
+                super::attach::serve_stdin(super::attach::socket_path(&c.paths.run_dir), t)
+            }
+            t => std::mem::forget(t),
+        }
     }
     let master = stdio.master;
     if attached {
