@@ -103,6 +103,8 @@ enum Command {
     Stats(cmd::stats::Args),
     /// Export a container's filesystem as a tar archive
     Export(cmd::export::Args),
+    /// Manage volumes
+    Volume(cmd::volume::Args),
     /// Attach local standard input, output, and error streams to a running container
     Attach(cmd::attach::Args),
     /// Show the strata version information
@@ -157,6 +159,7 @@ fn main() -> ExitCode {
         Command::Top(a) => cmd::top::run(&cli.global, a),
         Command::Stats(a) => cmd::stats::run(&cli.global, a),
         Command::Export(a) => cmd::export::run(&cli.global, a),
+        Command::Volume(a) => cmd::volume::run(&cli.global, a),
         Command::Attach(a) => cmd::attach::run(&cli.global, a),
         Command::Version(a) => cmd::version::run_version(&cli.global, a),
         Command::Info(a) => cmd::version::run_info(&cli.global, a),

@@ -23,3 +23,4 @@ pub mod outfile;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod volume;

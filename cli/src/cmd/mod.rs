@@ -37,6 +37,7 @@ pub mod system;
 pub mod tag;
 pub mod top;
 pub mod version;
+pub mod volume;
 
 /// Options shared by every verb.
 #[derive(clap::Args, Debug, Clone)]

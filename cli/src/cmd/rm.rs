@@ -11,7 +11,7 @@ pub struct Args {
     /// Force the removal of a running container (uses SIGKILL)
     #[arg(short = 'f', long)]
     pub force: bool,
-    /// Remove anonymous volumes associated with the container (strata has none; accepted)
+    /// Remove anonymous volumes associated with the container
     #[arg(short = 'v', long)]
     pub volumes: bool,
     #[arg(required = true)]
@@ -27,6 +27,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             ContainerError::NoSuchContainer(_) => ContainerError::NoSuchContainer(n.to_string()),
             e => e,
         })?;
+        if args.volumes {
+            super::volume::remove_anonymous(global, &c.config.volumes);
+        }
         Ok(())
     })
 }

@@ -47,9 +47,12 @@ pub struct Args {
     /// Publish a container's port(s) to the host
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
-    /// Bind mount a volume (HOST-DIR:CONTAINER-DIR[:ro])
+    /// Bind mount a volume (HOST-DIR:CONTAINER-DIR[:ro], VOLUME:CONTAINER-DIR[:ro,nocopy])
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
+    /// Attach a filesystem mount to the container (type=bind|volume|tmpfs,source=,target=,…)
+    #[arg(long = "mount")]
+    pub mount: Vec<String>,
     /// Container host name
     #[arg(long)]
     pub hostname: Option<String>,
@@ -208,6 +211,9 @@ fn parse_volume(s: &str) -> anyhow::Result<VolumeMount> {
         source,
         target: dst.to_string(),
         read_only: ro,
+        volume: None,
+        anonymous: false,
+        nocopy: false,
     })
 }
 
@@ -366,7 +372,12 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     }
     let mut volumes = Vec::new();
     for v in &args.volume {
-        volumes.push(parse_volume(v).map_err(tool_error)?);
+        volumes.push(super::volume::parse_v(global, v, parse_volume).map_err(tool_error)?);
+    }
+    let mut mount_tmpfs = Vec::new();
+    for m in &args.mount {
+        super::volume::parse_mount(global, m, parse_volume, &mut volumes, &mut mount_tmpfs)
+            .map_err(tool_error)?;
     }
     let mut env = read_env_files(&args.env_file).map_err(tool_error)?;
     env.extend(args.env.iter().cloned());
@@ -387,8 +398,11 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             args.runtime
         )));
     }
-    let security = security(&args).map_err(tool_error)?;
+    let mut security = security(&args).map_err(tool_error)?;
+    security.tmpfs.extend(mount_tmpfs);
     let image = image_source(global, &args.image)?;
+    super::volume::image_volumes(global, &args.image, &mut volumes, &security.tmpfs)
+        .map_err(tool_error)?;
     let rt = runtime(global);
     let c = rt
         .create(CreateRequest {

@@ -102,6 +102,15 @@ pub struct VolumeMount {
     pub source: PathBuf,
     pub target: String,
     pub read_only: bool,
+    /// A named or anonymous volume (`source` is its `_data`), not a host path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// An anonymous volume (removed by `rm -v`).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// `nocopy`: an empty volume is not filled with the image's content at `target`.
+    #[serde(default)]
+    pub nocopy: bool,
 }
 
 /// `--memory`, `--cpus`, `--pids-limit`.

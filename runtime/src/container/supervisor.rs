@@ -208,6 +208,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
             return Err(e.into());
         }
     };
+    crate::volume::Volumes::populate(mounted.path(), &c.config.volumes);
     let started = match forked {
         Some(child) => {
             let pid = child.pid;
