@@ -452,3 +452,99 @@ fn attach_streams_output_and_stdin() {
         "Error: You cannot attach to a stopped container, start it first\n"
     );
 }
+
+/// `--restart on-failure:3` with a process that always exits 1: restarted three times (Docker's
+/// backoff), then left exited; `always` is cancelled by `stop`.
+#[test]
+fn restart_policies() {
+    let s = setup(&default_driver());
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fails",
+        "--restart",
+        "on-failure:3",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    let done = eventually(Duration::from_secs(30), || {
+        let out = s.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "fails",
+        ]);
+        (out.trim() == "3 exited").then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "{}",
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "fails"
+        ])
+    );
+    // Nothing restarts it any more: the supervisor is gone.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.ExitCode}}",
+            "fails"
+        ])
+        .trim(),
+        "3 1"
+    );
+    assert_eq!(s.ok(&["logs", "fails"]), "run\nrun\nrun\nrun\n");
+
+    let r = s.run(&["run", "--rm", "--restart", "always", "busybox", "true"]);
+    assert_eq!(r.code, Some(125));
+    assert_eq!(r.stderr, "Error: Conflicting options: --restart and --rm\n");
+    let r = s.run(&["run", "--restart", "sometimes", "busybox", "true"]);
+    assert_eq!(r.code, Some(125));
+    assert!(
+        r.stderr
+            .contains("invalid restart policy format: sometimes"),
+        "{r:?}"
+    );
+
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "loops",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]);
+    eventually(Duration::from_secs(30), || {
+        let n: u32 = s
+            .ok(&["inspect", "-f", "{{.RestartCount}}", "loops"])
+            .trim()
+            .parse()
+            .ok()?;
+        (n >= 2).then_some(())
+    })
+    .expect("always restarts");
+    s.ok(&["stop", "-t", "1", "loops"]);
+    let n = s.ok(&["inspect", "-f", "{{.RestartCount}}", "loops"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "loops"
+        ]),
+        format!("{} exited\n", n.trim())
+    );
+}

@@ -53,6 +53,12 @@ pub struct Args {
     /// Attach a filesystem mount to the container (type=bind|volume|tmpfs,source=,target=,…)
     #[arg(long = "mount")]
     pub mount: Vec<String>,
+    /// Restart policy to apply when a container exits (no, on-failure[:max-retries], always, unless-stopped)
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
     /// Container host name
     #[arg(long)]
     pub hostname: Option<String>,
@@ -398,6 +404,12 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             args.runtime
         )));
     }
+    let restart = container::restart::RestartPolicy::parse(&args.restart).map_err(tool_error)?;
+    if args.rm && !restart.is_none() {
+        return Err(tool_error(anyhow::anyhow!(
+            "Conflicting options: --restart and --rm"
+        )));
+    }
     let mut security = security(&args).map_err(tool_error)?;
     security.tmpfs.extend(mount_tmpfs);
     let image = image_source(global, &args.image)?;
@@ -425,6 +437,8 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             resources,
             stop_timeout: args.stop_timeout,
             security,
+            restart,
+            init: args.init,
         })
         .map_err(tool_error)?;
     if create_only {

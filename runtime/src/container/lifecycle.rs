@@ -62,6 +62,8 @@ pub struct CreateRequest {
     pub resources: Resources,
     pub stop_timeout: Option<u64>,
     pub security: Security,
+    pub restart: super::restart::RestartPolicy,
+    pub init: bool,
 }
 
 fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
@@ -264,6 +266,8 @@ impl Runtime {
             runtime: req.runtime.clone(),
             resources: req.resources.clone(),
             security: req.security.clone(),
+            restart: req.restart.clone(),
+            init: req.init,
         };
         let paths = self.paths(&id);
         let build = || -> Result<()> {
@@ -396,8 +400,12 @@ impl Runtime {
     /// Send `sig` to the container's init.
     pub fn kill(&self, c: &Container, sig: Signal) -> Result<()> {
         if !c.state.status.can_kill() || c.state.pid <= 0 {
+            if self.cancel_restart(c) {
+                return Ok(());
+            }
             return Err(ContainerError::NotRunning(c.id().to_string()));
         }
+        super::restart::mark_manual_stop(c);
         kill(Pid::from_raw(c.state.pid), sig).map_err(|e| ContainerError::Sys {
             what: "kill",
             source: e,
@@ -415,8 +423,10 @@ impl Runtime {
     /// the supervisor has recorded the exit.
     pub fn stop(&self, c: &Container, timeout: Option<u64>) -> Result<()> {
         if !c.is_running() {
+            self.cancel_restart(c);
             return Ok(());
         }
+        super::restart::mark_manual_stop(c);
         let sig = parse_signal(&c.config.stop_signal).unwrap_or(Signal::SIGTERM);
         let _ = self.kill(c, sig);
         let t = timeout.or(c.config.stop_timeout).unwrap_or(10);
@@ -481,6 +491,9 @@ impl Runtime {
 
     /// Remove a container (`force`: kill it first if running).
     pub fn remove(&self, c: &Container, force: bool) -> Result<()> {
+        if force {
+            self.cancel_restart(c);
+        }
         if c.is_running() {
             if !force {
                 return Err(ContainerError::RunningRemove(c.id().to_string()));

@@ -30,6 +30,7 @@ pub mod manage;
 mod oci;
 pub mod ports;
 pub mod record;
+pub mod restart;
 pub mod seccomp;
 pub mod spec;
 pub mod supervisor;
@@ -117,6 +118,8 @@ pub enum ContainerError {
     AlreadyPaused(String),
     #[error("Container {0} is not paused")]
     NotPaused(String),
+    #[error("{0}")]
+    InvalidRestartPolicy(String),
 }
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerError {

@@ -191,6 +191,12 @@ pub struct ContainerConfig {
     pub resources: Resources,
     #[serde(default)]
     pub security: Security,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart: super::restart::RestartPolicy,
+    /// `--init`: a minimal reaper runs as pid 1 and the command as its child.
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl ContainerConfig {

@@ -56,7 +56,10 @@ pub fn supervise(root: &Path, runroot: &Path, id: &str, attached: bool) -> i32 {
     let _ = std::env::set_current_dir("/");
     let rt = Runtime::new(&root, &runroot);
     match run(&rt, &ContainerId(id.to_string()), attached, &mut report) {
-        Ok(code) => code,
+        Ok(code) => {
+            super::restart::maybe_restart(&rt, &ContainerId(id.to_string()), code);
+            code
+        }
         Err(e) => {
             let code = match &e {
                 ContainerError::Start { code, .. } => *code,
@@ -166,6 +169,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
             msg: format!("container {id} is already running"),
         })?;
     let mut c = rt.load(id)?;
+    super::restart::clear_manual_stop(&c.paths.run_dir);
     if !c.state.status.can_start() {
         return Err(ContainerError::Start {
             code: 125,
