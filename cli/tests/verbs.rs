@@ -548,3 +548,54 @@ fn restart_policies() {
         format!("{} exited\n", n.trim())
     );
 }
+
+/// `--init`: the command runs as a child of a minimal pid 1 that forwards signals (so `stop`
+/// ends a `sleep` with SIGTERM instead of waiting for SIGKILL) and reaps orphans.
+#[test]
+fn init_reaps_and_forwards_signals() {
+    let s = setup(&default_driver());
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $$; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    let mut lines = out.lines();
+    assert_ne!(lines.next(), Some("1"), "the command is not pid 1: {out}");
+    // Orphans are reaped: a grandchild whose parent exited leaves no zombie.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "busybox",
+        "sh",
+        "-c",
+        "(sleep 0.2 &); sleep 1; ps -o stat | grep -c '^Z' || true",
+    ]);
+    assert_eq!(out.trim(), "0", "{out}");
+    // Exit code and signal forwarding.
+    let r = s.run(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 7"]);
+    assert_eq!(r.code, Some(7));
+    s.ok(&[
+        "run", "-d", "--init", "--name", "sleeper", "busybox", "sleep", "300",
+    ]);
+    s.ok(&["stop", "-t", "20", "sleeper"]);
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.ExitCode}}", "sleeper"])
+            .trim(),
+        "143"
+    );
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--init",
+        "--runtime",
+        "runc",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125));
+}

@@ -404,6 +404,12 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             args.runtime
         )));
     }
+    if args.init && args.runtime != "builtin" {
+        return Err(tool_error(anyhow::anyhow!(
+            "runtime {:?}: --init is only supported by the builtin runtime",
+            args.runtime
+        )));
+    }
     let restart = container::restart::RestartPolicy::parse(&args.restart).map_err(tool_error)?;
     if args.rm && !restart.is_none() {
         return Err(tool_error(anyhow::anyhow!(

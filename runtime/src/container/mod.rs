@@ -29,6 +29,7 @@ pub mod logs;
 pub mod manage;
 mod oci;
 pub mod ports;
+pub mod reaper;
 pub mod record;
 pub mod restart;
 pub mod seccomp;
