@@ -326,9 +326,9 @@ fn cp_symlink_exchange_race_stays_in_the_root() {
     // would be visible as which file was read.
     std::fs::write(host_dir.path().join("secret"), "HOST\n").unwrap();
     let script = format!(
-        "mkdir -p /tmp/{uniq} /w/real/tmp/{uniq} && echo CTR > /tmp/{uniq}/secret && \
-         echo CTR > /w/real/tmp/{uniq}/secret && \
-         while true; do ln -sfn /w/real /w/x; rm -f /w/x; ln -s / /w/x; rm -f /w/x; done"
+        "mkdir -p /tmp/{uniq} /w/x/tmp/{uniq} && echo CTR > /tmp/{uniq}/secret && \
+         echo CTR > /w/x/tmp/{uniq}/secret && \
+         while true; do mv /w/x /w/d; ln -s / /w/x; rm /w/x; mv /w/d /w/x; done"
     );
     s.ok(&[
         "run", "-d", "--name", "racer", "busybox", "sh", "-c", &script,

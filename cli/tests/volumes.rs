@@ -139,6 +139,15 @@ fn volumes_lifecycle() {
     s.ok(&["rm", "-v", "cb"]);
     assert!(!s.ok(&["volume", "ls", "-q"]).contains(&anon[0]));
 
+    // `--rm` takes its anonymous volume with it.
+    s.ok(&["run", "--rm", "seeded", "true"]);
+    assert_eq!(
+        s.ok(&["volume", "ls", "-q"])
+            .lines()
+            .filter(|n| n.len() == 64)
+            .count(),
+        0
+    );
     // A second anonymous volume, left behind by `rm` without -v: `system prune --volumes` takes it.
     s.ok(&["run", "--name", "cc", "seeded", "true"]);
     s.ok(&["rm", "cc"]);

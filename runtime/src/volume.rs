@@ -192,6 +192,20 @@ impl Volumes {
         Ok(size)
     }
 
+    /// Remove the anonymous volumes among `mounts` (`rm -v`, and `--rm` containers as they
+    /// exit); anonymous volumes belong to one container. Errors are returned per volume.
+    pub fn remove_anonymous(&self, mounts: &[VolumeMount]) -> Vec<VolumeError> {
+        let mut errors = Vec::new();
+        for m in mounts.iter().filter(|m| m.anonymous) {
+            if let Some(n) = &m.volume {
+                if let Err(e) = self.remove(n, &[], true) {
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
     /// Remove unused volumes (`all`: named ones too; else anonymous only, as Docker ≥ 23).
     /// Returns the removed names and the bytes reclaimed.
     pub fn prune(

@@ -371,13 +371,7 @@ pub fn image_volumes(
 
 /// `rm -v`: the container's anonymous volumes.
 pub fn remove_anonymous(global: &Global, mounts: &[VolumeMount]) {
-    let vols = Volumes::new(&global.root);
-    let containers = runtime(global).list().unwrap_or_default();
-    for m in mounts.iter().filter(|m| m.anonymous) {
-        if let Some(n) = &m.volume {
-            if let Err(e) = vols.remove(n, &containers, true) {
-                eprintln!("Error: {e}");
-            }
-        }
+    for e in Volumes::new(&global.root).remove_anonymous(mounts) {
+        eprintln!("Error: {e}");
     }
 }

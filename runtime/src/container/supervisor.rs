@@ -313,7 +313,10 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     c.state.exit_code = code;
     c.state.finished_at = Some(Utc::now());
     if c.config.auto_remove {
-        let _ = rt.remove_files(&c);
+        if rt.remove_files(&c).is_ok() {
+            // Docker removes a `--rm` container's anonymous volumes with it.
+            crate::volume::Volumes::new(rt.root()).remove_anonymous(&c.config.volumes);
+        }
     } else {
         rt.write_state(&c)?;
     }
