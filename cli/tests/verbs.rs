@@ -83,6 +83,15 @@ fn create_container_group_rename_pause_top_stats_export() {
         "{}",
         status(&s, "web")
     );
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.Paused}}", "web"]),
+        "true\n"
+    );
+    let r = s.run(&["exec", "web", "true"]);
+    assert_eq!(
+        r.stderr,
+        format!("Error: Container {id} is paused, unpause the container before exec\n")
+    );
     let r = s.run(&["pause", "web"]);
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("is already paused"), "{r:?}");

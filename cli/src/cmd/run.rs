@@ -435,7 +435,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             tty: args.tty,
             open_stdin: args.interactive,
             ports: ports_list,
-            volumes,
+            volumes: volumes.clone(),
             network,
             auto_remove: args.rm,
             driver: driver_name(global),
@@ -446,7 +446,11 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             restart,
             init: args.init,
         })
-        .map_err(tool_error)?;
+        .map_err(|e| {
+            // Anonymous volumes made for a container that could not be created go with it.
+            super::volume::remove_anonymous(global, &volumes);
+            tool_error(e)
+        })?;
     if create_only {
         println!("{}", c.id());
         return Ok(());
