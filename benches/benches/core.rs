@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use strata_fs::{open_fs, Fs, MountOptions, ROOT_INO};
+use strata_fs::{open_fs, Fs, Ino, MountOptions, ROOT_INO};
 
 /// `n` layers whose directory `p` is merged across all of them: the bottom layer holds
 /// `files` names, every other layer one name of its own. Returns the lowers, top first.
@@ -41,7 +41,7 @@ fn ro(lowers: &[PathBuf]) -> Fs {
     .unwrap()
 }
 
-fn dir_ino(fs: &Fs, name: &str) -> u64 {
+fn dir_ino(fs: &Fs, name: &str) -> Ino {
     fs.lookup(ROOT_INO, name.as_ref()).unwrap().unwrap().ino
 }
 

@@ -81,6 +81,8 @@ enum Command {
     Diff(cmd::diff::Args),
     /// Create a new image from a container's changes
     Commit(cmd::commit::Args),
+    /// Build an image from a Dockerfile
+    Build(cmd::build::Args),
     /// Manage strata (disk usage)
     System(cmd::system::Args),
     /// Mount a container's root filesystem and print where
@@ -111,6 +113,8 @@ enum Command {
     Version(cmd::version::VersionArgs),
     /// Display system-wide information
     Info(cmd::version::InfoArgs),
+    /// Manage networks
+    Network(cmd::network::Args),
     /// Internal: the per-container supervisor process
     #[command(name = "__supervise", hide = true)]
     Supervise(cmd::run::SuperviseArgs),
@@ -148,6 +152,7 @@ fn main() -> ExitCode {
         Command::Port(a) => cmd::ps::run_port(&cli.global, a),
         Command::Diff(a) => cmd::diff::run(&cli.global, a),
         Command::Commit(a) => cmd::commit::run(&cli.global, a),
+        Command::Build(a) => cmd::build::run(&cli.global, a),
         Command::System(a) => cmd::system::run(&cli.global, a),
         Command::Mount(a) => cmd::mount::run(&cli.global, a),
         Command::Create(a) => cmd::create::run(&cli.global, a),
@@ -163,6 +168,7 @@ fn main() -> ExitCode {
         Command::Attach(a) => cmd::attach::run(&cli.global, a),
         Command::Version(a) => cmd::version::run_version(&cli.global, a),
         Command::Info(a) => cmd::version::run_info(&cli.global, a),
+        Command::Network(a) => cmd::network::run(&cli.global, a),
         Command::Supervise(a) => cmd::run::run_supervise(&cli.global, a),
     };
     match result {

@@ -29,14 +29,12 @@ fn step<'a>(transcript: &'a str, cmd: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Mount points at or below `p` (read by the product's mountinfo reader, `strata_fs::mountinfo`).
 fn mounts_under(p: &Path) -> Vec<String> {
-    let prefix = p.display().to_string();
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(1))
-        .filter(|m| m.starts_with(&prefix))
-        .map(String::from)
+    strata_testkit::mount::mounts()
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(p))
+        .map(|m| m.mount_point.display().to_string())
         .collect()
 }
 
@@ -106,9 +104,15 @@ fn tutorial_busybox_end_to_end() {
                 .collect()
         })
         .collect();
-    assert_eq!(pages.len(), 2, "two fetches on port {p1}:\n{transcript}");
+    // Three fetches on the first port: before and after the change, then the built image's.
+    assert_eq!(pages.len(), 3, "three fetches on port {p1}:\n{transcript}");
     assert_eq!(pages[0], ["<h1>Welcome to busybox httpd on strata!</h1>"]);
     assert_eq!(pages[1], ["<h1>Hello strata</h1>"]);
+    assert_eq!(
+        pages[2],
+        ["<h1>Hello strata</h1>"],
+        "the page built from a Dockerfile"
+    );
     assert_eq!(step(&transcript, &fetch2), ["<h1>Hello strata</h1>"]);
 
     // diff: the page and its directory.
@@ -158,5 +162,26 @@ fn tutorial_busybox_end_to_end() {
         hist[1].contains("httpd -f -v -p 80 -h /www"),
         "created by: {}",
         hist[1]
+    );
+
+    // The same page built from a Dockerfile: Docker's classic builder lines, then a history
+    // that says what the step did (a COPY of the page onto web:v1).
+    let build = step(&transcript, "strata build -t web:v3 .");
+    assert_eq!(build[0], "Step 1/2 : FROM web:v1", "{build:?}");
+    assert_eq!(build[1], format!(" ---> {base_id}"));
+    assert_eq!(build[2], "Step 2/2 : COPY index.html /www/index.html");
+    let built = build[3]
+        .strip_prefix(" ---> ")
+        .expect("the step's image id");
+    assert_eq!(build[4], format!("Successfully built {built}"));
+    assert_eq!(build[5], "Successfully tagged web:v3");
+    let side = transcript
+        .lines()
+        .skip_while(|l| !l.starts_with("$ strata history web:v2 "))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        side.contains(&format!("{built}  /bin/sh -c #(nop) COPY file:")),
+        "the built image's top history row: {side}"
     );
 }

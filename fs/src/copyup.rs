@@ -4,7 +4,9 @@
 //! copy_file_range, then owner, mode, xattrs and times) and renamed into the upper parent with
 //! `RENAME_NOREPLACE`, so a crash leaves either the old view or the new one. The copied object
 //! keeps its inode number (its upper `(dev, ino)` is remapped). Copy-up never changes the merged
-//! view, so it needs no namespace lock beyond the node's own `copyup` mutex.
+//! view, so the namespace lock held shared is enough, with the node's own `copyup` mutex; it
+//! takes `&mut` of the namespace token, so it cannot be started under a directory index lock
+//! (see `tree`).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -13,42 +15,40 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 
 use crate::at::{self, R};
-use crate::core::{Fs, ROOT_INO};
-use crate::format::{self, copy_xattrs, Flavour};
+use crate::format::{self, copy_xattrs};
+use crate::ids::Ino;
+use crate::ns::Held;
+use crate::unionfs::Fs;
 
 impl Fs {
     /// Make sure node `ino` exists in the upper layer (copying it and its parents up).
-    pub(crate) fn copy_up(&self, ino: u64) -> R<()> {
-        self.copy_up_then(ino, true)
+    pub(crate) fn copy_up(&self, ns: &mut impl Held, ino: Ino) -> R<()> {
+        self.copy_up_then(ns, ino, true)
     }
 
     /// `copy_up`, telling the kernel to drop the cached attributes of `ino` only if
     /// `inval_self`: a caller whose reply carries fresh attributes (SETATTR) saves that
     /// notification, one write to /dev/fuse per chmod of a lower file.
-    pub(crate) fn copy_up_then(&self, ino: u64, inval_self: bool) -> R<()> {
-        if !self.has_upper {
-            return Err(Errno::EROFS);
-        }
-        if ino == ROOT_INO {
+    pub(crate) fn copy_up_then(&self, ns: &mut impl Held, ino: Ino, inval_self: bool) -> R<()> {
+        let t = &self.tree;
+        t.layers.writable()?;
+        if ino == Ino::ROOT {
             return Ok(());
         }
-        let n = self.node(ino)?;
+        let n = t.inodes.get(ino)?;
         let _g = n.copyup.lock();
         let (parent, name) = n.primary().ok_or(Errno::ENOENT)?;
-        let e = self
-            .entry(parent, &name)?
-            .filter(|e| e.visible())
-            .ok_or(Errno::ENOENT)?;
-        if self.is_upper(e.top) {
+        let e = t.visible_entry(ns, parent, &name)?;
+        if t.layers.is_upper(e.top) {
             return Ok(());
         }
-        self.copy_up(parent)?;
-        let src_dir = self.dirfd(parent, e.top)?;
-        let up_dir = self.dirfd(parent, 0)?;
+        self.copy_up(ns, parent)?;
+        let src_dir = t.dirfd(parent, e.top)?;
+        let up_dir = t.dirfd(parent, 0)?;
         let st = at::fstatat(src_dir.as_fd(), &name)?;
         let pst = at::fstat(up_dir.as_fd())?;
-        let work = self.work_fd()?;
-        let tmp = self.tmp_name();
+        let work = t.layers.work_fd()?;
+        let tmp = t.layers.tmp_name();
         let kind = st.st_mode & libc::S_IFMT;
         let res = self.build_copy(src_dir.as_fd(), &name, &st, work, &tmp);
         let res = res.and_then(|()| {
@@ -61,7 +61,7 @@ impl Fs {
         // Copy-up is not a change of the parent: keep its times (as kernel overlayfs does).
         let _ = at::utimensat(up_dir.as_fd(), OsStr::new(""), &at::times_of(&pst));
         let ust = at::fstatat(up_dir.as_fd(), &name)?;
-        self.remap_ino(ust.st_dev, ust.st_ino, n.ino);
+        t.inodes.remap(ust.st_dev, ust.st_ino, n.ino);
         n.copied.store(true, std::sync::atomic::Ordering::Release);
         // A copied-up directory changes its parent's link count; a file changes nothing the
         // parent shows but its ctime, so its cached attributes stay (dropping them costs a
@@ -72,7 +72,7 @@ impl Fs {
         if inval_self {
             self.inval_attr(ino);
         }
-        self.with_index_mut(parent, |ix| {
+        t.with_index_mut(ns, parent, |ix| {
             if let Some(en) = ix.entries.get_mut(&name) {
                 en.top = 0;
                 if en.kind == libc::S_IFDIR && en.dir_layers.first() != Some(&0) {
@@ -82,16 +82,18 @@ impl Fs {
             Ok(())
         })?;
         if kind == libc::S_IFDIR {
-            if let Some(ix) = n.dir.write().as_mut() {
-                if ix.layers.first() != Some(&0) {
-                    ix.layers.insert(0, 0);
+            t.with_index_slot(ns, &n, |slot| {
+                if let Some(ix) = slot.as_mut() {
+                    if ix.layers.first() != Some(&0) {
+                        ix.layers.insert(0, 0);
+                    }
                 }
-            }
+            });
         } else {
-            self.copy_up_other_links(ino, parent, &name, up_dir.as_fd());
+            self.copy_up_other_links(ns, ino, parent, &name, up_dir.as_fd());
             if st.st_nlink > 1 {
-                let dev = self.layers.get(e.top as usize).map_or(st.st_dev, |l| l.dev);
-                self.split_lower_links(ino, dev, st.st_ino);
+                let dev = t.layers.dev(e.top).unwrap_or(st.st_dev);
+                t.split_lower_links(ns, ino, dev, st.st_ino);
             }
         }
         Ok(())
@@ -101,8 +103,16 @@ impl Fs {
     /// through any name must show through all of them: link the other known names to the new
     /// upper copy (the hard link is kept, as with kernel overlayfs `index=on`). Best effort:
     /// a name that fails keeps showing the lower file.
-    fn copy_up_other_links(&self, ino: u64, parent: u64, name: &OsStr, up_dir: BorrowedFd<'_>) {
-        let Ok(n) = self.node(ino) else { return };
+    fn copy_up_other_links(
+        &self,
+        ns: &mut impl Held,
+        ino: Ino,
+        parent: Ino,
+        name: &OsStr,
+        up_dir: BorrowedFd<'_>,
+    ) {
+        let t = &self.tree;
+        let Ok(n) = t.inodes.get(ino) else { return };
         let others: Vec<_> = n
             .names
             .read()
@@ -111,22 +121,22 @@ impl Fs {
             .cloned()
             .collect();
         for (p2, n2) in others {
-            let r = (|| -> R<()> {
-                let e = self.entry(p2, &n2)?.ok_or(Errno::ENOENT)?;
-                if !e.visible() || e.ino != ino || self.is_upper(e.top) {
+            let mut r = || -> R<()> {
+                let e = t.entry(ns, p2, &n2)?.ok_or(Errno::ENOENT)?;
+                if !e.visible() || e.ino != ino || t.layers.is_upper(e.top) {
                     return Ok(());
                 }
-                self.copy_up(p2)?;
-                let d2 = self.dirfd(p2, 0)?;
+                self.copy_up(ns, p2)?;
+                let d2 = t.dirfd(p2, 0)?;
                 at::linkat(up_dir, name, d2.as_fd(), &n2)?;
-                self.with_index_mut(p2, |ix| {
+                t.with_index_mut(ns, p2, |ix| {
                     if let Some(en) = ix.entries.get_mut(&n2) {
                         en.top = 0;
                     }
                     Ok(())
                 })
-            })();
-            if let Err(e) = r {
+            };
+            if let Err(e) = r() {
                 log::warn!("copy-up of hard link {n2:?}: {e}");
             }
         }
@@ -157,7 +167,7 @@ impl Fs {
                 at::fchmod(dst.as_fd(), perm)?;
                 copy_xattrs(src_dir, name, work, tmp)?;
                 at::utimensat(dst.as_fd(), OsStr::new(""), &at::times_of(st))?;
-                if self.fsync_copyup {
+                if self.tree.layers.fsync_copyup() {
                     at::fsync(dst.as_fd(), false)?;
                 }
             }
@@ -189,16 +199,17 @@ impl Fs {
     /// Turn the merged directory `ino` into a pure upper, opaque directory holding everything
     /// it shows (recursively), so it can be renamed as one upper object. Each step leaves the
     /// merged view unchanged, so an interruption never exposes a half-moved tree.
-    pub(crate) fn materialize(&self, ino: u64, depth: usize) -> R<()> {
+    pub(crate) fn materialize(&self, ns: &mut impl Held, ino: Ino, depth: usize) -> R<()> {
         if depth > 512 {
             return Err(Errno::ELOOP);
         }
-        self.copy_up(ino)?;
-        let pure = self.with_index(ino, |ix| ix.layers.len() == 1)?;
+        let t = &self.tree;
+        self.copy_up(ns, ino)?;
+        let pure = t.with_index(ns, ino, |ix| ix.layers.len() == 1)?;
         if pure {
             return Ok(());
         }
-        let entries: Vec<_> = self.with_index(ino, |ix| {
+        let entries: Vec<_> = t.with_index(ns, ino, |ix| {
             ix.entries
                 .iter()
                 .filter(|(_, e)| e.visible())
@@ -206,23 +217,24 @@ impl Fs {
                 .collect()
         })?;
         for (name, e) in entries {
-            if e.kind != libc::S_IFDIR && self.is_upper(e.top) {
+            if e.kind != libc::S_IFDIR && t.layers.is_upper(e.top) {
                 continue;
             }
-            let child = self.remember(ino, &name, &e);
+            let child = t.remember(ino, &name, &e);
             let r = if e.kind == libc::S_IFDIR {
-                self.materialize(child.ino, depth + 1)
+                self.materialize(ns, child.ino, depth + 1)
             } else {
-                self.copy_up(child.ino)
+                self.copy_up(ns, child.ino)
             };
-            self.forget(child.ino, 1);
+            t.forget(child.ino, 1);
             match r {
                 Ok(()) | Err(Errno::ENOENT) => {}
                 Err(err) => return Err(err),
             }
         }
-        let up = self.dirfd(ino, 0)?;
-        self.with_index_mut(ino, |ix| {
+        let up = t.dirfd(ino, 0)?;
+        let flavour = t.layers.flavour();
+        t.with_index_mut(ns, ino, |ix| {
             if ix.entries.values().any(|e| e.visible() && e.top != 0) {
                 return Err(Errno::EAGAIN);
             }
@@ -239,7 +251,7 @@ impl Fs {
                 }
                 ix.del(w);
             }
-            format::set_opaque(up.as_fd(), OsStr::new(""), Flavour::Trusted)?;
+            format::set_opaque(up.as_fd(), OsStr::new(""), flavour)?;
             // An opaque dir has no lower content: a kernel-written redirect means nothing now.
             format::clear_redirect(up.as_fd(), OsStr::new(""))?;
             ix.layers = vec![0];
@@ -251,11 +263,11 @@ impl Fs {
             }
             Ok(())
         })?;
-        let n = self.node(ino)?;
+        let n = t.inodes.get(ino)?;
         n.redirects.lock().clear();
-        self.drop_dirfds(ino);
+        t.dirfds.forget_dir(ino);
         if let Some((p, name)) = n.primary() {
-            self.with_index_mut(p, |ix| {
+            t.with_index_mut(ns, p, |ix| {
                 if let Some(e) = ix.entries.get_mut(&name) {
                     e.dir_layers = vec![0];
                 }

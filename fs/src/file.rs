@@ -1,63 +1,28 @@
-//! Open files and directories (handle tables), data I/O, and xattrs.
+//! Open files and directories, data I/O, and xattrs: the operations on the handle tables
+//! (see `handles`).
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use parking_lot::RwLock;
 
 use crate::at::{self as sys, R};
-use crate::core::{Attr, Ctx, DirEnt, Fs};
 use crate::format::is_private_xattr;
+use crate::handles::Handle;
+use crate::ids::{Fh, Ino};
 use crate::ops::Make;
-
-pub(crate) struct Handle {
-    pub ino: u64,
-    fd: RwLock<Arc<OwnedFd>>,
-    pub writable: bool,
-    /// Opened read-only on a lower layer: after a copy-up, reads switch to the upper copy so
-    /// they see writes made through other handles (as kernel overlayfs does since 4.19).
-    lower: AtomicBool,
-}
-
-impl Handle {
-    pub fn fd(&self) -> Arc<OwnedFd> {
-        self.fd.read().clone()
-    }
-}
+use crate::unionfs::{Attr, Ctx, DirEnt, Fs};
 
 /// An open file as the FUSE adapter sees it.
 pub(crate) struct OpenInfo {
-    pub ino: u64,
+    pub ino: Ino,
     pub fd: Arc<OwnedFd>,
     pub writable: bool,
     /// Opened on a lower layer (a later copy-up may move the data).
     pub lower: bool,
-}
-
-#[derive(Default)]
-pub(crate) struct Handles {
-    files: RwLock<HashMap<u64, Arc<Handle>>>,
-    /// Open directories: fh -> ino.
-    dirs: RwLock<HashMap<u64, u64>>,
-    next: AtomicU64,
-    /// READ requests served (passthrough opens send none): for tests and diagnostics.
-    reads: AtomicU64,
-}
-
-impl Handles {
-    pub fn get(&self, fh: u64) -> Option<Arc<Handle>> {
-        self.files.read().get(&fh).cloned()
-    }
-    fn add(&self, h: Handle) -> u64 {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.files.write().insert(fh, Arc::new(h));
-        fh
-    }
 }
 
 /// Flags we never pass to the backing file: the kernel already handled them (O_APPEND offsets
@@ -66,96 +31,91 @@ const STRIP: i32 =
     libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_APPEND | libc::O_TRUNC | libc::O_DIRECT;
 
 impl Fs {
-    pub fn open(&self, ino: u64, flags: i32) -> R<u64> {
-        let _ns = self.ns.read_recursive();
+    pub fn open(&self, ino: Ino, flags: i32) -> R<Fh> {
+        let t = &self.tree;
+        let mut ns = t.ns.shared();
         let acc = flags & libc::O_ACCMODE;
         let writable = acc != libc::O_RDONLY;
         if writable || flags & libc::O_TRUNC != 0 {
-            self.writable()?;
-            self.copy_up(ino)?;
+            t.layers.writable()?;
+            self.copy_up(&mut ns, ino)?;
         }
-        let n = self.node(ino)?;
+        let n = t.inodes.get(ino)?;
         let mut lower = false;
         let fd = if n.primary().is_none() {
             // Open of an unlinked file through /proc/self/fd of a still-open one.
             n.last_open.lock().upgrade().ok_or(Errno::ENOENT)?
         } else {
-            let loc = self.locate(ino)?;
-            lower = !self.is_upper(loc.layer);
-            let dir = self.loc_dir(&loc)?;
+            let loc = t.locate(&ns, ino)?;
+            lower = !t.layers.is_upper(loc.layer);
+            let dir = t.loc_dir(&loc)?;
             Arc::new(sys::openat(dir.as_fd(), &loc.name, flags & !STRIP, 0)?)
         };
         if flags & libc::O_TRUNC != 0 {
             sys::ftruncate(fd.as_fd(), 0)?;
         }
         *n.last_open.lock() = Arc::downgrade(&fd);
-        Ok(self.handles.add(Handle {
-            ino,
-            fd: RwLock::new(fd),
-            writable,
-            lower: AtomicBool::new(lower),
-        }))
+        Ok(self.handles.add(Handle::new(ino, fd, writable, lower)))
     }
 
     pub fn create(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
         mode: u32,
         umask: u32,
         flags: i32,
         ctx: Ctx,
-    ) -> R<(Attr, u64)> {
+    ) -> R<(Attr, Fh)> {
         let (attr, file) = self.make(parent, name, Make::File { mode, flags }, umask, ctx)?;
         let fd = Arc::new(file.ok_or(Errno::EIO)?);
-        if let Ok(n) = self.node(attr.ino) {
+        if let Ok(n) = self.tree.inodes.get(attr.ino) {
             *n.last_open.lock() = Arc::downgrade(&fd);
         }
-        let fh = self.handles.add(Handle {
-            ino: attr.ino,
-            fd: RwLock::new(fd),
-            writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
-            lower: AtomicBool::new(false),
-        });
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let fh = self.handles.add(Handle::new(attr.ino, fd, writable, false));
         Ok((attr, fh))
     }
 
     /// Switch a lower read-only handle to the upper copy once the file has been copied up.
     fn refresh(&self, h: &Handle) {
-        if !h.lower.load(Ordering::Relaxed) {
+        if !h.is_lower() {
             return;
         }
-        let copied = self
-            .node(h.ino)
+        let t = &self.tree;
+        let copied = t
+            .inodes
+            .get(h.ino)
             .is_ok_and(|n| n.copied.load(Ordering::Acquire));
         if !copied {
             return;
         }
-        let _ns = self.ns.read_recursive();
-        let Ok(loc) = self.locate(h.ino) else { return };
-        if !self.is_upper(loc.layer) {
+        let ns = t.ns.shared();
+        let Ok(loc) = t.locate(&ns, h.ino) else {
+            return;
+        };
+        if !t.layers.is_upper(loc.layer) {
             return;
         }
-        let Ok(dir) = self.loc_dir(&loc) else { return };
+        let Ok(dir) = t.loc_dir(&loc) else { return };
         if let Ok(fd) = sys::openat(dir.as_fd(), &loc.name, libc::O_RDONLY, 0) {
-            *h.fd.write() = Arc::new(fd);
-            h.lower.store(false, Ordering::Relaxed);
+            h.switch_to_upper(fd);
         }
     }
 
-    pub fn read(&self, fh: u64, off: u64, size: u32) -> R<Vec<u8>> {
+    pub fn read(&self, fh: Fh, off: u64, size: u32) -> R<Vec<u8>> {
         self.read_with(fh, off, size, |d| d.to_vec())
     }
 
     /// Read up to `size` bytes at `off` into a per-thread buffer and hand them to `f`. The
     /// buffer is reused across requests: no allocation (and no fresh zero pages to fault in)
     /// per read.
-    pub fn read_with<T>(&self, fh: u64, off: u64, size: u32, f: impl FnOnce(&[u8]) -> T) -> R<T> {
+    pub fn read_with<T>(&self, fh: Fh, off: u64, size: u32, f: impl FnOnce(&[u8]) -> T) -> R<T> {
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        self.handles.reads.fetch_add(1, Ordering::Relaxed);
+        self.handles.count_read();
         self.refresh(&h);
         let fd = h.fd();
         BUF.with(|b| {
@@ -183,7 +143,7 @@ impl Fs {
         })
     }
 
-    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> R<u32> {
+    pub fn write(&self, fh: Fh, off: u64, data: &[u8]) -> R<u32> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         let fd = h.fd();
         let mut done = 0;
@@ -193,100 +153,99 @@ impl Fs {
         Ok(done as u32)
     }
 
-    pub fn release(&self, fh: u64) {
-        self.handles.files.write().remove(&fh);
+    pub fn release(&self, fh: Fh) {
+        self.handles.remove(fh);
     }
 
-    pub fn fsync(&self, fh: u64, datasync: bool) -> R<()> {
+    pub fn fsync(&self, fh: Fh, datasync: bool) -> R<()> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         sys::fsync(h.fd().as_fd(), datasync)
     }
 
-    pub fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> R<()> {
+    pub fn fallocate(&self, fh: Fh, off: u64, len: u64, mode: i32) -> R<()> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         sys::fallocate(h.fd().as_fd(), mode, off, len)
     }
 
-    pub fn lseek(&self, fh: u64, off: i64, whence: i32) -> R<i64> {
+    pub fn lseek(&self, fh: Fh, off: i64, whence: i32) -> R<i64> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         sys::lseek(h.fd().as_fd(), off, whence)
     }
 
     /// What the FUSE adapter needs to hand an open file to the kernel (passthrough).
-    pub(crate) fn open_info(&self, fh: u64) -> Option<OpenInfo> {
+    pub(crate) fn open_info(&self, fh: Fh) -> Option<OpenInfo> {
         let h = self.handles.get(fh)?;
         Some(OpenInfo {
             ino: h.ino,
             fd: h.fd(),
             writable: h.writable,
-            lower: h.lower.load(Ordering::Relaxed),
+            lower: h.is_lower(),
         })
     }
 
     /// A read-write fd of the upper file of `ino`: a backing file every later open of the
     /// inode (read or write) can share. Fails for lower and unlinked files.
-    pub(crate) fn upper_rw_fd(&self, ino: u64) -> R<OwnedFd> {
-        let _ns = self.ns.read_recursive();
-        let loc = self.locate(ino)?;
-        if !self.is_upper(loc.layer) {
+    pub(crate) fn upper_rw_fd(&self, ino: Ino) -> R<OwnedFd> {
+        let t = &self.tree;
+        let ns = t.ns.shared();
+        let loc = t.locate(&ns, ino)?;
+        if !t.layers.is_upper(loc.layer) {
             return Err(Errno::EROFS);
         }
-        let dir = self.loc_dir(&loc)?;
+        let dir = t.loc_dir(&loc)?;
         sys::openat(dir.as_fd(), &loc.name, libc::O_RDWR, 0)
     }
 
     /// How many READ requests reached this process (reads of passthrough opens do not).
     pub fn reads_served(&self) -> u64 {
-        self.handles.reads.load(Ordering::Relaxed)
+        self.handles.reads()
     }
 
     /// How many file handles are open. The kernel sends RELEASE asynchronously after the last
     /// `close`, so tests that need every handle gone poll this.
     pub fn open_files(&self) -> usize {
-        self.handles.files.read().len()
+        self.handles.open_files()
     }
 
     /// The inode of an open file handle.
-    pub fn handle_ino(&self, fh: u64) -> Option<u64> {
+    pub fn handle_ino(&self, fh: Fh) -> Option<Ino> {
         self.handles.get(fh).map(|h| h.ino)
     }
 
-    pub fn opendir(&self, ino: u64) -> R<u64> {
-        let n = self.node(ino)?;
+    pub fn opendir(&self, ino: Ino) -> R<Fh> {
+        let n = self.tree.inodes.get(ino)?;
         if !n.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        let fh = self.handles.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.handles.dirs.write().insert(fh, ino);
-        Ok(fh)
+        Ok(self.handles.add_dir(ino))
     }
 
     /// The next entries of an open directory after cookie `offset`. Cookies are positions in
     /// the directory's stable order (not per handle), so handles may share the kernel's cache.
-    pub fn readdir(&self, fh: u64, offset: u64, max: usize) -> R<Vec<DirEnt>> {
-        let ino = *self.handles.dirs.read().get(&fh).ok_or(Errno::EBADF)?;
+    pub fn readdir(&self, fh: Fh, offset: u64, max: usize) -> R<Vec<DirEnt>> {
+        let ino = self.handles.dir(fh).ok_or(Errno::EBADF)?;
         self.read_dir(ino, offset, max)
     }
 
-    pub fn releasedir(&self, fh: u64) {
-        self.handles.dirs.write().remove(&fh);
+    pub fn releasedir(&self, fh: Fh) {
+        self.handles.remove_dir(fh);
     }
 
-    pub fn getxattr(&self, ino: u64, key: &OsStr) -> R<Vec<u8>> {
+    pub fn getxattr(&self, ino: Ino, key: &OsStr) -> R<Vec<u8>> {
         if is_private_xattr(key.as_bytes()) {
             return Err(Errno::ENODATA);
         }
-        let _ns = self.ns.read_recursive();
-        let loc = self.locate(ino)?;
-        let d = self.loc_dir(&loc)?;
+        let ns = self.tree.ns.shared();
+        let loc = self.tree.locate(&ns, ino)?;
+        let d = self.tree.loc_dir(&loc)?;
         sys::lgetxattr(d.as_fd(), &loc.name, key)
     }
 
     /// List xattr names; `privileged` callers (CAP_SYS_ADMIN) also see `trusted.*`.
-    pub fn listxattr(&self, ino: u64, privileged: bool) -> R<Vec<u8>> {
-        let _ns = self.ns.read_recursive();
-        let loc = self.locate(ino)?;
-        let d = self.loc_dir(&loc)?;
+    pub fn listxattr(&self, ino: Ino, privileged: bool) -> R<Vec<u8>> {
+        let ns = self.tree.ns.shared();
+        let loc = self.tree.locate(&ns, ino)?;
+        let d = self.tree.loc_dir(&loc)?;
         let raw = sys::llistxattr(d.as_fd(), &loc.name)?;
         let mut out = Vec::with_capacity(raw.len());
         for k in raw.split(|&b| b == 0).filter(|k| !k.is_empty()) {
@@ -298,29 +257,32 @@ impl Fs {
         Ok(out)
     }
 
-    pub fn setxattr(&self, ino: u64, key: &OsStr, val: &[u8], flags: i32) -> R<()> {
-        self.writable()?;
+    pub fn setxattr(&self, ino: Ino, key: &OsStr, val: &[u8], flags: i32) -> R<()> {
+        let t = &self.tree;
+        t.layers.writable()?;
         if is_private_xattr(key.as_bytes()) {
             return Err(Errno::EOPNOTSUPP);
         }
-        let _ns = self.ns.read_recursive();
-        self.copy_up(ino)?;
-        let loc = self.locate(ino)?;
-        let d = self.loc_dir(&loc)?;
+        let mut ns = t.ns.shared();
+        self.copy_up(&mut ns, ino)?;
+        let loc = t.locate(&ns, ino)?;
+        let d = t.loc_dir(&loc)?;
         sys::lsetxattr(d.as_fd(), &loc.name, key, val, flags)
     }
 
-    pub fn removexattr(&self, ino: u64, key: &OsStr) -> R<()> {
-        self.writable()?;
+    pub fn removexattr(&self, ino: Ino, key: &OsStr) -> R<()> {
+        let t = &self.tree;
+        t.layers.writable()?;
         if is_private_xattr(key.as_bytes()) {
             return Err(Errno::ENODATA);
         }
-        let _ns = self.ns.read_recursive();
+        let mut ns = t.ns.shared();
+        let loc = t.locate(&ns, ino)?;
         // Nothing to copy up when the attribute does not exist.
-        self.getxattr(ino, key)?;
-        self.copy_up(ino)?;
-        let loc = self.locate(ino)?;
-        let d = self.loc_dir(&loc)?;
+        sys::lgetxattr(t.loc_dir(&loc)?.as_fd(), &loc.name, key)?;
+        self.copy_up(&mut ns, ino)?;
+        let loc = t.locate(&ns, ino)?;
+        let d = t.loc_dir(&loc)?;
         sys::lremovexattr(d.as_fd(), &loc.name, key)
     }
 }

@@ -14,8 +14,9 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::core::{Attr, Ctx, Fs};
+use crate::ids::{Fh, Ino};
 use crate::ops::SetAttr;
+use crate::unionfs::{Attr, Ctx, Fs};
 
 pub mod options;
 mod passthrough;
@@ -25,6 +26,16 @@ use passthrough::{Mode, Passthrough};
 /// We are the only writer of the layers: the kernel may cache entries and attributes long
 /// (unless `timeout=` says otherwise).
 const TTL: Duration = Duration::from_secs(3600);
+
+/// The inode the kernel names by node id `n`.
+fn node(n: INodeNo) -> Ino {
+    Ino::from_raw(n.0)
+}
+
+/// The handle the kernel names by `f`.
+fn handle(f: FileHandle) -> Fh {
+    Fh::from_raw(f.0)
+}
 
 /// Map a core error to the errno the kernel gets. The one place errors become errno.
 fn errno(e: nix::errno::Errno) -> Errno {
@@ -152,7 +163,7 @@ impl Adapter {
         let mut st = a.st;
         self.view.read_override(&self.fs, a.ino, &mut st);
         self.view.show_stat(&mut st);
-        file_attr(a.ino, &st)
+        file_attr(a.ino.get(), &st)
     }
 
     /// Attributes for an attribute reply (and `.`/`..` listings): the `st_ino` users see.
@@ -197,7 +208,7 @@ impl Filesystem for Adapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name) {
+        match self.fs.lookup(node(parent), name) {
             Ok(Some(a)) => reply.entry(&self.ttl, &self.fattr(&a), Generation(0)),
             Ok(None) => reply.entry(&self.ttl, &negative(), Generation(0)),
             Err(e) => reply.error(errno(e)),
@@ -205,11 +216,11 @@ impl Filesystem for Adapter {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        self.fs.forget(node(ino), nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0, fh.map(|f| f.0)) {
+        match self.fs.getattr(node(ino), fh.map(handle)) {
             Ok(a) => reply.attr(&self.ttl, &self.stat_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -241,14 +252,14 @@ impl Filesystem for Adapter {
             atime: atime.map(to_timespec),
             mtime: mtime.map(to_timespec),
         };
-        match self.view.setattr(&self.fs, ino.0, sa, fh.map(|f| f.0)) {
+        match self.view.setattr(&self.fs, node(ino), sa, fh.map(handle)) {
             Ok(a) => reply.attr(&self.ttl, &self.stat_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        match self.fs.readlink(node(ino)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(e)),
         }
@@ -267,7 +278,7 @@ impl Filesystem for Adapter {
         self.reply_entry(
             reply,
             self.fs
-                .mknod(parent.0, name, mode, umask, rdev as u64, self.ctx(req)),
+                .mknod(node(parent), name, mode, umask, rdev as u64, self.ctx(req)),
         )
     }
 
@@ -282,16 +293,17 @@ impl Filesystem for Adapter {
     ) {
         self.reply_entry(
             reply,
-            self.fs.mkdir(parent.0, name, mode, umask, self.ctx(req)),
+            self.fs
+                .mkdir(node(parent), name, mode, umask, self.ctx(req)),
         )
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.unlink(parent.0, name))
+        reply_empty(reply, self.fs.unlink(node(parent), name))
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.rmdir(parent.0, name))
+        reply_empty(reply, self.fs.rmdir(node(parent), name))
     }
 
     fn symlink(
@@ -305,7 +317,7 @@ impl Filesystem for Adapter {
         self.reply_entry(
             reply,
             self.fs
-                .symlink(parent.0, link_name, target.as_os_str(), self.ctx(req)),
+                .symlink(node(parent), link_name, target.as_os_str(), self.ctx(req)),
         )
     }
 
@@ -322,7 +334,7 @@ impl Filesystem for Adapter {
         reply_empty(
             reply,
             self.fs
-                .rename(parent.0, name, newparent.0, newname, flags.bits()),
+                .rename(node(parent), name, node(newparent), newname, flags.bits()),
         )
     }
 
@@ -334,22 +346,22 @@ impl Filesystem for Adapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.reply_entry(reply, self.fs.link(ino.0, newparent.0, newname))
+        self.reply_entry(reply, self.fs.link(node(ino), node(newparent), newname))
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // Passthrough, page cache or direct I/O: see `passthrough` for the rules.
-        let fh = match self.fs.open(ino.0, flags.0) {
+        let fh = match self.fs.open(node(ino), flags.0) {
             Ok(fh) => fh,
             Err(e) => return reply.error(errno(e)),
         };
         match self.pt.open(&self.fs, fh, |fd| reply.open_backing(fd)) {
             Mode::Passthrough(id) => {
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id)
+                reply.opened_passthrough(FileHandle(fh.get()), FopenFlags::FOPEN_NOFLUSH, &id)
             }
-            Mode::Cached { keep } => reply.opened(FileHandle(fh), cached_flags(keep)),
+            Mode::Cached { keep } => reply.opened(FileHandle(fh.get()), cached_flags(keep)),
             Mode::Direct => reply.opened(
-                FileHandle(fh),
+                FileHandle(fh.get()),
                 FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
             ),
         }
@@ -367,7 +379,7 @@ impl Filesystem for Adapter {
         reply: ReplyData,
     ) {
         let mut reply = Some(reply);
-        let r = self.fs.read_with(fh.0, offset, size, |d| {
+        let r = self.fs.read_with(handle(fh), offset, size, |d| {
             if let Some(r) = reply.take() {
                 r.data(d);
             }
@@ -389,7 +401,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        match self.fs.write(handle(fh), offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }
@@ -417,8 +429,8 @@ impl Filesystem for Adapter {
         reply: ReplyEmpty,
     ) {
         // Passthrough state first: `Fs::open_files` reaching 0 then means both are released.
-        self.pt.release(fh.0);
-        self.fs.release(fh.0);
+        self.pt.release(handle(fh));
+        self.fs.release(handle(fh));
         reply.ok();
     }
 
@@ -434,7 +446,7 @@ impl Filesystem for Adapter {
             // fsync=0 / volatile: ENOSYS, and the kernel treats every later fsync as done.
             return reply.error(Errno::ENOSYS);
         }
-        reply_empty(reply, self.fs.fsync(fh.0, datasync))
+        reply_empty(reply, self.fs.fsync(handle(fh), datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -447,13 +459,13 @@ impl Filesystem for Adapter {
         // Writable: the kernel's listing cache may only be used for directories that never
         // changed (see `Fs::listing_cacheable`); listings are read by inode, the handle only
         // checks the directory still exists.
-        let flags = if self.fs.listing_cacheable(ino.0) {
+        let flags = if self.fs.listing_cacheable(node(ino)) {
             FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
         } else {
             FopenFlags::empty()
         };
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), flags),
+        match self.fs.opendir(node(ino)) {
+            Ok(fh) => reply.opened(FileHandle(fh.get()), flags),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -466,7 +478,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let list = match self.fs.read_dir(ino.0, offset, 1024) {
+        let list = match self.fs.read_dir(node(ino), offset, 1024) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
@@ -486,7 +498,7 @@ impl Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let list = match self.fs.read_dir(ino.0, offset, 256) {
+        let list = match self.fs.read_dir(node(ino), offset, 256) {
             Ok(l) => l,
             Err(e) => return reply.error(errno(e)),
         };
@@ -498,7 +510,7 @@ impl Filesystem for Adapter {
                     Err(_) => continue,
                 }
             } else {
-                match self.fs.lookup(ino.0, &d.name) {
+                match self.fs.lookup(node(ino), &d.name) {
                     Ok(Some(a)) => a,
                     _ => continue,
                 }
@@ -527,7 +539,7 @@ impl Filesystem for Adapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        self.fs.releasedir(handle(fh));
         reply.ok();
     }
 
@@ -574,7 +586,7 @@ impl Filesystem for Adapter {
         if self.view.is_override_key(name) {
             return reply.error(Errno::EPERM);
         }
-        reply_empty(reply, self.fs.setxattr(ino.0, name, value, flags))
+        reply_empty(reply, self.fs.setxattr(node(ino), name, value, flags))
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -584,7 +596,7 @@ impl Filesystem for Adapter {
         if self.view.is_override_key(name) {
             return reply.error(Errno::ENODATA);
         }
-        xattr_reply(self.fs.getxattr(ino.0, name), size, reply);
+        xattr_reply(self.fs.getxattr(node(ino), name), size, reply);
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -595,7 +607,7 @@ impl Filesystem for Adapter {
         }
         let list =
             self.fs
-                .listxattr(ino.0, req.uid() == 0)
+                .listxattr(node(ino), req.uid() == 0)
                 .map(|l| match self.view.override_key() {
                     Some(k) => l
                         .split(|&b| b == 0)
@@ -614,7 +626,7 @@ impl Filesystem for Adapter {
         if self.view.is_override_key(name) {
             return reply.error(Errno::EPERM);
         }
-        reply_empty(reply, self.fs.removexattr(ino.0, name))
+        reply_empty(reply, self.fs.removexattr(node(ino), name))
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -634,13 +646,16 @@ impl Filesystem for Adapter {
     ) {
         let (a, fh) = match self
             .fs
-            .create(parent.0, name, mode, umask, flags, self.ctx(req))
+            .create(node(parent), name, mode, umask, flags, self.ctx(req))
         {
             Ok(r) => r,
             Err(e) => return reply.error(errno(e)),
         };
-        let (attr, fh) = (self.fattr(&a), FileHandle(fh));
-        match self.pt.open(&self.fs, fh.0, |fd| reply.open_backing(fd)) {
+        let (attr, fh) = (self.fattr(&a), FileHandle(fh.get()));
+        match self
+            .pt
+            .open(&self.fs, handle(fh), |fd| reply.open_backing(fd))
+        {
             Mode::Passthrough(id) => reply.created_passthrough(
                 &self.ttl,
                 &attr,
@@ -672,7 +687,7 @@ impl Filesystem for Adapter {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.fallocate(fh.0, offset, length, mode))
+        reply_empty(reply, self.fs.fallocate(handle(fh), offset, length, mode))
     }
 
     fn lseek(
@@ -684,7 +699,7 @@ impl Filesystem for Adapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.fs.lseek(fh.0, offset, whence) {
+        match self.fs.lseek(handle(fh), offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),
         }
@@ -748,7 +763,7 @@ pub(crate) fn serve(
     let notifier = session.notifier();
     fs.set_attr_invalidator(Box::new(move |ino| {
         // Offset -1: attributes only, no page-cache range (takes no inode lock in the kernel).
-        let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
+        let _ = notifier.inval_inode(INodeNo(ino.get()), -1, 0);
     }));
     std::thread::Builder::new()
         .name("strata-fuse".into())

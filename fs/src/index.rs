@@ -2,8 +2,7 @@
 //! `name -> Entry { kind, top layer, … }`, from each layer's directory as [`crate::format`]
 //! reads it.
 //!
-//! Vocabulary: a *layer id* is an index into `Fs::layers` (0 is the upper layer when there is
-//! one, then the lower layers top first). A directory's *candidate layers* are the layers in
+//! Vocabulary: a *layer id* is an index into the layer stack (see `layers`). A directory's *candidate layers* are the layers in
 //! which its path is a directory, top first, cut at the first layer where the name is a
 //! non-directory or a whiteout; its *contributing layers* are the candidates cut after the first
 //! opaque one. Whiteouts are kept in the map (kind [`WHITEOUT`]) so later creations know they
@@ -18,8 +17,7 @@ use nix::errno::Errno;
 
 use crate::at::{self, R};
 use crate::format::{self, Name};
-
-pub(crate) type LayerId = u16;
+use crate::ids::{Ino, LayerId};
 
 /// Pseudo file type of a whiteout entry in the index.
 pub(crate) const WHITEOUT: u32 = 0;
@@ -34,8 +32,8 @@ pub(crate) struct Entry {
     pub dir_layers: Vec<LayerId>,
     /// The name exists in some lower layer: removing it must leave a whiteout.
     pub lower: bool,
-    /// Our inode number of the visible object (0 for whiteouts).
-    pub ino: u64,
+    /// Our inode number of the visible object ([`Ino::NONE`] for whiteouts).
+    pub ino: Ino,
     /// Position in the directory (readdir offset cookie): assigned when the name enters the
     /// index, so every open handle sees one stable order however the directory changes.
     pub seq: u64,
@@ -44,7 +42,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub fn new_upper(kind: u32, ino: u64, lower: bool) -> Entry {
+    pub fn new_upper(kind: u32, ino: Ino, lower: bool) -> Entry {
         Entry {
             kind,
             top: 0,
@@ -66,7 +64,7 @@ impl Entry {
             top: 0,
             dir_layers: vec![],
             lower: true,
-            ino: 0,
+            ino: Ino::NONE,
             seq: 0,
             open: false,
         }
@@ -82,8 +80,6 @@ pub(crate) const FIRST_SEQ: u64 = 3;
 
 #[derive(Debug)]
 pub(crate) struct DirIndex {
-    /// Generation of the filesystem layout this index was built in (see `Fs::gen`).
-    pub gen: u64,
     /// Contributing layers, top first.
     pub layers: Vec<LayerId>,
     /// Change entries in place only for fields other than identity; add and remove names with
@@ -92,15 +88,15 @@ pub(crate) struct DirIndex {
     /// Readdir order: seq -> name.
     pub order: BTreeMap<u64, OsString>,
     pub next_seq: u64,
-    /// A name was added or removed through this mount since it was mounted (kept across
-    /// rebuilds). The kernel may cache the listings of directories for which this is false
-    /// (see `Fs::listing_cacheable`).
+    /// A name was added or removed through this mount since it was mounted.
+    /// The kernel may cache the listings of directories for which this is false (see
+    /// `Fs::listing_cacheable`).
     pub changed: bool,
 }
 
 impl DirIndex {
     /// An index from freshly merged entries: positions in name order.
-    pub fn new(gen: u64, layers: Vec<LayerId>, mut entries: HashMap<OsString, Entry>) -> DirIndex {
+    pub fn new(layers: Vec<LayerId>, mut entries: HashMap<OsString, Entry>) -> DirIndex {
         let mut names: Vec<_> = entries.keys().cloned().collect();
         names.sort_unstable();
         let mut order = BTreeMap::new();
@@ -113,7 +109,6 @@ impl DirIndex {
             seq += 1;
         }
         DirIndex {
-            gen,
             layers,
             entries,
             order,
@@ -237,7 +232,7 @@ pub(crate) fn merge_layer(
     layer: LayerId,
     is_upper: bool,
     ld: LayerDir,
-    mut make_ino: impl FnMut(LayerId, u64) -> u64,
+    mut make_ino: impl FnMut(LayerId, u64) -> Ino,
 ) {
     for (name, raw) in ld.items {
         match entries.get_mut(&name) {
@@ -248,7 +243,7 @@ pub(crate) fn merge_layer(
                         top: layer,
                         dir_layers: vec![],
                         lower: !is_upper,
-                        ino: 0,
+                        ino: Ino::NONE,
                         seq: 0,
                         open: false,
                     },
@@ -409,10 +404,11 @@ mod tests {
             redirect: None,
             items: vec![("d".into(), obj(libc::S_IFDIR))],
         };
-        merge_layer(&mut m, 0, true, l0, |l, i| ((l as u64) << 48) | i);
-        merge_layer(&mut m, 1, false, l1, |l, i| ((l as u64) << 48) | i);
-        merge_layer(&mut m, 2, false, l2, |l, i| ((l as u64) << 48) | i);
-        merge_layer(&mut m, 3, false, l3, |l, i| ((l as u64) << 48) | i);
+        let num = |l: LayerId, i: u64| Ino::from_raw(((l as u64) << 48) | i);
+        merge_layer(&mut m, 0, true, l0, num);
+        merge_layer(&mut m, 1, false, l1, num);
+        merge_layer(&mut m, 2, false, l2, num);
+        merge_layer(&mut m, 3, false, l3, num);
         finish(&mut m);
         let d = &m[OsStr::new("d")];
         assert_eq!(d.dir_layers, vec![0, 1], "a file in layer 2 cuts the dir");
@@ -421,6 +417,6 @@ mod tests {
         assert!(!m[OsStr::new("w")].visible());
         assert!(m[OsStr::new("w")].lower);
         assert_eq!(m[OsStr::new("new")].top, 1);
-        assert_eq!(m[OsStr::new("new")].ino, (1 << 48) | 7);
+        assert_eq!(m[OsStr::new("new")].ino, Ino::from_raw((1 << 48) | 7));
     }
 }

@@ -5,21 +5,33 @@
 //! overlayfs's, so an upper dir written here mounts under kernel overlayfs or fuse-overlayfs
 //! with the same view.
 //!
-//! Modules: `format` (the overlay on-disk format: whiteouts, opaque dirs, redirects; public),
-//! `core` (layer stack, inode table, lookup/readdir), `index` (merged directory index), `copyup`, `ops` (namespace changes), `file` (open files,
-//! xattrs), `at` (the `*at()` syscalls, public), `fuse` (the only module that knows `fuser`).
+//! Modules, bottom up: `at` (the `*at()` syscalls, public), `format` (the overlay on-disk
+//! format: whiteouts, opaque dirs, redirects; public), `index` (a merged directory index); the
+//! parts of the filesystem, each its own type with its own locks: `layers` (the layer stack),
+//! `inodes` (the inode table), `dirfds` (the dirfd cache), `handles` (open files and
+//! directories), `ns` (the namespace lock); `tree` (the parts together and name resolution; the
+//! lock order is in its module doc); the operations, each module using only those before it:
+//! `unionfs` (`Fs`, lookup, getattr, readdir), `copyup`, `ops` (namespace changes), `file` (open
+//! files, data, xattrs); `fuse` (the only module that knows `fuser`).
 
 pub mod at;
 mod copyup;
-pub mod core;
+mod dirfds;
 mod file;
 pub mod format;
 mod fuse;
+mod handles;
+mod ids;
 mod index;
+mod inodes;
+mod layers;
 pub mod mountinfo;
+mod ns;
 pub mod ops;
 #[cfg(test)]
 mod testutil;
+mod tree;
+pub mod unionfs;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -28,9 +40,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use crate::core::{Attr, Ctx, Fs, FsConfig, ROOT_INO};
+pub use crate::format::Flavour;
 pub use crate::fuse::options::{parse_id_map, IdRange, OptionError, ViewOptions};
+pub use crate::ids::Fh;
+pub use crate::ids::Ino;
 pub use crate::ops::SetAttr;
+pub use crate::unionfs::{Attr, Ctx, DirEnt, DirList, Fs, FsConfig, ROOT_INO};
 
 /// What to mount.
 #[derive(Clone, Debug, Default)]
@@ -45,6 +60,8 @@ pub struct MountOptions {
     pub threads: usize,
     /// Source name shown in /proc/mounts.
     pub fsname: String,
+    /// The form overlay xattrs are written in; `None`: [`Flavour::for_current_user`].
+    pub flavour: Option<Flavour>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +168,7 @@ pub fn open_fs(opts: &MountOptions) -> Result<Fs, Error> {
         upper,
         work,
         fsync_copyup: false,
+        flavour: opts.flavour.unwrap_or_else(Flavour::for_current_user),
     })
     .map_err(|e| Error::Layer {
         path: opts.lowers[0].clone(),

@@ -1,18 +1,21 @@
 //! Namespace-changing operations: create, mkdir, mknod, symlink, link, unlink, rmdir, rename,
 //! setattr. Each one copies up what it needs first (no index lock held), then changes the upper
-//! layer and the parent's index together under that index's write lock.
+//! layer and the parent's index together under that index's write lock. New opaque directories
+//! are marked in the mount's [`Flavour`](crate::format::Flavour).
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use nix::errno::Errno;
 
-use crate::at::{self as sys, R};
-use crate::core::{check_name, Attr, Ctx, Fs};
-use crate::format::{make_whiteout, XATTR_OPAQUE};
-use crate::index::Entry;
+use crate::at::{self as sys, check_name, R};
+use crate::format::{make_whiteout, set_opaque};
+use crate::ids::Fh;
+use crate::ids::Ino;
+use crate::index::{DirIndex, Entry};
+use crate::ns::Held;
+use crate::unionfs::{Attr, Ctx, Fs};
 
 /// Attribute changes requested by setattr.
 #[derive(Default, Clone, Copy, Debug)]
@@ -35,60 +38,45 @@ pub(crate) enum Make<'a> {
 }
 
 impl Fs {
-    pub(crate) fn writable(&self) -> R<()> {
-        if self.has_upper {
-            Ok(())
-        } else {
-            Err(Errno::EROFS)
-        }
-    }
-
     /// Open the upper directory of merged directory `ino` (copying it up first).
-    pub(crate) fn upper_dir(&self, ino: u64) -> R<Arc<OwnedFd>> {
-        self.copy_up(ino)?;
-        self.dirfd(ino, 0)
-    }
-
-    /// The inode number for a new upper object. A number still held by any node (an unlinked
-    /// file still open, or one whose removal is in flight in another thread) is never reused
-    /// for a different object: the new object gets a fresh number instead.
-    fn new_upper_ino(&self, st: &libc::stat) -> u64 {
-        let ino = self.make_ino_dev(st.st_dev, st.st_ino);
-        if self.nodes.read().contains_key(&ino) {
-            let f = self.fresh_ino();
-            self.remap_ino(st.st_dev, st.st_ino, f);
-            return f;
-        }
-        ino
+    fn upper_dir(&self, ns: &mut impl Held, ino: Ino) -> R<Arc<OwnedFd>> {
+        self.copy_up(ns, ino)?;
+        self.tree.dirfd(ino, 0)
     }
 
     /// Create a new object `name` in `parent` as `ctx`.
     pub(crate) fn make(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
         what: Make<'_>,
         umask: u32,
         ctx: Ctx,
     ) -> R<(Attr, Option<OwnedFd>)> {
-        self.writable()?;
+        let t = &self.tree;
+        t.layers.writable()?;
         check_name(name)?;
-        let _ns = self.ns.read_recursive();
-        let pfd = self.upper_dir(parent)?;
+        let mut ns = t.ns.shared();
+        let pfd = self.upper_dir(&mut ns, parent)?;
+        let flavour = t.layers.flavour();
         let pst = sys::fstat(pfd.as_fd())?;
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
         } else {
             ctx.gid
         };
-        self.with_index_mut(parent, |ix| {
+        let (n, st, file) = t.with_index_mut(&mut ns, parent, |ix| {
             let existing = ix.get(name).cloned();
             if existing.as_ref().is_some_and(Entry::visible) {
                 return Err(Errno::EEXIST);
             }
-            let replace = existing.as_ref().is_some_and(|e| self.is_upper(e.top));
-            let work = if replace { Some(self.work_fd()?) } else { None };
-            let tmp = self.tmp_name();
+            let replace = existing.as_ref().is_some_and(|e| t.layers.is_upper(e.top));
+            let work = if replace {
+                Some(t.layers.work_fd()?)
+            } else {
+                None
+            };
+            let tmp = t.layers.tmp_name();
             let (tdir, tname): (BorrowedFd<'_>, &OsStr) = match work {
                 Some(w) => (w, &tmp),
                 None => (pfd.as_fd(), name),
@@ -114,7 +102,7 @@ impl Fs {
                         sys::fchownat(tdir, tname, ctx.uid, gid)?;
                         sys::fchmodat(tdir, tname, m)?;
                         if existing.is_some() {
-                            sys::lsetxattr(tdir, tname, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+                            set_opaque(tdir, tname, flavour)?;
                         }
                         Ok(libc::S_IFDIR)
                     }
@@ -153,30 +141,32 @@ impl Fs {
                 }
             }
             let st = sys::fstatat(pfd.as_fd(), name)?;
-            let ino = self.new_upper_ino(&st);
+            let ino = t.inodes.number_new_upper(st.st_dev, st.st_ino);
             let e = Entry::new_upper(kind, ino, existing.is_some_and(|e| e.lower));
             ix.put(name, e.clone());
-            let n = self.remember(parent, name, &e);
-            if kind == libc::S_IFDIR {
-                let gen = self.gen.load(Ordering::Acquire);
-                *n.dir.write() = Some(crate::index::DirIndex::new(
-                    gen,
-                    vec![0],
-                    Default::default(),
-                ));
-            }
-            Ok((self.fix_attr(ino, st), file))
-        })
+            let n = t.remember(parent, name, &e);
+            Ok((n, st, file))
+        })?;
+        if n.is_dir() {
+            // A new directory's index is known without reading it (unless a lookup in another
+            // thread built it from the disk already, as the same empty upper dir).
+            t.with_index_slot(&mut ns, &n, |slot| {
+                if slot.is_none() {
+                    *slot = Some(DirIndex::new(vec![0], Default::default()));
+                }
+            });
+        }
+        Ok((t.fix_attr(&ns, n.ino, st), file))
     }
 
-    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, umask: u32, ctx: Ctx) -> R<Attr> {
+    pub fn mkdir(&self, parent: Ino, name: &OsStr, mode: u32, umask: u32, ctx: Ctx) -> R<Attr> {
         self.make(parent, name, Make::Dir { mode }, umask, ctx)
             .map(|r| r.0)
     }
 
     pub fn mknod(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
         mode: u32,
         umask: u32,
@@ -191,25 +181,17 @@ impl Fs {
             .map(|r| r.0)
     }
 
-    pub fn symlink(&self, parent: u64, name: &OsStr, target: &OsStr, ctx: Ctx) -> R<Attr> {
+    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &OsStr, ctx: Ctx) -> R<Attr> {
         self.make(parent, name, Make::Symlink { target }, 0, ctx)
             .map(|r| r.0)
-    }
-
-    /// Forget the merged name `(parent, name)` of node `ino`.
-    pub(crate) fn drop_name(&self, ino: u64, parent: u64, name: &OsStr) {
-        if let Some(n) = self.nodes.read().get(&ino) {
-            n.names
-                .write()
-                .retain(|(p, x)| !(*p == parent && x == name));
-        }
     }
 
     /// Remove the upper object `pfd/name` (whose entry is `e`), leaving a whiteout if a lower
     /// layer has the name. For directories the upper dir must be empty of visible entries.
     fn remove_upper(&self, pfd: BorrowedFd<'_>, name: &OsStr, e: &Entry) -> R<()> {
         let is_dir = e.kind == libc::S_IFDIR;
-        if !self.is_upper(e.top) {
+        let t = &self.tree;
+        if !t.layers.is_upper(e.top) {
             return make_whiteout(pfd, name);
         }
         let st = sys::fstatat(pfd, name)?;
@@ -218,11 +200,11 @@ impl Fs {
         }
         // Before the inode can be freed and its number reused by the filesystem.
         if is_dir || st.st_nlink <= 1 {
-            self.drop_remap(st.st_dev, st.st_ino);
+            t.inodes.drop_remap(st.st_dev, st.st_ino);
         }
         if e.lower {
-            let work = self.work_fd()?;
-            let tmp = self.tmp_name();
+            let work = t.layers.work_fd()?;
+            let tmp = t.layers.tmp_name();
             make_whiteout(work, &tmp)?;
             let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
             if let Err(err) = sys::renameat2(work, &tmp, pfd, name, flags) {
@@ -238,39 +220,37 @@ impl Fs {
         Ok(())
     }
 
-    pub fn unlink(&self, parent: u64, name: &OsStr) -> R<()> {
+    pub fn unlink(&self, parent: Ino, name: &OsStr) -> R<()> {
         self.remove(parent, name, false)
     }
 
-    pub fn rmdir(&self, parent: u64, name: &OsStr) -> R<()> {
+    pub fn rmdir(&self, parent: Ino, name: &OsStr) -> R<()> {
         self.remove(parent, name, true)
     }
 
-    fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> R<()> {
-        self.writable()?;
+    fn remove(&self, parent: Ino, name: &OsStr, dir: bool) -> R<()> {
+        let t = &self.tree;
+        t.layers.writable()?;
         if name.len() > 255 {
             return Err(Errno::ENAMETOOLONG);
         }
-        let _ns = self.ns.read_recursive();
-        let e = self
-            .entry(parent, name)?
-            .filter(Entry::visible)
-            .ok_or(Errno::ENOENT)?;
+        let mut ns = t.ns.shared();
+        let e = t.visible_entry(&ns, parent, name)?;
         match (dir, e.kind == libc::S_IFDIR) {
             (true, false) => return Err(Errno::ENOTDIR),
             (false, true) => return Err(Errno::EISDIR),
             _ => {}
         }
         if dir {
-            let child = self.remember(parent, name, &e);
-            let empty = self.with_index(child.ino, |ix| ix.is_empty());
-            self.forget(child.ino, 1);
+            let child = t.remember(parent, name, &e);
+            let empty = t.with_index(&ns, child.ino, |ix| ix.is_empty());
+            t.forget(child.ino, 1);
             if !empty? {
                 return Err(Errno::ENOTEMPTY);
             }
         }
-        let pfd = self.upper_dir(parent)?;
-        self.with_index_mut(parent, |ix| {
+        let pfd = self.upper_dir(&mut ns, parent)?;
+        t.with_index_mut(&mut ns, parent, |ix| {
             let cur = ix
                 .get(name)
                 .filter(|c| c.visible() && c.ino == e.ino)
@@ -284,36 +264,37 @@ impl Fs {
             }
             Ok(())
         })?;
-        self.drop_name(e.ino, parent, name);
+        t.inodes.drop_name(e.ino, parent, name);
         if dir {
-            self.drop_dirfds(e.ino);
-            if let Ok(n) = self.node(e.ino) {
-                *n.dir.write() = None;
+            t.dirfds.forget_dir(e.ino);
+            if let Ok(n) = t.inodes.get(e.ino) {
+                t.with_index_slot(&mut ns, &n, |slot| *slot = None);
             }
         }
         Ok(())
     }
 
-    pub fn link(&self, ino: u64, newparent: u64, newname: &OsStr) -> R<Attr> {
-        self.writable()?;
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> R<Attr> {
+        let t = &self.tree;
+        t.layers.writable()?;
         check_name(newname)?;
-        let _ns = self.ns.read_recursive();
-        let n = self.node(ino)?;
+        let mut ns = t.ns.shared();
+        let n = t.inodes.get(ino)?;
         if n.is_dir() {
             return Err(Errno::EPERM);
         }
-        self.copy_up(ino)?;
-        let src = self.locate(ino)?;
-        let sdir = self.loc_dir(&src)?;
-        let pfd = self.upper_dir(newparent)?;
-        self.with_index_mut(newparent, |ix| {
+        self.copy_up(&mut ns, ino)?;
+        let src = t.locate(&ns, ino)?;
+        let sdir = t.loc_dir(&src)?;
+        let pfd = self.upper_dir(&mut ns, newparent)?;
+        let st = t.with_index_mut(&mut ns, newparent, |ix| {
             let existing = ix.get(newname).cloned();
             if existing.as_ref().is_some_and(Entry::visible) {
                 return Err(Errno::EEXIST);
             }
-            if existing.as_ref().is_some_and(|e| self.is_upper(e.top)) {
-                let work = self.work_fd()?;
-                let tmp = self.tmp_name();
+            if existing.as_ref().is_some_and(|e| t.layers.is_upper(e.top)) {
+                let work = t.layers.work_fd()?;
+                let tmp = t.layers.tmp_name();
                 sys::linkat(sdir.as_fd(), &src.name, work, &tmp)?;
                 if let Err(err) = sys::renameat2(work, &tmp, pfd.as_fd(), newname, 0) {
                     let _ = sys::unlinkat(work, &tmp, false);
@@ -324,17 +305,17 @@ impl Fs {
             }
             let e = Entry::new_upper(n.kind, ino, existing.is_some_and(|e| e.lower));
             ix.put(newname, e.clone());
-            self.remember(newparent, newname, &e);
-            let st = sys::fstatat(pfd.as_fd(), newname)?;
-            Ok(self.fix_attr(ino, st))
-        })
+            t.remember(newparent, newname, &e);
+            sys::fstatat(pfd.as_fd(), newname)
+        })?;
+        Ok(t.fix_attr(&ns, ino, st))
     }
 
     pub fn rename(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
-        newparent: u64,
+        newparent: Ino,
         newname: &OsStr,
         flags: u32,
     ) -> R<()> {
@@ -349,13 +330,14 @@ impl Fs {
 
     fn rename_once(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &OsStr,
-        newparent: u64,
+        newparent: Ino,
         newname: &OsStr,
         flags: u32,
     ) -> R<()> {
-        self.writable()?;
+        let t = &self.tree;
+        t.layers.writable()?;
         check_name(newname)?;
         if name.len() > 255 {
             return Err(Errno::ENAMETOOLONG);
@@ -364,14 +346,11 @@ impl Fs {
             return Err(Errno::EINVAL);
         }
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        // Copy-ups first, without the namespace write lock.
+        // Copy-ups first, with the namespace lock held shared only.
         let (src, dst) = {
-            let _ns = self.ns.read_recursive();
-            let src = self
-                .entry(parent, name)?
-                .filter(Entry::visible)
-                .ok_or(Errno::ENOENT)?;
-            let dst = self.entry(newparent, newname)?.filter(Entry::visible);
+            let mut ns = t.ns.shared();
+            let src = t.visible_entry(&ns, parent, name)?;
+            let dst = t.entry(&ns, newparent, newname)?.filter(Entry::visible);
             if exchange && dst.is_none() {
                 return Err(Errno::ENOENT);
             }
@@ -387,9 +366,9 @@ impl Fs {
                         (true, false) => return Err(Errno::ENOTDIR),
                         (false, true) => return Err(Errno::EISDIR),
                         (true, true) => {
-                            let dn = self.remember(newparent, newname, d);
-                            let empty = self.with_index(dn.ino, |ix| ix.is_empty());
-                            self.forget(dn.ino, 1);
+                            let dn = t.remember(newparent, newname, d);
+                            let empty = t.with_index(&ns, dn.ino, |ix| ix.is_empty());
+                            t.forget(dn.ino, 1);
                             if !empty? {
                                 return Err(Errno::ENOTEMPTY);
                             }
@@ -406,80 +385,47 @@ impl Fs {
                 if !exchange && p == newparent && nm == newname {
                     continue;
                 }
-                let node = self.remember(p, nm, e);
+                let node = t.remember(p, nm, e);
                 let r = if e.kind == libc::S_IFDIR {
-                    self.materialize(node.ino, 0)
+                    self.materialize(&mut ns, node.ino, 0)
                 } else {
-                    self.copy_up(node.ino)
+                    self.copy_up(&mut ns, node.ino)
                 };
-                self.forget(node.ino, 1);
+                t.forget(node.ino, 1);
                 r?;
             }
-            self.copy_up(newparent)?;
+            self.copy_up(&mut ns, newparent)?;
             (src, dst)
         };
-        let _ns = self.ns.write();
-        self.with_index(parent, |_| ())?;
-        self.with_index(newparent, |_| ())?;
-        let ofd = self.upper_dir(parent)?;
-        let nfd = self.upper_dir(newparent)?;
-        let same = parent == newparent;
-        let (a, b) = if parent <= newparent {
-            (parent, newparent)
-        } else {
-            (newparent, parent)
-        };
-        let na = self.node(a)?;
-        let nb = self.node(b)?;
-        let mut ga = na.dir.write();
-        let mut gb = if same { None } else { Some(nb.dir.write()) };
-        let gen = self.gen.load(Ordering::Acquire);
-        let fresh = |g: &Option<crate::index::DirIndex>| g.as_ref().is_some_and(|ix| ix.gen == gen);
-        if !fresh(&ga) || gb.as_ref().is_some_and(|g| !fresh(g)) {
-            return Err(Errno::EAGAIN);
-        }
-        let flip = parent > newparent;
-        macro_rules! oix {
-            () => {
-                if same || !flip {
-                    ga.as_mut().ok_or(Errno::EIO)?
-                } else {
-                    gb.as_mut().and_then(|g| g.as_mut()).ok_or(Errno::EIO)?
-                }
-            };
-        }
-        macro_rules! nix_ {
-            () => {
-                if same || flip {
-                    ga.as_mut().ok_or(Errno::EIO)?
-                } else {
-                    gb.as_mut().and_then(|g| g.as_mut()).ok_or(Errno::EIO)?
-                }
-            };
-        }
-        let s = oix!()
+        let mut ns = t.ns.exclusive();
+        let ofd = self.upper_dir(&mut ns, parent)?;
+        let nfd = self.upper_dir(&mut ns, newparent)?;
+        let (po, pn) = (t.inodes.get(parent)?, t.inodes.get(newparent)?);
+        let mut ix = t.lock_pair(&mut ns, &po, &pn)?;
+        let s = ix
+            .from()?
             .get(name)
             .cloned()
             .filter(|e| e.ino == src.ino && e.visible());
         let s = s.ok_or(Errno::ENOENT)?;
-        let d = nix_!().get(newname).cloned();
+        let d = ix.to()?.get(newname).cloned();
         let dvis = d.clone().filter(Entry::visible);
         if dvis.as_ref().map(|e| e.ino) != dst.as_ref().map(|e| e.ino) {
             return Err(Errno::EAGAIN);
         }
-        if !self.is_upper(s.top)
-            || (exchange && dvis.as_ref().is_some_and(|e| !self.is_upper(e.top)))
-        {
+        let upper = |e: &Entry| t.layers.is_upper(e.top);
+        if !upper(&s) || (exchange && dvis.as_ref().is_some_and(|e| !upper(e))) {
             return Err(Errno::EAGAIN);
         }
+        let flavour = t.layers.flavour();
         if exchange {
             let dv = dvis.ok_or(Errno::ENOENT)?;
             // A directory moving onto a name that lower layers hold must hide them.
             if s.kind == libc::S_IFDIR && dv.lower {
-                sys::lsetxattr(ofd.as_fd(), name, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+                set_opaque(ofd.as_fd(), name, flavour)?;
             }
             if dv.kind == libc::S_IFDIR && s.lower {
-                sys::lsetxattr(nfd.as_fd(), newname, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+                set_opaque(nfd.as_fd(), newname, flavour)?;
             }
             sys::renameat2(
                 ofd.as_fd(),
@@ -492,32 +438,29 @@ impl Fs {
             s2.lower = s.lower;
             let mut d2 = s.clone();
             d2.lower = dv.lower;
-            oix!().put(name, s2);
-            nix_!().put(newname, d2);
-            drop(ga);
-            drop(gb);
-            self.rename_node(s.ino, parent, name, newparent, newname);
-            self.rename_node(dv.ino, newparent, newname, parent, name);
+            ix.from()?.put(name, s2);
+            ix.to()?.put(newname, d2);
+            drop(ix);
+            t.inodes.rename(s.ino, parent, name, newparent, newname);
+            t.inodes.rename(dv.ino, newparent, newname, parent, name);
             return Ok(());
         }
         // A directory landing on a name that lower layers hold must hide them.
         let d_lower = d.as_ref().is_some_and(|e| e.lower);
         if s.kind == libc::S_IFDIR && d_lower {
-            sys::lsetxattr(ofd.as_fd(), name, OsStr::new(XATTR_OPAQUE[0]), b"y", 0)?;
+            set_opaque(ofd.as_fd(), name, flavour)?;
         }
-        if let Some(dv) = dvis.as_ref().filter(|e| self.is_upper(e.top)) {
+        if let Some(dv) = dvis.as_ref().filter(|e| upper(e)) {
             if dv.kind == libc::S_IFDIR {
                 clear_whiteouts(nfd.as_fd(), newname)?;
             } else if let Ok(st) = sys::fstatat(nfd.as_fd(), newname) {
                 if st.st_nlink <= 1 {
-                    self.drop_remap(st.st_dev, st.st_ino);
+                    t.inodes.drop_remap(st.st_dev, st.st_ino);
                 }
             }
         }
         let need_wh = s.lower;
-        let over_upper_wh = d
-            .as_ref()
-            .is_some_and(|e| !e.visible() && self.is_upper(e.top));
+        let over_upper_wh = d.as_ref().is_some_and(|e| !e.visible() && upper(e));
         if s.kind == libc::S_IFDIR && over_upper_wh {
             // A directory cannot replace the whiteout (a non-directory): swap them, then keep
             // the whiteout at the old name if it is needed there.
@@ -549,42 +492,29 @@ impl Fs {
             moved.dir_layers = vec![0];
         }
         if need_wh {
-            oix!().put(name, Entry::whiteout_upper());
+            ix.from()?.put(name, Entry::whiteout_upper());
         } else {
-            oix!().del(name);
+            ix.from()?.del(name);
         }
-        nix_!().put(newname, moved);
-        drop(ga);
-        drop(gb);
+        ix.to()?.put(newname, moved);
+        drop(ix);
         if let Some(dv) = dvis {
-            self.drop_name(dv.ino, newparent, newname);
+            t.inodes.drop_name(dv.ino, newparent, newname);
             if dv.kind == libc::S_IFDIR {
-                self.drop_dirfds(dv.ino);
+                t.dirfds.forget_dir(dv.ino);
             }
         }
-        self.rename_node(s.ino, parent, name, newparent, newname);
+        t.inodes.rename(s.ino, parent, name, newparent, newname);
         Ok(())
     }
 
-    fn rename_node(&self, ino: u64, p: u64, name: &OsStr, np: u64, nn: &OsStr) {
-        if let Some(n) = self.nodes.read().get(&ino) {
-            let mut names = n.names.write();
-            for (pp, x) in names.iter_mut() {
-                if *pp == p && x == name {
-                    *pp = np;
-                    *x = nn.to_os_string();
-                }
-            }
-        }
-    }
-
-    pub fn setattr(&self, ino: u64, sa: SetAttr, fh: Option<u64>) -> R<Attr> {
-        self.writable()?;
-        let _ns = self.ns.read_recursive();
-        let n = self.node(ino)?;
-        let unlinked = n.primary().is_none() && ino != crate::core::ROOT_INO;
+    pub fn setattr(&self, ino: Ino, sa: SetAttr, fh: Option<Fh>) -> R<Attr> {
+        let t = &self.tree;
+        t.layers.writable()?;
+        let mut ns = t.ns.shared();
+        let n = t.inodes.get(ino)?;
         let handle = fh.and_then(|f| self.handles.get(f));
-        if unlinked {
+        if n.unlinked() {
             let fd = match &handle {
                 Some(h) => h.fd(),
                 None => n.last_open.lock().upgrade().ok_or(Errno::ENOENT)?,
@@ -592,12 +522,12 @@ impl Fs {
             apply_fd(fd.as_fd(), &sa)?;
             let mut st = sys::fstat(fd.as_fd())?;
             st.st_nlink = 0;
-            return Ok(self.fix_attr(ino, st));
+            return Ok(t.fix_attr(&ns, ino, st));
         }
         // The reply carries the attributes after the change: no invalidation needed.
-        self.copy_up_then(ino, false)?;
-        let loc = self.locate(ino)?;
-        let dir = self.loc_dir(&loc)?;
+        self.copy_up_then(&mut ns, ino, false)?;
+        let loc = t.locate(&ns, ino)?;
+        let dir = t.loc_dir(&loc)?;
         let name = loc.name.as_os_str();
         if sa.uid.is_some() || sa.gid.is_some() {
             sys::fchownat(
@@ -625,7 +555,7 @@ impl Fs {
             sys::utimensat(dir.as_fd(), name, &times(&sa))?;
         }
         let st = sys::fstatat(dir.as_fd(), name)?;
-        Ok(self.fix_attr(ino, st))
+        Ok(t.fix_attr(&ns, ino, st))
     }
 }
 
@@ -673,10 +603,8 @@ fn clear_whiteouts(pfd: BorrowedFd<'_>, name: &OsStr) -> R<()> {
     let probe = sys::open_beneath(d.as_fd(), b"", libc::O_PATH | libc::O_DIRECTORY)?;
     for (n, _, _) in sys::read_dir(d)? {
         let st = sys::fstatat(probe.as_fd(), &n)?;
-        let marker = {
-            use std::os::unix::ffi::OsStrExt;
-            n.as_bytes().starts_with(crate::format::WH_PREFIX)
-        };
+        let marker = std::os::unix::ffi::OsStrExt::as_bytes(n.as_os_str())
+            .starts_with(crate::format::WH_PREFIX);
         if crate::format::is_whiteout(probe.as_fd(), &n, &st, true) || marker {
             sys::unlinkat(probe.as_fd(), &n, false)?;
         } else {

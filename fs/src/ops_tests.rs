@@ -1,7 +1,7 @@
 //! Unit tests of the namespace operations (no mount).
 use super::*;
-use crate::core::ROOT_INO;
 use crate::testutil::*;
+use crate::unionfs::ROOT_INO;
 
 fn ctx() -> Ctx {
     Ctx {
@@ -11,11 +11,11 @@ fn ctx() -> Ctx {
     }
 }
 
-fn look(fs: &Fs, parent: u64, name: &str) -> Option<Attr> {
+fn look(fs: &Fs, parent: Ino, name: &str) -> Option<Attr> {
     fs.lookup(parent, OsStr::new(name)).unwrap()
 }
 
-fn read_all(fs: &Fs, ino: u64) -> Vec<u8> {
+fn read_all(fs: &Fs, ino: Ino) -> Vec<u8> {
     let fh = fs.open(ino, libc::O_RDONLY).unwrap();
     let d = fs.read(fh, 0, 1 << 20).unwrap();
     fs.release(fh);
@@ -239,4 +239,44 @@ fn copy_up_of_a_lower_hard_link_keeps_known_names_together() {
     let b2 = look(&fs2, d2.ino, "b").unwrap();
     assert_eq!(a2.ino, b2.ino, "still one inode after a remount");
     assert_eq!(a2.st.st_nlink, 2);
+}
+
+#[test]
+fn user_flavour_writes_user_opaque_xattrs_only() {
+    let s = Stack::new(1);
+    s.mkdir(1, "d");
+    s.write(1, "d/x", "x");
+    s.mkdir(1, "m/sub");
+    s.write(1, "m/sub/y", "y");
+    let fs = s.fs_with(crate::format::Flavour::User);
+    let d = look(&fs, ROOT_INO, "d").unwrap();
+    fs.unlink(d.ino, OsStr::new("x")).unwrap();
+    fs.rmdir(ROOT_INO, OsStr::new("d")).unwrap();
+    fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755, 0, ctx())
+        .unwrap();
+    // A lower dir renamed: materialized as an opaque upper dir.
+    look(&fs, ROOT_INO, "m").unwrap();
+    fs.rename(ROOT_INO, OsStr::new("m"), ROOT_INO, OsStr::new("n"), 0)
+        .unwrap();
+    for dir in ["d", "n"] {
+        let p = s.path(0, dir);
+        assert_eq!(
+            xattr(&p, "user.overlay.opaque"),
+            Some(b"y".to_vec()),
+            "{dir}"
+        );
+        assert_eq!(xattr(&p, "trusted.overlay.opaque"), None, "{dir}");
+    }
+    let d = look(&fs, ROOT_INO, "d").unwrap();
+    assert_eq!(fs.list_dir(d.ino).unwrap().len(), 2, "only . and ..");
+}
+
+fn xattr(p: &std::path::Path, key: &str) -> Option<Vec<u8>> {
+    let dir = std::fs::File::open(p.parent().unwrap()).unwrap();
+    crate::at::lgetxattr(
+        std::os::fd::AsFd::as_fd(&dir),
+        p.file_name().unwrap(),
+        OsStr::new(key),
+    )
+    .ok()
 }

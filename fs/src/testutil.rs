@@ -4,7 +4,8 @@ use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use crate::core::{Fs, FsConfig};
+use crate::format::Flavour;
+use crate::unionfs::{Fs, FsConfig};
 
 pub(crate) struct Stack {
     pub dir: tempfile::TempDir,
@@ -57,12 +58,17 @@ impl Stack {
         .unwrap();
     }
     pub fn fs(&self) -> Fs {
+        self.fs_with(Flavour::Trusted)
+    }
+    /// A core writing the format in `flavour`.
+    pub fn fs_with(&self, flavour: Flavour) -> Fs {
         let open = |p: &Path| -> std::os::fd::OwnedFd { std::fs::File::open(p).unwrap().into() };
         Fs::new(FsConfig {
             lowers: (1..=self.lowers).map(|l| open(&self.layer(l))).collect(),
             upper: Some(open(&self.upper())),
             work: Some(open(&self.dir.path().join("work"))),
             fsync_copyup: false,
+            flavour,
         })
         .unwrap()
     }

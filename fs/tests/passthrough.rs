@@ -38,6 +38,7 @@ impl Fx {
             work: writable.then(|| self.p("work")),
             threads: 2,
             fsname: "strata-passthrough-test".into(),
+            flavour: None,
         };
         let m = mount(opts, &self.p("mnt")).unwrap();
         let wd = Watchdog::new(m.mountpoint(), Duration::from_secs(60));

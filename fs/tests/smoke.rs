@@ -45,6 +45,7 @@ impl Fixture {
             work: Some(self.p("work")),
             threads: 2,
             fsname: "strata-smoke".into(),
+            flavour: None,
         }
     }
 }

@@ -14,11 +14,13 @@
 //! This crate prints nothing: it returns data and typed errors; `cli` renders them.
 
 pub mod archive;
+pub mod build;
 pub mod changes;
 pub mod container;
 pub mod digest;
 pub mod driver;
 mod fsutil;
+pub mod network;
 pub mod outfile;
 pub mod reference;
 pub mod registry;

@@ -41,6 +41,8 @@ enum Sub {
     Pull(super::pull::Args),
     /// Upload an image to a registry
     Push(super::push::Args),
+    /// Build an image from a Dockerfile
+    Build(super::build::Args),
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
@@ -56,6 +58,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         Sub::Prune(a) => run_prune(global, a),
         Sub::Pull(a) => super::pull::run(global, a),
         Sub::Push(a) => super::push::run(global, a),
+        Sub::Build(a) => super::build::run(global, a),
     }
 }
 

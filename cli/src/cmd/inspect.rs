@@ -56,6 +56,8 @@ struct DockerConfig {
     stdin_once: bool,
     env: Option<Vec<String>>,
     cmd: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<Value>,
     image: String,
     volumes: Option<BTreeMap<String, Value>>,
     working_dir: String,
@@ -64,6 +66,8 @@ struct DockerConfig {
     labels: Option<BTreeMap<String, String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shell: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -153,6 +157,7 @@ fn image_inspect(global: &Global, store: &Store, img: &ImageRecord) -> Result<Im
             stdin_once: false,
             env: (!cc.env.is_empty()).then_some(cc.env),
             cmd: cc.cmd,
+            healthcheck: cc.extra.get("Healthcheck").cloned(),
             image: String::new(),
             volumes: cc.volumes,
             working_dir: cc.working_dir,
@@ -160,6 +165,7 @@ fn image_inspect(global: &Global, store: &Store, img: &ImageRecord) -> Result<Im
             on_build: cc.on_build,
             labels: cc.labels,
             stop_signal: cc.stop_signal,
+            shell: cc.extra.get("Shell").cloned(),
         },
         architecture: cfg.architecture.clone(),
         variant: cfg.variant.clone(),
@@ -186,7 +192,7 @@ fn image_inspect(global: &Global, store: &Store, img: &ImageRecord) -> Result<Im
 }
 
 /// Print the objects found, as a JSON array or one `--format` line each.
-fn print(objects: &[Value], format: Option<&str>) -> Result<()> {
+pub(crate) fn print(objects: &[Value], format: Option<&str>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format.filter(|f| !f.is_empty()) {
         Some(f) => {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub mod attach;
+pub mod build;
 pub mod commit;
 pub mod container;
 pub mod cp;
@@ -21,6 +22,7 @@ pub mod load;
 pub mod login;
 pub mod logs;
 pub mod mount;
+pub mod network;
 pub mod pause;
 pub mod ps;
 pub mod pull;

@@ -142,7 +142,10 @@ fn fields(c: &Container, no_trunc: bool) -> serde_json::Value {
     m.insert("Ports", ports_text(c));
     m.insert("Names", c.config.name.clone());
     m.insert("Mounts", String::new());
-    m.insert("Networks", c.config.network.as_str().to_string());
+    m.insert(
+        "Networks",
+        strata_runtime::network::api::container_networks(c),
+    );
     serde_json::to_value(m).unwrap_or_default()
 }
 
@@ -173,6 +176,9 @@ fn matches(c: &Container, filters: &[(String, String)]) -> bool {
             "status" => c.state.status.as_str() == *v,
             "name" => c.config.name.contains(v),
             "id" => c.id().as_str().starts_with(v),
+            "network" => strata_runtime::network::api::container_networks(c)
+                .split(',')
+                .any(|n| n == *v),
             "ancestor" => {
                 c.config.image == *v
                     || c.config.image_id == *v
@@ -194,7 +200,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         let (k, v) = f
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value)"))?;
-        if !["status", "name", "ancestor", "id"].contains(&k) {
+        if !["status", "name", "ancestor", "id", "network"].contains(&k) {
             anyhow::bail!("invalid filter '{k}'");
         }
         if k == "status"
@@ -266,8 +272,10 @@ pub fn run_port(global: &Global, args: PortArgs) -> anyhow::Result<()> {
         None => {
             for p in mappings {
                 println!(
-                    "{}/{} -> {}:{}",
-                    p.container_port, p.proto, p.host_ip, p.host_port
+                    "{}/{} -> {}",
+                    p.container_port,
+                    p.proto,
+                    host_addr(&p.host_ip, p.host_port)
                 );
             }
         }
@@ -284,11 +292,20 @@ pub fn run_port(global: &Global, args: PortArgs) -> anyhow::Result<()> {
                 );
             }
             for p in found {
-                println!("{}:{}", p.host_ip, p.host_port);
+                println!("{}", host_addr(&p.host_ip, p.host_port));
             }
         }
     }
     Ok(())
+}
+
+/// `0.0.0.0:8080`, `[::]:8080` (as `docker port` prints them).
+fn host_addr(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
 }
 
 #[cfg(test)]

@@ -62,9 +62,12 @@ pub struct Args {
     /// Container host name
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Connect a container to a network: private (default), host, none
-    #[arg(long = "network", alias = "net", default_value = "private")]
+    /// Connect a container to a network: bridge (default), a user network, host, none,
+    /// container:NAME
+    #[arg(long = "network", alias = "net", default_value = "bridge")]
     pub network: String,
+    #[command(flatten)]
+    pub net: super::network::RunNetArgs,
     /// Memory limit (e.g. 512m, 1g)
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
@@ -277,6 +280,7 @@ pub(crate) fn image_source(global: &Global, name: &str) -> anyhow::Result<ImageS
         user: cfg.user,
         working_dir: cfg.working_dir,
         stop_signal: cfg.stop_signal,
+        exposed_ports: cfg.exposed_ports.unwrap_or_default().into_keys().collect(),
     })
 }
 
@@ -357,12 +361,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
 
 /// `run`, or with `create_only` `create` (prints the id; the container stays `Created`).
 pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> anyhow::Result<()> {
-    let network = NetworkMode::parse(&args.network).ok_or_else(|| {
-        tool_error(anyhow::anyhow!(
-            "network {} not found (use private, host or none)",
-            args.network
-        ))
-    })?;
+    let network = NetworkMode::parse(&args.network)
+        .ok_or_else(|| tool_error(anyhow::anyhow!("network {} not found", args.network)))?;
+    let net = super::network::run_settings(global, &args.network, &args.net).map_err(tool_error)?;
     let mut ports_list = Vec::new();
     for p in &args.publish {
         ports_list.push(ports::parse_publish(p).map_err(tool_error)?);
@@ -421,6 +422,14 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     let image = image_source(global, &args.image)?;
     super::volume::image_volumes(global, &args.image, &mut volumes, &security.tmpfs)
         .map_err(tool_error)?;
+    if args.net.publish_all {
+        ports_list.extend(ports::publish_all(&image.exposed_ports));
+    }
+    if network == NetworkMode::Container && !ports_list.is_empty() {
+        return Err(tool_error(anyhow::anyhow!(
+            "conflicting options: port publishing and the container type network mode"
+        )));
+    }
     let rt = runtime(global);
     let c = rt
         .create(CreateRequest {
@@ -437,6 +446,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             ports: ports_list,
             volumes: volumes.clone(),
             network,
+            net,
             auto_remove: args.rm,
             driver: driver_name(global),
             runtime: args.runtime.clone(),

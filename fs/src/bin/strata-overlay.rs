@@ -47,7 +47,6 @@ const ACCEPTED: &[&str] = &[
     "index",
     "metacopy",
     "xino",
-    "userxattr",
     "nfs_export",
 ];
 
@@ -163,6 +162,9 @@ fn parse(argv: Vec<String>) -> Result<Args, String> {
             }
             "fsync" | "sync" => view.fsync = flag(k, v)?,
             "volatile" => view.fsync = false,
+            // Kernel overlayfs's option: the format in `user.overlay.*` (what a rootless mount
+            // writes and reads); without it, the form the user can write.
+            "userxattr" => opts.flavour = Some(strata_fs::Flavour::User),
             k if ACCEPTED.contains(&k) => {}
             _ => eprintln!("{PROG}: warning: ignoring unknown option {o}"),
         }

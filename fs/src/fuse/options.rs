@@ -21,8 +21,9 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-use crate::core::{Attr, Fs};
+use crate::ids::{Fh, Ino};
 use crate::ops::SetAttr;
+use crate::unionfs::{Attr, Fs};
 
 /// The override records of `xattr_permissions=1` and `=2`.
 const OVERRIDE_KEYS: [&str; 2] = [
@@ -185,7 +186,7 @@ impl View {
     }
 
     /// Apply the override record of `ino` (files and directories only) to `st`.
-    pub fn read_override(&self, fs: &Fs, ino: u64, st: &mut libc::stat) {
+    pub fn read_override(&self, fs: &Fs, ino: Ino, st: &mut libc::stat) {
         let Some(key) = self.override_key() else {
             return;
         };
@@ -205,9 +206,9 @@ impl View {
     pub fn setattr(
         &self,
         fs: &Fs,
-        ino: u64,
+        ino: Ino,
         mut sa: SetAttr,
-        fh: Option<u64>,
+        fh: Option<Fh>,
     ) -> Result<Attr, Errno> {
         let ids = sa.mode.is_some() || sa.uid.is_some() || sa.gid.is_some();
         if let (Some(key), true) = (self.override_key(), ids) {

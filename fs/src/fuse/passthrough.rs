@@ -24,7 +24,8 @@ use std::sync::{Arc, Weak};
 use fuser::BackingId;
 use parking_lot::Mutex;
 
-use crate::core::Fs;
+use crate::ids::{Fh, Ino};
+use crate::unionfs::Fs;
 
 /// How to answer an open.
 pub(crate) enum Mode {
@@ -43,17 +44,17 @@ struct Backing {
 }
 
 struct Open {
-    ino: u64,
+    ino: Ino,
     cached: bool,
     _backing: Option<Arc<BackingId>>,
 }
 
 #[derive(Default)]
 struct State {
-    backing: HashMap<u64, Backing>,
+    backing: HashMap<Ino, Backing>,
     /// Live cached opens per inode.
-    cached: HashMap<u64, usize>,
-    opens: HashMap<u64, Open>,
+    cached: HashMap<Ino, usize>,
+    opens: HashMap<Fh, Open>,
 }
 
 #[derive(Default)]
@@ -69,7 +70,7 @@ impl Passthrough {
     pub fn open(
         &self,
         fs: &Fs,
-        fh: u64,
+        fh: Fh,
         register: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Mode {
         let Some(info) = fs.open_info(fh) else {
@@ -140,7 +141,7 @@ impl Passthrough {
     }
 
     /// Forget handle `fh` (its release); the last open of an inode drops its backing id.
-    pub fn release(&self, fh: u64) {
+    pub fn release(&self, fh: Fh) {
         let mut st = self.state.lock();
         let Some(o) = st.opens.remove(&fh) else {
             return;

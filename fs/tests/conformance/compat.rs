@@ -328,6 +328,40 @@ fn fuse_overlayfs_upper_mounts_under_strata() {
     )
 }
 
+/// The rootless form: mounted with `userxattr`, a directory made opaque (a lower dir removed and
+/// made again) is marked `user.overlay.opaque=y` and never `trusted.overlay.*`, and kernel
+/// overlayfs mounted with `userxattr` over that upper shows the same view.
+fn userxattr_opaque_dir_mounts_under_kernel(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("d/sub"));
+    write(l.join("d/f"), "lower");
+    write(l.join("d/sub/g"), "lower");
+    write(l.join("keep"), "k");
+    c.use_userxattr();
+    let m = c.mount();
+    fs::remove_dir_all(m.join("d")).unwrap();
+    mkdir(m.join("d"));
+    write(m.join("d/new"), "upper");
+    assert_eq!(ls(m.join("d")), vec!["new"]);
+    let before = view(&m);
+    c.unmount();
+    let d = c.upper().join("d");
+    assert_eq!(getxattr(&d, "user.overlay.opaque").unwrap(), b"y");
+    assert!(
+        getxattr(&d, "trusted.overlay.opaque").is_err(),
+        "userxattr: no trusted.overlay.opaque may be written"
+    );
+    let lowers = c.lowers();
+    let upper = c.upper();
+    let (w2, m2) = (c.scratch("work2"), c.scratch("mnt2"));
+    c.mount_stack(Target::Kernel, &lowers, Some((&upper, &w2)), &m2);
+    let after = view(&m2);
+    let diff = diff_trees(&before, &after);
+    assert!(diff.is_empty(), "views differ:\n{}", diff.join("\n"));
+    assert_eq!(ls(m2.join("d")), vec!["new"]);
+    assert_eq!(read(m2.join("keep")), "k");
+}
+
 cases!(compat:
     target_upper_mounts_under_kernel,
     target_upper_with_dir_renames_mounts_under_kernel,
@@ -341,4 +375,5 @@ cases!(compat:
     kernel_nested_redirects_under_target,
     kernel_moved_then_parent_renamed_under_target,
     kernel_rename_onto_removed_lower_dir_under_target,
+    userxattr_opaque_dir_mounts_under_kernel,
 );

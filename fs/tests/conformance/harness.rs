@@ -165,6 +165,11 @@ impl Case {
         p
     }
 
+    /// Mount every later stack with `userxattr`: the format in `user.overlay.*` (rootless).
+    pub fn use_userxattr(&mut self) {
+        self.userxattr = true;
+    }
+
     /// Mount the lowers + upper + work on `mnt()` with this case's target.
     pub fn mount(&mut self) -> PathBuf {
         let lowers = self.lowers();
@@ -220,6 +225,9 @@ impl Case {
                 MountGuard::by_command(&cmd, mnt, &log)
             }
             Target::Strata => {
+                if self.userxattr {
+                    opts.push_str(",userxattr");
+                }
                 let log = self.begin_mount(lowers);
                 let mut cmd = Command::new(strata_bin());
                 cmd.arg("-f").arg("-o").arg(opts).arg(mnt);

@@ -164,29 +164,56 @@ fn timeout_zero_asks_every_time(c: &mut Case) {
 }
 
 /// Number of threads of the `strata-overlay` process serving `mnt`.
-fn server_threads(mnt: &Path) -> usize {
+/// The pid and thread count of the strata-overlay serving `mnt`, other than `not` (a daemon
+/// that was unmounted may still be exiting with the same command line). The count is read until
+/// two reads 100 ms apart agree (worker threads start right after the mount).
+fn server_threads(mnt: &Path, not: Option<u32>) -> (u32, usize) {
     let want = mnt.as_os_str().as_encoded_bytes();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        if args.first().is_some_and(|a| a.ends_with(b"strata-overlay")) && args.contains(&want) {
-            return std::fs::read_dir(e.path().join("task")).unwrap().count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if Some(pid) == not {
+                continue;
+            }
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            if args.first().is_some_and(|a| a.ends_with(b"strata-overlay")) && args.contains(&want)
+            {
+                let count = || std::fs::read_dir(e.path().join("task")).map(|t| t.count());
+                let mut last = count().unwrap_or(0);
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    let now = count().unwrap_or(0);
+                    if now == last {
+                        return (pid, now);
+                    }
+                    last = now;
+                }
+            }
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no strata-overlay serving {}",
+            mnt.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("no strata-overlay serving {}", mnt.display());
 }
 
 fn threaded_zero_serves_from_one_thread(c: &mut Case) {
     c.lower(0);
     let m = mount(c, "threads=3");
-    let three = server_threads(&m);
+    let (first, three) = server_threads(&m, None);
     c.unmount();
     let m = mount(c, "threaded=0");
-    let one = server_threads(&m);
+    let (_, one) = server_threads(&m, Some(first));
     assert_eq!(
-        three - one,
+        three as i64 - one as i64,
         2,
         "threads: {three} with threads=3, {one} with threaded=0"
     );

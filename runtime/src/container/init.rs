@@ -239,10 +239,17 @@ pub fn undumpable() {
 fn setup_container(spec: &Spec) -> Result<(), InitError> {
     setsid().map_err(setup_err("setsid"))?;
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if spec.has_namespace("network") {
+    let join_net = spec.namespace_path("network");
+    if spec.has_namespace("network") && join_net.is_none() {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(setup_err("unshare"))?;
+    if let Some(path) = join_net {
+        // The supervisor prepared this namespace (bridge endpoints) or it is another container's.
+        let ns = fs::File::open(path).map_err(setup_err(format!("open {path}")))?;
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)
+            .map_err(setup_err("join network namespace"))?;
+    }
     // Nothing we mount may propagate back to the host; host unmounts still reach us.
     mount(
         None::<&str>,

@@ -22,13 +22,27 @@ pub fn to_json(c: &Container) -> Value {
     } else {
         &st.ports
     };
+    // PortBindings: as asked (`HostIp` "" = every address); Ports: as bound while running
+    // (IPv4 and IPv6 entries under one key, as Docker lists them).
     let mut net_ports = Map::new();
     let mut bindings = Map::new();
-    for p in ports_src {
+    let add = |m: &mut Map<String, Value>, p: &super::PortMapping| {
         let key = format!("{}/{}", p.container_port, p.proto);
-        let b = json!([{"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}]);
-        bindings.insert(key.clone(), b.clone());
-        net_ports.insert(key, if c.is_running() { b } else { Value::Null });
+        let b = json!({"HostIp": p.host_ip, "HostPort": p.host_port.to_string()});
+        match m.entry(key).or_insert_with(|| json!([])) {
+            Value::Array(a) => a.push(b),
+            other => *other = json!([b]),
+        }
+    };
+    for p in &cfg.ports {
+        add(&mut bindings, p);
+        net_ports.insert(format!("{}/{}", p.container_port, p.proto), Value::Null);
+    }
+    if c.is_running() {
+        net_ports.clear();
+        for p in ports_src {
+            add(&mut net_ports, p);
+        }
     }
     let binds: Vec<String> = cfg
         .volumes
@@ -92,11 +106,10 @@ pub fn to_json(c: &Container) -> Value {
         "Platform": "linux",
         "HostConfig": {
             "Binds": binds,
-            "NetworkMode": match cfg.network {
-                NetworkMode::Private => "private",
-                NetworkMode::Host => "host",
-                NetworkMode::None => "none",
-            },
+            "NetworkMode": network_mode(c),
+            "Dns": cfg.net.dns,
+            "DnsSearch": cfg.net.dns_search,
+            "ExtraHosts": if cfg.net.add_hosts.is_empty() { Value::Null } else { json!(cfg.net.add_hosts) },
             "PortBindings": bindings,
             "AutoRemove": cfg.auto_remove,
             "Runtime": cfg.runtime,
@@ -143,10 +156,98 @@ pub fn to_json(c: &Container) -> Value {
             "ExposedPorts": exposed,
             "StopSignal": cfg.stop_signal,
         },
-        "NetworkSettings": {
-            "Ports": net_ports,
-            "PortsSummary": ports_src.iter().map(ports::render).collect::<Vec<_>>(),
-        },
+        "NetworkSettings": network_settings(c, net_ports, ports_src),
+    })
+}
+
+/// `HostConfig.NetworkMode`: Docker's names (`bridge`, a user network, `container:<id>`).
+fn network_mode(c: &Container) -> String {
+    let cfg = &c.config;
+    match cfg.network {
+        NetworkMode::Bridge => cfg
+            .net
+            .networks
+            .first()
+            .map(|n| n.network.clone())
+            .unwrap_or_else(|| "bridge".to_string()),
+        NetworkMode::Container => format!("container:{}", cfg.net.container),
+        other => other.as_str().to_string(),
+    }
+}
+
+/// `NetworkSettings`: the default bridge's endpoint at the top level, every endpoint under
+/// `Networks` (addresses only while running, as Docker).
+fn network_settings(
+    c: &Container,
+    net_ports: Map<String, Value>,
+    ports_src: &[super::PortMapping],
+) -> Value {
+    let cfg = &c.config;
+    let st = &c.state;
+    let mut networks = Map::new();
+    let names: Vec<(String, Vec<String>)> = match cfg.network {
+        NetworkMode::Bridge => cfg
+            .net
+            .effective_networks()
+            .into_iter()
+            .map(|e| (e.network, e.aliases))
+            .chain(
+                st.networks
+                    .iter()
+                    .filter(|(n, _)| {
+                        !cfg.net
+                            .effective_networks()
+                            .iter()
+                            .any(|e| &e.network == *n)
+                    })
+                    .map(|(n, e)| (n.clone(), e.aliases.clone())),
+            )
+            .collect(),
+        NetworkMode::Host => vec![("host".to_string(), vec![])],
+        NetworkMode::None => vec![("none".to_string(), vec![])],
+        _ => vec![],
+    };
+    for (name, aliases) in names {
+        let ep = st.networks.get(&name).cloned().unwrap_or_default();
+        let mut dns_names = vec![cfg.name.clone(), cfg.id.short().to_string()];
+        dns_names.extend(aliases.iter().cloned());
+        networks.insert(
+            name.clone(),
+            json!({
+                "IPAMConfig": Value::Null,
+                "Links": Value::Null,
+                "Aliases": if aliases.is_empty() { Value::Null } else { json!(aliases) },
+                "MacAddress": ep.mac,
+                "NetworkID": ep.network_id,
+                "EndpointID": if ep.ip.is_empty() { String::new() } else { cfg.id.0.clone() },
+                "Gateway": ep.gateway,
+                "IPAddress": ep.ip,
+                "IPPrefixLen": ep.prefix,
+                "IPv6Gateway": "",
+                "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0,
+                "DriverOpts": Value::Null,
+                "DNSNames": if name == "bridge" || ep.ip.is_empty() { Value::Null } else { json!(dns_names) },
+            }),
+        );
+    }
+    let def = st.networks.get("bridge").cloned().unwrap_or_default();
+    json!({
+        "Bridge": "",
+        "SandboxID": if st.sandbox_key.is_empty() { String::new() } else { cfg.id.0.clone() },
+        "SandboxKey": st.sandbox_key,
+        "Ports": net_ports,
+        "PortsSummary": ports_src.iter().map(ports::render).collect::<Vec<_>>(),
+        "HairpinMode": false,
+        "EndpointID": if def.ip.is_empty() { String::new() } else { cfg.id.0.clone() },
+        "Gateway": def.gateway,
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": def.ip,
+        "IPPrefixLen": def.prefix,
+        "IPv6Gateway": "",
+        "MacAddress": def.mac,
+        "Networks": networks,
     })
 }
 

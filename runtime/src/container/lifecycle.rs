@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use super::record::{
     self, generate_name, process_alive, valid_name, ContainerConfig, ContainerId, ContainerState,
-    NetworkMode, PortMapping, Resources, Security, Status, VolumeMount,
+    NetSettings, NetworkMode, PortMapping, Resources, Security, Status, VolumeMount,
 };
 use super::{io_at, Container, ContainerError, Launcher, Result, Runtime};
 use crate::driver::{force_unmount, is_mountpoint};
@@ -35,6 +35,8 @@ pub struct ImageSource {
     pub user: String,
     pub working_dir: String,
     pub stop_signal: Option<String>,
+    /// `ExposedPorts` keys (`80/tcp`), for `-P`.
+    pub exposed_ports: Vec<String>,
 }
 
 /// Everything `run`/`create` flags say.
@@ -56,6 +58,8 @@ pub struct CreateRequest {
     pub ports: Vec<PortMapping>,
     pub volumes: Vec<VolumeMount>,
     pub network: NetworkMode,
+    /// Networks, aliases, `--dns`, `--add-host`, `container:` target.
+    pub net: NetSettings,
     pub auto_remove: bool,
     pub driver: String,
     pub runtime: String,
@@ -265,6 +269,7 @@ impl Runtime {
             driver: req.driver.clone(),
             runtime: req.runtime.clone(),
             resources: req.resources.clone(),
+            net: req.net.clone(),
             security: req.security.clone(),
             restart: req.restart.clone(),
             init: req.init,
@@ -324,6 +329,10 @@ impl Runtime {
         }
         force_unmount(&c.paths.rootfs())?;
         super::cgroup::remove(c.id());
+        // Its veth went with its namespace; its address and NAT rules are reclaimed here.
+        crate::network::release_container(c.id().as_str());
+        c.state.networks.clear();
+        c.state.sandbox_key.clear();
         c.state.status = Status::Exited;
         c.state.pid = 0;
         if c.state.exit_code == 0 {

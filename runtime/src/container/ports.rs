@@ -53,7 +53,8 @@ pub fn parse_publish(s: &str) -> Result<PortMapping, ContainerError> {
             ip.parse::<std::net::IpAddr>().map_err(|_| bad())?;
             ip
         }
-        _ => "0.0.0.0".to_string(),
+        // Unspecified: every address, IPv4 and IPv6 (see `bind_all`), shown as Docker does.
+        _ => String::new(),
     };
     Ok(PortMapping {
         host_ip,
@@ -76,32 +77,132 @@ pub struct Listeners {
     pub bound: Vec<(PortMapping, TcpListener)>,
 }
 
-/// Bind every host port, or none: the first failure drops the listeners already bound.
+/// A listener on an IPv6 address that leaves IPv4 alone (`IPV6_V6ONLY`), so `0.0.0.0:P` and
+/// `[::]:P` can be bound side by side, as Docker binds them.
+fn listen_v6_only(addr: std::net::SocketAddrV6) -> io::Result<TcpListener> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: socket(2); the fd is owned right below.
+    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh socket owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    for opt in [
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    ] {
+        // SAFETY: an int option, passed by pointer with its size.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                opt.0,
+                opt.1,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        })?;
+    }
+    // SAFETY: a zeroed sockaddr_in6 is valid; the fields are filled in network byte order.
+    let sa = unsafe {
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as u16;
+        sa.sin6_port = addr.port().to_be();
+        sa.sin6_addr.s6_addr = addr.ip().octets();
+        sa
+    };
+    // SAFETY: sa is a valid sockaddr_in6 for the duration of the call.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        )
+    })?;
+    // SAFETY: listen on our own socket.
+    check(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
+    Ok(TcpListener::from(fd))
+}
+
+fn bind_one(ip: &str, port: u16) -> Result<TcpListener, ContainerError> {
+    let (addr, shown) = if ip.contains(':') {
+        (format!("[{ip}]:{port}"), format!("[{ip}]:{port}"))
+    } else {
+        (format!("{ip}:{port}"), format!("{ip}:{port}"))
+    };
+    let r = match addr.parse::<std::net::SocketAddr>() {
+        Ok(std::net::SocketAddr::V6(a)) => listen_v6_only(a),
+        _ => TcpListener::bind(&addr),
+    };
+    r.map_err(|source| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            ContainerError::PortAllocated { addr: shown }
+        } else {
+            ContainerError::Bind {
+                addr: shown,
+                source,
+            }
+        }
+    })
+}
+
+/// Bind every host port, or none: the first failure drops the listeners already bound. An
+/// unspecified host address binds `0.0.0.0` and `::` (when the host has IPv6) on one port.
 pub fn bind_all(ports: &[PortMapping]) -> Result<Listeners, ContainerError> {
     let mut bound = Vec::new();
     for p in ports {
-        let addr = if p.host_ip.contains(':') {
-            format!("[{}]:{}", p.host_ip, p.host_port)
+        let ip = if p.host_ip.is_empty() {
+            "0.0.0.0"
         } else {
-            format!("{}:{}", p.host_ip, p.host_port)
+            p.host_ip.as_str()
         };
-        let listener = TcpListener::bind(&addr).map_err(|source| {
-            if source.kind() == io::ErrorKind::AddrInUse {
-                ContainerError::PortAllocated { addr: addr.clone() }
-            } else {
-                ContainerError::Bind {
-                    addr: addr.clone(),
-                    source,
-                }
-            }
-        })?;
+        let listener = bind_one(ip, p.host_port)?;
         let mut actual = p.clone();
+        actual.host_ip = ip.to_string();
         if let Ok(local) = listener.local_addr() {
             actual.host_port = local.port();
         }
-        bound.push((actual, listener));
+        bound.push((actual.clone(), listener));
+        if p.host_ip.is_empty() && ipv6_available() {
+            let l6 = bind_one("::", actual.host_port)?;
+            let mut v6 = actual;
+            v6.host_ip = "::".to_string();
+            bound.push((v6, l6));
+        }
     }
     Ok(Listeners { bound })
+}
+
+fn ipv6_available() -> bool {
+    std::path::Path::new("/proc/net/if_inet6").exists()
+        && std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+            .map(|s| s.trim() == "0")
+            .unwrap_or(false)
+}
+
+/// `-P`: every exposed port (`80/tcp`; other protocols are not published) on a free host port.
+pub fn publish_all(exposed: &[String]) -> Vec<PortMapping> {
+    exposed
+        .iter()
+        .filter_map(|e| {
+            let (port, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
+            (proto == "tcp").then_some(())?;
+            Some(PortMapping {
+                host_ip: String::new(),
+                host_port: 0,
+                container_port: port.parse().ok().filter(|p| *p != 0)?,
+                proto: proto.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Serve every listener on its own thread until the process exits.
@@ -161,9 +262,12 @@ mod tests {
         let p = parse_publish("8080:80").unwrap();
         assert_eq!(
             (p.host_ip.as_str(), p.host_port, p.container_port),
-            ("0.0.0.0", 8080, 80)
+            ("", 8080, 80)
         );
+        let p = parse_publish("0.0.0.0:8080:80").unwrap();
         assert_eq!(render(&p), "0.0.0.0:8080->80/tcp");
+        let p = parse_publish("[::]:8080:80").unwrap();
+        assert_eq!(render(&p), ":::8080->80/tcp");
         let p = parse_publish("127.0.0.1:9000:90/tcp").unwrap();
         assert_eq!((p.host_ip.as_str(), p.host_port), ("127.0.0.1", 9000));
         let p = parse_publish("80").unwrap();
@@ -173,6 +277,24 @@ mod tests {
         assert!(parse_publish("x:80").is_err());
         assert!(parse_publish("80/udp").is_err());
         assert!(parse_publish("1.2.3:80:80").is_err());
+    }
+
+    #[test]
+    fn unspecified_binds_both_families_on_one_port() {
+        let l = bind_all(&[parse_publish("80").unwrap()]).unwrap();
+        let got: Vec<_> = l.bound.iter().map(|(m, _)| m.clone()).collect();
+        assert_eq!(got[0].host_ip, "0.0.0.0");
+        assert_ne!(got[0].host_port, 0);
+        if ipv6_available() {
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[1].host_ip, "::");
+            assert_eq!(got[1].host_port, got[0].host_port);
+        }
+        let all = publish_all(&["80/tcp".into(), "53/udp".into(), "8080".into()]);
+        assert_eq!(
+            all.iter().map(|p| p.container_port).collect::<Vec<_>>(),
+            [80, 8080]
+        );
     }
 
     #[test]

@@ -58,22 +58,29 @@ fn nix_getrandom(buf: &mut [u8]) -> std::io::Result<()> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// Own network namespace with loopback up (Docker's `bridge` minus the bridge).
-    #[default]
+    /// Own network namespace with loopback only (records made before bridge networking).
     Private,
     /// Share the host's network namespace.
     Host,
     /// Own network namespace, loopback only, no published ports.
     None,
+    /// Own network namespace attached to bridge networks (`net.networks`; empty = `bridge`).
+    #[default]
+    Bridge,
+    /// Join the network namespace of the container `net.container`.
+    Container,
 }
 
 impl NetworkMode {
+    /// The mode a `--network` value selects (a user network's name selects `Bridge`).
     pub fn parse(s: &str) -> Option<NetworkMode> {
         match s {
-            "private" | "bridge" | "default" => Some(NetworkMode::Private),
+            "private" => Some(NetworkMode::Private),
             "host" => Some(NetworkMode::Host),
             "none" => Some(NetworkMode::None),
-            _ => None,
+            "" => None,
+            s if s.starts_with("container:") => Some(NetworkMode::Container),
+            _ => Some(NetworkMode::Bridge),
         }
     }
 
@@ -82,8 +89,66 @@ impl NetworkMode {
             NetworkMode::Private => "private",
             NetworkMode::Host => "host",
             NetworkMode::None => "none",
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::Container => "container",
         }
     }
+}
+
+/// One network a container joins (`--network NAME --network-alias A --ip IP --mac-address M`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointConfig {
+    pub network: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// Network settings of a container beyond its mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetSettings {
+    /// Networks to join at start (`Bridge` mode); empty means the default `bridge`.
+    #[serde(default)]
+    pub networks: Vec<EndpointConfig>,
+    /// `--dns`, `--dns-search`, `--add-host NAME:IP`.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub add_hosts: Vec<String>,
+    /// `Container` mode: the id of the container whose network namespace is joined.
+    #[serde(default)]
+    pub container: String,
+}
+
+impl NetSettings {
+    /// The networks joined at start, the default bridge when none was named.
+    pub fn effective_networks(&self) -> Vec<EndpointConfig> {
+        if self.networks.is_empty() {
+            vec![EndpointConfig {
+                network: "bridge".to_string(),
+                ..Default::default()
+            }]
+        } else {
+            self.networks.clone()
+        }
+    }
+}
+
+/// A container's endpoint on one network, as `inspect` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointState {
+    pub network_id: String,
+    pub ip: String,
+    pub prefix: u8,
+    pub gateway: String,
+    pub mac: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// One `-p` mapping.
@@ -190,6 +255,8 @@ pub struct ContainerConfig {
     pub runtime: String,
     pub resources: Resources,
     #[serde(default)]
+    pub net: NetSettings,
+    #[serde(default)]
     pub security: Security,
     /// `--restart`.
     #[serde(default)]
@@ -257,6 +324,12 @@ pub struct ContainerState {
     pub restart_count: u32,
     /// Set by `stop`/`kill` so a killed container is not reported as crashed.
     pub stopped_by_user: bool,
+    /// Endpoints by network name, while running.
+    #[serde(default)]
+    pub networks: std::collections::BTreeMap<String, EndpointState>,
+    /// The network namespace's path while running (Docker's `SandboxKey`).
+    #[serde(default)]
+    pub sandbox_key: String,
 }
 
 /// Write `data` to `path` atomically ([`crate::fsutil::write_atomic`]: fsynced, with its dir).

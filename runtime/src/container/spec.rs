@@ -124,6 +124,9 @@ pub struct LinuxResources {
 pub struct Namespace {
     #[serde(rename = "type")]
     pub kind: String,
+    /// Join this namespace instead of creating one (a bridge network's sandbox, `container:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// Docker's masked paths (moby `oci/defaults.go`).
@@ -308,6 +311,7 @@ pub fn build(
                 .into_iter()
                 .map(|k| Namespace {
                     kind: k.to_string(),
+                    path: None,
                 })
                 .collect(),
             masked_paths: masked.iter().map(|s| s.to_string()).collect(),
@@ -329,5 +333,26 @@ pub fn build(
 impl Spec {
     pub fn has_namespace(&self, kind: &str) -> bool {
         self.linux.namespaces.iter().any(|n| n.kind == kind)
+    }
+
+    /// The path of a namespace to join rather than create.
+    pub fn namespace_path(&self, kind: &str) -> Option<&str> {
+        self.linux
+            .namespaces
+            .iter()
+            .find(|n| n.kind == kind)
+            .and_then(|n| n.path.as_deref())
+    }
+
+    /// Make the network namespace the one at `path` (empty: keep a new one).
+    pub fn join_network(&mut self, path: &str) {
+        if path.is_empty() {
+            return;
+        }
+        for n in &mut self.linux.namespaces {
+            if n.kind == "network" {
+                n.path = Some(path.to_string());
+            }
+        }
     }
 }

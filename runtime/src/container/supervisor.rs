@@ -187,6 +187,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     } else {
         Some(ports::bind_all(&c.config.ports)?)
     };
+    let mut sandbox = setup_network(rt, &mut c, listeners.as_ref())?;
     std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
     let drv = driver::by_name(&c.config.driver)?;
 
@@ -222,6 +223,11 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
             .and_then(|spec| oci::start(&c, &spec))
             .map(|(pid, stdio)| (pid, stdio, true)),
     };
+    if let Some(s) = sandbox.as_mut() {
+        // Only now: the init is forked (the supervisor had to be single-threaded until then).
+        // Without a thread for it, names go unanswered; the container still runs.
+        let _ = s.start_dns();
+    }
     let (pid, stdio, external) = match started {
         Ok(x) => x,
         Err(e) => {
@@ -254,6 +260,11 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         error: String::new(),
         restart_count: c.state.restart_count,
         stopped_by_user: false,
+        networks: sandbox
+            .as_ref()
+            .map(|s| s.endpoints.clone())
+            .unwrap_or_default(),
+        sandbox_key: c.state.sandbox_key.clone(),
     };
     rt.write_state(&c)?;
 
@@ -308,6 +319,9 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     }
     drop(mounted);
     cgroup::remove(c.id());
+    drop(sandbox);
+    c.state.sandbox_key.clear();
+    c.state.networks.clear();
     c.state.status = Status::Exited;
     c.state.pid = 0;
     c.state.exit_code = code;
@@ -321,6 +335,25 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         rt.write_state(&c)?;
     }
     Ok(code)
+}
+
+/// The container's network sandbox (bridge endpoints, or another container's namespace),
+/// set up before the init starts; its path goes into the spec.
+fn setup_network(
+    rt: &Runtime,
+    c: &mut Container,
+    listeners: Option<&ports::Listeners>,
+) -> Result<Option<crate::network::Sandbox>> {
+    let bound: Vec<_> = listeners
+        .map(|l| l.bound.iter().map(|(m, _)| m.clone()).collect())
+        .unwrap_or_default();
+    let sandbox =
+        crate::network::Sandbox::setup(rt, c, &bound).map_err(|e| ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
+        })?;
+    c.state.sandbox_key = sandbox.as_ref().map(|s| s.path.clone()).unwrap_or_default();
+    Ok(sandbox)
 }
 
 /// The forked init, waiting for its spec.
@@ -385,6 +418,7 @@ pub(super) fn build_spec(c: &Container, mounted: &dyn Mounted, attached: bool) -
                 msg: e.to_string(),
             }
         })?;
+    spec.join_network(&c.state.sandbox_key);
     if attached && c.config.tty {
         spec.process.console_size = spec::ConsoleSize::of_fd(0);
     }

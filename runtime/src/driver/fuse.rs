@@ -61,6 +61,8 @@ impl Driver for FuseDriver {
             work: Some(layers.work.clone()),
             threads: 0,
             fsname: "strata".to_string(),
+            // The format's flavour follows the user the mount is made as (trusted.* as root).
+            flavour: None,
         };
         let mount = strata_fs::mount(opts, mountpoint).map_err(|e| DriverError::Mount {
             driver: NAME,

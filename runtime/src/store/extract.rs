@@ -16,7 +16,7 @@
 //! without keeping a copy of it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -170,8 +170,17 @@ struct Extractor<'a> {
     root: BorrowedFd<'a>,
     flavour: Flavour,
     size: u64,
-    /// (dev, ino) of regular files already counted, so hard links count once.
-    counted: HashMap<(u64, u64), ()>,
+    /// The parent directory of the previous entry (path below the root, fd): entries come
+    /// grouped by directory, so most reuse it instead of opening their parent again.
+    parent: Option<(Vec<u8>, OwnedFd)>,
+    /// Directories whose tar mode has the set-group-ID bit: a file created below one of them
+    /// takes the directory's group, so its owner must be set even when it is ours.
+    sgid_dirs: HashSet<Vec<u8>>,
+    /// Who files are created as, and the umask they are created with: a file whose owner and
+    /// mode come out right at creation needs no `fchown`/`fchmod`.
+    euid: u32,
+    egid: u32,
+    umask: u32,
     /// tar-split record number of the content of each extracted path.
     file_segment: HashMap<Vec<u8>, u64>,
     patches: Vec<(u64, Vec<u8>)>,
@@ -204,7 +213,11 @@ pub fn extract<R: Read>(
         root,
         flavour,
         size: 0,
-        counted: HashMap::new(),
+        parent: None,
+        sgid_dirs: HashSet::new(),
+        euid: nix::unistd::geteuid().as_raw(),
+        egid: nix::unistd::getegid().as_raw(),
+        umask: current_umask(),
         file_segment: HashMap::new(),
         patches: Vec::new(),
         dir_times: Vec::new(),
@@ -246,7 +259,7 @@ pub fn extract<R: Read>(
 impl Extractor<'_> {
     fn entry<R: Read>(
         &mut self,
-        mut entry: tar::Entry<'_, R>,
+        entry: tar::Entry<'_, R>,
         state: &Rc<RefCell<RecState<'_>>>,
     ) -> Result<(), ExtractError> {
         let kind = entry.header().entry_type();
@@ -262,10 +275,64 @@ impl Extractor<'_> {
         let Some(base) = comps.pop() else {
             return Ok(()); // the root itself: keep the layer dir's own metadata
         };
-        let parent = open_dir_path(self.root, &comps, true, &shown)?;
-        let base_os = OsStr::from_bytes(&base);
+        let dir_key = comps.join(&b'/');
+        let parent = match self.parent.take() {
+            Some((k, fd)) if k == dir_key => fd,
+            _ => open_dir_path(self.root, &comps, true, &shown)?,
+        };
+        self.entry_in(
+            entry,
+            state,
+            parent.as_fd(),
+            &dir_key,
+            &comps,
+            &base,
+            &shown,
+        )?;
+        self.parent = Some((dir_key, parent));
+        Ok(())
+    }
 
-        match format::classify(&base) {
+    /// Remove what this layer already has at `key` (`name` in `parent`), recording file
+    /// contents the tar-split still refers to.
+    fn clear(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        key: &[u8],
+        shown: &str,
+    ) -> Result<(), ExtractError> {
+        self.forget(key)?;
+        at::remove_all_at(parent, name).map_err(|e| io_err(shown, e))
+    }
+
+    /// Does a file created in `dir_key` take a group other than ours (a set-group-ID
+    /// directory, or one below it that inherited the bit)?
+    fn inherits_group(&self, dir_key: &[u8]) -> bool {
+        !self.sgid_dirs.is_empty()
+            && (self.sgid_dirs.contains(dir_key)
+                || dir_key
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &b)| b == b'/' && self.sgid_dirs.contains(&dir_key[..i])))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn entry_in<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<'_, R>,
+        state: &Rc<RefCell<RecState<'_>>>,
+        parent: BorrowedFd<'_>,
+        dir_key: &[u8],
+        comps: &[Vec<u8>],
+        base: &[u8],
+        shown: &str,
+    ) -> Result<(), ExtractError> {
+        let kind = entry.header().entry_type();
+        let shown = shown.to_string();
+        let base_os = OsStr::from_bytes(base);
+
+        match format::classify(base) {
             Name::Plain => {}
             Name::OpaqueMarker => {
                 format::set_opaque(parent.as_fd(), OsStr::new(SELF), self.flavour)
@@ -284,9 +351,8 @@ impl Extractor<'_> {
                     key.push(b'/');
                 }
                 key.extend_from_slice(hidden);
-                self.forget(&key)?;
-                at::remove_all_at(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
-                format::make_whiteout(parent.as_fd(), name).map_err(|e| io_err(&shown, e))?;
+                self.clear(parent, name, &key, &shown)?;
+                format::make_whiteout(parent, name).map_err(|e| io_err(&shown, e))?;
                 return Ok(());
             }
         }
@@ -299,30 +365,35 @@ impl Extractor<'_> {
         let gid = pax.gid.unwrap_or_else(|| h.gid().unwrap_or(0)) as u32;
         let mtime = pax.mtime.unwrap_or_else(|| h.mtime().unwrap_or(0));
         let xattrs = pax.xattrs;
-        let mut key = comps.join(&b'/');
+        let mut key = dir_key.to_vec();
         if !key.is_empty() {
             key.push(b'/');
         }
-        key.extend_from_slice(&base);
-
-        // Replace whatever this layer already has at that name, unless dir over dir.
-        let existing = at::fstatat(parent.as_fd(), base_os)
-            .ok()
-            .map(|st| st.st_mode & libc::S_IFMT);
-        let is_dir = kind == tar::EntryType::Directory;
-        if let Some(k) = existing {
-            if !(is_dir && k == libc::S_IFDIR) {
-                self.forget(&key)?;
-                at::remove_all_at(parent.as_fd(), base_os).map_err(|e| io_err(&shown, e))?;
-            }
-        }
+        key.extend_from_slice(base);
+        // Whatever this layer already has at that name is replaced (a directory over a
+        // directory is merged). The create is tried first: the name is usually free.
+        let parent_fd = parent;
+        let ours = uid == self.euid && gid == self.egid && !self.inherits_group(dir_key);
 
         match kind {
             tar::EntryType::Directory => {
-                if existing != Some(libc::S_IFDIR) {
-                    at::mkdirat(parent.as_fd(), base_os, 0o700).map_err(|e| io_err(&shown, e))?;
+                match at::mkdirat(parent_fd, base_os, 0o700) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        let is_dir = at::fstatat(parent_fd, base_os)
+                            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR);
+                        if !is_dir {
+                            self.clear(parent_fd, base_os, &key, &shown)?;
+                            at::mkdirat(parent_fd, base_os, 0o700)
+                                .map_err(|e| io_err(&shown, e))?;
+                        }
+                    }
+                    Err(e) => return Err(io_err(&shown, e)),
                 }
-                let fd = at::open_dir_at(parent.as_fd(), base_os).map_err(|e| match e {
+                if mode & libc::S_ISGID != 0 {
+                    self.sgid_dirs.insert(key.clone());
+                }
+                let fd = at::open_dir_at(parent_fd, base_os).map_err(|e| match e {
                     Errno::ELOOP | Errno::ENOTDIR => not_beneath(&shown),
                     e => io_err(&shown, e),
                 })?;
@@ -334,8 +405,18 @@ impl Extractor<'_> {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let flags = libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY;
-                let fd = at::openat(parent.as_fd(), base_os, flags, 0o600)
-                    .map_err(|e| io_err(&shown, e))?;
+                // Created with its final mode when the umask keeps it and no special bit is
+                // set (those are set after the owner, which clears them).
+                let exact = mode & 0o7000 == 0 && mode & self.umask == 0;
+                let create_mode = if exact { mode } else { 0o600 };
+                let fd = match at::openat(parent_fd, base_os, flags, create_mode) {
+                    Err(Errno::EEXIST) => {
+                        self.clear(parent_fd, base_os, &key, &shown)?;
+                        at::openat(parent_fd, base_os, flags, create_mode)
+                    }
+                    r => r,
+                }
+                .map_err(|e| io_err(&shown, e))?;
                 let mut file = File::from(fd);
                 let sparse = kind == tar::EntryType::GNUSparse;
                 let size = entry.size();
@@ -354,13 +435,15 @@ impl Extractor<'_> {
                         "truncated file content",
                     )));
                 }
-                let st = at::fstat(file.as_fd()).map_err(|e| io_err(&shown, e))?;
-                if self.counted.insert((st.st_dev, st.st_ino), ()).is_none() {
-                    self.size += copied;
+                // A new inode (O_EXCL): hard links to it are `Link` entries, counted never.
+                self.size += copied;
+                if !ours {
+                    at::fchownat(file.as_fd(), OsStr::new(SELF), uid, gid)
+                        .map_err(|e| io_err(&shown, e))?;
                 }
-                at::fchownat(file.as_fd(), OsStr::new(SELF), uid, gid)
-                    .map_err(|e| io_err(&shown, e))?;
-                at::fchmod(file.as_fd(), mode).map_err(|e| io_err(&shown, e))?;
+                if !ours || !exact {
+                    at::fchmod(file.as_fd(), mode).map_err(|e| io_err(&shown, e))?;
+                }
                 apply_xattrs(file.as_fd(), &xattrs, &shown)?;
                 at::utimensat(file.as_fd(), OsStr::new(SELF), &times(mtime))
                     .map_err(|e| io_err(&shown, e))?;
@@ -370,11 +453,20 @@ impl Extractor<'_> {
                     .link_name_bytes()
                     .ok_or_else(|| unsafe_entry(&shown, "symlink without target"))?
                     .into_owned();
-                at::symlinkat(OsStr::from_bytes(&target), parent.as_fd(), base_os)
-                    .map_err(|e| io_err(&shown, e))?;
+                let link = || at::symlinkat(OsStr::from_bytes(&target), parent_fd, base_os);
+                match link() {
+                    Err(Errno::EEXIST) => {
+                        self.clear(parent_fd, base_os, &key, &shown)?;
+                        link()
+                    }
+                    r => r,
+                }
+                .map_err(|e| io_err(&shown, e))?;
                 self.size += target.len() as u64;
-                at::fchownat(parent.as_fd(), base_os, uid, gid).map_err(|e| io_err(&shown, e))?;
-                let _ = at::utimensat(parent.as_fd(), base_os, &times(mtime));
+                if !ours {
+                    at::fchownat(parent_fd, base_os, uid, gid).map_err(|e| io_err(&shown, e))?;
+                }
+                let _ = at::utimensat(parent_fd, base_os, &times(mtime));
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -394,12 +486,15 @@ impl Extractor<'_> {
                         other => other,
                     })?;
                 // Flags 0: link the target itself even if it is a symlink; never dereference.
-                at::linkat(
-                    tdir.as_fd(),
-                    OsStr::from_bytes(&tbase),
-                    parent.as_fd(),
-                    base_os,
-                )
+                let link =
+                    || at::linkat(tdir.as_fd(), OsStr::from_bytes(&tbase), parent_fd, base_os);
+                match link() {
+                    Err(Errno::EEXIST) => {
+                        self.clear(parent_fd, base_os, &key, &shown)?;
+                        link()
+                    }
+                    r => r,
+                }
                 .map_err(|e| match e {
                     Errno::ENOENT => unsafe_entry(&shown, "hard link target is not in this layer"),
                     Errno::EPERM => unsafe_entry(&shown, "hard link to a directory"),
@@ -415,13 +510,24 @@ impl Extractor<'_> {
                 let major = h.device_major().ok().flatten().unwrap_or(0);
                 let minor = h.device_minor().ok().flatten().unwrap_or(0);
                 let dev = libc::makedev(major, minor);
-                at::mknodat(parent.as_fd(), base_os, sflag | mode, dev)
-                    .map_err(|e| io_err(&shown, e))?;
-                at::fchownat(parent.as_fd(), base_os, uid, gid).map_err(|e| io_err(&shown, e))?;
-                let _ = at::utimensat(parent.as_fd(), base_os, &times(mtime));
+                let make = || at::mknodat(parent_fd, base_os, sflag | mode, dev);
+                match make() {
+                    Err(Errno::EEXIST) => {
+                        self.clear(parent_fd, base_os, &key, &shown)?;
+                        make()
+                    }
+                    r => r,
+                }
+                .map_err(|e| io_err(&shown, e))?;
+                at::fchownat(parent_fd, base_os, uid, gid).map_err(|e| io_err(&shown, e))?;
+                let _ = at::utimensat(parent_fd, base_os, &times(mtime));
             }
             _ => {
-                // Unknown entry types (e.g. Solaris ACLs): skipped, content recorded raw.
+                // Unknown entry types (e.g. Solaris ACLs): skipped, content recorded raw; what
+                // the layer had at that name is replaced all the same.
+                if at::fstatat(parent_fd, base_os).is_ok() {
+                    self.clear(parent_fd, base_os, &key, &shown)?;
+                }
             }
         }
         Ok(())
@@ -506,6 +612,19 @@ fn apply_xattrs(
         }
     }
     Ok(())
+}
+
+/// The process's umask, read without changing it (`umask(2)` can only set it, and another
+/// thread may be creating files); all bits when unknown, so nothing is assumed.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o7777)
 }
 
 /// `io::copy` through `buf` (grown to 256 KiB on first use).

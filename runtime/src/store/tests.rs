@@ -603,6 +603,61 @@ fn long_names_xattrs_devices_and_rewrites() {
     assert_eq!(out, bytes);
 }
 
+/// Owners and modes come out exactly as the tar says whether or not extraction could skip
+/// `fchown`/`fchmod`: files below a set-group-ID directory keep the tar's group (not the
+/// directory's), special bits survive, modes the umask would strip are restored, and an entry
+/// replacing another of a different kind in the same layer replaces it.
+#[test]
+fn owners_and_modes_are_exact_below_setgid_dirs_and_across_kinds() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let (_t, s) = store();
+    let mut b = tar::Builder::new(Vec::new());
+    let entry = |b: &mut tar::Builder<Vec<u8>>, kind, path: &str, mode, gid, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(gid);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    use tar::EntryType::{Directory, Regular};
+    entry(&mut b, Directory, "mail/", 0o2775, 8, b"");
+    entry(&mut b, Directory, "mail/sub/", 0o755, 0, b"");
+    entry(&mut b, Regular, "mail/f", 0o644, 0, b"f");
+    entry(&mut b, Regular, "mail/sub/g", 0o600, 0, b"g");
+    entry(&mut b, Regular, "suid", 0o4755, 0, b"s");
+    entry(&mut b, Regular, "open", 0o666, 0, b"o");
+    entry(&mut b, Regular, "x", 0o644, 0, b"file first");
+    entry(&mut b, Directory, "x/", 0o700, 0, b"");
+    entry(&mut b, Directory, "y/", 0o755, 0, b"");
+    entry(&mut b, Regular, "y/in", 0o644, 0, b"in");
+    entry(&mut b, Regular, "y", 0o640, 5, b"file over dir");
+    let bytes = b.into_inner().unwrap();
+    let l = s.add_layer(&bytes[..], None, None).unwrap();
+    let d = s.layer_diff_dir(&l.chain_id);
+    let md = |p: &str| std::fs::symlink_metadata(d.join(p)).unwrap();
+    assert_eq!((md("mail").gid(), md("mail").mode() & 0o7777), (8, 0o2775));
+    assert_eq!(
+        md("mail/f").gid(),
+        0,
+        "group from the tar, not the setgid dir"
+    );
+    assert_eq!(md("mail/sub").gid(), 0);
+    assert_eq!(md("mail/sub/g").gid(), 0);
+    assert_eq!(md("mail/sub/g").permissions().mode() & 0o7777, 0o600);
+    assert_eq!(md("suid").mode() & 0o7777, 0o4755);
+    assert_eq!(md("open").mode() & 0o7777, 0o666, "umask bits restored");
+    assert!(md("x").is_dir());
+    assert_eq!(md("x").mode() & 0o7777, 0o700);
+    assert!(md("y").is_file());
+    assert_eq!((md("y").gid(), md("y").mode() & 0o7777), (5, 0o640));
+    assert_eq!(std::fs::read(d.join("y")).unwrap(), b"file over dir");
+    let mut out = Vec::new();
+    s.layer_tar(&l.chain_id, &mut out).unwrap();
+    assert_eq!(out, bytes);
+}
+
 #[test]
 fn replacing_a_dir_or_whiting_out_in_the_same_layer_still_rebuilds() {
     let (_t, s) = store();

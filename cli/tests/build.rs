@@ -1,0 +1,1096 @@
+//! `strata build` end to end: real builds on the busybox fixture (RUN steps are containers on
+//! the default `fuse` driver), Docker's classic builder output, the resulting configs and
+//! history, the cache, multi-stage builds, `.dockerignore`, heredocs, ADD, and failures that
+//! leave nothing behind. Every `strata` call runs under a time limit and the `Strata` guard
+//! removes containers, processes and mounts even when a test fails.
+
+mod containers_common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use containers_common::{default_driver, setup};
+use serde_json::Value;
+use strata_testkit::container::{mounts_under, wait_output, Run, Strata};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn build(s: &Strata, args: &[&str]) -> Run {
+    let mut a = vec!["build"];
+    a.extend_from_slice(args);
+    s.run_timeout(&a, LIMIT)
+}
+
+fn build_ok(s: &Strata, args: &[&str]) -> String {
+    let r = build(s, args);
+    assert!(r.ok(), "build {args:?} failed: {r:?}");
+    r.stdout
+}
+
+fn write(dir: &Path, rel: &str, content: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+fn inspect(s: &Strata, image: &str) -> Value {
+    let out = s.ok(&["image", "inspect", image]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+fn image_id(s: &Strata, image: &str) -> String {
+    inspect(s, image)["Id"].as_str().unwrap().to_string()
+}
+
+/// `Successfully built <id>` of a build's output.
+fn built_id(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Successfully built "))
+        .unwrap_or_else(|| panic!("no 'Successfully built' in:\n{out}"))
+        .to_string()
+}
+
+fn assert_clean(s: &Strata) {
+    assert_eq!(s.ok(&["ps", "-aq"]), "", "no build container may be left");
+    assert!(
+        mounts_under(s.root_path()).is_empty(),
+        "no mount may be left"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(s.root_path().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(tmp.is_empty(), "staging left behind: {tmp:?}");
+}
+
+const WEB_DOCKERFILE: &str = r#"# syntax=docker/dockerfile:1
+FROM busybox
+ARG GREETING=hello
+ENV PAGE=/www/index.html \
+    MODE=prod
+LABEL org.example.title="web page" version=3
+WORKDIR /www
+COPY index.html ./
+RUN echo "$GREETING $MODE" > /greeting && cat /greeting
+EXPOSE 80 53/udp
+VOLUME ["/data"]
+USER nobody
+STOPSIGNAL SIGQUIT
+HEALTHCHECK --interval=30s --retries=2 CMD ["true"]
+ENTRYPOINT ["httpd"]
+CMD ["-f", "-p", "80", "-h", "/www"]
+"#;
+
+#[test]
+fn build_instructions_history_and_cache() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "Dockerfile", WEB_DOCKERFILE);
+    write(ctx.path(), "index.html", "<h1>Hello strata</h1>\n");
+    let c = ctx.path().to_str().unwrap();
+
+    let out = build_ok(
+        &s,
+        &[
+            "-t",
+            "web:v3",
+            "-t",
+            "web:latest",
+            "--build-arg",
+            "GREETING=hi",
+            "--label",
+            "extra=1",
+            c,
+        ],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Step 1/15 : FROM busybox", "{out}");
+    assert!(lines.contains(&"Step 6/15 : COPY index.html ./"), "{out}");
+    assert!(
+        lines.contains(&"Step 7/15 : RUN echo \"$GREETING $MODE\" > /greeting && cat /greeting"),
+        "{out}"
+    );
+    assert!(lines.contains(&"Step 15/15 : LABEL extra=1"), "{out}");
+    let run_at = lines
+        .iter()
+        .position(|l| l.starts_with("Step 7/15"))
+        .unwrap();
+    assert!(lines[run_at + 1].starts_with(" ---> Running in "), "{out}");
+    assert_eq!(
+        lines[run_at + 2],
+        "hi prod",
+        "the step's output is streamed: {out}"
+    );
+    assert!(
+        lines[run_at + 3].starts_with("Removing intermediate container "),
+        "{out}"
+    );
+    assert!(lines[run_at + 4].starts_with(" ---> "), "{out}");
+    // Metadata steps too get their (never started) container, as in the classic builder.
+    let cmd_at = lines
+        .iter()
+        .position(|l| l.starts_with("Step 14/15 : CMD"))
+        .unwrap();
+    assert!(lines[cmd_at + 1].starts_with(" ---> Running in "), "{out}");
+    assert!(
+        lines[cmd_at + 2].starts_with("Removing intermediate container "),
+        "{out}"
+    );
+    let copy_at = lines
+        .iter()
+        .position(|l| l.starts_with("Step 6/15 : COPY"))
+        .unwrap();
+    assert!(lines[copy_at + 1].starts_with(" ---> ") && !lines[copy_at + 1].contains("Running"));
+    let id = built_id(&out);
+    assert_eq!(
+        lines[lines.len() - 2],
+        "Successfully tagged web:v3",
+        "{out}"
+    );
+    assert_eq!(
+        lines[lines.len() - 1],
+        "Successfully tagged web:latest",
+        "{out}"
+    );
+    assert!(image_id(&s, "web:v3").starts_with(&format!("sha256:{id}")));
+
+    let cfg = &inspect(&s, "web:v3")["Config"];
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "PAGE=/www/index.html"),
+        "{cfg}"
+    );
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "MODE=prod"),
+        "{cfg}"
+    );
+    assert_eq!(cfg["WorkingDir"], "/www");
+    assert_eq!(cfg["Labels"]["org.example.title"], "web page");
+    assert_eq!(cfg["Labels"]["version"], "3");
+    assert_eq!(cfg["Labels"]["extra"], "1");
+    assert!(cfg["ExposedPorts"].get("80/tcp").is_some(), "{cfg}");
+    assert!(cfg["ExposedPorts"].get("53/udp").is_some(), "{cfg}");
+    assert!(cfg["Volumes"].get("/data").is_some(), "{cfg}");
+    assert_eq!(cfg["User"], "nobody");
+    assert_eq!(cfg["StopSignal"], "SIGQUIT");
+    assert_eq!(
+        cfg["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "true"])
+    );
+    assert_eq!(cfg["Healthcheck"]["Interval"], 30_000_000_000i64);
+    assert_eq!(cfg["Healthcheck"]["Retries"], 2);
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["httpd"]));
+    assert_eq!(
+        cfg["Cmd"],
+        serde_json::json!(["-f", "-p", "80", "-h", "/www"])
+    );
+
+    // History: Docker's created_by forms, empty_layer for metadata.
+    let hist = s.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}\t{{.Size}}",
+        "web:v3",
+    ]);
+    let h: Vec<&str> = hist.lines().collect();
+    assert!(
+        h.contains(&"/bin/sh -c #(nop)  CMD [\"-f\" \"-p\" \"80\" \"-h\" \"/www\"]\t0B"),
+        "{hist}"
+    );
+    assert!(
+        h.contains(&"/bin/sh -c #(nop)  ENTRYPOINT [\"httpd\"]\t0B"),
+        "{hist}"
+    );
+    assert!(h.contains(&"/bin/sh -c #(nop)  USER nobody\t0B"), "{hist}");
+    assert!(
+        h.iter().any(|l| l
+            .starts_with("|1 GREETING=hi /bin/sh -c echo \"$GREETING $MODE\" > /greeting")
+            && !l.ends_with("\t0B")),
+        "{hist}"
+    );
+    assert!(
+        h.iter()
+            .any(|l| l.starts_with("/bin/sh -c #(nop) COPY file:") && l.contains(" in ./ \t")),
+        "{hist}"
+    );
+    assert!(
+        h.iter()
+            .any(|l| l.starts_with("/bin/sh -c #(nop) WORKDIR /www\t")),
+        "{hist}"
+    );
+
+    // The image runs: the copied page and the RUN's file are there.
+    let r = s.run_timeout(
+        &[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            "web:v3",
+            "/www/index.html",
+            "/greeting",
+        ],
+        LIMIT,
+    );
+    assert_eq!(r.stdout, "<h1>Hello strata</h1>\nhi prod\n", "{r:?}");
+    // Intermediate images are listed with -a only.
+    let all = s.ok(&["image", "ls", "-a", "-q"]).lines().count();
+    let shown = s.ok(&["image", "ls", "-q"]).lines().count();
+    assert!(all >= shown + 13, "intermediate images: {all} vs {shown}");
+    assert_clean(&s);
+
+    // Same build again: every step from the cache, the same image.
+    let again = build_ok(&s, &["--build-arg", "GREETING=hi", "--label", "extra=1", c]);
+    assert_eq!(again.matches(" ---> Using cache").count(), 14, "{again}");
+    assert!(!again.contains("Running in"), "{again}");
+    assert_eq!(built_id(&again), id);
+
+    // Touching the copied file (mtime only) keeps the cache; new content busts it from COPY on.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.path().join("index.html"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let touched = build_ok(&s, &["--build-arg", "GREETING=hi", "--label", "extra=1", c]);
+    assert_eq!(built_id(&touched), id, "{touched}");
+    write(ctx.path(), "index.html", "<h1>Changed</h1>\n");
+    let changed = build_ok(&s, &["--build-arg", "GREETING=hi", "--label", "extra=1", c]);
+    assert_eq!(changed.matches(" ---> Using cache").count(), 4, "{changed}");
+    assert!(changed.contains("Running in"), "{changed}");
+    assert_ne!(built_id(&changed), id);
+    // Another build-arg value busts the RUN step.
+    let other = build_ok(&s, &["--build-arg", "GREETING=yo", "--label", "extra=1", c]);
+    assert_eq!(other.matches(" ---> Using cache").count(), 5, "{other}");
+    // --no-cache: nothing reused.
+    let fresh = build_ok(&s, &["--no-cache", "-q", c]);
+    assert!(
+        fresh.trim().starts_with("sha256:") && fresh.lines().count() == 1,
+        "{fresh}"
+    );
+    assert_clean(&s);
+}
+
+#[test]
+fn build_failures_leave_nothing_behind() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+
+    // A syntax error fails before anything runs, naming its line.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN echo should-not-run\n\nFOO bar\n",
+    );
+    let r = build(&s, &["-t", "web:v1", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "Error: dockerfile parse error on line 4: unknown instruction: FOO\n"
+    );
+    assert_eq!(r.stdout, "");
+
+    // A failing RUN: Docker's message, exit 1, the tag stays where it was.
+    s.ok(&["tag", "busybox", "web:v1"]);
+    let before = image_id(&s, "web:v1");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN echo first > /f\nRUN false\n",
+    );
+    let r = build(&s, &["-t", "web:v1", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stdout.contains("Step 3/3 : RUN false"), "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "Error: The command '/bin/sh -c false' returned a non-zero code: 1\n"
+    );
+    assert_eq!(image_id(&s, "web:v1"), before);
+    assert_clean(&s);
+    // The step that succeeded is cached.
+    let r = build(&s, &["-t", "web:v1", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stdout.contains(" ---> Using cache"), "{r:?}");
+
+    // COPY sources: missing, outside the context, a symlink out of it.
+    let cases = [
+        (
+            "COPY nothing.txt /x\n",
+            "Error: COPY failed: file not found in build context or excluded by .dockerignore: stat nothing.txt: file does not exist\n",
+        ),
+        (
+            "COPY ../outside /x\n",
+            "Error: COPY failed: forbidden path outside the build context: ../outside ()\n",
+        ),
+        (
+            "COPY link /x\n",
+            "Error: COPY failed: forbidden path outside the build context: link ()\n",
+        ),
+        ("COPY *.none /x/\n", "Error: COPY failed: no source files were specified\n"),
+        (
+            "COPY --chown=nosuchuser a /x\n",
+            "Error: unable to convert uid/gid chown string to host mapping: can't find uid for user nosuchuser: no such user: nosuchuser\n",
+        ),
+    ];
+    std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("link")).unwrap();
+    write(ctx.path(), "a", "a");
+    for (line, want) in cases {
+        write(ctx.path(), "Dockerfile", &format!("FROM busybox\n{line}"));
+        let r = build(&s, &[c]);
+        assert_eq!(r.code, Some(1), "{line}: {r:?}");
+        assert_eq!(r.stderr, want, "{line}");
+    }
+    let r = build(&s, &["--target", "nope", c]);
+    assert_eq!(
+        r.stderr,
+        "Error: failed to reach build target nope in Dockerfile\n"
+    );
+    let r = build(&s, &["/nonexistent-context"]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("unable to prepare context"), "{r:?}");
+    assert_eq!(image_id(&s, "web:v1"), before);
+    assert_clean(&s);
+}
+
+/// Serve `body` over HTTP on 127.0.0.1 to every request (for ADD of a URL).
+fn serve(body: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+fn tar_gz(entries: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    strata_testkit::fixtures::gzip(&b.into_inner().unwrap())
+}
+
+#[test]
+fn build_multistage_ignore_heredocs_and_add() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    let port = serve("from the web\n");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            r#"FROM busybox AS unused
+RUN exit 3
+FROM busybox AS builder
+ARG NAME=stage
+RUN <<EOF
+mkdir -p /out
+echo "built by $NAME" > /out/artifact
+EOF
+FROM busybox
+ARG NAME=final
+COPY --from=builder /out/artifact /artifact
+COPY --chown=1:2 --chmod=640 keep.txt /files/
+COPY dir/ /files/dir/
+COPY *.conf /conf/
+COPY <<EOT /etc/motd
+hello $NAME
+EOT
+ADD archive.tar.gz /unpacked/
+ADD http://127.0.0.1:{port}/remote.txt /remote/
+RUN ls -ln /files/keep.txt /remote/remote.txt && cat /artifact /etc/motd /unpacked/inner/a.txt /remote/remote.txt && ls /files/dir /conf
+"#
+        ),
+    );
+    write(ctx.path(), "keep.txt", "keep\n");
+    write(ctx.path(), "dir/a", "a\n");
+    write(ctx.path(), "dir/secret", "secret\n");
+    write(ctx.path(), "dir/debug.log", "log\n");
+    write(ctx.path(), "a.conf", "a\n");
+    write(ctx.path(), "b.conf", "b\n");
+    write(ctx.path(), "c.txt", "c\n");
+    write(
+        ctx.path(),
+        ".dockerignore",
+        "# rules\n**/*.log\ndir/secret\n",
+    );
+    std::fs::write(
+        ctx.path().join("archive.tar.gz"),
+        tar_gz(&[("inner/a.txt", "unpacked\n")]),
+    )
+    .unwrap();
+
+    let out = build_ok(&s, &["-t", "multi", c]);
+    assert!(
+        !out.contains("exit 3"),
+        "the unused stage is not built: {out}"
+    );
+    assert!(
+        out.starts_with("Step 1/13 : FROM busybox AS builder\n"),
+        "{out}"
+    );
+    for want in [
+        "-rw-r-----    1 1        2",
+        "-rw-------    1 0        0",
+        "built by stage\nhello final\nunpacked\nfrom the web\n",
+        "a.conf\nb.conf",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let r = s.run_timeout(&["run", "--rm", "multi", "ls", "/files/dir"], LIMIT);
+    assert_eq!(r.stdout, "a\n", "ignored files are not copied: {r:?}");
+
+    // --target builds only what the target needs.
+    let out = build_ok(&s, &["--target", "builder", "-t", "stage", c]);
+    assert!(
+        out.starts_with("Step 1/3 : FROM busybox AS builder\n"),
+        "{out}"
+    );
+    assert!(out.contains(" ---> Using cache"), "{out}");
+    let r = s.run_timeout(&["run", "--rm", "stage", "cat", "/out/artifact"], LIMIT);
+    assert_eq!(r.stdout, "built by stage\n");
+
+    // Independent stages (built at the same time) read as a sequential build.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox AS a\nRUN echo from-a > /a\nFROM busybox AS b\nRUN echo from-b > /b\nFROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nRUN cat /a /b\n",
+    );
+    let out = build_ok(&s, &["-t", "both", c]);
+    let steps: Vec<&str> = out.lines().filter(|l| l.starts_with("Step ")).collect();
+    let want: Vec<String> = (1..=8).map(|n| format!("Step {n}/8 : ")).collect();
+    assert_eq!(steps.len(), 8, "{out}");
+    for (got, want) in steps.iter().zip(&want) {
+        assert!(got.starts_with(want.as_str()), "{got} vs {want}:\n{out}");
+    }
+    assert!(
+        out.contains("Step 2/8 : RUN echo from-a > /a\n ---> Running in "),
+        "{out}"
+    );
+    assert!(out.contains("\nfrom-a\nfrom-b\n"), "{out}");
+    assert_clean(&s);
+}
+
+#[test]
+fn build_from_stdin_quiet_and_iidfile() {
+    let s = setup(&default_driver());
+    let dir = tempfile::tempdir().unwrap();
+    let iid = dir.path().join("iid");
+    let stdin_build = |args: &[&str], input: &[u8]| -> Run {
+        let mut a = vec!["build"];
+        a.extend_from_slice(args);
+        let mut cmd = s.command(&a);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = wait_output(child, LIMIT);
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    // A lone Dockerfile on STDIN, -q, --iidfile.
+    let r = stdin_build(
+        &["-q", "--iidfile", iid.to_str().unwrap(), "-t", "q:1", "-"],
+        b"FROM busybox\nRUN echo quiet > /q\nCMD [\"cat\", \"/q\"]\n",
+    );
+    assert!(r.ok(), "{r:?}");
+    let id = r.stdout.trim();
+    assert!(
+        id.starts_with("sha256:") && r.stdout.lines().count() == 1,
+        "{r:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
+    assert_eq!(image_id(&s, "q:1"), id);
+    assert_eq!(
+        s.run_timeout(&["run", "--rm", "q:1"], LIMIT).stdout,
+        "quiet\n"
+    );
+    // A tar context on STDIN, with -f naming a Dockerfile inside it.
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [
+        (
+            "build/Dockerfile.web",
+            "FROM busybox\nCOPY page.html /www/\n",
+        ),
+        ("page.html", "from tar\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    let r = stdin_build(
+        &["-f", "build/Dockerfile.web", "-t", "t:1", "-"],
+        &b.into_inner().unwrap(),
+    );
+    assert!(r.ok(), "{r:?}");
+    let r = s.run_timeout(&["run", "--rm", "t:1", "cat", "/www/page.html"], LIMIT);
+    assert_eq!(r.stdout, "from tar\n");
+    // `image build` is the same verb; a bad --iidfile path is refused before building.
+    let r = s.run_timeout(&["image", "build", "--iidfile", "/dev/null", "-"], LIMIT);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.contains("must be a directory or a regular file"),
+        "{r:?}"
+    );
+    assert_clean(&s);
+}
+
+#[test]
+fn build_onbuild_shell_args_scratch_and_network() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile.base",
+        "FROM busybox\nSHELL [\"/bin/sh\", \"-ec\"]\nONBUILD RUN echo triggered > /triggered\nONBUILD ENV FROM_TRIGGER=yes\n",
+    );
+    let base_df = ctx.path().join("Dockerfile.base");
+    build_ok(
+        &s,
+        &[
+            "-f",
+            base_df.to_str().unwrap(),
+            "-t",
+            "base",
+            "--platform",
+            "linux/amd64",
+            "--progress",
+            "plain",
+            c,
+        ],
+    );
+    let cfg = &inspect(&s, "base")["Config"];
+    assert_eq!(cfg["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    assert_eq!(cfg["OnBuild"].as_array().unwrap().len(), 2, "{cfg}");
+    let hist = s.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "base",
+    ]);
+    assert!(
+        hist.contains("/bin/sh -ec #(nop)  ONBUILD RUN echo triggered > /triggered\n"),
+        "{hist}"
+    );
+
+    write(
+        ctx.path(),
+        "Dockerfile",
+        r#"ARG BASE=base
+ARG V=meta
+FROM $BASE AS one
+ARG V
+RUN echo "one:$V:$FROM_TRIGGER"
+FROM busybox AS two
+RUN echo "two:[$V]"
+COPY --from=busybox /bin/busybox /busybox
+COPY --from=one /triggered /triggered
+FROM scratch
+COPY --from=two /triggered /busybox /
+ENV A=1 B=${A:-unset}
+"#,
+    );
+    let out = build_ok(&s, &["-t", "final", c]);
+    assert!(out.contains("# Executing 2 build triggers"), "{out}");
+    assert!(
+        out.contains("\none:meta:yes\n"),
+        "ARG redeclared in a stage takes the meta value: {out}"
+    );
+    assert!(
+        out.contains("\ntwo:[]\n"),
+        "ARGs are scoped to their stage: {out}"
+    );
+    let img = inspect(&s, "final");
+    assert_eq!(
+        img["RootFS"]["Layers"].as_array().unwrap().len(),
+        1,
+        "{img}"
+    );
+    let env = img["Config"]["Env"].as_array().unwrap();
+    for want in [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "A=1",
+        "B=unset",
+    ] {
+        assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
+    }
+    let r = s.run_timeout(
+        &["run", "--rm", "final", "/busybox", "cat", "/triggered"],
+        LIMIT,
+    );
+    assert_eq!(r.stdout, "triggered\n", "{r:?}");
+    // Triggers run once: the child image has none.
+    assert!(inspect(&s, "final")["Config"]["OnBuild"].is_null());
+
+    // --network: RUN reaches a server on the host's loopback only with `host`.
+    let port = serve("host only\n");
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM busybox\nRUN wget -q -O- http://127.0.0.1:{port}/\n"),
+    );
+    let out = build_ok(&s, &["--network", "host", "-t", "net", c]);
+    assert!(out.contains("\nhost only\n"), "{out}");
+    // A RUN that changes nothing adds no layer, only an empty_layer history entry.
+    let layers = |img: &str| {
+        inspect(&s, img)["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(layers("net"), layers("busybox"));
+    let r = build(&s, &["--network", "none", "--no-cache", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("returned a non-zero code: 1"), "{r:?}");
+    // ADD --checksum is checked.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/f /f\n",
+            "0".repeat(64)
+        ),
+    );
+    let r = build(&s, &[c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr.starts_with("Error: digest mismatch sha256:000"),
+        "{r:?}"
+    );
+    assert_clean(&s);
+}
+
+#[test]
+fn build_pulls_base_and_pushes_result() {
+    let reg = strata_testkit::registry::Registry::start();
+    let s = setup(&default_driver());
+    let bb = format!("{}/bb:1", reg.addr());
+    s.ok(&["tag", "busybox", &bb]);
+    s.run_timeout(&["push", &bb], LIMIT);
+    s.ok(&["rmi", &bb]);
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM {bb}\nRUN echo pushed > /p\nCMD [\"cat\", \"/p\"]\n"),
+    );
+    let app = format!("{}/app:1", reg.addr());
+    let r = build(&s, &["-t", &app, c]);
+    assert!(r.ok(), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("Successfully tagged {app}")),
+        "{r:?}"
+    );
+    // --pull asks the registry again; the steps stay cached.
+    let r = build(&s, &["--pull", "-t", &app, c]);
+    assert!(r.ok(), "{r:?}");
+    assert!(r.stderr.contains("Image is up to date"), "{r:?}");
+    assert!(r.stdout.contains(" ---> Using cache"), "{r:?}");
+    let r = s.run_timeout(&["push", &app], LIMIT);
+    assert!(r.ok(), "{r:?}");
+    // A fresh store pulls the built image and runs it.
+    let other = strata_testkit::container::Strata::new(env!("CARGO_BIN_EXE_strata"))
+        .with_driver(&default_driver());
+    let r = other.run_timeout(&["run", "--rm", &app], LIMIT);
+    assert_eq!(r.stdout, "pushed\n", "{r:?}");
+    assert_clean(&s);
+}
+
+#[test]
+fn build_interrupted_leaves_nothing_behind() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN echo started && sleep 60\n",
+    );
+    let mut cmd = s.command(&["build", "-t", "never", ctx.path().to_str().unwrap()]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        assert!(std::time::Instant::now() < deadline, "no output");
+        let mut buf = [0u8; 256];
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "build ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // SAFETY: sending SIGINT to the child we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = wait_output(child, LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error: build cancelled\n"
+    );
+    let r = s.run(&["image", "inspect", "never"]);
+    assert!(!r.ok());
+    assert_clean(&s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peer check: the same Dockerfiles built by `podman build` (Debian's podman, runc, vfs storage in
+// temp dirs) and by strata; the root filesystems and configs must match.
+
+/// One file of a flattened image: type, mode, owner, content digest or link target.
+type Listing = std::collections::BTreeMap<String, String>;
+
+/// Flatten the image in a docker-archive (`save` output of either tool) into a listing.
+fn flatten(archive: &Path) -> (Listing, Value) {
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let mut ar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(p, data);
+    }
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let config: Value =
+        serde_json::from_slice(&files[manifest[0]["Config"].as_str().unwrap()]).unwrap();
+    let mut out = Listing::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let data = &files[layer.as_str().unwrap()];
+        let mut ar = tar::Archive::new(&data[..]);
+        let mut opaque: Vec<String> = Vec::new();
+        let mut added: Vec<(String, String)> = Vec::new();
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let path = path
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            let (dir, name) = match path.rsplit_once('/') {
+                Some((d, n)) => (format!("{d}/"), n.to_string()),
+                None => (String::new(), path.clone()),
+            };
+            if name == ".wh..wh..opq" {
+                opaque.push(dir);
+                continue;
+            }
+            if let Some(gone) = name.strip_prefix(".wh.") {
+                let gone = format!("{dir}{gone}");
+                out.retain(|k, _| *k != gone && !k.starts_with(&format!("{gone}/")));
+                continue;
+            }
+            let h = e.header().clone();
+            let kind = h.entry_type();
+            let what = if kind.is_dir() {
+                "dir".to_string()
+            } else if kind.is_symlink() {
+                format!("link->{}", e.link_name().unwrap().unwrap().display())
+            } else if kind.is_hard_link() {
+                format!("hardlink->{}", e.link_name().unwrap().unwrap().display())
+            } else {
+                let mut d = Vec::new();
+                e.read_to_end(&mut d).unwrap();
+                format!("file:{}", strata_testkit::fixtures::sha256(&d))
+            };
+            let mode = if kind.is_symlink() {
+                0
+            } else {
+                h.mode().unwrap() & 0o7777
+            };
+            added.push((
+                path,
+                format!("{what} {mode:o} {}:{}", h.uid().unwrap(), h.gid().unwrap()),
+            ));
+        }
+        for d in opaque {
+            out.retain(|k, _| !k.starts_with(&d));
+        }
+        for (p, v) in added {
+            out.insert(p, v);
+        }
+    }
+    (out, config)
+}
+
+fn podman(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .args(["-k", "5", "120", "podman", "--root"])
+        .arg(dir.join("proot"))
+        .arg("--runroot")
+        .arg(dir.join("prun"))
+        .arg("--tmpdir")
+        .arg(dir.join("ptmp"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--runtime",
+            "runc",
+        ])
+        .args(args)
+        .env("XDG_CONFIG_HOME", dir.join("pconfig"))
+        .env("XDG_DATA_HOME", dir.join("pdata"))
+        .output()
+        .expect("podman is installed by scripts/setup")
+}
+
+/// The corpus: (name, Dockerfile, context files as (path, content, mode)).
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str, u32)],
+);
+
+const PEER_CORPUS: &[Case] = &[
+    (
+        "run-and-metadata",
+        "FROM busybox\nRUN mkdir -p /app/data && echo hi > /app/data/f && chmod 0600 /app/data/f \\\n && ln -s /app/data/f /app/link && rm /etc/motd\nWORKDIR /app\nENV A=1 B=\"two words\"\nUSER nobody\nEXPOSE 80 53/udp\nVOLUME /data\nLABEL a=b\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK --interval=5s --retries=2 CMD [\"true\"]\nENTRYPOINT [\"sh\", \"-c\"]\nCMD [\"echo hi\"]\n",
+        &[],
+    ),
+    (
+        "copy-forms",
+        "FROM busybox\nCOPY f.txt /dst/\nCOPY dir /dst/dir/\nCOPY --chown=1:2 f.txt /owned\nCOPY --chown=nobody f.txt /owned-by-name\nCOPY --chmod=700 f.txt /exec\nCOPY *.conf /conf/\nCOPY link /via-link\nCOPY dir/sub/x /dst/dir\n",
+        &[
+            ("f.txt", "text\n", 0o644),
+            ("dir/sub/x", "x\n", 0o755),
+            ("dir/y", "y\n", 0o640),
+            ("a.conf", "a\n", 0o644),
+            ("b.conf", "b\n", 0o600),
+        ],
+    ),
+    (
+        "args-env-workdir",
+        "ARG V=1\nFROM busybox\nARG V\nARG W=dflt\nENV X=${V:-none}-x Y=${W:+set} Z=$UNSET\nRUN echo \"$X $Y $W\" > /xyz\nWORKDIR rel\nWORKDIR sub\nRUN pwd > /pwd\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo $X > /shell\n",
+        &[],
+    ),
+    (
+        "multi-stage-scratch",
+        "FROM busybox AS b\nRUN mkdir /out && echo x > /out/x && echo y > /out/y\nFROM busybox AS unused\nRUN false\nFROM scratch\nCOPY --from=b /out /\nCOPY --from=b /bin/busybox /bin/busybox\n",
+        &[],
+    ),
+    (
+        "dockerignore",
+        "FROM busybox\nCOPY . /ctx/\n",
+        &[
+            (".dockerignore", "*.log\n!keep.log\nsecret\n**/*.tmp\n", 0o644),
+            ("keep.log", "k\n", 0o644),
+            ("drop.log", "d\n", 0o644),
+            ("secret/key", "s\n", 0o600),
+            ("src/main.c", "int main;\n", 0o644),
+            ("src/x.tmp", "t\n", 0o644),
+        ],
+    ),
+    (
+        "add-archive-and-from-image",
+        "FROM busybox\nADD a.tar.gz /opt/\nADD f.txt /opt/f\nCOPY --from=busybox /etc/passwd /copied/passwd\nWORKDIR /opt/new\n",
+        &[("f.txt", "plain\n", 0o644)],
+    ),
+    (
+        "copy-dir-modes",
+        "FROM busybox\nUSER nobody\nCOPY d /new/\nCOPY d /etc/\nCOPY --chmod=750 d/e /x/e\n",
+        &[("d/e", "e\n", 0o700), ("d/sub/f", "f\n", 0o444)],
+    ),
+    (
+        "rm-and-overwrite",
+        "FROM busybox\nRUN mkdir -p /d/sub && echo x > /d/sub/f && echo y > /d/g\nRUN rm -rf /d && mkdir /d && echo new > /d/only && rm /bin/cat\nRUN echo changed > /bin/extra && chmod 4755 /bin/extra\nCOPY f.txt /d/only\n",
+        &[("f.txt", "replaced\n", 0o644)],
+    ),
+];
+
+#[test]
+fn build_matches_podman_build() {
+    let s = setup(&default_driver());
+    let dir = tempfile::tempdir().unwrap();
+    let bb = dir.path().join("busybox.tar");
+    s.ok(&["save", "-o", bb.to_str().unwrap(), "busybox"]);
+    let o = podman(dir.path(), &["load", "-i", bb.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    for (name, dockerfile, files) in PEER_CORPUS {
+        let ctx = dir.path().join(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        for (p, content, mode) in *files {
+            write(&ctx, p, content);
+            std::fs::set_permissions(
+                ctx.join(p),
+                std::os::unix::fs::PermissionsExt::from_mode(*mode),
+            )
+            .unwrap();
+        }
+        if *name == "copy-forms" {
+            std::os::unix::fs::symlink("f.txt", ctx.join("link")).unwrap();
+        }
+        if *name == "copy-dir-modes" {
+            for (d, m) in [("d/sub", 0o700), ("d", 0o750)] {
+                std::fs::set_permissions(
+                    ctx.join(d),
+                    std::os::unix::fs::PermissionsExt::from_mode(m),
+                )
+                .unwrap();
+            }
+        }
+        if *name == "add-archive-and-from-image" {
+            let gz = tar_gz(&[("inner/a.txt", "unpacked\n"), ("top.txt", "top\n")]);
+            std::fs::write(ctx.join("a.tar.gz"), gz).unwrap();
+        }
+        let c = ctx.to_str().unwrap();
+        let tag = format!("peer-{name}");
+        build_ok(&s, &["-t", &tag, c]);
+        let ours = dir.path().join(format!("{name}.strata.tar"));
+        s.ok(&["save", "-o", ours.to_str().unwrap(), &tag]);
+        let o = podman(
+            dir.path(),
+            &[
+                "build",
+                "--format",
+                "docker",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=4096:4096",
+                "--network",
+                "none",
+                "-t",
+                &tag,
+                c,
+            ],
+        );
+        assert!(o.status.success(), "podman build {name}: {o:?}");
+        let theirs = dir.path().join(format!("{name}.podman.tar"));
+        let o = podman(
+            dir.path(),
+            &[
+                "save",
+                "--format",
+                "docker-archive",
+                "-o",
+                theirs.to_str().unwrap(),
+                &tag,
+            ],
+        );
+        assert!(o.status.success(), "podman save {name}: {o:?}");
+        let (a, ca) = flatten(&ours);
+        let (mut b, cb) = flatten(&theirs);
+        // What podman's RUN containers leave that Docker's do not (SPEC §3).
+        for p in [
+            "etc/hosts",
+            "etc/resolv.conf",
+            "etc/hostname",
+            "run/.containerenv",
+            "run",
+        ] {
+            if !a.contains_key(p) {
+                b.remove(p);
+            }
+        }
+        // buildah (podman 4.3) creates a WORKDIR only when a later RUN uses it; Docker's
+        // builders always create it (its docs: "even if it's not used"), as strata does.
+        if *name == "add-archive-and-from-image" {
+            assert_eq!(a.get("opt/new").map(String::as_str), Some("dir 755 0:0"));
+            b.insert("opt/new".into(), "dir 755 0:0".into());
+        }
+        let diff: Vec<String> = a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, v)| format!("{k}: strata {v} podman {:?}", b.get(k)))
+            .chain(
+                b.iter()
+                    .filter(|(k, _)| !a.contains_key(*k))
+                    .map(|(k, v)| format!("{k}: only podman {v}")),
+            )
+            .collect();
+        assert!(
+            a.len() >= 4 && a.contains_key("bin/busybox"),
+            "{name}: {a:?}"
+        );
+        assert!(
+            diff.is_empty(),
+            "{name}: rootfs differs:\n{}",
+            diff.join("\n")
+        );
+        for key in [
+            "Env",
+            "Cmd",
+            "Entrypoint",
+            "WorkingDir",
+            "User",
+            "ExposedPorts",
+            "Volumes",
+            "StopSignal",
+            "Healthcheck",
+            "Shell",
+        ] {
+            let norm = |v: &Value| match v {
+                Value::Null => Value::Null,
+                Value::String(s) if s.is_empty() => Value::Null,
+                Value::Array(a) if a.is_empty() => Value::Null,
+                Value::Object(o) if o.is_empty() => Value::Null,
+                v => v.clone(),
+            };
+            assert_eq!(
+                norm(&ca["config"][key]),
+                norm(&cb["config"][key]),
+                "{name}: config {key}"
+            );
+        }
+        let mut la = ca["config"]["Labels"].clone();
+        let mut lb = cb["config"]["Labels"].clone();
+        if let Some(m) = lb.as_object_mut() {
+            m.remove("io.buildah.version");
+        }
+        if la.is_null() {
+            la = serde_json::json!({});
+        }
+        if lb.is_null() {
+            lb = serde_json::json!({});
+        }
+        assert_eq!(la, lb, "{name}: labels");
+    }
+    assert_clean(&s);
+}

@@ -1,0 +1,807 @@
+//! End-to-end networking tests: real bridges, veths, nft rules and namespaces, as root.
+//!
+//! Traffic goes only to namespaces a test made: the "internet" is a network namespace with a
+//! veth to the host, an address in a /24 the test checked is unused on the host, and busybox
+//! httpd inside it. Each test uses its own bridge name and subnets (tests run in parallel),
+//! points the embedded DNS server's upstream at 127.0.0.1 (the container's own loopback) so no
+//! query leaves the machine, and removes its containers, networks, links, nft objects and
+//! namespaces in Drop guards, even when it fails.
+
+mod containers_common;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use containers_common::install_busybox;
+use strata_runtime::network::ipam::Leases;
+use strata_runtime::network::netlink::{link_index, Netlink};
+use strata_runtime::network::{dns, nft, Ipv4Net};
+use strata_testkit::container::{eventually, http_get, Strata};
+use strata_testkit::fixtures::INDEX_HTML;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A /24 in 10.100.0.0–10.199.255.0 that overlaps no route and no live strata bridge.
+fn free_subnet() -> Ipv4Net {
+    let routes: Vec<Ipv4Net> = Netlink::open()
+        .unwrap()
+        .routes4()
+        .unwrap()
+        .into_iter()
+        .map(|(a, p)| Ipv4Net::new(a, p))
+        .collect();
+    let live: Vec<Ipv4Net> = Leases::load_all(&strata_runtime::network::state_dir())
+        .iter()
+        .map(|l| l.subnet)
+        .collect();
+    let start = (std::process::id() * 37) % 20000;
+    loop {
+        let n = start + NEXT.fetch_add(1, Ordering::SeqCst);
+        let cand = Ipv4Net::new(
+            Ipv4Addr::new(10, 100 + ((n / 200) % 100) as u8, (n % 200) as u8 + 20, 0),
+            24,
+        );
+        if !routes.iter().chain(&live).any(|r| r.overlaps(&cand)) {
+            return cand;
+        }
+    }
+}
+
+/// A short unique link name with `prefix` (IFNAMSIZ is 16).
+fn unique_name(prefix: &str) -> String {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}{:x}{n:x}", std::process::id() % 0xffff)
+}
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Command::new(args[0]).args(&args[1..]).output().unwrap()
+}
+
+fn sh_ok(args: &[&str]) {
+    let out = sh(args);
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+/// A strata installation whose default bridge has a test-unique name and subnet; on drop,
+/// removes its containers and networks, then whatever of its bridges is left on the host.
+struct NetStrata {
+    s: Strata,
+    bridge: String,
+    subnet: Ipv4Net,
+}
+
+impl NetStrata {
+    fn new() -> NetStrata {
+        let s = Strata::new(env!("CARGO_BIN_EXE_strata")).with_driver("overlay");
+        install_busybox(s.root_path(), "busybox:latest", serde_json::json!({}));
+        install_busybox(
+            s.root_path(),
+            "web:1",
+            serde_json::json!({"ExposedPorts": {"80/tcp": {}},
+                               "Cmd": ["httpd", "-f", "-p", "80", "-h", "/www"]}),
+        );
+        let bridge = unique_name("stt");
+        let subnet = free_subnet();
+        let bip = format!("{}/24", subnet.nth(1).unwrap());
+        std::fs::write(
+            s.root_path().join("strata.json"),
+            serde_json::json!({"bridge": bridge, "bip": bip}).to_string(),
+        )
+        .unwrap();
+        NetStrata { s, bridge, subnet }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.s.ok(args)
+    }
+
+    /// `network create --subnet <fresh /24> NAME [extra]`; returns the bridge link name.
+    fn create_network(&self, name: &str, extra: &[&str]) -> String {
+        let subnet = free_subnet().to_string();
+        let mut args = vec!["network", "create", "--subnet", &subnet];
+        args.extend_from_slice(extra);
+        args.push(name);
+        self.ok(&args);
+        self.inspect_network(
+            name,
+            "{{index .Options \"com.docker.network.bridge.name\"}}",
+        )
+    }
+
+    fn inspect_network(&self, name: &str, format: &str) -> String {
+        self.ok(&["network", "inspect", "-f", format, name])
+            .trim()
+            .to_string()
+    }
+
+    fn ip_of(&self, container: &str, network: &str) -> Ipv4Addr {
+        let f = format!("{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}");
+        let out = self.ok(&["inspect", "-f", &f, container]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no address for {container}: {out:?}"))
+    }
+
+    fn bridges(&self) -> Vec<String> {
+        let mut v = vec![self.bridge.clone()];
+        let ls = self.s.run(&["network", "ls", "-q", "--no-trunc"]);
+        for id in ls.stdout.split_whitespace() {
+            let r = self.s.run(&[
+                "network",
+                "inspect",
+                "-f",
+                "{{index .Options \"com.docker.network.bridge.name\"}}",
+                id,
+            ]);
+            let b = r.stdout.trim().to_string();
+            if !b.is_empty() && !v.contains(&b) {
+                v.push(b);
+            }
+        }
+        v
+    }
+}
+
+fn chains_of(bridge: &str) -> bool {
+    nft::list().is_some_and(|t| t.contains(&format!("{bridge}_post")))
+}
+
+impl Drop for NetStrata {
+    fn drop(&mut self) {
+        let bridges = self.bridges();
+        self.s.cleanup();
+        let _ = self.s.run(&["network", "prune", "-f"]);
+        for b in bridges {
+            if let (Some(i), Ok(mut nl)) = (link_index(&b), Netlink::open()) {
+                let _ = nl.delete_link(i);
+            }
+            nft::remove(&b);
+            let _ = std::fs::remove_file(Leases::path(&strata_runtime::network::state_dir(), &b));
+        }
+    }
+}
+
+/// The test's "internet": a namespace with a veth to the host and busybox httpd on .2 of a
+/// fresh /24 (the host end is .1). Removed on drop.
+struct FakeInternet {
+    ns: String,
+    veth: String,
+    host_ip: Ipv4Addr,
+    ip: Ipv4Addr,
+    httpd: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeInternet {
+    fn new() -> FakeInternet {
+        let ns = unique_name("stfake");
+        let veth = unique_name("vfk");
+        let subnet = free_subnet();
+        let host_ip = subnet.nth(1).unwrap();
+        let ip = subnet.nth(2).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "fake internet\n").unwrap();
+        let log = dir.path().join("httpd.log");
+        let mut f = FakeInternet {
+            ns,
+            veth,
+            host_ip,
+            ip,
+            httpd: None,
+            log,
+            _dir: dir,
+        };
+        sh_ok(&["ip", "netns", "add", &f.ns]);
+        sh_ok(&[
+            "ip", "link", "add", &f.veth, "type", "veth", "peer", "name", "eth0", "netns", &f.ns,
+        ]);
+        sh_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            &f.veth,
+        ]);
+        sh_ok(&["ip", "link", "set", &f.veth, "up"]);
+        sh_ok(&[
+            "ip",
+            "-n",
+            &f.ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh_ok(&["ip", "-n", &f.ns, "link", "set", "eth0", "up"]);
+        sh_ok(&["ip", "-n", &f.ns, "link", "set", "lo", "up"]);
+        let logf = std::fs::File::create(&f.log).unwrap();
+        let www = f._dir.path().to_string_lossy().into_owned();
+        f.httpd = Some(
+            Command::new("ip")
+                .args(["netns", "exec", &f.ns, "busybox", "httpd", "-f", "-v"])
+                .args(["-p", &format!("{ip}:80"), "-h", &www])
+                .stdout(Stdio::null())
+                .stderr(logf)
+                .spawn()
+                .unwrap(),
+        );
+        let up = eventually(Duration::from_secs(10), || {
+            let o = Command::new("ip")
+                .args(["netns", "exec", &f.ns, "busybox", "wget", "-q", "-O", "-"])
+                .arg(format!("http://{ip}/"))
+                .output()
+                .ok()?;
+            o.status.success().then_some(())
+        });
+        assert!(up.is_some(), "fake internet httpd did not start");
+        f
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.ip)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A DNS server in the fake internet answering every A query with `answer`, on a thread that
+/// joined the namespace; stops on drop.
+struct FakeDns {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeDns {
+    fn start(inet: &FakeInternet, answer: Ipv4Addr) -> FakeDns {
+        let ns = std::fs::File::open(format!("/run/netns/{}", inet.ns)).unwrap();
+        let ip = inet.ip;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let sock = std::net::UdpSocket::bind((ip, 53)).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::SeqCst) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(q) = dns::parse_query(&buf[..n]) {
+                    let ips = if q.qtype == 1 { vec![answer] } else { vec![] };
+                    let _ = sock.send_to(&dns::answer(&buf[..n], &q, &ips, 0), peer);
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        FakeDns {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FakeInternet {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.httpd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = sh(&["ip", "link", "del", &self.veth]);
+        let _ = sh(&["ip", "netns", "del", &self.ns]);
+    }
+}
+
+fn lease_file(bridge: &str) -> PathBuf {
+    Leases::path(&strata_runtime::network::state_dir(), bridge)
+}
+
+fn nothing_left(bridge: &str) {
+    assert!(
+        link_index(bridge).is_none(),
+        "bridge {bridge} is still there"
+    );
+    assert!(!chains_of(bridge), "nft chains of {bridge} are still there");
+    assert!(
+        !lease_file(bridge).exists(),
+        "leases of {bridge} still there"
+    );
+}
+
+#[test]
+fn default_bridge_masquerades_to_the_fake_internet() {
+    let t = NetStrata::new();
+    let inet = FakeInternet::new();
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &inet.url(),
+    ]);
+    assert_eq!(out, "fake internet\n");
+    // The server saw the host's address on its link: the container's was masqueraded.
+    let log = inet.log();
+    assert!(log.contains(&format!("{}:", inet.host_ip)), "{log}");
+    // While a container runs: the bridge, its address, a route and resolv.conf/hosts.
+    t.ok(&["run", "-d", "--name", "c1", "busybox", "sleep", "300"]);
+    let ip = t.ip_of("c1", "bridge");
+    assert!(t.subnet.contains(ip), "{ip} not in {}", t.subnet);
+    let f = "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.Gateway}} {{.NetworkSettings.MacAddress}}";
+    let o = ip.octets();
+    assert_eq!(
+        t.ok(&["inspect", "-f", f, "c1"]).trim(),
+        format!(
+            "{ip} {} 02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+            t.subnet.nth(1).unwrap(),
+            o[0],
+            o[1],
+            o[2],
+            o[3]
+        )
+    );
+    let route = t.ok(&["exec", "c1", "ip", "route"]);
+    assert!(
+        route.contains(&format!("default via {}", t.subnet.nth(1).unwrap())),
+        "{route}"
+    );
+    let hosts = t.ok(&["exec", "c1", "cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{ip}\t")), "{hosts}");
+    let resolv = t.ok(&["exec", "c1", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver"), "{resolv}");
+    assert!(!resolv.contains("nameserver 127."), "{resolv}");
+    assert!(link_index(&t.bridge).is_some());
+    assert!(chains_of(&t.bridge));
+    assert!(t.ok(&["ps"]).contains("c1"));
+    t.ok(&["rm", "-f", "c1"]);
+    nothing_left(&t.bridge);
+}
+
+#[test]
+fn user_network_names_resolve_within_and_not_across() {
+    let t = NetStrata::new();
+    let br_a = t.create_network("neta", &[]);
+    let _br_b = t.create_network("netb", &[]);
+    let ls = t.ok(&["network", "ls"]);
+    assert!(
+        ls.starts_with("NETWORK ID     NAME      DRIVER    SCOPE\n"),
+        "{ls}"
+    );
+    for n in ["bridge", "host", "none", "neta", "netb"] {
+        assert!(ls.contains(&format!(" {n} ")), "{ls}");
+    }
+    let dns = ["--dns", "127.0.0.1"];
+    let mut args = vec!["run", "-d", "--name", "web", "--network", "neta"];
+    args.extend_from_slice(&["--network-alias", "site"]);
+    args.extend_from_slice(&dns);
+    args.extend_from_slice(&["busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    t.ok(&args);
+    let fetch = |net: &str, host: &str| {
+        t.s.run(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "--dns",
+            "127.0.0.1",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{host}/"),
+        ])
+    };
+    let r = fetch("neta", "web");
+    assert_eq!(r.stdout, INDEX_HTML, "{r:?}");
+    let r = fetch("neta", "site");
+    assert_eq!(r.stdout, INDEX_HTML, "{r:?}");
+    let r = fetch("netb", "web");
+    assert_ne!(r.code, Some(0), "resolved across networks: {r:?}");
+    let resolv = t.ok(&["exec", "web", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    // Two containers fetch each other's pages by name.
+    let mut args = vec!["run", "-d", "--name", "peer", "--network", "neta"];
+    args.extend_from_slice(&dns);
+    args.extend_from_slice(&["busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    t.ok(&args);
+    let a = t.ok(&["exec", "web", "wget", "-q", "-O", "-", "http://peer/"]);
+    let b = t.ok(&["exec", "peer", "wget", "-q", "-O", "-", "http://web/"]);
+    assert_eq!((a.as_str(), b.as_str()), (INDEX_HTML, INDEX_HTML));
+    let on_a = t.ok(&[
+        "ps",
+        "--filter",
+        "network=neta",
+        "--format",
+        "{{.Names}} {{.Networks}}",
+    ]);
+    assert_eq!(on_a, "peer neta\nweb neta\n");
+    let null = t.ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "driver=null",
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert_eq!(null, "none\n");
+    // Connect `peer` to netb at run time: a container there now finds it by name.
+    t.ok(&["network", "connect", "--alias", "peer-b", "netb", "peer"]);
+    let r = fetch("netb", "peer-b");
+    assert_eq!(r.stdout, INDEX_HTML, "{r:?}");
+    let nets: serde_json::Value = serde_json::from_str(&t.ok(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks}}",
+        "peer",
+    ]))
+    .unwrap();
+    let keys: Vec<&String> = nets.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["neta", "netb"]);
+    assert!(nets["netb"]["IPAddress"].as_str().unwrap().contains('.'));
+    t.ok(&["network", "disconnect", "netb", "peer"]);
+    let r = fetch("netb", "peer-b");
+    assert_ne!(r.code, Some(0), "{r:?}");
+    // A network in use cannot go; once its containers are gone, it can.
+    let r = t.s.run(&["network", "rm", "neta"]);
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("has active endpoints"), "{r:?}");
+    let r = t.s.run(&["network", "create", "neta"]);
+    assert!(
+        r.stderr.contains("network with name neta already exists"),
+        "{r:?}"
+    );
+    let r = t.s.run(&["network", "rm", "bridge"]);
+    assert!(
+        r.stderr.contains("bridge is a pre-defined network"),
+        "{r:?}"
+    );
+    t.ok(&["rm", "-f", "web", "peer"]);
+    nothing_left(&br_a);
+    assert_eq!(t.ok(&["network", "rm", "neta"]), "neta\n");
+    assert_eq!(
+        t.ok(&["network", "prune", "-f"]),
+        "Deleted Networks:\nnetb\n"
+    );
+    assert_eq!(t.ok(&["network", "ls", "-q"]).lines().count(), 3);
+}
+
+#[test]
+fn internal_network_has_no_way_out() {
+    let t = NetStrata::new();
+    let inet = FakeInternet::new();
+    t.create_network("closed", &["--internal"]);
+    t.create_network("open", &[]);
+    let get = |net: &str| {
+        t.s.run(&[
+            "run",
+            "--rm",
+            "--network",
+            net,
+            "--dns",
+            "127.0.0.1",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &inet.url(),
+        ])
+    };
+    let r = get("closed");
+    assert_ne!(r.code, Some(0), "an internal network reached out: {r:?}");
+    let r = get("open");
+    assert_eq!(r.stdout, "fake internet\n", "{r:?}");
+    assert_eq!(t.inspect_network("closed", "{{.Internal}}"), "true");
+}
+
+#[test]
+fn publish_all_and_ipv6_ports_from_loopback() {
+    let t = NetStrata::new();
+    let id = t.ok(&["run", "-d", "-P", "--name", "web", "web:1"]);
+    let ports = t.ok(&["port", "web"]);
+    let port: u16 = ports
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{ports}"));
+    assert_eq!(
+        ports,
+        format!("80/tcp -> 0.0.0.0:{port}\n80/tcp -> [::]:{port}\n")
+    );
+    let ps = t.ok(&["ps", "--format", "{{.Ports}}"]);
+    assert_eq!(ps, format!("0.0.0.0:{port}->80/tcp, :::{port}->80/tcp\n"));
+    for host in ["127.0.0.1", "::1"] {
+        let got = eventually(Duration::from_secs(20), || http_get(host, port, "/").ok());
+        assert_eq!(got, Some((200, INDEX_HTML.to_string())), "{host}");
+    }
+    // DNAT for traffic from outside: the map element points at the container.
+    let ip = t.ip_of("web", "bridge");
+    let table = nft::list().unwrap_or_default();
+    assert!(
+        table.contains(&format!("tcp . {port} : {ip} . 80")),
+        "{table}"
+    );
+    // From the fake internet, the host's address on its link reaches the container by DNAT:
+    // a CGI shows the client's own address (the userspace proxy would show 127.0.0.1).
+    let inet = FakeInternet::new();
+    let port2 = strata_testkit::container::free_port();
+    t.ok(&[
+        "run", "-d", "--name", "dnat", "-p", &format!("{port2}:80"), "busybox", "sh", "-c",
+        "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip \
+         && chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www",
+    ]);
+    let url = format!("http://{}:{port2}/cgi-bin/ip", inet.host_ip);
+    let got = eventually(Duration::from_secs(20), || {
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", &url,
+            ])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    });
+    // busybox httpd listens on IPv6 and shows IPv4 clients as [::ffff:a.b.c.d].
+    assert_eq!(
+        got.map(|s| s.trim().to_string()),
+        Some(format!("[::ffff:{}]", inet.ip))
+    );
+    let local = format!("http://127.0.0.1:{port2}/cgi-bin/ip");
+    let out = Command::new("busybox")
+        .args(["wget", "-q", "-O", "-", &local])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("127.0.0.1"), "{out:?}");
+    // An IPv6-only publish.
+    let v6 = strata_testkit::container::free_port();
+    t.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web6",
+        "-p",
+        &format!("[::1]:{v6}:80"),
+        "web:1",
+    ]);
+    let got = eventually(Duration::from_secs(20), || http_get("::1", v6, "/").ok());
+    assert_eq!(got, Some((200, INDEX_HTML.to_string())));
+    assert_eq!(t.ok(&["port", "web6", "80"]), format!("[::1]:{v6}\n"));
+    assert!(http_get("127.0.0.1", v6, "/").is_err());
+    let f = "{{json .NetworkSettings.Ports}}";
+    let p: serde_json::Value =
+        serde_json::from_str(&t.ok(&["inspect", "-f", f, id.trim()])).unwrap();
+    assert_eq!(p["80/tcp"][0]["HostPort"], port.to_string());
+    assert_eq!(p["80/tcp"][0]["HostIp"], "0.0.0.0");
+    assert_eq!(p["80/tcp"][1]["HostIp"], "::");
+    assert_eq!(p["80/tcp"][1]["HostPort"], port.to_string());
+}
+
+#[test]
+fn addresses_are_reused_and_distinct_under_concurrent_runs() {
+    let t = NetStrata::new();
+    t.ok(&["run", "-d", "--name", "ca", "busybox", "sleep", "300"]);
+    let first = t.ip_of("ca", "bridge");
+    assert_eq!(first, t.subnet.nth(2).unwrap());
+    t.ok(&["rm", "-f", "ca"]);
+    t.ok(&["run", "-d", "--name", "cb", "busybox", "sleep", "300"]);
+    assert_eq!(
+        t.ip_of("cb", "bridge"),
+        first,
+        "a released address is reused"
+    );
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    std::thread::scope(|sc| {
+        for n in &names {
+            let t = &t;
+            sc.spawn(move || {
+                t.ok(&["run", "-d", "--name", n, "busybox", "sleep", "300"]);
+            });
+        }
+    });
+    let mut seen = BTreeSet::new();
+    seen.insert(first);
+    for n in &names {
+        let ip = t.ip_of(n, "bridge");
+        assert!(t.subnet.contains(ip));
+        assert!(seen.insert(ip), "{ip} handed out twice");
+    }
+    let leases = Leases::load(&strata_runtime::network::state_dir(), &t.bridge)
+        .unwrap()
+        .unwrap();
+    assert_eq!(leases.endpoints.len(), 21);
+}
+
+fn supervisor_pid(root: &Path, id: &str) -> i32 {
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join("containers").join(id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    state["supervisor_pid"].as_i64().unwrap() as i32
+}
+
+#[test]
+fn killed_supervisor_is_reclaimed_and_hand_deleted_parts_come_back() {
+    let t = NetStrata::new();
+    let inet = FakeInternet::new();
+    let id = t.ok(&["run", "-d", "-p", "80", "--name", "k1", "web:1"]);
+    let id = id.trim();
+    let ip = t.ip_of("k1", "bridge");
+    let veth = Leases::load(&strata_runtime::network::state_dir(), &t.bridge)
+        .unwrap()
+        .unwrap()
+        .endpoints[id]
+        .veth
+        .clone();
+    assert!(link_index(&veth).is_some());
+    // SAFETY: killing the supervisor this test started.
+    unsafe { libc::kill(supervisor_pid(t.s.root_path(), id), libc::SIGKILL) };
+    let gone = eventually(Duration::from_secs(10), || {
+        t.ok(&["ps", "-a", "--format", "{{.Status}}"])
+            .contains("Exited")
+            .then_some(())
+    });
+    assert!(gone.is_some());
+    assert!(link_index(&veth).is_none());
+    nothing_left(&t.bridge);
+    // The address is free again, and a bridge deleted by hand comes back on the next run.
+    t.ok(&["run", "-d", "--name", "k2", "busybox", "sleep", "300"]);
+    assert_eq!(t.ip_of("k2", "bridge"), ip);
+    let i = link_index(&t.bridge).unwrap();
+    Netlink::open().unwrap().delete_link(i).unwrap();
+    sh_ok(&[
+        "nft",
+        "delete",
+        "chain",
+        "ip",
+        "strata",
+        &format!("{}_post", t.bridge),
+    ]);
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &inet.url(),
+    ]);
+    assert_eq!(out, "fake internet\n");
+    assert!(link_index(&t.bridge).is_some() && chains_of(&t.bridge));
+    // k2's veth was put back on the re-created bridge.
+    let k2 = t.ok(&["exec", "k2", "wget", "-q", "-O", "-", &inet.url()]);
+    assert_eq!(k2, "fake internet\n");
+    t.ok(&["rm", "-f", "k1", "k2"]);
+    nothing_left(&t.bridge);
+}
+
+#[test]
+fn flags_hostname_add_host_dns_mac_ip() {
+    let t = NetStrata::new();
+    t.create_network("fixed", &[]);
+    let subnet = t.inspect_network("fixed", "{{range .IPAM.Config}}{{.Subnet}}{{end}}");
+    let net: Ipv4Net = subnet.parse().unwrap();
+    let want = net.nth(77).unwrap().to_string();
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "fixed",
+        "--ip",
+        &want,
+        "--mac-address",
+        "92:d0:c6:0a:29:33",
+        "--hostname",
+        "box",
+        "--add-host",
+        "db.local:10.1.2.3",
+        "--dns",
+        "127.0.0.1",
+        "busybox",
+        "sh",
+        "-c",
+        "hostname; ip addr show eth0; cat /etc/hosts",
+    ]);
+    assert!(out.starts_with("box\n"), "{out}");
+    assert!(out.contains(&format!("inet {want}/24")), "{out}");
+    assert!(out.contains("92:d0:c6:0a:29:33"), "{out}");
+    assert!(out.contains("10.1.2.3\tdb.local"), "{out}");
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--dns",
+        "127.0.0.9",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(out.contains("nameserver 127.0.0.9"), "{out}");
+    // container:NAME shares the other's namespace.
+    t.ok(&["run", "-d", "--name", "base", "busybox", "sleep", "300"]);
+    let ip = t.ip_of("base", "bridge");
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:base",
+        "busybox",
+        "ip",
+        "addr",
+    ]);
+    assert!(out.contains(&format!("inet {ip}/")), "{out}");
+    let r =
+        t.s.run(&["run", "--rm", "--network", "nosuchnet", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(r.stderr.contains("network nosuchnet not found"), "{r:?}");
+    let r =
+        t.s.run(&["run", "--rm", "--ip", "10.0.0.9", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+}
+
+#[test]
+fn embedded_dns_forwards_other_names_upstream() {
+    // The tutorial's "install a package from a mirror", on a user network: the mirror's name
+    // is unknown to the network, so the embedded server asks the upstream (the fake
+    // internet's DNS) from the container's namespace, through the NAT.
+    let t = NetStrata::new();
+    let inet = FakeInternet::new();
+    let _dns = FakeDns::start(&inet, inet.ip);
+    t.create_network("tut", &[]);
+    let ns = inet.ip.to_string();
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "tut",
+        "--dns",
+        &ns,
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://mirror.example/",
+    ]);
+    assert_eq!(out, "fake internet\n");
+    // On the default bridge, --dns goes to resolv.conf directly.
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--dns",
+        &ns,
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://mirror.example/",
+    ]);
+    assert_eq!(out, "fake internet\n");
+}

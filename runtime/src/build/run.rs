@@ -1,0 +1,260 @@
+//! `RUN`: a container created and started through the runtime's normal path (same
+//! confinement, the configured storage driver), its output followed through its log, its upper
+//! dir diffed against the image and written as the step's layer (the pieces `commit` uses).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::BufWriter;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::exec::{Builder, Event, PROXY_ARGS};
+use super::instructions::Form;
+use super::stage::{StageState, TempFile};
+use super::{io_at, BuildError};
+use crate::changes::{diff_filtered, diff_full_tree, write_changes_tar, Filter};
+use crate::container::{
+    CreateRequest, ImageSource, NetworkMode, Runtime, Status as ContainerStatus,
+};
+
+/// A RUN container: removed (with its mount) however the step ends.
+struct BuildContainer<'a> {
+    rt: &'a Runtime,
+    id: String,
+}
+
+impl Drop for BuildContainer<'_> {
+    fn drop(&mut self) {
+        if let Ok(c) = self.rt.lookup(&self.id) {
+            let _ = self.rt.remove(&c, true);
+        }
+    }
+}
+
+impl Builder<'_> {
+    /// A metadata step's container, as Docker's classic builder makes one: created for the
+    /// commit (never started), then removed. Returns its ID (recorded as the image's
+    /// `container`).
+    pub(super) fn nop_container(
+        &mut self,
+        st: &StageState,
+        cmd: Vec<String>,
+    ) -> Result<String, BuildError> {
+        let layers = st.layers(self.store)?;
+        let image = st
+            .image
+            .as_ref()
+            .map(|i| i.id.to_string())
+            .unwrap_or_default();
+        let cfg = st.cfg_ref();
+        let s = |k: &str| match cfg.get(k) {
+            Some(Value::String(v)) => v.clone(),
+            _ => String::new(),
+        };
+        let c = self.rt.create(CreateRequest {
+            image: ImageSource {
+                reference: image.clone(),
+                id: image,
+                layers,
+                env: st.env(),
+                user: s("User"),
+                working_dir: s("WorkingDir"),
+                ..Default::default()
+            },
+            cmd,
+            entrypoint: Some(String::new()),
+            network: self.opts.network,
+            driver: self.opts.driver.clone(),
+            runtime: "builtin".to_string(),
+            ..Default::default()
+        })?;
+        let guard = BuildContainer {
+            rt: self.rt,
+            id: c.id().as_str().to_string(),
+        };
+        let short = c.id().short().to_string();
+        self.host.event(Event::Running(&short));
+        drop(guard);
+        self.host.event(Event::Removed(&short));
+        Ok(c.id().as_str().to_string())
+    }
+
+    pub(super) fn run_step(
+        &mut self,
+        st: &mut StageState,
+        cmd: &Form,
+        network: Option<&str>,
+    ) -> Result<(), BuildError> {
+        let argv = self.argv(st, cmd);
+        // Build args reach the command as environment (not overriding ENV), and mark the
+        // history entry (`|1 A=b /bin/sh -c …`) so a changed value is a cache miss.
+        let env_keys: HashSet<String> = st
+            .env()
+            .iter()
+            .map(|e| e.split_once('=').map_or(e.clone(), |(k, _)| k.to_string()))
+            .collect();
+        let mut build_env: Vec<String> = st
+            .args
+            .iter()
+            .filter(|(k, _)| !env_keys.contains(*k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let recorded: Vec<String> = build_env
+            .iter()
+            .filter(|e| !PROXY_ARGS.contains(&e.split('=').next().unwrap_or("")))
+            .cloned()
+            .collect();
+        for p in PROXY_ARGS {
+            if let Some(v) = self.opts.build_args.get(*p) {
+                if !st.args.contains_key(*p) {
+                    build_env.push(format!("{p}={v}"));
+                }
+            }
+        }
+        let (created_by, cache_cmd) = if recorded.is_empty() {
+            (argv.join(" "), argv.clone())
+        } else {
+            let mut c = vec![format!("|{}", recorded.len())];
+            c.extend(recorded.iter().cloned());
+            c.extend(argv.iter().cloned());
+            (c.join(" "), c)
+        };
+        let cc = Self::container_config(st, cache_cmd);
+        if self.try_cache(st, &cc, &created_by)? {
+            return Ok(());
+        }
+        let Some(image) = st.image.clone() else {
+            return Err(BuildError::Container(
+                crate::container::ContainerError::Start {
+                    code: 127,
+                    msg: format!(
+                        "exec: \"{}\": stat {}: no such file or directory",
+                        argv[0], argv[0]
+                    ),
+                },
+            ));
+        };
+        let layers = self.store.layer_dirs(&image)?;
+        let cfg = st.cfg_ref();
+        let s = |k: &str| match cfg.get(k) {
+            Some(Value::String(v)) => v.clone(),
+            _ => String::new(),
+        };
+        let network = match network {
+            Some(n) => NetworkMode::parse(n).unwrap_or(self.opts.network),
+            None => self.opts.network,
+        };
+        let c = self.rt.create(CreateRequest {
+            image: ImageSource {
+                reference: image.id.to_string(),
+                id: image.id.to_string(),
+                layers: layers.clone(),
+                entrypoint: None,
+                cmd: None,
+                env: st.env(),
+                user: s("User"),
+                working_dir: s("WorkingDir"),
+                stop_signal: None,
+                exposed_ports: Vec::new(),
+            },
+            cmd: argv.clone(),
+            entrypoint: Some(String::new()),
+            env: build_env,
+            network,
+            driver: self.opts.driver.clone(),
+            runtime: "builtin".to_string(),
+            ..Default::default()
+        })?;
+        let guard = BuildContainer {
+            rt: self.rt,
+            id: c.id().as_str().to_string(),
+        };
+        let short = c.id().short().to_string();
+        self.host.event(Event::Running(&short));
+        self.rt.start(&c, &self.opts.launcher, false)?;
+        let code = self.follow(&c)?;
+        if code != 0 {
+            return Err(BuildError::NonZero {
+                cmd: argv.join(" "),
+                code,
+            });
+        }
+        // The upper dir, against the image and the init layer, is the step's layer.
+        let c = self.rt.lookup(c.id().as_str())?;
+        let mut lowers = vec![c.paths.init_layer()];
+        lowers.extend(layers);
+        let upper = c.paths.upper();
+        let filter = Filter::docker();
+        let changes = if c.config.driver == "vfs" {
+            diff_full_tree(&upper, &lowers, &filter)?
+        } else {
+            diff_filtered(&upper, &lowers, &filter)?
+        };
+        let diff = if changes.is_empty() {
+            None
+        } else {
+            let tmp = TempFile::new(self.store, "run.tar.gz");
+            let f = File::create(&tmp.0).map_err(io_at(&tmp.0))?;
+            let (digests, out) = write_changes_tar(&upper, &changes, BufWriter::new(f))?;
+            out.into_inner()
+                .map_err(|e| io_at(&tmp.0)(e.into_error()))?;
+            let f = File::open(&tmp.0).map_err(io_at(&tmp.0))?;
+            let parent = image.chain_ids.last();
+            let info = self.store.add_layer(f, parent, Some(&digests.diff_id))?;
+            if !info.created {
+                // An existing layer: leased until the step's image names it.
+                self.store.hold_layer(&info.chain_id)?;
+            }
+            if info.created {
+                let f = File::open(&tmp.0).map_err(io_at(&tmp.0))?;
+                self.store.put_blob(f, Some(&digests.compressed_digest))?;
+            }
+            Some(info.diff_id)
+        };
+        let id = c.id().as_str().to_string();
+        drop(guard);
+        self.host.event(Event::Removed(&short));
+        self.commit(st, cc, created_by, diff, Some(&id))
+    }
+
+    /// Stream the container's output until it exits; returns its exit code.
+    fn follow(&mut self, c: &crate::container::Container) -> Result<i32, BuildError> {
+        let fresh = self.rt.lookup(c.id().as_str())?;
+        let rt = self.rt.clone();
+        let waiter = {
+            let fresh = fresh.clone();
+            std::thread::spawn(move || rt.wait(&fresh))
+        };
+        let log = fresh.paths.log();
+        let mut reader = None;
+        loop {
+            let finished = waiter.is_finished();
+            if reader.is_none() {
+                reader = crate::container::logs::LogReader::open(&log).ok();
+            }
+            if let Some(r) = reader.as_mut() {
+                for e in r.read_new().unwrap_or_default() {
+                    self.host.event(Event::Output(e.log.as_bytes()));
+                }
+            }
+            if finished {
+                break;
+            }
+            if self.host.cancelled() {
+                if let Ok(cur) = self.rt.lookup(c.id().as_str()) {
+                    if cur.state.status == ContainerStatus::Running {
+                        let _ = self.rt.kill(&cur, nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+                let _ = waiter.join();
+                return Err(BuildError::Cancelled);
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        match waiter.join() {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(BuildError::Cancelled),
+        }
+    }
+}
