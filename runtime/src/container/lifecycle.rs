@@ -546,7 +546,28 @@ impl Runtime {
                 Err(e) => return Err(io_at(d)(e)),
             }
         }
+        self.sweep_tombstones();
         Ok(())
+    }
+
+    /// Finish removals a killed `rm` left half done (`.removing-<id>-<pid>` whose pid is gone).
+    fn sweep_tombstones(&self) {
+        let Ok(entries) = fs::read_dir(self.containers_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(".removing-")
+                .and_then(|r| r.rsplit_once('-'))
+                .and_then(|(_, p)| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
 
