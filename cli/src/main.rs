@@ -87,6 +87,32 @@ enum Command {
     System(cmd::system::Args),
     /// Mount a container's root filesystem and print where
     Mount(cmd::mount::Args),
+    /// Create a new container
+    Create(cmd::run::Args),
+    /// Manage containers
+    Container(cmd::container::Args),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(cmd::cp::Args),
+    /// Rename a container
+    Rename(cmd::rename::Args),
+    /// Pause all processes within one or more containers
+    Pause(cmd::pause::Args),
+    /// Unpause all processes within one or more containers
+    Unpause(cmd::pause::Args),
+    /// Display the running processes of a container
+    Top(cmd::top::Args),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(cmd::stats::Args),
+    /// Export a container's filesystem as a tar archive
+    Export(cmd::export::Args),
+    /// Manage volumes
+    Volume(cmd::volume::Args),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(cmd::attach::Args),
+    /// Show the strata version information
+    Version(cmd::version::VersionArgs),
+    /// Display system-wide information
+    Info(cmd::version::InfoArgs),
     /// Manage networks
     Network(cmd::network::Args),
     /// Internal: the per-container supervisor process
@@ -132,6 +158,19 @@ fn main() -> ExitCode {
         Command::Build(a) => cmd::build::run(&cli.global, a),
         Command::System(a) => cmd::system::run(&cli.global, a),
         Command::Mount(a) => cmd::mount::run(&cli.global, a),
+        Command::Create(a) => cmd::create::run(&cli.global, a),
+        Command::Container(a) => cmd::container::run(&cli.global, a),
+        Command::Cp(a) => cmd::cp::run(&cli.global, a),
+        Command::Rename(a) => cmd::rename::run(&cli.global, a),
+        Command::Pause(a) => cmd::pause::run_pause(&cli.global, a),
+        Command::Unpause(a) => cmd::pause::run_unpause(&cli.global, a),
+        Command::Top(a) => cmd::top::run(&cli.global, a),
+        Command::Stats(a) => cmd::stats::run(&cli.global, a),
+        Command::Export(a) => cmd::export::run(&cli.global, a),
+        Command::Volume(a) => cmd::volume::run(&cli.global, a),
+        Command::Attach(a) => cmd::attach::run(&cli.global, a),
+        Command::Version(a) => cmd::version::run_version(&cli.global, a),
+        Command::Info(a) => cmd::version::run_info(&cli.global, a),
         Command::Network(a) => cmd::network::run(&cli.global, a),
         Command::Supervise(a) => cmd::run::run_supervise(&cli.global, a),
     };

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 const UNITS: &[&str] = &["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
 
 /// Go's `fmt.Sprintf("%.*g", precision, v)` for 0 <= v < 1000 (and beyond, in exponent form).
-fn go_g(v: f64, precision: usize) -> String {
+pub fn go_g(v: f64, precision: usize) -> String {
     if v == 0.0 {
         return "0".to_string();
     }

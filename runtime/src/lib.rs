@@ -27,3 +27,4 @@ pub mod reference;
 pub mod registry;
 pub mod rootless;
 pub mod store;
+pub mod volume;

@@ -34,6 +34,12 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     super::run::validate_env(&args.env)?;
     let rt = runtime(global);
     let c = rt.lookup(&args.container)?;
+    if c.is_running() && strata_runtime::container::manage::is_paused(c.id()) {
+        anyhow::bail!(
+            "Container {} is paused, unpause the container before exec",
+            c.id()
+        );
+    }
     let req = ExecRequest {
         cmd: args.command.clone(),
         env: args.env.clone(),

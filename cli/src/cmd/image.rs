@@ -37,6 +37,10 @@ enum Sub {
     Import(super::import::Args),
     /// Remove unused images
     Prune(PruneArgs),
+    /// Download an image from a registry
+    Pull(super::pull::Args),
+    /// Upload an image to a registry
+    Push(super::push::Args),
     /// Build an image from a Dockerfile
     Build(super::build::Args),
 }
@@ -52,6 +56,8 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         Sub::Load(a) => super::load::run(global, a),
         Sub::Import(a) => super::import::run(global, a),
         Sub::Prune(a) => run_prune(global, a),
+        Sub::Pull(a) => super::pull::run(global, a),
+        Sub::Push(a) => super::push::run(global, a),
         Sub::Build(a) => super::build::run(global, a),
     }
 }

@@ -22,7 +22,7 @@ pub struct Args {
     pub container: String,
 }
 
-fn emit(entries: &[LogEntry], timestamps: bool) -> std::io::Result<()> {
+pub(crate) fn emit(entries: &[LogEntry], timestamps: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for e in entries {

@@ -4,10 +4,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub mod attach;
 pub mod build;
 pub mod commit;
+pub mod container;
+pub mod cp;
+pub mod create;
 pub mod diff;
 pub mod exec;
+pub mod export;
 pub mod history;
 pub mod image;
 pub mod images;
@@ -18,17 +23,23 @@ pub mod login;
 pub mod logs;
 pub mod mount;
 pub mod network;
+pub mod pause;
 pub mod ps;
 pub mod pull;
 pub mod push;
+pub mod rename;
 pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod save;
 pub mod start;
+pub mod stats;
 pub mod stop;
 pub mod system;
 pub mod tag;
+pub mod top;
+pub mod version;
+pub mod volume;
 
 /// Options shared by every verb.
 #[derive(clap::Args, Debug, Clone)]

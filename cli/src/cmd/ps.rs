@@ -49,6 +49,9 @@ fn since(t: Option<chrono::DateTime<Utc>>) -> i64 {
 pub(crate) fn status_text(c: &Container) -> String {
     match c.state.status {
         Status::Created => "Created".to_string(),
+        Status::Running if strata_runtime::container::manage::is_paused(c.id()) => {
+            format!("Up {} (Paused)", human_duration(since(c.state.started_at)))
+        }
         Status::Running => format!("Up {}", human_duration(since(c.state.started_at))),
         Status::Exited => format!(
             "Exited ({}) {} ago",

@@ -1,5 +1,7 @@
 //! `strata rm`.
 
+use strata_runtime::container::ContainerError;
+
 use super::run::runtime;
 use super::stop::each;
 use super::Global;
@@ -9,7 +11,7 @@ pub struct Args {
     /// Force the removal of a running container (uses SIGKILL)
     #[arg(short = 'f', long)]
     pub force: bool,
-    /// Remove anonymous volumes associated with the container (strata has none; accepted)
+    /// Remove anonymous volumes associated with the container
     #[arg(short = 'v', long)]
     pub volumes: bool,
     #[arg(required = true)]
@@ -20,7 +22,14 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let rt = runtime(global);
     each(&rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
-        rt.remove(&c, args.force)?;
+        rt.remove(&c, args.force).map_err(|e| match e {
+            // Another `rm` removed it meanwhile: Docker names what the user typed.
+            ContainerError::NoSuchContainer(_) => ContainerError::NoSuchContainer(n.to_string()),
+            e => e,
+        })?;
+        if args.volumes {
+            super::volume::remove_anonymous(global, &c.config.volumes);
+        }
         Ok(())
     })
 }

@@ -47,9 +47,18 @@ pub struct Args {
     /// Publish a container's port(s) to the host
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
-    /// Bind mount a volume (HOST-DIR:CONTAINER-DIR[:ro])
+    /// Bind mount a volume (HOST-DIR:CONTAINER-DIR[:ro], VOLUME:CONTAINER-DIR[:ro,nocopy])
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
+    /// Attach a filesystem mount to the container (type=bind|volume|tmpfs,source=,target=,…)
+    #[arg(long = "mount")]
+    pub mount: Vec<String>,
+    /// Restart policy to apply when a container exits (no, on-failure[:max-retries], always, unless-stopped)
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
     /// Container host name
     #[arg(long)]
     pub hostname: Option<String>,
@@ -211,6 +220,9 @@ fn parse_volume(s: &str) -> anyhow::Result<VolumeMount> {
         source,
         target: dst.to_string(),
         read_only: ro,
+        volume: None,
+        anonymous: false,
+        nocopy: false,
     })
 }
 
@@ -344,6 +356,11 @@ pub(crate) fn proxy_signals(supervisor: Option<u32>) {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    create_or_run(global, args, false)
+}
+
+/// `run`, or with `create_only` `create` (prints the id; the container stays `Created`).
+pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> anyhow::Result<()> {
     // Rootless: no bridge can be made on the host; the default network is pasta's (started by
     // the supervisor), as podman's rootless default is.
     let rootless = strata_runtime::rootless::in_user_namespace();
@@ -375,7 +392,12 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     let mut volumes = Vec::new();
     for v in &args.volume {
-        volumes.push(parse_volume(v).map_err(tool_error)?);
+        volumes.push(super::volume::parse_v(global, v, parse_volume).map_err(tool_error)?);
+    }
+    let mut mount_tmpfs = Vec::new();
+    for m in &args.mount {
+        super::volume::parse_mount(global, m, parse_volume, &mut volumes, &mut mount_tmpfs)
+            .map_err(tool_error)?;
     }
     let mut env = read_env_files(&args.env_file).map_err(tool_error)?;
     env.extend(args.env.iter().cloned());
@@ -400,8 +422,23 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             args.runtime
         )));
     }
-    let security = security(&args).map_err(tool_error)?;
+    if args.init && args.runtime != "builtin" {
+        return Err(tool_error(anyhow::anyhow!(
+            "runtime {:?}: --init is only supported by the builtin runtime",
+            args.runtime
+        )));
+    }
+    let restart = container::restart::RestartPolicy::parse(&args.restart).map_err(tool_error)?;
+    if args.rm && !restart.is_none() {
+        return Err(tool_error(anyhow::anyhow!(
+            "Conflicting options: --restart and --rm"
+        )));
+    }
+    let mut security = security(&args).map_err(tool_error)?;
+    security.tmpfs.extend(mount_tmpfs);
     let image = image_source(global, &args.image)?;
+    super::volume::image_volumes(global, &args.image, &mut volumes, &security.tmpfs)
+        .map_err(tool_error)?;
     if args.net.publish_all {
         ports_list.extend(ports::publish_all(&image.exposed_ports));
     }
@@ -424,7 +461,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             tty: args.tty,
             open_stdin: args.interactive,
             ports: ports_list,
-            volumes,
+            volumes: volumes.clone(),
             network,
             net,
             auto_remove: args.rm,
@@ -433,8 +470,18 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             resources,
             stop_timeout: args.stop_timeout,
             security,
+            restart,
+            init: args.init,
         })
-        .map_err(tool_error)?;
+        .map_err(|e| {
+            // Anonymous volumes made for a container that could not be created go with it.
+            super::volume::remove_anonymous(global, &volumes);
+            tool_error(e)
+        })?;
+    if create_only {
+        println!("{}", c.id());
+        return Ok(());
+    }
     let launcher = launcher(global)?;
     if args.detach {
         match rt.start(&c, &launcher, false) {

@@ -27,7 +27,7 @@ pub(crate) fn each(
             Ok(()) => println!("{n}"),
             Err(e) => {
                 if e.downcast_ref::<ExitStatus>().is_none() {
-                    eprintln!("Error: {e:#}");
+                    eprintln!("Error: {}", super::one_line(&e));
                 }
                 failed = true;
             }
@@ -102,7 +102,7 @@ pub fn run_wait(global: &Global, args: WaitArgs) -> anyhow::Result<()> {
         match rt.lookup(n).and_then(|c| rt.wait(&c)) {
             Ok(code) => println!("{code}"),
             Err(e) => {
-                eprintln!("Error: {e}");
+                eprintln!("Error: {}", super::one_line(&e.into()));
                 failed = true;
             }
         }

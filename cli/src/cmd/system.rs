@@ -113,6 +113,17 @@ fn prune(global: &Global, a: PruneArgs) -> Result<()> {
         }
         writeln!(out)?;
     }
+    if a.volumes {
+        let (names, bytes) = super::volume::prune(global, false)?;
+        reclaimed += bytes;
+        if !names.is_empty() {
+            writeln!(out, "Deleted Volumes:")?;
+            for n in &names {
+                writeln!(out, "{n}")?;
+            }
+            writeln!(out)?;
+        }
+    }
     let (events, bytes) = super::image::prune_images(global, a.all, &|_| true)?;
     reclaimed += bytes;
     if !events.is_empty() {

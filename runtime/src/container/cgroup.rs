@@ -9,7 +9,7 @@ use super::record::{ContainerId, Resources};
 use super::ContainerError;
 
 const BASE: &str = "/sys/fs/cgroup";
-const CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
+const CONTROLLERS: &[&str] = &["memory", "cpu", "pids", "freezer"];
 
 fn dir(controller: &str, id: &ContainerId) -> PathBuf {
     PathBuf::from(BASE)

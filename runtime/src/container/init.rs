@@ -182,7 +182,11 @@ pub fn run_init(io: ChildIo, status_fd: RawFd, sync_fd: RawFd) -> ! {
     if let Err(e) = setup_container(&spec) {
         fail(status_fd, e);
     }
-    let e = finish_and_exec(&spec.process, io, filter.as_ref(), status_fd);
+    let e = if spec.process.init {
+        super::reaper::finish_and_reap(&spec.process, io, filter.as_ref(), status_fd)
+    } else {
+        finish_and_exec(&spec.process, io, filter.as_ref(), status_fd)
+    };
     fail(status_fd, e)
 }
 
@@ -764,7 +768,7 @@ fn close_other_fds(keep: RawFd) {
     }
 }
 
-fn prepare_process(
+pub(super) fn prepare_process(
     process: &Process,
     io: ChildIo,
     filter: Option<&Filter>,
@@ -835,7 +839,7 @@ fn cstrings(v: &[String]) -> Vec<CString> {
         .collect()
 }
 
-fn exec_args(process: &Process) -> InitError {
+pub(super) fn exec_args(process: &Process) -> InitError {
     let Some(prog) = process.args.first() else {
         return InitError {
             code: 125,

@@ -85,7 +85,7 @@ pub fn to_json(c: &Container) -> Value {
         "State": {
             "Status": st.status.as_str(),
             "Running": st.status == Status::Running,
-            "Paused": false,
+            "Paused": super::manage::is_paused(&cfg.id),
             "Restarting": false,
             "OOMKilled": false,
             "Dead": false,

@@ -66,6 +66,8 @@ pub struct CreateRequest {
     pub resources: Resources,
     pub stop_timeout: Option<u64>,
     pub security: Security,
+    pub restart: super::restart::RestartPolicy,
+    pub init: bool,
 }
 
 fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
@@ -161,7 +163,7 @@ fn build_init_layer(init: &Path, layers: &[PathBuf]) -> Result<()> {
 }
 
 impl Runtime {
-    fn lock(&self) -> Result<nix::fcntl::Flock<File>> {
+    pub(crate) fn lock(&self) -> Result<nix::fcntl::Flock<File>> {
         let dir = self.containers_dir();
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         let path = dir.join(".lock");
@@ -269,6 +271,8 @@ impl Runtime {
             resources: req.resources.clone(),
             net: req.net.clone(),
             security: req.security.clone(),
+            restart: req.restart.clone(),
+            init: req.init,
         };
         let paths = self.paths(&id);
         let build = || -> Result<()> {
@@ -405,20 +409,33 @@ impl Runtime {
     /// Send `sig` to the container's init.
     pub fn kill(&self, c: &Container, sig: Signal) -> Result<()> {
         if !c.state.status.can_kill() || c.state.pid <= 0 {
+            if self.cancel_restart(c) {
+                return Ok(());
+            }
             return Err(ContainerError::NotRunning(c.id().to_string()));
         }
+        super::restart::mark_manual_stop(c);
         kill(Pid::from_raw(c.state.pid), sig).map_err(|e| ContainerError::Sys {
             what: "kill",
             source: e,
-        })
+        })?;
+        // A frozen container acts on no signal: stopping or killing it thaws it (as Docker).
+        if matches!(sig, Signal::SIGKILL | Signal::SIGTERM)
+            || sig.to_string() == c.config.stop_signal
+        {
+            super::manage::thaw(c.id());
+        }
+        Ok(())
     }
 
     /// The image's StopSignal, then SIGKILL after `timeout` seconds (default 10). Returns once
     /// the supervisor has recorded the exit.
     pub fn stop(&self, c: &Container, timeout: Option<u64>) -> Result<()> {
         if !c.is_running() {
+            self.cancel_restart(c);
             return Ok(());
         }
+        super::restart::mark_manual_stop(c);
         let sig = parse_signal(&c.config.stop_signal).unwrap_or(Signal::SIGTERM);
         let _ = self.kill(c, sig);
         let t = timeout.or(c.config.stop_timeout).unwrap_or(10);
@@ -483,6 +500,9 @@ impl Runtime {
 
     /// Remove a container (`force`: kill it first if running).
     pub fn remove(&self, c: &Container, force: bool) -> Result<()> {
+        if force {
+            self.cancel_restart(c);
+        }
         if c.is_running() {
             if !force {
                 return Err(ContainerError::RunningRemove(c.id().to_string()));
@@ -507,14 +527,47 @@ impl Runtime {
             });
         }
         super::cgroup::remove(c.id());
-        for d in [&c.paths.run_dir, &c.paths.dir] {
+        // Concurrent removals of one container: the rename out of `containers/` decides which
+        // one removes it; the others find no container, as Docker reports.
+        let tomb =
+            self.containers_dir()
+                .join(format!(".removing-{}-{}", c.id(), std::process::id()));
+        match fs::rename(&c.paths.dir, &tomb) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ContainerError::NoSuchContainer(c.id().to_string()))
+            }
+            Err(e) => return Err(io_at(&c.paths.dir)(e)),
+        }
+        for d in [&c.paths.run_dir, &tomb] {
             match fs::remove_dir_all(d) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_at(d)(e)),
             }
         }
+        self.sweep_tombstones();
         Ok(())
+    }
+
+    /// Finish removals a killed `rm` left half done (`.removing-<id>-<pid>` whose pid is gone).
+    fn sweep_tombstones(&self) {
+        let Ok(entries) = fs::read_dir(self.containers_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(".removing-")
+                .and_then(|r| r.rsplit_once('-'))
+                .and_then(|(_, p)| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
 

@@ -16,17 +16,22 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod attach;
 pub mod caps;
 mod cgroup;
+pub mod copy;
 pub mod devices;
 pub mod exec;
 pub mod init;
 pub mod inspect;
 mod lifecycle;
 pub mod logs;
+pub mod manage;
 mod oci;
 pub mod ports;
+pub mod reaper;
 pub mod record;
+pub mod restart;
 pub mod seccomp;
 pub mod spec;
 pub mod supervisor;
@@ -109,6 +114,14 @@ pub enum ContainerError {
     StillMounted { id: String, path: PathBuf },
     #[error("multiple containers found with provided prefix: {0}")]
     Ambiguous(String),
+    #[error("Renaming a container with the same name as its current name")]
+    SameName,
+    #[error("Container {0} is already paused")]
+    AlreadyPaused(String),
+    #[error("Container {0} is not paused")]
+    NotPaused(String),
+    #[error("{0}")]
+    InvalidRestartPolicy(String),
 }
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerError {

@@ -167,6 +167,15 @@ pub struct VolumeMount {
     pub source: PathBuf,
     pub target: String,
     pub read_only: bool,
+    /// A named or anonymous volume (`source` is its `_data`), not a host path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// An anonymous volume (removed by `rm -v`).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// `nocopy`: an empty volume is not filled with the image's content at `target`.
+    #[serde(default)]
+    pub nocopy: bool,
 }
 
 /// `--memory`, `--cpus`, `--pids-limit`.
@@ -249,6 +258,12 @@ pub struct ContainerConfig {
     pub net: NetSettings,
     #[serde(default)]
     pub security: Security,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart: super::restart::RestartPolicy,
+    /// `--init`: a minimal reaper runs as pid 1 and the command as its child.
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl ContainerConfig {

@@ -34,6 +34,9 @@ pub struct Process {
     pub no_new_privileges: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_size: Option<ConsoleSize>,
+    /// `--init`: pid 1 stays a minimal reaper and runs `args` as its child (builtin runtime).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 /// Initial terminal size (rows, columns).
@@ -295,6 +298,7 @@ pub fn build(
             },
             no_new_privileges: true,
             console_size: None,
+            init: cfg.init,
         },
         root: Root {
             path: p(&paths.rootfs()),

@@ -56,7 +56,10 @@ pub fn supervise(root: &Path, runroot: &Path, id: &str, attached: bool) -> i32 {
     let _ = std::env::set_current_dir("/");
     let rt = Runtime::new(&root, &runroot);
     match run(&rt, &ContainerId(id.to_string()), attached, &mut report) {
-        Ok(code) => code,
+        Ok(code) => {
+            super::restart::maybe_restart(&rt, &ContainerId(id.to_string()), code);
+            code
+        }
         Err(e) => {
             let code = match &e {
                 ContainerError::Start { code, .. } => *code,
@@ -166,6 +169,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
             msg: format!("container {id} is already running"),
         })?;
     let mut c = rt.load(id)?;
+    super::restart::clear_manual_stop(&c.paths.run_dir);
     if !c.state.status.can_start() {
         return Err(ContainerError::Start {
             code: 125,
@@ -209,6 +213,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
             return Err(e.into());
         }
     };
+    crate::volume::Volumes::populate(mounted.path(), &c.config.volumes);
     let started = match forked {
         Some(child) => {
             let pid = child.pid;
@@ -289,8 +294,13 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
             });
         }
     } else {
-        // Detached `-i` keeps the container's stdin open (nobody writes); otherwise closed.
-        std::mem::forget(stdin_target);
+        // Detached `-i` keeps the container's stdin open, for `attach` to write; otherwise closed.
+        match stdin_target {
+            Some(t) if c.config.open_stdin => {
+                super::attach::serve_stdin(super::attach::socket_path(&c.paths.run_dir), t)
+            }
+            t => std::mem::forget(t),
+        }
     }
     let master = stdio.master;
     if attached {
@@ -323,7 +333,10 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     c.state.exit_code = code;
     c.state.finished_at = Some(Utc::now());
     if c.config.auto_remove {
-        let _ = rt.remove_files(&c);
+        if rt.remove_files(&c).is_ok() {
+            // Docker removes a `--rm` container's anonymous volumes with it.
+            crate::volume::Volumes::new(rt.root()).remove_anonymous(&c.config.volumes);
+        }
     } else {
         rt.write_state(&c)?;
     }

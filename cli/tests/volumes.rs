@@ -1,0 +1,169 @@
+//! Volumes end to end: `volume create|ls|inspect|rm|prune`, `-v NAME:/path` (created on first
+//! use, filled from the image, `nocopy`), anonymous volumes from the image's `VOLUME`,
+//! `--mount type=volume|bind|tmpfs`, `rm -v`, `system prune --volumes`; volumes survive `rm`.
+
+mod containers_common;
+
+use containers_common::{default_driver, setup};
+
+#[test]
+fn volumes_lifecycle() {
+    let s = setup(&default_driver());
+    // An image with content at /data, declared a VOLUME.
+    s.ok(&[
+        "run",
+        "--name",
+        "c0",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /data && echo seed > /data/seed",
+    ]);
+    s.ok(&["commit", "-c", "VOLUME /data", "c0", "seeded"]);
+    s.ok(&["rm", "c0"]);
+
+    assert_eq!(s.ok(&["volume", "create", "made"]), "made\n");
+    assert_eq!(
+        s.ok(&["volume", "ls"]),
+        "DRIVER    VOLUME NAME\nlocal     made\n"
+    );
+    let r = s.run(&["volume", "create", "bad/name"]);
+    assert_eq!(r.code, Some(1));
+    assert!(
+        r.stderr
+            .contains("includes invalid characters for a local volume name"),
+        "{r:?}"
+    );
+    let mp = s.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "made"]);
+    assert_eq!(
+        mp.trim(),
+        s.root_path().join("volumes/made/_data").to_str().unwrap()
+    );
+
+    // A named volume is created on first use and filled with the image's content there.
+    let out = s.ok(&[
+        "run",
+        "--name",
+        "ca",
+        "-v",
+        "v1:/data",
+        "seeded",
+        "sh",
+        "-c",
+        "cat /data/seed; echo more > /data/more",
+    ]);
+    assert_eq!(out, "seed\n");
+    s.ok(&["rm", "ca"]);
+    // It survives the container, and shows in another image that has no /data.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "v1:/data",
+            "busybox",
+            "cat",
+            "/data/more"
+        ]),
+        "more\n"
+    );
+    // nocopy: left empty.
+    assert_eq!(
+        s.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "v2:/data:nocopy",
+            "seeded",
+            "ls",
+            "/data"
+        ]),
+        ""
+    );
+    // --mount type=volume, read-only.
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=volume,source=v1,target=/data,readonly",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /data/seed && touch /data/x",
+    ]);
+    assert_eq!(r.stdout, "seed\n");
+    assert_ne!(r.code, Some(0), "read-only: {r:?}");
+    // --mount type=tmpfs and type=bind.
+    let out = s.ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=tmpfs,target=/scratch",
+        "busybox",
+        "sh",
+        "-c",
+        "grep ' /scratch ' /proc/mounts",
+    ]);
+    assert!(out.contains("tmpfs"), "{out}");
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), "bound\n").unwrap();
+    let spec = format!("type=bind,source={},target=/h", host.path().display());
+    assert_eq!(
+        s.ok(&["run", "--rm", "--mount", &spec, "busybox", "cat", "/h/f"]),
+        "bound\n"
+    );
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=nope,target=/x",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125));
+    assert!(r.stderr.contains("invalid mount type 'nope'"), "{r:?}");
+
+    // Anonymous volume from the image's VOLUME; `rm -v` removes it.
+    s.ok(&["run", "--name", "cb", "seeded", "cat", "/data/seed"]);
+    let anon: Vec<String> = s
+        .ok(&["volume", "ls", "-q"])
+        .lines()
+        .filter(|n| n.len() == 64)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(anon.len(), 1, "{anon:?}");
+    // In use: refused.
+    let r = s.run(&["volume", "rm", &anon[0]]);
+    assert_eq!(r.code, Some(1));
+    assert!(r.stderr.contains("volume is in use"), "{r:?}");
+    s.ok(&["rm", "-v", "cb"]);
+    assert!(!s.ok(&["volume", "ls", "-q"]).contains(&anon[0]));
+
+    // `--rm` takes its anonymous volume with it.
+    s.ok(&["run", "--rm", "seeded", "true"]);
+    assert_eq!(
+        s.ok(&["volume", "ls", "-q"])
+            .lines()
+            .filter(|n| n.len() == 64)
+            .count(),
+        0
+    );
+    // A second anonymous volume, left behind by `rm` without -v: `system prune --volumes` takes it.
+    s.ok(&["run", "--name", "cc", "seeded", "true"]);
+    s.ok(&["rm", "cc"]);
+    assert_eq!(
+        s.ok(&["volume", "ls", "-q"])
+            .lines()
+            .filter(|n| n.len() == 64)
+            .count(),
+        1
+    );
+    let out = s.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    assert_eq!(s.ok(&["volume", "ls", "-q"]), "made\nv1\nv2\n");
+    // volume prune -a removes unused named volumes; rm of a missing one is Docker's error.
+    let out = s.ok(&["volume", "prune", "-a", "-f"]);
+    assert!(out.starts_with("Deleted Volumes:\nmade\nv1\nv2\n"), "{out}");
+    let r = s.run(&["volume", "rm", "made"]);
+    assert_eq!(r.stderr, "Error: get made: no such volume\n");
+}
