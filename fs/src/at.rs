@@ -65,15 +65,45 @@ fn check(ret: libc::c_int) -> R<libc::c_int> {
 /// Open `path` (relative, `/`-separated components) beneath `dir` without following any symlink
 /// and without escaping `dir` (openat2(2) `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`).
 pub fn open_beneath(dir: BorrowedFd<'_>, path: &[u8], flags: libc::c_int) -> R<OwnedFd> {
-    let p = if path.is_empty() {
-        CString::new(".").map_err(|_| Errno::EINVAL)?
-    } else {
-        CString::new(path).map_err(|_| Errno::EINVAL)?
-    };
+    openat2(
+        dir,
+        path,
+        (flags | libc::O_NOFOLLOW) as u64,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// Open `path` (a path inside a container, absolute or not) with `root` as its `/`: every
+/// symlink, `..` and absolute link is resolved as if `root` were the root directory (openat2(2)
+/// `RESOLVE_IN_ROOT`), so nothing outside `root` can be reached; the last component is followed
+/// only with `follow`. For `cp` into and out of containers (CVE-2018-15664's symlink-exchange
+/// race cannot redirect it).
+pub fn open_in_root(
+    root: BorrowedFd<'_>,
+    path: &[u8],
+    flags: libc::c_int,
+    follow: bool,
+) -> R<OwnedFd> {
+    let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
+    let rel = &path[start..];
+    let flags = flags | if follow { 0 } else { libc::O_NOFOLLOW };
+    openat2(
+        root,
+        rel,
+        flags as u64,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// openat2(2) of `path` (`.` when empty) relative to `dir`, close-on-exec, retried while the
+/// kernel asks (EAGAIN: a rename raced the lookup; EINTR).
+fn openat2(dir: BorrowedFd<'_>, path: &[u8], flags: u64, resolve: u64) -> R<OwnedFd> {
+    let p =
+        CString::new(if path.is_empty() { &b"."[..] } else { path }).map_err(|_| Errno::EINVAL)?;
     // SAFETY: open_how is plain old data; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    how.flags = flags | libc::O_CLOEXEC as u64;
+    how.resolve = resolve;
     loop {
         // SAFETY: `p` is a valid NUL-terminated string and `how` a valid open_how of the size
         // passed; the kernel returns a new fd we take ownership of.

@@ -37,43 +37,14 @@ impl From<Errno> for CopyError {
     }
 }
 
-/// Open `path` (a container path, absolute or not) inside the root `root`: every symlink, `..`
-/// and absolute link is resolved as if `root` were `/` (`openat2` `RESOLVE_IN_ROOT`); the last
-/// component is followed only with `follow`.
+/// [`at::open_in_root`] of a container path given as a string.
 pub fn open_in_root(
     root: BorrowedFd<'_>,
     path: &str,
     flags: libc::c_int,
     follow: bool,
 ) -> Result<OwnedFd, Errno> {
-    let rel = path.trim_start_matches('/');
-    let c = std::ffi::CString::new(if rel.is_empty() { "." } else { rel })
-        .map_err(|_| Errno::EINVAL)?;
-    // SAFETY: open_how is plain old data; all-zero is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC | if follow { 0 } else { libc::O_NOFOLLOW }) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    loop {
-        // SAFETY: valid dirfd, NUL-terminated path and open_how of the given size.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: a fresh fd returned by the kernel, owned by nobody else.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-        }
-        match Errno::last() {
-            // RESOLVE_IN_ROOT asks to retry when a rename raced the lookup.
-            Errno::EAGAIN | Errno::EINTR => continue,
-            e => return Err(e),
-        }
-    }
+    strata_fs::at::open_in_root(root, path.as_bytes(), flags, follow)
 }
 
 fn header_for(st: &libc::stat) -> tar::Header {

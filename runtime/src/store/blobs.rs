@@ -10,7 +10,6 @@ use super::images::Meta;
 use super::{io_at, Result, Store, StoreError};
 use crate::digest::{Digest, HashingWriter};
 use crate::fsutil::{fsync_dir, unique_tmp, Staging};
-use crate::reference::Reference;
 
 impl Store {
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
@@ -204,17 +203,7 @@ impl Store {
         if doomed.is_empty() {
             return;
         }
-        let mut roots: Vec<Digest> = m
-            .images
-            .keys()
-            .filter_map(|h| Digest::from_hex(h).ok())
-            .collect();
-        roots.extend(
-            m.refs
-                .keys()
-                .filter_map(|k| Reference::parse(k).ok())
-                .filter_map(|r| r.digest().cloned()),
-        );
+        let mut roots = m.blob_roots();
         if let Ok(layers) = self.layers() {
             roots.extend(layers.into_iter().filter_map(|l| l.compressed_digest));
         } else {

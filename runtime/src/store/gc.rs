@@ -37,7 +37,6 @@ use nix::fcntl::{Flock, FlockArg};
 use super::{io_at, Result, Store};
 use crate::digest::{ChainId, Digest};
 use crate::fsutil::{fsync_dir, remove_any, unique_tmp, LockMode};
-use crate::reference::Reference;
 
 /// What a lease line protects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,17 +334,7 @@ impl Store {
         }
         // Mark blobs: image configs, manifests of digest references, compressed blobs of kept
         // layers, leased blobs, and everything those name.
-        let mut roots: Vec<Digest> = m
-            .images
-            .keys()
-            .filter_map(|h| Digest::from_hex(h).ok())
-            .collect();
-        roots.extend(
-            m.refs
-                .keys()
-                .filter_map(|k| Reference::parse(k).ok())
-                .filter_map(|r| r.digest().cloned()),
-        );
+        let mut roots = m.blob_roots();
         let mut layer_sizes = BTreeMap::new();
         for name in &layer_names {
             let Ok(c) = ChainId::parse(&format!("sha256:{name}")) else {

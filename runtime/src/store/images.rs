@@ -93,6 +93,23 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
+    /// The blobs the metadata itself names: every image's config and the manifest of every
+    /// digest reference (the roots from which a blob sweep marks).
+    pub(crate) fn blob_roots(&self) -> Vec<Digest> {
+        let mut roots: Vec<Digest> = self
+            .images
+            .keys()
+            .filter_map(|h| Digest::from_hex(h).ok())
+            .collect();
+        roots.extend(
+            self.refs
+                .keys()
+                .filter_map(|k| Reference::parse(k).ok())
+                .filter_map(|r| r.digest().cloned()),
+        );
+        roots
+    }
+
     pub(crate) fn refs_of(&self, id: &ImageId) -> Vec<Reference> {
         self.refs
             .iter()
