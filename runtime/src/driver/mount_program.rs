@@ -36,7 +36,9 @@ impl MountProgramDriver {
         &self.program
     }
 
-    /// The first line of `PROGRAM --version` (fuse-overlayfs prints `fuse-overlayfs: version 1.10`).
+    /// The program's own line of `PROGRAM --version`: the first line starting with its file name
+    /// (fuse-overlayfs 1.10 prints libfuse's `fusermount3 version: …` before its own
+    /// `fuse-overlayfs: version 1.10`), else the first line.
     pub fn version(&self) -> Option<String> {
         let out = Command::new(&self.program)
             .arg("--version")
@@ -45,10 +47,10 @@ impl MountProgramDriver {
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .map(str::to_string)
+        let name = self.program.file_name()?.to_string_lossy().into_owned();
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let own = lines.clone().find(|l| l.starts_with(&name));
+        own.or_else(|| lines.next()).map(str::to_string)
     }
 }
 
