@@ -69,6 +69,10 @@ fn roundtrip(s: &Strata, opts: &[&str], spec: &str, fstype: &str) {
     .unwrap();
     assert!(cfg.contains(&format!("\"driver\": \"{spec}\"")), "{cfg}");
     assert_eq!(
+        ok(&["inspect", "-f", "{{.Driver}} {{.GraphDriver.Name}}", "live"]),
+        "fuse-overlayfs fuse-overlayfs\n"
+    );
+    assert_eq!(
         ok(&["exec", "live", "sh", "-c", "echo x > /tmp/x; cat /tmp/x"]),
         "x\n"
     );

@@ -98,6 +98,16 @@ pub fn mount_program_of(spec: &str) -> Option<mount_program::MountProgramDriver>
     (!program.is_empty()).then(|| mount_program::MountProgramDriver::new(program))
 }
 
+/// The driver name a spec stands for (`fuse-overlayfs:PROGRAM` → `fuse-overlayfs`), as
+/// `inspect` shows it.
+pub fn name_of(spec: &str) -> &str {
+    if mount_program_of(spec).is_some() {
+        mount_program::NAME
+    } else {
+        spec
+    }
+}
+
 /// Look a driver up by its spec (its name, or `fuse-overlayfs:PROGRAM`).
 pub fn by_name(name: &str) -> Result<Box<dyn Driver>, DriverError> {
     if let Some(d) = mount_program_of(name) {
@@ -161,6 +171,8 @@ mod tests {
         ));
         let d = mount_program_of(&with_mount_program(Path::new("/opt/x/prog"))).unwrap();
         assert_eq!(d.program(), Path::new("/opt/x/prog"));
+        assert_eq!(name_of("fuse-overlayfs:/opt/x/prog"), "fuse-overlayfs");
+        assert_eq!(name_of("overlay"), "overlay");
         assert_eq!(
             mount_program_of("fuse-overlayfs").unwrap().program(),
             Path::new("fuse-overlayfs")
