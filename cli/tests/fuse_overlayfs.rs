@@ -154,7 +154,7 @@ fn strata_overlay_as_mount_program() {
 }
 
 #[test]
-fn unknown_storage_opt_is_refused() {
+fn bad_storage_opts_and_failing_mount_programs() {
     let s = setup("fuse-overlayfs");
     let r = s.run(&["--storage-opt", "size=1G", "run", "--rm", "busybox", "true"]);
     assert_eq!(r.code, Some(125), "{r:?}");
@@ -173,6 +173,22 @@ fn unknown_storage_opt_is_refused() {
         "true",
     ]);
     assert_eq!(r.code, Some(125), "{r:?}");
+    // A mount program that fails: one line naming it, nothing left behind.
+    let r = s.run(&[
+        "--storage-opt",
+        "mount_program=/bin/false",
+        "run",
+        "--name",
+        "nomount",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr.contains("/bin/false exited with exit status: 1"),
+        "{r:?}"
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
     assert!(s.ok(&["ps", "-aq"]).is_empty());
     assert!(mounts_under(s.root_path()).is_empty());
 }
