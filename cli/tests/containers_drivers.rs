@@ -73,6 +73,11 @@ fn lifecycle_vfs() {
     lifecycle("vfs");
 }
 
+#[test]
+fn lifecycle_fuse_overlayfs() {
+    lifecycle("fuse-overlayfs");
+}
+
 /// The same bundle run by runc instead of the built-in executor (`--runtime runc`).
 #[test]
 fn runtime_runc_runs_the_same_bundle() {

@@ -205,6 +205,11 @@ fn diff_rules_vfs() {
     diff_on("vfs");
 }
 
+#[test]
+fn diff_rules_fuse_overlayfs() {
+    diff_on("fuse-overlayfs");
+}
+
 fn blob_json(env: &Env, id: &str) -> Value {
     let hex = id.trim().trim_start_matches("sha256:");
     let bytes = std::fs::read(env.root.join("blobs/sha256").join(hex)).unwrap();

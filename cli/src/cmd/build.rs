@@ -325,7 +325,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
         pull: args.pull,
         labels: parse_kv(&args.label, false).into_iter().collect(),
         network,
-        driver: super::run::driver_name(global),
+        driver: super::run::driver_name(global)?,
         launcher: super::run::launcher(global)?,
     };
     let mut host = Host {

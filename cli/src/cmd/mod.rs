@@ -35,6 +35,7 @@ pub mod save;
 pub mod start;
 pub mod stats;
 pub mod stop;
+pub mod storage;
 pub mod system;
 pub mod tag;
 pub mod top;
@@ -60,9 +61,12 @@ pub struct Global {
         default_value_os_t = strata_runtime::rootless::Defaults::detect().runroot
     )]
     pub runroot: PathBuf,
-    /// Storage driver for container root filesystems: fuse (default), overlay, vfs
+    /// Storage driver for container root filesystems: fuse (default), overlay, vfs, fuse-overlayfs
     #[arg(long = "storage-driver", global = true, env = "STRATA_STORAGE_DRIVER")]
     pub storage_driver: Option<String>,
+    /// Storage driver option (repeatable): mount_program=PATH runs PATH as the fuse-overlayfs mount program
+    #[arg(long = "storage-opt", global = true, value_name = "KEY=VALUE", value_parser = storage::parse)]
+    pub storage_opts: Vec<storage::StorageOpt>,
     /// Registry to reach over plain HTTP (loopback registries always are)
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,

@@ -151,16 +151,18 @@ pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
 }
 
 /// The storage driver: flag / `STRATA_STORAGE_DRIVER`, else `storage-driver` in
-/// `<root>/strata.json`, else `fuse`.
-pub(crate) fn driver_name(global: &Global) -> String {
+/// `<root>/strata.json`, else `fuse`; `--storage-opt mount_program=PATH` makes it the
+/// fuse-overlayfs driver running PATH (the spec containers record).
+pub(crate) fn driver_name(global: &Global) -> anyhow::Result<String> {
     if let Some(d) = &global.storage_driver {
-        return d.clone();
+        return super::storage::driver_spec(global, d.clone());
     }
-    std::fs::read(global.root.join("strata.json"))
+    let name = std::fs::read(global.root.join("strata.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v.get("storage-driver")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| strata_runtime::driver::DEFAULT_DRIVER.to_string())
+        .unwrap_or_else(|| strata_runtime::driver::DEFAULT_DRIVER.to_string());
+    super::storage::driver_spec(global, name)
 }
 
 /// Print `e` as Docker does and exit with `code`. (A `ToolError` context would show up in the
@@ -465,7 +467,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             network,
             net,
             auto_remove: args.rm,
-            driver: driver_name(global),
+            driver: driver_name(global)?,
             runtime: args.runtime.clone(),
             resources,
             stop_timeout: args.stop_timeout,

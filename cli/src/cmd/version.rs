@@ -123,11 +123,27 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
     let images = super::image::open_store(global)
         .and_then(|s| Ok(s.images()?.len()))
         .unwrap_or(0);
-    let driver = driver_name(global);
+    let (driver, program) = super::storage::describe(&driver_name(global)?);
     let mut runtimes = vec!["builtin".to_string()];
     let runc = runc_version();
     if runc.is_some() {
         runtimes.push("runc".to_string());
+    }
+    let mut driver_status = vec![
+        vec!["Backing Filesystem".to_string(), backing_fs(&global.root)],
+        vec![
+            "Passthrough".to_string(),
+            if driver == "fuse" && passthrough() {
+                "on"
+            } else {
+                "off"
+            }
+            .to_string(),
+        ],
+    ];
+    if let Some((path, version)) = &program {
+        driver_status.push(vec!["Mount Program".to_string(), path.clone()]);
+        driver_status.push(vec!["Mount Program Version".to_string(), version.clone()]);
     }
     let v = serde_json::json!({
         "Containers": containers.len(),
@@ -136,10 +152,7 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
         "ContainersStopped": containers.len() - running,
         "Images": images,
         "Driver": driver,
-        "DriverStatus": [
-            ["Backing Filesystem", backing_fs(&global.root)],
-            ["Passthrough", if driver == "fuse" && passthrough() { "on" } else { "off" }],
-        ],
+        "DriverStatus": driver_status,
         "CgroupVersion": cgroup_version(),
         "CgroupDriver": "cgroupfs",
         "Runtimes": runtimes,
@@ -171,6 +184,10 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
     writeln!(out, " Server Version: {}", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, " Storage Driver: {driver}")?;
     writeln!(out, "  Backing Filesystem: {}", backing_fs(&global.root))?;
+    if let Some((path, version)) = &program {
+        writeln!(out, "  Mount Program: {path}")?;
+        writeln!(out, "  Mount Program Version: {version}")?;
+    }
     if driver == "fuse" {
         writeln!(
             out,

@@ -39,6 +39,11 @@ impl LowerDir {
         LowerDir { dirs: Vec::new() }
     }
 
+    /// Nothing is visible below (a new or opaque dir): a whiteout here hides nothing.
+    fn is_empty(&self) -> bool {
+        self.dirs.is_empty()
+    }
+
     /// The root directories of `lowers` (top first).
     pub(crate) fn root(lowers: &[PathBuf]) -> Result<Self, ChangesError> {
         let mut dirs = Vec::with_capacity(lowers.len());
@@ -188,6 +193,9 @@ fn walk(
     for name in &names {
         match format::classify(name.as_bytes()) {
             Name::Plain => {}
+            // fuse-overlayfs 1.10 leaves a char 0/0 `.wh..opq` in every opaque dir it makes:
+            // below a new or opaque dir no whiteout deletes anything, so none is reported.
+            Name::Whiteout(_) if lower.is_empty() => continue,
             Name::Whiteout(target) => {
                 let child = path.join(OsStr::from_bytes(target));
                 if !filter.is_excluded(&child) {
@@ -209,7 +217,9 @@ fn walk(
             Err(e) => return Err(walk_err(&child)(e)),
         };
         if format::is_whiteout(dir.as_fd(), name, &st, xwhiteouts) {
-            out.push(Change::new(ChangeKind::Delete, child));
+            if !lower.is_empty() {
+                out.push(Change::new(ChangeKind::Delete, child));
+            }
             continue;
         }
         let lower_st = lower.lookup(name);

@@ -102,7 +102,7 @@ pub fn to_json(c: &Container) -> Value {
         "LogPath": c.paths.log(),
         "Name": format!("/{}", cfg.name),
         "RestartCount": st.restart_count,
-        "Driver": cfg.driver,
+        "Driver": crate::driver::name_of(&cfg.driver),
         "Platform": "linux",
         "HostConfig": {
             "Binds": binds,
@@ -134,7 +134,7 @@ pub fn to_json(c: &Container) -> Value {
             "LogConfig": {"Type": "json-file", "Config": {}},
         },
         "GraphDriver": {
-            "Name": cfg.driver,
+            "Name": crate::driver::name_of(&cfg.driver),
             "Data": {
                 "LowerDir": lower_dir,
                 "UpperDir": c.paths.upper(),

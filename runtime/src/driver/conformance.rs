@@ -236,3 +236,27 @@ macro_rules! suite {
 suite!(vfs, "vfs");
 suite!(overlay, "overlay");
 suite!(fuse, "fuse");
+suite!(fuse_overlayfs, "fuse-overlayfs");
+suite!(
+    strata_overlay_program,
+    super::strata_overlay_spec().as_str()
+);
+
+/// `fuse-overlayfs` with our own `strata-overlay` as its mount program (built next to the test
+/// binary's target dir by the workspace build).
+fn strata_overlay_spec() -> String {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/strata_runtime-HASH -> target/debug/strata-overlay
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("strata-overlay");
+    assert!(
+        bin.is_file(),
+        "{} missing: build it with `cargo build -p strata-fs`",
+        bin.display()
+    );
+    super::with_mount_program(&bin)
+}

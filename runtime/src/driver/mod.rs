@@ -10,12 +10,17 @@
 //!
 //! Drivers: [`fuse`] (ours, in-process FUSE threads; the default), [`overlay`] (kernel
 //! overlayfs), [`vfs`] (a full copy of the layers into the upper dir, bind-mounted; the reference
-//! implementation every other driver must agree with). All three pass the same conformance suite
+//! implementation every other driver must agree with), [`mount_program`] (`fuse-overlayfs`: runs
+//! a fuse-overlayfs-compatible mount program). All pass the same conformance suite
 //! (`conformance.rs`).
+//!
+//! A driver is named by a *spec*: its name, or for `fuse-overlayfs` with another mount program
+//! `fuse-overlayfs:PROGRAM` (see [`with_mount_program`]); containers record the spec.
 
 use std::path::{Path, PathBuf};
 
 pub mod fuse;
+pub mod mount_program;
 pub mod overlay;
 pub mod vfs;
 
@@ -25,7 +30,7 @@ mod conformance;
 /// Errors of the storage drivers.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("unknown storage driver {0:?} (choose fuse, overlay or vfs)")]
+    #[error("unknown storage driver {0:?} (choose fuse, overlay, vfs or fuse-overlayfs)")]
     Unknown(String),
     #[error("storage driver {driver}: cannot mount {mountpoint}: {source}")]
     Mount {
@@ -77,8 +82,37 @@ pub trait Driver: Send + Sync {
 /// The driver used when none is configured.
 pub const DEFAULT_DRIVER: &str = "fuse";
 
-/// Look a driver up by name.
+/// The spec of the `fuse-overlayfs` driver running `program` instead of the installed binary.
+pub fn with_mount_program(program: &Path) -> String {
+    format!("{}:{}", mount_program::NAME, program.display())
+}
+
+/// The mount-program driver a spec names, if it names one.
+pub fn mount_program_of(spec: &str) -> Option<mount_program::MountProgramDriver> {
+    if spec == mount_program::NAME {
+        return Some(mount_program::MountProgramDriver::new(
+            mount_program::DEFAULT_PROGRAM,
+        ));
+    }
+    let program = spec.strip_prefix(mount_program::NAME)?.strip_prefix(':')?;
+    (!program.is_empty()).then(|| mount_program::MountProgramDriver::new(program))
+}
+
+/// The driver name a spec stands for (`fuse-overlayfs:PROGRAM` → `fuse-overlayfs`), as
+/// `inspect` shows it.
+pub fn name_of(spec: &str) -> &str {
+    if mount_program_of(spec).is_some() {
+        mount_program::NAME
+    } else {
+        spec
+    }
+}
+
+/// Look a driver up by its spec (its name, or `fuse-overlayfs:PROGRAM`).
 pub fn by_name(name: &str) -> Result<Box<dyn Driver>, DriverError> {
+    if let Some(d) = mount_program_of(name) {
+        return Ok(Box::new(d));
+    }
     match name {
         "fuse" => Ok(Box::new(fuse::FuseDriver)),
         "overlay" | "overlay2" => Ok(Box::new(overlay::OverlayDriver)),
@@ -131,5 +165,17 @@ mod tests {
     fn unknown_driver_is_an_error() {
         assert!(matches!(by_name("zfs"), Err(DriverError::Unknown(_))));
         assert_eq!(by_name("vfs").map(|d| d.name()).ok(), Some("vfs"));
+        assert!(matches!(
+            by_name("fuse-overlayfs:"),
+            Err(DriverError::Unknown(_))
+        ));
+        let d = mount_program_of(&with_mount_program(Path::new("/opt/x/prog"))).unwrap();
+        assert_eq!(d.program(), Path::new("/opt/x/prog"));
+        assert_eq!(name_of("fuse-overlayfs:/opt/x/prog"), "fuse-overlayfs");
+        assert_eq!(name_of("overlay"), "overlay");
+        assert_eq!(
+            mount_program_of("fuse-overlayfs").unwrap().program(),
+            Path::new("fuse-overlayfs")
+        );
     }
 }
