@@ -640,6 +640,26 @@ pub fn plan(req: &CopyRequest<'_>) -> Result<Plan, BuildError> {
         };
         p.items.insert(parent, item);
     }
+    // An archive's destination directory is an entry of the layer too: as the image has it,
+    // or new (0755, root, as Docker's extraction makes it).
+    for (path, item) in p.items.iter_mut() {
+        if !matches!(item.content, Content::Archive(..)) {
+            continue;
+        }
+        let comps: Vec<OsString> = path.split('/').map(OsString::from).collect();
+        let existing = req
+            .image
+            .and_then(|t| t.stat(&comps).ok().flatten().filter(|n| n.is_dir()));
+        (item.mode, item.uid, item.gid, item.mtime) = match existing {
+            Some(n) => (
+                n.mode(),
+                n.st.st_uid,
+                n.st.st_gid,
+                n.st.st_mtime.max(0) as u64,
+            ),
+            None => (0o755, 0, 0, now()),
+        };
+    }
     // The digest: every entry's path, type, mode, owner and content (not its mtime).
     let mut h = std::mem::take(&mut p.hasher);
     for (path, item) in &p.items {
@@ -737,7 +757,14 @@ pub fn write_tar(plan: &Plan, out: impl Write) -> Result<(), BuildError> {
                 let mut hd = header(tar::EntryType::Regular, item, size);
                 b.append_data(&mut hd, path, f.take(size)).map_err(io)?;
             }
-            Content::Archive(n, owner) => extract_into(&mut b, n, path, *owner)?,
+            Content::Archive(n, owner) => {
+                if !path.is_empty() {
+                    let mut hd = header(tar::EntryType::Directory, item, 0);
+                    b.append_data(&mut hd, format!("{path}/"), std::io::empty())
+                        .map_err(io)?;
+                }
+                extract_into(&mut b, n, path, *owner)?
+            }
         }
     }
     b.into_inner().map_err(io_at(&tmp))?;
@@ -801,6 +828,46 @@ fn extract_into<W: Write>(
             b.append_data(&mut hd, format!("{parent}/"), std::io::empty())
                 .map_err(io_at(&path))?;
         }
+        // Extended attributes (PAX `SCHILY.xattr.*`) go along, as Docker's extraction keeps them.
+        let kind = e.header().entry_type();
+        let emitted = kind.is_file()
+            || kind.is_dir()
+            || kind.is_symlink()
+            || kind.is_hard_link()
+            || matches!(
+                kind,
+                tar::EntryType::Continuous
+                    | tar::EntryType::Char
+                    | tar::EntryType::Block
+                    | tar::EntryType::Fifo
+            );
+        let mut pax = Vec::new();
+        if !emitted {
+            continue;
+        }
+        if let Some(exts) = e.pax_extensions().map_err(io_at(&path))? {
+            for x in exts.flatten() {
+                if let Ok(k) = x.key() {
+                    if k.starts_with("SCHILY.xattr.") {
+                        let mut rec = Vec::with_capacity(k.len() + x.value_bytes().len() + 2);
+                        rec.extend_from_slice(b" ");
+                        rec.extend_from_slice(k.as_bytes());
+                        rec.push(b'=');
+                        rec.extend_from_slice(x.value_bytes());
+                        rec.push(b'\n');
+                        pax.extend_from_slice(&pax_record(rec));
+                    }
+                }
+            }
+        }
+        if !pax.is_empty() {
+            let mut hd = tar::Header::new_ustar();
+            hd.set_entry_type(tar::EntryType::XHeader);
+            hd.set_mode(0o644);
+            hd.set_size(pax.len() as u64);
+            b.append_data(&mut hd, "PaxHeader", &pax[..])
+                .map_err(io_at(&path))?;
+        }
         // A fresh header: only what a layer needs, every numeric field well-formed (archives
         // in the wild leave some empty).
         let old = e.header();
@@ -854,6 +921,17 @@ fn extract_into<W: Write>(
         // PAX/GNU metadata entries are consumed by the reader.
     }
     Ok(())
+}
+
+/// A PAX record from " key=value\n": its decimal length (counting itself) in front.
+fn pax_record(rest: Vec<u8>) -> Vec<u8> {
+    let mut len = rest.len() + 1;
+    while len.to_string().len() + rest.len() != len {
+        len += 1;
+    }
+    let mut out = len.to_string().into_bytes();
+    out.extend_from_slice(&rest);
+    out
 }
 
 #[cfg(test)]
