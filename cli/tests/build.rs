@@ -1278,5 +1278,41 @@ fn build_matches_podman_build() {
     }
     // Every case is compared before failing, so one run shows every difference.
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // An image strata built runs in podman: `save`, `podman load`, `podman run` its CMD.
+    let ctx = dir.path().join("runs-in-podman");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY hello.txt /hello.txt\nRUN echo built >> /hello.txt\n\
+         CMD [\"cat\", \"/hello.txt\"]\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello from strata build\n").unwrap();
+    let r = build(&s, &["-t", "strata-built:1", ctx.to_str().unwrap()]);
+    assert!(r.ok(), "{r:?}");
+    let saved = dir.path().join("strata-built.tar");
+    s.ok(&["save", "-o", saved.to_str().unwrap(), "strata-built:1"]);
+    let o = podman(dir.path(), &["load", "-i", saved.to_str().unwrap()]);
+    assert!(o.status.success(), "podman load: {o:?}");
+    let o = podman(
+        dir.path(),
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            "strata-built:1",
+        ],
+    );
+    assert!(o.status.success(), "podman run: {o:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello from strata build\nbuilt\n"
+    );
     assert_clean(&s);
 }
