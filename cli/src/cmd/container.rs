@@ -108,16 +108,11 @@ pub struct PruneArgs {
     filter: Vec<String>,
 }
 
-/// Docker's `container prune`: every container that is not running.
-pub fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
-    if let Some(f) = a.filter.first() {
-        anyhow::bail!("invalid filter '{}'", f.split('=').next().unwrap_or(f));
-    }
-    if !a.force && !super::image::confirm("WARNING! This will remove all stopped containers.")? {
-        return Ok(());
-    }
+/// Remove every container that is not running and print Docker's `Deleted Containers:` block;
+/// returns the bytes reclaimed. Shared by `container prune` and `system prune`. A container that
+/// a concurrent `rm` took first is skipped silently.
+pub(crate) fn prune_stopped(global: &Global, out: &mut impl Write) -> Result<u64> {
     let rt = super::run::runtime(global);
-    let mut out = std::io::stdout().lock();
     let mut deleted = Vec::new();
     let mut reclaimed = 0;
     for c in super::image::containers(global)? {
@@ -140,6 +135,19 @@ pub fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
         }
         writeln!(out)?;
     }
+    Ok(reclaimed)
+}
+
+/// Docker's `container prune`: every container that is not running.
+pub fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
+    if let Some(f) = a.filter.first() {
+        anyhow::bail!("invalid filter '{}'", f.split('=').next().unwrap_or(f));
+    }
+    if !a.force && !super::image::confirm("WARNING! This will remove all stopped containers.")? {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    let reclaimed = prune_stopped(global, &mut out)?;
     writeln!(
         out,
         "Total reclaimed space: {}",

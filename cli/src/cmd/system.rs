@@ -91,28 +91,7 @@ fn prune(global: &Global, a: PruneArgs) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     // Stopped containers first, so the images only they used become unused.
-    let rt = strata_runtime::container::Runtime::new(&global.root, &global.runroot);
-    let mut deleted = Vec::new();
-    let mut reclaimed = 0;
-    for c in containers(global)? {
-        if c.usage.running {
-            continue;
-        }
-        match rt.remove(&c.record, false) {
-            Ok(()) => {
-                reclaimed += c.size_rw;
-                deleted.push(c.usage.container_id);
-            }
-            Err(e) => eprintln!("Error: {e}"),
-        }
-    }
-    if !deleted.is_empty() {
-        writeln!(out, "Deleted Containers:")?;
-        for id in &deleted {
-            writeln!(out, "{id}")?;
-        }
-        writeln!(out)?;
-    }
+    let mut reclaimed = super::container::prune_stopped(global, &mut out)?;
     if a.volumes {
         let (names, bytes) = super::volume::prune(global, false)?;
         reclaimed += bytes;

@@ -13,7 +13,7 @@ use super::exec::{Builder, Event, PROXY_ARGS};
 use super::instructions::Form;
 use super::stage::{StageState, TempFile};
 use super::{io_at, BuildError};
-use crate::changes::{diff_filtered, diff_full_tree, write_changes_tar, Filter};
+use crate::changes::{container_diff, write_changes_tar};
 use crate::container::{
     CreateRequest, ImageSource, NetworkMode, Runtime, Status as ContainerStatus,
 };
@@ -181,16 +181,10 @@ impl Builder<'_> {
             });
         }
         // The upper dir, against the image and the init layer, is the step's layer.
+        // (`container_diff`, as `strata diff` computes it: the same lowers, filter and vfs rule.)
         let c = self.rt.lookup(c.id().as_str())?;
-        let mut lowers = vec![c.paths.init_layer()];
-        lowers.extend(layers);
         let upper = c.paths.upper();
-        let filter = Filter::docker();
-        let changes = if c.config.driver == "vfs" {
-            diff_full_tree(&upper, &lowers, &filter)?
-        } else {
-            diff_filtered(&upper, &lowers, &filter)?
-        };
+        let changes = container_diff(&c)?;
         let diff = if changes.is_empty() {
             None
         } else {

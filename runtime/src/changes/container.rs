@@ -12,13 +12,12 @@ use crate::reference::Reference;
 use crate::store::Store;
 
 /// The container's lowers, top first: its init layer (mount targets), then its image's layers.
+/// (Records made before init layers existed have none.)
 fn lowers(c: &Container) -> Vec<PathBuf> {
-    let mut out = Vec::with_capacity(c.config.layers.len() + 1);
-    let init = c.paths.init_layer();
-    if init.is_dir() {
-        out.push(init);
+    let mut out = c.layers().lowers;
+    if !out[0].is_dir() {
+        out.remove(0);
     }
-    out.extend(c.config.layers.iter().cloned());
     out
 }
 

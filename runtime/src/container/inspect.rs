@@ -65,9 +65,9 @@ pub fn to_json(c: &Container) -> Value {
                    "Propagation": "rprivate"})
         })
         .collect();
-    let mut lowers = vec![c.paths.init_layer()];
-    lowers.extend(cfg.layers.iter().cloned());
-    let lower_dir = lowers
+    let lower_dir = c
+        .layers()
+        .lowers
         .iter()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()

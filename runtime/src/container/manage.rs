@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::record::{self, valid_name, ContainerId, Status};
 use super::{io_at, Container, ContainerError, Result, Runtime};
-use crate::driver::{self, is_mountpoint, Layers, Mounted};
+use crate::driver::{self, is_mountpoint, Mounted};
 
 const FREEZER: &str = "/sys/fs/cgroup/freezer/strata";
 
@@ -152,13 +152,7 @@ impl Runtime {
         let _lock = crate::fsutil::lock_file(&lock_path, crate::fsutil::LockMode::TryExclusive)
             .map_err(io_at(&lock_path))?;
         let drv = driver::by_name(&c.config.driver)?;
-        let mut lowers = vec![c.paths.init_layer()];
-        lowers.extend(c.config.layers.iter().cloned());
-        let layers = Layers {
-            lowers,
-            upper: c.paths.upper(),
-            work: c.paths.work(),
-        };
+        let layers = c.layers();
         let mounted: Box<dyn Mounted> = drv.mount(&layers, &rootfs)?;
         let out = f(mounted.path());
         drop(mounted);

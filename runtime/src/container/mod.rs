@@ -157,6 +157,19 @@ impl Container {
     pub fn is_running(&self) -> bool {
         self.state.status == Status::Running
     }
+
+    /// The layer stack its rootfs is mounted from: the init layer (mount targets, `/etc/hosts`
+    /// & co.) on top of the image's layers, then its own upper and work dirs.
+    pub fn layers(&self) -> crate::driver::Layers {
+        let mut lowers = Vec::with_capacity(self.config.layers.len() + 1);
+        lowers.push(self.paths.init_layer());
+        lowers.extend(self.config.layers.iter().cloned());
+        crate::driver::Layers {
+            lowers,
+            upper: self.paths.upper(),
+            work: self.paths.work(),
+        }
+    }
 }
 
 /// A handle on the containers under one `--root`/`--runroot`.

@@ -29,7 +29,7 @@ use super::record::{self, process_start_time, ContainerId, NetworkMode, Status};
 use super::spec::{self, Spec};
 use super::user;
 use super::{cgroup, devices, io_at, oci, Container, ContainerError, Result, Runtime};
-use crate::driver::{self, Layers, Mounted};
+use crate::driver::{self, Mounted};
 
 /// Signals the supervisor forwards to the init (SIGWINCH resizes the pty instead).
 const FORWARDED: &[Signal] = &[
@@ -191,13 +191,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
     let drv = driver::by_name(&c.config.driver)?;
 
-    let mut lowers = vec![c.paths.init_layer()];
-    lowers.extend(c.config.layers.iter().cloned());
-    let layers = Layers {
-        lowers,
-        upper: c.paths.upper(),
-        work: c.paths.work(),
-    };
+    let layers = c.layers();
     let rootfs = c.paths.rootfs();
     let builtin = c.config.runtime == "builtin" || c.config.runtime.is_empty();
     // Builtin: fork the init now, while this process has a single thread: it waits for its
