@@ -107,15 +107,15 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             Ok(())
         }
         Sub::Ls(a) => {
-            let rows: Vec<serde_json::Value> = vols
-                .list()?
+            let list = vols.list()?;
+            let rows: Vec<serde_json::Value> = list
                 .iter()
                 .map(|v| serde_json::json!({"Driver": "local", "Name": v.name, "Mountpoint": vols.data_dir(&v.name), "Scope": "local"}))
                 .collect();
             if !a.quiet && a.format.is_none() {
                 // Docker's default table: the driver column is 10 wide.
                 println!("{:<10}VOLUME NAME", "DRIVER");
-                for v in vols.list()? {
+                for v in &list {
                     println!("{:<10}{}", "local", v.name);
                 }
                 return Ok(());
