@@ -236,6 +236,9 @@ pub enum PullError {
     NotLocal(String),
     #[error("manifest lists {layers} layers but the image config has {diff_ids} diff IDs")]
     LayerCount { layers: usize, diff_ids: usize },
+    /// `push --compression estargz`: converting the layers failed.
+    #[error(transparent)]
+    Convert(#[from] crate::seekable::convert::ConvertError),
 }
 
 impl RegistryError {

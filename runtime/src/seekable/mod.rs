@@ -49,6 +49,7 @@ use std::io;
 
 use crate::digest::Digest;
 
+pub mod convert;
 pub mod estargz;
 mod rawtar;
 mod toc;
@@ -66,6 +67,34 @@ pub fn parse_toc(
     expected_toc_digest: Option<&str>,
 ) -> Result<Toc, SeekableError> {
     estargz::parse_toc(blob_tail_from_toc_offset, expected_toc_digest)
+}
+
+/// The layer blob format `push --compression` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// Plain gzip (or the blob the layer was pulled as): what `push` always did.
+    Gzip,
+    /// eStargz: layers (and so diffIDs and the config) are re-encoded unless already eStargz.
+    Estargz,
+    /// zstd:chunked: same tar, same diffIDs, seekable zstd blob.
+    ZstdChunked,
+}
+
+/// `--compression` value not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid compression format {0:?}: must be gzip, estargz or zstd:chunked")]
+pub struct UnknownCompression(pub String);
+
+impl std::str::FromStr for LayerCompression {
+    type Err = UnknownCompression;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gzip" => Ok(LayerCompression::Gzip),
+            "estargz" => Ok(LayerCompression::Estargz),
+            "zstd:chunked" => Ok(LayerCompression::ZstdChunked),
+            _ => Err(UnknownCompression(s.to_string())),
+        }
+    }
 }
 
 /// How a chunk's bytes are compressed in the blob.
