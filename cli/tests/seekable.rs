@@ -275,3 +275,120 @@ fn convert_and_push_errors_are_docker_style() {
     assert!(err.contains("invalid compression format \"lz4\""), "{err}");
     assert!(env.store().images().unwrap().is_empty());
 }
+
+/// (cleaned name, content) of the regular files of a layer tar.
+fn tar_regular_files(tar: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut a = tar::Archive::new(tar);
+    let mut out = std::collections::BTreeMap::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let name = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        out.insert(name, data);
+    }
+    out
+}
+
+#[test]
+fn zstd_chunked_made_by_skopeo_reads_through_its_toc() {
+    let img = images::image(vec![
+        images::busybox(),
+        images::big_layer("data/big", 600_000, 7),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let dst = dir.path().join("dst");
+    images::write_oci_layout(&src, "t", &img);
+    skopeo_copy(
+        &format!("oci:{}:t", src.display()),
+        &format!("oci:{}:t", dst.display()),
+        &["--dest-compress-format", "zstd:chunked"],
+    );
+    let read_blob = |d: &str| {
+        std::fs::read(
+            dst.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&read_blob(
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), img.layers.len());
+    let mut chunked_files = 0;
+    for (l, orig) in layers.iter().zip(&img.layers) {
+        let a = &l["annotations"];
+        let get = |new: &str, old: &str| {
+            a[new]
+                .as_str()
+                .or_else(|| a[old].as_str())
+                .unwrap_or_else(|| panic!("no {new}: {l}"))
+                .to_string()
+        };
+        let pos = seekable::zstd_chunked::parse_position(&get(
+            seekable::zstd_chunked::MANIFEST_POSITION_ANNOTATION,
+            seekable::zstd_chunked::LEGACY_MANIFEST_POSITION_ANNOTATION,
+        ))
+        .unwrap();
+        let checksum = get(
+            seekable::zstd_chunked::MANIFEST_CHECKSUM_ANNOTATION,
+            seekable::zstd_chunked::LEGACY_MANIFEST_CHECKSUM_ANNOTATION,
+        );
+        let blob = read_blob(l["digest"].as_str().unwrap());
+        // The footer says the same as the annotation.
+        assert_eq!(seekable::zstd_chunked::read_footer(&blob).unwrap(), pos);
+        let manifest = &blob[pos.offset as usize..(pos.offset + pos.compressed_len) as usize];
+        let toc = seekable::zstd_chunked::parse_toc(manifest, &pos, Some(&checksum)).unwrap();
+        let wrong = format!("sha256:{}", "0".repeat(64));
+        assert!(seekable::zstd_chunked::parse_toc(manifest, &pos, Some(&wrong)).is_err());
+        // The blob is an ordinary zstd layer: it decompresses to the same tar (same diffID).
+        let plain = gunzip(&blob);
+        assert_eq!(strata_testkit::fixtures::sha256(&plain), orig.diff_id);
+        // Every regular file reads back from its verified chunks alone.
+        let files = tar_regular_files(&orig.tar);
+        assert!(!files.is_empty());
+        for (name, data) in &files {
+            let i = toc.lookup(name).unwrap_or_else(|| panic!("{name} in TOC"));
+            let mut got = Vec::new();
+            let chunks = toc.file_chunks(i);
+            if chunks.len() > 1 {
+                chunked_files += 1;
+            }
+            for c in chunks {
+                assert_eq!(c.file_offset, got.len() as u64);
+                got.extend(
+                    seekable::decode_chunk(&blob[c.start as usize..c.end as usize], c).unwrap(),
+                );
+            }
+            assert_eq!(&got, data, "{name}");
+        }
+        // A flipped byte in a chunk is an error, never data.
+        let c = toc
+            .chunks()
+            .iter()
+            .max_by_key(|c| c.end - c.start)
+            .unwrap()
+            .clone();
+        let mut range = blob[c.start as usize..c.end as usize].to_vec();
+        let mid = range.len() / 2;
+        range[mid] ^= 0x40;
+        assert!(seekable::decode_chunk(&range, &c).is_err());
+    }
+    assert!(
+        chunked_files > 0,
+        "the big file is split into several chunks"
+    );
+}

@@ -33,8 +33,12 @@
 //! Toc::chunks() -> &[Chunk]                              every regular file's chunks, in order
 //! Toc::file_chunks(entry_index) -> &[Chunk]              one file's chunks
 //! decode_chunk(&blob[chunk.start..chunk.end], &chunk) -> Result<Vec<u8>>   verified bytes
-//! estargz::annotations(&info) / zstd_chunked::parse_toc(tail, position, checksum)
+//! estargz::annotations(&info)                           descriptor annotations of a blob we wrote
+//! zstd_chunked::parse_position(annotation) -> ManifestPosition   (or zstd_chunked::read_footer(tail))
+//! zstd_chunked::parse_toc(blob[pos.offset..][..pos.compressed_len], &pos, Some(checksum)) -> Toc
 //! ```
+//! Both formats give the same [`Toc`]/[`Chunk`] model; a chunk says how it is compressed
+//! ([`Compression`]) and [`decode_chunk`] handles both.
 //! Names in a parsed [`Toc`] are checked the way the store's extractor checks tar names
 //! (no absolute paths, no `..`): a TOC the extractor would refuse is refused here too.
 //!
