@@ -392,3 +392,44 @@ fn zstd_chunked_made_by_skopeo_reads_through_its_toc() {
         "the big file is split into several chunks"
     );
 }
+
+#[test]
+fn push_compression_zstd_chunked_keeps_the_config_and_runs_in_podman_and_strata() {
+    let reg = Registry::start();
+    let img = greeting_image();
+    push_image(&reg, "plain:1", &img);
+    let env = Env::new();
+    let src = format!("{}/plain:1", reg.addr());
+    env.ok(&["pull", &src]);
+    let target = format!("{}/zc:1", reg.addr());
+    env.ok(&["tag", &src, &target]);
+    env.ok(&["push", "--compression", "zstd:chunked", &target]);
+    let m = skopeo_raw_manifest(&target);
+    // Same tar, same diffIDs: the very same config (image ID).
+    assert_eq!(m["config"]["digest"], img.config_digest);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+            "{l}"
+        );
+        let a = &l["annotations"];
+        let pos = seekable::zstd_chunked::parse_position(
+            a[seekable::zstd_chunked::LEGACY_MANIFEST_POSITION_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let blob = std::fs::read(reg.blob_file(l["digest"].as_str().unwrap())).unwrap();
+        let manifest = &blob[pos.offset as usize..(pos.offset + pos.compressed_len) as usize];
+        let checksum = a[seekable::zstd_chunked::LEGACY_MANIFEST_CHECKSUM_ANNOTATION]
+            .as_str()
+            .unwrap();
+        let toc = seekable::zstd_chunked::parse_toc(manifest, &pos, Some(checksum)).unwrap();
+        assert!(!toc.chunks().is_empty());
+    }
+    let peers = tempfile::tempdir().unwrap();
+    assert_skopeo_copies(&target, peers.path());
+    assert_podman_runs(&target, peers.path(), "hello estargz\n");
+    assert_strata_runs(&target, "hello estargz\n");
+}

@@ -233,14 +233,22 @@ pub fn inspect_file(path: &std::path::Path) -> Result<(Toc, Digest), SeekableErr
 }
 
 /// Counts and hashes the blob's bytes.
-struct Out<W> {
-    w: W,
-    n: u64,
-    hasher: Hasher,
+pub(crate) struct Out<W> {
+    pub w: W,
+    pub n: u64,
+    pub hasher: Hasher,
 }
 
 impl<W: Write> Out<W> {
-    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+    pub(crate) fn new(w: W) -> Out<W> {
+        Out {
+            w,
+            n: 0,
+            hasher: Hasher::new(),
+        }
+    }
+
+    pub(crate) fn put(&mut self, b: &[u8]) -> io::Result<()> {
         self.w.write_all(b)?;
         self.n += b.len() as u64;
         self.hasher.update(b);
@@ -286,7 +294,7 @@ impl<W: Write> Members<W> {
     }
 }
 
-fn copy_exact<R: Read>(
+pub(crate) fn copy_exact<R: Read>(
     src: &mut R,
     mut len: u64,
     buf: &mut [u8],
@@ -399,6 +407,7 @@ pub fn write_estargz<R: Read + Seek, W: Write>(
     opts: &EstargzOptions,
 ) -> Result<EstargzInfo, SeekableError> {
     let entries: Vec<RawEntry> = rawtar::index(&mut src)?
+        .entries
         .into_iter()
         .filter(|e| !is_reserved(&e.clean))
         .collect();

@@ -479,3 +479,45 @@ fn zstd_chunked_position_footer_and_hostile_manifests() {
         (8, 9, 1, Compression::Zstd)
     );
 }
+
+#[test]
+fn zstd_chunked_writer_keeps_the_tar_and_reads_back_through_its_toc() {
+    use super::zstd_chunked::{self as zc, ZstdChunkedOptions};
+    let tar = sample_tar();
+    let mut blob = Vec::new();
+    let opts = ZstdChunkedOptions {
+        chunk_size: 4096,
+        ..ZstdChunkedOptions::default()
+    };
+    let info = zc::write_zstd_chunked(Cursor::new(&tar), &mut blob, &opts).unwrap();
+    assert_eq!(info.size, blob.len() as u64);
+    assert_eq!(info.blob_digest.as_str(), fixtures::sha256(&blob));
+    // Any zstd reader sees exactly the input tar: same diffID.
+    let mut plain = Vec::new();
+    zstd::stream::read::Decoder::new(&blob[..])
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, tar);
+    assert_eq!(info.diff_id.as_str(), fixtures::sha256(&tar));
+    // Annotations, footer and manifest agree; every file reads back from its chunks.
+    let a = zc::annotations(&info);
+    let pos = zc::parse_position(&a[1].1).unwrap();
+    assert_eq!(zc::read_footer(&blob).unwrap(), pos);
+    let m = &blob[pos.offset as usize..(pos.offset + pos.compressed_len) as usize];
+    let toc = zc::parse_toc(m, &pos, Some(&a[0].1)).unwrap();
+    for (name, data) in tar_files(&tar) {
+        let clean = name.trim_end_matches('/');
+        let i = toc.lookup(clean).unwrap();
+        if toc.entries[i].kind == "reg" {
+            assert_eq!(read_file_by_chunks(&blob, &toc, clean), data, "{name}");
+        }
+    }
+    let big = toc.lookup("data/big").unwrap();
+    assert_eq!(toc.file_chunks(big).len(), 3);
+    // The store takes it as an ordinary zstd layer.
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path()).unwrap();
+    let l = s.add_layer(&blob[..], None, Some(&info.diff_id)).unwrap();
+    assert!(s.layer_diff_dir(&l.chain_id).join("data/big").is_file());
+}
