@@ -189,7 +189,8 @@ pub fn parse_toc_digest(
     if size > MAX_TOC_SIZE {
         return Err(SeekableError::TocFormat("TOC too large"));
     }
-    let mut json = Vec::with_capacity(size as usize);
+    // Grow as bytes arrive: a header may claim more than the member holds.
+    let mut json = Vec::with_capacity(size.min(1 << 20) as usize);
     (&mut dec)
         .take(size)
         .read_to_end(&mut json)

@@ -133,7 +133,7 @@ pub fn parse_toc(
     }
     let dec = zstd::stream::read::Decoder::with_buffer(compressed)
         .map_err(|_| SeekableError::TocFormat("manifest is not zstd"))?;
-    let mut json = Vec::with_capacity(pos.uncompressed_len as usize);
+    let mut json = Vec::with_capacity(pos.uncompressed_len.min(1 << 20) as usize);
     dec.take(pos.uncompressed_len + 1)
         .read_to_end(&mut json)
         .map_err(|_| SeekableError::TocFormat("manifest does not decompress"))?;
