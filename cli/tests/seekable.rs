@@ -433,3 +433,99 @@ fn push_compression_zstd_chunked_keeps_the_config_and_runs_in_podman_and_strata(
     assert_podman_runs(&target, peers.path(), "hello estargz\n");
     assert_strata_runs(&target, "hello estargz\n");
 }
+
+/// Removes whatever podman left mounted under its temp dir, even when the test fails.
+struct UnmountGuard<'a>(&'a Path);
+
+impl Drop for UnmountGuard<'_> {
+    fn drop(&mut self) {
+        strata_testkit::container::lazy_unmount_under(self.0);
+    }
+}
+
+/// containers/storage's *partial* pull (overlay driver, `enable_partial_images`) reads the TOCs we
+/// write: podman fetches our eStargz and zstd:chunked layers chunk by chunk through their TOCs
+/// and the files it assembles are right.
+#[test]
+fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
+    let reg = Registry::start();
+    let big = images::big_layer("etc/big", 9_000_000, 3);
+    let big_sha = strata_testkit::fixtures::sha256(&tar_regular_files(&big.tar)["etc/big"]);
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("etc/greeting", b"hello partial\n")]),
+        big,
+    ]);
+    push_image(&reg, "plain:1", &img);
+    let env = Env::new();
+    let src = format!("{}/plain:1", reg.addr());
+    env.ok(&["pull", &src]);
+    let dir = tempfile::tempdir().unwrap();
+    let _guard = UnmountGuard(dir.path());
+    let conf = dir.path().join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"overlay\"\nrunroot = \"{0}/prun\"\ngraphroot = \"{0}/proot\"\n\
+             [storage.options]\npull_options = {{enable_partial_images = \"true\", \
+             use_hard_links = \"false\", ostree_repos = \"\"}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let podman = |args: &[&str]| {
+        std::process::Command::new("timeout")
+            .args(["-k", "5", "180", "podman", "--tmpdir"])
+            .arg(dir.path().join("ptmp"))
+            .args([
+                "--events-backend",
+                "none",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--runtime",
+                "runc",
+            ])
+            .args(args)
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .env("XDG_CONFIG_HOME", dir.path().join("pconfig"))
+            .env("XDG_DATA_HOME", dir.path().join("pdata"))
+            .output()
+            .expect("podman is installed by scripts/setup")
+    };
+    for (repo, compression) in [("esgz", "estargz"), ("zc", "zstd:chunked")] {
+        let target = format!("{}/{repo}:1", reg.addr());
+        env.ok(&["tag", &src, &target]);
+        env.ok(&["push", "--compression", compression, &target]);
+        let o = podman(&["--log-level=debug", "pull", "--tls-verify=false", &target]);
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "podman pull {compression}: {log}");
+        let partial = log.matches("Retrieved partial blob").count();
+        assert_eq!(
+            partial, 3,
+            "{compression}: every layer pulled through its TOC: {log}"
+        );
+        let o = podman(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            &target,
+            "sh",
+            "-c",
+            "cat /etc/greeting; busybox sha256sum /etc/big",
+        ]);
+        assert!(o.status.success(), "podman run {compression}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!(
+                "hello partial\n{}  /etc/big\n",
+                big_sha.trim_start_matches("sha256:")
+            ),
+            "{compression}"
+        );
+    }
+}
