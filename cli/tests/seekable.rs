@@ -529,3 +529,86 @@ fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
         );
     }
 }
+
+/// Removes every container of the env, even when the test fails.
+struct ContainersGuard<'a>(&'a Env);
+
+impl Drop for ContainersGuard<'_> {
+    fn drop(&mut self) {
+        let (_, ids, _) = self.0.run(&["ps", "-aq"]);
+        for id in ids.split_whitespace() {
+            let _ = self.0.run(&["rm", "-f", id]);
+        }
+    }
+}
+
+/// `strata ARGS` under a 120 s watchdog (the recording run mounts the union filesystem).
+fn strata_timed(env: &Env, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .args(["-k", "5", "120", env!("CARGO_BIN_EXE_strata"), "--root"])
+        .arg(env.root())
+        .arg("--runroot")
+        .arg(env.dir.path().join("run"))
+        .args(args)
+        .env("HOME", env.dir.path().join("home"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn convert_record_places_what_a_run_opens_first() {
+    let env = Env::new();
+    let _mounts = UnmountGuard(env.dir.path());
+    let _containers = ContainersGuard(&env);
+    let archive = env.dir.path().join("busybox.tar");
+    strata_testkit::fixtures::busybox_archive(&archive, "busybox:latest").unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let o = strata_timed(
+        &env,
+        &[
+            "image",
+            "convert",
+            "--estargz",
+            "--record",
+            "--record-timeout",
+            "60",
+            "busybox:latest",
+            "bb-rec:1",
+            "--",
+            "cat",
+            "/etc/motd",
+        ],
+    );
+    assert!(o.status.success(), "convert --record: {o:?}");
+    let store = env.store();
+    let rec = store.resolve("bb-rec:1").unwrap();
+    let layer = store.layer(&rec.chain_ids[0]).unwrap();
+    let (toc, _) =
+        estargz::inspect_file(&store.blob_path(layer.compressed_digest.as_ref().unwrap())).unwrap();
+    let landmark = toc.prefetch_landmark().expect("prefetch landmark");
+    let pos = |name: &str| toc.lookup(name).unwrap_or_else(|| panic!("{name} in TOC"));
+    assert!(pos("bin/busybox") < landmark, "the run executed busybox");
+    assert!(pos("etc/motd") < landmark, "the run read /etc/motd");
+    assert!(pos("www/index.html") > landmark, "the run never opened it");
+
+    // A recording run that cannot start is an error, and no image is made.
+    let o = strata_timed(
+        &env,
+        &[
+            "image",
+            "convert",
+            "--estargz",
+            "--record",
+            "busybox:latest",
+            "bb-bad:1",
+            "--",
+            "/no/such/binary",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Error: the recording run failed"),
+        "{o:?}"
+    );
+    assert!(store.resolve("bb-bad:1").is_err());
+}

@@ -56,6 +56,7 @@ use crate::digest::Digest;
 pub mod convert;
 pub mod estargz;
 mod rawtar;
+pub mod record;
 mod toc;
 pub mod zstd_chunked;
 
