@@ -315,6 +315,9 @@ fn blob_with_toc(json: &[u8]) -> Vec<u8> {
 
 #[test]
 fn hostile_or_inconsistent_tocs_are_refused() {
+    // A symlink replaced by a directory, then a file below it and a hard link to it: fine.
+    let fine = br#"{"version":1,"entries":[{"name":"a","type":"symlink","linkName":"/etc"},{"name":"a/","type":"dir"},{"name":"a/f","type":"fifo"},{"name":"h","type":"hardlink","linkName":"./a/f"}]}"#;
+    assert!(parse_toc(&blob_with_toc(fine), None).is_ok());
     let ok = br#"{"version":1,"entries":[{"name":"./a/","type":"dir"}]}"#;
     let toc = parse_toc(&blob_with_toc(ok), None).unwrap();
     assert_eq!(toc.entries[0].name, "a");
@@ -335,6 +338,13 @@ fn hostile_or_inconsistent_tocs_are_refused() {
         br#"{"version":1,"entries":[{"name":"f","type":"reg","size":5,"offset":0,"chunkSize":2}]}"#,
         br#"{"version":1,"entries":[{"name":"f","type":"chunk","offset":3}]}"#,
         br#"{"version":2,"entries":[]}"#,
+        // below a symlink or a file the layer made
+        br#"{"version":1,"entries":[{"name":"a","type":"symlink","linkName":"/etc"},{"name":"a/passwd","type":"fifo"}]}"#,
+        br#"{"version":1,"entries":[{"name":"f","type":"fifo"},{"name":"f/x","type":"dir"}]}"#,
+        // hard links to nothing, to a directory, through a symlink
+        br#"{"version":1,"entries":[{"name":"h","type":"hardlink","linkName":"missing"}]}"#,
+        br#"{"version":1,"entries":[{"name":"d","type":"dir"},{"name":"h","type":"hardlink","linkName":"d"}]}"#,
+        br#"{"version":1,"entries":[{"name":"a","type":"symlink","linkName":"/etc"},{"name":"h","type":"hardlink","linkName":"a/shadow"}]}"#,
         br#"{"version":1,"entries":[{"name":"x","type":"weird"}]}"#,
         b"not json",
     ];

@@ -1,6 +1,6 @@
 //! The TOC model shared by eStargz and zstd:chunked, its validation, and chunk decoding.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::path::{Component, Path};
 
@@ -263,6 +263,8 @@ pub(crate) fn validate(
         }
     }
 
+    check_tree(&toc.entries)?;
+
     // A chunk's compressed data runs to the next boundary: the next larger offset of any data
     // entry (eStargz: a new gzip member; zstd:chunked: a new frame) or a file's `endOffset`
     // (zstd:chunked: the end of its last chunk), else to the TOC.
@@ -378,6 +380,37 @@ pub(crate) fn validate(
     }
     toc.chunks = chunks;
     toc.file_ranges = ranges;
+    Ok(())
+}
+
+/// Refuse what the extractor refuses beyond names: an entry below something the layer made a
+/// symlink or a file (`a -> /etc`, then `a/passwd`), and a hard link to anything but an earlier
+/// non-directory entry of the same layer.
+fn check_tree(entries: &[TocEntry]) -> Result<(), SeekableError> {
+    let mut kinds: HashMap<&str, &str> = HashMap::new();
+    let beneath_dirs = |name: &str, kinds: &HashMap<&str, &str>| {
+        name.match_indices('/')
+            .all(|(i, _)| kinds.get(&name[..i]).is_none_or(|k| *k == "dir"))
+    };
+    for e in entries.iter().filter(|e| e.kind != "chunk") {
+        if !beneath_dirs(&e.name, &kinds) {
+            return Err(SeekableError::Unsafe {
+                name: e.name.clone(),
+                why: "parent is a symlink or not a directory",
+            });
+        }
+        if e.kind == "hardlink" {
+            let target_ok = beneath_dirs(&e.link_name, &kinds)
+                && kinds.get(e.link_name.as_str()).is_some_and(|k| *k != "dir");
+            if !target_ok {
+                return Err(SeekableError::Unsafe {
+                    name: e.name.clone(),
+                    why: "hard link target is not in this layer",
+                });
+            }
+        }
+        kinds.insert(e.name.as_str(), e.kind.as_str());
+    }
     Ok(())
 }
 
