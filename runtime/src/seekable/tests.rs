@@ -531,3 +531,43 @@ fn zstd_chunked_writer_keeps_the_tar_and_reads_back_through_its_toc() {
     let l = s.add_layer(&blob[..], None, Some(&info.diff_id)).unwrap();
     assert!(s.layer_diff_dir(&l.chain_id).join("data/big").is_file());
 }
+
+#[test]
+fn record_padding_and_missing_end_blocks_are_kept_byte_for_byte() {
+    use super::zstd_chunked::{write_zstd_chunked, ZstdChunkedOptions};
+    let mut t = LayerTar::new();
+    t.file("a", b"abc", 0o644).file("b", &big(3000), 0o600);
+    let tar = t.into_bytes();
+    let mut padded = tar.clone();
+    padded.resize(10240 * 2, 0); // GNU tar's 10 KiB records
+    let mut no_end = tar.clone();
+    no_end.truncate(tar.len() - 1024);
+    for input in [&padded, &no_end] {
+        let mut blob = Vec::new();
+        let info = write_zstd_chunked(
+            Cursor::new(input),
+            &mut blob,
+            &ZstdChunkedOptions::default(),
+        )
+        .unwrap();
+        let mut plain = Vec::new();
+        zstd::stream::read::Decoder::new(&blob[..])
+            .unwrap()
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(&plain, input);
+        assert_eq!(info.diff_id.as_str(), fixtures::sha256(input));
+        // eStargz re-frames the end, but keeps every entry.
+        let (blob, _) = convert(input, &EstargzOptions::default());
+        assert_eq!(tar_files(&gunzip(&blob)).len(), 4);
+    }
+    // Garbage where a header should be is an error.
+    let mut bad = tar.clone();
+    bad[512 + 512 + 100] ^= 0xff; // inside the second header (after "a" and its block)
+    assert!(write_zstd_chunked(
+        Cursor::new(&bad),
+        Vec::new(),
+        &ZstdChunkedOptions::default()
+    )
+    .is_err());
+}
