@@ -63,7 +63,7 @@ pub mod zstd_chunked;
 #[cfg(test)]
 mod tests;
 
-pub use estargz::{read_footer, EstargzInfo, EstargzOptions, FOOTER_SIZE};
+pub use estargz::{annotations, read_footer, EstargzInfo, EstargzOptions, FOOTER_SIZE};
 pub use toc::{Chunk, Toc, TocEntry};
 
 /// Parse an eStargz TOC (see [`estargz::parse_toc`]).
