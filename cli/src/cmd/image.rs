@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use strata_runtime::store::{ContainerUse, ImageId, ImageRecord, RemoveEvent, Store};
+use strata_runtime::store::{ContainerUse, ImageRecord, RemoveEvent, Store};
 
 use super::Global;
 use crate::units;
@@ -82,12 +82,12 @@ pub fn containers(global: &Global) -> Result<Vec<ContainerSummary>> {
     let rt = strata_runtime::container::Runtime::new(&global.root, &global.runroot);
     let mut out = Vec::new();
     for c in rt.list()? {
-        let Ok(image) = ImageId::parse(&c.config.image_id) else {
+        let Some(image) = c.config.image_id.clone() else {
             continue;
         };
         out.push(ContainerSummary {
             usage: ContainerUse {
-                container_id: c.config.id.0.clone(),
+                container_id: c.config.id.to_string(),
                 image,
                 running: c.is_running(),
             },

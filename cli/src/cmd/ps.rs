@@ -181,11 +181,10 @@ fn matches(c: &Container, filters: &[(String, String)]) -> bool {
                 .any(|n| n == *v),
             "ancestor" => {
                 c.config.image == *v
-                    || c.config.image_id == *v
                     || c.config
                         .image_id
-                        .trim_start_matches("sha256:")
-                        .starts_with(v)
+                        .as_ref()
+                        .is_some_and(|id| id.as_str() == *v || id.hex().starts_with(v))
                     || c.config.image.split(':').next() == Some(v)
                     || format!("{v}:latest") == c.config.image
             }

@@ -153,7 +153,7 @@ pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
 /// The storage driver: flag / `STRATA_STORAGE_DRIVER`, else `storage-driver` in
 /// `<root>/strata.json`, else `fuse`; `--storage-opt mount_program=PATH` makes it the
 /// fuse-overlayfs driver running PATH (the spec containers record).
-pub(crate) fn driver_name(global: &Global) -> anyhow::Result<String> {
+pub(crate) fn driver_name(global: &Global) -> anyhow::Result<strata_runtime::driver::DriverKind> {
     if let Some(d) = &global.storage_driver {
         return super::storage::driver_spec(global, d.clone());
     }
@@ -274,7 +274,7 @@ pub(crate) fn image_source(global: &Global, name: &str) -> anyhow::Result<ImageS
     let cfg = rec.config.config.clone().unwrap_or_default();
     Ok(ImageSource {
         reference: name.to_string(),
-        id: rec.id.to_string(),
+        id: Some(rec.id.clone()),
         layers,
         entrypoint: cfg.entrypoint,
         cmd: cfg.cmd,
@@ -418,13 +418,14 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
         // podman's behaviour as a user without a delegated cgroup: warn, run without limits.
         eprintln!("WARNING: Resource limits are not supported and ignored on rootless systems without cgroup delegation");
     }
-    if args.runtime != "builtin" && args.tty {
+    let runtime_kind = container::RuntimeKind::parse(&args.runtime);
+    if !runtime_kind.supports_tty() && args.tty {
         return Err(tool_error(anyhow::anyhow!(
             "runtime {:?}: -t is only supported by the builtin runtime",
             args.runtime
         )));
     }
-    if args.init && args.runtime != "builtin" {
+    if args.init && !runtime_kind.is_builtin() {
         return Err(tool_error(anyhow::anyhow!(
             "runtime {:?}: --init is only supported by the builtin runtime",
             args.runtime
@@ -468,7 +469,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             net,
             auto_remove: args.rm,
             driver: driver_name(global)?,
-            runtime: args.runtime.clone(),
+            runtime: runtime_kind,
             resources,
             stop_timeout: args.stop_timeout,
             security,

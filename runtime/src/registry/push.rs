@@ -191,7 +191,7 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
     let f = File::create(&path).map_err(io(&path))?;
     let mut blob = Blob {
         path: path.clone(),
-        desc: desc(manifest::DOCKER_LAYER_GZIP, &info.diff_id.0, 0),
+        desc: desc(manifest::DOCKER_LAYER_GZIP, info.diff_id.digest(), 0),
         id,
         temporary: true,
         chain: Some(chain.clone()),
@@ -272,7 +272,7 @@ pub fn push(
             });
         }
     }
-    let config_path = store.blob_path(&rec.id.0);
+    let config_path = store.blob_path(rec.id.digest());
     let config_size = std::fs::metadata(&config_path)
         .map_err(io(&config_path))?
         .len();
@@ -282,7 +282,7 @@ pub fn push(
         .unwrap_or_else(|| manifest::DOCKER_CONFIG.to_string());
     blobs.push(Blob {
         path: config_path,
-        desc: desc(&config_type, &rec.id.0, config_size),
+        desc: desc(&config_type, rec.id.digest(), config_size),
         id: None,
         temporary: false,
         chain: None,
@@ -344,7 +344,9 @@ pub fn push(
                     Some(manifest::DOCKER_LAYER_GZIP),
                 )
             };
-            let config = blobs.pop().map(|b| desc(config_mt, &rec.id.0, b.desc.size));
+            let config = blobs
+                .pop()
+                .map(|b| desc(config_mt, rec.id.digest(), b.desc.size));
             let Some(config) = config else {
                 return Err(no_such_local(&reference));
             };

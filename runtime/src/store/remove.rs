@@ -248,11 +248,11 @@ impl Store {
             return Ok(());
         }
         let released = self.delete_image_unchecked(id)?;
-        events.push(RemoveEvent::Deleted(id.0.clone()));
+        events.push(RemoveEvent::Deleted(id.digest().clone()));
         events.extend(
             released
                 .into_iter()
-                .map(|c: ChainId| RemoveEvent::Deleted(c.0)),
+                .map(|c: ChainId| RemoveEvent::Deleted(c.into_digest())),
         );
         match parent {
             Some(p) if prune && self.read_meta()?.has(&p) => {
@@ -309,7 +309,7 @@ impl Store {
         let reclaimed = events
             .iter()
             .filter_map(|e| match e {
-                RemoveEvent::Deleted(d) => sizes.get(&ChainId(d.clone())),
+                RemoveEvent::Deleted(d) => sizes.get(&ChainId::from(d.clone())),
                 _ => None,
             })
             .sum();
