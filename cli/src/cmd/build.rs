@@ -255,7 +255,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
     };
 
     // The context and the Dockerfile.
-    let store = super::image::open_store(global)?;
+    let store = global.store()?;
     let tmp_ctx = TempDir::new(&store.root().join("tmp"))?;
     let (context, stdin_dockerfile) = if args.context == "-" {
         if args.file.as_deref() == Some("-") {

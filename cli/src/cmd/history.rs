@@ -7,7 +7,6 @@ use chrono::SecondsFormat;
 use serde_json::{json, Value};
 use strata_runtime::store::{config::parse_time, ImageRecord, Store};
 
-use super::image::open_store;
 use super::Global;
 use crate::template::Format;
 use crate::units;
@@ -85,7 +84,7 @@ fn items(store: &Store, img: &ImageRecord) -> Result<Vec<Item>> {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let store = open_store(global)?;
+    let store = global.store()?;
     let img = store.resolve(&args.image)?;
     let trunc = !args.no_trunc;
     let rows: Vec<Value> = items(&store, &img)?

@@ -9,7 +9,6 @@ use strata_runtime::container::{ports, Container, Status};
 
 use crate::template::Format;
 
-use super::run::runtime;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -218,7 +217,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         }
         filters.push((k.to_string(), v.to_string()));
     }
-    let rt = runtime(global);
+    let rt = global.containers();
     let mut list: Vec<Container> = rt.list()?;
     let show_all = args.all
         || args.last.is_some()
@@ -260,7 +259,7 @@ pub struct PortArgs {
 }
 
 pub fn run_port(global: &Global, args: PortArgs) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     let mappings = if c.is_running() {
         &c.state.ports

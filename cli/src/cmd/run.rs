@@ -8,7 +8,6 @@ use strata_runtime::container::{
     self, ports, CreateRequest, ImageSource, Launcher, NetworkMode, Resources, Runtime, Security,
     VolumeMount,
 };
-use strata_runtime::store::{Store, StoreError};
 
 use super::{ExitStatus, Global, EXIT_TOOL_ERROR};
 
@@ -133,7 +132,7 @@ fn absolute(p: &std::path::Path) -> PathBuf {
 }
 
 pub(crate) fn runtime(global: &Global) -> Runtime {
-    Runtime::new(&absolute(&global.root), &absolute(&global.runroot))
+    global.containers().clone()
 }
 
 pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
@@ -150,19 +149,13 @@ pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
     })
 }
 
-/// The storage driver: flag / `STRATA_STORAGE_DRIVER`, else `storage-driver` in
-/// `<root>/strata.json`, else `fuse`; `--storage-opt mount_program=PATH` makes it the
-/// fuse-overlayfs driver running PATH (the spec containers record).
+/// The storage driver new containers record (see `strata_runtime::engine`).
 pub(crate) fn driver_name(global: &Global) -> anyhow::Result<strata_runtime::driver::DriverKind> {
-    if let Some(d) = &global.storage_driver {
-        return super::storage::driver_spec(global, d.clone());
-    }
-    let name = std::fs::read(global.root.join("strata.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("storage-driver")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| strata_runtime::driver::DEFAULT_DRIVER.to_string());
-    super::storage::driver_spec(global, name)
+    global.engine().driver().map_err(|e| {
+        anyhow::Error::new(e).context(super::ToolError {
+            code: EXIT_TOOL_ERROR,
+        })
+    })
 }
 
 /// Print `e` as Docker does and exit with `code`. (A `ToolError` context would show up in the
@@ -252,38 +245,23 @@ fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Resolve the image from the local store. A missing image is reported like Docker
-/// (`Unable to find image 'x:latest' locally`).
+/// Resolve the image from the local store, pulling it when missing, as Docker does
+/// (`Unable to find image 'x:latest' locally`, then the pull's progress on stderr).
 pub(crate) fn image_source(global: &Global, name: &str) -> anyhow::Result<ImageSource> {
-    let store = Store::open(&absolute(&global.root)).map_err(tool_error)?;
-    let rec = match store.resolve(name) {
-        Ok(r) => r,
-        Err(StoreError::NoSuchImage(_)) => {
-            let shown = strata_runtime::reference::Reference::parse_with_default_tag(name)
-                .map(|r| r.familiar())
-                .unwrap_or_else(|_| name.to_string());
-            eprintln!("Unable to find image '{shown}' locally");
-            let reference = strata_runtime::reference::Reference::parse_with_default_tag(name)
-                .map_err(tool_error)?;
-            super::pull::pull_for_run(global, &reference).map_err(tool_error)?;
-            store.resolve(name).map_err(tool_error)?
-        }
-        Err(e) => return Err(tool_error(e)),
-    };
-    let layers = store.layer_dirs(&rec).map_err(tool_error)?;
-    let cfg = rec.config.config.clone().unwrap_or_default();
-    Ok(ImageSource {
-        reference: name.to_string(),
-        id: Some(rec.id.clone()),
-        layers,
-        entrypoint: cfg.entrypoint,
-        cmd: cfg.cmd,
-        env: cfg.env,
-        user: cfg.user,
-        working_dir: cfg.working_dir,
-        stop_signal: cfg.stop_signal,
-        exposed_ports: cfg.exposed_ports.unwrap_or_default().into_keys().collect(),
-    })
+    let engine = global.engine();
+    let progress = super::pull::for_run();
+    let (image, pulled) = engine
+        .resolve_or_pull(
+            name,
+            &engine.pull_options(),
+            &mut |shown| eprintln!("Unable to find image '{shown}' locally"),
+            &|e| progress.pull(e),
+        )
+        .map_err(tool_error)?;
+    if let Some(outcome) = pulled {
+        progress.pull_status(&outcome);
+    }
+    Ok(image)
 }
 
 /// Puts the terminal in raw mode while alive (for `-t` with a terminal on stdin).

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use strata_runtime::driver::DriverKind;
 
-use super::{Global, ToolError, EXIT_TOOL_ERROR};
-
 /// One `--storage-opt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageOpt {
@@ -26,32 +24,6 @@ pub fn parse(s: &str) -> Result<StorageOpt, String> {
         other => Err(format!(
             "unknown storage option {other:?} (known: mount_program)"
         )),
-    }
-}
-
-/// The driver to record for new containers: `name` unless a mount program is configured,
-/// which selects the fuse-overlayfs driver running it (with `fuse-overlayfs`, `overlay` or no
-/// explicit driver; any other driver has no mount program and is an error).
-pub fn driver_spec(global: &Global, name: String) -> anyhow::Result<DriverKind> {
-    let tool = |e: anyhow::Error| {
-        e.context(ToolError {
-            code: EXIT_TOOL_ERROR,
-        })
-    };
-    let mut program = global.storage_opts.iter().map(|o| match o {
-        StorageOpt::MountProgram(p) => p,
-    });
-    let Some(program) = program.next_back() else {
-        return DriverKind::parse(&name).map_err(|e| tool(e.into()));
-    };
-    let explicit = global.storage_driver.as_deref();
-    match explicit {
-        None | Some("fuse-overlayfs") | Some("overlay") | Some("overlay2") => {
-            Ok(DriverKind::MountProgram(Some(program.clone())))
-        }
-        Some(other) => Err(tool(anyhow::anyhow!(
-            "storage driver {other:?} does not take a mount_program (use fuse-overlayfs)"
-        ))),
     }
 }
 

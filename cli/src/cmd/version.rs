@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::run::{driver_name, runtime};
+use super::run::driver_name;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -113,14 +113,15 @@ pub fn run_version(_global: &Global, args: VersionArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let containers = rt.list()?;
     let running = containers.iter().filter(|c| c.is_running()).count();
     let paused = containers
         .iter()
         .filter(|c| c.is_running() && strata_runtime::container::manage::is_paused(c.id()))
         .count();
-    let images = super::image::open_store(global)
+    let images = global
+        .store()
         .and_then(|s| Ok(s.images()?.len()))
         .unwrap_or(0);
     let (driver, program) = super::storage::describe(&driver_name(global)?);

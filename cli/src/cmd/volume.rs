@@ -8,7 +8,6 @@ use anyhow::{bail, Result};
 use strata_runtime::container::{TmpfsMount, VolumeMount};
 use strata_runtime::volume::Volumes;
 
-use super::run::runtime;
 use super::Global;
 use crate::template::Format;
 use crate::units;
@@ -164,7 +163,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             Ok(())
         }
         Sub::Rm(a) => {
-            let containers = runtime(global).list()?;
+            let containers = global.containers().list()?;
             let mut failed = false;
             for n in &a.volumes {
                 match vols.remove(n, &containers, a.force) {
@@ -206,7 +205,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
 
 /// Remove unused volumes (for `volume prune` and `system prune --volumes`).
 pub fn prune(global: &Global, all: bool) -> Result<(Vec<String>, u64)> {
-    let containers = runtime(global).list()?;
+    let containers = global.containers().list()?;
     Ok(Volumes::new(&global.root).prune(&containers, all)?)
 }
 
@@ -350,7 +349,7 @@ pub fn image_volumes(
     volumes: &mut Vec<VolumeMount>,
     tmpfs: &[TmpfsMount],
 ) -> Result<()> {
-    let store = super::image::open_store(global)?;
+    let store = global.store()?;
     let Ok(rec) = store.resolve(image) else {
         return Ok(());
     };
