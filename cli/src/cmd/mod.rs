@@ -124,11 +124,7 @@ pub fn enter_rootless(global: &Global) -> anyhow::Result<()> {
     if !rootless::needed() {
         return Ok(());
     }
-    let fail = |e: rootless::RootlessError| {
-        anyhow::Error::new(e).context(ToolError {
-            code: EXIT_TOOL_ERROR,
-        })
-    };
+    let fail = |e: rootless::RootlessError| with_exit_code(EXIT_TOOL_ERROR, e);
     rootless::check_root(&global.root).map_err(fail)?;
     let root = std::path::absolute(&global.root)?;
     let runroot = std::path::absolute(&global.runroot)?;
@@ -188,6 +184,11 @@ pub fn one_line(e: &anyhow::Error) -> String {
         msg.push_str(&text);
     }
     msg
+}
+
+/// Make `e` exit with `code` (125/126/127 as Docker's `run` does) when [`report`] prints it.
+pub fn with_exit_code(code: u8, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    e.into().context(ToolError { code })
 }
 
 /// Wrap an error to make it exit with a specific code (125/126/127 as Docker's `run` does).

@@ -43,15 +43,14 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let reference = Reference::parse(&args.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reference = Reference::parse(&args.name)?;
     let opts = PullOptions {
         platform: args
             .platform
             .as_deref()
             .filter(|p| !p.is_empty())
             .map(Platform::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .transpose()?,
         insecure: global.insecure_registries.clone(),
         parallel: args.max_concurrent_downloads.max(1),
     };
@@ -62,12 +61,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         if reference.tag().is_some() || reference.digest().is_some() {
             anyhow::bail!("tag can't be used with --all-tags/-a");
         }
-        let tags = list_tags(&reference, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tags = list_tags(&reference, &opts)?;
         let mut newer = false;
         for tag in tags {
-            let r = reference
-                .with_tag(&tag)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = reference.with_tag(&tag)?;
             let outcome = pull_with_output(&store, &r, &opts, args.quiet, false)?;
             newer |= !outcome.up_to_date;
         }
@@ -100,8 +97,7 @@ pub fn pull_for_run(global: &Global, reference: &Reference) -> anyhow::Result<Pu
     let progress = for_run();
     let outcome = registry::pull(&store, &reference.clone().with_default_tag(), &opts, &|e| {
         progress.pull(e)
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    })?;
     progress.pull_status(&outcome);
     Ok(outcome)
 }
@@ -124,10 +120,8 @@ fn pull_with_output(
 ) -> anyhow::Result<PullOutcome> {
     let tty = std::io::stdout().is_terminal();
     let progress = Progress::new(quiet, tty, Box::new(std::io::stdout()));
-    let outcome = registry::pull(store, reference, opts, &|e| progress.pull(e)).map_err(|e| {
-        progress.abandon();
-        anyhow::anyhow!("{e}")
-    })?;
+    let outcome = registry::pull(store, reference, opts, &|e| progress.pull(e))
+        .inspect_err(|_| progress.abandon())?;
     if status_line {
         progress.pull_status(&outcome);
     }

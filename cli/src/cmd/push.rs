@@ -37,7 +37,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let reference = Reference::parse(&args.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reference = Reference::parse(&args.name)?;
     if reference.digest().is_some() {
         anyhow::bail!("cannot push a digest reference");
     }
@@ -87,10 +87,8 @@ fn push_one(
         std::io::stdout().is_terminal(),
         Box::new(std::io::stdout()),
     );
-    let outcome = registry::push(store, reference, opts, &|e| progress.push(e)).map_err(|e| {
-        progress.abandon();
-        anyhow::anyhow!("{e}")
-    })?;
+    let outcome = registry::push(store, reference, opts, &|e| progress.push(e))
+        .inspect_err(|_| progress.abandon())?;
     let mut out = std::io::stdout().lock();
     if quiet {
         writeln!(out, "{}", reference.clone().with_default_tag())?;

@@ -151,18 +151,15 @@ pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
 
 /// The storage driver new containers record (see `strata_runtime::engine`).
 pub(crate) fn driver_name(global: &Global) -> anyhow::Result<strata_runtime::driver::DriverKind> {
-    global.engine().driver().map_err(|e| {
-        anyhow::Error::new(e).context(super::ToolError {
-            code: EXIT_TOOL_ERROR,
-        })
-    })
+    global
+        .engine()
+        .driver()
+        .map_err(|e| super::with_exit_code(EXIT_TOOL_ERROR, e))
 }
 
-/// Print `e` as Docker does and exit with `code`. (A `ToolError` context would show up in the
-/// printed chain, so the message is printed here and only the status travels up.)
+/// `e`, exiting with `code` (Docker's 125/126/127) when `main` reports it.
 pub(crate) fn fail_with(code: u8, e: impl Into<anyhow::Error>) -> anyhow::Error {
-    eprintln!("Error: {}", super::one_line(&e.into()));
-    ExitStatus(code).into()
+    super::with_exit_code(code, e)
 }
 
 fn tool_error(e: impl Into<anyhow::Error>) -> anyhow::Error {

@@ -264,16 +264,4 @@ impl Runtime {
         }
         Err(ContainerError::NoSuchContainer(s.to_string()))
     }
-
-    /// Image IDs used by containers (for `rmi` conflict checks).
-    pub fn image_users(&self) -> Result<Vec<(ContainerId, Option<crate::digest::ImageId>, bool)>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .map(|c| {
-                let running = c.is_running();
-                (c.config.id, c.config.image_id, running)
-            })
-            .collect())
-    }
 }
