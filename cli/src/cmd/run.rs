@@ -125,12 +125,6 @@ pub fn run_supervise(global: &Global, args: SuperviseArgs) -> anyhow::Result<()>
     Err(ExitStatus(code.clamp(0, 255) as u8).into())
 }
 
-/// `--root`/`--runroot` made absolute: paths stored in records (layer dirs) and handed to the
-/// supervisor (which runs in `/`) must not depend on the caller's working directory.
-fn absolute(p: &std::path::Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
 pub(crate) fn runtime(global: &Global) -> Runtime {
     global.containers().clone()
 }
@@ -141,9 +135,9 @@ pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
         exe,
         args: vec![
             "--root".into(),
-            absolute(&global.root).into_os_string(),
+            global.engine().root().as_os_str().to_owned(),
             "--runroot".into(),
-            absolute(&global.runroot).into_os_string(),
+            global.engine().runroot().as_os_str().to_owned(),
             "__supervise".into(),
         ],
     })

@@ -24,9 +24,11 @@ use crate::reference::{Reference, ReferenceError};
 use crate::registry::{PullError, PullEvent, PullOptions, PullOutcome, PushOptions};
 use crate::store::{Store, StoreError};
 
+mod history;
 mod inspect;
 mod usage;
 
+pub use history::HistoryItem;
 pub use inspect::ImageInspect;
 pub use usage::{ContainerUsage, DiskUsage, ImageUsage};
 
@@ -45,6 +47,8 @@ pub enum EngineError {
     Reference(#[from] ReferenceError),
     #[error("storage driver {0:?} does not take a mount_program (use fuse-overlayfs)")]
     NoMountProgram(String),
+    #[error("too many non-empty layers in History section")]
+    HistoryLayers,
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -108,6 +112,11 @@ impl Engine {
     /// The containers under the root and runroot.
     pub fn containers(&self) -> &Runtime {
         &self.containers
+    }
+
+    /// The named and anonymous volumes under the root.
+    pub fn volumes(&self) -> crate::volume::Volumes {
+        crate::volume::Volumes::new(&self.opts.root)
     }
 
     /// `<root>/strata.json`'s `storage-driver`, if set.
