@@ -15,7 +15,7 @@ use ureq::http;
 use super::client::{resolve_location, Client, Payload, Req};
 use super::manifest::{self, Descriptor, ImageManifest, Manifest};
 use super::pull::client_for;
-use super::{PullError, RegistryError};
+use super::{PushError, RegistryError};
 use crate::digest::{ChainId, Digest, HashingWriter};
 use crate::reference::Reference;
 use crate::store::{detect_compression, Compression, ImageRecord, Store};
@@ -79,8 +79,8 @@ pub struct PushOutcome {
 }
 
 /// No image under that name in the store: Docker's words.
-fn no_such_local(reference: &Reference) -> PullError {
-    PullError::NotLocal(reference.familiar())
+fn no_such_local(reference: &Reference) -> PushError {
+    PushError::NotLocal(reference.familiar())
 }
 
 /// One blob to push: where its bytes are and how the manifest describes it.
@@ -161,7 +161,7 @@ fn original_manifest(store: &Store, rec: &ImageRecord) -> Option<(ImageManifest,
 }
 
 /// The compressed blob of layer `chain`: the one it was pulled as, else gzip of its tar.
-fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
+fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PushError> {
     let info = store.layer(chain)?;
     let id = Some(info.diff_id.short().to_string());
     if let Some(d) = info
@@ -223,7 +223,7 @@ pub fn push(
     reference: &Reference,
     opts: &PushOptions,
     progress: &(dyn Fn(PushEvent) + Sync),
-) -> Result<PushOutcome, PullError> {
+) -> Result<PushOutcome, PushError> {
     let reference = reference.clone().with_default_tag();
     let rec = store
         .resolve(&reference.to_string())
@@ -253,7 +253,7 @@ pub fn push(
                         chain: Some(c.clone()),
                     })
                 })
-                .collect::<Result<Vec<_>, PullError>>()?;
+                .collect::<Result<Vec<_>, PushError>>()?;
             (blobs, Some((m, bytes)))
         }
         None => (
@@ -289,8 +289,8 @@ pub fn push(
     });
     let sources = MountSources::new(store, &rec, &reference);
     let denied = |e: RegistryError| match e.status() {
-        Some(401 | 403) => PullError::Registry(RegistryError::PushDenied),
-        _ => PullError::Registry(e),
+        Some(401 | 403) => PushError::Registry(RegistryError::PushDenied),
+        _ => PushError::Registry(e),
     };
     // Upload on `parallel` threads; the first error wins and stops the others taking new work.
     let next = std::sync::atomic::AtomicUsize::new(0);
