@@ -106,7 +106,7 @@ impl Engine {
             };
             out.push(ContainerUsage {
                 usage: ContainerUse {
-                    container_id: c.config.id.to_string(),
+                    container_id: c.config.id.clone(),
                     image,
                     running: c.is_running(),
                 },
@@ -127,7 +127,7 @@ impl Engine {
                 Some(ContainerUse {
                     image: c.config.image_id.clone()?,
                     running: c.is_running(),
-                    container_id: c.config.id.to_string(),
+                    container_id: c.config.id.clone(),
                 })
             })
             .collect())

@@ -18,8 +18,7 @@ use crate::reference::Reference;
 /// A container that uses an image, as told by the caller (the store never reads containers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerUse {
-    /// Full container ID (64 hex).
-    pub container_id: String,
+    pub container_id: crate::container::ContainerId,
     pub image: ImageId,
     pub running: bool,
 }

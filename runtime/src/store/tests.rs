@@ -395,7 +395,7 @@ fn rmi_conflicts_follow_docker() {
         .add_image(&child_cfg, &[r("child:1")], Some(&base))
         .unwrap();
     let ctr = ContainerUse {
-        container_id: "0123456789abcdef".repeat(4),
+        container_id: crate::container::ContainerId::parse(&"0123456789abcdef".repeat(4)).unwrap(),
         image: child.clone(),
         running: false,
     };
