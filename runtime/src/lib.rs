@@ -21,6 +21,7 @@ pub mod changes;
 pub mod container;
 pub mod digest;
 pub mod driver;
+pub mod engine;
 mod fsutil;
 pub mod network;
 pub mod outfile;

@@ -244,7 +244,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
     // Docker removes a stale ID file first, so a failed build never leaves an old ID behind.
     let iid = match &args.iidfile {
         Some(p) => {
-            strata_runtime::outfile::validate(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            strata_runtime::outfile::validate(p)?;
             if p.is_file() {
                 std::fs::remove_file(p)
                     .with_context(|| format!("removing stale iidfile {}", p.display()))?;
@@ -255,7 +255,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
     };
 
     // The context and the Dockerfile.
-    let store = super::image::open_store(global)?;
+    let store = global.store()?;
     let tmp_ctx = TempDir::new(&store.root().join("tmp"))?;
     let (context, stdin_dockerfile) = if args.context == "-" {
         if args.file.as_deref() == Some("-") {
@@ -348,10 +348,9 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(p) = iid {
-        let mut f = strata_runtime::outfile::OutputFile::create(&p, 0o644)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut f = strata_runtime::outfile::OutputFile::create(&p, 0o644)?;
         f.file().write_all(id.to_string().as_bytes())?;
-        f.commit().map_err(|e| anyhow::anyhow!("{e}"))?;
+        f.commit()?;
     }
     Ok(())
 }

@@ -112,10 +112,10 @@ pub struct PruneArgs {
 /// returns the bytes reclaimed. Shared by `container prune` and `system prune`. A container that
 /// a concurrent `rm` took first is skipped silently.
 pub(crate) fn prune_stopped(global: &Global, out: &mut impl Write) -> Result<u64> {
-    let rt = super::run::runtime(global);
+    let rt = global.containers();
     let mut deleted = Vec::new();
     let mut reclaimed = 0;
-    for c in super::image::containers(global)? {
+    for c in global.engine().container_usage()? {
         if c.usage.running {
             continue;
         }

@@ -76,7 +76,7 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     pub network: NetworkMode,
     /// Storage driver of the RUN containers.
-    pub driver: String,
+    pub driver: crate::driver::DriverKind,
     pub launcher: Launcher,
 }
 
@@ -348,7 +348,7 @@ impl Builder<'_> {
         let mut st = match image {
             None => StageState::scratch(),
             Some(img) => {
-                let bytes = self.store.read_blob(&img.id.0)?;
+                let bytes = self.store.read_blob(img.id.digest())?;
                 let config: Map<String, Value> = serde_json::from_slice(&bytes)
                     .map_err(|e| BuildError::Store(crate::store::StoreError::InvalidConfig(e)))?;
                 self.host.event(Event::Image(&img.id));
@@ -609,7 +609,7 @@ impl Builder<'_> {
                 .and_then(|h| h.created_by.as_deref())
                 == Some(created_by);
             if same_cmd && same_step && self.store.layer_dirs(&rec).is_ok() {
-                let bytes = self.store.read_blob(&rec.id.0)?;
+                let bytes = self.store.read_blob(rec.id.digest())?;
                 st.config = serde_json::from_slice(&bytes)
                     .map_err(|e| BuildError::Store(crate::store::StoreError::InvalidConfig(e)))?;
                 self.host.event(Event::UsingCache);

@@ -42,11 +42,8 @@ impl Builder<'_> {
         cmd: Vec<String>,
     ) -> Result<String, BuildError> {
         let layers = st.layers(self.store)?;
-        let image = st
-            .image
-            .as_ref()
-            .map(|i| i.id.to_string())
-            .unwrap_or_default();
+        let image_id = st.image.as_ref().map(|i| i.id.clone());
+        let image = image_id.as_ref().map(|i| i.to_string()).unwrap_or_default();
         let cfg = st.cfg_ref();
         let s = |k: &str| match cfg.get(k) {
             Some(Value::String(v)) => v.clone(),
@@ -54,8 +51,8 @@ impl Builder<'_> {
         };
         let c = self.rt.create(CreateRequest {
             image: ImageSource {
-                reference: image.clone(),
-                id: image,
+                reference: image,
+                id: image_id,
                 layers,
                 env: st.env(),
                 user: s("User"),
@@ -66,7 +63,7 @@ impl Builder<'_> {
             entrypoint: Some(String::new()),
             network: self.opts.network,
             driver: self.opts.driver.clone(),
-            runtime: "builtin".to_string(),
+            runtime: crate::container::RuntimeKind::Builtin,
             ..Default::default()
         })?;
         let guard = BuildContainer {
@@ -148,7 +145,7 @@ impl Builder<'_> {
         let c = self.rt.create(CreateRequest {
             image: ImageSource {
                 reference: image.id.to_string(),
-                id: image.id.to_string(),
+                id: Some(image.id.clone()),
                 layers: layers.clone(),
                 entrypoint: None,
                 cmd: None,
@@ -163,7 +160,7 @@ impl Builder<'_> {
             env: build_env,
             network,
             driver: self.opts.driver.clone(),
-            runtime: "builtin".to_string(),
+            runtime: crate::container::RuntimeKind::Builtin,
             ..Default::default()
         })?;
         let guard = BuildContainer {

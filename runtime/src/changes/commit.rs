@@ -69,7 +69,7 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
     super::apply_changes(&mut Map::new(), &req.changes)?;
     let _lease = store.lease_scope();
     let parent = store.image(&req.image)?;
-    let parent_config = store.read_blob(&parent.id.0)?;
+    let parent_config = store.read_blob(parent.id.digest())?;
     let mut lowers = req.extra_lowers.clone();
     lowers.extend(store.layer_dirs(&parent)?);
     let mut filter = Filter::docker();

@@ -29,7 +29,7 @@ use super::record::{self, process_start_time, ContainerId, NetworkMode, Status};
 use super::spec::{self, Spec};
 use super::user;
 use super::{cgroup, devices, io_at, oci, Container, ContainerError, Result, Runtime};
-use crate::driver::{self, Mounted};
+use crate::driver::Mounted;
 
 /// Signals the supervisor forwards to the init (SIGWINCH resizes the pty instead).
 const FORWARDED: &[Signal] = &[
@@ -55,9 +55,11 @@ pub fn supervise(root: &Path, runroot: &Path, id: &str, attached: bool) -> i32 {
     let runroot = std::path::absolute(runroot).unwrap_or_else(|_| runroot.to_path_buf());
     let _ = std::env::set_current_dir("/");
     let rt = Runtime::new(&root, &runroot);
-    match run(&rt, &ContainerId(id.to_string()), attached, &mut report) {
-        Ok(code) => {
-            super::restart::maybe_restart(&rt, &ContainerId(id.to_string()), code);
+    let parsed =
+        ContainerId::parse(id).map_err(|_| ContainerError::NoSuchContainer(id.to_string()));
+    match parsed.and_then(|cid| Ok((run(&rt, &cid, attached, &mut report)?, cid))) {
+        Ok((code, cid)) => {
+            super::restart::maybe_restart(&rt, &cid, code);
             code
         }
         Err(e) => {
@@ -189,11 +191,11 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     };
     let mut sandbox = setup_network(rt, &mut c, listeners.as_ref())?;
     std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
-    let drv = driver::by_name(&c.config.driver)?;
+    let drv = c.config.driver.driver();
 
     let layers = c.layers();
     let rootfs = c.paths.rootfs();
-    let builtin = c.config.runtime == "builtin" || c.config.runtime.is_empty();
+    let builtin = c.config.runtime.is_builtin();
     // Builtin: fork the init now, while this process has a single thread: it waits for its
     // spec on the sync pipe while the rootfs is mounted (which starts the FUSE threads).
     let forked = if builtin { Some(fork_init(&c)?) } else { None };

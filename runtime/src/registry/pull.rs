@@ -374,7 +374,7 @@ pub fn pull(
         blob::sha256_hex(&l.digest)?;
     }
     let chains = chain_ids(&diff_ids);
-    let image_id = ImageId(config_id.clone());
+    let image_id = ImageId::from(config_id.clone());
     let previous = store.resolve(&reference.to_string()).ok().map(|r| r.id);
 
     // Which layers are missing. Docker prints no layer lines for an image it already has.
