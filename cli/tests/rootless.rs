@@ -496,3 +496,86 @@ fn rootless_limits_apply_in_a_delegated_cgroup() {
         assert!(!dir.exists(), "{} left", dir.display());
     }
 }
+
+/// A one-request HTTP server on 127.0.0.1 (a thread; answers `body` to every request until
+/// dropped).
+struct LoopbackServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoopbackServer {
+    fn start(body: &'static str) -> LoopbackServer {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut buf = [0u8; 4096];
+                        let _ = c.read(&mut buf);
+                        let _ = write!(
+                            c,
+                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        LoopbackServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// pasta is attached before the container's first process runs: that process's very first
+/// action reads a page from a server the test made on the host's 127.0.0.1 (forwarded by pasta
+/// from the container's loopback, `-T PORT` from `pasta-options` in `<root>/strata.json`,
+/// podman's `pasta_options`) and sees its default route — every time.
+#[test]
+fn rootless_first_command_has_pastas_network() {
+    let user = TestUser::new(true).unwrap();
+    let (bin, _bin_dir) = user_binary(&user);
+    let s = As { user: &user, bin };
+    let archive = user.home.join("busybox.tar");
+    busybox_archive(&archive, "busybox:latest").unwrap();
+    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
+    s.ok(&["load", "-i", "busybox.tar"]);
+    let server = LoopbackServer::start("hello from the host\n");
+    let config = user.home.join(".local/share/strata/strata.json");
+    let port = server.port.to_string();
+    std::fs::write(&config, format!(r#"{{"pasta-options": ["-T", "{port}"]}}"#)).unwrap();
+    std::os::unix::fs::chown(&config, Some(user.uid), None).unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..5 {
+        let out = s.ok(&["run", "--rm", "busybox", "wget", "-q", "-O", "-", &url]);
+        assert_eq!(out, "hello from the host\n");
+        let routes = s.ok(&["run", "--rm", "busybox", "cat", "/proc/net/route"]);
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+            "no default route for the first command:\n{routes}"
+        );
+    }
+}
