@@ -383,9 +383,9 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
         cpus: args.cpus,
         pids_limit: args.pids_limit,
     };
-    if !resources.is_empty() && strata_runtime::container::limits_ignored() {
-        // podman's behaviour as a user without a delegated cgroup: warn, run without limits.
-        eprintln!("WARNING: Resource limits are not supported and ignored on rootless systems without cgroup delegation");
+    // podman's behaviour as a user without a delegated cgroup: warn, run without limits.
+    for w in strata_runtime::container::limit_warnings(&resources) {
+        eprintln!("{w}");
     }
     let runtime_kind = container::RuntimeKind::parse(&args.runtime);
     if !runtime_kind.supports_tty() && args.tty {

@@ -20,6 +20,7 @@ pub mod attach;
 pub mod caps;
 mod cgroup;
 pub mod copy;
+pub mod delegated;
 pub mod devices;
 pub mod exec;
 pub mod init;
@@ -37,7 +38,7 @@ pub mod spec;
 pub mod supervisor;
 pub mod user;
 
-pub use cgroup::limits_ignored;
+pub use cgroup::{limit_warnings, limits_ignored};
 pub use lifecycle::{parse_signal, CreateRequest, ImageSource, StartHandle};
 pub use record::{
     ContainerConfig, ContainerId, ContainerState, InvalidContainerId, NetworkMode, Paths,

@@ -196,6 +196,18 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     let layers = c.layers();
     let rootfs = c.paths.rootfs();
     let builtin = c.config.runtime.is_builtin();
+    // Rootless: no bridge; pasta gives the container a network namespace made and configured
+    // before the init exists (its first process has the network). Without pasta the
+    // container keeps its loopback.
+    let pasta = (c.config.network == NetworkMode::Private && crate::rootless::in_user_namespace())
+        .then(|| {
+            let opts = crate::rootless::pasta_options(rt.root());
+            crate::rootless::Pasta::start(&c.paths.run_dir, &opts)
+        })
+        .and_then(|r| r.map_err(|e| log::warn!("{e}")).ok());
+    if let Some(p) = &pasta {
+        c.state.sandbox_key = p.ns_path().display().to_string();
+    }
     // Builtin: fork the init now, while this process has a single thread: it waits for its
     // spec on the sync pipe while the rootfs is mounted (which starts the FUSE threads).
     let forked = if builtin { Some(fork_init(&c)?) } else { None };
@@ -240,11 +252,6 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         }
     };
 
-    // Rootless: no bridge; pasta gives the container's namespace outbound network (started
-    // once the init has made the namespace). Without pasta the container keeps its loopback.
-    let pasta = (c.config.network == NetworkMode::Private && crate::rootless::in_user_namespace())
-        .then(|| crate::rootless::Pasta::start(pid.as_raw(), &c.paths.run_dir))
-        .and_then(|r| r.map_err(|e| log::warn!("{e}")).ok());
     let bound: Vec<_> = listeners
         .as_ref()
         .map(|l| l.bound.iter().map(|(m, _)| m.clone()).collect())
