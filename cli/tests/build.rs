@@ -5,6 +5,7 @@
 //! removes containers, processes and mounts even when a test fails.
 
 mod containers_common;
+mod network_common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -1315,4 +1316,80 @@ fn build_matches_podman_build() {
         "hello from strata build\nbuilt\n"
     );
     assert_clean(&s);
+}
+
+#[test]
+fn build_on_debian_made_offline_installs_from_a_test_made_mirror() {
+    // FROM the Debian image made offline; RUN apt-get install on the default network (the
+    // test's own bridge) from an apt repository the test serves in its fake internet.
+    use network_common::{debian_mirror, import_debian, sources_list, FakeInternet, NetStrata};
+    let t = NetStrata::with_driver(&default_driver());
+    let s = &t.s;
+    import_debian(s, "debian:test");
+    let (mirror, _) = debian_mirror();
+    let inet = FakeInternet::serving(Some(mirror.path()));
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    let run = format!(
+        "echo '{}' > /etc/apt/sources.list && apt-get update \\\n          && apt-get install -y --no-install-recommends jq && rm -rf /var/lib/apt/lists/*",
+        sources_list(&inet)
+    );
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM debian:test\nRUN {run}\nCMD [\"jq\", \"--version\"]\n"),
+    );
+    let out = build_ok(s, &["-t", "jq:1", c]);
+    assert!(out.contains("\nSetting up jq "), "the step's output: {out}");
+    assert!(out.contains("Successfully tagged jq:1"), "{out}");
+    let layers = |img: &str| {
+        inspect(s, img)["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(layers("jq:1"), layers("debian:test") + 1);
+    let hist = s.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "jq:1",
+    ]);
+    let lines: Vec<&str> = hist.lines().collect();
+    assert_eq!(
+        lines[0], "/bin/sh -c #(nop)  CMD [\"jq\" \"--version\"]",
+        "{hist}"
+    );
+    assert!(
+        lines[1].starts_with("/bin/sh -c echo 'deb [trusted=yes] http://")
+            && lines[1].contains("apt-get install -y --no-install-recommends jq"),
+        "{hist}"
+    );
+    let r = s.run_timeout(&["run", "--rm", "--network", "none", "jq:1"], LIMIT);
+    assert_eq!(r.stdout, "jq-1.6\n", "{r:?}");
+    let r = s.run_timeout(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "jq:1",
+            "sh",
+            "-c",
+            "echo '{\"v\":7}' | jq .v",
+        ],
+        LIMIT,
+    );
+    assert_eq!(r.stdout, "7\n", "{r:?}");
+    // The packages came from the mirror, through the bridge's masquerading.
+    let log = inet.log();
+    assert!(log.contains("/jq_1.6"), "{log}");
+    assert!(log.contains(&format!("{}:", inet.host_ip)), "{log}");
+    // A cached rebuild reaches no mirror.
+    let before = inet.log().len();
+    let out = build_ok(s, &["-t", "jq:1", c]);
+    assert!(out.contains(" ---> Using cache"), "{out}");
+    assert_eq!(inet.log().len(), before);
+    assert_clean(s);
 }
