@@ -1393,3 +1393,150 @@ fn build_on_debian_made_offline_installs_from_a_test_made_mirror() {
     assert_eq!(inet.log().len(), before);
     assert_clean(s);
 }
+
+/// Every byte of an image as `save` writes it, gzip'd members unpacked.
+fn saved_bytes(s: &Strata, image: &str, dir: &Path) -> Vec<u8> {
+    let saved = dir.join("saved.tar");
+    s.ok(&["save", "-o", saved.to_str().unwrap(), image]);
+    let mut all = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut b = Vec::new();
+        e.read_to_end(&mut b).unwrap();
+        if b.starts_with(&[0x1f, 0x8b]) {
+            let mut gz = std::process::Command::new("gzip")
+                .arg("-dc")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = gz.stdin.take().unwrap();
+            let feed = std::thread::spawn(move || stdin.write_all(&b));
+            let out = gz.wait_with_output().unwrap();
+            feed.join().unwrap().unwrap();
+            b = out.stdout;
+        }
+        all.extend_from_slice(&b);
+    }
+    std::fs::remove_file(&saved).unwrap();
+    all
+}
+
+#[test]
+fn build_shebang_heredocs_and_run_mounts() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    write(ctx.path(), "data/in.txt", "from the context\n");
+    write(ctx.path(), "data/skip.log", "ignored\n");
+    write(ctx.path(), ".dockerignore", "**/*.log\n");
+    let secret = "s3cr3t-value-7f1c";
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("tok.txt");
+    std::fs::write(&secret_file, secret).unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        r#"FROM busybox
+WORKDIR /work
+RUN <<EOF
+#!/bin/cat
+run by cat, not by a shell
+EOF
+RUN <<EOF
+#!/bin/sh -e
+echo "script at $0" > /made
+EOF
+RUN --mount=type=bind,source=data,target=/src cat /src/in.txt && ls /src && if touch /src/x 2>/dev/null; then echo writable; else echo read-only; fi
+RUN --mount=type=bind,source=data,target=rel,rw touch rel/x && cp rel/in.txt /copied
+RUN --mount=type=bind,from=busybox,source=/etc/motd,target=/bb cat /bb
+RUN --mount=type=cache,target=/root/.cache/app,sharing=locked echo run >> /root/.cache/app/log && echo "cache lines: $(wc -l < /root/.cache/app/log)"
+RUN --mount=type=tmpfs,target=/scratch,size=1m echo t > /scratch/t && grep -c ' /scratch tmpfs ' /proc/mounts
+RUN --mount=type=secret,id=tok echo "secret bytes: $(wc -c < /run/secrets/tok)" && stat -c %a /run/secrets/tok
+RUN --mount=type=secret,id=tok,target=/etc/tok,mode=0440,uid=1 stat -c '%a %u' /etc/tok
+RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && echo no-secret
+"#,
+    );
+    let tok = format!("id=tok,src={}", secret_file.display());
+    let args = ["--network", "none", "--secret", &tok, "-t", "mounts", c];
+    let out = build_ok(&s, &args);
+    let secret_line = format!("\nsecret bytes: {}\n400\n", secret.len());
+    for want in [
+        "\n#!/bin/cat\nrun by cat, not by a shell\n",
+        "\nfrom the context\nin.txt\nread-only\n",
+        "\nwelcome to the strata busybox fixture\n",
+        "\ncache lines: 1\n",
+        "\n1\n",
+        secret_line.as_str(),
+        "\n440 1\n",
+        "\nno-secret\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("skip.log"), ".dockerignore applies: {out}");
+    // What the steps wrote lands; what was mounted (and the stubs made for it) does not.
+    let check = "cat /made /copied; for p in /src /work/rel /bb /root/.cache /scratch /run /etc/tok /dev/pipes; do test -e $p && echo \"left: $p\"; done; ls -a /root /work";
+    let r = s.run_timeout(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "mounts",
+            "sh",
+            "-c",
+            check,
+        ],
+        LIMIT,
+    );
+    assert_eq!(
+        r.stdout, "script at /dev/pipes/EOF\nfrom the context\n/root:\n.\n..\n\n/work:\n.\n..\n",
+        "{r:?}"
+    );
+    // The secret is in no layer and no config.
+    let all = saved_bytes(&s, "mounts", secrets.path());
+    let hit = all.windows(secret.len()).any(|w| w == secret.as_bytes());
+    assert!(!hit, "the secret's value is in the saved image");
+
+    // The cache mount outlives the build; a changed bind source is a cache miss.
+    let out = build_ok(&s, &args);
+    assert_eq!(out.matches(" ---> Using cache").count(), 11, "{out}");
+    write(ctx.path(), "data/in.txt", "changed\n");
+    let out = build_ok(&s, &args);
+    assert!(out.contains("\nchanged\nin.txt\nread-only\n"), "{out}");
+    // (Its steps after the bind run again: the cache mount kept the first run's line.)
+    assert!(out.contains("\ncache lines: 2\n"), "{out}");
+
+    // A required secret the build was not given; mount flags checked before anything runs.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=nope,required=true true\n",
+    );
+    let r = build(&s, &["--network", "none", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("secret nope: not found"), "{r:?}");
+    for (df, msg) in [
+        ("RUN --mount=type=cache echo", "mount destination not set"),
+        (
+            "RUN --mount=type=ssh echo",
+            "RUN --mount=type=ssh is not supported",
+        ),
+        (
+            "RUN --mount=type=tmpfs,target=/t,bogus=1 echo",
+            "unexpected key 'bogus'",
+        ),
+    ] {
+        write(ctx.path(), "Dockerfile", &format!("FROM busybox\n{df}\n"));
+        let r = build(&s, &["--network", "none", c]);
+        assert_eq!(r.code, Some(1), "{r:?}");
+        assert!(
+            r.stderr
+                .contains(&format!("dockerfile parse error on line 2: {msg}")),
+            "{r:?}"
+        );
+        assert!(!r.stdout.contains("Step 1/2"), "nothing runs: {r:?}");
+    }
+    assert_clean(&s);
+}
