@@ -25,6 +25,9 @@ pub struct Args {
     /// Set build-time variables
     #[arg(long = "build-arg")]
     pub build_args: Vec<String>,
+    /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=TOKEN,env=VAR")
+    #[arg(long)]
+    pub secret: Vec<String>,
     /// Set the target build stage to build
     #[arg(long)]
     pub target: Option<String>,
@@ -148,6 +151,49 @@ fn parse_kv(list: &[String], from_env: bool) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// `--secret id=ID[,src=FILE|,env=VAR][,type=file|env]`, as buildx reads it: no source means
+/// the environment variable named ID if it is set, else the file ID.
+fn parse_secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in list {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for f in spec.split(',') {
+            match f.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", v)) if v == "file" || v == "env" => kind = Some(v.to_string()),
+                _ => bail!("invalid secret spec {spec:?}: unexpected field {f:?}"),
+            }
+        }
+        let Some(id) = id.filter(|i| !i.is_empty()) else {
+            bail!("invalid secret spec {spec:?}: id is required");
+        };
+        let from_env = |var: &str| std::env::var_os(var).map(|v| v.into_encoded_bytes());
+        let value = match (src, env, kind.as_deref()) {
+            (Some(path), _, _) => read_secret(&path)?,
+            (None, Some(var), _) => from_env(&var).ok_or_else(|| {
+                anyhow::anyhow!("secret {id}: environment variable {var} is not set")
+            })?,
+            (None, None, Some("env")) => from_env(&id).ok_or_else(|| {
+                anyhow::anyhow!("secret {id}: environment variable {id} is not set")
+            })?,
+            (None, None, Some(_)) => read_secret(&id)?,
+            (None, None, None) => match from_env(&id) {
+                Some(v) => v,
+                None => read_secret(&id)?,
+            },
+        };
+        out.insert(id, value);
+    }
+    Ok(out)
+}
+
+fn read_secret(path: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("failed to read secret {path}: {}", io_text(&e)))
 }
 
 /// A context read from STDIN: a tar (plain/gzip/zstd) extracted into a temp dir, or a lone
@@ -320,6 +366,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
         dockerfile,
         context,
         build_args: parse_kv(&args.build_args, true),
+        secrets: parse_secrets(&args.secret)?,
         target: args.target.clone(),
         no_cache: args.no_cache,
         pull: args.pull,

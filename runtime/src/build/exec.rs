@@ -75,6 +75,9 @@ pub struct BuildOptions {
     /// `--label`: added to the final image.
     pub labels: Vec<(String, String)>,
     pub network: NetworkMode,
+    /// `--secret id=…`: what `RUN --mount=type=secret,id=…` mounts (never part of a layer
+    /// or of the cache key).
+    pub secrets: BTreeMap<String, Vec<u8>>,
     /// Storage driver of the RUN containers.
     pub driver: crate::driver::DriverKind,
     pub launcher: Launcher,
@@ -528,7 +531,11 @@ impl Builder<'_> {
                 self.meta_commit(st, format!("ONBUILD {t}"))
             }
             Instruction::Workdir(w) => self.workdir(st, w, &vars),
-            Instruction::Run { cmd, network } => self.run_step(st, cmd, network.as_deref()),
+            Instruction::Run {
+                cmd,
+                network,
+                mounts,
+            } => self.run_step(st, cmd, network.as_deref(), mounts, stage),
             Instruction::Copy(args) => self.copy_step(st, args, false, stage, &vars),
             Instruction::Add(args) => self.copy_step(st, args, true, stage, &vars),
         }
@@ -537,6 +544,7 @@ impl Builder<'_> {
     pub(super) fn argv(&self, st: &StageState, form: &Form) -> Vec<String> {
         match form {
             Form::Exec(v) => v.clone(),
+            Form::Script { name, .. } => vec![format!("/dev/pipes/{name}")],
             Form::Shell(s) => {
                 let mut v = st.shell();
                 v.push(s.clone());
