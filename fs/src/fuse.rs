@@ -788,6 +788,16 @@ pub(crate) fn serve(
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     cfg.clone_fd = true;
+    let mut view = view;
+    if view.xattr_permissions == 0 {
+        view.xattr_permissions = options::detect_xattr_permissions(&fs);
+        if view.xattr_permissions != 0 {
+            log::info!(
+                "a layer carries override records: xattr_permissions={}",
+                view.xattr_permissions
+            );
+        }
+    }
     let dev = mount_fuse(mountpoint, fsname, fs.read_only())?;
     let session = fuser::Session::from_fd(
         Adapter {
