@@ -252,6 +252,8 @@ pub enum PushError {
     Digest(#[from] crate::digest::DigestError),
     #[error("An image does not exist locally with the tag: {0}")]
     NotLocal(String),
+    #[error(transparent)]
+    Convert(#[from] crate::seekable::convert::ConvertError),
 }
 
 impl RegistryError {

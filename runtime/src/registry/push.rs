@@ -221,7 +221,7 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PushError> {
 const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Layer `chain` as a temporary zstd:chunked blob made from its exact tar.
-fn zstd_chunked_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
+fn zstd_chunked_blob(store: &Store, chain: &ChainId) -> Result<Blob, PushError> {
     let info = store.layer(chain)?;
     let tar_path = tmp_path(store, "push.tar");
     let _spool = TempFile(tar_path.clone());
@@ -232,7 +232,7 @@ fn zstd_chunked_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> 
     let path = tmp_path(store, "push.tar.zst");
     let mut blob = Blob {
         path: path.clone(),
-        desc: desc(OCI_LAYER_ZSTD, &info.diff_id.0, 0),
+        desc: desc(OCI_LAYER_ZSTD, info.diff_id.digest(), 0),
         id: Some(info.diff_id.short().to_string()),
         temporary: true,
         chain: Some(chain.clone()),
