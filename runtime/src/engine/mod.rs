@@ -30,7 +30,7 @@ mod usage;
 
 pub use history::HistoryItem;
 pub use inspect::ImageInspect;
-pub use usage::{ContainerUsage, DiskUsage, ImageUsage};
+pub use usage::{ContainerPrune, ContainerUsage, DiskUsage, ImageUsage};
 
 /// Errors of the engine's own operations; the layers below keep their own types as sources.
 #[derive(Debug, thiserror::Error)]
