@@ -38,8 +38,8 @@ pub struct CommitRequest {
     pub extra_lowers: Vec<PathBuf>,
     /// The image the container was created from.
     pub image: ImageId,
-    /// Container ID (64 hex).
-    pub container_id: String,
+    /// The committed container.
+    pub container_id: crate::container::ContainerId,
     /// The container's effective config (`Cmd`, `Env`, …); `None`: the image's.
     pub container_config: Option<Map<String, Value>>,
     /// Volume mountpoints: never committed.

@@ -109,7 +109,7 @@ pub fn commit_container(
             .collect(),
         container_config: Some(effective_config(store, &image, c)),
         image,
-        container_id: c.config.id.as_str().to_string(),
+        container_id: c.config.id.clone(),
         volumes: c
             .config
             .volumes

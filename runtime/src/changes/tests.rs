@@ -471,7 +471,7 @@ mod commit_tests {
             full_tree: false,
             extra_lowers: vec![],
             image: image.clone(),
-            container_id: "c".repeat(64),
+            container_id: crate::container::ContainerId::parse(&"c".repeat(64)).unwrap(),
             container_config: None,
             volumes: vec![],
             pause: None,

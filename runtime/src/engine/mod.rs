@@ -30,7 +30,7 @@ mod usage;
 
 pub use history::HistoryItem;
 pub use inspect::ImageInspect;
-pub use usage::{ContainerUsage, DiskUsage, ImageUsage};
+pub use usage::{ContainerPrune, ContainerUsage, DiskUsage, ImageUsage};
 
 /// Errors of the engine's own operations; the layers below keep their own types as sources.
 #[derive(Debug, thiserror::Error)]
@@ -177,11 +177,13 @@ impl Engine {
         let (rec, pulled) = match store.resolve(name) {
             Ok(r) => (r, None),
             Err(StoreError::NoSuchImage(_)) => {
-                let shown = Reference::parse_with_default_tag(name)
-                    .map(|r| r.familiar())
-                    .unwrap_or_else(|_| name.to_string());
-                missing(&shown);
-                let reference = Reference::parse_with_default_tag(name)?;
+                let reference = Reference::parse_with_default_tag(name);
+                missing(
+                    &reference
+                        .as_ref()
+                        .map_or_else(|_| name.to_string(), |r| r.familiar()),
+                );
+                let reference = reference?;
                 let outcome = crate::registry::pull(store, &reference, opts, progress)?;
                 (store.resolve(name)?, Some(outcome))
             }
@@ -247,6 +249,27 @@ mod tests {
             engine(t.path(), Some("zfs"), None).driver(),
             Err(EngineError::Driver(DriverError::Unknown(_)))
         ));
+    }
+
+    #[test]
+    fn resolve_or_pull_names_the_missing_image_then_pulls() {
+        let t = tempfile::tempdir().unwrap();
+        let e = engine(t.path(), None, None);
+        let mut told = Vec::new();
+        // Nothing listens on 127.0.0.1:1: the pull fails after `missing` was told.
+        let r = e.resolve_or_pull(
+            "127.0.0.1:1/nothing",
+            &e.pull_options(),
+            &mut |shown| told.push(shown.to_string()),
+            &|_| {},
+        );
+        assert!(matches!(r, Err(EngineError::Pull(_))), "{r:?}");
+        assert_eq!(told, vec!["127.0.0.1:1/nothing:latest".to_string()]);
+        // A name that is no reference is the store's error; nothing is pulled.
+        let mut called = false;
+        let r = e.resolve_or_pull("UPPER", &e.pull_options(), &mut |_| called = true, &|_| {});
+        assert!(matches!(r, Err(EngineError::Store(_))), "{r:?}");
+        assert!(!called);
     }
 
     #[test]

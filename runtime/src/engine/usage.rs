@@ -63,6 +63,16 @@ impl DiskUsage {
     }
 }
 
+/// What [`Engine::prune_containers`] did.
+#[derive(Debug, Default)]
+pub struct ContainerPrune {
+    pub deleted: Vec<crate::container::ContainerId>,
+    /// Bytes of their writable layers.
+    pub reclaimed: u64,
+    /// Containers that could not be removed (the others were).
+    pub errors: Vec<crate::container::ContainerError>,
+}
+
 /// Bytes of regular files and symlinks under `dir` (hard links once), walked fd-relative
 /// without following links; 0 when it cannot be opened.
 fn tree_size(dir: &Path) -> u64 {
@@ -113,6 +123,26 @@ impl Engine {
                 size_rw: tree_size(&c.paths.upper()),
                 record: c,
             });
+        }
+        Ok(out)
+    }
+
+    /// Remove every container that is not running (`container prune`, `system prune`). A
+    /// container that a concurrent `rm` took first is skipped silently.
+    pub fn prune_containers(&self) -> Result<ContainerPrune> {
+        let mut out = ContainerPrune::default();
+        for c in self.container_usage()? {
+            if c.usage.running {
+                continue;
+            }
+            match self.containers().remove(&c.record, false) {
+                Ok(()) => {
+                    out.reclaimed += c.size_rw;
+                    out.deleted.push(c.usage.container_id);
+                }
+                Err(crate::container::ContainerError::NoSuchContainer(_)) => {}
+                Err(e) => out.errors.push(e),
+            }
         }
         Ok(out)
     }
