@@ -173,18 +173,9 @@ fn overlay_xattrs_hidden_after_changes(c: &mut Case) {
             "{p}: overlay xattrs visible: {names:?}"
         );
     }
-    assert_errno!(
-        getxattr(m.join("opq"), "trusted.overlay.opaque"),
-        libc::ENODATA
-    );
-    assert_errno!(
-        getxattr(m.join("r"), "trusted.overlay.opaque"),
-        libc::ENODATA
-    );
-    assert_errno!(
-        getxattr(m.join("d"), "trusted.overlay.opaque"),
-        libc::ENODATA
-    );
+    assert_errno!(getxattr(m.join("opq"), &ovl("opaque")), libc::ENODATA);
+    assert_errno!(getxattr(m.join("r"), &ovl("opaque")), libc::ENODATA);
+    assert_errno!(getxattr(m.join("d"), &ovl("opaque")), libc::ENODATA);
 }
 
 fn xattr_survives_rename(c: &mut Case) {
