@@ -1,8 +1,9 @@
 //! Nested: strata inside a strata container, the CI-runner case (a job that is itself a container
 //! runs `strata load/run/diff/commit`). The outer container is an ordinary busybox container given
-//! `/dev/fuse`, CAP_SYS_ADMIN (FUSE and the inner container's mounts) and `seccomp=unconfined`
-//! (the default profile is Docker's, which has no `pivot_root` at all, so the inner runtime cannot
-//! switch to the inner container's root); the strata binary and the host's libc are bind-mounted
+//! `/dev/fuse`, CAP_SYS_ADMIN (FUSE and the inner container's mounts) and a seccomp profile that
+//! allows `pivot_root` — Docker's default plus that one call (`seccomp=unconfined` works too; the
+//! default profile is Docker's, which has no `pivot_root`, so no inner container can switch to
+//! its root under it); the strata binary and the host's libc are bind-mounted
 //! read-only, the inner image comes from a docker-archive the test bind-mounts. The inner
 //! containers use `--network host` (the outer's empty network namespace: a new one needs
 //! CAP_NET_ADMIN to bring `lo` up).
@@ -58,14 +59,21 @@ fn outer(s: &Strata, img_dir: &Path, flags: &[&str], script: &str) -> Run {
     s.run_timeout(&args, LIMIT)
 }
 
-const GIVEN: &[&str] = &[
-    "--device",
-    "/dev/fuse",
-    "--cap-add",
-    "SYS_ADMIN",
-    "--security-opt",
-    "seccomp=unconfined",
-];
+/// Docker's default seccomp profile plus `pivot_root`, written next to the image archive:
+/// `seccomp=<that file>`, the smallest seccomp grant found for the outer container.
+fn profile_opt(dir: &Path) -> String {
+    let mut p: serde_json::Value =
+        serde_json::from_str(strata_runtime::container::seccomp::DEFAULT_PROFILE).unwrap();
+    let first = &mut p["syscalls"][0];
+    assert_eq!(first["action"], "SCMP_ACT_ALLOW");
+    first["names"]
+        .as_array_mut()
+        .unwrap()
+        .push("pivot_root".into());
+    let path = dir.join("seccomp.json");
+    std::fs::write(&path, serde_json::to_vec(&p).unwrap()).unwrap();
+    format!("seccomp={}", path.display())
+}
 
 fn images() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
@@ -102,8 +110,17 @@ $T run --rm --privileged --tmpfs /t $R inner:latest sh -c 'mknod /t/disk b {maj}
 echo done
 "#
     );
-    let mut flags = GIVEN.to_vec();
-    flags.extend(["--tmpfs", "/inner"]);
+    let seccomp = profile_opt(img.path());
+    let flags = [
+        "--device",
+        "/dev/fuse",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        &seccomp,
+        "--tmpfs",
+        "/inner",
+    ];
     let r = outer(&s, img.path(), &flags, &script);
     let out = r.stdout.replace("\r\n", "\n");
     let expected = [
@@ -146,17 +163,13 @@ echo done
 fn outer_container_without_the_grants_cannot_run_strata() {
     let s = setup("fuse");
     let img = images();
+    let seccomp = profile_opt(img.path());
     let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"";
     // Without CAP_SYS_ADMIN: no namespaces for the inner container (nor a FUSE mount).
     let r = outer(
         &s,
         img.path(),
-        &[
-            "--device",
-            "/dev/fuse",
-            "--security-opt",
-            "seccomp=unconfined",
-        ],
+        &["--device", "/dev/fuse", "--security-opt", &seccomp],
         script,
     );
     assert!(r.ok(), "{r:?}");
@@ -183,12 +196,7 @@ fn outer_container_without_the_grants_cannot_run_strata() {
     let r = outer(
         &s,
         img.path(),
-        &[
-            "--cap-add",
-            "SYS_ADMIN",
-            "--security-opt",
-            "seccomp=unconfined",
-        ],
+        &["--cap-add", "SYS_ADMIN", "--security-opt", &seccomp],
         script,
     );
     assert!(r.ok(), "{r:?}");
