@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 use crate::at::{self as sys, R};
-use crate::format::is_private_xattr;
+use crate::format::{escaped_xattr, is_private_xattr, unescaped_xattr};
 use crate::handles::Handle;
 use crate::ids::{Fh, Ino};
 use crate::ops::Make;
@@ -263,13 +263,11 @@ impl Fs {
     }
 
     pub fn getxattr(&self, ino: Ino, key: &OsStr) -> R<Vec<u8>> {
-        if is_private_xattr(key.as_bytes()) {
-            return Err(Errno::ENODATA);
-        }
+        let key = stored_key(key)?;
         let ns = self.tree.ns.shared();
         let loc = self.tree.locate(&ns, ino)?;
         let d = self.tree.loc_dir(&loc)?;
-        sys::lgetxattr(d.as_fd(), &loc.name, key)
+        sys::lgetxattr(d.as_fd(), &loc.name, &key)
     }
 
     /// List xattr names; `privileged` callers (CAP_SYS_ADMIN) also see `trusted.*`.
@@ -280,8 +278,16 @@ impl Fs {
         let raw = sys::llistxattr(d.as_fd(), &loc.name)?;
         let mut out = Vec::with_capacity(raw.len());
         for k in raw.split(|&b| b == 0).filter(|k| !k.is_empty()) {
-            if !is_private_xattr(k) && (privileged || !k.starts_with(b"trusted.")) {
-                out.extend_from_slice(k);
+            let shown = if is_private_xattr(k) {
+                match unescaped_xattr(k) {
+                    Some(u) => u,
+                    None => continue,
+                }
+            } else {
+                k.to_vec()
+            };
+            if privileged || !shown.starts_with(b"trusted.") {
+                out.extend_from_slice(&shown);
                 out.push(0);
             }
         }
@@ -291,29 +297,38 @@ impl Fs {
     pub fn setxattr(&self, ino: Ino, key: &OsStr, val: &[u8], flags: i32) -> R<()> {
         let t = &self.tree;
         t.layers.writable()?;
-        if is_private_xattr(key.as_bytes()) {
-            return Err(Errno::EOPNOTSUPP);
-        }
+        let key = stored_key(key).map_err(|_| Errno::EOPNOTSUPP)?;
         let mut ns = t.ns.shared();
         self.copy_up(&mut ns, ino)?;
         let loc = t.locate(&ns, ino)?;
         let d = t.loc_dir(&loc)?;
-        sys::lsetxattr(d.as_fd(), &loc.name, key, val, flags)
+        sys::lsetxattr(d.as_fd(), &loc.name, &key, val, flags)
     }
 
     pub fn removexattr(&self, ino: Ino, key: &OsStr) -> R<()> {
         let t = &self.tree;
         t.layers.writable()?;
-        if is_private_xattr(key.as_bytes()) {
-            return Err(Errno::ENODATA);
-        }
+        let key = stored_key(key)?;
         let mut ns = t.ns.shared();
         let loc = t.locate(&ns, ino)?;
         // Nothing to copy up when the attribute does not exist.
-        sys::lgetxattr(t.loc_dir(&loc)?.as_fd(), &loc.name, key)?;
+        sys::lgetxattr(t.loc_dir(&loc)?.as_fd(), &loc.name, &key)?;
         self.copy_up(&mut ns, ino)?;
         let loc = t.locate(&ns, ino)?;
         let d = t.loc_dir(&loc)?;
-        sys::lremovexattr(d.as_fd(), &loc.name, key)
+        sys::lremovexattr(d.as_fd(), &loc.name, &key)
     }
+}
+
+/// The name a caller's xattr `key` is stored under: overlay xattrs escaped (see
+/// [`escaped_xattr`]), other private ones refused with ENODATA.
+fn stored_key(key: &OsStr) -> R<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let k = key.as_bytes();
+    if !is_private_xattr(k) {
+        return Ok(key.to_os_string());
+    }
+    escaped_xattr(k)
+        .map(std::ffi::OsString::from_vec)
+        .ok_or(Errno::ENODATA)
 }
