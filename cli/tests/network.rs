@@ -609,3 +609,126 @@ fn tutorial_flow_installs_a_package_from_a_test_made_mirror() {
     assert!(!log.contains("response:5"), "{log}");
     nothing_left(&t.bridge);
 }
+
+/// Run `f` on a thread that joined the network namespace at `ns_path`.
+fn in_netns<T: Send + 'static>(ns_path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(ns_path).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A UDP echo server on port 53 inside a container's namespace (answering `<peer ip> says
+/// <text>`); stops on drop.
+struct UdpEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start(ns_path: &str) -> UdpEcho {
+        let sock = in_netns(ns_path, || std::net::UdpSocket::bind("0.0.0.0:53").unwrap());
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    let _ = sock.send_to(format!("{} says {text}", peer.ip()).as_bytes(), peer);
+                }
+            }
+        });
+        UdpEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Send `text` to `to` from a socket bound to `from`; the answer, if one comes in 2 s.
+fn udp_ask(from: &str, to: &str, text: &str) -> Option<String> {
+    let s = std::net::UdpSocket::bind(from).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.send_to(text.as_bytes(), to).ok()?;
+    let mut buf = [0u8; 1500];
+    let n = s.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn udp_ports_by_proxy_and_dnat() {
+    let t = NetStrata::new();
+    let inet = FakeInternet::new();
+    let hp = strata_testkit::container::free_port();
+    t.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp1",
+        "-p",
+        &format!("{hp}:53/udp"),
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let pid = t.ok(&["inspect", "-f", "{{.State.Pid}}", "udp1"]);
+    let _echo = UdpEcho::start(&format!("/proc/{}/ns/net", pid.trim()));
+    assert_eq!(
+        t.ok(&["port", "udp1"]),
+        format!("53/udp -> 0.0.0.0:{hp}\n53/udp -> [::]:{hp}\n")
+    );
+    assert_eq!(
+        t.ok(&["ps", "--format", "{{.Ports}}"]),
+        format!("0.0.0.0:{hp}->53/udp, :::{hp}->53/udp\n")
+    );
+    // From the host's loopback (both families): the userspace proxy, which the container sees
+    // as its own loopback.
+    let to4 = format!("127.0.0.1:{hp}");
+    let got = eventually(Duration::from_secs(10), || {
+        udp_ask("127.0.0.1:0", &to4, "hi")
+    });
+    assert_eq!(got.as_deref(), Some("127.0.0.1 says hi"));
+    let to6 = format!("[::1]:{hp}");
+    assert_eq!(
+        udp_ask("[::1]:0", &to6, "hi6").as_deref(),
+        Some("127.0.0.1 says hi6")
+    );
+    // A second client gets its own flow.
+    assert_eq!(
+        udp_ask("127.0.0.1:0", &to4, "again").as_deref(),
+        Some("127.0.0.1 says again")
+    );
+    // From the fake internet to the host's address on its link: DNAT, the client's own
+    // address reaches the container.
+    let ip = t.ip_of("udp1", "bridge");
+    let table = nft::list().unwrap_or_default();
+    assert!(
+        table.contains(&format!("udp . {hp} : {ip} . 53")),
+        "{table}"
+    );
+    let (from, to) = (format!("{}:0", inet.ip), format!("{}:{hp}", inet.host_ip));
+    let got = in_netns(&format!("/run/netns/{}", inet.ns), move || {
+        eventually(Duration::from_secs(10), || udp_ask(&from, &to, "out"))
+    });
+    assert_eq!(got, Some(format!("{} says out", inet.ip)));
+    let r =
+        t.s.run(&["run", "--rm", "-p", "53/sctp", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    t.ok(&["rm", "-f", "udp1"]);
+    nothing_left(&t.bridge);
+}
