@@ -732,3 +732,71 @@ fn udp_ports_by_proxy_and_dnat() {
     t.ok(&["rm", "-f", "udp1"]);
     nothing_left(&t.bridge);
 }
+
+/// A DNS query for the A record of `name`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn embedded_dns_answers_over_tcp() {
+    use std::io::{Read, Write};
+    let t = NetStrata::new();
+    t.create_network("tcpdns", &[]);
+    let run = |name: &str, extra: &[&str]| {
+        let mut a = vec!["run", "-d", "--name", name, "--network", "tcpdns"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--dns", "127.0.0.1", "busybox", "sleep", "300"]);
+        t.ok(&a);
+    };
+    run("web", &["--network-alias", "site"]);
+    run("client", &[]);
+    let web = t.ip_of("web", "tcpdns");
+    let pid = t.ok(&["inspect", "-f", "{{.State.Pid}}", "client"]);
+    // Three queries on one connection, from the client container's namespace.
+    let replies = in_netns(&format!("/proc/{}/ns/net", pid.trim()), || {
+        let mut c = std::net::TcpStream::connect("127.0.0.11:53").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        for (i, name) in ["web", "site", "nosuch.invalid"].iter().enumerate() {
+            let q = dns_query(0x100 + i as u16, name);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            c.write_all(&framed).unwrap();
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).unwrap();
+            let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+            c.read_exact(&mut reply).unwrap();
+            out.push(reply);
+        }
+        out
+    });
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(u16::from_be_bytes([r[0], r[1]]), 0x100 + i as u16, "{r:?}");
+    }
+    let a_record = |r: &[u8]| {
+        assert_eq!(
+            (r[3] & 0xf, u16::from_be_bytes([r[6], r[7]])),
+            (0, 1),
+            "{r:?}"
+        );
+        Ipv4Addr::new(
+            r[r.len() - 4],
+            r[r.len() - 3],
+            r[r.len() - 2],
+            r[r.len() - 1],
+        )
+    };
+    assert_eq!(a_record(&replies[0]), web);
+    assert_eq!(a_record(&replies[1]), web);
+    // Not a name of the network: forwarded over TCP to the upstream (the container's own
+    // loopback, where nothing listens): SERVFAIL.
+    assert_eq!(replies[2][3] & 0xf, 2, "{:?}", replies[2]);
+}

@@ -9,10 +9,11 @@
 //! A known name gets its A records (no AAAA: the networks are IPv4); anything else is
 //! forwarded to the upstream servers from the container's namespace (so it goes through the
 //! bridge and NAT like the container's own traffic) and the answer relayed; no upstream or no
-//! answer gives SERVFAIL.
+//! answer gives SERVFAIL. DNS over TCP (RFC 7766: two-byte length, then the message; several
+//! queries on one connection) is served on the same address and port, and forwarded over TCP.
 
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -162,6 +163,70 @@ fn forward(ns: BorrowedFd<'_>, servers: &[SocketAddr], msg: &[u8]) -> Option<Vec
     .flatten()
 }
 
+/// Ask the upstream servers in turn over TCP, from the container's namespace.
+fn forward_tcp(ns: BorrowedFd<'_>, servers: &[SocketAddr], msg: &[u8]) -> Option<Vec<u8>> {
+    let msg = msg.to_vec();
+    let servers = servers.to_vec();
+    netlink::in_netns(ns, move || {
+        for s in &servers {
+            let Ok(mut c) = TcpStream::connect_timeout(s, UPSTREAM_TIMEOUT) else {
+                continue;
+            };
+            if c.set_read_timeout(Some(UPSTREAM_TIMEOUT)).is_err()
+                || write_framed(&mut c, &msg).is_err()
+            {
+                continue;
+            }
+            if let Ok(Some(reply)) = read_framed(&mut c) {
+                return Ok(Some(reply));
+            }
+        }
+        Ok(None)
+    })
+    .ok()
+    .flatten()
+}
+
+/// One length-prefixed DNS message from a TCP stream; `None` at a clean end of stream.
+fn read_framed(c: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match c.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    c.read_exact(&mut msg)?;
+    Ok(Some(msg))
+}
+
+fn write_framed(c: &mut impl Write, msg: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| io::Error::other("DNS message too long"))?;
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(msg);
+    c.write_all(&out)
+}
+
+/// Serve one TCP client: its queries in turn until it closes or is idle for `TCP_IDLE`.
+fn serve_tcp_client(mut c: TcpStream, r: &Resolver, ns: BorrowedFd<'_>) -> io::Result<()> {
+    c.set_read_timeout(Some(TCP_IDLE))?;
+    while let Some(msg) = read_framed(&mut c)? {
+        let Some(q) = parse_query(&msg) else {
+            return Ok(());
+        };
+        let reply = match local_answer(r, &msg, &q) {
+            Some(a) => a,
+            None if r.upstream.is_empty() => answer(&msg, &q, &[], RCODE_NXDOMAIN),
+            None => forward_tcp(ns, &r.upstream, &msg)
+                .unwrap_or_else(|| answer(&msg, &q, &[], RCODE_SERVFAIL)),
+        };
+        write_framed(&mut c, &reply)?;
+    }
+    Ok(())
+}
+
+const TCP_IDLE: Duration = Duration::from_secs(10);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// Forwarded queries in flight at most (a container flooding its resolver gets SERVFAIL, not
 /// a supervisor with thousands of threads).
@@ -181,6 +246,7 @@ fn local_answer(r: &Resolver, msg: &[u8], q: &Query) -> Option<Vec<u8>> {
 /// A bound, not yet served, embedded DNS socket (queries wait in its buffer).
 pub struct Bound {
     sock: UdpSocket,
+    tcp: TcpListener,
     ns: std::os::fd::OwnedFd,
     r: Resolver,
 }
@@ -188,9 +254,15 @@ pub struct Bound {
 /// Bind 127.0.0.11:53 in the namespace `ns`. No thread is started yet: the supervisor forks
 /// the container's init later and must be single-threaded then.
 pub fn bind(ns: BorrowedFd<'_>, r: Resolver) -> io::Result<Bound> {
-    let sock = netlink::in_netns(ns, || UdpSocket::bind((DNS_ADDR, 53)))?;
+    let (sock, tcp) = netlink::in_netns(ns, || {
+        Ok((
+            UdpSocket::bind((DNS_ADDR, 53))?,
+            TcpListener::bind((DNS_ADDR, 53))?,
+        ))
+    })?;
     Ok(Bound {
         sock,
+        tcp,
         ns: ns.try_clone_to_owned()?,
         r,
     })
@@ -200,10 +272,39 @@ pub fn bind(ns: BorrowedFd<'_>, r: Resolver) -> io::Result<Bound> {
 /// serving thread, forwarded queries each on a thread of its own (a slow upstream does not
 /// hold up the network's names).
 pub fn serve(b: Bound) -> io::Result<()> {
-    let Bound { sock, ns, r } = b;
+    let Bound { sock, tcp, ns, r } = b;
     let r = std::sync::Arc::new(r);
     let ns = std::sync::Arc::new(ns);
     let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        // TCP clients, each on a thread of its own (counted with the forwarded queries).
+        let (r, ns, in_flight) = (r.clone(), ns.clone(), in_flight.clone());
+        std::thread::Builder::new()
+            .name("dns-tcp".to_string())
+            .spawn(move || {
+                use std::sync::atomic::Ordering;
+                for conn in tcp.incoming() {
+                    let Ok(c) = conn else {
+                        continue;
+                    };
+                    if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_IN_FLIGHT {
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    let (r, ns, count) = (r.clone(), ns.clone(), in_flight.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("dns-tcp-client".to_string())
+                        .spawn(move || {
+                            use std::os::fd::AsFd;
+                            let _ = serve_tcp_client(c, &r, ns.as_fd());
+                            count.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    if spawned.is_err() {
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            })?;
+    }
     std::thread::Builder::new()
         .name("dns".to_string())
         .spawn(move || {
@@ -256,6 +357,20 @@ pub fn serve(b: Bound) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_framing_round_trips() {
+        let mut wire = Vec::new();
+        write_framed(&mut wire, b"abc").unwrap();
+        write_framed(&mut wire, b"").unwrap();
+        assert_eq!(wire, [0, 3, b'a', b'b', b'c', 0, 0]);
+        let mut r = &wire[..];
+        assert_eq!(read_framed(&mut r).unwrap(), Some(b"abc".to_vec()));
+        assert_eq!(read_framed(&mut r).unwrap(), Some(Vec::new()));
+        assert_eq!(read_framed(&mut r).unwrap(), None);
+        let mut short = &[0u8, 5, 1][..];
+        assert!(read_framed(&mut short).is_err());
+    }
 
     fn query(name: &str, qtype: u16) -> Vec<u8> {
         let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
