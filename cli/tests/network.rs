@@ -800,3 +800,59 @@ fn embedded_dns_answers_over_tcp() {
     // loopback, where nothing listens): SERVFAIL.
     assert_eq!(replies[2][3] & 0xf, 2, "{:?}", replies[2]);
 }
+
+#[test]
+fn legacy_links_are_hosts_entries() {
+    let t = NetStrata::new();
+    t.ok(&["run", "-d", "--name", "web", "web:1"]);
+    let ip = t.ip_of("web", "bridge");
+    let id = t.ok(&["inspect", "-f", "{{.Id}}", "web"]);
+    let short = &id.trim()[..12];
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "client",
+        "--link",
+        "web:db",
+        "--dns",
+        "127.0.0.1",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/hosts; wget -q -O- http://db/",
+    ]);
+    assert!(out.contains(&format!("\n{ip}\tdb {short} web\n")), "{out}");
+    assert!(out.ends_with(INDEX_HTML), "{out}");
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--link",
+        "web",
+        "busybox",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(out.contains(&format!("\n{ip}\tweb {short}\n")), "{out}");
+    let r =
+        t.s.run(&["run", "--rm", "--link", "nosuch:x", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr.contains("could not get container for nosuch"),
+        "{r:?}"
+    );
+    t.ok(&["stop", "-t", "1", "web"]);
+    let r = t.s.run(&[
+        "run", "--rm", "--name", "late", "--link", "web:db", "busybox", "true",
+    ]);
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("Cannot link to a non running container: /web AS /late/db"),
+        "{r:?}"
+    );
+    assert!(t
+        .ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .lines()
+        .all(|n| n != "late"));
+}

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use strata_runtime::container::record::{EndpointConfig, NetSettings, NetworkMode};
+use strata_runtime::container::record::{EndpointConfig, Link, NetSettings, NetworkMode};
 use strata_runtime::network::records::CreateNetwork;
 use strata_runtime::network::{api, Networks};
 
@@ -37,6 +37,9 @@ pub struct RunNetArgs {
     /// Publish all exposed ports to random ports
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
+    /// Add link to another container (name[:alias])
+    #[arg(long)]
+    pub link: Vec<String>,
 }
 
 fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr> {
@@ -58,7 +61,28 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
     for d in &a.dns {
         parse_dns(d)?;
     }
+    let mut links = Vec::new();
+    for l in &a.link {
+        let (name, alias) = l.split_once(':').unwrap_or((l, l));
+        let name = name.trim_start_matches('/');
+        let alias = alias.trim_start_matches('/');
+        if name.is_empty() || alias.is_empty() {
+            bail!("invalid argument \"{l}\" for \"--link\" flag: invalid link format");
+        }
+        let c = runtime(global)
+            .lookup(name)
+            .with_context(|| format!("could not get container for {name}"))?;
+        links.push(Link {
+            id: c.id().to_string(),
+            name: c.config.name.clone(),
+            alias: alias.to_string(),
+        });
+    }
+    if !links.is_empty() && !matches!(NetworkMode::parse(network), Some(NetworkMode::Bridge)) {
+        bail!("conflicting options: container type network can't be used with links. This would result in undefined behavior");
+    }
     let mut net = NetSettings {
+        links,
         dns: a.dns.clone(),
         dns_search: a.dns_search.clone(),
         add_hosts: a.add_host.clone(),

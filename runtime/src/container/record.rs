@@ -107,6 +107,15 @@ pub struct EndpointConfig {
     pub mac: Option<String>,
 }
 
+/// A legacy link: the linked container (resolved when the container is created) and the
+/// alias it gets in this one's `/etc/hosts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub id: String,
+    pub name: String,
+    pub alias: String,
+}
+
 /// Network settings of a container beyond its mode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetSettings {
@@ -120,6 +129,9 @@ pub struct NetSettings {
     pub dns_search: Vec<String>,
     #[serde(default)]
     pub add_hosts: Vec<String>,
+    /// `--link NAME[:ALIAS]`: legacy links (an `/etc/hosts` entry for each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
     /// `Container` mode: the id of the container whose network namespace is joined.
     #[serde(default)]
     pub container: String,

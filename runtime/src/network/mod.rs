@@ -56,6 +56,12 @@ pub enum NetworkError {
     /// Writing a container's or a network's record.
     #[error(transparent)]
     Record(Box<crate::container::ContainerError>),
+    #[error("Cannot link to a non running container: /{name} AS /{from}/{alias}")]
+    LinkNotRunning {
+        name: String,
+        from: String,
+        alias: String,
+    },
     #[error("invalid network name \"{0}\", only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     InvalidName(String),
     #[error("container cannot be connected to network {network} ({driver} driver)")]
