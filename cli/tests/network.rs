@@ -856,3 +856,143 @@ fn legacy_links_are_hosts_entries() {
         .lines()
         .all(|n| n != "late"));
 }
+
+/// A ULA /64 of the test's own (`fdXX:XXXX:XXXX:<n>::/64`).
+fn free_subnet6(n: u16) -> String {
+    let p = std::process::id();
+    format!("fd5a:{:x}:{:x}:{n:x}::/64", p >> 16, p & 0xffff)
+}
+
+#[test]
+fn ipv6_networks_addresses_routes_and_dnat() {
+    let t = NetStrata::new();
+    let sub4 = network_common::free_subnet().to_string();
+    let sub6 = free_subnet6(1);
+    let prefix = sub6.trim_end_matches("/64");
+    t.ok(&[
+        "network", "create", "--ipv6", "--subnet", &sub4, "--subnet", &sub6, "six",
+    ]);
+    assert_eq!(t.inspect_network("six", "{{.EnableIPv6}}"), "true");
+    assert_eq!(
+        t.inspect_network("six", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"),
+        format!("{sub4} {sub6}")
+    );
+    let port = strata_testkit::container::free_port();
+    t.ok(&[
+        "run", "-d", "--name", "web6", "--network", "six", "-p", &format!("{port}:80"),
+        "busybox", "sh", "-c",
+        "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip \
+         && chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www",
+    ]);
+    let f = "{{with index .NetworkSettings.Networks \"six\"}}{{.GlobalIPv6Address}}/{{.GlobalIPv6PrefixLen}} {{.IPv6Gateway}}{{end}}";
+    let got = t.ok(&["inspect", "-f", f, "web6"]);
+    let ip6 = format!("{prefix}2");
+    assert_eq!(got.trim(), format!("{ip6}/64 {prefix}1"));
+    // Container to container over IPv6, and the container's IPv6 default route.
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "six",
+        "--dns",
+        "127.0.0.1",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("ip -6 route; wget -q -O - http://[{ip6}]/index.html"),
+    ]);
+    assert!(
+        out.contains(&format!("default via {prefix}1 dev eth0")),
+        "{out}"
+    );
+    assert!(out.ends_with(INDEX_HTML), "{out}");
+    // The host reaches it on the bridge.
+    let got = eventually(Duration::from_secs(10), || http_get(&ip6, 80, "/").ok());
+    assert_eq!(got, Some((200, INDEX_HTML.to_string())));
+    // IPv6 DNAT of the published port, from a fake internet that has an IPv6 link to the host:
+    // the CGI sees the client's own address (the proxy would show the loopback).
+    let table = nft::list6().unwrap_or_default();
+    assert!(
+        table.contains(&format!("tcp . {port} : {ip6} . 80")),
+        "{table}"
+    );
+    assert!(table.contains(&format!("ip6 saddr {sub6}")), "{table}");
+    let inet = FakeInternet::new();
+    let link6 = free_subnet6(2);
+    let lp = link6.trim_end_matches("/64");
+    let (host6, far6) = (format!("{lp}1"), format!("{lp}2"));
+    sh_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{host6}/64"),
+        "dev",
+        &inet.veth,
+        "nodad",
+    ]);
+    sh_ok(&[
+        "ip",
+        "-n",
+        &inet.ns,
+        "addr",
+        "add",
+        &format!("{far6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let url = format!("http://[{host6}]:{port}/cgi-bin/ip");
+    let got = eventually(Duration::from_secs(20), || {
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", &url,
+            ])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    assert_eq!(got, Some(format!("[{far6}]")));
+    t.ok(&["rm", "-f", "web6"]);
+    t.ok(&["network", "rm", "six"]);
+    assert!(
+        !nft::list6().unwrap_or_default().contains("_pre"),
+        "IPv6 chains left"
+    );
+}
+
+#[test]
+fn default_bridge_gets_ipv6_when_configured() {
+    let t = NetStrata::new();
+    let sub6 = free_subnet6(3);
+    let prefix = sub6.trim_end_matches("/64").to_string();
+    let bip = format!("{}/24", t.subnet.nth(1).unwrap());
+    std::fs::write(
+        t.s.root_path().join("strata.json"),
+        serde_json::json!({"bridge": t.bridge, "bip": bip, "ipv6": true, "fixed-cidr-v6": sub6})
+            .to_string(),
+    )
+    .unwrap();
+    t.ok(&["run", "-d", "--name", "v6a", "busybox", "sleep", "300"]);
+    let f = "{{.NetworkSettings.GlobalIPv6Address}} {{.NetworkSettings.IPv6Gateway}}";
+    assert_eq!(
+        t.ok(&["inspect", "-f", f, "v6a"]).trim(),
+        format!("{prefix}2 {prefix}1")
+    );
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        &format!("{prefix}2"),
+    ]);
+    assert!(out.contains("1 packets received"), "{out}");
+    t.ok(&["rm", "-f", "v6a"]);
+    nothing_left(&t.bridge);
+}

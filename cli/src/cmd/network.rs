@@ -153,15 +153,19 @@ struct CreateArgs {
     /// Driver to manage the Network
     #[arg(short, long, default_value = "bridge")]
     driver: String,
-    /// Subnet in CIDR format that represents a network segment
+    /// Subnet in CIDR format that represents a network segment (an IPv4 one and, with
+    /// --ipv6, an IPv6 one)
     #[arg(long)]
-    subnet: Option<String>,
+    subnet: Vec<String>,
     /// IPv4 Gateway for the master subnet
     #[arg(long)]
     gateway: Option<String>,
     /// Restrict external access to the network
     #[arg(long)]
     internal: bool,
+    /// Enable or disable IPv6 networking
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    ipv6: Option<bool>,
     name: String,
 }
 
@@ -231,11 +235,19 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             if a.driver != "bridge" {
                 bail!("plugin \"{}\" not found", a.driver);
             }
+            let (v6, v4): (Vec<String>, Vec<String>) =
+                a.subnet.into_iter().partition(|s| s.contains(':'));
+            if v4.len() > 1 || v6.len() > 1 {
+                bail!("multiple overlapping subnet configuration is not supported");
+            }
+            let ipv6 = a.ipv6.unwrap_or(false) || !v6.is_empty();
             let rec = nets.create(&CreateNetwork {
                 name: a.name,
-                subnet: a.subnet,
+                subnet: v4.into_iter().next(),
                 gateway: a.gateway,
                 internal: a.internal,
+                ipv6,
+                subnet6: v6.into_iter().next(),
             })?;
             println!("{}", rec.id);
         }

@@ -161,6 +161,13 @@ pub struct EndpointState {
     pub mac: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// IPv6 (networks with `--ipv6`): address, prefix length and gateway; empty without.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip6: String,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway6: String,
 }
 
 /// One `-p` mapping.

@@ -263,6 +263,9 @@ pub fn connect_endpoint(
             gateway: got.gateway.to_string(),
             mac: got.mac,
             aliases: ep.aliases.clone(),
+            ip6: got.ip6.map(|i| i.to_string()).unwrap_or_default(),
+            prefix6: got.prefix6,
+            gateway6: got.gateway6.map(|i| i.to_string()).unwrap_or_default(),
         },
     ))
 }
