@@ -279,10 +279,33 @@ mod tests {
         assert!(!s.contains("dnat"));
     }
 
+    fn leases6() -> Leases {
+        let mut l = leases(false);
+        l.subnet6 = Some("fd00:17::/64".parse().unwrap());
+        if let Some(e) = l.endpoints.get_mut("c1") {
+            e.ip6 = Some("fd00:17::2".parse().unwrap());
+        }
+        l
+    }
+
+    #[test]
+    fn ipv6_half_of_a_bridge() {
+        assert!(!script(&leases(false)).contains("ip6"));
+        let s = script(&leases6());
+        assert!(s.contains(
+            "add rule ip6 strata strata0_post ip6 saddr fd00:17::/64 oifname != \"strata0\" masquerade\n"
+        ));
+        // Only the IPv6 (or unspecified) listings are DNATed to the IPv6 address.
+        assert!(
+            s.contains("add element ip6 strata strata0_ports { tcp . 8080 : fd00:17::2 . 80 }\n")
+        );
+        assert!(s.contains("dnat ip6 to meta l4proto . th dport map @strata0_ports"));
+    }
+
     #[test]
     fn rulesets_pass_the_kernels_check() {
         // `nft -c` evaluates against the kernel without committing anything.
-        for internal in [false, true] {
+        for l in [leases(false), leases(true), leases6()] {
             let mut child = Command::new("nft")
                 .args(["-c", "-f", "-"])
                 .stdin(Stdio::piped())
@@ -293,7 +316,7 @@ mod tests {
                 .stdin
                 .take()
                 .unwrap()
-                .write_all(script(&leases(internal)).as_bytes())
+                .write_all(script(&l).as_bytes())
                 .unwrap();
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "{out:?}");
