@@ -906,6 +906,21 @@ fn ipv6_networks_addresses_routes_and_dnat() {
         "{out}"
     );
     assert!(out.ends_with(INDEX_HTML), "{out}");
+    // The embedded DNS answers AAAA with it.
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "six",
+        "--dns",
+        "127.0.0.1",
+        "busybox",
+        "busybox",
+        "nslookup",
+        "-type=AAAA",
+        "web6",
+    ]);
+    assert!(out.contains(&format!("Address: {ip6}")), "{out}");
     // The host reaches it on the bridge.
     let got = eventually(Duration::from_secs(10), || http_get(&ip6, 80, "/").ok());
     assert_eq!(got, Some((200, INDEX_HTML.to_string())));

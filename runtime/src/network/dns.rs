@@ -6,14 +6,14 @@
 //!
 //! Names come from the lease files of the bridges this container is on (its own networks
 //! only, so nothing resolves across networks; the default bridge has no names, as in Docker).
-//! A known name gets its A records (no AAAA: the networks are IPv4); anything else is
+//! A known name gets its A records, and AAAA records on networks with IPv6; anything else is
 //! forwarded to the upstream servers from the container's namespace (so it goes through the
 //! bridge and NAT like the container's own traffic) and the answer relayed; no upstream or no
 //! answer gives SERVFAIL. DNS over TCP (RFC 7766: two-byte length, then the message; several
 //! queries on one connection) is served on the same address and port, and forwarded over TCP.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,6 +23,7 @@ use super::netlink;
 use super::sandbox::DNS_ADDR;
 
 const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
 const RCODE_SERVFAIL: u8 = 2;
 const RCODE_NXDOMAIN: u8 = 3;
@@ -38,6 +39,17 @@ pub struct Resolver {
 impl Resolver {
     /// Addresses of `name` on this container's user networks.
     pub fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        self.lookup_both(name)
+            .map(|v| v.into_iter().map(|(ip, _)| ip).collect())
+    }
+
+    /// IPv6 addresses of `name` (on networks with IPv6).
+    pub fn lookup6(&self, name: &str) -> Option<Vec<Ipv6Addr>> {
+        self.lookup_both(name)
+            .map(|v| v.into_iter().filter_map(|(_, ip6)| ip6).collect())
+    }
+
+    fn lookup_both(&self, name: &str) -> Option<Vec<(Ipv4Addr, Option<Ipv6Addr>)>> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let mut found = Vec::new();
         let mut known = false;
@@ -55,7 +67,7 @@ impl Resolver {
                 });
                 if hit {
                     known = true;
-                    found.push(lease.ip);
+                    found.push((lease.ip, lease.ip6));
                 }
             }
         }
@@ -108,7 +120,19 @@ pub fn parse_query(msg: &[u8]) -> Option<Query> {
 
 /// An answer to `q` (whose raw bytes are `msg`) with `ips` as A records, or `rcode`.
 pub fn answer(msg: &[u8], q: &Query, ips: &[Ipv4Addr], rcode: u8) -> Vec<u8> {
-    let mut out = Vec::with_capacity(q.question_end + ips.len() * 16);
+    let rdata: Vec<Vec<u8>> = ips.iter().map(|ip| ip.octets().to_vec()).collect();
+    records(msg, q, TYPE_A, &rdata, rcode)
+}
+
+/// An answer to `q` with `ips` as AAAA records.
+pub fn answer6(msg: &[u8], q: &Query, ips: &[Ipv6Addr]) -> Vec<u8> {
+    let rdata: Vec<Vec<u8>> = ips.iter().map(|ip| ip.octets().to_vec()).collect();
+    records(msg, q, TYPE_AAAA, &rdata, 0)
+}
+
+fn records(msg: &[u8], q: &Query, rtype: u16, rdata: &[Vec<u8>], rcode: u8) -> Vec<u8> {
+    let ips = rdata;
+    let mut out = Vec::with_capacity(q.question_end + ips.len() * 28);
     out.extend_from_slice(&q.id.to_be_bytes());
     let rd = msg[2] & 0x01;
     out.push(0x80 | 0x04 | rd); // QR, AA, RD copied
@@ -118,13 +142,13 @@ pub fn answer(msg: &[u8], q: &Query, ips: &[Ipv4Addr], rcode: u8) -> Vec<u8> {
     out.extend_from_slice(&0u16.to_be_bytes());
     out.extend_from_slice(&0u16.to_be_bytes());
     out.extend_from_slice(&msg[12..q.question_end]);
-    for ip in ips {
+    for data in ips {
         out.extend_from_slice(&[0xc0, 0x0c]); // the question's name
-        out.extend_from_slice(&TYPE_A.to_be_bytes());
+        out.extend_from_slice(&rtype.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
         out.extend_from_slice(&600u32.to_be_bytes());
-        out.extend_from_slice(&4u16.to_be_bytes());
-        out.extend_from_slice(&ip.octets());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(data);
     }
     out
 }
@@ -237,8 +261,11 @@ fn local_answer(r: &Resolver, msg: &[u8], q: &Query) -> Option<Vec<u8>> {
     if q.qclass != CLASS_IN {
         return None;
     }
+    if q.qtype == TYPE_AAAA {
+        return Some(answer6(msg, q, &r.lookup6(&q.name)?));
+    }
     let ips = r.lookup(&q.name)?;
-    // AAAA and other types of a known name: an empty NOERROR answer.
+    // Other types of a known name: an empty NOERROR answer.
     let ips = if q.qtype == TYPE_A { ips } else { Vec::new() };
     Some(answer(msg, q, &ips, 0))
 }
