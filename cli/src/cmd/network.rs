@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use strata_runtime::container::record::{EndpointConfig, NetSettings, NetworkMode};
+use strata_runtime::container::record::{EndpointConfig, Link, NetSettings, NetworkMode};
 use strata_runtime::network::records::CreateNetwork;
 use strata_runtime::network::{api, Networks};
 
@@ -37,6 +37,9 @@ pub struct RunNetArgs {
     /// Publish all exposed ports to random ports
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
+    /// Add link to another container (name[:alias])
+    #[arg(long)]
+    pub link: Vec<String>,
 }
 
 fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr> {
@@ -58,7 +61,28 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
     for d in &a.dns {
         parse_dns(d)?;
     }
+    let mut links = Vec::new();
+    for l in &a.link {
+        let (name, alias) = l.split_once(':').unwrap_or((l, l));
+        let name = name.trim_start_matches('/');
+        let alias = alias.trim_start_matches('/');
+        if name.is_empty() || alias.is_empty() {
+            bail!("invalid argument \"{l}\" for \"--link\" flag: invalid link format");
+        }
+        let c = runtime(global)
+            .lookup(name)
+            .with_context(|| format!("could not get container for {name}"))?;
+        links.push(Link {
+            id: c.id().to_string(),
+            name: c.config.name.clone(),
+            alias: alias.to_string(),
+        });
+    }
+    if !links.is_empty() && !matches!(NetworkMode::parse(network), Some(NetworkMode::Bridge)) {
+        bail!("conflicting options: container type network can't be used with links. This would result in undefined behavior");
+    }
     let mut net = NetSettings {
+        links,
         dns: a.dns.clone(),
         dns_search: a.dns_search.clone(),
         add_hosts: a.add_host.clone(),
@@ -129,15 +153,19 @@ struct CreateArgs {
     /// Driver to manage the Network
     #[arg(short, long, default_value = "bridge")]
     driver: String,
-    /// Subnet in CIDR format that represents a network segment
+    /// Subnet in CIDR format that represents a network segment (an IPv4 one and, with
+    /// --ipv6, an IPv6 one)
     #[arg(long)]
-    subnet: Option<String>,
+    subnet: Vec<String>,
     /// IPv4 Gateway for the master subnet
     #[arg(long)]
     gateway: Option<String>,
     /// Restrict external access to the network
     #[arg(long)]
     internal: bool,
+    /// Enable or disable IPv6 networking
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    ipv6: Option<bool>,
     name: String,
 }
 
@@ -207,11 +235,19 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             if a.driver != "bridge" {
                 bail!("plugin \"{}\" not found", a.driver);
             }
+            let (v6, v4): (Vec<String>, Vec<String>) =
+                a.subnet.into_iter().partition(|s| s.contains(':'));
+            if v4.len() > 1 || v6.len() > 1 {
+                bail!("multiple overlapping subnet configuration is not supported");
+            }
+            let ipv6 = a.ipv6.unwrap_or(false) || !v6.is_empty();
             let rec = nets.create(&CreateNetwork {
                 name: a.name,
-                subnet: a.subnet,
+                subnet: v4.into_iter().next(),
                 gateway: a.gateway,
                 internal: a.internal,
+                ipv6,
+                subnet6: v6.into_iter().next(),
             })?;
             println!("{}", rec.id);
         }
