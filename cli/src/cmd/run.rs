@@ -125,10 +125,6 @@ pub fn run_supervise(global: &Global, args: SuperviseArgs) -> anyhow::Result<()>
     Err(ExitStatus(code.clamp(0, 255) as u8).into())
 }
 
-pub(crate) fn runtime(global: &Global) -> Runtime {
-    global.containers().clone()
-}
-
 pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
     let exe = std::env::current_exe().context("cannot find the strata executable")?;
     Ok(Launcher {
@@ -419,7 +415,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             "conflicting options: port publishing and the container type network mode"
         )));
     }
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt
         .create(CreateRequest {
             name: args.name.clone(),
@@ -461,7 +457,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
                 println!("{}", c.id());
                 Ok(())
             }
-            Err(e) => Err(failed_start(&rt, &c, e)),
+            Err(e) => Err(failed_start(rt, &c, e)),
         }
     } else {
         let raw = RawMode::enable(args.tty);
@@ -470,7 +466,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             Ok(h) => h,
             Err(e) => {
                 drop(raw);
-                return Err(failed_start(&rt, &c, e));
+                return Err(failed_start(rt, &c, e));
             }
         };
         proxy_signals(handle.pid());

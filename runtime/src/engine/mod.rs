@@ -66,6 +66,15 @@ pub struct EngineOptions {
     pub insecure_registries: Vec<String>,
 }
 
+/// A directory under the store's `tmp/`, removed on drop (see [`Engine::scratch_dir`]).
+pub struct ScratchDir(crate::fsutil::Staging);
+
+impl ScratchDir {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
 /// One invocation's view of the store and containers (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -117,6 +126,33 @@ impl Engine {
     /// The named and anonymous volumes under the root.
     pub fn volumes(&self) -> crate::volume::Volumes {
         crate::volume::Volumes::new(&self.opts.root)
+    }
+
+    /// The networks under the root (Docker's `network` verbs and `run --network`).
+    pub fn networks(&self) -> crate::network::Networks {
+        crate::network::Networks::open(&self.opts.root)
+    }
+
+    /// Build an image from `opts` with this engine's store and containers (`strata build`).
+    pub fn build(
+        &self,
+        opts: &crate::build::BuildOptions,
+        host: &mut dyn crate::build::BuildHost,
+    ) -> Result<crate::digest::ImageId, crate::build::BuildError> {
+        crate::build::build(self.store()?, &self.containers, opts, host)
+    }
+
+    /// A fresh empty directory under the store's `tmp/`, removed when the guard drops (and by
+    /// the next `Store::open` if this process dies first): scratch space for a verb, such as a
+    /// build context read from STDIN.
+    pub fn scratch_dir(&self, what: &str) -> Result<ScratchDir, StoreError> {
+        let store = self.store()?;
+        let path = crate::fsutil::unique_tmp(&store.tmp_dir(), what);
+        std::fs::create_dir(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        Ok(ScratchDir(crate::fsutil::Staging::new(path)))
     }
 
     /// `<root>/strata.json`'s `storage-driver`, if set.
@@ -270,6 +306,25 @@ mod tests {
         let r = e.resolve_or_pull("UPPER", &e.pull_options(), &mut |_| called = true, &|_| {});
         assert!(matches!(r, Err(EngineError::Store(_))), "{r:?}");
         assert!(!called);
+    }
+
+    #[test]
+    fn scratch_dir_is_in_the_store_tmp_and_removed_on_drop() {
+        let t = tempfile::tempdir().unwrap();
+        let e = engine(t.path(), None, None);
+        let d = e.scratch_dir("context").unwrap();
+        let p = d.path().to_path_buf();
+        assert!(p.is_dir());
+        assert_eq!(p.parent().unwrap(), t.path().join("tmp"));
+        assert!(p
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("{}-", std::process::id())));
+        std::fs::write(p.join("f"), b"x").unwrap();
+        drop(d);
+        assert!(!p.exists());
     }
 
     #[test]
