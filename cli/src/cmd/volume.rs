@@ -341,32 +341,6 @@ pub fn parse_mount(
     Ok(())
 }
 
-/// Anonymous volumes for the image's `VOLUME`s that no other mount covers.
-pub fn image_volumes(
-    global: &Global,
-    image: &str,
-    volumes: &mut Vec<VolumeMount>,
-    tmpfs: &[TmpfsMount],
-) -> Result<()> {
-    let store = global.store()?;
-    let Ok(rec) = store.resolve(image) else {
-        return Ok(());
-    };
-    let Some(declared) = rec.config.config.as_ref().and_then(|c| c.volumes.clone()) else {
-        return Ok(());
-    };
-    for target in declared.keys() {
-        let t = target.trim_end_matches('/');
-        if volumes.iter().any(|v| v.target.trim_end_matches('/') == t)
-            || tmpfs.iter().any(|m| m.target.trim_end_matches('/') == t)
-        {
-            continue;
-        }
-        volumes.push(volume_mount(global, None, target, false, false)?);
-    }
-    Ok(())
-}
-
 /// `rm -v`: the container's anonymous volumes.
 pub fn remove_anonymous(global: &Global, mounts: &[VolumeMount]) {
     for e in global.engine().volumes().remove_anonymous(mounts) {

@@ -24,10 +24,12 @@ use crate::reference::{Reference, ReferenceError};
 use crate::registry::{PullError, PullEvent, PullOptions, PullOutcome, PushOptions};
 use crate::store::{Store, StoreError};
 
+mod create;
 mod history;
 mod inspect;
 mod usage;
 
+pub use create::{ContainerSpec, PullHooks};
 pub use history::HistoryItem;
 pub use inspect::ImageInspect;
 pub use usage::{ContainerPrune, ContainerUsage, DiskUsage, ImageUsage};
@@ -47,6 +49,12 @@ pub enum EngineError {
     Reference(#[from] ReferenceError),
     #[error("storage driver {0:?} does not take a mount_program (use fuse-overlayfs)")]
     NoMountProgram(String),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error("conflicting options: port publishing and the container type network mode")]
+    PublishWithContainerNetwork,
+    #[error("invalid mount config: mount path must be absolute")]
+    VolumePath,
     #[error("too many non-empty layers in History section")]
     HistoryLayers,
 }
