@@ -120,8 +120,9 @@ pub struct SuperviseArgs {
 }
 
 pub fn run_supervise(global: &Global, args: SuperviseArgs) -> anyhow::Result<()> {
+    let engine = global.engine();
     let code =
-        container::supervisor::supervise(&global.root, &global.runroot, &args.id, args.attach);
+        container::supervisor::supervise(engine.root(), engine.runroot(), &args.id, args.attach);
     Err(ExitStatus(code.clamp(0, 255) as u8).into())
 }
 

@@ -167,8 +167,8 @@ mod tests {
 
     fn engine(root: &std::path::Path, driver: Option<&str>) -> Engine {
         Engine::new(EngineOptions {
-            root: root.to_path_buf(),
-            runroot: root.join("run"),
+            root: Some(root.to_path_buf()),
+            runroot: Some(root.join("run")),
             storage_driver: driver.map(str::to_string),
             ..Default::default()
         })

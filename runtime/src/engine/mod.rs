@@ -12,8 +12,9 @@
 //! - *driver*: the storage driver new containers record ([`DriverKind`]): `--storage-driver`,
 //!   else `storage-driver` in the settings, else `fuse`; a configured mount program makes it
 //!   `fuse-overlayfs` running that program.
-//! - *registry settings*: the insecure-registry list (mirrors come from the daemon config, see
-//!   [`crate::registry::mirrors`]).
+//! - *registry settings*: the insecure-registry list and the Docker Hub mirrors of the daemon
+//!   config (read once, on the first pull; see [`crate::registry::mirrors`]), carried by
+//!   [`Engine::pull_options`].
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -21,6 +22,7 @@ use std::sync::OnceLock;
 use crate::container::{ContainerError, ImageSource, Runtime};
 use crate::driver::{DriverError, DriverKind};
 use crate::reference::{Reference, ReferenceError};
+use crate::registry::mirrors::Mirror;
 use crate::registry::{PullError, PullEvent, PullOptions, PullOutcome, PushOptions};
 use crate::store::{Store, StoreError};
 
@@ -64,14 +66,20 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 /// The global options an engine is opened from.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
-    pub root: PathBuf,
-    pub runroot: PathBuf,
+    /// `--root` / `STRATA_ROOT`; `None`: the default for this user
+    /// ([`crate::rootless::Defaults`]: `/var/lib/strata` as root, the XDG data dir rootless).
+    pub root: Option<PathBuf>,
+    /// `--runroot` / `STRATA_RUNROOT`; `None`: `/run/strata` as root, the XDG runtime dir rootless.
+    pub runroot: Option<PathBuf>,
     /// `--storage-driver` / `STRATA_STORAGE_DRIVER`.
     pub storage_driver: Option<String>,
     /// `--storage-opt mount_program=PATH` (the last one given).
     pub mount_program: Option<PathBuf>,
     /// `--insecure-registry`.
     pub insecure_registries: Vec<String>,
+    /// The daemon config whose `registry-mirrors` pulls use; `None`: `$STRATA_DAEMON_JSON`,
+    /// else `/etc/docker/daemon.json`.
+    pub daemon_config: Option<PathBuf>,
 }
 
 /// A directory under the store's `tmp/`, removed on drop (see [`Engine::scratch_dir`]).
@@ -86,9 +94,14 @@ impl ScratchDir {
 /// One invocation's view of the store and containers (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Engine {
+    /// Absolute (see the module doc).
+    root: PathBuf,
+    runroot: PathBuf,
     opts: EngineOptions,
     containers: Runtime,
     store: OnceLock<Store>,
+    /// The daemon config's registry mirrors, read on the first pull.
+    mirrors: OnceLock<Vec<Mirror>>,
 }
 
 /// `p` made absolute against the working directory (unchanged if that fails).
@@ -98,23 +111,37 @@ fn absolute(p: &Path) -> PathBuf {
 
 impl Engine {
     /// Take the global options; nothing is opened until it is needed.
-    pub fn new(mut opts: EngineOptions) -> Engine {
-        opts.root = absolute(&opts.root);
-        opts.runroot = absolute(&opts.runroot);
-        let containers = Runtime::new(&opts.root, &opts.runroot);
+    /// Defaults are resolved here, so open the engine before entering a rootless user namespace
+    /// (inside it the process looks like root). An empty root stays empty (no home directory
+    /// was found: [`crate::rootless::check_root`] says which variable to set).
+    pub fn new(opts: EngineOptions) -> Engine {
+        let (root, runroot) = match (&opts.root, &opts.runroot) {
+            (Some(root), Some(runroot)) => (absolute(root), absolute(runroot)),
+            (root, runroot) => {
+                let d = crate::rootless::Defaults::detect();
+                (
+                    absolute(root.as_deref().unwrap_or(&d.root)),
+                    absolute(runroot.as_deref().unwrap_or(&d.runroot)),
+                )
+            }
+        };
+        let containers = Runtime::new(&root, &runroot);
         Engine {
+            root,
+            runroot,
             opts,
             containers,
             store: OnceLock::new(),
+            mirrors: OnceLock::new(),
         }
     }
 
     pub fn root(&self) -> &Path {
-        &self.opts.root
+        &self.root
     }
 
     pub fn runroot(&self) -> &Path {
-        &self.opts.runroot
+        &self.runroot
     }
 
     /// The image store under the root, opened on first use.
@@ -122,7 +149,7 @@ impl Engine {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
-        let opened = Store::open(&self.opts.root)?;
+        let opened = Store::open(&self.root)?;
         Ok(self.store.get_or_init(|| opened))
     }
 
@@ -133,12 +160,18 @@ impl Engine {
 
     /// The named and anonymous volumes under the root.
     pub fn volumes(&self) -> crate::volume::Volumes {
-        crate::volume::Volumes::new(&self.opts.root)
+        crate::volume::Volumes::new(&self.root)
+    }
+
+    /// Where the store keeps its layers (`<root>/layers`), for watchers such as
+    /// `image convert --record`.
+    pub fn layers_dir(&self) -> Result<PathBuf, StoreError> {
+        Ok(self.store()?.layers_dir())
     }
 
     /// The networks under the root (Docker's `network` verbs and `run --network`).
     pub fn networks(&self) -> crate::network::Networks {
-        crate::network::Networks::open(&self.opts.root)
+        crate::network::Networks::open(&self.root)
     }
 
     /// Build an image from `opts` with this engine's store and containers (`strata build`).
@@ -165,7 +198,7 @@ impl Engine {
 
     /// `<root>/strata.json`'s `storage-driver`, if set.
     fn configured_driver(&self) -> Option<String> {
-        let bytes = std::fs::read(self.opts.root.join("strata.json")).ok()?;
+        let bytes = std::fs::read(self.root.join("strata.json")).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         v.get("storage-driver")?.as_str().map(str::to_string)
     }
@@ -190,10 +223,23 @@ impl Engine {
         }
     }
 
+    /// The Docker Hub mirrors of the daemon config (read once).
+    pub fn mirrors(&self) -> &[Mirror] {
+        self.mirrors.get_or_init(|| {
+            let path = self
+                .opts
+                .daemon_config
+                .clone()
+                .unwrap_or_else(crate::registry::client::daemon_json_path);
+            crate::registry::mirrors::configured(&path)
+        })
+    }
+
     /// Pull options carrying the registry settings (callers set platform and parallelism).
     pub fn pull_options(&self) -> PullOptions {
         PullOptions {
             insecure: self.opts.insecure_registries.clone(),
+            mirrors: self.mirrors().to_vec(),
             ..PullOptions::default()
         }
     }
@@ -257,11 +303,12 @@ mod tests {
 
     fn engine(root: &Path, driver: Option<&str>, program: Option<&str>) -> Engine {
         Engine::new(EngineOptions {
-            root: root.to_path_buf(),
-            runroot: root.join("run"),
+            root: Some(root.to_path_buf()),
+            runroot: Some(root.join("run")),
             storage_driver: driver.map(str::to_string),
             mount_program: program.map(PathBuf::from),
             insecure_registries: vec!["10.0.0.1:5000".into()],
+            daemon_config: Some(root.join("daemon.json")),
         })
     }
 
@@ -317,6 +364,28 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_come_from_the_engine_daemon_config() {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = t.path().join("daemon.json");
+        std::fs::write(
+            &cfg,
+            r#"{"registry-mirrors": ["http://127.0.0.1:1", "bad"]}"#,
+        )
+        .unwrap();
+        let e = Engine::new(EngineOptions {
+            root: Some(t.path().join("root")),
+            runroot: Some(t.path().join("run")),
+            daemon_config: Some(cfg.clone()),
+            ..Default::default()
+        });
+        let hosts = |o: PullOptions| o.mirrors.into_iter().map(|m| m.host).collect::<Vec<_>>();
+        assert_eq!(hosts(e.pull_options()), ["127.0.0.1:1"]);
+        // Read once: a later change of the file is not seen by this engine.
+        std::fs::write(&cfg, r#"{"registry-mirrors": []}"#).unwrap();
+        assert_eq!(hosts(e.pull_options()), ["127.0.0.1:1"]);
+    }
+
+    #[test]
     fn scratch_dir_is_in_the_store_tmp_and_removed_on_drop() {
         let t = tempfile::tempdir().unwrap();
         let e = engine(t.path(), None, None);
@@ -337,16 +406,19 @@ mod tests {
 
     #[test]
     fn paths_are_absolute_and_registry_settings_carried() {
+        let t = tempfile::tempdir().unwrap();
         let e = Engine::new(EngineOptions {
-            root: "rel/root".into(),
-            runroot: "rel/run".into(),
+            root: Some("rel/root".into()),
+            runroot: Some("rel/run".into()),
             insecure_registries: vec!["h:1".into()],
+            daemon_config: Some(t.path().join("missing.json")),
             ..Default::default()
         });
         assert!(e.root().is_absolute() && e.root().ends_with("rel/root"));
         assert!(e.runroot().is_absolute());
         assert_eq!(e.containers().root(), e.root());
         assert_eq!(e.pull_options().insecure, vec!["h:1".to_string()]);
+        assert!(e.pull_options().mirrors.is_empty());
         assert_eq!(e.push_options().insecure, vec!["h:1".to_string()]);
     }
 }
