@@ -204,8 +204,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
 
 /// Remove unused volumes (for `volume prune` and `system prune --volumes`).
 pub fn prune(global: &Global, all: bool) -> Result<(Vec<String>, u64)> {
-    let containers = global.containers().list()?;
-    Ok(global.engine().volumes().prune(&containers, all)?)
+    Ok(global.engine().prune_volumes(all)?)
 }
 
 fn volume_mount(
