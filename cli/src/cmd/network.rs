@@ -6,10 +6,9 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use strata_runtime::container::record::{EndpointConfig, Link, NetSettings, NetworkMode};
+use strata_runtime::network::api;
 use strata_runtime::network::records::CreateNetwork;
-use strata_runtime::network::{api, Networks};
 
-use super::run::runtime;
 use super::Global;
 use crate::template::Format;
 
@@ -91,7 +90,7 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
     match NetworkMode::parse(network) {
         Some(NetworkMode::Container) => {
             let target = network.trim_start_matches("container:");
-            let c = runtime(global).lookup(target)?;
+            let c = global.containers().lookup(target)?;
             net.container = c.id().to_string();
         }
         Some(NetworkMode::Bridge) => {
@@ -100,7 +99,7 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
             } else {
                 network
             };
-            let rec = Networks::open(&global.root).get(name)?;
+            let rec = global.engine().networks().get(name)?;
             let ip = a.ip.as_deref().map(|s| parse_ip("ip", s)).transpose()?;
             let ep = EndpointConfig {
                 network: rec.name.clone(),
@@ -229,7 +228,7 @@ struct PruneArgs {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let nets = Networks::open(&global.root);
+    let nets = global.engine().networks();
     match args.cmd {
         Cmd::Create(a) => {
             if a.driver != "bridge" {
@@ -312,12 +311,12 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             }
         }
         Cmd::Inspect(a) => {
-            let rt = runtime(global);
+            let rt = global.containers();
             let mut objects = Vec::new();
             let mut missing = Vec::new();
             for n in &a.networks {
                 match nets.get(n) {
-                    Ok(rec) => objects.push(api::inspect_json(&rt, &rec)),
+                    Ok(rec) => objects.push(api::inspect_json(rt, &rec)),
                     Err(e) => missing.push(e),
                 }
             }
@@ -327,11 +326,11 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             }
         }
         Cmd::Connect(a) => {
-            let rt = runtime(global);
+            let rt = global.containers();
             let c = rt.lookup(&a.container)?;
             let ip = a.ip.as_deref().map(|s| parse_ip("ip", s)).transpose()?;
             api::connect(
-                &rt,
+                rt,
                 &c,
                 EndpointConfig {
                     network: a.network,
@@ -342,10 +341,10 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             )?;
         }
         Cmd::Disconnect(a) => {
-            let rt = runtime(global);
+            let rt = global.containers();
             let c = rt.lookup(&a.container)?;
             let _ = a.force;
-            api::disconnect(&rt, &c, &a.network)?;
+            api::disconnect(rt, &c, &a.network)?;
         }
         Cmd::Prune(a) => {
             if !a.force
@@ -355,7 +354,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             {
                 return Ok(());
             }
-            let removed = api::prune(&runtime(global)).context("prune networks")?;
+            let removed = api::prune(global.containers()).context("prune networks")?;
             if !removed.is_empty() {
                 println!("Deleted Networks:");
                 for n in removed {
