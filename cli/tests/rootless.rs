@@ -490,6 +490,21 @@ fn rootless_limits_apply_in_a_delegated_cgroup() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("can't fork"), "{err}");
+    assert!(!err.contains("WARNING"), "{err}");
+    // An exec from a session outside the delegated subtree may not move its process into the
+    // container's v2 cgroup (the common ancestor is not the user's): it runs, and says so in
+    // one line (the v1 hierarchies have no such rule: it joins those).
+    let out = s.run(&["exec", "lim", "echo", "outside"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "outside\n");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "WARNING: exec: cannot join the container's cgroup /sys/fs/cgroup/unified/"
+        ) && err.contains(&want),
+        "{err}"
+    );
     s.ok(&["rm", "-f", "lim"]);
     for h in ["unified", "memory", "pids"] {
         let dir = Path::new("/sys/fs/cgroup").join(h).join(&want[1..]);
