@@ -146,6 +146,83 @@ pub fn fetch(
     stream.finish(copied.map(|_| ()))
 }
 
+/// Bytes `[start, end)` of blob `digest` of `repo`, with an HTTP `Range` request (retried on
+/// transient failures, each attempt bounded by `timeout`). The bytes are NOT verified: the
+/// caller checks what it decodes from them (the chunk digests of a seekable layer).
+pub fn fetch_range(
+    client: &Client,
+    repo: &str,
+    digest: &str,
+    start: u64,
+    end: u64,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, RegistryError> {
+    sha256_hex(digest)?;
+    if end <= start {
+        return Ok(Vec::new());
+    }
+    let req = Req::new(
+        http::Method::GET,
+        format!("/v2/{repo}/blobs/{digest}"),
+        &format!("repository:{repo}:pull"),
+    )
+    .header("Range", format!("bytes={start}-{}", end - 1))
+    .timeout(timeout);
+    let url = client.absolute(&req.url);
+    let bad = || RegistryError::BadRange { url: url.clone() };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = client.send(&req).and_then(|resp| {
+            if !resp.status().is_success() {
+                return Err(client.api_error(&req.method, &url, resp));
+            }
+            let skip = match resp.status().as_u16() {
+                206 => {
+                    let range = resp
+                        .headers()
+                        .get("content-range")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if !range.starts_with(&format!("bytes {start}-{}/", end - 1)) {
+                        return Err(bad());
+                    }
+                    0
+                }
+                // A registry that ignores `Range` sends the whole blob: skip to `start`.
+                _ => start,
+            };
+            let mut body = resp.into_body().into_reader();
+            std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink()).map_err(|source| {
+                RegistryError::BodyIo {
+                    url: url.clone(),
+                    source,
+                }
+            })?;
+            let want = end - start;
+            let mut out = Vec::with_capacity(want as usize);
+            (&mut body)
+                .take(want)
+                .read_to_end(&mut out)
+                .map_err(|source| RegistryError::BodyIo {
+                    url: url.clone(),
+                    source,
+                })?;
+            if out.len() as u64 != want {
+                return Err(bad());
+            }
+            Ok(out)
+        });
+        match result {
+            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                log::debug!("range {start}-{end} of {digest}: {e}; retrying");
+                backoff(attempt);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A blob download as a [`Read`]: first the bytes of a partial file left by an earlier attempt
 /// (rehashed when opened), then the registry's response, each chunk written to the partial file
 /// and hashed before it is handed on. A dropped connection is retried transparently with
