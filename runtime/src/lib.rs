@@ -10,6 +10,7 @@
 //! - [`container`]: container records, the supervisor, namespaces, exec, logs, ports.
 //! - [`changes`]: `diff` of a container's upper dir and `commit` of it as a layer.
 //! - [`rootless`]: entering the user namespace of an unprivileged user, its default paths.
+//! - [`seekable`]: eStargz and zstd:chunked layer blobs (TOC, chunks, writer) for lazy pulls.
 //! - `fsutil`: atomic file replacement, directory fsync, file locks, staging names (one owner).
 //!
 //! This crate prints nothing: it returns data and typed errors; `cli` renders them.
@@ -26,5 +27,6 @@ pub mod outfile;
 pub mod reference;
 pub mod registry;
 pub mod rootless;
+pub mod seekable;
 pub mod store;
 pub mod volume;

@@ -1,0 +1,424 @@
+//! Seekable-layer unit tests on real tars (built with the testkit and by hand).
+
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read, Write};
+
+use flate2::read::MultiGzDecoder;
+use strata_testkit::fixtures::{self, LayerTar};
+
+use super::estargz::{self, EstargzOptions, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK, TOC_TAR_NAME};
+use super::*;
+use crate::store::Store;
+
+fn convert(tar: &[u8], opts: &EstargzOptions) -> (Vec<u8>, EstargzInfo) {
+    let mut blob = Vec::new();
+    let info = estargz::write_estargz(Cursor::new(tar), &mut blob, opts).unwrap();
+    (blob, info)
+}
+
+fn gunzip(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    MultiGzDecoder::new(b).read_to_end(&mut out).unwrap();
+    out
+}
+
+/// (name, content) of every entry of a tar, via the tar crate.
+fn tar_files(tar: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut a = tar::Archive::new(tar);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (name, data)
+        })
+        .collect()
+}
+
+/// A PAX extended header block (+ data) carrying `records`.
+fn pax_header(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in records {
+        let rest = k.len() + v.len() + 3; // ' ', '=', '\n'
+        let mut len = rest + 1;
+        while format!("{len}").len() + rest != len {
+            len += 1;
+        }
+        body.extend_from_slice(format!("{len} {k}=").as_bytes());
+        body.extend_from_slice(v);
+        body.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_path("PaxHeaders/x").unwrap();
+    h.set_size(body.len() as u64);
+    h.set_entry_type(tar::EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+fn big(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// A layer with every entry kind, a big file, a PAX xattr and a GNU long name.
+fn sample_tar() -> Vec<u8> {
+    let mut t = LayerTar::new();
+    t.dir("bin/", 0o755)
+        .file("bin/sh", b"#!shell\n", 0o755)
+        .dir("data/", 0o755)
+        .file("data/big", &big(10_000), 0o644)
+        .file("data/empty", b"", 0o644)
+        .hardlink("data/link", "data/big")
+        .symlink("data/sym", "../bin/sh")
+        .fifo("data/fifo")
+        .device("data/null", false, 1, 3)
+        .whiteout("data/gone");
+    let mut tar = t.into_bytes();
+    tar.truncate(tar.len() - 1024); // drop end-of-archive, append more by hand
+    tar.extend_from_slice(&pax_header(&[("SCHILY.xattr.user.k", b"v\x00w")]));
+    let mut h = tar::Header::new_ustar();
+    h.set_path("data/xattr").unwrap();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(2);
+    h.set_mode(0o600);
+    h.set_cksum();
+    tar.extend_from_slice(h.as_bytes());
+    tar.extend_from_slice(b"hi");
+    tar.resize(tar.len() + 510, 0);
+    let mut b = tar::Builder::new(Vec::new());
+    let long = format!("data/{}", "l".repeat(150));
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(3);
+    h.set_mode(0o644);
+    b.append_data(&mut h, &long, &b"abc"[..]).unwrap();
+    tar.extend_from_slice(&b.into_inner().unwrap());
+    tar
+}
+
+fn read_file_by_chunks(blob: &[u8], toc: &Toc, name: &str) -> Vec<u8> {
+    let i = toc.lookup(name).unwrap();
+    let mut out = Vec::new();
+    for c in toc.file_chunks(i) {
+        assert_eq!(c.file_offset, out.len() as u64);
+        out.extend(decode_chunk(&blob[c.start as usize..c.end as usize], c).unwrap());
+    }
+    out
+}
+
+#[test]
+fn estargz_roundtrip_is_a_gzip_tar_with_toc_and_footer() {
+    let tar = sample_tar();
+    let opts = EstargzOptions {
+        chunk_size: 4096,
+        ..EstargzOptions::default()
+    };
+    let (blob, info) = convert(&tar, &opts);
+    assert_eq!(info.size, blob.len() as u64);
+    assert_eq!(info.blob_digest.as_str(), fixtures::sha256(&blob));
+    assert_eq!(info.prioritized, 0);
+
+    // Any gzip reader sees one tar: the input's entries, landmark first, TOC last.
+    let plain = gunzip(&blob);
+    assert_eq!(info.diff_id.as_str(), fixtures::sha256(&plain));
+    assert_eq!(info.uncompressed_size, plain.len() as u64);
+    let files = tar_files(&plain);
+    let orig = tar_files(&tar);
+    assert_eq!(files[0].0, NO_PREFETCH_LANDMARK);
+    assert_eq!(files[0].1, vec![0xf]);
+    assert_eq!(files.last().unwrap().0, TOC_TAR_NAME);
+    assert_eq!(&files[1..files.len() - 1], &orig[..]);
+    // Header blocks are copied byte for byte: the input (minus its end blocks) is in there.
+    let body = &tar[..tar.len() - 1024];
+    assert!(plain.windows(body.len()).any(|w| w == body));
+
+    // The reader API.
+    let off = read_footer(&blob[blob.len() - FOOTER_SIZE..]).unwrap();
+    let toc = parse_toc(&blob[off as usize..], Some(info.toc_digest.as_str())).unwrap();
+    assert_eq!(toc.toc_offset(), off);
+    let annotations = estargz::annotations(&info);
+    assert_eq!(annotations[0].0, "containerd.io/snapshot/stargz/toc.digest");
+    assert_eq!(annotations[0].1, info.toc_digest.as_str());
+    assert_eq!(annotations[1].1, plain.len().to_string());
+    // Every regular file reads back from its chunks alone.
+    for (name, data) in &orig {
+        let clean = name.trim_end_matches('/');
+        let i = toc.lookup(clean).unwrap_or_else(|| panic!("{name} in TOC"));
+        if toc.entries[i].kind == "reg" {
+            assert_eq!(&read_file_by_chunks(&blob, &toc, clean), data, "{name}");
+        }
+    }
+    // The 10000-byte file is 3 chunks of 4096, 4096 and 1808 bytes, each its own member.
+    let i = toc.lookup("data/big").unwrap();
+    let sizes: Vec<u64> = toc.file_chunks(i).iter().map(|c| c.size).collect();
+    assert_eq!(sizes, vec![4096, 4096, 1808]);
+    assert_eq!(toc.entries[i].digest, fixtures::sha256(&big(10_000)));
+    assert!(toc
+        .file_chunks(i)
+        .windows(2)
+        .all(|w| w[0].end <= w[1].start));
+    // Metadata the lazy mount serves from the TOC.
+    let e = &toc.entries[toc.lookup("data/xattr").unwrap()];
+    assert_eq!(
+        e.xattrs.get("user.k").map(Vec::as_slice),
+        Some(&b"v\x00w"[..])
+    );
+    assert_eq!(e.mode, 0o600);
+    let e = &toc.entries[toc.lookup("data/link").unwrap()];
+    assert_eq!(
+        (e.kind.as_str(), e.link_name.as_str()),
+        ("hardlink", "data/big")
+    );
+    let e = &toc.entries[toc.lookup("data/null").unwrap()];
+    assert_eq!((e.kind.as_str(), e.dev_major, e.dev_minor), ("char", 1, 3));
+    assert!(toc.lookup(&format!("data/{}", "l".repeat(150))).is_some());
+    assert!(toc.lookup("data/.wh.gone").is_some());
+    // The JSON uses eStargz's field names.
+    let json = serde_json::to_value(&toc.entries[i]).unwrap();
+    for k in [
+        "name",
+        "type",
+        "size",
+        "mode",
+        "digest",
+        "offset",
+        "chunkSize",
+        "chunkDigest",
+    ] {
+        assert!(json.get(k).is_some(), "{k} in {json}");
+    }
+}
+
+#[test]
+fn estargz_blob_is_an_ordinary_layer_for_the_store() {
+    let tar = fixtures::busybox_layer().unwrap();
+    let (blob, info) = convert(&tar, &EstargzOptions::default());
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path()).unwrap();
+    let l = s.add_layer(&blob[..], None, Some(&info.diff_id)).unwrap();
+    assert_eq!(l.diff_id, info.diff_id);
+    let diff = s.layer_diff_dir(&l.chain_id);
+    assert!(diff.join("bin/busybox").is_file());
+    assert!(diff.join(TOC_TAR_NAME).is_file());
+    // The store rebuilds the exact decompressed tar (what a push would send).
+    let mut rebuilt = Vec::new();
+    s.layer_tar(&l.chain_id, &mut rebuilt).unwrap();
+    assert_eq!(rebuilt, gunzip(&blob));
+}
+
+#[test]
+fn prioritized_files_come_first_with_their_dirs_then_the_landmark() {
+    let tar = sample_tar();
+    let opts = EstargzOptions {
+        prioritized: vec![
+            "./data/xattr".into(),
+            "/data/link".into(),
+            "missing".into(),
+            "../x".into(),
+        ],
+        ..EstargzOptions::default()
+    };
+    let (blob, info) = convert(&tar, &opts);
+    assert_eq!(info.prioritized, 2);
+    let off = read_footer(&blob).unwrap();
+    let toc = parse_toc(&blob[off as usize..], Some(info.toc_digest.as_str())).unwrap();
+    let names: Vec<&str> = toc.entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        &names[..5],
+        &[
+            "data",
+            "data/xattr",
+            "data/big",
+            "data/link",
+            PREFETCH_LANDMARK
+        ][..]
+    );
+    assert_eq!(toc.prefetch_landmark(), Some(4));
+    assert!(!names.contains(&NO_PREFETCH_LANDMARK));
+    // Still a valid layer with every entry exactly once (plus landmark and TOC).
+    let files = tar_files(&gunzip(&blob));
+    assert_eq!(files.len(), tar_files(&tar).len() + 2);
+    // Converting the converted layer again keeps one TOC and one landmark.
+    let plain = gunzip(&blob);
+    let (again, _) = convert(&plain, &EstargzOptions::default());
+    let names: Vec<String> = tar_files(&gunzip(&again))
+        .into_iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(names.iter().filter(|n| *n == TOC_TAR_NAME).count(), 1);
+    assert_eq!(names.iter().filter(|n| n.ends_with("landmark")).count(), 1);
+}
+
+#[test]
+fn hostile_tar_names_are_refused() {
+    for bad in ["../evil", "a/../../evil", "/etc/evil"] {
+        let mut t = LayerTar::new();
+        t.file("ok", b"1", 0o644).file(bad, b"x", 0o644);
+        let tar = t.into_bytes();
+        let err = estargz::write_estargz(Cursor::new(&tar), Vec::new(), &EstargzOptions::default())
+            .unwrap_err();
+        assert!(
+            matches!(err, SeekableError::UnsafeTar { .. }),
+            "{bad}: {err}"
+        );
+    }
+    let mut t = LayerTar::new();
+    t.hardlink("l", "../../etc/shadow");
+    let err = estargz::write_estargz(
+        Cursor::new(t.into_bytes()),
+        Vec::new(),
+        &EstargzOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SeekableError::UnsafeTar { .. }), "{err}");
+    // A truncated tar is an error, not a shorter layer.
+    let mut t = LayerTar::new();
+    t.file("f", &big(5000), 0o644);
+    let tar = t.into_bytes();
+    let err = estargz::write_estargz(
+        Cursor::new(&tar[..2048]),
+        Vec::new(),
+        &EstargzOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SeekableError::TarFormat(_)), "{err}");
+}
+
+/// A blob whose TOC is `json` (no data): TOC member at offset 0, then the footer.
+fn blob_with_toc(json: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(TOC_TAR_NAME).unwrap();
+    h.set_size(json.len() as u64);
+    h.set_cksum();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(h.as_bytes()).unwrap();
+    gz.write_all(json).unwrap();
+    gz.write_all(&vec![0; 512 - json.len() % 512 + 1024])
+        .unwrap();
+    let mut blob = gz.finish().unwrap();
+    blob.extend_from_slice(&estargz::footer_bytes(0));
+    blob
+}
+
+#[test]
+fn hostile_or_inconsistent_tocs_are_refused() {
+    let ok = br#"{"version":1,"entries":[{"name":"./a/","type":"dir"}]}"#;
+    let toc = parse_toc(&blob_with_toc(ok), None).unwrap();
+    assert_eq!(toc.entries[0].name, "a");
+    let d = fixtures::sha256(ok);
+    assert!(parse_toc(&blob_with_toc(ok), Some(&d)).is_ok());
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    assert!(matches!(
+        parse_toc(&blob_with_toc(ok), Some(&wrong)),
+        Err(SeekableError::TocDigest { .. })
+    ));
+    let cases: &[&[u8]] = &[
+        br#"{"version":1,"entries":[{"name":"../x","type":"dir"}]}"#,
+        br#"{"version":1,"entries":[{"name":"/etc/x","type":"symlink","linkName":"y"}]}"#,
+        br#"{"version":1,"entries":[{"name":"h","type":"hardlink","linkName":"../../etc/shadow"}]}"#,
+        // chunk data beyond the TOC
+        br#"{"version":1,"entries":[{"name":"f","type":"reg","size":5,"offset":10,"chunkDigest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}]}"#,
+        // chunks that do not cover the file
+        br#"{"version":1,"entries":[{"name":"f","type":"reg","size":5,"offset":0,"chunkSize":2}]}"#,
+        br#"{"version":1,"entries":[{"name":"f","type":"chunk","offset":3}]}"#,
+        br#"{"version":2,"entries":[]}"#,
+        br#"{"version":1,"entries":[{"name":"x","type":"weird"}]}"#,
+        b"not json",
+    ];
+    for c in cases {
+        assert!(
+            parse_toc(&blob_with_toc(c), None).is_err(),
+            "{}",
+            String::from_utf8_lossy(c)
+        );
+    }
+    // Footer: truncated or damaged tails are errors.
+    let blob = blob_with_toc(ok);
+    assert!(read_footer(&blob[..blob.len() - 1]).is_err());
+    let mut bad = blob.clone();
+    let n = bad.len();
+    bad[n - 20] = b'X';
+    assert!(read_footer(&bad).is_err());
+    assert!(read_footer(&[0u8; 10]).is_err());
+}
+
+#[test]
+fn tampered_chunks_are_errors_never_data() {
+    let mut t = LayerTar::new();
+    t.file("f", &big(20_000), 0o644);
+    let (blob, info) = convert(&t.into_bytes(), &EstargzOptions::default());
+    let off = read_footer(&blob).unwrap();
+    let toc = parse_toc(&blob[off as usize..], Some(info.toc_digest.as_str())).unwrap();
+    let c = toc.file_chunks(toc.lookup("f").unwrap())[0].clone();
+    let range = &blob[c.start as usize..c.end as usize];
+    assert_eq!(decode_chunk(range, &c).unwrap(), big(20_000));
+    // A chunk whose digest does not match.
+    let mut lie = c.clone();
+    lie.digest = crate::digest::Digest::of_bytes(b"something else");
+    assert!(matches!(
+        decode_chunk(range, &lie),
+        Err(SeekableError::ChunkDigest { .. })
+    ));
+    // Flipped compressed bytes, a short range, a wrong range.
+    let mut flipped = range.to_vec();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x55;
+    assert!(decode_chunk(&flipped, &c).is_err());
+    assert!(decode_chunk(&range[..range.len() / 2], &c).is_err());
+    assert!(decode_chunk(&blob[..c.end as usize], &c).is_err());
+}
+
+#[test]
+fn toc_json_field_names_match_estargz() {
+    let e = TocEntry {
+        name: "a".into(),
+        kind: "reg".into(),
+        link_name: "l".into(),
+        user_name: "u".into(),
+        group_name: "g".into(),
+        dev_major: 1,
+        dev_minor: 2,
+        chunk_offset: 3,
+        chunk_size: 4,
+        chunk_digest: "d".into(),
+        inner_offset: 5,
+        mod_time: "2020-01-01T00:00:00Z".into(),
+        xattrs: BTreeMap::from([("user.a".to_string(), b"\x00\x01".to_vec())]),
+        ..TocEntry::default()
+    };
+    let v = serde_json::to_value(&e).unwrap();
+    for k in [
+        "name",
+        "type",
+        "linkName",
+        "userName",
+        "groupName",
+        "devMajor",
+        "devMinor",
+        "chunkOffset",
+        "chunkSize",
+        "chunkDigest",
+        "innerOffset",
+        "modtime",
+        "xattrs",
+    ] {
+        assert!(v.get(k).is_some(), "{k}");
+    }
+    assert_eq!(v["xattrs"]["user.a"], "AAE=");
+    assert!(v.get("size").is_none(), "zero fields are omitted");
+    let back: TocEntry = serde_json::from_value(v).unwrap();
+    assert_eq!(back, e);
+}
