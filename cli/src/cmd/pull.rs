@@ -41,6 +41,10 @@ pub struct Args {
         env = "STRATA_MAX_CONCURRENT_DOWNLOADS"
     )]
     pub max_concurrent_downloads: usize,
+    /// Fetch only the table of contents of seekable (eStargz) layers now; a container reads
+    /// their files on demand while the rest downloads in the background
+    #[arg(long)]
+    pub lazy: bool,
     /// Image to pull: NAME[:TAG|@DIGEST]
     pub name: String,
 }
@@ -71,7 +75,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             let r = reference
                 .with_tag(&tag)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let outcome = pull_with_output(&store, &r, &opts, args.quiet, false)?;
+            let outcome = pull_with_output(&store, &r, &opts, args.quiet, false, args.lazy)?;
             newer |= !outcome.up_to_date;
         }
         if !args.quiet {
@@ -90,7 +94,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         writeln!(out, "Using default tag: latest")?;
     }
     let reference = reference.with_default_tag();
-    let outcome = pull_with_output(&store, &reference, &opts, args.quiet, true)?;
+    let outcome = pull_with_output(&store, &reference, &opts, args.quiet, true, args.lazy)?;
     writeln!(out, "{}", outcome.reference)?;
     Ok(())
 }
@@ -103,6 +107,15 @@ pub fn open_store(global: &Global) -> anyhow::Result<Store> {
 /// Pull `reference` for `run`/`create` when it is not in the store: Docker prints its progress
 /// on stderr there (`Unable to find image` comes first, printed by the caller).
 pub fn pull_for_run(global: &Global, reference: &Reference) -> anyhow::Result<PullOutcome> {
+    pull_for_run_with(global, reference, false)
+}
+
+/// [`pull_for_run`], lazily (`run --lazy`) when `lazy`.
+pub fn pull_for_run_with(
+    global: &Global,
+    reference: &Reference,
+    lazy: bool,
+) -> anyhow::Result<PullOutcome> {
     let store = open_store(global)?;
     let opts = PullOptions {
         insecure: global.insecure_registries.clone(),
@@ -113,9 +126,12 @@ pub fn pull_for_run(global: &Global, reference: &Reference) -> anyhow::Result<Pu
         std::io::stderr().is_terminal(),
         Box::new(std::io::stderr()),
     );
-    let outcome = registry::pull(&store, &reference.clone().with_default_tag(), &opts, &|e| {
-        renderer.event(e)
-    })
+    let reference = reference.clone().with_default_tag();
+    let outcome = if lazy {
+        strata_runtime::lazy::pull_lazy(&store, &reference, &opts, &|e| renderer.event(e))
+    } else {
+        registry::pull(&store, &reference, &opts, &|e| renderer.event(e))
+    }
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     renderer.finish(&outcome, true);
     Ok(outcome)
@@ -127,10 +143,16 @@ fn pull_with_output(
     opts: &PullOptions,
     quiet: bool,
     status_line: bool,
+    lazy: bool,
 ) -> anyhow::Result<PullOutcome> {
     let tty = std::io::stdout().is_terminal();
     let renderer = Renderer::new(quiet, tty, Box::new(std::io::stdout()));
-    let outcome = registry::pull(store, reference, opts, &|e| renderer.event(e)).map_err(|e| {
+    let pulled = if lazy {
+        strata_runtime::lazy::pull_lazy(store, reference, opts, &|e| renderer.event(e))
+    } else {
+        registry::pull(store, reference, opts, &|e| renderer.event(e))
+    };
+    let outcome = pulled.map_err(|e| {
         renderer.abandon();
         anyhow::anyhow!("{e}")
     })?;

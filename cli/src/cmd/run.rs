@@ -17,6 +17,9 @@ pub struct Args {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Pull a missing image lazily (see `pull --lazy`)
+    #[arg(long)]
+    pub lazy: bool,
     /// Keep STDIN open even if not attached
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -254,7 +257,7 @@ fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
 
 /// Resolve the image from the local store. A missing image is reported like Docker
 /// (`Unable to find image 'x:latest' locally`).
-pub(crate) fn image_source(global: &Global, name: &str) -> anyhow::Result<ImageSource> {
+pub(crate) fn image_source(global: &Global, name: &str, lazy: bool) -> anyhow::Result<ImageSource> {
     let store = Store::open(&absolute(&global.root)).map_err(tool_error)?;
     let rec = match store.resolve(name) {
         Ok(r) => r,
@@ -265,7 +268,7 @@ pub(crate) fn image_source(global: &Global, name: &str) -> anyhow::Result<ImageS
             eprintln!("Unable to find image '{shown}' locally");
             let reference = strata_runtime::reference::Reference::parse_with_default_tag(name)
                 .map_err(tool_error)?;
-            super::pull::pull_for_run(global, &reference).map_err(tool_error)?;
+            super::pull::pull_for_run_with(global, &reference, lazy).map_err(tool_error)?;
             store.resolve(name).map_err(tool_error)?
         }
         Err(e) => return Err(tool_error(e)),
@@ -438,7 +441,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     }
     let mut security = security(&args).map_err(tool_error)?;
     security.tmpfs.extend(mount_tmpfs);
-    let image = image_source(global, &args.image)?;
+    let image = image_source(global, &args.image, args.lazy)?;
     super::volume::image_volumes(global, &args.image, &mut volumes, &security.tmpfs)
         .map_err(tool_error)?;
     if args.net.publish_all {
