@@ -57,9 +57,10 @@ fn lazy_image() -> Image {
     let big = noise(BIG, 7);
     let data = images::layer(&[("data/small.txt", b"hello-lazy\n"), ("data/big.bin", &big)]);
     let (data, data_ann) = estargz_layer(data.tar, &["data/small.txt"]);
-    let mut img = images::image(vec![bb, data]);
+    let (odd, odd_ann) = estargz_layer(odd_tar(), &[]);
+    let mut img = images::image(vec![bb, data, odd]);
     let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
-    for (i, ann) in [bb_ann, data_ann].into_iter().enumerate() {
+    for (i, ann) in [bb_ann, data_ann, odd_ann].into_iter().enumerate() {
         let map: serde_json::Map<String, serde_json::Value> = ann
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
@@ -69,6 +70,147 @@ fn lazy_image() -> Image {
     img.manifest = serde_json::to_vec(&m).unwrap();
     img.manifest_digest = images::sha256(&img.manifest);
     img
+}
+
+/// A layer of everything but plain files: modes, owners, set-user-ID, a symlink, a hard link,
+/// a fifo, an xattr, a whiteout and an opaque directory.
+fn odd_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h =
+        |path: &str, kind: tar::EntryType, mode: u32, uid: u64, data: &[u8], link: Option<&str>| {
+            let mut hd = tar::Header::new_gnu();
+            hd.set_entry_type(kind);
+            hd.set_mode(mode);
+            hd.set_uid(uid);
+            hd.set_gid(uid);
+            hd.set_mtime(1_600_000_000 + data.len() as u64);
+            hd.set_size(data.len() as u64);
+            if let Some(l) = link {
+                hd.set_link_name(l).unwrap();
+            }
+            b.append_data(&mut hd, path, data).unwrap();
+        };
+    h("etc/", tar::EntryType::Directory, 0o750, 1000, b"", None);
+    h(
+        "etc/suid",
+        tar::EntryType::Regular,
+        0o4755,
+        0,
+        b"#!/bin/sh\necho suid\n",
+        None,
+    );
+    h(
+        "etc/hard",
+        tar::EntryType::Link,
+        0o4755,
+        0,
+        b"",
+        Some("etc/suid"),
+    );
+    h(
+        "etc/link",
+        tar::EntryType::Symlink,
+        0o777,
+        1000,
+        b"",
+        Some("suid"),
+    );
+    h("etc/fifo", tar::EntryType::Fifo, 0o600, 1000, b"", None);
+    h("etc/opq/", tar::EntryType::Directory, 0o755, 0, b"", None);
+    h(
+        "etc/opq/.wh..wh..opq",
+        tar::EntryType::Regular,
+        0o644,
+        0,
+        b"",
+        None,
+    );
+    h(
+        "etc/opq/x",
+        tar::EntryType::Regular,
+        0o600,
+        1000,
+        b"x",
+        None,
+    );
+    h("data/", tar::EntryType::Directory, 0o755, 0, b"", None);
+    h(
+        "data/.wh.ghost",
+        tar::EntryType::Regular,
+        0o644,
+        0,
+        b"",
+        None,
+    );
+    // An xattr, in a PAX header as Docker writes them.
+    let rec = "SCHILY.xattr.user.lazy=yes\n";
+    let mut len = rec.len() + 3;
+    len += format!("{len} {rec}").len() - len;
+    let pax = format!("{len} {rec}");
+    let mut x = tar::Header::new_ustar();
+    x.set_entry_type(tar::EntryType::XHeader);
+    x.set_size(pax.len() as u64);
+    x.set_mode(0o644);
+    x.set_uid(0);
+    x.set_gid(0);
+    x.set_mtime(0);
+    b.append_data(&mut x, "PaxHeaders/xattr", pax.as_bytes())
+        .unwrap();
+    let mut hd = tar::Header::new_ustar();
+    hd.set_mode(0o640);
+    hd.set_uid(0);
+    hd.set_gid(0);
+    hd.set_size(5);
+    hd.set_mtime(1_600_000_000);
+    b.append_data(&mut hd, "etc/xattr", &b"attr\n"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Every entry below `dir`: path -> type, mode, owner, size (not of dirs), mtime, rdev, nlink,
+/// content digest of regular files; then every xattr (`getfattr`).
+fn tree(dir: &std::path::Path) -> (std::collections::BTreeMap<String, String>, String) {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let content = if m.is_file() {
+                images::sha256(&std::fs::read(&p).unwrap())
+            } else if m.is_symlink() {
+                std::fs::read_link(&p).unwrap().display().to_string()
+            } else {
+                String::new()
+            };
+            let size = if m.is_dir() { 0 } else { m.size() };
+            // A whiteout (char 0/0) carries the time it was made, by the extractor too.
+            let whiteout = m.mode() & libc::S_IFMT == libc::S_IFCHR && m.rdev() == 0;
+            let mtime = if whiteout { 0 } else { m.mtime() };
+            out.insert(
+                rel,
+                format!(
+                    "{:o} {}:{} {size} {} {} {} {content}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    mtime,
+                    m.rdev(),
+                    m.nlink()
+                ),
+            );
+            if m.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    let xattrs = std::process::Command::new("getfattr")
+        .args(["-R", "-h", "-d", "-m", "-", "."])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (out, String::from_utf8_lossy(&xattrs.stdout).into_owned())
 }
 
 fn image_bytes(img: &Image) -> u64 {
@@ -148,7 +290,7 @@ fn lazy_run_reads_on_demand_then_completes_into_an_ordinary_layer() {
     // A detached run lets the background complete both layers into ordinary ones.
     let id = env.ok(&["run", "-d", &name, "sleep", "120"]);
     let id = id.trim();
-    for i in 0..2 {
+    for i in 0..3 {
         let d = layer_dir(&env, &img, i);
         wait_for("the layer to complete", Duration::from_secs(90), || {
             !d.join("lazy").exists()
@@ -174,9 +316,19 @@ fn lazy_run_reads_on_demand_then_completes_into_an_ordinary_layer() {
     }
     let out = env.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
     assert_eq!(out, "hello-lazy\n");
-    // The retired skeletons go with the next GC, now that nothing serves them.
+    // Each retired skeleton (served until the container went) has the very tree of the
+    // ordinary layer that replaced it: data, modes, owners, times, links, xattrs, whiteouts.
     let retired = env.root().join("lazy-retired");
-    assert_eq!(std::fs::read_dir(&retired).unwrap().count(), 2);
+    let mut compared = 0;
+    for e in std::fs::read_dir(&retired).unwrap() {
+        let old = e.unwrap().path();
+        let hex = old.file_name().unwrap().to_string_lossy()[..64].to_string();
+        let new = env.root().join("layers").join(hex).join("diff");
+        assert_eq!(tree(&old.join("diff")), tree(&new), "{}", old.display());
+        compared += 1;
+    }
+    assert_eq!(compared, 3);
+    // The retired skeletons go with the next GC, now that nothing serves them.
     env.ok(&["image", "prune", "-f"]);
     assert_eq!(std::fs::read_dir(&retired).unwrap().count(), 0);
 }

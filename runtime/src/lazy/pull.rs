@@ -201,6 +201,7 @@ fn create(
     }
     let diff_fd = File::open(&diff).map_err(io_at(&diff))?;
     skeleton::build(diff_fd.as_fd(), &toc, crate::rootless::flavour())?;
+    skeleton::write_toc_file(diff_fd.as_fd(), &tail)?;
 
     let source = Source {
         registry: registry.to_string(),

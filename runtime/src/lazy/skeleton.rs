@@ -94,10 +94,55 @@ fn set_xattrs(fd: BorrowedFd<'_>, e: &TocEntry) -> Result<(), LazyError> {
     Ok(())
 }
 
-/// Whether `name` is one of the entries eStargz adds to a layer (they are files of the layer tar
-/// too, so the extracted layer has them; the skeleton makes them like any other entry).
+/// Whether `name` is the TOC's own tar entry: the TOC cannot list itself, so the skeleton
+/// writes it from the tail ([`write_toc_file`]).
 fn is_toc_file(name: &str) -> bool {
     name == estargz::TOC_TAR_NAME
+}
+
+/// The TOC is a file of the layer tar too (`stargz.index.json`, the first entry of the gzip
+/// member at the TOC offset), so the extracted layer has it: write it, whole, with its header's
+/// attributes. `tail` is the verified blob tail from the TOC offset.
+pub(crate) fn write_toc_file(root: BorrowedFd<'_>, tail: &[u8]) -> Result<(), LazyError> {
+    use std::io::Read;
+    let name = estargz::TOC_TAR_NAME;
+    let bad = |_| err(name, Errno::EINVAL);
+    let mut dec = flate2::read::GzDecoder::new(tail);
+    let mut block = [0u8; 512];
+    dec.read_exact(&mut block).map_err(bad)?;
+    let h = tar::Header::from_byte_slice(&block);
+    let size = h.entry_size().map_err(bad)?;
+    let mut data = Vec::new();
+    (&mut dec).take(size).read_to_end(&mut data).map_err(bad)?;
+    if data.len() as u64 != size {
+        return Err(err(name, Errno::EINVAL));
+    }
+    let n = OsStr::new(name);
+    if at::fstatat(root, n).is_ok() {
+        at::remove_all_at(root, n).map_err(|x| err(name, x))?;
+    }
+    let fd = at::openat(
+        root,
+        n,
+        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+        0o600,
+    )
+    .map_err(|x| err(name, x))?;
+    let mut off = 0;
+    while off < data.len() {
+        off += at::pwrite(fd.as_fd(), &data[off..], off as u64).map_err(|x| err(name, x))?;
+    }
+    let e = TocEntry {
+        name: name.to_string(),
+        mode: h.mode().map_err(bad)?,
+        uid: h.uid().map_err(bad)? as u32,
+        gid: h.gid().map_err(bad)? as u32,
+        mod_time: chrono::DateTime::from_timestamp(h.mtime().map_err(bad)? as i64, 0)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        ..TocEntry::default()
+    };
+    attrs(fd.as_fd(), &e)
 }
 
 /// Build the tree of `toc` in the empty directory `root`. Directory times are set last (after
