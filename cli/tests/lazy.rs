@@ -398,3 +398,107 @@ fn lazy_registry_gone_fails_reads_with_eio_not_a_hang() {
     );
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
 }
+
+/// Bytes of the blob a lazy layer's `have` log says it holds.
+fn have_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(log) = std::fs::read_to_string(dir.join("lazy/have")) else {
+        return 0;
+    };
+    let mut ranges: Vec<(u64, u64)> = log
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+            Some((it.next()?, it.next()?))
+        })
+        .collect();
+    ranges.sort_unstable();
+    let (mut total, mut end) = (0, 0);
+    for (s, e) in ranges {
+        let s = s.max(end);
+        if e > s {
+            total += e - s;
+            end = e;
+        }
+    }
+    total
+}
+
+#[test]
+fn lazy_kill_9_mid_fetch_resumes_and_leaves_nothing_gc_cannot_remove() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", proxy.addr());
+    let total = image_bytes(&img);
+    env.ok(&["pull", "--lazy", &name]);
+    let detached = |env: &Env| {
+        let mut c = env.command(&["run", "-d", &name, "sleep", "120"]);
+        c.env("STRATA_LAZY_QUIET_MS", "200")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let (code, out, err) = wait_output(c.spawn().unwrap());
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    // The background gets some of the big file, then the registry stalls mid-response.
+    let id = detached(&env);
+    proxy.set_mode(Mode::Hold(300_000));
+    assert!(proxy.wait_held(Duration::from_secs(60)), "no held fetch");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("containers").join(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let sup = state["supervisor_pid"].as_i64().unwrap();
+    assert!(sup > 0, "{state}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    proxy.set_mode(Mode::Pass);
+    proxy.release();
+    env.ok(&["rm", "-f", &id]);
+    let dirs: Vec<PathBuf> = (0..3).map(|i| layer_dir(&env, &img, i)).collect();
+    // What the next run still needs: each lazy layer's blob minus what its log says it holds
+    // (the held response's first bytes included: ranges are logged as they arrive).
+    let need: u64 = dirs
+        .iter()
+        .zip(&img.layers)
+        .filter(|(d, _)| d.join("lazy").is_dir())
+        .map(|(d, l)| l.gz.len() as u64 - have_bytes(d))
+        .sum();
+    let had = have_bytes(&dirs[1]);
+    assert!(had > 256 << 10, "{had}");
+
+    // The next run resumes: what arrived before the kill is not fetched again.
+    proxy.reset_counters();
+    let id = detached(&env);
+    for d in &dirs {
+        wait_for("the layer to complete", Duration::from_secs(90), || {
+            !d.join("lazy").exists()
+        });
+    }
+    // Only that is fetched (plus HTTP response headers).
+    let served = proxy.blob_bytes_served();
+    assert!(
+        served <= need + (64 << 10) && need < total,
+        "served {served}, needed {need} of {total}"
+    );
+    env.ok(&["rm", "-f", &id]);
+    let store = env.store();
+    for c in &store.resolve(&name).unwrap().chain_ids {
+        store.layer_tar(c, &mut std::io::sink()).unwrap();
+    }
+    // Nothing is left that GC cannot remove.
+    env.ok(&["rmi", &name]);
+    env.ok(&["image", "prune", "-f"]);
+    for d in ["layers", "lazy-retired", "tmp"] {
+        let left: Vec<_> = std::fs::read_dir(env.root().join(d))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{d}: {left:?}");
+    }
+}

@@ -22,8 +22,9 @@ use strata_fs::at;
 use super::{io_at, LazyError, Source};
 use crate::digest::{Digest, Hasher};
 use crate::fsutil::{lock_file, LockMode};
-use crate::registry::blob::fetch_range;
+use crate::registry::blob::fetch_range_with;
 use crate::registry::client::Client;
+use crate::registry::RegistryError;
 use crate::seekable::{self, Toc};
 use crate::store::Store;
 
@@ -36,6 +37,8 @@ const MAX_REQUEST: u64 = 8 << 20;
 const COALESCE_GAP: u64 = 64 << 10;
 /// Background step.
 const STEP: u64 = 2 << 20;
+/// A range being received is logged every this many bytes.
+const LOG_EVERY: u64 = 256 << 10;
 
 /// How long after the last demand fetch the background goes on: demand (a container waiting
 /// for a file) never queues behind it. `STRATA_LAZY_QUIET_MS` overrides the 1.5 s default
@@ -259,32 +262,58 @@ impl LazyLayer {
             .map(|e| e.name.as_str())
     }
 
-    /// Have bytes `[s, e)` of the blob in the local copy, fetching what is missing.
+    /// Have bytes `[s, e)` of the blob in the local copy, fetching what is missing. What
+    /// arrives is written and logged as it comes (every [`LOG_EVERY`] bytes), so a killed
+    /// process or a dropped connection keeps it.
     fn ensure_range(&self, s: u64, e: u64) -> Result<(), LazyError> {
         let missing = self.have.lock().missing(s, e.min(self.source.size));
         for (a, b) in missing {
             let mut pos = a;
             while pos < b {
                 let end = b.min(pos + MAX_REQUEST);
-                let bytes = fetch_range(
+                let mut logged = pos;
+                let mut io_err = None;
+                let r = fetch_range_with(
                     &self.client,
                     &self.source.repo,
                     &self.source.digest,
                     pos,
                     end,
                     ATTEMPT_TIMEOUT,
-                )?;
-                self.blob
-                    .write_all_at(&bytes, pos)
-                    .map_err(io_at(&self.blob_path))?;
-                let mut h = self.have.lock();
-                h.insert(pos, end);
-                // Logged after the bytes are written: a crash loses a range, never claims one.
-                let _ = writeln!(h.log, "{pos} {end}");
+                    &mut |off, bytes| {
+                        if let Err(e) = self.blob.write_all_at(bytes, off) {
+                            io_err = Some(e);
+                            return Err(RegistryError::BodyIo {
+                                url: self.blob_path.display().to_string(),
+                                source: std::io::Error::other("local write failed"),
+                            });
+                        }
+                        let done = off + bytes.len() as u64;
+                        if done - logged >= LOG_EVERY || done == end {
+                            self.log_range(logged, done);
+                            logged = done;
+                        }
+                        Ok(())
+                    },
+                );
+                if let Some(e) = io_err {
+                    return Err(io_at(&self.blob_path)(e));
+                }
+                r?;
                 pos = end;
             }
         }
         Ok(())
+    }
+
+    /// Record that the local blob holds `[s, e)` (after the bytes were written: a crash loses
+    /// a range, never claims one).
+    fn log_range(&self, s: u64, e: u64) {
+        if s < e {
+            let mut h = self.have.lock();
+            h.insert(s, e);
+            let _ = writeln!(h.log, "{s} {e}");
+        }
     }
 
     /// Fill TOC entry `i`: its chunks fetched, each verified before it is written.
@@ -437,5 +466,36 @@ impl LazyLayer {
             );
         }
         Ok(swapped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn have(ranges: &[(u64, u64)]) -> Have {
+        let mut h = Have {
+            ranges: Vec::new(),
+            log: tempfile::tempfile().unwrap(),
+        };
+        for &(s, e) in ranges {
+            h.insert(s, e);
+        }
+        h
+    }
+
+    #[test]
+    fn ranges_merge_and_gaps_are_coalesced() {
+        let h = have(&[(100, 200), (150, 300), (300, 400), (1 << 20, 2 << 20)]);
+        assert_eq!(h.ranges, vec![(100, 400), (1 << 20, 2 << 20)]);
+        assert!(h.covers(120, 400));
+        assert!(!h.covers(0, 400));
+        // Missing pieces closer than COALESCE_GAP become one request.
+        assert_eq!(h.missing(0, 500), vec![(0, 500)]);
+        assert_eq!(
+            h.missing(0, 3 << 20),
+            vec![(0, 1 << 20), (2 << 20, 3 << 20)]
+        );
+        assert_eq!(h.missing(150, 350), vec![]);
     }
 }

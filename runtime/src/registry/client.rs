@@ -173,8 +173,8 @@ pub struct Req<'a> {
     pub payload: Payload<'a>,
     /// Token scope (`repository:library/busybox:pull`), asked for when challenged.
     pub scope: String,
-    /// A bound on each attempt (connect to last body byte is the caller's); `None`: the
-    /// client's own timeouts.
+    /// How long an attempt may make no progress (connect, response headers, each read of
+    /// the body); `None`: the client's own (long) timeouts.
     pub timeout: Option<Duration>,
 }
 
@@ -190,7 +190,7 @@ impl<'a> Req<'a> {
         }
     }
 
-    /// Give each attempt of this request at most `t` (response headers; see [`Req::timeout`]).
+    /// Fail an attempt of this request that makes no progress for `t` (see [`Req::timeout`]).
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
         self
@@ -428,7 +428,9 @@ impl Client {
                         let r = self
                             .agent
                             .configure_request(r)
-                            .timeout_global(Some(t))
+                            .timeout_connect(Some(t))
+                            .timeout_recv_response(Some(t))
+                            .timeout_per_read(Some(t))
                             .build();
                         self.agent.run(r)
                     }
