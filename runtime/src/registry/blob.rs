@@ -165,6 +165,9 @@ pub fn fetch_range(
     Ok(out)
 }
 
+/// Receives `(offset, bytes)` of a range as it arrives; an error stops the fetch.
+pub type RangeSink<'a> = dyn FnMut(u64, &[u8]) -> Result<(), RegistryError> + 'a;
+
 /// [`fetch_range`], handing the bytes to `sink(offset, bytes)` as they arrive, in order; a
 /// retry after a dropped connection asks only for the bytes not yet handed on.
 pub fn fetch_range_with(
@@ -174,7 +177,7 @@ pub fn fetch_range_with(
     start: u64,
     end: u64,
     timeout: std::time::Duration,
-    sink: &mut dyn FnMut(u64, &[u8]) -> Result<(), RegistryError>,
+    sink: &mut RangeSink<'_>,
 ) -> Result<(), RegistryError> {
     sha256_hex(digest)?;
     let url = client.absolute(&format!("/v2/{repo}/blobs/{digest}"));
