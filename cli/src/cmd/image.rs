@@ -43,6 +43,8 @@ enum Sub {
     Push(super::push::Args),
     /// Build an image from a Dockerfile
     Build(super::build::Args),
+    /// Convert an image's layers to a seekable format (eStargz)
+    Convert(super::convert::Args),
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
@@ -59,6 +61,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         Sub::Pull(a) => super::pull::run(global, a),
         Sub::Push(a) => super::push::run(global, a),
         Sub::Build(a) => super::build::run(global, a),
+        Sub::Convert(a) => super::convert::run(global, a),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod attach;
 pub mod build;
 pub mod commit;
 pub mod container;
+pub mod convert;
 pub mod cp;
 pub mod create;
 pub mod diff;

@@ -29,6 +29,9 @@ pub struct Args {
         env = "STRATA_MAX_CONCURRENT_UPLOADS"
     )]
     pub max_concurrent_uploads: usize,
+    /// Layer compression: gzip (layers as stored), estargz (converted, lazily pullable) or zstd:chunked
+    #[arg(long, value_name = "FORMAT")]
+    pub compression: Option<strata_runtime::seekable::LayerCompression>,
     /// Push all tags of an image to the repository
     #[arg(short = 'a', long)]
     pub all_tags: bool,
@@ -41,11 +44,17 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     if reference.digest().is_some() {
         anyhow::bail!("cannot push a digest reference");
     }
+    if args.compression == Some(strata_runtime::seekable::LayerCompression::ZstdChunked) {
+        anyhow::bail!(
+            "--compression zstd:chunked: writing zstd:chunked layers is not supported yet"
+        );
+    }
     let store = super::pull::open_store(global)?;
     let opts = PushOptions {
         insecure: global.insecure_registries.clone(),
         chunk_size: args.chunk_size,
         parallel: args.max_concurrent_uploads.max(1),
+        compression: args.compression,
     };
     if args.all_tags {
         if reference.tag().is_some() {

@@ -238,6 +238,9 @@ pub enum PullError {
     LayerCount { layers: usize, diff_ids: usize },
     #[error(transparent)]
     Lazy(Box<crate::lazy::LazyError>),
+    /// `push --compression estargz`: converting the layers failed.
+    #[error(transparent)]
+    Convert(#[from] crate::seekable::convert::ConvertError),
 }
 
 impl RegistryError {

@@ -18,6 +18,7 @@ use super::pull::client_for;
 use super::{PullError, RegistryError};
 use crate::digest::{ChainId, Digest, HashingWriter};
 use crate::reference::Reference;
+use crate::seekable::{self, LayerCompression};
 use crate::store::{detect_compression, Compression, ImageRecord, Store};
 
 /// How to push.
@@ -28,6 +29,8 @@ pub struct PushOptions {
     pub parallel: usize,
     /// Upload in chunks of this many bytes instead of trying a monolithic PUT first.
     pub chunk_size: Option<u64>,
+    /// `--compression`: None or `Gzip` push the layers as stored (gzip unless pulled otherwise).
+    pub compression: Option<LayerCompression>,
 }
 
 impl Default for PushOptions {
@@ -36,6 +39,7 @@ impl Default for PushOptions {
             insecure: Vec::new(),
             parallel: 3,
             chunk_size: None,
+            compression: None,
         }
     }
 }
@@ -179,8 +183,16 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
             _ => manifest::DOCKER_LAYER_GZIP,
         };
         let size = std::fs::metadata(&path).map_err(io(&path))?.len();
+        let mut desc = desc(media_type, d, size);
+        if media_type == manifest::DOCKER_LAYER_GZIP {
+            // eStargz: an OCI layer whose annotations name the TOC (the manifest covers them).
+            if let Some(a) = seekable::convert::blob_annotations(&path, info.tar_size) {
+                desc.media_type = manifest::OCI_LAYER_GZIP.to_string();
+                desc.annotations = Some(a.into_iter().collect());
+            }
+        }
         return Ok(Blob {
-            desc: desc(media_type, d, size),
+            desc,
             path,
             id,
             temporary: false,
@@ -204,6 +216,20 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
     f.flush().and_then(|_| f.sync_all()).map_err(io(&path))?;
     blob.desc = desc(manifest::DOCKER_LAYER_GZIP, &digest, size);
     Ok(blob)
+}
+
+/// Every layer of `rec` is stored as an eStargz blob.
+fn is_estargz(store: &Store, rec: &ImageRecord) -> bool {
+    rec.chain_ids.iter().all(|c| {
+        store
+            .layer(c)
+            .ok()
+            .and_then(|l| l.compressed_digest.map(|d| (d, l.tar_size)))
+            .filter(|(d, _)| store.has_blob(d))
+            .is_some_and(|(d, size)| {
+                seekable::convert::blob_annotations(&store.blob_path(&d), size).is_some()
+            })
+    })
 }
 
 fn desc(media_type: &str, d: &Digest, size: u64) -> Descriptor {
@@ -232,6 +258,14 @@ pub fn push(
         .tag()
         .map(String::from)
         .ok_or_else(|| no_such_local(&reference))?;
+    let rec = match opts.compression {
+        Some(LayerCompression::Estargz) if !is_estargz(store, &rec) => {
+            let opts = seekable::EstargzOptions::default();
+            let converted = seekable::convert::convert_image(store, &rec, &[], &opts)?;
+            store.image(&converted.id)?
+        }
+        _ => rec,
+    };
     let client = client_for(reference.domain(), &opts.insecure)?;
     let repo = reference.path().to_string();
     progress(PushEvent::Repository(reference.name()));
@@ -335,7 +369,8 @@ pub fn push(
         ),
         None => {
             let zstd = blobs.iter().any(|b| b.desc.media_type.ends_with("zstd"));
-            let (mt, config_mt, layer_mt) = if zstd {
+            let annotated = blobs.iter().any(|b| b.desc.annotations.is_some());
+            let (mt, config_mt, layer_mt) = if zstd || annotated {
                 (manifest::OCI_MANIFEST, manifest::OCI_CONFIG, None)
             } else {
                 (
@@ -354,6 +389,8 @@ pub fn push(
                     let mut d = b.desc.clone();
                     if let Some(mt) = layer_mt {
                         d.media_type = mt.to_string();
+                    } else if d.media_type == manifest::DOCKER_LAYER_GZIP {
+                        d.media_type = manifest::OCI_LAYER_GZIP.to_string();
                     }
                     d
                 })

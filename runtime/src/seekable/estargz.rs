@@ -162,6 +162,14 @@ pub fn parse_toc(
     blob_tail_from_toc_offset: &[u8],
     expected_toc_digest: Option<&str>,
 ) -> Result<Toc, SeekableError> {
+    parse_toc_digest(blob_tail_from_toc_offset, expected_toc_digest).map(|(t, _)| t)
+}
+
+/// [`parse_toc`], also returning the TOC's digest.
+pub fn parse_toc_digest(
+    blob_tail_from_toc_offset: &[u8],
+    expected_toc_digest: Option<&str>,
+) -> Result<(Toc, Digest), SeekableError> {
     let tail = blob_tail_from_toc_offset;
     let (toc_offset, footer_len) = footer(tail)?;
     let member = &tail[..tail.len() - footer_len];
@@ -200,7 +208,28 @@ pub fn parse_toc(
     }
     let mut toc: Toc = serde_json::from_slice(&json).map_err(SeekableError::TocJson)?;
     toc::validate(&mut toc, toc_offset, Compression::Gzip)?;
-    Ok(toc)
+    Ok((toc, actual))
+}
+
+/// Read and verify the TOC of the eStargz blob in file `path`: the TOC and its digest (the
+/// value of [`TOC_DIGEST_ANNOTATION`]). An error if the file is not eStargz.
+pub fn inspect_file(path: &std::path::Path) -> Result<(Toc, Digest), SeekableError> {
+    let mut f = std::fs::File::open(path).map_err(SeekableError::Tar)?;
+    let len = f.seek(SeekFrom::End(0)).map_err(SeekableError::Tar)?;
+    let want = (FOOTER_SIZE as u64).min(len);
+    f.seek(SeekFrom::Start(len - want))
+        .map_err(SeekableError::Tar)?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).map_err(SeekableError::Tar)?;
+    let off = read_footer(&tail)?;
+    if off >= len || len - off > MAX_TOC_SIZE {
+        return Err(SeekableError::Footer("TOC offset outside the blob"));
+    }
+    f.seek(SeekFrom::Start(off)).map_err(SeekableError::Tar)?;
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest).map_err(SeekableError::Tar)?;
+    let (toc, digest) = parse_toc_digest(&rest, None)?;
+    Ok((toc, digest))
 }
 
 /// Counts and hashes the blob's bytes.

@@ -33,8 +33,12 @@
 //! Toc::chunks() -> &[Chunk]                              every regular file's chunks, in order
 //! Toc::file_chunks(entry_index) -> &[Chunk]              one file's chunks
 //! decode_chunk(&blob[chunk.start..chunk.end], &chunk) -> Result<Vec<u8>>   verified bytes
-//! estargz::annotations(&info) / zstd_chunked::parse_toc(tail, position, checksum)
+//! estargz::annotations(&info)                           descriptor annotations of a blob we wrote
+//! zstd_chunked::parse_position(annotation) -> ManifestPosition   (or zstd_chunked::read_footer(tail))
+//! zstd_chunked::parse_toc(blob[pos.offset..][..pos.compressed_len], &pos, Some(checksum)) -> Toc
 //! ```
+//! Both formats give the same [`Toc`]/[`Chunk`] model; a chunk says how it is compressed
+//! ([`Compression`]) and [`decode_chunk`] handles both.
 //! Names in a parsed [`Toc`] are checked the way the store's extractor checks tar names
 //! (no absolute paths, no `..`): a TOC the extractor would refuse is refused here too.
 //!
@@ -49,6 +53,7 @@ use std::io;
 
 use crate::digest::Digest;
 
+pub mod convert;
 pub mod estargz;
 mod rawtar;
 mod toc;
@@ -66,6 +71,34 @@ pub fn parse_toc(
     expected_toc_digest: Option<&str>,
 ) -> Result<Toc, SeekableError> {
     estargz::parse_toc(blob_tail_from_toc_offset, expected_toc_digest)
+}
+
+/// The layer blob format `push --compression` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// Plain gzip (or the blob the layer was pulled as): what `push` always did.
+    Gzip,
+    /// eStargz: layers (and so diffIDs and the config) are re-encoded unless already eStargz.
+    Estargz,
+    /// zstd:chunked: same tar, same diffIDs, seekable zstd blob.
+    ZstdChunked,
+}
+
+/// `--compression` value not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid compression format {0:?}: must be gzip, estargz or zstd:chunked")]
+pub struct UnknownCompression(pub String);
+
+impl std::str::FromStr for LayerCompression {
+    type Err = UnknownCompression;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gzip" => Ok(LayerCompression::Gzip),
+            "estargz" => Ok(LayerCompression::Estargz),
+            "zstd:chunked" => Ok(LayerCompression::ZstdChunked),
+            _ => Err(UnknownCompression(s.to_string())),
+        }
+    }
 }
 
 /// How a chunk's bytes are compressed in the blob.

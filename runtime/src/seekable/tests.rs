@@ -422,3 +422,60 @@ fn toc_json_field_names_match_estargz() {
     let back: TocEntry = serde_json::from_value(v).unwrap();
     assert_eq!(back, e);
 }
+
+#[test]
+fn zstd_chunked_position_footer_and_hostile_manifests() {
+    use super::zstd_chunked::{parse_position, parse_toc, read_footer, ManifestPosition};
+    assert_eq!(
+        parse_position("315157:955:3228:1").unwrap(),
+        ManifestPosition {
+            offset: 315157,
+            compressed_len: 955,
+            uncompressed_len: 3228,
+            kind: 1
+        }
+    );
+    for bad in ["", "1:2:3", "1:2:3:4:5", "a:b:c:d", "-1:2:3:1"] {
+        assert!(parse_position(bad).is_err(), "{bad}");
+    }
+    assert!(read_footer(&[0u8; 100]).is_err());
+    assert!(read_footer(b"short").is_err());
+
+    // A manifest with a hostile name, as a writer would frame it: refused.
+    let json = br#"{"version":1,"entries":[{"type":"reg","name":"../../etc/passwd","size":1,"offset":8,"endOffset":9,"digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}]}"#;
+    let compressed = zstd::bulk::compress(json, 3).unwrap();
+    let pos = ManifestPosition {
+        offset: 100,
+        compressed_len: compressed.len() as u64,
+        uncompressed_len: json.len() as u64,
+        kind: 1,
+    };
+    assert!(matches!(
+        parse_toc(&compressed, &pos, None),
+        Err(SeekableError::Unsafe { .. })
+    ));
+    // Wrong lengths or type.
+    let short = ManifestPosition {
+        uncompressed_len: 5,
+        ..pos
+    };
+    assert!(parse_toc(&compressed, &short, None).is_err());
+    let other = ManifestPosition { kind: 2, ..pos };
+    assert!(parse_toc(&compressed, &other, None).is_err());
+    // A sane manifest: the single-chunk file's digest is its chunk digest, range [8, 9).
+    let json = String::from_utf8_lossy(json)
+        .replace("../../etc/passwd", "etc/passwd")
+        .into_bytes();
+    let compressed = zstd::bulk::compress(&json, 3).unwrap();
+    let pos = ManifestPosition {
+        compressed_len: compressed.len() as u64,
+        uncompressed_len: json.len() as u64,
+        ..pos
+    };
+    let toc = parse_toc(&compressed, &pos, None).unwrap();
+    let c = &toc.chunks()[0];
+    assert_eq!(
+        (c.start, c.end, c.size, c.compression),
+        (8, 9, 1, Compression::Zstd)
+    );
+}

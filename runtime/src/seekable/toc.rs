@@ -263,13 +263,15 @@ pub(crate) fn validate(
         }
     }
 
-    // eStargz: a chunk's compressed data runs to the next member boundary (the next larger
-    // offset of any data entry) or to the TOC.
+    // A chunk's compressed data runs to the next boundary: the next larger offset of any data
+    // entry (eStargz: a new gzip member; zstd:chunked: a new frame) or a file's `endOffset`
+    // (zstd:chunked: the end of its last chunk), else to the TOC.
     let mut offsets: Vec<u64> = toc
         .entries
         .iter()
         .filter(|e| (e.kind == "reg" && e.size > 0) || e.kind == "chunk")
-        .map(|e| e.offset)
+        .flat_map(|e| [e.offset, e.end_offset])
+        .filter(|&o| o != 0)
         .collect();
     offsets.sort_unstable();
     offsets.dedup();
@@ -331,12 +333,9 @@ pub(crate) fn validate(
             (0, 0)
         } else {
             let start = e.offset;
-            let end = match compression {
-                Compression::Zstd => e.end_offset,
-                Compression::Gzip => match offsets.binary_search(&start) {
-                    Ok(k) => offsets.get(k + 1).copied().unwrap_or(data_end),
-                    Err(_) => return Err(bad("chunk offset not found")),
-                },
+            let end = match offsets.binary_search(&start) {
+                Ok(k) => offsets.get(k + 1).copied().unwrap_or(data_end),
+                Err(_) => return Err(bad("chunk offset not found")),
             };
             if start == 0 || start >= end || end > data_end {
                 return Err(bad("chunk range outside the blob's data"));
