@@ -502,3 +502,32 @@ fn lazy_kill_9_mid_fetch_resumes_and_leaves_nothing_gc_cannot_remove() {
         assert!(left.is_empty(), "{d}: {left:?}");
     }
 }
+
+#[test]
+fn lazy_image_on_a_driver_that_reads_layer_dirs_is_completed_first() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    // vfs copies the layer dirs: it must never see a skeleton's unfetched (zero) files.
+    let out = env.ok(&[
+        "--storage-driver",
+        "vfs",
+        "run",
+        "--rm",
+        &name,
+        "sha256sum",
+        "/data/big.bin",
+    ]);
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&noise(BIG, 7)).trim_start_matches("sha256:")
+    );
+    for i in 0..3 {
+        let d = layer_dir(&env, &img, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+}

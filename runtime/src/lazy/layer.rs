@@ -232,6 +232,11 @@ impl LazyLayer {
         })
     }
 
+    /// The layer's chain ID.
+    pub fn chain_id(&self) -> &crate::digest::ChainId {
+        &self.source.chain_id
+    }
+
     /// The blob digest of the layer (for messages).
     pub fn digest(&self) -> &str {
         &self.source.digest
@@ -388,11 +393,17 @@ impl LazyLayer {
     /// files a run reads first at its front), fill every file, then verify the blob and turn the
     /// layer into an ordinary stored one. `Ok(false)`: stopped, or another process completed
     /// it first.
-    pub fn complete(&self, store: &Store, stop: &dyn Fn() -> bool) -> Result<bool, LazyError> {
+    /// `patient`: yield to demand fetches (the background of a running container).
+    pub fn complete(
+        &self,
+        store: &Store,
+        patient: bool,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool, LazyError> {
         let size = self.source.size;
         let mut pos = 0;
         while pos < size {
-            if !self.wait_quiet(stop) {
+            if stop() || (patient && !self.wait_quiet(stop)) {
                 return Ok(false);
             }
             let end = size.min(pos + STEP);

@@ -42,7 +42,7 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 pub use layer::LazyLayer;
-pub use provider::{provider_for, report_to, Provider};
+pub use provider::{complete_lowers, provider_for, report_to, Provider};
 pub use pull::pull_lazy;
 
 use crate::digest::{ChainId, DiffId};
@@ -78,6 +78,8 @@ pub enum LazyError {
     BlobDigest { digest: String },
     #[error("layer {chain} is not lazy")]
     NotLazy { chain: ChainId },
+    #[error("layer {chain} is still being fetched by another process")]
+    Busy { chain: ChainId },
 }
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LazyError {

@@ -102,6 +102,25 @@ pub fn provider_for(lowers: &[PathBuf]) -> Result<Option<Arc<Provider>>, super::
     Ok(Some(p))
 }
 
+/// Complete every lazy layer among `lowers` now, in this process (for consumers that read layer
+/// dirs directly). Ordinary layers are left alone.
+pub fn complete_lowers(lowers: &[PathBuf]) -> Result<(), super::LazyError> {
+    for d in lowers.iter().filter(|d| super::is_lazy_diff(d)) {
+        let Some(root) = store_of(d) else { continue };
+        let store = Store::open(&root)?;
+        let dir = d.parent().unwrap_or(d);
+        let l = LazyLayer::open(dir)?;
+        l.complete(&store, false, &|| false)?;
+        if super::is_lazy_diff(d) {
+            // Another process is completing it: it exchanges the layer when done.
+            return Err(super::LazyError::Busy {
+                chain: l.chain_id().clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn background(root: &Path, todo: Vec<Arc<LazyLayer>>, stop: &AtomicBool) {
     let Ok(store) = Store::open(root) else {
         return;
@@ -112,7 +131,7 @@ fn background(root: &Path, todo: Vec<Arc<LazyLayer>>, stop: &AtomicBool) {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match l.complete(&store, &stopped) {
+            match l.complete(&store, true, &stopped) {
                 Ok(_) => break,
                 Err(e) => {
                     report(&format!("lazy layer {}: background fetch: {e}", l.digest()));
