@@ -397,6 +397,15 @@ fn lazy_registry_gone_fails_reads_with_eio_not_a_hang() {
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    // The registry back: a plain pull completes the lazy layers where they were.
+    reg.restart();
+    env.ok(&["pull", &name]);
+    for i in 0..3 {
+        let d = layer_dir(&env, &img, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+    let (code, out, err) = run(&["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!((code, out.as_str()), (0, "hello-lazy\n"), "{err}");
 }
 
 /// Bytes of the blob a lazy layer's `have` log says it holds.

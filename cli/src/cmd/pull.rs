@@ -156,6 +156,11 @@ fn pull_with_output(
         renderer.abandon();
         anyhow::anyhow!("{e}")
     })?;
+    if !lazy {
+        // Layers an earlier `pull --lazy` left lazy are fetched now (resumed where they were).
+        strata_runtime::lazy::complete_image(store, &outcome.image_id)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     renderer.finish(&outcome, status_line);
     Ok(outcome)
 }

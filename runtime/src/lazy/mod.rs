@@ -42,7 +42,7 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 pub use layer::LazyLayer;
-pub use provider::{complete_lowers, provider_for, report_to, Provider};
+pub use provider::{complete_image, complete_lowers, provider_for, report_to, Provider};
 pub use pull::pull_lazy;
 
 use crate::digest::{ChainId, DiffId};

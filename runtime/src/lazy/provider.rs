@@ -121,6 +121,19 @@ pub fn complete_lowers(lowers: &[PathBuf]) -> Result<(), super::LazyError> {
     Ok(())
 }
 
+/// Complete the lazy layers of image `id` now (a plain `pull` of a lazily pulled image makes
+/// it wholly local, resuming what earlier runs fetched). Returns how many were lazy.
+pub fn complete_image(
+    store: &Store,
+    id: &crate::digest::ImageId,
+) -> Result<usize, super::LazyError> {
+    let rec = store.image(id)?;
+    let lowers = store.layer_dirs(&rec)?;
+    let lazy = lowers.iter().filter(|d| super::is_lazy_diff(d)).count();
+    complete_lowers(&lowers)?;
+    Ok(lazy)
+}
+
 fn background(root: &Path, todo: Vec<Arc<LazyLayer>>, stop: &AtomicBool) {
     let Ok(store) = Store::open(root) else {
         return;
