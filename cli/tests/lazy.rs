@@ -366,6 +366,11 @@ fn lazy_tampered_chunk_is_eio_and_never_stored() {
     assert_eq!(out, "hello-lazy\n");
     assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
     assert!(!layer_dir(&env, &img, 1).join("tar-split.gz").exists());
+    // Nothing exports a layer that is not whole.
+    let tar = env.dir.path().join("img.tar");
+    let (code, _, err) = env.run(&["save", "-o", tar.to_str().unwrap(), &name]);
+    assert_ne!(code, 0);
+    assert!(err.contains("still being fetched"), "{err}");
 }
 
 #[test]

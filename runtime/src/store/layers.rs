@@ -373,6 +373,13 @@ impl Store {
     /// verifying its diffID on the way.
     pub fn layer_tar(&self, c: &ChainId, out: &mut dyn Write) -> Result<LayerInfo> {
         let info = self.layer(c)?;
+        if self.layer_path(c).join("lazy").exists() {
+            // A lazily pulled layer has no tar-split until it is complete (`crate::lazy`).
+            return Err(StoreError::Conflict(format!(
+                "layer {} is still being fetched (lazy pull): `strata pull` the image to complete it",
+                c.short()
+            )));
+        }
         let split = self.layer_path(c).join("tar-split.gz");
         let f = File::open(&split).map_err(io_at(&split))?;
         let patches_path = self.layer_path(c).join("tar-split.patches");
