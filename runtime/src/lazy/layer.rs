@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -438,7 +438,12 @@ impl LazyLayer {
                 digest: self.source.digest.clone(),
             });
         }
-        let input = File::open(&self.blob_path).map_err(io_at(&self.blob_path))?;
+        // By fd: the file may have been adopted into the store's blobs by an earlier attempt.
+        // (Its offset is this clone's alone to use: everything else reads it with pread.)
+        let mut input: File = self.blob.try_clone().map_err(io_at(&self.blob_path))?;
+        input
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(io_at(&self.blob_path))?;
         let staged = store.stage_layer(
             BufReader::with_capacity(1 << 20, input),
             Some(&self.source.diff_id),
@@ -449,12 +454,10 @@ impl LazyLayer {
             });
         }
         if let Ok(d) = Digest::parse(&self.source.digest) {
+            // The compressed blob (verified above) is kept as a normal pull keeps it: moved
+            // into the store's blobs, not copied.
             if !store.has_blob(&d) {
-                // The compressed blob is kept as a normal pull keeps it (push, save).
-                let _ = store.put_blob(
-                    File::open(&self.blob_path).map_err(io_at(&self.blob_path))?,
-                    Some(&d),
-                );
+                store.adopt_blob(&self.blob_path, &d)?;
             }
         }
         let retired = super::retired_dir(store);
