@@ -217,6 +217,16 @@ fn image_bytes(img: &Image) -> u64 {
     img.layers.iter().map(|l| l.gz.len() as u64).sum()
 }
 
+/// Run strata with the background fetch held back (it waits for 10 minutes without demand
+/// fetches), so what a run fetches is only what it reads.
+fn quiet_run(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let mut c = env.command(args);
+    c.env("STRATA_LAZY_QUIET_MS", "600000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    wait_output(c.spawn().unwrap())
+}
+
 /// Removes every container of the env (and so their mounts) even when the test fails.
 struct Cleanup<'a>(&'a Env);
 
@@ -450,7 +460,7 @@ fn lazy_kill_9_mid_fetch_resumes_and_leaves_nothing_gc_cannot_remove() {
     env.ok(&["pull", "--lazy", &name]);
     let detached = |env: &Env| {
         let mut c = env.command(&["run", "-d", &name, "sleep", "120"]);
-        c.env("STRATA_LAZY_QUIET_MS", "200")
+        c.env("STRATA_LAZY_QUIET_MS", "1000")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let (code, out, err) = wait_output(c.spawn().unwrap());
@@ -544,4 +554,31 @@ fn lazy_image_on_a_driver_that_reads_layer_dirs_is_completed_first() {
         let d = layer_dir(&env, &img, i);
         assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
     }
+}
+
+#[test]
+fn lazy_reads_use_the_stored_registry_credentials() {
+    // Bearer tokens, no anonymous access: the supervisor's range reads authenticate as the
+    // pull did, with the credentials `login` stored.
+    let reg = Registry::start_token(&[("bob", "hunter2")], false);
+    let img = lazy_image();
+    push_image(&reg, "secret/lazy:v1", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/secret/lazy:v1", reg.addr());
+    env.ok(&["login", "-u", "bob", "-p", "hunter2", &reg.addr()]);
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", "--lazy", &name, "cat", "/data/small.txt"],
+    );
+    assert_eq!((code, out.as_str()), (0, "hello-lazy\n"), "{err}");
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+    // Logged out, a file not yet fetched cannot be read.
+    env.ok(&["logout", &reg.addr()]);
+    let (code, _, err) = quiet_run(&env, &["run", "--rm", &name, "wc", "-c", "/data/big.bin"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("I/O error") || err.contains("Input/output error"),
+        "{err}"
+    );
 }
