@@ -582,3 +582,45 @@ fn lazy_reads_use_the_stored_registry_credentials() {
         "{err}"
     );
 }
+
+#[test]
+fn lazy_zstd_chunked_image_made_by_skopeo() {
+    let reg = Registry::start();
+    let big = noise(BIG, 7);
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("data/small.txt", b"hello-lazy\n"), ("data/big.bin", &big)]),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    images::write_oci_layout(&src, "t", &img);
+    strata_testkit::registry::skopeo_copy(
+        &format!("oci:{}:t", src.display()),
+        &format!("oci:{}:t", dst.display()),
+        &["--dest-compress-format", "zstd:chunked"],
+    );
+    push_layout(&reg, &dst, "t", "lazyz:latest", &[]);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazyz", proxy.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    assert!(layer_dir(&env, &img, 1).join("lazy/source.json").is_file());
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!((code, out.as_str()), (0, "hello-lazy\n"), "{err}");
+    let served = proxy.blob_bytes_served();
+    assert!(served < (BIG as u64) / 2, "served {served}");
+    // Completed by a plain pull: each layer rebuilds to its diffID.
+    env.ok(&["pull", &name]);
+    let store = env.store();
+    for (i, c) in store.resolve(&name).unwrap().chain_ids.iter().enumerate() {
+        assert!(!layer_dir(&env, &img, i).join("lazy").exists());
+        let info = store.layer_tar(c, &mut std::io::sink()).unwrap();
+        assert_eq!(info.diff_id.to_string(), img.layers[i].diff_id);
+    }
+    let out = env.ok(&["run", "--rm", &name, "sha256sum", "/data/big.bin"]);
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&big).trim_start_matches("sha256:")
+    );
+}

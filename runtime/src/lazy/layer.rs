@@ -163,12 +163,7 @@ impl LazyLayer {
             })?;
         let tp = state.join("tail");
         let tail = std::fs::read(&tp).map_err(io_at(&tp))?;
-        let toc = seekable::parse_toc(&tail, Some(&source.toc_digest)).map_err(|e| {
-            LazyError::Seekable {
-                digest: source.digest.clone(),
-                source: e,
-            }
-        })?;
+        let toc = source.parse_toc(&tail)?;
         let client = crate::registry::pull::client_for(&source.registry, &source.insecure)?;
         let blob_path = state.join("blob");
         let blob = OpenOptions::new()

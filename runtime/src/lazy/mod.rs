@@ -1,4 +1,5 @@
-//! Lazy layers: run an image whose seekable layers (eStargz) are still downloading.
+//! Lazy layers: run an image whose seekable layers (eStargz, zstd:chunked) are still
+//! downloading.
 //!
 //! # Vocabulary
 //! - *lazy layer*: a stored layer (`layers/<chain>/`, with its `layer.json`, so images, GC and
@@ -8,7 +9,8 @@
 //!                                     regular files sparse at their final size, data to come
 //!   layers/<chain>/lazy/source.json   where the blob is (registry, repository, digest, size),
 //!                                     its TOC digest and offset, the diffID to expect
-//!   layers/<chain>/lazy/tail          the blob from the TOC offset to its end (verified TOC)
+//!   layers/<chain>/lazy/tail          the blob's TOC bytes from the TOC offset (eStargz: to
+//!                                     the end; zstd:chunked: the compressed manifest)
 //!   layers/<chain>/lazy/blob          a sparse local copy of the blob, filled as ranges arrive
 //!   layers/<chain>/lazy/have          append-only log of the byte ranges `blob` holds
 //!   layers/<chain>/lazy/filled        append-only log of the TOC entries whose data is in diff/
@@ -87,20 +89,58 @@ pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> 
     move |source| LazyError::Io { path, source }
 }
 
+/// The seekable format of a lazy layer's blob.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Format {
+    /// eStargz: the TOC is a gzip member (and a tar entry) at `toc_offset`, up to the footer.
+    #[default]
+    Estargz,
+    /// zstd:chunked: the TOC ("manifest") is a zstd skippable frame at `toc_offset`.
+    ZstdChunked,
+}
+
 /// Where a lazy layer's blob is, and what it must turn out to be (`lazy/source.json`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Source {
+    #[serde(default)]
+    pub format: Format,
+    /// zstd:chunked: the manifest position (`offset:compressed:uncompressed:type`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub position: String,
     pub registry: String,
     pub repo: String,
     pub insecure: Vec<String>,
     /// `sha256:…` of the compressed blob, and its size.
     pub digest: String,
     pub size: u64,
-    /// The TOC digest annotation of the layer descriptor (the manifest covers it).
+    /// The TOC digest annotation of the layer descriptor (the manifest covers it): eStargz's
+    /// TOC digest, or zstd:chunked's manifest checksum.
     pub toc_digest: String,
     pub toc_offset: u64,
     pub diff_id: DiffId,
     pub chain_id: ChainId,
+}
+
+impl Source {
+    /// Parse and verify the TOC from `tail` (the blob's bytes from `toc_offset`: to the end
+    /// for eStargz, the compressed manifest for zstd:chunked).
+    pub(crate) fn parse_toc(&self, tail: &[u8]) -> Result<crate::seekable::Toc, LazyError> {
+        let err = |source| LazyError::Seekable {
+            digest: self.digest.clone(),
+            source,
+        };
+        match self.format {
+            Format::Estargz => {
+                crate::seekable::parse_toc(tail, Some(&self.toc_digest)).map_err(err)
+            }
+            Format::ZstdChunked => {
+                use crate::seekable::zstd_chunked;
+                let pos = zstd_chunked::parse_position(&self.position).map_err(err)?;
+                zstd_chunked::parse_toc(tail, &pos, Some(&self.toc_digest)).map_err(err)
+            }
+        }
+    }
 }
 
 /// The directory retired lazy layers wait in until nobody serves them.

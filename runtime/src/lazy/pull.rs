@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 
-use super::{io_at, skeleton, LazyError, Source};
+use super::{io_at, skeleton, Format, LazyError, Source};
 use crate::digest::{chain_ids, ChainId, DiffId, Digest, ImageId};
 use crate::fsutil::{fsync_dir, unique_tmp, Staging};
 use crate::reference::Reference;
@@ -16,17 +16,92 @@ use crate::registry::pull::{
     client_for, fetch_small_blob, map_error, resolve_manifest, short, Resolved,
 };
 use crate::registry::{LayerStatus, PullError, PullEvent, PullOptions, PullOutcome, RegistryError};
-use crate::seekable::{self, estargz};
+use crate::seekable::{self, estargz, zstd_chunked};
 use crate::store::{ImageConfig, LayerInfo, Store};
 
 /// Each request for a TOC is bounded like a demand fetch.
 const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The TOC digest annotation of a layer descriptor, if it is an eStargz layer.
-fn toc_digest(l: &Descriptor) -> Option<&String> {
-    l.annotations
-        .as_ref()
-        .and_then(|a| a.get(estargz::TOC_DIGEST_ANNOTATION))
+/// A seekable layer as its descriptor's annotations say: its format, its TOC digest (eStargz)
+/// or manifest checksum (zstd:chunked), and zstd:chunked's manifest position if given.
+fn seekable_kind(l: &Descriptor) -> Option<(Format, String, Option<String>)> {
+    let a = l.annotations.as_ref()?;
+    let get = |new: &str, old: &str| a.get(new).or_else(|| a.get(old)).cloned();
+    if let Some(d) = a.get(estargz::TOC_DIGEST_ANNOTATION) {
+        return Some((Format::Estargz, d.clone(), None));
+    }
+    let checksum = get(
+        zstd_chunked::MANIFEST_CHECKSUM_ANNOTATION,
+        zstd_chunked::LEGACY_MANIFEST_CHECKSUM_ANNOTATION,
+    )?;
+    let position = get(
+        zstd_chunked::MANIFEST_POSITION_ANNOTATION,
+        zstd_chunked::LEGACY_MANIFEST_POSITION_ANNOTATION,
+    );
+    Some((Format::ZstdChunked, checksum, position))
+}
+
+/// Fetch the TOC of a seekable blob: `(toc_offset, bytes from it, zstd:chunked position)`.
+fn fetch_toc(
+    client: &Client,
+    repo: &str,
+    l: &Descriptor,
+    format: Format,
+    position: Option<String>,
+) -> Result<(u64, Vec<u8>, String), LazyError> {
+    let seek_err = |source| LazyError::Seekable {
+        digest: l.digest.clone(),
+        source,
+    };
+    let tail_of = |n: usize| -> Result<Vec<u8>, LazyError> {
+        let n = n as u64;
+        if l.size < n {
+            return Err(seek_err(seekable::SeekableError::Footer("blob too small")));
+        }
+        Ok(fetch_range(
+            client,
+            repo,
+            &l.digest,
+            l.size - n,
+            l.size,
+            ATTEMPT_TIMEOUT,
+        )?)
+    };
+    match format {
+        Format::Estargz => {
+            let footer = tail_of(seekable::FOOTER_SIZE)?;
+            let off = seekable::read_footer(&footer).map_err(seek_err)?;
+            if off >= l.size - seekable::FOOTER_SIZE as u64 {
+                return Err(seek_err(seekable::SeekableError::Footer(
+                    "TOC offset past the end",
+                )));
+            }
+            let tail = fetch_range(client, repo, &l.digest, off, l.size, ATTEMPT_TIMEOUT)?;
+            Ok((off, tail, String::new()))
+        }
+        Format::ZstdChunked => {
+            let pos = match &position {
+                Some(p) => zstd_chunked::parse_position(p).map_err(seek_err)?,
+                None => zstd_chunked::read_footer(&tail_of(zstd_chunked::FOOTER_SIZE)?)
+                    .map_err(seek_err)?,
+            };
+            let end = pos
+                .offset
+                .checked_add(pos.compressed_len)
+                .filter(|&e| e <= l.size);
+            let Some(end) = end else {
+                return Err(seek_err(seekable::SeekableError::TocFormat(
+                    "manifest position out of range",
+                )));
+            };
+            let tail = fetch_range(client, repo, &l.digest, pos.offset, end, ATTEMPT_TIMEOUT)?;
+            let p = format!(
+                "{}:{}:{}:{}",
+                pos.offset, pos.compressed_len, pos.uncompressed_len, pos.kind
+            );
+            Ok((pos.offset, tail, p))
+        }
+    }
 }
 
 /// Pull `reference` lazily: layers that are eStargz become lazy layers (their data is fetched
@@ -81,7 +156,7 @@ pub fn pull_lazy(
     }
     if missing
         .iter()
-        .any(|&i| toc_digest(&image.layers[i]).is_none())
+        .any(|&i| seekable_kind(&image.layers[i]).is_none())
     {
         // Not seekable: nothing to gain, pull it whole.
         return crate::registry::pull(store, &reference, opts, progress);
@@ -167,43 +242,15 @@ fn create(
     chain: &ChainId,
     parent: Option<ChainId>,
 ) -> Result<bool, LazyError> {
-    let seek_err = |source| LazyError::Seekable {
-        digest: l.digest.clone(),
-        source,
+    let Some((format, toc_digest, position)) = seekable_kind(l) else {
+        return Err(LazyError::NotLazy {
+            chain: chain.clone(),
+        });
     };
-    let toc_digest = toc_digest(l).cloned().unwrap_or_default();
-    let footer = seekable::FOOTER_SIZE as u64;
-    if l.size < footer {
-        return Err(seek_err(seekable::SeekableError::Footer("blob too small")));
-    }
-    let tail = fetch_range(
-        client,
-        repo,
-        &l.digest,
-        l.size - footer,
-        l.size,
-        ATTEMPT_TIMEOUT,
-    )?;
-    let toc_offset = seekable::read_footer(&tail).map_err(seek_err)?;
-    if toc_offset >= l.size - footer {
-        return Err(seek_err(seekable::SeekableError::Footer(
-            "TOC offset past the end",
-        )));
-    }
-    let tail = fetch_range(client, repo, &l.digest, toc_offset, l.size, ATTEMPT_TIMEOUT)?;
-    let toc = seekable::parse_toc(&tail, Some(&toc_digest)).map_err(seek_err)?;
-
-    let staging = Staging::new(unique_tmp(&store.tmp_dir(), "lazy"));
-    let diff = staging.path().join("diff");
-    let state = staging.path().join("lazy");
-    for d in [&diff, &state] {
-        std::fs::create_dir_all(d).map_err(io_at(d))?;
-    }
-    let diff_fd = File::open(&diff).map_err(io_at(&diff))?;
-    skeleton::build(diff_fd.as_fd(), &toc, crate::rootless::flavour())?;
-    skeleton::write_toc_file(diff_fd.as_fd(), &tail)?;
-
+    let (toc_offset, tail, position) = fetch_toc(client, repo, l, format, position)?;
     let source = Source {
+        format,
+        position,
         registry: registry.to_string(),
         repo: repo.to_string(),
         insecure: insecure.to_vec(),
@@ -214,6 +261,19 @@ fn create(
         diff_id: diff_id.clone(),
         chain_id: chain.clone(),
     };
+    let toc = source.parse_toc(&tail)?;
+
+    let staging = Staging::new(unique_tmp(&store.tmp_dir(), "lazy"));
+    let diff = staging.path().join("diff");
+    let state = staging.path().join("lazy");
+    for d in [&diff, &state] {
+        std::fs::create_dir_all(d).map_err(io_at(d))?;
+    }
+    let diff_fd = File::open(&diff).map_err(io_at(&diff))?;
+    skeleton::build(diff_fd.as_fd(), &toc, crate::rootless::flavour())?;
+    if format == Format::Estargz {
+        skeleton::write_toc_file(diff_fd.as_fd(), &tail)?;
+    }
     let write = |name: &str, bytes: &[u8]| -> Result<(), LazyError> {
         let p = state.join(name);
         let mut f = File::create(&p).map_err(io_at(&p))?;
@@ -226,7 +286,8 @@ fn create(
         &serde_json::to_vec_pretty(&source).unwrap_or_default(),
     )?;
     write("tail", &tail)?;
-    write("have", format!("{toc_offset} {}\n", l.size).as_bytes())?;
+    let have_end = toc_offset + tail.len() as u64;
+    write("have", format!("{toc_offset} {have_end}\n").as_bytes())?;
     write("filled", b"")?;
     write("lock", b"")?;
     let bp = state.join("blob");
