@@ -392,3 +392,223 @@ fn zstd_chunked_made_by_skopeo_reads_through_its_toc() {
         "the big file is split into several chunks"
     );
 }
+
+#[test]
+fn push_compression_zstd_chunked_keeps_the_config_and_runs_in_podman_and_strata() {
+    let reg = Registry::start();
+    let img = greeting_image();
+    push_image(&reg, "plain:1", &img);
+    let env = Env::new();
+    let src = format!("{}/plain:1", reg.addr());
+    env.ok(&["pull", &src]);
+    let target = format!("{}/zc:1", reg.addr());
+    env.ok(&["tag", &src, &target]);
+    env.ok(&["push", "--compression", "zstd:chunked", &target]);
+    let m = skopeo_raw_manifest(&target);
+    // Same tar, same diffIDs: the very same config (image ID).
+    assert_eq!(m["config"]["digest"], img.config_digest);
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd",
+            "{l}"
+        );
+        let a = &l["annotations"];
+        let pos = seekable::zstd_chunked::parse_position(
+            a[seekable::zstd_chunked::LEGACY_MANIFEST_POSITION_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        let blob = std::fs::read(reg.blob_file(l["digest"].as_str().unwrap())).unwrap();
+        let manifest = &blob[pos.offset as usize..(pos.offset + pos.compressed_len) as usize];
+        let checksum = a[seekable::zstd_chunked::LEGACY_MANIFEST_CHECKSUM_ANNOTATION]
+            .as_str()
+            .unwrap();
+        let toc = seekable::zstd_chunked::parse_toc(manifest, &pos, Some(checksum)).unwrap();
+        assert!(!toc.chunks().is_empty());
+    }
+    let peers = tempfile::tempdir().unwrap();
+    assert_skopeo_copies(&target, peers.path());
+    assert_podman_runs(&target, peers.path(), "hello estargz\n");
+    assert_strata_runs(&target, "hello estargz\n");
+}
+
+/// Removes whatever podman left mounted under its temp dir, even when the test fails.
+struct UnmountGuard<'a>(&'a Path);
+
+impl Drop for UnmountGuard<'_> {
+    fn drop(&mut self) {
+        strata_testkit::container::lazy_unmount_under(self.0);
+    }
+}
+
+/// containers/storage's *partial* pull (overlay driver, `enable_partial_images`) reads the TOCs we
+/// write: podman fetches our eStargz and zstd:chunked layers chunk by chunk through their TOCs
+/// and the files it assembles are right.
+#[test]
+fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
+    let reg = Registry::start();
+    let big = images::big_layer("etc/big", 9_000_000, 3);
+    let big_sha = strata_testkit::fixtures::sha256(&tar_regular_files(&big.tar)["etc/big"]);
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("etc/greeting", b"hello partial\n")]),
+        big,
+    ]);
+    push_image(&reg, "plain:1", &img);
+    let env = Env::new();
+    let src = format!("{}/plain:1", reg.addr());
+    env.ok(&["pull", &src]);
+    let dir = tempfile::tempdir().unwrap();
+    let _guard = UnmountGuard(dir.path());
+    let conf = dir.path().join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\ndriver = \"overlay\"\nrunroot = \"{0}/prun\"\ngraphroot = \"{0}/proot\"\n\
+             [storage.options]\npull_options = {{enable_partial_images = \"true\", \
+             use_hard_links = \"false\", ostree_repos = \"\"}}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let podman = |args: &[&str]| {
+        std::process::Command::new("timeout")
+            .args(["-k", "5", "180", "podman", "--tmpdir"])
+            .arg(dir.path().join("ptmp"))
+            .args([
+                "--events-backend",
+                "none",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--runtime",
+                "runc",
+            ])
+            .args(args)
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .env("XDG_CONFIG_HOME", dir.path().join("pconfig"))
+            .env("XDG_DATA_HOME", dir.path().join("pdata"))
+            .output()
+            .expect("podman is installed by scripts/setup")
+    };
+    for (repo, compression) in [("esgz", "estargz"), ("zc", "zstd:chunked")] {
+        let target = format!("{}/{repo}:1", reg.addr());
+        env.ok(&["tag", &src, &target]);
+        env.ok(&["push", "--compression", compression, &target]);
+        let o = podman(&["--log-level=debug", "pull", "--tls-verify=false", &target]);
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "podman pull {compression}: {log}");
+        let partial = log.matches("Retrieved partial blob").count();
+        assert_eq!(
+            partial, 3,
+            "{compression}: every layer pulled through its TOC: {log}"
+        );
+        let o = podman(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            &target,
+            "sh",
+            "-c",
+            "cat /etc/greeting; busybox sha256sum /etc/big",
+        ]);
+        assert!(o.status.success(), "podman run {compression}: {o:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!(
+                "hello partial\n{}  /etc/big\n",
+                big_sha.trim_start_matches("sha256:")
+            ),
+            "{compression}"
+        );
+    }
+}
+
+/// Removes every container of the env, even when the test fails.
+struct ContainersGuard<'a>(&'a Env);
+
+impl Drop for ContainersGuard<'_> {
+    fn drop(&mut self) {
+        let (_, ids, _) = self.0.run(&["ps", "-aq"]);
+        for id in ids.split_whitespace() {
+            let _ = self.0.run(&["rm", "-f", id]);
+        }
+    }
+}
+
+/// `strata ARGS` under a 120 s watchdog (the recording run mounts the union filesystem).
+fn strata_timed(env: &Env, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("timeout")
+        .args(["-k", "5", "120", env!("CARGO_BIN_EXE_strata"), "--root"])
+        .arg(env.root())
+        .arg("--runroot")
+        .arg(env.dir.path().join("run"))
+        .args(args)
+        .env("HOME", env.dir.path().join("home"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn convert_record_places_what_a_run_opens_first() {
+    let env = Env::new();
+    let _mounts = UnmountGuard(env.dir.path());
+    let _containers = ContainersGuard(&env);
+    let archive = env.dir.path().join("busybox.tar");
+    strata_testkit::fixtures::busybox_archive(&archive, "busybox:latest").unwrap();
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let o = strata_timed(
+        &env,
+        &[
+            "image",
+            "convert",
+            "--estargz",
+            "--record",
+            "--record-timeout",
+            "60",
+            "busybox:latest",
+            "bb-rec:1",
+            "--",
+            "cat",
+            "/etc/motd",
+        ],
+    );
+    assert!(o.status.success(), "convert --record: {o:?}");
+    let store = env.store();
+    let rec = store.resolve("bb-rec:1").unwrap();
+    let layer = store.layer(&rec.chain_ids[0]).unwrap();
+    let (toc, _) =
+        estargz::inspect_file(&store.blob_path(layer.compressed_digest.as_ref().unwrap())).unwrap();
+    let landmark = toc.prefetch_landmark().expect("prefetch landmark");
+    let pos = |name: &str| toc.lookup(name).unwrap_or_else(|| panic!("{name} in TOC"));
+    assert!(pos("bin/busybox") < landmark, "the run executed busybox");
+    assert!(pos("etc/motd") < landmark, "the run read /etc/motd");
+    assert!(pos("www/index.html") > landmark, "the run never opened it");
+
+    // A recording run that cannot start is an error, and no image is made.
+    let o = strata_timed(
+        &env,
+        &[
+            "image",
+            "convert",
+            "--estargz",
+            "--record",
+            "busybox:latest",
+            "bb-bad:1",
+            "--",
+            "/no/such/binary",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Error: the recording run failed"),
+        "{o:?}"
+    );
+    assert!(store.resolve("bb-bad:1").is_err());
+}

@@ -1,6 +1,12 @@
-//! `strata image convert --estargz [--prefetch-from FILE] SOURCE TARGET`: a new image whose
-//! layers are eStargz (seekable gzip: lazily pullable, still an ordinary image for any tool).
-//! Prints the new image ID, like `docker commit`.
+//! `strata image convert --estargz [--prefetch-from FILE] [--record [-- CMD…]] SOURCE TARGET`:
+//! a new image whose layers are eStargz (seekable gzip: lazily pullable, still an ordinary image
+//! for any tool). Prints the new image ID, like `docker commit`.
+//!
+//! `--record` runs SOURCE once (`run --rm --network none`, its default command or CMD, stopped
+//! after `--record-timeout` seconds) and places the files it opened first, in that order.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use strata_runtime::reference::Reference;
@@ -18,6 +24,12 @@ pub struct Args {
     /// File listing paths (one per line) a run reads first: placed before the prefetch landmark
     #[arg(long, value_name = "FILE")]
     prefetch_from: Option<std::path::PathBuf>,
+    /// Run the image once and place the files it opens first (before the prefetch landmark)
+    #[arg(long)]
+    record: bool,
+    /// Seconds the recording run may take before it is stopped
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    record_timeout: u64,
     /// eStargz chunk size in bytes for large files
     #[arg(long, value_name = "BYTES", default_value_t = strata_runtime::seekable::estargz::DEFAULT_CHUNK_SIZE)]
     estargz_chunk_size: u64,
@@ -28,6 +40,9 @@ pub struct Args {
     source: String,
     /// TARGET_IMAGE[:TAG]
     target: String,
+    /// Command for the recording run (default: the image's)
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
@@ -41,7 +56,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     if target.digest().is_some() {
         bail!("refusing to create a tag with a digest reference");
     }
-    let prioritized = match &args.prefetch_from {
+    let mut prioritized: Vec<String> = match &args.prefetch_from {
         Some(p) => std::fs::read_to_string(p)
             .with_context(|| format!("reading {}", p.display()))?
             .lines()
@@ -53,6 +68,13 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     };
     let store = open_store(global)?;
     let img = store.resolve(&args.source)?;
+    if args.record {
+        let mut recorded = record_run(global, &img, &args.command, args.record_timeout)?;
+        recorded.append(&mut prioritized);
+        prioritized = recorded;
+    } else if !args.command.is_empty() {
+        bail!("a command is only used with --record");
+    }
     let opts = EstargzOptions {
         chunk_size: args.estargz_chunk_size,
         prioritized,
@@ -61,4 +83,59 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     let converted = convert_image(&store, &img, &[target.with_default_tag()], &opts)?;
     println!("{}", converted.id);
     Ok(())
+}
+
+/// Run `img` once under the recorder; the image paths it opened, first open first.
+fn record_run(
+    global: &Global,
+    img: &strata_runtime::store::ImageRecord,
+    command: &[String],
+    timeout: u64,
+) -> Result<Vec<String>> {
+    use strata_runtime::seekable::record;
+    let hexes: Vec<String> = img.chain_ids.iter().map(|c| c.hex().to_string()).collect();
+    let recorder = record::start(&global.root.join("layers"), &hexes)?;
+    let exe = std::env::current_exe().context("cannot find the strata executable")?;
+    let name = format!("strata-record-{}", std::process::id());
+    let strata = |args: &[&str]| {
+        let mut c = Command::new(&exe);
+        c.arg("--root")
+            .arg(&global.root)
+            .arg("--runroot")
+            .arg(&global.runroot)
+            // The union filesystem reads from the layer dirs the recorder watches.
+            .args(["--storage-driver", "fuse"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        c
+    };
+    let mut child = strata(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        img.id.as_str(),
+    ])
+    .args(command)
+    .spawn()
+    .context("starting the recording run")?;
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = strata(&["rm", "-f", &name]).stderr(Stdio::null()).status();
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let paths = recorder.finish();
+    if matches!(status.code(), Some(125..=127)) {
+        bail!("the recording run failed (exit status {status})");
+    }
+    Ok(paths)
 }

@@ -44,11 +44,6 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     if reference.digest().is_some() {
         anyhow::bail!("cannot push a digest reference");
     }
-    if args.compression == Some(strata_runtime::seekable::LayerCompression::ZstdChunked) {
-        anyhow::bail!(
-            "--compression zstd:chunked: writing zstd:chunked layers is not supported yet"
-        );
-    }
     let store = super::pull::open_store(global)?;
     let opts = PushOptions {
         insecure: global.insecure_registries.clone(),

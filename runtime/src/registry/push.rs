@@ -218,6 +218,52 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
     Ok(blob)
 }
 
+const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// Layer `chain` as a temporary zstd:chunked blob made from its exact tar.
+fn zstd_chunked_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
+    let info = store.layer(chain)?;
+    let tar_path = tmp_path(store, "push.tar");
+    let _spool = TempFile(tar_path.clone());
+    let mut w = std::io::BufWriter::new(File::create(&tar_path).map_err(io(&tar_path))?);
+    store.layer_tar(chain, &mut w)?;
+    w.flush().map_err(io(&tar_path))?;
+    drop(w);
+    let path = tmp_path(store, "push.tar.zst");
+    let mut blob = Blob {
+        path: path.clone(),
+        desc: desc(OCI_LAYER_ZSTD, &info.diff_id.0, 0),
+        id: Some(info.diff_id.short().to_string()),
+        temporary: true,
+        chain: Some(chain.clone()),
+    };
+    let tar = File::open(&tar_path).map_err(io(&tar_path))?;
+    let mut out = std::io::BufWriter::new(File::create(&path).map_err(io(&path))?);
+    let z = seekable::zstd_chunked::write_zstd_chunked(
+        tar,
+        &mut out,
+        &seekable::zstd_chunked::ZstdChunkedOptions::default(),
+    )
+    .map_err(crate::seekable::convert::ConvertError::from)?;
+    out.flush().map_err(io(&path))?;
+    blob.desc = desc(OCI_LAYER_ZSTD, &z.blob_digest, z.size);
+    blob.desc.annotations = Some(
+        seekable::zstd_chunked::annotations(&z)
+            .into_iter()
+            .collect(),
+    );
+    Ok(blob)
+}
+
+/// Removes a spool file when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Every layer of `rec` is stored as an eStargz blob.
 fn is_estargz(store: &Store, rec: &ImageRecord) -> bool {
     rec.chain_ids.iter().all(|c| {
@@ -270,7 +316,9 @@ pub fn push(
     let repo = reference.path().to_string();
     progress(PushEvent::Repository(reference.name()));
 
-    let (mut blobs, original) = match original_manifest(store, &rec) {
+    // zstd:chunked keeps the tar (and so the config): only the layer blobs are re-encoded.
+    let zstd_chunked = opts.compression == Some(LayerCompression::ZstdChunked);
+    let (mut blobs, original) = match original_manifest(store, &rec).filter(|_| !zstd_chunked) {
         Some((m, bytes)) => {
             let blobs = m
                 .layers
@@ -293,7 +341,10 @@ pub fn push(
         None => (
             rec.chain_ids
                 .iter()
-                .map(|c| layer_blob(store, c))
+                .map(|c| match zstd_chunked {
+                    true => zstd_chunked_blob(store, c),
+                    false => layer_blob(store, c),
+                })
                 .collect::<Result<Vec<_>, _>>()?,
             None,
         ),

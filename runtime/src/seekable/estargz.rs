@@ -189,7 +189,8 @@ pub fn parse_toc_digest(
     if size > MAX_TOC_SIZE {
         return Err(SeekableError::TocFormat("TOC too large"));
     }
-    let mut json = Vec::with_capacity(size as usize);
+    // Grow as bytes arrive: a header may claim more than the member holds.
+    let mut json = Vec::with_capacity(size.min(1 << 20) as usize);
     (&mut dec)
         .take(size)
         .read_to_end(&mut json)
@@ -233,14 +234,22 @@ pub fn inspect_file(path: &std::path::Path) -> Result<(Toc, Digest), SeekableErr
 }
 
 /// Counts and hashes the blob's bytes.
-struct Out<W> {
-    w: W,
-    n: u64,
-    hasher: Hasher,
+pub(crate) struct Out<W> {
+    pub w: W,
+    pub n: u64,
+    pub hasher: Hasher,
 }
 
 impl<W: Write> Out<W> {
-    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+    pub(crate) fn new(w: W) -> Out<W> {
+        Out {
+            w,
+            n: 0,
+            hasher: Hasher::new(),
+        }
+    }
+
+    pub(crate) fn put(&mut self, b: &[u8]) -> io::Result<()> {
         self.w.write_all(b)?;
         self.n += b.len() as u64;
         self.hasher.update(b);
@@ -286,7 +295,7 @@ impl<W: Write> Members<W> {
     }
 }
 
-fn copy_exact<R: Read>(
+pub(crate) fn copy_exact<R: Read>(
     src: &mut R,
     mut len: u64,
     buf: &mut [u8],
@@ -399,6 +408,7 @@ pub fn write_estargz<R: Read + Seek, W: Write>(
     opts: &EstargzOptions,
 ) -> Result<EstargzInfo, SeekableError> {
     let entries: Vec<RawEntry> = rawtar::index(&mut src)?
+        .entries
         .into_iter()
         .filter(|e| !is_reserved(&e.clean))
         .collect();

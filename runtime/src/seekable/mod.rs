@@ -56,13 +56,14 @@ use crate::digest::Digest;
 pub mod convert;
 pub mod estargz;
 mod rawtar;
+pub mod record;
 mod toc;
 pub mod zstd_chunked;
 
 #[cfg(test)]
 mod tests;
 
-pub use estargz::{read_footer, EstargzInfo, EstargzOptions, FOOTER_SIZE};
+pub use estargz::{annotations, read_footer, EstargzInfo, EstargzOptions, FOOTER_SIZE};
 pub use toc::{Chunk, Toc, TocEntry};
 
 /// Parse an eStargz TOC (see [`estargz::parse_toc`]).

@@ -3,7 +3,7 @@
 //! bytes through unchanged and re-chunk only the content.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 use super::toc::{clean_name, TocEntry};
 use super::SeekableError;
@@ -63,9 +63,19 @@ fn checksum_ok(block: &[u8]) -> bool {
     sum == want
 }
 
+/// Every entry of a tar, and where its entries end.
+pub(crate) struct Index {
+    pub entries: Vec<RawEntry>,
+    /// Source offset after the last entry (the end-of-archive blocks start here).
+    pub end: u64,
+    /// Source length.
+    pub total: u64,
+}
+
 /// Walk `src` (a tar positioned at its start) and index every entry. Stops at the first zero
-/// block (end of archive); trailing bytes after it are ignored, as every tar reader does.
-pub(crate) fn index<R: Read + Seek>(mut src: R) -> Result<Vec<RawEntry>, SeekableError> {
+/// block (end of archive); what follows is not interpreted, as every tar reader does. The
+/// entries' header and content ranges cover `[0, end)` without gaps.
+pub(crate) fn index<R: Read + Seek>(mut src: R) -> Result<Index, SeekableError> {
     let total = src.seek(SeekFrom::End(0)).map_err(tar_err)?;
     src.rewind().map_err(tar_err)?;
     let mut r = BufReader::with_capacity(1 << 16, src);
@@ -79,24 +89,33 @@ pub(crate) fn index<R: Read + Seek>(mut src: R) -> Result<Vec<RawEntry>, Seekabl
         let mut block = [0u8; BLOCK as usize];
         match r.read_exact(&mut block) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && pending.is_empty() => {
-                // A tar without end-of-archive blocks: accept what it had, like `tar` does.
-                if r.fill_buf().map_err(tar_err)?.is_empty() {
-                    return Ok(out);
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                // A tar without end-of-archive blocks: accept what it had, like `tar` does,
+                // if it ends cleanly after an entry.
+                if pos == total && pending.is_empty() {
+                    return Ok(Index {
+                        entries: out,
+                        end: pos,
+                        total,
+                    });
                 }
-                return Err(tar_err(e));
+                return Err(SeekableError::TarFormat("archive is truncated"));
             }
             Err(e) => return Err(tar_err(e)),
         }
-        pos += BLOCK;
         if block.iter().all(|&b| b == 0) {
             if !pending.is_empty() {
                 return Err(SeekableError::TarFormat(
                     "extension header without an entry",
                 ));
             }
-            return Ok(out);
+            return Ok(Index {
+                entries: out,
+                end: pos,
+                total,
+            });
         }
+        pos += BLOCK;
         if !checksum_ok(&block) {
             return Err(SeekableError::TarFormat("header checksum mismatch"));
         }

@@ -315,6 +315,9 @@ fn blob_with_toc(json: &[u8]) -> Vec<u8> {
 
 #[test]
 fn hostile_or_inconsistent_tocs_are_refused() {
+    // A symlink replaced by a directory, then a file below it and a hard link to it: fine.
+    let fine = br#"{"version":1,"entries":[{"name":"a","type":"symlink","linkName":"/etc"},{"name":"a/","type":"dir"},{"name":"a/f","type":"fifo"},{"name":"h","type":"hardlink","linkName":"./a/f"}]}"#;
+    assert!(parse_toc(&blob_with_toc(fine), None).is_ok());
     let ok = br#"{"version":1,"entries":[{"name":"./a/","type":"dir"}]}"#;
     let toc = parse_toc(&blob_with_toc(ok), None).unwrap();
     assert_eq!(toc.entries[0].name, "a");
@@ -335,6 +338,13 @@ fn hostile_or_inconsistent_tocs_are_refused() {
         br#"{"version":1,"entries":[{"name":"f","type":"reg","size":5,"offset":0,"chunkSize":2}]}"#,
         br#"{"version":1,"entries":[{"name":"f","type":"chunk","offset":3}]}"#,
         br#"{"version":2,"entries":[]}"#,
+        // below a symlink or a file the layer made
+        br#"{"version":1,"entries":[{"name":"a","type":"symlink","linkName":"/etc"},{"name":"a/passwd","type":"fifo"}]}"#,
+        br#"{"version":1,"entries":[{"name":"f","type":"fifo"},{"name":"f/x","type":"dir"}]}"#,
+        // hard links to nothing, to a directory, through a symlink
+        br#"{"version":1,"entries":[{"name":"h","type":"hardlink","linkName":"missing"}]}"#,
+        br#"{"version":1,"entries":[{"name":"d","type":"dir"},{"name":"h","type":"hardlink","linkName":"d"}]}"#,
+        br#"{"version":1,"entries":[{"name":"a","type":"symlink","linkName":"/etc"},{"name":"h","type":"hardlink","linkName":"a/shadow"}]}"#,
         br#"{"version":1,"entries":[{"name":"x","type":"weird"}]}"#,
         b"not json",
     ];
@@ -478,4 +488,86 @@ fn zstd_chunked_position_footer_and_hostile_manifests() {
         (c.start, c.end, c.size, c.compression),
         (8, 9, 1, Compression::Zstd)
     );
+}
+
+#[test]
+fn zstd_chunked_writer_keeps_the_tar_and_reads_back_through_its_toc() {
+    use super::zstd_chunked::{self as zc, ZstdChunkedOptions};
+    let tar = sample_tar();
+    let mut blob = Vec::new();
+    let opts = ZstdChunkedOptions {
+        chunk_size: 4096,
+        ..ZstdChunkedOptions::default()
+    };
+    let info = zc::write_zstd_chunked(Cursor::new(&tar), &mut blob, &opts).unwrap();
+    assert_eq!(info.size, blob.len() as u64);
+    assert_eq!(info.blob_digest.as_str(), fixtures::sha256(&blob));
+    // Any zstd reader sees exactly the input tar: same diffID.
+    let mut plain = Vec::new();
+    zstd::stream::read::Decoder::new(&blob[..])
+        .unwrap()
+        .read_to_end(&mut plain)
+        .unwrap();
+    assert_eq!(plain, tar);
+    assert_eq!(info.diff_id.as_str(), fixtures::sha256(&tar));
+    // Annotations, footer and manifest agree; every file reads back from its chunks.
+    let a = zc::annotations(&info);
+    let pos = zc::parse_position(&a[1].1).unwrap();
+    assert_eq!(zc::read_footer(&blob).unwrap(), pos);
+    let m = &blob[pos.offset as usize..(pos.offset + pos.compressed_len) as usize];
+    let toc = zc::parse_toc(m, &pos, Some(&a[0].1)).unwrap();
+    for (name, data) in tar_files(&tar) {
+        let clean = name.trim_end_matches('/');
+        let i = toc.lookup(clean).unwrap();
+        if toc.entries[i].kind == "reg" {
+            assert_eq!(read_file_by_chunks(&blob, &toc, clean), data, "{name}");
+        }
+    }
+    let big = toc.lookup("data/big").unwrap();
+    assert_eq!(toc.file_chunks(big).len(), 3);
+    // The store takes it as an ordinary zstd layer.
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::open(t.path()).unwrap();
+    let l = s.add_layer(&blob[..], None, Some(&info.diff_id)).unwrap();
+    assert!(s.layer_diff_dir(&l.chain_id).join("data/big").is_file());
+}
+
+#[test]
+fn record_padding_and_missing_end_blocks_are_kept_byte_for_byte() {
+    use super::zstd_chunked::{write_zstd_chunked, ZstdChunkedOptions};
+    let mut t = LayerTar::new();
+    t.file("a", b"abc", 0o644).file("b", &big(3000), 0o600);
+    let tar = t.into_bytes();
+    let mut padded = tar.clone();
+    padded.resize(10240 * 2, 0); // GNU tar's 10 KiB records
+    let mut no_end = tar.clone();
+    no_end.truncate(tar.len() - 1024);
+    for input in [&padded, &no_end] {
+        let mut blob = Vec::new();
+        let info = write_zstd_chunked(
+            Cursor::new(input),
+            &mut blob,
+            &ZstdChunkedOptions::default(),
+        )
+        .unwrap();
+        let mut plain = Vec::new();
+        zstd::stream::read::Decoder::new(&blob[..])
+            .unwrap()
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(&plain, input);
+        assert_eq!(info.diff_id.as_str(), fixtures::sha256(input));
+        // eStargz re-frames the end, but keeps every entry.
+        let (blob, _) = convert(input, &EstargzOptions::default());
+        assert_eq!(tar_files(&gunzip(&blob)).len(), 4);
+    }
+    // Garbage where a header should be is an error.
+    let mut bad = tar.clone();
+    bad[512 + 512 + 100] ^= 0xff; // inside the second header (after "a" and its block)
+    assert!(write_zstd_chunked(
+        Cursor::new(&bad),
+        Vec::new(),
+        &ZstdChunkedOptions::default()
+    )
+    .is_err());
 }

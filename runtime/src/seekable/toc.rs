@@ -1,6 +1,6 @@
 //! The TOC model shared by eStargz and zstd:chunked, its validation, and chunk decoding.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::path::{Component, Path};
 
@@ -263,6 +263,8 @@ pub(crate) fn validate(
         }
     }
 
+    check_tree(&toc.entries)?;
+
     // A chunk's compressed data runs to the next boundary: the next larger offset of any data
     // entry (eStargz: a new gzip member; zstd:chunked: a new frame) or a file's `endOffset`
     // (zstd:chunked: the end of its last chunk), else to the TOC.
@@ -342,15 +344,17 @@ pub(crate) fn validate(
             }
             (start, end)
         };
-        let digest_str = if !e.chunk_digest.is_empty() {
-            &e.chunk_digest
+        let digest = if !e.chunk_digest.is_empty() {
+            Digest::parse(&e.chunk_digest).map_err(|_| bad("invalid chunkDigest"))?
         } else if len == size && !toc.entries[reg_index].digest.is_empty() {
             // A single-chunk file: its file digest is the chunk digest.
-            &toc.entries[reg_index].digest
+            Digest::parse(&toc.entries[reg_index].digest).map_err(|_| bad("invalid digest"))?
+        } else if zeros && len <= MAX_ZEROS {
+            // A hole: its content is known without fetching anything.
+            zeros_digest(len)
         } else {
             return Err(bad("chunk has no chunkDigest"));
         };
-        let digest = Digest::parse(digest_str).map_err(|_| bad("invalid chunkDigest"))?;
         chunks.push(Chunk {
             entry: reg_index,
             name: e.name.clone(),
@@ -379,8 +383,53 @@ pub(crate) fn validate(
     Ok(())
 }
 
-/// Largest chunk we decode in one piece (eStargz chunks are 4 MiB; files under it are one chunk).
+/// Refuse what the extractor refuses beyond names: an entry below something the layer made a
+/// symlink or a file (`a -> /etc`, then `a/passwd`), and a hard link to anything but an earlier
+/// non-directory entry of the same layer.
+fn check_tree(entries: &[TocEntry]) -> Result<(), SeekableError> {
+    let mut kinds: HashMap<&str, &str> = HashMap::new();
+    let beneath_dirs = |name: &str, kinds: &HashMap<&str, &str>| {
+        name.match_indices('/')
+            .all(|(i, _)| kinds.get(&name[..i]).is_none_or(|k| *k == "dir"))
+    };
+    for e in entries.iter().filter(|e| e.kind != "chunk") {
+        if !beneath_dirs(&e.name, &kinds) {
+            return Err(SeekableError::Unsafe {
+                name: e.name.clone(),
+                why: "parent is a symlink or not a directory",
+            });
+        }
+        if e.kind == "hardlink" {
+            let target_ok = beneath_dirs(&e.link_name, &kinds)
+                && kinds.get(e.link_name.as_str()).is_some_and(|k| *k != "dir");
+            if !target_ok {
+                return Err(SeekableError::Unsafe {
+                    name: e.name.clone(),
+                    why: "hard link target is not in this layer",
+                });
+            }
+        }
+        kinds.insert(e.name.as_str(), e.kind.as_str());
+    }
+    Ok(())
+}
+
+/// Most we allocate before a chunk's bytes arrive (eStargz chunks are 4 MiB).
 const MAX_PREALLOC: u64 = 64 << 20;
+/// Largest "zeros" chunk (nothing to decompress, so nothing else bounds it).
+const MAX_ZEROS: u64 = 256 << 20;
+
+fn zeros_digest(len: u64) -> Digest {
+    let block = [0u8; 1 << 16];
+    let mut h = Hasher::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        h.update(&block[..n]);
+        left -= n as u64;
+    }
+    h.finish()
+}
 
 pub(crate) fn decode_chunk(compressed: &[u8], chunk: &Chunk) -> Result<Vec<u8>, SeekableError> {
     let fail = |source: io::Error| SeekableError::Decompress {
@@ -389,7 +438,13 @@ pub(crate) fn decode_chunk(compressed: &[u8], chunk: &Chunk) -> Result<Vec<u8>, 
         source,
     };
     let out = if chunk.zeros {
-        vec![0u8; usize::try_from(chunk.size).map_err(|_| fail(io::ErrorKind::InvalidData.into()))?]
+        if chunk.size > MAX_ZEROS {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "zero chunk too large",
+            )));
+        }
+        vec![0u8; chunk.size as usize]
     } else {
         let mut dec: Box<dyn Read + '_> = match chunk.compression {
             Compression::Gzip => Box::new(MultiGzDecoder::new(compressed)),

@@ -133,7 +133,7 @@ pub fn parse_toc(
     }
     let dec = zstd::stream::read::Decoder::with_buffer(compressed)
         .map_err(|_| SeekableError::TocFormat("manifest is not zstd"))?;
-    let mut json = Vec::with_capacity(pos.uncompressed_len as usize);
+    let mut json = Vec::with_capacity(pos.uncompressed_len.min(1 << 20) as usize);
     dec.take(pos.uncompressed_len + 1)
         .read_to_end(&mut json)
         .map_err(|_| SeekableError::TocFormat("manifest does not decompress"))?;
@@ -145,4 +145,203 @@ pub fn parse_toc(
     let mut toc: Toc = serde_json::from_slice(&json).map_err(SeekableError::TocJson)?;
     toc::validate(&mut toc, pos.offset - 8, Compression::Zstd)?;
     Ok(toc)
+}
+
+/// How to write a zstd:chunked blob.
+#[derive(Debug, Clone)]
+pub struct ZstdChunkedOptions {
+    /// Files larger than this are split into chunks of this size.
+    pub chunk_size: u64,
+    /// zstd level.
+    pub level: i32,
+}
+
+impl Default for ZstdChunkedOptions {
+    fn default() -> Self {
+        ZstdChunkedOptions {
+            chunk_size: super::estargz::DEFAULT_CHUNK_SIZE,
+            level: 3,
+        }
+    }
+}
+
+/// What [`write_zstd_chunked`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZstdChunkedInfo {
+    pub blob_digest: Digest,
+    pub size: u64,
+    /// sha256 of the decompressed blob: the input tar's own digest (nothing is added).
+    pub diff_id: crate::digest::DiffId,
+    pub uncompressed_size: u64,
+    /// sha256 of the compressed manifest (the checksum annotation).
+    pub manifest_checksum: Digest,
+    pub position: ManifestPosition,
+}
+
+/// The layer descriptor annotations of a blob [`write_zstd_chunked`] wrote. It writes the
+/// manifest without tar-split (the footer of containers/storage before 1.45), so it names it
+/// with that version's annotation keys: newer readers, which require the tar-split, then pull
+/// the layer as the plain zstd layer it also is instead of failing on it.
+pub fn annotations(info: &ZstdChunkedInfo) -> Vec<(String, String)> {
+    let p = &info.position;
+    vec![
+        (
+            LEGACY_MANIFEST_CHECKSUM_ANNOTATION.to_string(),
+            info.manifest_checksum.to_string(),
+        ),
+        (
+            LEGACY_MANIFEST_POSITION_ANNOTATION.to_string(),
+            format!(
+                "{}:{}:{}:{}",
+                p.offset, p.compressed_len, p.uncompressed_len, p.kind
+            ),
+        ),
+    ]
+}
+
+fn skippable_frame(payload: &[u8]) -> Result<Vec<u8>, SeekableError> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| SeekableError::TocFormat("manifest too large for a skippable frame"))?;
+    let mut f = Vec::with_capacity(payload.len() + 8);
+    f.extend_from_slice(&SKIPPABLE_MAGIC.to_le_bytes());
+    f.extend_from_slice(&len.to_le_bytes());
+    f.extend_from_slice(payload);
+    Ok(f)
+}
+
+/// Re-encode the uncompressed layer tar `src` as zstd:chunked. The blob decompresses to
+/// exactly the input (same diffID): tar headers and padding go into small frames, every
+/// regular file's content into frames of its own (one per chunk), then the manifest and the
+/// footer in skippable frames. Hostile names are refused as the extractor refuses them.
+pub fn write_zstd_chunked<R: std::io::Read + std::io::Seek, W: std::io::Write>(
+    mut src: R,
+    out: W,
+    opts: &ZstdChunkedOptions,
+) -> Result<ZstdChunkedInfo, SeekableError> {
+    use std::io::SeekFrom;
+
+    use super::estargz::{copy_exact, Out};
+    use super::toc::TocEntry;
+    use crate::digest::Hasher;
+
+    let index = super::rawtar::index(&mut src)?;
+    let chunk_size = opts.chunk_size.max(1);
+    let w = SeekableError::Write;
+    let compress = |b: &[u8]| zstd::bulk::compress(b, opts.level).map_err(w);
+    let mut out = Out::new(out);
+    let mut diff = Hasher::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut tocv = Toc {
+        version: 1,
+        ..Toc::default()
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    let flush = |pending: &mut Vec<u8>, out: &mut Out<W>| -> Result<(), SeekableError> {
+        if !pending.is_empty() {
+            out.put(&compress(pending)?).map_err(w)?;
+            pending.clear();
+        }
+        Ok(())
+    };
+    for e in &index.entries {
+        pending.extend_from_slice(&e.header);
+        diff.update(&e.header);
+        src.seek(SeekFrom::Start(e.content_pos))
+            .map_err(SeekableError::Tar)?;
+        let mut ent = e.meta.clone();
+        if e.meta.kind == "reg" && e.size > 0 {
+            flush(&mut pending, &mut out)?;
+            let mut file = Hasher::new();
+            let mut written = 0u64;
+            let first_index = tocv.entries.len();
+            while written < e.size {
+                let this = (e.size - written).min(chunk_size);
+                let mut data = Vec::with_capacity(this as usize);
+                copy_exact(&mut src, this, &mut buf, |b| {
+                    data.extend_from_slice(b);
+                    Ok(())
+                })
+                .map_err(SeekableError::Tar)?;
+                file.update(&data);
+                diff.update(&data);
+                if written > 0 {
+                    ent = TocEntry {
+                        name: e.meta.name.clone(),
+                        kind: "chunk".to_string(),
+                        ..TocEntry::default()
+                    };
+                }
+                ent.offset = out.n;
+                ent.chunk_offset = written;
+                ent.chunk_size = this;
+                ent.chunk_digest = Digest::of_bytes(&data).to_string();
+                out.put(&compress(&data)?).map_err(w)?;
+                tocv.entries.push(std::mem::take(&mut ent));
+                written += this;
+            }
+            tocv.entries[first_index].end_offset = out.n;
+            tocv.entries[first_index].digest = file.finish().to_string();
+            copy_exact(&mut src, e.padded - e.size, &mut buf, |b| {
+                pending.extend_from_slice(b);
+                diff.update(b);
+                Ok(())
+            })
+            .map_err(SeekableError::Tar)?;
+        } else {
+            if e.meta.kind == "reg" {
+                ent.digest = Digest::of_bytes(&[]).to_string();
+            }
+            copy_exact(&mut src, e.padded, &mut buf, |b| {
+                pending.extend_from_slice(b);
+                diff.update(b);
+                Ok(())
+            })
+            .map_err(SeekableError::Tar)?;
+            tocv.entries.push(ent);
+        }
+        if pending.len() >= 1 << 20 {
+            flush(&mut pending, &mut out)?;
+        }
+    }
+    // The end-of-archive blocks and anything after them, as they were.
+    src.seek(SeekFrom::Start(index.end))
+        .map_err(SeekableError::Tar)?;
+    copy_exact(&mut src, index.total - index.end, &mut buf, |b| {
+        pending.extend_from_slice(b);
+        diff.update(b);
+        Ok(())
+    })
+    .map_err(SeekableError::Tar)?;
+    flush(&mut pending, &mut out)?;
+
+    let json = serde_json::to_vec(&tocv).map_err(SeekableError::TocJson)?;
+    let manifest = compress(&json)?;
+    let position = ManifestPosition {
+        offset: out.n + 8,
+        compressed_len: manifest.len() as u64,
+        uncompressed_len: json.len() as u64,
+        kind: MANIFEST_TYPE_CRFS,
+    };
+    out.put(&skippable_frame(&manifest)?).map_err(w)?;
+    let mut footer = Vec::with_capacity(40);
+    for v in [
+        position.offset,
+        position.compressed_len,
+        position.uncompressed_len,
+        position.kind,
+    ] {
+        footer.extend_from_slice(&v.to_le_bytes());
+    }
+    footer.extend_from_slice(MAGIC);
+    out.put(&skippable_frame(&footer)?).map_err(w)?;
+    out.w.flush().map_err(w)?;
+    let uncompressed_size = diff.len();
+    Ok(ZstdChunkedInfo {
+        blob_digest: out.hasher.finish(),
+        size: out.n,
+        diff_id: crate::digest::DiffId(diff.finish()),
+        uncompressed_size,
+        manifest_checksum: Digest::of_bytes(&manifest),
+        position,
+    })
 }
