@@ -339,11 +339,9 @@ impl LazyLayer {
             *done = true;
             return Ok(());
         };
+        // The whole span in one go (coalesced requests, streamed to the local blob), then
+        // chunk by chunk from there: memory stays one chunk, whatever the file's size.
         self.ensure_range(s, end)?;
-        let mut buf = vec![0u8; (end - s) as usize];
-        self.blob
-            .read_exact_at(&mut buf, s)
-            .map_err(io_at(&self.blob_path))?;
         let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
             name: e.name.clone(),
             source: x,
@@ -351,9 +349,13 @@ impl LazyLayer {
         let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
             .map_err(name_err)?;
         let st = at::fstat(fd.as_fd()).map_err(name_err)?;
+        let mut raw = Vec::new();
         for c in chunks {
-            let raw = &buf[(c.start - s) as usize..(c.end - s) as usize];
-            let data = seekable::decode_chunk(raw, c).map_err(|x| LazyError::Seekable {
+            raw.resize((c.end - c.start) as usize, 0);
+            self.blob
+                .read_exact_at(&mut raw, c.start)
+                .map_err(io_at(&self.blob_path))?;
+            let data = seekable::decode_chunk(&raw, c).map_err(|x| LazyError::Seekable {
                 digest: self.source.digest.clone(),
                 source: x,
             })?;
