@@ -372,6 +372,27 @@ impl LazyLayer {
         Ok(())
     }
 
+    /// Fetch and fill the files before the prefetch landmark (what a run of the image reads
+    /// first, as the converter recorded it), yielding to demand fetches. Errors are left for
+    /// [`LazyLayer::complete`] to meet again.
+    pub fn prefetch(&self, stop: &dyn Fn() -> bool) {
+        let Some(mark) = self.toc.prefetch_landmark() else {
+            return;
+        };
+        let mut todo: Vec<usize> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|&i| i < mark)
+            .collect();
+        todo.sort_unstable();
+        for i in todo {
+            if !self.wait_quiet(stop) || self.fill(i).is_err() {
+                return;
+            }
+        }
+    }
+
     /// Wait until no demand fetch happened for a while (or `stop`).
     fn wait_quiet(&self, stop: &dyn Fn() -> bool) -> bool {
         loop {

@@ -140,6 +140,10 @@ fn background(root: &Path, todo: Vec<Arc<LazyLayer>>, stop: &AtomicBool) {
     };
     super::sweep_retired(&store);
     let stopped = || stop.load(Ordering::SeqCst);
+    // The prefetch files of every layer first, then each whole layer.
+    for l in &todo {
+        l.prefetch(&stopped);
+    }
     for l in todo {
         let mut attempt = 0;
         loop {
