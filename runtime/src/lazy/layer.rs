@@ -379,18 +379,22 @@ impl LazyLayer {
         let Some(mark) = self.toc.prefetch_landmark() else {
             return;
         };
-        let mut todo: Vec<usize> = self
-            .pending
-            .keys()
-            .copied()
-            .filter(|&i| i < mark)
-            .collect();
+        let mut todo: Vec<usize> = self.pending.keys().copied().filter(|&i| i < mark).collect();
         todo.sort_unstable();
         for i in todo {
             if !self.wait_quiet(stop) || self.fill(i).is_err() {
                 return;
             }
         }
+    }
+
+    /// The local blob from its start, through a clone of its fd (whose offset is the clone's
+    /// alone to use: everything else reads and writes it with pread/pwrite).
+    fn blob_reader(&self) -> Result<BufReader<File>, LazyError> {
+        let mut f: File = self.blob.try_clone().map_err(io_at(&self.blob_path))?;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(io_at(&self.blob_path))?;
+        Ok(BufReader::with_capacity(1 << 20, f))
     }
 
     /// Wait until no demand fetch happened for a while (or `stop`).
@@ -456,26 +460,19 @@ impl LazyLayer {
                 digest: self.source.digest.clone(),
             });
         }
-        // By fd: the file may have been adopted into the store's blobs by an earlier attempt.
-        // (Its offset is this clone's alone to use: everything else reads it with pread.)
-        let mut input: File = self.blob.try_clone().map_err(io_at(&self.blob_path))?;
-        input
-            .seek(std::io::SeekFrom::Start(0))
-            .map_err(io_at(&self.blob_path))?;
-        let staged = store.stage_layer(
-            BufReader::with_capacity(1 << 20, input),
-            Some(&self.source.diff_id),
-        )?;
+        let input = self.blob_reader()?;
+        let staged = store.stage_layer(input, Some(&self.source.diff_id))?;
         if staged.input_digest().as_str() != self.source.digest {
             return Err(LazyError::BlobDigest {
                 digest: self.source.digest.clone(),
             });
         }
         if let Ok(d) = Digest::parse(&self.source.digest) {
-            // The compressed blob (verified above) is kept as a normal pull keeps it: moved
-            // into the store's blobs, not copied.
+            // The compressed blob is kept as a normal pull keeps it. Copied, not moved: another
+            // process serving the same lazy layer may still write ranges into the local blob,
+            // and the store's blobs must never be written after they are verified.
             if !store.has_blob(&d) {
-                store.adopt_blob(&self.blob_path, &d)?;
+                store.put_blob(self.blob_reader()?, Some(&d))?;
             }
         }
         let retired = super::retired_dir(store);
