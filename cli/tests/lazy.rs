@@ -624,3 +624,51 @@ fn lazy_zstd_chunked_image_made_by_skopeo() {
         images::sha256(&big).trim_start_matches("sha256:")
     );
 }
+
+#[test]
+fn two_containers_on_one_lazy_image_complete_it_once() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    let start = || {
+        let mut c = env.command(&["run", "-d", &name, "sleep", "120"]);
+        c.env("STRATA_LAZY_QUIET_MS", "100")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let (code, out, err) = wait_output(c.spawn().unwrap());
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    let (a, b) = (start(), start());
+    for i in 0..3 {
+        let d = layer_dir(&env, &img, i);
+        wait_for("the layer to complete", Duration::from_secs(90), || {
+            !d.join("lazy").exists()
+        });
+    }
+    // Both still read every file right, each through the skeleton it mounted.
+    let want = images::sha256(&noise(BIG, 7));
+    for id in [&a, &b] {
+        let out = env.ok(&["exec", id, "sha256sum", "/data/big.bin"]);
+        assert_eq!(
+            out.split_whitespace().next().unwrap(),
+            want.trim_start_matches("sha256:")
+        );
+    }
+    env.ok(&["rm", "-f", &a, &b]);
+    let store = env.store();
+    for c in &store.resolve(&name).unwrap().chain_ids {
+        store.layer_tar(c, &mut std::io::sink()).unwrap();
+    }
+    env.ok(&["image", "prune", "-f"]);
+    assert_eq!(
+        std::fs::read_dir(env.root().join("lazy-retired"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
