@@ -4,6 +4,7 @@
 //! `Args` and `run`), and is the only place that turns errors into exit codes.
 
 mod cmd;
+mod progress;
 mod table;
 mod template;
 mod units;

@@ -5,6 +5,7 @@
 //! removes containers, processes and mounts even when a test fails.
 
 mod containers_common;
+mod network_common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -892,6 +893,8 @@ fn podman(dir: &Path, args: &[&str]) -> std::process::Output {
         .args(args)
         .env("XDG_CONFIG_HOME", dir.join("pconfig"))
         .env("XDG_DATA_HOME", dir.join("pdata"))
+        // Where buildah keeps RUN --mount=type=cache dirs (else the host's /var/tmp).
+        .env("TMPDIR", dir.join("ptmp"))
         .output()
         .expect("podman is installed by scripts/setup")
 }
@@ -939,6 +942,16 @@ type Case = (
 );
 
 const PEER_CORPUS: &[Case] = &[
+    (
+        // Targets whose parents exist: buildah 4.3 leaves the parent dirs it made for a
+        // mount target in the image, where BuildKit (and strata) leave no stub at all; its
+        // `from=IMAGE` binds, binds of the whole context (no `source`) and tmpfs mounts break
+        // its RUN containers (its mount cleanup removes their root's files: "unable to cleanup
+        // run mounts copier: remove \"/\""), so those are tested on strata alone.
+        "run-mounts",
+        "FROM busybox\nRUN --mount=type=bind,source=data,target=/src cp /src/in.txt /copied && ls /src > /listed\nRUN --mount=type=cache,target=/cache echo x >> /cache/f && cp /cache/f /after-cache\nRUN --mount=type=cache,target=/cache,id=other cat /cache/f /after-cache > /two 2>&1 || echo absent > /two\n",
+        &[("data/in.txt", "in\n", 0o640), ("data/sub/x", "x\n", 0o600)],
+    ),
     (
         "run-and-metadata",
         "FROM busybox\nRUN mkdir -p /app/data && echo hi > /app/data/f && chmod 0600 /app/data/f \\\n && ln -s /app/data/f /app/link && rm /etc/motd\nWORKDIR /app\nENV A=1 B=\"two words\"\nUSER nobody\nEXPOSE 80 53/udp\nVOLUME /data\nLABEL a=b\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK --interval=5s --retries=2 CMD [\"true\"]\nENTRYPOINT [\"sh\", \"-c\"]\nCMD [\"echo hi\"]\n",
@@ -1314,5 +1327,230 @@ fn build_matches_podman_build() {
         String::from_utf8_lossy(&o.stdout),
         "hello from strata build\nbuilt\n"
     );
+    assert_clean(&s);
+}
+
+#[test]
+fn build_on_debian_made_offline_installs_from_a_test_made_mirror() {
+    // FROM the Debian image made offline; RUN apt-get install on the default network (the
+    // test's own bridge) from an apt repository the test serves in its fake internet.
+    use network_common::{debian_mirror, import_debian, sources_list, FakeInternet, NetStrata};
+    let t = NetStrata::with_driver(&default_driver());
+    let s = &t.s;
+    import_debian(s, "debian:test");
+    let (mirror, _) = debian_mirror();
+    let inet = FakeInternet::serving(Some(mirror.path()));
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    let run = format!(
+        "echo '{}' > /etc/apt/sources.list && apt-get update \\\n          && apt-get install -y --no-install-recommends jq && rm -rf /var/lib/apt/lists/*",
+        sources_list(&inet)
+    );
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM debian:test\nRUN {run}\nCMD [\"jq\", \"--version\"]\n"),
+    );
+    let out = build_ok(s, &["-t", "jq:1", c]);
+    assert!(out.contains("\nSetting up jq "), "the step's output: {out}");
+    assert!(out.contains("Successfully tagged jq:1"), "{out}");
+    let layers = |img: &str| {
+        inspect(s, img)["RootFS"]["Layers"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(layers("jq:1"), layers("debian:test") + 1);
+    let hist = s.ok(&[
+        "history",
+        "--no-trunc",
+        "--format",
+        "{{.CreatedBy}}",
+        "jq:1",
+    ]);
+    let lines: Vec<&str> = hist.lines().collect();
+    assert_eq!(
+        lines[0], "/bin/sh -c #(nop)  CMD [\"jq\" \"--version\"]",
+        "{hist}"
+    );
+    assert!(
+        lines[1].starts_with("/bin/sh -c echo 'deb [trusted=yes] http://")
+            && lines[1].contains("apt-get install -y --no-install-recommends jq"),
+        "{hist}"
+    );
+    let r = s.run_timeout(&["run", "--rm", "--network", "none", "jq:1"], LIMIT);
+    assert_eq!(r.stdout, "jq-1.6\n", "{r:?}");
+    let r = s.run_timeout(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "jq:1",
+            "sh",
+            "-c",
+            "echo '{\"v\":7}' | jq .v",
+        ],
+        LIMIT,
+    );
+    assert_eq!(r.stdout, "7\n", "{r:?}");
+    // The packages came from the mirror, through the bridge's masquerading.
+    let log = inet.log();
+    assert!(log.contains("/jq_1.6"), "{log}");
+    assert!(log.contains(&format!("{}:", inet.host_ip)), "{log}");
+    // A cached rebuild reaches no mirror.
+    let before = inet.log().len();
+    let out = build_ok(s, &["-t", "jq:1", c]);
+    assert!(out.contains(" ---> Using cache"), "{out}");
+    assert_eq!(inet.log().len(), before);
+    assert_clean(s);
+}
+
+/// Every byte of an image as `save` writes it, gzip'd members unpacked.
+fn saved_bytes(s: &Strata, image: &str, dir: &Path) -> Vec<u8> {
+    let saved = dir.join("saved.tar");
+    s.ok(&["save", "-o", saved.to_str().unwrap(), image]);
+    let mut all = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut b = Vec::new();
+        e.read_to_end(&mut b).unwrap();
+        if b.starts_with(&[0x1f, 0x8b]) {
+            let mut gz = std::process::Command::new("gzip")
+                .arg("-dc")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = gz.stdin.take().unwrap();
+            let feed = std::thread::spawn(move || stdin.write_all(&b));
+            let out = gz.wait_with_output().unwrap();
+            feed.join().unwrap().unwrap();
+            b = out.stdout;
+        }
+        all.extend_from_slice(&b);
+    }
+    std::fs::remove_file(&saved).unwrap();
+    all
+}
+
+#[test]
+fn build_shebang_heredocs_and_run_mounts() {
+    let s = setup(&default_driver());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path().to_str().unwrap();
+    write(ctx.path(), "data/in.txt", "from the context\n");
+    write(ctx.path(), "data/skip.log", "ignored\n");
+    write(ctx.path(), ".dockerignore", "**/*.log\n");
+    let secret = "s3cr3t-value-7f1c";
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("tok.txt");
+    std::fs::write(&secret_file, secret).unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        r#"FROM busybox
+WORKDIR /work
+RUN <<EOF
+#!/bin/cat
+run by cat, not by a shell
+EOF
+RUN <<EOF
+#!/bin/sh -e
+echo "script at $0" > /made
+EOF
+RUN --mount=type=bind,source=data,target=/src cat /src/in.txt && ls /src && if touch /src/x 2>/dev/null; then echo writable; else echo read-only; fi
+RUN --mount=type=bind,source=data,target=rel,rw touch rel/x && cp rel/in.txt /copied
+RUN --mount=target=/ctx ls /ctx /ctx/data
+RUN --mount=type=bind,from=busybox,source=/etc/motd,target=/bb cat /bb
+RUN --mount=type=cache,target=/root/.cache/app,sharing=locked echo run >> /root/.cache/app/log && echo "cache lines: $(wc -l < /root/.cache/app/log)"
+RUN --mount=type=tmpfs,target=/scratch,size=1m echo t > /scratch/t && grep -c ' /scratch tmpfs ' /proc/mounts
+RUN --mount=type=secret,id=tok echo "secret bytes: $(wc -c < /run/secrets/tok)" && stat -c %a /run/secrets/tok
+RUN --mount=type=secret,id=tok,target=/etc/tok,mode=0440,uid=1 stat -c '%a %u' /etc/tok
+RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && echo no-secret
+"#,
+    );
+    let tok = format!("id=tok,src={}", secret_file.display());
+    let args = ["--network", "none", "--secret", &tok, "-t", "mounts", c];
+    let out = build_ok(&s, &args);
+    let secret_line = format!("\nsecret bytes: {}\n400\n", secret.len());
+    for want in [
+        "\n#!/bin/cat\nrun by cat, not by a shell\n",
+        "\nfrom the context\nin.txt\nread-only\n",
+        "\n/ctx:\nDockerfile\ndata\n\n/ctx/data:\nin.txt\n",
+        "\nwelcome to the strata busybox fixture\n",
+        "\ncache lines: 1\n",
+        "\n1\n",
+        secret_line.as_str(),
+        "\n440 1\n",
+        "\nno-secret\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("skip.log"), ".dockerignore applies: {out}");
+    // What the steps wrote lands; what was mounted (and the stubs made for it) does not.
+    let check = "cat /made /copied; for p in /src /work/rel /ctx /bb /root/.cache /scratch /run /etc/tok /dev/pipes; do test -e $p && echo \"left: $p\"; done; ls -a /root /work";
+    let r = s.run_timeout(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "mounts",
+            "sh",
+            "-c",
+            check,
+        ],
+        LIMIT,
+    );
+    assert_eq!(
+        r.stdout, "script at /dev/pipes/EOF\nfrom the context\n/root:\n.\n..\n\n/work:\n.\n..\n",
+        "{r:?}"
+    );
+    // The secret is in no layer and no config.
+    let all = saved_bytes(&s, "mounts", secrets.path());
+    let hit = all.windows(secret.len()).any(|w| w == secret.as_bytes());
+    assert!(!hit, "the secret's value is in the saved image");
+
+    // The cache mount outlives the build; a changed bind source is a cache miss.
+    let out = build_ok(&s, &args);
+    assert_eq!(out.matches(" ---> Using cache").count(), 12, "{out}");
+    write(ctx.path(), "data/in.txt", "changed\n");
+    let out = build_ok(&s, &args);
+    assert!(out.contains("\nchanged\nin.txt\nread-only\n"), "{out}");
+    // (Its steps after the bind run again: the cache mount kept the first run's line.)
+    assert!(out.contains("\ncache lines: 2\n"), "{out}");
+
+    // A required secret the build was not given; mount flags checked before anything runs.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=nope,required=true true\n",
+    );
+    let r = build(&s, &["--network", "none", c]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(r.stderr.contains("secret nope: not found"), "{r:?}");
+    for (df, msg) in [
+        ("RUN --mount=type=cache echo", "mount destination not set"),
+        (
+            "RUN --mount=type=ssh echo",
+            "RUN --mount=type=ssh is not supported",
+        ),
+        (
+            "RUN --mount=type=tmpfs,target=/t,bogus=1 echo",
+            "unexpected key 'bogus'",
+        ),
+    ] {
+        write(ctx.path(), "Dockerfile", &format!("FROM busybox\n{df}\n"));
+        let r = build(&s, &["--network", "none", c]);
+        assert_eq!(r.code, Some(1), "{r:?}");
+        assert!(
+            r.stderr
+                .contains(&format!("dockerfile parse error on line 2: {msg}")),
+            "{r:?}"
+        );
+        assert!(!r.stdout.contains("Step 1/2"), "nothing runs: {r:?}");
+    }
     assert_clean(&s);
 }

@@ -8,250 +8,23 @@
 //! namespaces in Drop guards, even when it fails.
 
 mod containers_common;
+mod network_common;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use containers_common::install_busybox;
+use network_common::{
+    chains_of, debian_mirror, import_debian, sh_ok, sources_list, FakeInternet, NetStrata,
+};
 use strata_runtime::network::ipam::Leases;
 use strata_runtime::network::netlink::{link_index, Netlink};
 use strata_runtime::network::{dns, nft, Ipv4Net};
-use strata_testkit::container::{eventually, http_get, Strata};
+use strata_testkit::container::{eventually, http_get};
 use strata_testkit::fixtures::INDEX_HTML;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A /24 in 10.100.0.0–10.199.255.0 that overlaps no route and no live strata bridge.
-fn free_subnet() -> Ipv4Net {
-    let routes: Vec<Ipv4Net> = Netlink::open()
-        .unwrap()
-        .routes4()
-        .unwrap()
-        .into_iter()
-        .map(|(a, p)| Ipv4Net::new(a, p))
-        .collect();
-    let live: Vec<Ipv4Net> = Leases::load_all(&strata_runtime::network::state_dir())
-        .iter()
-        .map(|l| l.subnet)
-        .collect();
-    let start = (std::process::id() * 37) % 20000;
-    loop {
-        let n = start + NEXT.fetch_add(1, Ordering::SeqCst);
-        let cand = Ipv4Net::new(
-            Ipv4Addr::new(10, 100 + ((n / 200) % 100) as u8, (n % 200) as u8 + 20, 0),
-            24,
-        );
-        if !routes.iter().chain(&live).any(|r| r.overlaps(&cand)) {
-            return cand;
-        }
-    }
-}
-
-/// A short unique link name with `prefix` (IFNAMSIZ is 16).
-fn unique_name(prefix: &str) -> String {
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    format!("{prefix}{:x}{n:x}", std::process::id() % 0xffff)
-}
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Command::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn sh_ok(args: &[&str]) {
-    let out = sh(args);
-    assert!(out.status.success(), "{args:?}: {out:?}");
-}
-
-/// A strata installation whose default bridge has a test-unique name and subnet; on drop,
-/// removes its containers and networks, then whatever of its bridges is left on the host.
-struct NetStrata {
-    s: Strata,
-    bridge: String,
-    subnet: Ipv4Net,
-}
-
-impl NetStrata {
-    fn new() -> NetStrata {
-        let s = Strata::new(env!("CARGO_BIN_EXE_strata")).with_driver("overlay");
-        install_busybox(s.root_path(), "busybox:latest", serde_json::json!({}));
-        install_busybox(
-            s.root_path(),
-            "web:1",
-            serde_json::json!({"ExposedPorts": {"80/tcp": {}},
-                               "Cmd": ["httpd", "-f", "-p", "80", "-h", "/www"]}),
-        );
-        let bridge = unique_name("stt");
-        let subnet = free_subnet();
-        let bip = format!("{}/24", subnet.nth(1).unwrap());
-        std::fs::write(
-            s.root_path().join("strata.json"),
-            serde_json::json!({"bridge": bridge, "bip": bip}).to_string(),
-        )
-        .unwrap();
-        NetStrata { s, bridge, subnet }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.s.ok(args)
-    }
-
-    /// `network create --subnet <fresh /24> NAME [extra]`; returns the bridge link name.
-    fn create_network(&self, name: &str, extra: &[&str]) -> String {
-        let subnet = free_subnet().to_string();
-        let mut args = vec!["network", "create", "--subnet", &subnet];
-        args.extend_from_slice(extra);
-        args.push(name);
-        self.ok(&args);
-        self.inspect_network(
-            name,
-            "{{index .Options \"com.docker.network.bridge.name\"}}",
-        )
-    }
-
-    fn inspect_network(&self, name: &str, format: &str) -> String {
-        self.ok(&["network", "inspect", "-f", format, name])
-            .trim()
-            .to_string()
-    }
-
-    fn ip_of(&self, container: &str, network: &str) -> Ipv4Addr {
-        let f = format!("{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}");
-        let out = self.ok(&["inspect", "-f", &f, container]);
-        out.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no address for {container}: {out:?}"))
-    }
-
-    fn bridges(&self) -> Vec<String> {
-        let mut v = vec![self.bridge.clone()];
-        let ls = self.s.run(&["network", "ls", "-q", "--no-trunc"]);
-        for id in ls.stdout.split_whitespace() {
-            let r = self.s.run(&[
-                "network",
-                "inspect",
-                "-f",
-                "{{index .Options \"com.docker.network.bridge.name\"}}",
-                id,
-            ]);
-            let b = r.stdout.trim().to_string();
-            if !b.is_empty() && !v.contains(&b) {
-                v.push(b);
-            }
-        }
-        v
-    }
-}
-
-fn chains_of(bridge: &str) -> bool {
-    nft::list().is_some_and(|t| t.contains(&format!("{bridge}_post")))
-}
-
-impl Drop for NetStrata {
-    fn drop(&mut self) {
-        let bridges = self.bridges();
-        self.s.cleanup();
-        let _ = self.s.run(&["network", "prune", "-f"]);
-        for b in bridges {
-            if let (Some(i), Ok(mut nl)) = (link_index(&b), Netlink::open()) {
-                let _ = nl.delete_link(i);
-            }
-            nft::remove(&b);
-            let _ = std::fs::remove_file(Leases::path(&strata_runtime::network::state_dir(), &b));
-        }
-    }
-}
-
-/// The test's "internet": a namespace with a veth to the host and busybox httpd on .2 of a
-/// fresh /24 (the host end is .1). Removed on drop.
-struct FakeInternet {
-    ns: String,
-    veth: String,
-    host_ip: Ipv4Addr,
-    ip: Ipv4Addr,
-    httpd: Option<Child>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl FakeInternet {
-    fn new() -> FakeInternet {
-        let ns = unique_name("stfake");
-        let veth = unique_name("vfk");
-        let subnet = free_subnet();
-        let host_ip = subnet.nth(1).unwrap();
-        let ip = subnet.nth(2).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("index.html"), "fake internet\n").unwrap();
-        let log = dir.path().join("httpd.log");
-        let mut f = FakeInternet {
-            ns,
-            veth,
-            host_ip,
-            ip,
-            httpd: None,
-            log,
-            _dir: dir,
-        };
-        sh_ok(&["ip", "netns", "add", &f.ns]);
-        sh_ok(&[
-            "ip", "link", "add", &f.veth, "type", "veth", "peer", "name", "eth0", "netns", &f.ns,
-        ]);
-        sh_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/24"),
-            "dev",
-            &f.veth,
-        ]);
-        sh_ok(&["ip", "link", "set", &f.veth, "up"]);
-        sh_ok(&[
-            "ip",
-            "-n",
-            &f.ns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            "eth0",
-        ]);
-        sh_ok(&["ip", "-n", &f.ns, "link", "set", "eth0", "up"]);
-        sh_ok(&["ip", "-n", &f.ns, "link", "set", "lo", "up"]);
-        let logf = std::fs::File::create(&f.log).unwrap();
-        let www = f._dir.path().to_string_lossy().into_owned();
-        f.httpd = Some(
-            Command::new("ip")
-                .args(["netns", "exec", &f.ns, "busybox", "httpd", "-f", "-v"])
-                .args(["-p", &format!("{ip}:80"), "-h", &www])
-                .stdout(Stdio::null())
-                .stderr(logf)
-                .spawn()
-                .unwrap(),
-        );
-        let up = eventually(Duration::from_secs(10), || {
-            let o = Command::new("ip")
-                .args(["netns", "exec", &f.ns, "busybox", "wget", "-q", "-O", "-"])
-                .arg(format!("http://{ip}/"))
-                .output()
-                .ok()?;
-            o.status.success().then_some(())
-        });
-        assert!(up.is_some(), "fake internet httpd did not start");
-        f
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.ip)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
 
 /// A DNS server in the fake internet answering every A query with `answer`, on a thread that
 /// joined the namespace; stops on drop.
@@ -298,17 +71,6 @@ impl Drop for FakeDns {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-impl Drop for FakeInternet {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.httpd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = sh(&["ip", "link", "del", &self.veth]);
-        let _ = sh(&["ip", "netns", "del", &self.ns]);
     }
 }
 
@@ -804,4 +566,46 @@ fn embedded_dns_forwards_other_names_upstream() {
         "http://mirror.example/",
     ]);
     assert_eq!(out, "fake internet\n");
+}
+
+#[test]
+fn tutorial_flow_installs_a_package_from_a_test_made_mirror() {
+    // The tutorial's `apt-get update && apt-get install` on the default bridge, on the Debian
+    // image made offline, from an apt repository the test serves in its fake internet (no DNS
+    // query leaves the container: its only resolver is its own loopback).
+    let t = NetStrata::new();
+    import_debian(&t.s, "debian:test");
+    let (mirror, pkgs) = debian_mirror();
+    assert_eq!(pkgs, ["jq", "libjq1", "libonig5"]);
+    let inet = FakeInternet::serving(Some(mirror.path()));
+    let script = format!(
+        "test ! -e /etc/apt/sources.list && echo '{}' > /etc/apt/sources.list \
+         && apt-get update && apt-get install -y --no-install-recommends jq && jq --version \
+         && echo '{{\"a\":[1,2]}}' | jq -c .a",
+        sources_list(&inet)
+    );
+    let r = t.s.run_timeout(
+        &[
+            "run",
+            "--rm",
+            "--dns",
+            "127.0.0.1",
+            "debian:test",
+            "sh",
+            "-c",
+            &script,
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(r.ok(), "{r:?}");
+    assert!(r.stdout.contains("Setting up jq "), "{}", r.stdout);
+    assert!(r.stdout.ends_with("jq-1.6\n[1,2]\n"), "{}", r.stdout);
+    // Every package came from the mirror, through the bridge's masquerading.
+    let log = inet.log();
+    for p in &pkgs {
+        assert!(log.contains(&format!("/{p}_")), "{p} not fetched: {log}");
+    }
+    assert!(log.contains(&format!("{}:", inet.host_ip)), "{log}");
+    assert!(!log.contains("response:5"), "{log}");
+    nothing_left(&t.bridge);
 }

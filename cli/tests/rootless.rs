@@ -217,7 +217,8 @@ fn rootless_without_subordinate_ranges_names_the_files_to_edit() {
 /// Layers extracted inside the namespace: an image file of uid/gid 1000 lands at range+999 on
 /// disk, a setuid bit is kept, whiteouts are char 0/0 and opaque dirs `user.overlay.*` (kernel
 /// overlayfs mounts them with `userxattr`: a lower dir removed and made again, a lower dir
-/// renamed, as Docker's view); an image with a device node is refused with a clear error, not extracted without it.
+/// renamed — on both the `overlay` and the `fuse` driver — seen and diffed as Docker does); an
+/// image with a device node is refused with a clear error, not extracted without it.
 #[test]
 fn rootless_layers_map_ids_and_kernel_overlay_reads_them() {
     use strata_testkit::fixtures::{busybox_layer, write_docker_archive, ImageSpec, LayerTar};
@@ -255,34 +256,22 @@ fn rootless_layers_map_ids_and_kernel_overlay_reads_them() {
     assert_owned_by(&user, &user.home.join(".local/share/strata"), 20);
 
     let script = "stat -c '%u %a' /home/owned; cat /etc/motd 2>&1; ls /usr; \
-                  rm -rf /home && mkdir /home && touch /home/new && mv /var /var2 && ls / | tr '\\n' ' '";
+                  rm -rf /home && mkdir /home && touch /home/new && mv /var /var2 && ls / | tr '\\n' ' ' \
+                  && echo && ls /var2 | tr '\\n' ' '";
     for driver in ["overlay", "fuse"] {
+        let name = format!("layered-{driver}");
         let out = s.run(&[
             "--storage-driver",
             driver,
             "run",
-            "--rm",
+            "--name",
+            &name,
             "layered:1",
             "sh",
             "-c",
             script,
         ]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        if driver == "fuse" {
-            // The FUSE driver writes opaque marks as `user.overlay.*` here (it is given the
-            // rootless flavour): removing and re-making a lower dir works. Renaming a lower dir
-            // still fails with EPERM rootless (open: the rename's copy-up of the tree).
-            let lines: Vec<&str> = stdout.lines().collect();
-            assert_eq!(lines[0], "1000 4755", "{driver}: {stdout}");
-            assert!(lines[1].contains("No such file"), "{driver}: {stdout}");
-            assert_eq!(lines[2], "only", "{driver}: {stdout}");
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                err.contains("can't rename '/var'") && !err.contains("/home"),
-                "{driver}: {err}"
-            );
-            continue;
-        }
         assert!(
             out.status.success(),
             "{driver}: {}",
@@ -296,6 +285,27 @@ fn rootless_layers_map_ids_and_kernel_overlay_reads_them() {
             lines[3].contains("var2") && !lines[3].contains("var "),
             "{driver}: {stdout}"
         );
+        // The renamed lower dir shows its content under the new name; `diff` as Docker's
+        // overlay2 shows it (the re-made /home is opaque: deleted, then its new content).
+        assert_eq!(
+            lines[4].split_whitespace().collect::<Vec<_>>(),
+            ["log", "www"],
+            "{driver}: {stdout}"
+        );
+        let diff = s.ok(&["--storage-driver", driver, "diff", &name]);
+        assert_eq!(
+            diff.lines().collect::<Vec<_>>(),
+            [
+                "D /home",
+                "A /home/new",
+                "D /var",
+                "A /var2",
+                "A /var2/log",
+                "A /var2/www"
+            ],
+            "{driver}"
+        );
+        s.ok(&["--storage-driver", driver, "rm", &name]);
     }
 
     let out = s.run(&["load", "-i", "dev.tar"]);
@@ -306,4 +316,266 @@ fn rootless_layers_map_ids_and_kernel_overlay_reads_them() {
         "{err}"
     );
     assert!(!s.ok(&["images"]).contains("withdev"));
+}
+
+/// A cgroup subtree delegated to the test user the way systemd's `Delegate=yes` does (the
+/// directory and its `cgroup.procs`/`cgroup.subtree_control`/`cgroup.threads`/`tasks` chowned,
+/// the user's commands run in a `session` child), on the unified hierarchy and on the v1
+/// `memory` and `pids` hierarchies (this kind of hybrid host binds those controllers to v1).
+/// Drop kills what runs in them and removes them bottom-up, even on failure.
+struct Delegated {
+    roots: Vec<PathBuf>,
+}
+
+impl Delegated {
+    fn new(user: &TestUser) -> Delegated {
+        let name = format!("strata-deleg-{}", std::process::id());
+        let mut d = Delegated { roots: Vec::new() };
+        for h in ["unified", "memory", "pids"] {
+            let root = Path::new("/sys/fs/cgroup").join(h).join(&name);
+            std::fs::create_dir(&root).unwrap();
+            d.roots.push(root.clone());
+            for dir in [root.clone(), root.join("session")] {
+                if dir != root {
+                    std::fs::create_dir(&dir).unwrap();
+                }
+                for f in [
+                    "",
+                    "cgroup.procs",
+                    "cgroup.subtree_control",
+                    "cgroup.threads",
+                    "tasks",
+                ] {
+                    let p = dir.join(f);
+                    if p.exists() {
+                        std::os::unix::fs::chown(&p, Some(user.uid), Some(user.uid)).unwrap();
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    /// `cmd` (a `TestUser::command`) started in the `session` cgroups (moved there as root).
+    fn wrap(&self, cmd: &std::process::Command) -> std::process::Command {
+        let mut script = String::new();
+        for r in &self.roots {
+            script.push_str(&format!(
+                "echo $$ > {}/session/cgroup.procs && ",
+                r.display()
+            ));
+        }
+        script.push_str("exec \"$@\"");
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c").arg(script).arg("sh").arg(cmd.get_program());
+        c.args(cmd.get_args());
+        if let Some(dir) = cmd.get_current_dir() {
+            c.current_dir(dir);
+        }
+        c
+    }
+
+    /// Every cgroup dir under the roots, deepest first.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut all = Vec::new();
+        let mut stack = self.roots.clone();
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            all.push(d);
+        }
+        all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        all
+    }
+}
+
+impl Drop for Delegated {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            let mut any = false;
+            for d in self.dirs() {
+                let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    any = true;
+                    // SAFETY: kill(2) of a pid listed in our test cgroup.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if !any {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for d in self.dirs() {
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+/// cgroup limits rootless: without a delegated cgroup `--memory`/`--pids-limit` get podman's
+/// one-line warning and the container runs; in a delegated subtree (v2 placement, v1 `memory`
+/// and `pids` here) they apply — read back from the container's cgroup files, the pids limit
+/// stops an `exec`'s fork bomb — and the container's cgroups go with it.
+#[test]
+fn rootless_limits_apply_in_a_delegated_cgroup() {
+    let user = TestUser::new(true).unwrap();
+    let (bin, _bin_dir) = user_binary(&user);
+    let s = As { user: &user, bin };
+    let archive = user.home.join("busybox.tar");
+    busybox_archive(&archive, "busybox:latest").unwrap();
+    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
+    s.ok(&["load", "-i", "busybox.tar"]);
+    let limits = ["--memory", "64m", "--pids-limit", "20"];
+
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    args.extend(limits);
+    args.extend(["busybox", "echo", "ran"]);
+    let out = s.run(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    assert_eq!(
+        err,
+        "WARNING: Resource limits are not supported and ignored on rootless systems without cgroup delegation\n"
+    );
+
+    let deleg = Delegated::new(&user);
+    let in_deleg =
+        |args: &[&str]| -> Output { deleg.wrap(&user.command(&s.bin, args)).output().unwrap() };
+    // The pause process is already up (outside the subtree): only the commands are in it.
+    let mut args = vec!["run", "-d", "--name", "lim", "--network", "none"];
+    args.extend(limits);
+    args.extend(["busybox", "sleep", "300"]);
+    let out = in_deleg(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err, "", "no warning with a delegated cgroup");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pid = s.ok(&["inspect", "-f", "{{.State.Pid}}", "lim"]);
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    let name = deleg.roots[0].file_name().unwrap().to_str().unwrap();
+    let want = format!("/{name}/strata/{id}");
+    for (prefix, h) in [
+        ("0::", "unified"),
+        (":memory:", "memory"),
+        (":pids:", "pids"),
+    ] {
+        assert!(
+            cgroups
+                .lines()
+                .any(|l| l.contains(prefix) && l.ends_with(&want)),
+            "{h}: container not in {want}:\n{cgroups}"
+        );
+    }
+    let read = |h: &str, f: &str| {
+        std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(h).join(&want[1..]).join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(read("pids", "pids.max"), "20");
+    // An exec joins the container's cgroups: its fork bomb hits the pids limit.
+    let out = in_deleg(&[
+        "exec",
+        "lim",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 40 ]; do sleep 30 >/dev/null 2>&1 & i=$((i+1)); done; echo started",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("can't fork"), "{err}");
+    s.ok(&["rm", "-f", "lim"]);
+    for h in ["unified", "memory", "pids"] {
+        let dir = Path::new("/sys/fs/cgroup").join(h).join(&want[1..]);
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+}
+
+/// A one-request HTTP server on 127.0.0.1 (a thread; answers `body` to every request until
+/// dropped).
+struct LoopbackServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LoopbackServer {
+    fn start(body: &'static str) -> LoopbackServer {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                        let mut buf = [0u8; 4096];
+                        let _ = c.read(&mut buf);
+                        let _ = write!(
+                            c,
+                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        LoopbackServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// pasta is attached before the container's first process runs: that process's very first
+/// action reads a page from a server the test made on the host's 127.0.0.1 (forwarded by pasta
+/// from the container's loopback, `-T PORT` from `pasta-options` in `<root>/strata.json`,
+/// podman's `pasta_options`) and sees its default route — every time.
+#[test]
+fn rootless_first_command_has_pastas_network() {
+    let user = TestUser::new(true).unwrap();
+    let (bin, _bin_dir) = user_binary(&user);
+    let s = As { user: &user, bin };
+    let archive = user.home.join("busybox.tar");
+    busybox_archive(&archive, "busybox:latest").unwrap();
+    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
+    s.ok(&["load", "-i", "busybox.tar"]);
+    let server = LoopbackServer::start("hello from the host\n");
+    let config = user.home.join(".local/share/strata/strata.json");
+    let port = server.port.to_string();
+    std::fs::write(&config, format!(r#"{{"pasta-options": ["-T", "{port}"]}}"#)).unwrap();
+    std::os::unix::fs::chown(&config, Some(user.uid), None).unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..5 {
+        let out = s.ok(&["run", "--rm", "busybox", "wget", "-q", "-O", "-", &url]);
+        assert_eq!(out, "hello from the host\n");
+        let routes = s.ok(&["run", "--rm", "busybox", "cat", "/proc/net/route"]);
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+            "no default route for the first command:\n{routes}"
+        );
+    }
 }

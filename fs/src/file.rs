@@ -116,11 +116,42 @@ impl Fs {
     /// buffer is reused across requests: no allocation (and no fresh zero pages to fault in)
     /// per read.
     pub fn read_with<T>(&self, fh: Fh, off: u64, size: u32, f: impl FnOnce(&[u8]) -> T) -> R<T> {
+        self.handles.count_read();
+        self.read_at_with(fh, off, size, f)
+    }
+
+    /// The first open of a lower file that will be read through the page cache: true once per
+    /// inode (the caller then pushes the file's start into the kernel's cache, see
+    /// `fuse::Adapter::prefill`). Later opens find the pages there, or read them as usual.
+    pub(crate) fn first_cached_open(&self, ino: Ino) -> bool {
+        self.tree
+            .inodes
+            .get(ino)
+            .is_ok_and(|n| !n.prefilled.swap(true, Ordering::AcqRel))
+    }
+
+    /// Hand the whole content of the open file `fh` to `f` if it is smaller than `max` bytes
+    /// and not empty (`None` otherwise). Not counted as a READ request.
+    pub(crate) fn small_file_with<T>(
+        &self,
+        fh: Fh,
+        max: u32,
+        f: impl FnOnce(&[u8]) -> T,
+    ) -> R<Option<T>> {
+        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        let size = sys::fstat(h.fd().as_fd())?.st_size;
+        if size <= 0 || size >= i64::from(max) {
+            return Ok(None);
+        }
+        self.read_at_with(fh, 0, size as u32, f).map(Some)
+    }
+
+    /// `read_with` that is not counted as a READ request (`reads_served`).
+    fn read_at_with<T>(&self, fh: Fh, off: u64, size: u32, f: impl FnOnce(&[u8]) -> T) -> R<T> {
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        self.handles.count_read();
         self.refresh(&h);
         let fd = h.fd();
         BUF.with(|b| {

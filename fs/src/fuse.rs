@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -22,6 +22,10 @@ pub mod options;
 mod passthrough;
 use options::{View, ViewOptions};
 use passthrough::{Mode, Passthrough};
+
+/// Files smaller than this are pushed into the page cache at their first open
+/// (`Adapter::prefill`): most files of an image are.
+const PREFILL: u32 = 128 * 1024;
 
 /// We are the only writer of the layers: the kernel may cache entries and attributes long
 /// (unless `timeout=` says otherwise).
@@ -143,6 +147,8 @@ fn to_timespec(t: TimeOrNow) -> Option<libc::timespec> {
 pub(crate) struct Adapter {
     pub fs: Arc<Fs>,
     pt: Passthrough,
+    /// Pushes data into the kernel's page cache (set once the session exists).
+    notifier: Arc<OnceLock<fuser::Notifier>>,
     view: View,
     ttl: Duration,
 }
@@ -179,6 +185,25 @@ impl Adapter {
         match r {
             Ok(a) => reply.entry(&self.ttl, &self.fattr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// Push a small file (under `PREFILL` bytes) into the kernel's page cache at its first
+    /// cached open (FUSE_NOTIFY_STORE, before the open's reply): it is then read without a READ
+    /// round trip. The pages stay valid (`FOPEN_KEEP_CACHE`: lower data only
+    /// changes through us). Skipped when the inode was opened before (its pages are cached or
+    /// were evicted; either way READ serves it as usual).
+    fn prefill(&self, ino: Ino, fh: Fh) {
+        let Some(n) = self.notifier.get() else { return };
+        if !self.fs.first_cached_open(ino) {
+            return;
+        }
+        // Whole small files only: a larger file keeps the kernel's aligned readahead requests.
+        let r = self
+            .fs
+            .small_file_with(fh, PREFILL, |d| n.store(INodeNo(ino.get()), 0, d));
+        if let Ok(Some(Err(e))) = r {
+            log::debug!("prefill of inode {ino}: {e}");
         }
     }
 
@@ -359,7 +384,12 @@ impl Filesystem for Adapter {
             Mode::Passthrough(id) => {
                 reply.opened_passthrough(FileHandle(fh.get()), FopenFlags::FOPEN_NOFLUSH, &id)
             }
-            Mode::Cached { keep } => reply.opened(FileHandle(fh.get()), cached_flags(keep)),
+            Mode::Cached { keep } => {
+                if keep && flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
+                    self.prefill(node(ino), fh);
+                }
+                reply.opened(FileHandle(fh.get()), cached_flags(keep))
+            }
             Mode::Direct => reply.opened(
                 FileHandle(fh.get()),
                 FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH,
@@ -788,11 +818,23 @@ pub(crate) fn serve(
     cfg.acl = fuser::SessionACL::All;
     cfg.n_threads = Some(threads.max(1));
     cfg.clone_fd = true;
+    let mut view = view;
+    if view.xattr_permissions == 0 {
+        view.xattr_permissions = options::detect_xattr_permissions(&fs);
+        if view.xattr_permissions != 0 {
+            log::info!(
+                "a layer carries override records: xattr_permissions={}",
+                view.xattr_permissions
+            );
+        }
+    }
     let dev = mount_fuse(mountpoint, fsname, fs.read_only())?;
+    let notifier_slot = Arc::new(OnceLock::new());
     let session = fuser::Session::from_fd(
         Adapter {
             fs: fs.clone(),
             pt: Passthrough::default(),
+            notifier: notifier_slot.clone(),
             ttl: view.timeout.unwrap_or(TTL),
             view: View::new(view),
         },
@@ -801,6 +843,7 @@ pub(crate) fn serve(
         cfg,
     )?;
     let notifier = session.notifier();
+    let _ = notifier_slot.set(session.notifier());
     fs.set_attr_invalidator(Box::new(move |ino| {
         // Offset -1: attributes only, no page-cache range (takes no inode lock in the kernel).
         let _ = notifier.inval_inode(INodeNo(ino.get()), -1, 0);

@@ -38,6 +38,9 @@ pub(crate) struct Node {
     pub copyup: Mutex<()>,
     /// Set once the object has been copied up (open lower handles then switch over).
     pub copied: AtomicBool,
+    /// Set once the start of this file was pushed into the kernel's page cache at an open
+    /// (see `fuse::Adapter::prefill`).
+    pub prefilled: AtomicBool,
     pub last_open: Mutex<Weak<OwnedFd>>,
     /// Redirects found while building this directory's index: (layer holding the xattr, its
     /// value). Layers below a holder find the directory at the redirect, not at its own name.
@@ -58,6 +61,7 @@ impl Node {
             dir: RwLock::new(None),
             copyup: Mutex::new(()),
             copied: AtomicBool::new(false),
+            prefilled: AtomicBool::new(false),
             last_open: Mutex::new(Weak::new()),
             redirects: Mutex::new(Vec::new()),
         }

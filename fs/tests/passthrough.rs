@@ -188,6 +188,36 @@ fn lower_readers_follow_a_copy_up_and_no_open_fails() {
 }
 
 #[test]
+fn small_lower_files_are_in_the_page_cache_at_open() {
+    let fx = Fx::new();
+    let small = pattern(10_000, 6);
+    std::fs::write(fx.p("lower/small"), &small).unwrap();
+    std::fs::write(fx.p("lower/empty"), b"").unwrap();
+    let (m, _wd) = fx.mount(true);
+    let mp = m.mountpoint().to_path_buf();
+    // The first open pushes the file into the kernel's page cache: no READ request.
+    let before = m.fs().reads_served();
+    assert!(read_all(&mp.join("small")) == small);
+    assert!(read_all(&mp.join("empty")).is_empty());
+    assert_eq!(
+        m.fs().reads_served(),
+        before,
+        "a small lower file is read without READ requests"
+    );
+    // A copy-up and write through another open: the cached pages follow.
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mp.join("small"))
+        .unwrap();
+    w.write_all(b"NEW").unwrap();
+    drop(w);
+    let v = read_all(&mp.join("small"));
+    assert_eq!(&v[..3], b"NEW");
+    assert!(v[3..] == small[3..]);
+    m.unmount().unwrap();
+}
+
+#[test]
 fn read_only_mount_passes_lower_files_through() {
     let fx = Fx::new();
     let data = pattern(2 << 20, 4);

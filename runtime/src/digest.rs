@@ -132,7 +132,7 @@ macro_rules! digest_newtype {
         $(#[$m])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub Digest);
+        pub struct $name(Digest);
 
         impl $name {
             pub fn parse(s: &str) -> Result<Self, DigestError> {
@@ -140,6 +140,9 @@ macro_rules! digest_newtype {
             }
             pub fn digest(&self) -> &Digest {
                 &self.0
+            }
+            pub fn into_digest(self) -> Digest {
+                self.0
             }
             pub fn hex(&self) -> &str {
                 self.0.hex()

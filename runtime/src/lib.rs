@@ -22,6 +22,7 @@ pub mod changes;
 pub mod container;
 pub mod digest;
 pub mod driver;
+pub mod engine;
 mod fsutil;
 pub mod lazy;
 pub mod network;

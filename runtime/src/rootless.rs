@@ -367,40 +367,84 @@ fn join(pid: i32) -> Result<(), RootlessError> {
 
 /// Outbound network for a rootless container: `pasta` (Debian's passt) connects the container's
 /// network namespace to the host's through a userspace TCP/IP stack (an interface with the
-/// host's addresses and routes, DNS forwarded; connections to the gateway address reach the
-/// host's loopback). No host port is forwarded by pasta: `-p` goes through the supervisor's
-/// proxy. Dropping the guard stops pasta and releases the namespace.
+/// host's addresses and routes, DNS forwarded). No host port is forwarded by pasta: `-p` goes
+/// through the supervisor's proxy; the gateway address is not mapped to the host's loopback
+/// (`--no-map-gw`: a container reaches no host-local service, as with Docker's rootless
+/// slirp4netns `--disable-host-loopback`). `pasta-options` in `<root>/strata.json` (a list of
+/// strings, podman's `pasta_options`) adds options, e.g. `["-T", "8080"]` (the container's
+/// 127.0.0.1:8080 reaches the host's) or `["--map-gw"]` (map the gateway again).
+/// Dropping the guard stops pasta and releases the namespace.
 pub struct Pasta {
     ns_file: PathBuf,
     pid: Option<i32>,
 }
 
+/// `pasta-options` of `<root>/strata.json` (none if the file or key is missing or malformed).
+pub fn pasta_options(root: &Path) -> Vec<String> {
+    fs::read(root.join("strata.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v.get("pasta-options")?.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// pasta's arguments: `--config-net`, no port forwarding nor gateway mapping unless `extra`
+/// asks for them (`--map-gw` is ours: it only drops `--no-map-gw`).
+fn pasta_args(extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["--config-net".into(), "--quiet".into()];
+    for flag in ["-t", "-u", "-T", "-U"] {
+        let long = match flag {
+            "-t" => "--tcp-ports",
+            "-u" => "--udp-ports",
+            "-T" => "--tcp-ns",
+            _ => "--udp-ns",
+        };
+        if !extra.iter().any(|e| e == flag || e == long) {
+            args.extend([flag.to_string(), "none".to_string()]);
+        }
+    }
+    if !extra.iter().any(|e| e == "--map-gw") {
+        args.push("--no-map-gw".into());
+    }
+    args.extend(extra.iter().filter(|e| *e != "--map-gw").cloned());
+    args
+}
+
 impl Pasta {
-    /// Start pasta for the network namespace of process `pid`, keeping its files in `run_dir`.
-    /// The namespace is bind-mounted to `run_dir/netns` first: pasta drops its capabilities
-    /// before it opens the namespace, and `/proc/PID/ns/*` of a process with more capabilities
-    /// is then refused (ptrace access mode), while a bind-mounted nsfs file is not. pasta
-    /// returns once the namespace is configured and keeps serving it in the background.
-    pub fn start(pid: i32, run_dir: &Path) -> Result<Pasta, RootlessError> {
+    /// Make a network namespace (with `lo` up) for a container, bind it at `run_dir/netns` and
+    /// attach pasta to it; returns once pasta has configured it (pasta daemonizes only then), so
+    /// a container whose init joins `ns_path()` has the network from its first instruction.
+    /// The bind mount keeps the namespace (pasta drops its capabilities before opening it; a
+    /// bind-mounted nsfs file passes where `/proc/PID/ns/net` of a more privileged process is
+    /// refused).
+    pub fn start(run_dir: &Path, extra: &[String]) -> Result<Pasta, RootlessError> {
         let pasta = which("pasta").ok_or(RootlessError::NoPasta)?;
         let ns_file = run_dir.join("netns");
         let pid_file = run_dir.join("pasta.pid");
         File::create(&ns_file).map_err(sys("create the network namespace file"))?;
         let mut guard = Pasta { ns_file, pid: None };
+        let ns = crate::network::netlink::new_netns().map_err(sys("create a network namespace"))?;
         nix::mount::mount(
-            Some(Path::new(&format!("/proc/{pid}/ns/net"))),
+            Some(Path::new(&format!("/proc/self/fd/{}", ns.as_raw_fd()))),
             &guard.ns_file,
             None::<&str>,
             nix::mount::MsFlags::MS_BIND,
             None::<&str>,
         )
         .map_err(errno("bind the network namespace"))?;
+        drop(ns);
         let out = Command::new(pasta)
-            .args(["--config-net", "--quiet", "--netns"])
+            .args(pasta_args(extra))
+            .arg("--netns")
             .arg(&guard.ns_file)
             .arg("--pid")
             .arg(&pid_file)
-            .args(["-t", "none", "-u", "none", "-T", "none", "-U", "none"])
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(sys("pasta"))?;
@@ -414,6 +458,11 @@ impl Pasta {
             });
         }
         Ok(guard)
+    }
+
+    /// The namespace file the container's init joins.
+    pub fn ns_path(&self) -> &Path {
+        &self.ns_file
     }
 }
 
@@ -458,6 +507,18 @@ mod tests {
         );
         assert_eq!(parse_range(f, "bob", 7), None);
         assert_eq!(parse_range(f, "dave", 8), None);
+    }
+
+    #[test]
+    fn pasta_args_keep_defaults_unless_overridden() {
+        let a = pasta_args(&[]);
+        assert!(a.windows(2).any(|w| w == ["-T", "none"]));
+        assert!(a.contains(&"--no-map-gw".to_string()));
+        let a = pasta_args(&["-T".into(), "8080".into(), "--map-gw".into()]);
+        assert!(!a.windows(2).any(|w| w == ["-T", "none"]));
+        assert!(a.windows(2).any(|w| w == ["-T", "8080"]));
+        assert!(a.windows(2).any(|w| w == ["-t", "none"]));
+        assert!(!a.iter().any(|x| x == "--map-gw" || x == "--no-map-gw"));
     }
 
     #[test]

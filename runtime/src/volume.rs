@@ -98,7 +98,7 @@ impl Volumes {
         let (name, anonymous) = match name {
             Some(n) if !valid_name(n) => return Err(VolumeError::InvalidName(n.to_string())),
             Some(n) => (n.to_string(), false),
-            None => (crate::container::ContainerId::generate().0, true),
+            None => (crate::container::ContainerId::generate().to_string(), true),
         };
         if self.meta(&name).exists() {
             return Ok(name);

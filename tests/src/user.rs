@@ -1,7 +1,8 @@
 //! A throw-away unprivileged user for rootless tests: created with a unique name (and, when asked,
 //! subordinate uid/gid ranges that overlap no existing one), allowed to open `/dev/fuse`, and on
 //! drop — even after a failed assertion — its processes (and those running as ids of its range)
-//! killed by pid, its ranges, ACL entry, home and runtime directory removed, the account deleted.
+//! killed by pid, its ranges, ACL entry, home and runtime directories (strata's, podman's) removed,
+//! the account deleted.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -197,7 +198,10 @@ impl Drop for TestUser {
             ]));
         }
         let _ = run(Command::new("userdel").args(["-r", "-f", &self.name]));
-        let _ = fs::remove_dir_all(format!("/tmp/strata-{}", self.uid));
+        // Runtime dirs strata and (rootless) podman make without XDG_RUNTIME_DIR.
+        for dir in ["strata", "podman-run", "containers-user"] {
+            let _ = fs::remove_dir_all(format!("/tmp/{dir}-{}", self.uid));
+        }
         // Files of the range that userdel -r could not see as the user's are under the home.
         let _ = fs::remove_dir_all(&self.home);
     }

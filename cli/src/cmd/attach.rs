@@ -8,7 +8,7 @@ use std::time::Duration;
 use strata_runtime::container::attach;
 use strata_runtime::container::logs::LogReader;
 
-use super::run::{proxy_signals, runtime, RawMode};
+use super::run::{proxy_signals, RawMode};
 use super::{ExitStatus, Global};
 
 #[derive(clap::Args, Debug)]
@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     if !c.is_running() {
         anyhow::bail!("You cannot attach to a stopped container, start it first");

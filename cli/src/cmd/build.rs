@@ -25,6 +25,9 @@ pub struct Args {
     /// Set build-time variables
     #[arg(long = "build-arg")]
     pub build_args: Vec<String>,
+    /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=TOKEN,env=VAR")
+    #[arg(long)]
+    pub secret: Vec<String>,
     /// Set the target build stage to build
     #[arg(long)]
     pub target: Option<String>,
@@ -150,6 +153,49 @@ fn parse_kv(list: &[String], from_env: bool) -> BTreeMap<String, String> {
     out
 }
 
+/// `--secret id=ID[,src=FILE|,env=VAR][,type=file|env]`, as buildx reads it: no source means
+/// the environment variable named ID if it is set, else the file ID.
+fn parse_secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in list {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for f in spec.split(',') {
+            match f.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", v)) if v == "file" || v == "env" => kind = Some(v.to_string()),
+                _ => bail!("invalid secret spec {spec:?}: unexpected field {f:?}"),
+            }
+        }
+        let Some(id) = id.filter(|i| !i.is_empty()) else {
+            bail!("invalid secret spec {spec:?}: id is required");
+        };
+        let from_env = |var: &str| std::env::var_os(var).map(|v| v.into_encoded_bytes());
+        let value = match (src, env, kind.as_deref()) {
+            (Some(path), _, _) => read_secret(&path)?,
+            (None, Some(var), _) => from_env(&var).ok_or_else(|| {
+                anyhow::anyhow!("secret {id}: environment variable {var} is not set")
+            })?,
+            (None, None, Some("env")) => from_env(&id).ok_or_else(|| {
+                anyhow::anyhow!("secret {id}: environment variable {id} is not set")
+            })?,
+            (None, None, Some(_)) => read_secret(&id)?,
+            (None, None, None) => match from_env(&id) {
+                Some(v) => v,
+                None => read_secret(&id)?,
+            },
+        };
+        out.insert(id, value);
+    }
+    Ok(out)
+}
+
+fn read_secret(path: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("failed to read secret {path}: {}", io_text(&e)))
+}
+
 /// A context read from STDIN: a tar (plain/gzip/zstd) extracted into a temp dir, or a lone
 /// Dockerfile (an empty context).
 fn stdin_context(tmp: &Path) -> anyhow::Result<Option<String>> {
@@ -244,7 +290,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
     // Docker removes a stale ID file first, so a failed build never leaves an old ID behind.
     let iid = match &args.iidfile {
         Some(p) => {
-            strata_runtime::outfile::validate(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+            strata_runtime::outfile::validate(p)?;
             if p.is_file() {
                 std::fs::remove_file(p)
                     .with_context(|| format!("removing stale iidfile {}", p.display()))?;
@@ -255,7 +301,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
     };
 
     // The context and the Dockerfile.
-    let store = super::image::open_store(global)?;
+    let store = global.store()?;
     let tmp_ctx = TempDir::new(&store.root().join("tmp"))?;
     let (context, stdin_dockerfile) = if args.context == "-" {
         if args.file.as_deref() == Some("-") {
@@ -320,6 +366,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
         dockerfile,
         context,
         build_args: parse_kv(&args.build_args, true),
+        secrets: parse_secrets(&args.secret)?,
         target: args.target.clone(),
         no_cache: args.no_cache,
         pull: args.pull,
@@ -348,10 +395,9 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(p) = iid {
-        let mut f = strata_runtime::outfile::OutputFile::create(&p, 0o644)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut f = strata_runtime::outfile::OutputFile::create(&p, 0o644)?;
         f.file().write_all(id.to_string().as_bytes())?;
-        f.commit().map_err(|e| anyhow::anyhow!("{e}"))?;
+        f.commit()?;
     }
     Ok(())
 }

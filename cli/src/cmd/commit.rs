@@ -2,9 +2,7 @@
 //! (SPEC §10.2). Prints `sha256:<id>`.
 
 use strata_runtime::changes::{commit_container, CommitOptions};
-use strata_runtime::container::Runtime;
 use strata_runtime::reference::Reference;
-use strata_runtime::store::Store;
 
 use super::Global;
 
@@ -41,9 +39,8 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     // As Docker: the reference is checked before the container is looked up.
     let reference = args.reference.as_deref().map(parse_reference).transpose()?;
-    let runtime = Runtime::new(&global.root, &global.runroot);
-    let container = runtime.lookup(&args.container)?;
-    let store = Store::open(&global.root)?;
+    let container = global.containers().lookup(&args.container)?;
+    let store = global.store()?;
     let opts = CommitOptions {
         author: args.author,
         comment: args.message,

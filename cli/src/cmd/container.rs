@@ -109,33 +109,20 @@ pub struct PruneArgs {
 }
 
 /// Remove every container that is not running and print Docker's `Deleted Containers:` block;
-/// returns the bytes reclaimed. Shared by `container prune` and `system prune`. A container that
-/// a concurrent `rm` took first is skipped silently.
+/// returns the bytes reclaimed. Shared by `container prune` and `system prune`.
 pub(crate) fn prune_stopped(global: &Global, out: &mut impl Write) -> Result<u64> {
-    let rt = super::run::runtime(global);
-    let mut deleted = Vec::new();
-    let mut reclaimed = 0;
-    for c in super::image::containers(global)? {
-        if c.usage.running {
-            continue;
-        }
-        match rt.remove(&c.record, false) {
-            Ok(()) => {
-                reclaimed += c.size_rw;
-                deleted.push(c.usage.container_id);
-            }
-            Err(strata_runtime::container::ContainerError::NoSuchContainer(_)) => {}
-            Err(e) => eprintln!("Error: {e}"),
-        }
+    let pruned = global.engine().prune_containers()?;
+    for e in &pruned.errors {
+        eprintln!("Error: {e}");
     }
-    if !deleted.is_empty() {
+    if !pruned.deleted.is_empty() {
         writeln!(out, "Deleted Containers:")?;
-        for id in &deleted {
+        for id in &pruned.deleted {
             writeln!(out, "{id}")?;
         }
         writeln!(out)?;
     }
-    Ok(reclaimed)
+    Ok(pruned.reclaimed)
 }
 
 /// Docker's `container prune`: every container that is not running.

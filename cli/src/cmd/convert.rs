@@ -13,7 +13,6 @@ use strata_runtime::reference::Reference;
 use strata_runtime::seekable::convert::convert_image;
 use strata_runtime::seekable::EstargzOptions;
 
-use super::image::open_store;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -66,7 +65,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    let store = open_store(global)?;
+    let store = global.store()?;
     let img = store.resolve(&args.source)?;
     if args.record {
         let mut recorded = record_run(global, &img, &args.command, args.record_timeout)?;

@@ -12,7 +12,6 @@ use anyhow::{bail, Context};
 use strata_runtime::container::copy::{self, PathKind};
 use strata_runtime::outfile::OutputFile;
 
-use super::run::runtime;
 use super::Global;
 use crate::units;
 
@@ -76,7 +75,7 @@ impl<W: Write> Write for Counted<W> {
 }
 
 fn from_container(global: &Global, args: &Args, name: &str, src: &str) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(name)?;
     let dest = args.destination.as_str();
     if dest == "-" {
@@ -206,7 +205,7 @@ fn file_name(p: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 fn to_container(global: &Global, args: &Args, name: &str, dest: &str) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(name)?;
     let src = args.source.as_str();
     let bytes = rt.with_rootfs(&c, |root| -> anyhow::Result<u64> {

@@ -4,7 +4,6 @@
 use std::io::Write;
 
 use strata_runtime::changes::container_diff;
-use strata_runtime::container::Runtime;
 
 use super::Global;
 
@@ -16,8 +15,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let runtime = Runtime::new(&global.root, &global.runroot);
-    let container = runtime.lookup(&args.container)?;
+    let container = global.containers().lookup(&args.container)?;
     let changes = container_diff(&container)?;
     let mut out = std::io::stdout().lock();
     for c in changes {

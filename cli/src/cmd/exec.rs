@@ -2,7 +2,7 @@
 
 use strata_runtime::container::exec::{self, ExecRequest};
 
-use super::run::{runtime, start_error, RawMode};
+use super::run::{start_error, RawMode};
 use super::{ExitStatus, Global};
 
 #[derive(clap::Args, Debug)]
@@ -32,7 +32,7 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     super::run::validate_env(&args.env)?;
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     if c.is_running() && strata_runtime::container::manage::is_paused(c.id()) {
         anyhow::bail!(

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use strata_runtime::container::copy;
 use strata_runtime::outfile::OutputFile;
 
-use super::run::runtime;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     match &args.output {
         Some(path) => {

@@ -2,12 +2,10 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use chrono::SecondsFormat;
 use serde_json::{json, Value};
-use strata_runtime::store::{config::parse_time, ImageRecord, Store};
 
-use super::image::open_store;
 use super::Global;
 use crate::template::Format;
 use crate::units;
@@ -44,56 +42,16 @@ fn ellipsis(s: &str, max: usize) -> String {
     out
 }
 
-/// One history item as moby's `ImageHistory` builds it.
-struct Item {
-    id: Option<String>,
-    created: Option<chrono::DateTime<chrono::Utc>>,
-    created_by: String,
-    size: u64,
-    comment: String,
-}
-
-fn items(store: &Store, img: &ImageRecord) -> Result<Vec<Item>> {
-    let mut out = Vec::new();
-    let mut layer = 0usize;
-    for h in &img.config.history {
-        let mut size = 0;
-        if !h.empty_layer {
-            let Some(chain) = img.chain_ids.get(layer) else {
-                bail!("too many non-empty layers in History section");
-            };
-            size = store.layer(chain)?.size;
-            layer += 1;
-        }
-        out.push(Item {
-            id: None,
-            created: h.created.as_deref().and_then(parse_time),
-            created_by: h.created_by.clone().unwrap_or_default(),
-            size,
-            comment: h.comment.clone().unwrap_or_default(),
-        });
-    }
-    out.reverse();
-    // IDs: the image on the top row, then its parent, its parent's parent, … (`<missing>` after).
-    let mut cur = Some(img.clone());
-    for it in out.iter_mut() {
-        let Some(c) = cur.take() else { break };
-        it.id = Some(c.id.to_string());
-        cur = c.parent.as_ref().and_then(|p| store.image(p).ok());
-    }
-    Ok(out)
-}
-
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let store = open_store(global)?;
-    let img = store.resolve(&args.image)?;
     let trunc = !args.no_trunc;
-    let rows: Vec<Value> = items(&store, &img)?
+    let rows: Vec<Value> = global
+        .engine()
+        .history(&args.image)?
         .into_iter()
         .map(|it| {
             let id = match &it.id {
-                Some(id) if trunc => id.trim_start_matches("sha256:").chars().take(12).collect(),
-                Some(id) => id.clone(),
+                Some(id) if trunc => id.short().to_string(),
+                Some(id) => id.to_string(),
                 None => "<missing>".to_string(),
             };
             let at = it

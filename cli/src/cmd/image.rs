@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
-use strata_runtime::store::{ContainerUse, ImageId, ImageRecord, RemoveEvent, Store};
+use strata_runtime::store::{ImageRecord, RemoveEvent};
 
 use super::Global;
 use crate::units;
@@ -63,71 +63,6 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         Sub::Build(a) => super::build::run(global, a),
         Sub::Convert(a) => super::convert::run(global, a),
     }
-}
-
-/// Open the image store of `--root`.
-pub fn open_store(global: &Global) -> Result<Store> {
-    Store::open(&global.root).with_context(|| format!("opening store {}", global.root.display()))
-}
-
-/// A container as the image verbs need to know it.
-#[derive(Debug, Clone)]
-pub struct ContainerSummary {
-    pub usage: ContainerUse,
-    /// Bytes of its writable layer.
-    pub size_rw: u64,
-    pub record: strata_runtime::container::Container,
-}
-
-/// Containers that use images (any state): the one place the image verbs learn about them
-/// (`rmi` conflicts, `image prune`, `system df`).
-pub fn containers(global: &Global) -> Result<Vec<ContainerSummary>> {
-    let rt = strata_runtime::container::Runtime::new(&global.root, &global.runroot);
-    let mut out = Vec::new();
-    for c in rt.list()? {
-        let Ok(image) = ImageId::parse(&c.config.image_id) else {
-            continue;
-        };
-        out.push(ContainerSummary {
-            usage: ContainerUse {
-                container_id: c.config.id.0.clone(),
-                image,
-                running: c.is_running(),
-            },
-            size_rw: tree_size(&c.paths.upper()),
-            record: c,
-        });
-    }
-    Ok(out)
-}
-
-/// Bytes of regular files and symlinks under `dir` (hard links once), never following links.
-fn tree_size(dir: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = std::collections::HashSet::new();
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if (m.is_file() || m.file_type().is_symlink()) && seen.insert((m.dev(), m.ino()))
-            {
-                total += m.len();
-            }
-        }
-    }
-    total
-}
-
-pub fn container_uses(global: &Global) -> Result<Vec<ContainerUse>> {
-    Ok(containers(global)?.into_iter().map(|c| c.usage).collect())
 }
 
 /// Print `rmi`-style events (`Untagged: …` / `Deleted: …`), or prune's lowercase form.
@@ -219,7 +154,7 @@ fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
                 .iter()
                 .all(|(l, want)| super::images::label_matches(img, l) == *want)
     };
-    let (events, reclaimed) = prune_images(global, all, &filter)?;
+    let (events, reclaimed) = global.engine().prune_images(all, &filter)?;
     let mut out = std::io::stdout().lock();
     if !events.is_empty() {
         writeln!(out, "Deleted Images:")?;
@@ -232,19 +167,4 @@ fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
         units::human_size(reclaimed)
     )?;
     Ok(())
-}
-
-/// Prune images (`all`: every image no container uses, else dangling ones) matching `filter`,
-/// then sweep what no image needs any more: orphan layers and blobs, stale partial downloads
-/// and staging. Returns the events and the bytes reclaimed.
-pub fn prune_images(
-    global: &Global,
-    all: bool,
-    filter: &dyn Fn(&ImageRecord) -> bool,
-) -> Result<(Vec<RemoveEvent>, u64)> {
-    let store = open_store(global)?;
-    let uses = container_uses(global)?;
-    let (events, reclaimed) = store.prune_images(all, &uses, filter)?;
-    let swept = store.gc(false)?;
-    Ok((events, reclaimed + swept.bytes()))
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use strata_runtime::reference::Reference;
 use strata_runtime::store::{ImageRecord, Store};
 
-use super::image::{created_since, open_store};
+use super::image::created_since;
 use super::Global;
 use crate::template::Format;
 use crate::units;
@@ -216,7 +216,7 @@ pub fn rows_for(
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let store = open_store(global)?;
+    let store = global.store()?;
     let filters = parse_filters(&store, &args.filter, args.repository.as_deref())?;
     let images = store.images()?;
     let parents: BTreeSet<_> = images.iter().filter_map(|i| i.parent.clone()).collect();

@@ -4,7 +4,6 @@ use anyhow::{bail, Result};
 use strata_runtime::archive;
 use strata_runtime::reference::Reference;
 
-use super::image::open_store;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -33,7 +32,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     if args.source.starts_with("http://") || args.source.starts_with("https://") {
         bail!("importing from a URL is not supported: download the file and import it");
     }
-    let store = open_store(global)?;
+    let store = global.store()?;
     let id = if args.source == "-" {
         let stdin = std::io::stdin();
         let lock = stdin.lock();

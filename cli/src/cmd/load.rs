@@ -5,7 +5,6 @@ use std::io::{IsTerminal, Write};
 use anyhow::{bail, Result};
 use strata_runtime::archive::{self, LoadInput};
 
-use super::image::open_store;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let store = open_store(global)?;
+    let store = global.store()?;
     let loaded = match &args.input {
         Some(p) => archive::load(&store, LoadInput::Path(p))?,
         None => {

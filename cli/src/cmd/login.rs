@@ -97,8 +97,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         anyhow::bail!("Username is required");
     }
     let creds = Credentials { username, password };
-    strata_runtime::registry::login(&server, &creds, &global.insecure_registries)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    strata_runtime::registry::login(&server, &creds, &global.insecure_registries)?;
     println!("Login Succeeded");
     Ok(())
 }
@@ -112,7 +111,7 @@ pub struct LogoutArgs {
 pub fn run_logout(_global: &Global, args: LogoutArgs) -> anyhow::Result<()> {
     let server = server_name(args.server.as_deref());
     let shown = auth::config_key(&server);
-    if auth::remove(&server).map_err(|e| anyhow::anyhow!("{e}"))? {
+    if auth::remove(&server)? {
         println!("Removing login credentials for {shown}");
     } else {
         println!("Not logged in to {shown}");

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use strata_runtime::container::logs::{LogEntry, LogReader};
 
-use super::run::runtime;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -41,7 +40,7 @@ pub(crate) fn emit(entries: &[LogEntry], timestamps: bool) -> std::io::Result<()
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     let tail: Option<usize> = if args.tail == "all" || args.tail == "-1" {
         None

@@ -4,6 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use strata_runtime::container::Runtime;
+use strata_runtime::engine::{Engine, EngineOptions};
+use strata_runtime::store::Store;
+
 pub mod attach;
 pub mod build;
 pub mod commit;
@@ -71,6 +75,46 @@ pub struct Global {
     /// Registry to reach over plain HTTP (loopback registries always are)
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// The engine these options open, made on first use (after `enter_rootless`).
+    #[arg(skip)]
+    engine: std::sync::OnceLock<Engine>,
+}
+
+impl Global {
+    /// The engine of these options, opened once per process: absolute root and runroot, the
+    /// storage driver, the registry settings.
+    pub fn engine(&self) -> &Engine {
+        self.engine.get_or_init(|| {
+            Engine::new(EngineOptions {
+                root: self.root.clone(),
+                runroot: self.runroot.clone(),
+                storage_driver: self.storage_driver.clone(),
+                mount_program: self
+                    .storage_opts
+                    .iter()
+                    .map(|o| match o {
+                        storage::StorageOpt::MountProgram(p) => p.clone(),
+                    })
+                    .next_back(),
+                insecure_registries: self.insecure_registries.clone(),
+            })
+        })
+    }
+
+    /// The containers under `--root`/`--runroot`.
+    pub fn containers(&self) -> &Runtime {
+        self.engine().containers()
+    }
+
+    /// The image store under `--root`.
+    pub fn store(&self) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        let engine = self.engine();
+        engine
+            .store()
+            .cloned()
+            .with_context(|| format!("opening store {}", engine.root().display()))
+    }
 }
 
 /// An unprivileged user's strata runs inside its own user namespace: enter it (once, here, while
@@ -81,11 +125,7 @@ pub fn enter_rootless(global: &Global) -> anyhow::Result<()> {
     if !rootless::needed() {
         return Ok(());
     }
-    let fail = |e: rootless::RootlessError| {
-        anyhow::Error::new(e).context(ToolError {
-            code: EXIT_TOOL_ERROR,
-        })
-    };
+    let fail = |e: rootless::RootlessError| with_exit_code(EXIT_TOOL_ERROR, e);
     rootless::check_root(&global.root).map_err(fail)?;
     let root = std::path::absolute(&global.root)?;
     let runroot = std::path::absolute(&global.runroot)?;
@@ -145,6 +185,11 @@ pub fn one_line(e: &anyhow::Error) -> String {
         msg.push_str(&text);
     }
     msg
+}
+
+/// Make `e` exit with `code` (125/126/127 as Docker's `run` does) when [`report`] prints it.
+pub fn with_exit_code(code: u8, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    e.into().context(ToolError { code })
 }
 
 /// Wrap an error to make it exit with a specific code (125/126/127 as Docker's `run` does).

@@ -1,6 +1,5 @@
 //! `strata mount CONTAINER`: print where a running container's rootfs is mounted on the host.
 
-use super::run::runtime;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -9,7 +8,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     let rootfs = c.paths.rootfs();
     if !c.is_running() || !strata_runtime::driver::is_mountpoint(&rootfs) {

@@ -1,6 +1,5 @@
 //! `strata pause` / `unpause`: freeze and thaw every process of a container (cgroup freezer).
 
-use super::run::runtime;
 use super::stop::each;
 use super::Global;
 
@@ -11,8 +10,8 @@ pub struct Args {
 }
 
 pub fn run_pause(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
-    each(&rt, &args.containers, |rt, n| {
+    let rt = global.containers();
+    each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
         rt.pause(&c)?;
         Ok(())
@@ -20,8 +19,8 @@ pub fn run_pause(global: &Global, args: Args) -> anyhow::Result<()> {
 }
 
 pub fn run_unpause(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
-    each(&rt, &args.containers, |rt, n| {
+    let rt = global.containers();
+    each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
         rt.unpause(&c)?;
         Ok(())

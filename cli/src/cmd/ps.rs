@@ -9,7 +9,6 @@ use strata_runtime::container::{ports, Container, Status};
 
 use crate::template::Format;
 
-use super::run::runtime;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -181,11 +180,10 @@ fn matches(c: &Container, filters: &[(String, String)]) -> bool {
                 .any(|n| n == *v),
             "ancestor" => {
                 c.config.image == *v
-                    || c.config.image_id == *v
                     || c.config
                         .image_id
-                        .trim_start_matches("sha256:")
-                        .starts_with(v)
+                        .as_ref()
+                        .is_some_and(|id| id.as_str() == *v || id.hex().starts_with(v))
                     || c.config.image.split(':').next() == Some(v)
                     || format!("{v}:latest") == c.config.image
             }
@@ -219,7 +217,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         }
         filters.push((k.to_string(), v.to_string()));
     }
-    let rt = runtime(global);
+    let rt = global.containers();
     let mut list: Vec<Container> = rt.list()?;
     let show_all = args.all
         || args.last.is_some()
@@ -261,7 +259,7 @@ pub struct PortArgs {
 }
 
 pub fn run_port(global: &Global, args: PortArgs) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     let mappings = if c.is_running() {
         &c.state.ports

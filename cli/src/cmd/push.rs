@@ -3,12 +3,12 @@
 //! `Mounted from <repo>`), then `<tag>: digest: <digest> size: <bytes>`.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
 
 use strata_runtime::reference::Reference;
-use strata_runtime::registry::{self, PushEvent, PushOptions, PushStatus};
+use strata_runtime::registry::{self, PushOptions};
 
 use super::Global;
+use crate::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -40,11 +40,11 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let reference = Reference::parse(&args.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let reference = Reference::parse(&args.name)?;
     if reference.digest().is_some() {
         anyhow::bail!("cannot push a digest reference");
     }
-    let store = super::pull::open_store(global)?;
+    let store = global.store()?;
     let opts = PushOptions {
         insecure: global.insecure_registries.clone(),
         chunk_size: args.chunk_size,
@@ -86,50 +86,13 @@ fn push_one(
     opts: &PushOptions,
     quiet: bool,
 ) -> anyhow::Result<()> {
-    let tty = std::io::stdout().is_terminal();
-    let lines: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-    let progress = |e: PushEvent| {
-        if quiet {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        match e {
-            PushEvent::Repository(name) => {
-                let _ = writeln!(out, "The push refers to repository [{name}]");
-            }
-            PushEvent::Layer { id, status } => {
-                let final_line = matches!(
-                    status,
-                    PushStatus::Pushed | PushStatus::AlreadyExists | PushStatus::MountedFrom(_)
-                );
-                if tty {
-                    let Ok(mut l) = lines.lock() else { return };
-                    let text = match &status {
-                        PushStatus::Pushing { done, total } => format!("Pushing {done}/{total}"),
-                        s => s.text(),
-                    };
-                    let up = l.len();
-                    match l.iter_mut().find(|(i, _)| *i == id) {
-                        Some(entry) => entry.1 = text,
-                        None => l.push((id, text)),
-                    }
-                    let mut buf = String::new();
-                    if up > 0 {
-                        buf.push_str(&format!("\x1b[{up}A"));
-                    }
-                    for (i, t) in l.iter() {
-                        buf.push_str(&format!("\r\x1b[2K{i}: {t}\n"));
-                    }
-                    let _ = out.write_all(buf.as_bytes());
-                } else if final_line {
-                    let _ = writeln!(out, "{id}: {}", status.text());
-                }
-            }
-        }
-        let _ = out.flush();
-    };
-    let outcome =
-        registry::push(store, reference, opts, &progress).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let progress = Progress::new(
+        quiet,
+        std::io::stdout().is_terminal(),
+        Box::new(std::io::stdout()),
+    );
+    let outcome = registry::push(store, reference, opts, &|e| progress.push(e))
+        .inspect_err(|_| progress.abandon())?;
     let mut out = std::io::stdout().lock();
     if quiet {
         writeln!(out, "{}", reference.clone().with_default_tag())?;

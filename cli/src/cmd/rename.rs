@@ -1,6 +1,5 @@
 //! `strata rename CONTAINER NEW_NAME`.
 
-use super::run::runtime;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -10,7 +9,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     rt.rename(&c, &args.new_name)?;
     Ok(())

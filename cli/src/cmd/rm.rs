@@ -2,7 +2,6 @@
 
 use strata_runtime::container::ContainerError;
 
-use super::run::runtime;
 use super::stop::each;
 use super::Global;
 
@@ -19,8 +18,8 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
-    each(&rt, &args.containers, |rt, n| {
+    let rt = global.containers();
+    each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
         rt.remove(&c, args.force).map_err(|e| match e {
             // Another `rm` removed it meanwhile: Docker names what the user typed.

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::image::{container_uses, open_store, print_events};
+use super::image::print_events;
 use super::{ExitStatus, Global};
 
 #[derive(clap::Args, Debug)]
@@ -19,8 +19,8 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let store = open_store(global)?;
-    let uses = container_uses(global)?;
+    let store = global.store()?;
+    let uses = global.engine().image_users()?;
     let mut failed = false;
     let mut out = std::io::stdout().lock();
     for q in &args.images {

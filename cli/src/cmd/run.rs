@@ -8,7 +8,6 @@ use strata_runtime::container::{
     self, ports, CreateRequest, ImageSource, Launcher, NetworkMode, Resources, Runtime, Security,
     VolumeMount,
 };
-use strata_runtime::store::{Store, StoreError};
 
 use super::{ExitStatus, Global, EXIT_TOOL_ERROR};
 
@@ -129,14 +128,8 @@ pub fn run_supervise(global: &Global, args: SuperviseArgs) -> anyhow::Result<()>
     Err(ExitStatus(code.clamp(0, 255) as u8).into())
 }
 
-/// `--root`/`--runroot` made absolute: paths stored in records (layer dirs) and handed to the
-/// supervisor (which runs in `/`) must not depend on the caller's working directory.
-fn absolute(p: &std::path::Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
 pub(crate) fn runtime(global: &Global) -> Runtime {
-    Runtime::new(&absolute(&global.root), &absolute(&global.runroot))
+    global.containers().clone()
 }
 
 pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
@@ -145,34 +138,25 @@ pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
         exe,
         args: vec![
             "--root".into(),
-            absolute(&global.root).into_os_string(),
+            global.engine().root().as_os_str().to_owned(),
             "--runroot".into(),
-            absolute(&global.runroot).into_os_string(),
+            global.engine().runroot().as_os_str().to_owned(),
             "__supervise".into(),
         ],
     })
 }
 
-/// The storage driver: flag / `STRATA_STORAGE_DRIVER`, else `storage-driver` in
-/// `<root>/strata.json`, else `fuse`; `--storage-opt mount_program=PATH` makes it the
-/// fuse-overlayfs driver running PATH (the spec containers record).
-pub(crate) fn driver_name(global: &Global) -> anyhow::Result<String> {
-    if let Some(d) = &global.storage_driver {
-        return super::storage::driver_spec(global, d.clone());
-    }
-    let name = std::fs::read(global.root.join("strata.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("storage-driver")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| strata_runtime::driver::DEFAULT_DRIVER.to_string());
-    super::storage::driver_spec(global, name)
+/// The storage driver new containers record (see `strata_runtime::engine`).
+pub(crate) fn driver_name(global: &Global) -> anyhow::Result<strata_runtime::driver::DriverKind> {
+    global
+        .engine()
+        .driver()
+        .map_err(|e| super::with_exit_code(EXIT_TOOL_ERROR, e))
 }
 
-/// Print `e` as Docker does and exit with `code`. (A `ToolError` context would show up in the
-/// printed chain, so the message is printed here and only the status travels up.)
+/// `e`, exiting with `code` (Docker's 125/126/127) when `main` reports it.
 pub(crate) fn fail_with(code: u8, e: impl Into<anyhow::Error>) -> anyhow::Error {
-    eprintln!("Error: {}", super::one_line(&e.into()));
-    ExitStatus(code).into()
+    super::with_exit_code(code, e)
 }
 
 fn tool_error(e: impl Into<anyhow::Error>) -> anyhow::Error {
@@ -255,38 +239,27 @@ fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Resolve the image from the local store. A missing image is reported like Docker
-/// (`Unable to find image 'x:latest' locally`).
+/// Resolve the image from the local store, pulling it when missing, as Docker does
+/// (`Unable to find image 'x:latest' locally`, then the pull's progress on stderr).
 pub(crate) fn image_source(global: &Global, name: &str, lazy: bool) -> anyhow::Result<ImageSource> {
-    let store = Store::open(&absolute(&global.root)).map_err(tool_error)?;
-    let rec = match store.resolve(name) {
-        Ok(r) => r,
-        Err(StoreError::NoSuchImage(_)) => {
-            let shown = strata_runtime::reference::Reference::parse_with_default_tag(name)
-                .map(|r| r.familiar())
-                .unwrap_or_else(|_| name.to_string());
-            eprintln!("Unable to find image '{shown}' locally");
-            let reference = strata_runtime::reference::Reference::parse_with_default_tag(name)
-                .map_err(tool_error)?;
-            super::pull::pull_for_run_with(global, &reference, lazy).map_err(tool_error)?;
-            store.resolve(name).map_err(tool_error)?
-        }
-        Err(e) => return Err(tool_error(e)),
+    let engine = global.engine();
+    let progress = super::pull::for_run();
+    let opts = strata_runtime::registry::PullOptions {
+        lazy,
+        ..engine.pull_options()
     };
-    let layers = store.layer_dirs(&rec).map_err(tool_error)?;
-    let cfg = rec.config.config.clone().unwrap_or_default();
-    Ok(ImageSource {
-        reference: name.to_string(),
-        id: rec.id.to_string(),
-        layers,
-        entrypoint: cfg.entrypoint,
-        cmd: cfg.cmd,
-        env: cfg.env,
-        user: cfg.user,
-        working_dir: cfg.working_dir,
-        stop_signal: cfg.stop_signal,
-        exposed_ports: cfg.exposed_ports.unwrap_or_default().into_keys().collect(),
-    })
+    let (image, pulled) = engine
+        .resolve_or_pull(
+            name,
+            &opts,
+            &mut |shown| eprintln!("Unable to find image '{shown}' locally"),
+            &|e| progress.pull(e),
+        )
+        .map_err(tool_error)?;
+    if let Some(outcome) = pulled {
+        progress.pull_status(&outcome);
+    }
+    Ok(image)
 }
 
 /// Puts the terminal in raw mode while alive (for `-t` with a terminal on stdin).
@@ -417,17 +390,18 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
         cpus: args.cpus,
         pids_limit: args.pids_limit,
     };
-    if !resources.is_empty() && strata_runtime::container::limits_ignored() {
-        // podman's behaviour as a user without a delegated cgroup: warn, run without limits.
-        eprintln!("WARNING: Resource limits are not supported and ignored on rootless systems without cgroup delegation");
+    // podman's behaviour as a user without a delegated cgroup: warn, run without limits.
+    for w in strata_runtime::container::limit_warnings(&resources) {
+        eprintln!("{w}");
     }
-    if args.runtime != "builtin" && args.tty {
+    let runtime_kind = container::RuntimeKind::parse(&args.runtime);
+    if !runtime_kind.supports_tty() && args.tty {
         return Err(tool_error(anyhow::anyhow!(
             "runtime {:?}: -t is only supported by the builtin runtime",
             args.runtime
         )));
     }
-    if args.init && args.runtime != "builtin" {
+    if args.init && !runtime_kind.is_builtin() {
         return Err(tool_error(anyhow::anyhow!(
             "runtime {:?}: --init is only supported by the builtin runtime",
             args.runtime
@@ -471,7 +445,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             net,
             auto_remove: args.rm,
             driver: driver_name(global)?,
-            runtime: args.runtime.clone(),
+            runtime: runtime_kind,
             resources,
             stop_timeout: args.stop_timeout,
             security,

@@ -7,7 +7,6 @@ use strata_runtime::archive::{self, SaveFormat, SaveItem};
 use strata_runtime::reference::Reference;
 use strata_runtime::store::{ImageRecord, Store, StoreError};
 
-use super::image::open_store;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -84,7 +83,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         "oci" | "oci-archive" => SaveFormat::Oci,
         f => bail!("invalid format {f:?}: must be docker or oci"),
     };
-    let store = open_store(global)?;
+    let store = global.store()?;
     let items = collect(&store, &args.images).map_err(|e| match e.downcast::<StoreError>() {
         Ok(se) => anyhow::Error::from(se),
         Err(e) => e,

@@ -1,6 +1,6 @@
 //! `strata start`.
 
-use super::run::{ignore_terminal_signals, launcher, proxy_signals, runtime, start_error, RawMode};
+use super::run::{ignore_terminal_signals, launcher, proxy_signals, start_error, RawMode};
 use super::stop::each;
 use super::{ExitStatus, Global};
 
@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let launcher = launcher(global)?;
     if args.attach || args.interactive {
         if args.containers.len() > 1 {
@@ -35,7 +35,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         drop(raw);
         return Err(ExitStatus(code.clamp(0, 255) as u8).into());
     }
-    each(&rt, &args.containers, |rt, n| {
+    each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
         rt.start(&c, &launcher, false).map_err(start_error)?;
         Ok(())

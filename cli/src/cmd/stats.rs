@@ -9,7 +9,6 @@ use std::time::Duration;
 use strata_runtime::container::manage::{self, StatsSample};
 use strata_runtime::container::Container;
 
-use super::run::runtime;
 use super::Global;
 use crate::template::Format;
 use crate::units;
@@ -82,7 +81,7 @@ fn row(
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let format = Format::new(args.format.as_deref(), TABLE)?;
     let header = serde_json::json!({
         "ID": "CONTAINER ID", "Container": "CONTAINER", "Name": "NAME", "CPUPerc": "CPU %",

@@ -2,7 +2,7 @@
 
 use strata_runtime::container::{parse_signal, Runtime};
 
-use super::run::{launcher, runtime, start_error};
+use super::run::{launcher, start_error};
 use super::{ExitStatus, Global};
 
 #[derive(clap::Args, Debug)]
@@ -41,8 +41,8 @@ pub(crate) fn each(
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
-    each(&rt, &args.containers, |rt, n| {
+    let rt = global.containers();
+    each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
         rt.stop(&c, args.time)?;
         Ok(())
@@ -59,9 +59,9 @@ pub struct RestartArgs {
 }
 
 pub fn run_restart(global: &Global, args: RestartArgs) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let launcher = launcher(global)?;
-    each(&rt, &args.containers, |rt, n| {
+    each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
         rt.stop(&c, args.time)?;
         let c = rt.lookup(n)?;
@@ -81,8 +81,8 @@ pub struct KillArgs {
 
 pub fn run_kill(global: &Global, args: KillArgs) -> anyhow::Result<()> {
     let sig = parse_signal(&args.signal)?;
-    let rt = runtime(global);
-    each(&rt, &args.containers, |rt, n| {
+    let rt = global.containers();
+    each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
         rt.kill(&c, sig)?;
         Ok(())
@@ -96,7 +96,7 @@ pub struct WaitArgs {
 }
 
 pub fn run_wait(global: &Global, args: WaitArgs) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let mut failed = false;
     for n in &args.containers {
         match rt.lookup(n).and_then(|c| rt.wait(&c)) {

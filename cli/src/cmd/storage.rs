@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{Global, ToolError, EXIT_TOOL_ERROR};
+use strata_runtime::driver::DriverKind;
 
 /// One `--storage-opt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,35 +27,11 @@ pub fn parse(s: &str) -> Result<StorageOpt, String> {
     }
 }
 
-/// The driver spec to record for new containers: `name` unless a mount program is configured,
-/// which selects the fuse-overlayfs driver running it (with `fuse-overlayfs`, `overlay` or no
-/// explicit driver; any other driver has no mount program and is an error).
-pub fn driver_spec(global: &Global, name: String) -> anyhow::Result<String> {
-    let mut program = global.storage_opts.iter().map(|o| match o {
-        StorageOpt::MountProgram(p) => p,
-    });
-    let Some(program) = program.next_back() else {
-        return Ok(name);
-    };
-    let explicit = global.storage_driver.as_deref();
-    match explicit {
-        None | Some("fuse-overlayfs") | Some("overlay") | Some("overlay2") => {
-            Ok(strata_runtime::driver::with_mount_program(program))
-        }
-        Some(other) => Err(anyhow::anyhow!(
-            "storage driver {other:?} does not take a mount_program (use fuse-overlayfs)"
-        )
-        .context(ToolError {
-            code: EXIT_TOOL_ERROR,
-        })),
-    }
-}
-
 /// For `info`: the driver's name, and when it runs a mount program, that program (resolved on
 /// `PATH` when given by name) and the first line of its `--version` ("unknown" if it prints none).
-pub fn describe(spec: &str) -> (String, Option<(String, String)>) {
-    let Some(d) = strata_runtime::driver::mount_program_of(spec) else {
-        return (spec.to_string(), None);
+pub fn describe(kind: &DriverKind) -> (String, Option<(String, String)>) {
+    let Some(d) = kind.mount_program() else {
+        return (kind.to_string(), None);
     };
     let program = d.program();
     let shown = if program.components().count() == 1 {
@@ -71,7 +47,7 @@ pub fn describe(spec: &str) -> (String, Option<(String, String)>) {
     };
     let version = d.version().unwrap_or_else(|| "unknown".to_string());
     (
-        strata_runtime::driver::mount_program::NAME.to_string(),
+        kind.name().to_string(),
         Some((shown.display().to_string(), version)),
     )
 }

@@ -1,13 +1,10 @@
 //! `strata system df [-v]` (SPEC §9) and `strata system prune [-a] [-f]` (SPEC §15).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use strata_runtime::store::ChainId;
 
-use super::image::{containers, open_store};
 use super::images::{image_header, rows_for};
 use super::Global;
 use crate::template::Format;
@@ -103,7 +100,7 @@ fn prune(global: &Global, a: PruneArgs) -> Result<()> {
             writeln!(out)?;
         }
     }
-    let (events, bytes) = super::image::prune_images(global, a.all, &|_| true)?;
+    let (events, bytes) = global.engine().prune_images(a.all, &|_| true)?;
     reclaimed += bytes;
     if !events.is_empty() {
         writeln!(out, "Deleted Images:")?;
@@ -126,55 +123,16 @@ fn reclaimable(reclaim: u64, total: u64) -> String {
 }
 
 fn df(global: &Global, args: DfArgs) -> Result<()> {
-    let store = open_store(global)?;
-    let images = store.images()?;
-    let conts = containers(global)?;
-    let layers = store.layers()?;
-    let layer_size: BTreeMap<ChainId, u64> = layers
-        .iter()
-        .map(|l| (l.chain_id.clone(), l.size))
-        .collect();
-    // What no image needs (orphan layers and blobs, stale downloads and staging) is image
-    // storage that `image prune` / `system prune` reclaim.
-    // (Orphan layers are in `layer_size` already.)
-    let swept = store.gc(true).unwrap_or_default();
-    let orphan_layers: u64 = swept.layers.iter().map(|l| l.1).sum();
-    let garbage = swept.bytes() - orphan_layers;
-    let total_size: u64 = layer_size.values().sum::<u64>() + garbage;
-    let mut users: BTreeMap<&ChainId, usize> = BTreeMap::new();
-    for img in &images {
-        for c in &img.chain_ids {
-            *users.entry(c).or_default() += 1;
-        }
-    }
-    let shared = |img: &strata_runtime::store::ImageRecord| -> u64 {
-        img.chain_ids
-            .iter()
-            .filter(|c| users.get(c).copied().unwrap_or(0) > 1)
-            .map(|c| layer_size.get(c).copied().unwrap_or(0))
-            .sum()
-    };
-    let used_by = |img: &strata_runtime::store::ImageRecord| {
-        conts.iter().filter(|c| c.usage.image == img.id).count()
-    };
-    let active_images = images.iter().filter(|i| used_by(i) > 0).count();
-    let used: u64 = images
-        .iter()
-        .filter(|i| used_by(i) > 0)
-        .map(|i| i.size.saturating_sub(shared(i)))
-        .sum();
-    let c_total: u64 = conts.iter().map(|c| c.size_rw).sum();
-    let c_reclaim: u64 = conts
-        .iter()
-        .filter(|c| !c.usage.running)
-        .map(|c| c.size_rw)
-        .sum();
+    let usage = global.engine().disk_usage()?;
+    let total_size = usage.images_size;
+    let c_total = usage.containers_size();
+    let conts = &usage.containers;
     let rows = vec![
-        json!({"Type": "Images", "TotalCount": images.len().to_string(), "Active": active_images.to_string(),
-               "Size": units::human_size(total_size), "Reclaimable": reclaimable(total_size.saturating_sub(used), total_size)}),
+        json!({"Type": "Images", "TotalCount": usage.images.len().to_string(), "Active": usage.active_images().to_string(),
+               "Size": units::human_size(total_size), "Reclaimable": reclaimable(usage.images_reclaimable, total_size)}),
         json!({"Type": "Containers", "TotalCount": conts.len().to_string(),
                "Active": conts.iter().filter(|c| c.usage.running).count().to_string(),
-               "Size": units::human_size(c_total), "Reclaimable": reclaimable(c_reclaim, c_total)}),
+               "Size": units::human_size(c_total), "Reclaimable": reclaimable(usage.containers_reclaimable(), c_total)}),
         json!({"Type": "Local Volumes", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
         json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
     ];
@@ -189,12 +147,12 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
         return Ok(());
     }
     let mut image_rows: Vec<Value> = Vec::new();
-    for img in &images {
-        let sh = shared(img);
+    for i in &usage.images {
+        let img = &i.image;
         for mut r in rows_for(img, &img.repo_tags, &img.repo_digests, false, true) {
-            r["SharedSize"] = json!(units::human_size(sh));
-            r["UniqueSize"] = json!(units::human_size(img.size.saturating_sub(sh)));
-            r["Containers"] = json!(used_by(img).to_string());
+            r["SharedSize"] = json!(units::human_size(i.shared_size));
+            r["UniqueSize"] = json!(units::human_size(i.unique_size()));
+            r["Containers"] = json!(i.containers.to_string());
             image_rows.push(r);
         }
     }

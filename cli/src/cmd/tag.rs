@@ -3,7 +3,6 @@
 use anyhow::{bail, Result};
 use strata_runtime::reference::Reference;
 
-use super::image::open_store;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +18,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     if target.digest().is_some() {
         bail!("refusing to create a tag with a digest reference");
     }
-    let store = open_store(global)?;
+    let store = global.store()?;
     let img = store.resolve(&args.source)?;
     store.tag(&img.id, &target.with_default_tag())?;
     Ok(())

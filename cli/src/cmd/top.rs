@@ -4,7 +4,6 @@
 use anyhow::Context;
 use strata_runtime::container::manage;
 
-use super::run::runtime;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -16,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     if !c.is_running() {
         anyhow::bail!("container {} is not running", c.id());

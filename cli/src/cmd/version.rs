@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::run::{driver_name, runtime};
+use super::run::driver_name;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
@@ -113,14 +113,15 @@ pub fn run_version(_global: &Global, args: VersionArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
-    let rt = runtime(global);
+    let rt = global.containers();
     let containers = rt.list()?;
     let running = containers.iter().filter(|c| c.is_running()).count();
     let paused = containers
         .iter()
         .filter(|c| c.is_running() && strata_runtime::container::manage::is_paused(c.id()))
         .count();
-    let images = super::image::open_store(global)
+    let images = global
+        .store()
         .and_then(|s| Ok(s.images()?.len()))
         .unwrap_or(0);
     let (driver, program) = super::storage::describe(&driver_name(global)?);
@@ -130,7 +131,10 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
         runtimes.push("runc".to_string());
     }
     let mut driver_status = vec![
-        vec!["Backing Filesystem".to_string(), backing_fs(&global.root)],
+        vec![
+            "Backing Filesystem".to_string(),
+            backing_fs(global.engine().root()),
+        ],
         vec![
             "Passthrough".to_string(),
             if driver == "fuse" && passthrough() {
@@ -162,7 +166,7 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
         "OSType": "linux",
         "Architecture": std::env::consts::ARCH,
         "NCPU": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "StrataRootDir": global.root.display().to_string(),
+        "StrataRootDir": global.engine().root().display().to_string(),
         "ServerVersion": env!("CARGO_PKG_VERSION"),
     });
     let mut out = std::io::stdout().lock();
@@ -183,7 +187,11 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
     writeln!(out, " Images: {images}")?;
     writeln!(out, " Server Version: {}", env!("CARGO_PKG_VERSION"))?;
     writeln!(out, " Storage Driver: {driver}")?;
-    writeln!(out, "  Backing Filesystem: {}", backing_fs(&global.root))?;
+    writeln!(
+        out,
+        "  Backing Filesystem: {}",
+        backing_fs(global.engine().root())
+    )?;
     if let Some((path, version)) = &program {
         writeln!(out, "  Mount Program: {path}")?;
         writeln!(out, "  Mount Program Version: {version}")?;
@@ -211,6 +219,10 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
     writeln!(out, " OSType: linux")?;
     writeln!(out, " Architecture: {}", std::env::consts::ARCH)?;
     writeln!(out, " CPUs: {}", v["NCPU"])?;
-    writeln!(out, " Strata Root Dir: {}", global.root.display())?;
+    writeln!(
+        out,
+        " Strata Root Dir: {}",
+        global.engine().root().display()
+    )?;
     Ok(())
 }

@@ -6,9 +6,7 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 use strata_runtime::container::{TmpfsMount, VolumeMount};
-use strata_runtime::volume::Volumes;
 
-use super::run::runtime;
 use super::Global;
 use crate::template::Format;
 use crate::units;
@@ -85,7 +83,7 @@ pub struct PruneArgs {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let vols = Volumes::new(&global.root);
+    let vols = global.engine().volumes();
     match args.command {
         Sub::Create(a) => {
             if a.driver != "local" {
@@ -164,7 +162,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             Ok(())
         }
         Sub::Rm(a) => {
-            let containers = runtime(global).list()?;
+            let containers = global.containers().list()?;
             let mut failed = false;
             for n in &a.volumes {
                 match vols.remove(n, &containers, a.force) {
@@ -206,8 +204,8 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
 
 /// Remove unused volumes (for `volume prune` and `system prune --volumes`).
 pub fn prune(global: &Global, all: bool) -> Result<(Vec<String>, u64)> {
-    let containers = runtime(global).list()?;
-    Ok(Volumes::new(&global.root).prune(&containers, all)?)
+    let containers = global.containers().list()?;
+    Ok(global.engine().volumes().prune(&containers, all)?)
 }
 
 fn volume_mount(
@@ -220,7 +218,7 @@ fn volume_mount(
     if !target.starts_with('/') {
         bail!("invalid mount config: mount path must be absolute");
     }
-    let vols = Volumes::new(&global.root);
+    let vols = global.engine().volumes();
     let name = vols.create(name, BTreeMap::new())?;
     Ok(VolumeMount {
         source: vols.data_dir(&name),
@@ -350,7 +348,7 @@ pub fn image_volumes(
     volumes: &mut Vec<VolumeMount>,
     tmpfs: &[TmpfsMount],
 ) -> Result<()> {
-    let store = super::image::open_store(global)?;
+    let store = global.store()?;
     let Ok(rec) = store.resolve(image) else {
         return Ok(());
     };
@@ -371,7 +369,7 @@ pub fn image_volumes(
 
 /// `rm -v`: the container's anonymous volumes.
 pub fn remove_anonymous(global: &Global, mounts: &[VolumeMount]) {
-    for e in Volumes::new(&global.root).remove_anonymous(mounts) {
+    for e in global.engine().volumes().remove_anonymous(mounts) {
         eprintln!("Error: {e}");
     }
 }

@@ -14,7 +14,10 @@
 //! chmod of a file or directory records `uid:gid:mode` (disk ids, octal mode) in
 //! `security.fuseoverlayfs.override_stat` (1) or `user.containers.override_stat` (2) instead
 //! of changing the inode, and that record, wherever a layer has one, is what the mount shows
-//! (before id mapping). The record itself is hidden from the xattr calls.
+//! (before id mapping). The record itself is hidden from the xattr calls. Without the option,
+//! a layer whose root directory carries a record (containers/storage's `force_mask` writes
+//! `user.containers.override_stat` on every file of a layer, its root included; fuse-overlayfs
+//! looks there too) turns it on for the mount: see [`detect_xattr_permissions`].
 
 use std::ffi::OsStr;
 use std::time::Duration;
@@ -30,6 +33,32 @@ const OVERRIDE_KEYS: [&str; 2] = [
     "security.fuseoverlayfs.override_stat",
     "user.containers.override_stat",
 ];
+
+/// Root-directory markers of layers written in override mode, and the `xattr_permissions` value
+/// each means (fuse-overlayfs's order: the privileged record wins; its "user" mode keeps its
+/// records under the containers name).
+const OVERRIDE_MARKERS: [(&str, u8); 3] = [
+    ("security.fuseoverlayfs.override_stat", 1),
+    ("user.containers.override_stat", 2),
+    ("user.fuseoverlayfs.override_stat", 2),
+];
+
+/// The `xattr_permissions` mode the layers of `fs` ask for when the option was not given: the
+/// first marker (see [`OVERRIDE_MARKERS`]) found on the root of any layer, upper first; 0 if
+/// none. Without it, a stack written in override mode would show the stand-in owners and modes
+/// of its inodes instead of the recorded ones.
+pub(crate) fn detect_xattr_permissions(fs: &Fs) -> u8 {
+    let layers = &fs.tree.layers;
+    for (key, mode) in OVERRIDE_MARKERS {
+        for l in layers.ids() {
+            let Ok(fd) = layers.fd(l) else { continue };
+            if crate::at::lgetxattr(fd, OsStr::new(""), OsStr::new(key)).is_ok() {
+                return mode;
+            }
+        }
+    }
+    0
+}
 
 /// One range of an id mapping: disk ids `host..host+len` are shown as `to..to+len`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -362,6 +362,108 @@ fn userxattr_opaque_dir_mounts_under_kernel(c: &mut Case) {
     assert_eq!(read(m2.join("keep")), "k");
 }
 
+/// Mount the case's stack with `target` inside a new user + mount + pid namespace (uid 0 mapped
+/// to itself, so no CAP_SYS_ADMIN/CAP_MKNOD in the initial namespace: what a rootless user has),
+/// run `ops` (shell, `$M` is the mount point), unmount. The pid namespace makes sure nothing of it
+/// outlives the script (its init exits → every process in it is killed, the mounts go with the
+/// namespace). Returns the script's output; panics if it fails.
+fn in_userns(c: &mut Case, target: Target, ops: &str) -> String {
+    let lowers = c.lowers();
+    let lower = lowers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let (u, w, m) = (c.upper(), c.work(), c.mnt());
+    let opts = format!(
+        "lowerdir={lower},upperdir={},workdir={},userxattr",
+        u.display(),
+        w.display()
+    );
+    let mount = match target {
+        Target::Kernel => format!("mount -t overlay overlay -o {opts} \"$M\""),
+        _ => format!(
+            "{} -f -o {opts} \"$M\" 2>\"$LOG\" & \
+             i=0; until mountpoint -q \"$M\"; do i=$((i+1)); [ $i -lt 200 ] || exit 9; sleep 0.05; done",
+            harness::strata_bin()
+        ),
+    };
+    let script = format!("set -e; {mount}; (set -e; {ops}); umount \"$M\"; wait");
+    let out = std::process::Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            "60",
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+        ])
+        .args(["--pid", "--fork", "--kill-child", "sh", "-c", &script])
+        .env("M", &m)
+        .env("LOG", c.root().join("userns-mount.log"))
+        .output()
+        .expect("run unshare");
+    let log = fs::read_to_string(c.root().join("userns-mount.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "in a user namespace ({target:?}): {}\n{}\ndaemon: {log}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Rootless rename of a lower directory: inside a user namespace (no privilege in the initial
+/// one, so no `trusted.*` xattrs), `mv` of a lower dir with content works — strata renames it
+/// (the tree becomes an opaque upper dir marked `user.overlay.opaque`, a char 0/0 whiteout at the
+/// old name); kernel overlayfs with `userxattr` (no redirects) answers EXDEV and `mv` copies.
+/// Both leave an upper that kernel overlayfs mounted with `userxattr` shows as: new name with
+/// the whole tree, old name gone, siblings kept — and no `trusted.overlay.*` anywhere.
+fn userns_rename_lower_dir(c: &mut Case) {
+    let l = c.lower(0);
+    mkdir(l.join("var/lib/deep"));
+    write(l.join("var/lib/deep/f"), "deep");
+    write(l.join("var/g"), "g");
+    symlink("lib/deep/f", l.join("var/link"));
+    write(l.join("keep"), "k");
+    c.use_userxattr();
+    let target = c.target;
+    let out = in_userns(
+        c,
+        target,
+        "mv \"$M/var\" \"$M/var2\"; ls \"$M\" | tr '\\n' ' '; echo; cat \"$M/var2/lib/deep/f\" \"$M/var2/link\"",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["keep var2 ", "deepdeep"], "{out}");
+    let upper = c.upper();
+    let (up_var, up_var2) = (upper.join("var"), upper.join("var2"));
+    assert!(is_whiteout(&up_var), "no whiteout at the old name");
+    for p in [
+        &up_var2,
+        &upper.join("var2/lib"),
+        &upper.join("var2/lib/deep"),
+    ] {
+        let xs = listxattr(p).unwrap();
+        assert!(
+            !xs.iter().any(|x| x.starts_with("trusted.")),
+            "{}: {xs:?}",
+            p.display()
+        );
+    }
+    if target == Target::Strata {
+        assert_eq!(getxattr(&up_var2, "user.overlay.opaque").unwrap(), b"y");
+    }
+    let lowers = c.lowers();
+    let (w2, m2) = (c.scratch("work2"), c.scratch("mnt2"));
+    c.mount_stack(Target::Kernel, &lowers, Some((&upper, &w2)), &m2);
+    assert_eq!(ls(&m2), vec!["keep", "var2"]);
+    assert_eq!(ls(m2.join("var2")), vec!["g", "lib", "link"]);
+    assert_eq!(read(m2.join("var2/lib/deep/f")), "deep");
+    assert_eq!(read(m2.join("var2/link")), "deep");
+    assert_eq!(read(m2.join("keep")), "k");
+}
+
 cases!(compat:
     target_upper_mounts_under_kernel,
     target_upper_with_dir_renames_mounts_under_kernel,
@@ -376,4 +478,5 @@ cases!(compat:
     kernel_moved_then_parent_renamed_under_target,
     kernel_rename_onto_removed_lower_dir_under_target,
     userxattr_opaque_dir_mounts_under_kernel,
+    userns_rename_lower_dir,
 );

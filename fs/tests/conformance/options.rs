@@ -153,6 +153,32 @@ fn xattr_permissions(c: &mut Case) {
     }
 }
 
+/// A layer written in override mode (containers/storage `force_mask`, fuse-overlayfs
+/// `xattr_permissions`) marks its root: its records apply without the option.
+fn override_records_apply_without_the_option(c: &mut Case) {
+    let l = c.lower(0);
+    let key = "user.containers.override_stat";
+    setxattr(&l, key, b"0:0:755", 0).unwrap();
+    write(l.join("f"), "x");
+    chmod(l.join("f"), 0o600).unwrap();
+    lchown(l.join("f"), 1234, 5678).unwrap();
+    setxattr(l.join("f"), key, b"1:2:640", 0).unwrap();
+    write(l.join("plain"), "y");
+    chmod(l.join("plain"), 0o604).unwrap();
+    let m = mount(c, "");
+    let s = lstat(m.join("f")).unwrap();
+    assert_eq!((s.uid(), s.gid(), s.mode() & 0o7777), (1, 2, 0o640));
+    assert_eq!(lstat(m.join("plain")).unwrap().mode() & 0o7777, 0o604);
+    assert_errno!(getxattr(m.join("f"), key), libc::ENODATA);
+    assert!(!listxattr(m.join("f")).unwrap().iter().any(|k| k == key));
+    // Writes go to the record too, as with the option.
+    chmod(m.join("f"), 0o644).unwrap();
+    assert_eq!(lstat(m.join("f")).unwrap().mode() & 0o7777, 0o644);
+    let u = lstat(c.upper().join("f")).unwrap();
+    assert_eq!((u.uid(), u.gid(), u.mode() & 0o7777), (1234, 5678, 0o600));
+    assert_eq!(getxattr(c.upper().join("f"), key).unwrap(), b"1:2:644");
+}
+
 fn timeout_zero_asks_every_time(c: &mut Case) {
     c.lower(0);
     write(c.upper().join("f"), "1");
@@ -279,6 +305,7 @@ strata_only!(
     static_nlink,
     noxattrs,
     xattr_permissions,
+    override_records_apply_without_the_option,
     timeout_zero_asks_every_time,
     threaded_zero_serves_from_one_thread,
     fsync_zero_and_volatile,

@@ -7,7 +7,7 @@ use chrono::{SecondsFormat, Utc};
 use super::{host_arch, Result};
 use crate::digest::ImageId;
 use crate::reference::Reference;
-use crate::store::{ContainerConfig, History, ImageConfig, RootFs, Store};
+use crate::store::{History, ImageConfig, RootFs, RunConfig, Store};
 
 /// Import `input` as a new image with `changes` applied to its config and history comment
 /// `message` (Docker's default: `Imported from -`). Tags it with `tag` if given.
@@ -19,7 +19,7 @@ pub fn import(
     tag: Option<&Reference>,
 ) -> Result<ImageId> {
     let _lease = store.lease_scope();
-    let mut cc = ContainerConfig::default();
+    let mut cc = RunConfig::default();
     for c in changes {
         cc.apply_change(c)?;
     }

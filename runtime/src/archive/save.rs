@@ -105,7 +105,7 @@ pub fn save(
             );
             layer_paths.push(path);
         }
-        let config = store.read_blob(&img.id.0)?;
+        let config = store.read_blob(img.id.digest())?;
         let config_path = format!("blobs/sha256/{}", img.id.hex());
         if written.insert(config_path.clone()) {
             t.file(&config_path, &config).map_err(ArchiveError::Write)?;

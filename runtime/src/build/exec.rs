@@ -75,8 +75,11 @@ pub struct BuildOptions {
     /// `--label`: added to the final image.
     pub labels: Vec<(String, String)>,
     pub network: NetworkMode,
+    /// `--secret id=…`: what `RUN --mount=type=secret,id=…` mounts (never part of a layer
+    /// or of the cache key).
+    pub secrets: BTreeMap<String, Vec<u8>>,
     /// Storage driver of the RUN containers.
-    pub driver: String,
+    pub driver: crate::driver::DriverKind,
     pub launcher: Launcher,
 }
 
@@ -348,7 +351,7 @@ impl Builder<'_> {
         let mut st = match image {
             None => StageState::scratch(),
             Some(img) => {
-                let bytes = self.store.read_blob(&img.id.0)?;
+                let bytes = self.store.read_blob(img.id.digest())?;
                 let config: Map<String, Value> = serde_json::from_slice(&bytes)
                     .map_err(|e| BuildError::Store(crate::store::StoreError::InvalidConfig(e)))?;
                 self.host.event(Event::Image(&img.id));
@@ -528,7 +531,11 @@ impl Builder<'_> {
                 self.meta_commit(st, format!("ONBUILD {t}"))
             }
             Instruction::Workdir(w) => self.workdir(st, w, &vars),
-            Instruction::Run { cmd, network } => self.run_step(st, cmd, network.as_deref()),
+            Instruction::Run {
+                cmd,
+                network,
+                mounts,
+            } => self.run_step(st, cmd, network.as_deref(), mounts, stage),
             Instruction::Copy(args) => self.copy_step(st, args, false, stage, &vars),
             Instruction::Add(args) => self.copy_step(st, args, true, stage, &vars),
         }
@@ -537,6 +544,7 @@ impl Builder<'_> {
     pub(super) fn argv(&self, st: &StageState, form: &Form) -> Vec<String> {
         match form {
             Form::Exec(v) => v.clone(),
+            Form::Script { name, .. } => vec![format!("/dev/pipes/{name}")],
             Form::Shell(s) => {
                 let mut v = st.shell();
                 v.push(s.clone());
@@ -609,7 +617,7 @@ impl Builder<'_> {
                 .and_then(|h| h.created_by.as_deref())
                 == Some(created_by);
             if same_cmd && same_step && self.store.layer_dirs(&rec).is_ok() {
-                let bytes = self.store.read_blob(&rec.id.0)?;
+                let bytes = self.store.read_blob(rec.id.digest())?;
                 st.config = serde_json::from_slice(&bytes)
                     .map_err(|e| BuildError::Store(crate::store::StoreError::InvalidConfig(e)))?;
                 self.host.event(Event::UsingCache);

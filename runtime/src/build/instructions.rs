@@ -12,6 +12,171 @@ use super::BuildError;
 pub enum Form {
     Shell(String),
     Exec(Vec<String>),
+    /// A lone `RUN <<NAME` heredoc starting with `#!`: BuildKit runs it as a script with that
+    /// interpreter (mounted read-only at `/dev/pipes/NAME`), not through the shell.
+    Script {
+        name: String,
+        body: String,
+    },
+}
+
+/// `RUN --mount=type=…` kinds strata supports (BuildKit's, less `ssh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    Bind,
+    Cache,
+    Tmpfs,
+    Secret,
+}
+
+/// `sharing=` of a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharing {
+    #[default]
+    Shared,
+    Private,
+    Locked,
+}
+
+/// One `RUN --mount=…`, checked when parsed (values as written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunMount {
+    pub kind: MountKind,
+    /// `target`/`dst`/`destination` (a secret's defaults to `/run/secrets/<id>`); relative
+    /// targets are taken from the step's working directory.
+    pub target: String,
+    /// `source`/`src`: bind (default the root of the context or `from`).
+    pub source: Option<String>,
+    /// `from`: a stage or image (bind).
+    pub from: Option<String>,
+    /// `id`: a cache's (default its target) or a secret's (default the target's basename).
+    pub id: Option<String>,
+    /// bind: read-only unless `rw` (its writes are then thrown away); cache: `ro`.
+    pub readonly: bool,
+    pub sharing: Sharing,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// tmpfs `size=` (bytes, or with a k/m/g suffix).
+    pub size: Option<String>,
+    /// secret: fail when the build was given no such secret.
+    pub required: bool,
+}
+
+fn bool_value(v: Option<&str>) -> Option<bool> {
+    match v {
+        None | Some("") | Some("true") | Some("1") => Some(true),
+        Some("false") | Some("0") => Some(false),
+        _ => None,
+    }
+}
+
+/// Parse one `--mount` value as BuildKit does (`type=bind` when no type is given).
+fn run_mount(line: &Line, spec: &str) -> Result<RunMount, BuildError> {
+    let bad = |msg: String| err(line, msg);
+    let mut kind = MountKind::Bind;
+    let mut fields = Vec::new();
+    for f in spec.split(',').filter(|f| !f.is_empty()) {
+        let (k, v) = match f.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
+            None => (f.trim().to_ascii_lowercase(), None),
+        };
+        if k == "type" {
+            kind = match v.unwrap_or("") {
+                "bind" => MountKind::Bind,
+                "cache" => MountKind::Cache,
+                "tmpfs" => MountKind::Tmpfs,
+                "secret" => MountKind::Secret,
+                "ssh" => return Err(bad("RUN --mount=type=ssh is not supported".into())),
+                t => return Err(bad(format!("unsupported mount type {t:?}"))),
+            };
+        } else {
+            fields.push((k, v));
+        }
+    }
+    let mut m = RunMount {
+        kind,
+        target: String::new(),
+        source: None,
+        from: None,
+        id: None,
+        readonly: kind == MountKind::Bind || kind == MountKind::Secret,
+        sharing: Sharing::Shared,
+        mode: None,
+        uid: None,
+        gid: None,
+        size: None,
+        required: false,
+    };
+    for (k, v) in fields {
+        let val = |what: &str| -> Result<String, BuildError> {
+            v.map(str::to_string)
+                .ok_or_else(|| bad(format!("invalid value for {what}: empty")))
+        };
+        let num = |what: &str, radix: u32| -> Result<u32, BuildError> {
+            let s = val(what)?;
+            u32::from_str_radix(&s, radix)
+                .map_err(|_| bad(format!("invalid value for {what}: {s}")))
+        };
+        let flag = |what: &str| {
+            bool_value(v)
+                .ok_or_else(|| bad(format!("invalid value for {what}: {}", v.unwrap_or(""))))
+        };
+        match k.as_str() {
+            "target" | "dst" | "destination" => m.target = val(&k)?,
+            "source" | "src" if kind != MountKind::Tmpfs && kind != MountKind::Secret => {
+                m.source = Some(val(&k)?)
+            }
+            "from" if kind == MountKind::Bind => m.from = Some(val(&k)?),
+            "id" if kind == MountKind::Cache || kind == MountKind::Secret => m.id = Some(val(&k)?),
+            "ro" | "readonly" if kind != MountKind::Tmpfs => m.readonly = flag(&k)?,
+            "rw" | "readwrite" if kind == MountKind::Bind || kind == MountKind::Cache => {
+                m.readonly = !flag(&k)?
+            }
+            "sharing" if kind == MountKind::Cache => {
+                m.sharing = match v.unwrap_or("") {
+                    "shared" => Sharing::Shared,
+                    "private" => Sharing::Private,
+                    "locked" => Sharing::Locked,
+                    s => return Err(bad(format!("unsupported sharing value {s:?}"))),
+                }
+            }
+            "mode" if kind == MountKind::Cache || kind == MountKind::Secret => {
+                m.mode = Some(num(&k, 8)?)
+            }
+            "uid" if kind == MountKind::Cache || kind == MountKind::Secret => {
+                m.uid = Some(num(&k, 10)?)
+            }
+            "gid" if kind == MountKind::Cache || kind == MountKind::Secret => {
+                m.gid = Some(num(&k, 10)?)
+            }
+            "size" if kind == MountKind::Tmpfs => {
+                let s = val(&k)?;
+                let digits = s.trim_end_matches(|c: char| "kKmMgGbB".contains(c));
+                if digits.is_empty() || digits.parse::<u64>().is_err() {
+                    return Err(bad(format!("invalid value for size: {s}")));
+                }
+                m.size = Some(s)
+            }
+            "required" if kind == MountKind::Secret => m.required = flag(&k)?,
+            _ => return Err(bad(format!("unexpected key '{k}' in '{spec}'"))),
+        }
+    }
+    if m.kind == MountKind::Secret {
+        if m.id.is_none() && !m.target.is_empty() {
+            m.id = m.target.rsplit('/').next().map(str::to_string);
+        }
+        let Some(id) = m.id.clone().filter(|i| !i.is_empty()) else {
+            return Err(bad("secret mount requires an id or a target".into()));
+        };
+        if m.target.is_empty() {
+            m.target = format!("/run/secrets/{id}");
+        }
+    }
+    if m.target.is_empty() {
+        return Err(bad("mount destination not set".into()));
+    }
+    Ok(m)
 }
 
 /// `COPY`/`ADD` arguments.
@@ -46,6 +211,7 @@ pub enum Instruction {
     Run {
         cmd: Form,
         network: Option<String>,
+        mounts: Vec<RunMount>,
     },
     Cmd(Form),
     Entrypoint(Form),
@@ -283,7 +449,14 @@ fn run_form(line: &Line) -> Form {
         written.iter().any(|w| w == rest)
     };
     if lone {
-        return Form::Shell(line.heredocs[0].content.clone());
+        let h = &line.heredocs[0];
+        if h.content.starts_with("#!") {
+            return Form::Script {
+                name: h.name.clone(),
+                body: h.content.clone(),
+            };
+        }
+        return Form::Shell(h.content.clone());
     }
     let mut s = line.rest.clone();
     for h in &line.heredocs {
@@ -303,8 +476,12 @@ pub fn instruction(line: &Line, escape: char) -> Result<Instruction, BuildError>
             if line.heredocs.is_empty() {
                 at_least_one(line)?;
             }
-            if let Some((k, _)) = fl.iter().find(|(k, _)| k != "network") {
+            if let Some((k, _)) = fl.iter().find(|(k, _)| k != "network" && k != "mount") {
                 return Err(err(line, format!("RUN --{k} is not supported")));
+            }
+            let mut mounts = Vec::new();
+            for (_, spec) in fl.iter().filter(|(k, _)| k == "mount") {
+                mounts.push(run_mount(line, spec)?);
             }
             let network = flag(&fl, "network");
             if let Some(n) = &network {
@@ -315,6 +492,7 @@ pub fn instruction(line: &Line, escape: char) -> Result<Instruction, BuildError>
             Instruction::Run {
                 cmd: run_form(line),
                 network,
+                mounts,
             }
         }
         "cmd" => {
@@ -603,14 +781,16 @@ mod tests {
             s[0].instruction,
             Instruction::Run {
                 cmd: Form::Exec(vec!["echo".into(), "hi".into()]),
-                network: None
+                network: None,
+                mounts: Vec::new()
             }
         );
         assert_eq!(
             s[1].instruction,
             Instruction::Run {
                 cmd: Form::Shell("echo hi".into()),
-                network: None
+                network: None,
+                mounts: Vec::new()
             }
         );
         assert_eq!(
@@ -666,14 +846,16 @@ mod tests {
             s[0].instruction,
             Instruction::Run {
                 cmd: Form::Shell("echo a\necho b\n".into()),
-                network: None
+                network: None,
+                mounts: Vec::new()
             }
         );
         assert_eq!(
             s[1].instruction,
             Instruction::Run {
                 cmd: Form::Shell("cat <<A > /f\nbody\nA".into()),
-                network: None
+                network: None,
+                mounts: Vec::new()
             }
         );
         let Instruction::Copy(c) = &s[2].instruction else {
@@ -695,6 +877,66 @@ mod tests {
         assert_eq!(h.test, ["CMD-SHELL", "curl -f http://x/"]);
         assert_eq!(h.interval, 90_000_000_000);
         assert_eq!(h.retries, 3);
+    }
+
+    #[test]
+    fn run_mounts_and_shebang_scripts() {
+        let df = parse_dockerfile(
+            "FROM x\nRUN --mount=type=cache,target=/c,id=go,sharing=locked,mode=0700,uid=5 \\\n    --mount=target=/s,source=d,rw --mount=type=secret,id=t make\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n",
+        )
+        .unwrap();
+        let Instruction::Run { cmd, mounts, .. } = &df.stages[0].steps[0].instruction else {
+            panic!("{:?}", df.stages[0].steps[0]);
+        };
+        assert_eq!(cmd, &Form::Shell("make".into()));
+        assert_eq!(mounts.len(), 3);
+        assert_eq!(
+            (mounts[0].kind, mounts[0].id.as_deref(), mounts[0].sharing),
+            (MountKind::Cache, Some("go"), Sharing::Locked)
+        );
+        assert_eq!((mounts[0].mode, mounts[0].uid), (Some(0o700), Some(5)));
+        assert_eq!(
+            (
+                mounts[1].kind,
+                mounts[1].source.as_deref(),
+                mounts[1].readonly
+            ),
+            (MountKind::Bind, Some("d"), false)
+        );
+        assert_eq!(mounts[2].target, "/run/secrets/t");
+        assert!(mounts[2].readonly);
+        assert_eq!(
+            df.stages[0].steps[1].instruction,
+            Instruction::Run {
+                cmd: Form::Script {
+                    name: "EOF".into(),
+                    body: "#!/usr/bin/env python3\nprint(1)\n".into()
+                },
+                network: None,
+                mounts: Vec::new()
+            }
+        );
+        for (bad, msg) in [
+            ("type=cache", "mount destination not set"),
+            ("type=nfs,target=/x", "unsupported mount type \"nfs\""),
+            (
+                "type=cache,target=/x,sharing=all",
+                "unsupported sharing value \"all\"",
+            ),
+            (
+                "type=tmpfs,target=/x,size=big",
+                "invalid value for size: big",
+            ),
+            (
+                "type=bind,target=/x,size=1",
+                "unexpected key 'size' in 'type=bind,target=/x,size=1'",
+            ),
+        ] {
+            assert_eq!(
+                parse_err(&format!("FROM x\nRUN --mount={bad} true\n")),
+                format!("dockerfile parse error on line 2: {msg}")
+            );
+        }
     }
 
     #[test]

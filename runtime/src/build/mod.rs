@@ -25,6 +25,7 @@ pub mod copy;
 pub mod exec;
 pub mod ignore;
 pub mod instructions;
+mod mounts;
 mod parallel;
 pub mod parser;
 mod run;
@@ -102,6 +103,8 @@ pub enum BuildError {
     },
     #[error("No image was generated. Is your Dockerfile empty?")]
     NoImage,
+    #[error("secret {0}: not found")]
+    SecretNotFound(String),
     #[error("build cancelled")]
     Cancelled,
     #[error("unable to prepare context: {0}")]

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::exec::{Builder, Event, PROXY_ARGS};
-use super::instructions::Form;
+use super::instructions::{Form, RunMount};
+use super::mounts::drop_mount_stubs;
 use super::stage::{StageState, TempFile};
 use super::{io_at, BuildError};
 use crate::changes::{container_diff, write_changes_tar};
@@ -42,11 +43,8 @@ impl Builder<'_> {
         cmd: Vec<String>,
     ) -> Result<String, BuildError> {
         let layers = st.layers(self.store)?;
-        let image = st
-            .image
-            .as_ref()
-            .map(|i| i.id.to_string())
-            .unwrap_or_default();
+        let image_id = st.image.as_ref().map(|i| i.id.clone());
+        let image = image_id.as_ref().map(|i| i.to_string()).unwrap_or_default();
         let cfg = st.cfg_ref();
         let s = |k: &str| match cfg.get(k) {
             Some(Value::String(v)) => v.clone(),
@@ -54,8 +52,8 @@ impl Builder<'_> {
         };
         let c = self.rt.create(CreateRequest {
             image: ImageSource {
-                reference: image.clone(),
-                id: image,
+                reference: image,
+                id: image_id,
                 layers,
                 env: st.env(),
                 user: s("User"),
@@ -66,7 +64,7 @@ impl Builder<'_> {
             entrypoint: Some(String::new()),
             network: self.opts.network,
             driver: self.opts.driver.clone(),
-            runtime: "builtin".to_string(),
+            runtime: crate::container::RuntimeKind::Builtin,
             ..Default::default()
         })?;
         let guard = BuildContainer {
@@ -85,8 +83,26 @@ impl Builder<'_> {
         st: &mut StageState,
         cmd: &Form,
         network: Option<&str>,
+        mounts: &[RunMount],
+        stage: usize,
     ) -> Result<(), BuildError> {
         let argv = self.argv(st, cmd);
+        let script = match cmd {
+            Form::Script { name, body } => Some((name.as_str(), body.as_str())),
+            _ => None,
+        };
+        let prepared = self.step_mounts(st, mounts, script, stage)?;
+        // What the history shows and the cache compares: the command, a script's text, and
+        // the mounts (bind sources by content).
+        let mut shown: Vec<String> = prepared
+            .key
+            .iter()
+            .map(|k| format!("--mount={k}"))
+            .collect();
+        shown.extend(argv.iter().cloned());
+        if let Some((name, body)) = script {
+            shown.push(format!("<<{name}\n{body}{name}"));
+        }
         // Build args reach the command as environment (not overriding ENV), and mark the
         // history entry (`|1 A=b /bin/sh -c …`) so a changed value is a cache miss.
         let env_keys: HashSet<String> = st
@@ -113,11 +129,11 @@ impl Builder<'_> {
             }
         }
         let (created_by, cache_cmd) = if recorded.is_empty() {
-            (argv.join(" "), argv.clone())
+            (shown.join(" "), shown.clone())
         } else {
             let mut c = vec![format!("|{}", recorded.len())];
             c.extend(recorded.iter().cloned());
-            c.extend(argv.iter().cloned());
+            c.extend(shown.iter().cloned());
             (c.join(" "), c)
         };
         let cc = Self::container_config(st, cache_cmd);
@@ -148,7 +164,7 @@ impl Builder<'_> {
         let c = self.rt.create(CreateRequest {
             image: ImageSource {
                 reference: image.id.to_string(),
-                id: image.id.to_string(),
+                id: Some(image.id.clone()),
                 layers: layers.clone(),
                 entrypoint: None,
                 cmd: None,
@@ -161,9 +177,14 @@ impl Builder<'_> {
             cmd: argv.clone(),
             entrypoint: Some(String::new()),
             env: build_env,
+            volumes: prepared.volumes.clone(),
+            security: crate::container::Security {
+                tmpfs: prepared.tmpfs.clone(),
+                ..Default::default()
+            },
             network,
             driver: self.opts.driver.clone(),
-            runtime: "builtin".to_string(),
+            runtime: crate::container::RuntimeKind::Builtin,
             ..Default::default()
         })?;
         let guard = BuildContainer {
@@ -184,7 +205,7 @@ impl Builder<'_> {
         // (`container_diff`, as `strata diff` computes it: the same lowers, filter and vfs rule.)
         let c = self.rt.lookup(c.id().as_str())?;
         let upper = c.paths.upper();
-        let changes = container_diff(&c)?;
+        let changes = drop_mount_stubs(container_diff(&c)?, &prepared.targets);
         let diff = if changes.is_empty() {
             None
         } else {
@@ -208,6 +229,7 @@ impl Builder<'_> {
         };
         let id = c.id().as_str().to_string();
         drop(guard);
+        drop(prepared);
         self.host.event(Event::Removed(&short));
         self.commit(st, cc, created_by, diff, Some(&id))
     }

@@ -38,8 +38,8 @@ pub struct CommitRequest {
     pub extra_lowers: Vec<PathBuf>,
     /// The image the container was created from.
     pub image: ImageId,
-    /// Container ID (64 hex).
-    pub container_id: String,
+    /// The committed container.
+    pub container_id: crate::container::ContainerId,
     /// The container's effective config (`Cmd`, `Env`, …); `None`: the image's.
     pub container_config: Option<Map<String, Value>>,
     /// Volume mountpoints: never committed.
@@ -69,7 +69,7 @@ pub fn commit(store: &Store, req: &CommitRequest) -> Result<ImageId, ChangesErro
     super::apply_changes(&mut Map::new(), &req.changes)?;
     let _lease = store.lease_scope();
     let parent = store.image(&req.image)?;
-    let parent_config = store.read_blob(&parent.id.0)?;
+    let parent_config = store.read_blob(parent.id.digest())?;
     let mut lowers = req.extra_lowers.clone();
     lowers.extend(store.layer_dirs(&parent)?);
     let mut filter = Filter::docker();

@@ -16,8 +16,8 @@ pub struct CommitMeta {
     pub comment: Option<String>,
     /// `--change` instructions, applied in order.
     pub changes: Vec<String>,
-    /// The committed container's ID (64 hex).
-    pub container_id: String,
+    /// The committed container's ID.
+    pub container_id: crate::container::ContainerId,
     /// The container's effective config (Docker's capitalised keys); `None`: the parent's.
     pub container_config: Option<Map<String, Value>>,
     pub created: DateTime<Utc>,
@@ -81,7 +81,7 @@ pub fn commit_config(
 
     img.insert("config".into(), Value::Object(config));
     img.insert("container_config".into(), Value::Object(container_config));
-    img.insert("container".into(), json!(meta.container_id));
+    img.insert("container".into(), json!(meta.container_id.as_str()));
     img.insert("created".into(), json!(created));
     match non_empty(&meta.author) {
         Some(a) => img.insert("author".into(), json!(a)),
@@ -127,7 +127,7 @@ mod tests {
             author: Some("Jane <jane@example.com>".into()),
             comment: Some("new page".into()),
             changes: vec!["ENV MODE=prod".into()],
-            container_id: "c".repeat(64),
+            container_id: crate::container::ContainerId::parse(&"c".repeat(64)).unwrap(),
             container_config: None,
             created: DateTime::parse_from_rfc3339("2026-01-02T03:04:05.5Z")
                 .unwrap()

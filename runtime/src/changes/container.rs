@@ -30,7 +30,7 @@ fn filter(c: &Container) -> Filter {
 
 /// `vfs` keeps the whole tree in the upper dir.
 fn full_tree(c: &Container) -> bool {
-    c.config.driver == "vfs"
+    c.config.driver.upper_is_full_copy()
 }
 
 /// `docker diff` of a container (running or not, any driver).
@@ -68,7 +68,7 @@ fn strings(v: &[String]) -> Value {
 /// The container's effective config: its image's `config` with what `run` set.
 fn effective_config(store: &Store, image: &ImageId, c: &Container) -> Map<String, Value> {
     let mut config = store
-        .read_blob(&image.0)
+        .read_blob(image.digest())
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|v| match v.get("config") {
@@ -91,8 +91,13 @@ pub fn commit_container(
     c: &Container,
     opts: &CommitOptions,
 ) -> Result<ImageId, ChangesError> {
-    let image = ImageId::parse(&c.config.image_id)
-        .map_err(|e| ChangesError::Store(crate::store::StoreError::Digest(e)))?;
+    let image =
+        c.config
+            .image_id
+            .clone()
+            .ok_or(ChangesError::Store(crate::store::StoreError::Digest(
+                crate::digest::DigestError::Format,
+            )))?;
     let pause = (opts.pause && c.is_running() && c.state.pid > 0)
         .then(|| nix::unistd::Pid::from_raw(c.state.pid));
     let req = CommitRequest {
@@ -104,7 +109,7 @@ pub fn commit_container(
             .collect(),
         container_config: Some(effective_config(store, &image, c)),
         image,
-        container_id: c.config.id.as_str().to_string(),
+        container_id: c.config.id.clone(),
         volumes: c
             .config
             .volumes

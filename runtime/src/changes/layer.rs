@@ -76,7 +76,7 @@ pub fn write_changes_tar<W: Write>(
     out.flush().map_err(io_err)?;
     Ok((
         LayerDigests {
-            diff_id: DiffId(diff_id),
+            diff_id: DiffId::from(diff_id),
             size,
             compressed_digest,
             compressed_size,

@@ -471,7 +471,7 @@ mod commit_tests {
             full_tree: false,
             extra_lowers: vec![],
             image: image.clone(),
-            container_id: "c".repeat(64),
+            container_id: crate::container::ContainerId::parse(&"c".repeat(64)).unwrap(),
             container_config: None,
             volumes: vec![],
             pause: None,
@@ -517,7 +517,7 @@ mod commit_tests {
         assert_eq!(rec.id, id);
         assert_eq!(rec.parent.as_ref(), Some(&base));
         let cfg: serde_json::Value =
-            serde_json::from_slice(&store.read_blob(&id.0).unwrap()).unwrap();
+            serde_json::from_slice(&store.read_blob(id.digest()).unwrap()).unwrap();
         assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 3);
         let hist = cfg["history"].as_array().unwrap();
         assert_eq!(hist.len(), 3);
@@ -572,7 +572,7 @@ mod commit_tests {
         write(&upper.join("etc/hosts"), "127.0.0.1 localhost\n");
         let id = commit(&store, &request(&upper, &base, None)).unwrap();
         let cfg: serde_json::Value =
-            serde_json::from_slice(&store.read_blob(&id.0).unwrap()).unwrap();
+            serde_json::from_slice(&store.read_blob(id.digest()).unwrap()).unwrap();
         assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
         assert_eq!(cfg["history"][2]["empty_layer"], serde_json::json!(true));
         assert!(store.image(&id).unwrap().repo_tags.is_empty());

@@ -39,8 +39,9 @@ fn write(
 
 /// Create the container's cgroups with `res` applied and move `pid` into them.
 pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), ContainerError> {
-    if limits_ignored() {
-        return Ok(());
+    if crate::rootless::in_user_namespace() {
+        return super::delegated::apply(id, res, pid)
+            .map_err(|e| ContainerError::Cgroup(e.to_string()));
     }
     let mut used = Vec::new();
     if let Some(m) = res.memory {
@@ -86,15 +87,31 @@ pub fn join(id: &ContainerId, pid: i32) {
 
 /// Remove the container's cgroups (they must be empty; a failure is left for the next try).
 pub fn remove(id: &ContainerId) {
+    if crate::rootless::in_user_namespace() {
+        super::delegated::remove(id);
+        return;
+    }
     super::devices::remove(id);
     for c in CONTROLLERS {
         let _ = fs::remove_dir(dir(c, id));
     }
 }
 
-/// Rootless: the cgroup hierarchies this module writes belong to root (no delegated subtree is
-/// used yet), so resource limits are ignored (podman's behaviour; the CLI prints a one-line
-/// warning), never a failure.
+/// Rootless and no delegated cgroup at all (see `delegated`): resource limits are ignored
+/// (podman's behaviour; the CLI prints a one-line warning), never a failure.
 pub fn limits_ignored() -> bool {
-    crate::rootless::in_user_namespace()
+    crate::rootless::in_user_namespace() && !super::delegated::layout().any()
+}
+
+/// The warnings for limits of `res` that will be ignored: rootless without any delegated
+/// cgroup, podman's one line; with one, Docker's line for each limit whose controller it lacks.
+pub fn limit_warnings(res: &Resources) -> Vec<&'static str> {
+    if !crate::rootless::in_user_namespace() || res.is_empty() {
+        return Vec::new();
+    }
+    let l = super::delegated::layout();
+    if !l.any() {
+        return vec!["WARNING: Resource limits are not supported and ignored on rootless systems without cgroup delegation"];
+    }
+    l.ignored(res).into_iter().map(|x| x.warning()).collect()
 }

@@ -155,6 +155,7 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     let status_fd = status_w.as_raw_fd();
     let cid = c.id().clone();
+    let cgroups = super::delegated::procs_files_of(pid);
     // SAFETY: the child runs `relay`, which only forks, setns's, execs or _exits.
     let relay = match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => relay(
@@ -165,6 +166,7 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
             status_fd,
             req.detach,
             &cid,
+            &cgroups,
         ),
         ForkResult::Parent { child } => child,
     };
@@ -207,6 +209,8 @@ fn open_null_fd() -> RawFd {
 }
 
 /// In the forked relay: join the namespaces, fork the process, relay its exit status.
+// Everything the post-fork child needs comes as arguments, built before the fork.
+#[allow(clippy::too_many_arguments)]
 fn relay(
     ns: &[(RawFd, CloneFlags)],
     process: &Process,
@@ -215,11 +219,15 @@ fn relay(
     status_fd: RawFd,
     detach: bool,
     id: &super::ContainerId,
+    cgroups: &[std::path::PathBuf],
 ) -> ! {
     init::reset_signals();
     // Before entering anything of the container's: it may not open our /proc files.
     init::undumpable();
     cgroup::join(id, std::process::id() as i32);
+    for procs in cgroups {
+        let _ = std::fs::write(procs, std::process::id().to_string());
+    }
     if let Err(e) = init::join_namespaces(ns) {
         init::fail(status_fd, e);
     }

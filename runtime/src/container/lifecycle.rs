@@ -25,8 +25,8 @@ use crate::driver::{force_unmount, is_mountpoint};
 pub struct ImageSource {
     /// As the user wrote it (shown by `ps`).
     pub reference: String,
-    /// `sha256:<64hex>`.
-    pub id: String,
+    /// `None` for a build step on `scratch`.
+    pub id: Option<crate::digest::ImageId>,
     /// Layer dirs, top first.
     pub layers: Vec<PathBuf>,
     pub entrypoint: Option<Vec<String>>,
@@ -61,8 +61,8 @@ pub struct CreateRequest {
     /// Networks, aliases, `--dns`, `--add-host`, `container:` target.
     pub net: NetSettings,
     pub auto_remove: bool,
-    pub driver: String,
-    pub runtime: String,
+    pub driver: crate::driver::DriverKind,
+    pub runtime: super::RuntimeKind,
     pub resources: Resources,
     pub stop_timeout: Option<u64>,
     pub security: Security,
@@ -223,7 +223,7 @@ impl Runtime {
                 if let Some(c) = existing.iter().find(|c| &c.config.name == n) {
                     return Err(ContainerError::NameConflict {
                         name: n.clone(),
-                        id: c.config.id.0.clone(),
+                        id: c.config.id.to_string(),
                     });
                 }
                 n.clone()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::record::{self, valid_name, ContainerId, Status};
 use super::{io_at, Container, ContainerError, Result, Runtime};
-use crate::driver::{self, is_mountpoint, Mounted};
+use crate::driver::{is_mountpoint, Mounted};
 
 const FREEZER: &str = "/sys/fs/cgroup/freezer/strata";
 
@@ -80,7 +80,7 @@ impl Runtime {
         if let Some(other) = self.list()?.iter().find(|o| o.config.name == new) {
             return Err(ContainerError::NameConflict {
                 name: new.to_string(),
-                id: other.config.id.0.clone(),
+                id: other.config.id.to_string(),
             });
         }
         let path = c.paths.config();
@@ -151,7 +151,7 @@ impl Runtime {
         let lock_path = c.paths.run_dir.join("supervisor.lock");
         let _lock = crate::fsutil::lock_file(&lock_path, crate::fsutil::LockMode::TryExclusive)
             .map_err(io_at(&lock_path))?;
-        let drv = driver::by_name(&c.config.driver)?;
+        let drv = c.config.driver.driver();
         let layers = c.layers();
         let mounted: Box<dyn Mounted> = drv.mount(&layers, &rootfs)?;
         let out = f(mounted.path());

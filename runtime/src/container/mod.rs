@@ -20,6 +20,7 @@ pub mod attach;
 pub mod caps;
 mod cgroup;
 pub mod copy;
+pub mod delegated;
 pub mod devices;
 pub mod exec;
 pub mod init;
@@ -37,11 +38,11 @@ pub mod spec;
 pub mod supervisor;
 pub mod user;
 
-pub use cgroup::limits_ignored;
+pub use cgroup::{limit_warnings, limits_ignored};
 pub use lifecycle::{parse_signal, CreateRequest, ImageSource, StartHandle};
 pub use record::{
-    ContainerConfig, ContainerId, ContainerState, NetworkMode, Paths, PortMapping, Resources,
-    SeccompMode, Security, Status, TmpfsMount, VolumeMount,
+    ContainerConfig, ContainerId, ContainerState, InvalidContainerId, NetworkMode, Paths,
+    PortMapping, Resources, RuntimeKind, SeccompMode, Security, Status, TmpfsMount, VolumeMount,
 };
 
 use crate::driver::DriverError;
@@ -227,11 +228,11 @@ impl Runtime {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.len() != 64 || !name.chars().all(|c| c.is_ascii_hexdigit()) {
-                continue;
-            }
             // A record being created or removed right now may be half there: skip it.
-            match self.load(&ContainerId(name)) {
+            let Ok(id) = ContainerId::parse(&name) else {
+                continue;
+            };
+            match self.load(&id) {
                 Ok(c) => out.push(c),
                 Err(ContainerError::Io { .. }) | Err(ContainerError::Json { .. }) => {}
                 Err(e) => return Err(e),
@@ -244,8 +245,8 @@ impl Runtime {
     /// Find a container by full id, name (with or without the leading `/`) or unique id prefix.
     pub fn lookup(&self, s: &str) -> Result<Container> {
         let key = s.strip_prefix('/').unwrap_or(s);
-        if key.len() == 64 {
-            if let Ok(c) = self.load(&ContainerId(key.to_string())) {
+        if let Ok(id) = ContainerId::parse(key) {
+            if let Ok(c) = self.load(&id) {
                 return Ok(c);
             }
         }
@@ -254,7 +255,7 @@ impl Runtime {
             return Ok(c.clone());
         }
         if !key.is_empty() && key.chars().all(|c| c.is_ascii_hexdigit()) {
-            let mut matches = all.iter().filter(|c| c.config.id.0.starts_with(key));
+            let mut matches = all.iter().filter(|c| c.config.id.as_str().starts_with(key));
             if let Some(first) = matches.next() {
                 if matches.next().is_some() {
                     return Err(ContainerError::Ambiguous(key.to_string()));
@@ -263,17 +264,5 @@ impl Runtime {
             }
         }
         Err(ContainerError::NoSuchContainer(s.to_string()))
-    }
-
-    /// Image IDs used by containers (for `rmi` conflict checks).
-    pub fn image_users(&self) -> Result<Vec<(ContainerId, String, bool)>> {
-        Ok(self
-            .list()?
-            .into_iter()
-            .map(|c| {
-                let running = c.is_running();
-                (c.config.id, c.config.image_id, running)
-            })
-            .collect())
     }
 }

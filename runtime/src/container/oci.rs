@@ -22,7 +22,7 @@ fn state_root(c: &Container) -> PathBuf {
 }
 
 fn runtime_cmd(c: &Container) -> Command {
-    let mut cmd = Command::new(&c.config.runtime);
+    let mut cmd = Command::new(c.config.runtime.to_string());
     cmd.arg("--root").arg(state_root(c));
     cmd
 }
@@ -66,7 +66,7 @@ pub(super) fn start(c: &Container, spec: &Spec) -> Result<(Pid, Stdio)> {
         .stderr(ProcStdio::from(stderr));
     let status = cmd.status().map_err(|e| {
         start_err(format!(
-            "cannot run OCI runtime {:?}: {e}",
+            "cannot run OCI runtime \"{}\": {e}",
             c.config.runtime
         ))
     })?;

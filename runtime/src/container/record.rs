@@ -9,11 +9,18 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::ContainerError;
+use crate::digest::ImageId;
+use crate::driver::DriverKind;
 
-/// A container's 64-hex id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ContainerId(pub String);
+/// A container's id: 64 lowercase hex digits. Made only by [`ContainerId::generate`] and
+/// [`ContainerId::parse`]; on disk (record JSON, directory names) it is that string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerId(String);
+
+/// A string that is not a container id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid container id {0:?}: want 64 lowercase hex digits")]
+pub struct InvalidContainerId(pub String);
 
 impl ContainerId {
     /// A fresh random id.
@@ -28,9 +35,21 @@ impl ContainerId {
         ContainerId(hex::encode(buf))
     }
 
+    /// Parse a full id (64 lowercase hex digits; no prefixes, no names).
+    pub fn parse(s: &str) -> Result<ContainerId, InvalidContainerId> {
+        if s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(ContainerId(s.to_string()))
+        } else {
+            Err(InvalidContainerId(s.to_string()))
+        }
+    }
+
     /// The 12-hex short form.
     pub fn short(&self) -> &str {
-        &self.0[..12.min(self.0.len())]
+        &self.0[..12]
     }
 
     pub fn as_str(&self) -> &str {
@@ -44,6 +63,26 @@ impl std::fmt::Display for ContainerId {
     }
 }
 
+impl std::str::FromStr for ContainerId {
+    type Err = InvalidContainerId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ContainerId::parse(s)
+    }
+}
+
+impl Serialize for ContainerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContainerId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ContainerId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 fn nix_getrandom(buf: &mut [u8]) -> std::io::Result<()> {
     // SAFETY: buf is valid for buf.len() bytes.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -51,6 +90,85 @@ fn nix_getrandom(buf: &mut [u8]) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Which runtime starts a container's process: the built-in one, or an OCI runtime (`runc`, a
+/// name looked up on `PATH` or a path). Recorded as `builtin` or the runtime's name/path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum RuntimeKind {
+    #[default]
+    Builtin,
+    Oci(PathBuf),
+}
+
+impl RuntimeKind {
+    /// `--runtime`'s value: `builtin` (or empty, in records made before runtimes had a name), or
+    /// an OCI runtime.
+    pub fn parse(s: &str) -> RuntimeKind {
+        match s {
+            "" | "builtin" => RuntimeKind::Builtin,
+            other => RuntimeKind::Oci(PathBuf::from(other)),
+        }
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        matches!(self, RuntimeKind::Builtin)
+    }
+
+    /// The OCI runtime's program, if this is one.
+    pub fn oci_program(&self) -> Option<&Path> {
+        match self {
+            RuntimeKind::Builtin => None,
+            RuntimeKind::Oci(p) => Some(p),
+        }
+    }
+
+    /// Whether the runtime can give the container a terminal (`-t`): only the built-in one.
+    pub fn supports_tty(&self) -> bool {
+        self.is_builtin()
+    }
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeKind::Builtin => f.write_str("builtin"),
+            RuntimeKind::Oci(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for RuntimeKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RuntimeKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(RuntimeKind::parse(&String::deserialize(d)?))
+    }
+}
+
+/// An optional image ID written as today's records write it: the ID, or `""` for none.
+mod image_id_or_empty {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::digest::ImageId;
+
+    pub fn serialize<S: Serializer>(id: &Option<ImageId>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(id.as_ref().map_or("", |id| id.as_str()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ImageId>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        ImageId::parse(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -232,8 +350,9 @@ pub struct ContainerConfig {
     pub created: DateTime<Utc>,
     /// The image as the user named it (the `IMAGE` column of `ps`).
     pub image: String,
-    /// `sha256:<64hex>`.
-    pub image_id: String,
+    /// The image's ID; `None` (written `""`) for a build step on `scratch`.
+    #[serde(with = "image_id_or_empty")]
+    pub image_id: Option<ImageId>,
     /// The image's layer dirs, top first.
     pub layers: Vec<PathBuf>,
     pub entrypoint: Vec<String>,
@@ -250,9 +369,8 @@ pub struct ContainerConfig {
     pub stop_signal: String,
     pub stop_timeout: Option<u64>,
     pub auto_remove: bool,
-    pub driver: String,
-    /// `builtin`, or the path/name of an OCI runtime such as `runc`.
-    pub runtime: String,
+    pub driver: DriverKind,
+    pub runtime: RuntimeKind,
     pub resources: Resources,
     #[serde(default)]
     pub net: NetSettings,
@@ -771,6 +889,77 @@ mod tests {
         assert!(a.0.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
         assert_eq!(a.short().len(), 12);
+        assert_eq!(ContainerId::parse(a.as_str()), Ok(a.clone()));
+        assert!(ContainerId::parse(&a.as_str()[..63]).is_err());
+        assert!(ContainerId::parse(&a.as_str().to_uppercase()).is_err());
+        assert!(serde_json::from_str::<ContainerId>("\"web\"").is_err());
+    }
+
+    #[test]
+    fn runtime_kinds_round_trip() {
+        for (text, kind) in [
+            ("builtin", RuntimeKind::Builtin),
+            ("runc", RuntimeKind::Oci("runc".into())),
+            ("/usr/sbin/runc", RuntimeKind::Oci("/usr/sbin/runc".into())),
+        ] {
+            assert_eq!(RuntimeKind::parse(text), kind);
+            assert_eq!(kind.to_string(), text);
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{text}\""));
+        }
+        assert_eq!(RuntimeKind::parse(""), RuntimeKind::Builtin);
+        assert!(!RuntimeKind::parse("runc").supports_tty());
+    }
+
+    /// Records written by the release before typed identities (`cli/tests/data/store-v0.1`,
+    /// generated with that release's binary) read into the typed records and write back
+    /// byte for byte: every driver spec form, both runtime kinds.
+    #[test]
+    fn records_of_the_previous_release_round_trip_byte_for_byte() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/tests/data/store-v0.1/containers");
+        let mut seen = Vec::new();
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let id = ContainerId::parse(&entry.file_name().to_string_lossy()).unwrap();
+            let tmp = tempfile::tempdir().unwrap();
+            let config_bytes = fs::read(entry.path().join("config.json")).unwrap();
+            let config: ContainerConfig = read_json(&entry.path().join("config.json")).unwrap();
+            assert_eq!(config.id, id);
+            write_json(&tmp.path().join("config.json"), &config).unwrap();
+            assert_eq!(
+                String::from_utf8(fs::read(tmp.path().join("config.json")).unwrap()).unwrap(),
+                String::from_utf8(config_bytes).unwrap()
+            );
+            let state_bytes = fs::read(entry.path().join("state.json")).unwrap();
+            let state: ContainerState = read_json(&entry.path().join("state.json")).unwrap();
+            write_json(&tmp.path().join("state.json"), &state).unwrap();
+            assert_eq!(
+                fs::read(tmp.path().join("state.json")).unwrap(),
+                state_bytes
+            );
+            seen.push((
+                config.name.clone(),
+                config.driver.clone(),
+                config.runtime.clone(),
+            ));
+        }
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "fix-fuse".to_string(),
+                    DriverKind::Fuse,
+                    RuntimeKind::Builtin
+                ),
+                (
+                    "fix-mp".to_string(),
+                    DriverKind::MountProgram(Some("/usr/local/bin/strata-overlay".into())),
+                    RuntimeKind::Oci("runc".into())
+                ),
+                ("fix-vfs".to_string(), DriverKind::Vfs, RuntimeKind::Builtin),
+            ]
+        );
     }
 
     #[test]

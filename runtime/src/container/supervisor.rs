@@ -29,7 +29,7 @@ use super::record::{self, process_start_time, ContainerId, NetworkMode, Status};
 use super::spec::{self, Spec};
 use super::user;
 use super::{cgroup, devices, io_at, oci, Container, ContainerError, Result, Runtime};
-use crate::driver::{self, Mounted};
+use crate::driver::Mounted;
 
 /// Signals the supervisor forwards to the init (SIGWINCH resizes the pty instead).
 const FORWARDED: &[Signal] = &[
@@ -55,9 +55,11 @@ pub fn supervise(root: &Path, runroot: &Path, id: &str, attached: bool) -> i32 {
     let runroot = std::path::absolute(runroot).unwrap_or_else(|_| runroot.to_path_buf());
     let _ = std::env::set_current_dir("/");
     let rt = Runtime::new(&root, &runroot);
-    match run(&rt, &ContainerId(id.to_string()), attached, &mut report) {
-        Ok(code) => {
-            super::restart::maybe_restart(&rt, &ContainerId(id.to_string()), code);
+    let parsed =
+        ContainerId::parse(id).map_err(|_| ContainerError::NoSuchContainer(id.to_string()));
+    match parsed.and_then(|cid| Ok((run(&rt, &cid, attached, &mut report)?, cid))) {
+        Ok((code, cid)) => {
+            super::restart::maybe_restart(&rt, &cid, code);
             code
         }
         Err(e) => {
@@ -189,13 +191,25 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     };
     let mut sandbox = setup_network(rt, &mut c, listeners.as_ref())?;
     std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
-    let drv = driver::by_name(&c.config.driver)?;
+    let drv = c.config.driver.driver();
     // A read a lazily pulled layer cannot serve says why in the container's log.
     crate::lazy::report_to(&c.paths.log());
 
     let layers = c.layers();
     let rootfs = c.paths.rootfs();
-    let builtin = c.config.runtime == "builtin" || c.config.runtime.is_empty();
+    let builtin = c.config.runtime.is_builtin();
+    // Rootless: no bridge; pasta gives the container a network namespace made and configured
+    // before the init exists (its first process has the network). Without pasta the
+    // container keeps its loopback.
+    let pasta = (c.config.network == NetworkMode::Private && crate::rootless::in_user_namespace())
+        .then(|| {
+            let opts = crate::rootless::pasta_options(rt.root());
+            crate::rootless::Pasta::start(&c.paths.run_dir, &opts)
+        })
+        .and_then(|r| r.map_err(|e| log::warn!("{e}")).ok());
+    if let Some(p) = &pasta {
+        c.state.sandbox_key = p.ns_path().display().to_string();
+    }
     // Builtin: fork the init now, while this process has a single thread: it waits for its
     // spec on the sync pipe while the rootfs is mounted (which starts the FUSE threads).
     let forked = if builtin { Some(fork_init(&c)?) } else { None };
@@ -240,11 +254,6 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         }
     };
 
-    // Rootless: no bridge; pasta gives the container's namespace outbound network (started
-    // once the init has made the namespace). Without pasta the container keeps its loopback.
-    let pasta = (c.config.network == NetworkMode::Private && crate::rootless::in_user_namespace())
-        .then(|| crate::rootless::Pasta::start(pid.as_raw(), &c.paths.run_dir))
-        .and_then(|r| r.map_err(|e| log::warn!("{e}")).ok());
     let bound: Vec<_> = listeners
         .as_ref()
         .map(|l| l.bound.iter().map(|(m, _)| m.clone()).collect())

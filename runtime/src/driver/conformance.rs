@@ -258,5 +258,5 @@ fn strata_overlay_spec() -> String {
         "{} missing: build it with `cargo build -p strata-fs`",
         bin.display()
     );
-    super::with_mount_program(&bin)
+    super::DriverKind::MountProgram(Some(bin)).to_string()
 }

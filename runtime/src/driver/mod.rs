@@ -15,7 +15,7 @@
 //! (`conformance.rs`).
 //!
 //! A driver is named by a *spec*: its name, or for `fuse-overlayfs` with another mount program
-//! `fuse-overlayfs:PROGRAM` (see [`with_mount_program`]); containers record the spec.
+//! `fuse-overlayfs:PROGRAM`; [`DriverKind`] is the typed form, and containers record the spec.
 
 use std::path::{Path, PathBuf};
 
@@ -80,45 +80,120 @@ pub trait Driver: Send + Sync {
 }
 
 /// The driver used when none is configured.
-pub const DEFAULT_DRIVER: &str = "fuse";
+pub const DEFAULT_DRIVER: DriverKind = DriverKind::Fuse;
 
-/// The spec of the `fuse-overlayfs` driver running `program` instead of the installed binary.
-pub fn with_mount_program(program: &Path) -> String {
-    format!("{}:{}", mount_program::NAME, program.display())
+/// Which storage driver a container's rootfs is mounted with. Recorded in each container's
+/// `config.json` as its *spec* string (`fuse`, `overlay`, `vfs`, `fuse-overlayfs` or
+/// `fuse-overlayfs:PROGRAM`), which [`DriverKind::parse`] reads and `Display` writes back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum DriverKind {
+    /// Ours: in-process FUSE threads.
+    #[default]
+    Fuse,
+    /// Kernel overlayfs (`overlay2` is accepted as a name for it).
+    Overlay,
+    /// A full copy of the layers into the upper dir.
+    Vfs,
+    /// A fuse-overlayfs-compatible mount program: the installed `fuse-overlayfs` (`None`) or
+    /// the given program.
+    MountProgram(Option<PathBuf>),
 }
 
-/// The mount-program driver a spec names, if it names one.
-pub fn mount_program_of(spec: &str) -> Option<mount_program::MountProgramDriver> {
-    if spec == mount_program::NAME {
-        return Some(mount_program::MountProgramDriver::new(
-            mount_program::DEFAULT_PROGRAM,
-        ));
+impl DriverKind {
+    /// Read a spec (a `--storage-driver` name, or `fuse-overlayfs:PROGRAM`).
+    pub fn parse(spec: &str) -> Result<DriverKind, DriverError> {
+        if let Some(rest) = spec.strip_prefix(mount_program::NAME) {
+            return match rest.strip_prefix(':') {
+                None if rest.is_empty() => Ok(DriverKind::MountProgram(None)),
+                Some(program) if !program.is_empty() => {
+                    Ok(DriverKind::MountProgram(Some(PathBuf::from(program))))
+                }
+                _ => Err(DriverError::Unknown(spec.to_string())),
+            };
+        }
+        match spec {
+            "fuse" => Ok(DriverKind::Fuse),
+            "overlay" | "overlay2" => Ok(DriverKind::Overlay),
+            "vfs" => Ok(DriverKind::Vfs),
+            other => Err(DriverError::Unknown(other.to_string())),
+        }
     }
-    let program = spec.strip_prefix(mount_program::NAME)?.strip_prefix(':')?;
-    (!program.is_empty()).then(|| mount_program::MountProgramDriver::new(program))
+
+    /// The driver's name as `--storage-driver` and `inspect` show it (no mount program).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DriverKind::Fuse => "fuse",
+            DriverKind::Overlay => "overlay",
+            DriverKind::Vfs => "vfs",
+            DriverKind::MountProgram(_) => mount_program::NAME,
+        }
+    }
+
+    /// The mount-program driver, if this is one.
+    pub fn mount_program(&self) -> Option<mount_program::MountProgramDriver> {
+        match self {
+            DriverKind::MountProgram(p) => Some(mount_program::MountProgramDriver::new(
+                p.as_deref()
+                    .unwrap_or(Path::new(mount_program::DEFAULT_PROGRAM)),
+            )),
+            _ => None,
+        }
+    }
+
+    /// True when the upper dir holds the whole tree (a full copy of the layers) rather than
+    /// only the changes over them: a diff must then compare it with the layers file by file.
+    pub fn upper_is_full_copy(&self) -> bool {
+        matches!(self, DriverKind::Vfs)
+    }
+
+    /// The driver itself.
+    pub fn driver(&self) -> Box<dyn Driver> {
+        match self {
+            DriverKind::Fuse => Box::new(fuse::FuseDriver),
+            DriverKind::Overlay => Box::new(overlay::OverlayDriver),
+            DriverKind::Vfs => Box::new(vfs::VfsDriver),
+            DriverKind::MountProgram(p) => Box::new(mount_program::MountProgramDriver::new(
+                p.as_deref()
+                    .unwrap_or(Path::new(mount_program::DEFAULT_PROGRAM)),
+            )),
+        }
+    }
 }
 
-/// The driver name a spec stands for (`fuse-overlayfs:PROGRAM` → `fuse-overlayfs`), as
-/// `inspect` shows it.
-pub fn name_of(spec: &str) -> &str {
-    if mount_program_of(spec).is_some() {
-        mount_program::NAME
-    } else {
-        spec
+impl std::fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DriverKind::MountProgram(Some(p)) => {
+                write!(f, "{}:{}", mount_program::NAME, p.display())
+            }
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+impl std::str::FromStr for DriverKind {
+    type Err = DriverError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DriverKind::parse(s)
+    }
+}
+
+impl serde::Serialize for DriverKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DriverKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DriverKind::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
 /// Look a driver up by its spec (its name, or `fuse-overlayfs:PROGRAM`).
-pub fn by_name(name: &str) -> Result<Box<dyn Driver>, DriverError> {
-    if let Some(d) = mount_program_of(name) {
-        return Ok(Box::new(d));
-    }
-    match name {
-        "fuse" => Ok(Box::new(fuse::FuseDriver)),
-        "overlay" | "overlay2" => Ok(Box::new(overlay::OverlayDriver)),
-        "vfs" => Ok(Box::new(vfs::VfsDriver)),
-        other => Err(DriverError::Unknown(other.to_string())),
-    }
+pub fn by_name(spec: &str) -> Result<Box<dyn Driver>, DriverError> {
+    Ok(DriverKind::parse(spec)?.driver())
 }
 
 /// Drivers that serve layer dirs as they are (kernel overlay, vfs, fuse-overlayfs) would show
@@ -181,16 +256,46 @@ mod tests {
         assert!(matches!(by_name("zfs"), Err(DriverError::Unknown(_))));
         assert_eq!(by_name("vfs").map(|d| d.name()).ok(), Some("vfs"));
         assert!(matches!(
-            by_name("fuse-overlayfs:"),
+            DriverKind::parse("fuse-overlayfs:"),
             Err(DriverError::Unknown(_))
         ));
-        let d = mount_program_of(&with_mount_program(Path::new("/opt/x/prog"))).unwrap();
-        assert_eq!(d.program(), Path::new("/opt/x/prog"));
-        assert_eq!(name_of("fuse-overlayfs:/opt/x/prog"), "fuse-overlayfs");
-        assert_eq!(name_of("overlay"), "overlay");
+        assert!(matches!(
+            DriverKind::parse("fuse-overlayfsx"),
+            Err(DriverError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn specs_round_trip() {
+        for spec in [
+            "fuse",
+            "overlay",
+            "vfs",
+            "fuse-overlayfs",
+            "fuse-overlayfs:/opt/x/prog",
+        ] {
+            let kind = DriverKind::parse(spec).unwrap();
+            assert_eq!(kind.to_string(), spec);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{spec}\""));
+            assert_eq!(serde_json::from_str::<DriverKind>(&json).unwrap(), kind);
+        }
+        let d = DriverKind::parse("fuse-overlayfs:/opt/x/prog").unwrap();
+        assert_eq!(d.name(), "fuse-overlayfs");
         assert_eq!(
-            mount_program_of("fuse-overlayfs").unwrap().program(),
+            d.mount_program().unwrap().program(),
+            Path::new("/opt/x/prog")
+        );
+        assert_eq!(
+            DriverKind::parse("fuse-overlayfs")
+                .unwrap()
+                .mount_program()
+                .unwrap()
+                .program(),
             Path::new("fuse-overlayfs")
         );
+        assert_eq!(DriverKind::parse("overlay2").unwrap(), DriverKind::Overlay);
+        assert!(DriverKind::Vfs.upper_is_full_copy());
+        assert!(!DriverKind::Fuse.upper_is_full_copy());
     }
 }

@@ -242,7 +242,7 @@ impl Networks {
             }
             None => subnet.nth(1).ok_or(NetworkError::NoPool)?,
         };
-        let id = ContainerId::generate().0;
+        let id = ContainerId::generate().to_string();
         let rec = NetworkRecord {
             bridge: format!("strata{}", &id[..8]),
             id,

@@ -223,7 +223,7 @@ pub fn login(
     auth::store(registry, creds)
 }
 
-/// Errors of a pull or push: the registry's, or the store's.
+/// Errors of a pull: the registry's, or the store's.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error(transparent)]
@@ -239,6 +239,21 @@ pub enum PullError {
     #[error(transparent)]
     Lazy(Box<crate::lazy::LazyError>),
     /// `push --compression estargz`: converting the layers failed.
+    #[error(transparent)]
+    Convert(#[from] crate::seekable::convert::ConvertError),
+}
+
+/// Errors of a push: the registry's, or the store's.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
+    #[error("An image does not exist locally with the tag: {0}")]
+    NotLocal(String),
     #[error(transparent)]
     Convert(#[from] crate::seekable::convert::ConvertError),
 }

@@ -35,6 +35,8 @@ pub struct PullOptions {
     pub insecure: Vec<String>,
     /// Concurrent layer downloads (at least 1).
     pub parallel: usize,
+    /// Pull seekable layers lazily (`crate::lazy::pull_lazy`; `registry::pull` ignores it).
+    pub lazy: bool,
 }
 
 impl Default for PullOptions {
@@ -43,6 +45,7 @@ impl Default for PullOptions {
             platform: None,
             insecure: Vec::new(),
             parallel: 3,
+            lazy: false,
         }
     }
 }
@@ -378,7 +381,7 @@ pub fn pull(
         blob::sha256_hex(&l.digest)?;
     }
     let chains = chain_ids(&diff_ids);
-    let image_id = ImageId(config_id.clone());
+    let image_id = ImageId::from(config_id.clone());
     let previous = store.resolve(&reference.to_string()).ok().map(|r| r.id);
 
     // Which layers are missing. Docker prints no layer lines for an image it already has.

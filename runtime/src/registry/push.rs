@@ -15,7 +15,7 @@ use ureq::http;
 use super::client::{resolve_location, Client, Payload, Req};
 use super::manifest::{self, Descriptor, ImageManifest, Manifest};
 use super::pull::client_for;
-use super::{PullError, RegistryError};
+use super::{PushError, RegistryError};
 use crate::digest::{ChainId, Digest, HashingWriter};
 use crate::reference::Reference;
 use crate::seekable::{self, LayerCompression};
@@ -83,8 +83,8 @@ pub struct PushOutcome {
 }
 
 /// No image under that name in the store: Docker's words.
-fn no_such_local(reference: &Reference) -> PullError {
-    PullError::NotLocal(reference.familiar())
+fn no_such_local(reference: &Reference) -> PushError {
+    PushError::NotLocal(reference.familiar())
 }
 
 /// One blob to push: where its bytes are and how the manifest describes it.
@@ -165,7 +165,7 @@ fn original_manifest(store: &Store, rec: &ImageRecord) -> Option<(ImageManifest,
 }
 
 /// The compressed blob of layer `chain`: the one it was pulled as, else gzip of its tar.
-fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
+fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PushError> {
     let info = store.layer(chain)?;
     let id = Some(info.diff_id.short().to_string());
     if let Some(d) = info
@@ -203,7 +203,7 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
     let f = File::create(&path).map_err(io(&path))?;
     let mut blob = Blob {
         path: path.clone(),
-        desc: desc(manifest::DOCKER_LAYER_GZIP, &info.diff_id.0, 0),
+        desc: desc(manifest::DOCKER_LAYER_GZIP, info.diff_id.digest(), 0),
         id,
         temporary: true,
         chain: Some(chain.clone()),
@@ -221,7 +221,7 @@ fn layer_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
 const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Layer `chain` as a temporary zstd:chunked blob made from its exact tar.
-fn zstd_chunked_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> {
+fn zstd_chunked_blob(store: &Store, chain: &ChainId) -> Result<Blob, PushError> {
     let info = store.layer(chain)?;
     let tar_path = tmp_path(store, "push.tar");
     let _spool = TempFile(tar_path.clone());
@@ -232,7 +232,7 @@ fn zstd_chunked_blob(store: &Store, chain: &ChainId) -> Result<Blob, PullError> 
     let path = tmp_path(store, "push.tar.zst");
     let mut blob = Blob {
         path: path.clone(),
-        desc: desc(OCI_LAYER_ZSTD, &info.diff_id.0, 0),
+        desc: desc(OCI_LAYER_ZSTD, info.diff_id.digest(), 0),
         id: Some(info.diff_id.short().to_string()),
         temporary: true,
         chain: Some(chain.clone()),
@@ -295,7 +295,7 @@ pub fn push(
     reference: &Reference,
     opts: &PushOptions,
     progress: &(dyn Fn(PushEvent) + Sync),
-) -> Result<PushOutcome, PullError> {
+) -> Result<PushOutcome, PushError> {
     let reference = reference.clone().with_default_tag();
     let rec = store
         .resolve(&reference.to_string())
@@ -335,7 +335,7 @@ pub fn push(
                         chain: Some(c.clone()),
                     })
                 })
-                .collect::<Result<Vec<_>, PullError>>()?;
+                .collect::<Result<Vec<_>, PushError>>()?;
             (blobs, Some((m, bytes)))
         }
         None => (
@@ -357,7 +357,7 @@ pub fn push(
             });
         }
     }
-    let config_path = store.blob_path(&rec.id.0);
+    let config_path = store.blob_path(rec.id.digest());
     let config_size = std::fs::metadata(&config_path)
         .map_err(io(&config_path))?
         .len();
@@ -367,15 +367,15 @@ pub fn push(
         .unwrap_or_else(|| manifest::DOCKER_CONFIG.to_string());
     blobs.push(Blob {
         path: config_path,
-        desc: desc(&config_type, &rec.id.0, config_size),
+        desc: desc(&config_type, rec.id.digest(), config_size),
         id: None,
         temporary: false,
         chain: None,
     });
     let sources = MountSources::new(store, &rec, &reference);
     let denied = |e: RegistryError| match e.status() {
-        Some(401 | 403) => PullError::Registry(RegistryError::PushDenied),
-        _ => PullError::Registry(e),
+        Some(401 | 403) => PushError::Registry(RegistryError::PushDenied),
+        _ => PushError::Registry(e),
     };
     // Upload on `parallel` threads; the first error wins and stops the others taking new work.
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -430,7 +430,9 @@ pub fn push(
                     Some(manifest::DOCKER_LAYER_GZIP),
                 )
             };
-            let config = blobs.pop().map(|b| desc(config_mt, &rec.id.0, b.desc.size));
+            let config = blobs
+                .pop()
+                .map(|b| desc(config_mt, rec.id.digest(), b.desc.size));
             let Some(config) = config else {
                 return Err(no_such_local(&reference));
             };

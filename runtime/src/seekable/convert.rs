@@ -65,7 +65,7 @@ pub fn convert_image(
     let mut blobs: Vec<Digest> = Vec::new();
     let result =
         convert_layers(store, src, opts, dir.path(), &mut created, &mut blobs).and_then(|layers| {
-            let config = new_config(&store.read_blob(&src.id.0)?, &layers)?;
+            let config = new_config(&store.read_blob(src.id.digest())?, &layers)?;
             let id = store.add_image(&config, refs, None)?;
             Ok(Converted { id, layers })
         });

@@ -526,7 +526,7 @@ pub fn write_estargz<R: Read + Seek, W: Write>(
     Ok(EstargzInfo {
         blob_digest: m.out.hasher.finish(),
         size: m.out.n,
-        diff_id: DiffId(m.diff.finish()),
+        diff_id: DiffId::from(m.diff.finish()),
         uncompressed_size,
         toc_digest,
         prioritized: found,

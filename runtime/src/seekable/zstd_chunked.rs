@@ -339,7 +339,7 @@ pub fn write_zstd_chunked<R: std::io::Read + std::io::Seek, W: std::io::Write>(
     Ok(ZstdChunkedInfo {
         blob_digest: out.hasher.finish(),
         size: out.n,
-        diff_id: crate::digest::DiffId(diff.finish()),
+        diff_id: crate::digest::DiffId::from(diff.finish()),
         uncompressed_size,
         manifest_checksum: Digest::of_bytes(&manifest),
         position,

@@ -26,7 +26,7 @@ pub struct ImageConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ContainerConfig>,
+    pub config: Option<RunConfig>,
     #[serde(default)]
     pub rootfs: RootFs,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -85,10 +85,12 @@ impl Default for RootFs {
     }
 }
 
-/// The runtime settings in `config` (Docker's PascalCase keys).
+/// The runtime settings in an image config's `config` (Docker's PascalCase keys; Docker and OCI
+/// call the type `ContainerConfig`/`ImageConfig`: here `RunConfig`, apart from a container record's
+/// [`crate::container::ContainerConfig`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ContainerConfig {
+pub struct RunConfig {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,7 +197,7 @@ fn exec_form(rest: &str) -> Vec<String> {
     vec!["/bin/sh".to_string(), "-c".to_string(), rest.to_string()]
 }
 
-impl ContainerConfig {
+impl RunConfig {
     /// Apply one Dockerfile-style change (`CMD ["sh"]`, `ENV A=b`, `EXPOSE 80`, `LABEL k=v`,
     /// `USER`, `WORKDIR`, `VOLUME`, `ENTRYPOINT`, `STOPSIGNAL`, `ONBUILD`), as `docker commit
     /// --change` and `docker import --change` do.
@@ -326,7 +328,7 @@ mod tests {
 
     #[test]
     fn changes_apply_like_docker() {
-        let mut c = ContainerConfig::default();
+        let mut c = RunConfig::default();
         c.apply_change(r#"CMD ["nginx", "-g", "daemon off;"]"#)
             .unwrap();
         assert_eq!(c.cmd.as_deref().unwrap(), ["nginx", "-g", "daemon off;"]);

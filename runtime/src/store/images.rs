@@ -18,8 +18,7 @@ use crate::reference::Reference;
 /// A container that uses an image, as told by the caller (the store never reads containers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerUse {
-    /// Full container ID (64 hex).
-    pub container_id: String,
+    pub container_id: crate::container::ContainerId,
     pub image: ImageId,
     pub running: bool,
 }
@@ -217,14 +216,14 @@ impl Store {
             if let Some(missing) = chains.iter().find(|c| !self.has_layer(c)) {
                 return Err(StoreError::NoSuchLayer(missing.clone()));
             }
-            let id = ImageId(Digest::of_bytes(img.config));
+            let id = ImageId::from(Digest::of_bytes(img.config));
             prepared.push((id, chains));
         }
         self.update(|m| {
             // Under the lock: an `rmi` of the same image (which deletes its config blob)
             // cannot run between writing the config and registering the image.
             for (img, (id, _)) in images.iter().zip(&prepared) {
-                self.put_blob(img.config, Some(&id.0))?;
+                self.put_blob(img.config, Some(id.digest()))?;
             }
             for (img, (id, chains)) in images.iter().zip(&prepared) {
                 let mut size = 0;
@@ -288,7 +287,7 @@ impl Store {
         let (_l, m) = self.read_locked()?;
         let mut out = Vec::with_capacity(m.images.len());
         for hex in m.images.keys() {
-            let id = ImageId(Digest::from_hex(hex)?);
+            let id = ImageId::from(Digest::from_hex(hex)?);
             out.push(self.record(&m, &id)?);
         }
         out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
@@ -306,7 +305,7 @@ impl Store {
             .images
             .get(id.hex())
             .ok_or_else(|| StoreError::NoSuchImage(id.to_string()))?;
-        let bytes = self.read_blob(&id.0)?;
+        let bytes = self.read_blob(id.digest())?;
         let config: ImageConfig =
             serde_json::from_slice(&bytes).map_err(StoreError::InvalidConfig)?;
         let (mut repo_tags, mut repo_digests): (Vec<_>, Vec<_>) = m
@@ -379,7 +378,7 @@ impl Store {
             let mut m = self.read_meta()?;
             // Blobs that may become unused: the config, the manifests its references name,
             // and (below) the compressed blobs of the layers released with it.
-            let mut blobs = vec![id.0.clone()];
+            let mut blobs = vec![id.digest().clone()];
             blobs.extend(
                 m.refs
                     .iter()
@@ -425,14 +424,14 @@ pub(crate) fn children_in(m: &Meta, id: &ImageId) -> Vec<ImageId> {
     m.images
         .iter()
         .filter(|(_, v)| v.parent.as_ref() == Some(id))
-        .filter_map(|(k, _)| Digest::from_hex(k).ok().map(ImageId))
+        .filter_map(|(k, _)| Digest::from_hex(k).ok().map(ImageId::from))
         .collect()
 }
 
 pub(crate) fn resolve_id(m: &Meta, s: &str) -> Result<ImageId> {
     let full_hex = s.strip_prefix("sha256:").unwrap_or(s);
     if full_hex.len() == 64 && Digest::is_hex_prefix(full_hex) {
-        let id = ImageId(Digest::from_hex(full_hex)?);
+        let id = ImageId::from(Digest::from_hex(full_hex)?);
         return if m.has(&id) {
             Ok(id)
         } else {
@@ -457,7 +456,7 @@ pub(crate) fn resolve_id(m: &Meta, s: &str) -> Result<ImageId> {
     if Digest::is_hex_prefix(full_hex) {
         let mut hits = m.images.keys().filter(|k| k.starts_with(full_hex));
         if let (Some(one), None) = (hits.next(), hits.next()) {
-            return Ok(ImageId(Digest::from_hex(one)?));
+            return Ok(ImageId::from(Digest::from_hex(one)?));
         }
     }
     Err(StoreError::NoSuchImage(shown))

@@ -227,7 +227,7 @@ impl Store {
             InputDigest::Known(d) => d,
         };
 
-        let diff_id = DiffId(result.diff_id);
+        let diff_id = DiffId::from(result.diff_id);
         if let Some(exp) = expected {
             if *exp != diff_id {
                 return Err(StoreError::DiffIdMismatch {
@@ -394,10 +394,10 @@ impl Store {
         let mut gz = io::BufReader::new(flate2::read::GzDecoder::new(f));
         tarsplit::rebuild(&mut gz, &patches, root.as_fd(), &mut w).map_err(io_at(&diff))?;
         let (actual, _, _) = w.finish();
-        if actual != info.diff_id.0 {
+        if &actual != info.diff_id.digest() {
             return Err(StoreError::DiffIdMismatch {
                 expected: info.diff_id.clone(),
-                actual: DiffId(actual),
+                actual: DiffId::from(actual),
             });
         }
         Ok(info)

@@ -47,7 +47,7 @@
 //! - `children(&ImageId)`, `delete_image_unchecked(&ImageId)` (no conflict checks)
 //! - `remove_image(query, force, prune, &[ContainerUse]) -> Result<Vec<RemoveEvent>>` (Docker's
 //!   `rmi` rules and conflict texts), `prune_images(all, &[ContainerUse], filter)`
-//! - `ContainerConfig::apply_change("CMD [\"sh\"]")` (`--change`, shared by import and commit)
+//! - `RunConfig::apply_change("CMD [\"sh\"]")` (`--change`, shared by import and commit)
 //! - `gc(dry_run) -> Result<GcReport>`: mark from image records and live leases, sweep orphan
 //!   layers and blobs, stale partial downloads and `tmp/` entries; `lease_scope()`, `hold_layer`
 //!
@@ -70,7 +70,7 @@ mod tarsplit;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use config::{ContainerConfig, History, ImageConfig, RootFs};
+pub use config::{History, ImageConfig, RootFs, RunConfig};
 pub use extract::ExtractError;
 pub(crate) use gc::Leased;
 pub use gc::{GcReport, LeaseScope};

@@ -34,10 +34,6 @@ fn conflict(id: &ImageId, forced: bool, why: String) -> StoreError {
     ))
 }
 
-fn short(s: &str) -> &str {
-    &s[..s.len().min(12)]
-}
-
 /// All references within one repository and at most one tag (moby `isSingleReference`).
 fn is_single_reference(refs: &[Reference]) -> bool {
     if refs.len() <= 1 {
@@ -100,7 +96,7 @@ impl Store {
                 if let Some(c) = containers.iter().find(|c| c.image == id) {
                     return Err(StoreError::Conflict(format!(
                         "conflict: unable to remove repository reference \"{query}\" (must force) - container {} is using its referenced image {}",
-                        short(&c.container_id),
+                        c.container_id.short(),
                         id.short()
                     )));
                 }
@@ -180,7 +176,7 @@ impl Store {
                         false,
                         format!(
                             "image is being used by running container {}",
-                            short(&c.container_id)
+                            c.container_id.short()
                         ),
                     ),
                     used: true,
@@ -205,7 +201,7 @@ impl Store {
                         true,
                         format!(
                             "image is being used by stopped container {}",
-                            short(&c.container_id)
+                            c.container_id.short()
                         ),
                     ),
                     used: true,
@@ -248,11 +244,11 @@ impl Store {
             return Ok(());
         }
         let released = self.delete_image_unchecked(id)?;
-        events.push(RemoveEvent::Deleted(id.0.clone()));
+        events.push(RemoveEvent::Deleted(id.digest().clone()));
         events.extend(
             released
                 .into_iter()
-                .map(|c: ChainId| RemoveEvent::Deleted(c.0)),
+                .map(|c: ChainId| RemoveEvent::Deleted(c.into_digest())),
         );
         match parent {
             Some(p) if prune && self.read_meta()?.has(&p) => {
@@ -309,7 +305,7 @@ impl Store {
         let reclaimed = events
             .iter()
             .filter_map(|e| match e {
-                RemoveEvent::Deleted(d) => sizes.get(&ChainId(d.clone())),
+                RemoveEvent::Deleted(d) => sizes.get(&ChainId::from(d.clone())),
                 _ => None,
             })
             .sum();

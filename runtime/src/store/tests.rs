@@ -229,7 +229,7 @@ fn hostile_layers_are_refused_and_leave_nothing() {
     l.file("ok", b"fine", 0o644);
     let good = l.into_bytes();
     let before = listing(t.path());
-    let wrong = DiffId(Digest::of_bytes(b"not it"));
+    let wrong = DiffId::from(Digest::of_bytes(b"not it"));
     let e = s.add_layer(&good[..], None, Some(&wrong)).unwrap_err();
     assert!(matches!(e, StoreError::DiffIdMismatch { .. }), "{e}");
     assert_eq!(listing(t.path()), before);
@@ -385,7 +385,7 @@ fn rmi_conflicts_follow_docker() {
     let (_t, s) = store();
     let r = |x: &str| Reference::parse(x).unwrap();
     let (la, _) = small_layer(&s, "a", None);
-    let (lb, _) = small_layer(&s, "b", Some(&ChainId(Digest::of_bytes(&la))));
+    let (lb, _) = small_layer(&s, "b", Some(&ChainId::from(Digest::of_bytes(&la))));
     let base_cfg = config_for(&[&la], "2024-01-01T00:00:00Z");
     let base = s
         .add_image(&base_cfg, &[r("base:1"), r("base:2")], None)
@@ -395,7 +395,7 @@ fn rmi_conflicts_follow_docker() {
         .add_image(&child_cfg, &[r("child:1")], Some(&base))
         .unwrap();
     let ctr = ContainerUse {
-        container_id: "0123456789abcdef".repeat(4),
+        container_id: crate::container::ContainerId::parse(&"0123456789abcdef".repeat(4)).unwrap(),
         image: child.clone(),
         running: false,
     };
@@ -446,12 +446,15 @@ fn rmi_conflicts_follow_docker() {
     // Without the container: deleting the child prunes nothing else (base is tagged), and
     // releases only the child's own layer.
     let ev = s.remove_image(child.short(), false, true, &[]).unwrap();
-    let top = chain_ids(&[DiffId(Digest::of_bytes(&la)), DiffId(Digest::of_bytes(&lb))]);
+    let top = chain_ids(&[
+        DiffId::from(Digest::of_bytes(&la)),
+        DiffId::from(Digest::of_bytes(&lb)),
+    ]);
     assert_eq!(
         ev,
         vec![
-            RemoveEvent::Deleted(child.0.clone()),
-            RemoveEvent::Deleted(top[1].0.clone())
+            RemoveEvent::Deleted(child.digest().clone()),
+            RemoveEvent::Deleted(top[1].digest().clone())
         ]
     );
     // Untag one of two tags, then the last one deletes the image and its layer.
@@ -464,8 +467,8 @@ fn rmi_conflicts_follow_docker() {
         ev,
         vec![
             RemoveEvent::Untagged(r("base:2")),
-            RemoveEvent::Deleted(base.0.clone()),
-            RemoveEvent::Deleted(top[0].0.clone())
+            RemoveEvent::Deleted(base.digest().clone()),
+            RemoveEvent::Deleted(top[0].digest().clone())
         ]
     );
     assert!(s.layers().unwrap().is_empty());
@@ -489,8 +492,8 @@ fn untagged_parents_are_pruned_with_their_child() {
         .unwrap();
     let ev = s.remove_image("c:1", false, true, &[]).unwrap();
     assert_eq!(ev.len(), 4, "{ev:?}"); // untag, child, parent, layer
-    assert_eq!(ev[1], RemoveEvent::Deleted(child.0.clone()));
-    assert_eq!(ev[2], RemoveEvent::Deleted(base.0.clone()));
+    assert_eq!(ev[1], RemoveEvent::Deleted(child.digest().clone()));
+    assert_eq!(ev[2], RemoveEvent::Deleted(base.digest().clone()));
     assert!(s.images().unwrap().is_empty());
 }
 
@@ -792,7 +795,7 @@ fn pulled_image(s: &Store, name: &str, tars: &[&[u8]], index: bool) -> (ImageId,
     let r = |s: &str| Reference::parse(s).unwrap();
     let refs = [r(&format!("{name}:latest")), r(&format!("{name}@{top}"))];
     let id = s.add_image(&config, &refs, None).unwrap();
-    blobs.push(id.0.clone());
+    blobs.push(id.digest().clone());
     (id, blobs)
 }
 

@@ -1,0 +1,356 @@
+//! Rootless resource limits in a delegated cgroup subtree (podman's rule for a user: limits only
+//! where the user owns cgroups). systemd's `Delegate=yes` hands `user@UID.service` to the user;
+//! an administrator can chown a cgroup (its directory, `cgroup.procs`, `cgroup.subtree_control`,
+//! `cgroup.threads`) the same way. The *delegation root* of a hierarchy is the topmost cgroup on
+//! the path of this process's own cgroup (`/proc/self/cgroup`) that the user owns (inside the
+//! user namespace: uid 0, with `cgroup.procs` writable); a container goes to
+//! `<root>/strata/<id>`:
+//! - on the unified (v2) hierarchy when it is delegated: the container is placed there, and
+//!   `memory.max`, `pids.max`, `cpu.max` are written for the controllers the root offers
+//!   (enabled in `<root>` and `<root>/strata`, which hold no processes themselves);
+//! - on a delegated v1 hierarchy (`memory`, `pids`, `cpu`) for a limit the v2 one lacks — hybrid
+//!   hosts bind those controllers to v1 (LXC's unprivileged containers use such chowned v1
+//!   cgroups).
+//!
+//! A limit with no delegated home is ignored with Docker's one-line warning (the CLI's), never a
+//! failure; one that has a home but cannot be written is an error.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{access, geteuid, AccessFlags};
+
+use super::record::{ContainerId, Resources};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DelegatedError {
+    #[error("cannot apply resource limits in the delegated cgroup {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn at(path: &Path) -> impl FnOnce(io::Error) -> DelegatedError + '_ {
+    move |source| DelegatedError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A limit and where its controller is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Memory,
+    Pids,
+    Cpu,
+}
+
+impl Limit {
+    fn controller(self) -> &'static str {
+        match self {
+            Limit::Memory => "memory",
+            Limit::Pids => "pids",
+            Limit::Cpu => "cpu",
+        }
+    }
+
+    /// The v1 file that proves a (non-top) cgroup of a hierarchy carries this controller.
+    fn v1_probe(self) -> &'static str {
+        match self {
+            Limit::Memory => "memory.limit_in_bytes",
+            Limit::Pids => "pids.max",
+            Limit::Cpu => "cpu.cfs_quota_us",
+        }
+    }
+
+    /// Docker's warning when the limit cannot be applied.
+    pub fn warning(self) -> &'static str {
+        match self {
+            Limit::Memory => "WARNING: Your kernel does not support memory limit capabilities or the cgroup is not mounted. Limitation discarded.",
+            Limit::Pids => "WARNING: Your kernel does not support PIDs limit capabilities or the cgroup is not mounted. PIDs limit discarded.",
+            Limit::Cpu => "WARNING: Your kernel does not support CPU CFS scheduler or the cgroup is not mounted. CPU limits discarded.",
+        }
+    }
+
+    /// The v2 and v1 files and values for `res`.
+    fn files(self, res: &Resources, v2: bool) -> Vec<(&'static str, String)> {
+        match self {
+            Limit::Memory => {
+                let m = res.memory.unwrap_or(0).to_string();
+                vec![(
+                    if v2 {
+                        "memory.max"
+                    } else {
+                        "memory.limit_in_bytes"
+                    },
+                    m,
+                )]
+            }
+            Limit::Pids => {
+                let p = res.pids_limit.unwrap_or(0);
+                let v = if p <= 0 { "max".into() } else { p.to_string() };
+                vec![("pids.max", v)]
+            }
+            Limit::Cpu => {
+                let quota = ((res.cpus.unwrap_or(0.0) * 100_000.0) as i64).to_string();
+                if v2 {
+                    vec![("cpu.max", format!("{quota} 100000"))]
+                } else {
+                    vec![
+                        ("cpu.cfs_period_us", "100000".into()),
+                        ("cpu.cfs_quota_us", quota),
+                    ]
+                }
+            }
+        }
+    }
+}
+
+/// The limits `res` asks for.
+pub fn wanted(res: &Resources) -> Vec<Limit> {
+    let mut v = Vec::new();
+    if res.memory.is_some() {
+        v.push(Limit::Memory);
+    }
+    if res.pids_limit.is_some() {
+        v.push(Limit::Pids);
+    }
+    if res.cpus.is_some() {
+        v.push(Limit::Cpu);
+    }
+    v
+}
+
+/// The delegated hierarchies this process can use.
+#[derive(Debug, Default)]
+pub struct Layout {
+    /// The v2 delegation root and the controllers it offers.
+    pub v2: Option<(PathBuf, Vec<String>)>,
+    /// v1 delegation roots per limit.
+    pub v1: Vec<(Limit, PathBuf)>,
+}
+
+impl Layout {
+    /// Where `limit` would be applied: `(delegation root, v2?)`.
+    fn home(&self, limit: Limit) -> Option<(&Path, bool)> {
+        if let Some((root, ctrls)) = &self.v2 {
+            if ctrls.iter().any(|c| c == limit.controller()) {
+                return Some((root, true));
+            }
+        }
+        self.v1
+            .iter()
+            .find(|(l, _)| *l == limit)
+            .map(|(_, p)| (p.as_path(), false))
+    }
+
+    /// The limits of `res` that have no delegated home.
+    pub fn ignored(&self, res: &Resources) -> Vec<Limit> {
+        wanted(res)
+            .into_iter()
+            .filter(|l| self.home(*l).is_none())
+            .collect()
+    }
+
+    /// Whether anything at all is delegated.
+    pub fn any(&self) -> bool {
+        self.v2.is_some() || !self.v1.is_empty()
+    }
+}
+
+/// `id:controllers:path` lines of `/proc/<pid>/cgroup`.
+fn cgroups_of(pid: &str) -> Vec<(String, PathBuf)> {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let _id = f.next()?;
+            let ctrls = f.next()?.to_string();
+            let path = f.next()?;
+            Some((ctrls, PathBuf::from(path)))
+        })
+        .collect()
+}
+
+/// Mount points of cgroup hierarchies: the v2 one, and v1 ones (named after their controllers).
+fn hierarchies() -> (Option<PathBuf>, Vec<PathBuf>) {
+    let mut v2 = None;
+    let mut v1 = Vec::new();
+    for m in strata_fs::mountinfo::mounts() {
+        match m.fstype.as_str() {
+            "cgroup2" if v2.is_none() => v2 = Some(m.mount_point),
+            "cgroup" => v1.push(m.mount_point),
+            _ => {}
+        }
+    }
+    (v2, v1)
+}
+
+/// The user owns this cgroup: its directory is ours and we may move processes into it.
+fn owned(dir: &Path) -> bool {
+    fs::metadata(dir).is_ok_and(|m| {
+        std::os::unix::fs::MetadataExt::uid(&m) == geteuid().as_raw()
+            && access(&dir.join("cgroup.procs"), AccessFlags::W_OK).is_ok()
+    })
+}
+
+/// The topmost owned cgroup on the way from the hierarchy root to `path` (`path` itself must be
+/// owned).
+fn delegation_root(mount: &Path, path: &Path) -> Option<PathBuf> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let mut best = None;
+    for anc in rel.ancestors() {
+        if anc.as_os_str().is_empty() {
+            break;
+        }
+        let dir = mount.join(anc);
+        if owned(&dir) {
+            best = Some(dir);
+        } else {
+            break;
+        }
+    }
+    best
+}
+
+/// The delegated hierarchies of this process (nothing for root of the initial namespace, which
+/// uses the host's hierarchies directly).
+pub fn layout() -> Layout {
+    let mut out = Layout::default();
+    if !crate::rootless::in_user_namespace() {
+        return out;
+    }
+    let own = cgroups_of("self");
+    let (v2_mount, v1_mounts) = hierarchies();
+    if let Some(m) = v2_mount {
+        if let Some((_, p)) = own.iter().find(|(c, _)| c.is_empty()) {
+            if let Some(root) = delegation_root(&m, p) {
+                let ctrls = fs::read_to_string(root.join("cgroup.controllers"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
+                out.v2 = Some((root, ctrls));
+            }
+        }
+    }
+    for limit in [Limit::Memory, Limit::Pids, Limit::Cpu] {
+        let ctrl = limit.controller();
+        let mount = v1_mounts.iter().find(|m| {
+            m.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.split(',').any(|c| c == ctrl))
+        });
+        let path = own
+            .iter()
+            .find(|(c, _)| c.split(',').any(|c| c == ctrl))
+            .map(|(_, p)| p);
+        if let (Some(m), Some(p)) = (mount, path) {
+            // The probe on the root itself: a hierarchy's top cgroup lacks e.g. pids.max.
+            if let Some(root) = delegation_root(m, p).filter(|r| r.join(limit.v1_probe()).exists())
+            {
+                out.v1.push((limit, root));
+            }
+        }
+    }
+    out
+}
+
+fn write(path: &Path, value: &str) -> Result<(), DelegatedError> {
+    fs::write(path, value).map_err(at(path))
+}
+
+fn mkdir(path: &Path) -> Result<(), DelegatedError> {
+    match fs::create_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(at(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Create the container's cgroups in the delegated subtrees with `res` applied and move `pid`
+/// into them. Limits without a delegated home are skipped (the CLI warned).
+pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), DelegatedError> {
+    let l = layout();
+    let wanted = wanted(res);
+    if let Some((root, ctrls)) = &l.v2 {
+        let parent = root.join("strata");
+        mkdir(&parent)?;
+        let here: Vec<Limit> = wanted
+            .iter()
+            .copied()
+            .filter(|w| ctrls.iter().any(|c| c == w.controller()))
+            .collect();
+        for w in &here {
+            let on = format!("+{}", w.controller());
+            write(&root.join("cgroup.subtree_control"), &on)?;
+            write(&parent.join("cgroup.subtree_control"), &on)?;
+        }
+        let dir = parent.join(id.as_str());
+        mkdir(&dir)?;
+        for w in &here {
+            for (file, value) in w.files(res, true) {
+                write(&dir.join(file), &value)?;
+            }
+        }
+        write(&dir.join("cgroup.procs"), &pid.to_string())?;
+    }
+    for w in wanted {
+        let Some((root, false)) = l.home(w) else {
+            continue;
+        };
+        let parent = root.join("strata");
+        mkdir(&parent)?;
+        let dir = parent.join(id.as_str());
+        mkdir(&dir)?;
+        for (file, value) in w.files(res, false) {
+            write(&dir.join(file), &value)?;
+        }
+        write(&dir.join("cgroup.procs"), &pid.to_string())?;
+    }
+    Ok(())
+}
+
+/// The `cgroup.procs` files of the cgroups the container's init `init` is in that differ from
+/// ours (those `apply` made): an `exec`'s process is moved there (rootless; root's exec uses
+/// `cgroup::join`).
+pub fn procs_files_of(init: i32) -> Vec<PathBuf> {
+    if !crate::rootless::in_user_namespace() {
+        return Vec::new();
+    }
+    let (v2, v1) = hierarchies();
+    let own = cgroups_of("self");
+    let mut out = Vec::new();
+    for (ctrls, path) in cgroups_of(&init.to_string()) {
+        if own.iter().any(|(c, p)| *c == ctrls && *p == path) {
+            continue;
+        }
+        let mount = if ctrls.is_empty() {
+            v2.clone()
+        } else {
+            v1.iter()
+                .find(|m| m.file_name().and_then(|n| n.to_str()) == Some(ctrls.as_str()))
+                .cloned()
+        };
+        if let Some(m) = mount {
+            let rel = path.strip_prefix("/").unwrap_or(&path);
+            out.push(m.join(rel).join("cgroup.procs"));
+        }
+    }
+    out
+}
+
+/// Remove the container's delegated cgroups (empty by now; a failure is left for the next try).
+pub fn remove(id: &ContainerId) {
+    let l = layout();
+    let roots =
+        l.v2.iter()
+            .map(|(r, _)| r)
+            .chain(l.v1.iter().map(|(_, r)| r));
+    for root in roots {
+        let _ = fs::remove_dir(root.join("strata").join(id.as_str()));
+    }
+}
