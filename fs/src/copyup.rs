@@ -45,7 +45,12 @@ impl Fs {
         self.copy_up(ns, parent)?;
         let src_dir = t.dirfd(parent, e.top)?;
         let up_dir = t.dirfd(parent, 0)?;
-        let st = at::fstatat(src_dir.as_fd(), &name)?;
+        let mut st = at::fstatat(src_dir.as_fd(), &name)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG && self.lower_data.is_some() {
+            // A lazily fetched file: its data first, then its attributes as they are now.
+            self.ensure_lower_data(e.top, st.st_ino)?;
+            st = at::fstatat(src_dir.as_fd(), &name)?;
+        }
         let pst = at::fstat(up_dir.as_fd())?;
         let work = t.layers.work_fd()?;
         let tmp = t.layers.tmp_name();

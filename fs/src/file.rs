@@ -49,7 +49,12 @@ impl Fs {
             let loc = t.locate(&ns, ino)?;
             lower = !t.layers.is_upper(loc.layer);
             let dir = t.loc_dir(&loc)?;
-            Arc::new(sys::openat(dir.as_fd(), &loc.name, flags & !STRIP, 0)?)
+            let fd = sys::openat(dir.as_fd(), &loc.name, flags & !STRIP, 0)?;
+            if lower && self.lower_data.is_some() {
+                // A lazily fetched lower file gets its data before the first byte is read.
+                self.ensure_lower_data(loc.layer, sys::fstat(fd.as_fd())?.st_ino)?;
+            }
+            Arc::new(fd)
         };
         if flags & libc::O_TRUNC != 0 {
             sys::ftruncate(fd.as_fd(), 0)?;

@@ -45,7 +45,7 @@ pub use crate::fuse::options::{parse_id_map, IdRange, OptionError, ViewOptions};
 pub use crate::ids::Fh;
 pub use crate::ids::Ino;
 pub use crate::ops::SetAttr;
-pub use crate::unionfs::{Attr, Ctx, DirEnt, DirList, Fs, FsConfig, ROOT_INO};
+pub use crate::unionfs::{Attr, Ctx, DirEnt, DirList, Fs, FsConfig, LowerData, ROOT_INO};
 
 /// What to mount.
 #[derive(Clone, Debug, Default)]
@@ -137,6 +137,14 @@ fn clean_work(work: &Path) -> Result<(), Error> {
 
 /// Check the options and open the layer stack (no mount).
 pub fn open_fs(opts: &MountOptions) -> Result<Fs, Error> {
+    open_fs_with(opts, None)
+}
+
+/// [`open_fs`] with a supplier of lower files' data (lazily fetched layers).
+pub fn open_fs_with(
+    opts: &MountOptions,
+    lower_data: Option<Arc<dyn LowerData>>,
+) -> Result<Fs, Error> {
     if opts.lowers.is_empty() {
         return Err(Error::NoLower);
     }
@@ -169,6 +177,7 @@ pub fn open_fs(opts: &MountOptions) -> Result<Fs, Error> {
         work,
         fsync_copyup: false,
         flavour: opts.flavour.unwrap_or_else(Flavour::for_current_user),
+        lower_data,
     })
     .map_err(|e| Error::Layer {
         path: opts.lowers[0].clone(),
@@ -190,7 +199,17 @@ pub fn mount_with(
     view: ViewOptions,
     mountpoint: &Path,
 ) -> Result<Mount, Error> {
-    let fs = Arc::new(open_fs(&opts)?);
+    mount_with_data(opts, view, mountpoint, None)
+}
+
+/// [`mount_with`], with lower files whose data `lower_data` supplies on first open.
+pub fn mount_with_data(
+    opts: MountOptions,
+    view: ViewOptions,
+    mountpoint: &Path,
+    lower_data: Option<Arc<dyn LowerData>>,
+) -> Result<Mount, Error> {
+    let fs = Arc::new(open_fs_with(&opts, lower_data)?);
     let merr = |source| Error::Mount {
         path: mountpoint.to_path_buf(),
         source,

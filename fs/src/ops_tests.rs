@@ -280,3 +280,48 @@ fn xattr(p: &std::path::Path, key: &str) -> Option<Vec<u8>> {
     )
     .ok()
 }
+
+/// Fills `l1/f` on the first `ensure` of its inode; fails for every other inode.
+struct FillOnOpen {
+    path: std::path::PathBuf,
+    ino: u64,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::unionfs::LowerData for FillOnOpen {
+    fn ensure(&self, lower: usize, ino: u64) -> Result<(), nix::errno::Errno> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if lower != 0 || ino != self.ino {
+            return Err(nix::errno::Errno::EIO);
+        }
+        std::fs::write(&self.path, "data").map_err(|_| nix::errno::Errno::EIO)
+    }
+}
+
+#[test]
+fn lower_data_is_ensured_before_open_and_copy_up() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Stack::new(1);
+    s.write(1, "f", "");
+    s.write(1, "g", "");
+    let ino = std::fs::metadata(s.path(1, "f")).unwrap().ino();
+    let d = std::sync::Arc::new(FillOnOpen {
+        path: s.path(1, "f"),
+        ino,
+        calls: Default::default(),
+    });
+    let fs = s.fs_lazy(d.clone());
+    let f = look(&fs, ROOT_INO, "f").unwrap();
+    assert_eq!(read_all(&fs, f.ino), b"data");
+    // A file the supplier cannot fill fails to open with EIO; its copy-up fails too.
+    let g = look(&fs, ROOT_INO, "g").unwrap();
+    assert_eq!(fs.open(g.ino, libc::O_RDONLY), Err(nix::errno::Errno::EIO));
+    assert_eq!(fs.open(g.ino, libc::O_RDWR), Err(nix::errno::Errno::EIO));
+    assert!(!s.path(0, "g").exists());
+    // Copy-up of f asks too (and gets the data).
+    std::fs::write(s.path(1, "f"), "").unwrap();
+    let fh = fs.open(f.ino, libc::O_RDWR).unwrap();
+    fs.release(fh);
+    assert_eq!(std::fs::read(s.path(0, "f")).unwrap(), b"data");
+    assert!(d.calls.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+}

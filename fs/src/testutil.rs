@@ -60,8 +60,19 @@ impl Stack {
     pub fn fs(&self) -> Fs {
         self.fs_with(Flavour::Trusted)
     }
+    /// A core whose lower files' data `d` supplies.
+    pub fn fs_lazy(&self, d: std::sync::Arc<dyn crate::unionfs::LowerData>) -> Fs {
+        self.build(Flavour::Trusted, Some(d))
+    }
     /// A core writing the format in `flavour`.
     pub fn fs_with(&self, flavour: Flavour) -> Fs {
+        self.build(flavour, None)
+    }
+    fn build(
+        &self,
+        flavour: Flavour,
+        lower_data: Option<std::sync::Arc<dyn crate::unionfs::LowerData>>,
+    ) -> Fs {
         let open = |p: &Path| -> std::os::fd::OwnedFd { std::fs::File::open(p).unwrap().into() };
         Fs::new(FsConfig {
             lowers: (1..=self.lowers).map(|l| open(&self.layer(l))).collect(),
@@ -69,6 +80,7 @@ impl Stack {
             work: Some(open(&self.dir.path().join("work"))),
             fsync_copyup: false,
             flavour,
+            lower_data,
         })
         .unwrap()
     }

@@ -15,7 +15,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use nix::errno::Errno;
 
@@ -23,8 +23,8 @@ use crate::at::{self, R};
 use crate::dirfds::DirFds;
 use crate::format::Flavour;
 use crate::handles::Handles;
-use crate::ids::Fh;
 pub use crate::ids::Ino;
+use crate::ids::{Fh, LayerId};
 use crate::index::Entry;
 use crate::inodes::InodeTable;
 use crate::layers::LayerStack;
@@ -71,6 +71,7 @@ pub struct Fs {
     pub(crate) handles: Handles,
     /// Tells the kernel to drop its cached attributes of an inode (set by the FUSE adapter).
     notify: OnceLock<Box<dyn Fn(Ino) + Send + Sync>>,
+    pub(crate) lower_data: Option<Arc<dyn LowerData>>,
 }
 
 /// Configuration of the core.
@@ -81,6 +82,18 @@ pub struct FsConfig {
     pub fsync_copyup: bool,
     /// The form overlay xattrs are written in (see [`Flavour`]).
     pub flavour: Flavour,
+    /// Supplies the data of lower files that are only placeholders (lazily fetched layers).
+    pub lower_data: Option<Arc<dyn LowerData>>,
+}
+
+/// The data of some lower files arrives after the mount (a lazily pulled layer): such a file is
+/// already in its layer dir with its final metadata and size, but its bytes are written later.
+/// The filesystem calls [`LowerData::ensure`] before it opens a lower regular file or copies one
+/// up; the data must be in place when it returns. Called from several serving threads at once.
+pub trait LowerData: Send + Sync {
+    /// Make sure the data of the regular file with backing inode number `ino` in lower layer
+    /// `lower` (0 = the top lower layer) is in place. An error (EIO) fails the open or copy-up.
+    fn ensure(&self, lower: usize, ino: u64) -> Result<(), Errno>;
 }
 
 impl Fs {
@@ -104,7 +117,19 @@ impl Fs {
             },
             handles: Handles::default(),
             notify: OnceLock::new(),
+            lower_data: cfg.lower_data,
         })
+    }
+
+    /// Before reading lower file `(layer l, st_ino)`: have its data fetched if it is lazy.
+    pub(crate) fn ensure_lower_data(&self, l: LayerId, st_ino: u64) -> R<()> {
+        match &self.lower_data {
+            Some(d) if !self.tree.layers.is_upper(l) => {
+                let upper = usize::from(self.tree.layers.has_upper());
+                d.ensure(l as usize - upper, st_ino)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Install the callback that invalidates the kernel's cached attributes of an inode.

@@ -9,6 +9,7 @@
 //! - [`driver`]: storage drivers (`fuse`, `overlay`, `vfs`) that mount a container rootfs.
 //! - [`container`]: container records, the supervisor, namespaces, exec, logs, ports.
 //! - [`changes`]: `diff` of a container's upper dir and `commit` of it as a layer.
+//! - [`lazy`]: lazily pulled layers (eStargz): skeleton from the TOC, data on first open.
 //! - [`rootless`]: entering the user namespace of an unprivileged user, its default paths.
 //! - [`seekable`]: eStargz and zstd:chunked layer blobs (TOC, chunks, writer) for lazy pulls.
 //! - `fsutil`: atomic file replacement, directory fsync, file locks, staging names (one owner).
@@ -23,6 +24,7 @@ pub mod digest;
 pub mod driver;
 pub mod engine;
 mod fsutil;
+pub mod lazy;
 pub mod network;
 pub mod outfile;
 pub mod reference;

@@ -38,6 +38,10 @@ pub struct Args {
         env = "STRATA_MAX_CONCURRENT_DOWNLOADS"
     )]
     pub max_concurrent_downloads: usize,
+    /// Fetch only the table of contents of seekable (eStargz, zstd:chunked) layers now; a
+    /// container reads their files on demand while the rest downloads in the background
+    #[arg(long)]
+    pub lazy: bool,
     /// Image to pull: NAME[:TAG|@DIGEST]
     pub name: String,
 }
@@ -52,6 +56,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             .map(Platform::parse)
             .transpose()?,
         parallel: args.max_concurrent_downloads.max(1),
+        lazy: args.lazy,
         ..global.engine().pull_options()
     };
     let store = global.store()?;
@@ -120,8 +125,16 @@ fn pull_with_output(
 ) -> anyhow::Result<PullOutcome> {
     let tty = std::io::stdout().is_terminal();
     let progress = Progress::new(quiet, tty, Box::new(std::io::stdout()));
-    let outcome = registry::pull(store, reference, opts, &|e| progress.pull(e))
-        .inspect_err(|_| progress.abandon())?;
+    let outcome = if opts.lazy {
+        strata_runtime::lazy::pull_lazy(store, reference, opts, &|e| progress.pull(e))
+    } else {
+        registry::pull(store, reference, opts, &|e| progress.pull(e))
+    }
+    .inspect_err(|_| progress.abandon())?;
+    if !opts.lazy {
+        // Layers an earlier `pull --lazy` left lazy are fetched now (resumed where they were).
+        strata_runtime::lazy::complete_image(store, &outcome.image_id)?;
+    }
     if status_line {
         progress.pull_status(&outcome);
     }

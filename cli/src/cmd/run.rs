@@ -16,6 +16,9 @@ pub struct Args {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// Pull a missing image lazily (see `pull --lazy`)
+    #[arg(long)]
+    pub lazy: bool,
     /// Keep STDIN open even if not attached
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -396,7 +399,10 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     let engine = global.engine();
     // The pull `run` makes for a missing image: the registry settings plus the verb's own
     // pull flags (set them on `pull_options` here).
-    let pull_options = engine.pull_options();
+    let pull_options = strata_runtime::registry::PullOptions {
+        lazy: args.lazy,
+        ..engine.pull_options()
+    };
     let progress = super::pull::for_run();
     let (c, pulled) = engine
         .create_container(

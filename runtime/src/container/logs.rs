@@ -39,7 +39,7 @@ impl LogWriter {
         }))
     }
 
-    fn write(&self, stream: &str, text: &[u8]) {
+    pub(crate) fn write(&self, stream: &str, text: &[u8]) {
         let entry = LogEntry {
             log: String::from_utf8_lossy(text).into_owned(),
             stream: stream.to_string(),

@@ -192,6 +192,8 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     let mut sandbox = setup_network(rt, &mut c, listeners.as_ref())?;
     std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
     let drv = c.config.driver.driver();
+    // A read a lazily pulled layer cannot serve says why in the container's log.
+    crate::lazy::report_to(&c.paths.log());
 
     let layers = c.layers();
     let rootfs = c.paths.rootfs();

@@ -65,11 +65,23 @@ impl Driver for FuseDriver {
             // trusted.* xattrs are refused).
             flavour: Some(crate::rootless::flavour()),
         };
-        let mount = strata_fs::mount(opts, mountpoint).map_err(|e| DriverError::Mount {
-            driver: NAME,
-            mountpoint: mountpoint.to_path_buf(),
-            source: io_error(e),
-        })?;
+        // Lazily pulled layers get their data from the registry on first open.
+        let lower_data = crate::lazy::provider_for(&layers.lowers)
+            .map_err(|e| DriverError::Mount {
+                driver: NAME,
+                mountpoint: mountpoint.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map(|p| p as std::sync::Arc<dyn strata_fs::LowerData>);
+        let view = strata_fs::ViewOptions::default();
+        let mount =
+            strata_fs::mount_with_data(opts, view, mountpoint, lower_data).map_err(|e| {
+                DriverError::Mount {
+                    driver: NAME,
+                    mountpoint: mountpoint.to_path_buf(),
+                    source: io_error(e),
+                }
+            })?;
         Ok(Box::new(FuseMount {
             path: mountpoint.to_path_buf(),
             _mount: mount,

@@ -196,6 +196,21 @@ pub fn by_name(spec: &str) -> Result<Box<dyn Driver>, DriverError> {
     Ok(DriverKind::parse(spec)?.driver())
 }
 
+/// Drivers that serve layer dirs as they are (kernel overlay, vfs, fuse-overlayfs) would show
+/// a lazily pulled layer's not-yet-fetched files as zeros: its data is fetched first, and the
+/// layer becomes an ordinary one (`crate::lazy`). Only our `fuse` driver serves it as it comes.
+pub(crate) fn complete_lazy(
+    driver: &'static str,
+    layers: &Layers,
+    mountpoint: &Path,
+) -> Result<(), DriverError> {
+    crate::lazy::complete_lowers(&layers.lowers).map_err(|e| DriverError::Mount {
+        driver,
+        mountpoint: mountpoint.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
 /// True if something is mounted exactly on `path` (listed in `/proc/self/mountinfo`).
 pub fn is_mountpoint(path: &Path) -> bool {
     strata_fs::mountinfo::mount_at(path).is_some()

@@ -140,6 +140,7 @@ impl Driver for MountProgramDriver {
     }
 
     fn mount(&self, layers: &Layers, mountpoint: &Path) -> Result<Box<dyn Mounted>, DriverError> {
+        super::complete_lazy(NAME, layers, mountpoint)?;
         run(&self.program, layers, mountpoint).map_err(|source| DriverError::Mount {
             driver: NAME,
             mountpoint: mountpoint.to_path_buf(),

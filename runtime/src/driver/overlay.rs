@@ -141,6 +141,7 @@ impl Driver for OverlayDriver {
     }
 
     fn mount(&self, layers: &Layers, mountpoint: &Path) -> Result<Box<dyn Mounted>, DriverError> {
+        super::complete_lazy(NAME, layers, mountpoint)?;
         mount_overlay(layers, mountpoint).map_err(|source| DriverError::Mount {
             driver: NAME,
             mountpoint: mountpoint.to_path_buf(),

@@ -49,6 +49,7 @@ impl Driver for VfsDriver {
     }
 
     fn mount(&self, layers: &Layers, mountpoint: &Path) -> Result<Box<dyn Mounted>, DriverError> {
+        super::complete_lazy(NAME, layers, mountpoint)?;
         let stamp = layers.work.join(STAMP);
         if !stamp.exists() {
             for lower in layers.lowers.iter().rev() {

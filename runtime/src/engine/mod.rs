@@ -274,7 +274,11 @@ impl Engine {
                         .map_or_else(|_| name.to_string(), |r| r.familiar()),
                 );
                 let reference = reference?;
-                let outcome = crate::registry::pull(store, &reference, opts, progress)?;
+                let outcome = if opts.lazy {
+                    crate::lazy::pull_lazy(store, &reference, opts, progress)?
+                } else {
+                    crate::registry::pull(store, &reference, opts, progress)?
+                };
                 (store.resolve(name)?, Some(outcome))
             }
             Err(e) => return Err(e.into()),

@@ -146,6 +146,102 @@ pub fn fetch(
     stream.finish(copied.map(|_| ()))
 }
 
+/// Bytes `[start, end)` of blob `digest` of `repo`, with an HTTP `Range` request (retried on
+/// transient failures, each attempt failing after `timeout` without progress). The bytes are NOT
+/// verified: the caller checks what it decodes from them (the chunk digests of a seekable layer).
+pub fn fetch_range(
+    client: &Client,
+    repo: &str,
+    digest: &str,
+    start: u64,
+    end: u64,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, RegistryError> {
+    let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+    fetch_range_with(client, repo, digest, start, end, timeout, &mut |_, b| {
+        out.extend_from_slice(b);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Receives `(offset, bytes)` of a range as it arrives; an error stops the fetch.
+pub type RangeSink<'a> = dyn FnMut(u64, &[u8]) -> Result<(), RegistryError> + 'a;
+
+/// [`fetch_range`], handing the bytes to `sink(offset, bytes)` as they arrive, in order; a
+/// retry after a dropped connection asks only for the bytes not yet handed on.
+pub fn fetch_range_with(
+    client: &Client,
+    repo: &str,
+    digest: &str,
+    start: u64,
+    end: u64,
+    timeout: std::time::Duration,
+    sink: &mut RangeSink<'_>,
+) -> Result<(), RegistryError> {
+    sha256_hex(digest)?;
+    let url = client.absolute(&format!("/v2/{repo}/blobs/{digest}"));
+    let bad = || RegistryError::BadRange { url: url.clone() };
+    let body_err = |source| RegistryError::BodyIo {
+        url: url.clone(),
+        source,
+    };
+    let mut pos = start;
+    let mut attempt = 0;
+    while pos < end {
+        attempt += 1;
+        let req = Req::new(
+            http::Method::GET,
+            format!("/v2/{repo}/blobs/{digest}"),
+            &format!("repository:{repo}:pull"),
+        )
+        .header("Range", format!("bytes={pos}-{}", end - 1))
+        .timeout(timeout);
+        let result = client.send(&req).and_then(|resp| {
+            if !resp.status().is_success() {
+                return Err(client.api_error(&req.method, &url, resp));
+            }
+            let skip = match resp.status().as_u16() {
+                206 => {
+                    let range = resp
+                        .headers()
+                        .get("content-range")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if !range.starts_with(&format!("bytes {pos}-{}/", end - 1)) {
+                        return Err(bad());
+                    }
+                    0
+                }
+                // A registry that ignores `Range` sends the whole blob: skip to `pos`.
+                _ => pos,
+            };
+            let mut body = resp.into_body().into_reader();
+            std::io::copy(&mut (&mut body).take(skip), &mut std::io::sink()).map_err(body_err)?;
+            let mut buf = vec![0u8; 256 << 10];
+            while pos < end {
+                let want = buf.len().min((end - pos) as usize);
+                let n = body.read(&mut buf[..want]).map_err(body_err)?;
+                if n == 0 {
+                    return Err(bad());
+                }
+                sink(pos, &buf[..n])?;
+                pos += n as u64;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                log::debug!("range {pos}-{end} of {digest}: {e}; retrying");
+                backoff(attempt);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A blob download as a [`Read`]: first the bytes of a partial file left by an earlier attempt
 /// (rehashed when opened), then the registry's response, each chunk written to the partial file
 /// and hashed before it is handed on. A dropped connection is retried transparently with

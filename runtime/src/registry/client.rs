@@ -173,6 +173,9 @@ pub struct Req<'a> {
     pub payload: Payload<'a>,
     /// Token scope (`repository:library/busybox:pull`), asked for when challenged.
     pub scope: String,
+    /// How long an attempt may make no progress (connect, response headers, each read of
+    /// the body); `None`: the client's own (long) timeouts.
+    pub timeout: Option<Duration>,
 }
 
 impl<'a> Req<'a> {
@@ -183,7 +186,14 @@ impl<'a> Req<'a> {
             headers: Vec::new(),
             payload: Payload::Empty,
             scope: scope.to_string(),
+            timeout: None,
         }
+    }
+
+    /// Fail an attempt of this request that makes no progress for `t` (see [`Req::timeout`]).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -413,7 +423,19 @@ impl Client {
                     b = b.header("Content-Length", "0");
                 }
                 let r = b.body(()).map_err(|e| transport(ureq::Error::Http(e)))?;
-                self.agent.run(r)
+                match req.timeout {
+                    Some(t) => {
+                        let r = self
+                            .agent
+                            .configure_request(r)
+                            .timeout_connect(Some(t))
+                            .timeout_recv_response(Some(t))
+                            .timeout_per_read(Some(t))
+                            .build();
+                        self.agent.run(r)
+                    }
+                    None => self.agent.run(r),
+                }
             }
             Payload::Bytes(bytes) => {
                 let r = b

@@ -236,6 +236,8 @@ pub enum PullError {
     NotLocal(String),
     #[error("manifest lists {layers} layers but the image config has {diff_ids} diff IDs")]
     LayerCount { layers: usize, diff_ids: usize },
+    #[error(transparent)]
+    Lazy(Box<crate::lazy::LazyError>),
     /// `push --compression estargz`: converting the layers failed.
     #[error(transparent)]
     Convert(#[from] crate::seekable::convert::ConvertError),

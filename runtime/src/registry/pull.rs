@@ -38,6 +38,8 @@ pub struct PullOptions {
     pub mirrors: Vec<mirrors::Mirror>,
     /// Concurrent layer downloads (at least 1).
     pub parallel: usize,
+    /// Pull seekable layers lazily (`crate::lazy::pull_lazy`; `registry::pull` ignores it).
+    pub lazy: bool,
 }
 
 impl Default for PullOptions {
@@ -47,6 +49,7 @@ impl Default for PullOptions {
             insecure: Vec::new(),
             mirrors: Vec::new(),
             parallel: 3,
+            lazy: false,
         }
     }
 }
@@ -170,7 +173,7 @@ fn read_small(resp: &mut http::Response<ureq::Body>, url: &str) -> Result<Vec<u8
 }
 
 /// Turn a registry error on a pull into Docker's message for it.
-fn map_error(e: RegistryError, client: &Client, reference: &Reference) -> PullError {
+pub(crate) fn map_error(e: RegistryError, client: &Client, reference: &Reference) -> PullError {
     let familiar = reference.familiar();
     let name = reference.familiar_name();
     let errors = match &e {
@@ -237,7 +240,11 @@ fn fetch_manifest(
     Ok((m, body, digest))
 }
 
-fn fetch_small_blob(client: &Client, repo: &str, d: &Descriptor) -> Result<Vec<u8>, RegistryError> {
+pub(crate) fn fetch_small_blob(
+    client: &Client,
+    repo: &str,
+    d: &Descriptor,
+) -> Result<Vec<u8>, RegistryError> {
     let req = Req::new(
         http::Method::GET,
         format!("/v2/{repo}/blobs/{}", d.digest),
@@ -253,7 +260,7 @@ fn fetch_small_blob(client: &Client, repo: &str, d: &Descriptor) -> Result<Vec<u
     Ok(body)
 }
 
-fn short(digest: &str) -> String {
+pub(crate) fn short(digest: &str) -> String {
     digest
         .strip_prefix("sha256:")
         .unwrap_or(digest)
@@ -264,15 +271,15 @@ fn short(digest: &str) -> String {
 
 /// What a tag or digest resolved to: the image manifest for our platform, its bytes, and the
 /// bytes and digest of the top-level manifest (an index, or the image manifest itself).
-struct Resolved {
-    image: ImageManifest,
-    image_bytes: Vec<u8>,
-    top_bytes: Vec<u8>,
-    top_digest: Digest,
+pub(crate) struct Resolved {
+    pub image: ImageManifest,
+    pub image_bytes: Vec<u8>,
+    pub top_bytes: Vec<u8>,
+    pub top_digest: Digest,
 }
 
 /// Fetch `reference`'s manifest; through an index, select the platform and fetch its manifest.
-fn resolve_manifest(
+pub(crate) fn resolve_manifest(
     client: &Client,
     repo: &str,
     reference: &str,

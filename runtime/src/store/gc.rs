@@ -308,6 +308,10 @@ impl Store {
         } else {
             LockMode::Exclusive
         })?;
+        if !dry_run {
+            // Retired skeletons of lazy layers that completed, once nobody serves them.
+            crate::lazy::sweep_retired(self);
+        }
         // Candidates first, leases after (see the module doc).
         let layer_names: Vec<String> = list(&self.layers_dir())?;
         let blob_dir = self.root.join("blobs/sha256");

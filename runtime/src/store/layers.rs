@@ -310,10 +310,76 @@ impl Store {
         }
     }
 
+    /// Replace the lazy layer `c` (`crate::lazy`), whose dir must still be the one with
+    /// device and inode `expect`, by `staged` (extracted from the completed blob, diffID
+    /// verified) in one `renameat2(RENAME_EXCHANGE)`; the lazy dir goes to `retire_to`.
+    /// `Ok(false)`: the layer is no longer that lazy dir (another process completed it).
+    pub(crate) fn exchange_lazy_layer(
+        &self,
+        staged: StagedLayer,
+        c: &ChainId,
+        expect: (u64, u64),
+        retire_to: &std::path::Path,
+    ) -> Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let old = self.layer(c)?;
+        if chain_id_on(old.parent.as_ref(), &staged.diff_id) != *c {
+            return Err(StoreError::DiffIdMismatch {
+                expected: old.diff_id,
+                actual: staged.diff_id,
+            });
+        }
+        let info = LayerInfo {
+            chain_id: c.clone(),
+            diff_id: staged.diff_id,
+            parent: old.parent,
+            size: staged.size,
+            tar_size: staged.tar_size,
+            compressed_digest: staged.compressed.then_some(staged.input_digest),
+            compressed_size: staged.compressed.then_some(staged.input_size),
+            created: true,
+        };
+        let staging = staged.staging;
+        let meta = staging.path().join("layer.json");
+        let json = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        let mut f = File::create(&meta).map_err(io_at(&meta))?;
+        f.write_all(&json)
+            .and_then(|_| f.sync_all())
+            .map_err(io_at(&meta))?;
+        fsync_dir(staging.path()).map_err(io_at(staging.path()))?;
+        let _l = self.lock(crate::fsutil::LockMode::Exclusive)?;
+        let dest = self.layer_path(c);
+        let current = std::fs::metadata(&dest).map_err(io_at(&dest))?;
+        if (current.dev(), current.ino()) != expect || !dest.join("lazy").exists() {
+            return Ok(false);
+        }
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            staging.path(),
+            nix::fcntl::AT_FDCWD,
+            &dest,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| io_at(&dest)(e.into()))?;
+        // The staging path now holds the lazy dir.
+        let moved = std::fs::rename(staging.path(), retire_to);
+        staging.keep();
+        fsync_dir(&self.layers_dir()).map_err(io_at(self.layers_dir()))?;
+        moved.map_err(io_at(retire_to))?;
+        Ok(true)
+    }
+
     /// Write the layer's exact uncompressed tar (byte-identical to what was added) to `out`,
     /// verifying its diffID on the way.
     pub fn layer_tar(&self, c: &ChainId, out: &mut dyn Write) -> Result<LayerInfo> {
         let info = self.layer(c)?;
+        if self.layer_path(c).join("lazy").exists() {
+            // A lazily pulled layer has no tar-split until it is complete (`crate::lazy`).
+            return Err(StoreError::Conflict(format!(
+                "layer {} is still being fetched (lazy pull): `strata pull` the image to complete it",
+                c.short()
+            )));
+        }
         let split = self.layer_path(c).join("tar-split.gz");
         let f = File::open(&split).map_err(io_at(&split))?;
         let patches_path = self.layer_path(c).join("tar-split.patches");

@@ -72,6 +72,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{History, ImageConfig, RootFs, RunConfig};
 pub use extract::ExtractError;
+pub(crate) use gc::Leased;
 pub use gc::{GcReport, LeaseScope};
 pub use images::{ContainerUse, ImageRecord, NewImage};
 pub use layers::{decompress, detect_compression, Compression, LayerInfo, StagedLayer};

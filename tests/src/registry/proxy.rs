@@ -8,10 +8,14 @@
 //! connection after `n` response bytes; [`Mode::Hold`] forwards `n` bytes, raises
 //! [`Proxy::held`], and then forwards nothing until [`Proxy::release`] closes it;
 //! [`Mode::Redirect`] answers `307` to another host, as registries backed by a CDN do.
+//!
+//! It counts the response bytes it forwards ([`Proxy::bytes_served`], headers included;
+//! [`Proxy::blob_bytes_served`] for blob GETs only), so a test can tell how much of an image a
+//! client fetched.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +41,8 @@ struct Shared {
     held: AtomicBool,
     released: AtomicBool,
     stop: AtomicBool,
+    served: AtomicU64,
+    blob_served: AtomicU64,
 }
 
 pub struct Proxy {
@@ -57,6 +63,8 @@ impl Proxy {
             held: AtomicBool::new(false),
             released: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            served: AtomicU64::new(0),
+            blob_served: AtomicU64::new(0),
         });
         let s = shared.clone();
         let thread = std::thread::spawn(move || {
@@ -110,6 +118,22 @@ impl Proxy {
     /// Close held connections.
     pub fn release(&self) {
         self.shared.released.store(true, Ordering::SeqCst);
+    }
+
+    /// Response bytes (headers and bodies) forwarded to clients so far.
+    pub fn bytes_served(&self) -> u64 {
+        self.shared.served.load(Ordering::SeqCst)
+    }
+
+    /// Response bytes of `GET …/blobs/sha256:…` requests forwarded so far.
+    pub fn blob_bytes_served(&self) -> u64 {
+        self.shared.blob_served.load(Ordering::SeqCst)
+    }
+
+    /// Start counting from zero.
+    pub fn reset_counters(&self) {
+        self.shared.served.store(0, Ordering::SeqCst);
+        self.shared.blob_served.store(0, Ordering::SeqCst);
     }
 
     /// Every request head forwarded so far (request line and headers).
@@ -270,6 +294,10 @@ fn handle(s: &Shared, mut client: TcpStream) {
         };
         if client.write_all(&chunk[..take]).is_err() {
             break;
+        }
+        s.served.fetch_add(take as u64, Ordering::SeqCst);
+        if is_blob_get {
+            s.blob_served.fetch_add(take as u64, Ordering::SeqCst);
         }
         sent += take;
         if limit.is_some_and(|l| sent >= l) {

@@ -1,0 +1,674 @@
+//! `pull --lazy` / `run --lazy` of eStargz images: containers start on a skeleton and read
+//! their files on demand through the union filesystem, while the testkit proxy counts what the
+//! registry served; the background completes the layers into ordinary ones; faults fail reads
+//! with EIO, never a hang.
+
+mod registry_common;
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use registry_common::*;
+use strata_runtime::digest::{chain_ids, DiffId};
+use strata_runtime::seekable::estargz::{self, EstargzOptions};
+use strata_testkit::registry::images::{self, Image, Layer};
+use strata_testkit::registry::proxy::{Mode, Proxy};
+use strata_testkit::registry::Registry;
+
+/// A layer converted to eStargz, and its TOC digest annotation.
+fn estargz_layer(tar: Vec<u8>, prioritized: &[&str]) -> (Layer, Vec<(String, String)>) {
+    let mut blob = Vec::new();
+    let opts = EstargzOptions {
+        prioritized: prioritized.iter().map(|s| s.to_string()).collect(),
+        chunk_size: 1 << 20,
+        ..EstargzOptions::default()
+    };
+    let info = estargz::write_estargz(Cursor::new(tar.clone()), &mut blob, &opts).unwrap();
+    let layer = Layer {
+        digest: images::sha256(&blob),
+        diff_id: info.diff_id.to_string(),
+        tar,
+        gz: blob,
+    };
+    (layer, estargz::annotations(&info))
+}
+
+/// Pseudo-random (incompressible) bytes.
+fn noise(size: usize, seed: u64) -> Vec<u8> {
+    let mut data = Vec::with_capacity(size);
+    let mut x = seed | 1;
+    while data.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(size);
+    data
+}
+
+const BIG: usize = 12 << 20;
+
+/// busybox + a layer with a small file and a big one, both eStargz, with the TOC annotations in
+/// the manifest.
+fn lazy_image() -> Image {
+    let (bb, bb_ann) = estargz_layer(images::busybox().tar, &["bin/busybox"]);
+    let big = noise(BIG, 7);
+    let data = images::layer(&[("data/small.txt", b"hello-lazy\n"), ("data/big.bin", &big)]);
+    let (data, data_ann) = estargz_layer(data.tar, &["data/small.txt"]);
+    let (odd, odd_ann) = estargz_layer(odd_tar(), &[]);
+    let mut img = images::image(vec![bb, data, odd]);
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    for (i, ann) in [bb_ann, data_ann, odd_ann].into_iter().enumerate() {
+        let map: serde_json::Map<String, serde_json::Value> = ann
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        m["layers"][i]["annotations"] = serde_json::Value::Object(map);
+    }
+    img.manifest = serde_json::to_vec(&m).unwrap();
+    img.manifest_digest = images::sha256(&img.manifest);
+    img
+}
+
+/// A layer of everything but plain files: modes, owners, set-user-ID, a symlink, a hard link,
+/// a fifo, an xattr, a whiteout and an opaque directory.
+fn odd_tar() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h =
+        |path: &str, kind: tar::EntryType, mode: u32, uid: u64, data: &[u8], link: Option<&str>| {
+            let mut hd = tar::Header::new_gnu();
+            hd.set_entry_type(kind);
+            hd.set_mode(mode);
+            hd.set_uid(uid);
+            hd.set_gid(uid);
+            hd.set_mtime(1_600_000_000 + data.len() as u64);
+            hd.set_size(data.len() as u64);
+            if let Some(l) = link {
+                hd.set_link_name(l).unwrap();
+            }
+            b.append_data(&mut hd, path, data).unwrap();
+        };
+    h("etc/", tar::EntryType::Directory, 0o750, 1000, b"", None);
+    h(
+        "etc/suid",
+        tar::EntryType::Regular,
+        0o4755,
+        0,
+        b"#!/bin/sh\necho suid\n",
+        None,
+    );
+    h(
+        "etc/hard",
+        tar::EntryType::Link,
+        0o4755,
+        0,
+        b"",
+        Some("etc/suid"),
+    );
+    h(
+        "etc/link",
+        tar::EntryType::Symlink,
+        0o777,
+        1000,
+        b"",
+        Some("suid"),
+    );
+    h("etc/fifo", tar::EntryType::Fifo, 0o600, 1000, b"", None);
+    h("etc/opq/", tar::EntryType::Directory, 0o755, 0, b"", None);
+    h(
+        "etc/opq/.wh..wh..opq",
+        tar::EntryType::Regular,
+        0o644,
+        0,
+        b"",
+        None,
+    );
+    h(
+        "etc/opq/x",
+        tar::EntryType::Regular,
+        0o600,
+        1000,
+        b"x",
+        None,
+    );
+    h("data/", tar::EntryType::Directory, 0o755, 0, b"", None);
+    h(
+        "data/.wh.ghost",
+        tar::EntryType::Regular,
+        0o644,
+        0,
+        b"",
+        None,
+    );
+    // An xattr, in a PAX header as Docker writes them.
+    let rec = "SCHILY.xattr.user.lazy=yes\n";
+    let mut len = rec.len() + 3;
+    len += format!("{len} {rec}").len() - len;
+    let pax = format!("{len} {rec}");
+    let mut x = tar::Header::new_ustar();
+    x.set_entry_type(tar::EntryType::XHeader);
+    x.set_size(pax.len() as u64);
+    x.set_mode(0o644);
+    x.set_uid(0);
+    x.set_gid(0);
+    x.set_mtime(0);
+    b.append_data(&mut x, "PaxHeaders/xattr", pax.as_bytes())
+        .unwrap();
+    let mut hd = tar::Header::new_ustar();
+    hd.set_mode(0o640);
+    hd.set_uid(0);
+    hd.set_gid(0);
+    hd.set_size(5);
+    hd.set_mtime(1_600_000_000);
+    b.append_data(&mut hd, "etc/xattr", &b"attr\n"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Every entry below `dir`: path -> type, mode, owner, size (not of dirs), mtime, rdev, nlink,
+/// content digest of regular files; then every xattr (`getfattr`).
+fn tree(dir: &std::path::Path) -> (std::collections::BTreeMap<String, String>, String) {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let content = if m.is_file() {
+                images::sha256(&std::fs::read(&p).unwrap())
+            } else if m.is_symlink() {
+                std::fs::read_link(&p).unwrap().display().to_string()
+            } else {
+                String::new()
+            };
+            let size = if m.is_dir() { 0 } else { m.size() };
+            // A whiteout (char 0/0) carries the time it was made, by the extractor too.
+            let whiteout = m.mode() & libc::S_IFMT == libc::S_IFCHR && m.rdev() == 0;
+            let mtime = if whiteout { 0 } else { m.mtime() };
+            out.insert(
+                rel,
+                format!(
+                    "{:o} {}:{} {size} {} {} {} {content}",
+                    m.mode(),
+                    m.uid(),
+                    m.gid(),
+                    mtime,
+                    m.rdev(),
+                    m.nlink()
+                ),
+            );
+            if m.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    let xattrs = std::process::Command::new("getfattr")
+        .args(["-R", "-h", "-d", "-m", "-", "."])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (out, String::from_utf8_lossy(&xattrs.stdout).into_owned())
+}
+
+fn image_bytes(img: &Image) -> u64 {
+    img.layers.iter().map(|l| l.gz.len() as u64).sum()
+}
+
+/// Run strata with the background fetch held back (it waits for 10 minutes without demand
+/// fetches), so what a run fetches is only what it reads.
+fn quiet_run(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let mut c = env.command(args);
+    c.env("STRATA_LAZY_QUIET_MS", "600000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    wait_output(c.spawn().unwrap())
+}
+
+/// Removes every container of the env (and so their mounts) even when the test fails.
+struct Cleanup<'a>(&'a Env);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let (_, out, _) = self.0.run(&["ps", "-aq"]);
+        for id in out.split_whitespace() {
+            let _ = self.0.run(&["rm", "-f", id]);
+        }
+    }
+}
+
+fn layer_dir(env: &Env, img: &Image, i: usize) -> PathBuf {
+    let diff_ids: Vec<DiffId> = img
+        .layers
+        .iter()
+        .map(|l| DiffId::parse(&l.diff_id).unwrap())
+        .collect();
+    let chain = &chain_ids(&diff_ids)[i];
+    env.root().join("layers").join(chain.hex())
+}
+
+fn wait_for(what: &str, timeout: Duration, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn lazy_run_reads_on_demand_then_completes_into_an_ordinary_layer() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", proxy.addr());
+    let total = image_bytes(&img);
+
+    // pull --lazy: manifest, config and the TOCs only.
+    let out = env.ok(&["pull", "--lazy", &name]);
+    assert!(out.contains("Pull complete"), "{out}");
+    let after_pull = proxy.blob_bytes_served();
+    assert!(after_pull < total / 10, "{after_pull} of {total}");
+    assert!(layer_dir(&env, &img, 1).join("lazy/source.json").is_file());
+    assert_eq!(
+        env.store().resolve(&name).unwrap().id.to_string(),
+        img.config_digest
+    );
+
+    // A run reads busybox and the small file, not the big one (background kept quiet).
+    let (code, out, err) = wait_output(
+        env.command(&["run", "--rm", &name, "cat", "/data/small.txt"])
+            .env("STRATA_LAZY_QUIET_MS", "600000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello-lazy\n");
+    let served = proxy.blob_bytes_served();
+    assert!(
+        served < total / 2 && served < (BIG as u64) / 2,
+        "served {served} of {total} bytes"
+    );
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+
+    // A detached run lets the background complete both layers into ordinary ones.
+    let id = env.ok(&["run", "-d", &name, "sleep", "120"]);
+    let id = id.trim();
+    for i in 0..3 {
+        let d = layer_dir(&env, &img, i);
+        wait_for("the layer to complete", Duration::from_secs(90), || {
+            !d.join("lazy").exists()
+        });
+        assert!(d.join("tar-split.gz").is_file());
+    }
+    // The big file, read through the still-running container's (now complete) skeleton.
+    let out = env.ok(&["exec", id, "sha256sum", "/data/big.bin"]);
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&noise(BIG, 7)).trim_start_matches("sha256:")
+    );
+    env.ok(&["rm", "-f", id]);
+    // Exactly what a normal pull makes: each layer's tar rebuilds to its diffID, and the
+    // compressed blobs are in the store.
+    let store = env.store();
+    let rec = store.resolve(&name).unwrap();
+    for (i, c) in rec.chain_ids.iter().enumerate() {
+        let info = store.layer_tar(c, &mut std::io::sink()).unwrap();
+        assert_eq!(info.diff_id.to_string(), img.layers[i].diff_id);
+        let d = strata_runtime::digest::Digest::parse(&img.layers[i].digest).unwrap();
+        assert!(store.has_blob(&d));
+    }
+    let out = env.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!(out, "hello-lazy\n");
+    // Each retired skeleton (served until the container went) has the very tree of the
+    // ordinary layer that replaced it: data, modes, owners, times, links, xattrs, whiteouts.
+    let retired = env.root().join("lazy-retired");
+    let mut compared = 0;
+    for e in std::fs::read_dir(&retired).unwrap() {
+        let old = e.unwrap().path();
+        let hex = old.file_name().unwrap().to_string_lossy()[..64].to_string();
+        let new = env.root().join("layers").join(hex).join("diff");
+        assert_eq!(tree(&old.join("diff")), tree(&new), "{}", old.display());
+        compared += 1;
+    }
+    assert_eq!(compared, 3);
+    // The retired skeletons go with the next GC, now that nothing serves them.
+    env.ok(&["image", "prune", "-f"]);
+    assert_eq!(std::fs::read_dir(&retired).unwrap().count(), 0);
+}
+
+#[test]
+fn lazy_tampered_chunk_is_eio_and_never_stored() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    // Flip a byte inside big.bin's compressed data in the registry's storage.
+    let blob = reg.blob_file(&img.layers[1].digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&blob, &bytes).unwrap();
+
+    let (code, out, err) = env.run(&["run", "--name", "tampered", &name, "cat", "/data/big.bin"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.is_empty(), "tampered bytes reached the container");
+    assert!(
+        err.contains("I/O error") || err.contains("Input/output error"),
+        "{err}"
+    );
+    let (_, _, logs) = env.run(&["logs", "tampered"]);
+    assert!(
+        logs.contains("lazy layer") && logs.contains("data/big.bin"),
+        "{logs}"
+    );
+    // The small file still reads; the layer stays lazy (never stored as complete).
+    let out = env.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!(out, "hello-lazy\n");
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+    assert!(!layer_dir(&env, &img, 1).join("tar-split.gz").exists());
+    // Nothing exports a layer that is not whole.
+    let tar = env.dir.path().join("img.tar");
+    let (code, _, err) = env.run(&["save", "-o", tar.to_str().unwrap(), &name]);
+    assert_ne!(code, 0);
+    assert!(err.contains("still being fetched"), "{err}");
+}
+
+#[test]
+fn lazy_registry_gone_fails_reads_with_eio_not_a_hang() {
+    let mut reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    // busybox fetched while the registry is up.
+    let quiet = [("STRATA_LAZY_QUIET_MS", "600000")];
+    let run = |args: &[&str]| {
+        let mut c = env.command(args);
+        c.envs(quiet)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        wait_output(c.spawn().unwrap())
+    };
+    let (code, _, err) = run(&["run", "--rm", &name, "true"]);
+    assert_eq!(code, 0, "{err}");
+    reg.kill();
+    let t = Instant::now();
+    let (code, out, err) = run(&["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("I/O error") || err.contains("Input/output error"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    // The registry back: a plain pull completes the lazy layers where they were.
+    reg.restart();
+    env.ok(&["pull", &name]);
+    for i in 0..3 {
+        let d = layer_dir(&env, &img, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+    let (code, out, err) = run(&["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!((code, out.as_str()), (0, "hello-lazy\n"), "{err}");
+}
+
+/// Bytes of the blob a lazy layer's `have` log says it holds.
+fn have_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(log) = std::fs::read_to_string(dir.join("lazy/have")) else {
+        return 0;
+    };
+    let mut ranges: Vec<(u64, u64)> = log
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+            Some((it.next()?, it.next()?))
+        })
+        .collect();
+    ranges.sort_unstable();
+    let (mut total, mut end) = (0, 0);
+    for (s, e) in ranges {
+        let s = s.max(end);
+        if e > s {
+            total += e - s;
+            end = e;
+        }
+    }
+    total
+}
+
+#[test]
+fn lazy_kill_9_mid_fetch_resumes_and_leaves_nothing_gc_cannot_remove() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", proxy.addr());
+    let total = image_bytes(&img);
+    env.ok(&["pull", "--lazy", &name]);
+    let detached = |env: &Env| {
+        let mut c = env.command(&["run", "-d", &name, "sleep", "120"]);
+        c.env("STRATA_LAZY_QUIET_MS", "1000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let (code, out, err) = wait_output(c.spawn().unwrap());
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    // The background gets some of the big file, then the registry stalls mid-response.
+    let id = detached(&env);
+    proxy.set_mode(Mode::Hold(300_000));
+    assert!(proxy.wait_held(Duration::from_secs(60)), "no held fetch");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.root().join("containers").join(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let sup = state["supervisor_pid"].as_i64().unwrap();
+    assert!(sup > 0, "{state}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sup as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    proxy.set_mode(Mode::Pass);
+    proxy.release();
+    env.ok(&["rm", "-f", &id]);
+    let dirs: Vec<PathBuf> = (0..3).map(|i| layer_dir(&env, &img, i)).collect();
+    // What the next run still needs: each lazy layer's blob minus what its log says it holds
+    // (the held response's first bytes included: ranges are logged as they arrive).
+    let need: u64 = dirs
+        .iter()
+        .zip(&img.layers)
+        .filter(|(d, _)| d.join("lazy").is_dir())
+        .map(|(d, l)| l.gz.len() as u64 - have_bytes(d))
+        .sum();
+    // The held response's first bytes were kept (whichever layer it was fetching).
+    assert!(need + (256 << 10) <= total, "needs {need} of {total}");
+
+    // The next run resumes: what arrived before the kill is not fetched again.
+    proxy.reset_counters();
+    let id = detached(&env);
+    for d in &dirs {
+        wait_for("the layer to complete", Duration::from_secs(90), || {
+            !d.join("lazy").exists()
+        });
+    }
+    // Only that is fetched (plus HTTP response headers).
+    let served = proxy.blob_bytes_served();
+    assert!(
+        served <= need + (64 << 10) && need < total,
+        "served {served}, needed {need} of {total}"
+    );
+    env.ok(&["rm", "-f", &id]);
+    let store = env.store();
+    for c in &store.resolve(&name).unwrap().chain_ids {
+        store.layer_tar(c, &mut std::io::sink()).unwrap();
+    }
+    // Nothing is left that GC cannot remove.
+    env.ok(&["rmi", &name]);
+    env.ok(&["image", "prune", "-f"]);
+    for d in ["layers", "lazy-retired", "tmp"] {
+        let left: Vec<_> = std::fs::read_dir(env.root().join(d))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{d}: {left:?}");
+    }
+}
+
+#[test]
+fn lazy_image_on_a_driver_that_reads_layer_dirs_is_completed_first() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    // vfs copies the layer dirs: it must never see a skeleton's unfetched (zero) files.
+    let out = env.ok(&[
+        "--storage-driver",
+        "vfs",
+        "run",
+        "--rm",
+        &name,
+        "sha256sum",
+        "/data/big.bin",
+    ]);
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&noise(BIG, 7)).trim_start_matches("sha256:")
+    );
+    for i in 0..3 {
+        let d = layer_dir(&env, &img, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+}
+
+#[test]
+fn lazy_reads_use_the_stored_registry_credentials() {
+    // Bearer tokens, no anonymous access: the supervisor's range reads authenticate as the
+    // pull did, with the credentials `login` stored.
+    let reg = Registry::start_token(&[("bob", "hunter2")], false);
+    let img = lazy_image();
+    push_image(&reg, "secret/lazy:v1", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/secret/lazy:v1", reg.addr());
+    env.ok(&["login", "-u", "bob", "-p", "hunter2", &reg.addr()]);
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", "--lazy", &name, "cat", "/data/small.txt"],
+    );
+    assert_eq!((code, out.as_str()), (0, "hello-lazy\n"), "{err}");
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+    // Logged out, a file not yet fetched cannot be read.
+    env.ok(&["logout", &reg.addr()]);
+    let (code, _, err) = quiet_run(&env, &["run", "--rm", &name, "wc", "-c", "/data/big.bin"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("I/O error") || err.contains("Input/output error"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lazy_zstd_chunked_image_made_by_skopeo() {
+    let reg = Registry::start();
+    let big = noise(BIG, 7);
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("data/small.txt", b"hello-lazy\n"), ("data/big.bin", &big)]),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    images::write_oci_layout(&src, "t", &img);
+    strata_testkit::registry::skopeo_copy(
+        &format!("oci:{}:t", src.display()),
+        &format!("oci:{}:t", dst.display()),
+        &["--dest-compress-format", "zstd:chunked"],
+    );
+    push_layout(&reg, &dst, "t", "lazyz:latest", &[]);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazyz", proxy.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    assert!(layer_dir(&env, &img, 1).join("lazy/source.json").is_file());
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!((code, out.as_str()), (0, "hello-lazy\n"), "{err}");
+    let served = proxy.blob_bytes_served();
+    assert!(served < (BIG as u64) / 2, "served {served}");
+    // Completed by a plain pull: each layer rebuilds to its diffID.
+    env.ok(&["pull", &name]);
+    let store = env.store();
+    for (i, c) in store.resolve(&name).unwrap().chain_ids.iter().enumerate() {
+        assert!(!layer_dir(&env, &img, i).join("lazy").exists());
+        let info = store.layer_tar(c, &mut std::io::sink()).unwrap();
+        assert_eq!(info.diff_id.to_string(), img.layers[i].diff_id);
+    }
+    let out = env.ok(&["run", "--rm", &name, "sha256sum", "/data/big.bin"]);
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&big).trim_start_matches("sha256:")
+    );
+}
+
+#[test]
+fn two_containers_on_one_lazy_image_complete_it_once() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    let start = || {
+        let mut c = env.command(&["run", "-d", &name, "sleep", "120"]);
+        c.env("STRATA_LAZY_QUIET_MS", "100")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let (code, out, err) = wait_output(c.spawn().unwrap());
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    };
+    let (a, b) = (start(), start());
+    for i in 0..3 {
+        let d = layer_dir(&env, &img, i);
+        wait_for("the layer to complete", Duration::from_secs(90), || {
+            !d.join("lazy").exists()
+        });
+    }
+    // Both still read every file right, each through the skeleton it mounted.
+    let want = images::sha256(&noise(BIG, 7));
+    for id in [&a, &b] {
+        let out = env.ok(&["exec", id, "sha256sum", "/data/big.bin"]);
+        assert_eq!(
+            out.split_whitespace().next().unwrap(),
+            want.trim_start_matches("sha256:")
+        );
+    }
+    env.ok(&["rm", "-f", &a, &b]);
+    let store = env.store();
+    for c in &store.resolve(&name).unwrap().chain_ids {
+        store.layer_tar(c, &mut std::io::sink()).unwrap();
+    }
+    env.ok(&["image", "prune", "-f"]);
+    assert_eq!(
+        std::fs::read_dir(env.root().join("lazy-retired"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

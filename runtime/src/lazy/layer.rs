@@ -1,0 +1,530 @@
+//! One lazy layer being served: its state files, the ranges of the blob it has, the files it
+//! has filled, and filling and completing (see the module doc of `lazy`).
+//!
+//! Locks: `have` and `filled` guard their logs and are held only for in-memory updates and one
+//! append; a file's own mutex (`pending`) is held while that file is filled (network I/O), so
+//! two opens of one file fetch it once while other files proceed. Order: a file's mutex, then
+//! `have` or `filled`; never two file mutexes.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::Flock;
+use parking_lot::Mutex;
+use strata_fs::at;
+
+use super::{io_at, LazyError, Source};
+use crate::digest::{Digest, Hasher};
+use crate::fsutil::{lock_file, LockMode};
+use crate::registry::blob::fetch_range_with;
+use crate::registry::client::Client;
+use crate::registry::RegistryError;
+use crate::seekable::{self, Toc};
+use crate::store::Store;
+
+/// Bound on each HTTP attempt of a range fetch: a registry that accepts and then says nothing
+/// fails the read (EIO) instead of hanging the container.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest range fetched in one request.
+const MAX_REQUEST: u64 = 8 << 20;
+/// Gaps smaller than this between missing ranges are fetched too (one request instead of two).
+const COALESCE_GAP: u64 = 64 << 10;
+/// Background step.
+const STEP: u64 = 2 << 20;
+/// A range being received is logged every this many bytes.
+const LOG_EVERY: u64 = 256 << 10;
+
+/// How long after the last demand fetch the background goes on: demand (a container waiting
+/// for a file) never queues behind it. `STRATA_LAZY_QUIET_MS` overrides the 1.5 s default
+/// (a long value keeps the background out of a measurement).
+fn quiet() -> Duration {
+    static Q: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *Q.get_or_init(|| {
+        std::env::var("STRATA_LAZY_QUIET_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_millis(1500))
+    })
+}
+
+/// Sorted, disjoint `[start, end)` ranges of the blob held locally, and their log.
+struct Have {
+    ranges: Vec<(u64, u64)>,
+    log: File,
+}
+
+impl Have {
+    fn insert(&mut self, s: u64, e: u64) {
+        self.ranges.push((s, e));
+        self.ranges.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.ranges.len());
+        for &(a, b) in &self.ranges {
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        self.ranges = out;
+    }
+
+    /// The parts of `[s, e)` not held, with small gaps between them closed.
+    fn missing(&self, s: u64, e: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut pos = s;
+        for &(a, b) in &self.ranges {
+            if b <= pos {
+                continue;
+            }
+            if a >= e {
+                break;
+            }
+            if a > pos {
+                out.push((pos, a));
+            }
+            pos = pos.max(b);
+        }
+        if pos < e {
+            out.push((pos, e));
+        }
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+        for (a, b) in out {
+            match merged.last_mut() {
+                Some(last) if a - last.1 < COALESCE_GAP => last.1 = b,
+                _ => merged.push((a, b)),
+            }
+        }
+        merged
+    }
+
+    fn covers(&self, s: u64, e: u64) -> bool {
+        self.missing(s, e).is_empty()
+    }
+}
+
+fn read_log(path: &Path) -> Result<(Vec<Vec<u64>>, File), LazyError> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(io_at(path))?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(&f).lines() {
+        let line = line.map_err(io_at(path))?;
+        let nums: Option<Vec<u64>> = line.split_whitespace().map(|n| n.parse().ok()).collect();
+        // A line torn by a crash is ignored (its work is redone).
+        if let Some(n) = nums.filter(|n| !n.is_empty()) {
+            lines.push(n);
+        }
+    }
+    Ok((lines, f))
+}
+
+/// A lazy layer opened for serving (held for the life of the mount).
+pub struct LazyLayer {
+    /// `layers/<chain>` when opened (messages; the fds below stay valid after a move).
+    dir: PathBuf,
+    /// Device and inode of that dir: completion exchanges it only if it is still this one.
+    dir_id: (u64, u64),
+    diff: OwnedFd,
+    source: Source,
+    toc: Toc,
+    client: Client,
+    blob: File,
+    blob_path: PathBuf,
+    have: Mutex<Have>,
+    filled: Mutex<File>,
+    /// Files still to fill: backing inode → TOC entry.
+    by_ino: HashMap<u64, usize>,
+    /// Per entry to fill: `true` once filled.
+    pending: HashMap<usize, Mutex<bool>>,
+    last_demand: Mutex<Instant>,
+    _lock: Flock<File>,
+}
+
+impl LazyLayer {
+    /// Open the lazy layer `layers/<chain>` at `dir` (shared lock on its `lazy/lock` until
+    /// dropped).
+    pub fn open(dir: &Path) -> Result<LazyLayer, LazyError> {
+        let state = dir.join("lazy");
+        let lock = lock_file(&state.join("lock"), LockMode::Shared).map_err(io_at(&state))?;
+        let sp = state.join("source.json");
+        let source: Source = serde_json::from_slice(&std::fs::read(&sp).map_err(io_at(&sp))?)
+            .map_err(|source| LazyError::State {
+                path: sp.clone(),
+                source,
+            })?;
+        let tp = state.join("tail");
+        let tail = std::fs::read(&tp).map_err(io_at(&tp))?;
+        let toc = source.parse_toc(&tail)?;
+        let client = crate::registry::pull::client_for(&source.registry, &source.insecure)?;
+        let blob_path = state.join("blob");
+        let blob = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&blob_path)
+            .map_err(io_at(&blob_path))?;
+        let (ranges, log) = read_log(&state.join("have"))?;
+        let mut have = Have {
+            ranges: Vec::new(),
+            log,
+        };
+        for r in ranges {
+            if let [s, e] = r[..] {
+                if s < e && e <= source.size {
+                    have.insert(s, e);
+                }
+            }
+        }
+        let (done, filled) = read_log(&state.join("filled"))?;
+        let done: BTreeSet<usize> = done.iter().map(|n| n[0] as usize).collect();
+        let diffp = dir.join("diff");
+        let diff = at::open_dir(&diffp).map_err(|e| io_at(&diffp)(e.into()))?;
+        let mut by_ino = HashMap::new();
+        let mut pending = HashMap::new();
+        for (i, e) in toc.entries.iter().enumerate() {
+            if e.kind != "reg" || e.size == 0 || done.contains(&i) {
+                continue;
+            }
+            if toc.file_chunks(i).iter().all(|c| c.zeros) {
+                continue;
+            }
+            // A name a later entry replaced has another inode (or none): nothing to fill.
+            let Ok(fd) = at::open_beneath(diff.as_fd(), e.name.as_bytes(), libc::O_PATH) else {
+                continue;
+            };
+            let Ok(st) = at::fstat(fd.as_fd()) else {
+                continue;
+            };
+            if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                by_ino.insert(st.st_ino, i);
+                pending.insert(i, Mutex::new(false));
+            }
+        }
+        let meta = std::fs::metadata(dir).map_err(io_at(dir))?;
+        Ok(LazyLayer {
+            dir: dir.to_path_buf(),
+            dir_id: (meta.dev(), meta.ino()),
+            diff,
+            source,
+            toc,
+            client,
+            blob,
+            blob_path,
+            have: Mutex::new(have),
+            filled: Mutex::new(filled),
+            by_ino,
+            pending,
+            last_demand: Mutex::new(Instant::now()),
+            _lock: lock,
+        })
+    }
+
+    /// The layer's chain ID.
+    pub fn chain_id(&self) -> &crate::digest::ChainId {
+        &self.source.chain_id
+    }
+
+    /// The blob digest of the layer (for messages).
+    pub fn digest(&self) -> &str {
+        &self.source.digest
+    }
+
+    /// Files whose data is still to come.
+    pub fn unfilled(&self) -> usize {
+        self.pending.values().filter(|m| !*m.lock()).count()
+    }
+
+    /// Make sure the file with backing inode `ino` has its data (a demand: the background
+    /// waits for a quiet moment).
+    pub fn ensure_ino(&self, ino: u64) -> Result<(), LazyError> {
+        let Some(&i) = self.by_ino.get(&ino) else {
+            return Ok(());
+        };
+        *self.last_demand.lock() = Instant::now();
+        let r = self.fill(i);
+        *self.last_demand.lock() = Instant::now();
+        r
+    }
+
+    /// Name of TOC entry `i` (for messages).
+    pub fn entry_name(&self, ino: u64) -> Option<&str> {
+        self.by_ino
+            .get(&ino)
+            .and_then(|&i| self.toc.entries.get(i))
+            .map(|e| e.name.as_str())
+    }
+
+    /// Have bytes `[s, e)` of the blob in the local copy, fetching what is missing. What
+    /// arrives is written and logged as it comes (every [`LOG_EVERY`] bytes), so a killed
+    /// process or a dropped connection keeps it.
+    fn ensure_range(&self, s: u64, e: u64) -> Result<(), LazyError> {
+        let missing = self.have.lock().missing(s, e.min(self.source.size));
+        for (a, b) in missing {
+            let mut pos = a;
+            while pos < b {
+                let end = b.min(pos + MAX_REQUEST);
+                let mut logged = pos;
+                let mut io_err = None;
+                let r = fetch_range_with(
+                    &self.client,
+                    &self.source.repo,
+                    &self.source.digest,
+                    pos,
+                    end,
+                    ATTEMPT_TIMEOUT,
+                    &mut |off, bytes| {
+                        if let Err(e) = self.blob.write_all_at(bytes, off) {
+                            io_err = Some(e);
+                            return Err(RegistryError::BodyIo {
+                                url: self.blob_path.display().to_string(),
+                                source: std::io::Error::other("local write failed"),
+                            });
+                        }
+                        let done = off + bytes.len() as u64;
+                        if done - logged >= LOG_EVERY || done == end {
+                            self.log_range(logged, done);
+                            logged = done;
+                        }
+                        Ok(())
+                    },
+                );
+                if let Some(e) = io_err {
+                    return Err(io_at(&self.blob_path)(e));
+                }
+                r?;
+                pos = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// Record that the local blob holds `[s, e)` (after the bytes were written: a crash loses
+    /// a range, never claims one).
+    fn log_range(&self, s: u64, e: u64) {
+        if s < e {
+            let mut h = self.have.lock();
+            h.insert(s, e);
+            let _ = writeln!(h.log, "{s} {e}");
+        }
+    }
+
+    /// Fill TOC entry `i`: its chunks fetched, each verified before it is written.
+    fn fill(&self, i: usize) -> Result<(), LazyError> {
+        let Some(m) = self.pending.get(&i) else {
+            return Ok(());
+        };
+        let mut done = m.lock();
+        if *done {
+            return Ok(());
+        }
+        let e = &self.toc.entries[i];
+        let chunks: Vec<_> = self
+            .toc
+            .file_chunks(i)
+            .iter()
+            .filter(|c| !c.zeros)
+            .collect();
+        let (Some(s), Some(end)) = (
+            chunks.iter().map(|c| c.start).min(),
+            chunks.iter().map(|c| c.end).max(),
+        ) else {
+            *done = true;
+            return Ok(());
+        };
+        // The whole span in one go (coalesced requests, streamed to the local blob), then
+        // chunk by chunk from there: memory stays one chunk, whatever the file's size.
+        self.ensure_range(s, end)?;
+        let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
+            name: e.name.clone(),
+            source: x,
+        };
+        let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
+            .map_err(name_err)?;
+        let st = at::fstat(fd.as_fd()).map_err(name_err)?;
+        let mut raw = Vec::new();
+        for c in chunks {
+            raw.resize((c.end - c.start) as usize, 0);
+            self.blob
+                .read_exact_at(&mut raw, c.start)
+                .map_err(io_at(&self.blob_path))?;
+            let data = seekable::decode_chunk(&raw, c).map_err(|x| LazyError::Seekable {
+                digest: self.source.digest.clone(),
+                source: x,
+            })?;
+            let mut off = 0;
+            while off < data.len() {
+                off += at::pwrite(fd.as_fd(), &data[off..], c.file_offset + off as u64)
+                    .map_err(name_err)?;
+            }
+        }
+        // The data changes nothing the container can see but the content: keep the times.
+        at::utimensat(fd.as_fd(), OsStr::new(""), &at::times_of(&st)).map_err(name_err)?;
+        let _ = writeln!(self.filled.lock(), "{i}");
+        *done = true;
+        Ok(())
+    }
+
+    /// Fetch and fill the files before the prefetch landmark (what a run of the image reads
+    /// first, as the converter recorded it), yielding to demand fetches. Errors are left for
+    /// [`LazyLayer::complete`] to meet again.
+    pub fn prefetch(&self, stop: &dyn Fn() -> bool) {
+        let Some(mark) = self.toc.prefetch_landmark() else {
+            return;
+        };
+        let mut todo: Vec<usize> = self.pending.keys().copied().filter(|&i| i < mark).collect();
+        todo.sort_unstable();
+        for i in todo {
+            if !self.wait_quiet(stop) || self.fill(i).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The local blob from its start, through a clone of its fd (whose offset is the clone's
+    /// alone to use: everything else reads and writes it with pread/pwrite).
+    fn blob_reader(&self) -> Result<BufReader<File>, LazyError> {
+        let mut f: File = self.blob.try_clone().map_err(io_at(&self.blob_path))?;
+        f.seek(std::io::SeekFrom::Start(0))
+            .map_err(io_at(&self.blob_path))?;
+        Ok(BufReader::with_capacity(1 << 20, f))
+    }
+
+    /// Wait until no demand fetch happened for a while (or `stop`).
+    fn wait_quiet(&self, stop: &dyn Fn() -> bool) -> bool {
+        loop {
+            if stop() {
+                return false;
+            }
+            let since = self.last_demand.lock().elapsed();
+            if since >= quiet() {
+                return true;
+            }
+            std::thread::sleep((quiet() - since).min(Duration::from_millis(200)));
+        }
+    }
+
+    /// Fetch the rest of the blob in the background order (the blob's order: eStargz puts the
+    /// files a run reads first at its front), fill every file, then verify the blob and turn the
+    /// layer into an ordinary stored one. `Ok(false)`: stopped, or another process completed
+    /// it first.
+    /// `patient`: yield to demand fetches (the background of a running container).
+    pub fn complete(
+        &self,
+        store: &Store,
+        patient: bool,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool, LazyError> {
+        let size = self.source.size;
+        let mut pos = 0;
+        while pos < size {
+            if stop() || (patient && !self.wait_quiet(stop)) {
+                return Ok(false);
+            }
+            let end = size.min(pos + STEP);
+            self.ensure_range(pos, end)?;
+            pos = end;
+        }
+        let mut todo: Vec<usize> = self.pending.keys().copied().collect();
+        todo.sort_unstable();
+        for i in todo {
+            if stop() {
+                return Ok(false);
+            }
+            self.fill(i)?;
+        }
+        if !self.have.lock().covers(0, size) {
+            return Ok(false);
+        }
+        // The blob's digest before anything is stored.
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < size {
+            let n = buf.len().min((size - off) as usize);
+            self.blob
+                .read_exact_at(&mut buf[..n], off)
+                .map_err(io_at(&self.blob_path))?;
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        if h.finish().as_str() != self.source.digest {
+            return Err(LazyError::BlobDigest {
+                digest: self.source.digest.clone(),
+            });
+        }
+        let input = self.blob_reader()?;
+        let staged = store.stage_layer(input, Some(&self.source.diff_id))?;
+        if staged.input_digest().as_str() != self.source.digest {
+            return Err(LazyError::BlobDigest {
+                digest: self.source.digest.clone(),
+            });
+        }
+        if let Ok(d) = Digest::parse(&self.source.digest) {
+            // The compressed blob is kept as a normal pull keeps it. Copied, not moved: another
+            // process serving the same lazy layer may still write ranges into the local blob,
+            // and the store's blobs must never be written after they are verified.
+            if !store.has_blob(&d) {
+                store.put_blob(self.blob_reader()?, Some(&d))?;
+            }
+        }
+        let retired = super::retired_dir(store);
+        std::fs::create_dir_all(&retired).map_err(io_at(&retired))?;
+        let to = retired.join(format!(
+            "{}-{}-{}",
+            self.source.chain_id.hex(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let swapped = store.exchange_lazy_layer(staged, &self.source.chain_id, self.dir_id, &to)?;
+        if swapped {
+            log::info!(
+                "layer {}: complete at {}",
+                self.source.digest,
+                self.dir.display()
+            );
+        }
+        Ok(swapped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn have(ranges: &[(u64, u64)]) -> Have {
+        let mut h = Have {
+            ranges: Vec::new(),
+            log: tempfile::tempfile().unwrap(),
+        };
+        for &(s, e) in ranges {
+            h.insert(s, e);
+        }
+        h
+    }
+
+    #[test]
+    fn ranges_merge_and_gaps_are_coalesced() {
+        let h = have(&[(100, 200), (150, 300), (300, 400), (1 << 20, 2 << 20)]);
+        assert_eq!(h.ranges, vec![(100, 400), (1 << 20, 2 << 20)]);
+        assert!(h.covers(120, 400));
+        assert!(!h.covers(0, 400));
+        // Missing pieces closer than COALESCE_GAP become one request.
+        assert_eq!(h.missing(0, 500), vec![(0, 500)]);
+        assert_eq!(
+            h.missing(0, 3 << 20),
+            vec![(0, 1 << 20), (2 << 20, 3 << 20)]
+        );
+        assert_eq!(h.missing(150, 350), vec![]);
+    }
+}
