@@ -68,7 +68,8 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
         if name.is_empty() || alias.is_empty() {
             bail!("invalid argument \"{l}\" for \"--link\" flag: invalid link format");
         }
-        let c = runtime(global)
+        let c = global
+            .containers()
             .lookup(name)
             .with_context(|| format!("could not get container for {name}"))?;
         links.push(Link {
