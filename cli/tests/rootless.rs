@@ -444,9 +444,46 @@ fn rootless_limits_apply_in_a_delegated_cgroup() {
         "WARNING: Resource limits are not supported and ignored on rootless systems without cgroup delegation\n"
     );
 
+    // `info` as the user: rootless, its paths, the network and that limits are ignored.
+    let info = s.ok(&["info"]);
+    let home = user.home.display().to_string();
+    for want in [
+        " Rootless: true".to_string(),
+        format!(" Strata Root Dir: {home}/.local/share/strata"),
+        format!(" Strata Run Root: /tmp/strata-{}", user.uid),
+        "  Network: pasta (".to_string(),
+        "  Cgroups: not delegated: resource limits are ignored".to_string(),
+        format!(
+            "  UID Map: 0:{}:1 1:{}:{}",
+            user.uid,
+            user.range_start.unwrap(),
+            strata_testkit::user::RANGE
+        ),
+        "  Passthrough: off".to_string(),
+    ] {
+        assert!(
+            info.lines().any(|l| l.starts_with(&want)),
+            "no {want:?} in:\n{info}"
+        );
+    }
+
     let deleg = Delegated::new(&user);
     let in_deleg =
         |args: &[&str]| -> Output { deleg.wrap(&user.command(&s.bin, args)).output().unwrap() };
+    let out = in_deleg(&["info", "--format", "{{.Rootless}} {{.RootlessCgroups}}"]);
+    let cg = String::from_utf8_lossy(&out.stdout);
+    let name = deleg.roots[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cg.starts_with("true delegated: v2 /sys/fs/cgroup/unified/")
+            && cg.contains(&format!("v1 /sys/fs/cgroup/memory/{name} (memory)"))
+            && cg.contains(&format!("v1 /sys/fs/cgroup/pids/{name} (pids)")),
+        "{cg}"
+    );
     // The pause process is already up (outside the subtree): only the commands are in it.
     let mut args = vec!["run", "-d", "--name", "lim", "--network", "none"];
     args.extend(limits);

@@ -519,6 +519,76 @@ fn is_pasta_for(pid: i32, ns_file: &Path) -> bool {
     cmdline.split(|b| *b == 0).any(|a| a == want)
 }
 
+/// What `strata info` says about rootless mode (podman's `host.security.rootless`,
+/// `host.idMappings`, `host.rootlessNetworkCmd`; Docker rootless's `rootless` security option).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub rootless: bool,
+    /// `(container id, host id, count)` lines of the uid and gid maps.
+    pub uid_map: Vec<(u64, u64, u64)>,
+    pub gid_map: Vec<(u64, u64, u64)>,
+    /// The outbound network of a container's private network: `pasta (PATH)`, else why none.
+    pub network: String,
+    /// Where resource limits go: the delegated cgroups and their controllers, else that limits
+    /// are ignored.
+    pub cgroups: String,
+}
+
+/// The lines of a `/proc/PID/uid_map`-style file.
+fn id_map(contents: &str) -> Vec<(u64, u64, u64)> {
+    contents
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().map(|x| x.parse::<u64>().ok());
+            Some((f.next()??, f.next()??, f.next()??))
+        })
+        .collect()
+}
+
+/// This process's rootless facts (call after [`enter`]).
+pub fn info() -> Info {
+    let rootless = in_user_namespace();
+    if !rootless {
+        return Info {
+            rootless,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
+            network: "bridge (strata0)".to_string(),
+            cgroups: "host".to_string(),
+        };
+    }
+    let map = |f: &str| id_map(&fs::read_to_string(f).unwrap_or_default());
+    let network = match which("pasta") {
+        Some(p) => format!("pasta ({})", p.display()),
+        None => "none: pasta is missing (install Debian's passt package); containers get only a loopback".to_string(),
+    };
+    let l = crate::container::delegated::layout();
+    let mut homes = Vec::new();
+    if let Some((root, ctrls)) = &l.v2 {
+        let ctrls = if ctrls.is_empty() {
+            "no controllers".to_string()
+        } else {
+            ctrls.join(" ")
+        };
+        homes.push(format!("v2 {} ({ctrls})", root.display()));
+    }
+    for (limit, root) in &l.v1 {
+        homes.push(format!("v1 {} ({})", root.display(), limit.controller()));
+    }
+    let cgroups = if homes.is_empty() {
+        "not delegated: resource limits are ignored".to_string()
+    } else {
+        format!("delegated: {}", homes.join(", "))
+    };
+    Info {
+        rootless,
+        uid_map: map("/proc/self/uid_map"),
+        gid_map: map("/proc/self/gid_map"),
+        network,
+        cgroups,
+    }
+}
+
 fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
     std::env::split_paths(&path)
@@ -530,6 +600,13 @@ fn which(tool: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn id_maps_parse_proc_lines() {
+        let m = id_map("         0       1001          1\n         1     100000      65536\n");
+        assert_eq!(m, vec![(0, 1001, 1), (1, 100000, 65536)]);
+        assert_eq!(id_map("garbage\n"), vec![]);
+    }
 
     #[test]
     fn ranges_by_name_or_id() {

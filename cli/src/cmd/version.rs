@@ -68,7 +68,10 @@ fn passthrough() -> bool {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|x| x.parse::<u32>().ok());
     let (maj, min) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    (maj, min) >= (6, 9) && nix::unistd::geteuid().is_root()
+    // Rootless: uid 0 of a user namespace lacks CAP_SYS_ADMIN in the initial one.
+    (maj, min) >= (6, 9)
+        && nix::unistd::geteuid().is_root()
+        && !strata_runtime::rootless::in_user_namespace()
 }
 
 fn runc_version() -> Option<String> {
@@ -125,6 +128,7 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
         .and_then(|s| Ok(s.images()?.len()))
         .unwrap_or(0);
     let (driver, program) = super::storage::describe(&driver_name(global)?);
+    let rootless = strata_runtime::rootless::info();
     let mut runtimes = vec!["builtin".to_string()];
     let runc = runc_version();
     if runc.is_some() {
@@ -168,6 +172,14 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
         "NCPU": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "StrataRootDir": global.engine().root().display().to_string(),
         "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Rootless": rootless.rootless,
+        "StrataRunRoot": global.runroot.display().to_string(),
+        "RootlessNetwork": rootless.network,
+        "RootlessCgroups": rootless.cgroups,
+        "IDMappings": {
+            "UIDMap": id_maps(&rootless.uid_map),
+            "GIDMap": id_maps(&rootless.gid_map),
+        },
     });
     let mut out = std::io::stdout().lock();
     if let Some(f) = &args.format {
@@ -224,5 +236,25 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
         " Strata Root Dir: {}",
         global.engine().root().display()
     )?;
+    writeln!(out, " Strata Run Root: {}", global.runroot.display())?;
+    writeln!(out, " Rootless: {}", rootless.rootless)?;
+    if rootless.rootless {
+        writeln!(out, "  Network: {}", rootless.network)?;
+        writeln!(out, "  Cgroups: {}", rootless.cgroups)?;
+        for (name, map) in [
+            ("UID Map", &rootless.uid_map),
+            ("GID Map", &rootless.gid_map),
+        ] {
+            let lines: Vec<String> = map.iter().map(|(c, h, n)| format!("{c}:{h}:{n}")).collect();
+            writeln!(out, "  {name}: {}", lines.join(" "))?;
+        }
+    }
     Ok(())
+}
+
+/// podman's `idMappings` entries.
+fn id_maps(map: &[(u64, u64, u64)]) -> serde_json::Value {
+    map.iter()
+        .map(|(c, h, n)| serde_json::json!({"container_id": c, "host_id": h, "size": n}))
+        .collect()
 }

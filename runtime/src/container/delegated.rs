@@ -49,7 +49,7 @@ pub enum Limit {
 }
 
 impl Limit {
-    fn controller(self) -> &'static str {
+    pub fn controller(self) -> &'static str {
         match self {
             Limit::Memory => "memory",
             Limit::Pids => "pids",
