@@ -672,3 +672,24 @@ fn two_containers_on_one_lazy_image_complete_it_once() {
         0
     );
 }
+
+#[test]
+fn lazy_pull_of_an_image_that_is_not_seekable_is_a_normal_pull() {
+    let reg = Registry::start();
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("data/small.txt", b"hello-plain\n")]),
+    ]);
+    push_image(&reg, "plain:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/plain", reg.addr());
+    let out = env.ok(&["pull", "--lazy", &name]);
+    assert!(out.contains("Download complete"), "{out}");
+    for i in 0..2 {
+        let d = layer_dir(&env, &img, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+    let out = env.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!(out, "hello-plain\n");
+}
