@@ -296,8 +296,16 @@ fn lazy_run_reads_on_demand_then_completes_into_an_ordinary_layer() {
         "served {served} of {total} bytes"
     );
     assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+    // The big file on demand: several range requests in flight, every chunk verified.
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sha256sum", "/data/big.bin"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&noise(BIG, 7)).trim_start_matches("sha256:")
+    );
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
 
-    // A detached run lets the background complete both layers into ordinary ones.
+    // A detached run lets the background complete the layers into ordinary ones.
     let id = env.ok(&["run", "-d", &name, "sleep", "120"]);
     let id = id.trim();
     for i in 0..3 {
