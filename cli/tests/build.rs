@@ -1522,6 +1522,28 @@ RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && echo no-secre
     // (Its steps after the bind run again: the cache mount kept the first run's line.)
     assert!(out.contains("\ncache lines: 2\n"), "{out}");
 
+    // A secret from the environment (`env=`), mounted at a target of the Dockerfile's choice.
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=secret,id=e,target=/s,required=true cat /s\n",
+    );
+    let mut cmd = s.command(&[
+        "build",
+        "--network",
+        "none",
+        "--secret",
+        "id=e,env=NB_SECRET",
+        c,
+    ]);
+    cmd.env("NB_SECRET", "from-the-env")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_output(cmd.spawn().unwrap(), LIMIT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("\nfrom-the-env"), "{text}");
     // A required secret the build was not given; mount flags checked before anything runs.
     write(
         ctx.path(),

@@ -167,3 +167,23 @@ fn driver_from_config_file_and_relative_root() {
     s.ok(&["rm", "-f", "cfgd"]);
     assert!(mounts_under(s.root_path()).is_empty());
 }
+
+/// An unknown `--storage-driver` is refused before the image is looked up or pulled (the
+/// image here is missing and its registry unreachable), and nothing is left in the store.
+#[test]
+fn unknown_driver_fails_before_the_pull() {
+    let s = strata_testkit::container::Strata::new(env!("CARGO_BIN_EXE_strata"));
+    let r = s.run(&[
+        "--storage-driver",
+        "zfs",
+        "run",
+        "-v",
+        "/data",
+        "127.0.0.1:1/nothing",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(r.stderr.contains("zfs"), "{r:?}");
+    assert!(!r.stderr.contains("Unable to find image"), "{r:?}");
+    assert_eq!(s.ok(&["volume", "ls", "-q"]).trim(), "");
+    assert_eq!(s.ok(&["ps", "-aq"]).trim(), "");
+}

@@ -609,3 +609,405 @@ fn tutorial_flow_installs_a_package_from_a_test_made_mirror() {
     assert!(!log.contains("response:5"), "{log}");
     nothing_left(&t.bridge);
 }
+
+/// Run `f` on a thread that joined the network namespace at `ns_path`.
+fn in_netns<T: Send + 'static>(ns_path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = std::fs::File::open(ns_path).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A UDP echo server on port 53 inside a container's namespace (answering `<peer ip> says
+/// <text>`); stops on drop.
+struct UdpEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start(ns_path: &str) -> UdpEcho {
+        let sock = in_netns(ns_path, || std::net::UdpSocket::bind("0.0.0.0:53").unwrap());
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]);
+                    let _ = sock.send_to(format!("{} says {text}", peer.ip()).as_bytes(), peer);
+                }
+            }
+        });
+        UdpEcho {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Send `text` to `to` from a socket bound to `from`; the answer, if one comes in 2 s.
+fn udp_ask(from: &str, to: &str, text: &str) -> Option<String> {
+    let s = std::net::UdpSocket::bind(from).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.send_to(text.as_bytes(), to).ok()?;
+    let mut buf = [0u8; 1500];
+    let n = s.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn udp_ports_by_proxy_and_dnat() {
+    let t = NetStrata::new();
+    let inet = FakeInternet::new();
+    let hp = strata_testkit::container::free_port();
+    t.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp1",
+        "-p",
+        &format!("{hp}:53/udp"),
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let pid = t.ok(&["inspect", "-f", "{{.State.Pid}}", "udp1"]);
+    let _echo = UdpEcho::start(&format!("/proc/{}/ns/net", pid.trim()));
+    assert_eq!(
+        t.ok(&["port", "udp1"]),
+        format!("53/udp -> 0.0.0.0:{hp}\n53/udp -> [::]:{hp}\n")
+    );
+    assert_eq!(
+        t.ok(&["ps", "--format", "{{.Ports}}"]),
+        format!("0.0.0.0:{hp}->53/udp, :::{hp}->53/udp\n")
+    );
+    // From the host's loopback (both families): the userspace proxy, which the container sees
+    // as its own loopback.
+    let to4 = format!("127.0.0.1:{hp}");
+    let got = eventually(Duration::from_secs(10), || {
+        udp_ask("127.0.0.1:0", &to4, "hi")
+    });
+    assert_eq!(got.as_deref(), Some("127.0.0.1 says hi"));
+    let to6 = format!("[::1]:{hp}");
+    assert_eq!(
+        udp_ask("[::1]:0", &to6, "hi6").as_deref(),
+        Some("127.0.0.1 says hi6")
+    );
+    // A second client gets its own flow.
+    assert_eq!(
+        udp_ask("127.0.0.1:0", &to4, "again").as_deref(),
+        Some("127.0.0.1 says again")
+    );
+    // From the fake internet to the host's address on its link: DNAT, the client's own
+    // address reaches the container.
+    let ip = t.ip_of("udp1", "bridge");
+    let table = nft::list().unwrap_or_default();
+    assert!(
+        table.contains(&format!("udp . {hp} : {ip} . 53")),
+        "{table}"
+    );
+    let (from, to) = (format!("{}:0", inet.ip), format!("{}:{hp}", inet.host_ip));
+    let got = in_netns(&format!("/run/netns/{}", inet.ns), move || {
+        eventually(Duration::from_secs(10), || udp_ask(&from, &to, "out"))
+    });
+    assert_eq!(got, Some(format!("{} says out", inet.ip)));
+    let r =
+        t.s.run(&["run", "--rm", "-p", "53/sctp", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    t.ok(&["rm", "-f", "udp1"]);
+    nothing_left(&t.bridge);
+}
+
+/// A DNS query for the A record of `name`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn embedded_dns_answers_over_tcp() {
+    use std::io::{Read, Write};
+    let t = NetStrata::new();
+    t.create_network("tcpdns", &[]);
+    let run = |name: &str, extra: &[&str]| {
+        let mut a = vec!["run", "-d", "--name", name, "--network", "tcpdns"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["--dns", "127.0.0.1", "busybox", "sleep", "300"]);
+        t.ok(&a);
+    };
+    run("web", &["--network-alias", "site"]);
+    run("client", &[]);
+    let web = t.ip_of("web", "tcpdns");
+    let pid = t.ok(&["inspect", "-f", "{{.State.Pid}}", "client"]);
+    // Three queries on one connection, from the client container's namespace.
+    let replies = in_netns(&format!("/proc/{}/ns/net", pid.trim()), || {
+        let mut c = std::net::TcpStream::connect("127.0.0.11:53").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        for (i, name) in ["web", "site", "nosuch.invalid"].iter().enumerate() {
+            let q = dns_query(0x100 + i as u16, name);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            c.write_all(&framed).unwrap();
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).unwrap();
+            let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+            c.read_exact(&mut reply).unwrap();
+            out.push(reply);
+        }
+        out
+    });
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(u16::from_be_bytes([r[0], r[1]]), 0x100 + i as u16, "{r:?}");
+    }
+    let a_record = |r: &[u8]| {
+        assert_eq!(
+            (r[3] & 0xf, u16::from_be_bytes([r[6], r[7]])),
+            (0, 1),
+            "{r:?}"
+        );
+        Ipv4Addr::new(
+            r[r.len() - 4],
+            r[r.len() - 3],
+            r[r.len() - 2],
+            r[r.len() - 1],
+        )
+    };
+    assert_eq!(a_record(&replies[0]), web);
+    assert_eq!(a_record(&replies[1]), web);
+    // Not a name of the network: forwarded over TCP to the upstream (the container's own
+    // loopback, where nothing listens): SERVFAIL.
+    assert_eq!(replies[2][3] & 0xf, 2, "{:?}", replies[2]);
+}
+
+#[test]
+fn legacy_links_are_hosts_entries() {
+    let t = NetStrata::new();
+    t.ok(&["run", "-d", "--name", "web", "web:1"]);
+    let ip = t.ip_of("web", "bridge");
+    let id = t.ok(&["inspect", "-f", "{{.Id}}", "web"]);
+    let short = &id.trim()[..12];
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "client",
+        "--link",
+        "web:db",
+        "--dns",
+        "127.0.0.1",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /etc/hosts; wget -q -O- http://db/",
+    ]);
+    assert!(out.contains(&format!("\n{ip}\tdb {short} web\n")), "{out}");
+    assert!(out.ends_with(INDEX_HTML), "{out}");
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--link",
+        "web",
+        "busybox",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(out.contains(&format!("\n{ip}\tweb {short}\n")), "{out}");
+    let r =
+        t.s.run(&["run", "--rm", "--link", "nosuch:x", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr.contains("could not get container for nosuch"),
+        "{r:?}"
+    );
+    t.ok(&["stop", "-t", "1", "web"]);
+    let r = t.s.run(&[
+        "run", "--rm", "--name", "late", "--link", "web:db", "busybox", "true",
+    ]);
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("Cannot link to a non running container: /web AS /late/db"),
+        "{r:?}"
+    );
+    assert!(t
+        .ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .lines()
+        .all(|n| n != "late"));
+}
+
+/// A ULA /64 of the test's own (`fdXX:XXXX:XXXX:<n>::/64`).
+fn free_subnet6(n: u16) -> String {
+    let p = std::process::id();
+    format!("fd5a:{:x}:{:x}:{n:x}::/64", p >> 16, p & 0xffff)
+}
+
+#[test]
+fn ipv6_networks_addresses_routes_and_dnat() {
+    let t = NetStrata::new();
+    let sub4 = network_common::free_subnet().to_string();
+    let sub6 = free_subnet6(1);
+    let prefix = sub6.trim_end_matches("/64");
+    t.ok(&[
+        "network", "create", "--ipv6", "--subnet", &sub4, "--subnet", &sub6, "six",
+    ]);
+    assert_eq!(t.inspect_network("six", "{{.EnableIPv6}}"), "true");
+    assert_eq!(
+        t.inspect_network("six", "{{range .IPAM.Config}}{{.Subnet}} {{end}}"),
+        format!("{sub4} {sub6}")
+    );
+    let port = strata_testkit::container::free_port();
+    t.ok(&[
+        "run", "-d", "--name", "web6", "--network", "six", "-p", &format!("{port}:80"),
+        "busybox", "sh", "-c",
+        "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip \
+         && chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www",
+    ]);
+    let f = "{{with index .NetworkSettings.Networks \"six\"}}{{.GlobalIPv6Address}}/{{.GlobalIPv6PrefixLen}} {{.IPv6Gateway}}{{end}}";
+    let got = t.ok(&["inspect", "-f", f, "web6"]);
+    let ip6 = format!("{prefix}2");
+    assert_eq!(got.trim(), format!("{ip6}/64 {prefix}1"));
+    // Container to container over IPv6, and the container's IPv6 default route.
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "six",
+        "--dns",
+        "127.0.0.1",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("ip -6 route; wget -q -O - http://[{ip6}]/index.html"),
+    ]);
+    assert!(
+        out.contains(&format!("default via {prefix}1 dev eth0")),
+        "{out}"
+    );
+    assert!(out.ends_with(INDEX_HTML), "{out}");
+    // The embedded DNS answers AAAA with it.
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "six",
+        "--dns",
+        "127.0.0.1",
+        "busybox",
+        "busybox",
+        "nslookup",
+        "-type=AAAA",
+        "web6",
+    ]);
+    assert!(out.contains(&format!("Address: {ip6}")), "{out}");
+    // The host reaches it on the bridge.
+    let got = eventually(Duration::from_secs(10), || http_get(&ip6, 80, "/").ok());
+    assert_eq!(got, Some((200, INDEX_HTML.to_string())));
+    // IPv6 DNAT of the published port, from a fake internet that has an IPv6 link to the host:
+    // the CGI sees the client's own address (the proxy would show the loopback).
+    let table = nft::list6().unwrap_or_default();
+    assert!(
+        table.contains(&format!("tcp . {port} : {ip6} . 80")),
+        "{table}"
+    );
+    assert!(table.contains(&format!("ip6 saddr {sub6}")), "{table}");
+    let inet = FakeInternet::new();
+    let link6 = free_subnet6(2);
+    let lp = link6.trim_end_matches("/64");
+    let (host6, far6) = (format!("{lp}1"), format!("{lp}2"));
+    sh_ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{host6}/64"),
+        "dev",
+        &inet.veth,
+        "nodad",
+    ]);
+    sh_ok(&[
+        "ip",
+        "-n",
+        &inet.ns,
+        "addr",
+        "add",
+        &format!("{far6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let url = format!("http://[{host6}]:{port}/cgi-bin/ip");
+    let got = eventually(Duration::from_secs(20), || {
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", &url,
+            ])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
+    assert_eq!(got, Some(format!("[{far6}]")));
+    t.ok(&["rm", "-f", "web6"]);
+    t.ok(&["network", "rm", "six"]);
+    assert!(
+        !nft::list6().unwrap_or_default().contains("_pre"),
+        "IPv6 chains left"
+    );
+}
+
+#[test]
+fn default_bridge_gets_ipv6_when_configured() {
+    let t = NetStrata::new();
+    let sub6 = free_subnet6(3);
+    let prefix = sub6.trim_end_matches("/64").to_string();
+    let bip = format!("{}/24", t.subnet.nth(1).unwrap());
+    std::fs::write(
+        t.s.root_path().join("strata.json"),
+        serde_json::json!({"bridge": t.bridge, "bip": bip, "ipv6": true, "fixed-cidr-v6": sub6})
+            .to_string(),
+    )
+    .unwrap();
+    t.ok(&["run", "-d", "--name", "v6a", "busybox", "sleep", "300"]);
+    let f = "{{.NetworkSettings.GlobalIPv6Address}} {{.NetworkSettings.IPv6Gateway}}";
+    assert_eq!(
+        t.ok(&["inspect", "-f", f, "v6a"]).trim(),
+        format!("{prefix}2 {prefix}1")
+    );
+    let out = t.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "ping",
+        "-6",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        &format!("{prefix}2"),
+    ]);
+    assert!(out.contains("1 packets received"), "{out}");
+    t.ok(&["rm", "-f", "v6a"]);
+    nothing_left(&t.bridge);
+}

@@ -490,6 +490,21 @@ fn rootless_limits_apply_in_a_delegated_cgroup() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("can't fork"), "{err}");
+    assert!(!err.contains("WARNING"), "{err}");
+    // An exec from a session outside the delegated subtree may not move its process into the
+    // container's v2 cgroup (the common ancestor is not the user's): it runs, and says so in
+    // one line (the v1 hierarchies have no such rule: it joins those).
+    let out = s.run(&["exec", "lim", "echo", "outside"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "outside\n");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "WARNING: exec: cannot join the container's cgroup /sys/fs/cgroup/unified/"
+        ) && err.contains(&want),
+        "{err}"
+    );
     s.ok(&["rm", "-f", "lim"]);
     for h in ["unified", "memory", "pids"] {
         let dir = Path::new("/sys/fs/cgroup").join(h).join(&want[1..]);
@@ -578,4 +593,133 @@ fn rootless_first_command_has_pastas_network() {
             "no default route for the first command:\n{routes}"
         );
     }
+}
+
+/// The command line of `pid` split at NULs (empty once it is gone).
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// `pid` exists and is not a zombie.
+fn live(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.get(s.rfind(')')? + 2..)?.to_string();
+            Some(!rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+        .unwrap_or(false)
+}
+
+/// Live pasta processes (`pasta`, or `passt.avx2` as Debian's re-executes itself) of `user` whose command line names `needle`.
+fn pastas(user: &TestUser, needle: &str) -> Vec<i32> {
+    user.processes()
+        .into_iter()
+        .filter(|p| {
+            live(*p)
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.starts_with("pasta") || c.starts_with("passt"))
+                && cmdline(*p).iter().any(|a| a.contains(needle))
+        })
+        .collect()
+}
+
+/// `kill -9` of a rootless supervisor leaves nothing behind once the next command notices:
+/// `ps -a` records the exit, and then no pasta attached to the container's network namespace
+/// runs, the namespace's bind mount is gone from the pause process's mount namespace, and
+/// `rm -f` removes the container (its run dir too). The same after a second container whose
+/// supervisor is killed and which is removed directly with `rm -f`.
+#[test]
+fn rootless_killed_supervisor_leaves_no_pasta_nor_netns_mount() {
+    let user = TestUser::new(true).unwrap();
+    let (bin, _bin_dir) = user_binary(&user);
+    let s = As { user: &user, bin };
+    let archive = user.home.join("busybox.tar");
+    busybox_archive(&archive, "busybox:latest").unwrap();
+    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
+    s.ok(&["load", "-i", "busybox.tar"]);
+    let runroot = PathBuf::from(format!("/tmp/strata-{}", user.uid));
+    for (name, next) in [("k1", "ps"), ("k2", "rm")] {
+        let id = s.ok(&["run", "-d", "--name", name, "busybox", "sleep", "300"]);
+        let id = id.trim().to_string();
+        let run_dir = runroot.join("containers").join(&id);
+        let ns_file = run_dir.join("netns").display().to_string();
+        let pasta = pastas(&user, &ns_file);
+        assert_eq!(
+            pasta.len(),
+            1,
+            "{name}: no pasta on {ns_file}: {:?}",
+            user.processes()
+                .into_iter()
+                .map(|p| (
+                    std::fs::read_to_string(format!("/proc/{p}/comm")),
+                    cmdline(p)
+                ))
+                .collect::<Vec<_>>()
+        );
+        let pause: i32 = std::fs::read_to_string(runroot.join("pause.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let mountinfo = || std::fs::read_to_string(format!("/proc/{pause}/mountinfo")).unwrap();
+        assert!(mountinfo().contains(&ns_file), "{name}: netns not bound");
+        // The supervisor: the process whose command line names the container and that is the
+        // parent of its init.
+        let init: i32 = s
+            .ok(&["inspect", "-f", "{{.State.Pid}}", name])
+            .trim()
+            .parse()
+            .unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{init}/stat")).unwrap();
+        let ppid: i32 = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            cmdline(ppid).iter().any(|a| a == &id),
+            "{name}: {ppid} is not the supervisor: {:?}",
+            cmdline(ppid)
+        );
+        // SAFETY: kill(2) of the supervisor pid checked just above.
+        assert_eq!(unsafe { libc::kill(ppid, libc::SIGKILL) }, 0);
+        assert!(eventually(Duration::from_secs(10), || (!live(ppid)).then_some(())).is_some());
+        if next == "ps" {
+            let ps = s.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+            assert!(
+                ps.lines().any(|l| l.starts_with(&format!("{name} Exited"))),
+                "{ps}"
+            );
+            assert!(
+                eventually(Duration::from_secs(5), || pastas(&user, &ns_file)
+                    .is_empty()
+                    .then_some(()))
+                .is_some(),
+                "{name}: pasta {pasta:?} still runs after `ps -a`"
+            );
+            assert!(
+                !mountinfo().contains(&ns_file),
+                "{name}: netns still bound after `ps -a`"
+            );
+        }
+        s.ok(&["rm", "-f", name]);
+        assert!(
+            eventually(Duration::from_secs(5), || pastas(&user, &ns_file)
+                .is_empty()
+                .then_some(()))
+            .is_some(),
+            "{name}: pasta {pasta:?} still runs after `rm -f`"
+        );
+        assert!(!mountinfo().contains(&ns_file), "{name}: netns still bound");
+        assert!(!run_dir.exists(), "{name}: {} left", run_dir.display());
+        assert!(!live(init), "{name}: init {init} still runs");
+    }
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
 }

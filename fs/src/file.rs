@@ -2,7 +2,7 @@
 //! (see `handles`).
 
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 use crate::at::{self as sys, R};
-use crate::format::is_private_xattr;
+use crate::format::{escaped_xattr, is_private_xattr, unescaped_xattr};
 use crate::handles::Handle;
 use crate::ids::{Fh, Ino};
 use crate::ops::Make;
@@ -116,67 +116,44 @@ impl Fs {
     /// buffer is reused across requests: no allocation (and no fresh zero pages to fault in)
     /// per read.
     pub fn read_with<T>(&self, fh: Fh, off: u64, size: u32, f: impl FnOnce(&[u8]) -> T) -> R<T> {
+        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         self.handles.count_read();
-        self.read_at_with(fh, off, size, f)
+        self.refresh(&h);
+        pread_with(h.fd().as_fd(), off, size, f)
     }
 
-    /// The first open of a lower file that will be read through the page cache: true once per
-    /// inode (the caller then pushes the file's start into the kernel's cache, see
-    /// `fuse::Adapter::prefill`). Later opens find the pages there, or read them as usual.
-    pub(crate) fn first_cached_open(&self, ino: Ino) -> bool {
-        self.tree
-            .inodes
-            .get(ino)
-            .is_ok_and(|n| !n.prefilled.swap(true, Ordering::AcqRel))
-    }
-
-    /// Hand the whole content of the open file `fh` to `f` if it is smaller than `max` bytes
-    /// and not empty (`None` otherwise). Not counted as a READ request.
-    pub(crate) fn small_file_with<T>(
+    /// At the first open of a lower file that is smaller than `max` bytes (and not empty),
+    /// hand its whole content to `f` (which pushes it into the kernel's page cache, see
+    /// `fuse::Adapter::prefill`); `None` otherwise, and for every later open of the inode.
+    /// Not counted as a READ request.
+    ///
+    /// Runs under the node's copy-up lock, and not at all once the file was copied up: data
+    /// changes only after a copy-up, so nothing written through the mount can be overwritten
+    /// in the kernel's cache by the older bytes read here.
+    pub(crate) fn small_lower_file_with<T>(
         &self,
         fh: Fh,
         max: u32,
         f: impl FnOnce(&[u8]) -> T,
     ) -> R<Option<T>> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        let size = sys::fstat(h.fd().as_fd())?.st_size;
+        if !h.is_lower() {
+            return Ok(None);
+        }
+        let n = self.tree.inodes.get(h.ino)?;
+        if n.prefilled.swap(true, Ordering::AcqRel) {
+            return Ok(None);
+        }
+        let _g = n.copyup.lock();
+        if n.copied.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let fd = h.fd();
+        let size = sys::fstat(fd.as_fd())?.st_size;
         if size <= 0 || size >= i64::from(max) {
             return Ok(None);
         }
-        self.read_at_with(fh, 0, size as u32, f).map(Some)
-    }
-
-    /// `read_with` that is not counted as a READ request (`reads_served`).
-    fn read_at_with<T>(&self, fh: Fh, off: u64, size: u32, f: impl FnOnce(&[u8]) -> T) -> R<T> {
-        thread_local! {
-            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
-        self.refresh(&h);
-        let fd = h.fd();
-        BUF.with(|b| {
-            let mut guard = b.try_borrow_mut();
-            let mut local = Vec::new();
-            let buf: &mut Vec<u8> = match guard.as_deref_mut() {
-                Ok(v) => v,
-                Err(_) => &mut local,
-            };
-            if buf.len() < size as usize {
-                buf.resize(size as usize, 0);
-            }
-            let buf = &mut buf[..size as usize];
-            // A short read of a regular file is its end: no second pread to hear "0".
-            let mut done = 0;
-            while done < buf.len() {
-                let want = buf.len() - done;
-                let n = sys::pread(fd.as_fd(), &mut buf[done..], off + done as u64)?;
-                done += n;
-                if n < want {
-                    break;
-                }
-            }
-            Ok(f(&buf[..done]))
-        })
+        pread_with(fd.as_fd(), 0, size as u32, f).map(Some)
     }
 
     pub fn write(&self, fh: Fh, off: u64, data: &[u8]) -> R<u32> {
@@ -268,13 +245,11 @@ impl Fs {
     }
 
     pub fn getxattr(&self, ino: Ino, key: &OsStr) -> R<Vec<u8>> {
-        if is_private_xattr(key.as_bytes()) {
-            return Err(Errno::ENODATA);
-        }
+        let key = stored_key(key)?;
         let ns = self.tree.ns.shared();
         let loc = self.tree.locate(&ns, ino)?;
         let d = self.tree.loc_dir(&loc)?;
-        sys::lgetxattr(d.as_fd(), &loc.name, key)
+        sys::lgetxattr(d.as_fd(), &loc.name, &key)
     }
 
     /// List xattr names; `privileged` callers (CAP_SYS_ADMIN) also see `trusted.*`.
@@ -285,8 +260,16 @@ impl Fs {
         let raw = sys::llistxattr(d.as_fd(), &loc.name)?;
         let mut out = Vec::with_capacity(raw.len());
         for k in raw.split(|&b| b == 0).filter(|k| !k.is_empty()) {
-            if !is_private_xattr(k) && (privileged || !k.starts_with(b"trusted.")) {
-                out.extend_from_slice(k);
+            let shown = if is_private_xattr(k) {
+                match unescaped_xattr(k) {
+                    Some(u) => u,
+                    None => continue,
+                }
+            } else {
+                k.to_vec()
+            };
+            if privileged || !shown.starts_with(b"trusted.") {
+                out.extend_from_slice(&shown);
                 out.push(0);
             }
         }
@@ -296,29 +279,68 @@ impl Fs {
     pub fn setxattr(&self, ino: Ino, key: &OsStr, val: &[u8], flags: i32) -> R<()> {
         let t = &self.tree;
         t.layers.writable()?;
-        if is_private_xattr(key.as_bytes()) {
-            return Err(Errno::EOPNOTSUPP);
-        }
+        let key = stored_key(key).map_err(|_| Errno::EOPNOTSUPP)?;
         let mut ns = t.ns.shared();
         self.copy_up(&mut ns, ino)?;
         let loc = t.locate(&ns, ino)?;
         let d = t.loc_dir(&loc)?;
-        sys::lsetxattr(d.as_fd(), &loc.name, key, val, flags)
+        sys::lsetxattr(d.as_fd(), &loc.name, &key, val, flags)
     }
 
     pub fn removexattr(&self, ino: Ino, key: &OsStr) -> R<()> {
         let t = &self.tree;
         t.layers.writable()?;
-        if is_private_xattr(key.as_bytes()) {
-            return Err(Errno::ENODATA);
-        }
+        let key = stored_key(key)?;
         let mut ns = t.ns.shared();
         let loc = t.locate(&ns, ino)?;
         // Nothing to copy up when the attribute does not exist.
-        sys::lgetxattr(t.loc_dir(&loc)?.as_fd(), &loc.name, key)?;
+        sys::lgetxattr(t.loc_dir(&loc)?.as_fd(), &loc.name, &key)?;
         self.copy_up(&mut ns, ino)?;
         let loc = t.locate(&ns, ino)?;
         let d = t.loc_dir(&loc)?;
-        sys::lremovexattr(d.as_fd(), &loc.name, key)
+        sys::lremovexattr(d.as_fd(), &loc.name, &key)
     }
+}
+
+/// The name a caller's xattr `key` is stored under: overlay xattrs escaped (see
+/// [`escaped_xattr`]), other private ones refused with ENODATA.
+fn stored_key(key: &OsStr) -> R<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let k = key.as_bytes();
+    if !is_private_xattr(k) {
+        return Ok(key.to_os_string());
+    }
+    escaped_xattr(k)
+        .map(std::ffi::OsString::from_vec)
+        .ok_or(Errno::ENODATA)
+}
+
+/// Read up to `size` bytes of `fd` at `off` into a per-thread buffer and hand them to `f`.
+fn pread_with<T>(fd: BorrowedFd<'_>, off: u64, size: u32, f: impl FnOnce(&[u8]) -> T) -> R<T> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut guard = b.try_borrow_mut();
+        let mut local = Vec::new();
+        let buf: &mut Vec<u8> = match guard.as_deref_mut() {
+            Ok(v) => v,
+            Err(_) => &mut local,
+        };
+        if buf.len() < size as usize {
+            buf.resize(size as usize, 0);
+        }
+        let buf = &mut buf[..size as usize];
+        // A short read of a regular file is its end: no second pread to hear "0".
+        let mut done = 0;
+        while done < buf.len() {
+            let want = buf.len() - done;
+            let n = sys::pread(fd, &mut buf[done..], off + done as u64)?;
+            done += n;
+            if n < want {
+                break;
+            }
+        }
+        Ok(f(&buf[..done]))
+    })
 }

@@ -157,7 +157,8 @@ pub fn copy_xattrs(
         Err(e) => return Err(e),
     };
     for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
-        if is_private_xattr(key) {
+        // Escaped overlay xattrs (a nested union filesystem's marks) are content: copied.
+        if is_private_xattr(key) && unescaped_xattr(key).is_none() {
             continue;
         }
         let k = OsStr::from_bytes(key);
@@ -255,6 +256,78 @@ pub fn is_whiteout(dir: BorrowedFd<'_>, name: &OsStr, st: &libc::stat, xwhiteout
 /// Does `dir` hold a `.wh.<name>` entry for `name`?
 pub fn has_whiteout_entry(dir: BorrowedFd<'_>, name: &OsStr) -> bool {
     at::fstatat(dir, OsStr::from_bytes(&whiteout_name(name.as_bytes()))).is_ok()
+}
+
+/// Escaping of overlay xattrs set *through* a mount (kernel overlayfs does the same since 6.7):
+/// `trusted.overlay.X` / `user.overlay.X` given by a caller is stored in the layer as
+/// `trusted.overlay.overlay.X` / `user.overlay.overlay.X`, so a union filesystem nested on ours
+/// (strata in a strata container: its upper dir is inside our mount) keeps its whiteouts and
+/// opaque marks, and ours never mistake them for our own. The stored name for `name`, if `name`
+/// is an overlay xattr; other private xattrs (fuse-overlayfs's) stay refused.
+pub fn escaped_xattr(name: &[u8]) -> Option<Vec<u8>> {
+    ["trusted.overlay.", "user.overlay."]
+        .iter()
+        .find(|p| name.starts_with(p.as_bytes()))
+        .map(|p| {
+            let mut v = p.as_bytes().to_vec();
+            v.extend_from_slice(b"overlay.");
+            v.extend_from_slice(&name[p.len()..]);
+            v
+        })
+}
+
+/// The name shown through a mount for the stored xattr `stored`: the unescaped name of an
+/// escaped overlay xattr (see [`escaped_xattr`]); `None` for a stored name that is private.
+pub fn unescaped_xattr(stored: &[u8]) -> Option<Vec<u8>> {
+    for p in ["trusted.overlay.", "user.overlay."] {
+        if let Some(rest) = stored
+            .strip_prefix(p.as_bytes())
+            .and_then(|r| r.strip_prefix(b"overlay."))
+        {
+            let mut v = p.as_bytes().to_vec();
+            v.extend_from_slice(rest);
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Create a whiteout `name` in `dir` as [`make_whiteout`] does, or, where the filesystem refuses
+/// the char 0/0 node (EPERM: an upper dir inside another union filesystem, strata nested in a
+/// container), in the xattr form: a zero-size file carrying `flavour`'s whiteout xattr. Returns
+/// whether the xattr form was used: then the parent dir must be marked with
+/// [`mark_xwhiteouts`].
+pub fn make_whiteout_any(dir: BorrowedFd<'_>, name: &OsStr, flavour: Flavour) -> R<bool> {
+    match make_whiteout(dir, name) {
+        Err(Errno::EPERM) => {}
+        other => return other.map(|()| false),
+    }
+    let fd = at::openat(
+        dir,
+        name,
+        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+        0o600,
+    )?;
+    drop(fd);
+    if let Err(e) = at::lsetxattr(dir, name, OsStr::new(flavour.whiteout_xattr()), b"", 0) {
+        let _ = at::unlinkat(dir, name, false);
+        return Err(e);
+    }
+    Ok(true)
+}
+
+/// Mark the directory `dirfd` `opaque=x` (it holds xattr whiteouts), unless it is opaque already.
+pub fn mark_xwhiteouts(dirfd: BorrowedFd<'_>, flavour: Flavour) -> R<()> {
+    if opaque_value(dirfd) == b'y' {
+        return Ok(());
+    }
+    at::lsetxattr(
+        dirfd,
+        OsStr::new(""),
+        OsStr::new(flavour.opaque_xattr()),
+        b"x",
+        0,
+    )
 }
 
 /// Create a whiteout `name` in `dir` (char device 0/0: the same in both flavours).

@@ -188,20 +188,17 @@ impl Adapter {
         }
     }
 
-    /// Push a small file (under `PREFILL` bytes) into the kernel's page cache at its first
-    /// cached open (FUSE_NOTIFY_STORE, before the open's reply): it is then read without a READ
-    /// round trip. The pages stay valid (`FOPEN_KEEP_CACHE`: lower data only
-    /// changes through us). Skipped when the inode was opened before (its pages are cached or
-    /// were evicted; either way READ serves it as usual).
+    /// Push a small lower file (under `PREFILL` bytes) into the kernel's page cache at its
+    /// first open (FUSE_NOTIFY_STORE, before the open's reply): it is then read without a READ
+    /// round trip. The pages stay valid (`FOPEN_KEEP_CACHE`; see `Fs::small_lower_file_with`
+    /// for why they cannot be older than a write). Later opens of the inode find the pages
+    /// there, or READ them as usual after an eviction.
     fn prefill(&self, ino: Ino, fh: Fh) {
         let Some(n) = self.notifier.get() else { return };
-        if !self.fs.first_cached_open(ino) {
-            return;
-        }
         // Whole small files only: a larger file keeps the kernel's aligned readahead requests.
         let r = self
             .fs
-            .small_file_with(fh, PREFILL, |d| n.store(INodeNo(ino.get()), 0, d));
+            .small_lower_file_with(fh, PREFILL, |d| n.store(INodeNo(ino.get()), 0, d));
         if let Ok(Some(Err(e))) = r {
             log::debug!("prefill of inode {ino}: {e}");
         }

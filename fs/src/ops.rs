@@ -10,7 +10,7 @@ use std::sync::Arc;
 use nix::errno::Errno;
 
 use crate::at::{self as sys, check_name, R};
-use crate::format::{make_whiteout, set_opaque};
+use crate::format::{make_whiteout_any, mark_xwhiteouts, set_opaque};
 use crate::ids::Fh;
 use crate::ids::Ino;
 use crate::index::{DirIndex, Entry};
@@ -191,8 +191,12 @@ impl Fs {
     fn remove_upper(&self, pfd: BorrowedFd<'_>, name: &OsStr, e: &Entry) -> R<()> {
         let is_dir = e.kind == libc::S_IFDIR;
         let t = &self.tree;
+        let flavour = t.layers.flavour();
         if !t.layers.is_upper(e.top) {
-            return make_whiteout(pfd, name);
+            if make_whiteout_any(pfd, name, flavour)? {
+                mark_xwhiteouts(pfd, flavour)?;
+            }
+            return Ok(());
         }
         let st = sys::fstatat(pfd, name)?;
         if is_dir {
@@ -205,11 +209,14 @@ impl Fs {
         if e.lower {
             let work = t.layers.work_fd()?;
             let tmp = t.layers.tmp_name();
-            make_whiteout(work, &tmp)?;
+            let xattr_form = make_whiteout_any(work, &tmp, flavour)?;
             let flags = if is_dir { libc::RENAME_EXCHANGE } else { 0 };
             if let Err(err) = sys::renameat2(work, &tmp, pfd, name, flags) {
                 let _ = sys::unlinkat(work, &tmp, false);
                 return Err(err);
+            }
+            if xattr_form {
+                mark_xwhiteouts(pfd, flavour)?;
             }
             if is_dir {
                 sys::unlinkat(work, &tmp, true)?;
@@ -482,8 +489,8 @@ impl Fs {
                 r = sys::renameat2(ofd.as_fd(), name, nfd.as_fd(), newname, 0);
             }
             r?;
-            if need_wh && rflags == 0 {
-                make_whiteout(ofd.as_fd(), name)?;
+            if need_wh && rflags == 0 && make_whiteout_any(ofd.as_fd(), name, flavour)? {
+                mark_xwhiteouts(ofd.as_fd(), flavour)?;
             }
         }
         let mut moved = s.clone();

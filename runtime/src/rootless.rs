@@ -425,8 +425,10 @@ impl Pasta {
     /// refused).
     pub fn start(run_dir: &Path, extra: &[String]) -> Result<Pasta, RootlessError> {
         let pasta = which("pasta").ok_or(RootlessError::NoPasta)?;
+        // A supervisor killed while starting (before its record said `running`) left these.
+        reclaim_pasta(run_dir);
         let ns_file = run_dir.join("netns");
-        let pid_file = run_dir.join("pasta.pid");
+        let pid_file = run_dir.join(PASTA_PID);
         File::create(&ns_file).map_err(sys("create the network namespace file"))?;
         let mut guard = Pasta { ns_file, pid: None };
         let ns = crate::network::netlink::new_netns().map_err(sys("create a network namespace"))?;
@@ -448,10 +450,11 @@ impl Pasta {
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(sys("pasta"))?;
+        // The pid file stays: if this supervisor is killed, the next command that notices
+        // (`reconcile`, `rm`) reads it to stop pasta ([`reclaim_pasta`]).
         guard.pid = fs::read_to_string(&pid_file)
             .ok()
             .and_then(|p| p.trim().parse().ok());
-        let _ = fs::remove_file(&pid_file);
         if !out.status.success() {
             return Err(RootlessError::Pasta {
                 detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
@@ -473,7 +476,47 @@ impl Drop for Pasta {
         }
         let _ = nix::mount::umount2(&self.ns_file, nix::mount::MntFlags::MNT_DETACH);
         let _ = fs::remove_file(&self.ns_file);
+        if let Some(dir) = self.ns_file.parent() {
+            let _ = fs::remove_file(dir.join(PASTA_PID));
+        }
     }
+}
+
+/// pasta's pid file in a container's run dir (kept while the container runs).
+const PASTA_PID: &str = "pasta.pid";
+
+/// What a killed supervisor left of its pasta in `run_dir`: the pasta process (killed if the
+/// pid file names a live `pasta` whose command line names this run dir's `netns`; a reused pid
+/// is left alone), the `netns` bind mount and the files. Safe to call when there is nothing
+/// (root's containers, a clean exit); called by the command that finds the supervisor dead and
+/// by `rm`. pasta would also quit by itself once the namespace file is deleted (it watches it),
+/// but not before the bind mount is gone, and not at all if nobody runs a command.
+pub fn reclaim_pasta(run_dir: &Path) {
+    let ns_file = run_dir.join("netns");
+    let pid_file = run_dir.join(PASTA_PID);
+    if let Some(pid) = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1 && is_pasta_for(*p, &ns_file))
+    {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = nix::mount::umount2(&ns_file, nix::mount::MntFlags::MNT_DETACH);
+    let _ = fs::remove_file(&ns_file);
+    let _ = fs::remove_file(&pid_file);
+}
+
+/// `pid` is a pasta attached to `ns_file`: its name is `pasta` or `passt` (Debian's `pasta`
+/// links to `passt`, which re-executes itself as `passt.avx2` where the CPU has AVX2) and its
+/// command line names `ns_file`.
+fn is_pasta_for(pid: i32, ns_file: &Path) -> bool {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if !(comm.starts_with("pasta") || comm.starts_with("passt")) {
+        return false;
+    }
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let want = ns_file.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|a| a == want)
 }
 
 fn which(tool: &str) -> Option<PathBuf> {

@@ -216,31 +216,6 @@ fn stdin_context(tmp: &Path) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-/// A directory under the store's `tmp/` (named `<pid>-…`, so `Store::open` removes it if we
-/// die), removed on drop: where a context read from STDIN is extracted.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tmp: &Path) -> anyhow::Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let p = tmp.join(format!("{}-{nanos}-context", std::process::id()));
-        std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
-        Ok(TempDir(p))
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Go's text for an I/O error, as Docker prints it.
 fn io_text(e: &std::io::Error) -> String {
     match e.kind() {
@@ -301,8 +276,10 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
     };
 
     // The context and the Dockerfile.
-    let store = global.store()?;
-    let tmp_ctx = TempDir::new(&store.root().join("tmp"))?;
+    let engine = global.engine();
+    let tmp_ctx = engine
+        .scratch_dir("context")
+        .context("creating the build context directory")?;
     let (context, stdin_dockerfile) = if args.context == "-" {
         if args.file.as_deref() == Some("-") {
             bail!("invalid argument: can't use stdin for both build context and dockerfile");
@@ -361,7 +338,6 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
     }
 
     let cancelled = cancel_on_signals();
-    let rt = super::run::runtime(global);
     let opts = BuildOptions {
         dockerfile,
         context,
@@ -381,7 +357,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
         cancelled,
         out: std::io::stdout(),
     };
-    let id = build::build(&store, &rt, &opts, &mut host)?;
+    let id = engine.build(&opts, &mut host)?;
     let mut out = std::io::stdout().lock();
     if args.quiet {
         writeln!(out, "{id}")?;
@@ -389,7 +365,7 @@ fn build_image(global: &Global, args: Args) -> anyhow::Result<()> {
         writeln!(out, "Successfully built {}", id.short())?;
     }
     for r in &refs {
-        store.tag(&id, r)?;
+        engine.store()?.tag(&id, r)?;
         if !args.quiet {
             writeln!(out, "Successfully tagged {}", r.familiar())?;
         }

@@ -93,15 +93,15 @@ fn record_run(
 ) -> Result<Vec<String>> {
     use strata_runtime::seekable::record;
     let hexes: Vec<String> = img.chain_ids.iter().map(|c| c.hex().to_string()).collect();
-    let recorder = record::start(&global.root.join("layers"), &hexes)?;
+    let recorder = record::start(&global.engine().layers_dir()?, &hexes)?;
     let exe = std::env::current_exe().context("cannot find the strata executable")?;
     let name = format!("strata-record-{}", std::process::id());
     let strata = |args: &[&str]| {
         let mut c = Command::new(&exe);
         c.arg("--root")
-            .arg(&global.root)
+            .arg(global.engine().root())
             .arg("--runroot")
-            .arg(&global.runroot)
+            .arg(global.engine().runroot())
             // The union filesystem reads from the layer dirs the recorder watches.
             .args(["--storage-driver", "fuse"])
             .args(args)

@@ -50,22 +50,14 @@ pub mod volume;
 /// Options shared by every verb.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// Root of persistent storage (images, layers, containers)
-    #[arg(
-        long,
-        global = true,
-        env = "STRATA_ROOT",
-        default_value_os_t = strata_runtime::rootless::Defaults::detect().root
-    )]
-    pub root: PathBuf,
-    /// Root of runtime state (pid files, sockets)
-    #[arg(
-        long,
-        global = true,
-        env = "STRATA_RUNROOT",
-        default_value_os_t = strata_runtime::rootless::Defaults::detect().runroot
-    )]
-    pub runroot: PathBuf,
+    /// Root of persistent storage (images, layers, containers) [default: /var/lib/strata;
+    /// rootless: $XDG_DATA_HOME/strata]
+    #[arg(long, global = true, env = "STRATA_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Root of runtime state (pid files, sockets) [default: /run/strata; rootless:
+    /// $XDG_RUNTIME_DIR/strata]
+    #[arg(long, global = true, env = "STRATA_RUNROOT")]
+    pub runroot: Option<PathBuf>,
     /// Storage driver for container root filesystems: fuse (default), overlay, vfs, fuse-overlayfs
     #[arg(long = "storage-driver", global = true, env = "STRATA_STORAGE_DRIVER")]
     pub storage_driver: Option<String>,
@@ -75,7 +67,7 @@ pub struct Global {
     /// Registry to reach over plain HTTP (loopback registries always are)
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
-    /// The engine these options open, made on first use (after `enter_rootless`).
+    /// The engine these options open, made on first use (by `enter_rootless` when rootless).
     #[arg(skip)]
     engine: std::sync::OnceLock<Engine>,
 }
@@ -97,6 +89,7 @@ impl Global {
                     })
                     .next_back(),
                 insecure_registries: self.insecure_registries.clone(),
+                daemon_config: None,
             })
         })
     }
@@ -126,10 +119,12 @@ pub fn enter_rootless(global: &Global) -> anyhow::Result<()> {
         return Ok(());
     }
     let fail = |e: rootless::RootlessError| with_exit_code(EXIT_TOOL_ERROR, e);
-    rootless::check_root(&global.root).map_err(fail)?;
-    let root = std::path::absolute(&global.root)?;
-    let runroot = std::path::absolute(&global.runroot)?;
-    rootless::enter(&runroot).map_err(fail)?;
+    // The engine resolves the default paths now, outside the namespace (inside it, this
+    // process looks like root and would get root's defaults).
+    let engine = global.engine();
+    rootless::check_root(engine.root()).map_err(fail)?;
+    let (root, runroot) = (engine.root(), engine.runroot());
+    rootless::enter(runroot).map_err(fail)?;
     // Still single-threaded, so setting the environment races with nothing;
     // child processes (`__supervise`, `exec`) then use the same store without re-detecting it.
     std::env::set_var("STRATA_ROOT", root);

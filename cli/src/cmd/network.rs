@@ -5,11 +5,10 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use strata_runtime::container::record::{EndpointConfig, NetSettings, NetworkMode};
+use strata_runtime::container::record::{EndpointConfig, Link, NetSettings, NetworkMode};
+use strata_runtime::network::api;
 use strata_runtime::network::records::CreateNetwork;
-use strata_runtime::network::{api, Networks};
 
-use super::run::runtime;
 use super::Global;
 use crate::template::Format;
 
@@ -37,6 +36,9 @@ pub struct RunNetArgs {
     /// Publish all exposed ports to random ports
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
+    /// Add link to another container (name[:alias])
+    #[arg(long)]
+    pub link: Vec<String>,
 }
 
 fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr> {
@@ -58,7 +60,29 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
     for d in &a.dns {
         parse_dns(d)?;
     }
+    let mut links = Vec::new();
+    for l in &a.link {
+        let (name, alias) = l.split_once(':').unwrap_or((l, l));
+        let name = name.trim_start_matches('/');
+        let alias = alias.trim_start_matches('/');
+        if name.is_empty() || alias.is_empty() {
+            bail!("invalid argument \"{l}\" for \"--link\" flag: invalid link format");
+        }
+        let c = global
+            .containers()
+            .lookup(name)
+            .with_context(|| format!("could not get container for {name}"))?;
+        links.push(Link {
+            id: c.id().to_string(),
+            name: c.config.name.clone(),
+            alias: alias.to_string(),
+        });
+    }
+    if !links.is_empty() && !matches!(NetworkMode::parse(network), Some(NetworkMode::Bridge)) {
+        bail!("conflicting options: container type network can't be used with links. This would result in undefined behavior");
+    }
     let mut net = NetSettings {
+        links,
         dns: a.dns.clone(),
         dns_search: a.dns_search.clone(),
         add_hosts: a.add_host.clone(),
@@ -67,7 +91,7 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
     match NetworkMode::parse(network) {
         Some(NetworkMode::Container) => {
             let target = network.trim_start_matches("container:");
-            let c = runtime(global).lookup(target)?;
+            let c = global.containers().lookup(target)?;
             net.container = c.id().to_string();
         }
         Some(NetworkMode::Bridge) => {
@@ -76,7 +100,7 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
             } else {
                 network
             };
-            let rec = Networks::open(&global.root).get(name)?;
+            let rec = global.engine().networks().get(name)?;
             let ip = a.ip.as_deref().map(|s| parse_ip("ip", s)).transpose()?;
             let ep = EndpointConfig {
                 network: rec.name.clone(),
@@ -129,15 +153,19 @@ struct CreateArgs {
     /// Driver to manage the Network
     #[arg(short, long, default_value = "bridge")]
     driver: String,
-    /// Subnet in CIDR format that represents a network segment
+    /// Subnet in CIDR format that represents a network segment (an IPv4 one and, with
+    /// --ipv6, an IPv6 one)
     #[arg(long)]
-    subnet: Option<String>,
+    subnet: Vec<String>,
     /// IPv4 Gateway for the master subnet
     #[arg(long)]
     gateway: Option<String>,
     /// Restrict external access to the network
     #[arg(long)]
     internal: bool,
+    /// Enable or disable IPv6 networking
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    ipv6: Option<bool>,
     name: String,
 }
 
@@ -201,17 +229,25 @@ struct PruneArgs {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let nets = Networks::open(&global.root);
+    let nets = global.engine().networks();
     match args.cmd {
         Cmd::Create(a) => {
             if a.driver != "bridge" {
                 bail!("plugin \"{}\" not found", a.driver);
             }
+            let (v6, v4): (Vec<String>, Vec<String>) =
+                a.subnet.into_iter().partition(|s| s.contains(':'));
+            if v4.len() > 1 || v6.len() > 1 {
+                bail!("multiple overlapping subnet configuration is not supported");
+            }
+            let ipv6 = a.ipv6.unwrap_or(false) || !v6.is_empty();
             let rec = nets.create(&CreateNetwork {
                 name: a.name,
-                subnet: a.subnet,
+                subnet: v4.into_iter().next(),
                 gateway: a.gateway,
                 internal: a.internal,
+                ipv6,
+                subnet6: v6.into_iter().next(),
             })?;
             println!("{}", rec.id);
         }
@@ -276,12 +312,12 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             }
         }
         Cmd::Inspect(a) => {
-            let rt = runtime(global);
+            let rt = global.containers();
             let mut objects = Vec::new();
             let mut missing = Vec::new();
             for n in &a.networks {
                 match nets.get(n) {
-                    Ok(rec) => objects.push(api::inspect_json(&rt, &rec)),
+                    Ok(rec) => objects.push(api::inspect_json(rt, &rec)),
                     Err(e) => missing.push(e),
                 }
             }
@@ -291,11 +327,11 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             }
         }
         Cmd::Connect(a) => {
-            let rt = runtime(global);
+            let rt = global.containers();
             let c = rt.lookup(&a.container)?;
             let ip = a.ip.as_deref().map(|s| parse_ip("ip", s)).transpose()?;
             api::connect(
-                &rt,
+                rt,
                 &c,
                 EndpointConfig {
                     network: a.network,
@@ -306,10 +342,10 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             )?;
         }
         Cmd::Disconnect(a) => {
-            let rt = runtime(global);
+            let rt = global.containers();
             let c = rt.lookup(&a.container)?;
             let _ = a.force;
-            api::disconnect(&rt, &c, &a.network)?;
+            api::disconnect(rt, &c, &a.network)?;
         }
         Cmd::Prune(a) => {
             if !a.force
@@ -319,7 +355,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             {
                 return Ok(());
             }
-            let removed = api::prune(&runtime(global)).context("prune networks")?;
+            let removed = api::prune(global.containers()).context("prune networks")?;
             if !removed.is_empty() {
                 println!("Deleted Networks:");
                 for n in removed {

@@ -55,9 +55,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             .filter(|p| !p.is_empty())
             .map(Platform::parse)
             .transpose()?,
-        insecure: global.insecure_registries.clone(),
         parallel: args.max_concurrent_downloads.max(1),
         lazy: args.lazy,
+        ..global.engine().pull_options()
     };
     let store = global.store()?;
     // Not locked across a pull: its download threads print status lines too.

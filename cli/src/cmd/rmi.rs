@@ -19,12 +19,13 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<()> {
-    let store = global.store()?;
-    let uses = global.engine().image_users()?;
+    let removed = global
+        .engine()
+        .remove_images(&args.images, args.force, !args.no_prune)?;
     let mut failed = false;
     let mut out = std::io::stdout().lock();
-    for q in &args.images {
-        match store.remove_image(q, args.force, !args.no_prune, &uses) {
+    for outcome in removed {
+        match outcome {
             Ok(events) => print_events(&mut out, &events, false)?,
             Err(e) => {
                 eprintln!("Error: {e}");

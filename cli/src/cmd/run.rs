@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use strata_runtime::container::{
-    self, ports, CreateRequest, ImageSource, Launcher, NetworkMode, Resources, Runtime, Security,
-    VolumeMount,
+    self, ports, Launcher, NetworkMode, Resources, Runtime, Security, VolumeMount,
 };
+use strata_runtime::engine::{ContainerSpec, PullHooks};
 
 use super::{ExitStatus, Global, EXIT_TOOL_ERROR};
 
@@ -123,13 +123,10 @@ pub struct SuperviseArgs {
 }
 
 pub fn run_supervise(global: &Global, args: SuperviseArgs) -> anyhow::Result<()> {
+    let engine = global.engine();
     let code =
-        container::supervisor::supervise(&global.root, &global.runroot, &args.id, args.attach);
+        container::supervisor::supervise(engine.root(), engine.runroot(), &args.id, args.attach);
     Err(ExitStatus(code.clamp(0, 255) as u8).into())
-}
-
-pub(crate) fn runtime(global: &Global) -> Runtime {
-    global.containers().clone()
 }
 
 pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
@@ -239,29 +236,6 @@ fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Resolve the image from the local store, pulling it when missing, as Docker does
-/// (`Unable to find image 'x:latest' locally`, then the pull's progress on stderr).
-pub(crate) fn image_source(global: &Global, name: &str, lazy: bool) -> anyhow::Result<ImageSource> {
-    let engine = global.engine();
-    let progress = super::pull::for_run();
-    let opts = strata_runtime::registry::PullOptions {
-        lazy,
-        ..engine.pull_options()
-    };
-    let (image, pulled) = engine
-        .resolve_or_pull(
-            name,
-            &opts,
-            &mut |shown| eprintln!("Unable to find image '{shown}' locally"),
-            &|e| progress.pull(e),
-        )
-        .map_err(tool_error)?;
-    if let Some(outcome) = pulled {
-        progress.pull_status(&outcome);
-    }
-    Ok(image)
-}
-
 /// Puts the terminal in raw mode while alive (for `-t` with a terminal on stdin).
 pub(crate) struct RawMode {
     saved: Option<nix::sys::termios::Termios>,
@@ -368,15 +342,6 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
         eprintln!("WARNING: Published ports are discarded when using host network mode");
         ports_list.clear();
     }
-    let mut volumes = Vec::new();
-    for v in &args.volume {
-        volumes.push(super::volume::parse_v(global, v, parse_volume).map_err(tool_error)?);
-    }
-    let mut mount_tmpfs = Vec::new();
-    for m in &args.mount {
-        super::volume::parse_mount(global, m, parse_volume, &mut volumes, &mut mount_tmpfs)
-            .map_err(tool_error)?;
-    }
     let mut env = read_env_files(&args.env_file).map_err(tool_error)?;
     env.extend(args.env.iter().cloned());
     validate_env(&env).map_err(tool_error)?;
@@ -414,49 +379,68 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
         )));
     }
     let mut security = security(&args).map_err(tool_error)?;
+    // Volumes last: every flag above is checked before any volume is made.
+    let mut volumes = Vec::new();
+    let mut mount_tmpfs = Vec::new();
+    let parsed = (|| {
+        for v in &args.volume {
+            volumes.push(super::volume::parse_v(global, v, parse_volume)?);
+        }
+        for m in &args.mount {
+            super::volume::parse_mount(global, m, parse_volume, &mut volumes, &mut mount_tmpfs)?;
+        }
+        anyhow::Ok(())
+    })();
+    if let Err(e) = parsed {
+        super::volume::remove_anonymous(global, &volumes);
+        return Err(tool_error(e));
+    }
     security.tmpfs.extend(mount_tmpfs);
-    let image = image_source(global, &args.image, args.lazy)?;
-    super::volume::image_volumes(global, &args.image, &mut volumes, &security.tmpfs)
+    let engine = global.engine();
+    // The pull `run` makes for a missing image: the registry settings plus the verb's own
+    // pull flags (set them on `pull_options` here).
+    let pull_options = strata_runtime::registry::PullOptions {
+        lazy: args.lazy,
+        ..engine.pull_options()
+    };
+    let progress = super::pull::for_run();
+    let (c, pulled) = engine
+        .create_container(
+            ContainerSpec {
+                image: args.image.clone(),
+                name: args.name.clone(),
+                cmd: args.command.clone(),
+                entrypoint: args.entrypoint.clone(),
+                env,
+                user: args.user.clone(),
+                workdir: args.workdir.clone(),
+                hostname: args.hostname.clone(),
+                tty: args.tty,
+                open_stdin: args.interactive,
+                ports: ports_list,
+                publish_all: args.net.publish_all,
+                volumes,
+                network,
+                net,
+                auto_remove: args.rm,
+                runtime: runtime_kind,
+                resources,
+                stop_timeout: args.stop_timeout,
+                security,
+                restart,
+                init: args.init,
+            },
+            PullHooks {
+                options: &pull_options,
+                missing: &mut |shown| eprintln!("Unable to find image '{shown}' locally"),
+                progress: &|e| progress.pull(e),
+            },
+        )
         .map_err(tool_error)?;
-    if args.net.publish_all {
-        ports_list.extend(ports::publish_all(&image.exposed_ports));
+    if let Some(outcome) = pulled {
+        progress.pull_status(&outcome);
     }
-    if network == NetworkMode::Container && !ports_list.is_empty() {
-        return Err(tool_error(anyhow::anyhow!(
-            "conflicting options: port publishing and the container type network mode"
-        )));
-    }
-    let rt = runtime(global);
-    let c = rt
-        .create(CreateRequest {
-            name: args.name.clone(),
-            image,
-            cmd: args.command.clone(),
-            entrypoint: args.entrypoint.clone(),
-            env,
-            user: args.user.clone(),
-            workdir: args.workdir.clone(),
-            hostname: args.hostname.clone(),
-            tty: args.tty,
-            open_stdin: args.interactive,
-            ports: ports_list,
-            volumes: volumes.clone(),
-            network,
-            net,
-            auto_remove: args.rm,
-            driver: driver_name(global)?,
-            runtime: runtime_kind,
-            resources,
-            stop_timeout: args.stop_timeout,
-            security,
-            restart,
-            init: args.init,
-        })
-        .map_err(|e| {
-            // Anonymous volumes made for a container that could not be created go with it.
-            super::volume::remove_anonymous(global, &volumes);
-            tool_error(e)
-        })?;
+    let rt = global.containers();
     if create_only {
         println!("{}", c.id());
         return Ok(());
@@ -468,7 +452,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
                 println!("{}", c.id());
                 Ok(())
             }
-            Err(e) => Err(failed_start(&rt, &c, e)),
+            Err(e) => Err(failed_start(rt, &c, e)),
         }
     } else {
         let raw = RawMode::enable(args.tty);
@@ -477,7 +461,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             Ok(h) => h,
             Err(e) => {
                 drop(raw);
-                return Err(failed_start(&rt, &c, e));
+                return Err(failed_start(rt, &c, e));
             }
         };
         proxy_signals(handle.pid());

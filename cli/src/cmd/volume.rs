@@ -204,8 +204,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
 
 /// Remove unused volumes (for `volume prune` and `system prune --volumes`).
 pub fn prune(global: &Global, all: bool) -> Result<(Vec<String>, u64)> {
-    let containers = global.containers().list()?;
-    Ok(global.engine().volumes().prune(&containers, all)?)
+    Ok(global.engine().prune_volumes(all)?)
 }
 
 fn volume_mount(
@@ -337,32 +336,6 @@ pub fn parse_mount(
             });
         }
         other => bail!("invalid argument for \"--mount\" flag: invalid mount type '{other}'"),
-    }
-    Ok(())
-}
-
-/// Anonymous volumes for the image's `VOLUME`s that no other mount covers.
-pub fn image_volumes(
-    global: &Global,
-    image: &str,
-    volumes: &mut Vec<VolumeMount>,
-    tmpfs: &[TmpfsMount],
-) -> Result<()> {
-    let store = global.store()?;
-    let Ok(rec) = store.resolve(image) else {
-        return Ok(());
-    };
-    let Some(declared) = rec.config.config.as_ref().and_then(|c| c.volumes.clone()) else {
-        return Ok(());
-    };
-    for target in declared.keys() {
-        let t = target.trim_end_matches('/');
-        if volumes.iter().any(|v| v.target.trim_end_matches('/') == t)
-            || tmpfs.iter().any(|m| m.target.trim_end_matches('/') == t)
-        {
-            continue;
-        }
-        volumes.push(volume_mount(global, None, target, false, false)?);
     }
     Ok(())
 }

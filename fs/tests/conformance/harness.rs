@@ -97,7 +97,8 @@ impl Case {
             mounts: Vec::new(),
             aux: Vec::new(),
             dog: Watchdog::start(CASE_TIMEOUT),
-            userxattr: false,
+            // The rootless run mounts every stack with `userxattr` (see rootless.rs).
+            userxattr: crate::rootless::active(),
             trusted_forms: false,
             lowers: 0,
             snapshots: Vec::new(),
@@ -351,6 +352,8 @@ impl Case {
 
     fn kernel_form_wh(&mut self, form: Wh) -> Wh {
         let form = match (self.target, form) {
+            // Rootless: a user cannot set `trusted.*`; the nearest form is `user.overlay.*`.
+            (_, Wh::Xattr) if crate::rootless::active() => Wh::UserXattr,
             (Target::Kernel, Wh::Aufs) => Wh::Chr,
             _ => form,
         };
@@ -360,6 +363,7 @@ impl Case {
 
     fn kernel_form_opq(&mut self, form: Opq) -> Opq {
         let form = match (self.target, form) {
+            (_, Opq::Xattr) if crate::rootless::active() => Opq::UserXattr,
             (Target::Kernel, Opq::Aufs) if self.userxattr => Opq::UserXattr,
             (Target::Kernel, Opq::Aufs) => Opq::Xattr,
             _ => form,

@@ -22,6 +22,7 @@ mod perms;
 mod posix;
 mod rename;
 mod ro;
+mod rootless;
 mod selftest;
 mod stress;
 mod whiteout;

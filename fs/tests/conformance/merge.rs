@@ -307,7 +307,7 @@ fn lower_hidden_xattrs_not_leaked(c: &mut Case) {
     mkdir(l1.join("d"));
     write(l1.join("d/y"), "");
     setxattr(l0.join("d"), "user.visible", b"1", 0).unwrap();
-    setxattr(l0.join("d"), "trusted.overlay.opaque", b"x", 0).unwrap();
+    setxattr(l0.join("d"), &ovl("opaque"), b"x", 0).unwrap();
     let m = c.mount();
     assert_eq!(ls(m.join("d")), ["x", "y"], "opaque=x is not opaque");
     let names = listxattr(m.join("d")).unwrap();
@@ -316,10 +316,7 @@ fn lower_hidden_xattrs_not_leaked(c: &mut Case) {
         !names.iter().any(|n| n.contains("overlay")),
         "overlay xattrs leaked: {names:?}"
     );
-    assert_errno!(
-        getxattr(m.join("d"), "trusted.overlay.opaque"),
-        libc::ENODATA
-    );
+    assert_errno!(getxattr(m.join("d"), &ovl("opaque")), libc::ENODATA);
 }
 
 cases!(merge:

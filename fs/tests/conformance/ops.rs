@@ -200,7 +200,7 @@ fn rm_rf_then_mkdir_is_opaque(c: &mut Case) {
     assert_eq!(ls(m.join("d")), ["new"]);
     let ud = c.upper().join("d");
     assert!(lstat(&ud).unwrap().is_dir());
-    let opq = getxattr(&ud, "trusted.overlay.opaque").unwrap();
+    let opq = getxattr(&ud, &ovl("opaque")).unwrap();
     assert_eq!(
         opq, b"y",
         "recreated dir must carry trusted.overlay.opaque=y"

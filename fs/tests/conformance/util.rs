@@ -308,8 +308,19 @@ pub fn is_whiteout(path: impl AsRef<Path>) -> bool {
     }
 }
 
+/// The name of overlay xattr `name` in the flavour of this run: `trusted.overlay.NAME` as root,
+/// `user.overlay.NAME` in the rootless run (`userxattr`).
+pub fn ovl(name: &str) -> String {
+    let ns = if crate::rootless::active() {
+        "user"
+    } else {
+        "trusted"
+    };
+    format!("{ns}.overlay.{name}")
+}
+
 pub fn is_opaque(dir: impl AsRef<Path>) -> bool {
-    getxattr(dir, "trusted.overlay.opaque")
+    getxattr(dir, &ovl("opaque"))
         .map(|v| v == b"y")
         .unwrap_or(false)
 }

@@ -199,7 +199,7 @@ fn upper_opaque_preexisting(c: &mut Case) {
     write(l.join("d/lower"), "");
     mkdir(c.upper().join("d"));
     write(c.upper().join("d/upper"), "");
-    setxattr(c.upper().join("d"), "trusted.overlay.opaque", b"y", 0).unwrap();
+    setxattr(c.upper().join("d"), &ovl("opaque"), b"y", 0).unwrap();
     let m = c.mount();
     assert_eq!(ls(m.join("d")), ["upper"]);
 }

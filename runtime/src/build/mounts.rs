@@ -27,7 +27,9 @@ struct TempTree(PathBuf);
 
 impl TempTree {
     fn new(builder: &Builder<'_>, what: &str) -> Result<TempTree, BuildError> {
-        let t = TempFile::new(builder.store, what);
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = TempFile::new(builder.store, &format!("{what}-{n}"));
         let path = t.0.clone();
         drop(t);
         fs::create_dir_all(&path).map_err(io_at(&path))?;
@@ -274,8 +276,8 @@ impl Builder<'_> {
 }
 
 /// Leave out of a layer the directories made only to mount on: a mount target (or a parent of
-/// one) that the image did not have, with nothing else changed beneath it, and a parent whose
-/// only change was such a stub being made in it.
+/// one) that the image did not have, with nothing else changed beneath it. (An existing parent
+/// stays in the layer as changed, as with BuildKit: its mtime moved.)
 pub(super) fn drop_mount_stubs(changes: Vec<Change>, targets: &[String]) -> Vec<Change> {
     let mut candidates: BTreeSet<PathBuf> = BTreeSet::new();
     for t in targets {
@@ -299,15 +301,8 @@ pub(super) fn drop_mount_stubs(changes: Vec<Change>, targets: &[String]) -> Vec<
         {
             continue;
         }
-        let stub_made_here = dropped.iter().any(|d| d.parent() == Some(p.as_path()));
-        match c.kind {
-            ChangeKind::Add => {
-                dropped.insert(p);
-            }
-            ChangeKind::Modify if stub_made_here => {
-                dropped.insert(p);
-            }
-            _ => {}
+        if c.kind == ChangeKind::Add {
+            dropped.insert(p);
         }
     }
     changes
@@ -343,7 +338,7 @@ mod tests {
             ],
         );
         let kept: Vec<String> = kept.iter().map(|c| c.to_string()).collect();
-        // /out has a real file beneath it: kept, with that file.
-        assert_eq!(kept, ["A /out", "A /out/bin"]);
+        // /out has a real file beneath it: kept, with that file; /root existed and changed.
+        assert_eq!(kept, ["C /root", "A /out", "A /out/bin"]);
     }
 }

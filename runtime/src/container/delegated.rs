@@ -260,6 +260,69 @@ pub fn layout() -> Layout {
     out
 }
 
+/// The child of a delegation root that its own processes move to (podman and crun do the same)
+/// when the root must hand a controller to its children.
+pub const EVACUATED: &str = "init";
+
+/// Enable `controller` for the children of the delegation root `root`. cgroup v2 lets a cgroup
+/// that holds processes give no domain controller to its children ("no internal processes":
+/// `EBUSY`); a caller that sits directly in the root (a login session chowned to the user, a
+/// CI job's cgroup) has its processes there. Then every process of the root moves to
+/// `<root>/init` first, as podman does, and the write is tried again.
+pub fn enable(root: &Path, controller: &str) -> Result<(), DelegatedError> {
+    let control = root.join("cgroup.subtree_control");
+    let on = format!("+{controller}");
+    match fs::write(&control, &on) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            evacuate(root)?;
+            write(&control, &on)
+        }
+        r => r.map_err(at(&control)),
+    }
+}
+
+/// Move every process of `root` into `<root>/init` (a process that exits meanwhile is skipped).
+fn evacuate(root: &Path) -> Result<(), DelegatedError> {
+    let dest = root.join(EVACUATED);
+    mkdir(&dest)?;
+    let procs = dest.join("cgroup.procs");
+    let own = root.join("cgroup.procs");
+    let pids = fs::read_to_string(&own).map_err(at(&own))?;
+    for pid in pids.lines().map(str::trim).filter(|p| !p.is_empty()) {
+        match fs::write(&procs, pid) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => return Err(at(&procs)(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Move the calling process (an `exec`'s relay, before it joins the container's namespaces)
+/// into the container's delegated cgroups `files` (from [`procs_files_of`]). A session outside
+/// the delegated subtree may not move a process there (cgroup v2 wants write access to the
+/// common ancestor's `cgroup.procs`): then one warning line on stderr says which cgroup and
+/// why, and the process runs outside it — never silently.
+pub fn join(files: &[PathBuf]) {
+    let pid = std::process::id().to_string();
+    let failed: Vec<(&PathBuf, io::Error)> = files
+        .iter()
+        .filter_map(|f| fs::write(f, &pid).err().map(|e| (f, e)))
+        .collect();
+    if let Some((first, e)) = failed.first() {
+        let dir = first.parent().unwrap_or(first);
+        let more = match failed.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        let line = format!(
+            "WARNING: exec: cannot join the container's cgroup {}{more}: {e}; the process runs outside its resource limits (run exec from a session inside the delegated cgroup subtree)\n",
+            dir.display()
+        );
+        // One write(2) of the whole line: the relay is a forked child.
+        let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
+    }
+}
+
 fn write(path: &Path, value: &str) -> Result<(), DelegatedError> {
     fs::write(path, value).map_err(at(path))
 }
@@ -285,9 +348,11 @@ pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), Delegate
             .filter(|w| ctrls.iter().any(|c| c == w.controller()))
             .collect();
         for w in &here {
-            let on = format!("+{}", w.controller());
-            write(&root.join("cgroup.subtree_control"), &on)?;
-            write(&parent.join("cgroup.subtree_control"), &on)?;
+            enable(root, w.controller())?;
+            write(
+                &parent.join("cgroup.subtree_control"),
+                &format!("+{}", w.controller()),
+            )?;
         }
         let dir = parent.join(id.as_str());
         mkdir(&dir)?;
@@ -352,5 +417,86 @@ pub fn remove(id: &ContainerId) {
             .chain(l.v1.iter().map(|(_, r)| r));
     for root in roots {
         let _ = fs::remove_dir(root.join("strata").join(id.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command};
+
+    /// A v2 cgroup under the hierarchy's top holding one `sleep`, and a domain controller the
+    /// top offers enabled for it (the test runs as root; the rule it meets is the same for a
+    /// delegated user). Drop kills the sleep, removes the cgroups and disables what it enabled.
+    struct Scratch {
+        top: PathBuf,
+        root: PathBuf,
+        ctrl: String,
+        enabled_top: bool,
+        sleep: Child,
+    }
+
+    impl Scratch {
+        fn new() -> Scratch {
+            let top = hierarchies().0.expect("no cgroup2 hierarchy mounted");
+            let offered = fs::read_to_string(top.join("cgroup.controllers")).unwrap();
+            // A domain controller: the "no internal processes" rule is about those.
+            let ctrl = ["hugetlb", "memory", "pids", "io", "cpu"]
+                .into_iter()
+                .find(|c| offered.split_whitespace().any(|o| o == *c))
+                .expect("the cgroup2 top offers no domain controller")
+                .to_string();
+            let before = fs::read_to_string(top.join("cgroup.subtree_control")).unwrap();
+            let enabled_top = !before.split_whitespace().any(|c| c == ctrl);
+            let root = top.join(format!("strata-ebusy-{}", std::process::id()));
+            fs::create_dir(&root).unwrap();
+            let sleep = Command::new("sleep").arg("60").spawn().unwrap();
+            let mut s = Scratch {
+                top,
+                root,
+                ctrl,
+                enabled_top: false,
+                sleep,
+            };
+            if enabled_top {
+                fs::write(s.top.join("cgroup.subtree_control"), format!("+{}", s.ctrl)).unwrap();
+                s.enabled_top = true;
+            }
+            fs::write(s.root.join("cgroup.procs"), s.sleep.id().to_string()).unwrap();
+            s
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = self.sleep.kill();
+            let _ = self.sleep.wait();
+            let off = format!("-{}", self.ctrl);
+            let _ = fs::write(self.root.join("cgroup.subtree_control"), &off);
+            let _ = fs::remove_dir(self.root.join(EVACUATED));
+            let _ = fs::remove_dir(&self.root);
+            if self.enabled_top {
+                let _ = fs::write(self.top.join("cgroup.subtree_control"), &off);
+            }
+        }
+    }
+
+    #[test]
+    fn enable_moves_the_roots_own_processes_to_init_first() {
+        let s = Scratch::new();
+        let control = s.root.join("cgroup.subtree_control");
+        // The kernel's rule, as the caller in a delegation root meets it.
+        let e = fs::write(&control, format!("+{}", s.ctrl)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{e}");
+        enable(&s.root, &s.ctrl).unwrap();
+        assert!(fs::read_to_string(&control)
+            .unwrap()
+            .split_whitespace()
+            .any(|c| c == s.ctrl));
+        assert_eq!(fs::read_to_string(s.root.join("cgroup.procs")).unwrap(), "");
+        let moved = fs::read_to_string(s.root.join(EVACUATED).join("cgroup.procs")).unwrap();
+        assert_eq!(moved.trim(), s.sleep.id().to_string());
+        // Enabled already: a second container's call is a no-op, not an error.
+        enable(&s.root, &s.ctrl).unwrap();
     }
 }

@@ -267,6 +267,41 @@ pub fn v1_dir(id: &ContainerId) -> PathBuf {
         .join(id.as_str())
 }
 
+/// The initial cgroup namespace's inode number (the kernel's `PROC_CGROUP_INIT_INO`).
+const INIT_CGROUP_NS_INO: u64 = 0xEFFF_FFFB;
+
+/// True inside a container that has no cgroup filesystem at all (neither the v1 devices
+/// controller nor cgroup2) while a device cgroup already confines this process: strata nested in
+/// a container given only `/dev/fuse` and CAP_SYS_ADMIN. Our containers stay in that cgroup, so
+/// the enclosing container's rules confine them and nothing is lost by not adding ours. "Already
+/// confined" is a v1 devices cgroup other than the root in `/proc/self/cgroup` (strata's own
+/// containers, Docker's on v1 hosts) or a cgroup namespace other than the initial one (the
+/// container engines of cgroup v2 hosts). On a host (root devices cgroup, initial cgroup
+/// namespace) without cgroupfs, rules stay mandatory and their absence an error.
+pub fn nested_without_cgroups() -> bool {
+    let cgroupfs = unified_root().is_some()
+        || Path::new(CGROUP_ROOT)
+            .join("devices")
+            .join("devices.allow")
+            .exists();
+    if cgroupfs {
+        return false;
+    }
+    let own_ns = fs::metadata("/proc/self/ns/cgroup")
+        .map(|m| m.ino() != INIT_CGROUP_NS_INO)
+        .unwrap_or(false);
+    let in_devices_cgroup = fs::read_to_string("/proc/self/cgroup")
+        .map(|t| {
+            t.lines().any(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, ctl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or("/"));
+                ctl.split(',').any(|c| c == "devices") && path != "/"
+            })
+        })
+        .unwrap_or(false);
+    own_ns || in_devices_cgroup
+}
+
 /// True when the rules go through the v1 controller (mounted, and v2 not forced).
 pub fn use_v1() -> bool {
     if std::env::var(FORCE_ENV).as_deref() == Ok("v2") {
@@ -296,6 +331,12 @@ pub fn apply(id: &ContainerId, rules: &[DeviceRule], pid: i32) -> Result<(), Dev
     if crate::rootless::in_user_namespace() {
         // Rootless: the device cgroup is root's, and the kernel already lets nobody in a user
         // namespace make device nodes; the container can open only what the user could.
+        return Ok(());
+    }
+    if nested_without_cgroups() {
+        // Strata inside a container that mounted no cgroup filesystem for it: the enclosing
+        // container's device cgroup confines every process below it, ours included.
+        eprintln!("WARNING: no cgroup filesystem in this container: device access is limited by the enclosing container's rules");
         return Ok(());
     }
     if use_v1() {

@@ -225,9 +225,7 @@ fn relay(
     // Before entering anything of the container's: it may not open our /proc files.
     init::undumpable();
     cgroup::join(id, std::process::id() as i32);
-    for procs in cgroups {
-        let _ = std::fs::write(procs, std::process::id().to_string());
-    }
+    super::delegated::join(cgroups);
     if let Err(e) = init::join_namespaces(ns) {
         init::fail(status_fd, e);
     }

@@ -329,6 +329,8 @@ impl Runtime {
         }
         force_unmount(&c.paths.rootfs())?;
         super::cgroup::remove(c.id());
+        // Rootless: its pasta and the bind mount of its network namespace.
+        crate::rootless::reclaim_pasta(&c.paths.run_dir);
         // Its veth went with its namespace; its address and NAT rules are reclaimed here.
         crate::network::release_container(c.id().as_str());
         c.state.networks.clear();
@@ -527,6 +529,7 @@ impl Runtime {
             });
         }
         super::cgroup::remove(c.id());
+        crate::rootless::reclaim_pasta(&c.paths.run_dir);
         // Concurrent removals of one container: the rename out of `containers/` decides which
         // one removes it; the others find no container, as Docker reports.
         let tomb =

@@ -2,26 +2,30 @@
 //! port before anything else is set up (so a taken port fails the start with nothing left
 //! behind), then each accepted connection gets a thread that `setns`es itself into the
 //! container's network namespace, connects to the container port on loopback there, and copies
-//! bytes both ways.
+//! bytes both ways. UDP (`-p 5353:53/udp`) as docker-proxy does it: one socket in the
+//! container per client address, replies sent back from the host port, forgotten after 90 s
+//! of silence.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
 
 use super::record::PortMapping;
 use super::ContainerError;
 
-/// Parse one `-p` value: `[IP:][HOST:]CONTAINER[/tcp]` (IPv6 hosts as `[::1]`).
+/// Parse one `-p` value: `[IP:][HOST:]CONTAINER[/tcp|/udp]` (IPv6 hosts as `[::1]`).
 pub fn parse_publish(s: &str) -> Result<PortMapping, ContainerError> {
     let bad = || ContainerError::InvalidPort(s.to_string());
     let (spec, proto) = match s.rsplit_once('/') {
         Some((a, p)) => (a, p.to_string()),
         None => (s, "tcp".to_string()),
     };
-    if proto != "tcp" {
+    if proto != "tcp" && proto != "udp" {
         return Err(ContainerError::UnsupportedProto(proto));
     }
     let (ip, rest) = if let Some(stripped) = spec.strip_prefix('[') {
@@ -72,17 +76,28 @@ pub fn render(p: &PortMapping) -> String {
     )
 }
 
+/// A bound host port.
+pub enum HostSocket {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
 /// Host listeners bound for a container, with the ports as actually bound.
 pub struct Listeners {
-    pub bound: Vec<(PortMapping, TcpListener)>,
+    pub bound: Vec<(PortMapping, HostSocket)>,
 }
 
 /// A listener on an IPv6 address that leaves IPv4 alone (`IPV6_V6ONLY`), so `0.0.0.0:P` and
 /// `[::]:P` can be bound side by side, as Docker binds them.
-fn listen_v6_only(addr: std::net::SocketAddrV6) -> io::Result<TcpListener> {
+fn listen_v6_only(addr: std::net::SocketAddrV6, udp: bool) -> io::Result<OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd};
+    let kind = if udp {
+        libc::SOCK_DGRAM
+    } else {
+        libc::SOCK_STREAM
+    };
     // SAFETY: socket(2); the fd is owned right below.
-    let raw = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    let raw = unsafe { libc::socket(libc::AF_INET6, kind | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -127,20 +142,29 @@ fn listen_v6_only(addr: std::net::SocketAddrV6) -> io::Result<TcpListener> {
             std::mem::size_of::<libc::sockaddr_in6>() as u32,
         )
     })?;
-    // SAFETY: listen on our own socket.
-    check(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
-    Ok(TcpListener::from(fd))
+    if !udp {
+        // SAFETY: listen on our own socket.
+        check(unsafe { libc::listen(fd.as_raw_fd(), 128) })?;
+    }
+    Ok(fd)
 }
 
-fn bind_one(ip: &str, port: u16) -> Result<TcpListener, ContainerError> {
+fn bind_one(ip: &str, port: u16, proto: &str) -> Result<HostSocket, ContainerError> {
     let (addr, shown) = if ip.contains(':') {
         (format!("[{ip}]:{port}"), format!("[{ip}]:{port}"))
     } else {
         (format!("{ip}:{port}"), format!("{ip}:{port}"))
     };
-    let r = match addr.parse::<std::net::SocketAddr>() {
-        Ok(std::net::SocketAddr::V6(a)) => listen_v6_only(a),
-        _ => TcpListener::bind(&addr),
+    let udp = proto == "udp";
+    let r = match (addr.parse::<std::net::SocketAddr>(), udp) {
+        (Ok(std::net::SocketAddr::V6(a)), false) => {
+            listen_v6_only(a, false).map(|fd| HostSocket::Tcp(TcpListener::from(fd)))
+        }
+        (Ok(std::net::SocketAddr::V6(a)), true) => {
+            listen_v6_only(a, true).map(|fd| HostSocket::Udp(UdpSocket::from(fd)))
+        }
+        (_, false) => TcpListener::bind(&addr).map(HostSocket::Tcp),
+        (_, true) => UdpSocket::bind(&addr).map(HostSocket::Udp),
     };
     r.map_err(|source| {
         if source.kind() == io::ErrorKind::AddrInUse {
@@ -165,15 +189,19 @@ pub fn bind_all(ports: &[PortMapping]) -> Result<Listeners, ContainerError> {
         } else {
             p.host_ip.as_str()
         };
-        let listener = bind_one(ip, p.host_port)?;
+        let listener = bind_one(ip, p.host_port, &p.proto)?;
         let mut actual = p.clone();
         actual.host_ip = ip.to_string();
-        if let Ok(local) = listener.local_addr() {
+        let local = match &listener {
+            HostSocket::Tcp(l) => l.local_addr(),
+            HostSocket::Udp(u) => u.local_addr(),
+        };
+        if let Ok(local) = local {
             actual.host_port = local.port();
         }
         bound.push((actual.clone(), listener));
         if p.host_ip.is_empty() && ipv6_available() {
-            let l6 = bind_one("::", actual.host_port)?;
+            let l6 = bind_one("::", actual.host_port, &p.proto)?;
             let mut v6 = actual;
             v6.host_ip = "::".to_string();
             bound.push((v6, l6));
@@ -189,13 +217,14 @@ fn ipv6_available() -> bool {
             .unwrap_or(false)
 }
 
-/// `-P`: every exposed port (`80/tcp`; other protocols are not published) on a free host port.
+/// `-P`: every exposed port (`80/tcp`, `53/udp`; other protocols are not published) on a free
+/// host port.
 pub fn publish_all(exposed: &[String]) -> Vec<PortMapping> {
     exposed
         .iter()
         .filter_map(|e| {
             let (port, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
-            (proto == "tcp").then_some(())?;
+            (proto == "tcp" || proto == "udp").then_some(())?;
             Some(PortMapping {
                 host_ip: String::new(),
                 host_port: 0,
@@ -236,8 +265,77 @@ pub fn serve(listeners: Listeners, netns: Arc<OwnedFd>) {
         let port = mapping.container_port;
         let _ = std::thread::Builder::new()
             .name(format!("proxy-{}", mapping.host_port))
-            .spawn(move || accept_loop(listener, netns, port));
+            .spawn(move || match listener {
+                HostSocket::Tcp(l) => accept_loop(l, netns, port),
+                HostSocket::Udp(u) => udp_loop(u, netns, port),
+            });
     }
+}
+
+/// How long a UDP client's socket in the container lives without traffic (docker-proxy's).
+const UDP_IDLE: Duration = Duration::from_secs(90);
+
+type UdpClients = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+
+fn udp_loop(host: UdpSocket, netns: Arc<OwnedFd>, port: u16) {
+    let host = Arc::new(host);
+    let clients: UdpClients = Arc::new(Mutex::new(HashMap::new()));
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let Ok((n, client)) = host.recv_from(&mut buf) else {
+            continue;
+        };
+        let known = clients.lock().ok().and_then(|m| m.get(&client).cloned());
+        let up = match known {
+            Some(u) => u,
+            None => match udp_upstream(&host, &netns, port, client, &clients) {
+                Ok(u) => u,
+                Err(_) => continue,
+            },
+        };
+        let _ = up.send(&buf[..n]);
+    }
+}
+
+/// A socket in the container's namespace, connected to the container port on its loopback,
+/// for one client; its replies go back to that client from the host port.
+fn udp_upstream(
+    host: &Arc<UdpSocket>,
+    netns: &Arc<OwnedFd>,
+    port: u16,
+    client: SocketAddr,
+    clients: &UdpClients,
+) -> io::Result<Arc<UdpSocket>> {
+    let ns = Arc::clone(netns);
+    // A socket stays in the namespace it was made in: make it on a thread that joined the
+    // container's (setns changes only the calling thread's).
+    let up = std::thread::spawn(move || -> io::Result<UdpSocket> {
+        setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        let s = UdpSocket::bind(("127.0.0.1", 0))?;
+        s.connect(("127.0.0.1", port))?;
+        Ok(s)
+    })
+    .join()
+    .map_err(|_| io::Error::other("udp proxy thread panicked"))??;
+    up.set_read_timeout(Some(UDP_IDLE))?;
+    let up = Arc::new(up);
+    if let Ok(mut m) = clients.lock() {
+        m.insert(client, Arc::clone(&up));
+    }
+    let (reply, host, clients) = (Arc::clone(&up), Arc::clone(host), Arc::clone(clients));
+    let _ = std::thread::Builder::new()
+        .name("proxy-udp".to_string())
+        .spawn(move || {
+            let mut buf = vec![0u8; 65535];
+            // Until the client is silent for UDP_IDLE (or the container port refuses).
+            while let Ok(n) = reply.recv(&mut buf) {
+                let _ = host.send_to(&buf[..n], client);
+            }
+            if let Ok(mut m) = clients.lock() {
+                m.remove(&client);
+            }
+        });
+    Ok(up)
 }
 
 fn accept_loop(listener: TcpListener, netns: Arc<OwnedFd>, port: u16) {
@@ -299,7 +397,9 @@ mod tests {
         let p = parse_publish("[::1]:81:80").unwrap();
         assert_eq!(p.host_ip, "::1");
         assert!(parse_publish("x:80").is_err());
-        assert!(parse_publish("80/udp").is_err());
+        let p = parse_publish("5353:53/udp").unwrap();
+        assert_eq!(render(&p), ":5353->53/udp");
+        assert!(parse_publish("80/sctp").is_err());
         assert!(parse_publish("1.2.3:80:80").is_err());
     }
 
@@ -317,7 +417,7 @@ mod tests {
         let all = publish_all(&["80/tcp".into(), "53/udp".into(), "8080".into()]);
         assert_eq!(
             all.iter().map(|p| p.container_port).collect::<Vec<_>>(),
-            [80, 8080]
+            [80, 53, 8080]
         );
     }
 

@@ -225,6 +225,15 @@ pub struct EndpointConfig {
     pub mac: Option<String>,
 }
 
+/// A legacy link: the linked container (resolved when the container is created) and the
+/// alias it gets in this one's `/etc/hosts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    pub id: String,
+    pub name: String,
+    pub alias: String,
+}
+
 /// Network settings of a container beyond its mode.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetSettings {
@@ -238,6 +247,9 @@ pub struct NetSettings {
     pub dns_search: Vec<String>,
     #[serde(default)]
     pub add_hosts: Vec<String>,
+    /// `--link NAME[:ALIAS]`: legacy links (an `/etc/hosts` entry for each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
     /// `Container` mode: the id of the container whose network namespace is joined.
     #[serde(default)]
     pub container: String,
@@ -267,6 +279,13 @@ pub struct EndpointState {
     pub mac: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// IPv6 (networks with `--ipv6`): address, prefix length and gateway; empty without.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip6: String,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway6: String,
 }
 
 /// One `-p` mapping.

@@ -12,8 +12,9 @@
 //! - *driver*: the storage driver new containers record ([`DriverKind`]): `--storage-driver`,
 //!   else `storage-driver` in the settings, else `fuse`; a configured mount program makes it
 //!   `fuse-overlayfs` running that program.
-//! - *registry settings*: the insecure-registry list (mirrors come from the daemon config, see
-//!   [`crate::registry::mirrors`]).
+//! - *registry settings*: the insecure-registry list and the Docker Hub mirrors of the daemon
+//!   config (read once, on the first pull; see [`crate::registry::mirrors`]), carried by
+//!   [`Engine::pull_options`].
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -21,13 +22,16 @@ use std::sync::OnceLock;
 use crate::container::{ContainerError, ImageSource, Runtime};
 use crate::driver::{DriverError, DriverKind};
 use crate::reference::{Reference, ReferenceError};
+use crate::registry::mirrors::Mirror;
 use crate::registry::{PullError, PullEvent, PullOptions, PullOutcome, PushOptions};
 use crate::store::{Store, StoreError};
 
+mod create;
 mod history;
 mod inspect;
 mod usage;
 
+pub use create::{ContainerSpec, PullHooks};
 pub use history::HistoryItem;
 pub use inspect::ImageInspect;
 pub use usage::{ContainerPrune, ContainerUsage, DiskUsage, ImageUsage};
@@ -47,6 +51,12 @@ pub enum EngineError {
     Reference(#[from] ReferenceError),
     #[error("storage driver {0:?} does not take a mount_program (use fuse-overlayfs)")]
     NoMountProgram(String),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error("conflicting options: port publishing and the container type network mode")]
+    PublishWithContainerNetwork,
+    #[error("invalid mount config: mount path must be absolute")]
+    VolumePath,
     #[error("too many non-empty layers in History section")]
     HistoryLayers,
 }
@@ -56,22 +66,42 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 /// The global options an engine is opened from.
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
-    pub root: PathBuf,
-    pub runroot: PathBuf,
+    /// `--root` / `STRATA_ROOT`; `None`: the default for this user
+    /// ([`crate::rootless::Defaults`]: `/var/lib/strata` as root, the XDG data dir rootless).
+    pub root: Option<PathBuf>,
+    /// `--runroot` / `STRATA_RUNROOT`; `None`: `/run/strata` as root, the XDG runtime dir rootless.
+    pub runroot: Option<PathBuf>,
     /// `--storage-driver` / `STRATA_STORAGE_DRIVER`.
     pub storage_driver: Option<String>,
     /// `--storage-opt mount_program=PATH` (the last one given).
     pub mount_program: Option<PathBuf>,
     /// `--insecure-registry`.
     pub insecure_registries: Vec<String>,
+    /// The daemon config whose `registry-mirrors` pulls use; `None`: `$STRATA_DAEMON_JSON`,
+    /// else `/etc/docker/daemon.json`.
+    pub daemon_config: Option<PathBuf>,
+}
+
+/// A directory under the store's `tmp/`, removed on drop (see [`Engine::scratch_dir`]).
+pub struct ScratchDir(crate::fsutil::Staging);
+
+impl ScratchDir {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
 }
 
 /// One invocation's view of the store and containers (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Engine {
+    /// Absolute (see the module doc).
+    root: PathBuf,
+    runroot: PathBuf,
     opts: EngineOptions,
     containers: Runtime,
     store: OnceLock<Store>,
+    /// The daemon config's registry mirrors, read on the first pull.
+    mirrors: OnceLock<Vec<Mirror>>,
 }
 
 /// `p` made absolute against the working directory (unchanged if that fails).
@@ -81,23 +111,37 @@ fn absolute(p: &Path) -> PathBuf {
 
 impl Engine {
     /// Take the global options; nothing is opened until it is needed.
-    pub fn new(mut opts: EngineOptions) -> Engine {
-        opts.root = absolute(&opts.root);
-        opts.runroot = absolute(&opts.runroot);
-        let containers = Runtime::new(&opts.root, &opts.runroot);
+    /// Defaults are resolved here, so open the engine before entering a rootless user namespace
+    /// (inside it the process looks like root). An empty root stays empty (no home directory
+    /// was found: [`crate::rootless::check_root`] says which variable to set).
+    pub fn new(opts: EngineOptions) -> Engine {
+        let (root, runroot) = match (&opts.root, &opts.runroot) {
+            (Some(root), Some(runroot)) => (absolute(root), absolute(runroot)),
+            (root, runroot) => {
+                let d = crate::rootless::Defaults::detect();
+                (
+                    absolute(root.as_deref().unwrap_or(&d.root)),
+                    absolute(runroot.as_deref().unwrap_or(&d.runroot)),
+                )
+            }
+        };
+        let containers = Runtime::new(&root, &runroot);
         Engine {
+            root,
+            runroot,
             opts,
             containers,
             store: OnceLock::new(),
+            mirrors: OnceLock::new(),
         }
     }
 
     pub fn root(&self) -> &Path {
-        &self.opts.root
+        &self.root
     }
 
     pub fn runroot(&self) -> &Path {
-        &self.opts.runroot
+        &self.runroot
     }
 
     /// The image store under the root, opened on first use.
@@ -105,7 +149,7 @@ impl Engine {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
-        let opened = Store::open(&self.opts.root)?;
+        let opened = Store::open(&self.root)?;
         Ok(self.store.get_or_init(|| opened))
     }
 
@@ -116,12 +160,45 @@ impl Engine {
 
     /// The named and anonymous volumes under the root.
     pub fn volumes(&self) -> crate::volume::Volumes {
-        crate::volume::Volumes::new(&self.opts.root)
+        crate::volume::Volumes::new(&self.root)
+    }
+
+    /// Where the store keeps its layers (`<root>/layers`), for watchers such as
+    /// `image convert --record`.
+    pub fn layers_dir(&self) -> Result<PathBuf, StoreError> {
+        Ok(self.store()?.layers_dir())
+    }
+
+    /// The networks under the root (Docker's `network` verbs and `run --network`).
+    pub fn networks(&self) -> crate::network::Networks {
+        crate::network::Networks::open(&self.root)
+    }
+
+    /// Build an image from `opts` with this engine's store and containers (`strata build`).
+    pub fn build(
+        &self,
+        opts: &crate::build::BuildOptions,
+        host: &mut dyn crate::build::BuildHost,
+    ) -> Result<crate::digest::ImageId, crate::build::BuildError> {
+        crate::build::build(self.store()?, &self.containers, opts, host)
+    }
+
+    /// A fresh empty directory under the store's `tmp/`, removed when the guard drops (and by
+    /// the next `Store::open` if this process dies first): scratch space for a verb, such as a
+    /// build context read from STDIN.
+    pub fn scratch_dir(&self, what: &str) -> Result<ScratchDir, StoreError> {
+        let store = self.store()?;
+        let path = crate::fsutil::unique_tmp(&store.tmp_dir(), what);
+        std::fs::create_dir(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        Ok(ScratchDir(crate::fsutil::Staging::new(path)))
     }
 
     /// `<root>/strata.json`'s `storage-driver`, if set.
     fn configured_driver(&self) -> Option<String> {
-        let bytes = std::fs::read(self.opts.root.join("strata.json")).ok()?;
+        let bytes = std::fs::read(self.root.join("strata.json")).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         v.get("storage-driver")?.as_str().map(str::to_string)
     }
@@ -146,10 +223,23 @@ impl Engine {
         }
     }
 
+    /// The Docker Hub mirrors of the daemon config (read once).
+    pub fn mirrors(&self) -> &[Mirror] {
+        self.mirrors.get_or_init(|| {
+            let path = self
+                .opts
+                .daemon_config
+                .clone()
+                .unwrap_or_else(crate::registry::client::daemon_json_path);
+            crate::registry::mirrors::configured(&path)
+        })
+    }
+
     /// Pull options carrying the registry settings (callers set platform and parallelism).
     pub fn pull_options(&self) -> PullOptions {
         PullOptions {
             insecure: self.opts.insecure_registries.clone(),
+            mirrors: self.mirrors().to_vec(),
             ..PullOptions::default()
         }
     }
@@ -217,11 +307,12 @@ mod tests {
 
     fn engine(root: &Path, driver: Option<&str>, program: Option<&str>) -> Engine {
         Engine::new(EngineOptions {
-            root: root.to_path_buf(),
-            runroot: root.join("run"),
+            root: Some(root.to_path_buf()),
+            runroot: Some(root.join("run")),
             storage_driver: driver.map(str::to_string),
             mount_program: program.map(PathBuf::from),
             insecure_registries: vec!["10.0.0.1:5000".into()],
+            daemon_config: Some(root.join("daemon.json")),
         })
     }
 
@@ -277,17 +368,61 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_absolute_and_registry_settings_carried() {
+    fn mirrors_come_from_the_engine_daemon_config() {
+        let t = tempfile::tempdir().unwrap();
+        let cfg = t.path().join("daemon.json");
+        std::fs::write(
+            &cfg,
+            r#"{"registry-mirrors": ["http://127.0.0.1:1", "bad"]}"#,
+        )
+        .unwrap();
         let e = Engine::new(EngineOptions {
-            root: "rel/root".into(),
-            runroot: "rel/run".into(),
+            root: Some(t.path().join("root")),
+            runroot: Some(t.path().join("run")),
+            daemon_config: Some(cfg.clone()),
+            ..Default::default()
+        });
+        let hosts = |o: PullOptions| o.mirrors.into_iter().map(|m| m.host).collect::<Vec<_>>();
+        assert_eq!(hosts(e.pull_options()), ["127.0.0.1:1"]);
+        // Read once: a later change of the file is not seen by this engine.
+        std::fs::write(&cfg, r#"{"registry-mirrors": []}"#).unwrap();
+        assert_eq!(hosts(e.pull_options()), ["127.0.0.1:1"]);
+    }
+
+    #[test]
+    fn scratch_dir_is_in_the_store_tmp_and_removed_on_drop() {
+        let t = tempfile::tempdir().unwrap();
+        let e = engine(t.path(), None, None);
+        let d = e.scratch_dir("context").unwrap();
+        let p = d.path().to_path_buf();
+        assert!(p.is_dir());
+        assert_eq!(p.parent().unwrap(), t.path().join("tmp"));
+        assert!(p
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("{}-", std::process::id())));
+        std::fs::write(p.join("f"), b"x").unwrap();
+        drop(d);
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn paths_are_absolute_and_registry_settings_carried() {
+        let t = tempfile::tempdir().unwrap();
+        let e = Engine::new(EngineOptions {
+            root: Some("rel/root".into()),
+            runroot: Some("rel/run".into()),
             insecure_registries: vec!["h:1".into()],
+            daemon_config: Some(t.path().join("missing.json")),
             ..Default::default()
         });
         assert!(e.root().is_absolute() && e.root().ends_with("rel/root"));
         assert!(e.runroot().is_absolute());
         assert_eq!(e.containers().root(), e.root());
         assert_eq!(e.pull_options().insecure, vec!["h:1".to_string()]);
+        assert!(e.pull_options().mirrors.is_empty());
         assert_eq!(e.push_options().insecure, vec!["h:1".to_string()]);
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::{Engine, Result};
 use crate::container::Container;
 use crate::digest::ChainId;
-use crate::store::{ContainerUse, ImageRecord};
+use crate::store::{ContainerUse, ImageRecord, RemoveEvent, StoreError};
 
 /// A container as the image verbs see it: the image it uses and the size of its writable layer.
 #[derive(Debug, Clone)]
@@ -145,6 +145,29 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// `rmi`: remove each image in turn, with the containers' uses taken once (a used image is
+    /// refused unless `force`; `prune` removes untagged parents). One outcome per query, in order.
+    pub fn remove_images(
+        &self,
+        queries: &[String],
+        force: bool,
+        prune: bool,
+    ) -> Result<Vec<Result<Vec<RemoveEvent>, StoreError>>> {
+        let store = self.store()?;
+        let uses = self.image_users()?;
+        Ok(queries
+            .iter()
+            .map(|q| store.remove_image(q, force, prune, &uses))
+            .collect())
+    }
+
+    /// `volume prune` / `system prune --volumes`: volumes no container uses (`all`: named ones
+    /// too, else anonymous only). Returns their names and the bytes freed.
+    pub fn prune_volumes(&self, all: bool) -> Result<(Vec<String>, u64)> {
+        let containers = self.containers().list()?;
+        Ok(self.volumes().prune(&containers, all)?)
     }
 
     /// The image uses of every container (without sizes).

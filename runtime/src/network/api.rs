@@ -119,14 +119,17 @@ pub fn inspect_json(rt: &Runtime, n: &NetworkRecord) -> Value {
                 "EndpointID": id,
                 "MacAddress": lease.mac,
                 "IPv4Address": format!("{}/{}", lease.ip, n.subnet.map(|s| s.prefix).unwrap_or(0)),
-                "IPv6Address": "",
+                "IPv6Address": lease.ip6.map(|i| format!("{i}/{}", n.subnet6.map(|s| s.prefix).unwrap_or(0))).unwrap_or_default(),
             }),
         );
     }
-    let config: Vec<Value> = match (n.subnet, n.gateway) {
+    let mut config: Vec<Value> = match (n.subnet, n.gateway) {
         (Some(s), Some(g)) => vec![json!({"Subnet": s.to_string(), "Gateway": g.to_string()})],
         _ => vec![],
     };
+    if let Some(s6) = n.subnet6 {
+        config.push(json!({"Subnet": s6.to_string(), "Gateway": s6.nth(1).to_string()}));
+    }
     let mut options = Map::new();
     if !n.bridge.is_empty() {
         options.insert("com.docker.network.bridge.name".into(), json!(n.bridge));
@@ -137,7 +140,7 @@ pub fn inspect_json(rt: &Runtime, n: &NetworkRecord) -> Value {
         "Created": n.created.to_rfc3339_opts(SecondsFormat::Nanos, true),
         "Scope": "local",
         "Driver": n.driver,
-        "EnableIPv6": false,
+        "EnableIPv6": n.subnet6.is_some(),
         "IPAM": {"Driver": "default", "Options": Value::Null, "Config": config},
         "Internal": n.internal,
         "Attachable": false,

@@ -38,6 +38,9 @@ pub struct Attached {
     pub prefix: u8,
     pub gateway: Ipv4Addr,
     pub mac: String,
+    pub ip6: Option<std::net::Ipv6Addr>,
+    pub prefix6: u8,
+    pub gateway6: Option<std::net::Ipv6Addr>,
 }
 
 /// The host end's name: `veth` + 11 hex of (container, bridge), unique per endpoint.
@@ -73,6 +76,7 @@ fn ensure_bridge(nlk: &mut Netlink, l: &Leases) -> Result<u32> {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e) => return Err(nl(format!("address {}", l.bridge))(e)),
         }
+        ensure_bridge6(nlk, l, i)?;
         return Ok(i);
     }
     nlk.create_bridge(&l.bridge)
@@ -84,7 +88,30 @@ fn ensure_bridge(nlk: &mut Netlink, l: &Leases) -> Result<u32> {
         .map_err(nl(format!("address {}", l.bridge)))?;
     nlk.set_up(i, None)
         .map_err(nl(format!("set {} up", l.bridge)))?;
+    ensure_bridge6(nlk, l, i)?;
     Ok(i)
+}
+
+/// IPv6 on a bridge: its `::1` (no duplicate address detection, so it is usable at once) and,
+/// as Docker does for IPv6 networks, IPv6 forwarding.
+fn ensure_bridge6(nlk: &mut Netlink, l: &Leases, i: u32) -> Result<()> {
+    let (Some(net), Some(gw)) = (l.subnet6, l.gateway6()) else {
+        return Ok(());
+    };
+    if !l.internal {
+        const P: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+        if std::fs::read_to_string(P)
+            .map(|s| s.trim() != "1")
+            .unwrap_or(false)
+        {
+            std::fs::write(P, b"1").map_err(super::io_at(P))?;
+        }
+    }
+    match nlk.add_addr6(i, gw, net.prefix) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(e) => Err(nl(format!("IPv6 address {}", l.bridge))(e)),
+    }
 }
 
 fn delete_link_named(name: &str) {
@@ -118,6 +145,9 @@ fn leases_for(lock: &NetLock, net: &NetworkRecord) -> Result<Leases> {
         }),
         Some(mut l) => {
             l.internal = net.internal;
+            if l.endpoints.is_empty() {
+                l.subnet6 = net.subnet6;
+            }
             Ok(l)
         }
         None => Ok(Leases {
@@ -126,6 +156,7 @@ fn leases_for(lock: &NetLock, net: &NetworkRecord) -> Result<Leases> {
             gateway,
             internal: net.internal,
             endpoints: Default::default(),
+            subnet6: net.subnet6,
         }),
     }
 }
@@ -163,14 +194,25 @@ pub fn attach(lock: &NetLock, ns: BorrowedFd<'_>, req: &Attach<'_>) -> Result<At
             .map_err(nl(format!("attach {veth} to {}", leases.bridge)))?;
         let (ifname, prefix, gateway) = (req.ifname.clone(), leases.subnet.prefix, leases.gateway);
         let route = req.default_route && !leases.internal;
+        let v6 = leases
+            .subnet6
+            .zip(leases.ip6_for(ip))
+            .zip(leases.gateway6())
+            .map(|((net, ip6), gw6)| (ip6, net.prefix, gw6));
         netlink::in_netns(ns, move || {
             let mut inner = Netlink::open()?;
             let idx = link_index(&ifname)
                 .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENODEV))?;
             inner.add_addr4(idx, ip, prefix)?;
+            if let Some((ip6, prefix6, _)) = v6 {
+                inner.add_addr6(idx, ip6, prefix6)?;
+            }
             inner.set_up(idx, None)?;
             if route {
                 inner.add_default_route4(gateway, idx)?;
+                if let Some((_, _, gw6)) = v6 {
+                    inner.add_default_route6(gw6, idx)?;
+                }
             }
             Ok(())
         })
@@ -186,6 +228,7 @@ pub fn attach(lock: &NetLock, ns: BorrowedFd<'_>, req: &Attach<'_>) -> Result<At
                 owner_pid: req.owner_pid,
                 owner_start: req.owner_start,
                 ports: req.ports.clone(),
+                ip6: v6.map(|(ip6, _, _)| ip6),
             },
         );
         leases.save(&lock.dir)?;
@@ -208,6 +251,9 @@ pub fn attach(lock: &NetLock, ns: BorrowedFd<'_>, req: &Attach<'_>) -> Result<At
         prefix: leases.subnet.prefix,
         gateway: leases.gateway,
         mac: ipam::format_mac(&mac),
+        ip6: leases.ip6_for(ip),
+        prefix6: leases.subnet6.map(|n| n.prefix).unwrap_or(0),
+        gateway6: leases.gateway6(),
     })
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -100,6 +100,87 @@ impl<'de> Deserialize<'de> for Ipv4Net {
     }
 }
 
+/// An IPv6 network `addr/prefix` (host bits zero); strata's bridges use /64s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv6Net {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+fn mask6(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix as u32)
+    }
+}
+
+impl Ipv6Net {
+    pub fn new(addr: Ipv6Addr, prefix: u8) -> Ipv6Net {
+        let prefix = prefix.min(128);
+        Ipv6Net {
+            addr: Ipv6Addr::from(u128::from(addr) & mask6(prefix)),
+            prefix,
+        }
+    }
+
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & mask6(self.prefix) == u128::from(self.addr)
+    }
+
+    /// The `n`th address of the network.
+    pub fn nth(&self, n: u32) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) | n as u128)
+    }
+
+    /// A unique local /64 (RFC 4193: `fd` + a 40-bit global id, here from `seed`).
+    pub fn ula_for(seed: &str) -> Ipv6Net {
+        let d = crate::digest::Digest::of_bytes(seed.as_bytes());
+        let hex = d.hex();
+        let byte = |i: usize| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap_or(0);
+        let mut o = [0u8; 16];
+        o[0] = 0xfd;
+        for (i, b) in o[1..6].iter_mut().enumerate() {
+            *b = byte(i);
+        }
+        Ipv6Net::new(Ipv6Addr::from(o), 64)
+    }
+}
+
+impl fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Ipv6Net {
+    type Err = NetworkError;
+    fn from_str(s: &str) -> Result<Ipv6Net, NetworkError> {
+        let bad = || NetworkError::InvalidSubnet(s.to_string());
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        // Room for the IPv4 host part the addresses are derived from.
+        if !(48..=96).contains(&prefix) {
+            return Err(bad());
+        }
+        Ok(Ipv6Net::new(addr, prefix))
+    }
+}
+
+impl Serialize for Ipv6Net {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv6Net {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ipv6Net, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Docker's default address pools: 172.17.0.0/16 … 172.31.0.0/16, then the /20 slices of
 /// 192.168.0.0/16.
 pub fn default_pools() -> Vec<Ipv4Net> {
@@ -138,6 +219,9 @@ pub struct Lease {
     /// Published ports DNATed to this endpoint.
     #[serde(default)]
     pub ports: Vec<PortMapping>,
+    /// Its IPv6 address (networks with IPv6 enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
 }
 
 impl Lease {
@@ -156,6 +240,9 @@ pub struct Leases {
     pub internal: bool,
     #[serde(default)]
     pub endpoints: BTreeMap<String, Lease>,
+    /// The IPv6 subnet (`--ipv6`); the bridge holds its `::1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
 }
 
 impl Leases {
@@ -202,6 +289,18 @@ impl Leases {
 
     pub fn remove(&self, dir: &Path) {
         let _ = std::fs::remove_file(Leases::path(dir, &self.bridge));
+    }
+
+    /// The IPv6 gateway (the bridge's address) when IPv6 is on.
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.subnet6.map(|n| n.nth(1))
+    }
+
+    /// The IPv6 address that goes with the IPv4 address `ip`: the same host number in the
+    /// IPv6 subnet (so it is as unique as the IPv4 lease).
+    pub fn ip6_for(&self, ip: Ipv4Addr) -> Option<Ipv6Addr> {
+        let host = u32::from(ip) - u32::from(self.subnet.addr);
+        self.subnet6.map(|n| n.nth(host))
     }
 
     /// The lowest free host address (after the gateway's), or `want` if it is free.
@@ -294,6 +393,31 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_subnets_and_addresses() {
+        let n: Ipv6Net = "fd12:3456:789a:1::/64".parse().unwrap();
+        assert_eq!(n.to_string(), "fd12:3456:789a:1::/64");
+        assert!("fd00::/120".parse::<Ipv6Net>().is_err());
+        assert!("10.0.0.0/64".parse::<Ipv6Net>().is_err());
+        let l = Leases {
+            bridge: "b".into(),
+            subnet: "10.9.0.0/24".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 9, 0, 1),
+            internal: false,
+            endpoints: BTreeMap::new(),
+            subnet6: Some(n),
+        };
+        assert_eq!(l.gateway6().unwrap().to_string(), "fd12:3456:789a:1::1");
+        assert_eq!(
+            l.ip6_for(Ipv4Addr::new(10, 9, 0, 7)).unwrap().to_string(),
+            "fd12:3456:789a:1::7"
+        );
+        let u = Ipv6Net::ula_for("some network id");
+        assert_eq!((u.addr.octets()[0], u.prefix), (0xfd, 64));
+        assert_eq!(u, Ipv6Net::ula_for("some network id"));
+        assert_ne!(u, Ipv6Net::ula_for("another"));
+    }
+
+    #[test]
     fn allocation_is_lowest_free_and_reuses() {
         let mut l = Leases {
             bridge: "b".into(),
@@ -301,6 +425,7 @@ mod tests {
             gateway: Ipv4Addr::new(10, 9, 0, 1),
             internal: false,
             endpoints: BTreeMap::new(),
+            subnet6: None,
         };
         let lease = |ip| Lease {
             ip,
@@ -311,6 +436,7 @@ mod tests {
             owner_pid: 0,
             owner_start: 0,
             ports: vec![],
+            ip6: None,
         };
         let a = l.allocate(None).unwrap();
         assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));

@@ -34,7 +34,7 @@ pub mod records;
 pub mod sandbox;
 
 pub use crate::container::record::EndpointState;
-pub use ipam::Ipv4Net;
+pub use ipam::{Ipv4Net, Ipv6Net};
 pub use records::{NetworkRecord, Networks};
 pub use sandbox::Sandbox;
 
@@ -56,6 +56,12 @@ pub enum NetworkError {
     /// Writing a container's or a network's record.
     #[error(transparent)]
     Record(Box<crate::container::ContainerError>),
+    #[error("Cannot link to a non running container: /{name} AS /{from}/{alias}")]
+    LinkNotRunning {
+        name: String,
+        from: String,
+        alias: String,
+    },
     #[error("invalid network name \"{0}\", only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     InvalidName(String),
     #[error("container cannot be connected to network {network} ({driver} driver)")]
@@ -187,6 +193,9 @@ pub struct NetConfigFile {
     pub bridge: Option<String>,
     pub bip: Option<(Ipv4Addr, u8)>,
     pub pools: Vec<Ipv4Net>,
+    /// `"ipv6": true`: the default bridge gets IPv6 (`"fixed-cidr-v6"`, else a ULA /64).
+    pub ipv6: bool,
+    pub fixed_cidr_v6: Option<Ipv6Net>,
 }
 
 impl NetConfigFile {
@@ -221,7 +230,18 @@ impl NetConfigFile {
                 }
             }
         }
-        NetConfigFile { bridge, bip, pools }
+        let ipv6 = v.get("ipv6").and_then(|b| b.as_bool()).unwrap_or(false);
+        let fixed_cidr_v6 = v
+            .get("fixed-cidr-v6")
+            .and_then(|b| b.as_str())
+            .and_then(|s| s.parse().ok());
+        NetConfigFile {
+            bridge,
+            bip,
+            pools,
+            ipv6,
+            fixed_cidr_v6,
+        }
     }
 
     pub fn bridge_name(&self) -> String {

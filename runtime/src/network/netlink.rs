@@ -329,6 +329,34 @@ impl Netlink {
         self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &m.buf)
     }
 
+    /// Add `ip/prefix` to link `index`, without duplicate address detection (usable at once).
+    pub fn add_addr6(&mut self, index: u32, ip: std::net::Ipv6Addr, prefix: u8) -> io::Result<()> {
+        const IFA_F_NODAD: u8 = 0x02;
+        let mut fixed = [0u8; 8];
+        fixed[0] = libc::AF_INET6 as u8;
+        fixed[1] = prefix;
+        fixed[2] = IFA_F_NODAD;
+        fixed[4..8].copy_from_slice(&index.to_ne_bytes());
+        let mut m = Msg::new(&fixed);
+        m.attr(IFA_LOCAL, &ip.octets());
+        m.attr(IFA_ADDRESS, &ip.octets());
+        self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, &m.buf)
+    }
+
+    /// Add the default IPv6 route via `gateway` on link `oif`.
+    pub fn add_default_route6(&mut self, gateway: std::net::Ipv6Addr, oif: u32) -> io::Result<()> {
+        let mut fixed = [0u8; 12];
+        fixed[0] = libc::AF_INET6 as u8;
+        fixed[4] = RT_TABLE_MAIN;
+        fixed[5] = RTPROT_BOOT;
+        fixed[6] = 0; // RT_SCOPE_UNIVERSE
+        fixed[7] = RTN_UNICAST;
+        let mut m = Msg::new(&fixed);
+        m.attr(RTA_GATEWAY, &gateway.octets());
+        m.attr_u32(RTA_OIF, oif);
+        self.request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, &m.buf)
+    }
+
     /// Add the default IPv4 route via `gateway` on link `oif`.
     pub fn add_default_route4(&mut self, gateway: Ipv4Addr, oif: u32) -> io::Result<()> {
         let mut fixed = [0u8; 12];

@@ -7,6 +7,8 @@
 //! - `<br>_ports` (map `proto . port : address . port`) and `<br>_pre` (nat prerouting): DNAT of
 //!   published ports for traffic arriving from outside to one of the host's addresses.
 //!
+//! A bridge with IPv6 gets the same masquerade, DNAT chain and map in `table ip6 strata`.
+//!
 //! [`apply`] rewrites a bridge's chains and map from its lease file in one `nft -f -`
 //! transaction (flush-and-fill of our own chains only), so a chain or the whole table deleted
 //! by hand comes back on the next change. [`remove`] deletes a bridge's objects and the table
@@ -76,6 +78,53 @@ pub fn script(l: &Leases) -> String {
         "add rule ip {TABLE} {b}_pre iifname != \"{br}\" fib daddr type local \
          dnat ip to meta l4proto . th dport map @{b}_ports\n"
     );
+    s += &script6(l);
+    s
+}
+
+/// The IPv6 half of a bridge's rules (nothing for a bridge without IPv6).
+fn script6(l: &Leases) -> String {
+    let Some(net6) = l.subnet6 else {
+        return String::new();
+    };
+    let b = chain_base(&l.bridge);
+    let br = &l.bridge;
+    let mut s = format!(
+        "add table ip6 {TABLE}\n\
+         add chain ip6 {TABLE} {b}_post {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
+         flush chain ip6 {TABLE} {b}_post\n\
+         add chain ip6 {TABLE} {b}_pre {{ type nat hook prerouting priority dstnat; policy accept; }}\n\
+         flush chain ip6 {TABLE} {b}_pre\n\
+         add map ip6 {TABLE} {b}_ports {{ type inet_proto . inet_service : ipv6_addr . inet_service; }}\n\
+         flush map ip6 {TABLE} {b}_ports\n\
+         add rule ip6 {TABLE} {b}_post ip6 saddr {net6} oifname != \"{br}\" masquerade\n"
+    );
+    let mut elems = Vec::new();
+    for lease in l.endpoints.values() {
+        let Some(ip6) = lease.ip6 else {
+            continue;
+        };
+        for p in &lease.ports {
+            if (p.host_ip.is_empty() || p.host_ip == "::") && p.host_port != 0 {
+                elems.push(format!(
+                    "{} . {} : {ip6} . {}",
+                    p.proto, p.host_port, p.container_port
+                ));
+            }
+        }
+    }
+    elems.sort();
+    elems.dedup_by(|a, b| a.split(':').next() == b.split(':').next());
+    if !elems.is_empty() {
+        s += &format!(
+            "add element ip6 {TABLE} {b}_ports {{ {} }}\n",
+            elems.join(", ")
+        );
+    }
+    s += &format!(
+        "add rule ip6 {TABLE} {b}_pre iifname != \"{br}\" fib daddr type local \
+         dnat ip6 to meta l4proto . th dport map @{b}_ports\n"
+    );
     s
 }
 
@@ -107,6 +156,7 @@ pub fn apply(l: &Leases) -> Result<(), NetworkError> {
 /// Delete strata's whole table (no bridge left).
 pub fn remove_table() {
     let _ = nft(&format!("delete table ip {TABLE}\n"));
+    let _ = nft(&format!("delete table ip6 {TABLE}\n"));
 }
 
 /// Delete one bridge's chains and map; the table goes when nothing of ours is left in it.
@@ -131,6 +181,27 @@ pub fn remove(bridge: &str) {
             let _ = nft(&format!("delete table ip {TABLE}\n"));
         }
     }
+    if let Ok(listing) = nft(&format!("list table ip6 {TABLE}\n")) {
+        for obj in [
+            format!("chain ip6 {TABLE} {b}_post"),
+            format!("chain ip6 {TABLE} {b}_pre"),
+            format!("map ip6 {TABLE} {b}_ports"),
+        ] {
+            if listing.contains(&format!(" {b}_")) {
+                let _ = nft(&format!("delete {obj}\n"));
+            }
+        }
+        if let Ok(listing) = nft(&format!("list table ip6 {TABLE}\n")) {
+            if !listing.contains("chain ") && !listing.contains("map ") {
+                let _ = nft(&format!("delete table ip6 {TABLE}\n"));
+            }
+        }
+    }
+}
+
+/// The IPv6 table as `nft list table` prints it (None when it does not exist).
+pub fn list6() -> Option<String> {
+    nft(&format!("list table ip6 {TABLE}\n")).ok()
 }
 
 /// The table as `nft list table` prints it (None when it does not exist).
@@ -157,6 +228,7 @@ mod tests {
             gateway: "172.17.0.1".parse().unwrap(),
             internal,
             endpoints: Default::default(),
+            subnet6: None,
         };
         l.endpoints.insert(
             "c1".into(),
@@ -173,6 +245,7 @@ mod tests {
                     port("::", 8080),
                     port("127.0.0.1", 9090),
                 ],
+                ip6: None,
             },
         );
         l
@@ -206,10 +279,33 @@ mod tests {
         assert!(!s.contains("dnat"));
     }
 
+    fn leases6() -> Leases {
+        let mut l = leases(false);
+        l.subnet6 = Some("fd00:17::/64".parse().unwrap());
+        if let Some(e) = l.endpoints.get_mut("c1") {
+            e.ip6 = Some("fd00:17::2".parse().unwrap());
+        }
+        l
+    }
+
+    #[test]
+    fn ipv6_half_of_a_bridge() {
+        assert!(!script(&leases(false)).contains("ip6"));
+        let s = script(&leases6());
+        assert!(s.contains(
+            "add rule ip6 strata strata0_post ip6 saddr fd00:17::/64 oifname != \"strata0\" masquerade\n"
+        ));
+        // Only the IPv6 (or unspecified) listings are DNATed to the IPv6 address.
+        assert!(
+            s.contains("add element ip6 strata strata0_ports { tcp . 8080 : fd00:17::2 . 80 }\n")
+        );
+        assert!(s.contains("dnat ip6 to meta l4proto . th dport map @strata0_ports"));
+    }
+
     #[test]
     fn rulesets_pass_the_kernels_check() {
         // `nft -c` evaluates against the kernel without committing anything.
-        for internal in [false, true] {
+        for l in [leases(false), leases(true), leases6()] {
             let mut child = Command::new("nft")
                 .args(["-c", "-f", "-"])
                 .stdin(Stdio::piped())
@@ -220,7 +316,7 @@ mod tests {
                 .stdin
                 .take()
                 .unwrap()
-                .write_all(script(&leases(internal)).as_bytes())
+                .write_all(script(&l).as_bytes())
                 .unwrap();
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "{out:?}");

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::ipam::{self, Ipv4Net, Leases};
+use super::ipam::{self, Ipv4Net, Ipv6Net, Leases};
 use super::netlink::Netlink;
 use super::{io_at, nl, NetConfigFile, NetLock, NetworkError, Result};
 use crate::container::record::{self, ContainerId};
@@ -32,6 +32,9 @@ pub struct NetworkRecord {
     #[serde(default)]
     pub user_subnet: bool,
     pub created: DateTime<Utc>,
+    /// `--ipv6` / daemon.json `ipv6: true`: the IPv6 subnet (given, or a ULA /64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
 }
 
 impl NetworkRecord {
@@ -50,6 +53,9 @@ pub struct CreateNetwork {
     pub subnet: Option<String>,
     pub gateway: Option<String>,
     pub internal: bool,
+    /// `--ipv6`, with the IPv6 `--subnet` if one was given.
+    pub ipv6: bool,
+    pub subnet6: Option<String>,
 }
 
 /// The networks of one strata root.
@@ -133,6 +139,7 @@ impl Networks {
             let subnet = ipam::pick_subnet(&cfg.pools(), &taken).ok_or(NetworkError::NoPool)?;
             (subnet, subnet.nth(1).ok_or(NetworkError::NoPool)?)
         };
+        let ula = Ipv6Net::ula_for(&format!("bridge {bridge}"));
         Ok(NetworkRecord {
             id: stable_id(&self.root, "bridge"),
             name: "bridge".to_string(),
@@ -143,6 +150,11 @@ impl Networks {
             internal: false,
             user_subnet: cfg.bip.is_some(),
             created: DateTime::<Utc>::from(std::time::UNIX_EPOCH),
+            subnet6: if cfg.ipv6 {
+                Some(cfg.fixed_cidr_v6.unwrap_or(ula))
+            } else {
+                None
+            },
         })
     }
 
@@ -157,6 +169,7 @@ impl Networks {
             internal: false,
             user_subnet: false,
             created: DateTime::<Utc>::from(std::time::UNIX_EPOCH),
+            subnet6: None,
         }
     }
 
@@ -243,7 +256,13 @@ impl Networks {
             None => subnet.nth(1).ok_or(NetworkError::NoPool)?,
         };
         let id = ContainerId::generate().to_string();
+        let subnet6 = match (&req.subnet6, req.ipv6) {
+            (Some(s), _) => Some(s.parse::<Ipv6Net>()?),
+            (None, true) => Some(Ipv6Net::ula_for(&id)),
+            (None, false) => None,
+        };
         let rec = NetworkRecord {
+            subnet6,
             bridge: format!("strata{}", &id[..8]),
             id,
             name: req.name.clone(),

@@ -157,6 +157,32 @@ fn add_hosts(c: &Container, gateway: Option<Ipv4Addr>) -> Vec<(String, String)> 
         .collect()
 }
 
+/// `--link NAME[:ALIAS]`: `/etc/hosts` entries (`IP\tALIAS ID NAME`, as Docker writes them)
+/// for the linked containers, at their address on a network this container is on too.
+fn link_hosts(c: &Container) -> Result<Vec<(String, String)>> {
+    let me = c.id().to_string();
+    let leases = ipam::Leases::load_all(&super::state_dir());
+    let mut out = Vec::new();
+    for l in &c.config.net.links {
+        let ip = leases
+            .iter()
+            .filter(|n| n.endpoints.contains_key(&me))
+            .find_map(|n| n.endpoints.get(&l.id).map(|e| e.ip))
+            .ok_or_else(|| NetworkError::LinkNotRunning {
+                name: l.name.clone(),
+                from: c.config.name.clone(),
+                alias: l.alias.clone(),
+            })?;
+        let short: String = l.id.chars().take(12).collect();
+        let mut names = vec![l.alias.clone(), short];
+        if l.name != l.alias {
+            names.push(l.name.clone());
+        }
+        out.push((names.join(" "), ip.to_string()));
+    }
+    Ok(out)
+}
+
 /// The names a container answers to on a network: its name, short id and aliases.
 fn dns_names(c: &Container, ep: &EndpointConfig) -> Vec<String> {
     let mut v = vec![c.config.name.clone(), c.id().short().to_string()];
@@ -237,6 +263,9 @@ pub fn connect_endpoint(
             gateway: got.gateway.to_string(),
             mac: got.mac,
             aliases: ep.aliases.clone(),
+            ip6: got.ip6.map(|i| i.to_string()).unwrap_or_default(),
+            prefix6: got.prefix6,
+            gateway6: got.gateway6.map(|i| i.to_string()).unwrap_or_default(),
         },
     ))
 }
@@ -312,7 +341,9 @@ impl Sandbox {
         }
         let ip = first.as_ref().and_then(|f| f.ip.parse().ok());
         let gw = first.as_ref().and_then(|f| f.gateway.parse().ok());
-        let hosts = hosts_file(&c.config.hostname, ip, &add_hosts(c, gw));
+        let mut extra = add_hosts(c, gw);
+        extra.extend(link_hosts(c)?);
+        let hosts = hosts_file(&c.config.hostname, ip, &extra);
         let net = &c.config.net;
         let resolv = resolv_conf(&net.dns, &net.dns_search, embedded);
         for (path, data) in [(c.paths.hosts(), hosts), (c.paths.resolv_conf(), resolv)] {

@@ -1,5 +1,6 @@
 //! Registry mirrors: Docker's `registry-mirrors` in the daemon config (`$STRATA_DAEMON_JSON`,
-//! default `/etc/docker/daemon.json`), e.g. `{"registry-mirrors": ["https://mirror.example"]}`.
+//! default `/etc/docker/daemon.json`), e.g. `{"registry-mirrors": ["https://mirror.example"]}`,
+//! read once by the engine into its pull options ([`crate::engine::Engine::pull_options`]).
 //!
 //! As in Docker, mirrors serve Docker Hub only: a `docker.io` image is looked up on each mirror in
 //! order, the first that has the manifest serves the whole pull, and Docker Hub itself is the last
@@ -86,12 +87,10 @@ pub fn configured(path: &Path) -> Vec<Mirror> {
 }
 
 /// The mirrors to try for images of `registry`: the configured ones for Docker Hub, else none.
-pub fn for_registry(registry: &str) -> Vec<Mirror> {
+pub fn for_registry<'a>(registry: &str, configured: &'a [Mirror]) -> &'a [Mirror] {
     match registry {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
-            configured(&super::client::daemon_json_path())
-        }
-        _ => Vec::new(),
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => configured,
+        _ => &[],
     }
 }
 

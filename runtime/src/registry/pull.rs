@@ -33,6 +33,9 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
     /// Registries reached over plain HTTP (loopback always is).
     pub insecure: Vec<String>,
+    /// Docker Hub mirrors, tried in order before Docker Hub (the engine reads them from the
+    /// daemon config once; none by default).
+    pub mirrors: Vec<mirrors::Mirror>,
     /// Concurrent layer downloads (at least 1).
     pub parallel: usize,
     /// Pull seekable layers lazily (`crate::lazy::pull_lazy`; `registry::pull` ignores it).
@@ -44,6 +47,7 @@ impl Default for PullOptions {
         PullOptions {
             platform: None,
             insecure: Vec::new(),
+            mirrors: Vec::new(),
             parallel: 3,
             lazy: false,
         }
@@ -119,7 +123,7 @@ pub fn client_for(registry: &str, insecure: &[String]) -> Result<Client, Registr
 /// The tags of `reference`'s repository (`GET /v2/<repo>/tags/list`), sorted.
 pub fn list_tags(reference: &Reference, opts: &PullOptions) -> Result<Vec<String>, PullError> {
     // Docker Hub repositories: the first mirror that answers lists the tags.
-    for m in mirrors::for_registry(reference.domain()) {
+    for m in mirrors::for_registry(reference.domain(), &opts.mirrors) {
         match m
             .client(&opts.insecure)
             .map_err(PullError::from)
@@ -329,7 +333,7 @@ pub fn pull(
     // Docker Hub images: the configured mirrors first, in order; the first one that has the
     // manifest serves the whole pull (Docker's fallback), else Docker Hub itself.
     let mut via_mirror = None;
-    for m in mirrors::for_registry(reference.domain()) {
+    for m in mirrors::for_registry(reference.domain(), &opts.mirrors) {
         let found = m
             .client(&opts.insecure)
             .and_then(|c| resolve_manifest(&c, &repo, &tag_or_digest, opts).map(|r| (c, r)));

@@ -356,7 +356,13 @@ impl Extractor<'_> {
                 }
                 key.extend_from_slice(hidden);
                 self.clear(parent, name, &key, &shown)?;
-                format::make_whiteout(parent, name).map_err(|e| io_err(&shown, e))?;
+                // The xattr form where the store cannot hold a char 0/0 node (a store inside
+                // another union filesystem: strata nested in a container).
+                if format::make_whiteout_any(parent, name, self.flavour)
+                    .map_err(|e| io_err(&shown, e))?
+                {
+                    format::mark_xwhiteouts(parent, self.flavour).map_err(|e| io_err(&shown, e))?;
+                }
                 return Ok(());
             }
         }

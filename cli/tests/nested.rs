@@ -1,0 +1,210 @@
+//! Nested: strata inside a strata container, the CI-runner case (a job that is itself a container
+//! runs `strata load/run/diff/commit`). The outer container is an ordinary busybox container given
+//! `/dev/fuse`, CAP_SYS_ADMIN (FUSE and the inner container's mounts) and a seccomp profile that
+//! allows `pivot_root` — Docker's default plus that one call (`seccomp=unconfined` works too; the
+//! default profile is Docker's, which has no `pivot_root`, so no inner container can switch to
+//! its root under it); the strata binary and the host's libc are bind-mounted
+//! read-only, the inner image comes from a docker-archive the test bind-mounts. The inner
+//! containers use `--network host` (the outer's empty network namespace: a new one needs
+//! CAP_NET_ADMIN to bring `lo` up).
+//!
+//! What runs where: the inner store at its default place, `/var/lib/strata`, sits on the outer
+//! container's FUSE root (FUSE on FUSE): load, run, write, delete, `rm -r` + `mkdir` (opaque dir),
+//! diff, commit and running the committed image all work. Two things make that work: the outer
+//! filesystem stores overlay xattrs set through it escaped (`trusted.overlay.overlay.*`, as kernel
+//! overlayfs ≥ 6.7 does), and where a char 0/0 whiteout cannot be made (a union filesystem refuses
+//! it through itself, EPERM, as kernel overlayfs does) the inner one writes the xattr form (a
+//! zero-size file with `trusted.overlay.whiteout`, parent `opaque=x`). A second inner store on a
+//! tmpfs (`--tmpfs`) works too. Escapes: an inner `--privileged` container cannot open the host's
+//! root block device (the outer container's device cgroup still confines it), and an outer
+//! container without CAP_SYS_ADMIN, with the default seccomp profile or without `/dev/fuse`
+//! cannot start inner containers at all (exit 125, one error line). Everything is removed by the
+//! outer container's guard (inner mounts and processes live in its namespaces).
+
+mod containers_common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use containers_common::setup;
+use strata_testkit::container::{Run, Strata};
+use strata_testkit::fixtures;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// Bind mounts that let the host's (dynamically linked) strata run in a busybox image.
+fn binds(img_dir: &Path) -> Vec<String> {
+    let lib = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
+    let mut v = vec![
+        format!("{}:/bin/strata:ro", env!("CARGO_BIN_EXE_strata")),
+        format!("{lib}:/lib/{}-linux-gnu:ro", std::env::consts::ARCH),
+        format!("{}:/img:ro", img_dir.display()),
+    ];
+    if Path::new("/lib64").exists() {
+        v.push("/lib64:/lib64:ro".to_string());
+    }
+    v
+}
+
+/// `strata run --rm` of the outer busybox container with `flags`, running `script` under `sh -c`.
+fn outer(s: &Strata, img_dir: &Path, flags: &[&str], script: &str) -> Run {
+    let b = binds(img_dir);
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    for v in &b {
+        args.extend(["-v", v.as_str()]);
+    }
+    args.extend(flags);
+    args.extend(["busybox", "sh", "-c", script]);
+    s.run_timeout(&args, LIMIT)
+}
+
+/// Docker's default seccomp profile plus `pivot_root`, written next to the image archive:
+/// `seccomp=<that file>`, the smallest seccomp grant found for the outer container.
+fn profile_opt(dir: &Path) -> String {
+    let mut p: serde_json::Value =
+        serde_json::from_str(strata_runtime::container::seccomp::DEFAULT_PROFILE).unwrap();
+    let first = &mut p["syscalls"][0];
+    assert_eq!(first["action"], "SCMP_ACT_ALLOW");
+    first["names"]
+        .as_array_mut()
+        .unwrap()
+        .push("pivot_root".into());
+    let path = dir.join("seccomp.json");
+    std::fs::write(&path, serde_json::to_vec(&p).unwrap()).unwrap();
+    format!("seccomp={}", path.display())
+}
+
+fn images() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("strata-nested-")
+        .tempdir()
+        .unwrap();
+    fixtures::busybox_archive(&dir.path().join("inner.tar"), "inner:latest").unwrap();
+    dir
+}
+
+#[test]
+fn strata_in_a_strata_container() {
+    let s = setup("fuse");
+    let img = images();
+    let root_dev = std::fs::metadata("/").unwrap().dev();
+    let (maj, min) = (libc::major(root_dev), libc::minor(root_dev));
+    let script = format!(
+        r#"
+R="--network host"
+echo "outer root: $(grep -c ' / fuse ' /proc/mounts)"
+strata load -i /img/inner.tar
+strata run --rm $R inner:latest cat /etc/motd
+strata run --name w1 $R inner:latest sh -c 'echo hi > /etc/new; rm /etc/motd; rm -r /www; mkdir /www; echo new > /www/n'
+strata diff w1 | sort
+strata commit w1 inner:2 >/dev/null && echo committed
+strata run --rm $R inner:2 sh -c 'cat /etc/new; ls /etc/motd 2>&1; ls /www'
+strata rm w1
+T="strata --root /inner/root --runroot /inner/run"
+$T load -i /img/inner.tar >/dev/null
+$T run --name w2 $R inner:latest sh -c 'rm /etc/motd'
+$T diff w2 | sort
+$T rm w2
+$T run --rm --privileged --tmpfs /t $R inner:latest sh -c 'mknod /t/disk b {maj} {min} && head -c 16 /t/disk 2>&1 >/dev/null && echo READ-HOST-DISK || echo denied'
+echo done
+"#
+    );
+    let seccomp = profile_opt(img.path());
+    let flags = [
+        "--device",
+        "/dev/fuse",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        &seccomp,
+        "--tmpfs",
+        "/inner",
+    ];
+    let r = outer(&s, img.path(), &flags, &script);
+    let out = r.stdout.replace("\r\n", "\n");
+    let expected = [
+        "outer root: 1",
+        "Loaded image: inner:latest",
+        "welcome to the strata busybox fixture",
+        "A /etc/new",
+        "A /www/n",
+        "C /etc",
+        "D /etc/motd",
+        "D /www",
+        "committed",
+        "hi",
+        "ls: /etc/motd: No such file or directory",
+        "n",
+        "w1",
+        "C /etc",
+        "D /etc/motd",
+        "w2",
+        "head: /t/disk: Permission denied",
+        "denied",
+        "done",
+    ];
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        expected,
+        "outer container: {r:?}"
+    );
+    assert!(r.ok(), "{r:?}");
+    assert!(!out.contains("READ-HOST-DISK"));
+    // The inner strata saw no cgroup filesystem and left device rules to the outer container.
+    assert!(
+        r.stderr
+            .contains("WARNING: no cgroup filesystem in this container"),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn outer_container_without_the_grants_cannot_run_strata() {
+    let s = setup("fuse");
+    let img = images();
+    let seccomp = profile_opt(img.path());
+    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"";
+    // Without CAP_SYS_ADMIN: no namespaces for the inner container (nor a FUSE mount).
+    let r = outer(
+        &s,
+        img.path(),
+        &["--device", "/dev/fuse", "--security-opt", &seccomp],
+        script,
+    );
+    assert!(r.ok(), "{r:?}");
+    assert!(r.stdout.ends_with("exit 125\n"), "{r:?}");
+    assert_eq!(
+        r.stderr, "Error: unshare pid namespace: EPERM: Operation not permitted\n",
+        "{r:?}"
+    );
+    // With CAP_SYS_ADMIN but the default seccomp profile (Docker's): it has no pivot_root.
+    let r = outer(
+        &s,
+        img.path(),
+        &["--device", "/dev/fuse", "--cap-add", "SYS_ADMIN"],
+        script,
+    );
+    assert!(r.ok(), "{r:?}");
+    assert!(r.stdout.ends_with("exit 125\n"), "{r:?}");
+    assert!(
+        r.stderr
+            .ends_with("Error: pivot_root: EPERM: Operation not permitted\n"),
+        "{r:?}"
+    );
+    // Without /dev/fuse: nothing to mount the union filesystem with.
+    let r = outer(
+        &s,
+        img.path(),
+        &["--cap-add", "SYS_ADMIN", "--security-opt", &seccomp],
+        script,
+    );
+    assert!(r.ok(), "{r:?}");
+    assert!(r.stdout.ends_with("exit 125\n"), "{r:?}");
+    // (The message names the mountpoint, not /dev/fuse: ENOENT is from opening /dev/fuse.)
+    assert!(
+        r.stderr.contains("storage driver fuse: cannot mount")
+            && r.stderr.contains("No such file or directory"),
+        "{r:?}"
+    );
+}
