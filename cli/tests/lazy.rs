@@ -296,8 +296,16 @@ fn lazy_run_reads_on_demand_then_completes_into_an_ordinary_layer() {
         "served {served} of {total} bytes"
     );
     assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+    // The big file on demand: several range requests in flight, every chunk verified.
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sha256sum", "/data/big.bin"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&noise(BIG, 7)).trim_start_matches("sha256:")
+    );
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
 
-    // A detached run lets the background complete both layers into ordinary ones.
+    // A detached run lets the background complete the layers into ordinary ones.
     let id = env.ok(&["run", "-d", &name, "sleep", "120"]);
     let id = id.trim();
     for i in 0..3 {
@@ -671,4 +679,25 @@ fn two_containers_on_one_lazy_image_complete_it_once() {
             .count(),
         0
     );
+}
+
+#[test]
+fn lazy_pull_of_an_image_that_is_not_seekable_is_a_normal_pull() {
+    let reg = Registry::start();
+    let img = images::image(vec![
+        images::busybox(),
+        images::layer(&[("data/small.txt", b"hello-plain\n")]),
+    ]);
+    push_image(&reg, "plain:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/plain", reg.addr());
+    let out = env.ok(&["pull", "--lazy", &name]);
+    assert!(out.contains("Download complete"), "{out}");
+    for i in 0..2 {
+        let d = layer_dir(&env, &img, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+    let out = env.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!(out, "hello-plain\n");
 }

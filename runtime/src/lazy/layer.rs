@@ -31,8 +31,9 @@ use crate::store::Store;
 /// Bound on each HTTP attempt of a range fetch: a registry that accepts and then says nothing
 /// fails the read (EIO) instead of hanging the container.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Largest range fetched in one request.
-const MAX_REQUEST: u64 = 8 << 20;
+/// Largest range fetched in one request, and how many requests of one fetch run at once.
+const MAX_REQUEST: u64 = 4 << 20;
+const IN_FLIGHT: usize = 3;
 /// Gaps smaller than this between missing ranges are fetched too (one request instead of two).
 const COALESCE_GAP: u64 = 64 << 10;
 /// Background step.
@@ -267,43 +268,73 @@ impl LazyLayer {
     /// process or a dropped connection keeps it.
     fn ensure_range(&self, s: u64, e: u64) -> Result<(), LazyError> {
         let missing = self.have.lock().missing(s, e.min(self.source.size));
+        // Requests of at most MAX_REQUEST bytes, up to IN_FLIGHT of them at once.
+        let mut pieces = Vec::new();
         for (a, b) in missing {
             let mut pos = a;
             while pos < b {
                 let end = b.min(pos + MAX_REQUEST);
-                let mut logged = pos;
-                let mut io_err = None;
-                let r = fetch_range_with(
-                    &self.client,
-                    &self.source.repo,
-                    &self.source.digest,
-                    pos,
-                    end,
-                    ATTEMPT_TIMEOUT,
-                    &mut |off, bytes| {
-                        if let Err(e) = self.blob.write_all_at(bytes, off) {
-                            io_err = Some(e);
-                            return Err(RegistryError::BodyIo {
-                                url: self.blob_path.display().to_string(),
-                                source: std::io::Error::other("local write failed"),
-                            });
-                        }
-                        let done = off + bytes.len() as u64;
-                        if done - logged >= LOG_EVERY || done == end {
-                            self.log_range(logged, done);
-                            logged = done;
-                        }
-                        Ok(())
-                    },
-                );
-                if let Some(e) = io_err {
-                    return Err(io_at(&self.blob_path)(e));
-                }
-                r?;
+                pieces.push((pos, end));
                 pos = end;
             }
         }
+        for batch in pieces.chunks(IN_FLIGHT) {
+            if let [(a, b)] = batch {
+                self.fetch_piece(*a, *b)?;
+                continue;
+            }
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|&(a, b)| sc.spawn(move || self.fetch_piece(a, b)))
+                    .collect();
+                let mut first = Ok(());
+                for h in handles {
+                    let r = h.join().unwrap_or(Err(LazyError::Io {
+                        path: self.blob_path.clone(),
+                        source: std::io::Error::other("range fetch thread panicked"),
+                    }));
+                    if first.is_ok() {
+                        first = r;
+                    }
+                }
+                first
+            })?;
+        }
         Ok(())
+    }
+
+    /// Fetch blob bytes `[a, b)` into the local blob, logging them as they arrive.
+    fn fetch_piece(&self, a: u64, b: u64) -> Result<(), LazyError> {
+        let mut logged = a;
+        let mut io_err = None;
+        let r = fetch_range_with(
+            &self.client,
+            &self.source.repo,
+            &self.source.digest,
+            a,
+            b,
+            ATTEMPT_TIMEOUT,
+            &mut |off, bytes| {
+                if let Err(e) = self.blob.write_all_at(bytes, off) {
+                    io_err = Some(e);
+                    return Err(RegistryError::BodyIo {
+                        url: self.blob_path.display().to_string(),
+                        source: std::io::Error::other("local write failed"),
+                    });
+                }
+                let done = off + bytes.len() as u64;
+                if done - logged >= LOG_EVERY || done == b {
+                    self.log_range(logged, done);
+                    logged = done;
+                }
+                Ok(())
+            },
+        );
+        if let Some(e) = io_err {
+            return Err(io_at(&self.blob_path)(e));
+        }
+        Ok(r?)
     }
 
     /// Record that the local blob holds `[s, e)` (after the bytes were written: a crash loses

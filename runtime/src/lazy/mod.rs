@@ -16,8 +16,8 @@
 //!   layers/<chain>/lazy/filled        append-only log of the TOC entries whose data is in diff/
 //!   layers/<chain>/lazy/lock          flock: shared by every process serving the layer
 //!   ```
-//! - *filling* a file: fetch the compressed ranges of its chunks (HTTP `Range`, through the
-//!   registry client and its auth), decode each chunk and check it against its TOC digest, and
+//! - *filling* a file: fetch the compressed ranges of its chunks (HTTP `Range` requests of up
+//!   to 4 MiB, 3 in flight, through the registry client and its auth), decode each chunk and check it against its TOC digest, and
 //!   only then write it into the skeleton file (`layer`). The union filesystem asks for it
 //!   before it opens or copies up a lower file ([`strata_fs::LowerData`], `provider`).
 //! - *completing* a layer: fetch every byte of the blob, fill every file, check the blob's
