@@ -173,7 +173,7 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
         "StrataRootDir": global.engine().root().display().to_string(),
         "ServerVersion": env!("CARGO_PKG_VERSION"),
         "Rootless": rootless.rootless,
-        "StrataRunRoot": global.runroot.display().to_string(),
+        "StrataRunRoot": global.engine().runroot().display().to_string(),
         "RootlessNetwork": rootless.network,
         "RootlessCgroups": rootless.cgroups,
         "IDMappings": {
@@ -236,7 +236,11 @@ pub fn run_info(global: &Global, args: InfoArgs) -> anyhow::Result<()> {
         " Strata Root Dir: {}",
         global.engine().root().display()
     )?;
-    writeln!(out, " Strata Run Root: {}", global.runroot.display())?;
+    writeln!(
+        out,
+        " Strata Run Root: {}",
+        global.engine().runroot().display()
+    )?;
     writeln!(out, " Rootless: {}", rootless.rootless)?;
     if rootless.rootless {
         writeln!(out, "  Network: {}", rootless.network)?;
