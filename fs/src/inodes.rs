@@ -38,8 +38,8 @@ pub(crate) struct Node {
     pub copyup: Mutex<()>,
     /// Set once the object has been copied up (open lower handles then switch over).
     pub copied: AtomicBool,
-    /// Set once the start of this file was pushed into the kernel's page cache at an open
-    /// (see `fuse::Adapter::prefill`).
+    /// Set at the first open that may push this file into the kernel's page cache (see
+    /// `Fs::small_lower_file_with`).
     pub prefilled: AtomicBool,
     pub last_open: Mutex<Weak<OwnedFd>>,
     /// Redirects found while building this directory's index: (layer holding the xattr, its
