@@ -10,13 +10,12 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let rt = global.containers();
     let c = rt.lookup(&args.container)?;
-    let rootfs = c.paths.rootfs();
-    if !c.is_running() || !strata_runtime::driver::is_mountpoint(&rootfs) {
+    let Some(rootfs) = c.mounted_rootfs() else {
         anyhow::bail!(
             "container {} is not running: its rootfs is mounted only while it runs",
             args.container
         );
-    }
+    };
     println!("{}", rootfs.display());
     Ok(())
 }

@@ -159,6 +159,13 @@ impl Container {
         self.state.status == Status::Running
     }
 
+    /// Where its rootfs is mounted on the host, while it runs and the mount is there
+    /// (`strata mount`).
+    pub fn mounted_rootfs(&self) -> Option<PathBuf> {
+        let rootfs = self.paths.rootfs();
+        (self.is_running() && crate::driver::is_mountpoint(&rootfs)).then_some(rootfs)
+    }
+
     /// The layer stack its rootfs is mounted from: the init layer (mount targets, `/etc/hosts`
     /// & co.) on top of the image's layers, then its own upper and work dirs.
     pub fn layers(&self) -> crate::driver::Layers {
