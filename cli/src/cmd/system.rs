@@ -105,6 +105,8 @@ fn prune(global: &Global, a: PruneArgs) -> Result<()> {
     }
     let (events, bytes) = super::image::prune_images(global, a.all, &|_| true)?;
     reclaimed += bytes;
+    // Unused build cache: the cache mounts no build is using.
+    reclaimed += strata_runtime::build::prune_cache_mounts(&global.root);
     if !events.is_empty() {
         writeln!(out, "Deleted Images:")?;
         super::image::print_events(&mut out, &events, true)?;
@@ -176,7 +178,12 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
                "Active": conts.iter().filter(|c| c.usage.running).count().to_string(),
                "Size": units::human_size(c_total), "Reclaimable": reclaimable(c_reclaim, c_total)}),
         json!({"Type": "Local Volumes", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
-        json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
+        {
+            // RUN --mount=type=cache directories (intermediate images count as images).
+            let (n, size) = strata_runtime::build::cache_mounts_usage(&global.root);
+            json!({"Type": "Build Cache", "TotalCount": n.to_string(), "Active": "0",
+                   "Size": units::human_size(size), "Reclaimable": reclaimable(size, size)})
+        },
     ];
     let mut out = std::io::stdout().lock();
     if !args.verbose {
