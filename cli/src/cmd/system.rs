@@ -247,7 +247,8 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
     let f = Format::new(None, "{{.Name}}\t{{.Links}}\t{{.Size}}")?;
     let header = json!({"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"});
     out.write_all(f.render(&header, &[])?.as_bytes())?;
-    writeln!(out, "\nBuild cache usage: 0B\n")?;
+    let (_, cache) = strata_runtime::build::cache_mounts_usage(&global.root);
+    writeln!(out, "\nBuild cache usage: {}\n", units::human_size(cache))?;
     let f = Format::new(
         None,
         "{{.ID}}\t{{.Type}}\t{{.Size}}\t{{.Created}}\t{{.LastUsed}}\t{{.Usage}}\t{{.Shared}}",
