@@ -1574,5 +1574,16 @@ RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && echo no-secre
         );
         assert!(!r.stdout.contains("Step 1/2"), "nothing runs: {r:?}");
     }
+    // The cache mount is build cache: `system df` counts it, `system prune` removes it.
+    let df = |s: &Strata| {
+        s.ok(&["system", "df", "--format", "{{.Type}}: {{.TotalCount}}"])
+            .lines()
+            .find(|l| l.starts_with("Build Cache:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(df(&s), "Build Cache: 1");
+    s.ok(&["system", "prune", "-f"]);
+    assert_eq!(df(&s), "Build Cache: 0");
     assert_clean(&s);
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use network_common::{
-    chains_of, debian_mirror, import_debian, sh_ok, sources_list, FakeInternet, NetStrata,
+    chains_of, debian_mirror, import_debian, sh, sh_ok, sources_list, FakeInternet, NetStrata,
 };
 use strata_runtime::network::ipam::Leases;
 use strata_runtime::network::netlink::{link_index, Netlink};
@@ -922,7 +922,17 @@ fn ipv6_networks_addresses_routes_and_dnat() {
     ]);
     assert!(out.contains(&format!("Address: {ip6}")), "{out}");
     // The host reaches it on the bridge.
-    let got = eventually(Duration::from_secs(10), || http_get(&ip6, 80, "/").ok());
+    let got = eventually(Duration::from_secs(20), || http_get(&ip6, 80, "/").ok());
+    if got.is_none() {
+        let diag = |a: &[&str]| String::from_utf8_lossy(&sh(a).stdout).into_owned();
+        panic!(
+            "host -> [{ip6}]:80: {:?}\nroutes:\n{}\nneighbours:\n{}\naddresses:\n{}",
+            http_get(&ip6, 80, "/"),
+            diag(&["ip", "-6", "route"]),
+            diag(&["ip", "-6", "neigh"]),
+            diag(&["ip", "-6", "addr"]),
+        );
+    }
     assert_eq!(got, Some((200, INDEX_HTML.to_string())));
     // IPv6 DNAT of the published port, from a fake internet that has an IPv6 link to the host:
     // the CGI sees the client's own address (the proxy would show the loopback).
@@ -969,11 +979,16 @@ fn ipv6_networks_addresses_routes_and_dnat() {
             .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
     });
     assert_eq!(got, Some(format!("[{far6}]")));
+    let br6 = t.inspect_network(
+        "six",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+    );
     t.ok(&["rm", "-f", "web6"]);
     t.ok(&["network", "rm", "six"]);
+    let table = nft::list6().unwrap_or_default();
     assert!(
-        !nft::list6().unwrap_or_default().contains("_pre"),
-        "IPv6 chains left"
+        !table.contains(&format!("{br6}_")),
+        "IPv6 chains of {br6} left: {table}"
     );
 }
 

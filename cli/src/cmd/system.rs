@@ -102,6 +102,8 @@ fn prune(global: &Global, a: PruneArgs) -> Result<()> {
     }
     let (events, bytes) = global.engine().prune_images(a.all, &|_| true)?;
     reclaimed += bytes;
+    // Unused build cache: the cache mounts no build is using.
+    reclaimed += strata_runtime::build::prune_cache_mounts(&global.root);
     if !events.is_empty() {
         writeln!(out, "Deleted Images:")?;
         super::image::print_events(&mut out, &events, true)?;
@@ -134,7 +136,12 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
                "Active": conts.iter().filter(|c| c.usage.running).count().to_string(),
                "Size": units::human_size(c_total), "Reclaimable": reclaimable(usage.containers_reclaimable(), c_total)}),
         json!({"Type": "Local Volumes", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
-        json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
+        {
+            // RUN --mount=type=cache directories (intermediate images count as images).
+            let (n, size) = strata_runtime::build::cache_mounts_usage(&global.root);
+            json!({"Type": "Build Cache", "TotalCount": n.to_string(), "Active": "0",
+                   "Size": units::human_size(size), "Reclaimable": reclaimable(size, size)})
+        },
     ];
     let mut out = std::io::stdout().lock();
     if !args.verbose {
@@ -198,7 +205,8 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
     let f = Format::new(None, "{{.Name}}\t{{.Links}}\t{{.Size}}")?;
     let header = json!({"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"});
     out.write_all(f.render(&header, &[])?.as_bytes())?;
-    writeln!(out, "\nBuild cache usage: 0B\n")?;
+    let (_, cache) = strata_runtime::build::cache_mounts_usage(&global.root);
+    writeln!(out, "\nBuild cache usage: {}\n", units::human_size(cache))?;
     let f = Format::new(
         None,
         "{{.ID}}\t{{.Type}}\t{{.Size}}\t{{.Created}}\t{{.LastUsed}}\t{{.Usage}}\t{{.Shared}}",

@@ -26,6 +26,7 @@ pub mod exec;
 pub mod ignore;
 pub mod instructions;
 mod mounts;
+pub use mounts::{cache_mounts_usage, prune_cache_mounts};
 mod parallel;
 pub mod parser;
 mod run;

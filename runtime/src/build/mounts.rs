@@ -275,6 +275,60 @@ impl Builder<'_> {
     }
 }
 
+/// Where the cache mounts of the store at `root` live.
+fn cache_mounts_dir(root: &Path) -> PathBuf {
+    root.join("build-mounts")
+}
+
+fn tree_size(p: &Path) -> u64 {
+    let Ok(m) = fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !m.is_dir() {
+        return m.len();
+    }
+    fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// The cache mounts (`RUN --mount=type=cache`) kept in the store at `root`: how many, and
+/// their size in bytes (`system df`'s build cache).
+pub fn cache_mounts_usage(root: &Path) -> (usize, u64) {
+    let Ok(rd) = fs::read_dir(cache_mounts_dir(root)) else {
+        return (0, 0);
+    };
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .fold((0, 0), |(n, b), e| (n + 1, b + tree_size(&e.path())))
+}
+
+/// Remove the cache mounts no build is using (a build holds its mount's lock while its step
+/// runs); returns the bytes freed.
+pub fn prune_cache_mounts(root: &Path) -> u64 {
+    let base = cache_mounts_dir(root);
+    let Ok(rd) = fs::read_dir(&base) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for e in rd.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        let lock_path = base.join(format!("{name}.lock"));
+        let Ok(_held) = lock_file(&lock_path, LockMode::TryExclusive) else {
+            continue;
+        };
+        let size = tree_size(&e.path());
+        if fs::remove_dir_all(e.path()).is_ok() {
+            freed += size;
+            let _ = fs::remove_file(&lock_path);
+        }
+    }
+    freed
+}
+
 /// Leave out of a layer the directories made only to mount on: a mount target (or a parent of
 /// one) that the image did not have, with nothing else changed beneath it. (An existing parent
 /// stays in the layer as changed, as with BuildKit: its mtime moved.)
@@ -317,6 +371,24 @@ mod tests {
 
     fn ch(kind: ChangeKind, p: &str) -> Change {
         Change::new(kind, PathBuf::from(p))
+    }
+
+    #[test]
+    fn cache_mounts_are_counted_and_pruned_unless_in_use() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(cache_mounts_usage(root.path()), (0, 0));
+        let base = cache_mounts_dir(root.path());
+        for (d, data) in [("aa", "12345"), ("bb", "123")] {
+            fs::create_dir_all(base.join(d).join("sub")).unwrap();
+            fs::write(base.join(d).join("sub/f"), data).unwrap();
+        }
+        assert_eq!(cache_mounts_usage(root.path()), (2, 8));
+        let busy = lock_file(&base.join("bb.lock"), LockMode::Shared).unwrap();
+        assert_eq!(prune_cache_mounts(root.path()), 5);
+        assert_eq!(cache_mounts_usage(root.path()), (1, 3));
+        drop(busy);
+        assert_eq!(prune_cache_mounts(root.path()), 3);
+        assert_eq!(cache_mounts_usage(root.path()), (0, 0));
     }
 
     #[test]

@@ -274,6 +274,9 @@ pub fn serve(listeners: Listeners, netns: Arc<OwnedFd>) {
 
 /// How long a UDP client's socket in the container lives without traffic (docker-proxy's).
 const UDP_IDLE: Duration = Duration::from_secs(90);
+/// UDP client flows at most (each holds a socket and a thread until it goes idle); datagrams
+/// of new clients beyond that are dropped, as a full conntrack table would.
+const UDP_MAX_FLOWS: usize = 1024;
 
 type UdpClients = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
 
@@ -285,9 +288,13 @@ fn udp_loop(host: UdpSocket, netns: Arc<OwnedFd>, port: u16) {
         let Ok((n, client)) = host.recv_from(&mut buf) else {
             continue;
         };
-        let known = clients.lock().ok().and_then(|m| m.get(&client).cloned());
+        let (known, flows) = match clients.lock() {
+            Ok(m) => (m.get(&client).cloned(), m.len()),
+            Err(_) => continue,
+        };
         let up = match known {
             Some(u) => u,
+            None if flows >= UDP_MAX_FLOWS => continue,
             None => match udp_upstream(&host, &netns, port, client, &clients) {
                 Ok(u) => u,
                 Err(_) => continue,

@@ -46,6 +46,16 @@ pub fn script(l: &Leases) -> String {
             "add rule ip {TABLE} {b}_fwd iifname \"{br}\" oifname != \"{br}\" drop\n\
              add rule ip {TABLE} {b}_fwd oifname \"{br}\" iifname != \"{br}\" drop\n"
         );
+        if l.subnet6.is_some() {
+            // IPv6 is forwarded host-wide once on: an internal bridge drops it both ways too.
+            s += &format!(
+                "add table ip6 {TABLE}\n\
+                 add chain ip6 {TABLE} {b}_fwd {{ type filter hook forward priority filter; policy accept; }}\n\
+                 flush chain ip6 {TABLE} {b}_fwd\n\
+                 add rule ip6 {TABLE} {b}_fwd iifname \"{br}\" oifname != \"{br}\" drop\n\
+                 add rule ip6 {TABLE} {b}_fwd oifname \"{br}\" iifname != \"{br}\" drop\n"
+            );
+        }
         return s;
     }
     s += &format!(
@@ -184,6 +194,7 @@ pub fn remove(bridge: &str) {
     if let Ok(listing) = nft(&format!("list table ip6 {TABLE}\n")) {
         for obj in [
             format!("chain ip6 {TABLE} {b}_post"),
+            format!("chain ip6 {TABLE} {b}_fwd"),
             format!("chain ip6 {TABLE} {b}_pre"),
             format!("map ip6 {TABLE} {b}_ports"),
         ] {
@@ -289,6 +300,17 @@ mod tests {
     }
 
     #[test]
+    fn internal_ipv6_bridge_drops_forwarding() {
+        let mut l = leases6();
+        l.internal = true;
+        let s = script(&l);
+        assert!(s.contains(
+            "add rule ip6 strata strata0_fwd iifname \"strata0\" oifname != \"strata0\" drop\n"
+        ));
+        assert!(!s.contains("masquerade"));
+    }
+
+    #[test]
     fn ipv6_half_of_a_bridge() {
         assert!(!script(&leases(false)).contains("ip6"));
         let s = script(&leases6());
@@ -305,7 +327,9 @@ mod tests {
     #[test]
     fn rulesets_pass_the_kernels_check() {
         // `nft -c` evaluates against the kernel without committing anything.
-        for l in [leases(false), leases(true), leases6()] {
+        let mut internal6 = leases6();
+        internal6.internal = true;
+        for l in [leases(false), leases(true), leases6(), internal6] {
             let mut child = Command::new("nft")
                 .args(["-c", "-f", "-"])
                 .stdin(Stdio::piped())
