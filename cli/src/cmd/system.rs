@@ -103,7 +103,7 @@ fn prune(global: &Global, a: PruneArgs) -> Result<()> {
     let (events, bytes) = global.engine().prune_images(a.all, &|_| true)?;
     reclaimed += bytes;
     // Unused build cache: the cache mounts no build is using.
-    reclaimed += strata_runtime::build::prune_cache_mounts(&global.root);
+    reclaimed += strata_runtime::build::prune_cache_mounts(global.engine().root());
     if !events.is_empty() {
         writeln!(out, "Deleted Images:")?;
         super::image::print_events(&mut out, &events, true)?;
@@ -138,7 +138,7 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
         json!({"Type": "Local Volumes", "TotalCount": "0", "Active": "0", "Size": "0B", "Reclaimable": "0B"}),
         {
             // RUN --mount=type=cache directories (intermediate images count as images).
-            let (n, size) = strata_runtime::build::cache_mounts_usage(&global.root);
+            let (n, size) = strata_runtime::build::cache_mounts_usage(global.engine().root());
             json!({"Type": "Build Cache", "TotalCount": n.to_string(), "Active": "0",
                    "Size": units::human_size(size), "Reclaimable": reclaimable(size, size)})
         },
@@ -205,7 +205,7 @@ fn df(global: &Global, args: DfArgs) -> Result<()> {
     let f = Format::new(None, "{{.Name}}\t{{.Links}}\t{{.Size}}")?;
     let header = json!({"Name": "VOLUME NAME", "Links": "LINKS", "Size": "SIZE"});
     out.write_all(f.render(&header, &[])?.as_bytes())?;
-    let (_, cache) = strata_runtime::build::cache_mounts_usage(&global.root);
+    let (_, cache) = strata_runtime::build::cache_mounts_usage(global.engine().root());
     writeln!(out, "\nBuild cache usage: {}\n", units::human_size(cache))?;
     let f = Format::new(
         None,
