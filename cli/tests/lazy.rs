@@ -701,3 +701,77 @@ fn lazy_pull_of_an_image_that_is_not_seekable_is_a_normal_pull() {
     let out = env.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
     assert_eq!(out, "hello-plain\n");
 }
+
+#[test]
+fn lazy_pull_setting_makes_plain_run_and_pull_lazy() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let plain = images::image(vec![
+        images::busybox(),
+        images::layer(&[("data/small.txt", b"hello-plain\n")]),
+    ]);
+    push_image(&reg, "plain:latest", &plain);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let total = image_bytes(&img);
+    let name = format!("{}/lazy", proxy.addr());
+
+    // `"lazy-pull": true` in strata.json: a plain `run` of a missing eStargz image goes lazy.
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    std::fs::create_dir_all(env.root()).unwrap();
+    std::fs::write(env.root().join("strata.json"), r#"{"lazy-pull": true}"#).unwrap();
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello-lazy\n");
+    let served = proxy.blob_bytes_served();
+    assert!(served < total / 2, "served {served} of {total} bytes");
+    assert!(layer_dir(&env, &img, 1).join("lazy/source.json").is_file());
+    // A non-seekable image under the same setting is an ordinary pull.
+    let plain_name = format!("{}/plain", reg.addr());
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &plain_name, "cat", "/data/small.txt"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello-plain\n");
+    for i in 0..2 {
+        let d = layer_dir(&env, &plain, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+
+    // STRATA_LAZY_PULL=1 does the same for a plain `pull`, and =0 overrides the file.
+    let env2 = Env::new();
+    let _c2 = Cleanup(&env2);
+    let before = proxy.blob_bytes_served();
+    let out = String::from_utf8(
+        env2.command(&["pull", &name])
+            .env("STRATA_LAZY_PULL", "1")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(out.contains("Pull complete"), "{out}");
+    let pulled = proxy.blob_bytes_served() - before;
+    assert!(pulled < total / 10, "{pulled} of {total}");
+    assert!(layer_dir(&env2, &img, 1).join("lazy/source.json").is_file());
+
+    let env3 = Env::new();
+    std::fs::create_dir_all(env3.root()).unwrap();
+    std::fs::write(env3.root().join("strata.json"), r#"{"lazy-pull": true}"#).unwrap();
+    let st = env3
+        .command(&["pull", "-q", &name])
+        .env("STRATA_LAZY_PULL", "0")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for i in 0..3 {
+        let d = layer_dir(&env3, &img, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+}
