@@ -775,3 +775,53 @@ fn lazy_pull_setting_makes_plain_run_and_pull_lazy() {
         assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
     }
 }
+
+#[test]
+fn images_and_inspect_show_an_image_still_fetching() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    let total = image_bytes(&img);
+    env.ok(&["pull", "--lazy", &name]);
+
+    // inspect: strata's `Lazy` field, per lazy layer the blob bytes held and its size.
+    let inspect = |env: &Env| -> serde_json::Value {
+        let out = env.ok(&["image", "inspect", &name]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+    };
+    let v = inspect(&env);
+    let lazy = &v["Lazy"];
+    let layers = lazy["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{lazy}");
+    for (l, want) in layers.iter().zip(&img.layers) {
+        assert_eq!(l["DiffID"], want.diff_id.as_str());
+        assert_eq!(l["Digest"], want.digest.as_str());
+        assert_eq!(l["Size"], want.gz.len() as u64);
+        let fetched = l["Fetched"].as_u64().unwrap();
+        assert!(fetched > 0 && fetched < want.gz.len() as u64, "{l}");
+    }
+    assert_eq!(lazy["Size"], total);
+    let fetched = lazy["Fetched"].as_u64().unwrap();
+    assert!(fetched < total / 10, "{fetched} of {total}");
+    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 3);
+
+    // images: the default table says so in SIZE; a --format gets Docker's plain size.
+    let pct = fetched * 100 / total;
+    let out = env.ok(&["images"]);
+    let row = out.lines().find(|l| l.contains("/lazy")).unwrap();
+    assert!(row.ends_with(&format!(" (lazy {pct}%)")), "{out}");
+    let plain = env.ok(&["images", "--format", "{{.Size}}"]);
+    assert!(
+        !plain.contains("(lazy") && !plain.trim().is_empty(),
+        "{plain}"
+    );
+    assert!(!env.ok(&["images", "--format", "json"]).contains("(lazy"));
+
+    // Once a plain pull completes it: Docker's output again.
+    env.ok(&["pull", &name]);
+    assert!(inspect(&env).get("Lazy").is_none());
+    assert!(!env.ok(&["images"]).contains("(lazy"));
+}

@@ -38,6 +38,7 @@ mod layer;
 mod provider;
 mod pull;
 mod skeleton;
+mod status;
 
 use std::path::PathBuf;
 
@@ -46,6 +47,7 @@ use nix::errno::Errno;
 pub use layer::LazyLayer;
 pub use provider::{complete_image, complete_lowers, provider_for, report_to, Provider};
 pub use pull::pull_lazy;
+pub use status::{image_fetch, ImageFetch, LayerFetch};
 
 use crate::digest::{ChainId, DiffId};
 use crate::registry::RegistryError;
