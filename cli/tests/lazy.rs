@@ -825,3 +825,60 @@ fn images_and_inspect_show_an_image_still_fetching() {
     assert!(inspect(&env).get("Lazy").is_none());
     assert!(!env.ok(&["images"]).contains("(lazy"));
 }
+
+#[test]
+fn lazy_pull_of_a_docker_hub_name_goes_through_the_registry_mirrors() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "library/lazyhub:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let total = image_bytes(&img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    // A mirror that is down first (skipped), then the loopback registry (behind the counting
+    // proxy) as the mirror.
+    let dead = strata_testkit::registry::free_port();
+    std::fs::write(
+        env.dir.path().join("daemon.json"),
+        format!(
+            r#"{{"registry-mirrors": ["http://127.0.0.1:{dead}", "http://{}/"]}}"#,
+            proxy.addr()
+        ),
+    )
+    .unwrap();
+    // Docker Hub itself must never be asked: any attempt goes to a closed loopback proxy.
+    let hub_closed = |c: &mut std::process::Command| {
+        c.env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("STRATA_LAZY_QUIET_MS", "600000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    };
+    let mut c = env.command(&["pull", "--lazy", "lazyhub"]);
+    hub_closed(&mut c);
+    let (code, out, err) = wait_output(c.spawn().unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Pull complete"), "{out}");
+    let after_pull = proxy.blob_bytes_served();
+    assert!(
+        after_pull > 0 && after_pull < total / 10,
+        "{after_pull} of {total}"
+    );
+    let source = layer_dir(&env, &img, 1).join("lazy/source.json");
+    let source: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&source).unwrap()).unwrap();
+    assert_eq!(source["registry"], proxy.addr().as_str(), "{source}");
+
+    // The container's on-demand reads go to the mirror too.
+    let mut c = env.command(&["run", "--rm", "lazyhub", "cat", "/data/small.txt"]);
+    hub_closed(&mut c);
+    let (code, out, err) = wait_output(c.spawn().unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello-lazy\n");
+    let served = proxy.blob_bytes_served();
+    assert!(
+        served > after_pull && served < total / 2,
+        "{after_pull} then {served} of {total}"
+    );
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+}
