@@ -777,7 +777,7 @@ fn lazy_pull_setting_makes_plain_run_and_pull_lazy() {
 }
 
 #[test]
-fn images_and_inspect_show_an_image_still_fetching() {
+fn images_ps_and_inspect_show_an_image_still_fetching() {
     let reg = Registry::start();
     let img = lazy_image();
     push_image(&reg, "lazy:latest", &img);
@@ -819,6 +819,19 @@ fn images_and_inspect_show_an_image_still_fetching() {
         "{plain}"
     );
     assert!(!env.ok(&["images", "--format", "json"]).contains("(lazy"));
+
+    // ps: a running container of it says so after its status, in the default table only.
+    let (code, id, err) = quiet_run(&env, &["run", "-d", &name, "sleep", "120"]);
+    assert_eq!(code, 0, "{err}");
+    let out = env.ok(&["ps"]);
+    let row = out.lines().find(|l| l.contains("sleep")).unwrap();
+    assert!(row.contains(" (lazy ") && row.contains("Up "), "{out}");
+    let status = env.ok(&["ps", "--format", "{{.Status}}"]);
+    assert!(
+        status.starts_with("Up ") && !status.contains("(lazy"),
+        "{status}"
+    );
+    env.ok(&["rm", "-f", id.trim()]);
 
     // Once a plain pull completes it: Docker's output again.
     env.ok(&["pull", &name]);
