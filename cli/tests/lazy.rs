@@ -701,3 +701,197 @@ fn lazy_pull_of_an_image_that_is_not_seekable_is_a_normal_pull() {
     let out = env.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
     assert_eq!(out, "hello-plain\n");
 }
+
+#[test]
+fn lazy_pull_setting_makes_plain_run_and_pull_lazy() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let plain = images::image(vec![
+        images::busybox(),
+        images::layer(&[("data/small.txt", b"hello-plain\n")]),
+    ]);
+    push_image(&reg, "plain:latest", &plain);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let total = image_bytes(&img);
+    let name = format!("{}/lazy", proxy.addr());
+
+    // `"lazy-pull": true` in strata.json: a plain `run` of a missing eStargz image goes lazy.
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    std::fs::create_dir_all(env.root()).unwrap();
+    std::fs::write(env.root().join("strata.json"), r#"{"lazy-pull": true}"#).unwrap();
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello-lazy\n");
+    let served = proxy.blob_bytes_served();
+    assert!(served < total / 2, "served {served} of {total} bytes");
+    assert!(layer_dir(&env, &img, 1).join("lazy/source.json").is_file());
+    // A non-seekable image under the same setting is an ordinary pull.
+    let plain_name = format!("{}/plain", reg.addr());
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &plain_name, "cat", "/data/small.txt"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello-plain\n");
+    for i in 0..2 {
+        let d = layer_dir(&env, &plain, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+
+    // STRATA_LAZY_PULL=1 does the same for a plain `pull`, and =0 overrides the file.
+    let env2 = Env::new();
+    let _c2 = Cleanup(&env2);
+    let before = proxy.blob_bytes_served();
+    let out = String::from_utf8(
+        env2.command(&["pull", &name])
+            .env("STRATA_LAZY_PULL", "1")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(out.contains("Pull complete"), "{out}");
+    let pulled = proxy.blob_bytes_served() - before;
+    assert!(pulled < total / 10, "{pulled} of {total}");
+    assert!(layer_dir(&env2, &img, 1).join("lazy/source.json").is_file());
+
+    let env3 = Env::new();
+    std::fs::create_dir_all(env3.root()).unwrap();
+    std::fs::write(env3.root().join("strata.json"), r#"{"lazy-pull": true}"#).unwrap();
+    let st = env3
+        .command(&["pull", "-q", &name])
+        .env("STRATA_LAZY_PULL", "0")
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for i in 0..3 {
+        let d = layer_dir(&env3, &img, i);
+        assert!(!d.join("lazy").exists() && d.join("tar-split.gz").is_file());
+    }
+}
+
+#[test]
+fn images_ps_and_inspect_show_an_image_still_fetching() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    let total = image_bytes(&img);
+    env.ok(&["pull", "--lazy", &name]);
+
+    // inspect: strata's `Lazy` field, per lazy layer the blob bytes held and its size.
+    let inspect = |env: &Env| -> serde_json::Value {
+        let out = env.ok(&["image", "inspect", &name]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+    };
+    let v = inspect(&env);
+    let lazy = &v["Lazy"];
+    let layers = lazy["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{lazy}");
+    for (l, want) in layers.iter().zip(&img.layers) {
+        assert_eq!(l["DiffID"], want.diff_id.as_str());
+        assert_eq!(l["Digest"], want.digest.as_str());
+        assert_eq!(l["Size"], want.gz.len() as u64);
+        let fetched = l["Fetched"].as_u64().unwrap();
+        assert!(fetched > 0 && fetched < want.gz.len() as u64, "{l}");
+    }
+    assert_eq!(lazy["Size"], total);
+    let fetched = lazy["Fetched"].as_u64().unwrap();
+    assert!(fetched < total / 10, "{fetched} of {total}");
+    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 3);
+
+    // images: the default table says so in SIZE; a --format gets Docker's plain size.
+    let pct = fetched * 100 / total;
+    let out = env.ok(&["images"]);
+    let row = out.lines().find(|l| l.contains("/lazy")).unwrap();
+    assert!(row.ends_with(&format!(" (lazy {pct}%)")), "{out}");
+    let plain = env.ok(&["images", "--format", "{{.Size}}"]);
+    assert!(
+        !plain.contains("(lazy") && !plain.trim().is_empty(),
+        "{plain}"
+    );
+    assert!(!env.ok(&["images", "--format", "json"]).contains("(lazy"));
+
+    // ps: a running container of it says so after its status, in the default table only.
+    let (code, id, err) = quiet_run(&env, &["run", "-d", &name, "sleep", "120"]);
+    assert_eq!(code, 0, "{err}");
+    let out = env.ok(&["ps"]);
+    let row = out.lines().find(|l| l.contains("sleep")).unwrap();
+    assert!(row.contains(" (lazy ") && row.contains("Up "), "{out}");
+    let status = env.ok(&["ps", "--format", "{{.Status}}"]);
+    assert!(
+        status.starts_with("Up ") && !status.contains("(lazy"),
+        "{status}"
+    );
+    env.ok(&["rm", "-f", id.trim()]);
+
+    // Once a plain pull completes it: Docker's output again.
+    env.ok(&["pull", &name]);
+    assert!(inspect(&env).get("Lazy").is_none());
+    assert!(!env.ok(&["images"]).contains("(lazy"));
+}
+
+#[test]
+fn lazy_pull_of_a_docker_hub_name_goes_through_the_registry_mirrors() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "library/lazyhub:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let total = image_bytes(&img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    // A mirror that is down first (skipped), then the loopback registry (behind the counting
+    // proxy) as the mirror.
+    let dead = strata_testkit::registry::free_port();
+    std::fs::write(
+        env.dir.path().join("daemon.json"),
+        format!(
+            r#"{{"registry-mirrors": ["http://127.0.0.1:{dead}", "http://{}/"]}}"#,
+            proxy.addr()
+        ),
+    )
+    .unwrap();
+    // Docker Hub itself must never be asked: any attempt goes to a closed loopback proxy.
+    let hub_closed = |c: &mut std::process::Command| {
+        c.env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("STRATA_LAZY_QUIET_MS", "600000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    };
+    let mut c = env.command(&["pull", "--lazy", "lazyhub"]);
+    hub_closed(&mut c);
+    let (code, out, err) = wait_output(c.spawn().unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Pull complete"), "{out}");
+    let after_pull = proxy.blob_bytes_served();
+    assert!(
+        after_pull > 0 && after_pull < total / 10,
+        "{after_pull} of {total}"
+    );
+    let source = layer_dir(&env, &img, 1).join("lazy/source.json");
+    let source: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&source).unwrap()).unwrap();
+    assert_eq!(source["registry"], proxy.addr().as_str(), "{source}");
+
+    // The container's on-demand reads go to the mirror too.
+    let mut c = env.command(&["run", "--rm", "lazyhub", "cat", "/data/small.txt"]);
+    hub_closed(&mut c);
+    let (code, out, err) = wait_output(c.spawn().unwrap());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hello-lazy\n");
+    let served = proxy.blob_bytes_served();
+    assert!(
+        served > after_pull && served < total / 2,
+        "{after_pull} then {served} of {total}"
+    );
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+}

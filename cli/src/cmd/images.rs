@@ -152,6 +152,17 @@ pub fn image_row(img: &ImageRecord, repo: &str, tag: &str, digest: &str, trunc: 
     })
 }
 
+/// A lazily pulled image still fetching: its rows' size becomes `35.2MB (lazy 3%)`, the share
+/// of its still-lazy layers' compressed bytes held locally.
+fn lazy_size(store: &Store, img: &ImageRecord, rows: &mut [Value]) {
+    if let Some(f) = strata_runtime::lazy::image_fetch(store, img) {
+        let size = format!("{} (lazy {}%)", units::human_size3(img.size), f.percent());
+        for r in rows {
+            r["Size"] = Value::String(size.clone());
+        }
+    }
+}
+
 /// Header names for the image context.
 pub fn image_header() -> Value {
     json!({
@@ -221,6 +232,9 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     let images = store.images()?;
     let parents: BTreeSet<_> = images.iter().filter_map(|i| i.parent.clone()).collect();
     let mut rows = Vec::new();
+    // Only the default table, for people, says which images are still fetching: a `--format`
+    // (scripts) gets Docker's plain `{{.Size}}`.
+    let human = !args.quiet && matches!(args.format.as_deref(), None | Some("") | Some("table"));
     for img in &images {
         if filters.before.iter().any(|b| img.created >= b.created) {
             continue;
@@ -250,7 +264,11 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         } else if filters.dangling == Some(true) && !tags.is_empty() {
             continue;
         }
-        rows.extend(rows_for(img, &tags, &digests, args.digests, !args.no_trunc));
+        let mut img_rows = rows_for(img, &tags, &digests, args.digests, !args.no_trunc);
+        if human {
+            lazy_size(&store, img, &mut img_rows);
+        }
+        rows.extend(img_rows);
     }
     let format = if args.quiet {
         Format::new(Some("{{.ID}}"), DEFAULT_TABLE)?

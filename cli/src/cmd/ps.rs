@@ -245,10 +245,32 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|(k, h)| (k.to_string(), serde_json::Value::String(h.to_string())))
         .collect();
-    let rows: Vec<serde_json::Value> = list.iter().map(|c| fields(c, args.no_trunc)).collect();
+    let mut rows: Vec<serde_json::Value> = list.iter().map(|c| fields(c, args.no_trunc)).collect();
+    if matches!(args.format.as_deref(), None | Some("") | Some("table")) {
+        lazy_status(global, &list, &mut rows);
+    }
     let text = format.render(&serde_json::Value::Object(header), &rows)?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
+}
+
+/// The default table only (for people; a `--format` gets Docker's text): a running container
+/// whose image is still being fetched lazily says so after its status, as Docker appends
+/// `(healthy)`: `Up 3 seconds (lazy 3%)` (see `images`).
+fn lazy_status(global: &Global, list: &[Container], rows: &mut [serde_json::Value]) {
+    let Ok(store) = global.store() else { return };
+    for (c, row) in list.iter().zip(rows) {
+        if !c.is_running() {
+            continue;
+        }
+        let Some(img) = c.config.image_id.as_ref().and_then(|i| store.image(i).ok()) else {
+            continue;
+        };
+        if let Some(f) = strata_runtime::lazy::image_fetch(&store, &img) {
+            let status = format!("{} (lazy {}%)", status_text(c), f.percent());
+            row["Status"] = serde_json::Value::String(status);
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]

@@ -39,7 +39,8 @@ pub struct Args {
     )]
     pub max_concurrent_downloads: usize,
     /// Fetch only the table of contents of seekable (eStargz, zstd:chunked) layers now; a
-    /// container reads their files on demand while the rest downloads in the background
+    /// container reads their files on demand while the rest downloads in the background (the
+    /// default with `STRATA_LAZY_PULL=1` or `"lazy-pull": true` in strata.json)
     #[arg(long)]
     pub lazy: bool,
     /// Image to pull: NAME[:TAG|@DIGEST]
@@ -56,7 +57,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             .map(Platform::parse)
             .transpose()?,
         parallel: args.max_concurrent_downloads.max(1),
-        lazy: args.lazy,
+        lazy: args.lazy || global.engine().lazy_pull(),
         ..global.engine().pull_options()
     };
     let store = global.store()?;

@@ -16,7 +16,8 @@ pub struct Args {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
     pub detach: bool,
-    /// Pull a missing image lazily (see `pull --lazy`)
+    /// Pull a missing image lazily (see `pull --lazy`; the default with `STRATA_LAZY_PULL=1` or
+    /// `"lazy-pull": true` in strata.json)
     #[arg(long)]
     pub lazy: bool,
     /// Keep STDIN open even if not attached
@@ -400,7 +401,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     // The pull `run` makes for a missing image: the registry settings plus the verb's own
     // pull flags (set them on `pull_options` here).
     let pull_options = strata_runtime::registry::PullOptions {
-        lazy: args.lazy,
+        lazy: args.lazy || engine.lazy_pull(),
         ..engine.pull_options()
     };
     let progress = super::pull::for_run();

@@ -84,6 +84,10 @@ pub struct ImageInspect {
     #[serde(rename = "RootFS")]
     root_fs: RootFs,
     metadata: Metadata,
+    /// strata's own: how far a lazily pulled image is fetched (absent once it is whole, so a
+    /// complete image's output is Docker's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lazy: Option<crate::lazy::ImageFetch>,
 }
 
 impl Engine {
@@ -158,6 +162,7 @@ impl Engine {
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
                     .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
             },
+            lazy: crate::lazy::image_fetch(store, img),
         })
     }
 }

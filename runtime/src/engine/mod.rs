@@ -15,6 +15,9 @@
 //! - *registry settings*: the insecure-registry list and the Docker Hub mirrors of the daemon
 //!   config (read once, on the first pull; see [`crate::registry::mirrors`]), carried by
 //!   [`Engine::pull_options`].
+//! - *lazy by default*: `STRATA_LAZY_PULL` (`1`/`true`, `0`/`false`), else `lazy-pull` in the
+//!   settings, else off ([`Engine::lazy_pull`]): when on, `run`/`create`/`pull` of an image whose
+//!   layers are all seekable pull it lazily as `--lazy` does (any other image is pulled normally).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -203,6 +206,15 @@ impl Engine {
         v.get("storage-driver")?.as_str().map(str::to_string)
     }
 
+    /// Whether `run`/`create`/`pull` pull lazily without `--lazy` (see the module doc).
+    pub fn lazy_pull(&self) -> bool {
+        let settings = std::fs::read(self.root.join("strata.json")).ok();
+        lazy_pull_setting(
+            std::env::var("STRATA_LAZY_PULL").ok().as_deref(),
+            settings.as_deref(),
+        )
+    }
+
     /// The storage driver new containers record (see the module doc).
     pub fn driver(&self) -> Result<DriverKind> {
         let explicit = self.opts.storage_driver.as_deref();
@@ -301,6 +313,20 @@ impl Engine {
     }
 }
 
+/// The lazy-pull default from the env var's value (it wins when it reads as a boolean) and
+/// the settings file's bytes (`"lazy-pull": true`); unreadable or absent: off.
+fn lazy_pull_setting(env: Option<&str>, settings: Option<&[u8]>) -> bool {
+    match env.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("1" | "true" | "yes" | "on") => return true,
+        Some("0" | "false" | "no" | "off") => return false,
+        _ => {}
+    }
+    settings
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| v.get("lazy-pull")?.as_bool())
+        .unwrap_or(false)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +340,22 @@ mod tests {
             insecure_registries: vec!["10.0.0.1:5000".into()],
             daemon_config: Some(root.join("daemon.json")),
         })
+    }
+
+    #[test]
+    fn lazy_pull_from_env_then_settings_then_off() {
+        let on = Some(br#"{"storage-driver": "vfs", "lazy-pull": true}"#.as_slice());
+        let off = Some(br#"{"lazy-pull": false}"#.as_slice());
+        assert!(!lazy_pull_setting(None, None));
+        assert!(lazy_pull_setting(None, on));
+        assert!(!lazy_pull_setting(None, off));
+        assert!(!lazy_pull_setting(None, Some(b"{not json")));
+        assert!(!lazy_pull_setting(None, Some(br#"{"lazy-pull": "yes"}"#)));
+        assert!(lazy_pull_setting(Some("1"), off));
+        assert!(lazy_pull_setting(Some("TRUE"), None));
+        assert!(!lazy_pull_setting(Some("0"), on));
+        assert!(!lazy_pull_setting(Some("false"), on));
+        assert!(lazy_pull_setting(Some(""), on));
     }
 
     #[test]

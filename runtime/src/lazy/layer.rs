@@ -165,7 +165,7 @@ impl LazyLayer {
         let tp = state.join("tail");
         let tail = std::fs::read(&tp).map_err(io_at(&tp))?;
         let toc = source.parse_toc(&tail)?;
-        let client = crate::registry::pull::client_for(&source.registry, &source.insecure)?;
+        let client = source.client()?;
         let blob_path = state.join("blob");
         let blob = OpenOptions::new()
             .read(true)

@@ -38,6 +38,7 @@ mod layer;
 mod provider;
 mod pull;
 mod skeleton;
+mod status;
 
 use std::path::PathBuf;
 
@@ -46,6 +47,7 @@ use nix::errno::Errno;
 pub use layer::LazyLayer;
 pub use provider::{complete_image, complete_lowers, provider_for, report_to, Provider};
 pub use pull::pull_lazy;
+pub use status::{image_fetch, ImageFetch, LayerFetch};
 
 use crate::digest::{ChainId, DiffId};
 use crate::registry::RegistryError;
@@ -108,7 +110,11 @@ pub(crate) struct Source {
     /// zstd:chunked: the manifest position (`offset:compressed:uncompressed:type`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub position: String,
+    /// The registry (or Docker Hub mirror, `host[:port]`) the blob is read from.
     pub registry: String,
+    /// A mirror named `http://…`: reached over plain HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_http: bool,
     pub repo: String,
     pub insecure: Vec<String>,
     /// `sha256:…` of the compressed blob, and its size.
@@ -123,6 +129,18 @@ pub(crate) struct Source {
 }
 
 impl Source {
+    /// A client for the registry or mirror the blob is read from, with its stored credentials.
+    pub(crate) fn client(&self) -> Result<crate::registry::client::Client, RegistryError> {
+        if self.plain_http {
+            let mirror = crate::registry::mirrors::Mirror {
+                host: self.registry.clone(),
+                plain_http: true,
+            };
+            return mirror.client(&self.insecure);
+        }
+        crate::registry::pull::client_for(&self.registry, &self.insecure)
+    }
+
     /// Parse and verify the TOC from `tail` (the blob's bytes from `toc_offset`: to the end
     /// for eStargz, the compressed manifest for zstd:chunked).
     pub(crate) fn parse_toc(&self, tail: &[u8]) -> Result<crate::seekable::Toc, LazyError> {

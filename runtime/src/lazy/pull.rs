@@ -12,6 +12,7 @@ use crate::reference::Reference;
 use crate::registry::blob::fetch_range;
 use crate::registry::client::Client;
 use crate::registry::manifest::Descriptor;
+use crate::registry::mirrors;
 use crate::registry::pull::{
     client_for, fetch_small_blob, map_error, resolve_manifest, short, Resolved,
 };
@@ -122,14 +123,36 @@ pub fn pull_lazy(
         (None, Some(t)) => t.to_string(),
         (None, None) => "latest".to_string(),
     };
-    let client = client_for(reference.domain(), &opts.insecure)?;
+    // Docker Hub images: the configured mirrors first, as a normal pull tries them; the first
+    // that has the manifest serves the pull and, recorded in each layer's source, its reads.
+    let mut via_mirror = None;
+    for m in mirrors::for_registry(reference.domain(), &opts.mirrors) {
+        let found = m
+            .client(&opts.insecure)
+            .and_then(|c| resolve_manifest(&c, &repo, &tag_or_digest, opts).map(|r| (c, r)));
+        match found {
+            Ok((c, r)) => {
+                via_mirror = Some((c, r, m));
+                break;
+            }
+            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
+        }
+    }
+    let (client, resolved, (registry, plain_http)) = match via_mirror {
+        Some((c, r, m)) => (c, r, (m.host.as_str(), m.plain_http)),
+        None => {
+            let client = client_for(reference.domain(), &opts.insecure)?;
+            let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
+                .map_err(|e| map_error(e, &client, &reference))?;
+            (client, resolved, (reference.domain(), false))
+        }
+    };
     let Resolved {
         image,
         image_bytes,
         top_bytes,
         top_digest,
-    } = resolve_manifest(&client, &repo, &tag_or_digest, opts)
-        .map_err(|e| map_error(e, &client, &reference))?;
+    } = resolved;
     let config_id = Digest::parse(&image.config.digest)
         .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
     let config_bytes = if store.has_blob(&config_id) {
@@ -178,7 +201,7 @@ pub fn pull_lazy(
             let made = create(
                 store,
                 &client,
-                reference.domain(),
+                (registry, plain_http),
                 &repo,
                 &opts.insecure,
                 l,
@@ -234,7 +257,7 @@ pub fn pull_lazy(
 fn create(
     store: &Store,
     client: &Client,
-    registry: &str,
+    (registry, plain_http): (&str, bool),
     repo: &str,
     insecure: &[String],
     l: &Descriptor,
@@ -252,6 +275,7 @@ fn create(
         format,
         position,
         registry: registry.to_string(),
+        plain_http,
         repo: repo.to_string(),
         insecure: insecure.to_vec(),
         digest: l.digest.clone(),
