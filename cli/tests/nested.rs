@@ -338,3 +338,38 @@ fn only_dev_fuse_needs_each_grant() {
         assert_eq!(r.stderr, err, "{flags:?}: {r:?}");
     }
 }
+
+/// Without CAP_SETUID the outer root can map only itself: the inner user namespace maps uid 0
+/// alone (gids keep the wide map: CAP_SETGID is still there), and busybox still runs and writes.
+#[test]
+fn only_dev_fuse_without_setuid_maps_root_alone() {
+    let s = setup("fuse");
+    let img = images();
+    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest sh -c 'cat /proc/self/uid_map /proc/self/gid_map; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'; echo \"exit $?\"";
+    let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
+    let flags = [
+        "--device",
+        "/dev/fuse",
+        "--cap-drop",
+        "SETUID",
+        "--security-opt",
+        &seccomp,
+        "--security-opt",
+        "systempaths=unconfined",
+    ];
+    let r = outer(&s, img.path(), &flags, script);
+    let out = r.stdout.replace("\r\n", "\n");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "0          0          1",
+            "0          0      65536",
+            "x",
+            "removed",
+            "exit 0"
+        ],
+        "{r:?}"
+    );
+    assert_eq!(r.stderr, "", "{r:?}");
+}
