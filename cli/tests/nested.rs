@@ -182,7 +182,7 @@ fn outer_container_without_the_grants_cannot_run_strata() {
     assert!(r.ok(), "{r:?}");
     assert!(r.stdout.ends_with("exit 125\n"), "{r:?}");
     assert_eq!(
-        r.stderr, "Error: cannot set up the rootless user namespace: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1)\n",
+        r.stderr, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n",
         "{r:?}"
     );
     // With CAP_SYS_ADMIN but the default seccomp profile (Docker's): it has no pivot_root.
@@ -321,8 +321,8 @@ fn only_dev_fuse_needs_each_grant() {
     );
     let unmask = "systempaths=unconfined";
     for (seccomp, unmasked, err) in [
-        (None, true, "Error: cannot set up the rootless user namespace: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1)\n"),
-        (Some(&podman), true, "Error: cannot set up the rootless user namespace: setns(user namespace): Operation not permitted (os error 1)\n"),
+        (None, true, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n"),
+        (Some(&podman), true, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: setns(user namespace): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n"),
         (Some(&all), false, "Error: mount proc on /proc: EPERM: Operation not permitted\n"),
     ] {
         let mut flags = vec!["--device", "/dev/fuse"];

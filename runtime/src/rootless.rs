@@ -48,6 +48,11 @@ pub enum RootlessError {
         what: &'static str,
         source: io::Error,
     },
+    #[error("cannot set up a user namespace for root without CAP_SYS_ADMIN: {what}: {source} (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)")]
+    Confined {
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("cannot use {path} for runtime state: {why} (set XDG_RUNTIME_DIR or --runroot)")]
     UnsafeRunroot { path: PathBuf, why: &'static str },
     #[error("rootless network: pasta is missing (install Debian's passt package)")]
@@ -198,6 +203,20 @@ fn range_for(file: &'static str, user: &str, id: u32) -> Result<Range, RootlessE
 /// otherwise), i.e. first thing in `main`. `runroot` holds the pause process's pid file.
 pub fn enter(runroot: &Path) -> Result<(), RootlessError> {
     let uid = nix::unistd::getuid().as_raw();
+    if uid == 0 {
+        // Root without CAP_SYS_ADMIN is in a confined container: EPERM here is its seccomp
+        // profile (Docker's allows these calls only with CAP_SYS_ADMIN); say what to allow.
+        return enter_as(runroot, uid).map_err(|e| match e {
+            RootlessError::Sys { what, source } if source.raw_os_error() == Some(libc::EPERM) => {
+                RootlessError::Confined { what, source }
+            }
+            e => e,
+        });
+    }
+    enter_as(runroot, uid)
+}
+
+fn enter_as(runroot: &Path, uid: u32) -> Result<(), RootlessError> {
     let gid = nix::unistd::getgid().as_raw();
     prepare_runroot(runroot, uid)?;
     let _lock = fsutil::lock_file(&runroot.join("pause.lock"), LockMode::Exclusive)
