@@ -20,6 +20,12 @@
 //! container without CAP_SYS_ADMIN, with the default seccomp profile or without `/dev/fuse`
 //! cannot start inner containers at all (exit 125, one error line). Everything is removed by the
 //! outer container's guard (inner mounts and processes live in its namespaces).
+//!
+//! Given only `/dev/fuse` (no CAP_SYS_ADMIN, the rootless podman-in-podman case), the inner
+//! strata takes the rootless path as root: its own user namespace, FUSE and the inner
+//! container's namespaces inside it. That needs seven more seccomp grants than Docker's default
+//! profile ([`USERNS_GRANTS`]; podman's default lacks `setns` and `sethostname` of them) and
+//! `--security-opt systempaths=unconfined` (no masked /proc paths), each shown necessary.
 
 mod containers_common;
 
@@ -165,7 +171,8 @@ fn outer_container_without_the_grants_cannot_run_strata() {
     let img = images();
     let seccomp = profile_opt(img.path());
     let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"";
-    // Without CAP_SYS_ADMIN: no namespaces for the inner container (nor a FUSE mount).
+    // Without CAP_SYS_ADMIN: strata takes the rootless path, and Docker's profile (plus
+    // pivot_root) refuses it a user namespace (see `only_dev_fuse_needs_each_grant`).
     let r = outer(
         &s,
         img.path(),
@@ -175,7 +182,7 @@ fn outer_container_without_the_grants_cannot_run_strata() {
     assert!(r.ok(), "{r:?}");
     assert!(r.stdout.ends_with("exit 125\n"), "{r:?}");
     assert_eq!(
-        r.stderr, "Error: unshare pid namespace: EPERM: Operation not permitted\n",
+        r.stderr, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n",
         "{r:?}"
     );
     // With CAP_SYS_ADMIN but the default seccomp profile (Docker's): it has no pivot_root.
@@ -207,4 +214,162 @@ fn outer_container_without_the_grants_cannot_run_strata() {
             && r.stderr.contains("No such file or directory"),
         "{r:?}"
     );
+}
+
+/// Docker's default profile plus `names` in its first allow rule.
+fn profile_with(dir: &Path, tag: &str, names: &[&str]) -> String {
+    let mut p: serde_json::Value =
+        serde_json::from_str(strata_runtime::container::seccomp::DEFAULT_PROFILE).unwrap();
+    let first = &mut p["syscalls"][0];
+    assert_eq!(first["action"], "SCMP_ACT_ALLOW");
+    for n in names {
+        first["names"].as_array_mut().unwrap().push((*n).into());
+    }
+    let path = dir.join(format!("seccomp-{tag}.json"));
+    std::fs::write(&path, serde_json::to_vec(&p).unwrap()).unwrap();
+    format!("seccomp={}", path.display())
+}
+
+/// The seccomp grants the outer container needs when it has no CAP_SYS_ADMIN (each found
+/// necessary by leaving it out): the inner strata makes a user namespace (`unshare`), joins its
+/// pause process's (`setns`), mounts FUSE and the inner container's filesystems (`mount`,
+/// `umount2`, `pivot_root`), forks the inner init into new namespaces (`clone` with namespace
+/// flags) and names it (`sethostname`). Docker's profile allows all of them only with
+/// CAP_SYS_ADMIN; podman's allows all but `setns` and `sethostname` unconditionally.
+const USERNS_GRANTS: [&str; 7] = [
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "clone",
+    "sethostname",
+];
+
+/// Without CAP_SYS_ADMIN, root in the outer container takes the rootless path: a user
+/// namespace of its own (ids 0…65535 mapped onto themselves; root still has CAP_SETUID), FUSE
+/// and the inner container's namespaces inside it. Needs [`USERNS_GRANTS`] and
+/// `systempaths=unconfined` (a fresh /proc cannot be mounted in a user namespace while masked
+/// paths are mounted over files of the outer /proc).
+#[test]
+fn strata_in_a_container_given_only_dev_fuse() {
+    let s = setup("fuse");
+    let img = images();
+    let script = r#"
+R="--network host"
+grep CapEff /proc/self/status
+strata load -i /img/inner.tar
+strata run --rm $R inner:latest sh -c 'cat /etc/motd; cat /proc/self/uid_map; id -u'
+strata run --name w1 $R inner:latest sh -c 'echo hi > /etc/new; rm /etc/motd; rm -r /www; mkdir /www; echo new > /www/n'
+strata diff w1 | sort
+strata commit w1 inner:2 >/dev/null && echo committed
+strata run --rm $R inner:2 sh -c 'cat /etc/new; ls /etc/motd 2>&1; ls /www'
+strata rm w1
+echo done
+"#;
+    let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
+    let flags = [
+        "--device",
+        "/dev/fuse",
+        "--security-opt",
+        &seccomp,
+        "--security-opt",
+        "systempaths=unconfined",
+    ];
+    let r = outer(&s, img.path(), &flags, script);
+    let out = r.stdout.replace("\r\n", "\n");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    // No CAP_SYS_ADMIN (bit 21) in the outer container.
+    let eff = lines[0].strip_prefix("CapEff:").unwrap().trim();
+    assert_eq!(
+        u64::from_str_radix(eff, 16).unwrap() & (1 << 21),
+        0,
+        "{r:?}"
+    );
+    let expected = [
+        "Loaded image: inner:latest",
+        "welcome to the strata busybox fixture",
+        "0          0      65536",
+        "0",
+        "A /etc/new",
+        "A /www/n",
+        "C /etc",
+        "D /etc/motd",
+        "D /www",
+        "committed",
+        "hi",
+        "ls: /etc/motd: No such file or directory",
+        "n",
+        "w1",
+        "done",
+    ];
+    assert_eq!(lines[1..], expected, "outer container: {r:?}");
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.stderr, "", "{r:?}");
+}
+
+#[test]
+fn only_dev_fuse_needs_each_grant() {
+    let s = setup("fuse");
+    let img = images();
+    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"";
+    let all = profile_with(img.path(), "userns", &USERNS_GRANTS);
+    let podman = profile_with(
+        img.path(),
+        "podman",
+        &["unshare", "mount", "umount2", "pivot_root", "clone"],
+    );
+    let unmask = "systempaths=unconfined";
+    for (seccomp, unmasked, err) in [
+        (None, true, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n"),
+        (Some(&podman), true, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: setns(user namespace): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n"),
+        (Some(&all), false, "Error: mount proc on /proc: EPERM: Operation not permitted\n"),
+    ] {
+        let mut flags = vec!["--device", "/dev/fuse"];
+        if let Some(p) = seccomp {
+            flags.extend(["--security-opt", p.as_str()]);
+        }
+        if unmasked {
+            flags.extend(["--security-opt", unmask]);
+        }
+        let r = outer(&s, img.path(), &flags, script);
+        assert!(r.ok(), "{r:?}");
+        assert!(r.stdout.ends_with("exit 125\n"), "{flags:?}: {r:?}");
+        assert_eq!(r.stderr, err, "{flags:?}: {r:?}");
+    }
+}
+
+/// Without CAP_SETUID the outer root can map only itself: the inner user namespace maps uid 0
+/// alone (gids keep the wide map: CAP_SETGID is still there), and busybox still runs and writes.
+#[test]
+fn only_dev_fuse_without_setuid_maps_root_alone() {
+    let s = setup("fuse");
+    let img = images();
+    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest sh -c 'cat /proc/self/uid_map /proc/self/gid_map; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'; echo \"exit $?\"";
+    let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
+    let flags = [
+        "--device",
+        "/dev/fuse",
+        "--cap-drop",
+        "SETUID",
+        "--security-opt",
+        &seccomp,
+        "--security-opt",
+        "systempaths=unconfined",
+    ];
+    let r = outer(&s, img.path(), &flags, script);
+    let out = r.stdout.replace("\r\n", "\n");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "0          0          1",
+            "0          0      65536",
+            "x",
+            "removed",
+            "exit 0"
+        ],
+        "{r:?}"
+    );
+    assert_eq!(r.stderr, "", "{r:?}");
 }

@@ -1,8 +1,9 @@
 //! Rootless strata: an ordinary user runs every verb inside a user namespace of its own.
 //!
 //! Decided once at start-up (the shape of rootlesskit and podman's `pkg/rootless`): a process
-//! whose effective uid is not 0 and that is still in the initial user namespace calls [`enter`]
-//! before it touches any store. The first such call starts a *pause process* that owns a new user
+//! whose effective uid is not 0 (or root without CAP_SYS_ADMIN: strata in a container given
+//! only `/dev/fuse`) and that is still in the initial user namespace calls [`enter`] before it
+//! touches any store. The first such call starts a *pause process* that owns a new user
 //! namespace (0 → the user, 1…N → its `/etc/subuid` / `/etc/subgid` range, written by the setuid
 //! `newuidmap`/`newgidmap`) and a mount namespace owned by it, where FUSE may be mounted
 //! (Linux ≥ 4.18). Every later call joins those two namespaces with `setns`, so a container's
@@ -47,6 +48,11 @@ pub enum RootlessError {
         what: &'static str,
         source: io::Error,
     },
+    #[error("cannot set up a user namespace for root without CAP_SYS_ADMIN: {what}: {source} (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)")]
+    Confined {
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("cannot use {path} for runtime state: {why} (set XDG_RUNTIME_DIR or --runroot)")]
     UnsafeRunroot { path: PathBuf, why: &'static str },
     #[error("rootless network: pasta is missing (install Debian's passt package)")]
@@ -80,10 +86,26 @@ pub fn flavour() -> Flavour {
     Flavour::for_current_user()
 }
 
-/// Whether this process must enter a user namespace before touching a store: not root, and not
-/// already inside a user namespace (a rootless strata's own children, or strata in a container).
+/// Whether this process must enter a user namespace before touching a store: not already
+/// inside one (a rootless strata's own children, or strata in a container), and either not
+/// root or root without CAP_SYS_ADMIN (strata in a container given only `/dev/fuse`: it can
+/// mount FUSE and make namespaces only inside a user namespace of its own).
 pub fn needed() -> bool {
-    !nix::unistd::geteuid().is_root() && !in_user_namespace()
+    !in_user_namespace() && (!nix::unistd::geteuid().is_root() || !has_sys_admin())
+}
+
+/// CAP_SYS_ADMIN's bit in the capability sets (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether CAP_SYS_ADMIN is in this process's effective set (`CapEff` of `/proc/self/status`).
+fn has_sys_admin() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .is_some_and(|eff| eff & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// Storage and runtime-state defaults for this process.
@@ -96,7 +118,7 @@ pub struct Defaults {
 impl Defaults {
     /// Root's `/var/lib/strata` and `/run/strata`; for an unprivileged user the XDG paths.
     pub fn detect() -> Defaults {
-        if !needed() {
+        if !needed() || nix::unistd::geteuid().is_root() {
             return Defaults {
                 root: PathBuf::from("/var/lib/strata"),
                 runroot: PathBuf::from("/run/strata"),
@@ -181,6 +203,20 @@ fn range_for(file: &'static str, user: &str, id: u32) -> Result<Range, RootlessE
 /// otherwise), i.e. first thing in `main`. `runroot` holds the pause process's pid file.
 pub fn enter(runroot: &Path) -> Result<(), RootlessError> {
     let uid = nix::unistd::getuid().as_raw();
+    if uid == 0 {
+        // Root without CAP_SYS_ADMIN is in a confined container: EPERM here is its seccomp
+        // profile (Docker's allows these calls only with CAP_SYS_ADMIN); say what to allow.
+        return enter_as(runroot, uid).map_err(|e| match e {
+            RootlessError::Sys { what, source } if source.raw_os_error() == Some(libc::EPERM) => {
+                RootlessError::Confined { what, source }
+            }
+            e => e,
+        });
+    }
+    enter_as(runroot, uid)
+}
+
+fn enter_as(runroot: &Path, uid: u32) -> Result<(), RootlessError> {
     let gid = nix::unistd::getgid().as_raw();
     prepare_runroot(runroot, uid)?;
     let _lock = fsutil::lock_file(&runroot.join("pause.lock"), LockMode::Exclusive)
@@ -188,6 +224,12 @@ pub fn enter(runroot: &Path) -> Result<(), RootlessError> {
     let pid_file = runroot.join("pause.pid");
     let pid = match live_pause(&pid_file, uid) {
         Some(pid) => pid,
+        None if uid == 0 => {
+            let pid = start_pause(uid, gid, Maps::Root)?;
+            fsutil::write_atomic(&pid_file, format!("{pid}\n").as_bytes())
+                .map_err(sys("cannot write the pause process's pid file"))?;
+            pid
+        }
         None => {
             let user = nix::unistd::User::from_uid(Uid::from_raw(uid))
                 .ok()
@@ -196,7 +238,7 @@ pub fn enter(runroot: &Path) -> Result<(), RootlessError> {
                 .unwrap_or_else(|| uid.to_string());
             let subuid = range_for("/etc/subuid", &user, uid)?;
             let subgid = range_for("/etc/subgid", &user, uid)?;
-            let pid = start_pause(uid, gid, subuid, subgid)?;
+            let pid = start_pause(uid, gid, Maps::Sub { subuid, subgid })?;
             fsutil::write_atomic(&pid_file, format!("{pid}\n").as_bytes())
                 .map_err(sys("cannot write the pause process's pid file"))?;
             pid
@@ -248,9 +290,16 @@ fn live_pause(pid_file: &Path, uid: u32) -> Option<i32> {
 
 /// Fork the pause process: it unshares a user and a mount namespace, waits for its id maps,
 /// then sleeps for ever in its own session with no inherited descriptors.
-fn start_pause(uid: u32, gid: u32, subuid: Range, subgid: Range) -> Result<i32, RootlessError> {
-    let newuidmap = which("newuidmap").ok_or(RootlessError::NoTool { tool: "newuidmap" })?;
-    let newgidmap = which("newgidmap").ok_or(RootlessError::NoTool { tool: "newgidmap" })?;
+fn start_pause(uid: u32, gid: u32, maps: Maps) -> Result<i32, RootlessError> {
+    let tools = match maps {
+        Maps::Sub { subuid, subgid } => Some((
+            which("newuidmap").ok_or(RootlessError::NoTool { tool: "newuidmap" })?,
+            which("newgidmap").ok_or(RootlessError::NoTool { tool: "newgidmap" })?,
+            subuid,
+            subgid,
+        )),
+        Maps::Root => None,
+    };
     let (ready_r, ready_w) = nix::unistd::pipe().map_err(errno("pipe"))?;
     let (go_r, go_w) = nix::unistd::pipe().map_err(errno("pipe"))?;
     // SAFETY: called from `enter`, which runs while the process is single-threaded; the child
@@ -270,17 +319,32 @@ fn start_pause(uid: u32, gid: u32, subuid: Range, subgid: Range) -> Result<i32, 
         let _ = nix::sys::wait::waitpid(child, None);
         e
     };
+    // One byte: 0 once unshared, else the errno (EPERM is 1: the seccomp profile of a
+    // container without CAP_SYS_ADMIN refuses `unshare`).
     let mut ready = [0u8; 1];
-    match File::from(ready_r).read(&mut ready) {
-        Ok(1) if ready[0] == 1 => {}
-        _ => {
-            return Err(fail(RootlessError::Sys {
-                what: "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
-                source: io::Error::from_raw_os_error(ready[0] as i32),
-            }))
-        }
+    let source = match File::from(ready_r).read(&mut ready) {
+        Ok(1) if ready[0] == 0 => None,
+        Ok(1) => Some(io::Error::from_raw_os_error(ready[0].into())),
+        Ok(_) => Some(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        Err(e) => Some(e),
+    };
+    if let Some(source) = source {
+        return Err(fail(RootlessError::Sys {
+            what: "unshare(CLONE_NEWUSER|CLONE_NEWNS)",
+            source,
+        }));
     }
     let pid = child.as_raw();
+    let Some((newuidmap, newgidmap, subuid, subgid)) = tools else {
+        write_root_maps(pid).map_err(fail)?;
+        File::from(go_w).write_all(&[1]).map_err(|e| {
+            fail(RootlessError::Sys {
+                what: "pause process",
+                source: e,
+            })
+        })?;
+        return Ok(pid);
+    };
     for (tool, path, id, range) in [
         ("newuidmap", &newuidmap, uid, subuid),
         ("newgidmap", &newgidmap, gid, subgid),
@@ -313,16 +377,43 @@ fn start_pause(uid: u32, gid: u32, subuid: Range, subgid: Range) -> Result<i32, 
     Ok(pid)
 }
 
+/// How the pause process's user namespace is mapped.
+enum Maps {
+    /// An unprivileged user: 0 → the user, 1…N → its subordinate ranges (`newuidmap`).
+    Sub { subuid: Range, subgid: Range },
+    /// Root without CAP_SYS_ADMIN (a container given only `/dev/fuse`): ids 0…65535 onto the
+    /// same ids outside, written directly (root still has CAP_SETUID/CAP_SETGID there); without
+    /// those capabilities, root alone (0 → 0), as any process may map its own ids.
+    Root,
+}
+
+/// The ids mapped for root without CAP_SYS_ADMIN (podman's default subordinate range size).
+const ROOT_MAP_COUNT: u32 = 65536;
+
+fn write_root_maps(pid: i32) -> Result<(), RootlessError> {
+    let write = |file: &str, line: String| fs::write(format!("/proc/{pid}/{file}"), line);
+    let wide = format!("0 0 {ROOT_MAP_COUNT}\n");
+    if write("uid_map", wide.clone()).is_err() {
+        write("uid_map", "0 0 1\n".into()).map_err(sys("write uid_map"))?;
+    }
+    if write("gid_map", wide).is_err() {
+        // A single own-id gid map is allowed only once setgroups is denied.
+        write("setgroups", "deny\n".into()).map_err(sys("write setgroups"))?;
+        write("gid_map", "0 0 1\n".into()).map_err(sys("write gid_map"))?;
+    }
+    Ok(())
+}
+
 /// The body of the pause process (never returns).
 fn pause_child(ready_w: OwnedFd, go_r: OwnedFd) -> ! {
     let status = match nix::sched::unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS) {
-        Ok(()) => 1u8,
-        Err(e) => (e as i32).clamp(2, 255) as u8,
+        Ok(()) => 0u8,
+        Err(e) => (e as i32).clamp(1, 255) as u8,
     };
     let _ = nix::unistd::write(ready_w.as_fd(), &[status]);
     drop(ready_w);
     let mut go = [0u8; 1];
-    let ok = status == 1 && matches!(nix::unistd::read(go_r.as_fd(), &mut go), Ok(1));
+    let ok = status == 0 && matches!(nix::unistd::read(go_r.as_fd(), &mut go), Ok(1));
     drop(go_r);
     if !ok {
         // SAFETY: _exit ends the forked child without running the parent's destructors.

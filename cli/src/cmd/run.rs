@@ -505,6 +505,7 @@ fn security(args: &Args) -> anyhow::Result<Security> {
             ),
             // No AppArmor or SELinux on the hosts strata confines with: nothing to turn off.
             ("apparmor", "unconfined") | ("label", "disable") => {}
+            ("systempaths", "unconfined") => sec.unmask_system_paths = true,
             _ => anyhow::bail!("invalid --security-opt: {opt:?}"),
         }
     }

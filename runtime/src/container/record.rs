@@ -359,6 +359,11 @@ pub struct Security {
     pub devices: Vec<super::devices::DeviceMapping>,
     pub read_only: bool,
     pub tmpfs: Vec<TmpfsMount>,
+    /// `--security-opt systempaths=unconfined`: no masked or read-only paths under /proc and
+    /// /sys (what strata nested in this container needs to mount a fresh /proc in its own user
+    /// namespace: the kernel refuses that where a proc mount has locked mounts over files).
+    #[serde(default)]
+    pub unmask_system_paths: bool,
 }
 
 /// What to run: fixed when the container is created.

@@ -271,7 +271,7 @@ pub fn build(
     } else {
         cfg.working_dir.clone()
     };
-    let (masked, readonly): (&[&str], &[&str]) = if sec.privileged {
+    let (masked, readonly): (&[&str], &[&str]) = if sec.privileged || sec.unmask_system_paths {
         (&[], &[])
     } else {
         (MASKED_PATHS, READONLY_PATHS)
