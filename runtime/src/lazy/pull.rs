@@ -12,13 +12,10 @@ use crate::reference::Reference;
 use crate::registry::blob::fetch_range;
 use crate::registry::client::Client;
 use crate::registry::manifest::Descriptor;
-use crate::registry::mirrors;
-use crate::registry::pull::{
-    client_for, fetch_small_blob, map_error, resolve_manifest, short, Resolved,
-};
-use crate::registry::{LayerStatus, PullError, PullEvent, PullOptions, PullOutcome, RegistryError};
+use crate::registry::pull::{map_error, prelude, short, Prelude, Resolved};
+use crate::registry::{LayerStatus, PullError, PullEvent, PullOptions, PullOutcome};
 use crate::seekable::{self, estargz, zstd_chunked};
-use crate::store::{ImageConfig, LayerInfo, Store};
+use crate::store::{LayerInfo, Store};
 
 /// Each request for a TOC is bounded like a demand fetch.
 const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -117,59 +114,28 @@ pub fn pull_lazy(
     let reference = reference.clone().docker_ref();
     let _lease = store.lease_scope();
     super::sweep_retired(store);
-    let repo = reference.path().to_string();
-    let tag_or_digest = match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => "latest".to_string(),
+    let Prelude {
+        client,
+        repo,
+        tag_or_digest,
+        mirror,
+        resolved:
+            Resolved {
+                image,
+                image_bytes,
+                top_bytes,
+                top_digest,
+            },
+        config_id: _,
+        config_bytes,
+        diff_ids,
+    } = prelude(store, &reference, opts, &mut |_| {})?;
+    // The mirror that served the manifest also serves the container's reads (recorded in each
+    // layer's source).
+    let (registry, plain_http) = match &mirror {
+        Some(m) => (m.host.as_str(), m.plain_http),
+        None => (reference.domain(), false),
     };
-    // Docker Hub images: the configured mirrors first, as a normal pull tries them; the first
-    // that has the manifest serves the pull and, recorded in each layer's source, its reads.
-    let mut via_mirror = None;
-    for m in mirrors::for_registry(reference.domain(), &opts.mirrors) {
-        let found = m
-            .client(&opts.insecure)
-            .and_then(|c| resolve_manifest(&c, &repo, &tag_or_digest, opts).map(|r| (c, r)));
-        match found {
-            Ok((c, r)) => {
-                via_mirror = Some((c, r, m));
-                break;
-            }
-            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
-        }
-    }
-    let (client, resolved, (registry, plain_http)) = match via_mirror {
-        Some((c, r, m)) => (c, r, (m.host.as_str(), m.plain_http)),
-        None => {
-            let client = client_for(reference.domain(), &opts.insecure)?;
-            let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
-                .map_err(|e| map_error(e, &client, &reference))?;
-            (client, resolved, (reference.domain(), false))
-        }
-    };
-    let Resolved {
-        image,
-        image_bytes,
-        top_bytes,
-        top_digest,
-    } = resolved;
-    let config_id = Digest::parse(&image.config.digest)
-        .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
-    let config_bytes = if store.has_blob(&config_id) {
-        store.read_blob(&config_id)?
-    } else {
-        fetch_small_blob(&client, &repo, &image.config)
-            .map_err(|e| map_error(e, &client, &reference))?
-    };
-    let config: ImageConfig =
-        serde_json::from_slice(&config_bytes).map_err(crate::store::StoreError::InvalidConfig)?;
-    let diff_ids: Vec<DiffId> = config.rootfs.diff_ids.clone();
-    if diff_ids.len() != image.layers.len() {
-        return Err(PullError::LayerCount {
-            layers: image.layers.len(),
-            diff_ids: diff_ids.len(),
-        });
-    }
     let chains = chain_ids(&diff_ids);
     let mut missing = Vec::new();
     for (i, c) in chains.iter().enumerate() {

@@ -313,6 +313,90 @@ pub(crate) fn resolve_manifest(
     })
 }
 
+/// What a pull, whole or lazy, knows before its first layer: the client that serves it (the
+/// first configured mirror that has the manifest, in order — Docker's fallback — else the
+/// registry itself), the platform's manifest and the image config it names, whose diffIDs are
+/// checked against the manifest's layers.
+pub(crate) struct Prelude {
+    pub client: Client,
+    pub repo: String,
+    pub tag_or_digest: String,
+    /// The mirror serving the pull, if one does.
+    pub mirror: Option<mirrors::Mirror>,
+    pub resolved: Resolved,
+    pub config_id: Digest,
+    pub config_bytes: Vec<u8>,
+    pub diff_ids: Vec<DiffId>,
+}
+
+/// Resolve `reference` (already a docker ref) and fetch its config: see [`Prelude`].
+/// `resolved(tag_or_digest)` runs once the manifest is known, before the config is fetched
+/// (where a whole pull prints Docker's `…: Pulling from …`).
+pub(crate) fn prelude(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    resolved: &mut dyn FnMut(&str),
+) -> Result<Prelude, PullError> {
+    let repo = reference.path().to_string();
+    let tag_or_digest = match (reference.digest(), reference.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    let mut via_mirror = None;
+    for m in mirrors::for_registry(reference.domain(), &opts.mirrors) {
+        let found = m
+            .client(&opts.insecure)
+            .and_then(|c| resolve_manifest(&c, &repo, &tag_or_digest, opts).map(|r| (c, r)));
+        match found {
+            Ok((c, r)) => {
+                via_mirror = Some((c, r, m.clone()));
+                break;
+            }
+            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
+        }
+    }
+    let (client, manifest, mirror) = match via_mirror {
+        Some((c, r, m)) => (c, r, Some(m)),
+        None => {
+            let client = client_for(reference.domain(), &opts.insecure)?;
+            let r = resolve_manifest(&client, &repo, &tag_or_digest, opts)
+                .map_err(|e| map_error(e, &client, reference))?;
+            (client, r, None)
+        }
+    };
+    resolved(&tag_or_digest);
+    let image = &manifest.image;
+    let config_id = Digest::parse(&image.config.digest)
+        .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
+    let config_bytes = if store.has_blob(&config_id) {
+        store.read_blob(&config_id)?
+    } else {
+        fetch_small_blob(&client, &repo, &image.config)
+            .map_err(|e| map_error(e, &client, reference))?
+    };
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(crate::store::StoreError::InvalidConfig)?;
+    let diff_ids: Vec<DiffId> = config.rootfs.diff_ids;
+    if diff_ids.len() != image.layers.len() {
+        return Err(PullError::LayerCount {
+            layers: image.layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    Ok(Prelude {
+        client,
+        repo,
+        tag_or_digest,
+        mirror,
+        resolved: manifest,
+        config_id,
+        config_bytes,
+        diff_ids,
+    })
+}
+
 /// Pull `reference` (which must carry a tag or a digest) into `store`.
 pub fn pull(
     store: &Store,
@@ -324,63 +408,27 @@ pub fn pull(
     // Layers and blobs this pull adds are protected from a concurrent `Store::gc` until the
     // image record names them.
     let _lease = store.lease_scope();
-    let repo = reference.path().to_string();
-    let tag_or_digest = match (reference.digest(), reference.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => "latest".to_string(),
-    };
-    // Docker Hub images: the configured mirrors first, in order; the first one that has the
-    // manifest serves the whole pull (Docker's fallback), else Docker Hub itself.
-    let mut via_mirror = None;
-    for m in mirrors::for_registry(reference.domain(), &opts.mirrors) {
-        let found = m
-            .client(&opts.insecure)
-            .and_then(|c| resolve_manifest(&c, &repo, &tag_or_digest, opts).map(|r| (c, r)));
-        match found {
-            Ok(found) => {
-                via_mirror = Some(found);
-                break;
-            }
-            Err(e) => log::debug!("mirror {}: {e}; trying the next", m.host),
-        }
-    }
-    let (client, resolved) = match via_mirror {
-        Some(found) => found,
-        None => {
-            let client = client_for(reference.domain(), &opts.insecure)?;
-            let resolved = resolve_manifest(&client, &repo, &tag_or_digest, opts)
-                .map_err(|e| map_error(e, &client, &reference))?;
-            (client, resolved)
-        }
-    };
-    progress(PullEvent::PullingFrom {
-        reference: tag_or_digest.clone(),
-        repository: reference.path().to_string(),
-    });
-    let Resolved {
-        image,
-        image_bytes,
-        top_bytes,
-        top_digest,
-    } = resolved;
-    let config_id = Digest::parse(&image.config.digest)
-        .map_err(|_| RegistryError::BadDigest(image.config.digest.clone()))?;
-    let config_bytes = if store.has_blob(&config_id) {
-        store.read_blob(&config_id)?
-    } else {
-        fetch_small_blob(&client, &repo, &image.config)
-            .map_err(|e| map_error(e, &client, &reference))?
-    };
-    let config: ImageConfig =
-        serde_json::from_slice(&config_bytes).map_err(crate::store::StoreError::InvalidConfig)?;
-    let diff_ids: Vec<DiffId> = config.rootfs.diff_ids.clone();
-    if diff_ids.len() != image.layers.len() {
-        return Err(PullError::LayerCount {
-            layers: image.layers.len(),
-            diff_ids: diff_ids.len(),
-        });
-    }
+    let Prelude {
+        client,
+        repo,
+        tag_or_digest: _,
+        mirror: _,
+        resolved:
+            Resolved {
+                image,
+                image_bytes,
+                top_bytes,
+                top_digest,
+            },
+        config_id,
+        config_bytes,
+        diff_ids,
+    } = prelude(store, &reference, opts, &mut |tag_or_digest| {
+        progress(PullEvent::PullingFrom {
+            reference: tag_or_digest.to_string(),
+            repository: reference.path().to_string(),
+        })
+    })?;
     for l in &image.layers {
         blob::sha256_hex(&l.digest)?;
     }
