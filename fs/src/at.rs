@@ -621,6 +621,71 @@ pub fn read_dir_fd(fd: BorrowedFd<'_>) -> R<Vec<(std::ffi::OsString, u64, u8)>> 
     }
 }
 
+/// The raw, NUL-separated list of xattr names of an open file (`flistxattr`): no path walk.
+pub fn flistxattr(fd: BorrowedFd<'_>) -> R<Vec<u8>> {
+    let mut len = 1024;
+    loop {
+        let mut buf = vec![0u8; len];
+        // SAFETY: buffer writable for its length.
+        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        if Errno::last() != Errno::ERANGE {
+            return Err(Errno::last());
+        }
+        // SAFETY: size query with a null buffer.
+        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        len = n as usize + 256;
+    }
+}
+
+/// The value of the xattr `key` of an open file (`fgetxattr`).
+pub fn fgetxattr(fd: BorrowedFd<'_>, key: &OsStr) -> R<Vec<u8>> {
+    let k = cstr(key)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: valid C string and buffer.
+        let n = unsafe {
+            libc::fgetxattr(
+                fd.as_raw_fd(),
+                k.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        let e = Errno::last();
+        if e != Errno::ERANGE || buf.len() >= 65536 {
+            return Err(e);
+        }
+        buf.resize(65536, 0);
+    }
+}
+
+/// Set the xattr `key` of an open file (`fsetxattr`).
+pub fn fsetxattr(fd: BorrowedFd<'_>, key: &OsStr, val: &[u8], flags: i32) -> R<()> {
+    let k = cstr(key)?;
+    // SAFETY: valid C string and buffer.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            k.as_ptr(),
+            val.as_ptr() as *const libc::c_void,
+            val.len(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
 /// The names of the extended attributes of an open file (`flistxattr`), `\0`-separated.
 /// `Err(ERANGE)` when they do not fit in 4 KiB.
 pub fn flistxattr_small(fd: BorrowedFd<'_>) -> R<Vec<u8>> {
@@ -806,6 +871,44 @@ mod tests {
         let mut exp: Vec<&[u8]> = want.split(|&b| b == 0).filter(|k| !k.is_empty()).collect();
         exp.sort();
         assert_eq!(got, exp);
+    }
+
+    #[test]
+    fn fd_xattr_calls_list_get_and_set_long_values() {
+        let t = tempfile::tempdir().unwrap();
+        let src = std::fs::File::create(t.path().join("s")).unwrap();
+        let dst = std::fs::File::create(t.path().join("d")).unwrap();
+        assert!(flistxattr(src.as_fd()).unwrap().is_empty());
+        // More names than the first 1 KiB try holds, and a value larger than the first 256 bytes.
+        // (ext4 keeps all of a file's xattrs in one 4 KiB block.)
+        let big = vec![7u8; 1000];
+        let val = |i: usize| if i == 3 { &big[..] } else { &big[..i] };
+        for i in 0..24 {
+            let k = format!("user.{i:02}-{}", "x".repeat(44));
+            fsetxattr(src.as_fd(), OsStr::new(&k), val(i), 0).unwrap();
+        }
+        let list = flistxattr(src.as_fd()).unwrap();
+        assert!(list.len() > 1024);
+        assert_eq!(
+            list.split(|&b| b == 0).filter(|k| !k.is_empty()).count(),
+            24
+        );
+        crate::format::copy_xattrs_fd(src.as_fd(), dst.as_fd()).unwrap();
+        let dir = std::fs::File::open(t.path()).unwrap();
+        for i in 0..24 {
+            let k = format!("user.{i:02}-{}", "x".repeat(44));
+            let v = fgetxattr(dst.as_fd(), OsStr::new(&k)).unwrap();
+            assert_eq!(v, val(i), "{k}");
+            // The path form reads what the fd form wrote.
+            assert_eq!(
+                lgetxattr(dir.as_fd(), OsStr::new("d"), OsStr::new(&k)).unwrap(),
+                v
+            );
+        }
+        assert_eq!(
+            fgetxattr(dst.as_fd(), OsStr::new("user.none")),
+            Err(Errno::ENODATA)
+        );
     }
 
     #[test]
