@@ -366,6 +366,12 @@ const SMALL_COPY: u64 = 64 << 10;
 /// Copy all data of `src` into the empty file `dst`: reflink when the filesystem can, else copy
 /// the data extents only (SEEK_DATA/SEEK_HOLE, as kernel overlayfs does, so sparse files stay
 /// sparse) with copy_file_range(2), falling back to read/write; the size is set at the end.
+///
+/// copy_file_range over sendfile(2) and a read/write loop (measured 2026-12-07 on ext4, same
+/// files, interleaved): on a filesystem without server-side copy both splice in the kernel and
+/// cost the same (cold 64 MiB: 39.0 vs 41.0 ms wall, 18.8 vs 18.2 ms thread CPU, medians of 9;
+/// cold 256 MiB: 73.1 vs 73.3 ms CPU), a 1-4 MiB read/write loop costs 20-45% more CPU, and
+/// copy_file_range also reflinks or copies server-side where the filesystem can (XFS, btrfs, NFS).
 pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> R<()> {
     if len == 0 {
         return Ok(());
