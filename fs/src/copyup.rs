@@ -15,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 
 use crate::at::{self, R};
-use crate::format::{self, copy_xattrs};
+use crate::format::{self, copy_xattrs, copy_xattrs_fd};
 use crate::ids::Ino;
 use crate::ns::Held;
 use crate::unionfs::Fs;
@@ -170,7 +170,7 @@ impl Fs {
                 at::copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
                 at::fchownat(dst.as_fd(), OsStr::new(""), st.st_uid, st.st_gid)?;
                 at::fchmod(dst.as_fd(), perm)?;
-                copy_xattrs(src_dir, name, work, tmp)?;
+                copy_xattrs_fd(src.as_fd(), dst.as_fd())?;
                 at::utimensat(dst.as_fd(), OsStr::new(""), &at::times_of(st))?;
                 if self.tree.layers.fsync_copyup() {
                     at::fsync(dst.as_fd(), false)?;

@@ -175,6 +175,32 @@ pub fn copy_xattrs(
     Ok(())
 }
 
+/// [`copy_xattrs`] between two open files (a regular file's copy-up, which holds both open):
+/// `flistxattr`/`fgetxattr`/`fsetxattr`, no path walk through `/proc/self/fd`.
+pub fn copy_xattrs_fd(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> R<()> {
+    let list = match at::flistxattr(src) {
+        Ok(l) => l,
+        Err(Errno::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
+        if is_private_xattr(key) && unescaped_xattr(key).is_none() {
+            continue;
+        }
+        let k = OsStr::from_bytes(key);
+        let v = match at::fgetxattr(src, k) {
+            Ok(v) => v,
+            Err(Errno::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        match at::fsetxattr(dst, k, &v, 0) {
+            Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The overlay marks of one layer's directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DirMarks {
