@@ -362,7 +362,7 @@ pub struct Security {
     /// `--security-opt systempaths=unconfined`: no masked or read-only paths under /proc and
     /// /sys (what strata nested in this container needs to mount a fresh /proc in its own user
     /// namespace: the kernel refuses that where a proc mount has locked mounts over files).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unmask_system_paths: bool,
 }
 
