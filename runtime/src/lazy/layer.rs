@@ -2,8 +2,8 @@
 //! has filled, and filling and completing (see the module doc of `lazy`).
 //!
 //! Locks: `have` and `filled` guard their logs and are held only for in-memory updates and one
-//! append; a file's own mutex (`pending`) is held while that file is filled (network I/O), so
-//! two opens of one file fetch it once while other files proceed. Order: a file's mutex, then
+//! append; a file's own mutex (`pending`) is held while chunks of that file are filled (network
+//! I/O), so two reads of one chunk fetch it once while other files proceed. Order: a file's mutex, then
 //! `have` or `filled`; never two file mutexes.
 
 use std::collections::{BTreeSet, HashMap};
@@ -128,6 +128,16 @@ fn read_log(path: &Path) -> Result<(Vec<Vec<u64>>, File), LazyError> {
     Ok((lines, f))
 }
 
+/// What of one file is in its skeleton file. Chunks are written whole, each verified first; which
+/// are is known to this process only: after a restart a file not logged as filled has its
+/// chunks written again (from the local blob where `have` holds them).
+struct Fill {
+    /// Every chunk is in place (and the file is logged as filled).
+    done: bool,
+    /// Per chunk of the file (`Toc::file_chunks`): in place (zeros chunks always are).
+    chunks: Vec<bool>,
+}
+
 /// A lazy layer opened for serving (held for the life of the mount).
 pub struct LazyLayer {
     /// `layers/<chain>` when opened (messages; the fds below stay valid after a move).
@@ -144,8 +154,8 @@ pub struct LazyLayer {
     filled: Mutex<File>,
     /// Files still to fill: backing inode → TOC entry.
     by_ino: HashMap<u64, usize>,
-    /// Per entry to fill: `true` once filled.
-    pending: HashMap<usize, Mutex<bool>>,
+    /// Per entry to fill: which of its chunks are in the file.
+    pending: HashMap<usize, Mutex<Fill>>,
     last_demand: Mutex<Instant>,
     _lock: Flock<File>,
 }
@@ -206,7 +216,14 @@ impl LazyLayer {
             };
             if st.st_mode & libc::S_IFMT == libc::S_IFREG {
                 by_ino.insert(st.st_ino, i);
-                pending.insert(i, Mutex::new(false));
+                let chunks = toc.file_chunks(i).iter().map(|c| c.zeros).collect();
+                pending.insert(
+                    i,
+                    Mutex::new(Fill {
+                        done: false,
+                        chunks,
+                    }),
+                );
             }
         }
         let meta = std::fs::metadata(dir).map_err(io_at(dir))?;
@@ -240,7 +257,27 @@ impl LazyLayer {
 
     /// Files whose data is still to come.
     pub fn unfilled(&self) -> usize {
-        self.pending.values().filter(|m| !*m.lock()).count()
+        self.pending.values().filter(|m| !m.lock().done).count()
+    }
+
+    /// Whether some of the file with backing inode `ino` is still to come.
+    pub fn pending_ino(&self, ino: u64) -> bool {
+        self.by_ino
+            .get(&ino)
+            .and_then(|i| self.pending.get(i))
+            .is_some_and(|m| !m.lock().done)
+    }
+
+    /// Make sure bytes `[off, off + len)` of the file with backing inode `ino` are in place:
+    /// only the chunks covering them are fetched (a demand, as [`LazyLayer::ensure_ino`]).
+    pub fn ensure_ino_range(&self, ino: u64, off: u64, len: u64) -> Result<(), LazyError> {
+        let Some(&i) = self.by_ino.get(&ino) else {
+            return Ok(());
+        };
+        *self.last_demand.lock() = Instant::now();
+        let r = self.fill_range(i, off, off.saturating_add(len));
+        *self.last_demand.lock() = Instant::now();
+        r
     }
 
     /// Make sure the file with backing inode `ino` has its data (a demand: the background
@@ -349,57 +386,86 @@ impl LazyLayer {
 
     /// Fill TOC entry `i`: its chunks fetched, each verified before it is written.
     fn fill(&self, i: usize) -> Result<(), LazyError> {
+        self.fill_range(i, 0, u64::MAX)
+    }
+
+    /// Fill the chunks of TOC entry `i` that cover file bytes `[off, end)` and are not in place
+    /// yet: their compressed span fetched in one go (coalesced requests, streamed to the local
+    /// blob), then each decoded, checked against its digest and only then written. Memory stays
+    /// one chunk, whatever the span. The file is logged as filled once every chunk is in.
+    fn fill_range(&self, i: usize, off: u64, end: u64) -> Result<(), LazyError> {
         let Some(m) = self.pending.get(&i) else {
             return Ok(());
         };
-        let mut done = m.lock();
-        if *done {
+        let mut st = m.lock();
+        if st.done {
             return Ok(());
         }
         let e = &self.toc.entries[i];
-        let chunks: Vec<_> = self
-            .toc
-            .file_chunks(i)
+        let all = self.toc.file_chunks(i);
+        let want: Vec<(usize, &seekable::Chunk)> = all
             .iter()
-            .filter(|c| !c.zeros)
+            .enumerate()
+            .filter(|&(k, c)| {
+                !st.chunks.get(k).copied().unwrap_or(true)
+                    && c.file_offset < end
+                    && c.file_offset + c.size.max(1) > off
+            })
             .collect();
-        let (Some(s), Some(end)) = (
-            chunks.iter().map(|c| c.start).min(),
-            chunks.iter().map(|c| c.end).max(),
-        ) else {
-            *done = true;
-            return Ok(());
-        };
-        // The whole span in one go (coalesced requests, streamed to the local blob), then
-        // chunk by chunk from there: memory stays one chunk, whatever the file's size.
-        self.ensure_range(s, end)?;
-        let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
-            name: e.name.clone(),
-            source: x,
-        };
-        let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
-            .map_err(name_err)?;
-        let st = at::fstat(fd.as_fd()).map_err(name_err)?;
-        let mut raw = Vec::new();
-        for c in chunks {
-            raw.resize((c.end - c.start) as usize, 0);
-            self.blob
-                .read_exact_at(&mut raw, c.start)
-                .map_err(io_at(&self.blob_path))?;
-            let data = seekable::decode_chunk(&raw, c).map_err(|x| LazyError::Seekable {
-                digest: self.source.digest.clone(),
+        if let (Some(s), Some(b)) = (
+            want.iter().map(|(_, c)| c.start).min(),
+            want.iter().map(|(_, c)| c.end).max(),
+        ) {
+            self.ensure_range(s, b)?;
+            let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
+                name: e.name.clone(),
                 source: x,
-            })?;
-            let mut off = 0;
-            while off < data.len() {
-                off += at::pwrite(fd.as_fd(), &data[off..], c.file_offset + off as u64)
-                    .map_err(name_err)?;
+            };
+            let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
+                .map_err(name_err)?;
+            let fst = at::fstat(fd.as_fd()).map_err(name_err)?;
+            let mut raw = Vec::new();
+            let mut res = Ok(());
+            for (k, c) in want {
+                raw.resize((c.end - c.start) as usize, 0);
+                if let Err(x) = self.blob.read_exact_at(&mut raw, c.start) {
+                    res = Err(io_at(&self.blob_path)(x));
+                    break;
+                }
+                let data = match seekable::decode_chunk(&raw, c) {
+                    Ok(d) => d,
+                    Err(x) => {
+                        res = Err(LazyError::Seekable {
+                            digest: self.source.digest.clone(),
+                            source: x,
+                        });
+                        break;
+                    }
+                };
+                let mut o = 0;
+                while o < data.len() {
+                    match at::pwrite(fd.as_fd(), &data[o..], c.file_offset + o as u64) {
+                        Ok(n) => o += n,
+                        Err(x) => {
+                            res = Err(name_err(x));
+                            break;
+                        }
+                    }
+                }
+                if res.is_err() {
+                    break;
+                }
+                st.chunks[k] = true;
             }
+            // The data changes nothing the container can see but the content: keep the times
+            // (also when a chunk failed after others were written).
+            at::utimensat(fd.as_fd(), OsStr::new(""), &at::times_of(&fst)).map_err(name_err)?;
+            res?;
         }
-        // The data changes nothing the container can see but the content: keep the times.
-        at::utimensat(fd.as_fd(), OsStr::new(""), &at::times_of(&st)).map_err(name_err)?;
-        let _ = writeln!(self.filled.lock(), "{i}");
-        *done = true;
+        if st.chunks.iter().all(|&c| c) {
+            let _ = writeln!(self.filled.lock(), "{i}");
+            st.done = true;
+        }
         Ok(())
     }
 
