@@ -1039,3 +1039,39 @@ fn lazy_tampered_chunk_fails_only_its_own_reads() {
     );
     assert!(!layer_dir(&env, &img, 1).join("tar-split.gz").exists());
 }
+
+#[test]
+fn lazy_sequential_read_fetches_the_next_chunks_ahead() {
+    let reg = Registry::start();
+    let img = huge_file_image();
+    push_image(&reg, "huge:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/huge", proxy.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    let (code, _, err) = quiet_run(&env, &["run", "--rm", &name, "true"]);
+    assert_eq!(code, 0, "{err}");
+    let before = proxy.blob_bytes_served();
+    // A read at the file's start looks sequential: the next two chunks follow on their own
+    // while the container lives, and no more.
+    let (code, id, err) = quiet_run(
+        &env,
+        &[
+            "run",
+            "-d",
+            &name,
+            "sh",
+            "-c",
+            "dd if=/data/huge.bin of=/dev/null bs=4k count=1; sleep 120",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_for("the read-ahead", Duration::from_secs(60), || {
+        proxy.blob_bytes_served() - before >= 3 * CHUNK as u64
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let fetched = proxy.blob_bytes_served() - before;
+    assert!(fetched < 4 * CHUNK as u64, "fetched {fetched}");
+    env.ok(&["rm", "-f", id.trim()]);
+}

@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::Flock;
@@ -36,6 +37,8 @@ const MAX_REQUEST: u64 = 4 << 20;
 const IN_FLIGHT: usize = 3;
 /// Gaps smaller than this between missing ranges are fetched too (one request instead of two).
 const COALESCE_GAP: u64 = 64 << 10;
+/// Chunks fetched ahead of a sequential reader of a file (at most [`IN_FLIGHT`] requests).
+const READ_AHEAD: usize = 2;
 /// Background step.
 const STEP: u64 = 2 << 20;
 /// A range being received is logged every this many bytes.
@@ -136,6 +139,8 @@ struct Fill {
     done: bool,
     /// Per chunk of the file (`Toc::file_chunks`): in place (zeros chunks always are).
     chunks: Vec<bool>,
+    /// A read-ahead of this file's next chunks is running.
+    ahead: bool,
 }
 
 /// A lazy layer opened for serving (held for the life of the mount).
@@ -222,6 +227,7 @@ impl LazyLayer {
                     Mutex::new(Fill {
                         done: false,
                         chunks,
+                        ahead: false,
                     }),
                 );
             }
@@ -270,14 +276,70 @@ impl LazyLayer {
 
     /// Make sure bytes `[off, off + len)` of the file with backing inode `ino` are in place:
     /// only the chunks covering them are fetched (a demand, as [`LazyLayer::ensure_ino`]).
-    pub fn ensure_ino_range(&self, ino: u64, off: u64, len: u64) -> Result<(), LazyError> {
+    /// A file read from its start or on from a chunk already in place is read sequentially:
+    /// its next [`READ_AHEAD`] chunks are then fetched by a thread of their own, so the next
+    /// read finds them (or waits for them) instead of starting its fetch only then.
+    pub fn ensure_ino_range(
+        self: &Arc<Self>,
+        ino: u64,
+        off: u64,
+        len: u64,
+    ) -> Result<(), LazyError> {
         let Some(&i) = self.by_ino.get(&ino) else {
             return Ok(());
         };
+        let end = off.saturating_add(len);
         *self.last_demand.lock() = Instant::now();
-        let r = self.fill_range(i, off, off.saturating_add(len));
+        let r = self.fill_range(i, off, end);
         *self.last_demand.lock() = Instant::now();
-        r
+        r?;
+        self.read_ahead(i, off, end);
+        Ok(())
+    }
+
+    /// Start the read-ahead of file `i` after a read of `[off, end)` when that read looks
+    /// sequential (see [`LazyLayer::ensure_ino_range`]).
+    fn read_ahead(self: &Arc<Self>, i: usize, off: u64, end: u64) {
+        let Some(m) = self.pending.get(&i) else {
+            return;
+        };
+        let all = self.toc.file_chunks(i);
+        let covering = |c: &seekable::Chunk| c.file_offset < end && c.file_offset + c.size > off;
+        let (Some(first), Some(last)) = (
+            all.iter().position(covering),
+            all.iter().rposition(covering),
+        ) else {
+            return;
+        };
+        let ahead = &all[last + 1..all.len().min(last + 1 + READ_AHEAD)];
+        let (Some(a), Some(b)) = (ahead.first(), ahead.last()) else {
+            return;
+        };
+        let (from, to) = (a.file_offset, b.file_offset + b.size);
+        {
+            let mut st = m.lock();
+            let sequential = first == 0 || st.chunks[first - 1];
+            let missing = st.chunks[last + 1..last + 1 + ahead.len()]
+                .iter()
+                .any(|&c| !c);
+            if st.done || st.ahead || !sequential || !missing {
+                return;
+            }
+            st.ahead = true;
+        }
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("lazy-read-ahead".into())
+            .spawn(move || {
+                // An error is met again by the read that needs the chunk.
+                let _ = me.fill_range(i, from, to);
+                if let Some(m) = me.pending.get(&i) {
+                    m.lock().ahead = false;
+                }
+            });
+        if spawned.is_err() {
+            m.lock().ahead = false;
+        }
     }
 
     /// Make sure the file with backing inode `ino` has its data (a demand: the background
