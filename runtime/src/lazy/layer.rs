@@ -2,8 +2,9 @@
 //! has filled, and filling and completing (see the module doc of `lazy`).
 //!
 //! Locks: `have` and `filled` guard their logs and are held only for in-memory updates and one
-//! append; a file's own mutex (`pending`) is held while chunks of that file are filled (network
-//! I/O), so two reads of one chunk fetch it once while other files proceed. Order: a file's mutex, then
+//! append; a file's own mutex (`Fill::lock`) is held while chunks of that file are filled
+//! (network I/O), so two reads of one chunk fetch it once while other files proceed. Reads of
+//! chunks already in place take no lock (`Fill`'s flags, set after the data is written). Order: a file's mutex, then
 //! `have` or `filled`; never two file mutexes.
 
 use std::collections::{BTreeSet, HashMap};
@@ -13,6 +14,7 @@ use std::io::{BufRead, BufReader, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,12 +137,15 @@ fn read_log(path: &Path) -> Result<(Vec<Vec<u64>>, File), LazyError> {
 /// are is known to this process only: after a restart a file not logged as filled has its
 /// chunks written again (from the local blob where `have` holds them).
 struct Fill {
+    /// Held while chunks of the file are being filled.
+    lock: Mutex<()>,
     /// Every chunk is in place (and the file is logged as filled).
-    done: bool,
-    /// Per chunk of the file (`Toc::file_chunks`): in place (zeros chunks always are).
-    chunks: Vec<bool>,
+    done: AtomicBool,
+    /// Per chunk of the file (`Toc::file_chunks`): in place (zeros chunks always are). Set
+    /// (Release) after its data is written.
+    chunks: Vec<AtomicBool>,
     /// A read-ahead of this file's next chunks is running.
-    ahead: bool,
+    ahead: AtomicBool,
 }
 
 /// A lazy layer opened for serving (held for the life of the mount).
@@ -160,7 +165,7 @@ pub struct LazyLayer {
     /// Files still to fill: backing inode → TOC entry.
     by_ino: HashMap<u64, usize>,
     /// Per entry to fill: which of its chunks are in the file.
-    pending: HashMap<usize, Mutex<Fill>>,
+    pending: HashMap<usize, Fill>,
     last_demand: Mutex<Instant>,
     _lock: Flock<File>,
 }
@@ -221,14 +226,19 @@ impl LazyLayer {
             };
             if st.st_mode & libc::S_IFMT == libc::S_IFREG {
                 by_ino.insert(st.st_ino, i);
-                let chunks = toc.file_chunks(i).iter().map(|c| c.zeros).collect();
+                let chunks = toc
+                    .file_chunks(i)
+                    .iter()
+                    .map(|c| AtomicBool::new(c.zeros))
+                    .collect();
                 pending.insert(
                     i,
-                    Mutex::new(Fill {
-                        done: false,
+                    Fill {
+                        lock: Mutex::new(()),
+                        done: AtomicBool::new(false),
                         chunks,
-                        ahead: false,
-                    }),
+                        ahead: AtomicBool::new(false),
+                    },
                 );
             }
         }
@@ -263,7 +273,10 @@ impl LazyLayer {
 
     /// Files whose data is still to come.
     pub fn unfilled(&self) -> usize {
-        self.pending.values().filter(|m| !m.lock().done).count()
+        self.pending
+            .values()
+            .filter(|f| !f.done.load(Ordering::Acquire))
+            .count()
     }
 
     /// Whether some of the file with backing inode `ino` is still to come.
@@ -271,7 +284,7 @@ impl LazyLayer {
         self.by_ino
             .get(&ino)
             .and_then(|i| self.pending.get(i))
-            .is_some_and(|m| !m.lock().done)
+            .is_some_and(|f| !f.done.load(Ordering::Acquire))
     }
 
     /// Make sure bytes `[off, off + len)` of the file with backing inode `ino` are in place:
@@ -316,16 +329,15 @@ impl LazyLayer {
             return;
         };
         let (from, to) = (a.file_offset, b.file_offset + b.size);
-        {
-            let mut st = m.lock();
-            let sequential = first == 0 || st.chunks[first - 1];
-            let missing = st.chunks[last + 1..last + 1 + ahead.len()]
-                .iter()
-                .any(|&c| !c);
-            if st.done || st.ahead || !sequential || !missing {
-                return;
-            }
-            st.ahead = true;
+        let sequential = first == 0 || m.chunks[first - 1].load(Ordering::Acquire);
+        let missing = m.chunks[last + 1..last + 1 + ahead.len()]
+            .iter()
+            .any(|c| !c.load(Ordering::Acquire));
+        if m.done.load(Ordering::Acquire) || !sequential || !missing {
+            return;
+        }
+        if m.ahead.swap(true, Ordering::AcqRel) {
+            return;
         }
         let me = Arc::clone(self);
         let spawned = std::thread::Builder::new()
@@ -334,11 +346,11 @@ impl LazyLayer {
                 // An error is met again by the read that needs the chunk.
                 let _ = me.fill_range(i, from, to);
                 if let Some(m) = me.pending.get(&i) {
-                    m.lock().ahead = false;
+                    m.ahead.store(false, Ordering::Release);
                 }
             });
         if spawned.is_err() {
-            m.lock().ahead = false;
+            m.ahead.store(false, Ordering::Release);
         }
     }
 
@@ -459,21 +471,30 @@ impl LazyLayer {
         let Some(m) = self.pending.get(&i) else {
             return Ok(());
         };
-        let mut st = m.lock();
-        if st.done {
+        if m.done.load(Ordering::Acquire) {
             return Ok(());
         }
         let e = &self.toc.entries[i];
         let all = self.toc.file_chunks(i);
-        let want: Vec<(usize, &seekable::Chunk)> = all
-            .iter()
-            .enumerate()
-            .filter(|&(k, c)| {
-                !st.chunks.get(k).copied().unwrap_or(true)
-                    && c.file_offset < end
-                    && c.file_offset + c.size.max(1) > off
-            })
-            .collect();
+        let want = || -> Vec<(usize, &seekable::Chunk)> {
+            all.iter()
+                .enumerate()
+                .filter(|&(k, c)| {
+                    !m.chunks.get(k).is_none_or(|f| f.load(Ordering::Acquire))
+                        && c.file_offset < end
+                        && c.file_offset + c.size.max(1) > off
+                })
+                .collect()
+        };
+        // Chunks already in place are read without waiting for a fill of others.
+        if want().is_empty() && !m.chunks.iter().all(|c| c.load(Ordering::Acquire)) {
+            return Ok(());
+        }
+        let _g = m.lock.lock();
+        if m.done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let want = want();
         if let (Some(s), Some(b)) = (
             want.iter().map(|(_, c)| c.start).min(),
             want.iter().map(|(_, c)| c.end).max(),
@@ -517,16 +538,16 @@ impl LazyLayer {
                 if res.is_err() {
                     break;
                 }
-                st.chunks[k] = true;
+                m.chunks[k].store(true, Ordering::Release);
             }
             // The data changes nothing the container can see but the content: keep the times
             // (also when a chunk failed after others were written).
             at::utimensat(fd.as_fd(), OsStr::new(""), &at::times_of(&fst)).map_err(name_err)?;
             res?;
         }
-        if st.chunks.iter().all(|&c| c) {
+        if m.chunks.iter().all(|c| c.load(Ordering::Acquire)) {
             let _ = writeln!(self.filled.lock(), "{i}");
-            st.done = true;
+            m.done.store(true, Ordering::Release);
         }
         Ok(())
     }
