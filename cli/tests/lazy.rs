@@ -18,10 +18,19 @@ use strata_testkit::registry::Registry;
 
 /// A layer converted to eStargz, and its TOC digest annotation.
 fn estargz_layer(tar: Vec<u8>, prioritized: &[&str]) -> (Layer, Vec<(String, String)>) {
+    estargz_layer_chunked(tar, prioritized, 1 << 20)
+}
+
+/// [`estargz_layer`] with chunks of `chunk_size` bytes.
+fn estargz_layer_chunked(
+    tar: Vec<u8>,
+    prioritized: &[&str],
+    chunk_size: usize,
+) -> (Layer, Vec<(String, String)>) {
     let mut blob = Vec::new();
     let opts = EstargzOptions {
         prioritized: prioritized.iter().map(|s| s.to_string()).collect(),
-        chunk_size: 1 << 20,
+        chunk_size: chunk_size as u64,
         ..EstargzOptions::default()
     };
     let info = estargz::write_estargz(Cursor::new(tar.clone()), &mut blob, &opts).unwrap();
@@ -367,7 +376,14 @@ fn lazy_tampered_chunk_is_eio_and_never_stored() {
     bytes[at] ^= 0x55;
     std::fs::write(&blob, &bytes).unwrap();
 
-    let (code, out, err) = env.run(&["run", "--name", "tampered", &name, "cat", "/data/big.bin"]);
+    let (code, out, err) = env.run(&[
+        "run",
+        "--name",
+        "tampered",
+        &name,
+        "sha256sum",
+        "/data/big.bin",
+    ]);
     assert_ne!(code, 0, "{out}");
     assert!(out.is_empty(), "tampered bytes reached the container");
     assert!(
@@ -894,4 +910,168 @@ fn lazy_pull_of_a_docker_hub_name_goes_through_the_registry_mirrors() {
         "{after_pull} then {served} of {total}"
     );
     assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+}
+
+const HUGE: usize = 24 << 20;
+const CHUNK: usize = 4 << 20;
+
+/// busybox + a layer with one 24 MiB file in six 4 MiB chunks (eStargz, annotated).
+fn huge_file_image() -> Image {
+    let (bb, bb_ann) = estargz_layer(images::busybox().tar, &["bin/busybox"]);
+    let data = images::layer(&[("data/huge.bin", &noise(HUGE, 11))]);
+    let (data, data_ann) = estargz_layer_chunked(data.tar, &[], CHUNK);
+    let mut img = images::image(vec![bb, data]);
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    for (i, ann) in [bb_ann, data_ann].into_iter().enumerate() {
+        let map: serde_json::Map<String, serde_json::Value> = ann
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        m["layers"][i]["annotations"] = serde_json::Value::Object(map);
+    }
+    img.manifest = serde_json::to_vec(&m).unwrap();
+    img.manifest_digest = images::sha256(&img.manifest);
+    img
+}
+
+/// `sh -c` that prints the sha256 of 4 KiB block `block` of /data/huge.bin (dd's errors on
+/// stderr).
+fn block_sum_cmd(block: usize) -> String {
+    format!("dd if=/data/huge.bin bs=4k count=1 skip={block} | sha256sum")
+}
+
+/// The sha256 (hex) of 4 KiB block `block` of the huge file.
+fn block_sum(block: usize) -> String {
+    let data = noise(HUGE, 11);
+    images::sha256(&data[block * 4096..(block + 1) * 4096])
+        .trim_start_matches("sha256:")
+        .to_string()
+}
+
+#[test]
+fn lazy_read_of_one_block_fetches_only_its_chunks() {
+    let reg = Registry::start();
+    let img = huge_file_image();
+    push_image(&reg, "huge:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/huge", proxy.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    // A first run fetches what busybox needs; then only the block's read is counted.
+    let (code, _, err) = quiet_run(&env, &["run", "--rm", &name, "true"]);
+    assert_eq!(code, 0, "{err}");
+    let before = proxy.blob_bytes_served();
+    // A block in the middle of the third chunk.
+    let block = (2 * CHUNK + CHUNK / 2) / 4096;
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &name, "sh", "-c", &block_sum_cmd(block)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(block_sum(block).as_str())
+    );
+    let fetched = proxy.blob_bytes_served() - before;
+    eprintln!("one 4 KiB block of a {HUGE}-byte lazy file fetched {fetched} bytes");
+    assert!(fetched > 0, "nothing fetched for the block");
+    assert!(
+        fetched < 2 * CHUNK as u64,
+        "a 4 KiB read fetched {fetched} bytes (chunks of {CHUNK})"
+    );
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+    // A later full read gets every byte right (the block's chunk is not fetched again).
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sha256sum", "/data/huge.bin"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&noise(HUGE, 11)).trim_start_matches("sha256:")
+    );
+    let total = proxy.blob_bytes_served() - before;
+    assert!(
+        total < (HUGE + CHUNK) as u64,
+        "the whole file after one block fetched {total} bytes"
+    );
+}
+
+#[test]
+fn lazy_tampered_chunk_fails_only_its_own_reads() {
+    let reg = Registry::start();
+    let img = huge_file_image();
+    push_image(&reg, "huge:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/huge", reg.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    // Flip a byte in the middle of the fourth chunk's compressed data (the data is
+    // incompressible: chunk k is near blob offset k * CHUNK).
+    let blob = reg.blob_file(&img.layers[1].digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[3 * CHUNK + CHUNK / 2] ^= 0x55;
+    std::fs::write(&blob, &bytes).unwrap();
+    // Blocks in the second and the sixth chunk read right.
+    for block in [(CHUNK + CHUNK / 2) / 4096, (5 * CHUNK + CHUNK / 2) / 4096] {
+        let (code, out, err) = quiet_run(
+            &env,
+            &["run", "--rm", &name, "sh", "-c", &block_sum_cmd(block)],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out.split_whitespace().next(),
+            Some(block_sum(block).as_str()),
+            "{err}"
+        );
+    }
+    // A block of the tampered chunk: EIO, and a line in the container's log.
+    let block = (3 * CHUNK + CHUNK / 2) / 4096;
+    let cmd = format!("dd if=/data/huge.bin of=/dev/null bs=4k count=1 skip={block}");
+    let (code, out, err) = quiet_run(&env, &["run", "--name", "bad", &name, "sh", "-c", &cmd]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("I/O error") || err.contains("Input/output error"),
+        "{err}"
+    );
+    let (_, _, logs) = env.run(&["logs", "bad"]);
+    assert!(
+        logs.contains("lazy layer") && logs.contains("data/huge.bin"),
+        "{logs}"
+    );
+    assert!(!layer_dir(&env, &img, 1).join("tar-split.gz").exists());
+}
+
+#[test]
+fn lazy_sequential_read_fetches_the_next_chunks_ahead() {
+    let reg = Registry::start();
+    let img = huge_file_image();
+    push_image(&reg, "huge:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/huge", proxy.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    let (code, _, err) = quiet_run(&env, &["run", "--rm", &name, "true"]);
+    assert_eq!(code, 0, "{err}");
+    let before = proxy.blob_bytes_served();
+    // A read at the file's start looks sequential: the next two chunks follow on their own
+    // while the container lives, and no more.
+    let (code, id, err) = quiet_run(
+        &env,
+        &[
+            "run",
+            "-d",
+            &name,
+            "sh",
+            "-c",
+            "dd if=/data/huge.bin of=/dev/null bs=4k count=1; sleep 120",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    wait_for("the read-ahead", Duration::from_secs(60), || {
+        proxy.blob_bytes_served() - before >= 3 * CHUNK as u64
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let fetched = proxy.blob_bytes_served() - before;
+    assert!(fetched < 4 * CHUNK as u64, "fetched {fetched}");
+    env.ok(&["rm", "-f", id.trim()]);
 }

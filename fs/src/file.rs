@@ -23,7 +23,14 @@ pub(crate) struct OpenInfo {
     pub writable: bool,
     /// Opened on a lower layer (a later copy-up may move the data).
     pub lower: bool,
+    /// A lazily fetched lower file whose data is not all in place yet: its reads must come
+    /// through us (no passthrough) and its cached pages must not outlive the open.
+    pub lazy: bool,
 }
+
+/// Lower files smaller than this are read whole at their first open (the FUSE adapter pushes
+/// them into the page cache); a lazily fetched one is then fetched whole at open too.
+pub(crate) const SMALL_FILE: u32 = 128 * 1024;
 
 /// Flags we never pass to the backing file: the kernel already handled them (O_APPEND offsets
 /// come with each write; O_CREAT/O_EXCL/O_TRUNC were done by create/setattr).
@@ -42,6 +49,7 @@ impl Fs {
         }
         let n = t.inodes.get(ino)?;
         let mut lower = false;
+        let mut lazy = None;
         let fd = if n.primary().is_none() {
             // Open of an unlinked file through /proc/self/fd of a still-open one.
             n.last_open.lock().upgrade().ok_or(Errno::ENOENT)?
@@ -51,8 +59,14 @@ impl Fs {
             let dir = t.loc_dir(&loc)?;
             let fd = sys::openat(dir.as_fd(), &loc.name, flags & !STRIP, 0)?;
             if lower && self.lower_data.is_some() {
-                // A lazily fetched lower file gets its data before the first byte is read.
-                self.ensure_lower_data(loc.layer, sys::fstat(fd.as_fd())?.st_ino)?;
+                // A lazily fetched lower file: a small one is fetched whole now (it is read whole
+                // into the page cache at open); a larger one range by range as it is read.
+                let st = sys::fstat(fd.as_fd())?;
+                if st.st_size < i64::from(SMALL_FILE) {
+                    self.ensure_lower_data(loc.layer, st.st_ino)?;
+                } else {
+                    lazy = self.lazy_lower(loc.layer, st.st_ino);
+                }
             }
             Arc::new(fd)
         };
@@ -60,7 +74,9 @@ impl Fs {
             sys::ftruncate(fd.as_fd(), 0)?;
         }
         *n.last_open.lock() = Arc::downgrade(&fd);
-        Ok(self.handles.add(Handle::new(ino, fd, writable, lower)))
+        Ok(self
+            .handles
+            .add(Handle::new(ino, fd, writable, lower).with_lazy(lazy)))
     }
 
     pub fn create(
@@ -119,6 +135,9 @@ impl Fs {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
         self.handles.count_read();
         self.refresh(&h);
+        if let (Some((lower, st_ino)), Some(d), true) = (h.lazy, &self.lower_data, h.is_lower()) {
+            d.ensure_range(lower, st_ino, off, u64::from(size))?;
+        }
         pread_with(h.fd().as_fd(), off, size, f)
     }
 
@@ -182,6 +201,19 @@ impl Fs {
 
     pub fn lseek(&self, fh: Fh, off: i64, whence: i32) -> R<i64> {
         let h = self.handles.get(fh).ok_or(Errno::EBADF)?;
+        let pending = match (h.lazy, &self.lower_data) {
+            (Some((lower, st_ino)), Some(d)) => h.is_lower() && d.pending(lower, st_ino),
+            _ => false,
+        };
+        if pending && (whence == libc::SEEK_DATA || whence == libc::SEEK_HOLE) {
+            // The holes of a file still being fetched are not the file's: answer as a
+            // filesystem without holes does (data up to the end).
+            let size = sys::fstat(h.fd().as_fd())?.st_size;
+            if off < 0 || off >= size {
+                return Err(Errno::ENXIO);
+            }
+            return Ok(if whence == libc::SEEK_DATA { off } else { size });
+        }
         sys::lseek(h.fd().as_fd(), off, whence)
     }
 
@@ -193,6 +225,10 @@ impl Fs {
             fd: h.fd(),
             writable: h.writable,
             lower: h.is_lower(),
+            lazy: h.is_lower()
+                && h.lazy
+                    .zip(self.lower_data.as_ref())
+                    .is_some_and(|((lower, st_ino), d)| d.pending(lower, st_ino)),
         })
     }
 

@@ -25,7 +25,7 @@ use passthrough::{Mode, Passthrough};
 
 /// Files smaller than this are pushed into the page cache at their first open
 /// (`Adapter::prefill`): most files of an image are.
-const PREFILL: u32 = 128 * 1024;
+const PREFILL: u32 = crate::file::SMALL_FILE;
 
 /// We are the only writer of the layers: the kernel may cache entries and attributes long
 /// (unless `timeout=` says otherwise).

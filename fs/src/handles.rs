@@ -20,6 +20,9 @@ pub(crate) struct Handle {
     /// Opened read-only on a lower layer: after a copy-up, reads switch to the upper copy so
     /// they see writes made through other handles (as kernel overlayfs does since 4.19).
     lower: AtomicBool,
+    /// A lazily fetched lower file whose data was not all in place at open: `(lower index,
+    /// backing inode)` for [`crate::LowerData::ensure_range`] before each read.
+    pub lazy: Option<(usize, u64)>,
 }
 
 impl Handle {
@@ -29,7 +32,14 @@ impl Handle {
             fd: RwLock::new(fd),
             writable,
             lower: AtomicBool::new(lower),
+            lazy: None,
         }
+    }
+
+    /// The handle of a lazy lower file (see `lazy`).
+    pub fn with_lazy(mut self, lazy: Option<(usize, u64)>) -> Handle {
+        self.lazy = lazy;
+        self
     }
 
     pub fn fd(&self) -> Arc<OwnedFd> {

@@ -281,20 +281,53 @@ fn xattr(p: &std::path::Path, key: &str) -> Option<Vec<u8>> {
     .ok()
 }
 
-/// Fills `l1/f` on the first `ensure` of its inode; fails for every other inode.
+/// Fills `l1/f` on the first `ensure` of its inode; fails for every other inode. For `l1/big`
+/// (256 KiB of zeros to start with), `ensure_range` writes `b'x'` over the range asked.
 struct FillOnOpen {
     path: std::path::PathBuf,
     ino: u64,
+    big: std::path::PathBuf,
+    big_ino: u64,
+    ranges: parking_lot::Mutex<Vec<(u64, u64)>>,
     calls: std::sync::atomic::AtomicUsize,
 }
 
 impl crate::unionfs::LowerData for FillOnOpen {
     fn ensure(&self, lower: usize, ino: u64) -> Result<(), nix::errno::Errno> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if lower == 0 && ino == self.big_ino {
+            return self.ensure_range(lower, ino, 0, 256 << 10);
+        }
         if lower != 0 || ino != self.ino {
             return Err(nix::errno::Errno::EIO);
         }
         std::fs::write(&self.path, "data").map_err(|_| nix::errno::Errno::EIO)
+    }
+
+    fn ensure_range(
+        &self,
+        lower: usize,
+        ino: u64,
+        off: u64,
+        len: u64,
+    ) -> Result<(), nix::errno::Errno> {
+        use std::os::unix::fs::FileExt;
+        if lower != 0 || ino != self.big_ino || off >= 200 << 10 {
+            // The last 56 KiB of `big` cannot be had.
+            return Err(nix::errno::Errno::EIO);
+        }
+        let len = len.min((256 << 10) - off);
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.big)
+            .unwrap();
+        f.write_all_at(&vec![b'x'; len as usize], off).unwrap();
+        self.ranges.lock().push((off, len));
+        Ok(())
+    }
+
+    fn pending(&self, lower: usize, ino: u64) -> bool {
+        lower != 0 || ino != self.ino
     }
 }
 
@@ -304,16 +337,20 @@ fn lower_data_is_ensured_before_open_and_copy_up() {
     let s = Stack::new(1);
     s.write(1, "f", "");
     s.write(1, "g", "");
+    std::fs::write(s.path(1, "big"), vec![0u8; 256 << 10]).unwrap();
     let ino = std::fs::metadata(s.path(1, "f")).unwrap().ino();
     let d = std::sync::Arc::new(FillOnOpen {
         path: s.path(1, "f"),
         ino,
+        big: s.path(1, "big"),
+        big_ino: std::fs::metadata(s.path(1, "big")).unwrap().ino(),
+        ranges: Default::default(),
         calls: Default::default(),
     });
     let fs = s.fs_lazy(d.clone());
     let f = look(&fs, ROOT_INO, "f").unwrap();
     assert_eq!(read_all(&fs, f.ino), b"data");
-    // A file the supplier cannot fill fails to open with EIO; its copy-up fails too.
+    // A small file the supplier cannot fill fails to open with EIO; its copy-up fails too.
     let g = look(&fs, ROOT_INO, "g").unwrap();
     assert_eq!(fs.open(g.ino, libc::O_RDONLY), Err(nix::errno::Errno::EIO));
     assert_eq!(fs.open(g.ino, libc::O_RDWR), Err(nix::errno::Errno::EIO));
@@ -324,4 +361,19 @@ fn lower_data_is_ensured_before_open_and_copy_up() {
     fs.release(fh);
     assert_eq!(std::fs::read(s.path(0, "f")).unwrap(), b"data");
     assert!(d.calls.load(std::sync::atomic::Ordering::SeqCst) >= 4);
+
+    // A large file is not fetched at open: each read asks for its own range only.
+    let big = look(&fs, ROOT_INO, "big").unwrap();
+    let fh = fs.open(big.ino, libc::O_RDONLY).unwrap();
+    assert!(d.ranges.lock().is_empty());
+    assert_eq!(fs.read(fh, 8192, 4096).unwrap(), vec![b'x'; 4096]);
+    assert_eq!(*d.ranges.lock(), vec![(8192, 4096)]);
+    // Bytes not asked for are not there yet (the backing file still holds zeros).
+    assert_eq!(std::fs::read(s.path(1, "big")).unwrap()[0], 0);
+    // A range the supplier cannot have fails that read only.
+    assert_eq!(fs.read(fh, 220 << 10, 4096), Err(nix::errno::Errno::EIO));
+    assert_eq!(fs.read(fh, 0, 4096).unwrap(), vec![b'x'; 4096]);
+    // SEEK_HOLE does not show the holes of a file still arriving.
+    assert_eq!(fs.lseek(fh, 0, libc::SEEK_HOLE), Ok(256 << 10));
+    fs.release(fh);
 }

@@ -88,12 +88,22 @@ pub struct FsConfig {
 
 /// The data of some lower files arrives after the mount (a lazily pulled layer): such a file is
 /// already in its layer dir with its final metadata and size, but its bytes are written later.
-/// The filesystem calls [`LowerData::ensure`] before it opens a lower regular file or copies one
-/// up; the data must be in place when it returns. Called from several serving threads at once.
+/// The filesystem asks before it reads any byte of a lower regular file: for the whole file
+/// ([`LowerData::ensure`]) before it copies one up or opens a small one (under
+/// [`crate::file::SMALL_FILE`] bytes, which the FUSE adapter pushes whole into the page cache), and
+/// for just the range of each READ ([`LowerData::ensure_range`]) of a larger one that was still
+/// [`LowerData::pending`] at its open. Such an open is never handed to the kernel (passthrough)
+/// nor keeps the kernel's cached pages. The data must be in place when a call returns. Called
+/// from several serving threads at once.
 pub trait LowerData: Send + Sync {
     /// Make sure the data of the regular file with backing inode number `ino` in lower layer
     /// `lower` (0 = the top lower layer) is in place. An error (EIO) fails the open or copy-up.
     fn ensure(&self, lower: usize, ino: u64) -> Result<(), Errno>;
+    /// Make sure bytes `[off, off + len)` of that file are in place (clamped to its size). An
+    /// error (EIO) fails the read.
+    fn ensure_range(&self, lower: usize, ino: u64, off: u64, len: u64) -> Result<(), Errno>;
+    /// Whether some of that file's data is still to come.
+    fn pending(&self, lower: usize, ino: u64) -> bool;
 }
 
 impl Fs {
@@ -129,6 +139,18 @@ impl Fs {
                 d.ensure(l as usize - upper, st_ino)
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The lower index of layer `l` for [`LowerData`], when `l` is a lower layer and some of
+    /// the file `st_ino` there is still to come.
+    pub(crate) fn lazy_lower(&self, l: LayerId, st_ino: u64) -> Option<(usize, u64)> {
+        match &self.lower_data {
+            Some(d) if !self.tree.layers.is_upper(l) => {
+                let lower = l as usize - usize::from(self.tree.layers.has_upper());
+                d.pending(lower, st_ino).then_some((lower, st_ino))
+            }
+            _ => None,
         }
     }
 

@@ -7,6 +7,9 @@
 //! refused. An open with `FOPEN_DIRECT_IO` and no passthrough is always allowed.
 //!
 //! Our policy:
+//! - a lazily fetched lower file whose data is still arriving (`OpenInfo::lazy`) is opened
+//!   cached without `FOPEN_KEEP_CACHE` (or direct): every read reaches us, which fetch its
+//!   range first;
 //! - a file whose data may still move is opened cached: a lower file on a writable mount (a
 //!   later copy-up switches its readers to the upper copy, which a passthrough open could not
 //!   follow);
@@ -82,7 +85,15 @@ impl Passthrough {
             .get(&info.ino)
             .and_then(|b| b.id.upgrade().map(|id| (id, b.rw)));
         let movable = info.lower && !fs.read_only();
-        let mode = if !self.enabled || movable || st.cached.get(&info.ino).is_some_and(|&n| n > 0) {
+        let mode = if info.lazy {
+            // Data still arriving: every read must come to us, and no page cached by an
+            // earlier open is trusted.
+            if live.is_some() {
+                Mode::Direct
+            } else {
+                Mode::Cached { keep: false }
+            }
+        } else if !self.enabled || movable || st.cached.get(&info.ino).is_some_and(|&n| n > 0) {
             if live.is_some() {
                 Mode::Direct
             } else {

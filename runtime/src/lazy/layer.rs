@@ -2,8 +2,9 @@
 //! has filled, and filling and completing (see the module doc of `lazy`).
 //!
 //! Locks: `have` and `filled` guard their logs and are held only for in-memory updates and one
-//! append; a file's own mutex (`pending`) is held while that file is filled (network I/O), so
-//! two opens of one file fetch it once while other files proceed. Order: a file's mutex, then
+//! append; a file's own mutex (`Fill::lock`) is held while chunks of that file are filled
+//! (network I/O), so two reads of one chunk fetch it once while other files proceed. Reads of
+//! chunks already in place take no lock (`Fill`'s flags, set after the data is written). Order: a file's mutex, then
 //! `have` or `filled`; never two file mutexes.
 
 use std::collections::{BTreeSet, HashMap};
@@ -13,6 +14,8 @@ use std::io::{BufRead, BufReader, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::Flock;
@@ -36,6 +39,8 @@ const MAX_REQUEST: u64 = 4 << 20;
 const IN_FLIGHT: usize = 3;
 /// Gaps smaller than this between missing ranges are fetched too (one request instead of two).
 const COALESCE_GAP: u64 = 64 << 10;
+/// Chunks fetched ahead of a sequential reader of a file (at most [`IN_FLIGHT`] requests).
+const READ_AHEAD: usize = 2;
 /// Background step.
 const STEP: u64 = 2 << 20;
 /// A range being received is logged every this many bytes.
@@ -128,6 +133,21 @@ fn read_log(path: &Path) -> Result<(Vec<Vec<u64>>, File), LazyError> {
     Ok((lines, f))
 }
 
+/// What of one file is in its skeleton file. Chunks are written whole, each verified first; which
+/// are is known to this process only: after a restart a file not logged as filled has its
+/// chunks written again (from the local blob where `have` holds them).
+struct Fill {
+    /// Held while chunks of the file are being filled.
+    lock: Mutex<()>,
+    /// Every chunk is in place (and the file is logged as filled).
+    done: AtomicBool,
+    /// Per chunk of the file (`Toc::file_chunks`): in place (zeros chunks always are). Set
+    /// (Release) after its data is written.
+    chunks: Vec<AtomicBool>,
+    /// A read-ahead of this file's next chunks is running.
+    ahead: AtomicBool,
+}
+
 /// A lazy layer opened for serving (held for the life of the mount).
 pub struct LazyLayer {
     /// `layers/<chain>` when opened (messages; the fds below stay valid after a move).
@@ -144,8 +164,8 @@ pub struct LazyLayer {
     filled: Mutex<File>,
     /// Files still to fill: backing inode → TOC entry.
     by_ino: HashMap<u64, usize>,
-    /// Per entry to fill: `true` once filled.
-    pending: HashMap<usize, Mutex<bool>>,
+    /// Per entry to fill: which of its chunks are in the file.
+    pending: HashMap<usize, Fill>,
     last_demand: Mutex<Instant>,
     _lock: Flock<File>,
 }
@@ -206,7 +226,20 @@ impl LazyLayer {
             };
             if st.st_mode & libc::S_IFMT == libc::S_IFREG {
                 by_ino.insert(st.st_ino, i);
-                pending.insert(i, Mutex::new(false));
+                let chunks = toc
+                    .file_chunks(i)
+                    .iter()
+                    .map(|c| AtomicBool::new(c.zeros))
+                    .collect();
+                pending.insert(
+                    i,
+                    Fill {
+                        lock: Mutex::new(()),
+                        done: AtomicBool::new(false),
+                        chunks,
+                        ahead: AtomicBool::new(false),
+                    },
+                );
             }
         }
         let meta = std::fs::metadata(dir).map_err(io_at(dir))?;
@@ -240,7 +273,85 @@ impl LazyLayer {
 
     /// Files whose data is still to come.
     pub fn unfilled(&self) -> usize {
-        self.pending.values().filter(|m| !*m.lock()).count()
+        self.pending
+            .values()
+            .filter(|f| !f.done.load(Ordering::Acquire))
+            .count()
+    }
+
+    /// Whether some of the file with backing inode `ino` is still to come.
+    pub fn pending_ino(&self, ino: u64) -> bool {
+        self.by_ino
+            .get(&ino)
+            .and_then(|i| self.pending.get(i))
+            .is_some_and(|f| !f.done.load(Ordering::Acquire))
+    }
+
+    /// Make sure bytes `[off, off + len)` of the file with backing inode `ino` are in place:
+    /// only the chunks covering them are fetched (a demand, as [`LazyLayer::ensure_ino`]).
+    /// A file read from its start or on from a chunk already in place is read sequentially:
+    /// its next [`READ_AHEAD`] chunks are then fetched by a thread of their own, so the next
+    /// read finds them (or waits for them) instead of starting its fetch only then.
+    pub fn ensure_ino_range(
+        self: &Arc<Self>,
+        ino: u64,
+        off: u64,
+        len: u64,
+    ) -> Result<(), LazyError> {
+        let Some(&i) = self.by_ino.get(&ino) else {
+            return Ok(());
+        };
+        let end = off.saturating_add(len);
+        *self.last_demand.lock() = Instant::now();
+        let r = self.fill_range(i, off, end);
+        *self.last_demand.lock() = Instant::now();
+        r?;
+        self.read_ahead(i, off, end);
+        Ok(())
+    }
+
+    /// Start the read-ahead of file `i` after a read of `[off, end)` when that read looks
+    /// sequential (see [`LazyLayer::ensure_ino_range`]).
+    fn read_ahead(self: &Arc<Self>, i: usize, off: u64, end: u64) {
+        let Some(m) = self.pending.get(&i) else {
+            return;
+        };
+        let all = self.toc.file_chunks(i);
+        let covering = |c: &seekable::Chunk| c.file_offset < end && c.file_offset + c.size > off;
+        let (Some(first), Some(last)) = (
+            all.iter().position(covering),
+            all.iter().rposition(covering),
+        ) else {
+            return;
+        };
+        let ahead = &all[last + 1..all.len().min(last + 1 + READ_AHEAD)];
+        let (Some(a), Some(b)) = (ahead.first(), ahead.last()) else {
+            return;
+        };
+        let (from, to) = (a.file_offset, b.file_offset + b.size);
+        let sequential = first == 0 || m.chunks[first - 1].load(Ordering::Acquire);
+        let missing = m.chunks[last + 1..last + 1 + ahead.len()]
+            .iter()
+            .any(|c| !c.load(Ordering::Acquire));
+        if m.done.load(Ordering::Acquire) || !sequential || !missing {
+            return;
+        }
+        if m.ahead.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("lazy-read-ahead".into())
+            .spawn(move || {
+                // An error is met again by the read that needs the chunk.
+                let _ = me.fill_range(i, from, to);
+                if let Some(m) = me.pending.get(&i) {
+                    m.ahead.store(false, Ordering::Release);
+                }
+            });
+        if spawned.is_err() {
+            m.ahead.store(false, Ordering::Release);
+        }
     }
 
     /// Make sure the file with backing inode `ino` has its data (a demand: the background
@@ -349,57 +460,95 @@ impl LazyLayer {
 
     /// Fill TOC entry `i`: its chunks fetched, each verified before it is written.
     fn fill(&self, i: usize) -> Result<(), LazyError> {
+        self.fill_range(i, 0, u64::MAX)
+    }
+
+    /// Fill the chunks of TOC entry `i` that cover file bytes `[off, end)` and are not in place
+    /// yet: their compressed span fetched in one go (coalesced requests, streamed to the local
+    /// blob), then each decoded, checked against its digest and only then written. Memory stays
+    /// one chunk, whatever the span. The file is logged as filled once every chunk is in.
+    fn fill_range(&self, i: usize, off: u64, end: u64) -> Result<(), LazyError> {
         let Some(m) = self.pending.get(&i) else {
             return Ok(());
         };
-        let mut done = m.lock();
-        if *done {
+        if m.done.load(Ordering::Acquire) {
             return Ok(());
         }
         let e = &self.toc.entries[i];
-        let chunks: Vec<_> = self
-            .toc
-            .file_chunks(i)
-            .iter()
-            .filter(|c| !c.zeros)
-            .collect();
-        let (Some(s), Some(end)) = (
-            chunks.iter().map(|c| c.start).min(),
-            chunks.iter().map(|c| c.end).max(),
-        ) else {
-            *done = true;
+        let all = self.toc.file_chunks(i);
+        let want = || -> Vec<(usize, &seekable::Chunk)> {
+            all.iter()
+                .enumerate()
+                .filter(|&(k, c)| {
+                    !m.chunks.get(k).is_none_or(|f| f.load(Ordering::Acquire))
+                        && c.file_offset < end
+                        && c.file_offset + c.size.max(1) > off
+                })
+                .collect()
+        };
+        // Chunks already in place are read without waiting for a fill of others.
+        if want().is_empty() && !m.chunks.iter().all(|c| c.load(Ordering::Acquire)) {
             return Ok(());
-        };
-        // The whole span in one go (coalesced requests, streamed to the local blob), then
-        // chunk by chunk from there: memory stays one chunk, whatever the file's size.
-        self.ensure_range(s, end)?;
-        let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
-            name: e.name.clone(),
-            source: x,
-        };
-        let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
-            .map_err(name_err)?;
-        let st = at::fstat(fd.as_fd()).map_err(name_err)?;
-        let mut raw = Vec::new();
-        for c in chunks {
-            raw.resize((c.end - c.start) as usize, 0);
-            self.blob
-                .read_exact_at(&mut raw, c.start)
-                .map_err(io_at(&self.blob_path))?;
-            let data = seekable::decode_chunk(&raw, c).map_err(|x| LazyError::Seekable {
-                digest: self.source.digest.clone(),
-                source: x,
-            })?;
-            let mut off = 0;
-            while off < data.len() {
-                off += at::pwrite(fd.as_fd(), &data[off..], c.file_offset + off as u64)
-                    .map_err(name_err)?;
-            }
         }
-        // The data changes nothing the container can see but the content: keep the times.
-        at::utimensat(fd.as_fd(), OsStr::new(""), &at::times_of(&st)).map_err(name_err)?;
-        let _ = writeln!(self.filled.lock(), "{i}");
-        *done = true;
+        let _g = m.lock.lock();
+        if m.done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let want = want();
+        if let (Some(s), Some(b)) = (
+            want.iter().map(|(_, c)| c.start).min(),
+            want.iter().map(|(_, c)| c.end).max(),
+        ) {
+            self.ensure_range(s, b)?;
+            let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
+                name: e.name.clone(),
+                source: x,
+            };
+            let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
+                .map_err(name_err)?;
+            let fst = at::fstat(fd.as_fd()).map_err(name_err)?;
+            let mut raw = Vec::new();
+            let mut res = Ok(());
+            for (k, c) in want {
+                raw.resize((c.end - c.start) as usize, 0);
+                if let Err(x) = self.blob.read_exact_at(&mut raw, c.start) {
+                    res = Err(io_at(&self.blob_path)(x));
+                    break;
+                }
+                let data = match seekable::decode_chunk(&raw, c) {
+                    Ok(d) => d,
+                    Err(x) => {
+                        res = Err(LazyError::Seekable {
+                            digest: self.source.digest.clone(),
+                            source: x,
+                        });
+                        break;
+                    }
+                };
+                let mut o = 0;
+                while o < data.len() {
+                    match at::pwrite(fd.as_fd(), &data[o..], c.file_offset + o as u64) {
+                        Ok(n) => o += n,
+                        Err(x) => {
+                            res = Err(name_err(x));
+                            break;
+                        }
+                    }
+                }
+                if res.is_err() {
+                    break;
+                }
+                m.chunks[k].store(true, Ordering::Release);
+            }
+            // The data changes nothing the container can see but the content: keep the times
+            // (also when a chunk failed after others were written).
+            at::utimensat(fd.as_fd(), OsStr::new(""), &at::times_of(&fst)).map_err(name_err)?;
+            res?;
+        }
+        if m.chunks.iter().all(|c| c.load(Ordering::Acquire)) {
+            let _ = writeln!(self.filled.lock(), "{i}");
+            m.done.store(true, Ordering::Release);
+        }
         Ok(())
     }
 

@@ -18,8 +18,9 @@
 //!   ```
 //! - *filling* a file: fetch the compressed ranges of its chunks (HTTP `Range` requests of up
 //!   to 4 MiB, 3 in flight, through the registry client and its auth), decode each chunk and check it against its TOC digest, and
-//!   only then write it into the skeleton file (`layer`). The union filesystem asks for it
-//!   before it opens or copies up a lower file ([`strata_fs::LowerData`], `provider`).
+//!   only then write it into the skeleton file (`layer`). The union filesystem asks for the
+//!   chunks covering each read of a file still arriving, and for the whole file before it
+//!   copies it up or opens a small one ([`strata_fs::LowerData`], `provider`).
 //! - *completing* a layer: fetch every byte of the blob, fill every file, check the blob's
 //!   digest, extract the blob exactly as a normal pull does (diffID checked, tar-split
 //!   recorded) into staging, and exchange that staged layer with the lazy one in one

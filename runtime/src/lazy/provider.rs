@@ -55,6 +55,24 @@ impl strata_fs::LowerData for Provider {
             Errno::EIO
         })
     }
+
+    fn ensure_range(&self, lower: usize, ino: u64, off: u64, len: u64) -> Result<(), Errno> {
+        let Some(Some(l)) = self.layers.get(lower) else {
+            return Ok(());
+        };
+        l.ensure_ino_range(ino, off, len).map_err(|e| {
+            let name = l.entry_name(ino).unwrap_or("?");
+            report(&format!(
+                "lazy layer {}: cannot read /{name} at {off}+{len}: {e}",
+                l.digest()
+            ));
+            Errno::EIO
+        })
+    }
+
+    fn pending(&self, lower: usize, ino: u64) -> bool {
+        matches!(self.layers.get(lower), Some(Some(l)) if l.pending_ino(ino))
+    }
 }
 
 impl Drop for Provider {
