@@ -400,11 +400,52 @@ fn lazy_tampered_chunk_is_eio_and_never_stored() {
     assert_eq!(out, "hello-lazy\n");
     assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
     assert!(!layer_dir(&env, &img, 1).join("tar-split.gz").exists());
-    // Nothing exports a layer that is not whole.
+    // `save` completes a lazy image first; a tampered layer cannot be completed, so nothing
+    // is written and the layer stays lazy.
     let tar = env.dir.path().join("img.tar");
     let (code, _, err) = env.run(&["save", "-o", tar.to_str().unwrap(), &name]);
     assert_ne!(code, 0);
-    assert!(err.contains("still being fetched"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !tar.exists(),
+        "a partial archive was left at {}",
+        tar.display()
+    );
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+}
+
+#[test]
+fn lazy_save_and_push_complete_the_image_first() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "lazy:latest", &img);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    let name = format!("{}/lazy", reg.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
+    let tar = env.dir.path().join("img.tar");
+    env.ok(&["save", "-o", tar.to_str().unwrap(), &name]);
+    // The layers are whole now (as after a plain pull), and the archive loads and runs.
+    assert!(!layer_dir(&env, &img, 1).join("lazy").exists());
+    assert!(layer_dir(&env, &img, 1).join("tar-split.gz").exists());
+    let other = Env::new();
+    let _c2 = Cleanup(&other);
+    other.ok(&["load", "-i", tar.to_str().unwrap()]);
+    let out = other.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
+    assert_eq!(out, "hello-lazy\n");
+    // push of a lazily pulled image completes it too, then sends whole layers.
+    let third = Env::new();
+    let _c3 = Cleanup(&third);
+    third.ok(&["pull", "--lazy", &name]);
+    let copy = format!("{}/lazy-copy:v1", reg.addr());
+    third.ok(&["tag", &name, &copy]);
+    third.ok(&["push", &copy]);
+    assert!(!layer_dir(&third, &img, 1).join("lazy").exists());
+    let fourth = Env::new();
+    let _c4 = Cleanup(&fourth);
+    let out = fourth.ok(&["run", "--rm", &copy, "cat", "/data/small.txt"]);
+    assert_eq!(out, "hello-lazy\n");
 }
 
 #[test]

@@ -51,6 +51,9 @@ pub enum ArchiveError {
     BadDigest { what: String, expected: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A lazily pulled layer could not be completed before it was written out.
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::LazyError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error(transparent)]

@@ -73,6 +73,11 @@ pub fn save(
     format: SaveFormat,
     out: &mut dyn Write,
 ) -> Result<()> {
+    // A lazily pulled image is completed first (as a plain `pull` would): an archive holds whole
+    // layers, and nothing is written before every layer is.
+    for item in items {
+        crate::lazy::complete_image(store, &item.image.id)?;
+    }
     let mut t = TarOut { w: out };
     t.dir("blobs/").map_err(ArchiveError::Write)?;
     t.dir("blobs/sha256/").map_err(ArchiveError::Write)?;

@@ -256,6 +256,9 @@ pub enum PushError {
     NotLocal(String),
     #[error(transparent)]
     Convert(#[from] crate::seekable::convert::ConvertError),
+    /// A lazily pulled layer could not be completed before it was pushed.
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::LazyError),
 }
 
 impl RegistryError {

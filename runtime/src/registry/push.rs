@@ -300,6 +300,8 @@ pub fn push(
     let rec = store
         .resolve(&reference.to_string())
         .map_err(|_| no_such_local(&reference))?;
+    // A lazily pulled image is completed first (as a plain `pull` would): a push sends whole layers.
+    crate::lazy::complete_image(store, &rec.id)?;
     let tag = reference
         .tag()
         .map(String::from)
