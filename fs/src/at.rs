@@ -494,17 +494,25 @@ fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> R<CString> {
 pub fn lgetxattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<Vec<u8>> {
     let p = proc_path(dir, name)?;
     let k = cstr(key)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: valid C strings and buffer.
-        let n = unsafe {
+    xattr_value(|buf| {
+        // SAFETY: valid C strings; `buf` is writable for its length.
+        unsafe {
             pick!(lgetxattr, getxattr, name)(
                 p.as_ptr(),
                 k.as_ptr(),
                 buf.as_mut_ptr() as *mut libc::c_void,
                 buf.len(),
             )
-        };
+        }
+    })
+}
+
+/// An xattr value read by `get` (one of the `getxattr` calls, given a buffer): 256 bytes
+/// first, the kernel's 64 KiB limit when that was too small (ERANGE).
+fn xattr_value(mut get: impl FnMut(&mut [u8]) -> isize) -> R<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let n = get(&mut buf);
         if n >= 0 {
             buf.truncate(n as usize);
             return Ok(buf);
@@ -514,6 +522,29 @@ pub fn lgetxattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<Vec<u8>> {
             return Err(e);
         }
         buf.resize(65536, 0);
+    }
+}
+
+/// An xattr name list read by `list` (one of the `listxattr` calls, given a buffer and its
+/// length; a null buffer asks for the size). Most files have no or few xattrs: one call with a
+/// modest buffer, and a size query only when that is too small (ERANGE).
+fn xattr_names(mut list: impl FnMut(*mut libc::c_char, usize) -> isize) -> R<Vec<u8>> {
+    let mut len = 1024;
+    loop {
+        let mut buf = vec![0u8; len];
+        let n = list(buf.as_mut_ptr().cast(), buf.len());
+        if n >= 0 {
+            buf.truncate(n as usize);
+            return Ok(buf);
+        }
+        if Errno::last() != Errno::ERANGE {
+            return Err(Errno::last());
+        }
+        let n = list(std::ptr::null_mut(), 0);
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        len = n as usize + 256;
     }
 }
 
@@ -543,33 +574,8 @@ pub fn lremovexattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<()> {
 /// The raw, NUL-separated list of xattr names.
 pub fn llistxattr(dir: BorrowedFd<'_>, name: &OsStr) -> R<Vec<u8>> {
     let p = proc_path(dir, name)?;
-    // Most files have no or few xattrs: one call with a modest buffer, and a size query only
-    // when that is too small (ERANGE).
-    let mut len = 1024;
-    loop {
-        let mut buf = vec![0u8; len];
-        // SAFETY: buffer writable for its length.
-        let n = unsafe {
-            pick!(llistxattr, listxattr, name)(
-                p.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_char,
-                buf.len(),
-            )
-        };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        if Errno::last() != Errno::ERANGE {
-            return Err(Errno::last());
-        }
-        // SAFETY: size query with a null buffer.
-        let n = unsafe { pick!(llistxattr, listxattr, name)(p.as_ptr(), std::ptr::null_mut(), 0) };
-        if n < 0 {
-            return Err(Errno::last());
-        }
-        len = n as usize + 256;
-    }
+    // SAFETY: valid C string; `buf` is null (a size query) or writable for `len` bytes.
+    xattr_names(|buf, len| unsafe { pick!(llistxattr, listxattr, name)(p.as_ptr(), buf, len) })
 }
 
 pub fn fstatvfs(fd: BorrowedFd<'_>) -> R<libc::statvfs> {
@@ -647,51 +653,24 @@ fn read_dir_into(fd: BorrowedFd<'_>, buf: &mut [u8]) -> R<Vec<(std::ffi::OsStrin
 
 /// The raw, NUL-separated list of xattr names of an open file (`flistxattr`): no path walk.
 pub fn flistxattr(fd: BorrowedFd<'_>) -> R<Vec<u8>> {
-    let mut len = 1024;
-    loop {
-        let mut buf = vec![0u8; len];
-        // SAFETY: buffer writable for its length.
-        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
-        }
-        if Errno::last() != Errno::ERANGE {
-            return Err(Errno::last());
-        }
-        // SAFETY: size query with a null buffer.
-        let n = unsafe { libc::flistxattr(fd.as_raw_fd(), std::ptr::null_mut(), 0) };
-        if n < 0 {
-            return Err(Errno::last());
-        }
-        len = n as usize + 256;
-    }
+    // SAFETY: `buf` is null (a size query) or writable for `len` bytes.
+    xattr_names(|buf, len| unsafe { libc::flistxattr(fd.as_raw_fd(), buf, len) })
 }
 
 /// The value of the xattr `key` of an open file (`fgetxattr`).
 pub fn fgetxattr(fd: BorrowedFd<'_>, key: &OsStr) -> R<Vec<u8>> {
     let k = cstr(key)?;
-    let mut buf = vec![0u8; 256];
-    loop {
-        // SAFETY: valid C string and buffer.
-        let n = unsafe {
+    xattr_value(|buf| {
+        // SAFETY: valid C string; `buf` is writable for its length.
+        unsafe {
             libc::fgetxattr(
                 fd.as_raw_fd(),
                 k.as_ptr(),
                 buf.as_mut_ptr() as *mut libc::c_void,
                 buf.len(),
             )
-        };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(buf);
         }
-        let e = Errno::last();
-        if e != Errno::ERANGE || buf.len() >= 65536 {
-            return Err(e);
-        }
-        buf.resize(65536, 0);
-    }
+    })
 }
 
 /// Set the xattr `key` of an open file (`fsetxattr`).

@@ -151,34 +151,32 @@ pub fn copy_xattrs(
     dst_dir: BorrowedFd<'_>,
     dst_name: &OsStr,
 ) -> R<()> {
-    let list = match at::llistxattr(src_dir, src_name) {
-        Ok(l) => l,
-        Err(Errno::ENOTSUP) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for key in list.split(|&b| b == 0).filter(|k| !k.is_empty()) {
-        // Escaped overlay xattrs (a nested union filesystem's marks) are content: copied.
-        if is_private_xattr(key) && unescaped_xattr(key).is_none() {
-            continue;
-        }
-        let k = OsStr::from_bytes(key);
-        let v = match at::lgetxattr(src_dir, src_name, k) {
-            Ok(v) => v,
-            Err(Errno::ENODATA) => continue,
-            Err(e) => return Err(e),
-        };
-        match at::lsetxattr(dst_dir, dst_name, k, &v, 0) {
-            Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    copy_listed(
+        at::llistxattr(src_dir, src_name),
+        |k| at::lgetxattr(src_dir, src_name, k),
+        |k, v| at::lsetxattr(dst_dir, dst_name, k, v, 0),
+    )
 }
 
 /// [`copy_xattrs`] between two open files (a regular file's copy-up, which holds both open):
 /// `flistxattr`/`fgetxattr`/`fsetxattr`, no path walk through `/proc/self/fd`.
 pub fn copy_xattrs_fd(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> R<()> {
-    let list = match at::flistxattr(src) {
+    copy_listed(
+        at::flistxattr(src),
+        |k| at::fgetxattr(src, k),
+        |k, v| at::fsetxattr(dst, k, v, 0),
+    )
+}
+
+/// The copy loop of both: every listed xattr but the overlay-private ones (escaped overlay
+/// xattrs — a nested union filesystem's marks — are content and copied); a name gone since
+/// the listing is skipped, one the destination refuses (EPERM, ENOTSUP) too.
+fn copy_listed(
+    list: R<Vec<u8>>,
+    get: impl Fn(&OsStr) -> R<Vec<u8>>,
+    set: impl Fn(&OsStr, &[u8]) -> R<()>,
+) -> R<()> {
+    let list = match list {
         Ok(l) => l,
         Err(Errno::ENOTSUP) => return Ok(()),
         Err(e) => return Err(e),
@@ -188,12 +186,12 @@ pub fn copy_xattrs_fd(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> R<()> {
             continue;
         }
         let k = OsStr::from_bytes(key);
-        let v = match at::fgetxattr(src, k) {
+        let v = match get(k) {
             Ok(v) => v,
             Err(Errno::ENODATA) => continue,
             Err(e) => return Err(e),
         };
-        match at::fsetxattr(dst, k, &v, 0) {
+        match set(k, &v) {
             Ok(()) | Err(Errno::EPERM) | Err(Errno::ENOTSUP) => {}
             Err(e) => return Err(e),
         }

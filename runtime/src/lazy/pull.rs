@@ -12,7 +12,7 @@ use crate::reference::Reference;
 use crate::registry::blob::fetch_range;
 use crate::registry::client::Client;
 use crate::registry::manifest::Descriptor;
-use crate::registry::pull::{map_error, prelude, short, Prelude, Resolved};
+use crate::registry::pull::{map_error, prelude, record_image, short, Prelude, Resolved};
 use crate::registry::{LayerStatus, PullError, PullEvent, PullOptions, PullOutcome};
 use crate::seekable::{self, estargz, zstd_chunked};
 use crate::store::{LayerInfo, Store};
@@ -187,17 +187,14 @@ pub fn pull_lazy(
                 status: LayerStatus::PullComplete,
             });
         }
-        for bytes in [&image_bytes, &top_bytes] {
-            let d = Digest::of_bytes(bytes);
-            if !store.has_blob(&d) {
-                store.put_blob(&bytes[..], Some(&d))?;
-            }
-        }
-        let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
-        if reference.digest().is_none() {
-            refs.insert(0, reference.clone());
-        }
-        Ok(store.add_image(&config_bytes, &refs, None)?)
+        record_image(
+            store,
+            &reference,
+            [&image_bytes, &top_bytes],
+            &top_digest,
+            &config_bytes,
+            &mut Vec::new(),
+        )
     })();
     let id = match result {
         Ok(id) => id,

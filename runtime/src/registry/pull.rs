@@ -329,6 +329,31 @@ pub(crate) struct Prelude {
     pub diff_ids: Vec<DiffId>,
 }
 
+/// The end of a pull: the image manifest (so `push` can send the same bytes, same digest, back)
+/// and the index it was chosen from (the repo digest names it) as blobs — those this adds go to
+/// `added` — and the image record under `reference` and its repo digest.
+pub(crate) fn record_image(
+    store: &Store,
+    reference: &Reference,
+    manifests: [&Vec<u8>; 2],
+    top_digest: &Digest,
+    config_bytes: &[u8],
+    added: &mut Vec<Digest>,
+) -> Result<ImageId, PullError> {
+    for bytes in manifests {
+        let d = Digest::of_bytes(bytes);
+        if !store.has_blob(&d) {
+            store.put_blob(&bytes[..], Some(&d))?;
+            added.push(d);
+        }
+    }
+    let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
+    if reference.digest().is_none() {
+        refs.insert(0, reference.clone());
+    }
+    Ok(store.add_image(config_bytes, &refs, None)?)
+}
+
 /// Resolve `reference` (already a docker ref) and fetch its config: see [`Prelude`].
 /// `resolved(tag_or_digest)` runs once the manifest is known, before the config is fetched
 /// (where a whole pull prints Docker's `…: Pulling from …`).
@@ -495,20 +520,14 @@ pub fn pull(
         other => other,
     })
     .and_then(|()| {
-        // The image manifest, so `push` can send the same bytes (same digest) back, and the
-        // index it was chosen from (the repo digest names it).
-        for bytes in [&image_bytes, &top_bytes] {
-            let d = Digest::of_bytes(bytes);
-            if !store.has_blob(&d) {
-                store.put_blob(&bytes[..], Some(&d))?;
-                added.push(d);
-            }
-        }
-        let mut refs = vec![reference.repository().with_digest(top_digest.clone())];
-        if reference.digest().is_none() {
-            refs.insert(0, reference.clone());
-        }
-        Ok(store.add_image(&config_bytes, &refs, None)?)
+        record_image(
+            store,
+            &reference,
+            [&image_bytes, &top_bytes],
+            &top_digest,
+            &config_bytes,
+            &mut added,
+        )
     });
     let id = match result {
         Ok(id) => id,
