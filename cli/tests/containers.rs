@@ -6,7 +6,9 @@ mod containers_common;
 use std::time::Duration;
 
 use containers_common::{default_driver, install_busybox, setup};
-use strata_testkit::container::{eventually, free_port, http_get, mounts_under, Strata};
+use strata_testkit::container::{
+    abort_fuse_under, eventually, free_port, http_get, mounts_under, Strata,
+};
 use strata_testkit::fixtures::INDEX_HTML;
 
 fn state_of(s: &Strata, name: &str) -> String {
@@ -751,4 +753,29 @@ fn inspect_finds_containers_first_then_images() {
     assert_eq!(r.code, Some(1), "{r:?}");
     assert_eq!(r.stderr, "Error: No such object: nosuch\n");
     s.ok(&["rm", "probe"]);
+}
+
+/// The testkit's last-resort cleanup: aborting the FUSE connection of a container's mount makes
+/// the mount answer ENOTCONN at once (nothing blocked on it can stay blocked), and the container
+/// can still be removed with nothing left mounted.
+#[test]
+fn aborted_fuse_mount_fails_fast_and_is_still_removed() {
+    if default_driver() != "fuse" {
+        return;
+    }
+    let s = setup("fuse");
+    s.ok(&["run", "-d", "--name", "stuck", "busybox", "sleep", "60"]);
+    let fuse: Vec<_> = strata_testkit::mount::mounts()
+        .into_iter()
+        .filter(|m| m.mount_point.starts_with(s.root_path()) && m.fstype.starts_with("fuse"))
+        .collect();
+    assert_eq!(fuse.len(), 1, "one FUSE mount for the container: {fuse:?}");
+    assert!(std::fs::read_dir(&fuse[0].mount_point).is_ok());
+    abort_fuse_under(s.root_path());
+    let err = std::fs::read_dir(&fuse[0].mount_point).expect_err("aborted mount still answers");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    let r = s.run(&["rm", "-f", "stuck"]);
+    assert!(r.ok(), "{r:?}");
+    assert!(mounts_under(s.root_path()).is_empty());
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
 }

@@ -1,7 +1,8 @@
 //! Helpers to run the real `strata` binary against temp `--root`/`--runroot` dirs, and a guard
 //! that leaves nothing behind: on drop it force-removes every container, kills every process
-//! whose command line names the temp root (supervisors), and lazily unmounts anything still
-//! mounted under it.
+//! whose command line names the temp root (supervisors) after aborting the FUSE connections of
+//! mounts still under it (a process blocked on one becomes killable), and lazily unmounts anything
+//! still mounted under it.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -108,6 +109,7 @@ impl Strata {
         for id in ids.stdout.split_whitespace() {
             let _ = self.run_timeout(&["rm", "-f", id], Duration::from_secs(30));
         }
+        abort_fuse_under(self.root.path());
         kill_processes_naming(self.root.path());
         lazy_unmount_under(self.root.path());
     }
@@ -206,6 +208,18 @@ pub fn mounts_under(root: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     v
+}
+
+/// Abort the FUSE connection of every FUSE mount still under `root` (left by a failed test or a
+/// container that could not be removed): a process blocked on such a mount — a supervisor that
+/// serves the mount and also waits on it — becomes killable, so the cleanup that follows can't
+/// hang. Only connections of mounts under `root` are touched.
+pub fn abort_fuse_under(root: &Path) {
+    for m in crate::mount::mounts() {
+        if m.mount_point.starts_with(root) && m.fstype.starts_with("fuse") {
+            let _ = crate::mount::abort_fuse_connection(m.dev.1);
+        }
+    }
 }
 
 /// Lazily unmount everything mounted under `root`.
