@@ -360,6 +360,29 @@ fn rm_flag_and_name_conflicts() {
     assert_eq!(q.lines().count(), 1);
     let q = s.ok(&["ps", "-a", "-f", "ancestor=busybox", "-q"]);
     assert_eq!(q.lines().count(), 2);
+    // One key given twice: either value (Docker's OR); two keys: both (AND).
+    let q = s.ok(&[
+        "ps",
+        "-a",
+        "-f",
+        "status=exited",
+        "-f",
+        "status=running",
+        "-q",
+    ]);
+    assert_eq!(q.lines().count(), 2);
+    let q = s.ok(&[
+        "ps",
+        "-a",
+        "-f",
+        "status=running",
+        "-f",
+        "name=webserver",
+        "-q",
+    ]);
+    assert_eq!(q.lines().count(), 1);
+    let r = s.run(&["ps", "-f", "status=sleeping"]);
+    assert_eq!(r.stderr, "Error: invalid filter 'status=sleeping'\n");
 }
 
 #[test]

@@ -147,6 +147,8 @@ fn images_formats_filters_and_order() {
     );
     let (_, err) = env.err(&["images", "-f", "color=red"]);
     assert_eq!(err, "Error: invalid filter 'color'\n");
+    let (_, err) = env.err(&["images", "-f", "dangling"]);
+    assert_eq!(err, "Error: bad format of filter (expected name=value)\n");
     let (_, err) = env.err(&["images", "-f", "since=nope"]);
     assert_eq!(err, "Error: No such image: nope:latest\n");
     let (_, err) = env.err(&["images", "--format", "{{.Nope}}"]);

@@ -23,6 +23,7 @@ pub mod container;
 pub mod digest;
 pub mod driver;
 pub mod engine;
+pub mod filters;
 mod fsutil;
 pub mod lazy;
 pub mod network;

@@ -127,9 +127,8 @@ pub(crate) fn prune_stopped(global: &Global, out: &mut impl Write) -> Result<u64
 
 /// Docker's `container prune`: every container that is not running.
 pub fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
-    if let Some(f) = a.filter.first() {
-        anyhow::bail!("invalid filter '{}'", f.split('=').next().unwrap_or(f));
-    }
+    // No filter keys yet: every one is refused with Docker's message.
+    strata_runtime::filters::Filters::parse(&a.filter, &[])?;
     if !a.force && !super::image::confirm("WARNING! This will remove all stopped containers.")? {
         return Ok(());
     }

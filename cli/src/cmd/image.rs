@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use chrono::Utc;
+use strata_runtime::filters::Filters;
 use strata_runtime::store::{ImageRecord, RemoveEvent};
 
 use super::Global;
@@ -117,26 +118,21 @@ pub struct PruneArgs {
 }
 
 fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
-    let mut all = a.all;
-    let mut until = Vec::new();
-    let mut labels: Vec<(String, bool)> = Vec::new();
-    for f in &a.filter {
-        let (k, v) = f.split_once('=').unwrap_or((f.as_str(), ""));
-        match k {
-            "until" => until.push(
-                strata_runtime::store::parse_until(v, Utc::now())
-                    .with_context(|| format!("invalid filter 'until={v}'"))?,
-            ),
-            "label" => labels.push((v.to_string(), true)),
-            "label!" => labels.push((v.to_string(), false)),
-            "dangling" => match v.to_ascii_lowercase().as_str() {
-                "true" | "1" => {}
-                "false" | "0" => all = true,
-                _ => anyhow::bail!("invalid filter 'dangling={v}'"),
-            },
-            _ => anyhow::bail!("invalid filter '{k}'"),
-        }
-    }
+    let f = Filters::parse(&a.filter, &["until", "label", "label!", "dangling"])?;
+    // `dangling=false` widens the prune to every unused image, as `--all` does.
+    let all = a.all || f.bool_value("dangling")? == Some(false);
+    let until = f
+        .get("until")
+        .map(|v| {
+            strata_runtime::store::parse_until(v, Utc::now())
+                .with_context(|| format!("invalid filter 'until={v}'"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let labels: Vec<(String, bool)> = f
+        .get("label")
+        .map(|l| (l.to_string(), true))
+        .chain(f.get("label!").map(|l| (l.to_string(), false)))
+        .collect();
     if !a.force {
         let warning = if all {
             "WARNING! This will remove all images without at least one container associated to them."

@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
+use strata_runtime::filters;
 use strata_runtime::reference::Reference;
 use strata_runtime::store::{ImageRecord, Store};
 
@@ -52,82 +53,34 @@ struct Filters {
 }
 
 fn parse_filters(store: &Store, raw: &[String], positional: Option<&str>) -> Result<Filters> {
-    let mut f = Filters::default();
-    for r in raw {
-        let (k, v) = r.split_once('=').unwrap_or((r.as_str(), ""));
-        match k.to_ascii_lowercase().as_str() {
-            "dangling" => match v.to_ascii_lowercase().as_str() {
-                "true" => f.dangling = Some(true),
-                "false" => f.dangling = Some(false),
-                _ => bail!("invalid filter 'dangling={v}'"),
-            },
-            "label" => f.labels.push(v.to_string()),
-            "before" => f.before.push(store.resolve(v)?),
-            "since" => f.since.push(store.resolve(v)?),
-            "reference" => f.reference.push(v.to_string()),
-            _ => bail!("invalid filter '{k}'"),
-        }
-    }
-    if let Some(p) = positional {
-        f.reference.push(p.to_string());
-    }
-    Ok(f)
+    let args =
+        filters::Filters::parse(raw, &["dangling", "label", "before", "since", "reference"])?;
+    let resolve = |key| -> Result<Vec<ImageRecord>> {
+        Ok(args
+            .get(key)
+            .map(|v| store.resolve(v))
+            .collect::<Result<_, _>>()?)
+    };
+    let mut reference: Vec<String> = args.get("reference").map(str::to_string).collect();
+    reference.extend(positional.map(str::to_string));
+    Ok(Filters {
+        dangling: args.bool_value("dangling")?,
+        labels: args.get("label").map(str::to_string).collect(),
+        before: resolve("before")?,
+        since: resolve("since")?,
+        reference,
+    })
 }
 
 /// `label=key` or `label=key=value` against the image's labels.
 pub fn label_matches(img: &ImageRecord, filter: &str) -> bool {
-    let labels = img
-        .config
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default();
-    match filter.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-        None => labels.contains_key(filter),
-    }
-}
-
-/// Go's `path.Match`: `*` (not across `/`), `?`, `[...]` classes with ranges and `^`/`!`.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn m(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len())
-                .take_while(|&i| i == 0 || n[i - 1] != '/')
-                .any(|i| m(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && n[0] != '/' && m(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(c) = n.first() else { return false };
-                let mut i = 1;
-                let negate = matches!(p.get(1), Some('^') | Some('!'));
-                if negate {
-                    i += 1;
-                }
-                let mut hit = false;
-                while i < p.len() && p[i] != ']' {
-                    if i + 2 < p.len() && p[i + 1] == '-' && p[i + 2] != ']' {
-                        hit |= p[i] <= *c && *c <= p[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= p[i] == *c;
-                        i += 1;
-                    }
-                }
-                i < p.len() && hit != negate && m(&p[i + 1..], &n[1..])
-            }
-            Some('\\') if p.len() > 1 => n.first() == Some(&p[1]) && m(&p[2..], &n[1..]),
-            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    m(&p, &n)
+    let labels = img.config.config.as_ref().and_then(|c| c.labels.as_ref());
+    filters::label_matches(labels, filter)
 }
 
 /// `reference.FamiliarMatch`: the full familiar string first, then the familiar name.
 fn ref_matches(pattern: &str, r: &Reference) -> bool {
-    glob_match(pattern, &r.familiar()) || glob_match(pattern, &r.familiar_name())
+    filters::glob_match(pattern, &r.familiar()) || filters::glob_match(pattern, &r.familiar_name())
 }
 
 /// One row's data: a JSON object with Docker's image-context keys (all strings).
@@ -285,20 +238,4 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     let text = format.render(&image_header(), &rows)?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn go_path_match() {
-        assert!(glob_match("busy*:*libc", "busybox:1.36-uclibc"));
-        assert!(glob_match("*/nginx*", "library/nginx"));
-        assert!(!glob_match("*", "a/b"));
-        assert!(glob_match("busybox", "busybox"));
-        assert!(!glob_match("jav", "java"));
-        assert!(glob_match("b[a-z]sy?ox", "busybox"));
-        assert!(!glob_match("b[^u]sybox", "busybox"));
-    }
 }

@@ -253,18 +253,17 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         }
         Cmd::Ls(a) => {
             let mut list = nets.list()?;
-            for f in &a.filter {
-                let (k, v) = f
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value)"))?;
-                match k {
-                    "name" => list.retain(|n| n.name.contains(v)),
-                    "driver" => list.retain(|n| n.driver == v),
-                    "id" => list.retain(|n| n.id.starts_with(v)),
-                    "type" => list.retain(|n| (v == "builtin") == n.is_predefined()),
-                    _ => bail!("invalid filter '{k}'"),
-                }
-            }
+            let f = strata_runtime::filters::Filters::parse(
+                &a.filter,
+                &["name", "driver", "id", "type"],
+            )?;
+            f.check_values("type", &["builtin", "custom"])?;
+            list.retain(|n| {
+                f.any_of("name", |v| n.name.contains(v))
+                    && f.any_of("driver", |v| n.driver == v)
+                    && f.any_of("id", |v| n.id.starts_with(v))
+                    && f.any_of("type", |v| (v == "builtin") == n.is_predefined())
+            });
             let id = |n: &strata_runtime::network::NetworkRecord| {
                 if a.no_trunc {
                     n.id.clone()

@@ -6,6 +6,7 @@ use chrono::Utc;
 use std::io::Write;
 
 use strata_runtime::container::{ports, Container, Status};
+use strata_runtime::filters::Filters;
 
 use crate::template::Format;
 
@@ -165,64 +166,46 @@ const HEADERS: &[(&str, &str)] = &[
     ("Networks", "NETWORKS"),
 ];
 
-fn matches(c: &Container, filters: &[(String, String)]) -> bool {
-    let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (k, v) in filters {
-        by_key.entry(k.as_str()).or_default().push(v.as_str());
-    }
-    by_key.iter().all(|(k, vals)| {
-        vals.iter().any(|v| match *k {
-            "status" => c.state.status.as_str() == *v,
-            "name" => c.config.name.contains(v),
-            "id" => c.id().as_str().starts_with(v),
-            "network" => strata_runtime::network::api::container_networks(c)
+fn matches(c: &Container, f: &Filters) -> bool {
+    f.any_of("status", |v| c.state.status.as_str() == v)
+        && f.any_of("name", |v| c.config.name.contains(v))
+        && f.any_of("id", |v| c.id().as_str().starts_with(v))
+        && f.any_of("network", |v| {
+            strata_runtime::network::api::container_networks(c)
                 .split(',')
-                .any(|n| n == *v),
-            "ancestor" => {
-                c.config.image == *v
-                    || c.config
-                        .image_id
-                        .as_ref()
-                        .is_some_and(|id| id.as_str() == *v || id.hex().starts_with(v))
-                    || c.config.image.split(':').next() == Some(v)
-                    || format!("{v}:latest") == c.config.image
-            }
-            _ => false,
+                .any(|n| n == v)
         })
-    })
+        && f.any_of("ancestor", |v| {
+            c.config.image == v
+                || c.config
+                    .image_id
+                    .as_ref()
+                    .is_some_and(|id| id.as_str() == v || id.hex().starts_with(v))
+                || c.config.image.split(':').next() == Some(v)
+                || format!("{v}:latest") == c.config.image
+        })
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let mut filters = Vec::new();
-    for f in &args.filter {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value)"))?;
-        if !["status", "name", "ancestor", "id", "network"].contains(&k) {
-            anyhow::bail!("invalid filter '{k}'");
-        }
-        if k == "status"
-            && ![
-                "created",
-                "running",
-                "exited",
-                "paused",
-                "restarting",
-                "removing",
-                "dead",
-            ]
-            .contains(&v)
-        {
-            anyhow::bail!("invalid filter 'status={v}'");
-        }
-        filters.push((k.to_string(), v.to_string()));
-    }
+    let filters = Filters::parse(
+        &args.filter,
+        &["status", "name", "ancestor", "id", "network"],
+    )?;
+    filters.check_values(
+        "status",
+        &[
+            "created",
+            "running",
+            "exited",
+            "paused",
+            "restarting",
+            "removing",
+            "dead",
+        ],
+    )?;
     let rt = global.containers();
     let mut list: Vec<Container> = rt.list()?;
-    let show_all = args.all
-        || args.last.is_some()
-        || args.latest
-        || filters.iter().any(|(k, _)| k == "status");
+    let show_all = args.all || args.last.is_some() || args.latest || filters.contains("status");
     if !show_all {
         list.retain(|c| c.is_running());
     }
