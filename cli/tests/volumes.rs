@@ -136,6 +136,33 @@ fn volumes_lifecycle() {
     let r = s.run(&["volume", "rm", &anon[0]]);
     assert_eq!(r.code, Some(1));
     assert!(r.stderr.contains("volume is in use"), "{r:?}");
+    // Filters: in use or not (a stopped container still uses its volume), name, label.
+    assert_eq!(
+        s.ok(&["volume", "ls", "-q", "-f", "dangling=false"]),
+        format!("{}\n", anon[0])
+    );
+    let free = s.ok(&["volume", "ls", "-q", "-f", "dangling=true"]);
+    assert!(
+        free.contains("made\n") && !free.contains(&anon[0]),
+        "{free}"
+    );
+    assert_eq!(s.ok(&["volume", "ls", "-q", "-f", "name=mad"]), "made\n");
+    s.ok(&["volume", "create", "--label", "tier=db", "labelled"]);
+    assert_eq!(
+        s.ok(&[
+            "volume",
+            "ls",
+            "-q",
+            "-f",
+            "label=tier=db",
+            "-f",
+            "label=tier"
+        ]),
+        "labelled\n"
+    );
+    s.ok(&["volume", "rm", "labelled"]);
+    let r = s.run(&["volume", "ls", "-f", "color=red"]);
+    assert_eq!(r.stderr, "Error: invalid filter 'color'\n");
     s.ok(&["rm", "-v", "cb"]);
     assert!(!s.ok(&["volume", "ls", "-q"]).contains(&anon[0]));
 

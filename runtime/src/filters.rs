@@ -88,7 +88,8 @@ impl Filters {
     }
 }
 
-/// `label=key` or `label=key=value` against a label map.
+/// `label=key` or `label=key=value` against a label map (label filters are all required, as
+/// moby's `MatchKVList`; callers use `get("label").all(..)`).
 pub fn label_matches(labels: Option<&BTreeMap<String, String>>, filter: &str) -> bool {
     let Some(labels) = labels else {
         return false;

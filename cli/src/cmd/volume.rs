@@ -6,6 +6,8 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 use strata_runtime::container::{TmpfsMount, VolumeMount};
+use strata_runtime::filters::{self, Filters};
+use strata_runtime::volume::Volumes;
 
 use super::Global;
 use crate::template::Format;
@@ -49,6 +51,9 @@ pub struct LsArgs {
     /// Only display volume names
     #[arg(short, long)]
     quiet: bool,
+    /// Provide filter values (e.g. "dangling=true")
+    #[arg(short, long = "filter")]
+    filter: Vec<String>,
     /// Format output using a custom template
     #[arg(long)]
     format: Option<String>,
@@ -105,7 +110,20 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             Ok(())
         }
         Sub::Ls(a) => {
-            let list = vols.list()?;
+            let f = Filters::parse(&a.filter, &["dangling", "name", "label", "driver"])?;
+            let dangling = f.bool_value("dangling")?;
+            let containers = match dangling {
+                Some(_) => global.containers().list()?,
+                None => Vec::new(),
+            };
+            let mut list = vols.list()?;
+            list.retain(|v| {
+                dangling.is_none_or(|d| d == Volumes::users(&v.name, &containers).is_empty())
+                    && f.any_of("name", |n| v.name.contains(n))
+                    && f.get("label")
+                        .all(|l| filters::label_matches(Some(&v.labels), l))
+                    && f.any_of("driver", |d| d == "local")
+            });
             let rows: Vec<serde_json::Value> = list
                 .iter()
                 .map(|v| serde_json::json!({"Driver": "local", "Name": v.name, "Mountpoint": vols.data_dir(&v.name), "Scope": "local"}))
