@@ -307,6 +307,23 @@ impl Builder<'_> {
         Ok(st.image)
     }
 
+    /// The files of `--from=NAME` (COPY, RUN --mount): an earlier stage of this build (empty for
+    /// a stage from scratch), else an image, pulled when missing.
+    pub(super) fn tree_of_from(&mut self, name: &str, stage: usize) -> Result<Tree, BuildError> {
+        let img = match self.stage_index(name, stage) {
+            Some(j) => self.built.get(&j).cloned().flatten(),
+            None => Some(self.image_for(name)?),
+        };
+        let layers = match &img {
+            Some(i) => self.store.layer_dirs(i)?,
+            None => Vec::new(),
+        };
+        Tree::image(&layers).map_err(|e| BuildError::Fs {
+            path: name.to_string(),
+            source: e,
+        })
+    }
+
     /// Resolve a reference in the store, pulling it when missing (or always with `--pull`).
     pub(super) fn image_for(&mut self, name: &str) -> Result<ImageRecord, BuildError> {
         if !self.opts.pull || self.offline {
@@ -823,18 +840,7 @@ impl Builder<'_> {
         let source = match &args.from {
             Some(f) => {
                 let f = self.expand(f, vars)?;
-                let img = match self.stage_index(&f, stage) {
-                    Some(j) => self.built.get(&j).cloned().flatten(),
-                    None => Some(self.image_for(&f)?),
-                };
-                let layers = match &img {
-                    Some(i) => self.store.layer_dirs(i)?,
-                    None => Vec::new(),
-                };
-                from_tree = Tree::image(&layers).map_err(|e| BuildError::Fs {
-                    path: f.clone(),
-                    source: e,
-                })?;
+                from_tree = self.tree_of_from(&f, stage)?;
                 Source::Image(&from_tree)
             }
             None => Source::Context {

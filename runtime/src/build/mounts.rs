@@ -16,7 +16,6 @@ use super::copy::{self, CopyRequest, Source};
 use super::exec::Builder;
 use super::instructions::{MountKind, RunMount, Sharing};
 use super::stage::{StageState, TempFile};
-use super::tree::Tree;
 use super::{extract_context, io_at, BuildError};
 use crate::changes::{Change, ChangeKind};
 use crate::container::{TmpfsMount, VolumeMount};
@@ -175,18 +174,7 @@ impl Builder<'_> {
         let from_tree;
         let source = match &m.from {
             Some(f) => {
-                let img = match self.stage_index(f, stage) {
-                    Some(j) => self.built.get(&j).cloned().flatten(),
-                    None => Some(self.image_for(f)?),
-                };
-                let layers = match &img {
-                    Some(i) => self.store.layer_dirs(i)?,
-                    None => Vec::new(),
-                };
-                from_tree = Tree::image(&layers).map_err(|e| BuildError::Fs {
-                    path: f.clone(),
-                    source: e,
-                })?;
+                from_tree = self.tree_of_from(f, stage)?;
                 Source::Image(&from_tree)
             }
             None => Source::Context {
