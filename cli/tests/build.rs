@@ -16,6 +16,7 @@ use std::time::Duration;
 use containers_common::{default_driver, setup};
 use serde_json::Value;
 use strata_testkit::container::{mounts_under, wait_output, Run, Strata};
+use strata_testkit::podman::podman;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -870,33 +871,6 @@ fn flatten(archive: &Path) -> (Listing, Value) {
         }
     }
     (out, config)
-}
-
-fn podman(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("timeout")
-        .args(["-k", "5", "120", "podman", "--root"])
-        .arg(dir.join("proot"))
-        .arg("--runroot")
-        .arg(dir.join("prun"))
-        .arg("--tmpdir")
-        .arg(dir.join("ptmp"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "none",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--runtime",
-            "runc",
-        ])
-        .args(args)
-        .env("XDG_CONFIG_HOME", dir.join("pconfig"))
-        .env("XDG_DATA_HOME", dir.join("pdata"))
-        // Where buildah keeps RUN --mount=type=cache dirs (else the host's /var/tmp).
-        .env("TMPDIR", dir.join("ptmp"))
-        .output()
-        .expect("podman is installed by scripts/setup")
 }
 
 /// A tar with directories, modes, owners, a symlink, a hard link and (with `xattr`) a user

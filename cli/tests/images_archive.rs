@@ -7,6 +7,7 @@ use std::process::Command;
 use images_common::Env;
 use serde_json::{json, Value};
 use strata_testkit::fixtures::{self, ImageSpec, LayerTar};
+use strata_testkit::podman::podman_ok as podman;
 
 fn skopeo(args: &[&str]) -> String {
     let o = Command::new("skopeo")
@@ -466,35 +467,6 @@ fn hostile_archives_are_refused_cleanly() {
         "Error: requested load from stdin, but stdin is empty\n"
     );
     assert_eq!(env.listing(), before);
-}
-
-fn podman(dir: &std::path::Path, args: &[&str]) -> String {
-    let o = Command::new("podman")
-        .arg("--root")
-        .arg(dir.join("proot"))
-        .arg("--runroot")
-        .arg(dir.join("prun"))
-        .arg("--tmpdir")
-        .arg(dir.join("ptmp"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "none",
-            "--cgroup-manager",
-            "cgroupfs",
-        ])
-        .args(args)
-        .env("XDG_CONFIG_HOME", dir.join("pconfig"))
-        .env("XDG_DATA_HOME", dir.join("pdata"))
-        .output()
-        .expect("podman is installed by scripts/setup");
-    assert!(
-        o.status.success(),
-        "podman {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]

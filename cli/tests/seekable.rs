@@ -8,33 +8,9 @@ use std::path::Path;
 
 use registry_common::*;
 use strata_runtime::seekable::{self, estargz};
+use strata_testkit::podman::podman;
 use strata_testkit::registry::images;
 use strata_testkit::registry::{skopeo_copy, Registry};
-
-fn podman(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("timeout")
-        .args(["-k", "5", "180", "podman", "--root"])
-        .arg(dir.join("proot"))
-        .arg("--runroot")
-        .arg(dir.join("prun"))
-        .arg("--tmpdir")
-        .arg(dir.join("ptmp"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "none",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--runtime",
-            "runc",
-        ])
-        .args(args)
-        .env("XDG_CONFIG_HOME", dir.join("pconfig"))
-        .env("XDG_DATA_HOME", dir.join("pdata"))
-        .output()
-        .expect("podman is installed by scripts/setup")
-}
 
 fn skopeo_raw_manifest(reference: &str) -> serde_json::Value {
     let o = std::process::Command::new("skopeo")
