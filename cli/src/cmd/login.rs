@@ -97,7 +97,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         anyhow::bail!("Username is required");
     }
     let creds = Credentials { username, password };
-    strata_runtime::registry::login(&server, &creds, &global.insecure_registries)?;
+    strata_runtime::registry::login(&server, &creds, global.engine().insecure_registries())?;
     println!("Login Succeeded");
     Ok(())
 }

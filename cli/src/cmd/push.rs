@@ -46,10 +46,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     let store = global.store()?;
     let opts = PushOptions {
-        insecure: global.insecure_registries.clone(),
         chunk_size: args.chunk_size,
         parallel: args.max_concurrent_uploads.max(1),
         compression: args.compression,
+        ..global.engine().push_options()
     };
     if args.all_tags {
         if reference.tag().is_some() {

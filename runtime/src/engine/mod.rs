@@ -103,8 +103,17 @@ pub struct Engine {
     opts: EngineOptions,
     containers: Runtime,
     store: OnceLock<Store>,
-    /// The daemon config's registry mirrors, read on the first pull.
-    mirrors: OnceLock<Vec<Mirror>>,
+    /// The daemon config's registry settings, read on first use.
+    registry: OnceLock<RegistrySettings>,
+}
+
+/// What the daemon config (`daemon.json`) says about registries, read once per process.
+#[derive(Debug, Default, Clone)]
+struct RegistrySettings {
+    /// Docker Hub mirrors (`registry-mirrors`), in order.
+    mirrors: Vec<Mirror>,
+    /// `--insecure-registry` flags, then the config's `insecure-registries`.
+    insecure: Vec<String>,
 }
 
 /// `p` made absolute against the working directory (unchanged if that fails).
@@ -135,7 +144,7 @@ impl Engine {
             opts,
             containers,
             store: OnceLock::new(),
-            mirrors: OnceLock::new(),
+            registry: OnceLock::new(),
         }
     }
 
@@ -235,22 +244,42 @@ impl Engine {
         }
     }
 
-    /// The Docker Hub mirrors of the daemon config (read once).
-    pub fn mirrors(&self) -> &[Mirror] {
-        self.mirrors.get_or_init(|| {
+    /// The daemon config's registry settings, read once: every registry client of this process
+    /// gets them from here (`pull_options`, `push_options`, `insecure_registries`).
+    fn registry_settings(&self) -> &RegistrySettings {
+        self.registry.get_or_init(|| {
             let path = self
                 .opts
                 .daemon_config
                 .clone()
                 .unwrap_or_else(crate::registry::client::daemon_json_path);
-            crate::registry::mirrors::configured(&path)
+            let mut insecure = self.opts.insecure_registries.clone();
+            for i in crate::registry::client::configured_insecure(&path) {
+                if !insecure.contains(&i) {
+                    insecure.push(i);
+                }
+            }
+            RegistrySettings {
+                mirrors: crate::registry::mirrors::configured(&path),
+                insecure,
+            }
         })
+    }
+
+    /// The Docker Hub mirrors of the daemon config.
+    pub fn mirrors(&self) -> &[Mirror] {
+        &self.registry_settings().mirrors
+    }
+
+    /// Insecure registries: the `--insecure-registry` flags and the daemon config's list.
+    pub fn insecure_registries(&self) -> &[String] {
+        &self.registry_settings().insecure
     }
 
     /// Pull options carrying the registry settings (callers set platform and parallelism).
     pub fn pull_options(&self) -> PullOptions {
         PullOptions {
-            insecure: self.opts.insecure_registries.clone(),
+            insecure: self.insecure_registries().to_vec(),
             mirrors: self.mirrors().to_vec(),
             ..PullOptions::default()
         }
@@ -259,7 +288,7 @@ impl Engine {
     /// Push options carrying the registry settings.
     pub fn push_options(&self) -> PushOptions {
         PushOptions {
-            insecure: self.opts.insecure_registries.clone(),
+            insecure: self.insecure_registries().to_vec(),
             ..PushOptions::default()
         }
     }
@@ -466,5 +495,24 @@ mod tests {
         assert_eq!(e.pull_options().insecure, vec!["h:1".to_string()]);
         assert!(e.pull_options().mirrors.is_empty());
         assert_eq!(e.push_options().insecure, vec!["h:1".to_string()]);
+
+        // The engine's daemon config is the one every client reads (not the process-wide default).
+        let conf = t.path().join("daemon.json");
+        std::fs::write(
+            &conf,
+            r#"{"insecure-registries": ["reg.lan:5000", "h:1"], "registry-mirrors": ["http://m.lan:5001"]}"#,
+        )
+        .unwrap();
+        let e = Engine::new(EngineOptions {
+            root: Some(t.path().join("root")),
+            runroot: Some(t.path().join("run")),
+            insecure_registries: vec!["h:1".into()],
+            daemon_config: Some(conf),
+            ..Default::default()
+        });
+        assert_eq!(e.insecure_registries(), ["h:1", "reg.lan:5000"]);
+        assert_eq!(e.pull_options().insecure, e.insecure_registries());
+        assert_eq!(e.push_options().insecure, e.insecure_registries());
+        assert_eq!(e.mirrors().len(), 1);
     }
 }

@@ -37,18 +37,18 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// Docker Hub is `registry-1.docker.io`; loopback hosts and `insecure` registries are
-    /// insecure (see [`Endpoint::insecure`]); everything else is verified HTTPS.
+    /// insecure (see [`Endpoint::insecure`]); everything else is verified HTTPS. `insecure` is
+    /// the whole list (flags and daemon config: the engine's `insecure_registries`).
     pub fn new(registry: &str, insecure: &[String]) -> Endpoint {
         let host = match registry {
             "docker.io" | "index.docker.io" => "registry-1.docker.io",
             other => other,
         };
-        let configured = configured_insecure(&daemon_json_path());
         let named = |i: &String| matches_insecure(i, registry) || matches_insecure(i, host);
         Endpoint {
             registry: registry.to_string(),
             base: format!("https://{host}"),
-            insecure: is_loopback(registry) || insecure.iter().chain(&configured).any(named),
+            insecure: is_loopback(registry) || insecure.iter().any(named),
         }
     }
 

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use super::auth;
-use super::client::{configured_insecure, is_loopback, matches_insecure, Client, Endpoint};
+use super::client::{is_loopback, Client, Endpoint};
 use super::RegistryError;
 
 /// One configured mirror.
@@ -47,11 +47,7 @@ impl Mirror {
     /// A client for this mirror, with any credentials stored for its host.
     pub fn client(&self, insecure: &[String]) -> Result<Client, RegistryError> {
         let mut endpoint = Endpoint::new(&self.host, insecure);
-        let configured = configured_insecure(&super::client::daemon_json_path());
-        if self.plain_http
-            || is_loopback(&self.host)
-            || configured.iter().any(|i| matches_insecure(i, &self.host))
-        {
+        if self.plain_http || is_loopback(&self.host) {
             endpoint.insecure = true;
         }
         if self.plain_http {
