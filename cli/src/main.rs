@@ -119,6 +119,9 @@ enum Command {
     /// Internal: the per-container supervisor process
     #[command(name = "__supervise", hide = true)]
     Supervise(cmd::run::SuperviseArgs),
+    /// Internal: one health check of a running container (started by its supervisor)
+    #[command(name = "__health-probe", hide = true)]
+    HealthProbe(cmd::health::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -174,6 +177,7 @@ fn main() -> ExitCode {
         Command::Info(a) => cmd::version::run_info(&cli.global, a),
         Command::Network(a) => cmd::network::run(&cli.global, a),
         Command::Supervise(a) => cmd::run::run_supervise(&cli.global, a),
+        Command::HealthProbe(a) => cmd::health::run_probe(&cli.global, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,7 @@ pub mod create;
 pub mod diff;
 pub mod exec;
 pub mod export;
+pub mod health;
 pub mod history;
 pub mod image;
 pub mod images;

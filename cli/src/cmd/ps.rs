@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use std::io::Write;
 
+use strata_runtime::container::health::HealthStatus;
 use strata_runtime::container::{ports, Container, Status};
 use strata_runtime::filters::Filters;
 
@@ -26,7 +27,7 @@ pub struct Args {
     /// Format output using a Go template (`table` prefix prints headers)
     #[arg(long)]
     pub format: Option<String>,
-    /// Filter output based on conditions provided (status=, name=, ancestor=, id=)
+    /// Filter output based on conditions provided (status=, name=, ancestor=, id=, network=, health=)
     #[arg(short = 'f', long = "filter")]
     pub filter: Vec<String>,
     /// Show n last created containers (includes all states)
@@ -52,7 +53,14 @@ pub(crate) fn status_text(c: &Container) -> String {
         Status::Running if strata_runtime::container::manage::is_paused(c.id()) => {
             format!("Up {} (Paused)", human_duration(since(c.state.started_at)))
         }
-        Status::Running => format!("Up {}", human_duration(since(c.state.started_at))),
+        Status::Running => {
+            let up = format!("Up {}", human_duration(since(c.state.started_at)));
+            match strata_runtime::container::health::read(c).map(|h| h.status) {
+                Some(HealthStatus::Starting) => format!("{up} (health: starting)"),
+                Some(s) => format!("{up} ({})", s.as_str()),
+                None => up,
+            }
+        }
         Status::Exited => format!(
             "Exited ({}) {} ago",
             c.state.exit_code,
@@ -170,6 +178,13 @@ fn matches(c: &Container, f: &Filters) -> bool {
     f.any_of("status", |v| c.state.status.as_str() == v)
         && f.any_of("name", |v| c.config.name.contains(v))
         && f.any_of("id", |v| c.id().as_str().starts_with(v))
+        && f.any_of("health", |v| {
+            let h = strata_runtime::container::health::read(c).filter(|_| c.is_running());
+            match h {
+                Some(h) => h.status.as_str() == v,
+                None => v == "none",
+            }
+        })
         && f.any_of("network", |v| {
             strata_runtime::network::api::container_networks(c)
                 .split(',')
@@ -189,8 +204,9 @@ fn matches(c: &Container, f: &Filters) -> bool {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let filters = Filters::parse(
         &args.filter,
-        &["status", "name", "ancestor", "id", "network"],
+        &["status", "name", "ancestor", "id", "network", "health"],
     )?;
+    filters.check_values("health", &["starting", "healthy", "unhealthy", "none"])?;
     filters.check_values(
         "status",
         &[

@@ -71,6 +71,8 @@ pub struct Args {
     pub network: String,
     #[command(flatten)]
     pub net: super::network::RunNetArgs,
+    #[command(flatten)]
+    pub health: super::health::HealthArgs,
     /// Memory limit (e.g. 512m, 1g)
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
@@ -379,6 +381,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             "Conflicting options: --restart and --rm"
         )));
     }
+    let health = args.health.config().map_err(tool_error)?;
     let mut security = security(&args).map_err(tool_error)?;
     // Volumes last: every flag above is checked before any volume is made.
     let mut volumes = Vec::new();
@@ -430,6 +433,8 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
                 security,
                 restart,
                 init: args.init,
+                health,
+                no_healthcheck: args.health.no_healthcheck,
             },
             PullHooks {
                 options: &pull_options,

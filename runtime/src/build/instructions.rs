@@ -355,37 +355,8 @@ fn name_values(line: &Line, escape: char) -> Result<Vec<(String, String)>, Build
 
 /// Go's `time.ParseDuration` for the forms Dockerfiles use (`30s`, `1m30s`, `500ms`, `1h`).
 fn duration(line: &Line, name: &str, v: &str) -> Result<i64, BuildError> {
-    let bad = || err(line, format!("time: invalid duration \"{v}\" for --{name}"));
-    if v == "0" {
-        return Ok(0);
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = v;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let num: f64 = rest[..n].parse().map_err(|_| bad())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        total += num * mult;
-        rest = &rest[u..];
-    }
-    Ok(total as i64)
+    crate::container::health::go_duration(v)
+        .ok_or_else(|| err(line, format!("time: invalid duration \"{v}\" for --{name}")))
 }
 
 fn copy_args(line: &Line, add: bool, escape: char) -> Result<CopyArgs, BuildError> {

@@ -173,6 +173,8 @@ impl Builder<'_> {
                 working_dir: s("WorkingDir"),
                 stop_signal: None,
                 exposed_ports: Vec::new(),
+                // RUN steps never run health checks.
+                healthcheck: None,
             },
             cmd: argv.clone(),
             entrypoint: Some(String::new()),

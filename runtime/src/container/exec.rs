@@ -7,9 +7,11 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, setsid, ForkResult, Pid};
 
 use super::init::{self, ChildIo, InitError};
@@ -37,6 +39,39 @@ pub struct ExecHandle {
 }
 
 impl ExecHandle {
+    /// The process's exit code, or `None` when `limit` passed first: then the process, its
+    /// process group and the relay are killed (SIGKILL) and reaped.
+    pub fn wait_timeout(self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match waitpid(self.relay, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => return Some(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Some(128 + sig as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return Some(255),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The relay's child is the process (its own session, so its group is its pid; the
+        // host's /proc names it by its host pid).
+        let children = format!("/proc/{0}/task/{0}/children", self.relay);
+        if let Ok(list) = std::fs::read_to_string(children) {
+            for pid in list
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = nix::sys::signal::kill(self.relay, Signal::SIGKILL);
+        let _ = waitpid(self.relay, None);
+        None
+    }
+
     /// The process's exit code (128 + signal if killed).
     pub fn wait(self) -> i32 {
         loop {

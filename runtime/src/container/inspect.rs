@@ -77,7 +77,7 @@ pub fn to_json(c: &Container) -> Value {
         .iter()
         .map(|p| (format!("{}/{}", p.container_port, p.proto), json!({})))
         .collect();
-    json!({
+    let mut out = json!({
         "Id": cfg.id.as_str(),
         "Created": cfg.created.to_rfc3339_opts(SecondsFormat::Nanos, true),
         "Path": argv.first().cloned().unwrap_or_default(),
@@ -157,7 +157,15 @@ pub fn to_json(c: &Container) -> Value {
             "StopSignal": cfg.stop_signal,
         },
         "NetworkSettings": network_settings(c, net_ports, ports_src),
-    })
+    });
+    // Docker shows `State.Health` and `Config.Healthcheck` only for a container with a check.
+    if let Some(h) = &cfg.healthcheck {
+        out["Config"]["Healthcheck"] = json!(h);
+        if let Some(state) = super::health::read(c) {
+            out["State"]["Health"] = json!(state);
+        }
+    }
+    out
 }
 
 /// `HostConfig.NetworkMode`: Docker's names (`bridge`, a user network, `container:<id>`).

@@ -37,6 +37,8 @@ pub struct ImageSource {
     pub stop_signal: Option<String>,
     /// `ExposedPorts` keys (`80/tcp`), for `-P`.
     pub exposed_ports: Vec<String>,
+    /// The image's `Healthcheck`.
+    pub healthcheck: Option<super::health::HealthConfig>,
 }
 
 /// Everything `run`/`create` flags say.
@@ -68,6 +70,10 @@ pub struct CreateRequest {
     pub security: Security,
     pub restart: super::restart::RestartPolicy,
     pub init: bool,
+    /// `--health-*` flags (unset fields inherit the image's).
+    pub health: super::health::HealthConfig,
+    /// `--no-healthcheck`.
+    pub no_healthcheck: bool,
 }
 
 fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
@@ -273,6 +279,11 @@ impl Runtime {
             security: req.security.clone(),
             restart: req.restart.clone(),
             init: req.init,
+            healthcheck: super::health::HealthConfig::merge(
+                img.healthcheck.as_ref(),
+                &req.health,
+                req.no_healthcheck,
+            ),
         };
         let paths = self.paths(&id);
         let build = || -> Result<()> {

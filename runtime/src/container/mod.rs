@@ -23,6 +23,7 @@ pub mod copy;
 pub mod delegated;
 pub mod devices;
 pub mod exec;
+pub mod health;
 pub mod init;
 pub mod inspect;
 mod lifecycle;

@@ -406,6 +406,9 @@ pub struct ContainerConfig {
     /// `--init`: a minimal reaper runs as pid 1 and the command as its child.
     #[serde(default)]
     pub init: bool,
+    /// The health check (image `HEALTHCHECK` with `--health-*` over it); absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<super::health::HealthConfig>,
 }
 
 impl ContainerConfig {

@@ -315,12 +315,15 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     }
     spawn_signal_forwarder(mask, pid, master);
 
+    // Health is `starting` before the starter hears `ok`.
+    let health = super::health::Monitor::start(rt, &c);
     if let Some(mut r) = report.take() {
         // The starter may be gone (killed during `run -d`): the container runs on regardless.
         let _ = r.write_all(b"ok");
     }
 
     let code = reap(pid);
+    drop(health);
     if external {
         oci::cleanup(&c);
     }

@@ -44,6 +44,10 @@ pub struct ContainerSpec {
     pub security: Security,
     pub restart: crate::container::restart::RestartPolicy,
     pub init: bool,
+    /// `--health-*` flags (unset fields inherit the image's `HEALTHCHECK`).
+    pub health: crate::container::health::HealthConfig,
+    /// `--no-healthcheck`.
+    pub no_healthcheck: bool,
 }
 
 /// What the caller sees of a pull `create` had to make (Docker prints both on stderr).
@@ -112,6 +116,8 @@ impl Engine {
             security: spec.security,
             restart: spec.restart,
             init: spec.init,
+            health: spec.health,
+            no_healthcheck: spec.no_healthcheck,
         })?;
         Ok((c, pulled))
     }

@@ -337,6 +337,10 @@ impl Engine {
             working_dir: cfg.working_dir,
             stop_signal: cfg.stop_signal,
             exposed_ports: cfg.exposed_ports.unwrap_or_default().into_keys().collect(),
+            healthcheck: cfg
+                .extra
+                .get("Healthcheck")
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
         };
         Ok((source, pulled))
     }
