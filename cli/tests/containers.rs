@@ -802,3 +802,109 @@ fn aborted_fuse_mount_fails_fast_and_is_still_removed() {
     assert!(mounts_under(s.root_path()).is_empty());
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
+
+/// `run`/`create` flags that describe the container: labels (over the image's), `--stop-signal`,
+/// `--cidfile`, `--expose` with `-P`, `--pull never|always`.
+#[test]
+fn create_labels_stop_signal_cidfile_expose_and_pull_policy() {
+    let s = setup(&default_driver());
+    install_busybox(
+        s.root_path(),
+        "labelled:1",
+        serde_json::json!({"Labels": {"from": "image", "tier": "x"}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let label_file = dir.path().join("labels");
+    std::fs::write(&label_file, "# team\nteam=core\n\n").unwrap();
+    let cid = dir.path().join("cid");
+    let cid_s = cid.to_str().unwrap();
+    let id = s.ok(&[
+        "create",
+        "--name",
+        "c1",
+        "-l",
+        "tier=web",
+        "--label",
+        "solo",
+        "--label-file",
+        label_file.to_str().unwrap(),
+        "--stop-signal",
+        "SIGUSR1",
+        "--cidfile",
+        cid_s,
+        "--expose",
+        "8000-8001",
+        "-P",
+        "labelled:1",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 0' USR1; while :; do sleep 0.1; done",
+    ]);
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id.trim());
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "c1"])).unwrap();
+    assert_eq!(
+        v[0]["Config"]["Labels"],
+        serde_json::json!({"from": "image", "solo": "", "team": "core", "tier": "web"})
+    );
+    assert_eq!(v[0]["Config"]["StopSignal"], "SIGUSR1");
+    assert_eq!(
+        s.ok(&["ps", "-a", "-f", "label=tier=web", "--format", "{{.Names}}"]),
+        "c1\n"
+    );
+    assert_eq!(s.ok(&["ps", "-aq", "-f", "label=tier=db"]), "");
+    assert_eq!(
+        s.ok(&["ps", "-a", "--format", "{{.Labels}}"]),
+        "from=image,solo=,team=core,tier=web\n"
+    );
+    // The cidfile is claimed: a second create refuses it and makes nothing.
+    let r = s.run(&["create", "--cidfile", cid_s, "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(r.stderr.contains("Container ID file found"), "{r:?}");
+    assert_eq!(s.ok(&["ps", "-aq"]).lines().count(), 1);
+
+    // -P publishes the exposed ports; stop sends the stop signal.
+    s.ok(&["start", "c1"]);
+    let ports = s.ok(&["port", "c1"]);
+    assert!(
+        ports.contains("8000/tcp -> ") && ports.contains("8001/tcp -> "),
+        "{ports}"
+    );
+    s.ok(&["stop", "-t", "10", "c1"]);
+    assert_eq!(s.ok(&["logs", "c1"]), "got-usr1\n");
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.ExitCode}}", "c1"]).trim(),
+        "0"
+    );
+
+    // --pull never: a missing image is an error, nothing is pulled; bad values are refused.
+    let r = s.run(&["run", "--pull", "never", "nosuch"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(r.stderr.contains("No such image: nosuch:latest"), "{r:?}");
+    assert!(!r.stderr.contains("Unable to find image"), "{r:?}");
+    let r = s.run(&["run", "--pull", "sometimes", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr.contains("invalid pull option: 'sometimes'"),
+        "{r:?}"
+    );
+    // --pull always pulls even a local image (here from a registry that is not there: fails,
+    // where the default uses the local copy).
+    install_busybox(s.root_path(), "127.0.0.1:1/local:1", serde_json::json!({}));
+    assert_eq!(
+        s.ok(&["run", "--rm", "127.0.0.1:1/local:1", "echo", "local"]),
+        "local\n"
+    );
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--pull",
+        "always",
+        "127.0.0.1:1/local:1",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    let r = s.run(&["run", "--stop-signal", "NOPE", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(r.stderr.contains("invalid signal: NOPE"), "{r:?}");
+    assert_eq!(s.ok(&["ps", "-aq"]).lines().count(), 1);
+}

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use strata_runtime::container::health::HealthStatus;
 use strata_runtime::container::{ports, Container, Status};
-use strata_runtime::filters::Filters;
+use strata_runtime::filters::{self, Filters};
 
 use crate::template::Format;
 
@@ -151,6 +151,15 @@ fn fields(c: &Container, no_trunc: bool) -> serde_json::Value {
     m.insert("Names", c.config.name.clone());
     m.insert("Mounts", String::new());
     m.insert(
+        "Labels",
+        c.config
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    m.insert(
         "Networks",
         strata_runtime::network::api::container_networks(c),
     );
@@ -172,12 +181,15 @@ const HEADERS: &[(&str, &str)] = &[
     ("Names", "NAMES"),
     ("Mounts", "MOUNTS"),
     ("Networks", "NETWORKS"),
+    ("Labels", "LABELS"),
 ];
 
 fn matches(c: &Container, f: &Filters) -> bool {
     f.any_of("status", |v| c.state.status.as_str() == v)
         && f.any_of("name", |v| c.config.name.contains(v))
         && f.any_of("id", |v| c.id().as_str().starts_with(v))
+        && f.get("label")
+            .all(|l| filters::label_matches(Some(&c.config.labels), l))
         && f.any_of("health", |v| {
             let h = strata_runtime::container::health::read(c).filter(|_| c.is_running());
             match h {
@@ -204,7 +216,9 @@ fn matches(c: &Container, f: &Filters) -> bool {
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let filters = Filters::parse(
         &args.filter,
-        &["status", "name", "ancestor", "id", "network", "health"],
+        &[
+            "status", "name", "ancestor", "id", "network", "health", "label",
+        ],
     )?;
     filters.check_values("health", &["starting", "healthy", "unhealthy", "none"])?;
     filters.check_values(

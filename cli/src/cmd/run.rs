@@ -73,6 +73,8 @@ pub struct Args {
     pub net: super::network::RunNetArgs,
     #[command(flatten)]
     pub health: super::health::HealthArgs,
+    #[command(flatten)]
+    pub create: super::create::CreateOptArgs,
     /// Memory limit (e.g. 512m, 1g)
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
@@ -382,6 +384,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
         )));
     }
     let health = args.health.config().map_err(tool_error)?;
+    let opts = args.create.parse().map_err(tool_error)?;
     let mut security = security(&args).map_err(tool_error)?;
     // Volumes last: every flag above is checked before any volume is made.
     let mut volumes = Vec::new();
@@ -405,8 +408,18 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     // pull flags (set them on `pull_options` here).
     let pull_options = strata_runtime::registry::PullOptions {
         lazy: args.lazy || engine.lazy_pull(),
+        platform: args
+            .create
+            .platform
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(strata_runtime::registry::manifest::Platform::parse)
+            .transpose()
+            .map_err(tool_error)?,
         ..engine.pull_options()
     };
+    let cidfile =
+        super::create::CidFile::claim(args.create.cidfile.as_deref()).map_err(tool_error)?;
     let progress = super::pull::for_run();
     let (c, pulled) = engine
         .create_container(
@@ -435,6 +448,10 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
                 init: args.init,
                 health,
                 no_healthcheck: args.health.no_healthcheck,
+                labels: opts.labels,
+                stop_signal: opts.stop_signal,
+                expose: opts.expose,
+                pull: opts.pull,
             },
             PullHooks {
                 options: &pull_options,
@@ -446,6 +463,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     if let Some(outcome) = pulled {
         progress.pull_status(&outcome);
     }
+    cidfile.write(c.id().as_str()).map_err(tool_error)?;
     let rt = global.containers();
     if create_only {
         println!("{}", c.id());

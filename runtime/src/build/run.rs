@@ -175,6 +175,7 @@ impl Builder<'_> {
                 exposed_ports: Vec::new(),
                 // RUN steps never run health checks.
                 healthcheck: None,
+                labels: Default::default(),
             },
             cmd: argv.clone(),
             entrypoint: Some(String::new()),

@@ -155,6 +155,7 @@ pub fn to_json(c: &Container) -> Value {
             "WorkingDir": cfg.working_dir,
             "ExposedPorts": exposed,
             "StopSignal": cfg.stop_signal,
+            "Labels": cfg.labels,
         },
         "NetworkSettings": network_settings(c, net_ports, ports_src),
     });

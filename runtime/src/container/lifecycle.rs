@@ -39,6 +39,8 @@ pub struct ImageSource {
     pub exposed_ports: Vec<String>,
     /// The image's `Healthcheck`.
     pub healthcheck: Option<super::health::HealthConfig>,
+    /// The image's `Labels` (a container's labels start from them).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything `run`/`create` flags say.
@@ -74,6 +76,10 @@ pub struct CreateRequest {
     pub health: super::health::HealthConfig,
     /// `--no-healthcheck`.
     pub no_healthcheck: bool,
+    /// `--label` / `--label-file`, over the image's labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--stop-signal` (else the image's, else SIGTERM).
+    pub stop_signal: Option<String>,
 }
 
 fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
@@ -266,9 +272,10 @@ impl Runtime {
             ports: req.ports.clone(),
             volumes: req.volumes.clone(),
             network: req.network,
-            stop_signal: img
+            stop_signal: req
                 .stop_signal
                 .clone()
+                .or_else(|| img.stop_signal.clone())
                 .unwrap_or_else(|| "SIGTERM".to_string()),
             stop_timeout: req.stop_timeout,
             auto_remove: req.auto_remove,
@@ -284,6 +291,12 @@ impl Runtime {
                 &req.health,
                 req.no_healthcheck,
             ),
+            labels: img
+                .labels
+                .iter()
+                .chain(&req.labels)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         let paths = self.paths(&id);
         let build = || -> Result<()> {

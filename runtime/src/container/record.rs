@@ -409,6 +409,9 @@ pub struct ContainerConfig {
     /// The health check (image `HEALTHCHECK` with `--health-*` over it); absent = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<super::health::HealthConfig>,
+    /// The image's labels with `--label` over them.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl ContainerConfig {

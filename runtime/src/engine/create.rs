@@ -48,6 +48,14 @@ pub struct ContainerSpec {
     pub health: crate::container::health::HealthConfig,
     /// `--no-healthcheck`.
     pub no_healthcheck: bool,
+    /// `--label` / `--label-file`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+    /// `--expose`: ports (`80/tcp`) `-P` publishes besides the image's.
+    pub expose: Vec<String>,
+    /// `--pull`.
+    pub pull: super::PullPolicy,
 }
 
 /// What the caller sees of a pull `create` had to make (Docker prints both on stderr).
@@ -84,11 +92,20 @@ impl Engine {
         pull: PullHooks<'_>,
     ) -> Result<(Container, Option<PullOutcome>)> {
         let driver = self.driver()?;
-        let (image, pulled) =
-            self.resolve_or_pull(&spec.image, pull.options, pull.missing, pull.progress)?;
+        let (image, pulled) = self.image_for_container(
+            &spec.image,
+            spec.pull,
+            pull.options,
+            pull.missing,
+            pull.progress,
+        )?;
         self.image_volumes(&spec.image, &mut spec.volumes, &spec.security)?;
         if spec.publish_all {
-            spec.ports.extend(ports::publish_all(&image.exposed_ports));
+            let mut exposed = image.exposed_ports.clone();
+            exposed.extend(spec.expose.iter().cloned());
+            exposed.sort();
+            exposed.dedup();
+            spec.ports.extend(ports::publish_all(&exposed));
         }
         if spec.network == NetworkMode::Container && !spec.ports.is_empty() {
             return Err(EngineError::PublishWithContainerNetwork);
@@ -118,6 +135,8 @@ impl Engine {
             init: spec.init,
             health: spec.health,
             no_healthcheck: spec.no_healthcheck,
+            labels: spec.labels,
+            stop_signal: spec.stop_signal,
         })?;
         Ok((c, pulled))
     }

@@ -304,25 +304,50 @@ impl Engine {
         missing: &mut dyn FnMut(&str),
         progress: &(dyn Fn(PullEvent) + Sync),
     ) -> Result<(ImageSource, Option<PullOutcome>)> {
+        self.image_for_container(name, PullPolicy::Missing, opts, missing, progress)
+    }
+
+    /// [`Engine::resolve_or_pull`] under a `--pull` policy: `Never` only looks in the store,
+    /// `Always` pulls first (a failed pull fails the create, as Docker's).
+    pub fn image_for_container(
+        &self,
+        name: &str,
+        policy: PullPolicy,
+        opts: &PullOptions,
+        missing: &mut dyn FnMut(&str),
+        progress: &(dyn Fn(PullEvent) + Sync),
+    ) -> Result<(ImageSource, Option<PullOutcome>)> {
         let store = self.store()?;
-        let (rec, pulled) = match store.resolve(name) {
-            Ok(r) => (r, None),
-            Err(StoreError::NoSuchImage(_)) => {
-                let reference = Reference::parse_with_default_tag(name);
-                missing(
+        let pull = |shown: Option<&mut dyn FnMut(&str)>| -> Result<PullOutcome> {
+            let reference = Reference::parse_with_default_tag(name);
+            if let Some(tell) = shown {
+                tell(
                     &reference
                         .as_ref()
                         .map_or_else(|_| name.to_string(), |r| r.familiar()),
                 );
-                let reference = reference?;
-                let outcome = if opts.lazy {
-                    crate::lazy::pull_lazy(store, &reference, opts, progress)?
-                } else {
-                    crate::registry::pull(store, &reference, opts, progress)?
-                };
+            }
+            let reference = reference?;
+            Ok(if opts.lazy {
+                crate::lazy::pull_lazy(store, &reference, opts, progress)?
+            } else {
+                crate::registry::pull(store, &reference, opts, progress)?
+            })
+        };
+        let (rec, pulled) = match policy {
+            PullPolicy::Always => {
+                let outcome = pull(None)?;
                 (store.resolve(name)?, Some(outcome))
             }
-            Err(e) => return Err(e.into()),
+            PullPolicy::Never => (store.resolve(name)?, None),
+            PullPolicy::Missing => match store.resolve(name) {
+                Ok(r) => (r, None),
+                Err(StoreError::NoSuchImage(_)) => {
+                    let outcome = pull(Some(missing))?;
+                    (store.resolve(name)?, Some(outcome))
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         let layers = store.layer_dirs(&rec)?;
         let cfg = rec.config.config.clone().unwrap_or_default();
@@ -341,8 +366,35 @@ impl Engine {
                 .extra
                 .get("Healthcheck")
                 .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            labels: cfg.labels.unwrap_or_default(),
         };
         Ok((source, pulled))
+    }
+}
+
+/// `run --pull`: when a container's image is pulled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Only when the store lacks it (the default).
+    #[default]
+    Missing,
+    /// Every time, before the container is created.
+    Always,
+    /// Never: a missing image is an error.
+    Never,
+}
+
+impl PullPolicy {
+    /// Docker's values, with its message for others.
+    pub fn parse(s: &str) -> Result<PullPolicy, String> {
+        match s {
+            "missing" | "" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(format!(
+                "invalid pull option: '{other}': must be one of \"always\", \"missing\" or \"never\""
+            )),
+        }
     }
 }
 
