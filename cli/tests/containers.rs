@@ -164,6 +164,23 @@ fn detached_logs_follow_and_stop() {
         t.stderr.len() > 30 && t.stderr.contains('T') && t.stderr.ends_with("Z two\n"),
         "{t:?}"
     );
+    // --since/--until: times as `-t` prints them (both ends included), or relative.
+    let one_at = s.ok(&["logs", "-t", "talker"]);
+    let one_at = one_at.split(' ').next().unwrap();
+    let two_at = t.stderr.split(' ').next().unwrap();
+    let r = s.run(&["logs", "--until", one_at, "talker"]);
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("one\n", ""));
+    let r = s.run(&["logs", "--since", two_at, "talker"]);
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("", "two\n"));
+    let r = s.run(&["logs", "--since", "1h", "talker"]);
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("one\n", "two\n"));
+    let r = s.run(&["logs", "--since", "soon", "talker"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("failed to parse value as time or duration: \"soon\""),
+        "{r:?}"
+    );
     assert_eq!(s.ok(&["stop", "-t", "10", "talker"]), "talker\n");
     let followed = strata_testkit::container::wait_output(follower, Duration::from_secs(30));
     let out = String::from_utf8_lossy(&followed.stdout);
@@ -875,6 +892,25 @@ fn create_labels_stop_signal_cidfile_expose_and_pull_policy() {
         s.ok(&["inspect", "-f", "{{.State.ExitCode}}", "c1"]).trim(),
         "0"
     );
+
+    // stop --signal overrides the container's stop signal.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c2",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got-usr2; exit 3' USR2; while :; do sleep 0.1; done",
+    ]);
+    assert_eq!(s.ok(&["stop", "-s", "USR2", "-t", "10", "c2"]), "c2\n");
+    assert_eq!(s.ok(&["logs", "c2"]), "got-usr2\n");
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.ExitCode}}", "c2"]).trim(),
+        "3"
+    );
+    s.ok(&["rm", "c2"]);
 
     // --pull never: a missing image is an error, nothing is pulled; bad values are refused.
     let r = s.run(&["run", "--pull", "never", "nosuch"]);

@@ -33,4 +33,5 @@ pub mod registry;
 pub mod rootless;
 pub mod seekable;
 pub mod store;
+pub mod timeargs;
 pub mod volume;

@@ -3,6 +3,8 @@
 use std::io::Write;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use strata_runtime::container::logs::{LogEntry, LogReader};
 
 use super::Global;
@@ -18,7 +20,26 @@ pub struct Args {
     /// Show timestamps
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long)]
+    pub until: Option<String>,
     pub container: String,
+}
+
+/// `--since`/`--until` as times (Docker's forms and message).
+fn time_arg(flag: &str, v: &Option<String>) -> anyhow::Result<Option<DateTime<Utc>>> {
+    v.as_deref()
+        .map(|s| {
+            strata_runtime::timeargs::parse_time_arg(s, Utc::now()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid value for \"{flag}\": failed to parse value as time or duration: \"{s}\""
+                )
+            })
+        })
+        .transpose()
 }
 
 pub(crate) fn emit(entries: &[LogEntry], timestamps: bool) -> std::io::Result<()> {
@@ -51,6 +72,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .map_err(|_| anyhow::anyhow!("invalid value for --tail: {}", args.tail))?,
         )
     };
+    let since = time_arg("since", &args.since)?;
+    let until = time_arg("until", &args.until)?;
+    let in_window =
+        |e: &LogEntry| since.is_none_or(|t| e.time >= t) && until.is_none_or(|t| e.time <= t);
     let path = c.paths.log();
     let mut reader = match LogReader::open(&path) {
         Ok(r) => Some(r),
@@ -59,13 +84,15 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     };
     if let Some(r) = reader.as_mut() {
         let mut first = r.read_new()?;
+        first.retain(in_window);
         if let Some(n) = tail {
             let skip = first.len().saturating_sub(n);
             first.drain(..skip);
         }
         emit(&first, args.timestamps)?;
     }
-    if !args.follow {
+    // Following stops at `--until` (Docker's), or when the container stops.
+    if !args.follow || until.is_some_and(|t| t <= Utc::now()) {
         return Ok(());
     }
     loop {
@@ -77,13 +104,19 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             reader = LogReader::open(&path).ok();
         }
         if let Some(r) = reader.as_mut() {
-            let more = r.read_new()?;
+            let mut more = r.read_new()?;
+            more.retain(in_window);
             emit(&more, args.timestamps)?;
+        }
+        if until.is_some_and(|t| t <= Utc::now()) {
+            return Ok(());
         }
         if !running {
             // One last read: the supervisor finished writing before it recorded the exit.
             if let Some(r) = reader.as_mut() {
-                emit(&r.read_new()?, args.timestamps)?;
+                let mut last = r.read_new()?;
+                last.retain(in_window);
+                emit(&last, args.timestamps)?;
             }
             return Ok(());
         }

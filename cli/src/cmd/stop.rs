@@ -7,6 +7,9 @@ use super::{ExitStatus, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Signal to send to the container
+    #[arg(short = 's', long = "signal")]
+    pub signal: Option<String>,
     /// Seconds to wait before killing the container
     #[arg(short = 't', long = "time", alias = "timeout")]
     pub time: Option<u64>,
@@ -41,16 +44,20 @@ pub(crate) fn each(
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let sig = args.signal.as_deref().map(parse_signal).transpose()?;
     let rt = global.containers();
     each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
-        rt.stop(&c, args.time)?;
+        rt.stop_with(&c, args.time, sig)?;
         Ok(())
     })
 }
 
 #[derive(clap::Args, Debug)]
 pub struct RestartArgs {
+    /// Signal to send to the container
+    #[arg(short = 's', long = "signal")]
+    pub signal: Option<String>,
     /// Seconds to wait before killing the container
     #[arg(short = 't', long = "time", alias = "timeout")]
     pub time: Option<u64>,
@@ -61,9 +68,10 @@ pub struct RestartArgs {
 pub fn run_restart(global: &Global, args: RestartArgs) -> anyhow::Result<()> {
     let rt = global.containers();
     let launcher = launcher(global)?;
+    let sig = args.signal.as_deref().map(parse_signal).transpose()?;
     each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
-        rt.stop(&c, args.time)?;
+        rt.stop_with(&c, args.time, sig)?;
         let c = rt.lookup(n)?;
         rt.start(&c, &launcher, false).map_err(start_error)?;
         Ok(())

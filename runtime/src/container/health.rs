@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use super::exec::{self, ExecRequest};
 use super::{io_at, Container, ContainerError, ContainerId, Result, Runtime};
 
+pub use crate::timeargs::go_duration;
+
 /// The hidden CLI verb a probe runs as (`strata --root R --runroot RR __health-probe ID`).
 pub const PROBE_VERB: &str = "__health-probe";
 
@@ -132,39 +134,6 @@ impl HealthConfig {
             DEFAULT_RETRIES
         }
     }
-}
-
-/// Go's `time.ParseDuration` for what Docker accepts (`1h2m3.5s`, `500ms`, `0`), in
-/// nanoseconds; `None` for anything else (negative durations included).
-pub fn go_duration(v: &str) -> Option<i64> {
-    if v == "0" {
-        return Some(0);
-    }
-    if v.is_empty() {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = v;
-    while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let num: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += num * mult;
-        rest = &rest[u..];
-    }
-    Some(total as i64)
 }
 
 /// `starting`, `healthy`, `unhealthy`.
@@ -534,11 +503,6 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(go_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(go_duration("500ms"), Some(500_000_000));
-        assert_eq!(go_duration("0"), Some(0));
-        assert_eq!(go_duration("10"), None);
-        assert_eq!(go_duration("-1s"), None);
         assert_eq!(humantime_go(Duration::from_secs(30)), "30s");
         assert_eq!(humantime_go(Duration::from_secs(90)), "1m30s");
         assert_eq!(humantime_go(Duration::from_millis(1500)), "1.5s");

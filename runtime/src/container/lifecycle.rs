@@ -457,12 +457,24 @@ impl Runtime {
     /// The image's StopSignal, then SIGKILL after `timeout` seconds (default 10). Returns once
     /// the supervisor has recorded the exit.
     pub fn stop(&self, c: &Container, timeout: Option<u64>) -> Result<()> {
+        self.stop_with(c, timeout, None)
+    }
+
+    /// [`Runtime::stop`] sending `signal` first instead of the container's stop signal
+    /// (`stop --signal`).
+    pub fn stop_with(
+        &self,
+        c: &Container,
+        timeout: Option<u64>,
+        signal: Option<Signal>,
+    ) -> Result<()> {
         if !c.is_running() {
             self.cancel_restart(c);
             return Ok(());
         }
         super::restart::mark_manual_stop(c);
-        let sig = parse_signal(&c.config.stop_signal).unwrap_or(Signal::SIGTERM);
+        let sig = signal
+            .unwrap_or_else(|| parse_signal(&c.config.stop_signal).unwrap_or(Signal::SIGTERM));
         let _ = self.kill(c, sig);
         let t = timeout.or(c.config.stop_timeout).unwrap_or(10);
         if self.wait_supervisor(c, Duration::from_secs(t)) {

@@ -70,13 +70,14 @@ mod tarsplit;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use crate::timeargs::parse_time_arg as parse_until;
 pub use config::{History, ImageConfig, RootFs, RunConfig};
 pub use extract::ExtractError;
 pub(crate) use gc::Leased;
 pub use gc::{GcReport, LeaseScope};
 pub use images::{ContainerUse, ImageRecord, NewImage};
 pub use layers::{decompress, detect_compression, Compression, LayerInfo, StagedLayer};
-pub use remove::{parse_until, RemoveEvent};
+pub use remove::RemoveEvent;
 
 pub use crate::digest::{ChainId, DiffId, Digest, ImageId};
 pub use crate::reference::Reference;

@@ -6,8 +6,6 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Utc};
-
 use super::images::{children_in, ref_key, resolve_id};
 use super::{ContainerUse, Result, Store, StoreError};
 use crate::digest::{ChainId, Digest, ImageId};
@@ -318,54 +316,4 @@ impl Store {
 fn is_id_query(id: &ImageId, query: &str) -> bool {
     let q = query.strip_prefix("sha256:").unwrap_or(query);
     Digest::is_hex_prefix(q) && id.hex().starts_with(q)
-}
-
-/// `until=` for prune: an RFC 3339 time, a Unix timestamp, or a Go duration (`24h`, `10m`).
-pub fn parse_until(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    if let Some(t) = super::config::parse_time(s) {
-        return Some(t);
-    }
-    // Docker also takes local-less forms (read as UTC here): date, date + time.
-    for f in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
-            return Some(t.and_utc());
-        }
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return DateTime::from_timestamp(secs as i64, 0);
-    }
-    let mut total = 0f64;
-    let mut num = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        while let Some(&n) = chars.peek() {
-            if n.is_ascii_alphabetic() {
-                unit.push(n);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        let v: f64 = num.parse().ok()?;
-        num.clear();
-        total += v * match unit.as_str() {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            _ => return None,
-        };
-    }
-    if !num.is_empty() {
-        return None;
-    }
-    Some(now - chrono::Duration::milliseconds((total * 1000.0) as i64))
 }
