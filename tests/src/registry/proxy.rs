@@ -12,6 +12,12 @@
 //! It counts the response bytes it forwards ([`Proxy::bytes_served`], headers included;
 //! [`Proxy::blob_bytes_served`] for blob GETs only), so a test can tell how much of an image a
 //! client fetched.
+//!
+//! [`Proxy::set_rate`] puts the responses behind a link of a given speed: one token bucket shared
+//! by every connection (as one network link is), refilled with `rate / 100` bytes every 10 ms
+//! ([`RATE_PERIOD`]) up to a burst of [`RATE_BURST`] such refills. [`Proxy::rate_buckets`] counts
+//! the refills granted so far, so a test can check that what was served never exceeded them
+//! without asserting on wall-clock time.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -34,8 +40,71 @@ pub enum Mode {
     RejectMonolithic,
 }
 
+/// How often the rate limiter's bucket is refilled.
+pub const RATE_PERIOD: Duration = Duration::from_millis(10);
+/// How many refills the bucket holds at most (the burst a slow client can catch up with).
+pub const RATE_BURST: u64 = 5;
+
+/// A token bucket on response bytes: `quantum` bytes per [`RATE_PERIOD`].
+struct Limiter {
+    quantum: u64,
+    state: Mutex<Bucket>,
+}
+
+struct Bucket {
+    start: Instant,
+    /// Refills granted so far: one per period begun since `start`.
+    refills: u64,
+    tokens: u64,
+}
+
+impl Limiter {
+    fn new(bytes_per_sec: u64) -> Limiter {
+        let per_sec = Duration::from_secs(1).as_nanos() / RATE_PERIOD.as_nanos();
+        Limiter {
+            quantum: (bytes_per_sec / per_sec as u64).max(1),
+            state: Mutex::new(Bucket {
+                start: Instant::now(),
+                refills: 0,
+                tokens: 0,
+            }),
+        }
+    }
+
+    /// Wait until some tokens are there and take up to `want` of them; returns how many.
+    fn take(&self, want: usize) -> usize {
+        loop {
+            let wait = {
+                let Ok(mut b) = self.state.lock() else {
+                    return want;
+                };
+                let elapsed = b.start.elapsed();
+                let due = (elapsed.as_nanos() / RATE_PERIOD.as_nanos()) as u64 + 1;
+                if due > b.refills {
+                    let added = (due - b.refills).saturating_mul(self.quantum);
+                    b.tokens = (b.tokens.saturating_add(added)).min(self.quantum * RATE_BURST);
+                    b.refills = due;
+                }
+                if b.tokens > 0 {
+                    let k = b.tokens.min(want as u64);
+                    b.tokens -= k;
+                    return k as usize;
+                }
+                // The next refill begins at `due * RATE_PERIOD` after `start`.
+                (RATE_PERIOD * due as u32).saturating_sub(elapsed)
+            };
+            std::thread::sleep(wait.max(Duration::from_micros(100)));
+        }
+    }
+
+    fn refills(&self) -> u64 {
+        self.state.lock().map(|b| b.refills).unwrap_or(0)
+    }
+}
+
 struct Shared {
     upstream: String,
+    rate: Mutex<Option<Arc<Limiter>>>,
     mode: Mutex<Mode>,
     heads: Mutex<Vec<String>>,
     held: AtomicBool,
@@ -58,6 +127,7 @@ impl Proxy {
         let port = listener.local_addr().expect("addr").port();
         let shared = Arc::new(Shared {
             upstream: upstream.to_string(),
+            rate: Mutex::new(None),
             mode: Mutex::new(mode),
             heads: Mutex::new(Vec::new()),
             held: AtomicBool::new(false),
@@ -96,6 +166,29 @@ impl Proxy {
         }
         self.shared.held.store(false, Ordering::SeqCst);
         self.shared.released.store(false, Ordering::SeqCst);
+    }
+
+    /// Limit the responses to `bytes_per_sec` in total over all connections (`None`: no limit).
+    /// Responses already under way keep the limit they started with.
+    pub fn set_rate(&self, bytes_per_sec: Option<u64>) {
+        if let Ok(mut r) = self.shared.rate.lock() {
+            *r = bytes_per_sec.map(|b| Arc::new(Limiter::new(b)));
+        }
+    }
+
+    /// Bytes the rate limiter adds to its bucket per [`RATE_PERIOD`] (0 without a limit).
+    pub fn rate_quantum(&self) -> u64 {
+        self.limiter().map_or(0, |l| l.quantum)
+    }
+
+    /// Refills the rate limiter has granted so far (0 without a limit): the bytes served since
+    /// [`Proxy::set_rate`] never exceed `rate_buckets() * rate_quantum()`.
+    pub fn rate_buckets(&self) -> u64 {
+        self.limiter().map_or(0, |l| l.refills())
+    }
+
+    fn limiter(&self) -> Option<Arc<Limiter>> {
+        self.shared.rate.lock().ok().and_then(|r| r.clone())
     }
 
     /// Whether a held blob response has reached its byte count.
@@ -282,8 +375,9 @@ fn handle(s: &Shared, mut client: TcpStream) {
         Mode::Cut(n) | Mode::Hold(n) if is_blob_get => Some(n),
         _ => None,
     };
+    let limiter = s.rate.lock().ok().and_then(|r| r.clone());
     let mut sent = 0usize;
-    loop {
+    'forward: loop {
         let n = match up.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
@@ -292,12 +386,19 @@ fn handle(s: &Shared, mut client: TcpStream) {
             Some(l) => n.min(l.saturating_sub(sent)),
             None => n,
         };
-        if client.write_all(&chunk[..take]).is_err() {
-            break;
-        }
-        s.served.fetch_add(take as u64, Ordering::SeqCst);
-        if is_blob_get {
-            s.blob_served.fetch_add(take as u64, Ordering::SeqCst);
+        let mut done = 0;
+        while done < take {
+            let k = limiter
+                .as_ref()
+                .map_or(take - done, |l| l.take(take - done));
+            if client.write_all(&chunk[done..done + k]).is_err() {
+                break 'forward;
+            }
+            s.served.fetch_add(k as u64, Ordering::SeqCst);
+            if is_blob_get {
+                s.blob_served.fetch_add(k as u64, Ordering::SeqCst);
+            }
+            done += k;
         }
         sent += take;
         if limit.is_some_and(|l| sent >= l) {
@@ -314,4 +415,98 @@ fn handle(s: &Shared, mut client: TcpStream) {
     }
     let _ = client.shutdown(Shutdown::Both);
     let _ = up.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream that answers each of `conns` requests with `body`, then closes.
+    fn upstream(body: Vec<u8>, conns: usize) -> (String, JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let t = std::thread::spawn(move || {
+            for c in l.incoming().take(conns) {
+                let mut c = c.unwrap();
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = c.read(&mut b).unwrap();
+                        assert!(n > 0, "request head cut short");
+                        head.extend_from_slice(&b[..n]);
+                    }
+                    let _ = write!(
+                        c,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = c.write_all(&body);
+                });
+            }
+        });
+        (addr, t)
+    }
+
+    /// GET a blob through the proxy; after every read, what the proxy counts as served must be
+    /// within the refills its limiter granted. Returns the body.
+    fn fetch_checked(proxy: &Proxy, quantum: u64) -> Vec<u8> {
+        let mut c = TcpStream::connect(proxy.addr()).unwrap();
+        write!(
+            c,
+            "GET /v2/t/blobs/sha256:{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            "0".repeat(64)
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        let mut b = [0u8; 16384];
+        loop {
+            let n = c.read(&mut b).unwrap();
+            // Served first, refills second: refills only grow, so this never races in our favour.
+            let served = proxy.bytes_served();
+            let refills = proxy.rate_buckets();
+            assert!(
+                served <= refills * quantum,
+                "served {served} bytes after {refills} refills of {quantum}"
+            );
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&b[..n]);
+        }
+        let start = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        all.split_off(start)
+    }
+
+    #[test]
+    fn rate_limit_never_serves_more_than_the_refills_granted() {
+        let body: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let (up, t) = upstream(body.clone(), 3);
+        let proxy = Proxy::start(&up, Mode::Pass);
+        assert_eq!(proxy.rate_buckets(), 0, "no limiter before set_rate");
+        proxy.set_rate(Some(10_000_000));
+        let quantum = proxy.rate_quantum();
+        assert_eq!(quantum, 100_000);
+        assert_eq!(fetch_checked(&proxy, quantum), body);
+        // Two clients at once share the one bucket: together they stay within it too.
+        proxy.reset_counters();
+        proxy.set_rate(Some(10_000_000));
+        let both = std::thread::scope(|s| {
+            let a = s.spawn(|| fetch_checked(&proxy, quantum));
+            let b = s.spawn(|| fetch_checked(&proxy, quantum));
+            [a.join().unwrap(), b.join().unwrap()]
+        });
+        assert!(both.iter().all(|b| *b == body));
+        let refills = proxy.rate_buckets();
+        let served = proxy.blob_bytes_served();
+        assert!(served >= 2 * body.len() as u64, "{served}");
+        // The limiter did hold the responses back: 2 MiB needed at least 2 MiB of refills.
+        assert!(
+            refills * quantum >= served,
+            "{served} bytes served after only {refills} refills"
+        );
+        drop(proxy);
+        t.join().unwrap();
+    }
 }
