@@ -893,6 +893,39 @@ fn create_labels_stop_signal_cidfile_expose_and_pull_policy() {
         "0"
     );
 
+    // Sizes: the writable layer and the whole root fs (image + writable layer).
+    s.ok(&[
+        "run",
+        "--name",
+        "sized",
+        "busybox",
+        "sh",
+        "-c",
+        "head -c 50000 /dev/zero > /big",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", "-s", "sized"])).unwrap();
+    let rw = v[0]["SizeRw"].as_u64().unwrap();
+    let root = v[0]["SizeRootFs"].as_u64().unwrap();
+    assert!((50_000..60_000).contains(&rw), "{rw}");
+    assert!(root > rw + 1_000_000, "{root}");
+    let size = s.ok(&[
+        "ps",
+        "-a",
+        "-s",
+        "-f",
+        "name=sized",
+        "--format",
+        "{{.Size}}",
+    ]);
+    assert!(
+        size.starts_with("5") && size.contains("kB (virtual "),
+        "{size}"
+    );
+    let table = s.ok(&["ps", "-a", "-s", "-f", "name=sized"]);
+    assert!(table.lines().next().unwrap().ends_with("SIZE"), "{table}");
+    assert!(s.ok(&["inspect", "sized"]).find("SizeRw").is_none());
+    s.ok(&["rm", "sized"]);
+
     // stop --signal overrides the container's stop signal.
     s.ok(&[
         "run",

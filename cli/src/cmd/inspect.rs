@@ -144,11 +144,16 @@ fn image_value(global: &Global, store: &Store, name: &str) -> Result<Option<(Val
 }
 
 /// Inspect JSON of a container (by name, id or id prefix), or `None` when there is none.
-fn container_value(global: &Global, name: &str) -> Result<Option<(Value, String)>> {
+fn container_value(global: &Global, name: &str, size: bool) -> Result<Option<(Value, String)>> {
     use strata_runtime::container::{inspect, ContainerError};
     match global.containers().lookup(name) {
         Ok(c) => {
-            let v = inspect::to_json(&c);
+            let mut v = inspect::to_json(&c);
+            if size {
+                let (rw, root) = global.engine().container_size(&c)?;
+                v["SizeRw"] = rw.into();
+                v["SizeRootFs"] = root.into();
+            }
             let text = serde_json::to_string(&v)?;
             Ok(Some((v, text)))
         }
@@ -304,9 +309,8 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     }
     for name in &args.names {
         // Docker tries containers first.
-        let _ = args.size;
         if want_container {
-            if let Some(v) = container_value(global, name)? {
+            if let Some(v) = container_value(global, name, args.size)? {
                 found.push(v);
                 continue;
             }

@@ -36,6 +36,9 @@ pub struct Args {
     /// Show the latest created container (includes all states)
     #[arg(short = 'l', long)]
     pub latest: bool,
+    /// Display total file sizes
+    #[arg(short = 's', long)]
+    pub size: bool,
 }
 
 fn human_duration(secs: i64) -> String {
@@ -182,6 +185,7 @@ const HEADERS: &[(&str, &str)] = &[
     ("Mounts", "MOUNTS"),
     ("Networks", "NETWORKS"),
     ("Labels", "LABELS"),
+    ("Size", "SIZE"),
 ];
 
 fn matches(c: &Container, f: &Filters) -> bool {
@@ -253,12 +257,29 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let format = Format::new(args.format.as_deref(), DEFAULT_TABLE)?;
+    let table = if args.size {
+        format!("{DEFAULT_TABLE}\t{{{{.Size}}}}")
+    } else {
+        DEFAULT_TABLE.to_string()
+    };
+    let format = Format::new(args.format.as_deref(), &table)?;
     let header: serde_json::Map<String, serde_json::Value> = HEADERS
         .iter()
         .map(|(k, h)| (k.to_string(), serde_json::Value::String(h.to_string())))
         .collect();
     let mut rows: Vec<serde_json::Value> = list.iter().map(|c| fields(c, args.no_trunc)).collect();
+    // Docker computes sizes only when asked (`-s`, or a format that names `.Size`).
+    if args.size || args.format.as_deref().is_some_and(|f| f.contains(".Size")) {
+        let engine = global.engine();
+        for (c, row) in list.iter().zip(rows.iter_mut()) {
+            let (rw, root) = engine.container_size(c)?;
+            row["Size"] = serde_json::Value::String(format!(
+                "{} (virtual {})",
+                crate::units::human_size3(rw),
+                crate::units::human_size3(root)
+            ));
+        }
+    }
     if matches!(args.format.as_deref(), None | Some("") | Some("table")) {
         lazy_status(global, &list, &mut rows);
     }

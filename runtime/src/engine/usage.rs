@@ -127,6 +127,17 @@ impl Engine {
         Ok(out)
     }
 
+    /// `ps -s` / `inspect -s`: bytes of the container's writable layer, and of its whole root
+    /// filesystem (the image's layers plus the writable layer).
+    pub fn container_size(&self, c: &Container) -> Result<(u64, u64)> {
+        let rw = tree_size(&c.paths.upper());
+        let image = match &c.config.image_id {
+            Some(id) => self.store()?.image(id).map(|i| i.size).unwrap_or(0),
+            None => 0,
+        };
+        Ok((rw, rw + image))
+    }
+
     /// Remove every container that is not running (`container prune`, `system prune`). A
     /// container that a concurrent `rm` took first is skipped silently.
     pub fn prune_containers(&self) -> Result<ContainerPrune> {
