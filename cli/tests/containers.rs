@@ -291,6 +291,24 @@ fn exec_into_running_container() {
         ]),
         "65534\n/tmp\n1\n"
     );
+    // --env-file first, -e over it.
+    let envs = tempfile::tempdir().unwrap();
+    let env_file = envs.path().join("env");
+    std::fs::write(&env_file, "# comment\nA=file\nB=file\n").unwrap();
+    assert_eq!(
+        s.ok(&[
+            "exec",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-e",
+            "B=flag",
+            "box",
+            "sh",
+            "-c",
+            "echo $A $B"
+        ]),
+        "file flag\n"
+    );
     let r = s.run(&["exec", "box", "nosuch"]);
     assert_eq!(r.code, Some(127), "{r:?}");
     // Files written by exec are seen by the container's other processes (same rootfs).

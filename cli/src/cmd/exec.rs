@@ -19,6 +19,9 @@ pub struct Args {
     /// Set environment variables
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    pub env_file: Vec<std::path::PathBuf>,
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short = 'u', long)]
     pub user: Option<String>,
@@ -31,7 +34,9 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    super::run::validate_env(&args.env)?;
+    let mut env = super::run::read_env_files(&args.env_file)?;
+    env.extend(args.env.iter().cloned());
+    super::run::validate_env(&env)?;
     let rt = global.containers();
     let c = rt.lookup(&args.container)?;
     if c.is_running() && strata_runtime::container::manage::is_paused(c.id()) {
@@ -42,7 +47,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     let req = ExecRequest {
         cmd: args.command.clone(),
-        env: args.env.clone(),
+        env,
         user: args.user.clone(),
         workdir: args.workdir.clone(),
         tty: args.tty,

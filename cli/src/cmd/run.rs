@@ -225,7 +225,7 @@ pub(crate) fn validate_env(env: &[String]) -> anyhow::Result<()> {
     }
 }
 
-fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+pub(crate) fn read_env_files(files: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f)
