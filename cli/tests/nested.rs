@@ -272,6 +272,9 @@ strata diff w1 | sort
 strata commit w1 inner:2 >/dev/null && echo committed
 strata run --rm $R inner:2 sh -c 'cat /etc/new; ls /etc/motd 2>&1; ls /www'
 strata rm w1
+strata run -d --name bg --hostname bgh $R inner:latest sleep 300 >/dev/null
+strata exec bg sh -c 'echo exec; hostname'
+strata rm -f bg
 echo done
 "#;
     let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
@@ -309,6 +312,9 @@ echo done
         "ls: /etc/motd: No such file or directory",
         "n",
         "w1",
+        "exec",
+        "bgh",
+        "bg",
         "done",
     ];
     assert_eq!(lines[1..], expected, "outer container: {r:?}");
@@ -550,6 +556,9 @@ strata diff w1 | sort
 strata commit w1 inner:2 >/dev/null && echo committed
 strata run --rm $R inner:2 sh -c 'cat /etc/new; ls /etc/motd 2>&1; ls /www'
 strata rm w1
+strata run -d --name bg --hostname bgh $R inner:latest sleep 300 >/dev/null
+strata exec bg sh -c 'echo exec; hostname'
+strata rm -f bg
 echo done
 "#;
 
@@ -572,6 +581,9 @@ fn podman_expected(uid_map: Option<&'static str>) -> Vec<&'static str> {
         "ls: /etc/motd: No such file or directory",
         "n",
         "w1",
+        "exec",
+        "bgh",
+        "bg",
         "done",
     ]);
     v
