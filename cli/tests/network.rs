@@ -1087,6 +1087,8 @@ fn ip6_fixed_addresses_on_ipv6_networks() {
         "fix6",
         "--ip6",
         &b6,
+        "--dns",
+        "127.0.0.1",
         "busybox",
         "sleep",
         "300",
@@ -1131,6 +1133,25 @@ fn ip6_fixed_addresses_on_ipv6_networks() {
     // A restart keeps the address.
     t.ok(&["restart", "-t", "1", "x6b"]);
     assert_eq!(v6("x6b"), format!("{b6}/64"));
+    // The embedded DNS answers AAAA with the given address.
+    let out = t.ok(&["exec", "x6b", "busybox", "nslookup", "-type=AAAA", "x6a"]);
+    assert!(out.contains(&format!("Address: {a6}")), "{out}");
+    // `network connect --ip6` of a stopped container: checked now, attached at start.
+    let f6 = format!("{p}f1");
+    t.ok(&[
+        "create",
+        "--name",
+        "x6f",
+        "--network",
+        "plain4",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    t.ok(&["network", "connect", "--ip6", &f6, "fix6", "x6f"]);
+    t.ok(&["start", "x6f"]);
+    assert_eq!(v6("x6f"), format!("{f6}/64"));
+    t.ok(&["rm", "-f", "x6f"]);
 
     let before = t.ok(&["ps", "-aq"]);
     let refused = |args: &[&str], err: &str| {
