@@ -270,18 +270,6 @@ pub fn v1_dir(id: &ContainerId) -> PathBuf {
 /// The initial cgroup namespace's inode number (the kernel's `PROC_CGROUP_INIT_INO`).
 const INIT_CGROUP_NS_INO: u64 = 0xEFFF_FFFB;
 
-/// True inside a container that has no writable cgroup filesystem (neither the v1 devices
-/// controller nor cgroup2, or only read-only ones, as podman and Docker mount them) while a device cgroup already confines this process: strata nested in
-/// a container given only `/dev/fuse` and CAP_SYS_ADMIN. Our containers stay in that cgroup, so
-/// the enclosing container's rules confine them and nothing is lost by not adding ours. "Already
-/// confined" is a v1 devices cgroup other than the root in `/proc/self/cgroup` (strata's own
-/// containers, Docker's on v1 hosts) or a cgroup namespace other than the initial one (the
-/// container engines of cgroup v2 hosts). On a host (root devices cgroup, initial cgroup
-/// namespace) without cgroupfs, rules stay mandatory and their absence an error.
-pub fn nested_without_cgroups() -> bool {
-    nested_cgroups() != NestedCgroups::Apply
-}
-
 /// What cgroup filesystem a strata nested in a container finds for its device rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NestedCgroups {
@@ -300,9 +288,16 @@ fn read_only(path: &Path) -> bool {
         .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
 }
 
-/// Whether device rules can go on a cgroup filesystem here; see [`nested_without_cgroups`].
-/// A read-only cgroup filesystem counts as none only inside a confining container: on a host it
-/// stays an error (rules are mandatory there).
+/// Whether device rules can go on a cgroup filesystem here. Not inside a container that has
+/// no writable cgroup filesystem (neither the v1 devices controller nor cgroup2, or only
+/// read-only ones, as podman and Docker mount them) while a device cgroup already confines this
+/// process: strata nested in a container given only `/dev/fuse` and CAP_SYS_ADMIN. Our
+/// containers stay in that cgroup, so the enclosing container's rules confine them and nothing
+/// is lost by not adding ours. "Already confined" is a v1 devices cgroup other than the root in
+/// `/proc/self/cgroup` (strata's own containers, Docker's on v1 hosts) or a cgroup namespace
+/// other than the initial one (the container engines of cgroup v2 hosts). On a host (root
+/// devices cgroup, initial cgroup namespace) without a writable cgroupfs, rules stay mandatory
+/// and their absence an error.
 pub fn nested_cgroups() -> NestedCgroups {
     let v1 = Path::new(CGROUP_ROOT).join("devices");
     let mounted: Vec<PathBuf> = unified_root()
