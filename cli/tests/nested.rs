@@ -23,9 +23,14 @@
 //!
 //! Given only `/dev/fuse` (no CAP_SYS_ADMIN, the rootless podman-in-podman case), the inner
 //! strata takes the rootless path as root: its own user namespace, FUSE and the inner
-//! container's namespaces inside it. That needs seven more seccomp grants than Docker's default
-//! profile ([`USERNS_GRANTS`]; podman's default lacks `setns` and `sethostname` of them) and
-//! `--security-opt systempaths=unconfined` (no masked /proc paths), each shown necessary.
+//! container's namespaces inside it. That needs six more seccomp grants than Docker's default
+//! profile ([`USERNS_GRANTS`]; podman's default allows all six) and no masked /proc paths
+//! (`--security-opt systempaths=unconfined`, podman's `unmask=/proc/*`), each shown necessary.
+//!
+//! Under real podman (4.3, runc, its default profile, masked paths, capabilities and read-only
+//! cgroup mounts): `podman run --device /dev/fuse --cap-add SYS_ADMIN` is enough, and so is
+//! `podman run --device /dev/fuse --security-opt unmask=/proc/*` without CAP_SYS_ADMIN.
+//! `--cap-drop SETGID` outer containers start and run strata too.
 
 mod containers_common;
 
@@ -182,7 +187,7 @@ fn outer_container_without_the_grants_cannot_run_strata() {
     assert!(r.ok(), "{r:?}");
     assert!(r.stdout.ends_with("exit 125\n"), "{r:?}");
     assert_eq!(
-        r.stderr, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n",
+        r.stderr, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root and clone)\n",
         "{r:?}"
     );
     // With CAP_SYS_ADMIN but the default seccomp profile (Docker's): it has no pivot_root.
@@ -231,19 +236,21 @@ fn profile_with(dir: &Path, tag: &str, names: &[&str]) -> String {
 }
 
 /// The seccomp grants the outer container needs when it has no CAP_SYS_ADMIN (each found
-/// necessary by leaving it out): the inner strata makes a user namespace (`unshare`), joins its
-/// pause process's (`setns`), mounts FUSE and the inner container's filesystems (`mount`,
-/// `umount2`, `pivot_root`), forks the inner init into new namespaces (`clone` with namespace
-/// flags) and names it (`sethostname`). Docker's profile allows all of them only with
-/// CAP_SYS_ADMIN; podman's allows all but `setns` and `sethostname` unconditionally.
-const USERNS_GRANTS: [&str; 7] = [
+/// necessary by leaving it out, [`only_dev_fuse_needs_each_grant`]): the inner strata makes a
+/// user namespace (`unshare`), joins its pause process's (`setns`), mounts FUSE and the inner
+/// container's filesystems (`mount`, `umount2`, `pivot_root`) and forks the inner init into new
+/// namespaces (`clone` with namespace flags). Docker's profile allows them only with
+/// CAP_SYS_ADMIN; podman's allows all six without (its conditional `setns` refusal comes after
+/// an unconditional allow, and the first rule for a call wins in libseccomp, as runc and strata
+/// compile it). `sethostname` is not needed: where it is refused, the inner init names its UTS
+/// namespace through its own `/proc/sys/kernel/hostname`.
+const USERNS_GRANTS: [&str; 6] = [
     "unshare",
     "setns",
     "mount",
     "umount2",
     "pivot_root",
     "clone",
-    "sethostname",
 ];
 
 /// Without CAP_SYS_ADMIN, root in the outer container takes the rootless path: a user
@@ -259,12 +266,15 @@ fn strata_in_a_container_given_only_dev_fuse() {
 R="--network host"
 grep CapEff /proc/self/status
 strata load -i /img/inner.tar
-strata run --rm $R inner:latest sh -c 'cat /etc/motd; cat /proc/self/uid_map; id -u'
+strata run --rm $R --hostname inner-h inner:latest sh -c 'cat /etc/motd; cat /proc/self/uid_map; id -u; hostname'
 strata run --name w1 $R inner:latest sh -c 'echo hi > /etc/new; rm /etc/motd; rm -r /www; mkdir /www; echo new > /www/n'
 strata diff w1 | sort
 strata commit w1 inner:2 >/dev/null && echo committed
 strata run --rm $R inner:2 sh -c 'cat /etc/new; ls /etc/motd 2>&1; ls /www'
 strata rm w1
+strata run -d --name bg --hostname bgh $R inner:latest sleep 300 >/dev/null
+strata exec bg sh -c 'echo exec; hostname'
+strata rm -f bg
 echo done
 "#;
     let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
@@ -291,6 +301,7 @@ echo done
         "welcome to the strata busybox fixture",
         "0          0      65536",
         "0",
+        "inner-h",
         "A /etc/new",
         "A /www/n",
         "C /etc",
@@ -301,6 +312,9 @@ echo done
         "ls: /etc/motd: No such file or directory",
         "n",
         "w1",
+        "exec",
+        "bgh",
+        "bg",
         "done",
     ];
     assert_eq!(lines[1..], expected, "outer container: {r:?}");
@@ -313,29 +327,53 @@ fn only_dev_fuse_needs_each_grant() {
     let s = setup("fuse");
     let img = images();
     let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"";
-    let all = profile_with(img.path(), "userns", &USERNS_GRANTS);
-    let podman = profile_with(
-        img.path(),
-        "podman",
-        &["unshare", "mount", "umount2", "pivot_root", "clone"],
-    );
-    let unmask = "systempaths=unconfined";
-    for (seccomp, unmasked, err) in [
-        (None, true, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: unshare(CLONE_NEWUSER|CLONE_NEWNS): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n"),
-        (Some(&podman), true, "Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: setns(user namespace): Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)\n"),
-        (Some(&all), false, "Error: mount proc on /proc: EPERM: Operation not permitted\n"),
-    ] {
+    let confined = |what: &str| {
+        format!("Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: {what}: Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root and clone)\n")
+    };
+    let mut cases: Vec<(Option<String>, bool, String)> = vec![
+        (None, true, confined("unshare(CLONE_NEWUSER|CLONE_NEWNS)")),
+        (
+            Some(profile_with(img.path(), "userns", &USERNS_GRANTS)),
+            false,
+            "Error: mount proc on /proc: EPERM: Operation not permitted\n".to_string(),
+        ),
+    ];
+    for left in USERNS_GRANTS {
+        let rest: Vec<&str> = USERNS_GRANTS.into_iter().filter(|n| *n != left).collect();
+        let err = match left {
+            "unshare" => confined("unshare(CLONE_NEWUSER|CLONE_NEWNS)"),
+            "setns" => confined("setns(user namespace)"),
+            // (the FUSE mount: the message names the container's rootfs)
+            "mount" => "rootfs: EPERM: Operation not permitted\n".to_string(),
+            "umount2" => "Error: detach old root: EPERM: Operation not permitted\n".to_string(),
+            "pivot_root" => "Error: pivot_root: EPERM: Operation not permitted\n".to_string(),
+            "clone" => "Error: fork: EPERM: Operation not permitted\n".to_string(),
+            other => unreachable!("{other}"),
+        };
+        cases.push((Some(profile_with(img.path(), left, &rest)), true, err));
+    }
+    for (seccomp, unmasked, err) in &cases {
         let mut flags = vec!["--device", "/dev/fuse"];
         if let Some(p) = seccomp {
             flags.extend(["--security-opt", p.as_str()]);
         }
-        if unmasked {
-            flags.extend(["--security-opt", unmask]);
+        if *unmasked {
+            flags.extend(["--security-opt", "systempaths=unconfined"]);
         }
         let r = outer(&s, img.path(), &flags, script);
         assert!(r.ok(), "{r:?}");
         assert!(r.stdout.ends_with("exit 125\n"), "{flags:?}: {r:?}");
-        assert_eq!(r.stderr, err, "{flags:?}: {r:?}");
+        if err.starts_with("Error: ") {
+            assert_eq!(&r.stderr, err, "{flags:?}: {r:?}");
+        } else {
+            assert!(
+                r.stderr
+                    .starts_with("Error: storage driver fuse: cannot mount ")
+                    && r.stderr.ends_with(err.as_str())
+                    && r.stderr.lines().count() == 1,
+                "{flags:?}: {r:?}"
+            );
+        }
     }
 }
 
@@ -365,6 +403,382 @@ fn only_dev_fuse_without_setuid_maps_root_alone() {
         [
             "0          0          1",
             "0          0      65536",
+            "x",
+            "removed",
+            "exit 0"
+        ],
+        "{r:?}"
+    );
+    assert_eq!(r.stderr, "", "{r:?}");
+}
+
+/// Rootful podman (Debian's 4.3 with runc: podman's own default seccomp profile, masked paths,
+/// capabilities and read-only cgroup mounts) as the outer container. Everything podman keeps
+/// lives in a temp dir of its own (storage with vfs, run root, libpod tmp dir; no events, no
+/// network); the outer root is a directory (`--rootfs`) holding the host's static busybox and
+/// its applets. Containers go under a cgroup parent named after that dir (podman's conmon
+/// cgroups too). Dropping it force-removes every podman container of that storage, kills what
+/// still names the dir, unmounts what is left under it and removes that cgroup parent.
+struct Podman {
+    dir: tempfile::TempDir,
+}
+
+/// Remove the (empty) cgroup `/name` and everything below it in every mounted hierarchy.
+fn remove_cgroup_tree(name: &str) {
+    fn rm(dir: &Path) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rm(&e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    let top = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(top)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([top.to_path_buf()]);
+    for h in hierarchies {
+        let d = h.join(name);
+        if d.is_dir() {
+            rm(&d);
+        }
+    }
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-nested-podman-")
+            .tempdir()
+            .unwrap();
+        let rootfs = dir.path().join("rootfs");
+        for d in ["bin", "etc", "tmp", "var/lib", "run", "img"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        let list = std::process::Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+            }
+        }
+        std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+        Podman { dir }
+    }
+
+    fn cgroup(&self) -> String {
+        self.dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn command(&self) -> std::process::Command {
+        let d = self.dir.path();
+        let mut c = std::process::Command::new("podman");
+        c.arg("--root")
+            .arg(d.join("storage"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .arg("--tmpdir")
+            .arg(d.join("tmp"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"]);
+        c
+    }
+
+    /// `podman run --rm` of the outer container with `flags`, running `script` under `sh -c`.
+    fn run(&self, img_dir: &Path, flags: &[&str], script: &str) -> Run {
+        let mut c = self.command();
+        // Podman's default rlimits for root (1048576 open files) are above what a test run may
+        // raise to; these are the ones `benches/cli-compare` gives podman too.
+        c.args(["run", "--rm", "--network", "none", "--cgroup-parent"])
+            .arg(format!("/{}", self.cgroup()))
+            .args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=4096:4096",
+            ]);
+        for v in binds(img_dir) {
+            c.args(["-v", &v]);
+        }
+        c.args(flags)
+            .arg("--rootfs")
+            .arg(self.dir.path().join("rootfs"))
+            .args(["sh", "-c", script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = strata_testkit::container::wait_output(c.spawn().unwrap(), LIMIT);
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let mut c = self.command();
+        c.args(["rm", "--force", "--all", "--time", "0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Ok(child) = c.spawn() {
+            let _ = strata_testkit::container::wait_output(child, Duration::from_secs(60));
+        }
+        strata_testkit::container::kill_processes_naming(self.dir.path());
+        strata_testkit::container::lazy_unmount_under(self.dir.path());
+        remove_cgroup_tree(&self.cgroup());
+    }
+}
+
+/// The inner work of the podman tests: load, run (named), write/delete/opaque dir, diff,
+/// commit, run the committed image.
+const PODMAN_SCRIPT: &str = r#"
+R="--network host"
+strata load -i /img/inner.tar
+strata run --rm $R --hostname inner-h inner:latest sh -c 'cat /etc/motd; hostname; id'
+strata run --name w1 $R inner:latest sh -c 'echo hi > /etc/new; rm /etc/motd; rm -r /www; mkdir /www; echo new > /www/n'
+strata diff w1 | sort
+strata commit w1 inner:2 >/dev/null && echo committed
+strata run --rm $R inner:2 sh -c 'cat /etc/new; ls /etc/motd 2>&1; ls /www'
+strata rm w1
+strata run -d --name bg --hostname bgh $R inner:latest sleep 300 >/dev/null
+strata exec bg sh -c 'echo exec; hostname'
+strata rm -f bg
+echo done
+"#;
+
+fn podman_expected(uid_map: Option<&'static str>) -> Vec<&'static str> {
+    let mut v = vec![
+        "Loaded image: inner:latest",
+        "welcome to the strata busybox fixture",
+        "inner-h",
+        "uid=0(root) gid=0(root) groups=0(root)",
+    ];
+    v.extend(uid_map);
+    v.extend([
+        "A /etc/new",
+        "A /www/n",
+        "C /etc",
+        "D /etc/motd",
+        "D /www",
+        "committed",
+        "hi",
+        "ls: /etc/motd: No such file or directory",
+        "n",
+        "w1",
+        "exec",
+        "bgh",
+        "bg",
+        "done",
+    ]);
+    v
+}
+
+/// `podman run --device /dev/fuse --cap-add SYS_ADMIN`: nothing else. Podman's default profile
+/// allows `pivot_root` (Docker's does not), its cgroup filesystems are mounted read-only (the
+/// device rules are left to podman's device cgroup, one warning per inner container) and it
+/// gives no CAP_MKNOD, CAP_NET_RAW or CAP_AUDIT_WRITE (the inner containers get the rest of
+/// Docker's default set: nothing can grant what it does not hold).
+#[test]
+fn strata_in_a_podman_container_given_sys_admin_and_dev_fuse() {
+    let img = images();
+    let podman = Podman::new();
+    let script = format!(
+        "grep CapBnd /proc/self/status\n{PODMAN_SCRIPT}\nstrata run --rm --network host inner:latest grep CapEff /proc/self/status"
+    );
+    let r = podman.run(
+        img.path(),
+        &["--device", "/dev/fuse", "--cap-add", "SYS_ADMIN"],
+        &script,
+    );
+    let out = r.stdout.replace("\r\n", "\n");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert!(r.ok(), "{r:?}");
+    // Podman's default set plus SYS_ADMIN: no MKNOD (27), NET_RAW (13), AUDIT_WRITE (29).
+    assert_eq!(lines[0], "CapBnd:\t00000000802405fb".trim(), "{r:?}");
+    let expected = podman_expected(None);
+    assert_eq!(lines[1..lines.len() - 1], expected[..], "{r:?}");
+    // Docker's default set less what podman withheld.
+    assert_eq!(
+        lines[lines.len() - 1],
+        "CapEff:\t00000000800405fb".trim(),
+        "{r:?}"
+    );
+    let warning = "WARNING: the cgroup filesystem in this container is read-only: device access is limited by the enclosing container's rules";
+    assert!(
+        r.stderr.lines().all(|l| l == warning) && r.stderr.contains(warning),
+        "{r:?}"
+    );
+}
+
+/// `podman run --device /dev/fuse --security-opt unmask=/proc/*`, no CAP_SYS_ADMIN: the inner
+/// strata takes the rootless path under podman's default profile. That profile refuses
+/// `sethostname` (checked: even root of a user namespace of its own gets EPERM), so the inner
+/// init names its container through /proc; the `unmask` is the one grant left: the kernel
+/// mounts no fresh /proc in a user namespace while masked paths cover the outer one (without it:
+/// one line, exit 125). The last inner `strata run` is the outer container's first process
+/// (`exec`): its binary's mount namespace empties when it joins the pause process's.
+#[test]
+fn strata_in_a_podman_container_given_only_dev_fuse() {
+    let img = images();
+    let podman = Podman::new();
+    let script = format!(
+        "grep CapEff /proc/self/status\nunshare -r unshare -u hostname x 2>&1\n{PODMAN_SCRIPT}\nexec strata run --rm --network host inner:latest cat /proc/self/uid_map"
+    );
+    let r = podman.run(
+        img.path(),
+        &["--device", "/dev/fuse", "--security-opt", "unmask=/proc/*"],
+        &script,
+    );
+    let out = r.stdout.replace("\r\n", "\n");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert!(r.ok(), "{r:?}");
+    let eff = lines[0].strip_prefix("CapEff:").unwrap().trim();
+    assert_eq!(
+        u64::from_str_radix(eff, 16).unwrap() & (1 << 21),
+        0,
+        "{r:?}"
+    );
+    assert_eq!(
+        lines[1], "hostname: sethostname: Operation not permitted",
+        "{r:?}"
+    );
+    let expected = podman_expected(None);
+    assert_eq!(lines[2..lines.len() - 1], expected[..], "{r:?}");
+    assert_eq!(lines[lines.len() - 1], "0          0      65536", "{r:?}");
+    assert_eq!(r.stderr, "", "{r:?}");
+
+    // Without the unmask: podman's masked /proc.
+    let r = podman.run(
+        img.path(),
+        &["--device", "/dev/fuse"],
+        "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"",
+    );
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.stdout, "exit 125\n", "{r:?}");
+    assert_eq!(
+        r.stderr, "Error: mount proc on /proc: EPERM: Operation not permitted\n",
+        "{r:?}"
+    );
+}
+
+/// `--cap-drop SETGID`: the container's init sets its groups before it takes the container's
+/// capabilities (runc's order), so it starts as Docker's does, with the same `id` and without
+/// CAP_SETGID (bit 6); `exec` (also as another user) too. Strata inside such a container: the
+/// inner init cannot call `setgroups` at all (the kernel wants CAP_SETGID even for no change),
+/// and skips it where the groups already are the container's (root's: `0`), as runc does where
+/// it may not; a user whose groups would change gets the kernel's refusal in one line.
+#[test]
+fn cap_drop_setgid_container_starts_as_in_docker() {
+    let s = setup("fuse");
+    let plain = s.ok(&["run", "--rm", "--network", "none", "busybox", "id"]);
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cap-drop",
+        "SETGID",
+        "busybox",
+        "sh",
+        "-c",
+        "id; grep CapEff /proc/self/status",
+    ]);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(
+        r.stdout,
+        format!("{plain}CapEff:\t00000000a80425bb\n"),
+        "{r:?}"
+    );
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--cap-drop",
+        "SETGID",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let id = id.trim();
+    assert_eq!(s.ok(&["exec", id, "id"]), plain);
+    assert_eq!(
+        s.ok(&["exec", "-u", "65534:65534", id, "id", "-G"]),
+        "65534\n"
+    );
+    s.ok(&["rm", "-f", id]);
+
+    let img = images();
+    let seccomp = profile_opt(img.path());
+    let script = "strata load -i /img/inner.tar >/dev/null; strata run --rm --network host inner:latest sh -c 'id; grep CapEff /proc/self/status'; strata run --rm --network host --user 1000:1000 inner:latest id; echo \"exit $?\"";
+    let flags = [
+        "--device",
+        "/dev/fuse",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-drop",
+        "SETGID",
+        "--security-opt",
+        &seccomp,
+    ];
+    let r = outer(&s, img.path(), &flags, script);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(
+        r.stdout, "uid=0(root) gid=0(root) groups=0(root)\nCapEff:\t00000000a80425bb\nexit 125\n",
+        "{r:?}"
+    );
+    assert!(
+        r.stderr
+            .ends_with("\nError: setgroups: EPERM: Operation not permitted\n"),
+        "{r:?}"
+    );
+}
+
+/// Given only `/dev/fuse` and without CAP_SETGID: the inner user namespace maps gid 0 alone
+/// (and `setgroups` is `deny`, as the kernel requires for that map), the inner init leaves the
+/// groups alone, and devpts goes without `gid=5` (no such group in the namespace).
+#[test]
+fn only_dev_fuse_without_setgid_maps_gid_0_alone() {
+    let s = setup("fuse");
+    let img = images();
+    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest sh -c 'cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; id; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'; echo \"exit $?\"";
+    let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
+    let flags = [
+        "--device",
+        "/dev/fuse",
+        "--cap-drop",
+        "SETGID",
+        "--security-opt",
+        &seccomp,
+        "--security-opt",
+        "systempaths=unconfined",
+    ];
+    let r = outer(&s, img.path(), &flags, script);
+    let out = r.stdout.replace("\r\n", "\n");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "0          0      65536",
+            "0          0          1",
+            "deny",
+            "uid=0(root) gid=0(root) groups=0(root)",
             "x",
             "removed",
             "exit 0"

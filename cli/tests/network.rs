@@ -1026,3 +1026,246 @@ fn default_bridge_gets_ipv6_when_configured() {
     t.ok(&["rm", "-f", "v6a"]);
     nothing_left(&t.bridge);
 }
+
+/// `--ip6` on `run`, `create` and `network connect` (Docker's rules): the address must lie in the
+/// IPv6 subnet the user gave the network and be free; containers reach each other over it; a
+/// network without IPv6 (or without a user-given IPv6 subnet, or the default bridge) gets
+/// Docker's refusal, and nothing is left of a refused `run`. A later container whose derived
+/// address (its IPv4 host number) an `--ip6` took gets the lowest free one instead.
+#[test]
+fn ip6_fixed_addresses_on_ipv6_networks() {
+    let t = NetStrata::new();
+    let sub4 = network_common::free_subnet().to_string();
+    let sub6 = free_subnet6(4);
+    let p = sub6.trim_end_matches("/64").to_string();
+    t.ok(&[
+        "network", "create", "--ipv6", "--subnet", &sub4, "--subnet", &sub6, "fix6",
+    ]);
+    t.create_network("plain4", &[]);
+    t.ok(&["network", "create", "--ipv6=true", "auto6"]);
+    let (a6, b6, c6) = (format!("{p}3"), format!("{p}b2"), format!("{p}c3"));
+    let v6 = |name: &str| {
+        let f = "{{with index .NetworkSettings.Networks \"fix6\"}}{{.GlobalIPv6Address}}/{{.GlobalIPv6PrefixLen}}{{end}}";
+        t.ok(&["inspect", "-f", f, name]).trim().to_string()
+    };
+    // `a` (IPv4 .2) takes `::3`, the address IPv4 .3 derives; `d` (IPv4 .3) then gets `::2`.
+    t.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "x6a",
+        "--network",
+        "fix6",
+        "--ip6",
+        &a6,
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    t.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "x6d",
+        "--network",
+        "fix6",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    assert_eq!(v6("x6a"), format!("{a6}/64"));
+    assert_eq!(v6("x6d"), format!("{p}2/64"));
+    t.ok(&[
+        "create",
+        "--name",
+        "x6b",
+        "--network",
+        "fix6",
+        "--ip6",
+        &b6,
+        "--dns",
+        "127.0.0.1",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    t.ok(&["start", "x6b"]);
+    t.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "x6c",
+        "--network",
+        "plain4",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    t.ok(&["network", "connect", "--ip6", &c6, "fix6", "x6c"]);
+    assert_eq!(v6("x6b"), format!("{b6}/64"));
+    assert_eq!(v6("x6c"), format!("{c6}/64"));
+    let addrs = t.ok(&["exec", "x6c", "ip", "-6", "addr"]);
+    assert!(addrs.contains(&format!("inet6 {c6}/64")), "{addrs}");
+    // Container to container over the given addresses.
+    let out = t.ok(&[
+        "exec",
+        "x6b",
+        "sh",
+        "-c",
+        &format!("ping -6 -c 1 -W 5 {c6} && wget -q -O - http://[{a6}]/index.html"),
+    ]);
+    assert!(out.contains("1 packets received"), "{out}");
+    assert!(out.ends_with(INDEX_HTML), "{out}");
+    let out = t.ok(&[
+        "exec",
+        "x6c",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://[{a6}]/index.html"),
+    ]);
+    assert_eq!(out, INDEX_HTML);
+    // A restart keeps the address.
+    t.ok(&["restart", "-t", "1", "x6b"]);
+    assert_eq!(v6("x6b"), format!("{b6}/64"));
+    // The embedded DNS answers AAAA with the given address.
+    let out = t.ok(&["exec", "x6b", "busybox", "nslookup", "-type=AAAA", "x6a"]);
+    assert!(out.contains(&format!("Address: {a6}")), "{out}");
+    // `network connect --ip6` of a stopped container: checked now, attached at start.
+    let f6 = format!("{p}f1");
+    t.ok(&[
+        "create",
+        "--name",
+        "x6f",
+        "--network",
+        "plain4",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    t.ok(&["network", "connect", "--ip6", &f6, "fix6", "x6f"]);
+    t.ok(&["start", "x6f"]);
+    assert_eq!(v6("x6f"), format!("{f6}/64"));
+    t.ok(&["rm", "-f", "x6f"]);
+
+    let before = t.ok(&["ps", "-aq"]);
+    let refused = |args: &[&str], err: &str| {
+        let r = t.s.run(args);
+        assert_eq!(r.code, Some(125), "{args:?}: {r:?}");
+        assert_eq!(r.stderr, format!("Error: {err}\n"), "{args:?}: {r:?}");
+    };
+    let no_subnet = "user specified IP address is supported only when connecting to networks with user configured subnets";
+    refused(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "fix6",
+            "--ip6",
+            &a6,
+            "busybox",
+            "true",
+        ],
+        &format!("Address already in use: {a6}"),
+    );
+    refused(
+        &["run", "--rm", "--network", "fix6", "--ip6", "fd00:dead::1", "busybox", "true"],
+        &format!("invalid address fd00:dead::1: It does not belong to any of this network's subnets ({sub6})"),
+    );
+    refused(
+        &[
+            "create",
+            "--network",
+            "plain4",
+            "--ip6",
+            &format!("{p}99"),
+            "busybox",
+        ],
+        no_subnet,
+    );
+    refused(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "auto6",
+            "--ip6",
+            &format!("{p}99"),
+            "busybox",
+            "true",
+        ],
+        no_subnet,
+    );
+    refused(
+        &["run", "--rm", "--ip6", &format!("{p}99"), "busybox", "true"],
+        no_subnet,
+    );
+    refused(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "fix6",
+            "--ip6",
+            "nope",
+            "busybox",
+            "true",
+        ],
+        "invalid argument \"nope\" for \"--ip6\" flag: invalid IP address: nope",
+    );
+    refused(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "fix6",
+            "--ip6",
+            "10.1.2.3",
+            "busybox",
+            "true",
+        ],
+        "invalid IPv6 address: 10.1.2.3",
+    );
+    let r =
+        t.s.run(&["network", "connect", "--ip6", &b6, "fix6", "x6d"]);
+    assert!(
+        !r.ok()
+            && r.stderr
+                .ends_with("container x6d is already connected to network fix6\n"),
+        "{r:?}"
+    );
+    t.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "x6e",
+        "--network",
+        "plain4",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let r =
+        t.s.run(&["network", "connect", "--ip6", &b6, "fix6", "x6e"]);
+    assert_eq!(
+        r.stderr,
+        format!("Error: Address already in use: {b6}\n"),
+        "{r:?}"
+    );
+    let r =
+        t.s.run(&["network", "connect", "--ip6", &c6, "auto6", "x6e"]);
+    assert_eq!(r.stderr, format!("Error: {no_subnet}\n"), "{r:?}");
+    assert_eq!(
+        t.ok(&["ps", "-aq"]).lines().count(),
+        before.lines().count() + 1
+    );
+    t.ok(&["rm", "-f", "x6a", "x6b", "x6c", "x6d", "x6e"]);
+    for n in ["fix6", "plain4", "auto6"] {
+        t.ok(&["network", "rm", n]);
+    }
+}

@@ -48,7 +48,7 @@ pub enum RootlessError {
         what: &'static str,
         source: io::Error,
     },
-    #[error("cannot set up a user namespace for root without CAP_SYS_ADMIN: {what}: {source} (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root, clone and sethostname)")]
+    #[error("cannot set up a user namespace for root without CAP_SYS_ADMIN: {what}: {source} (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root and clone)")]
     Confined {
         what: &'static str,
         source: io::Error,

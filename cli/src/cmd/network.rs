@@ -21,6 +21,9 @@ pub struct RunNetArgs {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long)]
     pub ip: Option<String>,
+    /// IPv6 address (e.g., 2001:db8::33)
+    #[arg(long)]
+    pub ip6: Option<String>,
     /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
     #[arg(long = "mac-address")]
     pub mac_address: Option<String>,
@@ -45,6 +48,15 @@ fn parse_ip(flag: &str, s: &str) -> Result<Ipv4Addr> {
     s.parse().map_err(|_| {
         anyhow::anyhow!("invalid argument \"{s}\" for \"--{flag}\" flag: invalid IP address: {s}")
     })
+}
+
+/// `--ip6`: an IPv6 address (an IPv4 one is Docker's daemon error, in one line).
+fn parse_ip6(flag: &str, s: &str) -> Result<std::net::Ipv6Addr> {
+    match s.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) if !ip.is_unspecified() => Ok(ip),
+        Ok(_) => bail!("invalid IPv6 address: {s}"),
+        Err(_) => bail!("invalid argument \"{s}\" for \"--{flag}\" flag: invalid IP address: {s}"),
+    }
 }
 
 /// The container's network settings from `--network` and its companions.
@@ -102,13 +114,21 @@ pub fn run_settings(global: &Global, network: &str, a: &RunNetArgs) -> Result<Ne
             };
             let rec = global.engine().networks().get(name)?;
             let ip = a.ip.as_deref().map(|s| parse_ip("ip", s)).transpose()?;
+            let ip6 = a.ip6.as_deref().map(|s| parse_ip6("ip6", s)).transpose()?;
             let ep = EndpointConfig {
                 network: rec.name.clone(),
                 aliases: a.network_alias.clone(),
                 ip,
                 mac: a.mac_address.clone(),
+                ip6,
             };
-            if rec.name != "bridge" || ip.is_some() || ep.mac.is_some() || !ep.aliases.is_empty() {
+            strata_runtime::network::sandbox::validate_endpoint(&rec, &ep)?;
+            if rec.name != "bridge"
+                || ip.is_some()
+                || ep.ip6.is_some()
+                || ep.mac.is_some()
+                || !ep.aliases.is_empty()
+            {
                 net.networks.push(ep);
             }
         }
@@ -208,6 +228,9 @@ struct ConnectArgs {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long)]
     ip: Option<String>,
+    /// IPv6 address (e.g., 2001:db8::33)
+    #[arg(long)]
+    ip6: Option<String>,
     network: String,
     container: String,
 }
@@ -329,6 +352,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
             let rt = global.containers();
             let c = rt.lookup(&a.container)?;
             let ip = a.ip.as_deref().map(|s| parse_ip("ip", s)).transpose()?;
+            let ip6 = a.ip6.as_deref().map(|s| parse_ip6("ip6", s)).transpose()?;
             api::connect(
                 rt,
                 &c,
@@ -337,6 +361,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
                     aliases: a.alias,
                     ip,
                     mac: None,
+                    ip6,
                 },
             )?;
         }

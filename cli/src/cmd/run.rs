@@ -135,7 +135,13 @@ pub fn run_supervise(global: &Global, args: SuperviseArgs) -> anyhow::Result<()>
 }
 
 pub(crate) fn launcher(global: &Global) -> anyhow::Result<Launcher> {
-    let exe = std::env::current_exe().context("cannot find the strata executable")?;
+    let mut exe = std::env::current_exe().context("cannot find the strata executable")?;
+    if !exe.is_file() {
+        // Strata as a container's first process on the nested rootless path: joining the pause
+        // process's mount namespace emptied the one its bind-mounted binary came from, and the
+        // kernel names the detached file "/". The running binary is still there.
+        exe = std::path::PathBuf::from("/proc/self/exe");
+    }
     Ok(Launcher {
         exe,
         args: vec![

@@ -106,7 +106,10 @@ fn in_bounding_set(n: u32) -> bool {
 
 /// The capability set of a container: Docker's default set with `drop` removed and `add`
 /// added (`ALL` in either means every capability); `privileged` means all. "All" is, as with
-/// Docker, every capability the caller itself may hold (its bounding set).
+/// Docker, every capability the caller itself may hold (its bounding set), and so is the
+/// default set: inside a container that was given fewer (podman's default has no `CAP_MKNOD`,
+/// `CAP_NET_RAW`, `CAP_AUDIT_WRITE`) the default members it lacks are left out, since no
+/// process can grant what it does not hold. An explicit `--cap-add` stays (and fails at start).
 pub fn effective(add: &[String], drop: &[String], privileged: bool) -> Vec<String> {
     let all = || {
         ALL.iter()
@@ -124,7 +127,11 @@ pub fn effective(add: &[String], drop: &[String], privileged: bool) -> Vec<Strin
     } else if has_all(add) {
         all()
     } else {
-        DEFAULT.iter().map(|s| s.to_string()).collect()
+        DEFAULT
+            .iter()
+            .filter(|c| number(c).is_some_and(in_bounding_set))
+            .map(|s| s.to_string())
+            .collect()
     };
     set.retain(|c| !drop.contains(c));
     for c in add {

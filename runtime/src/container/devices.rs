@@ -270,23 +270,55 @@ pub fn v1_dir(id: &ContainerId) -> PathBuf {
 /// The initial cgroup namespace's inode number (the kernel's `PROC_CGROUP_INIT_INO`).
 const INIT_CGROUP_NS_INO: u64 = 0xEFFF_FFFB;
 
-/// True inside a container that has no cgroup filesystem at all (neither the v1 devices
-/// controller nor cgroup2) while a device cgroup already confines this process: strata nested in
-/// a container given only `/dev/fuse` and CAP_SYS_ADMIN. Our containers stay in that cgroup, so
-/// the enclosing container's rules confine them and nothing is lost by not adding ours. "Already
-/// confined" is a v1 devices cgroup other than the root in `/proc/self/cgroup` (strata's own
-/// containers, Docker's on v1 hosts) or a cgroup namespace other than the initial one (the
-/// container engines of cgroup v2 hosts). On a host (root devices cgroup, initial cgroup
-/// namespace) without cgroupfs, rules stay mandatory and their absence an error.
-pub fn nested_without_cgroups() -> bool {
-    let cgroupfs = unified_root().is_some()
-        || Path::new(CGROUP_ROOT)
-            .join("devices")
-            .join("devices.allow")
-            .exists();
-    if cgroupfs {
-        return false;
+/// What cgroup filesystem a strata nested in a container finds for its device rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NestedCgroups {
+    /// Rules go on the cgroup filesystem: a writable v1 devices controller or cgroup2 (a host,
+    /// or a container given its cgroups), or none on a host (then an error: they are mandatory).
+    Apply,
+    /// None mounted, and an enclosing container's device cgroup confines us.
+    Absent,
+    /// Mounted read-only (podman's and Docker's default for a container), and an enclosing
+    /// container's device cgroup confines us.
+    ReadOnly,
+}
+
+fn read_only(path: &Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
+/// Whether device rules can go on a cgroup filesystem here. Not inside a container that has
+/// no writable cgroup filesystem (neither the v1 devices controller nor cgroup2, or only
+/// read-only ones, as podman and Docker mount them) while a device cgroup already confines this
+/// process: strata nested in a container given only `/dev/fuse` and CAP_SYS_ADMIN. Our
+/// containers stay in that cgroup, so the enclosing container's rules confine them and nothing
+/// is lost by not adding ours. "Already confined" is a v1 devices cgroup other than the root in
+/// `/proc/self/cgroup` (strata's own containers, Docker's on v1 hosts) or a cgroup namespace
+/// other than the initial one (the container engines of cgroup v2 hosts). On a host (root
+/// devices cgroup, initial cgroup namespace) without a writable cgroupfs, rules stay mandatory
+/// and their absence an error.
+pub fn nested_cgroups() -> NestedCgroups {
+    let v1 = Path::new(CGROUP_ROOT).join("devices");
+    let mounted: Vec<PathBuf> = unified_root()
+        .into_iter()
+        .chain(v1.join("devices.allow").exists().then_some(v1))
+        .collect();
+    if mounted.iter().any(|p| !read_only(p)) {
+        return NestedCgroups::Apply;
     }
+    if !confined() {
+        return NestedCgroups::Apply;
+    }
+    if mounted.is_empty() {
+        NestedCgroups::Absent
+    } else {
+        NestedCgroups::ReadOnly
+    }
+}
+
+/// A cgroup namespace other than the initial one, or a v1 devices cgroup other than the root.
+fn confined() -> bool {
     let own_ns = fs::metadata("/proc/self/ns/cgroup")
         .map(|m| m.ino() != INIT_CGROUP_NS_INO)
         .unwrap_or(false);
@@ -333,11 +365,18 @@ pub fn apply(id: &ContainerId, rules: &[DeviceRule], pid: i32) -> Result<(), Dev
         // namespace make device nodes; the container can open only what the user could.
         return Ok(());
     }
-    if nested_without_cgroups() {
-        // Strata inside a container that mounted no cgroup filesystem for it: the enclosing
-        // container's device cgroup confines every process below it, ours included.
-        eprintln!("WARNING: no cgroup filesystem in this container: device access is limited by the enclosing container's rules");
-        return Ok(());
+    match nested_cgroups() {
+        NestedCgroups::Apply => {}
+        // Strata inside a container that mounted no (writable) cgroup filesystem for it: the
+        // enclosing container's device cgroup confines every process below it, ours included.
+        NestedCgroups::Absent => {
+            eprintln!("WARNING: no cgroup filesystem in this container: device access is limited by the enclosing container's rules");
+            return Ok(());
+        }
+        NestedCgroups::ReadOnly => {
+            eprintln!("WARNING: the cgroup filesystem in this container is read-only: device access is limited by the enclosing container's rules");
+            return Ok(());
+        }
     }
     if use_v1() {
         let dir = v1_dir(id);

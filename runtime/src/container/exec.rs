@@ -132,6 +132,18 @@ fn process_for(c: &Container, req: &ExecRequest) -> Result<(Process, Option<Filt
     Ok((p, filter))
 }
 
+/// True when the namespace open in `f` is this process's own namespace of kind `name`.
+fn same_namespace(f: &File, name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        f.metadata(),
+        std::fs::metadata(format!("/proc/self/ns/{name}")),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Start `req.cmd` in container `c`. Without a tty the process inherits the caller's stdio
 /// (`-d`: `/dev/null`). Returns once it has exec'd, or the error it met.
 pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
@@ -153,6 +165,12 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
     ] {
         let path = format!("/proc/{pid}/ns/{name}");
         let f = File::open(&path).map_err(io_at(&path))?;
+        // A namespace the container shares with us (`--network host`) is not joined again:
+        // setns into it asks for CAP_SYS_ADMIN over its owner, which a user namespace's root
+        // (rootless, or strata nested without CAP_SYS_ADMIN) does not have.
+        if same_namespace(&f, name) {
+            continue;
+        }
         ns_files.push((f, flag));
     }
     let ns: Vec<(RawFd, CloneFlags)> = ns_files.iter().map(|(f, k)| (f.as_raw_fd(), *k)).collect();

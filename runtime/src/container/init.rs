@@ -2,7 +2,7 @@
 //! `execve` (or `_exit` after reporting why it could not).
 //!
 //! [`run_init`] turns the supervisor's child into the container's init: new namespaces, the
-//! spec's mounts, `/dev`, `pivot_root`, masked paths, hostname, loopback, then
+//! spec's mounts, `/dev`, `pivot_root`, hostname, masked paths, loopback, then
 //! [`finish_and_exec`]. `exec` reuses [`finish_and_exec`] after joining the namespaces.
 //!
 //! Errors are sent to the parent over a close-on-exec pipe as `<exit code>\t<message>`: EOF
@@ -284,6 +284,10 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
     pivot_root(".", ".").map_err(setup_err("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(setup_err("detach old root"))?;
     chdir("/").map_err(setup_err("chdir /"))?;
+    if !spec.hostname.is_empty() {
+        // Before /proc/sys turns read-only: the fallback below writes there.
+        set_hostname(&spec.hostname)?;
+    }
     for p in &spec.linux.masked_paths {
         mask_path(p);
     }
@@ -301,13 +305,42 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
         )
         .map_err(setup_err("remount / read-only"))?;
     }
-    if !spec.hostname.is_empty() {
-        sethostname(&spec.hostname).map_err(setup_err("sethostname"))?;
-    }
     if spec.has_namespace("network") {
         loopback_up().map_err(setup_err("bring up lo"))?;
     }
     Ok(())
+}
+
+/// Name the container's (new) UTS namespace. Where a seccomp profile refuses `sethostname`
+/// without CAP_SYS_ADMIN (podman's and Docker's default profiles: strata nested in a container
+/// given only `/dev/fuse`), the same change goes through the container's own, freshly mounted
+/// `/proc/sys/kernel/hostname`: the kernel names the writer's UTS namespace and asks only that
+/// the writer may open the file (root of the initial user namespace's ids, as the nested path
+/// maps its root).
+fn set_hostname(name: &str) -> Result<(), InitError> {
+    let err = match sethostname(name) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if err != nix::errno::Errno::EPERM {
+        return Err(setup_err("sethostname")(err));
+    }
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open("/proc/sys/kernel/hostname")
+        .and_then(|mut f| {
+            let proc = nix::sys::statfs::fstatfs(&f)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+            if !proc {
+                return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+            }
+            f.write_all(name.as_bytes())
+        });
+    match written {
+        Ok(()) => Ok(()),
+        Err(_) => Err(setup_err("sethostname")(err)),
+    }
 }
 
 /// Refuse mount targets that traverse a symlink inside the rootfs (an image could point
@@ -416,6 +449,22 @@ fn mount_one(rootfs: &Path, m: &super::spec::Mount) -> Result<(), InitError> {
             Some(data.as_str())
         },
     );
+    // In a user namespace that maps no gid 5 (nested strata whose caller lacks CAP_SETGID maps
+    // gid 0 alone) devpts refuses `gid=5`: mount it without, as rootless runc and podman do
+    // (new ptys then belong to the opener's group).
+    let r = match r {
+        Err(nix::errno::Errno::EINVAL) if m.kind == "devpts" && data.contains("gid=") => {
+            let without: Vec<&str> = data.split(',').filter(|o| !o.starts_with("gid=")).collect();
+            mount(
+                Some(m.source.as_str()),
+                &target,
+                Some(m.kind.as_str()),
+                flags,
+                Some(without.join(",").as_str()),
+            )
+        }
+        r => r,
+    };
     match (r, m.kind.as_str()) {
         (Ok(()), _) => Ok(()),
         // sysfs cannot be mounted when the network namespace is the host's: bind it instead.
@@ -660,9 +709,9 @@ fn cap_numbers(names: &[String]) -> Vec<u32> {
     names.iter().filter_map(|n| caps::number(n)).collect()
 }
 
-/// Drop every capability outside the bounding set, then (for root) set effective, permitted
-/// and inheritable. A later setuid to non-root clears them (no KEEPCAPS).
-fn apply_caps(c: &super::spec::Capabilities) -> Result<(), InitError> {
+/// Drop every capability outside the container's bounding set (the first half of
+/// [`apply_caps`]; the process keeps its effective set for the user switch).
+fn drop_bounding(c: &super::spec::Capabilities) -> Result<(), InitError> {
     let keep = cap_numbers(&c.bounding);
     for cap in 0..=last_cap() {
         if !keep.contains(&cap) {
@@ -675,13 +724,25 @@ fn apply_caps(c: &super::spec::Capabilities) -> Result<(), InitError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Set effective, permitted and inheritable, once the process runs as the container's user:
+/// root gets the container's set, any other user none (what execve gives a non-root user, and
+/// what a setuid away from root without KEEPCAPS leaves).
+fn apply_caps(c: &super::spec::Capabilities, root: bool) -> Result<(), InitError> {
     let mut data = [CapData::default(); 2];
     let bit = |cap: u32| ((cap / 32) as usize, 1u32 << (cap % 32));
-    for cap in cap_numbers(&c.effective) {
+    let (effective, permitted): (&[String], &[String]) = if root {
+        (&c.effective, &c.permitted)
+    } else {
+        (&[], &[])
+    };
+    for cap in cap_numbers(effective) {
         let (i, b) = bit(cap);
         data[i].effective |= b;
     }
-    for cap in cap_numbers(&c.permitted) {
+    for cap in cap_numbers(permitted) {
         let (i, b) = bit(cap);
         data[i].permitted |= b;
     }
@@ -805,25 +866,58 @@ pub(super) fn prepare_process(
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     }
-    apply_caps(&process.capabilities)?;
-    let mut groups: Vec<Gid> = process
-        .user
-        .additional_gids
-        .iter()
-        .map(|g| Gid::from_raw(*g))
-        .collect();
-    if groups.is_empty() {
-        groups.push(Gid::from_raw(process.user.gid));
-    }
-    nix::unistd::setgroups(&groups).map_err(setup_err("setgroups"))?;
-    nix::unistd::setgid(Gid::from_raw(process.user.gid)).map_err(setup_err("setgid"))?;
-    nix::unistd::setuid(Uid::from_raw(process.user.uid)).map_err(setup_err("setuid"))?;
+    // runc's order: bounding set first, then the user switch while the process still holds
+    // the capabilities it needs for it (CAP_SETGID/CAP_SETUID, even when the container drops
+    // them: `--cap-drop SETGID`), then the container's capabilities.
+    drop_bounding(&process.capabilities)?;
+    set_user(&process.user)?;
+    apply_caps(&process.capabilities, process.user.uid == 0)?;
     // Last: from here on only the syscalls the profile allows (execve among them). The error
     // pipe closes on exec, which is how the parent learns that exec succeeded.
     if let Some(f) = filter {
         f.load().map_err(setup_err("load seccomp filter"))?;
     }
     Ok(())
+}
+
+/// Supplementary groups, gid, uid. Supplementary groups are set as runc sets them: not where
+/// the kernel forbids it (a user namespace whose `setgroups` file says `deny`), and — as runc
+/// does where it cannot — not when they already are what the container asks for, so that a
+/// caller without CAP_SETGID (strata nested in a container run with `--cap-drop SETGID`) can
+/// still start a container whose groups need no change.
+fn set_user(user: &super::spec::User) -> Result<(), InitError> {
+    let mut groups: Vec<Gid> = user
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    if groups.is_empty() {
+        groups.push(Gid::from_raw(user.gid));
+    }
+    let denied = fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if !denied {
+        match nix::unistd::setgroups(&groups) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EPERM) if same_groups(&groups) => {}
+            Err(e) => return Err(setup_err("setgroups")(e)),
+        }
+    }
+    nix::unistd::setgid(Gid::from_raw(user.gid)).map_err(setup_err("setgid"))?;
+    nix::unistd::setuid(Uid::from_raw(user.uid)).map_err(setup_err("setuid"))?;
+    Ok(())
+}
+
+/// True when this process's supplementary groups are already `want` (as sets).
+fn same_groups(want: &[Gid]) -> bool {
+    let Ok(mut have) = nix::unistd::getgroups() else {
+        return false;
+    };
+    let mut want = want.to_vec();
+    have.sort_unstable_by_key(|g| g.as_raw());
+    have.dedup();
+    want.sort_unstable_by_key(|g| g.as_raw());
+    want.dedup();
+    have == want
 }
 
 fn env_path(env: &[String]) -> String {

@@ -213,7 +213,8 @@ impl NetworkMode {
     }
 }
 
-/// One network a container joins (`--network NAME --network-alias A --ip IP --mac-address M`).
+/// One network a container joins (`--network NAME --network-alias A --ip IP --ip6 IP6
+/// --mac-address M`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointConfig {
     pub network: String,
@@ -223,6 +224,9 @@ pub struct EndpointConfig {
     pub ip: Option<std::net::Ipv4Addr>,
     #[serde(default)]
     pub mac: Option<String>,
+    /// `--ip6`: the IPv6 address on a network with a user-given IPv6 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 /// A legacy link: the linked container (resolved when the container is created) and the

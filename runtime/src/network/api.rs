@@ -39,6 +39,7 @@ pub fn connect(rt: &Runtime, c: &Container, ep: EndpointConfig) -> Result<()> {
         network: net.name.clone(),
         ..ep
     };
+    super::sandbox::validate_endpoint(&net, &ep)?;
     if c.is_running() && c.state.pid > 0 {
         let path = format!("/proc/{}/ns/net", c.state.pid);
         let ns = OwnedFd::from(File::open(&path).map_err(super::io_at(&path))?);

@@ -22,6 +22,8 @@ pub struct Attach<'a> {
     /// Interface name inside the container (`eth0`, `eth1`, …).
     pub ifname: String,
     pub ip: Option<Ipv4Addr>,
+    /// `--ip6` (networks with IPv6).
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: Option<[u8; 6]>,
     pub names: Vec<String>,
     pub ports: Vec<PortMapping>,
@@ -172,6 +174,7 @@ pub fn attach(lock: &NetLock, ns: BorrowedFd<'_>, req: &Attach<'_>) -> Result<At
         });
     }
     let ip = leases.allocate(req.ip)?;
+    let ip6 = leases.allocate6(req.ip6, ip)?;
     let mac = req.mac.unwrap_or_else(|| ipam::mac_for(ip));
     let veth = veth_name(req.container_id, &leases.bridge);
     let was_empty = leases.endpoints.is_empty();
@@ -196,7 +199,7 @@ pub fn attach(lock: &NetLock, ns: BorrowedFd<'_>, req: &Attach<'_>) -> Result<At
         let route = req.default_route && !leases.internal;
         let v6 = leases
             .subnet6
-            .zip(leases.ip6_for(ip))
+            .zip(ip6)
             .zip(leases.gateway6())
             .map(|((net, ip6), gw6)| (ip6, net.prefix, gw6));
         netlink::in_netns(ns, move || {
@@ -251,7 +254,7 @@ pub fn attach(lock: &NetLock, ns: BorrowedFd<'_>, req: &Attach<'_>) -> Result<At
         prefix: leases.subnet.prefix,
         gateway: leases.gateway,
         mac: ipam::format_mac(&mac),
-        ip6: leases.ip6_for(ip),
+        ip6,
         prefix6: leases.subnet6.map(|n| n.prefix).unwrap_or(0),
         gateway6: leases.gateway6(),
     })

@@ -328,6 +328,42 @@ impl Leases {
             .find(|ip| !used(*ip))
             .ok_or(NetworkError::PoolExhausted(self.subnet))
     }
+
+    /// The IPv6 address of a new endpoint whose IPv4 address is `ip4` (None without IPv6):
+    /// `want` if it is in the subnet and free (`--ip6`), else the address with `ip4`'s host
+    /// number ([`Leases::ip6_for`]) if no `--ip6` took it, else the lowest free one.
+    pub fn allocate6(
+        &self,
+        want: Option<Ipv6Addr>,
+        ip4: Ipv4Addr,
+    ) -> Result<Option<Ipv6Addr>, NetworkError> {
+        let Some(net) = self.subnet6 else {
+            return Ok(None);
+        };
+        let used = |ip: Ipv6Addr| {
+            ip == net.addr
+                || Some(ip) == self.gateway6()
+                || self.endpoints.values().any(|l| l.ip6 == Some(ip))
+        };
+        if let Some(ip) = want {
+            if !net.contains(ip) {
+                return Err(NetworkError::AddressOutsideSubnet6 { ip, subnet: net });
+            }
+            if used(ip) {
+                return Err(NetworkError::AddressInUse6(ip));
+            }
+            return Ok(Some(ip));
+        }
+        if let Some(ip) = self.ip6_for(ip4).filter(|ip| !used(*ip)) {
+            return Ok(Some(ip));
+        }
+        // As many candidates as the IPv4 subnet has addresses: one of them is free.
+        (2..self.subnet.size().saturating_add(2))
+            .map(|n| net.nth(n))
+            .find(|ip| !used(*ip))
+            .map(Some)
+            .ok_or(NetworkError::PoolExhausted6(net))
+    }
 }
 
 /// Docker's MAC for an address: `02:42:` followed by the four address bytes.
@@ -459,6 +495,65 @@ mod tests {
             l.allocate(None),
             Err(NetworkError::PoolExhausted(_))
         ));
+    }
+
+    #[test]
+    fn ip6_allocation_fixed_derived_and_fallback() {
+        let net: Ipv6Net = "fd12:3456:789a:1::/64".parse().unwrap();
+        let mut l = Leases {
+            bridge: "b".into(),
+            subnet: "10.9.0.0/29".parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 9, 0, 1),
+            internal: false,
+            endpoints: BTreeMap::new(),
+            subnet6: Some(net),
+        };
+        let lease = |ip, ip6: Ipv6Addr| Lease {
+            ip,
+            mac: String::new(),
+            veth: String::new(),
+            names: vec![],
+            network: String::new(),
+            owner_pid: 0,
+            owner_start: 0,
+            ports: vec![],
+            ip6: Some(ip6),
+        };
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let ip = |n| Ipv4Addr::new(10, 9, 0, n);
+        // `--ip6` in the subnet: taken as is; the network's and the gateway's are in use.
+        assert_eq!(
+            l.allocate6(Some(v6("fd12:3456:789a:1::3")), ip(2)).unwrap(),
+            Some(v6("fd12:3456:789a:1::3"))
+        );
+        for taken in ["fd12:3456:789a:1::", "fd12:3456:789a:1::1"] {
+            assert!(matches!(
+                l.allocate6(Some(v6(taken)), ip(2)),
+                Err(NetworkError::AddressInUse6(_))
+            ));
+        }
+        assert!(matches!(
+            l.allocate6(Some(v6("fd12:3456:789a:2::3")), ip(2)),
+            Err(NetworkError::AddressOutsideSubnet6 { .. })
+        ));
+        l.endpoints
+            .insert("a".into(), lease(ip(2), v6("fd12:3456:789a:1::3")));
+        assert!(matches!(
+            l.allocate6(Some(v6("fd12:3456:789a:1::3")), ip(3)),
+            Err(NetworkError::AddressInUse6(_))
+        ));
+        // IPv4 .3 derives ::3, which `a` took: the lowest free one (::2) instead.
+        assert_eq!(
+            l.allocate6(None, ip(3)).unwrap(),
+            Some(v6("fd12:3456:789a:1::2"))
+        );
+        assert_eq!(
+            l.allocate6(None, ip(4)).unwrap(),
+            Some(v6("fd12:3456:789a:1::4"))
+        );
+        // Without IPv6 there is none.
+        l.subnet6 = None;
+        assert_eq!(l.allocate6(None, ip(4)).unwrap(), None);
     }
 
     #[test]

@@ -90,6 +90,19 @@ pub enum NetworkError {
     AddressOutsideSubnet { ip: Ipv4Addr, subnet: Ipv4Net },
     #[error("user specified IP address is supported only when connecting to networks with user configured subnets")]
     IpOnDefaultBridge,
+    /// `--ip6` with an address already leased on the network.
+    #[error("Address already in use: {0}")]
+    AddressInUse6(std::net::Ipv6Addr),
+    /// `--ip6` outside the network's IPv6 subnet (Docker's wording for `--ip`, with the subnet).
+    #[error(
+        "invalid address {ip}: It does not belong to any of this network's subnets ({subnet})"
+    )]
+    AddressOutsideSubnet6 {
+        ip: std::net::Ipv6Addr,
+        subnet: Ipv6Net,
+    },
+    #[error("no available IPv6 addresses on this network's address pools: {0}")]
+    PoolExhausted6(Ipv6Net),
     #[error("{0} is a pre-defined network and cannot be removed")]
     Predefined(String),
     #[error("error while removing network: network {name} id {id} has active endpoints")]

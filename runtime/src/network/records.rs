@@ -35,6 +35,9 @@ pub struct NetworkRecord {
     /// `--ipv6` / daemon.json `ipv6: true`: the IPv6 subnet (given, or a ULA /64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet6: Option<Ipv6Net>,
+    /// The IPv6 subnet was given by the user (so `--ip6` is allowed, as in Docker).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_subnet6: bool,
 }
 
 impl NetworkRecord {
@@ -155,6 +158,7 @@ impl Networks {
             } else {
                 None
             },
+            user_subnet6: cfg.ipv6 && cfg.fixed_cidr_v6.is_some(),
         })
     }
 
@@ -170,6 +174,7 @@ impl Networks {
             user_subnet: false,
             created: DateTime::<Utc>::from(std::time::UNIX_EPOCH),
             subnet6: None,
+            user_subnet6: false,
         }
     }
 
@@ -263,6 +268,7 @@ impl Networks {
         };
         let rec = NetworkRecord {
             subnet6,
+            user_subnet6: req.subnet6.is_some(),
             bridge: format!("strata{}", &id[..8]),
             id,
             name: req.name.clone(),

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::driver::{self, Attach};
 use super::netlink::{self, link_index};
-use super::records::Networks;
+use super::records::{NetworkRecord, Networks};
 use super::{ipam, NetLock, NetworkError, Result};
 use crate::container::record::{
     self, process_start_time, EndpointConfig, EndpointState, NetworkMode, PortMapping,
@@ -201,6 +201,35 @@ fn next_ifname(ns: &OwnedFd) -> Result<String> {
     .map_err(super::nl("list links in the container"))
 }
 
+/// Docker's checks of an endpoint against its network that need no lease: a fixed address
+/// (`--ip`, `--ip6`) only on a user network whose subnet of that family the user gave, and
+/// inside it; aliases only on user networks. Run at `create`/`run`/`network connect` (nothing
+/// is made when they fail) and again when the endpoint is attached. Whether the address is
+/// free is known only then.
+pub fn validate_endpoint(net: &NetworkRecord, ep: &EndpointConfig) -> Result<()> {
+    let predefined = net.name == "bridge";
+    if ep.ip.is_some() && (!net.user_subnet || predefined) {
+        return Err(NetworkError::IpOnDefaultBridge);
+    }
+    if ep.ip6.is_some() && (!net.user_subnet6 || predefined) {
+        return Err(NetworkError::IpOnDefaultBridge);
+    }
+    if let (Some(ip), Some(subnet)) = (ep.ip, net.subnet) {
+        if !subnet.contains(ip) {
+            return Err(NetworkError::AddressOutsideSubnet { ip, subnet });
+        }
+    }
+    if let (Some(ip), Some(subnet)) = (ep.ip6, net.subnet6) {
+        if !subnet.contains(ip) {
+            return Err(NetworkError::AddressOutsideSubnet6 { ip, subnet });
+        }
+    }
+    if predefined && !ep.aliases.is_empty() {
+        return Err(NetworkError::AliasOnDefault);
+    }
+    Ok(())
+}
+
 /// Attach one endpoint of container `c` (namespace `ns`) to `ep.network`, on behalf of the
 /// supervisor `owner`.
 #[allow(clippy::too_many_arguments)]
@@ -223,12 +252,7 @@ pub fn connect_endpoint(
             driver: net.driver.clone(),
         });
     }
-    if ep.ip.is_some() && (!net.user_subnet || net.name == "bridge") {
-        return Err(NetworkError::IpOnDefaultBridge);
-    }
-    if net.name == "bridge" && !ep.aliases.is_empty() {
-        return Err(NetworkError::AliasOnDefault);
-    }
+    validate_endpoint(&net, ep)?;
     let mac = match &ep.mac {
         Some(m) => Some(ipam::parse_mac(m).ok_or_else(|| NetworkError::InvalidMac(m.clone()))?),
         None => None,
@@ -242,6 +266,7 @@ pub fn connect_endpoint(
             network: &net,
             ifname,
             ip: ep.ip,
+            ip6: ep.ip6,
             mac,
             names: if net.name == "bridge" {
                 Vec::new()
