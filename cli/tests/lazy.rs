@@ -1116,3 +1116,202 @@ fn lazy_sequential_read_fetches_the_next_chunks_ahead() {
     assert!(fetched < 4 * CHUNK as u64, "fetched {fetched}");
     env.ok(&["rm", "-f", id.trim()]);
 }
+
+const MIB: usize = 1 << 20;
+const CHUNKY: usize = 8 << 20;
+
+/// busybox + a layer with one 8 MiB file in eight 1 MiB chunks (eStargz, annotated): each
+/// chunk is one range request.
+fn chunky_image() -> Image {
+    let (bb, bb_ann) = estargz_layer(images::busybox().tar, &["bin/busybox"]);
+    let data = images::layer(&[("data/chunky.bin", &noise(CHUNKY, 13))]);
+    let (data, data_ann) = estargz_layer_chunked(data.tar, &[], MIB);
+    let mut img = images::image(vec![bb, data]);
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    for (i, ann) in [bb_ann, data_ann].into_iter().enumerate() {
+        let map: serde_json::Map<String, serde_json::Value> = ann
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        m["layers"][i]["annotations"] = serde_json::Value::Object(map);
+    }
+    img.manifest = serde_json::to_vec(&m).unwrap();
+    img.manifest_digest = images::sha256(&img.manifest);
+    img
+}
+
+/// A subshell printing the sha256 of the 4 KiB block at byte `at` of /data/chunky.bin.
+fn chunky_sum_cmd(at: usize) -> String {
+    format!(
+        "(dd if=/data/chunky.bin bs=4k count=1 skip={} 2>/dev/null | sha256sum)",
+        at / 4096
+    )
+}
+
+/// A script printing the sha256 of the 4 KiB blocks at bytes `a` and `b` of /data/chunky.bin,
+/// read at once. Both are opened first: a lazy file's open drops its cached pages, which waits
+/// in the kernel for a read of the file in flight.
+fn concurrent_sums(a: usize, b: usize) -> String {
+    let sum = |at: usize, fd: u32| {
+        format!(
+            "(dd bs=4k count=1 skip={} <&{fd} 2>/dev/null | sha256sum)",
+            at / 4096
+        )
+    };
+    format!(
+        "exec 3</data/chunky.bin 4</data/chunky.bin; {} & {} & wait",
+        sum(a, 3),
+        sum(b, 4)
+    )
+}
+
+/// The sha256 (hex) of the 4 KiB block at byte `at` of the chunky file.
+fn chunky_sum(at: usize) -> String {
+    let data = noise(CHUNKY, 13);
+    let at = at / 4096 * 4096;
+    images::sha256(&data[at..at + 4096])
+        .trim_start_matches("sha256:")
+        .to_string()
+}
+
+/// The blob GETs among the proxy's request heads from `from` on.
+fn blob_gets(proxy: &Proxy, from: usize) -> usize {
+    proxy.heads()[from..]
+        .iter()
+        .filter(|h| h.starts_with("GET ") && h.lines().next().unwrap().contains("/blobs/sha256:"))
+        .count()
+}
+
+/// A lazily pulled chunky image whose busybox is already fetched, behind a counting proxy.
+fn chunky_setup() -> (Registry, Image, Proxy, Env, String) {
+    let reg = Registry::start();
+    let img = chunky_image();
+    push_image(&reg, "chunky:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let name = format!("{}/chunky", proxy.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    let (code, _, err) = quiet_run(&env, &["run", "--rm", &name, "true"]);
+    assert_eq!(code, 0, "{err}");
+    (reg, img, proxy, env, name)
+}
+
+#[test]
+fn lazy_reads_of_different_chunks_of_one_file_fetch_at_once() {
+    let (_reg, _img, proxy, env, name) = chunky_setup();
+    let _c = Cleanup(&env);
+    // Each blob response held back a while: two fetches that do not wait for each other
+    // overlap in the proxy.
+    proxy.set_delay(Duration::from_millis(1500));
+    proxy.reset_max_in_flight();
+    let from = proxy.heads().len();
+    let (a, b) = (2 * MIB + MIB / 2, 5 * MIB + MIB / 2);
+    let cmd = concurrent_sums(a, b);
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sh", "-c", &cmd]);
+    assert_eq!(code, 0, "{err}");
+    let mut got: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    got.sort_unstable();
+    let mut want = vec![chunky_sum(a), chunky_sum(b)];
+    want.sort_unstable();
+    assert_eq!(got, want, "{err}");
+    // One request per chunk, both in flight at once.
+    assert_eq!(blob_gets(&proxy, from), 2, "{:#?}", &proxy.heads()[from..]);
+    assert_eq!(proxy.max_in_flight(), 2);
+}
+
+#[test]
+fn lazy_reads_of_one_chunk_fetch_it_once_and_share_its_failure() {
+    let (reg, img, proxy, env, name) = chunky_setup();
+    let _c = Cleanup(&env);
+    proxy.set_delay(Duration::from_millis(1500));
+    proxy.reset_max_in_flight();
+    let from = proxy.heads().len();
+    // Two pages of the third chunk (different pages: the kernel does not merge the reads).
+    let (a, b) = (2 * MIB + (64 << 10), 2 * MIB + (768 << 10));
+    let cmd = concurrent_sums(a, b);
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sh", "-c", &cmd]);
+    assert_eq!(code, 0, "{err}");
+    let mut got: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    got.sort_unstable();
+    let mut want = vec![chunky_sum(a), chunky_sum(b)];
+    want.sort_unstable();
+    assert_eq!(got, want, "{err}");
+    assert_eq!(blob_gets(&proxy, from), 1, "{:#?}", &proxy.heads()[from..]);
+    assert_eq!(proxy.max_in_flight(), 1);
+
+    // A chunk that does not verify: both reads of it fail, after one request.
+    let blob = reg.blob_file(&img.layers[1].digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[4 * MIB + MIB / 2] ^= 0x55;
+    std::fs::write(&blob, &bytes).unwrap();
+    let from = proxy.heads().len();
+    let read = |at: usize, fd: u32| {
+        format!(
+            "(dd of=/dev/null bs=4k count=1 skip={} <&{fd} 2>/dev/null && echo ok-{fd} || echo eio-{fd})",
+            at / 4096
+        )
+    };
+    let cmd = format!(
+        "exec 3</data/chunky.bin 4</data/chunky.bin; {} & {} & wait",
+        read(4 * MIB + (64 << 10), 3),
+        read(4 * MIB + (768 << 10), 4)
+    );
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sh", "-c", &cmd]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("eio-3") && out.contains("eio-4"), "{out}");
+    assert_eq!(blob_gets(&proxy, from), 1, "{:#?}", &proxy.heads()[from..]);
+}
+
+#[test]
+fn lazy_restart_keeps_the_chunks_already_written() {
+    let (_reg, img, proxy, env, name) = chunky_setup();
+    let _c = Cleanup(&env);
+    let at = 2 * MIB + MIB / 2;
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(at)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    // The next supervisor (a new run) starts from what the first one recorded: the chunk it
+    // verified and wrote is neither fetched nor decoded from the local blob again — the local
+    // blob could be zeros now and the read would still be right.
+    let d = layer_dir(&env, &img, 1);
+    let blob = d.join("lazy/blob");
+    let len = std::fs::metadata(&blob).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    f.set_len(0).unwrap();
+    f.set_len(len).unwrap();
+    drop(f);
+    let before = proxy.blob_bytes_served();
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(at)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(chunky_sum(at).as_str()),
+        "{err}"
+    );
+    assert_eq!(proxy.blob_bytes_served(), before);
+    // A chunk not fetched yet is fetched and read right.
+    let other = 6 * MIB + MIB / 2;
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(other)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(chunky_sum(other).as_str())
+    );
+    let fetched = proxy.blob_bytes_served() - before;
+    assert!(fetched > 0 && fetched < 2 * MIB as u64, "{fetched}");
+}

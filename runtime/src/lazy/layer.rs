@@ -1,11 +1,16 @@
 //! One lazy layer being served: its state files, the ranges of the blob it has, the files it
 //! has filled, and filling and completing (see the module doc of `lazy`).
 //!
-//! Locks: `have` and `filled` guard their logs and are held only for in-memory updates and one
-//! append; a file's own mutex (`Fill::lock`) is held while chunks of that file are filled
-//! (network I/O), so two reads of one chunk fetch it once while other files proceed. Reads of
-//! chunks already in place take no lock (`Fill`'s flags, set after the data is written). Order: a file's mutex, then
-//! `have` or `filled`; never two file mutexes.
+//! Chunks of one file: a read claims the missing chunks it needs (`Fill::busy`, a ticket per
+//! fetch) and fetches them itself, so reads of different chunks of one file fetch at once; a
+//! read that needs a chunk another fetch claimed waits for that fetch (`Fill::ended`) and gets
+//! its result: two reads of one chunk fetch it once, and a failed fetch fails both. Requests of
+//! one layer in flight are bounded ([`IN_FLIGHT_LAYER`]).
+//!
+//! Locks: `have`, `filled`, a file's `busy` and the layer's `slots` are held only for in-memory
+//! updates and one append, never across network I/O; reads of chunks already in place take no
+//! lock (`Fill`'s flags, set after the data is written). Never two of them at once, except
+//! `busy` then `filled`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
@@ -15,11 +20,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::Flock;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use strata_fs::at;
 
 use super::{io_at, LazyError, Source};
@@ -37,6 +42,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest range fetched in one request, and how many requests of one fetch run at once.
 const MAX_REQUEST: u64 = 4 << 20;
 const IN_FLIGHT: usize = 3;
+/// Requests of one layer in flight at once, over every reader of it.
+const IN_FLIGHT_LAYER: usize = 4;
 /// Gaps smaller than this between missing ranges are fetched too (one request instead of two).
 const COALESCE_GAP: u64 = 64 << 10;
 /// Chunks fetched ahead of a sequential reader of a file (at most [`IN_FLIGHT`] requests).
@@ -133,19 +140,87 @@ fn read_log(path: &Path) -> Result<(Vec<Vec<u64>>, File), LazyError> {
     Ok((lines, f))
 }
 
-/// What of one file is in its skeleton file. Chunks are written whole, each verified first; which
-/// are is known to this process only: after a restart a file not logged as filled has its
-/// chunks written again (from the local blob where `have` holds them).
+/// What of one file is in its skeleton file. Chunks are written whole, each verified first, and
+/// logged in `filled` (`<entry> <chunk>`, or `<entry>` once all are) after they are written: a
+/// restarted process starts from what the log says is in place and fetches or decodes only the
+/// rest.
 struct Fill {
-    /// Held while chunks of the file are being filled.
-    lock: Mutex<()>,
     /// Every chunk is in place (and the file is logged as filled).
     done: AtomicBool,
     /// Per chunk of the file (`Toc::file_chunks`): in place (zeros chunks always are). Set
     /// (Release) after its data is written.
     chunks: Vec<AtomicBool>,
+    /// Which chunks are being fetched, by which fetch.
+    busy: Mutex<Busy>,
+    /// Signalled when a fetch of some of the file's chunks ends (or one of its chunks is in).
+    ended: Condvar,
+    /// The file's times before any chunk was written, restored after each write (the data
+    /// changes nothing the container can see but the content).
+    times: OnceLock<[libc::timespec; 2]>,
     /// A read-ahead of this file's next chunks is running.
     ahead: AtomicBool,
+}
+
+/// The fetches of one file's chunks in progress.
+struct Busy {
+    /// Per chunk: the ticket of the fetch that claimed it (0: none).
+    owner: Vec<u64>,
+    /// Per chunk: how its last fetch failed (given to the reads that waited for it).
+    failed: Vec<Option<Arc<LazyError>>>,
+    /// The last ticket handed out.
+    last: u64,
+}
+
+impl Fill {
+    fn new(chunks: Vec<AtomicBool>) -> Fill {
+        let n = chunks.len();
+        Fill {
+            done: AtomicBool::new(false),
+            chunks,
+            busy: Mutex::new(Busy {
+                owner: vec![0; n],
+                failed: vec![None; n],
+                last: 0,
+            }),
+            ended: Condvar::new(),
+            times: OnceLock::new(),
+            ahead: AtomicBool::new(false),
+        }
+    }
+
+    fn has(&self, k: usize) -> bool {
+        self.chunks.get(k).is_none_or(|c| c.load(Ordering::Acquire))
+    }
+
+    fn all_in(&self) -> bool {
+        self.chunks.iter().all(|c| c.load(Ordering::Acquire))
+    }
+}
+
+/// A bound on the requests in flight (a counting semaphore).
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn take(&self) -> SlotGuard<'_> {
+        let mut n = self.free.lock();
+        while *n == 0 {
+            self.freed.wait(&mut n);
+        }
+        *n -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// A lazy layer opened for serving (held for the life of the mount).
@@ -167,6 +242,8 @@ pub struct LazyLayer {
     /// Per entry to fill: which of its chunks are in the file.
     pending: HashMap<usize, Fill>,
     last_demand: Mutex<Instant>,
+    /// Requests in flight for this layer.
+    slots: Slots,
     _lock: Flock<File>,
 }
 
@@ -204,8 +281,21 @@ impl LazyLayer {
                 }
             }
         }
-        let (done, filled) = read_log(&state.join("filled"))?;
-        let done: BTreeSet<usize> = done.iter().map(|n| n[0] as usize).collect();
+        let (lines, filled) = read_log(&state.join("filled"))?;
+        // `<entry>`: the whole file is in place; `<entry> <chunk>`: that chunk is.
+        let mut done = BTreeSet::new();
+        let mut chunks_in: HashMap<usize, BTreeSet<usize>> = HashMap::new();
+        for l in &lines {
+            match l[..] {
+                [i] => {
+                    done.insert(i as usize);
+                }
+                [i, k] => {
+                    chunks_in.entry(i as usize).or_default().insert(k as usize);
+                }
+                _ => {}
+            }
+        }
         let diffp = dir.join("diff");
         let diff = at::open_dir(&diffp).map_err(|e| io_at(&diffp)(e.into()))?;
         let mut by_ino = HashMap::new();
@@ -226,20 +316,16 @@ impl LazyLayer {
             };
             if st.st_mode & libc::S_IFMT == libc::S_IFREG {
                 by_ino.insert(st.st_ino, i);
+                let logged = chunks_in.get(&i);
                 let chunks = toc
                     .file_chunks(i)
                     .iter()
-                    .map(|c| AtomicBool::new(c.zeros))
+                    .enumerate()
+                    .map(|(k, c)| {
+                        AtomicBool::new(c.zeros || logged.is_some_and(|l| l.contains(&k)))
+                    })
                     .collect();
-                pending.insert(
-                    i,
-                    Fill {
-                        lock: Mutex::new(()),
-                        done: AtomicBool::new(false),
-                        chunks,
-                        ahead: AtomicBool::new(false),
-                    },
-                );
+                pending.insert(i, Fill::new(chunks));
             }
         }
         let meta = std::fs::metadata(dir).map_err(io_at(dir))?;
@@ -257,6 +343,10 @@ impl LazyLayer {
             by_ino,
             pending,
             last_demand: Mutex::new(Instant::now()),
+            slots: Slots {
+                free: Mutex::new(IN_FLIGHT_LAYER),
+                freed: Condvar::new(),
+            },
             _lock: lock,
         })
     }
@@ -417,6 +507,7 @@ impl LazyLayer {
 
     /// Fetch blob bytes `[a, b)` into the local blob, logging them as they arrive.
     fn fetch_piece(&self, a: u64, b: u64) -> Result<(), LazyError> {
+        let _slot = self.slots.take();
         let mut logged = a;
         let mut io_err = None;
         let r = fetch_range_with(
@@ -464,92 +555,168 @@ impl LazyLayer {
     }
 
     /// Fill the chunks of TOC entry `i` that cover file bytes `[off, end)` and are not in place
-    /// yet: their compressed span fetched in one go (coalesced requests, streamed to the local
-    /// blob), then each decoded, checked against its digest and only then written. Memory stays
-    /// one chunk, whatever the span. The file is logged as filled once every chunk is in.
+    /// yet. The missing ones no other fetch claimed are claimed and fetched here (their
+    /// compressed span in one go: coalesced requests, streamed to the local blob), then each
+    /// decoded, checked against its digest and only then written; then this waits for the
+    /// chunks other fetches claimed, and fails as they failed. Memory stays one chunk, whatever
+    /// the span. The file is logged as filled once every chunk is in.
     fn fill_range(&self, i: usize, off: u64, end: u64) -> Result<(), LazyError> {
         let Some(m) = self.pending.get(&i) else {
             return Ok(());
         };
-        if m.done.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let e = &self.toc.entries[i];
         let all = self.toc.file_chunks(i);
-        let want = || -> Vec<(usize, &seekable::Chunk)> {
-            all.iter()
-                .enumerate()
-                .filter(|&(k, c)| {
-                    !m.chunks.get(k).is_none_or(|f| f.load(Ordering::Acquire))
-                        && c.file_offset < end
-                        && c.file_offset + c.size.max(1) > off
+        loop {
+            if m.done.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let want: Vec<usize> = (0..all.len())
+                .filter(|&k| {
+                    let c = &all[k];
+                    !m.has(k) && c.file_offset < end && c.file_offset + c.size.max(1) > off
                 })
-                .collect()
-        };
-        // Chunks already in place are read without waiting for a fill of others.
-        if want().is_empty() && !m.chunks.iter().all(|c| c.load(Ordering::Acquire)) {
-            return Ok(());
-        }
-        let _g = m.lock.lock();
-        if m.done.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let want = want();
-        if let (Some(s), Some(b)) = (
-            want.iter().map(|(_, c)| c.start).min(),
-            want.iter().map(|(_, c)| c.end).max(),
-        ) {
-            self.ensure_range(s, b)?;
-            let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
-                name: e.name.clone(),
-                source: x,
-            };
-            let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
-                .map_err(name_err)?;
-            let fst = at::fstat(fd.as_fd()).map_err(name_err)?;
-            let mut raw = Vec::new();
-            let mut res = Ok(());
-            for (k, c) in want {
-                raw.resize((c.end - c.start) as usize, 0);
-                if let Err(x) = self.blob.read_exact_at(&mut raw, c.start) {
-                    res = Err(io_at(&self.blob_path)(x));
-                    break;
-                }
-                let data = match seekable::decode_chunk(&raw, c) {
-                    Ok(d) => d,
-                    Err(x) => {
-                        res = Err(LazyError::Seekable {
-                            digest: self.source.digest.clone(),
-                            source: x,
-                        });
-                        break;
+                .collect();
+            if want.is_empty() {
+                break;
+            }
+            // Claim what nobody fetches; note what others do.
+            let (ticket, mine, theirs) = {
+                let mut b = m.busy.lock();
+                b.last += 1;
+                let ticket = b.last;
+                let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+                for k in want {
+                    if m.has(k) {
+                        continue;
                     }
-                };
-                let mut o = 0;
-                while o < data.len() {
-                    match at::pwrite(fd.as_fd(), &data[o..], c.file_offset + o as u64) {
-                        Ok(n) => o += n,
-                        Err(x) => {
-                            res = Err(name_err(x));
-                            break;
+                    match b.owner[k] {
+                        0 => {
+                            b.owner[k] = ticket;
+                            b.failed[k] = None;
+                            mine.push(k);
+                        }
+                        t => theirs.push((k, t)),
+                    }
+                }
+                (ticket, mine, theirs)
+            };
+            if !mine.is_empty() {
+                let r = self.fill_chunks(i, m, ticket, &mine).map_err(Arc::new);
+                let mut b = m.busy.lock();
+                for &k in &mine {
+                    if b.owner[k] == ticket {
+                        b.owner[k] = 0;
+                        if let Err(e) = &r {
+                            b.failed[k] = Some(e.clone());
                         }
                     }
                 }
-                if res.is_err() {
-                    break;
-                }
-                m.chunks[k].store(true, Ordering::Release);
+                drop(b);
+                m.ended.notify_all();
+                r.map_err(LazyError::Shared)?;
             }
-            // The data changes nothing the container can see but the content: keep the times
-            // (also when a chunk failed after others were written).
-            at::utimensat(fd.as_fd(), OsStr::new(""), &at::times_of(&fst)).map_err(name_err)?;
-            res?;
+            // The chunks other fetches claimed: their result is this read's.
+            let mut retry = false;
+            for (k, t) in theirs {
+                let mut b = m.busy.lock();
+                while b.owner[k] == t && !m.has(k) {
+                    m.ended.wait(&mut b);
+                }
+                if !m.has(k) {
+                    match (&b.failed[k], b.owner[k]) {
+                        (Some(e), 0) => return Err(LazyError::Shared(e.clone())),
+                        // Failed, and claimed again since: wait for that fetch.
+                        _ => retry = true,
+                    }
+                }
+            }
+            if !retry {
+                break;
+            }
         }
-        if m.chunks.iter().all(|c| c.load(Ordering::Acquire)) {
+        if m.all_in() && !m.done.swap(true, Ordering::AcqRel) {
             let _ = writeln!(self.filled.lock(), "{i}");
-            m.done.store(true, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Fetch, verify and write chunks `mine` of TOC entry `i` (claimed with `ticket`), each
+    /// handed back (and its waiters woken) as soon as it is in place.
+    fn fill_chunks(
+        &self,
+        i: usize,
+        m: &Fill,
+        ticket: u64,
+        mine: &[usize],
+    ) -> Result<(), LazyError> {
+        let e = &self.toc.entries[i];
+        let all = self.toc.file_chunks(i);
+        // Runs of consecutive chunks: a chunk between two of them may be another fetch's.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &k in mine {
+            match runs.last_mut() {
+                Some(r) if r.1 + 1 == k => r.1 = k,
+                _ => runs.push((k, k)),
+            }
+        }
+        for &(a, b) in &runs {
+            self.ensure_range(all[a].start, all[b].end)?;
+        }
+        let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
+            name: e.name.clone(),
+            source: x,
+        };
+        let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
+            .map_err(name_err)?;
+        // Taken before this fetch writes anything (and so before any fetch did).
+        let fst = at::fstat(fd.as_fd()).map_err(name_err)?;
+        let times = *m.times.get_or_init(|| at::times_of(&fst));
+        let mut raw = Vec::new();
+        let mut res = Ok(());
+        for &k in mine {
+            let c = &all[k];
+            raw.resize((c.end - c.start) as usize, 0);
+            if let Err(x) = self.blob.read_exact_at(&mut raw, c.start) {
+                res = Err(io_at(&self.blob_path)(x));
+                break;
+            }
+            let data = match seekable::decode_chunk(&raw, c) {
+                Ok(d) => d,
+                Err(x) => {
+                    res = Err(LazyError::Seekable {
+                        digest: self.source.digest.clone(),
+                        source: x,
+                    });
+                    break;
+                }
+            };
+            let mut o = 0;
+            while o < data.len() {
+                match at::pwrite(fd.as_fd(), &data[o..], c.file_offset + o as u64) {
+                    Ok(n) => o += n,
+                    Err(x) => {
+                        res = Err(name_err(x));
+                        break;
+                    }
+                }
+            }
+            if res.is_err() {
+                break;
+            }
+            m.chunks[k].store(true, Ordering::Release);
+            {
+                let mut b = m.busy.lock();
+                if b.owner[k] == ticket {
+                    b.owner[k] = 0;
+                }
+                if all.len() > 1 {
+                    let _ = writeln!(self.filled.lock(), "{i} {k}");
+                }
+            }
+            m.ended.notify_all();
+        }
+        // Also when a chunk failed after others were written.
+        at::utimensat(fd.as_fd(), OsStr::new(""), &times).map_err(name_err)?;
+        res
     }
 
     /// Fetch and fill the files before the prefetch landmark (what a run of the image reads
