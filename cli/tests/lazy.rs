@@ -1315,3 +1315,75 @@ fn lazy_restart_keeps_the_chunks_already_written() {
     let fetched = proxy.blob_bytes_served() - before;
     assert!(fetched > 0 && fetched < 2 * MIB as u64, "{fetched}");
 }
+
+#[test]
+fn lazy_reads_fall_back_from_a_vanished_mirror_to_the_image_registry() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "library/lazyhub:latest", &img);
+    let mirror = Proxy::start(&reg.addr(), Mode::Pass);
+    let origin = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    std::fs::write(
+        env.dir.path().join("daemon.json"),
+        format!(r#"{{"registry-mirrors": ["http://{}/"]}}"#, mirror.addr()),
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = env.command(args);
+        // Docker Hub itself is never asked: any attempt goes to a closed loopback proxy.
+        c.env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("STRATA_LAZY_QUIET_MS", "600000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        wait_output(c.spawn().unwrap())
+    };
+    let (code, _, err) = cmd(&["pull", "--lazy", "lazyhub"]);
+    assert_eq!(code, 0, "{err}");
+    // Each lazy layer records the mirror it reads from and the image's own registry. Docker
+    // Hub is out of a test's reach: the recorded origin is pointed at a second proxy in front
+    // of the same registry.
+    for i in 0..3 {
+        let p = layer_dir(&env, &img, i).join("lazy/source.json");
+        let mut source: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(source["registry"], mirror.addr().as_str(), "{source}");
+        assert_eq!(source["origin"], "docker.io", "{source}");
+        source["origin"] = origin.addr().into();
+        std::fs::write(&p, serde_json::to_vec(&source).unwrap()).unwrap();
+    }
+    let (code, id, err) = cmd(&["run", "-d", "lazyhub", "sleep", "120"]);
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim();
+    assert_eq!(
+        env.ok(&["exec", id, "cat", "/data/small.txt"]),
+        "hello-lazy\n"
+    );
+    assert!(mirror.blob_bytes_served() > 0);
+    assert_eq!(origin.blob_bytes_served(), 0);
+
+    // The mirror goes away mid-run: reads of data not fetched yet come from the origin.
+    drop(mirror);
+    let out = env.ok(&["exec", id, "sha256sum", "/data/big.bin"]);
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&noise(BIG, 7)).trim_start_matches("sha256:")
+    );
+    let served = origin.blob_bytes_served();
+    assert!(served >= BIG as u64, "origin served {served}");
+    let (_, _, logs) = env.run(&["logs", id]);
+    assert_eq!(logs.matches("not answering").count(), 1, "{logs}");
+    assert!(logs.contains("reading from"), "{logs}");
+
+    // Both gone: EIO.
+    drop(origin);
+    let (code, out, err) = env.run(&["exec", id, "cat", "/etc/xattr"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("I/O error") || err.contains("Input/output error"),
+        "{err}"
+    );
+    env.ok(&["rm", "-f", id]);
+}

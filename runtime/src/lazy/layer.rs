@@ -232,7 +232,11 @@ pub struct LazyLayer {
     diff: OwnedFd,
     source: Source,
     toc: Toc,
+    /// The client of the registry (or mirror) the layer was pulled from.
     client: Client,
+    /// The image's own registry, once the mirror stopped answering (`on_origin`).
+    origin: OnceLock<Client>,
+    on_origin: AtomicBool,
     blob: File,
     blob_path: PathBuf,
     have: Mutex<Have>,
@@ -336,6 +340,8 @@ impl LazyLayer {
             source,
             toc,
             client,
+            origin: OnceLock::new(),
+            on_origin: AtomicBool::new(false),
             blob,
             blob_path,
             have: Mutex::new(have),
@@ -505,13 +511,47 @@ impl LazyLayer {
         Ok(())
     }
 
-    /// Fetch blob bytes `[a, b)` into the local blob, logging them as they arrive.
+    /// Fetch blob bytes `[a, b)` into the local blob, logging them as they arrive. From the
+    /// registry mirror the layer was pulled from, while it answers; once it does not (after the
+    /// bounded retries of a request), from the image's own registry for the rest of this
+    /// process's life, as Docker falls back from a mirror, with one line in the log.
     fn fetch_piece(&self, a: u64, b: u64) -> Result<(), LazyError> {
         let _slot = self.slots.take();
+        if !self.on_origin.load(Ordering::Acquire) {
+            match self.fetch_piece_from(&self.client, a, b) {
+                Err(LazyError::Registry(e)) if !self.source.origin.is_empty() => {
+                    if !self.on_origin.swap(true, Ordering::AcqRel) {
+                        super::provider::report(&format!(
+                            "lazy layer {}: registry mirror {} not answering ({e}); reading from {}",
+                            self.source.digest, self.source.registry, self.source.origin
+                        ));
+                    }
+                }
+                r => return r,
+            }
+        }
+        let origin = match self.origin.get() {
+            Some(c) => c,
+            None => {
+                let c =
+                    crate::registry::pull::client_for(&self.source.origin, &self.source.insecure)?;
+                self.origin.get_or_init(|| c)
+            }
+        };
+        // What the mirror's response brought before it failed is kept.
+        let rest = self.have.lock().missing(a, b);
+        for (x, y) in rest {
+            self.fetch_piece_from(origin, x, y)?;
+        }
+        Ok(())
+    }
+
+    /// Fetch blob bytes `[a, b)` from the registry behind `client`.
+    fn fetch_piece_from(&self, client: &Client, a: u64, b: u64) -> Result<(), LazyError> {
         let mut logged = a;
         let mut io_err = None;
         let r = fetch_range_with(
-            &self.client,
+            client,
             &self.source.repo,
             &self.source.digest,
             a,

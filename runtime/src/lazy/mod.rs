@@ -123,6 +123,10 @@ pub(crate) struct Source {
     pub position: String,
     /// The registry (or Docker Hub mirror, `host[:port]`) the blob is read from.
     pub registry: String,
+    /// When `registry` is a Docker Hub mirror: the image's own registry (`docker.io`), which
+    /// the reads go to once the mirror stops answering.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
     /// A mirror named `http://…`: reached over plain HTTP.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain_http: bool,

@@ -33,7 +33,7 @@ pub fn report_to(path: &Path) {
     }
 }
 
-fn report(line: &str) {
+pub(super) fn report(line: &str) {
     log::error!("{line}");
     if let Some(w) = REPORT.get() {
         w.write("stderr", format!("strata: {line}\n").as_bytes());
