@@ -1387,3 +1387,32 @@ fn lazy_reads_fall_back_from_a_vanished_mirror_to_the_image_registry() {
     );
     env.ok(&["rm", "-f", id]);
 }
+
+#[test]
+fn lazy_two_containers_share_what_each_fetched() {
+    let (_reg, img, proxy, env, name) = chunky_setup();
+    let _c = Cleanup(&env);
+    // Two containers, so two supervisors serving the one lazy layer.
+    let start = || {
+        let (code, id, err) = quiet_run(&env, &["run", "-d", &name, "sleep", "120"]);
+        assert_eq!(code, 0, "{err}");
+        id.trim().to_string()
+    };
+    let (a, b) = (start(), start());
+    let at = 3 * MIB + MIB / 2;
+    let out = env.ok(&["exec", &a, "sh", "-c", &chunky_sum_cmd(at)]);
+    assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    // The other supervisor takes the chunk from the logs: not fetched again, and not decoded
+    // again either (the local blob could be zeros now).
+    let blob = layer_dir(&env, &img, 1).join("lazy/blob");
+    let len = std::fs::metadata(&blob).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    f.set_len(0).unwrap();
+    f.set_len(len).unwrap();
+    drop(f);
+    let before = proxy.blob_bytes_served();
+    let out = env.ok(&["exec", &b, "sh", "-c", &chunky_sum_cmd(at)]);
+    assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    assert_eq!(proxy.blob_bytes_served(), before);
+    env.ok(&["rm", "-f", &a, &b]);
+}

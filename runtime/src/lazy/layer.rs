@@ -15,11 +15,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, Write};
+use std::io::{BufReader, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -70,10 +70,23 @@ fn quiet() -> Duration {
 /// Sorted, disjoint `[start, end)` ranges of the blob held locally, and their log.
 struct Have {
     ranges: Vec<(u64, u64)>,
-    log: File,
+    log: Log,
+    /// The blob's size (a logged range past it is ignored).
+    size: u64,
 }
 
 impl Have {
+    /// Take in the ranges other processes serving the layer logged since the last look.
+    fn refresh(&mut self) {
+        for r in self.log.read_new() {
+            if let [s, e] = r[..] {
+                if s < e && e <= self.size {
+                    self.insert(s, e);
+                }
+            }
+        }
+    }
+
     fn insert(&mut self, s: u64, e: u64) {
         self.ranges.push((s, e));
         self.ranges.sort_unstable();
@@ -121,23 +134,65 @@ impl Have {
     }
 }
 
-fn read_log(path: &Path) -> Result<(Vec<Vec<u64>>, File), LazyError> {
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .open(path)
-        .map_err(io_at(path))?;
-    let mut lines = Vec::new();
-    for line in BufReader::new(&f).lines() {
-        let line = line.map_err(io_at(path))?;
-        let nums: Option<Vec<u64>> = line.split_whitespace().map(|n| n.parse().ok()).collect();
-        // A line torn by a crash is ignored (its work is redone).
-        if let Some(n) = nums.filter(|n| !n.is_empty()) {
-            lines.push(n);
+/// An append-only log of lines of numbers, shared by every process serving the layer. Each
+/// line is appended with one `write` (so it is whole, never mixed with another process's), and
+/// each process reads on from where it last read ([`Log::read_new`]).
+struct Log {
+    file: File,
+    /// Bytes read so far (whole lines).
+    seen: u64,
+}
+
+impl Log {
+    /// Open (create) the log at `path`. A line a crash left without its newline is closed with
+    /// a mark that makes it unreadable, so it never joins the next line.
+    fn open(path: &Path) -> Result<(Log, Vec<Vec<u64>>), LazyError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(io_at(path))?;
+        let mut log = Log { file, seen: 0 };
+        let lines = log.read_new();
+        let len = log.file.metadata().map_err(io_at(path))?.len();
+        if len > log.seen {
+            log.append("x");
         }
+        Ok((log, lines))
     }
-    Ok((lines, f))
+
+    /// The whole lines appended since the last call (a line that is not all numbers is
+    /// skipped).
+    fn read_new(&mut self) -> Vec<Vec<u64>> {
+        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
+            return Vec::new();
+        };
+        if len <= self.seen {
+            return Vec::new();
+        }
+        let mut buf = vec![0u8; (len - self.seen) as usize];
+        if self.file.read_exact_at(&mut buf, self.seen).is_err() {
+            return Vec::new();
+        }
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        self.seen += end as u64 + 1;
+        String::from_utf8_lossy(&buf[..end])
+            .lines()
+            .filter_map(|line| {
+                let nums: Option<Vec<u64>> =
+                    line.split_whitespace().map(|n| n.parse().ok()).collect();
+                nums.filter(|n| !n.is_empty())
+            })
+            .collect()
+    }
+
+    /// Append `line` (one write).
+    fn append(&mut self, line: &str) {
+        let _ = self.file.write_all(format!("{line}\n").as_bytes());
+    }
 }
 
 /// What of one file is in its skeleton file. Chunks are written whole, each verified first, and
@@ -240,12 +295,14 @@ pub struct LazyLayer {
     blob: File,
     blob_path: PathBuf,
     have: Mutex<Have>,
-    filled: Mutex<File>,
+    filled: Mutex<Log>,
     /// Files still to fill: backing inode → TOC entry.
     by_ino: HashMap<u64, usize>,
     /// Per entry to fill: which of its chunks are in the file.
     pending: HashMap<usize, Fill>,
     last_demand: Mutex<Instant>,
+    /// Demand fetches running (a long one must not let the background in).
+    demanding: AtomicUsize,
     /// Requests in flight for this layer.
     slots: Slots,
     _lock: Flock<File>,
@@ -273,10 +330,11 @@ impl LazyLayer {
             .write(true)
             .open(&blob_path)
             .map_err(io_at(&blob_path))?;
-        let (ranges, log) = read_log(&state.join("have"))?;
+        let (log, ranges) = Log::open(&state.join("have"))?;
         let mut have = Have {
             ranges: Vec::new(),
             log,
+            size: source.size,
         };
         for r in ranges {
             if let [s, e] = r[..] {
@@ -285,7 +343,7 @@ impl LazyLayer {
                 }
             }
         }
-        let (lines, filled) = read_log(&state.join("filled"))?;
+        let (filled, lines) = Log::open(&state.join("filled"))?;
         // `<entry>`: the whole file is in place; `<entry> <chunk>`: that chunk is.
         let mut done = BTreeSet::new();
         let mut chunks_in: HashMap<usize, BTreeSet<usize>> = HashMap::new();
@@ -349,6 +407,7 @@ impl LazyLayer {
             by_ino,
             pending,
             last_demand: Mutex::new(Instant::now()),
+            demanding: AtomicUsize::new(0),
             slots: Slots {
                 free: Mutex::new(IN_FLIGHT_LAYER),
                 freed: Condvar::new(),
@@ -398,10 +457,7 @@ impl LazyLayer {
             return Ok(());
         };
         let end = off.saturating_add(len);
-        *self.last_demand.lock() = Instant::now();
-        let r = self.fill_range(i, off, end);
-        *self.last_demand.lock() = Instant::now();
-        r?;
+        self.demand(|| self.fill_range(i, off, end))?;
         self.read_ahead(i, off, end);
         Ok(())
     }
@@ -456,9 +512,17 @@ impl LazyLayer {
         let Some(&i) = self.by_ino.get(&ino) else {
             return Ok(());
         };
+        self.demand(|| self.fill(i))
+    }
+
+    /// Run the demand fetch `f`: the background waits while it runs and for a quiet moment
+    /// after it.
+    fn demand(&self, f: impl FnOnce() -> Result<(), LazyError>) -> Result<(), LazyError> {
+        self.demanding.fetch_add(1, Ordering::AcqRel);
         *self.last_demand.lock() = Instant::now();
-        let r = self.fill(i);
+        let r = f();
         *self.last_demand.lock() = Instant::now();
+        self.demanding.fetch_sub(1, Ordering::AcqRel);
         r
     }
 
@@ -474,7 +538,11 @@ impl LazyLayer {
     /// arrives is written and logged as it comes (every [`LOG_EVERY`] bytes), so a killed
     /// process or a dropped connection keeps it.
     fn ensure_range(&self, s: u64, e: u64) -> Result<(), LazyError> {
-        let missing = self.have.lock().missing(s, e.min(self.source.size));
+        let missing = {
+            let mut h = self.have.lock();
+            h.refresh();
+            h.missing(s, e.min(self.source.size))
+        };
         // Requests of at most MAX_REQUEST bytes, up to IN_FLIGHT of them at once.
         let mut pieces = Vec::new();
         for (a, b) in missing {
@@ -585,7 +653,7 @@ impl LazyLayer {
         if s < e {
             let mut h = self.have.lock();
             h.insert(s, e);
-            let _ = writeln!(h.log, "{s} {e}");
+            h.log.append(&format!("{s} {e}"));
         }
     }
 
@@ -618,6 +686,8 @@ impl LazyLayer {
             if want.is_empty() {
                 break;
             }
+            // Chunks another process serving the layer wrote since the last look are in.
+            self.refresh_filled();
             // Claim what nobody fetches; note what others do.
             let (ticket, mine, theirs) = {
                 let mut b = m.busy.lock();
@@ -674,9 +744,33 @@ impl LazyLayer {
             }
         }
         if m.all_in() && !m.done.swap(true, Ordering::AcqRel) {
-            let _ = writeln!(self.filled.lock(), "{i}");
+            self.filled.lock().append(&i.to_string());
         }
         Ok(())
+    }
+
+    /// Take in the chunks and files other processes serving the layer logged as written since
+    /// the last look.
+    fn refresh_filled(&self) {
+        let lines = self.filled.lock().read_new();
+        for l in lines {
+            let (i, chunk) = match l[..] {
+                [i] => (i as usize, None),
+                [i, k] => (i as usize, Some(k as usize)),
+                _ => continue,
+            };
+            let Some(m) = self.pending.get(&i) else {
+                continue;
+            };
+            for (k, c) in m.chunks.iter().enumerate() {
+                if chunk.is_none_or(|want| want == k) {
+                    c.store(true, Ordering::Release);
+                }
+            }
+            if chunk.is_none() {
+                m.done.store(true, Ordering::Release);
+            }
+        }
     }
 
     /// Fetch, verify and write chunks `mine` of TOC entry `i` (claimed with `ticket`), each
@@ -749,7 +843,7 @@ impl LazyLayer {
                     b.owner[k] = 0;
                 }
                 if all.len() > 1 {
-                    let _ = writeln!(self.filled.lock(), "{i} {k}");
+                    self.filled.lock().append(&format!("{i} {k}"));
                 }
             }
             m.ended.notify_all();
@@ -791,10 +885,14 @@ impl LazyLayer {
                 return false;
             }
             let since = self.last_demand.lock().elapsed();
-            if since >= quiet() {
+            if since >= quiet() && self.demanding.load(Ordering::Acquire) == 0 {
                 return true;
             }
-            std::thread::sleep((quiet() - since).min(Duration::from_millis(200)));
+            std::thread::sleep(
+                quiet()
+                    .saturating_sub(since)
+                    .clamp(Duration::from_millis(20), Duration::from_millis(200)),
+            );
         }
     }
 
@@ -892,7 +990,11 @@ mod tests {
     fn have(ranges: &[(u64, u64)]) -> Have {
         let mut h = Have {
             ranges: Vec::new(),
-            log: tempfile::tempfile().unwrap(),
+            log: Log {
+                file: tempfile::tempfile().unwrap(),
+                seen: 0,
+            },
+            size: u64::MAX,
         };
         for &(s, e) in ranges {
             h.insert(s, e);

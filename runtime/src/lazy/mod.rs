@@ -38,7 +38,8 @@
 //! were written, a file after its data; the blob digest is checked before anything is stored, so
 //! a torn write is caught there (the layer then starts over). A restarted process trusts the
 //! `filled` log: chunks logged there were verified before they were written, and are neither
-//! fetched nor decoded again.
+//! fetched nor decoded again. Processes serving one layer at once (two containers) read on in
+//! `have` and `filled` at each miss, so what one fetched and wrote the other takes as it is.
 
 mod layer;
 mod provider;
