@@ -1207,7 +1207,12 @@ fn lazy_reads_of_different_chunks_of_one_file_fetch_at_once() {
     let from = proxy.heads().len();
     let (a, b) = (2 * MIB + MIB / 2, 5 * MIB + MIB / 2);
     let cmd = concurrent_sums(a, b);
+    let t = Instant::now();
     let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sh", "-c", &cmd]);
+    eprintln!(
+        "two reads of different chunks, each response held 1.5 s: the run took {:?}",
+        t.elapsed()
+    );
     assert_eq!(code, 0, "{err}");
     let mut got: Vec<&str> = out
         .lines()
@@ -1366,7 +1371,12 @@ fn lazy_reads_fall_back_from_a_vanished_mirror_to_the_image_registry() {
 
     // The mirror goes away mid-run: reads of data not fetched yet come from the origin.
     drop(mirror);
+    let t = Instant::now();
     let out = env.ok(&["exec", id, "sha256sum", "/data/big.bin"]);
+    eprintln!(
+        "12 MiB read with the mirror gone (retries, then the origin): {:?}",
+        t.elapsed()
+    );
     assert_eq!(
         out.split_whitespace().next().unwrap(),
         images::sha256(&noise(BIG, 7)).trim_start_matches("sha256:")
