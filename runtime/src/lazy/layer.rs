@@ -1003,6 +1003,25 @@ mod tests {
     }
 
     #[test]
+    fn log_lines_are_whole_and_a_torn_one_never_joins_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        // A crash left "3 4" of "3 45\n".
+        std::fs::write(&p, "1 2\n3 4").unwrap();
+        let (mut log, lines) = Log::open(&p).unwrap();
+        assert_eq!(lines, vec![vec![1, 2]]);
+        log.append("5 6");
+        assert_eq!(log.read_new(), vec![vec![5, 6]]);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "1 2\n3 4x\n5 6\n");
+        // Another process reads on where it left off.
+        let (mut other, lines) = Log::open(&p).unwrap();
+        assert_eq!(lines, vec![vec![1, 2], vec![5, 6]]);
+        log.append("7");
+        assert_eq!(other.read_new(), vec![vec![7]]);
+        assert!(other.read_new().is_empty());
+    }
+
+    #[test]
     fn ranges_merge_and_gaps_are_coalesced() {
         let h = have(&[(100, 200), (150, 300), (300, 400), (1 << 20, 2 << 20)]);
         assert_eq!(h.ranges, vec![(100, 400), (1 << 20, 2 << 20)]);
