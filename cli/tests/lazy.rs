@@ -1424,5 +1424,24 @@ fn lazy_two_containers_share_what_each_fetched() {
     let out = env.ok(&["exec", &b, "sh", "-c", &chunky_sum_cmd(at)]);
     assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
     assert_eq!(proxy.blob_bytes_served(), before);
+    // Both read one chunk at the same moment (each response held a while): one fetches it,
+    // the other waits for that fetch and takes its bytes.
+    proxy.set_delay(Duration::from_millis(1500));
+    let from = proxy.heads().len();
+    let at = 6 * MIB + MIB / 2;
+    let spawn = |id: &str| {
+        env.command(&["exec", id, "sh", "-c", &chunky_sum_cmd(at)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (spawn(&a), spawn(&b));
+    for p in [pa, pb] {
+        let (code, out, err) = wait_output(p);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    }
+    assert_eq!(blob_gets(&proxy, from), 1, "{:#?}", &proxy.heads()[from..]);
     env.ok(&["rm", "-f", &a, &b]);
 }

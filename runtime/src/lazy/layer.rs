@@ -579,12 +579,49 @@ impl LazyLayer {
         Ok(())
     }
 
-    /// Fetch blob bytes `[a, b)` into the local blob, logging them as they arrive. From the
-    /// registry mirror the layer was pulled from, while it answers; once it does not (after the
-    /// bounded retries of a request), from the image's own registry for the rest of this
-    /// process's life, as Docker falls back from a mirror, with one line in the log.
+    /// Fetch blob bytes `[a, b)` into the local blob, logging them as they arrive. A fetch of
+    /// any of them in progress (by another process serving the layer, or another thread) is
+    /// waited for first, and only what it did not bring is fetched.
     fn fetch_piece(&self, a: u64, b: u64) -> Result<(), LazyError> {
         let _slot = self.slots.take();
+        let _range = self.lock_blob_range(a, b);
+        let rest = {
+            let mut h = self.have.lock();
+            h.refresh();
+            h.missing(a, b)
+        };
+        for (x, y) in rest {
+            self.fetch_from_source(x, y)?;
+        }
+        Ok(())
+    }
+
+    /// A write lock on bytes `[a, b)` of the local blob, held while they are fetched: an OFD
+    /// lock on an open of its own (so it holds against other threads of this process too),
+    /// dropped with the returned file, or by the kernel with a killed process. Best effort:
+    /// `None` when it cannot be had (the bytes are then maybe fetched twice).
+    fn lock_blob_range(&self, a: u64, b: u64) -> Option<File> {
+        use std::os::fd::AsRawFd;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{}", self.blob.as_raw_fd()))
+            .ok()?;
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: i64::try_from(a).ok()?,
+            l_len: i64::try_from(b.checked_sub(a)?).ok()?,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_OFD_SETLKW(&lock)).ok()?;
+        Some(f)
+    }
+
+    /// Fetch blob bytes `[a, b)` from the registry mirror the layer was pulled from, while it
+    /// answers; once it does not (after the bounded retries of a request), from the image's own
+    /// registry for the rest of this process's life, as Docker falls back from a mirror, with
+    /// one line in the log.
+    fn fetch_from_source(&self, a: u64, b: u64) -> Result<(), LazyError> {
         if !self.on_origin.load(Ordering::Acquire) {
             match self.fetch_piece_from(&self.client, a, b) {
                 Err(LazyError::Registry(e)) if !self.source.origin.is_empty() => {

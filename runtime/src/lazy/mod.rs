@@ -39,7 +39,9 @@
 //! a torn write is caught there (the layer then starts over). A restarted process trusts the
 //! `filled` log: chunks logged there were verified before they were written, and are neither
 //! fetched nor decoded again. Processes serving one layer at once (two containers) read on in
-//! `have` and `filled` at each miss, so what one fetched and wrote the other takes as it is.
+//! `have` and `filled` at each miss, so what one fetched and wrote the other takes as it is; a
+//! range being fetched holds an OFD write lock on those bytes of `blob`, so a second fetch of
+//! them (any process, any thread) waits and then fetches only what is still missing.
 
 mod layer;
 mod provider;
