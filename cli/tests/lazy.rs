@@ -1116,3 +1116,332 @@ fn lazy_sequential_read_fetches_the_next_chunks_ahead() {
     assert!(fetched < 4 * CHUNK as u64, "fetched {fetched}");
     env.ok(&["rm", "-f", id.trim()]);
 }
+
+const MIB: usize = 1 << 20;
+const CHUNKY: usize = 8 << 20;
+
+/// busybox + a layer with one 8 MiB file in eight 1 MiB chunks (eStargz, annotated): each
+/// chunk is one range request.
+fn chunky_image() -> Image {
+    let (bb, bb_ann) = estargz_layer(images::busybox().tar, &["bin/busybox"]);
+    let data = images::layer(&[("data/chunky.bin", &noise(CHUNKY, 13))]);
+    let (data, data_ann) = estargz_layer_chunked(data.tar, &[], MIB);
+    let mut img = images::image(vec![bb, data]);
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    for (i, ann) in [bb_ann, data_ann].into_iter().enumerate() {
+        let map: serde_json::Map<String, serde_json::Value> = ann
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        m["layers"][i]["annotations"] = serde_json::Value::Object(map);
+    }
+    img.manifest = serde_json::to_vec(&m).unwrap();
+    img.manifest_digest = images::sha256(&img.manifest);
+    img
+}
+
+/// A subshell printing the sha256 of the 4 KiB block at byte `at` of /data/chunky.bin.
+fn chunky_sum_cmd(at: usize) -> String {
+    format!(
+        "(dd if=/data/chunky.bin bs=4k count=1 skip={} 2>/dev/null | sha256sum)",
+        at / 4096
+    )
+}
+
+/// A script printing the sha256 of the 4 KiB blocks at bytes `a` and `b` of /data/chunky.bin,
+/// read at once through two fds opened first (so both reads are surely in flight together).
+fn concurrent_sums(a: usize, b: usize) -> String {
+    let sum = |at: usize, fd: u32| {
+        format!(
+            "(dd bs=4k count=1 skip={} <&{fd} 2>/dev/null | sha256sum)",
+            at / 4096
+        )
+    };
+    format!(
+        "exec 3</data/chunky.bin 4</data/chunky.bin; {} & {} & wait",
+        sum(a, 3),
+        sum(b, 4)
+    )
+}
+
+/// The sha256 (hex) of the 4 KiB block at byte `at` of the chunky file.
+fn chunky_sum(at: usize) -> String {
+    let data = noise(CHUNKY, 13);
+    let at = at / 4096 * 4096;
+    images::sha256(&data[at..at + 4096])
+        .trim_start_matches("sha256:")
+        .to_string()
+}
+
+/// The blob GETs among the proxy's request heads from `from` on.
+fn blob_gets(proxy: &Proxy, from: usize) -> usize {
+    proxy.heads()[from..]
+        .iter()
+        .filter(|h| h.starts_with("GET ") && h.lines().next().unwrap().contains("/blobs/sha256:"))
+        .count()
+}
+
+/// A lazily pulled chunky image whose busybox is already fetched, behind a counting proxy.
+fn chunky_setup() -> (Registry, Image, Proxy, Env, String) {
+    let reg = Registry::start();
+    let img = chunky_image();
+    push_image(&reg, "chunky:latest", &img);
+    let proxy = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let name = format!("{}/chunky", proxy.addr());
+    env.ok(&["pull", "--lazy", &name]);
+    let (code, _, err) = quiet_run(&env, &["run", "--rm", &name, "true"]);
+    assert_eq!(code, 0, "{err}");
+    (reg, img, proxy, env, name)
+}
+
+#[test]
+fn lazy_reads_of_different_chunks_of_one_file_fetch_at_once() {
+    let (_reg, _img, proxy, env, name) = chunky_setup();
+    let _c = Cleanup(&env);
+    // Each blob response held back a while: two fetches that do not wait for each other
+    // overlap in the proxy.
+    proxy.set_delay(Duration::from_millis(1500));
+    proxy.reset_max_in_flight();
+    let from = proxy.heads().len();
+    let (a, b) = (2 * MIB + MIB / 2, 5 * MIB + MIB / 2);
+    // Two processes, each opening the file: one's open does not wait for the other's read.
+    let cmd = format!("{} & {} & wait", chunky_sum_cmd(a), chunky_sum_cmd(b));
+    let t = Instant::now();
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sh", "-c", &cmd]);
+    eprintln!(
+        "two reads of different chunks, each response held 1.5 s: the run took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut got: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    got.sort_unstable();
+    let mut want = vec![chunky_sum(a), chunky_sum(b)];
+    want.sort_unstable();
+    assert_eq!(got, want, "{err}");
+    // One request per chunk, both in flight at once.
+    assert_eq!(blob_gets(&proxy, from), 2, "{:#?}", &proxy.heads()[from..]);
+    assert_eq!(proxy.max_in_flight(), 2);
+}
+
+#[test]
+fn lazy_reads_of_one_chunk_fetch_it_once_and_share_its_failure() {
+    let (reg, img, proxy, env, name) = chunky_setup();
+    let _c = Cleanup(&env);
+    proxy.set_delay(Duration::from_millis(1500));
+    proxy.reset_max_in_flight();
+    let from = proxy.heads().len();
+    // Two pages of the third chunk (different pages: the kernel does not merge the reads).
+    let (a, b) = (2 * MIB + (64 << 10), 2 * MIB + (768 << 10));
+    let cmd = concurrent_sums(a, b);
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sh", "-c", &cmd]);
+    assert_eq!(code, 0, "{err}");
+    let mut got: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    got.sort_unstable();
+    let mut want = vec![chunky_sum(a), chunky_sum(b)];
+    want.sort_unstable();
+    assert_eq!(got, want, "{err}");
+    assert_eq!(blob_gets(&proxy, from), 1, "{:#?}", &proxy.heads()[from..]);
+    assert_eq!(proxy.max_in_flight(), 1);
+
+    // A chunk that does not verify: both reads of it fail, after one request.
+    let blob = reg.blob_file(&img.layers[1].digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[4 * MIB + MIB / 2] ^= 0x55;
+    std::fs::write(&blob, &bytes).unwrap();
+    let from = proxy.heads().len();
+    let read = |at: usize, fd: u32| {
+        format!(
+            "(dd of=/dev/null bs=4k count=1 skip={} <&{fd} 2>/dev/null && echo ok-{fd} || echo eio-{fd})",
+            at / 4096
+        )
+    };
+    let cmd = format!(
+        "exec 3</data/chunky.bin 4</data/chunky.bin; {} & {} & wait",
+        read(4 * MIB + (64 << 10), 3),
+        read(4 * MIB + (768 << 10), 4)
+    );
+    let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "sh", "-c", &cmd]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("eio-3") && out.contains("eio-4"), "{out}");
+    assert_eq!(blob_gets(&proxy, from), 1, "{:#?}", &proxy.heads()[from..]);
+}
+
+#[test]
+fn lazy_restart_keeps_the_chunks_already_written() {
+    let (_reg, img, proxy, env, name) = chunky_setup();
+    let _c = Cleanup(&env);
+    let at = 2 * MIB + MIB / 2;
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(at)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    // The next supervisor (a new run) starts from what the first one recorded: the chunk it
+    // verified and wrote is neither fetched nor decoded from the local blob again — the local
+    // blob could be zeros now and the read would still be right.
+    let d = layer_dir(&env, &img, 1);
+    let blob = d.join("lazy/blob");
+    let len = std::fs::metadata(&blob).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    f.set_len(0).unwrap();
+    f.set_len(len).unwrap();
+    drop(f);
+    let before = proxy.blob_bytes_served();
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(at)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(chunky_sum(at).as_str()),
+        "{err}"
+    );
+    assert_eq!(proxy.blob_bytes_served(), before);
+    // A chunk not fetched yet is fetched and read right.
+    let other = 6 * MIB + MIB / 2;
+    let (code, out, err) = quiet_run(
+        &env,
+        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(other)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(chunky_sum(other).as_str())
+    );
+    let fetched = proxy.blob_bytes_served() - before;
+    assert!(fetched > 0 && fetched < 2 * MIB as u64, "{fetched}");
+}
+
+#[test]
+fn lazy_reads_fall_back_from_a_vanished_mirror_to_the_image_registry() {
+    let reg = Registry::start();
+    let img = lazy_image();
+    push_image(&reg, "library/lazyhub:latest", &img);
+    let mirror = Proxy::start(&reg.addr(), Mode::Pass);
+    let origin = Proxy::start(&reg.addr(), Mode::Pass);
+    let env = Env::new();
+    let _c = Cleanup(&env);
+    std::fs::write(
+        env.dir.path().join("daemon.json"),
+        format!(r#"{{"registry-mirrors": ["http://{}/"]}}"#, mirror.addr()),
+    )
+    .unwrap();
+    let cmd = |args: &[&str]| {
+        let mut c = env.command(args);
+        // Docker Hub itself is never asked: any attempt goes to a closed loopback proxy.
+        c.env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("STRATA_LAZY_QUIET_MS", "600000")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        wait_output(c.spawn().unwrap())
+    };
+    let (code, _, err) = cmd(&["pull", "--lazy", "lazyhub"]);
+    assert_eq!(code, 0, "{err}");
+    // Each lazy layer records the mirror it reads from and the image's own registry. Docker
+    // Hub is out of a test's reach: the recorded origin is pointed at a second proxy in front
+    // of the same registry.
+    for i in 0..3 {
+        let p = layer_dir(&env, &img, i).join("lazy/source.json");
+        let mut source: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(source["registry"], mirror.addr().as_str(), "{source}");
+        assert_eq!(source["origin"], "docker.io", "{source}");
+        source["origin"] = origin.addr().into();
+        std::fs::write(&p, serde_json::to_vec(&source).unwrap()).unwrap();
+    }
+    let (code, id, err) = cmd(&["run", "-d", "lazyhub", "sleep", "120"]);
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim();
+    assert_eq!(
+        env.ok(&["exec", id, "cat", "/data/small.txt"]),
+        "hello-lazy\n"
+    );
+    assert!(mirror.blob_bytes_served() > 0);
+    assert_eq!(origin.blob_bytes_served(), 0);
+
+    // The mirror goes away mid-run: reads of data not fetched yet come from the origin.
+    drop(mirror);
+    let t = Instant::now();
+    let out = env.ok(&["exec", id, "sha256sum", "/data/big.bin"]);
+    eprintln!(
+        "12 MiB read with the mirror gone (retries, then the origin): {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        out.split_whitespace().next().unwrap(),
+        images::sha256(&noise(BIG, 7)).trim_start_matches("sha256:")
+    );
+    let served = origin.blob_bytes_served();
+    assert!(served >= BIG as u64, "origin served {served}");
+    let (_, _, logs) = env.run(&["logs", id]);
+    assert_eq!(logs.matches("not answering").count(), 1, "{logs}");
+    assert!(logs.contains("reading from"), "{logs}");
+
+    // Both gone: EIO.
+    drop(origin);
+    let (code, out, err) = env.run(&["exec", id, "cat", "/etc/xattr"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("I/O error") || err.contains("Input/output error"),
+        "{err}"
+    );
+    env.ok(&["rm", "-f", id]);
+}
+
+#[test]
+fn lazy_two_containers_share_what_each_fetched() {
+    let (_reg, img, proxy, env, name) = chunky_setup();
+    let _c = Cleanup(&env);
+    // Two containers, so two supervisors serving the one lazy layer.
+    let start = || {
+        let (code, id, err) = quiet_run(&env, &["run", "-d", &name, "sleep", "120"]);
+        assert_eq!(code, 0, "{err}");
+        id.trim().to_string()
+    };
+    let (a, b) = (start(), start());
+    let at = 3 * MIB + MIB / 2;
+    let out = env.ok(&["exec", &a, "sh", "-c", &chunky_sum_cmd(at)]);
+    assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    // The other supervisor takes the chunk from the logs: not fetched again, and not decoded
+    // again either (the local blob could be zeros now).
+    let blob = layer_dir(&env, &img, 1).join("lazy/blob");
+    let len = std::fs::metadata(&blob).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    f.set_len(0).unwrap();
+    f.set_len(len).unwrap();
+    drop(f);
+    let before = proxy.blob_bytes_served();
+    let out = env.ok(&["exec", &b, "sh", "-c", &chunky_sum_cmd(at)]);
+    assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    assert_eq!(proxy.blob_bytes_served(), before);
+    // Both read one chunk at the same moment (each response held a while): one fetches it,
+    // the other waits for that fetch and takes its bytes.
+    proxy.set_delay(Duration::from_millis(1500));
+    let from = proxy.heads().len();
+    let at = 6 * MIB + MIB / 2;
+    let spawn = |id: &str| {
+        env.command(&["exec", id, "sh", "-c", &chunky_sum_cmd(at)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (spawn(&a), spawn(&b));
+    for p in [pa, pb] {
+        let (code, out, err) = wait_output(p);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    }
+    assert_eq!(blob_gets(&proxy, from), 1, "{:#?}", &proxy.heads()[from..]);
+    env.ok(&["rm", "-f", &a, &b]);
+}

@@ -8,8 +8,10 @@
 //!
 //! Our policy:
 //! - a lazily fetched lower file whose data is still arriving (`OpenInfo::lazy`) is opened
-//!   cached without `FOPEN_KEEP_CACHE` (or direct): every read reaches us, which fetch its
-//!   range first;
+//!   cached (or direct): every read of a page not cached reaches us, which fetch its range
+//!   first. Its cached pages are kept (`FOPEN_KEEP_CACHE`): each was read through us after its
+//!   range was in place. (Without it the open drops the pages, which waits in the kernel for
+//!   reads of the file in flight: one process's open would wait for another's fetch.)
 //! - a file whose data may still move is opened cached: a lower file on a writable mount (a
 //!   later copy-up switches its readers to the upper copy, which a passthrough open could not
 //!   follow);
@@ -86,12 +88,12 @@ impl Passthrough {
             .and_then(|b| b.id.upgrade().map(|id| (id, b.rw)));
         let movable = info.lower && !fs.read_only();
         let mode = if info.lazy {
-            // Data still arriving: every read must come to us, and no page cached by an
-            // earlier open is trusted.
+            // Data still arriving: every read not served from the page cache must come to us
+            // (pages cached came through us, after their range was in place).
             if live.is_some() {
                 Mode::Direct
             } else {
-                Mode::Cached { keep: false }
+                Mode::Cached { keep: true }
             }
         } else if !self.enabled || movable || st.cached.get(&info.ino).is_some_and(|&n| n > 0) {
             if live.is_some() {

@@ -55,7 +55,7 @@ impl Driver for FuseDriver {
 
     fn mount(&self, layers: &Layers, mountpoint: &Path) -> Result<Box<dyn Mounted>, DriverError> {
         ensure_fusectl();
-        let opts = strata_fs::MountOptions {
+        let mut opts = strata_fs::MountOptions {
             lowers: layers.lowers.clone(),
             upper: Some(layers.upper.clone()),
             work: Some(layers.work.clone()),
@@ -73,6 +73,10 @@ impl Driver for FuseDriver {
                 source: std::io::Error::other(e.to_string()),
             })?
             .map(|p| p as std::sync::Arc<dyn strata_fs::LowerData>);
+        if lower_data.is_some() {
+            // Reads waiting for the network hold a serving thread each.
+            opts.threads = crate::lazy::SERVING_THREADS;
+        }
         let view = strata_fs::ViewOptions::default();
         let mount =
             strata_fs::mount_with_data(opts, view, mountpoint, lower_data).map_err(|e| {

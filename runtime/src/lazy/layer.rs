@@ -1,25 +1,30 @@
 //! One lazy layer being served: its state files, the ranges of the blob it has, the files it
 //! has filled, and filling and completing (see the module doc of `lazy`).
 //!
-//! Locks: `have` and `filled` guard their logs and are held only for in-memory updates and one
-//! append; a file's own mutex (`Fill::lock`) is held while chunks of that file are filled
-//! (network I/O), so two reads of one chunk fetch it once while other files proceed. Reads of
-//! chunks already in place take no lock (`Fill`'s flags, set after the data is written). Order: a file's mutex, then
-//! `have` or `filled`; never two file mutexes.
+//! Chunks of one file: a read claims the missing chunks it needs (`Fill::busy`, a ticket per
+//! fetch) and fetches them itself, so reads of different chunks of one file fetch at once; a
+//! read that needs a chunk another fetch claimed waits for that fetch (`Fill::ended`) and gets
+//! its result: two reads of one chunk fetch it once, and a failed fetch fails both. Requests of
+//! one layer in flight are bounded ([`IN_FLIGHT_LAYER`]).
+//!
+//! Locks: `have`, `filled`, a file's `busy` and the layer's `slots` are held only for in-memory
+//! updates and one append, never across network I/O; reads of chunks already in place take no
+//! lock (`Fill`'s flags, set after the data is written). Never two of them at once, except
+//! `busy` then `filled`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, Write};
+use std::io::{BufReader, Seek, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::Flock;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use strata_fs::at;
 
 use super::{io_at, LazyError, Source};
@@ -37,6 +42,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest range fetched in one request, and how many requests of one fetch run at once.
 const MAX_REQUEST: u64 = 4 << 20;
 const IN_FLIGHT: usize = 3;
+/// Requests of one layer in flight at once, over every reader of it.
+const IN_FLIGHT_LAYER: usize = 4;
 /// Gaps smaller than this between missing ranges are fetched too (one request instead of two).
 const COALESCE_GAP: u64 = 64 << 10;
 /// Chunks fetched ahead of a sequential reader of a file (at most [`IN_FLIGHT`] requests).
@@ -63,10 +70,23 @@ fn quiet() -> Duration {
 /// Sorted, disjoint `[start, end)` ranges of the blob held locally, and their log.
 struct Have {
     ranges: Vec<(u64, u64)>,
-    log: File,
+    log: Log,
+    /// The blob's size (a logged range past it is ignored).
+    size: u64,
 }
 
 impl Have {
+    /// Take in the ranges other processes serving the layer logged since the last look.
+    fn refresh(&mut self) {
+        for r in self.log.read_new() {
+            if let [s, e] = r[..] {
+                if s < e && e <= self.size {
+                    self.insert(s, e);
+                }
+            }
+        }
+    }
+
     fn insert(&mut self, s: u64, e: u64) {
         self.ranges.push((s, e));
         self.ranges.sort_unstable();
@@ -114,38 +134,148 @@ impl Have {
     }
 }
 
-fn read_log(path: &Path) -> Result<(Vec<Vec<u64>>, File), LazyError> {
-    let f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .open(path)
-        .map_err(io_at(path))?;
-    let mut lines = Vec::new();
-    for line in BufReader::new(&f).lines() {
-        let line = line.map_err(io_at(path))?;
-        let nums: Option<Vec<u64>> = line.split_whitespace().map(|n| n.parse().ok()).collect();
-        // A line torn by a crash is ignored (its work is redone).
-        if let Some(n) = nums.filter(|n| !n.is_empty()) {
-            lines.push(n);
-        }
-    }
-    Ok((lines, f))
+/// An append-only log of lines of numbers, shared by every process serving the layer. Each
+/// line is appended with one `write` (so it is whole, never mixed with another process's), and
+/// each process reads on from where it last read ([`Log::read_new`]).
+struct Log {
+    file: File,
+    /// Bytes read so far (whole lines).
+    seen: u64,
 }
 
-/// What of one file is in its skeleton file. Chunks are written whole, each verified first; which
-/// are is known to this process only: after a restart a file not logged as filled has its
-/// chunks written again (from the local blob where `have` holds them).
+impl Log {
+    /// Open (create) the log at `path`. A line a crash left without its newline is closed with
+    /// a mark that makes it unreadable, so it never joins the next line.
+    fn open(path: &Path) -> Result<(Log, Vec<Vec<u64>>), LazyError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)
+            .map_err(io_at(path))?;
+        let mut log = Log { file, seen: 0 };
+        let lines = log.read_new();
+        let len = log.file.metadata().map_err(io_at(path))?.len();
+        if len > log.seen {
+            log.append("x");
+        }
+        Ok((log, lines))
+    }
+
+    /// The whole lines appended since the last call (a line that is not all numbers is
+    /// skipped).
+    fn read_new(&mut self) -> Vec<Vec<u64>> {
+        let Ok(len) = self.file.metadata().map(|m| m.len()) else {
+            return Vec::new();
+        };
+        if len <= self.seen {
+            return Vec::new();
+        }
+        let mut buf = vec![0u8; (len - self.seen) as usize];
+        if self.file.read_exact_at(&mut buf, self.seen).is_err() {
+            return Vec::new();
+        }
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        self.seen += end as u64 + 1;
+        String::from_utf8_lossy(&buf[..end])
+            .lines()
+            .filter_map(|line| {
+                let nums: Option<Vec<u64>> =
+                    line.split_whitespace().map(|n| n.parse().ok()).collect();
+                nums.filter(|n| !n.is_empty())
+            })
+            .collect()
+    }
+
+    /// Append `line` (one write).
+    fn append(&mut self, line: &str) {
+        let _ = self.file.write_all(format!("{line}\n").as_bytes());
+    }
+}
+
+/// What of one file is in its skeleton file. Chunks are written whole, each verified first, and
+/// logged in `filled` (`<entry> <chunk>`, or `<entry>` once all are) after they are written: a
+/// restarted process starts from what the log says is in place and fetches or decodes only the
+/// rest.
 struct Fill {
-    /// Held while chunks of the file are being filled.
-    lock: Mutex<()>,
     /// Every chunk is in place (and the file is logged as filled).
     done: AtomicBool,
     /// Per chunk of the file (`Toc::file_chunks`): in place (zeros chunks always are). Set
     /// (Release) after its data is written.
     chunks: Vec<AtomicBool>,
+    /// Which chunks are being fetched, by which fetch.
+    busy: Mutex<Busy>,
+    /// Signalled when a fetch of some of the file's chunks ends (or one of its chunks is in).
+    ended: Condvar,
+    /// The file's times before any chunk was written, restored after each write (the data
+    /// changes nothing the container can see but the content).
+    times: OnceLock<[libc::timespec; 2]>,
     /// A read-ahead of this file's next chunks is running.
     ahead: AtomicBool,
+}
+
+/// The fetches of one file's chunks in progress.
+struct Busy {
+    /// Per chunk: the ticket of the fetch that claimed it (0: none).
+    owner: Vec<u64>,
+    /// Per chunk: how its last fetch failed (given to the reads that waited for it).
+    failed: Vec<Option<Arc<LazyError>>>,
+    /// The last ticket handed out.
+    last: u64,
+}
+
+impl Fill {
+    fn new(chunks: Vec<AtomicBool>) -> Fill {
+        let n = chunks.len();
+        Fill {
+            done: AtomicBool::new(false),
+            chunks,
+            busy: Mutex::new(Busy {
+                owner: vec![0; n],
+                failed: vec![None; n],
+                last: 0,
+            }),
+            ended: Condvar::new(),
+            times: OnceLock::new(),
+            ahead: AtomicBool::new(false),
+        }
+    }
+
+    fn has(&self, k: usize) -> bool {
+        self.chunks.get(k).is_none_or(|c| c.load(Ordering::Acquire))
+    }
+
+    fn all_in(&self) -> bool {
+        self.chunks.iter().all(|c| c.load(Ordering::Acquire))
+    }
+}
+
+/// A bound on the requests in flight (a counting semaphore).
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn take(&self) -> SlotGuard<'_> {
+        let mut n = self.free.lock();
+        while *n == 0 {
+            self.freed.wait(&mut n);
+        }
+        *n -= 1;
+        SlotGuard(self)
+    }
+}
+
+struct SlotGuard<'a>(&'a Slots);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock() += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 /// A lazy layer opened for serving (held for the life of the mount).
@@ -157,16 +287,24 @@ pub struct LazyLayer {
     diff: OwnedFd,
     source: Source,
     toc: Toc,
+    /// The client of the registry (or mirror) the layer was pulled from.
     client: Client,
+    /// The image's own registry, once the mirror stopped answering (`on_origin`).
+    origin: OnceLock<Client>,
+    on_origin: AtomicBool,
     blob: File,
     blob_path: PathBuf,
     have: Mutex<Have>,
-    filled: Mutex<File>,
+    filled: Mutex<Log>,
     /// Files still to fill: backing inode → TOC entry.
     by_ino: HashMap<u64, usize>,
     /// Per entry to fill: which of its chunks are in the file.
     pending: HashMap<usize, Fill>,
     last_demand: Mutex<Instant>,
+    /// Demand fetches running (a long one must not let the background in).
+    demanding: AtomicUsize,
+    /// Requests in flight for this layer.
+    slots: Slots,
     _lock: Flock<File>,
 }
 
@@ -192,10 +330,11 @@ impl LazyLayer {
             .write(true)
             .open(&blob_path)
             .map_err(io_at(&blob_path))?;
-        let (ranges, log) = read_log(&state.join("have"))?;
+        let (log, ranges) = Log::open(&state.join("have"))?;
         let mut have = Have {
             ranges: Vec::new(),
             log,
+            size: source.size,
         };
         for r in ranges {
             if let [s, e] = r[..] {
@@ -204,8 +343,21 @@ impl LazyLayer {
                 }
             }
         }
-        let (done, filled) = read_log(&state.join("filled"))?;
-        let done: BTreeSet<usize> = done.iter().map(|n| n[0] as usize).collect();
+        let (filled, lines) = Log::open(&state.join("filled"))?;
+        // `<entry>`: the whole file is in place; `<entry> <chunk>`: that chunk is.
+        let mut done = BTreeSet::new();
+        let mut chunks_in: HashMap<usize, BTreeSet<usize>> = HashMap::new();
+        for l in &lines {
+            match l[..] {
+                [i] => {
+                    done.insert(i as usize);
+                }
+                [i, k] => {
+                    chunks_in.entry(i as usize).or_default().insert(k as usize);
+                }
+                _ => {}
+            }
+        }
         let diffp = dir.join("diff");
         let diff = at::open_dir(&diffp).map_err(|e| io_at(&diffp)(e.into()))?;
         let mut by_ino = HashMap::new();
@@ -226,20 +378,16 @@ impl LazyLayer {
             };
             if st.st_mode & libc::S_IFMT == libc::S_IFREG {
                 by_ino.insert(st.st_ino, i);
+                let logged = chunks_in.get(&i);
                 let chunks = toc
                     .file_chunks(i)
                     .iter()
-                    .map(|c| AtomicBool::new(c.zeros))
+                    .enumerate()
+                    .map(|(k, c)| {
+                        AtomicBool::new(c.zeros || logged.is_some_and(|l| l.contains(&k)))
+                    })
                     .collect();
-                pending.insert(
-                    i,
-                    Fill {
-                        lock: Mutex::new(()),
-                        done: AtomicBool::new(false),
-                        chunks,
-                        ahead: AtomicBool::new(false),
-                    },
-                );
+                pending.insert(i, Fill::new(chunks));
             }
         }
         let meta = std::fs::metadata(dir).map_err(io_at(dir))?;
@@ -250,6 +398,8 @@ impl LazyLayer {
             source,
             toc,
             client,
+            origin: OnceLock::new(),
+            on_origin: AtomicBool::new(false),
             blob,
             blob_path,
             have: Mutex::new(have),
@@ -257,6 +407,11 @@ impl LazyLayer {
             by_ino,
             pending,
             last_demand: Mutex::new(Instant::now()),
+            demanding: AtomicUsize::new(0),
+            slots: Slots {
+                free: Mutex::new(IN_FLIGHT_LAYER),
+                freed: Condvar::new(),
+            },
             _lock: lock,
         })
     }
@@ -302,10 +457,7 @@ impl LazyLayer {
             return Ok(());
         };
         let end = off.saturating_add(len);
-        *self.last_demand.lock() = Instant::now();
-        let r = self.fill_range(i, off, end);
-        *self.last_demand.lock() = Instant::now();
-        r?;
+        self.demand(|| self.fill_range(i, off, end))?;
         self.read_ahead(i, off, end);
         Ok(())
     }
@@ -360,9 +512,17 @@ impl LazyLayer {
         let Some(&i) = self.by_ino.get(&ino) else {
             return Ok(());
         };
+        self.demand(|| self.fill(i))
+    }
+
+    /// Run the demand fetch `f`: the background waits while it runs and for a quiet moment
+    /// after it.
+    fn demand(&self, f: impl FnOnce() -> Result<(), LazyError>) -> Result<(), LazyError> {
+        self.demanding.fetch_add(1, Ordering::AcqRel);
         *self.last_demand.lock() = Instant::now();
-        let r = self.fill(i);
+        let r = f();
         *self.last_demand.lock() = Instant::now();
+        self.demanding.fetch_sub(1, Ordering::AcqRel);
         r
     }
 
@@ -378,7 +538,11 @@ impl LazyLayer {
     /// arrives is written and logged as it comes (every [`LOG_EVERY`] bytes), so a killed
     /// process or a dropped connection keeps it.
     fn ensure_range(&self, s: u64, e: u64) -> Result<(), LazyError> {
-        let missing = self.have.lock().missing(s, e.min(self.source.size));
+        let missing = {
+            let mut h = self.have.lock();
+            h.refresh();
+            h.missing(s, e.min(self.source.size))
+        };
         // Requests of at most MAX_REQUEST bytes, up to IN_FLIGHT of them at once.
         let mut pieces = Vec::new();
         for (a, b) in missing {
@@ -415,12 +579,84 @@ impl LazyLayer {
         Ok(())
     }
 
-    /// Fetch blob bytes `[a, b)` into the local blob, logging them as they arrive.
+    /// Fetch blob bytes `[a, b)` into the local blob, logging them as they arrive. A fetch of
+    /// any of them in progress (by another process serving the layer, or another thread) is
+    /// waited for first, and only what it did not bring is fetched.
     fn fetch_piece(&self, a: u64, b: u64) -> Result<(), LazyError> {
+        let _slot = self.slots.take();
+        let _range = self.lock_blob_range(a, b);
+        let rest = {
+            let mut h = self.have.lock();
+            h.refresh();
+            h.missing(a, b)
+        };
+        for (x, y) in rest {
+            self.fetch_from_source(x, y)?;
+        }
+        Ok(())
+    }
+
+    /// A write lock on bytes `[a, b)` of the local blob, held while they are fetched: an OFD
+    /// lock on an open of its own (so it holds against other threads of this process too),
+    /// dropped with the returned file, or by the kernel with a killed process. Best effort:
+    /// `None` when it cannot be had (the bytes are then maybe fetched twice).
+    fn lock_blob_range(&self, a: u64, b: u64) -> Option<File> {
+        use std::os::fd::AsRawFd;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{}", self.blob.as_raw_fd()))
+            .ok()?;
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: i64::try_from(a).ok()?,
+            l_len: i64::try_from(b.checked_sub(a)?).ok()?,
+            l_pid: 0,
+        };
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_OFD_SETLKW(&lock)).ok()?;
+        Some(f)
+    }
+
+    /// Fetch blob bytes `[a, b)` from the registry mirror the layer was pulled from, while it
+    /// answers; once it does not (after the bounded retries of a request), from the image's own
+    /// registry for the rest of this process's life, as Docker falls back from a mirror, with
+    /// one line in the log.
+    fn fetch_from_source(&self, a: u64, b: u64) -> Result<(), LazyError> {
+        if !self.on_origin.load(Ordering::Acquire) {
+            match self.fetch_piece_from(&self.client, a, b) {
+                Err(LazyError::Registry(e)) if !self.source.origin.is_empty() => {
+                    if !self.on_origin.swap(true, Ordering::AcqRel) {
+                        super::provider::report(&format!(
+                            "lazy layer {}: registry mirror {} not answering ({e}); reading from {}",
+                            self.source.digest, self.source.registry, self.source.origin
+                        ));
+                    }
+                }
+                r => return r,
+            }
+        }
+        let origin = match self.origin.get() {
+            Some(c) => c,
+            None => {
+                let c =
+                    crate::registry::pull::client_for(&self.source.origin, &self.source.insecure)?;
+                self.origin.get_or_init(|| c)
+            }
+        };
+        // What the mirror's response brought before it failed is kept.
+        let rest = self.have.lock().missing(a, b);
+        for (x, y) in rest {
+            self.fetch_piece_from(origin, x, y)?;
+        }
+        Ok(())
+    }
+
+    /// Fetch blob bytes `[a, b)` from the registry behind `client`.
+    fn fetch_piece_from(&self, client: &Client, a: u64, b: u64) -> Result<(), LazyError> {
         let mut logged = a;
         let mut io_err = None;
         let r = fetch_range_with(
-            &self.client,
+            client,
             &self.source.repo,
             &self.source.digest,
             a,
@@ -454,7 +690,7 @@ impl LazyLayer {
         if s < e {
             let mut h = self.have.lock();
             h.insert(s, e);
-            let _ = writeln!(h.log, "{s} {e}");
+            h.log.append(&format!("{s} {e}"));
         }
     }
 
@@ -464,92 +700,194 @@ impl LazyLayer {
     }
 
     /// Fill the chunks of TOC entry `i` that cover file bytes `[off, end)` and are not in place
-    /// yet: their compressed span fetched in one go (coalesced requests, streamed to the local
-    /// blob), then each decoded, checked against its digest and only then written. Memory stays
-    /// one chunk, whatever the span. The file is logged as filled once every chunk is in.
+    /// yet. The missing ones no other fetch claimed are claimed and fetched here (their
+    /// compressed span in one go: coalesced requests, streamed to the local blob), then each
+    /// decoded, checked against its digest and only then written; then this waits for the
+    /// chunks other fetches claimed, and fails as they failed. Memory stays one chunk, whatever
+    /// the span. The file is logged as filled once every chunk is in.
     fn fill_range(&self, i: usize, off: u64, end: u64) -> Result<(), LazyError> {
         let Some(m) = self.pending.get(&i) else {
             return Ok(());
         };
-        if m.done.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let e = &self.toc.entries[i];
         let all = self.toc.file_chunks(i);
-        let want = || -> Vec<(usize, &seekable::Chunk)> {
-            all.iter()
-                .enumerate()
-                .filter(|&(k, c)| {
-                    !m.chunks.get(k).is_none_or(|f| f.load(Ordering::Acquire))
-                        && c.file_offset < end
-                        && c.file_offset + c.size.max(1) > off
+        loop {
+            if m.done.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let want: Vec<usize> = (0..all.len())
+                .filter(|&k| {
+                    let c = &all[k];
+                    !m.has(k) && c.file_offset < end && c.file_offset + c.size.max(1) > off
                 })
-                .collect()
-        };
-        // Chunks already in place are read without waiting for a fill of others.
-        if want().is_empty() && !m.chunks.iter().all(|c| c.load(Ordering::Acquire)) {
-            return Ok(());
-        }
-        let _g = m.lock.lock();
-        if m.done.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let want = want();
-        if let (Some(s), Some(b)) = (
-            want.iter().map(|(_, c)| c.start).min(),
-            want.iter().map(|(_, c)| c.end).max(),
-        ) {
-            self.ensure_range(s, b)?;
-            let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
-                name: e.name.clone(),
-                source: x,
-            };
-            let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
-                .map_err(name_err)?;
-            let fst = at::fstat(fd.as_fd()).map_err(name_err)?;
-            let mut raw = Vec::new();
-            let mut res = Ok(());
-            for (k, c) in want {
-                raw.resize((c.end - c.start) as usize, 0);
-                if let Err(x) = self.blob.read_exact_at(&mut raw, c.start) {
-                    res = Err(io_at(&self.blob_path)(x));
-                    break;
-                }
-                let data = match seekable::decode_chunk(&raw, c) {
-                    Ok(d) => d,
-                    Err(x) => {
-                        res = Err(LazyError::Seekable {
-                            digest: self.source.digest.clone(),
-                            source: x,
-                        });
-                        break;
+                .collect();
+            if want.is_empty() {
+                break;
+            }
+            // Chunks another process serving the layer wrote since the last look are in.
+            self.refresh_filled();
+            // Claim what nobody fetches; note what others do.
+            let (ticket, mine, theirs) = {
+                let mut b = m.busy.lock();
+                b.last += 1;
+                let ticket = b.last;
+                let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+                for k in want {
+                    if m.has(k) {
+                        continue;
                     }
-                };
-                let mut o = 0;
-                while o < data.len() {
-                    match at::pwrite(fd.as_fd(), &data[o..], c.file_offset + o as u64) {
-                        Ok(n) => o += n,
-                        Err(x) => {
-                            res = Err(name_err(x));
-                            break;
+                    match b.owner[k] {
+                        0 => {
+                            b.owner[k] = ticket;
+                            b.failed[k] = None;
+                            mine.push(k);
+                        }
+                        t => theirs.push((k, t)),
+                    }
+                }
+                (ticket, mine, theirs)
+            };
+            if !mine.is_empty() {
+                let r = self.fill_chunks(i, m, ticket, &mine).map_err(Arc::new);
+                let mut b = m.busy.lock();
+                for &k in &mine {
+                    if b.owner[k] == ticket {
+                        b.owner[k] = 0;
+                        if let Err(e) = &r {
+                            b.failed[k] = Some(e.clone());
                         }
                     }
                 }
-                if res.is_err() {
-                    break;
-                }
-                m.chunks[k].store(true, Ordering::Release);
+                drop(b);
+                m.ended.notify_all();
+                r.map_err(LazyError::Shared)?;
             }
-            // The data changes nothing the container can see but the content: keep the times
-            // (also when a chunk failed after others were written).
-            at::utimensat(fd.as_fd(), OsStr::new(""), &at::times_of(&fst)).map_err(name_err)?;
-            res?;
+            // The chunks other fetches claimed: their result is this read's.
+            let mut retry = false;
+            for (k, t) in theirs {
+                let mut b = m.busy.lock();
+                while b.owner[k] == t && !m.has(k) {
+                    m.ended.wait(&mut b);
+                }
+                if !m.has(k) {
+                    match (&b.failed[k], b.owner[k]) {
+                        (Some(e), 0) => return Err(LazyError::Shared(e.clone())),
+                        // Failed, and claimed again since: wait for that fetch.
+                        _ => retry = true,
+                    }
+                }
+            }
+            if !retry {
+                break;
+            }
         }
-        if m.chunks.iter().all(|c| c.load(Ordering::Acquire)) {
-            let _ = writeln!(self.filled.lock(), "{i}");
-            m.done.store(true, Ordering::Release);
+        if m.all_in() && !m.done.swap(true, Ordering::AcqRel) {
+            self.filled.lock().append(&i.to_string());
         }
         Ok(())
+    }
+
+    /// Take in the chunks and files other processes serving the layer logged as written since
+    /// the last look.
+    fn refresh_filled(&self) {
+        let lines = self.filled.lock().read_new();
+        for l in lines {
+            let (i, chunk) = match l[..] {
+                [i] => (i as usize, None),
+                [i, k] => (i as usize, Some(k as usize)),
+                _ => continue,
+            };
+            let Some(m) = self.pending.get(&i) else {
+                continue;
+            };
+            for (k, c) in m.chunks.iter().enumerate() {
+                if chunk.is_none_or(|want| want == k) {
+                    c.store(true, Ordering::Release);
+                }
+            }
+            if chunk.is_none() {
+                m.done.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Fetch, verify and write chunks `mine` of TOC entry `i` (claimed with `ticket`), each
+    /// handed back (and its waiters woken) as soon as it is in place.
+    fn fill_chunks(
+        &self,
+        i: usize,
+        m: &Fill,
+        ticket: u64,
+        mine: &[usize],
+    ) -> Result<(), LazyError> {
+        let e = &self.toc.entries[i];
+        let all = self.toc.file_chunks(i);
+        // Runs of consecutive chunks: a chunk between two of them may be another fetch's.
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &k in mine {
+            match runs.last_mut() {
+                Some(r) if r.1 + 1 == k => r.1 = k,
+                _ => runs.push((k, k)),
+            }
+        }
+        for &(a, b) in &runs {
+            self.ensure_range(all[a].start, all[b].end)?;
+        }
+        let name_err = |x: nix::errno::Errno| LazyError::Skeleton {
+            name: e.name.clone(),
+            source: x,
+        };
+        let fd = at::open_beneath(self.diff.as_fd(), e.name.as_bytes(), libc::O_WRONLY)
+            .map_err(name_err)?;
+        // Taken before this fetch writes anything (and so before any fetch did).
+        let fst = at::fstat(fd.as_fd()).map_err(name_err)?;
+        let times = *m.times.get_or_init(|| at::times_of(&fst));
+        let mut raw = Vec::new();
+        let mut res = Ok(());
+        for &k in mine {
+            let c = &all[k];
+            raw.resize((c.end - c.start) as usize, 0);
+            if let Err(x) = self.blob.read_exact_at(&mut raw, c.start) {
+                res = Err(io_at(&self.blob_path)(x));
+                break;
+            }
+            let data = match seekable::decode_chunk(&raw, c) {
+                Ok(d) => d,
+                Err(x) => {
+                    res = Err(LazyError::Seekable {
+                        digest: self.source.digest.clone(),
+                        source: x,
+                    });
+                    break;
+                }
+            };
+            let mut o = 0;
+            while o < data.len() {
+                match at::pwrite(fd.as_fd(), &data[o..], c.file_offset + o as u64) {
+                    Ok(n) => o += n,
+                    Err(x) => {
+                        res = Err(name_err(x));
+                        break;
+                    }
+                }
+            }
+            if res.is_err() {
+                break;
+            }
+            m.chunks[k].store(true, Ordering::Release);
+            {
+                let mut b = m.busy.lock();
+                if b.owner[k] == ticket {
+                    b.owner[k] = 0;
+                }
+                if all.len() > 1 {
+                    self.filled.lock().append(&format!("{i} {k}"));
+                }
+            }
+            m.ended.notify_all();
+        }
+        // Also when a chunk failed after others were written.
+        at::utimensat(fd.as_fd(), OsStr::new(""), &times).map_err(name_err)?;
+        res
     }
 
     /// Fetch and fill the files before the prefetch landmark (what a run of the image reads
@@ -584,10 +922,14 @@ impl LazyLayer {
                 return false;
             }
             let since = self.last_demand.lock().elapsed();
-            if since >= quiet() {
+            if since >= quiet() && self.demanding.load(Ordering::Acquire) == 0 {
                 return true;
             }
-            std::thread::sleep((quiet() - since).min(Duration::from_millis(200)));
+            std::thread::sleep(
+                quiet()
+                    .saturating_sub(since)
+                    .clamp(Duration::from_millis(20), Duration::from_millis(200)),
+            );
         }
     }
 
@@ -685,12 +1027,35 @@ mod tests {
     fn have(ranges: &[(u64, u64)]) -> Have {
         let mut h = Have {
             ranges: Vec::new(),
-            log: tempfile::tempfile().unwrap(),
+            log: Log {
+                file: tempfile::tempfile().unwrap(),
+                seen: 0,
+            },
+            size: u64::MAX,
         };
         for &(s, e) in ranges {
             h.insert(s, e);
         }
         h
+    }
+
+    #[test]
+    fn log_lines_are_whole_and_a_torn_one_never_joins_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        // A crash left "3 4" of "3 45\n".
+        std::fs::write(&p, "1 2\n3 4").unwrap();
+        let (mut log, lines) = Log::open(&p).unwrap();
+        assert_eq!(lines, vec![vec![1, 2]]);
+        log.append("5 6");
+        assert_eq!(log.read_new(), vec![vec![5, 6]]);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "1 2\n3 4x\n5 6\n");
+        // Another process reads on where it left off.
+        let (mut other, lines) = Log::open(&p).unwrap();
+        assert_eq!(lines, vec![vec![1, 2], vec![5, 6]]);
+        log.append("7");
+        assert_eq!(other.read_new(), vec![vec![7]]);
+        assert!(other.read_new().is_empty());
     }
 
     #[test]

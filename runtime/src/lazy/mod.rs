@@ -13,12 +13,15 @@
 //!                                     the end; zstd:chunked: the compressed manifest)
 //!   layers/<chain>/lazy/blob          a sparse local copy of the blob, filled as ranges arrive
 //!   layers/<chain>/lazy/have          append-only log of the byte ranges `blob` holds
-//!   layers/<chain>/lazy/filled        append-only log of the TOC entries whose data is in diff/
+//!   layers/<chain>/lazy/filled        append-only log of what data is in diff/: `<entry>` a
+//!                                     whole file (TOC entry index), `<entry> <chunk>` one chunk
 //!   layers/<chain>/lazy/lock          flock: shared by every process serving the layer
 //!   ```
 //! - *filling* a file: fetch the compressed ranges of its chunks (HTTP `Range` requests of up
-//!   to 4 MiB, 3 in flight, through the registry client and its auth), decode each chunk and check it against its TOC digest, and
-//!   only then write it into the skeleton file (`layer`). The union filesystem asks for the
+//!   to 4 MiB, 3 in flight per read and 4 per layer, through the registry client and its
+//!   auth), decode each chunk and check it against its TOC digest, and only then write it into
+//!   the skeleton file (`layer`). Reads of different chunks of one file fetch at once; reads of
+//!   one chunk wait for one fetch and share its result. The union filesystem asks for the
 //!   chunks covering each read of a file still arriving, and for the whole file before it
 //!   copies it up or opens a small one ([`strata_fs::LowerData`], `provider`).
 //! - *completing* a layer: fetch every byte of the blob, fill every file, check the blob's
@@ -33,7 +36,12 @@
 //! (like any pulled layer), so a killed `pull --lazy` leaves nothing GC cannot remove. A killed
 //! supervisor leaves the logs consistent enough to resume: a range is logged after its bytes
 //! were written, a file after its data; the blob digest is checked before anything is stored, so
-//! a torn write is caught there (the layer then starts over).
+//! a torn write is caught there (the layer then starts over). A restarted process trusts the
+//! `filled` log: chunks logged there were verified before they were written, and are neither
+//! fetched nor decoded again. Processes serving one layer at once (two containers) read on in
+//! `have` and `filled` at each miss, so what one fetched and wrote the other takes as it is; a
+//! range being fetched holds an OFD write lock on those bytes of `blob`, so a second fetch of
+//! them (any process, any thread) waits and then fetches only what is still missing.
 
 mod layer;
 mod provider;
@@ -46,7 +54,9 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 pub use layer::LazyLayer;
-pub use provider::{complete_image, complete_lowers, provider_for, report_to, Provider};
+pub use provider::{
+    complete_image, complete_lowers, provider_for, report_to, Provider, SERVING_THREADS,
+};
 pub use pull::pull_lazy;
 pub use status::{image_fetch, ImageFetch, LayerFetch};
 
@@ -85,6 +95,9 @@ pub enum LazyError {
     NotLazy { chain: ChainId },
     #[error("layer {chain} is still being fetched by another process")]
     Busy { chain: ChainId },
+    /// A fetch several reads waited for failed: each of them gets its error.
+    #[error(transparent)]
+    Shared(std::sync::Arc<LazyError>),
 }
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LazyError {
@@ -113,6 +126,10 @@ pub(crate) struct Source {
     pub position: String,
     /// The registry (or Docker Hub mirror, `host[:port]`) the blob is read from.
     pub registry: String,
+    /// When `registry` is a Docker Hub mirror: the image's own registry (`docker.io`), which
+    /// the reads go to once the mirror stops answering.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
     /// A mirror named `http://…`: reached over plain HTTP.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub plain_http: bool,

@@ -17,6 +17,11 @@ use crate::store::Store;
 /// resumes it).
 const COMPLETE_ATTEMPTS: u32 = 5;
 
+/// FUSE serving threads of a mount with lazy layers: a read waiting for its chunks holds one
+/// (and the kernel's read-ahead of one read can take several), so reads of other chunks and
+/// other requests need more than the default one per core to go on meanwhile.
+pub const SERVING_THREADS: usize = 8;
+
 /// Where lines about failed reads go besides the log crate: the container's log (set by the
 /// supervisor before it mounts).
 static REPORT: OnceLock<Arc<LogWriter>> = OnceLock::new();
@@ -28,7 +33,7 @@ pub fn report_to(path: &Path) {
     }
 }
 
-fn report(line: &str) {
+pub(super) fn report(line: &str) {
     log::error!("{line}");
     if let Some(w) = REPORT.get() {
         w.write("stderr", format!("strata: {line}\n").as_bytes());

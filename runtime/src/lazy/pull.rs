@@ -131,10 +131,10 @@ pub fn pull_lazy(
         diff_ids,
     } = prelude(store, &reference, opts, &mut |_| {})?;
     // The mirror that served the manifest also serves the container's reads (recorded in each
-    // layer's source).
-    let (registry, plain_http) = match &mirror {
-        Some(m) => (m.host.as_str(), m.plain_http),
-        None => (reference.domain(), false),
+    // layer's source, with the image's own registry to fall back to).
+    let (registry, plain_http, origin) = match &mirror {
+        Some(m) => (m.host.as_str(), m.plain_http, reference.domain()),
+        None => (reference.domain(), false, ""),
     };
     let chains = chain_ids(&diff_ids);
     let mut missing = Vec::new();
@@ -167,7 +167,7 @@ pub fn pull_lazy(
             let made = create(
                 store,
                 &client,
-                (registry, plain_http),
+                (registry, plain_http, origin),
                 &repo,
                 &opts.insecure,
                 l,
@@ -220,7 +220,7 @@ pub fn pull_lazy(
 fn create(
     store: &Store,
     client: &Client,
-    (registry, plain_http): (&str, bool),
+    (registry, plain_http, origin): (&str, bool, &str),
     repo: &str,
     insecure: &[String],
     l: &Descriptor,
@@ -239,6 +239,7 @@ fn create(
         position,
         registry: registry.to_string(),
         plain_http,
+        origin: origin.to_string(),
         repo: repo.to_string(),
         insecure: insecure.to_vec(),
         digest: l.digest.clone(),

@@ -18,6 +18,10 @@
 //! ([`RATE_PERIOD`]) up to a burst of [`RATE_BURST`] such refills. [`Proxy::rate_buckets`] counts
 //! the refills granted so far, so a test can check that what was served never exceeded them
 //! without asserting on wall-clock time.
+//!
+//! It also counts the blob GETs in progress and the most at once ([`Proxy::max_in_flight`]),
+//! and can hold each blob GET for a while before forwarding it ([`Proxy::set_delay`]), so
+//! concurrent requests overlap.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -112,6 +116,26 @@ struct Shared {
     stop: AtomicBool,
     served: AtomicU64,
     blob_served: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    delay_ms: AtomicU64,
+}
+
+/// A blob GET in progress (counted while it lives).
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(s: &'a Shared) -> InFlight<'a> {
+        let now = s.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        s.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Proxy {
@@ -135,6 +159,9 @@ impl Proxy {
             stop: AtomicBool::new(false),
             served: AtomicU64::new(0),
             blob_served: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
+            delay_ms: AtomicU64::new(0),
         });
         let s = shared.clone();
         let thread = std::thread::spawn(move || {
@@ -223,6 +250,22 @@ impl Proxy {
         self.shared.blob_served.load(Ordering::SeqCst)
     }
 
+    /// The most blob GETs that were in progress at once (since [`Proxy::reset_max_in_flight`]).
+    pub fn max_in_flight(&self) -> u64 {
+        self.shared.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_max_in_flight(&self) {
+        self.shared.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    /// Hold each blob GET for `d` before forwarding it.
+    pub fn set_delay(&self, d: Duration) {
+        self.shared
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
     /// Start counting from zero.
     pub fn reset_counters(&self) {
         self.shared.served.store(0, Ordering::SeqCst);
@@ -280,6 +323,11 @@ fn handle(s: &Shared, mut client: TcpStream) {
             .lines()
             .next()
             .is_some_and(|l| l.contains("/blobs/sha256:"));
+    let _in_flight = is_blob_get.then(|| InFlight::enter(s));
+    let delay = s.delay_ms.load(Ordering::SeqCst);
+    if is_blob_get && delay > 0 {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
     let mut rewritten = String::new();
     for (i, line) in head.split("\r\n").enumerate() {
         if line.is_empty() {
