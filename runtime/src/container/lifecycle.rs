@@ -206,9 +206,10 @@ impl Runtime {
             return Err(ContainerError::NoCommand);
         }
         let id = ContainerId::generate();
-        // Docker: the short id, or the host's name when sharing the host's network.
+        // Docker: the short id, or the host's name when sharing the host's network or UTS
+        // namespace.
         let hostname = req.hostname.clone().unwrap_or_else(|| {
-            if req.network == NetworkMode::Host {
+            if req.network == NetworkMode::Host || req.security.uts_host {
                 nix::unistd::gethostname()
                     .ok()
                     .and_then(|h| h.into_string().ok())

@@ -37,6 +37,18 @@ pub struct Process {
     /// `--init`: pid 1 stays a minimal reaper and runs `args` as its child (builtin runtime).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// `--ulimit`: set before the user switch, in the init and every `exec`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One `process.rlimits` entry (`RLIMIT_NOFILE`, …); `u64::MAX` is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
 }
 
 /// Initial terminal size (rows, columns).
@@ -111,6 +123,9 @@ pub struct Linux {
     /// Where an external runtime puts the container's cgroups (the same as ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroups_path: Option<String>,
+    /// `--sysctl`: written under the container's `/proc/sys` before it turns read-only.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctl: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -161,6 +176,39 @@ fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Mount {
         source: source.to_string(),
         options: options.iter().map(|s| s.to_string()).collect(),
     }
+}
+
+/// `/dev/shm`: a tmpfs of `--shm-size` (Docker's 64 MiB by default), or with `--ipc host` the
+/// host's own `/dev/shm` (the host's IPC namespace's shared memory), as Docker binds it.
+fn shm_mount(sec: &super::record::Security) -> Mount {
+    if sec.ipc_host {
+        return mount(
+            "/dev/shm",
+            "bind",
+            "/dev/shm",
+            &["rbind", "rprivate", "nosuid", "noexec", "nodev"],
+        );
+    }
+    let size = match sec.shm_size {
+        Some(bytes) if bytes > 0 => format!("size={bytes}"),
+        _ => "size=65536k".to_string(),
+    };
+    mount(
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", &size],
+    )
+}
+
+/// The spec's rlimit of a `--ulimit` (negative: unlimited).
+fn rlimit(u: &super::runopts::Ulimit) -> Option<Rlimit> {
+    let v = |n: i64| u64::try_from(n).unwrap_or(u64::MAX);
+    Some(Rlimit {
+        kind: super::runopts::rlimit_type(&u.name)?.to_string(),
+        hard: v(u.hard),
+        soft: v(u.soft),
+    })
 }
 
 /// The seccomp section of a container with capability set `caps`.
@@ -217,12 +265,7 @@ pub fn build(
                 "gid=5",
             ],
         ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        ),
+        shm_mount(sec),
         mount(
             "/dev/mqueue",
             "mqueue",
@@ -262,7 +305,17 @@ pub fn build(
         opts.extend(t.options.iter().map(String::as_str));
         mounts.push(mount(&t.target, "tmpfs", "tmpfs", &opts));
     }
-    let mut namespaces = vec!["pid", "ipc", "uts", "mount"];
+    let mut namespaces = vec!["mount"];
+    // `--pid host`, `--ipc host`, `--uts host`: explicit requests to share the host's.
+    for (kind, host) in [
+        ("pid", sec.pid_host),
+        ("ipc", sec.ipc_host),
+        ("uts", sec.uts_host),
+    ] {
+        if !host {
+            namespaces.push(kind);
+        }
+    }
     if cfg.network != NetworkMode::Host {
         namespaces.push("network");
     }
@@ -299,12 +352,18 @@ pub fn build(
             no_new_privileges: true,
             console_size: None,
             init: cfg.init,
+            rlimits: sec.ulimits.iter().filter_map(rlimit).collect(),
         },
         root: Root {
             path: p(&paths.rootfs()),
             readonly: sec.read_only,
         },
-        hostname: cfg.hostname.clone(),
+        // Sharing the host's UTS namespace: its name is not the container's to change.
+        hostname: if sec.uts_host {
+            String::new()
+        } else {
+            cfg.hostname.clone()
+        },
         mounts,
         linux: Linux {
             namespaces: namespaces
@@ -326,6 +385,7 @@ pub fn build(
             },
             seccomp,
             cgroups_path: Some(format!("/strata/{}", cfg.id)),
+            sysctl: sec.sysctls.clone(),
         },
     })
 }

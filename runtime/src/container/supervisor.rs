@@ -385,7 +385,12 @@ fn fork_init(c: &Container) -> Result<ForkedInit> {
     let mut stdio = make_stdio(c.config.tty, c.config.open_stdin)?;
     let (status_r, status_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
-    let (forked, restored) = if crate::rootless::in_user_namespace() {
+    let (forked, restored) = if c.config.security.pid_host {
+        // `--pid host`: the user asked for the host's pid namespace.
+        // SAFETY: the supervisor has one thread here; the child only runs `init::run_init`,
+        // which ends in execve or _exit.
+        (unsafe { fork() }, Ok(()))
+    } else if crate::rootless::in_user_namespace() {
         // Rootless: the supervisor could not `setns` back into the initial pid namespace (it
         // belongs to the initial user namespace), so the init gets its own pid namespace from
         // clone(2) itself and the supervisor's never changes.
@@ -460,12 +465,17 @@ pub(super) fn build_spec(c: &Container, mounted: &dyn Mounted, attached: bool) -
             msg: e.to_string(),
         })?;
     let env = final_env(&c.config.env, &resolved.home);
+    let mut user_spec = resolved.to_spec();
+    user::add_groups(mounted.path(), &c.config.security.group_add, &mut user_spec).map_err(
+        |e| ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
+        },
+    )?;
     let mut spec: Spec =
-        spec::build(&c.config, &c.paths, resolved.to_spec(), env).map_err(|e| {
-            ContainerError::Start {
-                code: 125,
-                msg: e.to_string(),
-            }
+        spec::build(&c.config, &c.paths, user_spec, env).map_err(|e| ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
         })?;
     spec.join_network(&c.state.sandbox_key);
     if attached && c.config.tty {

@@ -1,0 +1,342 @@
+//! `run` flags that reach the container's init: `--ulimit`, `--shm-size`, `--sysctl`,
+//! `--group-add`, `--pid host`, `--ipc host`, `--uts host` — seen from inside real containers
+//! (and their `exec`s), plus Docker's refusals (exit 125, nothing created).
+
+mod containers_common;
+
+use containers_common::{default_driver, setup};
+use strata_testkit::container::{mounts_under, Strata};
+
+fn out(s: &Strata, args: &[&str]) -> String {
+    let r = s.run(args);
+    assert_eq!(r.code, Some(0), "{args:?}: {r:?}");
+    r.stdout
+}
+
+/// A detached container removed (with its mounts) even when the test fails.
+struct Running<'a> {
+    s: &'a Strata,
+    name: &'a str,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let _ = self.s.run(&["rm", "-f", self.name]);
+    }
+}
+
+#[test]
+fn ulimit_in_the_init_and_in_exec() {
+    let s = setup(&default_driver());
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--ulimit",
+            "core=-1",
+            "busybox",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn; ulimit -c",
+        ],
+    );
+    assert_eq!(o, "1024\n2048\nunlimited\n");
+    // The soft limit alone sets both.
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nproc=77",
+            "busybox",
+            "sh",
+            "-c",
+            "ulimit -u; ulimit -Hu",
+        ],
+    );
+    assert_eq!(o, "77\n77\n");
+    // Docker's execs inherit the container's ulimits (not the caller's).
+    let _c = Running { s: &s, name: "ul" };
+    out(
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ul",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=333:444",
+            "busybox",
+            "sleep",
+            "100",
+        ],
+    );
+    let o = out(&s, &["exec", "ul", "sh", "-c", "ulimit -n; ulimit -Hn"]);
+    assert_eq!(o, "333\n444\n");
+}
+
+#[test]
+fn shm_size_sets_the_dev_shm_tmpfs() {
+    let s = setup(&default_driver());
+    let kb = |args: &[&str]| -> u64 {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox", "df", "-k", "/dev/shm"]);
+        let o = out(&s, &a);
+        let line = o.lines().nth(1).unwrap_or_default().to_string();
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("df: {o}"))
+    };
+    assert_eq!(kb(&[]), 65536, "Docker's default 64m");
+    assert_eq!(kb(&["--shm-size", "128m"]), 131072);
+    assert_eq!(kb(&["--shm-size", "1g"]), 1 << 20);
+}
+
+#[test]
+fn sysctl_written_in_the_containers_namespaces() {
+    let s = setup(&default_driver());
+    let host = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
+    let want = if host.trim() == "1234" {
+        "1235"
+    } else {
+        "1234"
+    };
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--sysctl",
+            &format!("net.core.somaxconn={want}"),
+            "--sysctl",
+            "kernel.shmmni=1111",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /proc/sys/net/core/somaxconn /proc/sys/kernel/shmmni; \
+             echo 1 > /proc/sys/kernel/shmmni || echo read-only",
+        ],
+    );
+    assert!(
+        o.starts_with(&format!("{want}\n1111\n")),
+        "container's values: {o}"
+    );
+    // /proc/sys is read-only again once the init has written them.
+    assert!(o.ends_with("read-only\n"), "{o}");
+    // The host's own values are untouched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap(),
+        host
+    );
+}
+
+#[test]
+fn group_add_in_the_init_and_in_exec() {
+    let s = setup(&default_driver());
+    let groups = |o: &str| -> Vec<String> { o.split_whitespace().map(str::to_string).collect() };
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--group-add",
+            "nogroup",
+            "--group-add",
+            "1234",
+            "busybox",
+            "id",
+            "-G",
+        ],
+    );
+    let g = groups(&o);
+    for want in ["0", "65534", "1234"] {
+        assert!(g.iter().any(|x| x == want), "{want} in {o}");
+    }
+    let o = out(
+        &s,
+        &["run", "--rm", "--network", "none", "busybox", "id", "-G"],
+    );
+    assert_eq!(groups(&o), vec!["0"]);
+    let _c = Running { s: &s, name: "ga" };
+    out(
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ga",
+            "--network",
+            "none",
+            "--group-add",
+            "4321",
+            "busybox",
+            "sleep",
+            "100",
+        ],
+    );
+    let g = groups(&out(&s, &["exec", "ga", "id", "-G"]));
+    assert!(g.iter().any(|x| x == "4321"), "{g:?}");
+    let g = groups(&out(&s, &["exec", "-u", "nobody", "ga", "id", "-G"]));
+    assert!(g.iter().any(|x| x == "4321"), "exec -u keeps it: {g:?}");
+    // A name the image's /etc/group lacks: the start fails, nothing is left.
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--group-add",
+        "nosuchgroup",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr
+            .contains("Unable to find group nosuchgroup: no matching entries in group file"),
+        "{r:?}"
+    );
+}
+
+fn ns_inode(kind: &str) -> String {
+    std::fs::read_link(format!("/proc/self/ns/{kind}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn host_namespaces_on_request() {
+    let s = setup(&default_driver());
+    let me = std::process::id().to_string();
+    // --pid host: the test's own pid is among the container's processes.
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--pid",
+            "host",
+            "busybox",
+            "ps",
+            "-o",
+            "pid",
+        ],
+    );
+    assert!(o.lines().any(|l| l.trim() == me), "pid {me} in {o}");
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "ps",
+            "-o",
+            "pid",
+        ],
+    );
+    assert!(!o.lines().any(|l| l.trim() == me), "own namespace: {o}");
+    // --ipc host: the host's IPC namespace; by default a new one.
+    let ipc = |extra: &[&str]| {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["busybox", "readlink", "/proc/self/ns/ipc"]);
+        out(&s, &a).trim().to_string()
+    };
+    assert_eq!(ipc(&["--ipc", "host"]), ns_inode("ipc"));
+    assert_ne!(ipc(&[]), ns_inode("ipc"));
+    assert_ne!(ipc(&["--ipc", "shareable"]), ns_inode("ipc"));
+    // --uts host: the host's name, in the container and in its /etc/hostname.
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--uts",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "hostname; cat /etc/hostname; readlink /proc/self/ns/uts",
+        ],
+    );
+    assert_eq!(o, format!("{host}\n{host}\n{}\n", ns_inode("uts")));
+    // The host's name is unchanged afterwards.
+    assert_eq!(
+        nix::unistd::gethostname().unwrap().into_string().unwrap(),
+        host
+    );
+}
+
+#[test]
+fn refusals_exit_125_and_create_nothing() {
+    let s = setup(&default_driver());
+    let cases: &[(&[&str], &str)] = &[
+        (&["--ulimit", "nofile"], "invalid ulimit argument: nofile"),
+        (&["--ulimit", "files=1"], "invalid ulimit type: files"),
+        (
+            &["--ulimit", "nofile=20:10"],
+            "ulimit soft limit must be less than or equal to hard limit: 20 > 10",
+        ),
+        (&["--ulimit", "nofile=x"], "invalid syntax"),
+        (&["--shm-size", "lots"], "invalid size: 'lots'"),
+        (
+            &["--sysctl", "vm.swappiness=1"],
+            "sysctl 'vm.swappiness=1' is not allowed",
+        ),
+        (
+            &["--sysctl", "kernel.hostname=x"],
+            "sysctl 'kernel.hostname=x' is not allowed",
+        ),
+        (
+            &["--network", "host", "--sysctl", "net.core.somaxconn=1"],
+            "sysctl \"net.core.somaxconn\" is not allowed in the hosts network namespace",
+        ),
+        (
+            &["--ipc", "host", "--sysctl", "kernel.shmmax=1"],
+            "sysctl \"kernel.shmmax\" is not allowed in the hosts ipc namespace",
+        ),
+        (
+            &["--uts", "host", "--hostname", "x"],
+            "conflicting options: hostname and the UTS mode",
+        ),
+        (&["--pid", "bogus"], "--pid: invalid PID mode"),
+        (&["--ipc", "bogus"], "--ipc: invalid IPC mode"),
+        (&["--uts", "bogus"], "--uts: invalid UTS mode"),
+    ];
+    for (flags, msg) in cases {
+        for verb in ["run", "create"] {
+            let mut a = vec![verb, "--name", "refused"];
+            a.extend_from_slice(flags);
+            a.extend_from_slice(&["busybox", "true"]);
+            let r = s.run(&a);
+            assert_eq!(r.code, Some(125), "{a:?}: {r:?}");
+            assert!(r.stderr.contains(msg), "{a:?}: want {msg:?}: {r:?}");
+            assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {r:?}");
+            assert_eq!(s.ok(&["ps", "-aq"]), "", "{a:?} left a container");
+        }
+    }
+    assert!(mounts_under(s.root_path()).is_empty());
+}
