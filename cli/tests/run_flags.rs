@@ -5,7 +5,9 @@
 mod containers_common;
 
 use containers_common::{default_driver, setup};
-use strata_testkit::container::{mounts_under, Strata};
+use std::time::Duration;
+
+use strata_testkit::container::{eventually, mounts_under, Strata};
 
 fn out(s: &Strata, args: &[&str]) -> String {
     let r = s.run(args);
@@ -213,6 +215,22 @@ fn group_add_in_the_init_and_in_exec() {
     );
 }
 
+/// SIGKILL a host pid at the end of a test (a process a failed assertion would leave).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Only while it is still the container's `sleep` (the pid may have been reused).
+        let cmd = std::fs::read_to_string(format!("/proc/{}/cmdline", self.0)).unwrap_or_default();
+        if cmd.starts_with("sleep\x001000") {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 fn ns_inode(kind: &str) -> String {
     std::fs::read_link(format!("/proc/self/ns/{kind}"))
         .unwrap()
@@ -255,6 +273,31 @@ fn host_namespaces_on_request() {
         ],
     );
     assert!(!o.lines().any(|l| l.trim() == me), "own namespace: {o}");
+    // The processes a --pid host container leaves behind go with it (no pid namespace takes
+    // them along: its cgroup is killed, as Docker does).
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--pid",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 1000 >/dev/null 2>&1 & echo $!",
+        ],
+    );
+    let left: i32 = o.trim().parse().unwrap_or_else(|_| panic!("pid: {o}"));
+    let _reap = KillOnDrop(left);
+    let gone = eventually(Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{left}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for the host's init.
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+    assert!(gone.is_some(), "pid {left} outlived its container");
     // --ipc host: the host's IPC namespace; by default a new one.
     let ipc = |extra: &[&str]| {
         let mut a = vec!["run", "--rm", "--network", "none"];

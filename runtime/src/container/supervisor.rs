@@ -323,6 +323,9 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     }
 
     let code = reap(pid);
+    if c.config.security.pid_host {
+        cgroup::kill_all(c.id());
+    }
     drop(health);
     if external {
         oci::cleanup(&c);
