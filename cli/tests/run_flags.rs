@@ -85,6 +85,49 @@ fn ulimit_in_the_init_and_in_exec() {
     );
     let o = out(&s, &["exec", "ul", "sh", "-c", "ulimit -n; ulimit -Hn"]);
     assert_eq!(o, "333\n444\n");
+    let v: serde_json::Value = serde_json::from_str(&out(&s, &["inspect", "ul"])).unwrap();
+    assert_eq!(
+        v[0]["HostConfig"]["Ulimits"],
+        serde_json::json!([{"Name": "nofile", "Hard": 444, "Soft": 333}])
+    );
+    assert_eq!(v[0]["HostConfig"]["ShmSize"], 64 << 20);
+}
+
+/// runc runs the same bundle: `process.rlimits`, `linux.sysctl`, `additionalGids` and the
+/// namespaces list carry the flags.
+#[test]
+fn runc_bundle_carries_the_flags() {
+    let s = setup(&default_driver());
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            "runc",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=555:666",
+            "--sysctl",
+            "net.core.somaxconn=777",
+            "--group-add",
+            "nogroup",
+            "--shm-size",
+            "32m",
+            "--ipc",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn; cat /proc/sys/net/core/somaxconn; id -G; readlink /proc/self/ns/ipc",
+        ],
+    );
+    let lines: Vec<&str> = o.lines().collect();
+    assert_eq!(lines[..3], ["555", "666", "777"], "{o}");
+    assert!(lines[3].split(' ').any(|g| g == "65534"), "{o}");
+    assert_eq!(lines[4], ns_inode("ipc"), "{o}");
+    assert!(mounts_under(s.root_path()).is_empty());
 }
 
 #[test]
