@@ -316,6 +316,27 @@ fn host_namespaces_on_request() {
         ],
     );
     assert!(!o.lines().any(|l| l.trim() == me), "own namespace: {o}");
+    // The rest of the confinement stays Docker's: masked paths, capabilities, seccomp.
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--pid",
+            "host",
+            "--ipc",
+            "host",
+            "--uts",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "grep -c ' /proc/keys ' /proc/self/mountinfo; grep -E '^(CapEff|Seccomp):' /proc/self/status",
+        ],
+    );
+    assert_eq!(o, "1\nCapEff:\t00000000a80425fb\nSeccomp:\t2\n");
     // The processes a --pid host container leaves behind go with it (no pid namespace takes
     // them along: its cgroup is killed, as Docker does).
     let o = out(
@@ -425,4 +446,64 @@ fn refusals_exit_125_and_create_nothing() {
         }
     }
     assert!(mounts_under(s.root_path()).is_empty());
+}
+
+/// Rootless (an unprivileged user with subordinate ranges): the flags that need nothing of the
+/// host work as for root.
+#[test]
+fn rootless_flags() {
+    use std::path::Path;
+    use strata_testkit::user::TestUser;
+    let user = TestUser::new(true).unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_strata"));
+    let archive = user.home.join("busybox.tar");
+    strata_testkit::fixtures::busybox_archive(&archive, "busybox:latest").unwrap();
+    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
+    let run = |args: &[&str]| {
+        let o = user.command(bin, args).output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = run(&["load", "-i", "busybox.tar"]);
+    assert_eq!(code, Some(0), "{err}");
+    let sh = |flags: &[&str], script: &str| -> String {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(flags);
+        a.extend_from_slice(&["busybox", "sh", "-c", script]);
+        let (code, out, err) = run(&a);
+        assert_eq!(code, Some(0), "{a:?}: {err}");
+        out
+    };
+    assert_eq!(
+        sh(&["--ulimit", "nofile=100:200"], "ulimit -n; ulimit -Hn"),
+        "100\n200\n"
+    );
+    let df = sh(&["--shm-size", "16m"], "df -k /dev/shm | tail -1");
+    assert_eq!(df.split_whitespace().nth(1), Some("16384"), "{df}");
+    assert_eq!(
+        sh(
+            &["--sysctl", "net.core.somaxconn=99"],
+            "cat /proc/sys/net/core/somaxconn"
+        ),
+        "99\n"
+    );
+    let g = sh(&["--group-add", "nogroup"], "id -G");
+    assert!(g.split_whitespace().any(|x| x == "65534"), "{g}");
+    // --pid host: the host's /proc (bound: no proc of the host's pid namespace can be mounted
+    // from the user's namespace), with Docker's masked paths still over it.
+    let me = std::process::id();
+    let o = sh(
+        &["--pid", "host"],
+        &format!("test -d /proc/{me} && echo seen; grep -c ' /proc/keys ' /proc/self/mountinfo"),
+    );
+    assert_eq!(o, "seen\n1\n");
+    let o = sh(&[], &format!("test -d /proc/{me} && echo seen; true"));
+    assert_eq!(o, "");
+    let o = sh(&["--ipc", "host"], "readlink /proc/self/ns/ipc");
+    assert_eq!(o.trim(), ns_inode("ipc"));
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(sh(&["--uts", "host"], "hostname"), format!("{host}\n"));
 }

@@ -543,6 +543,18 @@ fn mount_one(rootfs: &Path, m: &super::spec::Mount) -> Result<(), InitError> {
             );
             Ok(())
         }
+        // `--pid host` rootless: the host's pid namespace belongs to an outer user namespace,
+        // so no proc of it can be mounted here; bind the host's (as podman does). Only when this
+        // process is not pid 1, i.e. shares its parent's pid namespace: a container with its
+        // own never sees the host's /proc.
+        (Err(nix::errno::Errno::EPERM), "proc") if nix::unistd::getpid().as_raw() != 1 => mount(
+            Some("/proc"),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(setup_err("bind /proc")),
         (Err(_), "mqueue") => Ok(()),
         (Err(e), _) => Err(InitError {
             code: 125,
