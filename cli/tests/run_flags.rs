@@ -338,30 +338,26 @@ fn host_namespaces_on_request() {
     );
     assert_eq!(o, "1\nCapEff:\t00000000a80425fb\nSeccomp:\t2\n");
     // The processes a --pid host container leaves behind go with it (no pid namespace takes
-    // them along: its cgroup is killed, as Docker does).
-    let o = out(
-        &s,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--pid",
-            "host",
+    // them along: its cgroup is killed, as Docker does), --privileged (no device cgroup) too.
+    for extra in [&[][..], &["--privileged"]] {
+        let mut a = vec!["run", "--rm", "--network", "none", "--pid", "host"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[
             "busybox",
             "sh",
             "-c",
             "sleep 1000 >/dev/null 2>&1 & echo $!",
-        ],
-    );
-    let left: i32 = o.trim().parse().unwrap_or_else(|_| panic!("pid: {o}"));
-    let _reap = KillOnDrop(left);
-    let gone = eventually(Duration::from_secs(10), || {
-        let stat = std::fs::read_to_string(format!("/proc/{left}/stat")).unwrap_or_default();
-        // Gone, or a zombie waiting for the host's init.
-        (stat.is_empty() || stat.contains(") Z ")).then_some(())
-    });
-    assert!(gone.is_some(), "pid {left} outlived its container");
+        ]);
+        let o = out(&s, &a);
+        let left: i32 = o.trim().parse().unwrap_or_else(|_| panic!("pid: {o}"));
+        let _reap = KillOnDrop(left);
+        let gone = eventually(Duration::from_secs(10), || {
+            let stat = std::fs::read_to_string(format!("/proc/{left}/stat")).unwrap_or_default();
+            // Gone, or a zombie waiting for the host's init.
+            (stat.is_empty() || stat.contains(") Z ")).then_some(())
+        });
+        assert!(gone.is_some(), "{a:?}: pid {left} outlived its container");
+    }
     // --ipc host: the host's IPC namespace; by default a new one.
     let ipc = |extra: &[&str]| {
         let mut a = vec!["run", "--rm", "--network", "none"];

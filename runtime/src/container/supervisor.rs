@@ -519,6 +519,12 @@ fn release_init(
                 }
             })?;
         }
+        if c.config.security.pid_host {
+            cgroup::track(c.id(), pid.as_raw()).map_err(|e| ContainerError::Start {
+                code: 125,
+                msg: e.to_string(),
+            })?;
+        }
         if !c.config.resources.is_empty() {
             cgroup::apply(c.id(), &c.config.resources, pid.as_raw()).map_err(|e| {
                 ContainerError::Start {
