@@ -386,6 +386,42 @@ fn host_namespaces_on_request() {
         ],
     );
     assert_eq!(o, format!("{host}\n{host}\n{}\n", ns_inode("uts")));
+    // exec in such a container: the same namespaces.
+    let _c = Running {
+        s: &s,
+        name: "hostns",
+    };
+    out(
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hostns",
+            "--network",
+            "none",
+            "--pid",
+            "host",
+            "--ipc",
+            "host",
+            "--uts",
+            "host",
+            "busybox",
+            "sleep",
+            "100",
+        ],
+    );
+    let o = out(
+        &s,
+        &[
+            "exec",
+            "hostns",
+            "sh",
+            "-c",
+            &format!("hostname; readlink /proc/self/ns/ipc; test -d /proc/{me} && echo seen"),
+        ],
+    );
+    assert_eq!(o, format!("{host}\n{}\nseen\n", ns_inode("ipc")));
     // The host's name is unchanged afterwards.
     assert_eq!(
         nix::unistd::gethostname().unwrap().into_string().unwrap(),
@@ -441,6 +477,14 @@ fn refusals_exit_125_and_create_nothing() {
             assert_eq!(s.ok(&["ps", "-aq"]), "", "{a:?} left a container");
         }
     }
+    // A limit the kernel refuses (above fs.nr_open): a start error, nothing left.
+    let r = s.run(&["run", "--ulimit", "nofile=2147483647", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr.contains("error setting rlimit type RLIMIT_NOFILE"),
+        "{r:?}"
+    );
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
     assert!(mounts_under(s.root_path()).is_empty());
 }
 
