@@ -196,6 +196,25 @@ mod tests {
         assert!(e.contains("Unable to find group nosuch"), "{e}");
     }
 
+    /// An image whose `/etc` is a symlink to a host directory: the group file read is the one
+    /// inside the root (none here), never the host's.
+    #[test]
+    fn group_files_are_resolved_inside_the_root() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("group"), "evil:x:999:\n").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(host.path(), root.path().join("etc")).unwrap();
+        let mut u = resolve(root.path(), "").unwrap().to_spec();
+        let e = add_groups(root.path(), &["evil".to_string()], &mut u).unwrap_err();
+        assert!(e.to_string().contains("Unable to find group evil"), "{e}");
+        // The same file inside the root is found.
+        let inside = root.path().join(host.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("group"), "evil:x:998:\n").unwrap();
+        add_groups(root.path(), &["evil".to_string()], &mut u).unwrap();
+        assert!(u.additional_gids.contains(&998), "{u:?}");
+    }
+
     #[test]
     fn unknown_user_is_an_error() {
         let e = resolve_in(PASSWD, GROUP, "nosuch").unwrap_err().to_string();
