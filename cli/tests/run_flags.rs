@@ -368,6 +368,24 @@ fn host_namespaces_on_request() {
     assert_eq!(ipc(&["--ipc", "host"]), ns_inode("ipc"));
     assert_ne!(ipc(&[]), ns_inode("ipc"));
     assert_ne!(ipc(&["--ipc", "shareable"]), ns_inode("ipc"));
+    // --ipc none: its own namespace and no /dev/shm.
+    assert_ne!(ipc(&["--ipc", "none"]), ns_inode("ipc"));
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ipc",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "grep ' /dev/shm ' /proc/self/mountinfo || echo no-shm",
+        ],
+    );
+    assert_eq!(o, "no-shm\n");
     // --uts host: the host's name, in the container and in its /etc/hostname.
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     let o = out(

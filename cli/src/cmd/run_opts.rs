@@ -21,7 +21,7 @@ pub struct RunOptArgs {
     /// PID namespace to use (host)
     #[arg(long = "pid")]
     pub pid: Option<String>,
-    /// IPC mode to use (private, shareable, host)
+    /// IPC mode to use (private, shareable, none, host)
     #[arg(long = "ipc")]
     pub ipc: Option<String>,
     /// UTS namespace to use (host)
@@ -58,6 +58,7 @@ impl RunOptArgs {
             |flag, v: &Option<String>| runopts::parse_ns_mode(flag, v.as_deref().unwrap_or(""));
         sec.pid_host = mode("pid", &self.pid)?;
         sec.ipc_host = mode("ipc", &self.ipc)?;
+        sec.ipc_none = self.ipc.as_deref() == Some("none");
         sec.uts_host = mode("uts", &self.uts)?;
         runopts::check(sec, host_network, hostname)
     }

@@ -139,7 +139,7 @@ pub fn to_json(c: &Container) -> Value {
             "Sysctls": if cfg.security.sysctls.is_empty() { Value::Null } else { json!(cfg.security.sysctls) },
             "GroupAdd": none_if_empty(&cfg.security.group_add),
             "PidMode": if cfg.security.pid_host { "host" } else { "" },
-            "IpcMode": if cfg.security.ipc_host { "host" } else { "private" },
+            "IpcMode": if cfg.security.ipc_host { "host" } else if cfg.security.ipc_none { "none" } else { "private" },
             "UTSMode": if cfg.security.uts_host { "host" } else { "" },
         },
         "GraphDriver": {

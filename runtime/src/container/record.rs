@@ -387,6 +387,9 @@ pub struct Security {
     pub ipc_host: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uts_host: bool,
+    /// `--ipc none`: an IPC namespace of its own and no `/dev/shm`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipc_none: bool,
 }
 
 /// What to run: fixed when the container is created.

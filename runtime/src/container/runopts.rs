@@ -223,7 +223,7 @@ pub fn parse_ns_mode(flag: &'static str, value: &str) -> Result<bool, RunOptErro
     match value {
         "" => Ok(false),
         "host" => Ok(true),
-        "private" | "shareable" if flag == "ipc" => Ok(false),
+        "private" | "shareable" | "none" if flag == "ipc" => Ok(false),
         v if v.starts_with("container:") && flag != "uts" => Err(RunOptError::ContainerMode {
             flag,
             value: v.into(),
@@ -344,6 +344,8 @@ mod tests {
         assert!(parse_ns_mode("pid", "host").unwrap());
         assert!(!parse_ns_mode("ipc", "shareable").unwrap());
         assert!(!parse_ns_mode("ipc", "private").unwrap());
+        assert!(!parse_ns_mode("ipc", "none").unwrap());
+        assert!(parse_ns_mode("pid", "none").is_err());
         assert_eq!(
             parse_ns_mode("pid", "private").unwrap_err().to_string(),
             "--pid: invalid PID mode"

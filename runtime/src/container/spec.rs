@@ -244,7 +244,7 @@ pub fn build(
         &["nosuid", "noexec", "nodev", "ro"]
     };
     let p = |path: &Path| path.to_string_lossy().into_owned();
-    let mut mounts = vec![
+    let mut mounts: Vec<Mount> = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
             "/dev",
@@ -265,7 +265,6 @@ pub fn build(
                 "gid=5",
             ],
         ),
-        shm_mount(sec),
         mount(
             "/dev/mqueue",
             "mqueue",
@@ -292,6 +291,10 @@ pub fn build(
             &["rbind", "rprivate"],
         ),
     ];
+    if !sec.ipc_none {
+        // Right after /dev/pts (before /dev/mqueue), where Docker mounts it.
+        mounts.insert(3, shm_mount(sec));
+    }
     for v in &cfg.volumes {
         let mut opts = vec!["rbind", "rprivate"];
         if v.read_only {
