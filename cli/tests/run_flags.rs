@@ -565,3 +565,68 @@ fn rootless_flags() {
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_eq!(sh(&["--uts", "host"], "hostname"), format!("{host}\n"));
 }
+
+/// A `--pid host` container whose supervisor is killed: the next command's clean-up kills what
+/// the container left behind (its cgroup), not only its init.
+#[test]
+fn pid_host_leftovers_go_when_the_supervisor_dies() {
+    let s = setup(&default_driver());
+    let _c = Running {
+        s: &s,
+        name: "orphans",
+    };
+    let id = out(
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "orphans",
+            "--network",
+            "none",
+            "--pid",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "sleep 1000 >/dev/null 2>&1 & wait",
+        ],
+    );
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            s.root_path()
+                .join("containers")
+                .join(id.trim())
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sup = state["supervisor_pid"].as_i64().unwrap() as i32;
+    let init = state["pid"].as_i64().unwrap() as i32;
+    let child = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+            .ok()
+            .and_then(|c| {
+                c.split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<i32>().ok())
+            })
+    })
+    .expect("the container's sleep");
+    let _reap = KillOnDrop(child);
+    // SAFETY: signalling the supervisor this test started.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
+    let gone = eventually(Duration::from_secs(10), || {
+        (!std::path::Path::new(&format!("/proc/{sup}")).exists()).then_some(())
+    });
+    assert!(gone.is_some());
+    // `ps -a` finds the dead supervisor and cleans up.
+    s.ok(&["ps", "-a"]);
+    let gone = eventually(Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        (stat.is_empty() || stat.contains(") Z ")).then_some(())
+    });
+    assert!(gone.is_some(), "pid {child} outlived its dead supervisor");
+    assert!(mounts_under(s.root_path()).is_empty());
+}

@@ -352,6 +352,10 @@ impl Runtime {
             // PDEATHSIG normally took the init with the supervisor; make sure.
             let _ = kill(Pid::from_raw(c.state.pid), Signal::SIGKILL);
         }
+        if c.config.security.pid_host {
+            // No pid namespace took the rest along: its cgroup holds them.
+            super::cgroup::kill_all(c.id());
+        }
         force_unmount(&c.paths.rootfs())?;
         super::cgroup::remove(c.id());
         // Rootless: its pasta and the bind mount of its network namespace.
