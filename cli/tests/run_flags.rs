@@ -630,3 +630,102 @@ fn pid_host_leftovers_go_when_the_supervisor_dies() {
     assert!(gone.is_some(), "pid {child} outlived its dead supervisor");
     assert!(mounts_under(s.root_path()).is_empty());
 }
+
+/// `--pid container:X`, `--ipc container:X`: another container's namespaces (and its
+/// `/dev/shm`), as a debugging sidecar uses them.
+#[test]
+fn another_containers_namespaces() {
+    let s = setup(&default_driver());
+    let _app = Running { s: &s, name: "app" };
+    out(
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "app",
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "100",
+        ],
+    );
+    let app_ipc = out(&s, &["exec", "app", "readlink", "/proc/self/ns/ipc"]);
+    let app_pid = out(&s, &["exec", "app", "readlink", "/proc/self/ns/pid"]);
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--pid",
+            "container:app",
+            "--ipc",
+            "container:app",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc",
+        ],
+    );
+    assert_eq!(
+        o,
+        format!("sleep 100 \n{app_pid}{app_ipc}"),
+        "the sidecar sees app's processes and IPC namespace"
+    );
+    // app is untouched by the sidecar's end.
+    assert_eq!(out(&s, &["exec", "app", "cat", "/proc/1/comm"]), "sleep\n");
+    let v: serde_json::Value = serde_json::from_str(&out(&s, &["inspect", "app"])).unwrap();
+    let app_id = v[0]["Id"].as_str().unwrap().to_string();
+    let _side = Running {
+        s: &s,
+        name: "side",
+    };
+    out(
+        &s,
+        &[
+            "create",
+            "--name",
+            "side",
+            "--pid",
+            "container:app",
+            "busybox",
+            "true",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out(&s, &["inspect", "side"])).unwrap();
+    assert_eq!(v[0]["HostConfig"]["PidMode"], format!("container:{app_id}"));
+    // Refusals: no such container (at create), not running (at start): 125, nothing left.
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--pid",
+        "container:nosuch",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(r.stderr.contains("No such container: nosuch"), "{r:?}");
+    out(&s, &["rm", "-f", "app"]);
+    let r = s.run(&["run", "--rm", "--ipc", "container:side", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    let side_id = serde_json::from_str::<serde_json::Value>(&out(&s, &["inspect", "side"]))
+        .unwrap()[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot join IPC of a non running container: {side_id}"
+        )),
+        "{r:?}"
+    );
+    assert_eq!(
+        out(&s, &["ps", "-aq"]).lines().count(),
+        1,
+        "only side is left"
+    );
+    assert!(mounts_under(s.root_path()).is_empty());
+}

@@ -399,6 +399,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
             &mut security,
             network == NetworkMode::Host,
             args.hostname.is_some(),
+            &|name| Ok(global.containers().lookup(name)?.id().to_string()),
         )
         .map_err(tool_error)?;
     // Volumes last: every flag above is checked before any volume is made.

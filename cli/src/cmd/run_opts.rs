@@ -18,10 +18,10 @@ pub struct RunOptArgs {
     /// Add additional groups to join (a name from the image's /etc/group, or a number)
     #[arg(long = "group-add")]
     pub group_add: Vec<String>,
-    /// PID namespace to use (host)
+    /// PID namespace to use (host, container:NAME)
     #[arg(long = "pid")]
     pub pid: Option<String>,
-    /// IPC mode to use (private, shareable, none, host)
+    /// IPC mode to use (private, shareable, none, host, container:NAME)
     #[arg(long = "ipc")]
     pub ipc: Option<String>,
     /// UTS namespace to use (host)
@@ -31,12 +31,14 @@ pub struct RunOptArgs {
 
 impl RunOptArgs {
     /// Check the flags (Docker's rules and words) and record them in `sec`; nothing is made.
+    /// `lookup` finds the container a `container:NAME` mode names (its full id).
     pub fn apply(
         &self,
         sec: &mut Security,
         host_network: bool,
         hostname: bool,
-    ) -> Result<(), runopts::RunOptError> {
+        lookup: &dyn Fn(&str) -> anyhow::Result<String>,
+    ) -> anyhow::Result<()> {
         for u in &self.ulimit {
             let parsed = runopts::parse_ulimit(u)?;
             // A later --ulimit of the same name replaces the earlier one (Docker's map).
@@ -60,6 +62,14 @@ impl RunOptArgs {
         sec.ipc_host = mode("ipc", &self.ipc)?;
         sec.ipc_none = self.ipc.as_deref() == Some("none");
         sec.uts_host = mode("uts", &self.uts)?;
-        runopts::check(sec, host_network, hostname)
+        let target = |v: &Option<String>| -> anyhow::Result<String> {
+            match v.as_deref().and_then(|v| v.strip_prefix("container:")) {
+                Some(name) => lookup(name),
+                None => Ok(String::new()),
+            }
+        };
+        sec.pid_container = target(&self.pid)?;
+        sec.ipc_container = target(&self.ipc)?;
+        Ok(runopts::check(sec, host_network, hostname)?)
     }
 }

@@ -243,7 +243,8 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
     if spec.has_namespace("uts") {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
-    if spec.has_namespace("ipc") {
+    let join_ipc = spec.namespace_path("ipc");
+    if spec.has_namespace("ipc") && join_ipc.is_none() {
         flags |= CloneFlags::CLONE_NEWIPC;
     }
     let join_net = spec.namespace_path("network");
@@ -251,6 +252,12 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(setup_err("unshare"))?;
+    if let Some(path) = join_ipc {
+        // `--ipc container:X`: X's (the pid namespace was joined by the supervisor's fork).
+        let ns = fs::File::open(path).map_err(setup_err(format!("open {path}")))?;
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWIPC)
+            .map_err(setup_err("join IPC namespace"))?;
+    }
     if let Some(path) = join_net {
         // The supervisor prepared this namespace (bridge endpoints) or it is another container's.
         let ns = fs::File::open(path).map_err(setup_err(format!("open {path}")))?;
@@ -277,7 +284,7 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
     )
     .map_err(setup_err("bind rootfs"))?;
     for m in &spec.mounts {
-        mount_one(&rootfs, m)?;
+        mount_one(&rootfs, m, !spec.has_namespace("pid"))?;
         if m.destination == "/dev" {
             populate_dev(&rootfs.join("dev"))?;
             for d in &spec.linux.devices {
@@ -429,7 +436,9 @@ fn target_in(rootfs: &Path, dest: &str) -> Result<PathBuf, InitError> {
     Ok(path)
 }
 
-fn mount_one(rootfs: &Path, m: &super::spec::Mount) -> Result<(), InitError> {
+/// Mount `m` under `rootfs`; `host_pid`: the container runs in the host's pid namespace
+/// (`--pid host`), whose /proc may be bound where none can be mounted.
+fn mount_one(rootfs: &Path, m: &super::spec::Mount, host_pid: bool) -> Result<(), InitError> {
     let target = target_in(rootfs, &m.destination)?;
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
@@ -544,17 +553,22 @@ fn mount_one(rootfs: &Path, m: &super::spec::Mount) -> Result<(), InitError> {
             Ok(())
         }
         // `--pid host` rootless: the host's pid namespace belongs to an outer user namespace,
-        // so no proc of it can be mounted here; bind the host's (as podman does). Only when this
-        // process is not pid 1, i.e. shares its parent's pid namespace: a container with its
-        // own never sees the host's /proc.
-        (Err(nix::errno::Errno::EPERM), "proc") if nix::unistd::getpid().as_raw() != 1 => mount(
-            Some("/proc"),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(setup_err("bind /proc")),
+        // so no proc of it can be mounted here; bind the host's (as podman does). Only for
+        // `--pid host` and when this process is not pid 1 (shares its parent's pid namespace):
+        // a container with a pid namespace of its own, or another container's, never sees the
+        // host's /proc.
+        (Err(nix::errno::Errno::EPERM), "proc")
+            if host_pid && nix::unistd::getpid().as_raw() != 1 =>
+        {
+            mount(
+                Some("/proc"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(setup_err("bind /proc"))
+        }
         (Err(_), "mqueue") => Ok(()),
         (Err(e), _) => Err(InitError {
             code: 125,

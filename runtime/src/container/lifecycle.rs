@@ -352,7 +352,7 @@ impl Runtime {
             // PDEATHSIG normally took the init with the supervisor; make sure.
             let _ = kill(Pid::from_raw(c.state.pid), Signal::SIGKILL);
         }
-        if c.config.security.pid_host {
+        if !c.config.security.own_pid_namespace() {
             // No pid namespace took the rest along: its cgroup holds them.
             super::cgroup::kill_all(c.id());
         }

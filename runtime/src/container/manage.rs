@@ -39,8 +39,9 @@ pub fn pids(c: &Container) -> Vec<i32> {
     if !c.is_running() || init <= 0 {
         return Vec::new();
     }
-    if c.config.security.pid_host {
-        // `--pid host`: the namespace is the host's; the container is its init's descendants.
+    if !c.config.security.own_pid_namespace() {
+        // `--pid host` or `--pid container:X`: the namespace is shared; the container is its
+        // init's descendants.
         return descendants(init);
     }
     let Ok(ns) = fs::read_link(format!("/proc/{init}/ns/pid")) else {

@@ -387,6 +387,12 @@ pub struct Security {
     pub ipc_host: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uts_host: bool,
+    /// `--pid container:X`, `--ipc container:X`: the id of the container whose namespace is
+    /// joined.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pid_container: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ipc_container: String,
     /// `--ipc none`: an IPC namespace of its own and no `/dev/shm`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ipc_none: bool,
@@ -438,6 +444,14 @@ pub struct ContainerConfig {
     /// The image's labels with `--label` over them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Security {
+    /// Whether the container's init is pid 1 of a pid namespace of its own (whose end takes
+    /// every process of the container along).
+    pub fn own_pid_namespace(&self) -> bool {
+        !self.pid_host && self.pid_container.is_empty()
+    }
 }
 
 impl ContainerConfig {

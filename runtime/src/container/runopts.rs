@@ -87,8 +87,6 @@ pub enum RunOptError {
         flag: &'static str,
         what: &'static str,
     },
-    #[error("--{flag} {value}: sharing another container's namespace is not supported yet")]
-    ContainerMode { flag: &'static str, value: String },
     #[error("conflicting options: hostname and the UTS mode")]
     HostnameWithUtsHost,
     #[error("invalid argument {arg:?} for \"--group-add\" flag: empty group")]
@@ -224,10 +222,10 @@ pub fn parse_ns_mode(flag: &'static str, value: &str) -> Result<bool, RunOptErro
         "" => Ok(false),
         "host" => Ok(true),
         "private" | "shareable" | "none" if flag == "ipc" => Ok(false),
-        v if v.starts_with("container:") && flag != "uts" => Err(RunOptError::ContainerMode {
-            flag,
-            value: v.into(),
-        }),
+        // Joined at start (`join_target`); the caller records the container.
+        v if v.starts_with("container:") && flag != "uts" && v.len() > "container:".len() => {
+            Ok(false)
+        }
         _ => Err(RunOptError::Mode { flag, what }),
     }
 }
@@ -253,6 +251,24 @@ pub fn check(sec: &Security, host_network: bool, hostname: bool) -> Result<(), R
         }
     }
     Ok(())
+}
+
+/// The host pid of the init of the running container `id` whose `what` (`PID`, `IPC`)
+/// namespace a container joins (Docker's words when it is not running).
+pub fn join_target(
+    rt: &super::Runtime,
+    id: &str,
+    what: &str,
+) -> Result<i32, super::ContainerError> {
+    let not_running = || super::ContainerError::Start {
+        code: 125,
+        msg: format!("cannot join {what} of a non running container: {id}"),
+    };
+    let other = rt.lookup(id).map_err(|_| not_running())?;
+    if !other.is_running() || other.state.pid <= 0 {
+        return Err(not_running());
+    }
+    Ok(other.state.pid)
 }
 
 /// `--group-add` values: a group name or number, checked for emptiness only (names are
@@ -351,6 +367,8 @@ mod tests {
             "--pid: invalid PID mode"
         );
         assert!(parse_ns_mode("uts", "container:x").is_err());
+        assert!(!parse_ns_mode("pid", "container:x").unwrap());
+        assert!(parse_ns_mode("ipc", "container:").is_err());
         let sec = Security {
             uts_host: true,
             ..Default::default()

@@ -409,11 +409,16 @@ impl Spec {
 
     /// Make the network namespace the one at `path` (empty: keep a new one).
     pub fn join_network(&mut self, path: &str) {
+        self.join_namespace("network", path);
+    }
+
+    /// Make the namespace of `kind` the one at `path` (empty: keep a new one).
+    pub fn join_namespace(&mut self, kind: &str, path: &str) {
         if path.is_empty() {
             return;
         }
         for n in &mut self.linux.namespaces {
-            if n.kind == "network" {
+            if n.kind == kind {
                 n.path = Some(path.to_string());
             }
         }
