@@ -68,6 +68,13 @@ impl RunOptArgs {
                 None => Ok(String::new()),
             }
         };
+        if let Some(v) = self.pid.as_deref().filter(|v| v.starts_with("container:")) {
+            // The supervisor could not return to its own pid namespace after joining another
+            // container's (it belongs to an outer user namespace).
+            if strata_runtime::rootless::in_user_namespace() {
+                return Err(runopts::RunOptError::RootlessPidJoin { value: v.into() }.into());
+            }
+        }
         sec.pid_container = target(&self.pid)?;
         sec.ipc_container = target(&self.ipc)?;
         Ok(runopts::check(sec, host_network, hostname)?)

@@ -87,6 +87,8 @@ pub enum RunOptError {
         flag: &'static str,
         what: &'static str,
     },
+    #[error("--pid {value} is not supported for rootless containers")]
+    RootlessPidJoin { value: String },
     #[error("conflicting options: hostname and the UTS mode")]
     HostnameWithUtsHost,
     #[error("invalid argument {arg:?} for \"--group-add\" flag: empty group")]
