@@ -566,7 +566,8 @@ fn rootless_flags() {
     assert_eq!(sh(&["--uts", "host"], "hostname"), format!("{host}\n"));
     let (code, _, err) = run(&["run", "-d", "--name", "app", "busybox", "sleep", "100"]);
     assert_eq!(code, Some(0), "{err}");
-    let app_ipc = sh_exec(&run, "app", "readlink /proc/self/ns/ipc");
+    let (code, app_ipc, err) = run(&["exec", "app", "readlink", "/proc/self/ns/ipc"]);
+    assert_eq!(code, Some(0), "{err}");
     assert_eq!(
         sh(&["--ipc", "container:app"], "readlink /proc/self/ns/ipc"),
         app_ipc
@@ -581,16 +582,6 @@ fn rootless_flags() {
     let (_, ps, _) = run(&["ps", "-aq"]);
     assert_eq!(ps.lines().count(), 1, "{ps}");
     run(&["rm", "-f", "app"]);
-}
-
-fn sh_exec(
-    run: &dyn Fn(&[&str]) -> (Option<i32>, String, String),
-    name: &str,
-    script: &str,
-) -> String {
-    let (code, out, err) = run(&["exec", name, "sh", "-c", script]);
-    assert_eq!(code, Some(0), "{err}");
-    out
 }
 
 /// A `--pid host` container whose supervisor is killed: the next command's clean-up kills what
