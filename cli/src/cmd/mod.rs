@@ -37,6 +37,7 @@ pub mod rename;
 pub mod rm;
 pub mod rmi;
 pub mod run;
+pub mod run_opts;
 pub mod save;
 pub mod start;
 pub mod stats;

@@ -75,6 +75,8 @@ pub struct Args {
     pub health: super::health::HealthArgs,
     #[command(flatten)]
     pub create: super::create::CreateOptArgs,
+    #[command(flatten)]
+    pub runopts: super::run_opts::RunOptArgs,
     /// Memory limit (e.g. 512m, 1g)
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
@@ -392,6 +394,14 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     let health = args.health.config().map_err(tool_error)?;
     let opts = args.create.parse().map_err(tool_error)?;
     let mut security = security(&args).map_err(tool_error)?;
+    args.runopts
+        .apply(
+            &mut security,
+            network == NetworkMode::Host,
+            args.hostname.is_some(),
+            &|name| Ok(global.containers().lookup(name)?.id().to_string()),
+        )
+        .map_err(tool_error)?;
     // Volumes last: every flag above is checked before any volume is made.
     let mut volumes = Vec::new();
     let mut mount_tmpfs = Vec::new();

@@ -85,6 +85,62 @@ pub fn join(id: &ContainerId, pid: i32) {
     }
 }
 
+/// `--pid host`: make sure the init `pid` is in a cgroup of the container's own (the freezer's,
+/// else one on the unified hierarchy) even without limits or device rules (`--privileged`), so
+/// [`kill_all`] finds what it leaves behind. Rootless: nothing (no cgroup of ours to make).
+pub fn track(id: &ContainerId, pid: i32) -> Result<(), ContainerError> {
+    if crate::rootless::in_user_namespace() {
+        return Ok(());
+    }
+    let freezer = PathBuf::from(BASE).join("freezer");
+    if freezer.join("cgroup.procs").exists() {
+        return write("freezer", id, "cgroup.procs", &pid.to_string());
+    }
+    let Some(dir) = super::devices::unified_dir(id) else {
+        return Ok(());
+    };
+    fs::create_dir_all(&dir)
+        .and_then(|_| fs::write(dir.join("cgroup.procs"), pid.to_string()))
+        .map_err(|e| {
+            ContainerError::Cgroup(format!("cannot track {pid} in {}: {e}", dir.display()))
+        })
+}
+
+/// Kill every process left in the container's cgroups (its device cgroup and any resource
+/// one): with `--pid host` no pid namespace ends with the init and takes them along, so this
+/// is how they go with it, as Docker kills a container's cgroup. Repeats until the cgroups are
+/// empty or a second has passed.
+pub fn kill_all(id: &ContainerId) {
+    let mut dirs: Vec<PathBuf> = CONTROLLERS.iter().map(|c| dir(c, id)).collect();
+    dirs.push(super::devices::v1_dir(id));
+    dirs.extend(super::devices::unified_dir(id));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let mut any = false;
+        for d in &dirs {
+            let Ok(procs) = fs::read_to_string(d.join("cgroup.procs")) else {
+                continue;
+            };
+            for pid in procs
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                if pid > 0 {
+                    any = true;
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        if !any || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Remove the container's cgroups (they must be empty; a failure is left for the next try).
 pub fn remove(id: &ContainerId) {
     if crate::rootless::in_user_namespace() {

@@ -122,6 +122,8 @@ fn process_for(c: &Container, req: &ExecRequest) -> Result<(Process, Option<Filt
         let root = PathBuf::from(format!("/proc/{}/root", c.state.pid));
         let r = user::resolve(&root, u)?;
         p.user = r.to_spec();
+        // Docker's execs keep `--group-add` whatever their user.
+        user::add_groups(&root, &c.config.security.group_add, &mut p.user)?;
         if let Some(h) = p.env.iter_mut().find(|e| e.starts_with("HOME=")) {
             *h = format!("HOME={}", r.home);
         }

@@ -238,12 +238,26 @@ pub fn undumpable() {
 
 fn setup_container(spec: &Spec) -> Result<(), InitError> {
     setsid().map_err(setup_err("setsid"))?;
-    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    // `--uts host` / `--ipc host` keep the host's (the user asked for them).
+    if spec.has_namespace("uts") {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    let join_ipc = spec.namespace_path("ipc");
+    if spec.has_namespace("ipc") && join_ipc.is_none() {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
     let join_net = spec.namespace_path("network");
     if spec.has_namespace("network") && join_net.is_none() {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).map_err(setup_err("unshare"))?;
+    if let Some(path) = join_ipc {
+        // `--ipc container:X`: X's (the pid namespace was joined by the supervisor's fork).
+        let ns = fs::File::open(path).map_err(setup_err(format!("open {path}")))?;
+        nix::sched::setns(&ns, CloneFlags::CLONE_NEWIPC)
+            .map_err(setup_err("join IPC namespace"))?;
+    }
     if let Some(path) = join_net {
         // The supervisor prepared this namespace (bridge endpoints) or it is another container's.
         let ns = fs::File::open(path).map_err(setup_err(format!("open {path}")))?;
@@ -270,7 +284,7 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
     )
     .map_err(setup_err("bind rootfs"))?;
     for m in &spec.mounts {
-        mount_one(&rootfs, m)?;
+        mount_one(&rootfs, m, !spec.has_namespace("pid"))?;
         if m.destination == "/dev" {
             populate_dev(&rootfs.join("dev"))?;
             for d in &spec.linux.devices {
@@ -287,6 +301,10 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
     if !spec.hostname.is_empty() {
         // Before /proc/sys turns read-only: the fallback below writes there.
         set_hostname(&spec.hostname)?;
+    }
+    // `--sysctl`, also before /proc/sys turns read-only.
+    for (key, value) in &spec.linux.sysctl {
+        write_sysctl(key, value)?;
     }
     for p in &spec.linux.masked_paths {
         mask_path(p);
@@ -343,6 +361,52 @@ fn set_hostname(name: &str) -> Result<(), InitError> {
     }
 }
 
+/// Write one sysctl under the container's own `/proc/sys` (mounted for its namespaces): the key's
+/// dots are path components, resolved beneath `/proc/sys` without following any symlink.
+fn write_sysctl(key: &str, value: &str) -> Result<(), InitError> {
+    let rel = key.replace('.', "/");
+    let what = format!("write sysctl key {key}");
+    let dir = fs::File::open("/proc/sys").map_err(setup_err(&what))?;
+    let proc = nix::sys::statfs::fstatfs(&dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+    if !proc {
+        return Err(setup_err(&what)("/proc/sys is not procfs"));
+    }
+    let fd = strata_fs::at::open_beneath(
+        std::os::fd::AsFd::as_fd(&dir),
+        rel.as_bytes(),
+        libc::O_WRONLY | libc::O_CLOEXEC,
+    )
+    .map_err(setup_err(format!("open /proc/sys/{rel}")))?;
+    fs::File::from(fd)
+        .write_all(value.as_bytes())
+        .map_err(setup_err(&what))
+}
+
+/// `--ulimit`: set each limit while the process still holds CAP_SYS_RESOURCE (raising a hard
+/// limit needs it).
+fn set_rlimits(limits: &[super::spec::Rlimit]) -> Result<(), InitError> {
+    for l in limits {
+        let Some(resource) = super::runopts::rlimit_resource(&l.kind) else {
+            return Err(InitError {
+                code: 125,
+                msg: format!("unknown rlimit type {:?}", l.kind),
+            });
+        };
+        let lim = libc::rlimit {
+            rlim_cur: l.soft as libc::rlim_t,
+            rlim_max: l.hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit(2) reads a valid rlimit struct we own.
+        if unsafe { libc::setrlimit(resource as _, &lim) } != 0 {
+            return Err(setup_err(format!("error setting rlimit type {}", l.kind))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuse mount targets that traverse a symlink inside the rootfs (an image could point
 /// `/proc` at `/` of the host).
 fn target_in(rootfs: &Path, dest: &str) -> Result<PathBuf, InitError> {
@@ -372,7 +436,9 @@ fn target_in(rootfs: &Path, dest: &str) -> Result<PathBuf, InitError> {
     Ok(path)
 }
 
-fn mount_one(rootfs: &Path, m: &super::spec::Mount) -> Result<(), InitError> {
+/// Mount `m` under `rootfs`; `host_pid`: the container runs in the host's pid namespace
+/// (`--pid host`), whose /proc may be bound where none can be mounted.
+fn mount_one(rootfs: &Path, m: &super::spec::Mount, host_pid: bool) -> Result<(), InitError> {
     let target = target_in(rootfs, &m.destination)?;
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
@@ -485,6 +551,23 @@ fn mount_one(rootfs: &Path, m: &super::spec::Mount) -> Result<(), InitError> {
                 None::<&str>,
             );
             Ok(())
+        }
+        // `--pid host` rootless: the host's pid namespace belongs to an outer user namespace,
+        // so no proc of it can be mounted here; bind the host's (as podman does). Only for
+        // `--pid host` and when this process is not pid 1 (shares its parent's pid namespace):
+        // a container with a pid namespace of its own, or another container's, never sees the
+        // host's /proc.
+        (Err(nix::errno::Errno::EPERM), "proc")
+            if host_pid && nix::unistd::getpid().as_raw() != 1 =>
+        {
+            mount(
+                Some("/proc"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(setup_err("bind /proc"))
         }
         (Err(_), "mqueue") => Ok(()),
         (Err(e), _) => Err(InitError {
@@ -869,6 +952,7 @@ pub(super) fn prepare_process(
     // runc's order: bounding set first, then the user switch while the process still holds
     // the capabilities it needs for it (CAP_SETGID/CAP_SETUID, even when the container drops
     // them: `--cap-drop SETGID`), then the container's capabilities.
+    set_rlimits(&process.rlimits)?;
     drop_bounding(&process.capabilities)?;
     set_user(&process.user)?;
     apply_caps(&process.capabilities, process.user.uid == 0)?;

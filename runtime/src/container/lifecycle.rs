@@ -206,9 +206,10 @@ impl Runtime {
             return Err(ContainerError::NoCommand);
         }
         let id = ContainerId::generate();
-        // Docker: the short id, or the host's name when sharing the host's network.
+        // Docker: the short id, or the host's name when sharing the host's network or UTS
+        // namespace.
         let hostname = req.hostname.clone().unwrap_or_else(|| {
-            if req.network == NetworkMode::Host {
+            if req.network == NetworkMode::Host || req.security.uts_host {
                 nix::unistd::gethostname()
                     .ok()
                     .and_then(|h| h.into_string().ok())
@@ -350,6 +351,10 @@ impl Runtime {
         if c.state.pid > 0 {
             // PDEATHSIG normally took the init with the supervisor; make sure.
             let _ = kill(Pid::from_raw(c.state.pid), Signal::SIGKILL);
+        }
+        if !c.config.security.own_pid_namespace() {
+            // No pid namespace took the rest along: its cgroup holds them.
+            super::cgroup::kill_all(c.id());
         }
         force_unmount(&c.paths.rootfs())?;
         super::cgroup::remove(c.id());

@@ -39,6 +39,11 @@ pub fn pids(c: &Container) -> Vec<i32> {
     if !c.is_running() || init <= 0 {
         return Vec::new();
     }
+    if !c.config.security.own_pid_namespace() {
+        // `--pid host` or `--pid container:X`: the namespace is shared; the container is its
+        // init's descendants.
+        return descendants(init);
+    }
     let Ok(ns) = fs::read_link(format!("/proc/{init}/ns/pid")) else {
         return Vec::new();
     };
@@ -53,6 +58,42 @@ pub fn pids(c: &Container) -> Vec<i32> {
         if pid != init && fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|n| n == ns) {
             out.push(pid);
         }
+    }
+    out
+}
+
+/// `init` and every process descending from it (parents from `/proc/<pid>/stat`), init first.
+fn descendants(init: i32) -> Vec<i32> {
+    let mut parents = Vec::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            // `pid (comm) state ppid …`: comm may hold spaces and parentheses; the last `)` ends it.
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut out = vec![init];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|(p, pp)| *pp == parent && *p != init)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
     }
     out
 }

@@ -34,6 +34,7 @@ pub mod ports;
 pub mod reaper;
 pub mod record;
 pub mod restart;
+pub mod runopts;
 pub mod seccomp;
 pub mod spec;
 pub mod supervisor;

@@ -368,6 +368,34 @@ pub struct Security {
     /// namespace: the kernel refuses that where a proc mount has locked mounts over files).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unmask_system_paths: bool,
+    /// `--ulimit`: set in the init and every `exec`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<super::runopts::Ulimit>,
+    /// `--shm-size` in bytes (absent: Docker's 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `--sysctl`: written under the container's `/proc/sys` before it turns read-only.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    /// `--group-add`: group names (the container's `/etc/group`) or numbers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    /// `--pid host`, `--ipc host`, `--uts host`: the host's namespace, not a new one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pid_host: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipc_host: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uts_host: bool,
+    /// `--pid container:X`, `--ipc container:X`: the id of the container whose namespace is
+    /// joined.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pid_container: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ipc_container: String,
+    /// `--ipc none`: an IPC namespace of its own and no `/dev/shm`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipc_none: bool,
 }
 
 /// What to run: fixed when the container is created.
@@ -416,6 +444,14 @@ pub struct ContainerConfig {
     /// The image's labels with `--label` over them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Security {
+    /// Whether the container's init is pid 1 of a pid namespace of its own (whose end takes
+    /// every process of the container along).
+    pub fn own_pid_namespace(&self) -> bool {
+        !self.pid_host && self.pid_container.is_empty()
+    }
 }
 
 impl ContainerConfig {

@@ -37,6 +37,18 @@ pub struct Process {
     /// `--init`: pid 1 stays a minimal reaper and runs `args` as its child (builtin runtime).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub init: bool,
+    /// `--ulimit`: set before the user switch, in the init and every `exec`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One `process.rlimits` entry (`RLIMIT_NOFILE`, …); `u64::MAX` is unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
 }
 
 /// Initial terminal size (rows, columns).
@@ -111,6 +123,9 @@ pub struct Linux {
     /// Where an external runtime puts the container's cgroups (the same as ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroups_path: Option<String>,
+    /// `--sysctl`: written under the container's `/proc/sys` before it turns read-only.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub sysctl: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -163,6 +178,39 @@ fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Mount {
     }
 }
 
+/// `/dev/shm`: a tmpfs of `--shm-size` (Docker's 64 MiB by default), or with `--ipc host` the
+/// host's own `/dev/shm` (the host's IPC namespace's shared memory), as Docker binds it.
+fn shm_mount(sec: &super::record::Security) -> Mount {
+    if sec.ipc_host {
+        return mount(
+            "/dev/shm",
+            "bind",
+            "/dev/shm",
+            &["rbind", "rprivate", "nosuid", "noexec", "nodev"],
+        );
+    }
+    let size = match sec.shm_size {
+        Some(bytes) if bytes > 0 => format!("size={bytes}"),
+        _ => "size=65536k".to_string(),
+    };
+    mount(
+        "/dev/shm",
+        "tmpfs",
+        "shm",
+        &["nosuid", "noexec", "nodev", "mode=1777", &size],
+    )
+}
+
+/// The spec's rlimit of a `--ulimit` (negative: unlimited).
+fn rlimit(u: &super::runopts::Ulimit) -> Option<Rlimit> {
+    let v = |n: i64| u64::try_from(n).unwrap_or(u64::MAX);
+    Some(Rlimit {
+        kind: super::runopts::rlimit_type(&u.name)?.to_string(),
+        hard: v(u.hard),
+        soft: v(u.soft),
+    })
+}
+
 /// The seccomp section of a container with capability set `caps`.
 fn seccomp_for(
     cfg: &ContainerConfig,
@@ -196,7 +244,7 @@ pub fn build(
         &["nosuid", "noexec", "nodev", "ro"]
     };
     let p = |path: &Path| path.to_string_lossy().into_owned();
-    let mut mounts = vec![
+    let mut mounts: Vec<Mount> = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
             "/dev",
@@ -216,12 +264,6 @@ pub fn build(
                 "mode=0620",
                 "gid=5",
             ],
-        ),
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
         ),
         mount(
             "/dev/mqueue",
@@ -249,6 +291,10 @@ pub fn build(
             &["rbind", "rprivate"],
         ),
     ];
+    if !sec.ipc_none {
+        // Right after /dev/pts (before /dev/mqueue), where Docker mounts it.
+        mounts.insert(3, shm_mount(sec));
+    }
     for v in &cfg.volumes {
         let mut opts = vec!["rbind", "rprivate"];
         if v.read_only {
@@ -262,7 +308,17 @@ pub fn build(
         opts.extend(t.options.iter().map(String::as_str));
         mounts.push(mount(&t.target, "tmpfs", "tmpfs", &opts));
     }
-    let mut namespaces = vec!["pid", "ipc", "uts", "mount"];
+    let mut namespaces = vec!["mount"];
+    // `--pid host`, `--ipc host`, `--uts host`: explicit requests to share the host's.
+    for (kind, host) in [
+        ("pid", sec.pid_host),
+        ("ipc", sec.ipc_host),
+        ("uts", sec.uts_host),
+    ] {
+        if !host {
+            namespaces.push(kind);
+        }
+    }
     if cfg.network != NetworkMode::Host {
         namespaces.push("network");
     }
@@ -299,12 +355,18 @@ pub fn build(
             no_new_privileges: true,
             console_size: None,
             init: cfg.init,
+            rlimits: sec.ulimits.iter().filter_map(rlimit).collect(),
         },
         root: Root {
             path: p(&paths.rootfs()),
             readonly: sec.read_only,
         },
-        hostname: cfg.hostname.clone(),
+        // Sharing the host's UTS namespace: its name is not the container's to change.
+        hostname: if sec.uts_host {
+            String::new()
+        } else {
+            cfg.hostname.clone()
+        },
         mounts,
         linux: Linux {
             namespaces: namespaces
@@ -326,6 +388,7 @@ pub fn build(
             },
             seccomp,
             cgroups_path: Some(format!("/strata/{}", cfg.id)),
+            sysctl: sec.sysctls.clone(),
         },
     })
 }
@@ -346,11 +409,16 @@ impl Spec {
 
     /// Make the network namespace the one at `path` (empty: keep a new one).
     pub fn join_network(&mut self, path: &str) {
+        self.join_namespace("network", path);
+    }
+
+    /// Make the namespace of `kind` the one at `path` (empty: keep a new one).
+    pub fn join_namespace(&mut self, kind: &str, path: &str) {
         if path.is_empty() {
             return;
         }
         for n in &mut self.linux.namespaces {
-            if n.kind == "network" {
+            if n.kind == kind {
                 n.path = Some(path.to_string());
             }
         }

@@ -212,7 +212,12 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     }
     // Builtin: fork the init now, while this process has a single thread: it waits for its
     // spec on the sync pipe while the rootfs is mounted (which starts the FUSE threads).
-    let forked = if builtin { Some(fork_init(&c)?) } else { None };
+    let joins = Joins::of(rt, &c)?;
+    let forked = if builtin {
+        Some(fork_init(&c, joins.pid)?)
+    } else {
+        None
+    };
     let mounted: Box<dyn Mounted> = match drv.mount(&layers, &rootfs) {
         Ok(m) => m,
         Err(e) => {
@@ -227,9 +232,10 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     let started = match forked {
         Some(child) => {
             let pid = child.pid;
-            release_init(&mut c, child, mounted.as_ref(), attached).map(|stdio| (pid, stdio, false))
+            release_init(&mut c, child, mounted.as_ref(), attached, &joins)
+                .map(|stdio| (pid, stdio, false))
         }
-        None => build_spec(&c, mounted.as_ref(), attached)
+        None => build_spec(&c, mounted.as_ref(), attached, &joins)
             .and_then(|spec| oci::start(&c, &spec))
             .map(|(pid, stdio)| (pid, stdio, true)),
     };
@@ -323,6 +329,9 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     }
 
     let code = reap(pid);
+    if !c.config.security.own_pid_namespace() {
+        cgroup::kill_all(c.id());
+    }
     drop(health);
     if external {
         oci::cleanup(&c);
@@ -370,6 +379,41 @@ fn setup_network(
     Ok(sandbox)
 }
 
+/// The inits of the containers whose namespaces this one joins (`--pid container:X`, `--ipc
+/// container:X`), found running at start.
+#[derive(Debug, Default)]
+pub(super) struct Joins {
+    pid: Option<i32>,
+    ipc: Option<i32>,
+}
+
+impl Joins {
+    fn of(rt: &Runtime, c: &Container) -> Result<Joins> {
+        let sec = &c.config.security;
+        let target = |id: &str, what| {
+            (!id.is_empty())
+                .then(|| super::runopts::join_target(rt, id, what))
+                .transpose()
+        };
+        Ok(Joins {
+            pid: target(&sec.pid_container, "PID")?,
+            ipc: target(&sec.ipc_container, "IPC")?,
+        })
+    }
+
+    /// The spec's namespace paths. A joined IPC namespace's `/dev/shm` is not the other
+    /// container's (a tmpfs in its mount namespace cannot be bound from another one): SysV IPC
+    /// and message queues are shared, POSIX shared memory files are not.
+    fn apply(&self, spec: &mut Spec) {
+        if let Some(p) = self.pid {
+            spec.join_namespace("pid", &format!("/proc/{p}/ns/pid"));
+        }
+        if let Some(p) = self.ipc {
+            spec.join_namespace("ipc", &format!("/proc/{p}/ns/ipc"));
+        }
+    }
+}
+
 /// The forked init, waiting for its spec.
 struct ForkedInit {
     pid: Pid,
@@ -381,11 +425,30 @@ struct ForkedInit {
 /// Fork the container's init as pid 1 of a new pid namespace. Must run while the supervisor
 /// is single-threaded: the kernel refuses to create threads while `pid_ns_for_children`
 /// differs from the active namespace, so the supervisor switches back right after the fork.
-fn fork_init(c: &Container) -> Result<ForkedInit> {
+fn fork_init(c: &Container, join_pid: Option<i32>) -> Result<ForkedInit> {
     let mut stdio = make_stdio(c.config.tty, c.config.open_stdin)?;
     let (status_r, status_w) = pipe()?;
     let (sync_r, sync_w) = pipe()?;
-    let (forked, restored) = if crate::rootless::in_user_namespace() {
+    let (forked, restored) = if let Some(target) = join_pid {
+        // `--pid container:X`: a child of X's pid namespace.
+        let path = format!("/proc/{target}/ns/pid");
+        let theirs = File::open(&path).map_err(io_at(&path))?;
+        let own_pid_ns = File::open("/proc/self/ns/pid").map_err(io_at("/proc/self/ns/pid"))?;
+        nix::sched::setns(&theirs, CloneFlags::CLONE_NEWPID)
+            .map_err(sys("join the pid namespace"))?;
+        // SAFETY: the supervisor has one thread here; the child only runs `init::run_init`,
+        // which ends in execve or _exit.
+        let forked = unsafe { fork() };
+        (
+            forked,
+            nix::sched::setns(&own_pid_ns, CloneFlags::CLONE_NEWPID),
+        )
+    } else if c.config.security.pid_host {
+        // `--pid host`: the user asked for the host's pid namespace.
+        // SAFETY: the supervisor has one thread here; the child only runs `init::run_init`,
+        // which ends in execve or _exit.
+        (unsafe { fork() }, Ok(()))
+    } else if crate::rootless::in_user_namespace() {
         // Rootless: the supervisor could not `setns` back into the initial pid namespace (it
         // belongs to the initial user namespace), so the init gets its own pid namespace from
         // clone(2) itself and the supervisor's never changes.
@@ -453,21 +516,32 @@ fn fork_new_pid_ns() -> nix::Result<ForkResult> {
 
 /// The container's OCI spec, with the user resolved against the mounted rootfs; also written
 /// to the bundle (`<runroot>/containers/<id>/bundle/config.json`).
-pub(super) fn build_spec(c: &Container, mounted: &dyn Mounted, attached: bool) -> Result<Spec> {
+pub(super) fn build_spec(
+    c: &Container,
+    mounted: &dyn Mounted,
+    attached: bool,
+    joins: &Joins,
+) -> Result<Spec> {
     let resolved =
         user::resolve(mounted.path(), &c.config.user).map_err(|e| ContainerError::Start {
             code: 125,
             msg: e.to_string(),
         })?;
     let env = final_env(&c.config.env, &resolved.home);
+    let mut user_spec = resolved.to_spec();
+    user::add_groups(mounted.path(), &c.config.security.group_add, &mut user_spec).map_err(
+        |e| ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
+        },
+    )?;
     let mut spec: Spec =
-        spec::build(&c.config, &c.paths, resolved.to_spec(), env).map_err(|e| {
-            ContainerError::Start {
-                code: 125,
-                msg: e.to_string(),
-            }
+        spec::build(&c.config, &c.paths, user_spec, env).map_err(|e| ContainerError::Start {
+            code: 125,
+            msg: e.to_string(),
         })?;
     spec.join_network(&c.state.sandbox_key);
+    joins.apply(&mut spec);
     if attached && c.config.tty {
         spec.process.console_size = spec::ConsoleSize::of_fd(0);
     }
@@ -484,6 +558,7 @@ fn release_init(
     child: ForkedInit,
     mounted: &dyn Mounted,
     attached: bool,
+    joins: &Joins,
 ) -> Result<Stdio> {
     let ForkedInit {
         pid,
@@ -497,13 +572,19 @@ fn release_init(
         e
     };
     let prepared = (|| -> Result<Spec> {
-        let spec = build_spec(c, mounted, attached)?;
+        let spec = build_spec(c, mounted, attached, joins)?;
         if !c.config.security.privileged {
             devices::apply(c.id(), &spec.linux.resources.devices, pid.as_raw()).map_err(|e| {
                 ContainerError::Start {
                     code: 125,
                     msg: e.to_string(),
                 }
+            })?;
+        }
+        if !c.config.security.own_pid_namespace() {
+            cgroup::track(c.id(), pid.as_raw()).map_err(|e| ContainerError::Start {
+                code: 125,
+                msg: e.to_string(),
             })?;
         }
         if !c.config.resources.is_empty() {

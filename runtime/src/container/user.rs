@@ -32,14 +32,67 @@ impl Resolved {
     }
 }
 
-/// Read a file of the container's rootfs, refusing a symlink at the leaf (an image could point
-/// `/etc/passwd` anywhere on the host). A missing file reads as empty.
+/// Read a file of the container's rootfs, resolved with the rootfs as `/` (openat2
+/// `RESOLVE_IN_ROOT`: an image's symlinks, `/etc` itself among them, cannot lead to the host's
+/// files) and refusing a symlink at the leaf. A missing file reads as empty.
 fn read_in_rootfs(rootfs: &Path, rel: &str) -> String {
-    let p = rootfs.join(rel);
-    match fs::symlink_metadata(&p) {
-        Ok(md) if md.is_file() => fs::read_to_string(&p).unwrap_or_default(),
-        _ => String::new(),
+    let Ok(root) = fs::File::open(rootfs) else {
+        return String::new();
+    };
+    let Ok(fd) = strata_fs::at::open_in_root(
+        std::os::fd::AsFd::as_fd(&root),
+        rel.as_bytes(),
+        libc::O_RDONLY | libc::O_CLOEXEC,
+        false,
+    ) else {
+        return String::new();
+    };
+    let mut f = fs::File::from(fd);
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return String::new();
     }
+    let mut text = String::new();
+    match std::io::Read::read_to_string(&mut f, &mut text) {
+        Ok(_) => text,
+        Err(_) => String::new(),
+    }
+}
+
+/// `--group-add`: each group (a name in the container's `/etc/group`, or a number) joins
+/// `user`'s supplementary groups.
+pub fn add_groups(rootfs: &Path, groups: &[String], user: &mut User) -> Result<(), ContainerError> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let table = read_in_rootfs(rootfs, "etc/group");
+    for g in group_ids(&table, groups)? {
+        if !user.additional_gids.contains(&g) {
+            user.additional_gids.push(g);
+        }
+    }
+    Ok(())
+}
+
+/// [`add_groups`] on the file's contents (runc's `GetAdditionalGroups`: a name first, then a
+/// number).
+pub fn group_ids(group: &str, wanted: &[String]) -> Result<Vec<u32>, ContainerError> {
+    let mut out = Vec::new();
+    for w in wanted {
+        let found = group
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && f[0] == w)
+            .and_then(|f| f[2].parse().ok());
+        match found.or_else(|| w.parse().ok()) {
+            Some(g) => out.push(g),
+            None => {
+                return Err(ContainerError::User {
+                    msg: format!("Unable to find group {w}: no matching entries in group file"),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Resolve `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`) inside `rootfs`.
@@ -131,6 +184,35 @@ mod tests {
         assert_eq!((r.uid, r.gid), (1234, 33));
         let r = resolve_in(PASSWD, GROUP, "www:nogroup").unwrap();
         assert_eq!((r.uid, r.gid), (33, 65534));
+    }
+
+    #[test]
+    fn added_groups() {
+        let want = vec!["wheel".to_string(), "1234".to_string()];
+        assert_eq!(group_ids(GROUP, &want).unwrap(), vec![10, 1234]);
+        let e = group_ids(GROUP, &["nosuch".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Unable to find group nosuch"), "{e}");
+    }
+
+    /// An image whose `/etc` is a symlink to a host directory: the group file read is the one
+    /// inside the root (none here), never the host's.
+    #[test]
+    fn group_files_are_resolved_inside_the_root() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("group"), "evil:x:999:\n").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(host.path(), root.path().join("etc")).unwrap();
+        let mut u = resolve(root.path(), "").unwrap().to_spec();
+        let e = add_groups(root.path(), &["evil".to_string()], &mut u).unwrap_err();
+        assert!(e.to_string().contains("Unable to find group evil"), "{e}");
+        // The same file inside the root is found.
+        let inside = root.path().join(host.path().strip_prefix("/").unwrap());
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("group"), "evil:x:998:\n").unwrap();
+        add_groups(root.path(), &["evil".to_string()], &mut u).unwrap();
+        assert!(u.additional_gids.contains(&998), "{u:?}");
     }
 
     #[test]
