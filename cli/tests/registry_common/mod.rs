@@ -86,11 +86,22 @@ impl Env {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`Env::spawn`] with extra environment variables.
+    pub fn spawn_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Child {
         self.command(args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn strata")
+    }
+
+    /// [`Env::run`] with extra environment variables.
+    pub fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+        wait_output(self.spawn_with(args, vars))
     }
 
     /// Run and require success; returns stdout.
