@@ -120,13 +120,23 @@ fn assert_eio(err: &str) {
     );
 }
 
+/// A tar entry: path, type, mode, owner (uid = gid), data, link target.
+type Entry = (
+    &'static str,
+    tar::EntryType,
+    u32,
+    u64,
+    &'static [u8],
+    Option<&'static str>,
+);
+
 /// A layer of everything but plain files: modes, owners, set-user-ID, a symlink, a hard link,
 /// a fifo, an xattr, a whiteout and an opaque directory.
 fn odd_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     use tar::EntryType as T;
     #[rustfmt::skip]
-    let entries: [(&str, T, u32, u64, &[u8], Option<&str>); 10] = [
+    let entries: [Entry; 10] = [
         ("etc/", T::Directory, 0o750, 1000, b"", None),
         ("etc/suid", T::Regular, 0o4755, 0, b"#!/bin/sh\necho suid\n", None),
         ("etc/hard", T::Link, 0o4755, 0, b"", Some("etc/suid")),
