@@ -73,17 +73,39 @@ fn outer(s: &Strata, img_dir: &Path, flags: &[&str], script: &str) -> Run {
 /// Docker's default seccomp profile plus `pivot_root`, written next to the image archive:
 /// `seccomp=<that file>`, the smallest seccomp grant found for the outer container.
 fn profile_opt(dir: &Path) -> String {
+    profile_file(dir, "seccomp.json", &["pivot_root"])
+}
+
+/// Docker's default seccomp profile plus the calls `names`, written to `dir/file`:
+/// `seccomp=<that file>`.
+fn profile_file(dir: &Path, file: &str, names: &[&str]) -> String {
     let mut p: serde_json::Value =
         serde_json::from_str(strata_runtime::container::seccomp::DEFAULT_PROFILE).unwrap();
     let first = &mut p["syscalls"][0];
     assert_eq!(first["action"], "SCMP_ACT_ALLOW");
-    first["names"]
-        .as_array_mut()
-        .unwrap()
-        .push("pivot_root".into());
-    let path = dir.join("seccomp.json");
+    for n in names {
+        first["names"].as_array_mut().unwrap().push((*n).into());
+    }
+    let path = dir.join(file);
     std::fs::write(&path, serde_json::to_vec(&p).unwrap()).unwrap();
     format!("seccomp={}", path.display())
+}
+
+/// A run's stdout lines, trimmed (a tty's CRLF read as LF).
+fn stdout_lines(r: &Run) -> Vec<String> {
+    let out = r.stdout.replace("\r\n", "\n");
+    out.lines().map(|l| l.trim().to_string()).collect()
+}
+
+/// `line` is a `CapEff:` line without CAP_SYS_ADMIN (bit 21).
+#[track_caller]
+fn assert_no_sys_admin(line: &str, r: &Run) {
+    let eff = line.strip_prefix("CapEff:").unwrap().trim();
+    assert_eq!(
+        u64::from_str_radix(eff, 16).unwrap() & (1 << 21),
+        0,
+        "{r:?}"
+    );
 }
 
 fn images() -> tempfile::TempDir {
@@ -223,16 +245,7 @@ fn outer_container_without_the_grants_cannot_run_strata() {
 
 /// Docker's default profile plus `names` in its first allow rule.
 fn profile_with(dir: &Path, tag: &str, names: &[&str]) -> String {
-    let mut p: serde_json::Value =
-        serde_json::from_str(strata_runtime::container::seccomp::DEFAULT_PROFILE).unwrap();
-    let first = &mut p["syscalls"][0];
-    assert_eq!(first["action"], "SCMP_ACT_ALLOW");
-    for n in names {
-        first["names"].as_array_mut().unwrap().push((*n).into());
-    }
-    let path = dir.join(format!("seccomp-{tag}.json"));
-    std::fs::write(&path, serde_json::to_vec(&p).unwrap()).unwrap();
-    format!("seccomp={}", path.display())
+    profile_file(dir, &format!("seccomp-{tag}.json"), names)
 }
 
 /// The seccomp grants the outer container needs when it has no CAP_SYS_ADMIN (each found
@@ -253,6 +266,24 @@ const USERNS_GRANTS: [&str; 6] = [
     "clone",
 ];
 
+/// `script` in an outer container given only `/dev/fuse`, [`USERNS_GRANTS`] and unmasked /proc
+/// paths, plus `extra` flags: its stdout lines (trimmed) and the run.
+fn only_dev_fuse_outer(extra: &[&str], script: &str) -> (Vec<String>, Run) {
+    let s = setup("fuse");
+    let img = images();
+    let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
+    let mut flags = vec!["--device", "/dev/fuse"];
+    flags.extend(extra);
+    flags.extend([
+        "--security-opt",
+        &seccomp,
+        "--security-opt",
+        "systempaths=unconfined",
+    ]);
+    let r = outer(&s, img.path(), &flags, script);
+    (stdout_lines(&r), r)
+}
+
 /// Without CAP_SYS_ADMIN, root in the outer container takes the rootless path: a user
 /// namespace of its own (ids 0…65535 mapped onto themselves; root still has CAP_SETUID), FUSE
 /// and the inner container's namespaces inside it. Needs [`USERNS_GRANTS`] and
@@ -260,8 +291,6 @@ const USERNS_GRANTS: [&str; 6] = [
 /// paths are mounted over files of the outer /proc).
 #[test]
 fn strata_in_a_container_given_only_dev_fuse() {
-    let s = setup("fuse");
-    let img = images();
     let script = r#"
 R="--network host"
 grep CapEff /proc/self/status
@@ -277,25 +306,9 @@ strata exec bg sh -c 'echo exec; hostname'
 strata rm -f bg
 echo done
 "#;
-    let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
-    let flags = [
-        "--device",
-        "/dev/fuse",
-        "--security-opt",
-        &seccomp,
-        "--security-opt",
-        "systempaths=unconfined",
-    ];
-    let r = outer(&s, img.path(), &flags, script);
-    let out = r.stdout.replace("\r\n", "\n");
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let (lines, r) = only_dev_fuse_outer(&[], script);
     // No CAP_SYS_ADMIN (bit 21) in the outer container.
-    let eff = lines[0].strip_prefix("CapEff:").unwrap().trim();
-    assert_eq!(
-        u64::from_str_radix(eff, 16).unwrap() & (1 << 21),
-        0,
-        "{r:?}"
-    );
+    assert_no_sys_admin(&lines[0], &r);
     let expected = [
         "Loaded image: inner:latest",
         "welcome to the strata busybox fixture",
@@ -381,23 +394,8 @@ fn only_dev_fuse_needs_each_grant() {
 /// alone (gids keep the wide map: CAP_SETGID is still there), and busybox still runs and writes.
 #[test]
 fn only_dev_fuse_without_setuid_maps_root_alone() {
-    let s = setup("fuse");
-    let img = images();
     let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest sh -c 'cat /proc/self/uid_map /proc/self/gid_map; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'; echo \"exit $?\"";
-    let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
-    let flags = [
-        "--device",
-        "/dev/fuse",
-        "--cap-drop",
-        "SETUID",
-        "--security-opt",
-        &seccomp,
-        "--security-opt",
-        "systempaths=unconfined",
-    ];
-    let r = outer(&s, img.path(), &flags, script);
-    let out = r.stdout.replace("\r\n", "\n");
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", "SETUID"], script);
     assert_eq!(
         lines,
         [
@@ -606,8 +604,7 @@ fn strata_in_a_podman_container_given_sys_admin_and_dev_fuse() {
         &["--device", "/dev/fuse", "--cap-add", "SYS_ADMIN"],
         &script,
     );
-    let out = r.stdout.replace("\r\n", "\n");
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let lines = stdout_lines(&r);
     assert!(r.ok(), "{r:?}");
     // Podman's default set plus SYS_ADMIN: no MKNOD (27), NET_RAW (13), AUDIT_WRITE (29).
     assert_eq!(lines[0], "CapBnd:\t00000000802405fb".trim(), "{r:?}");
@@ -645,15 +642,9 @@ fn strata_in_a_podman_container_given_only_dev_fuse() {
         &["--device", "/dev/fuse", "--security-opt", "unmask=/proc/*"],
         &script,
     );
-    let out = r.stdout.replace("\r\n", "\n");
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let lines = stdout_lines(&r);
     assert!(r.ok(), "{r:?}");
-    let eff = lines[0].strip_prefix("CapEff:").unwrap().trim();
-    assert_eq!(
-        u64::from_str_radix(eff, 16).unwrap() & (1 << 21),
-        0,
-        "{r:?}"
-    );
+    assert_no_sys_admin(&lines[0], &r);
     assert_eq!(
         lines[1], "hostname: sethostname: Operation not permitted",
         "{r:?}"
@@ -755,23 +746,8 @@ fn cap_drop_setgid_container_starts_as_in_docker() {
 /// groups alone, and devpts goes without `gid=5` (no such group in the namespace).
 #[test]
 fn only_dev_fuse_without_setgid_maps_gid_0_alone() {
-    let s = setup("fuse");
-    let img = images();
     let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest sh -c 'cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; id; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'; echo \"exit $?\"";
-    let seccomp = profile_with(img.path(), "userns", &USERNS_GRANTS);
-    let flags = [
-        "--device",
-        "/dev/fuse",
-        "--cap-drop",
-        "SETGID",
-        "--security-opt",
-        &seccomp,
-        "--security-opt",
-        "systempaths=unconfined",
-    ];
-    let r = outer(&s, img.path(), &flags, script);
-    let out = r.stdout.replace("\r\n", "\n");
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", "SETGID"], script);
     assert_eq!(
         lines,
         [

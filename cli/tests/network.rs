@@ -26,52 +26,84 @@ use strata_runtime::network::{dns, nft, Ipv4Net};
 use strata_testkit::container::{eventually, http_get};
 use strata_testkit::fixtures::INDEX_HTML;
 
-/// A DNS server in the fake internet answering every A query with `answer`, on a thread that
-/// joined the namespace; stops on drop.
-struct FakeDns {
+/// A UDP server on a socket: a thread answering each datagram with what `reply` makes of it and
+/// its sender; stops on drop.
+struct UdpServer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl FakeDns {
-    fn start(inet: &FakeInternet, answer: Ipv4Addr) -> FakeDns {
-        let ns = std::fs::File::open(format!("/run/netns/{}", inet.ns)).unwrap();
-        let ip = inet.ip;
+impl UdpServer {
+    fn start(
+        sock: std::net::UdpSocket,
+        reply: impl Fn(&[u8], std::net::SocketAddr) -> Option<Vec<u8>> + Send + 'static,
+    ) -> UdpServer {
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let sock = std::net::UdpSocket::bind((ip, 53)).unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            tx.send(()).unwrap();
             let mut buf = [0u8; 1500];
             while !flag.load(Ordering::SeqCst) {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                if let Some(q) = dns::parse_query(&buf[..n]) {
-                    let ips = if q.qtype == 1 { vec![answer] } else { vec![] };
-                    let _ = sock.send_to(&dns::answer(&buf[..n], &q, &ips, 0), peer);
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    if let Some(answer) = reply(&buf[..n], peer) {
+                        let _ = sock.send_to(&answer, peer);
+                    }
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        FakeDns {
+        UdpServer {
             stop,
             thread: Some(thread),
         }
     }
 }
 
-impl Drop for FakeDns {
+impl Drop for UdpServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// A DNS server in the fake internet answering every A query with `answer` (its socket made in
+/// that namespace); stops on drop.
+fn fake_dns(inet: &FakeInternet, answer: Ipv4Addr) -> UdpServer {
+    let ip = inet.ip;
+    let sock = in_netns(&format!("/run/netns/{}", inet.ns), move || {
+        std::net::UdpSocket::bind((ip, 53)).unwrap()
+    });
+    UdpServer::start(sock, move |query, _| {
+        let q = dns::parse_query(query)?;
+        let ips = if q.qtype == 1 { vec![answer] } else { vec![] };
+        Some(dns::answer(query, &q, &ips, 0))
+    })
+}
+
+/// `run --rm OPTS busybox wget -q -O - URL`.
+fn wget_run<'a>(opts: &[&'a str], url: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["run", "--rm"];
+    args.extend(opts);
+    args.extend(["busybox", "wget", "-q", "-O", "-", url]);
+    args
+}
+
+/// `url` fetched from inside the fake internet's namespace (retried for 20 s): the body,
+/// trimmed.
+fn wget_from_inet(inet: &FakeInternet, url: &str) -> Option<String> {
+    eventually(Duration::from_secs(20), || {
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", url,
+            ])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    })
 }
 
 fn lease_file(bridge: &str) -> PathBuf {
@@ -94,16 +126,7 @@ fn nothing_left(bridge: &str) {
 fn default_bridge_masquerades_to_the_fake_internet() {
     let t = NetStrata::new();
     let inet = FakeInternet::new();
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        &inet.url(),
-    ]);
+    let out = t.ok(&wget_run(&[], &inet.url()));
     assert_eq!(out, "fake internet\n");
     // The server saw the host's address on its link: the container's was masqueraded.
     let log = inet.log();
@@ -162,20 +185,8 @@ fn user_network_names_resolve_within_and_not_across() {
     args.extend_from_slice(&["busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
     t.ok(&args);
     let fetch = |net: &str, host: &str| {
-        t.s.run(&[
-            "run",
-            "--rm",
-            "--network",
-            net,
-            "--dns",
-            "127.0.0.1",
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{host}/"),
-        ])
+        let url = format!("http://{host}/");
+        t.s.run(&wget_run(&["--network", net, "--dns", "127.0.0.1"], &url))
     };
     let r = fetch("neta", "web");
     assert_eq!(r.stdout, INDEX_HTML, "{r:?}");
@@ -257,21 +268,9 @@ fn internal_network_has_no_way_out() {
     let inet = FakeInternet::new();
     t.create_network("closed", &["--internal"]);
     t.create_network("open", &[]);
+    let url = inet.url();
     let get = |net: &str| {
-        t.s.run(&[
-            "run",
-            "--rm",
-            "--network",
-            net,
-            "--dns",
-            "127.0.0.1",
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &inet.url(),
-        ])
+        t.s.run(&wget_run(&["--network", net, "--dns", "127.0.0.1"], &url))
     };
     let r = get("closed");
     assert_ne!(r.code, Some(0), "an internal network reached out: {r:?}");
@@ -318,22 +317,9 @@ fn publish_all_and_ipv6_ports_from_loopback() {
          && chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www",
     ]);
     let url = format!("http://{}:{port2}/cgi-bin/ip", inet.host_ip);
-    let got = eventually(Duration::from_secs(20), || {
-        let o = Command::new("ip")
-            .args([
-                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", &url,
-            ])
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-    });
+    let got = wget_from_inet(&inet, &url);
     // busybox httpd listens on IPv6 and shows IPv4 clients as [::ffff:a.b.c.d].
-    assert_eq!(
-        got.map(|s| s.trim().to_string()),
-        Some(format!("[::ffff:{}]", inet.ip))
-    );
+    assert_eq!(got, Some(format!("[::ffff:{}]", inet.ip)));
     let local = format!("http://127.0.0.1:{port2}/cgi-bin/ip");
     let out = Command::new("busybox")
         .args(["wget", "-q", "-O", "-", &local])
@@ -445,16 +431,7 @@ fn killed_supervisor_is_reclaimed_and_hand_deleted_parts_come_back() {
         "strata",
         &format!("{}_post", t.bridge),
     ]);
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        &inet.url(),
-    ]);
+    let out = t.ok(&wget_run(&[], &inet.url()));
     assert_eq!(out, "fake internet\n");
     assert!(link_index(&t.bridge).is_some() && chains_of(&t.bridge));
     // k2's veth was put back on the re-created bridge.
@@ -534,37 +511,16 @@ fn embedded_dns_forwards_other_names_upstream() {
     // internet's DNS) from the container's namespace, through the NAT.
     let t = NetStrata::new();
     let inet = FakeInternet::new();
-    let _dns = FakeDns::start(&inet, inet.ip);
+    let _dns = fake_dns(&inet, inet.ip);
     t.create_network("tut", &[]);
     let ns = inet.ip.to_string();
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "tut",
-        "--dns",
-        &ns,
-        "busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
+    let out = t.ok(&wget_run(
+        &["--network", "tut", "--dns", &ns],
         "http://mirror.example/",
-    ]);
+    ));
     assert_eq!(out, "fake internet\n");
     // On the default bridge, --dns goes to resolv.conf directly.
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--dns",
-        &ns,
-        "busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        "http://mirror.example/",
-    ]);
+    let out = t.ok(&wget_run(&["--dns", &ns], "http://mirror.example/"));
     assert_eq!(out, "fake internet\n");
 }
 
@@ -623,41 +579,12 @@ fn in_netns<T: Send + 'static>(ns_path: &str, f: impl FnOnce() -> T + Send + 'st
 
 /// A UDP echo server on port 53 inside a container's namespace (answering `<peer ip> says
 /// <text>`); stops on drop.
-struct UdpEcho {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl UdpEcho {
-    fn start(ns_path: &str) -> UdpEcho {
-        let sock = in_netns(ns_path, || std::net::UdpSocket::bind("0.0.0.0:53").unwrap());
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !flag.load(Ordering::SeqCst) {
-                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    let _ = sock.send_to(format!("{} says {text}", peer.ip()).as_bytes(), peer);
-                }
-            }
-        });
-        UdpEcho {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn udp_echo(ns_path: &str) -> UdpServer {
+    let sock = in_netns(ns_path, || std::net::UdpSocket::bind("0.0.0.0:53").unwrap());
+    UdpServer::start(sock, |text, peer| {
+        let text = String::from_utf8_lossy(text);
+        Some(format!("{} says {text}", peer.ip()).into_bytes())
+    })
 }
 
 /// Send `text` to `to` from a socket bound to `from`; the answer, if one comes in 2 s.
@@ -687,7 +614,7 @@ fn udp_ports_by_proxy_and_dnat() {
         "300",
     ]);
     let pid = t.ok(&["inspect", "-f", "{{.State.Pid}}", "udp1"]);
-    let _echo = UdpEcho::start(&format!("/proc/{}/ns/net", pid.trim()));
+    let _echo = udp_echo(&format!("/proc/{}/ns/net", pid.trim()));
     assert_eq!(
         t.ok(&["port", "udp1"]),
         format!("53/udp -> 0.0.0.0:{hp}\n53/udp -> [::]:{hp}\n")
@@ -967,17 +894,7 @@ fn ipv6_networks_addresses_routes_and_dnat() {
         "nodad",
     ]);
     let url = format!("http://[{host6}]:{port}/cgi-bin/ip");
-    let got = eventually(Duration::from_secs(20), || {
-        let o = Command::new("ip")
-            .args([
-                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", &url,
-            ])
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    });
+    let got = wget_from_inet(&inet, &url);
     assert_eq!(got, Some(format!("[{far6}]")));
     let br6 = t.inspect_network(
         "six",
