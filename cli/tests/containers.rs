@@ -5,24 +5,11 @@ mod containers_common;
 
 use std::time::Duration;
 
-use containers_common::{default_driver, install_busybox, setup};
+use containers_common::{default_driver, install_busybox, ps_status, setup};
 use strata_testkit::container::{
     abort_fuse_under, eventually, free_port, http_get, mounts_under, Strata,
 };
 use strata_testkit::fixtures::INDEX_HTML;
-
-fn state_of(s: &Strata, name: &str) -> String {
-    s.ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("name={name}"),
-        "--format",
-        "{{.Status}}",
-    ])
-    .trim()
-    .to_string()
-}
 
 #[test]
 fn run_exit_codes_and_output() {
@@ -147,7 +134,7 @@ fn detached_logs_follow_and_stop() {
     ]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "{id}");
-    assert!(state_of(&s, "talker").starts_with("Up "));
+    assert!(ps_status(&s, "talker", true).starts_with("Up "));
     let mut follow = s.command(&["logs", "-f", "talker"]);
     follow
         .stdout(std::process::Stdio::piped())
@@ -189,9 +176,9 @@ fn detached_logs_follow_and_stop() {
         "logs -f follows until the container exits"
     );
     assert!(
-        state_of(&s, "talker").starts_with("Exited (0) "),
+        ps_status(&s, "talker", true).starts_with("Exited (0) "),
         "{}",
-        state_of(&s, "talker")
+        ps_status(&s, "talker", true)
     );
     assert_eq!(s.ok(&["wait", "talker"]), "0\n");
     assert!(mounts_under(s.root_path()).is_empty());
@@ -482,9 +469,9 @@ fn fault_supervisor_killed() {
     });
     assert!(gone.is_some());
     assert!(
-        state_of(&s, "victim").starts_with("Exited (137)"),
+        ps_status(&s, "victim", true).starts_with("Exited (137)"),
         "{}",
-        state_of(&s, "victim")
+        ps_status(&s, "victim", true)
     );
     assert!(
         !std::path::Path::new(&format!("/proc/{init}/cmdline")).exists()
@@ -506,7 +493,7 @@ fn fault_immediate_exit_and_killed_cli() {
         "run", "-d", "--name", "quick", "busybox", "sh", "-c", "exit 5",
     ]);
     assert_eq!(s.ok(&["wait", "quick"]), "5\n");
-    assert!(state_of(&s, "quick").starts_with("Exited (5)"));
+    assert!(ps_status(&s, "quick", true).starts_with("Exited (5)"));
     assert!(mounts_under(s.root_path()).is_empty());
     // Kill the CLI at various points of `run -d`: any mount left must belong to a listed
     // container, and removing every listed container must leave no mount.

@@ -269,3 +269,25 @@ pub fn write_oci_index_layout(
     write_layout(dir, tag, "application/vnd.oci.image.index.v1+json", &idx);
     sha256(&idx)
 }
+
+/// The blob `digest` of the OCI image layout at `layout`.
+pub fn oci_blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.trim_start_matches("sha256:");
+    oci_blob_file(layout, &format!("blobs/sha256/{hex}"))
+}
+
+/// The manifest of the first image the OCI image layout at `layout` lists.
+pub fn oci_manifest(layout: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&oci_blob_file(layout, "index.json")).expect("index.json is JSON");
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("a manifest in index.json");
+    serde_json::from_slice(&oci_blob(layout, digest)).expect("the manifest is JSON")
+}
+
+/// The file `name` of a layout (panics with its path if it cannot be read).
+fn oci_blob_file(layout: &Path, name: &str) -> Vec<u8> {
+    let path = layout.join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
