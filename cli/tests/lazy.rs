@@ -242,6 +242,15 @@ fn quiet_run(env: &Env, args: &[&str]) -> (i32, String, String) {
     env.run_with(args, &[("STRATA_LAZY_QUIET_MS", "600000")])
 }
 
+/// `run --rm <name> sh -c <script>` (background fetch held back) succeeds and prints `want` as
+/// its first word.
+#[track_caller]
+fn assert_quiet_sh_prints(env: &Env, name: &str, script: &str, want: &str) {
+    let (code, out, err) = quiet_run(env, &["run", "--rm", name, "sh", "-c", script]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.split_whitespace().next(), Some(want), "{err}");
+}
+
 /// `run -d <name> sleep 120` with the background fetch starting after `quiet_ms` without
 /// demand fetches; the container's ID.
 fn detached(env: &Env, name: &str, quiet_ms: &str) -> String {
@@ -950,15 +959,7 @@ fn lazy_read_of_one_block_fetches_only_its_chunks() {
     let before = proxy.blob_bytes_served();
     // A block in the middle of the third chunk.
     let block = (2 * CHUNK + CHUNK / 2) / 4096;
-    let (code, out, err) = quiet_run(
-        &env,
-        &["run", "--rm", &name, "sh", "-c", &block_sum_cmd(block)],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        out.split_whitespace().next(),
-        Some(block_sum(block).as_str())
-    );
+    assert_quiet_sh_prints(&env, &name, &block_sum_cmd(block), &block_sum(block));
     let fetched = proxy.blob_bytes_served() - before;
     eprintln!("one 4 KiB block of a {HUGE}-byte lazy file fetched {fetched} bytes");
     assert!(fetched > 0, "nothing fetched for the block");
@@ -988,16 +989,7 @@ fn lazy_tampered_chunk_fails_only_its_own_reads() {
     flip_blob_byte(&reg, &img.layers[1].digest, 3 * CHUNK + CHUNK / 2);
     // Blocks in the second and the sixth chunk read right.
     for block in [(CHUNK + CHUNK / 2) / 4096, (5 * CHUNK + CHUNK / 2) / 4096] {
-        let (code, out, err) = quiet_run(
-            &env,
-            &["run", "--rm", &name, "sh", "-c", &block_sum_cmd(block)],
-        );
-        assert_eq!(code, 0, "{err}");
-        assert_eq!(
-            out.split_whitespace().next(),
-            Some(block_sum(block).as_str()),
-            "{err}"
-        );
+        assert_quiet_sh_prints(&env, &name, &block_sum_cmd(block), &block_sum(block));
     }
     // A block of the tampered chunk: EIO, and a line in the container's log.
     let block = (3 * CHUNK + CHUNK / 2) / 4096;
@@ -1161,39 +1153,17 @@ fn lazy_restart_keeps_the_chunks_already_written() {
     let (_reg, img, proxy, env, name) = chunky_setup();
     let _c = Cleanup(&env);
     let at = 2 * MIB + MIB / 2;
-    let (code, out, err) = quiet_run(
-        &env,
-        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(at)],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(out.split_whitespace().next(), Some(chunky_sum(at).as_str()));
+    assert_quiet_sh_prints(&env, &name, &chunky_sum_cmd(at), &chunky_sum(at));
     // The next supervisor (a new run) starts from what the first one recorded: the chunk it
     // verified and wrote is neither fetched nor decoded from the local blob again — the local
     // blob could be zeros now and the read would still be right.
     zero_local_blob(&env, &img, 1);
     let before = proxy.blob_bytes_served();
-    let (code, out, err) = quiet_run(
-        &env,
-        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(at)],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        out.split_whitespace().next(),
-        Some(chunky_sum(at).as_str()),
-        "{err}"
-    );
+    assert_quiet_sh_prints(&env, &name, &chunky_sum_cmd(at), &chunky_sum(at));
     assert_eq!(proxy.blob_bytes_served(), before);
     // A chunk not fetched yet is fetched and read right.
     let other = 6 * MIB + MIB / 2;
-    let (code, out, err) = quiet_run(
-        &env,
-        &["run", "--rm", &name, "sh", "-c", &chunky_sum_cmd(other)],
-    );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(
-        out.split_whitespace().next(),
-        Some(chunky_sum(other).as_str())
-    );
+    assert_quiet_sh_prints(&env, &name, &chunky_sum_cmd(other), &chunky_sum(other));
     let fetched = proxy.blob_bytes_served() - before;
     assert!(fetched > 0 && fetched < 2 * MIB as u64, "{fetched}");
 }

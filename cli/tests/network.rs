@@ -82,12 +82,18 @@ fn fake_dns(inet: &FakeInternet, answer: Ipv4Addr) -> UdpServer {
     })
 }
 
-/// `run --rm OPTS busybox wget -q -O - URL`.
-fn wget_run<'a>(opts: &[&'a str], url: &'a str) -> Vec<&'a str> {
+/// `run --rm OPTS busybox CMD`.
+fn busybox_rm<'a>(opts: &[&'a str], cmd: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["run", "--rm"];
     args.extend(opts);
-    args.extend(["busybox", "wget", "-q", "-O", "-", url]);
+    args.push("busybox");
+    args.extend(cmd);
     args
+}
+
+/// `run --rm OPTS busybox wget -q -O - URL`.
+fn wget_run<'a>(opts: &[&'a str], url: &'a str) -> Vec<&'a str> {
+    busybox_rm(opts, &["wget", "-q", "-O", "-", url])
 }
 
 /// `url` fetched from inside the fake internet's namespace (retried for 20 s): the body,
@@ -448,52 +454,39 @@ fn flags_hostname_add_host_dns_mac_ip() {
     let subnet = t.inspect_network("fixed", "{{range .IPAM.Config}}{{.Subnet}}{{end}}");
     let net: Ipv4Net = subnet.parse().unwrap();
     let want = net.nth(77).unwrap().to_string();
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "fixed",
-        "--ip",
-        &want,
-        "--mac-address",
-        "92:d0:c6:0a:29:33",
-        "--hostname",
-        "box",
-        "--add-host",
-        "db.local:10.1.2.3",
-        "--dns",
-        "127.0.0.1",
-        "busybox",
-        "sh",
-        "-c",
-        "hostname; ip addr show eth0; cat /etc/hosts",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &[
+            "--network",
+            "fixed",
+            "--ip",
+            &want,
+            "--mac-address",
+            "92:d0:c6:0a:29:33",
+            "--hostname",
+            "box",
+            "--add-host",
+            "db.local:10.1.2.3",
+            "--dns",
+            "127.0.0.1",
+        ],
+        &["sh", "-c", "hostname; ip addr show eth0; cat /etc/hosts"],
+    ));
     assert!(out.starts_with("box\n"), "{out}");
     assert!(out.contains(&format!("inet {want}/24")), "{out}");
     assert!(out.contains("92:d0:c6:0a:29:33"), "{out}");
     assert!(out.contains("10.1.2.3\tdb.local"), "{out}");
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--dns",
-        "127.0.0.9",
-        "busybox",
-        "cat",
-        "/etc/resolv.conf",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--dns", "127.0.0.9"],
+        &["cat", "/etc/resolv.conf"],
+    ));
     assert!(out.contains("nameserver 127.0.0.9"), "{out}");
     // container:NAME shares the other's namespace.
     t.ok(&["run", "-d", "--name", "base", "busybox", "sleep", "300"]);
     let ip = t.ip_of("base", "bridge");
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "container:base",
-        "busybox",
-        "ip",
-        "addr",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--network", "container:base"],
+        &["ip", "addr"],
+    ));
     assert!(out.contains(&format!("inet {ip}/")), "{out}");
     let r =
         t.s.run(&["run", "--rm", "--network", "nosuchnet", "busybox", "true"]);
@@ -735,31 +728,13 @@ fn legacy_links_are_hosts_entries() {
     let ip = t.ip_of("web", "bridge");
     let id = t.ok(&["inspect", "-f", "{{.Id}}", "web"]);
     let short = &id.trim()[..12];
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--name",
-        "client",
-        "--link",
-        "web:db",
-        "--dns",
-        "127.0.0.1",
-        "busybox",
-        "sh",
-        "-c",
-        "cat /etc/hosts; wget -q -O- http://db/",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--name", "client", "--link", "web:db", "--dns", "127.0.0.1"],
+        &["sh", "-c", "cat /etc/hosts; wget -q -O- http://db/"],
+    ));
     assert!(out.contains(&format!("\n{ip}\tdb {short} web\n")), "{out}");
     assert!(out.ends_with(INDEX_HTML), "{out}");
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--link",
-        "web",
-        "busybox",
-        "cat",
-        "/etc/hosts",
-    ]);
+    let out = t.ok(&busybox_rm(&["--link", "web"], &["cat", "/etc/hosts"]));
     assert!(out.contains(&format!("\n{ip}\tweb {short}\n")), "{out}");
     let r =
         t.s.run(&["run", "--rm", "--link", "nosuch:x", "busybox", "true"]);
@@ -816,37 +791,24 @@ fn ipv6_networks_addresses_routes_and_dnat() {
     let ip6 = format!("{prefix}2");
     assert_eq!(got.trim(), format!("{ip6}/64 {prefix}1"));
     // Container to container over IPv6, and the container's IPv6 default route.
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "six",
-        "--dns",
-        "127.0.0.1",
-        "busybox",
-        "sh",
-        "-c",
-        &format!("ip -6 route; wget -q -O - http://[{ip6}]/index.html"),
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--network", "six", "--dns", "127.0.0.1"],
+        &[
+            "sh",
+            "-c",
+            &format!("ip -6 route; wget -q -O - http://[{ip6}]/index.html"),
+        ],
+    ));
     assert!(
         out.contains(&format!("default via {prefix}1 dev eth0")),
         "{out}"
     );
     assert!(out.ends_with(INDEX_HTML), "{out}");
     // The embedded DNS answers AAAA with it.
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "six",
-        "--dns",
-        "127.0.0.1",
-        "busybox",
-        "busybox",
-        "nslookup",
-        "-type=AAAA",
-        "web6",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--network", "six", "--dns", "127.0.0.1"],
+        &["busybox", "nslookup", "-type=AAAA", "web6"],
+    ));
     assert!(out.contains(&format!("Address: {ip6}")), "{out}");
     // The host reaches it on the bridge.
     let got = eventually(Duration::from_secs(20), || http_get(&ip6, 80, "/").ok());
@@ -927,18 +889,10 @@ fn default_bridge_gets_ipv6_when_configured() {
         t.ok(&["inspect", "-f", f, "v6a"]).trim(),
         format!("{prefix}2 {prefix}1")
     );
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "ping",
-        "-6",
-        "-c",
-        "1",
-        "-W",
-        "5",
-        &format!("{prefix}2"),
-    ]);
+    let out = t.ok(&busybox_rm(
+        &[],
+        &["ping", "-6", "-c", "1", "-W", "5", &format!("{prefix}2")],
+    ));
     assert!(out.contains("1 packets received"), "{out}");
     t.ok(&["rm", "-f", "v6a"]);
     nothing_left(&t.bridge);
