@@ -108,6 +108,12 @@ fn assert_no_sys_admin(line: &str, r: &Run) {
     );
 }
 
+/// A script for the outer container: load the inner image, `strata run --rm --network host` of
+/// it with `cmd` (a shell word list), then `exit <status>`.
+fn inner_run(cmd: &str) -> String {
+    format!("strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest {cmd}; echo \"exit $?\"")
+}
+
 fn images() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("strata-nested-")
@@ -197,7 +203,7 @@ fn outer_container_without_the_grants_cannot_run_strata() {
     let s = setup("fuse");
     let img = images();
     let seccomp = profile_opt(img.path());
-    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"";
+    let script = &inner_run("true");
     // Without CAP_SYS_ADMIN: strata takes the rootless path, and Docker's profile (plus
     // pivot_root) refuses it a user namespace (see `only_dev_fuse_needs_each_grant`).
     let r = outer(
@@ -339,7 +345,7 @@ echo done
 fn only_dev_fuse_needs_each_grant() {
     let s = setup("fuse");
     let img = images();
-    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"";
+    let script = &inner_run("true");
     let confined = |what: &str| {
         format!("Error: cannot set up a user namespace for root without CAP_SYS_ADMIN: {what}: Operation not permitted (os error 1) (a container's seccomp profile must allow unshare, setns, mount, umount2, pivot_root and clone)\n")
     };
@@ -394,8 +400,10 @@ fn only_dev_fuse_needs_each_grant() {
 /// alone (gids keep the wide map: CAP_SETGID is still there), and busybox still runs and writes.
 #[test]
 fn only_dev_fuse_without_setuid_maps_root_alone() {
-    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest sh -c 'cat /proc/self/uid_map /proc/self/gid_map; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'; echo \"exit $?\"";
-    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", "SETUID"], script);
+    let script = inner_run(
+        "sh -c 'cat /proc/self/uid_map /proc/self/gid_map; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'",
+    );
+    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", "SETUID"], &script);
     assert_eq!(
         lines,
         [
@@ -498,16 +506,9 @@ impl Podman {
     /// `podman run --rm` of the outer container with `flags`, running `script` under `sh -c`.
     fn run(&self, img_dir: &Path, flags: &[&str], script: &str) -> Run {
         let mut c = self.command();
-        // Podman's default rlimits for root (1048576 open files) are above what a test run may
-        // raise to; these are the ones `benches/cli-compare` gives podman too.
         c.args(["run", "--rm", "--network", "none", "--cgroup-parent"])
             .arg(format!("/{}", self.cgroup()))
-            .args([
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=4096:4096",
-            ]);
+            .args(strata_testkit::podman::ULIMITS);
         for v in binds(img_dir) {
             c.args(["-v", &v]);
         }
@@ -655,11 +656,7 @@ fn strata_in_a_podman_container_given_only_dev_fuse() {
     assert_eq!(r.stderr, "", "{r:?}");
 
     // Without the unmask: podman's masked /proc.
-    let r = podman.run(
-        img.path(),
-        &["--device", "/dev/fuse"],
-        "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest true; echo \"exit $?\"",
-    );
+    let r = podman.run(img.path(), &["--device", "/dev/fuse"], &inner_run("true"));
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.stdout, "exit 125\n", "{r:?}");
     assert_eq!(
@@ -746,8 +743,10 @@ fn cap_drop_setgid_container_starts_as_in_docker() {
 /// groups alone, and devpts goes without `gid=5` (no such group in the namespace).
 #[test]
 fn only_dev_fuse_without_setgid_maps_gid_0_alone() {
-    let script = "strata load -i /img/inner.tar >/dev/null && strata run --rm --network host inner:latest sh -c 'cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; id; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'; echo \"exit $?\"";
-    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", "SETGID"], script);
+    let script = inner_run(
+        "sh -c 'cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; id; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'",
+    );
+    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", "SETGID"], &script);
     assert_eq!(
         lines,
         [

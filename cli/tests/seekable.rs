@@ -8,7 +8,7 @@ use std::path::Path;
 
 use registry_common::*;
 use strata_runtime::seekable::{self, estargz};
-use strata_testkit::podman::podman;
+use strata_testkit::podman::{podman, run_args};
 use strata_testkit::registry::images;
 use strata_testkit::registry::{skopeo_copy, Registry};
 
@@ -90,22 +90,7 @@ fn assert_skopeo_copies(reference: &str, dir: &Path) {
 fn assert_podman_runs(reference: &str, dir: &Path, expect: &str) {
     let o = podman(dir, &["pull", "--tls-verify=false", reference]);
     assert!(o.status.success(), "podman pull: {o:?}");
-    let o = podman(
-        dir,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=4096:4096",
-            reference,
-            "cat",
-            "/etc/greeting",
-        ],
-    );
+    let o = podman(dir, &run_args(reference, &["cat", "/etc/greeting"]));
     assert!(o.status.success(), "podman run: {o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), expect);
 }
@@ -456,20 +441,10 @@ fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
             partial, 3,
             "{compression}: every layer pulled through its TOC: {log}"
         );
-        let o = podman(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=4096:4096",
+        let o = podman(&run_args(
             &target,
-            "sh",
-            "-c",
-            "cat /etc/greeting; busybox sha256sum /etc/big",
-        ]);
+            &["sh", "-c", "cat /etc/greeting; busybox sha256sum /etc/big"],
+        ));
         assert!(o.status.success(), "podman run {compression}: {o:?}");
         assert_eq!(
             String::from_utf8_lossy(&o.stdout),
