@@ -265,14 +265,8 @@ fn detached(env: &Env, name: &str, quiet_ms: &str) -> String {
 /// Run strata with Docker Hub out of reach (any attempt goes to a closed loopback proxy) and
 /// the background fetch held back.
 fn hub_closed_run(env: &Env, args: &[&str]) -> (i32, String, String) {
-    env.run_with(
-        args,
-        &[
-            ("HTTPS_PROXY", "http://127.0.0.1:9"),
-            ("https_proxy", "http://127.0.0.1:9"),
-            ("STRATA_LAZY_QUIET_MS", "600000"),
-        ],
-    )
+    let [a, b] = HUB_CLOSED;
+    env.run_with(args, &[a, b, ("STRATA_LAZY_QUIET_MS", "600000")])
 }
 
 /// A registry holding `img` as `<repo>:latest`, a counting proxy in front of it, and a new env
@@ -896,14 +890,7 @@ fn lazy_pull_of_a_docker_hub_name_goes_through_the_registry_mirrors() {
     // A mirror that is down first (skipped), then the loopback registry (behind the counting
     // proxy) as the mirror.
     let dead = strata_testkit::registry::free_port();
-    std::fs::write(
-        env.dir.path().join("daemon.json"),
-        format!(
-            r#"{{"registry-mirrors": ["http://127.0.0.1:{dead}", "http://{}/"]}}"#,
-            proxy.addr()
-        ),
-    )
-    .unwrap();
+    env.set_mirrors(&[&format!("127.0.0.1:{dead}"), &proxy.addr()]);
     // Docker Hub itself must never be asked.
     let (code, out, err) = hub_closed_run(&env, &["pull", "--lazy", "lazyhub"]);
     assert_eq!(code, 0, "{err}");
@@ -1177,11 +1164,7 @@ fn lazy_reads_fall_back_from_a_vanished_mirror_to_the_image_registry() {
     let origin = Proxy::start(&reg.addr(), Mode::Pass);
     let env = Env::new();
     let _c = Cleanup(&env);
-    std::fs::write(
-        env.dir.path().join("daemon.json"),
-        format!(r#"{{"registry-mirrors": ["http://{}/"]}}"#, mirror.addr()),
-    )
-    .unwrap();
+    env.set_mirrors(&[&mirror.addr()]);
     // Docker Hub itself is never asked.
     let cmd = |args: &[&str]| hub_closed_run(&env, args);
     let (code, _, err) = cmd(&["pull", "--lazy", "lazyhub"]);

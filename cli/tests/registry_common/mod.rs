@@ -36,6 +36,13 @@ pub fn push_layout(reg: &Registry, dir: &Path, tag: &str, repo_tag: &str, extra:
     );
 }
 
+/// Environment variables that keep Docker Hub itself out of a test's reach: any attempt goes
+/// to a closed loopback proxy.
+pub const HUB_CLOSED: [(&str, &str); 2] = [
+    ("HTTPS_PROXY", "http://127.0.0.1:9"),
+    ("https_proxy", "http://127.0.0.1:9"),
+];
+
 /// A private world for one test: `--root`/`--runroot` temp dirs and a HOME whose
 /// `.docker/config.json` and `REGISTRY_AUTH_FILE` live in a temp dir.
 pub struct Env {
@@ -97,6 +104,14 @@ impl Env {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn strata")
+    }
+
+    /// `daemon.json` naming `mirrors` (addresses, `http://ADDR/` each) as registry mirrors, in
+    /// that order.
+    pub fn set_mirrors(&self, mirrors: &[&str]) {
+        let urls: Vec<String> = mirrors.iter().map(|m| format!("http://{m}/")).collect();
+        let json = serde_json::json!({ "registry-mirrors": urls });
+        std::fs::write(self.dir.path().join("daemon.json"), json.to_string()).unwrap();
     }
 
     /// [`Env::run`] with extra environment variables.
