@@ -5,7 +5,7 @@ mod containers_common;
 
 use std::time::Duration;
 
-use containers_common::{default_driver, install_busybox, ps_status, setup};
+use containers_common::{busybox_rm, default_driver, install_busybox, ps_status, setup};
 use strata_testkit::container::{
     abort_fuse_under, eventually, free_port, http_get, mounts_under, Strata,
 };
@@ -14,14 +14,10 @@ use strata_testkit::fixtures::INDEX_HTML;
 #[test]
 fn run_exit_codes_and_output() {
     let s = setup(&default_driver());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "echo hello; echo err >&2; exit 3",
-    ]);
+    let r = s.run(&busybox_rm(
+        &[],
+        &["sh", "-c", "echo hello; echo err >&2; exit 3"],
+    ));
     assert_eq!(r.code, Some(3), "{r:?}");
     assert_eq!(r.stdout, "hello\n");
     assert_eq!(r.stderr, "err\n");
@@ -93,28 +89,22 @@ fn env_user_workdir_from_image_and_flags() {
 #[test]
 fn nobody_gets_permission_errors() {
     let s = setup(&default_driver());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "-u",
-        "nobody",
-        "busybox",
-        "sh",
-        "-c",
-        "ls /root; touch /etc/x; echo ok > /tmp/ok && cat /tmp/ok",
-    ]);
+    let r = s.run(&busybox_rm(
+        &["-u", "nobody"],
+        &[
+            "sh",
+            "-c",
+            "ls /root; touch /etc/x; echo ok > /tmp/ok && cat /tmp/ok",
+        ],
+    ));
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stderr.contains("Permission denied"), "{r:?}");
     assert_eq!(r.stdout, "ok\n");
     // Root in the container keeps Docker's default capabilities only.
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "grep CapEff /proc/self/status; hostname foo",
-    ]);
+    let r = s.run(&busybox_rm(
+        &[],
+        &["sh", "-c", "grep CapEff /proc/self/status; hostname foo"],
+    ));
     assert!(r.stdout.contains("00000000a80425fb"), "{r:?}");
     assert_ne!(r.code, Some(0), "sethostname needs CAP_SYS_ADMIN: {r:?}");
 }
@@ -586,16 +576,14 @@ fn image_stop_signal_and_resource_limits() {
 fn network_modes() {
     let s = setup(&default_driver());
     let ifaces = |net: &str| {
-        s.ok(&[
-            "run",
-            "--rm",
-            "--network",
-            net,
-            "busybox",
-            "sh",
-            "-c",
-            "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
-        ])
+        s.ok(&busybox_rm(
+            &["--network", net],
+            &[
+                "sh",
+                "-c",
+                "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+            ],
+        ))
     };
     assert_eq!(ifaces("private"), "lo\n");
     assert_eq!(ifaces("none"), "lo\n");
@@ -625,25 +613,16 @@ fn network_modes() {
         "{seen:?}"
     );
     // Loopback works inside a private namespace: a server and a client in one container.
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "httpd -p 127.0.0.1:8080 -h /www; wget -q -O - http://127.0.0.1:8080/",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "httpd -p 127.0.0.1:8080 -h /www; wget -q -O - http://127.0.0.1:8080/",
+        ],
+    ));
     assert_eq!(out, INDEX_HTML);
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-p",
-        "80",
-        "busybox",
-        "true",
-    ]);
+    let r = s.run(&busybox_rm(&["--network", "none", "-p", "80"], &["true"]));
     assert_eq!(r.code, Some(125));
     assert!(r.stderr.contains("conflicting options"), "{r:?}");
 }
@@ -683,43 +662,27 @@ fn bind_volumes() {
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("in"), "from host\n").unwrap();
     let rw = format!("{}:/data", host.path().display());
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &rw,
-        "busybox",
-        "sh",
-        "-c",
-        "cat /data/in; echo from ctr > /data/out",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &["-v", &rw],
+        &["sh", "-c", "cat /data/in; echo from ctr > /data/out"],
+    ));
     assert_eq!(out, "from host\n");
     assert_eq!(
         std::fs::read_to_string(host.path().join("out")).unwrap(),
         "from ctr\n"
     );
     let ro = format!("{}:/data:ro", host.path().display());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "-v",
-        &ro,
-        "busybox",
-        "sh",
-        "-c",
-        "cat /data/in; echo x > /data/nope",
-    ]);
+    let r = s.run(&busybox_rm(
+        &["-v", &ro],
+        &["sh", "-c", "cat /data/in; echo x > /data/nope"],
+    ));
     assert_ne!(r.code, Some(0));
     assert!(r.stderr.contains("Read-only file system"), "{r:?}");
     assert!(!host.path().join("nope").exists());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "-v",
-        "/nonexistent-strata-src:/x",
-        "busybox",
-        "true",
-    ]);
+    let r = s.run(&busybox_rm(
+        &["-v", "/nonexistent-strata-src:/x"],
+        &["true"],
+    ));
     assert_eq!(r.code, Some(125), "{r:?}");
     assert!(
         r.stderr.contains("bind source path does not exist"),

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use containers_common::busybox_rm;
 use network_common::{
     chains_of, debian_mirror, import_debian, sh, sh_ok, sources_list, FakeInternet, NetStrata,
 };
@@ -80,15 +81,6 @@ fn fake_dns(inet: &FakeInternet, answer: Ipv4Addr) -> UdpServer {
         let ips = if q.qtype == 1 { vec![answer] } else { vec![] };
         Some(dns::answer(query, &q, &ips, 0))
     })
-}
-
-/// `run --rm OPTS busybox CMD`.
-fn busybox_rm<'a>(opts: &[&'a str], cmd: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["run", "--rm"];
-    args.extend(opts);
-    args.push("busybox");
-    args.extend(cmd);
-    args
 }
 
 /// `run --rm OPTS busybox wget -q -O - URL`.
@@ -1032,20 +1024,11 @@ fn ip6_fixed_addresses_on_ipv6_networks() {
     };
     let no_subnet = "user specified IP address is supported only when connecting to networks with user configured subnets";
     refused(
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "fix6",
-            "--ip6",
-            &a6,
-            "busybox",
-            "true",
-        ],
+        &busybox_rm(&["--network", "fix6", "--ip6", &a6], &["true"]),
         &format!("Address already in use: {a6}"),
     );
     refused(
-        &["run", "--rm", "--network", "fix6", "--ip6", "fd00:dead::1", "busybox", "true"],
+        &busybox_rm(&["--network", "fix6", "--ip6", "fd00:dead::1"], &["true"]),
         &format!("invalid address fd00:dead::1: It does not belong to any of this network's subnets ({sub6})"),
     );
     refused(
@@ -1060,46 +1043,22 @@ fn ip6_fixed_addresses_on_ipv6_networks() {
         no_subnet,
     );
     refused(
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "auto6",
-            "--ip6",
-            &format!("{p}99"),
-            "busybox",
-            "true",
-        ],
+        &busybox_rm(
+            &["--network", "auto6", "--ip6", &format!("{p}99")],
+            &["true"],
+        ),
         no_subnet,
     );
     refused(
-        &["run", "--rm", "--ip6", &format!("{p}99"), "busybox", "true"],
+        &busybox_rm(&["--ip6", &format!("{p}99")], &["true"]),
         no_subnet,
     );
     refused(
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "fix6",
-            "--ip6",
-            "nope",
-            "busybox",
-            "true",
-        ],
+        &busybox_rm(&["--network", "fix6", "--ip6", "nope"], &["true"]),
         "invalid argument \"nope\" for \"--ip6\" flag: invalid IP address: nope",
     );
     refused(
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "fix6",
-            "--ip6",
-            "10.1.2.3",
-            "busybox",
-            "true",
-        ],
+        &busybox_rm(&["--network", "fix6", "--ip6", "10.1.2.3"], &["true"]),
         "invalid IPv6 address: 10.1.2.3",
     );
     let r =

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
-use containers_common::{default_driver, ps_status, setup};
+use containers_common::{busybox_rm, default_driver, ps_status, setup};
 use strata_testkit::container::{eventually, mounts_under};
 
 fn tar_names(data: &[u8]) -> Vec<String> {
@@ -554,27 +554,21 @@ fn restart_policies() {
 #[test]
 fn init_reaps_and_forwards_signals() {
     let s = setup(&default_driver());
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "--init",
-        "busybox",
-        "sh",
-        "-c",
-        "echo $$; cat /proc/1/cmdline | tr '\\0' ' '",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &["--init"],
+        &["sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '"],
+    ));
     let mut lines = out.lines();
     assert_ne!(lines.next(), Some("1"), "the command is not pid 1: {out}");
     // Orphans are reaped: a grandchild whose parent exited leaves no zombie.
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "--init",
-        "busybox",
-        "sh",
-        "-c",
-        "(sleep 0.2 &); sleep 1; ps -o stat | grep -c '^Z' || true",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &["--init"],
+        &[
+            "sh",
+            "-c",
+            "(sleep 0.2 &); sleep 1; ps -o stat | grep -c '^Z' || true",
+        ],
+    ));
     assert_eq!(out.trim(), "0", "{out}");
     // Exit code and signal forwarding.
     let r = s.run(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 7"]);
@@ -588,14 +582,6 @@ fn init_reaps_and_forwards_signals() {
             .trim(),
         "143"
     );
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "--init",
-        "--runtime",
-        "runc",
-        "busybox",
-        "true",
-    ]);
+    let r = s.run(&busybox_rm(&["--init", "--runtime", "runc"], &["true"]));
     assert_eq!(r.code, Some(125));
 }

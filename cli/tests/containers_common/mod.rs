@@ -70,3 +70,12 @@ pub fn ps_status(s: &Strata, name: &str, all: bool) -> String {
     args.extend(["--filter", &filter, "--format", "{{.Status}}"]);
     s.ok(&args).trim().to_string()
 }
+
+/// The arguments of `run --rm OPTS busybox CMD`.
+pub fn busybox_rm<'a>(opts: &[&'a str], cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "--rm"];
+    args.extend(opts);
+    args.push("busybox");
+    args.extend(cmd);
+    args
+}
