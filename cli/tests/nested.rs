@@ -297,45 +297,21 @@ fn only_dev_fuse_outer(extra: &[&str], script: &str) -> (Vec<String>, Run) {
 /// paths are mounted over files of the outer /proc).
 #[test]
 fn strata_in_a_container_given_only_dev_fuse() {
-    let script = r#"
-R="--network host"
-grep CapEff /proc/self/status
-strata load -i /img/inner.tar
-strata run --rm $R --hostname inner-h inner:latest sh -c 'cat /etc/motd; cat /proc/self/uid_map; id -u; hostname'
-strata run --name w1 $R inner:latest sh -c 'echo hi > /etc/new; rm /etc/motd; rm -r /www; mkdir /www; echo new > /www/n'
-strata diff w1 | sort
-strata commit w1 inner:2 >/dev/null && echo committed
-strata run --rm $R inner:2 sh -c 'cat /etc/new; ls /etc/motd 2>&1; ls /www'
-strata rm w1
-strata run -d --name bg --hostname bgh $R inner:latest sleep 300 >/dev/null
-strata exec bg sh -c 'echo exec; hostname'
-strata rm -f bg
-echo done
-"#;
-    let (lines, r) = only_dev_fuse_outer(&[], script);
+    let script = format!(
+        "grep CapEff /proc/self/status\n{}",
+        inner_session("cat /etc/motd; cat /proc/self/uid_map; id -u; hostname")
+    );
+    let (lines, r) = only_dev_fuse_outer(&[], &script);
     // No CAP_SYS_ADMIN (bit 21) in the outer container.
     assert_no_sys_admin(&lines[0], &r);
-    let expected = [
+    let head = [
         "Loaded image: inner:latest",
         "welcome to the strata busybox fixture",
         "0          0      65536",
         "0",
         "inner-h",
-        "A /etc/new",
-        "A /www/n",
-        "C /etc",
-        "D /etc/motd",
-        "D /www",
-        "committed",
-        "hi",
-        "ls: /etc/motd: No such file or directory",
-        "n",
-        "w1",
-        "exec",
-        "bgh",
-        "bg",
-        "done",
     ];
+    let expected = [&head[..], &SESSION_TAIL[..]].concat();
     assert_eq!(lines[1..], expected, "outer container: {r:?}");
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.stderr, "", "{r:?}");
@@ -400,21 +376,24 @@ fn only_dev_fuse_needs_each_grant() {
 /// alone (gids keep the wide map: CAP_SETGID is still there), and busybox still runs and writes.
 #[test]
 fn only_dev_fuse_without_setuid_maps_root_alone() {
-    let script = inner_run(
-        "sh -c 'cat /proc/self/uid_map /proc/self/gid_map; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'",
+    assert_without_cap_maps(
+        "SETUID",
+        "/proc/self/uid_map /proc/self/gid_map",
+        &["0          0          1", "0          0      65536"],
     );
-    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", "SETUID"], &script);
-    assert_eq!(
-        lines,
-        [
-            "0          0          1",
-            "0          0      65536",
-            "x",
-            "removed",
-            "exit 0"
-        ],
-        "{r:?}"
-    );
+}
+
+/// With only `/dev/fuse` and CAP_`cap` dropped, an inner container's `cat <show>` (`show`: the
+/// files, maybe followed by more commands) prints `want`, then it writes a file and removes an
+/// image file; nothing on stderr.
+fn assert_without_cap_maps(cap: &str, show: &str, want: &[&str]) {
+    let script = inner_run(&format!(
+        "sh -c 'cat {show}; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'"
+    ));
+    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", cap], &script);
+    let mut expected = want.to_vec();
+    expected.extend(["x", "removed", "exit 0"]);
+    assert_eq!(lines, expected, "{r:?}");
     assert_eq!(r.stderr, "", "{r:?}");
 }
 
@@ -544,12 +523,15 @@ impl Drop for Podman {
     }
 }
 
-/// The inner work of the podman tests: load, run (named), write/delete/opaque dir, diff,
-/// commit, run the committed image.
-const PODMAN_SCRIPT: &str = r#"
+/// The inner work of the only-`/dev/fuse` and podman tests: load, a first run (hostname
+/// `inner-h`) running `first` under `sh -c`, then write/delete/opaque dir, diff, commit, run the
+/// committed image, a detached container and `exec` in it; `echo done`.
+fn inner_session(first: &str) -> String {
+    format!(
+        r#"
 R="--network host"
 strata load -i /img/inner.tar
-strata run --rm $R --hostname inner-h inner:latest sh -c 'cat /etc/motd; hostname; id'
+strata run --rm $R --hostname inner-h inner:latest sh -c '{first}'
 strata run --name w1 $R inner:latest sh -c 'echo hi > /etc/new; rm /etc/motd; rm -r /www; mkdir /www; echo new > /www/n'
 strata diff w1 | sort
 strata commit w1 inner:2 >/dev/null && echo committed
@@ -559,33 +541,42 @@ strata run -d --name bg --hostname bgh $R inner:latest sleep 300 >/dev/null
 strata exec bg sh -c 'echo exec; hostname'
 strata rm -f bg
 echo done
-"#;
+"#
+    )
+}
 
-fn podman_expected(uid_map: Option<&'static str>) -> Vec<&'static str> {
-    let mut v = vec![
+/// What [`inner_session`] prints: "Loaded image", then `first`'s lines, then these.
+const SESSION_TAIL: [&str; 14] = [
+    "A /etc/new",
+    "A /www/n",
+    "C /etc",
+    "D /etc/motd",
+    "D /www",
+    "committed",
+    "hi",
+    "ls: /etc/motd: No such file or directory",
+    "n",
+    "w1",
+    "exec",
+    "bgh",
+    "bg",
+    "done",
+];
+
+/// [`inner_session`] as the podman tests run it (the first run shows the motd, its hostname and
+/// `id`).
+fn podman_script() -> String {
+    inner_session("cat /etc/motd; hostname; id")
+}
+
+fn podman_expected() -> Vec<&'static str> {
+    let head = [
         "Loaded image: inner:latest",
         "welcome to the strata busybox fixture",
         "inner-h",
         "uid=0(root) gid=0(root) groups=0(root)",
     ];
-    v.extend(uid_map);
-    v.extend([
-        "A /etc/new",
-        "A /www/n",
-        "C /etc",
-        "D /etc/motd",
-        "D /www",
-        "committed",
-        "hi",
-        "ls: /etc/motd: No such file or directory",
-        "n",
-        "w1",
-        "exec",
-        "bgh",
-        "bg",
-        "done",
-    ]);
-    v
+    [&head[..], &SESSION_TAIL[..]].concat()
 }
 
 /// `podman run --device /dev/fuse --cap-add SYS_ADMIN`: nothing else. Podman's default profile
@@ -598,7 +589,8 @@ fn strata_in_a_podman_container_given_sys_admin_and_dev_fuse() {
     let img = images();
     let podman = Podman::new();
     let script = format!(
-        "grep CapBnd /proc/self/status\n{PODMAN_SCRIPT}\nstrata run --rm --network host inner:latest grep CapEff /proc/self/status"
+        "grep CapBnd /proc/self/status\n{}\nstrata run --rm --network host inner:latest grep CapEff /proc/self/status",
+        podman_script()
     );
     let r = podman.run(
         img.path(),
@@ -609,7 +601,7 @@ fn strata_in_a_podman_container_given_sys_admin_and_dev_fuse() {
     assert!(r.ok(), "{r:?}");
     // Podman's default set plus SYS_ADMIN: no MKNOD (27), NET_RAW (13), AUDIT_WRITE (29).
     assert_eq!(lines[0], "CapBnd:\t00000000802405fb".trim(), "{r:?}");
-    let expected = podman_expected(None);
+    let expected = podman_expected();
     assert_eq!(lines[1..lines.len() - 1], expected[..], "{r:?}");
     // Docker's default set less what podman withheld.
     assert_eq!(
@@ -636,7 +628,8 @@ fn strata_in_a_podman_container_given_only_dev_fuse() {
     let img = images();
     let podman = Podman::new();
     let script = format!(
-        "grep CapEff /proc/self/status\nunshare -r unshare -u hostname x 2>&1\n{PODMAN_SCRIPT}\nexec strata run --rm --network host inner:latest cat /proc/self/uid_map"
+        "grep CapEff /proc/self/status\nunshare -r unshare -u hostname x 2>&1\n{}\nexec strata run --rm --network host inner:latest cat /proc/self/uid_map",
+        podman_script()
     );
     let r = podman.run(
         img.path(),
@@ -650,7 +643,7 @@ fn strata_in_a_podman_container_given_only_dev_fuse() {
         lines[1], "hostname: sethostname: Operation not permitted",
         "{r:?}"
     );
-    let expected = podman_expected(None);
+    let expected = podman_expected();
     assert_eq!(lines[2..lines.len() - 1], expected[..], "{r:?}");
     assert_eq!(lines[lines.len() - 1], "0          0      65536", "{r:?}");
     assert_eq!(r.stderr, "", "{r:?}");
@@ -743,22 +736,14 @@ fn cap_drop_setgid_container_starts_as_in_docker() {
 /// groups alone, and devpts goes without `gid=5` (no such group in the namespace).
 #[test]
 fn only_dev_fuse_without_setgid_maps_gid_0_alone() {
-    let script = inner_run(
-        "sh -c 'cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; id; echo x > /tmp/f && cat /tmp/f; rm /etc/motd && echo removed'",
-    );
-    let (lines, r) = only_dev_fuse_outer(&["--cap-drop", "SETGID"], &script);
-    assert_eq!(
-        lines,
-        [
+    assert_without_cap_maps(
+        "SETGID",
+        "/proc/self/uid_map /proc/self/gid_map /proc/self/setgroups; id",
+        &[
             "0          0      65536",
             "0          0          1",
             "deny",
             "uid=0(root) gid=0(root) groups=0(root)",
-            "x",
-            "removed",
-            "exit 0"
         ],
-        "{r:?}"
     );
-    assert_eq!(r.stderr, "", "{r:?}");
 }
