@@ -313,18 +313,6 @@ fn zero_local_blob(env: &Env, img: &Image, i: usize) {
     f.set_len(len).unwrap();
 }
 
-/// Removes every container of the env (and so their mounts) even when the test fails.
-struct Cleanup<'a>(&'a Env);
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let (_, out, _) = self.0.run(&["ps", "-aq"]);
-        for id in out.split_whitespace() {
-            let _ = self.0.run(&["rm", "-f", id]);
-        }
-    }
-}
-
 fn layer_dir(env: &Env, img: &Image, i: usize) -> PathBuf {
     let diff_ids: Vec<DiffId> = img
         .layers
@@ -382,7 +370,7 @@ fn lazy_run_reads_on_demand_then_completes_into_an_ordinary_layer() {
     push_image(&reg, "lazy:latest", &img);
     let proxy = Proxy::start(&reg.addr(), Mode::Pass);
     let env = Env::new();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let name = format!("{}/lazy", proxy.addr());
     let total = image_bytes(&img);
 
@@ -453,7 +441,7 @@ fn lazy_run_reads_on_demand_then_completes_into_an_ordinary_layer() {
 fn lazy_tampered_chunk_is_eio_and_never_stored() {
     let img = lazy_image();
     let (reg, env, name) = lazy_pull(&img, "lazy");
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     // Flip a byte inside big.bin's compressed data in the registry's storage.
     flip_blob_byte(&reg, &img.layers[1].digest, img.layers[1].gz.len() / 2);
 
@@ -496,7 +484,7 @@ fn lazy_tampered_chunk_is_eio_and_never_stored() {
 fn lazy_save_and_push_complete_the_image_first() {
     let img = lazy_image();
     let (reg, env, name) = lazy_pull(&img, "lazy");
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     assert!(layer_dir(&env, &img, 1).join("lazy").is_dir());
     let tar = env.dir.path().join("img.tar");
     env.ok(&["save", "-o", tar.to_str().unwrap(), &name]);
@@ -504,20 +492,20 @@ fn lazy_save_and_push_complete_the_image_first() {
     assert!(!layer_dir(&env, &img, 1).join("lazy").exists());
     assert!(layer_dir(&env, &img, 1).join("tar-split.gz").exists());
     let other = Env::new();
-    let _c2 = Cleanup(&other);
+    let _c2 = ContainersGuard(&other);
     other.ok(&["load", "-i", tar.to_str().unwrap()]);
     let out = other.ok(&["run", "--rm", &name, "cat", "/data/small.txt"]);
     assert_eq!(out, "hello-lazy\n");
     // push of a lazily pulled image completes it too, then sends whole layers.
     let third = Env::new();
-    let _c3 = Cleanup(&third);
+    let _c3 = ContainersGuard(&third);
     third.ok(&["pull", "--lazy", &name]);
     let copy = format!("{}/lazy-copy:v1", reg.addr());
     third.ok(&["tag", &name, &copy]);
     third.ok(&["push", &copy]);
     assert!(!layer_dir(&third, &img, 1).join("lazy").exists());
     let fourth = Env::new();
-    let _c4 = Cleanup(&fourth);
+    let _c4 = ContainersGuard(&fourth);
     let out = fourth.ok(&["run", "--rm", &copy, "cat", "/data/small.txt"]);
     assert_eq!(out, "hello-lazy\n");
 }
@@ -526,7 +514,7 @@ fn lazy_save_and_push_complete_the_image_first() {
 fn lazy_registry_gone_fails_reads_with_eio_not_a_hang() {
     let img = lazy_image();
     let (mut reg, env, name) = lazy_pull(&img, "lazy");
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     // busybox fetched while the registry is up.
     let run = |args: &[&str]| quiet_run(&env, args);
     let (code, _, err) = run(&["run", "--rm", &name, "true"]);
@@ -573,7 +561,7 @@ fn have_bytes(dir: &std::path::Path) -> u64 {
 fn lazy_kill_9_mid_fetch_resumes_and_leaves_nothing_gc_cannot_remove() {
     let img = lazy_image();
     let (_reg, proxy, env, name) = proxied_lazy_pull(&img, "lazy", false);
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let total = image_bytes(&img);
     // The background gets some of the big file, then the registry stalls mid-response.
     let id = detached(&env, &name, "1000");
@@ -632,7 +620,7 @@ fn lazy_kill_9_mid_fetch_resumes_and_leaves_nothing_gc_cannot_remove() {
 fn lazy_image_on_a_driver_that_reads_layer_dirs_is_completed_first() {
     let img = lazy_image();
     let (_reg, env, name) = lazy_pull(&img, "lazy");
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     // vfs copies the layer dirs: it must never see a skeleton's unfetched (zero) files.
     let out = env.ok(&[
         "--storage-driver",
@@ -655,7 +643,7 @@ fn lazy_reads_use_the_stored_registry_credentials() {
     let img = lazy_image();
     push_image(&reg, "secret/lazy:v1", &img);
     let env = Env::new();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let name = format!("{}/secret/lazy:v1", reg.addr());
     env.ok(&["login", "-u", "bob", "-p", "hunter2", &reg.addr()]);
     let (code, out, err) = quiet_run(
@@ -690,7 +678,7 @@ fn lazy_zstd_chunked_image_made_by_skopeo() {
     push_layout(&reg, &dst, "t", "lazyz:latest", &[]);
     let proxy = Proxy::start(&reg.addr(), Mode::Pass);
     let env = Env::new();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let name = format!("{}/lazyz", proxy.addr());
     env.ok(&["pull", "--lazy", &name]);
     assert!(layer_dir(&env, &img, 1).join("lazy/source.json").is_file());
@@ -713,7 +701,7 @@ fn lazy_zstd_chunked_image_made_by_skopeo() {
 fn two_containers_on_one_lazy_image_complete_it_once() {
     let img = lazy_image();
     let (_reg, env, name) = lazy_pull(&img, "lazy");
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let (a, b) = (detached(&env, &name, "100"), detached(&env, &name, "100"));
     wait_completed(&env, &img, 3);
     // Both still read every file right, each through the skeleton it mounted.
@@ -742,7 +730,7 @@ fn lazy_pull_of_an_image_that_is_not_seekable_is_a_normal_pull() {
     ]);
     push_image(&reg, "plain:latest", &img);
     let env = Env::new();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let name = format!("{}/plain", reg.addr());
     let out = env.ok(&["pull", "--lazy", &name]);
     assert!(out.contains("Download complete"), "{out}");
@@ -767,7 +755,7 @@ fn lazy_pull_setting_makes_plain_run_and_pull_lazy() {
 
     // `"lazy-pull": true` in strata.json: a plain `run` of a missing eStargz image goes lazy.
     let env = Env::new();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     std::fs::create_dir_all(env.root()).unwrap();
     std::fs::write(env.root().join("strata.json"), r#"{"lazy-pull": true}"#).unwrap();
     let (code, out, err) = quiet_run(&env, &["run", "--rm", &name, "cat", "/data/small.txt"]);
@@ -788,7 +776,7 @@ fn lazy_pull_setting_makes_plain_run_and_pull_lazy() {
 
     // STRATA_LAZY_PULL=1 does the same for a plain `pull`, and =0 overrides the file.
     let env2 = Env::new();
-    let _c2 = Cleanup(&env2);
+    let _c2 = ContainersGuard(&env2);
     let before = proxy.blob_bytes_served();
     let out = String::from_utf8(
         env2.command(&["pull", &name])
@@ -823,7 +811,7 @@ fn lazy_pull_setting_makes_plain_run_and_pull_lazy() {
 fn images_ps_and_inspect_show_an_image_still_fetching() {
     let img = lazy_image();
     let (_reg, env, name) = lazy_pull(&img, "lazy");
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let total = image_bytes(&img);
 
     // inspect: strata's `Lazy` field, per lazy layer the blob bytes held and its size.
@@ -886,7 +874,7 @@ fn lazy_pull_of_a_docker_hub_name_goes_through_the_registry_mirrors() {
     let proxy = Proxy::start(&reg.addr(), Mode::Pass);
     let total = image_bytes(&img);
     let env = Env::new();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     // A mirror that is down first (skipped), then the loopback registry (behind the counting
     // proxy) as the mirror.
     let dead = strata_testkit::registry::free_port();
@@ -942,7 +930,7 @@ fn lazy_read_of_one_block_fetches_only_its_chunks() {
     let img = huge_file_image();
     // A first run fetches what busybox needs; then only the block's read is counted.
     let (_reg, proxy, env, name) = proxied_lazy_pull(&img, "huge", true);
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let before = proxy.blob_bytes_served();
     // A block in the middle of the third chunk.
     let block = (2 * CHUNK + CHUNK / 2) / 4096;
@@ -970,7 +958,7 @@ fn lazy_read_of_one_block_fetches_only_its_chunks() {
 fn lazy_tampered_chunk_fails_only_its_own_reads() {
     let img = huge_file_image();
     let (reg, env, name) = lazy_pull(&img, "huge");
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     // Flip a byte in the middle of the fourth chunk's compressed data (the data is
     // incompressible: chunk k is near blob offset k * CHUNK).
     flip_blob_byte(&reg, &img.layers[1].digest, 3 * CHUNK + CHUNK / 2);
@@ -996,7 +984,7 @@ fn lazy_tampered_chunk_fails_only_its_own_reads() {
 fn lazy_sequential_read_fetches_the_next_chunks_ahead() {
     let img = huge_file_image();
     let (_reg, proxy, env, name) = proxied_lazy_pull(&img, "huge", true);
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let before = proxy.blob_bytes_served();
     // A read at the file's start looks sequential: the next two chunks follow on their own
     // while the container lives, and no more.
@@ -1077,7 +1065,7 @@ fn chunky_setup() -> (Registry, Image, Proxy, Env, String) {
 #[test]
 fn lazy_reads_of_different_chunks_of_one_file_fetch_at_once() {
     let (_reg, _img, proxy, env, name) = chunky_setup();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     // Each blob response held back a while: two fetches that do not wait for each other
     // overlap in the proxy.
     proxy.set_delay(Duration::from_millis(1500));
@@ -1102,7 +1090,7 @@ fn lazy_reads_of_different_chunks_of_one_file_fetch_at_once() {
 #[test]
 fn lazy_reads_of_one_chunk_fetch_it_once_and_share_its_failure() {
     let (reg, img, proxy, env, name) = chunky_setup();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     proxy.set_delay(Duration::from_millis(1500));
     proxy.reset_max_in_flight();
     let from = proxy.heads().len();
@@ -1138,7 +1126,7 @@ fn lazy_reads_of_one_chunk_fetch_it_once_and_share_its_failure() {
 #[test]
 fn lazy_restart_keeps_the_chunks_already_written() {
     let (_reg, img, proxy, env, name) = chunky_setup();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     let at = 2 * MIB + MIB / 2;
     assert_quiet_sh_prints(&env, &name, &chunky_sum_cmd(at), &chunky_sum(at));
     // The next supervisor (a new run) starts from what the first one recorded: the chunk it
@@ -1163,7 +1151,7 @@ fn lazy_reads_fall_back_from_a_vanished_mirror_to_the_image_registry() {
     let mirror = Proxy::start(&reg.addr(), Mode::Pass);
     let origin = Proxy::start(&reg.addr(), Mode::Pass);
     let env = Env::new();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     env.set_mirrors(&[&mirror.addr()]);
     // Docker Hub itself is never asked.
     let cmd = |args: &[&str]| hub_closed_run(&env, args);
@@ -1217,7 +1205,7 @@ fn lazy_reads_fall_back_from_a_vanished_mirror_to_the_image_registry() {
 #[test]
 fn lazy_two_containers_share_what_each_fetched() {
     let (_reg, img, proxy, env, name) = chunky_setup();
-    let _c = Cleanup(&env);
+    let _c = ContainersGuard(&env);
     // Two containers, so two supervisors serving the one lazy layer.
     let (a, b) = (
         detached(&env, &name, "600000"),

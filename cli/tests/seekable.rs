@@ -457,18 +457,6 @@ fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
     }
 }
 
-/// Removes every container of the env, even when the test fails.
-struct ContainersGuard<'a>(&'a Env);
-
-impl Drop for ContainersGuard<'_> {
-    fn drop(&mut self) {
-        let (_, ids, _) = self.0.run(&["ps", "-aq"]);
-        for id in ids.split_whitespace() {
-            let _ = self.0.run(&["rm", "-f", id]);
-        }
-    }
-}
-
 /// `strata ARGS` under a 120 s watchdog (the recording run mounts the union filesystem).
 fn strata_timed(env: &Env, args: &[&str]) -> std::process::Output {
     std::process::Command::new("timeout")

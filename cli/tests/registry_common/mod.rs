@@ -149,6 +149,18 @@ impl Env {
     }
 }
 
+/// Removes every container of the env (and so their mounts) even when the test fails.
+pub struct ContainersGuard<'a>(pub &'a Env);
+
+impl Drop for ContainersGuard<'_> {
+    fn drop(&mut self) {
+        let (_, ids, _) = self.0.run(&["ps", "-aq"]);
+        for id in ids.split_whitespace() {
+            let _ = self.0.run(&["rm", "-f", id]);
+        }
+    }
+}
+
 /// Wait for a child with a 180 s watchdog (killed and reported if it hangs).
 pub fn wait_output(mut child: Child) -> (i32, String, String) {
     use std::io::Read;
