@@ -563,20 +563,31 @@ const SESSION_TAIL: [&str; 14] = [
     "done",
 ];
 
-/// [`inner_session`] as the podman tests run it (the first run shows the motd, its hostname and
-/// `id`).
-fn podman_script() -> String {
-    inner_session("cat /etc/motd; hostname; id")
-}
-
-fn podman_expected() -> Vec<&'static str> {
+/// An outer podman container (with `flags`) running the script lines `before`, then
+/// [`inner_session`] (its first run shows the motd, its hostname and `id`), then the one-line
+/// command `after`. It must succeed and print the session's lines between those of `before`
+/// and `after`'s one line. Its stdout lines, and the run.
+fn podman_session(
+    podman: &Podman,
+    img_dir: &Path,
+    flags: &[&str],
+    before: &str,
+    after: &str,
+) -> (Vec<String>, Run) {
+    let session = inner_session("cat /etc/motd; hostname; id");
+    let r = podman.run(img_dir, flags, &format!("{before}\n{session}\n{after}"));
+    let lines = stdout_lines(&r);
+    assert!(r.ok(), "{r:?}");
     let head = [
         "Loaded image: inner:latest",
         "welcome to the strata busybox fixture",
         "inner-h",
         "uid=0(root) gid=0(root) groups=0(root)",
     ];
-    [&head[..], &SESSION_TAIL[..]].concat()
+    let expected = [&head[..], &SESSION_TAIL[..]].concat();
+    let n = before.lines().count();
+    assert_eq!(lines[n..lines.len() - 1], expected[..], "{r:?}");
+    (lines, r)
 }
 
 /// `podman run --device /dev/fuse --cap-add SYS_ADMIN`: nothing else. Podman's default profile
@@ -588,21 +599,15 @@ fn podman_expected() -> Vec<&'static str> {
 fn strata_in_a_podman_container_given_sys_admin_and_dev_fuse() {
     let img = images();
     let podman = Podman::new();
-    let script = format!(
-        "grep CapBnd /proc/self/status\n{}\nstrata run --rm --network host inner:latest grep CapEff /proc/self/status",
-        podman_script()
-    );
-    let r = podman.run(
+    let (lines, r) = podman_session(
+        &podman,
         img.path(),
         &["--device", "/dev/fuse", "--cap-add", "SYS_ADMIN"],
-        &script,
+        "grep CapBnd /proc/self/status",
+        "strata run --rm --network host inner:latest grep CapEff /proc/self/status",
     );
-    let lines = stdout_lines(&r);
-    assert!(r.ok(), "{r:?}");
     // Podman's default set plus SYS_ADMIN: no MKNOD (27), NET_RAW (13), AUDIT_WRITE (29).
     assert_eq!(lines[0], "CapBnd:\t00000000802405fb".trim(), "{r:?}");
-    let expected = podman_expected();
-    assert_eq!(lines[1..lines.len() - 1], expected[..], "{r:?}");
     // Docker's default set less what podman withheld.
     assert_eq!(
         lines[lines.len() - 1],
@@ -627,24 +632,18 @@ fn strata_in_a_podman_container_given_sys_admin_and_dev_fuse() {
 fn strata_in_a_podman_container_given_only_dev_fuse() {
     let img = images();
     let podman = Podman::new();
-    let script = format!(
-        "grep CapEff /proc/self/status\nunshare -r unshare -u hostname x 2>&1\n{}\nexec strata run --rm --network host inner:latest cat /proc/self/uid_map",
-        podman_script()
-    );
-    let r = podman.run(
+    let (lines, r) = podman_session(
+        &podman,
         img.path(),
         &["--device", "/dev/fuse", "--security-opt", "unmask=/proc/*"],
-        &script,
+        "grep CapEff /proc/self/status\nunshare -r unshare -u hostname x 2>&1",
+        "exec strata run --rm --network host inner:latest cat /proc/self/uid_map",
     );
-    let lines = stdout_lines(&r);
-    assert!(r.ok(), "{r:?}");
     assert_no_sys_admin(&lines[0], &r);
     assert_eq!(
         lines[1], "hostname: sethostname: Operation not permitted",
         "{r:?}"
     );
-    let expected = podman_expected();
-    assert_eq!(lines[2..lines.len() - 1], expected[..], "{r:?}");
     assert_eq!(lines[lines.len() - 1], "0          0      65536", "{r:?}");
     assert_eq!(r.stderr, "", "{r:?}");
 
