@@ -16,7 +16,7 @@ use std::time::Duration;
 use containers_common::{default_driver, setup};
 use serde_json::Value;
 use strata_testkit::container::{mounts_under, wait_output, Run, Strata};
-use strata_testkit::podman::podman;
+use strata_testkit::podman::{podman, run_args, ULIMITS};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -1115,23 +1115,10 @@ fn build_matches_podman_build() {
         }
         let ours = dir.path().join(format!("{name}.strata.tar"));
         s.ok(&["save", "-o", ours.to_str().unwrap(), &tag]);
-        let o = podman(
-            dir.path(),
-            &[
-                "build",
-                "--format",
-                "docker",
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=4096:4096",
-                "--network",
-                "none",
-                "-t",
-                &tag,
-                c,
-            ],
-        );
+        let mut args = vec!["build", "--format", "docker"];
+        args.extend(ULIMITS);
+        args.extend(["--network", "none", "-t", &tag, c]);
+        let o = podman(dir.path(), &args);
         if !o.status.success() {
             failures.push(format!("{name}: podman build failed: {o:?}"));
             continue;
@@ -1282,20 +1269,7 @@ fn build_matches_podman_build() {
     s.ok(&["save", "-o", saved.to_str().unwrap(), "strata-built:1"]);
     let o = podman(dir.path(), &["load", "-i", saved.to_str().unwrap()]);
     assert!(o.status.success(), "podman load: {o:?}");
-    let o = podman(
-        dir.path(),
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=4096:4096",
-            "strata-built:1",
-        ],
-    );
+    let o = podman(dir.path(), &run_args("strata-built:1", &[]));
     assert!(o.status.success(), "podman run: {o:?}");
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),

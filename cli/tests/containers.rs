@@ -5,36 +5,19 @@ mod containers_common;
 
 use std::time::Duration;
 
-use containers_common::{default_driver, install_busybox, setup};
+use containers_common::{busybox_rm, default_driver, install_busybox, ps_status, setup};
 use strata_testkit::container::{
     abort_fuse_under, eventually, free_port, http_get, mounts_under, Strata,
 };
 use strata_testkit::fixtures::INDEX_HTML;
 
-fn state_of(s: &Strata, name: &str) -> String {
-    s.ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("name={name}"),
-        "--format",
-        "{{.Status}}",
-    ])
-    .trim()
-    .to_string()
-}
-
 #[test]
 fn run_exit_codes_and_output() {
     let s = setup(&default_driver());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "echo hello; echo err >&2; exit 3",
-    ]);
+    let r = s.run(&busybox_rm(
+        &[],
+        &["sh", "-c", "echo hello; echo err >&2; exit 3"],
+    ));
     assert_eq!(r.code, Some(3), "{r:?}");
     assert_eq!(r.stdout, "hello\n");
     assert_eq!(r.stderr, "err\n");
@@ -106,28 +89,22 @@ fn env_user_workdir_from_image_and_flags() {
 #[test]
 fn nobody_gets_permission_errors() {
     let s = setup(&default_driver());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "-u",
-        "nobody",
-        "busybox",
-        "sh",
-        "-c",
-        "ls /root; touch /etc/x; echo ok > /tmp/ok && cat /tmp/ok",
-    ]);
+    let r = s.run(&busybox_rm(
+        &["-u", "nobody"],
+        &[
+            "sh",
+            "-c",
+            "ls /root; touch /etc/x; echo ok > /tmp/ok && cat /tmp/ok",
+        ],
+    ));
     assert_eq!(r.code, Some(0), "{r:?}");
     assert!(r.stderr.contains("Permission denied"), "{r:?}");
     assert_eq!(r.stdout, "ok\n");
     // Root in the container keeps Docker's default capabilities only.
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "grep CapEff /proc/self/status; hostname foo",
-    ]);
+    let r = s.run(&busybox_rm(
+        &[],
+        &["sh", "-c", "grep CapEff /proc/self/status; hostname foo"],
+    ));
     assert!(r.stdout.contains("00000000a80425fb"), "{r:?}");
     assert_ne!(r.code, Some(0), "sethostname needs CAP_SYS_ADMIN: {r:?}");
 }
@@ -147,7 +124,7 @@ fn detached_logs_follow_and_stop() {
     ]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "{id}");
-    assert!(state_of(&s, "talker").starts_with("Up "));
+    assert!(ps_status(&s, "talker", true).starts_with("Up "));
     let mut follow = s.command(&["logs", "-f", "talker"]);
     follow
         .stdout(std::process::Stdio::piped())
@@ -189,9 +166,9 @@ fn detached_logs_follow_and_stop() {
         "logs -f follows until the container exits"
     );
     assert!(
-        state_of(&s, "talker").starts_with("Exited (0) "),
+        ps_status(&s, "talker", true).starts_with("Exited (0) "),
         "{}",
-        state_of(&s, "talker")
+        ps_status(&s, "talker", true)
     );
     assert_eq!(s.ok(&["wait", "talker"]), "0\n");
     assert!(mounts_under(s.root_path()).is_empty());
@@ -482,9 +459,9 @@ fn fault_supervisor_killed() {
     });
     assert!(gone.is_some());
     assert!(
-        state_of(&s, "victim").starts_with("Exited (137)"),
+        ps_status(&s, "victim", true).starts_with("Exited (137)"),
         "{}",
-        state_of(&s, "victim")
+        ps_status(&s, "victim", true)
     );
     assert!(
         !std::path::Path::new(&format!("/proc/{init}/cmdline")).exists()
@@ -506,7 +483,7 @@ fn fault_immediate_exit_and_killed_cli() {
         "run", "-d", "--name", "quick", "busybox", "sh", "-c", "exit 5",
     ]);
     assert_eq!(s.ok(&["wait", "quick"]), "5\n");
-    assert!(state_of(&s, "quick").starts_with("Exited (5)"));
+    assert!(ps_status(&s, "quick", true).starts_with("Exited (5)"));
     assert!(mounts_under(s.root_path()).is_empty());
     // Kill the CLI at various points of `run -d`: any mount left must belong to a listed
     // container, and removing every listed container must leave no mount.
@@ -599,16 +576,14 @@ fn image_stop_signal_and_resource_limits() {
 fn network_modes() {
     let s = setup(&default_driver());
     let ifaces = |net: &str| {
-        s.ok(&[
-            "run",
-            "--rm",
-            "--network",
-            net,
-            "busybox",
-            "sh",
-            "-c",
-            "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
-        ])
+        s.ok(&busybox_rm(
+            &["--network", net],
+            &[
+                "sh",
+                "-c",
+                "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
+            ],
+        ))
     };
     assert_eq!(ifaces("private"), "lo\n");
     assert_eq!(ifaces("none"), "lo\n");
@@ -638,25 +613,16 @@ fn network_modes() {
         "{seen:?}"
     );
     // Loopback works inside a private namespace: a server and a client in one container.
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "sh",
-        "-c",
-        "httpd -p 127.0.0.1:8080 -h /www; wget -q -O - http://127.0.0.1:8080/",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &[],
+        &[
+            "sh",
+            "-c",
+            "httpd -p 127.0.0.1:8080 -h /www; wget -q -O - http://127.0.0.1:8080/",
+        ],
+    ));
     assert_eq!(out, INDEX_HTML);
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-p",
-        "80",
-        "busybox",
-        "true",
-    ]);
+    let r = s.run(&busybox_rm(&["--network", "none", "-p", "80"], &["true"]));
     assert_eq!(r.code, Some(125));
     assert!(r.stderr.contains("conflicting options"), "{r:?}");
 }
@@ -696,43 +662,27 @@ fn bind_volumes() {
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("in"), "from host\n").unwrap();
     let rw = format!("{}:/data", host.path().display());
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "-v",
-        &rw,
-        "busybox",
-        "sh",
-        "-c",
-        "cat /data/in; echo from ctr > /data/out",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &["-v", &rw],
+        &["sh", "-c", "cat /data/in; echo from ctr > /data/out"],
+    ));
     assert_eq!(out, "from host\n");
     assert_eq!(
         std::fs::read_to_string(host.path().join("out")).unwrap(),
         "from ctr\n"
     );
     let ro = format!("{}:/data:ro", host.path().display());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "-v",
-        &ro,
-        "busybox",
-        "sh",
-        "-c",
-        "cat /data/in; echo x > /data/nope",
-    ]);
+    let r = s.run(&busybox_rm(
+        &["-v", &ro],
+        &["sh", "-c", "cat /data/in; echo x > /data/nope"],
+    ));
     assert_ne!(r.code, Some(0));
     assert!(r.stderr.contains("Read-only file system"), "{r:?}");
     assert!(!host.path().join("nope").exists());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "-v",
-        "/nonexistent-strata-src:/x",
-        "busybox",
-        "true",
-    ]);
+    let r = s.run(&busybox_rm(
+        &["-v", "/nonexistent-strata-src:/x"],
+        &["true"],
+    ));
     assert_eq!(r.code, Some(125), "{r:?}");
     assert!(
         r.stderr.contains("bind source path does not exist"),

@@ -5,7 +5,7 @@ mod containers_common;
 
 use std::time::Duration;
 
-use containers_common::setup;
+use containers_common::{busybox_rm, setup};
 use strata_testkit::container::{eventually, free_port, http_get, mounts_under};
 
 fn lifecycle(driver: &str) {
@@ -90,16 +90,10 @@ fn runtime_runc_runs_the_same_bundle() {
         return;
     }
     let s = setup(&containers_common::default_driver());
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "--runtime",
-        "runc",
-        "busybox",
-        "sh",
-        "-c",
-        "echo hi; cat /etc/hostname; exit 4",
-    ]);
+    let r = s.run(&busybox_rm(
+        &["--runtime", "runc"],
+        &["sh", "-c", "echo hi; cat /etc/hostname; exit 4"],
+    ));
     assert_eq!(r.code, Some(4), "{r:?}");
     assert!(r.stdout.starts_with("hi\n"), "{r:?}");
     let port = free_port();

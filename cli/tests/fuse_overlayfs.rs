@@ -5,26 +5,11 @@
 
 mod containers_common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use containers_common::setup;
+use containers_common::{setup, strata_overlay};
 use strata_testkit::container::{mounts_under, Strata};
 use strata_testkit::mount::mounts;
-
-/// `strata-overlay`, built next to the `strata` binary under test (`cargo build` builds every
-/// workspace binary; `cargo test -p strata-cli` alone does not: build it first).
-fn strata_overlay() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_strata"))
-        .parent()
-        .unwrap()
-        .join("strata-overlay");
-    assert!(
-        bin.is_file(),
-        "{} missing: run `cargo build -p strata-fs --bin strata-overlay` first",
-        bin.display()
-    );
-    bin
-}
 
 /// Processes other than this test whose command line names the store (a mount daemon left behind).
 fn daemons_naming(root: &Path) -> Vec<String> {

@@ -5,7 +5,7 @@ mod containers_common;
 
 use std::time::Duration;
 
-use containers_common::{default_driver, install_busybox, setup};
+use containers_common::{default_driver, install_busybox, ps_status, setup};
 use serde_json::Value;
 use strata_testkit::container::{eventually, Strata};
 
@@ -28,18 +28,6 @@ fn wait_for_status(s: &Strata, name: &str, want: &str) -> Value {
         (v["State"]["Health"]["Status"] == want).then_some(v)
     })
     .unwrap_or_else(|| panic!("{name} never became {want}: {}", inspect(s, name)))
-}
-
-fn ps_status(s: &Strata, name: &str) -> String {
-    s.ok(&[
-        "ps",
-        "-f",
-        &format!("name={name}"),
-        "--format",
-        "{{.Status}}",
-    ])
-    .trim()
-    .to_string()
 }
 
 #[test]
@@ -75,7 +63,7 @@ fn image_healthcheck_turns_unhealthy_then_healthy() {
         last["Output"].as_str().unwrap().contains("No such file"),
         "{h}"
     );
-    assert!(ps_status(&s, "web").ends_with("(unhealthy)"));
+    assert!(ps_status(&s, "web", false).ends_with("(unhealthy)"));
     assert_eq!(s.ok(&["ps", "-q", "-f", "health=healthy"]), "");
 
     s.ok(&["exec", "web", "sh", "-c", "echo fine > /tmp/ok"]);
@@ -85,7 +73,7 @@ fn image_healthcheck_turns_unhealthy_then_healthy() {
     let log = h["Log"].as_array().unwrap();
     assert!(log.len() <= 5, "{h}");
     assert_eq!(log.last().unwrap()["Output"], "fine\n", "{h}");
-    assert!(ps_status(&s, "web").ends_with("(healthy)"));
+    assert!(ps_status(&s, "web", false).ends_with("(healthy)"));
     assert_eq!(
         s.ok(&["ps", "-f", "health=healthy", "--format", "{{.Names}}"]),
         "web\n"
@@ -179,7 +167,7 @@ fn flags_override_timeout_kills_the_probe_and_no_healthcheck_disables() {
     let v = inspect(&s, "off");
     assert!(v["State"].get("Health").is_none(), "{v}");
     assert!(v["Config"].get("Healthcheck").is_none(), "{v}");
-    assert!(!ps_status(&s, "off").contains('('));
+    assert!(!ps_status(&s, "off", false).contains('('));
     assert_eq!(
         s.ok(&["ps", "-f", "health=none", "--format", "{{.Names}}"]),
         "off\n"

@@ -60,16 +60,22 @@ fn archive_of(config: &[u8], layers: &[&[u8]], tag: &str) -> Vec<u8> {
     raw_tar(&files)
 }
 
-#[test]
-fn save_load_roundtrip_keeps_ids() {
-    let env = Env::new();
-    let base = env.load_busybox("busybox:latest");
+/// The layered `web:v2` fixture loaded from a docker-archive; its image ID.
+fn load_web(env: &Env) -> String {
     let spec = fixtures::layered_spec("web:v2").unwrap();
     let archive = env.path("web.tar");
     let web = fixtures::write_docker_archive(&archive, &[spec])
         .unwrap()
         .remove(0);
     env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    web
+}
+
+#[test]
+fn save_load_roundtrip_keeps_ids() {
+    let env = Env::new();
+    let base = env.load_busybox("busybox:latest");
+    let web = load_web(&env);
 
     let saved = env.path("saved.tar");
     env.ok(&["save", "-o", saved.to_str().unwrap(), "web:v2", "busybox"]);
@@ -196,12 +202,7 @@ fn save_refuses_output_paths_that_are_not_regular_files() {
 #[test]
 fn skopeo_reads_what_save_writes_and_writes_what_load_reads() {
     let env = Env::new();
-    let spec = fixtures::layered_spec("web:v2").unwrap();
-    let archive = env.path("web.tar");
-    let web = fixtures::write_docker_archive(&archive, &[spec])
-        .unwrap()
-        .remove(0);
-    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let web = load_web(&env);
     let saved = env.path("saved.tar");
     env.ok(&["save", "-o", saved.to_str().unwrap(), "web:v2"]);
 
@@ -286,11 +287,7 @@ fn skopeo_reads_what_save_writes_and_writes_what_load_reads() {
 }
 
 fn oci_config_digest(layout: &std::path::Path) -> String {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let m = index["manifests"][0]["digest"].as_str().unwrap();
-    let mpath = layout.join("blobs/sha256").join(&m[7..]);
-    let manifest: Value = serde_json::from_slice(&std::fs::read(mpath).unwrap()).unwrap();
+    let manifest = strata_testkit::registry::images::oci_manifest(layout);
     manifest["config"]["digest"].as_str().unwrap().to_string()
 }
 
@@ -472,12 +469,7 @@ fn hostile_archives_are_refused_cleanly() {
 #[test]
 fn podman_loads_what_save_writes_and_back() {
     let env = Env::new();
-    let spec = fixtures::layered_spec("web:v2").unwrap();
-    let archive = env.path("web.tar");
-    let web = fixtures::write_docker_archive(&archive, &[spec])
-        .unwrap()
-        .remove(0);
-    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let web = load_web(&env);
     let saved = env.path("saved.tar");
     env.ok(&["save", "-o", saved.to_str().unwrap(), "web:v2"]);
     let pdir = env.path("podman");

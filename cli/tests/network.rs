@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use containers_common::busybox_rm;
 use network_common::{
     chains_of, debian_mirror, import_debian, sh, sh_ok, sources_list, FakeInternet, NetStrata,
 };
@@ -26,52 +27,81 @@ use strata_runtime::network::{dns, nft, Ipv4Net};
 use strata_testkit::container::{eventually, http_get};
 use strata_testkit::fixtures::INDEX_HTML;
 
-/// A DNS server in the fake internet answering every A query with `answer`, on a thread that
-/// joined the namespace; stops on drop.
-struct FakeDns {
+/// A UDP server on a socket: a thread answering each datagram with what `reply` makes of it and
+/// its sender; stops on drop.
+struct UdpServer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl FakeDns {
-    fn start(inet: &FakeInternet, answer: Ipv4Addr) -> FakeDns {
-        let ns = std::fs::File::open(format!("/run/netns/{}", inet.ns)).unwrap();
-        let ip = inet.ip;
+impl UdpServer {
+    fn start(
+        sock: std::net::UdpSocket,
+        reply: impl Fn(&[u8], std::net::SocketAddr) -> Option<Vec<u8>> + Send + 'static,
+    ) -> UdpServer {
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let sock = std::net::UdpSocket::bind((ip, 53)).unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            tx.send(()).unwrap();
             let mut buf = [0u8; 1500];
             while !flag.load(Ordering::SeqCst) {
-                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                if let Some(q) = dns::parse_query(&buf[..n]) {
-                    let ips = if q.qtype == 1 { vec![answer] } else { vec![] };
-                    let _ = sock.send_to(&dns::answer(&buf[..n], &q, &ips, 0), peer);
+                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                    if let Some(answer) = reply(&buf[..n], peer) {
+                        let _ = sock.send_to(&answer, peer);
+                    }
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        FakeDns {
+        UdpServer {
             stop,
             thread: Some(thread),
         }
     }
 }
 
-impl Drop for FakeDns {
+impl Drop for UdpServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// A DNS server in the fake internet answering every A query with `answer` (its socket made in
+/// that namespace); stops on drop.
+fn fake_dns(inet: &FakeInternet, answer: Ipv4Addr) -> UdpServer {
+    let ip = inet.ip;
+    let sock = in_netns(&format!("/run/netns/{}", inet.ns), move || {
+        std::net::UdpSocket::bind((ip, 53)).unwrap()
+    });
+    UdpServer::start(sock, move |query, _| {
+        let q = dns::parse_query(query)?;
+        let ips = if q.qtype == 1 { vec![answer] } else { vec![] };
+        Some(dns::answer(query, &q, &ips, 0))
+    })
+}
+
+/// `run --rm OPTS busybox wget -q -O - URL`.
+fn wget_run<'a>(opts: &[&'a str], url: &'a str) -> Vec<&'a str> {
+    busybox_rm(opts, &["wget", "-q", "-O", "-", url])
+}
+
+/// `url` fetched from inside the fake internet's namespace (retried for 20 s): the body,
+/// trimmed.
+fn wget_from_inet(inet: &FakeInternet, url: &str) -> Option<String> {
+    eventually(Duration::from_secs(20), || {
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", url,
+            ])
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    })
 }
 
 fn lease_file(bridge: &str) -> PathBuf {
@@ -94,16 +124,7 @@ fn nothing_left(bridge: &str) {
 fn default_bridge_masquerades_to_the_fake_internet() {
     let t = NetStrata::new();
     let inet = FakeInternet::new();
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        &inet.url(),
-    ]);
+    let out = t.ok(&wget_run(&[], &inet.url()));
     assert_eq!(out, "fake internet\n");
     // The server saw the host's address on its link: the container's was masqueraded.
     let log = inet.log();
@@ -162,20 +183,8 @@ fn user_network_names_resolve_within_and_not_across() {
     args.extend_from_slice(&["busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
     t.ok(&args);
     let fetch = |net: &str, host: &str| {
-        t.s.run(&[
-            "run",
-            "--rm",
-            "--network",
-            net,
-            "--dns",
-            "127.0.0.1",
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &format!("http://{host}/"),
-        ])
+        let url = format!("http://{host}/");
+        t.s.run(&wget_run(&["--network", net, "--dns", "127.0.0.1"], &url))
     };
     let r = fetch("neta", "web");
     assert_eq!(r.stdout, INDEX_HTML, "{r:?}");
@@ -257,21 +266,9 @@ fn internal_network_has_no_way_out() {
     let inet = FakeInternet::new();
     t.create_network("closed", &["--internal"]);
     t.create_network("open", &[]);
+    let url = inet.url();
     let get = |net: &str| {
-        t.s.run(&[
-            "run",
-            "--rm",
-            "--network",
-            net,
-            "--dns",
-            "127.0.0.1",
-            "busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            &inet.url(),
-        ])
+        t.s.run(&wget_run(&["--network", net, "--dns", "127.0.0.1"], &url))
     };
     let r = get("closed");
     assert_ne!(r.code, Some(0), "an internal network reached out: {r:?}");
@@ -318,22 +315,9 @@ fn publish_all_and_ipv6_ports_from_loopback() {
          && chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www",
     ]);
     let url = format!("http://{}:{port2}/cgi-bin/ip", inet.host_ip);
-    let got = eventually(Duration::from_secs(20), || {
-        let o = Command::new("ip")
-            .args([
-                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", &url,
-            ])
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-    });
+    let got = wget_from_inet(&inet, &url);
     // busybox httpd listens on IPv6 and shows IPv4 clients as [::ffff:a.b.c.d].
-    assert_eq!(
-        got.map(|s| s.trim().to_string()),
-        Some(format!("[::ffff:{}]", inet.ip))
-    );
+    assert_eq!(got, Some(format!("[::ffff:{}]", inet.ip)));
     let local = format!("http://127.0.0.1:{port2}/cgi-bin/ip");
     let out = Command::new("busybox")
         .args(["wget", "-q", "-O", "-", &local])
@@ -445,16 +429,7 @@ fn killed_supervisor_is_reclaimed_and_hand_deleted_parts_come_back() {
         "strata",
         &format!("{}_post", t.bridge),
     ]);
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        &inet.url(),
-    ]);
+    let out = t.ok(&wget_run(&[], &inet.url()));
     assert_eq!(out, "fake internet\n");
     assert!(link_index(&t.bridge).is_some() && chains_of(&t.bridge));
     // k2's veth was put back on the re-created bridge.
@@ -471,52 +446,39 @@ fn flags_hostname_add_host_dns_mac_ip() {
     let subnet = t.inspect_network("fixed", "{{range .IPAM.Config}}{{.Subnet}}{{end}}");
     let net: Ipv4Net = subnet.parse().unwrap();
     let want = net.nth(77).unwrap().to_string();
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "fixed",
-        "--ip",
-        &want,
-        "--mac-address",
-        "92:d0:c6:0a:29:33",
-        "--hostname",
-        "box",
-        "--add-host",
-        "db.local:10.1.2.3",
-        "--dns",
-        "127.0.0.1",
-        "busybox",
-        "sh",
-        "-c",
-        "hostname; ip addr show eth0; cat /etc/hosts",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &[
+            "--network",
+            "fixed",
+            "--ip",
+            &want,
+            "--mac-address",
+            "92:d0:c6:0a:29:33",
+            "--hostname",
+            "box",
+            "--add-host",
+            "db.local:10.1.2.3",
+            "--dns",
+            "127.0.0.1",
+        ],
+        &["sh", "-c", "hostname; ip addr show eth0; cat /etc/hosts"],
+    ));
     assert!(out.starts_with("box\n"), "{out}");
     assert!(out.contains(&format!("inet {want}/24")), "{out}");
     assert!(out.contains("92:d0:c6:0a:29:33"), "{out}");
     assert!(out.contains("10.1.2.3\tdb.local"), "{out}");
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--dns",
-        "127.0.0.9",
-        "busybox",
-        "cat",
-        "/etc/resolv.conf",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--dns", "127.0.0.9"],
+        &["cat", "/etc/resolv.conf"],
+    ));
     assert!(out.contains("nameserver 127.0.0.9"), "{out}");
     // container:NAME shares the other's namespace.
     t.ok(&["run", "-d", "--name", "base", "busybox", "sleep", "300"]);
     let ip = t.ip_of("base", "bridge");
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "container:base",
-        "busybox",
-        "ip",
-        "addr",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--network", "container:base"],
+        &["ip", "addr"],
+    ));
     assert!(out.contains(&format!("inet {ip}/")), "{out}");
     let r =
         t.s.run(&["run", "--rm", "--network", "nosuchnet", "busybox", "true"]);
@@ -534,37 +496,16 @@ fn embedded_dns_forwards_other_names_upstream() {
     // internet's DNS) from the container's namespace, through the NAT.
     let t = NetStrata::new();
     let inet = FakeInternet::new();
-    let _dns = FakeDns::start(&inet, inet.ip);
+    let _dns = fake_dns(&inet, inet.ip);
     t.create_network("tut", &[]);
     let ns = inet.ip.to_string();
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "tut",
-        "--dns",
-        &ns,
-        "busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
+    let out = t.ok(&wget_run(
+        &["--network", "tut", "--dns", &ns],
         "http://mirror.example/",
-    ]);
+    ));
     assert_eq!(out, "fake internet\n");
     // On the default bridge, --dns goes to resolv.conf directly.
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--dns",
-        &ns,
-        "busybox",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        "http://mirror.example/",
-    ]);
+    let out = t.ok(&wget_run(&["--dns", &ns], "http://mirror.example/"));
     assert_eq!(out, "fake internet\n");
 }
 
@@ -623,41 +564,12 @@ fn in_netns<T: Send + 'static>(ns_path: &str, f: impl FnOnce() -> T + Send + 'st
 
 /// A UDP echo server on port 53 inside a container's namespace (answering `<peer ip> says
 /// <text>`); stops on drop.
-struct UdpEcho {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl UdpEcho {
-    fn start(ns_path: &str) -> UdpEcho {
-        let sock = in_netns(ns_path, || std::net::UdpSocket::bind("0.0.0.0:53").unwrap());
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !flag.load(Ordering::SeqCst) {
-                if let Ok((n, peer)) = sock.recv_from(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..n]);
-                    let _ = sock.send_to(format!("{} says {text}", peer.ip()).as_bytes(), peer);
-                }
-            }
-        });
-        UdpEcho {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn udp_echo(ns_path: &str) -> UdpServer {
+    let sock = in_netns(ns_path, || std::net::UdpSocket::bind("0.0.0.0:53").unwrap());
+    UdpServer::start(sock, |text, peer| {
+        let text = String::from_utf8_lossy(text);
+        Some(format!("{} says {text}", peer.ip()).into_bytes())
+    })
 }
 
 /// Send `text` to `to` from a socket bound to `from`; the answer, if one comes in 2 s.
@@ -687,7 +599,7 @@ fn udp_ports_by_proxy_and_dnat() {
         "300",
     ]);
     let pid = t.ok(&["inspect", "-f", "{{.State.Pid}}", "udp1"]);
-    let _echo = UdpEcho::start(&format!("/proc/{}/ns/net", pid.trim()));
+    let _echo = udp_echo(&format!("/proc/{}/ns/net", pid.trim()));
     assert_eq!(
         t.ok(&["port", "udp1"]),
         format!("53/udp -> 0.0.0.0:{hp}\n53/udp -> [::]:{hp}\n")
@@ -808,31 +720,13 @@ fn legacy_links_are_hosts_entries() {
     let ip = t.ip_of("web", "bridge");
     let id = t.ok(&["inspect", "-f", "{{.Id}}", "web"]);
     let short = &id.trim()[..12];
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--name",
-        "client",
-        "--link",
-        "web:db",
-        "--dns",
-        "127.0.0.1",
-        "busybox",
-        "sh",
-        "-c",
-        "cat /etc/hosts; wget -q -O- http://db/",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--name", "client", "--link", "web:db", "--dns", "127.0.0.1"],
+        &["sh", "-c", "cat /etc/hosts; wget -q -O- http://db/"],
+    ));
     assert!(out.contains(&format!("\n{ip}\tdb {short} web\n")), "{out}");
     assert!(out.ends_with(INDEX_HTML), "{out}");
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--link",
-        "web",
-        "busybox",
-        "cat",
-        "/etc/hosts",
-    ]);
+    let out = t.ok(&busybox_rm(&["--link", "web"], &["cat", "/etc/hosts"]));
     assert!(out.contains(&format!("\n{ip}\tweb {short}\n")), "{out}");
     let r =
         t.s.run(&["run", "--rm", "--link", "nosuch:x", "busybox", "true"]);
@@ -889,37 +783,24 @@ fn ipv6_networks_addresses_routes_and_dnat() {
     let ip6 = format!("{prefix}2");
     assert_eq!(got.trim(), format!("{ip6}/64 {prefix}1"));
     // Container to container over IPv6, and the container's IPv6 default route.
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "six",
-        "--dns",
-        "127.0.0.1",
-        "busybox",
-        "sh",
-        "-c",
-        &format!("ip -6 route; wget -q -O - http://[{ip6}]/index.html"),
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--network", "six", "--dns", "127.0.0.1"],
+        &[
+            "sh",
+            "-c",
+            &format!("ip -6 route; wget -q -O - http://[{ip6}]/index.html"),
+        ],
+    ));
     assert!(
         out.contains(&format!("default via {prefix}1 dev eth0")),
         "{out}"
     );
     assert!(out.ends_with(INDEX_HTML), "{out}");
     // The embedded DNS answers AAAA with it.
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "six",
-        "--dns",
-        "127.0.0.1",
-        "busybox",
-        "busybox",
-        "nslookup",
-        "-type=AAAA",
-        "web6",
-    ]);
+    let out = t.ok(&busybox_rm(
+        &["--network", "six", "--dns", "127.0.0.1"],
+        &["busybox", "nslookup", "-type=AAAA", "web6"],
+    ));
     assert!(out.contains(&format!("Address: {ip6}")), "{out}");
     // The host reaches it on the bridge.
     let got = eventually(Duration::from_secs(20), || http_get(&ip6, 80, "/").ok());
@@ -967,17 +848,7 @@ fn ipv6_networks_addresses_routes_and_dnat() {
         "nodad",
     ]);
     let url = format!("http://[{host6}]:{port}/cgi-bin/ip");
-    let got = eventually(Duration::from_secs(20), || {
-        let o = Command::new("ip")
-            .args([
-                "netns", "exec", &inet.ns, "busybox", "wget", "-q", "-O", "-", &url,
-            ])
-            .output()
-            .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    });
+    let got = wget_from_inet(&inet, &url);
     assert_eq!(got, Some(format!("[{far6}]")));
     let br6 = t.inspect_network(
         "six",
@@ -1010,18 +881,10 @@ fn default_bridge_gets_ipv6_when_configured() {
         t.ok(&["inspect", "-f", f, "v6a"]).trim(),
         format!("{prefix}2 {prefix}1")
     );
-    let out = t.ok(&[
-        "run",
-        "--rm",
-        "busybox",
-        "ping",
-        "-6",
-        "-c",
-        "1",
-        "-W",
-        "5",
-        &format!("{prefix}2"),
-    ]);
+    let out = t.ok(&busybox_rm(
+        &[],
+        &["ping", "-6", "-c", "1", "-W", "5", &format!("{prefix}2")],
+    ));
     assert!(out.contains("1 packets received"), "{out}");
     t.ok(&["rm", "-f", "v6a"]);
     nothing_left(&t.bridge);
@@ -1161,20 +1024,11 @@ fn ip6_fixed_addresses_on_ipv6_networks() {
     };
     let no_subnet = "user specified IP address is supported only when connecting to networks with user configured subnets";
     refused(
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "fix6",
-            "--ip6",
-            &a6,
-            "busybox",
-            "true",
-        ],
+        &busybox_rm(&["--network", "fix6", "--ip6", &a6], &["true"]),
         &format!("Address already in use: {a6}"),
     );
     refused(
-        &["run", "--rm", "--network", "fix6", "--ip6", "fd00:dead::1", "busybox", "true"],
+        &busybox_rm(&["--network", "fix6", "--ip6", "fd00:dead::1"], &["true"]),
         &format!("invalid address fd00:dead::1: It does not belong to any of this network's subnets ({sub6})"),
     );
     refused(
@@ -1189,46 +1043,22 @@ fn ip6_fixed_addresses_on_ipv6_networks() {
         no_subnet,
     );
     refused(
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "auto6",
-            "--ip6",
-            &format!("{p}99"),
-            "busybox",
-            "true",
-        ],
+        &busybox_rm(
+            &["--network", "auto6", "--ip6", &format!("{p}99")],
+            &["true"],
+        ),
         no_subnet,
     );
     refused(
-        &["run", "--rm", "--ip6", &format!("{p}99"), "busybox", "true"],
+        &busybox_rm(&["--ip6", &format!("{p}99")], &["true"]),
         no_subnet,
     );
     refused(
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "fix6",
-            "--ip6",
-            "nope",
-            "busybox",
-            "true",
-        ],
+        &busybox_rm(&["--network", "fix6", "--ip6", "nope"], &["true"]),
         "invalid argument \"nope\" for \"--ip6\" flag: invalid IP address: nope",
     );
     refused(
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "fix6",
-            "--ip6",
-            "10.1.2.3",
-            "busybox",
-            "true",
-        ],
+        &busybox_rm(&["--network", "fix6", "--ip6", "10.1.2.3"], &["true"]),
         "invalid IPv6 address: 10.1.2.3",
     );
     let r =

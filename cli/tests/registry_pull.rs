@@ -621,21 +621,9 @@ fn docker_hub_names_resolve_through_registry_mirrors_in_order() {
     let env = Env::new();
     // A mirror that is down first (skipped), then the loopback registry as the mirror.
     let dead = strata_testkit::registry::free_port();
-    std::fs::write(
-        env.dir.path().join("daemon.json"),
-        format!(
-            r#"{{"registry-mirrors": ["http://127.0.0.1:{dead}", "http://{}/"]}}"#,
-            reg.addr()
-        ),
-    )
-    .unwrap();
-    // Docker Hub itself must never be asked: any attempt goes to a closed loopback proxy.
-    let mut cmd = env.command(&["pull", "busybox"]);
-    cmd.env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("https_proxy", "http://127.0.0.1:9")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let (code, out, err) = wait_output(cmd.spawn().unwrap());
+    env.set_mirrors(&[&format!("127.0.0.1:{dead}"), &reg.addr()]);
+    // Docker Hub itself must never be asked.
+    let (code, out, err) = env.run_with(&["pull", "busybox"], &HUB_CLOSED);
     assert_eq!(code, 0, "{err}");
     let id = short(&img.layers[0].digest);
     assert_eq!(
@@ -655,12 +643,7 @@ fn docker_hub_names_resolve_through_registry_mirrors_in_order() {
         .any(|r| r.to_string() == format!("docker.io/library/busybox@{}", img.manifest_digest)));
 
     // `pull -a` lists the tags on the mirror too.
-    let mut cmd = env.command(&["pull", "-a", "busybox"]);
-    cmd.env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("https_proxy", "http://127.0.0.1:9")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let (code, out, err) = wait_output(cmd.spawn().unwrap());
+    let (code, out, err) = env.run_with(&["pull", "-a", "busybox"], &HUB_CLOSED);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.starts_with("latest: Pulling from library/busybox\n")

@@ -6,23 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use registry_common::*;
-use strata_testkit::registry::images;
+use strata_testkit::registry::images::{self, noise};
 use strata_testkit::registry::proxy::{Mode, Proxy};
 use strata_testkit::registry::Registry;
-
-/// Incompressible bytes, so the compressed blob is as large as the files.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 /// `<root>/tmp/*-layer/diff/<rel>` of any layer staging dir, if present.
 fn staged_file(root: &Path, rel: &str) -> Option<PathBuf> {

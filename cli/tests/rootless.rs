@@ -36,26 +36,39 @@ fn user_binary(user: &TestUser) -> (PathBuf, Option<tempfile::TempDir>) {
     (copy, Some(dir))
 }
 
+/// strata run as `user` (from a binary it can execute; the copy's temp dir, if one was needed,
+/// goes with it).
 struct As<'a> {
     user: &'a TestUser,
     bin: PathBuf,
+    _bin_dir: Option<tempfile::TempDir>,
 }
 
-impl As<'_> {
+impl<'a> As<'a> {
+    fn new(user: &'a TestUser) -> As<'a> {
+        let (bin, bin_dir) = user_binary(user);
+        As {
+            user,
+            bin,
+            _bin_dir: bin_dir,
+        }
+    }
+
+    /// `load -i busybox.tar` of a busybox archive written to the user's home (theirs); the
+    /// output.
+    fn load_busybox(&self) -> String {
+        let archive = self.user.home.join("busybox.tar");
+        busybox_archive(&archive, "busybox:latest").unwrap();
+        std::os::unix::fs::chown(&archive, Some(self.user.uid), None).unwrap();
+        self.ok(&["load", "-i", "busybox.tar"])
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.user.command(&self.bin, args).output().unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "strata {args:?} as {} failed ({}): {}",
-            self.user.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.user.ok(&self.bin, args)
     }
 }
 
@@ -100,13 +113,8 @@ fn assert_owned_by(user: &TestUser, dir: &Path, at_least: usize) {
 #[test]
 fn rootless_tutorial_as_an_unprivileged_user() {
     let user = TestUser::new(true).unwrap();
-    let (bin, _bin_dir) = user_binary(&user);
-    let s = As { user: &user, bin };
-    let archive = user.home.join("busybox.tar");
-    busybox_archive(&archive, "busybox:latest").unwrap();
-    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
-
-    let loaded = s.ok(&["load", "-i", "busybox.tar"]);
+    let s = As::new(&user);
+    let loaded = s.load_busybox();
     assert!(loaded.contains("busybox:latest"), "{loaded}");
     // Through the loopback registry: push, forget, pull back.
     let reg = Registry::start();
@@ -196,8 +204,7 @@ fn rootless_tutorial_as_an_unprivileged_user() {
 #[test]
 fn rootless_without_subordinate_ranges_names_the_files_to_edit() {
     let user = TestUser::new(false).unwrap();
-    let (bin, _bin_dir) = user_binary(&user);
-    let s = As { user: &user, bin };
+    let s = As::new(&user);
     let out = s.run(&["images"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
@@ -223,8 +230,7 @@ fn rootless_without_subordinate_ranges_names_the_files_to_edit() {
 fn rootless_layers_map_ids_and_kernel_overlay_reads_them() {
     use strata_testkit::fixtures::{busybox_layer, write_docker_archive, ImageSpec, LayerTar};
     let user = TestUser::new(true).unwrap();
-    let (bin, _bin_dir) = user_binary(&user);
-    let s = As { user: &user, bin };
+    let s = As::new(&user);
     let mut top = LayerTar::new();
     top.file_owned("home/owned", b"mine\n", 0o4755, 1000, 1000)
         .whiteout("etc/motd")
@@ -424,12 +430,8 @@ impl Drop for Delegated {
 #[test]
 fn rootless_limits_apply_in_a_delegated_cgroup() {
     let user = TestUser::new(true).unwrap();
-    let (bin, _bin_dir) = user_binary(&user);
-    let s = As { user: &user, bin };
-    let archive = user.home.join("busybox.tar");
-    busybox_archive(&archive, "busybox:latest").unwrap();
-    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
-    s.ok(&["load", "-i", "busybox.tar"]);
+    let s = As::new(&user);
+    s.load_busybox();
     let limits = ["--memory", "64m", "--pids-limit", "20"];
 
     let mut args = vec!["run", "--rm", "--network", "none"];
@@ -607,12 +609,8 @@ impl Drop for LoopbackServer {
 #[test]
 fn rootless_first_command_has_pastas_network() {
     let user = TestUser::new(true).unwrap();
-    let (bin, _bin_dir) = user_binary(&user);
-    let s = As { user: &user, bin };
-    let archive = user.home.join("busybox.tar");
-    busybox_archive(&archive, "busybox:latest").unwrap();
-    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
-    s.ok(&["load", "-i", "busybox.tar"]);
+    let s = As::new(&user);
+    s.load_busybox();
     let server = LoopbackServer::start("hello from the host\n");
     let config = user.home.join(".local/share/strata/strata.json");
     let port = server.port.to_string();
@@ -674,12 +672,8 @@ fn pastas(user: &TestUser, needle: &str) -> Vec<i32> {
 #[test]
 fn rootless_killed_supervisor_leaves_no_pasta_nor_netns_mount() {
     let user = TestUser::new(true).unwrap();
-    let (bin, _bin_dir) = user_binary(&user);
-    let s = As { user: &user, bin };
-    let archive = user.home.join("busybox.tar");
-    busybox_archive(&archive, "busybox:latest").unwrap();
-    std::os::unix::fs::chown(&archive, Some(user.uid), None).unwrap();
-    s.ok(&["load", "-i", "busybox.tar"]);
+    let s = As::new(&user);
+    s.load_busybox();
     let runroot = PathBuf::from(format!("/tmp/strata-{}", user.uid));
     for (name, next) in [("k1", "ps"), ("k2", "rm")] {
         let id = s.ok(&["run", "-d", "--name", name, "busybox", "sleep", "300"]);

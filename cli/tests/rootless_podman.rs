@@ -5,29 +5,17 @@
 //! FUSE mount, and what is done inside (write, delete, rename of a lower dir, hard link) shows in
 //! the container, in `podman diff`, and in an image committed from it and run again.
 
+mod containers_common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use std::time::Duration;
 
+use containers_common::strata_overlay;
 use strata_testkit::container::eventually;
 use strata_testkit::fixtures::{layered_spec, write_docker_archive};
 use strata_testkit::user::TestUser;
-
-/// `strata-overlay`, built next to the `strata` binary under test.
-fn strata_overlay() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_strata"))
-        .parent()
-        .unwrap()
-        .join("strata-overlay");
-    assert!(
-        bin.is_file(),
-        "{} missing: run `cargo build -p strata-fs --bin strata-overlay` first",
-        bin.display()
-    );
-    bin
-}
 
 struct Podman<'a> {
     user: &'a TestUser,
@@ -37,50 +25,38 @@ struct Podman<'a> {
 }
 
 impl Podman<'_> {
-    fn run(&self, args: &[&str]) -> Output {
+    /// `podman` with this store's global flags, then `args`.
+    fn args(&self, args: &[&str]) -> Vec<String> {
         let h = self.user.home.display();
-        let opt = format!("overlay.mount_program={}", self.program.display());
         let st = self.store;
-        let (root, runroot, tmp) = (
-            format!("{h}/{st}/root"),
-            format!("{h}/{st}/run"),
-            format!("{h}/{st}/tmp"),
-        );
         let mut all = vec![
-            "--root",
-            &root,
-            "--runroot",
-            &runroot,
-            "--tmpdir",
-            &tmp,
-            "--storage-driver",
-            "overlay",
-            "--storage-opt",
-            &opt,
-            "--events-backend",
-            "none",
-            "--cgroup-manager",
-            "cgroupfs",
+            "--root".to_string(),
+            format!("{h}/{st}/root"),
+            "--runroot".to_string(),
+            format!("{h}/{st}/run"),
+            "--tmpdir".to_string(),
+            format!("{h}/{st}/tmp"),
+            "--storage-driver".to_string(),
+            "overlay".to_string(),
+            "--storage-opt".to_string(),
+            format!("overlay.mount_program={}", self.program.display()),
+            "--events-backend".to_string(),
+            "none".to_string(),
+            "--cgroup-manager".to_string(),
+            "cgroupfs".to_string(),
         ];
-        all.extend(args);
-        self.user
-            .command(Path::new("/usr/bin/podman"), &all)
-            .output()
-            .unwrap()
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?} as {} failed ({}): {}",
-            self.user.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let all = self.args(args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.user.ok(Path::new(PODMAN), &all)
     }
 }
+
+const PODMAN: &str = "/usr/bin/podman";
 
 /// Command names of the user's running processes.
 fn comms(user: &TestUser) -> Vec<String> {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use registry_common::*;
 use strata_runtime::seekable::{self, estargz};
-use strata_testkit::podman::podman;
+use strata_testkit::podman::{podman, run_args};
 use strata_testkit::registry::images;
 use strata_testkit::registry::{skopeo_copy, Registry};
 
@@ -70,19 +70,8 @@ fn assert_skopeo_copies(reference: &str, dir: &Path) {
         &format!("oci:{}:t", oci.display()),
         &["--src-tls-verify=false"],
     );
-    let read_blob = |d: &str| {
-        std::fs::read(
-            oci.join("blobs/sha256")
-                .join(d.trim_start_matches("sha256:")),
-        )
-        .unwrap()
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&read_blob(
-        index["manifests"][0]["digest"].as_str().unwrap(),
-    ))
-    .unwrap();
+    let read_blob = |d: &str| images::oci_blob(&oci, d);
+    let m = images::oci_manifest(&oci);
     let config: serde_json::Value =
         serde_json::from_slice(&read_blob(m["config"]["digest"].as_str().unwrap())).unwrap();
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
@@ -101,22 +90,7 @@ fn assert_skopeo_copies(reference: &str, dir: &Path) {
 fn assert_podman_runs(reference: &str, dir: &Path, expect: &str) {
     let o = podman(dir, &["pull", "--tls-verify=false", reference]);
     assert!(o.status.success(), "podman pull: {o:?}");
-    let o = podman(
-        dir,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=4096:4096",
-            reference,
-            "cat",
-            "/etc/greeting",
-        ],
-    );
+    let o = podman(dir, &run_args(reference, &["cat", "/etc/greeting"]));
     assert!(o.status.success(), "podman run: {o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), expect);
 }
@@ -135,6 +109,16 @@ fn assert_strata_runs(reference: &str, expect: &str) {
         "/etc/greeting",
     ]);
     assert_eq!(out, expect);
+}
+
+/// A new registry holding `img` as `plain:1`, and a new env that pulled it (by that name).
+fn pushed_and_pulled(img: &images::Image) -> (Registry, Env, String) {
+    let reg = Registry::start();
+    push_image(&reg, "plain:1", img);
+    let env = Env::new();
+    let src = format!("{}/plain:1", reg.addr());
+    env.ok(&["pull", &src]);
+    (reg, env, src)
 }
 
 fn greeting_image() -> images::Image {
@@ -205,12 +189,8 @@ fn converted_image_pushes_and_runs_in_podman_skopeo_and_strata() {
 
 #[test]
 fn push_compression_estargz_converts_on_the_way_out() {
-    let reg = Registry::start();
     let img = greeting_image();
-    push_image(&reg, "plain:1", &img);
-    let env = Env::new();
-    let src = format!("{}/plain:1", reg.addr());
-    env.ok(&["pull", &src]);
+    let (reg, env, src) = pushed_and_pulled(&img);
     let target = format!("{}/lazy:1", reg.addr());
     env.ok(&["tag", &src, &target]);
     let out = env.ok(&["push", "--compression", "estargz", &target]);
@@ -289,19 +269,8 @@ fn zstd_chunked_made_by_skopeo_reads_through_its_toc() {
         &format!("oci:{}:t", dst.display()),
         &["--dest-compress-format", "zstd:chunked"],
     );
-    let read_blob = |d: &str| {
-        std::fs::read(
-            dst.join("blobs/sha256")
-                .join(d.trim_start_matches("sha256:")),
-        )
-        .unwrap()
-    };
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
-    let m: serde_json::Value = serde_json::from_slice(&read_blob(
-        index["manifests"][0]["digest"].as_str().unwrap(),
-    ))
-    .unwrap();
+    let read_blob = |d: &str| images::oci_blob(&dst, d);
+    let m = images::oci_manifest(&dst);
     let layers = m["layers"].as_array().unwrap();
     assert_eq!(layers.len(), img.layers.len());
     let mut chunked_files = 0;
@@ -371,12 +340,8 @@ fn zstd_chunked_made_by_skopeo_reads_through_its_toc() {
 
 #[test]
 fn push_compression_zstd_chunked_keeps_the_config_and_runs_in_podman_and_strata() {
-    let reg = Registry::start();
     let img = greeting_image();
-    push_image(&reg, "plain:1", &img);
-    let env = Env::new();
-    let src = format!("{}/plain:1", reg.addr());
-    env.ok(&["pull", &src]);
+    let (reg, env, src) = pushed_and_pulled(&img);
     let target = format!("{}/zc:1", reg.addr());
     env.ok(&["tag", &src, &target]);
     env.ok(&["push", "--compression", "zstd:chunked", &target]);
@@ -424,7 +389,6 @@ impl Drop for UnmountGuard<'_> {
 /// and the files it assembles are right.
 #[test]
 fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
-    let reg = Registry::start();
     let big = images::big_layer("etc/big", 9_000_000, 3);
     let big_sha = strata_testkit::fixtures::sha256(&tar_regular_files(&big.tar)["etc/big"]);
     let img = images::image(vec![
@@ -432,10 +396,7 @@ fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
         images::layer(&[("etc/greeting", b"hello partial\n")]),
         big,
     ]);
-    push_image(&reg, "plain:1", &img);
-    let env = Env::new();
-    let src = format!("{}/plain:1", reg.addr());
-    env.ok(&["pull", &src]);
+    let (reg, env, src) = pushed_and_pulled(&img);
     let dir = tempfile::tempdir().unwrap();
     let _guard = UnmountGuard(dir.path());
     let conf = dir.path().join("storage.conf");
@@ -480,20 +441,10 @@ fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
             partial, 3,
             "{compression}: every layer pulled through its TOC: {log}"
         );
-        let o = podman(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=4096:4096",
+        let o = podman(&run_args(
             &target,
-            "sh",
-            "-c",
-            "cat /etc/greeting; busybox sha256sum /etc/big",
-        ]);
+            &["sh", "-c", "cat /etc/greeting; busybox sha256sum /etc/big"],
+        ));
         assert!(o.status.success(), "podman run {compression}: {o:?}");
         assert_eq!(
             String::from_utf8_lossy(&o.stdout),
@@ -503,18 +454,6 @@ fn podman_partial_pull_reads_our_estargz_and_zstd_chunked_tocs() {
             ),
             "{compression}"
         );
-    }
-}
-
-/// Removes every container of the env, even when the test fails.
-struct ContainersGuard<'a>(&'a Env);
-
-impl Drop for ContainersGuard<'_> {
-    fn drop(&mut self) {
-        let (_, ids, _) = self.0.run(&["ps", "-aq"]);
-        for id in ids.split_whitespace() {
-            let _ = self.0.run(&["rm", "-f", id]);
-        }
     }
 }
 

@@ -8,21 +8,8 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
-use containers_common::{default_driver, setup};
+use containers_common::{busybox_rm, default_driver, ps_status, setup};
 use strata_testkit::container::{eventually, mounts_under};
-
-fn status(s: &strata_testkit::container::Strata, name: &str) -> String {
-    s.ok(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("name={name}"),
-        "--format",
-        "{{.Status}}",
-    ])
-    .trim()
-    .to_string()
-}
 
 fn tar_names(data: &[u8]) -> Vec<String> {
     let mut ar = tar::Archive::new(data);
@@ -41,10 +28,14 @@ fn create_container_group_rename_pause_top_stats_export() {
         id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit()),
         "{id}"
     );
-    assert_eq!(status(&s, "c1"), "Created");
+    assert_eq!(ps_status(&s, "c1", true), "Created");
     assert_eq!(s.ok(&["container", "ls", "-aq"]).trim(), &id[..12]);
     assert_eq!(s.ok(&["start", "c1"]), "c1\n");
-    assert!(status(&s, "c1").starts_with("Up "), "{}", status(&s, "c1"));
+    assert!(
+        ps_status(&s, "c1", true).starts_with("Up "),
+        "{}",
+        ps_status(&s, "c1", true)
+    );
 
     // rename: Docker's messages for the two refusals.
     s.ok(&["container", "rename", "c1", "web"]);
@@ -79,9 +70,9 @@ fn create_container_group_rename_pause_top_stats_export() {
     // pause / unpause through the freezer.
     assert_eq!(s.ok(&["pause", "web"]), "web\n");
     assert!(
-        status(&s, "web").ends_with("(Paused)"),
+        ps_status(&s, "web", true).ends_with("(Paused)"),
         "{}",
-        status(&s, "web")
+        ps_status(&s, "web", true)
     );
     assert_eq!(
         s.ok(&["inspect", "-f", "{{.State.Paused}}", "web"]),
@@ -103,7 +94,7 @@ fn create_container_group_rename_pause_top_stats_export() {
     let state = stat.rsplit_once(") ").unwrap().1.chars().next().unwrap();
     assert_eq!(state, 'D', "a frozen task sleeps uninterruptibly: {stat}");
     assert_eq!(s.ok(&["unpause", "web"]), "web\n");
-    assert!(!status(&s, "web").contains("Paused"));
+    assert!(!ps_status(&s, "web", true).contains("Paused"));
 
     // stats --no-stream: Docker's columns; one row for the running container.
     let st = s.ok(&["stats", "--no-stream"]);
@@ -563,27 +554,21 @@ fn restart_policies() {
 #[test]
 fn init_reaps_and_forwards_signals() {
     let s = setup(&default_driver());
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "--init",
-        "busybox",
-        "sh",
-        "-c",
-        "echo $$; cat /proc/1/cmdline | tr '\\0' ' '",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &["--init"],
+        &["sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '"],
+    ));
     let mut lines = out.lines();
     assert_ne!(lines.next(), Some("1"), "the command is not pid 1: {out}");
     // Orphans are reaped: a grandchild whose parent exited leaves no zombie.
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "--init",
-        "busybox",
-        "sh",
-        "-c",
-        "(sleep 0.2 &); sleep 1; ps -o stat | grep -c '^Z' || true",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &["--init"],
+        &[
+            "sh",
+            "-c",
+            "(sleep 0.2 &); sleep 1; ps -o stat | grep -c '^Z' || true",
+        ],
+    ));
     assert_eq!(out.trim(), "0", "{out}");
     // Exit code and signal forwarding.
     let r = s.run(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 7"]);
@@ -597,14 +582,6 @@ fn init_reaps_and_forwards_signals() {
             .trim(),
         "143"
     );
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "--init",
-        "--runtime",
-        "runc",
-        "busybox",
-        "true",
-    ]);
+    let r = s.run(&busybox_rm(&["--init", "--runtime", "runc"], &["true"]));
     assert_eq!(r.code, Some(125));
 }

@@ -4,7 +4,7 @@
 
 mod containers_common;
 
-use containers_common::{default_driver, setup};
+use containers_common::{busybox_rm, default_driver, setup};
 
 #[test]
 fn volumes_lifecycle() {
@@ -81,29 +81,17 @@ fn volumes_lifecycle() {
         ""
     );
     // --mount type=volume, read-only.
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "--mount",
-        "type=volume,source=v1,target=/data,readonly",
-        "busybox",
-        "sh",
-        "-c",
-        "cat /data/seed && touch /data/x",
-    ]);
+    let r = s.run(&busybox_rm(
+        &["--mount", "type=volume,source=v1,target=/data,readonly"],
+        &["sh", "-c", "cat /data/seed && touch /data/x"],
+    ));
     assert_eq!(r.stdout, "seed\n");
     assert_ne!(r.code, Some(0), "read-only: {r:?}");
     // --mount type=tmpfs and type=bind.
-    let out = s.ok(&[
-        "run",
-        "--rm",
-        "--mount",
-        "type=tmpfs,target=/scratch",
-        "busybox",
-        "sh",
-        "-c",
-        "grep ' /scratch ' /proc/mounts",
-    ]);
+    let out = s.ok(&busybox_rm(
+        &["--mount", "type=tmpfs,target=/scratch"],
+        &["sh", "-c", "grep ' /scratch ' /proc/mounts"],
+    ));
     assert!(out.contains("tmpfs"), "{out}");
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("f"), "bound\n").unwrap();
@@ -112,14 +100,7 @@ fn volumes_lifecycle() {
         s.ok(&["run", "--rm", "--mount", &spec, "busybox", "cat", "/h/f"]),
         "bound\n"
     );
-    let r = s.run(&[
-        "run",
-        "--rm",
-        "--mount",
-        "type=nope,target=/x",
-        "busybox",
-        "true",
-    ]);
+    let r = s.run(&busybox_rm(&["--mount", "type=nope,target=/x"], &["true"]));
     assert_eq!(r.code, Some(125));
     assert!(r.stderr.contains("invalid mount type 'nope'"), "{r:?}");
 

@@ -8,6 +8,26 @@ use std::process::{Command, Output};
 /// How long one podman call may take before `timeout` kills it.
 pub const PODMAN_TIMEOUT_SECS: u32 = 180;
 
+/// Podman's default rlimits for root (1048576 open files) are above what a test run may raise
+/// to: the ones every test's podman `run`/`build` passes instead (`benches/cli-compare` gives
+/// podman the same).
+pub const ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=4096:4096",
+];
+
+/// The arguments of `podman run --rm --network none` (with [`ULIMITS`]) of `image` running
+/// `cmd`.
+pub fn run_args<'a>(image: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    args.extend(ULIMITS);
+    args.push(image);
+    args.extend(cmd);
+    args
+}
+
 /// `podman <args>` against the installation in `dir`, as a `Command` to adjust before running.
 pub fn command(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("timeout");

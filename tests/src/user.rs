@@ -126,6 +126,24 @@ impl TestUser {
         c
     }
 
+    /// [`TestUser::command`] run to the end, required to succeed: its stdout (a failure panics
+    /// with the status and stderr).
+    pub fn ok(&self, program: &Path, args: &[&str]) -> String {
+        let out = self
+            .command(program, args)
+            .output()
+            .expect("run as the test user");
+        assert!(
+            out.status.success(),
+            "{} {args:?} as {} failed ({}): {}",
+            program.display(),
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Whether `uid` belongs to this user: its own or one of its subordinate range.
     pub fn owns_id(&self, uid: u32) -> bool {
         uid == self.uid

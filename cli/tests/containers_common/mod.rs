@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use strata_runtime::reference::Reference;
@@ -42,4 +42,40 @@ pub fn setup(driver: &str) -> Strata {
 /// The driver the main container tests use: `STRATA_TEST_DRIVER`, else fuse.
 pub fn default_driver() -> String {
     std::env::var("STRATA_TEST_DRIVER").unwrap_or_else(|_| "fuse".to_string())
+}
+
+/// `strata-overlay`, built next to the `strata` binary under test (`cargo build` builds every
+/// workspace binary; `cargo test -p strata-cli` alone does not: build it first).
+pub fn strata_overlay() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_strata"))
+        .parent()
+        .unwrap()
+        .join("strata-overlay");
+    assert!(
+        bin.is_file(),
+        "{} missing: run `cargo build -p strata-fs --bin strata-overlay` first",
+        bin.display()
+    );
+    bin
+}
+
+/// The `{{.Status}}` `ps` shows (stopped containers too with `all`) of the container named
+/// `name`, trimmed.
+pub fn ps_status(s: &Strata, name: &str, all: bool) -> String {
+    let filter = format!("name={name}");
+    let mut args = vec!["ps"];
+    if all {
+        args.push("-a");
+    }
+    args.extend(["--filter", &filter, "--format", "{{.Status}}"]);
+    s.ok(&args).trim().to_string()
+}
+
+/// The arguments of `run --rm OPTS busybox CMD`.
+pub fn busybox_rm<'a>(opts: &[&'a str], cmd: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "--rm"];
+    args.extend(opts);
+    args.push("busybox");
+    args.extend(cmd);
+    args
 }

@@ -36,6 +36,13 @@ pub fn push_layout(reg: &Registry, dir: &Path, tag: &str, repo_tag: &str, extra:
     );
 }
 
+/// Environment variables that keep Docker Hub itself out of a test's reach: any attempt goes
+/// to a closed loopback proxy.
+pub const HUB_CLOSED: [(&str, &str); 2] = [
+    ("HTTPS_PROXY", "http://127.0.0.1:9"),
+    ("https_proxy", "http://127.0.0.1:9"),
+];
+
 /// A private world for one test: `--root`/`--runroot` temp dirs and a HOME whose
 /// `.docker/config.json` and `REGISTRY_AUTH_FILE` live in a temp dir.
 pub struct Env {
@@ -86,11 +93,30 @@ impl Env {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`Env::spawn`] with extra environment variables.
+    pub fn spawn_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Child {
         self.command(args)
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn strata")
+    }
+
+    /// `daemon.json` naming `mirrors` (addresses, `http://ADDR/` each) as registry mirrors, in
+    /// that order.
+    pub fn set_mirrors(&self, mirrors: &[&str]) {
+        let urls: Vec<String> = mirrors.iter().map(|m| format!("http://{m}/")).collect();
+        let json = serde_json::json!({ "registry-mirrors": urls });
+        std::fs::write(self.dir.path().join("daemon.json"), json.to_string()).unwrap();
+    }
+
+    /// [`Env::run`] with extra environment variables.
+    pub fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
+        wait_output(self.spawn_with(args, vars))
     }
 
     /// Run and require success; returns stdout.
@@ -120,6 +146,18 @@ impl Env {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Removes every container of the env (and so their mounts) even when the test fails.
+pub struct ContainersGuard<'a>(pub &'a Env);
+
+impl Drop for ContainersGuard<'_> {
+    fn drop(&mut self) {
+        let (_, ids, _) = self.0.run(&["ps", "-aq"]);
+        for id in ids.split_whitespace() {
+            let _ = self.0.run(&["rm", "-f", id]);
+        }
     }
 }
 

@@ -54,16 +54,7 @@ pub fn layer(files: &[(&str, &[u8])]) -> Layer {
         h.set_gid(0);
         b.append_data(&mut h, path, *data).expect("tar file");
     }
-    let tar = b.into_inner().expect("tar finish");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).expect("gzip");
-    let gz = gz.finish().expect("gzip finish");
-    Layer {
-        digest: sha256(&gz),
-        diff_id: sha256(&tar),
-        tar,
-        gz,
-    }
+    layer_from_tar(b.into_inner().expect("tar finish"))
 }
 
 /// A layer from an uncompressed tar (gzip-compressed here).
@@ -109,7 +100,12 @@ pub fn busybox() -> Layer {
 
 /// A layer of `size` pseudo-random (incompressible) bytes in one file: big enough to interrupt.
 pub fn big_layer(name: &str, size: usize, seed: u64) -> Layer {
-    let mut data = Vec::with_capacity(size);
+    layer(&[(name, &noise(size, seed))])
+}
+
+/// `size` pseudo-random (incompressible) bytes (xorshift from `seed`): compressed, as large.
+pub fn noise(size: usize, seed: u64) -> Vec<u8> {
+    let mut data = Vec::with_capacity(size + 8);
     let mut x = seed | 1;
     while data.len() < size {
         x ^= x << 13;
@@ -118,7 +114,7 @@ pub fn big_layer(name: &str, size: usize, seed: u64) -> Layer {
         data.extend_from_slice(&x.to_le_bytes());
     }
     data.truncate(size);
-    layer(&[(name, &data)])
+    data
 }
 
 /// An image: config + manifest over some layers.
@@ -272,4 +268,26 @@ pub fn write_oci_index_layout(
     let idx = index(images, attestation);
     write_layout(dir, tag, "application/vnd.oci.image.index.v1+json", &idx);
     sha256(&idx)
+}
+
+/// The blob `digest` of the OCI image layout at `layout`.
+pub fn oci_blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.trim_start_matches("sha256:");
+    oci_blob_file(layout, &format!("blobs/sha256/{hex}"))
+}
+
+/// The manifest of the first image the OCI image layout at `layout` lists.
+pub fn oci_manifest(layout: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_slice(&oci_blob_file(layout, "index.json")).expect("index.json is JSON");
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("a manifest in index.json");
+    serde_json::from_slice(&oci_blob(layout, digest)).expect("the manifest is JSON")
+}
+
+/// The file `name` of a layout (panics with its path if it cannot be read).
+fn oci_blob_file(layout: &Path, name: &str) -> Vec<u8> {
+    let path = layout.join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
