@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use fuser::BackingId;
@@ -63,7 +64,7 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Passthrough {
     /// Negotiated with the kernel in `init`.
-    pub enabled: bool,
+    pub enabled: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -93,7 +94,10 @@ impl Passthrough {
             } else {
                 Mode::Cached { keep: false }
             }
-        } else if !self.enabled || movable || st.cached.get(&info.ino).is_some_and(|&n| n > 0) {
+        } else if !self.enabled.load(Ordering::Relaxed)
+            || movable
+            || st.cached.get(&info.ino).is_some_and(|&n| n > 0)
+        {
             if live.is_some() {
                 Mode::Direct
             } else {
