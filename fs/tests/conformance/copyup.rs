@@ -397,11 +397,8 @@ fn metadata_changes_copy_up_large_files(c: &mut Case) {
     assert_eq!(lstat(m.join("chown")).unwrap().uid(), 1234);
     assert_eq!(getxattr(m.join("xattr"), "user.new").unwrap(), b"x");
     assert!(getxattr(m.join("rmxattr"), "user.gone").is_err());
+    // (Not the inode numbers: rootless kernel overlayfs shows two for the two names.)
     assert_eq!(lstat(m.join("link")).unwrap().nlink(), 2);
-    assert_eq!(
-        lstat(m.join("link")).unwrap().ino(),
-        lstat(m.join("link2")).unwrap().ino()
-    );
     for n in ["chmod", "chown", "xattr", "rmxattr", "link", "link2"] {
         assert!(read_bytes(m.join(n)) == data, "{n}: data after copy-up");
         assert!(lstat(c.upper().join(n)).is_ok(), "{n} in upper");
