@@ -479,8 +479,10 @@ macro_rules! pick {
 }
 
 /// Path through `/proc/self/fd` naming `name` inside the directory `dir`, for the xattr calls
-/// that have no `*at()` form. `name` is one component (no `/`), so nothing but `dir` is walked,
-/// and the `l*xattr` calls used with it never follow a final symlink.
+/// when the kernel has no `*xattrat()` (before 6.13) and for the directory fd itself (an `O_PATH`
+/// fd, which `*xattrat()` refuses with `AT_EMPTY_PATH`). `name` is one component (no `/`), so
+/// nothing but `dir` is walked, and the `l*xattr` calls used with it never follow a final
+/// symlink.
 fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> R<CString> {
     let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
     if !name.is_empty() {
@@ -491,20 +493,88 @@ fn proc_path(dir: BorrowedFd<'_>, name: &OsStr) -> R<CString> {
     CString::new(p).map_err(|_| Errno::EINVAL)
 }
 
-pub fn lgetxattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<Vec<u8>> {
-    let p = proc_path(dir, name)?;
-    let k = cstr(key)?;
-    xattr_value(|buf| {
-        // SAFETY: valid C strings; `buf` is writable for its length.
-        unsafe {
-            pick!(lgetxattr, getxattr, name)(
-                p.as_ptr(),
-                k.as_ptr(),
-                buf.as_mut_ptr() as *mut libc::c_void,
-                buf.len(),
-            )
+/// The `*xattrat()` system calls (Linux 6.13; the numbers are the same on every architecture).
+/// `getxattrat(dir, name, AT_SYMLINK_NOFOLLOW, ..)` resolves one component in `dir`, where the
+/// `/proc/self/fd/N/name` path walks procfs first (`/proc`, `self`, `fd`, the magic link): 0.3
+/// vs 1.0 us per call here, and `ls -l` sends two GETXATTR per file.
+mod xattrat {
+    pub const SET: libc::c_long = 463;
+    pub const GET: libc::c_long = 464;
+    pub const LIST: libc::c_long = 465;
+    pub const REMOVE: libc::c_long = 466;
+
+    /// `struct xattr_args` of `linux/xattr.h`.
+    #[repr(C)]
+    pub struct Args {
+        pub value: u64,
+        pub size: u32,
+        pub flags: u32,
+    }
+}
+
+/// Cleared at the first ENOSYS from a `*xattrat()` call: the kernel predates them.
+static XATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Run the `*xattrat()` form of an xattr call for `name` in `dir` when the kernel has it and
+/// `name` is a component (not the directory itself), else the `/proc/self/fd` form.
+fn with_xattr_path<T>(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    at: impl FnOnce(&CString) -> R<T>,
+    proc: impl FnOnce(&CString) -> R<T>,
+) -> R<T> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if !name.is_empty() && XATTRAT.load(Relaxed) {
+        let c = component(name)?;
+        match at(&c) {
+            Err(Errno::ENOSYS) => XATTRAT.store(false, Relaxed),
+            r => return r,
         }
-    })
+    }
+    proc(&proc_path(dir, name)?)
+}
+
+pub fn lgetxattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<Vec<u8>> {
+    let k = cstr(key)?;
+    with_xattr_path(
+        dir,
+        name,
+        |c| {
+            xattr_value(|buf| {
+                let args = xattrat::Args {
+                    value: buf.as_mut_ptr() as u64,
+                    size: buf.len() as u32,
+                    flags: 0,
+                };
+                // SAFETY: valid C strings; `args` names `buf`, writable for its length, and is
+                // passed with its own size.
+                unsafe {
+                    libc::syscall(
+                        xattrat::GET,
+                        dir.as_raw_fd(),
+                        c.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW,
+                        k.as_ptr(),
+                        &args as *const xattrat::Args,
+                        std::mem::size_of::<xattrat::Args>(),
+                    ) as isize
+                }
+            })
+        },
+        |p| {
+            xattr_value(|buf| {
+                // SAFETY: valid C strings; `buf` is writable for its length.
+                unsafe {
+                    pick!(lgetxattr, getxattr, name)(
+                        p.as_ptr(),
+                        k.as_ptr(),
+                        buf.as_mut_ptr() as *mut libc::c_void,
+                        buf.len(),
+                    )
+                }
+            })
+        },
+    )
 }
 
 /// An xattr value read by `get` (one of the `getxattr` calls, given a buffer): 256 bytes
@@ -549,33 +619,101 @@ fn xattr_names(mut list: impl FnMut(*mut libc::c_char, usize) -> isize) -> R<Vec
 }
 
 pub fn lsetxattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr, val: &[u8], flags: i32) -> R<()> {
-    let p = proc_path(dir, name)?;
     let k = cstr(key)?;
-    // SAFETY: valid C strings and buffer.
-    check(unsafe {
-        pick!(lsetxattr, setxattr, name)(
-            p.as_ptr(),
-            k.as_ptr(),
-            val.as_ptr() as *const libc::c_void,
-            val.len(),
-            flags,
-        )
-    })
-    .map(drop)
+    with_xattr_path(
+        dir,
+        name,
+        |c| {
+            let args = xattrat::Args {
+                value: val.as_ptr() as u64,
+                size: u32::try_from(val.len()).map_err(|_| Errno::E2BIG)?,
+                flags: flags as u32,
+            };
+            // SAFETY: valid C strings; `args` names `val` with its length and is passed with
+            // its own size.
+            let r = unsafe {
+                libc::syscall(
+                    xattrat::SET,
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                    k.as_ptr(),
+                    &args as *const xattrat::Args,
+                    std::mem::size_of::<xattrat::Args>(),
+                )
+            };
+            check(r as libc::c_int).map(drop)
+        },
+        |p| {
+            // SAFETY: valid C strings and buffer.
+            check(unsafe {
+                pick!(lsetxattr, setxattr, name)(
+                    p.as_ptr(),
+                    k.as_ptr(),
+                    val.as_ptr() as *const libc::c_void,
+                    val.len(),
+                    flags,
+                )
+            })
+            .map(drop)
+        },
+    )
 }
 
 pub fn lremovexattr(dir: BorrowedFd<'_>, name: &OsStr, key: &OsStr) -> R<()> {
-    let p = proc_path(dir, name)?;
     let k = cstr(key)?;
-    // SAFETY: valid C strings.
-    check(unsafe { pick!(lremovexattr, removexattr, name)(p.as_ptr(), k.as_ptr()) }).map(drop)
+    with_xattr_path(
+        dir,
+        name,
+        |c| {
+            // SAFETY: valid C strings.
+            let r = unsafe {
+                libc::syscall(
+                    xattrat::REMOVE,
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                    k.as_ptr(),
+                )
+            };
+            check(r as libc::c_int).map(drop)
+        },
+        // SAFETY: valid C strings.
+        |p| {
+            check(unsafe { pick!(lremovexattr, removexattr, name)(p.as_ptr(), k.as_ptr()) })
+                .map(drop)
+        },
+    )
 }
 
 /// The raw, NUL-separated list of xattr names.
 pub fn llistxattr(dir: BorrowedFd<'_>, name: &OsStr) -> R<Vec<u8>> {
-    let p = proc_path(dir, name)?;
-    // SAFETY: valid C string; `buf` is null (a size query) or writable for `len` bytes.
-    xattr_names(|buf, len| unsafe { pick!(llistxattr, listxattr, name)(p.as_ptr(), buf, len) })
+    with_xattr_path(
+        dir,
+        name,
+        |c| {
+            xattr_names(|buf, len| {
+                // SAFETY: valid C string; `buf` is null (a size query) or writable for `len`
+                // bytes.
+                unsafe {
+                    libc::syscall(
+                        xattrat::LIST,
+                        dir.as_raw_fd(),
+                        c.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW,
+                        buf,
+                        len,
+                    ) as isize
+                }
+            })
+        },
+        // SAFETY: valid C string; `buf` is null (a size query) or writable for `len` bytes.
+        |p| {
+            xattr_names(|buf, len| unsafe {
+                pick!(llistxattr, listxattr, name)(p.as_ptr(), buf, len)
+            })
+        },
+    )
 }
 
 pub fn fstatvfs(fd: BorrowedFd<'_>) -> R<libc::statvfs> {
@@ -849,6 +987,48 @@ mod tests {
         assert_eq!(&b, b"middle");
         pread(dst.as_fd(), &mut b[..4], 0).unwrap();
         assert_eq!(&b[..4], b"head");
+    }
+
+    /// The `*xattrat()` calls and the `/proc/self/fd` fallback behave alike: one component in
+    /// the directory, a final symlink not followed, flags and errors passed through.
+    #[test]
+    fn xattr_calls_at_a_name_never_follow_symlinks_in_either_form() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let have_at = XATTRAT.load(Relaxed);
+        for use_at in [true, false] {
+            XATTRAT.store(use_at && have_at, Relaxed);
+            let t = tempfile::tempdir().unwrap();
+            std::fs::write(t.path().join("f"), b"").unwrap();
+            std::os::unix::fs::symlink("f", t.path().join("l")).unwrap();
+            let dir = std::fs::File::open(t.path()).unwrap();
+            let (d, f, l) = (dir.as_fd(), OsStr::new("f"), OsStr::new("l"));
+            let k = OsStr::new("user.k");
+            lsetxattr(d, f, k, b"v1", libc::XATTR_CREATE).unwrap();
+            assert_eq!(
+                lsetxattr(d, f, k, b"v2", libc::XATTR_CREATE),
+                Err(Errno::EEXIST)
+            );
+            assert_eq!(lgetxattr(d, f, k).unwrap(), b"v1");
+            assert_eq!(llistxattr(d, f).unwrap(), b"user.k\0");
+            // The symlink itself: no user.* xattrs on symlinks, and its target is not reached.
+            assert_eq!(lgetxattr(d, l, k), Err(Errno::ENODATA));
+            assert_eq!(lsetxattr(d, l, k, b"x", 0), Err(Errno::EPERM));
+            assert!(llistxattr(d, l).unwrap().is_empty());
+            assert_eq!(lremovexattr(d, l, k), Err(Errno::EPERM));
+            assert_eq!(lgetxattr(d, f, k).unwrap(), b"v1");
+            assert_eq!(
+                lgetxattr(d, f, OsStr::new("user.none")),
+                Err(Errno::ENODATA)
+            );
+            assert_eq!(lgetxattr(d, OsStr::new("../f"), k), Err(Errno::EINVAL));
+            assert_eq!(lgetxattr(d, OsStr::new(".."), k), Err(Errno::EINVAL));
+            lremovexattr(d, f, k).unwrap();
+            assert_eq!(lgetxattr(d, f, k), Err(Errno::ENODATA));
+            // The directory itself (always through /proc/self/fd).
+            lsetxattr(d, OsStr::new(""), k, b"dir", 0).unwrap();
+            assert_eq!(lgetxattr(d, OsStr::new(""), k).unwrap(), b"dir");
+        }
+        XATTRAT.store(have_at, Relaxed);
     }
 
     #[test]

@@ -21,6 +21,33 @@ use crate::ns::Held;
 use crate::unionfs::Fs;
 
 impl Fs {
+    /// Would a copy-up of node `ino` copy at most `max` bytes of data and nothing from the
+    /// network? True when it is in the upper layer already, is not a regular file (its
+    /// copy-up is metadata only) or is a small lower file of a layer that is all on disk; the
+    /// FUSE adapter runs such operations on the thread that answers requests, others on an
+    /// offload worker. False when unsure.
+    pub(crate) fn copy_up_is_small(&self, ino: Ino, max: u64) -> bool {
+        let t = &self.tree;
+        let Ok(n) = t.inodes.get(ino) else {
+            return false;
+        };
+        if ino == Ino::ROOT || n.copied.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
+        let ns = t.ns.shared();
+        let Ok(loc) = t.locate(&ns, ino) else {
+            return false;
+        };
+        if t.layers.is_upper(loc.layer) {
+            return true;
+        }
+        match t.stat_loc(&loc) {
+            Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFREG => true,
+            Ok(st) => self.lower_data.is_none() && (st.st_size as u64) <= max,
+            Err(_) => false,
+        }
+    }
+
     /// Make sure node `ino` exists in the upper layer (copying it and its parents up).
     pub(crate) fn copy_up(&self, ns: &mut impl Held, ino: Ino) -> R<()> {
         self.copy_up_then(ns, ino, true)

@@ -146,9 +146,9 @@ impl Fs {
     /// `fuse::Adapter::prefill`); `None` otherwise, and for every later open of the inode.
     /// Not counted as a READ request.
     ///
-    /// Runs under the node's copy-up lock, and not at all once the file was copied up: data
-    /// changes only after a copy-up, so nothing written through the mount can be overwritten
-    /// in the kernel's cache by the older bytes read here.
+    /// Runs under the node's copy-up lock, and not at all once the file was copied up or while
+    /// it is being copied up: data changes only after a copy-up, so nothing written through the
+    /// mount can be overwritten in the kernel's cache by the older bytes read here.
     pub(crate) fn small_lower_file_with<T>(
         &self,
         fh: Fh,
@@ -163,7 +163,11 @@ impl Fs {
         if n.prefilled.swap(true, Ordering::AcqRel) {
             return Ok(None);
         }
-        let _g = n.copyup.lock();
+        // A copy-up of this file under way (on an offload worker) may take long: skip the
+        // prefill rather than hold up the thread that answers every other request.
+        let Some(_g) = n.copyup.try_lock() else {
+            return Ok(None);
+        };
         if n.copied.load(Ordering::Acquire) {
             return Ok(None);
         }

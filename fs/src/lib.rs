@@ -56,7 +56,8 @@ pub struct MountOptions {
     pub upper: Option<PathBuf>,
     /// Scratch dir on the same filesystem as `upper`, for atomic copy-up.
     pub work: Option<PathBuf>,
-    /// Serving threads (0 = default).
+    /// Serving threads (0 = default): one reads and answers the requests, the others take the
+    /// operations that may take long (copy-ups, fsync); 1 answers everything on one thread.
     pub threads: usize,
     /// Source name shown in /proc/mounts.
     pub fsname: String,
@@ -215,8 +216,9 @@ pub fn mount_with_data(
         source,
     };
     let mp = mountpoint.canonicalize().map_err(merr)?;
-    // Default: one thread per core, at least 2 (a long copy-up must not stall other requests)
-    // and at most 4 (more only adds context switches on small machines).
+    // Default: one thread per core, at least 2 (a long copy-up must not stall other requests:
+    // it runs on a second thread) and at most 4 (more only adds context switches on small
+    // machines).
     let threads = if opts.threads == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())

@@ -166,6 +166,11 @@ impl Fs {
         }
     }
 
+    /// Some lower files may still be fetched (a lazily pulled layer, see [`LowerData`]).
+    pub(crate) fn has_lazy_lower(&self) -> bool {
+        self.lower_data.is_some()
+    }
+
     pub fn read_only(&self) -> bool {
         !self.tree.layers.has_upper()
     }

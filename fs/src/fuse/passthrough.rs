@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use fuser::BackingId;
@@ -65,7 +66,7 @@ struct State {
 #[derive(Default)]
 pub(crate) struct Passthrough {
     /// Negotiated with the kernel in `init`.
-    pub enabled: bool,
+    pub enabled: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -95,7 +96,10 @@ impl Passthrough {
             } else {
                 Mode::Cached { keep: true }
             }
-        } else if !self.enabled || movable || st.cached.get(&info.ino).is_some_and(|&n| n > 0) {
+        } else if !self.enabled.load(Ordering::Relaxed)
+            || movable
+            || st.cached.get(&info.ino).is_some_and(|&n| n > 0)
+        {
             if live.is_some() {
                 Mode::Direct
             } else {
