@@ -512,8 +512,34 @@ mod xattrat {
     }
 }
 
-/// Cleared at the first ENOSYS from a `*xattrat()` call: the kernel predates them.
-static XATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Whether the `*xattrat()` calls may be used: probed once ([`have_xattrat`]), cleared at an
+/// ENOSYS later too.
+static XATTRAT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static XATTRAT_PROBE: std::sync::Once = std::sync::Once::new();
+
+/// Probe once whether `listxattrat()` answers here. A kernel before 6.13 says ENOSYS; a seccomp
+/// filter that predates the calls (Docker's default profile, podman's, strata's own in a
+/// nested container) refuses them with its default errno (EPERM, or ENOSYS in newer
+/// profiles) — which must not reach the callers as if the file had said it, so any error
+/// means "use the /proc/self/fd form".
+fn have_xattrat() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    XATTRAT_PROBE.call_once(|| {
+        // SAFETY: a valid C string; a null buffer of size 0 is a size query.
+        let r = unsafe {
+            libc::syscall(
+                xattrat::LIST,
+                libc::AT_FDCWD,
+                c"/".as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                std::ptr::null_mut::<libc::c_char>(),
+                0usize,
+            )
+        };
+        XATTRAT.store(r >= 0, Relaxed);
+    });
+    XATTRAT.load(Relaxed)
+}
 
 /// Run the `*xattrat()` form of an xattr call for `name` in `dir` when the kernel has it and
 /// `name` is a component (not the directory itself), else the `/proc/self/fd` form.
@@ -524,7 +550,7 @@ fn with_xattr_path<T>(
     proc: impl FnOnce(&CString) -> R<T>,
 ) -> R<T> {
     use std::sync::atomic::Ordering::Relaxed;
-    if !name.is_empty() && XATTRAT.load(Relaxed) {
+    if !name.is_empty() && have_xattrat() {
         let c = component(name)?;
         match at(&c) {
             Err(Errno::ENOSYS) => XATTRAT.store(false, Relaxed),
@@ -994,7 +1020,7 @@ mod tests {
     #[test]
     fn xattr_calls_at_a_name_never_follow_symlinks_in_either_form() {
         use std::sync::atomic::Ordering::Relaxed;
-        let have_at = XATTRAT.load(Relaxed);
+        let have_at = have_xattrat();
         for use_at in [true, false] {
             XATTRAT.store(use_at && have_at, Relaxed);
             let t = tempfile::tempdir().unwrap();
