@@ -159,18 +159,16 @@ pub(crate) struct Core {
     ttl: Duration,
 }
 
-/// The `fuser` filesystem. One thread reads and answers the requests; operations that may take
-/// long (those that can copy a file up, fsync, fallocate) are handed to the offload workers,
-/// which reply from there (fuser's replies are `Send`).
+/// The `fuser` filesystem. Several threads read and answer the requests; operations that may
+/// take long (those that can copy a file up, fsync, fallocate) are handed to the offload
+/// workers, which reply from there (fuser's replies are `Send`), so no reader waits on them.
 ///
-/// Why one reading thread: the kernel wakes the FUSE reader that has waited longest, so two
-/// readers take turns on consecutive requests of one caller (`ls -l`: GETXATTR, GETXATTR,
-/// READDIRPLUS, ...). The scheduler then sees the caller wake a different thread each time
-/// (`wake_wide`) and stops placing them on one CPU: every request and every reply becomes a
-/// wakeup across CPUs, the costliest part of a round trip on a small VM. With one reader the
-/// pair stays together. `ls -lR` of the full benches/compare fixture (38,390 requests), daemon
-/// CPU median of 9 interleaved runs: two reading threads 621 ms, one 174 ms (fuse-overlayfs 2.0,
-/// two threads: 481 ms).
+/// Readers: the kernel wakes the FUSE reader that has waited longest, so two readers take turns
+/// on consecutive requests of one caller and the scheduler stops keeping caller and daemon on
+/// one CPU. Under load from other processes that made one reader cheaper (`ls -lR`, daemon CPU
+/// 621 -> 174 ms); on a quiet machine one reader doubled `ls -lR`'s wall time and made untar
+/// 1.35x slower than two (full benches/compare fixture, 7 interleaved runs each;
+/// docs/performance.md), so every mount keeps `threads` readers.
 pub(crate) struct Adapter {
     core: Core,
     offload: Option<Offload>,
@@ -955,12 +953,15 @@ pub(crate) fn serve(
 ) -> std::io::Result<std::thread::JoinHandle<std::io::Result<()>>> {
     let mut cfg = fuser::Config::default();
     cfg.acl = fuser::SessionACL::All;
-    // One thread reads and answers; `threads - 1` workers take the slow operations (see
-    // `Adapter`). A mount with lazily fetched lower files reads them from the network inside
-    // OPEN and READ: there every thread reads requests, so one fetch does not hold up the rest.
+    // `threads` threads read and answer requests; `threads - 1` workers take the slow
+    // operations (big copy-ups, renames, fsync; see `Adapter`) so no reader waits on them. One
+    // reader alone measured better only on a loaded machine (fewer cross-CPU wakeups when other
+    // work competes); on a quiet one it doubled ls -lR and made untar 1.35x slower than two
+    // (docs/performance.md). A mount with lazily fetched lower files reads them from the
+    // network inside OPEN and READ and gets no workers: its readers wait for fetches instead.
     let lazy = fs.has_lazy_lower();
-    cfg.n_threads = Some(if lazy { threads.max(1) } else { 1 });
-    cfg.clone_fd = lazy;
+    cfg.n_threads = Some(threads.max(1));
+    cfg.clone_fd = true;
     let mut view = view;
     if view.xattr_permissions == 0 {
         view.xattr_permissions = options::detect_xattr_permissions(&fs);

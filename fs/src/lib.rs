@@ -56,8 +56,9 @@ pub struct MountOptions {
     pub upper: Option<PathBuf>,
     /// Scratch dir on the same filesystem as `upper`, for atomic copy-up.
     pub work: Option<PathBuf>,
-    /// Serving threads (0 = default): one reads and answers the requests, the others take the
-    /// operations that may take long (copy-ups, fsync); 1 answers everything on one thread.
+    /// Serving threads (0 = default): that many read and answer requests, and one fewer offload
+    /// workers take the operations that may take long (copy-ups, fsync); 1 answers everything
+    /// on one thread.
     pub threads: usize,
     /// Source name shown in /proc/mounts.
     pub fsname: String,
