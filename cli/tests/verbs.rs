@@ -167,6 +167,28 @@ fn create_container_group_rename_pause_top_stats_export() {
         "{r:?}"
     );
     assert_eq!(s.ok(&["ps", "-aq"]), "");
+    // container prune --filter: label= takes only what has the label, label! spares what has
+    // it, until= spares what is newer; a bad key or time is refused.
+    s.ok(&[
+        "create", "--name", "tagged", "-l", "keep=yes", "busybox", "true",
+    ]);
+    s.ok(&["create", "--name", "plain", "busybox", "true"]);
+    let r = s.run(&["container", "prune", "-f", "--filter", "label=keep=yes"]);
+    assert!(r.stdout.starts_with("Deleted Containers:\n"), "{r:?}");
+    assert_eq!(s.ok(&["ps", "-a", "--format", "{{.Names}}"]), "plain\n");
+    s.ok(&[
+        "create", "--name", "tagged", "-l", "keep=yes", "busybox", "true",
+    ]);
+    let r = s.run(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(r.ok() && !r.stdout.contains("Deleted Containers"), "{r:?}");
+    let r = s.run(&["container", "prune", "-f", "--filter", "label!=keep"]);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(s.ok(&["ps", "-a", "--format", "{{.Names}}"]), "tagged\n");
+    s.ok(&["rm", "tagged"]);
+    let r = s.run(&["container", "prune", "-f", "--filter", "color=red"]);
+    assert_eq!(r.stderr, "Error: invalid filter 'color'\n");
+    let r = s.run(&["container", "prune", "-f", "--filter", "until=soon"]);
+    assert_eq!(r.stderr, "Error: invalid filter 'until=soon'\n");
     let r = s.run(&["image", "pull", "--help"]);
     assert!(r.ok(), "{r:?}");
 }

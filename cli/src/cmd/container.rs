@@ -103,7 +103,7 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     force: bool,
-    /// Provide filter values (accepted for compatibility; strata prunes every stopped container)
+    /// Provide filter values (e.g. "until=<timestamp>", "label=<key>[=<value>]")
     #[arg(long = "filter")]
     filter: Vec<String>,
 }
@@ -111,7 +111,15 @@ pub struct PruneArgs {
 /// Remove every container that is not running and print Docker's `Deleted Containers:` block;
 /// returns the bytes reclaimed. Shared by `container prune` and `system prune`.
 pub(crate) fn prune_stopped(global: &Global, out: &mut impl Write) -> Result<u64> {
-    let pruned = global.engine().prune_containers()?;
+    prune_stopped_where(global, out, &|_| true)
+}
+
+fn prune_stopped_where(
+    global: &Global,
+    out: &mut impl Write,
+    keep: &dyn Fn(&strata_runtime::container::Container) -> bool,
+) -> Result<u64> {
+    let pruned = global.engine().prune_containers_where(keep)?;
     for e in &pruned.errors {
         eprintln!("Error: {e}");
     }
@@ -127,13 +135,30 @@ pub(crate) fn prune_stopped(global: &Global, out: &mut impl Write) -> Result<u64
 
 /// Docker's `container prune`: every container that is not running.
 pub fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
-    // No filter keys yet: every one is refused with Docker's message.
-    strata_runtime::filters::Filters::parse(&a.filter, &[])?;
+    let f = strata_runtime::filters::Filters::parse(&a.filter, &["until", "label", "label!"])?;
+    let now = chrono::Utc::now();
+    let until = f
+        .get("until")
+        .map(|v| {
+            strata_runtime::timeargs::parse_time_arg(v, now)
+                .ok_or_else(|| anyhow::anyhow!("invalid filter 'until={v}'"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Docker: created before every `until`, every `label` present, no `label!` matching.
+    let keep = |c: &strata_runtime::container::Container| {
+        let labels = Some(&c.config.labels);
+        until.iter().all(|u| c.config.created < *u)
+            && f.get("label")
+                .all(|l| strata_runtime::filters::label_matches(labels, l))
+            && !f
+                .get("label!")
+                .any(|l| strata_runtime::filters::label_matches(labels, l))
+    };
     if !a.force && !super::image::confirm("WARNING! This will remove all stopped containers.")? {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    let reclaimed = prune_stopped(global, &mut out)?;
+    let reclaimed = prune_stopped_where(global, &mut out, &keep)?;
     writeln!(
         out,
         "Total reclaimed space: {}",

@@ -141,9 +141,18 @@ impl Engine {
     /// Remove every container that is not running (`container prune`, `system prune`). A
     /// container that a concurrent `rm` took first is skipped silently.
     pub fn prune_containers(&self) -> Result<ContainerPrune> {
+        self.prune_containers_where(&|_| true)
+    }
+
+    /// [`Engine::prune_containers`] limited to the stopped containers `keep` selects
+    /// (`container prune --filter until=|label=`).
+    pub fn prune_containers_where(
+        &self,
+        keep: &dyn Fn(&Container) -> bool,
+    ) -> Result<ContainerPrune> {
         let mut out = ContainerPrune::default();
         for c in self.container_usage()? {
-            if c.usage.running {
+            if c.usage.running || !keep(&c.record) {
                 continue;
             }
             match self.containers().remove(&c.record, false) {
