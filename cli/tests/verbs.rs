@@ -189,6 +189,17 @@ fn create_container_group_rename_pause_top_stats_export() {
     assert_eq!(r.stderr, "Error: invalid filter 'color'\n");
     let r = s.run(&["container", "prune", "-f", "--filter", "until=soon"]);
     assert_eq!(r.stderr, "Error: invalid filter 'until=soon'\n");
+    // system prune takes the same filters for containers (and images).
+    s.ok(&[
+        "create", "--name", "tagged", "-l", "keep=yes", "busybox", "true",
+    ]);
+    s.ok(&["create", "--name", "plain", "busybox", "true"]);
+    let r = s.run(&["system", "prune", "-f", "--filter", "label=keep=yes"]);
+    assert!(r.stdout.starts_with("Deleted Containers:\n"), "{r:?}");
+    assert_eq!(s.ok(&["ps", "-a", "--format", "{{.Names}}"]), "plain\n");
+    s.ok(&["rm", "plain"]);
+    let r = s.run(&["system", "prune", "-f", "--filter", "color=red"]);
+    assert_eq!(r.stderr, "Error: invalid filter 'color'\n");
     let r = s.run(&["image", "pull", "--help"]);
     assert!(r.ok(), "{r:?}");
 }

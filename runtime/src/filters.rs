@@ -88,6 +88,46 @@ impl Filters {
     }
 }
 
+/// The filters every prune verb takes (`until=`, `label=`, `label!=`), parsed once: an object is
+/// pruned when it was created before every `until`, carries every `label` and no `label!`.
+#[derive(Debug, Default, Clone)]
+pub struct PruneFilter {
+    until: Vec<chrono::DateTime<chrono::Utc>>,
+    labels: Vec<String>,
+    not_labels: Vec<String>,
+}
+
+impl PruneFilter {
+    /// From parsed filters (their other keys are the caller's); `now` anchors relative times.
+    pub fn from_filters(
+        f: &Filters,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<PruneFilter, FilterError> {
+        let until = f
+            .get("until")
+            .map(|v| {
+                crate::timeargs::parse_time_arg(v, now)
+                    .ok_or_else(|| FilterError::InvalidValue("until".into(), v.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(PruneFilter {
+            until,
+            labels: f.get("label").map(str::to_string).collect(),
+            not_labels: f.get("label!").map(str::to_string).collect(),
+        })
+    }
+
+    pub fn matches(
+        &self,
+        created: chrono::DateTime<chrono::Utc>,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        self.until.iter().all(|u| created < *u)
+            && self.labels.iter().all(|l| label_matches(labels, l))
+            && !self.not_labels.iter().any(|l| label_matches(labels, l))
+    }
+}
+
 /// `label=key` or `label=key=value` against a label map (label filters are all required, as
 /// moby's `MatchKVList`; callers use `get("label").all(..)`).
 pub fn label_matches(labels: Option<&BTreeMap<String, String>>, filter: &str) -> bool {

@@ -108,18 +108,14 @@ pub struct PruneArgs {
     filter: Vec<String>,
 }
 
-/// Remove every container that is not running and print Docker's `Deleted Containers:` block;
-/// returns the bytes reclaimed. Shared by `container prune` and `system prune`.
-pub(crate) fn prune_stopped(global: &Global, out: &mut impl Write) -> Result<u64> {
-    prune_stopped_where(global, out, &|_| true)
-}
-
-fn prune_stopped_where(
+/// Remove every stopped container `keep` selects and print Docker's `Deleted Containers:`
+/// block; returns the bytes reclaimed. Shared by `container prune` and `system prune`.
+pub(crate) fn prune_stopped(
     global: &Global,
     out: &mut impl Write,
     keep: &dyn Fn(&strata_runtime::container::Container) -> bool,
 ) -> Result<u64> {
-    let pruned = global.engine().prune_containers_where(keep)?;
+    let pruned = global.engine().prune_containers(keep)?;
     for e in &pruned.errors {
         eprintln!("Error: {e}");
     }
@@ -133,32 +129,27 @@ fn prune_stopped_where(
     Ok(pruned.reclaimed)
 }
 
+/// `--filter until=|label=|label!=` of `container prune` / `system prune`, as a predicate on the
+/// stopped containers.
+pub(crate) fn prune_filter(
+    raw: &[String],
+) -> Result<impl Fn(&strata_runtime::container::Container) -> bool> {
+    use strata_runtime::filters::{Filters, PruneFilter};
+    let f = Filters::parse(raw, &["until", "label", "label!"])?;
+    let p = PruneFilter::from_filters(&f, chrono::Utc::now())?;
+    Ok(move |c: &strata_runtime::container::Container| {
+        p.matches(c.config.created, Some(&c.config.labels))
+    })
+}
+
 /// Docker's `container prune`: every container that is not running.
 pub fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
-    let f = strata_runtime::filters::Filters::parse(&a.filter, &["until", "label", "label!"])?;
-    let now = chrono::Utc::now();
-    let until = f
-        .get("until")
-        .map(|v| {
-            strata_runtime::timeargs::parse_time_arg(v, now)
-                .ok_or_else(|| anyhow::anyhow!("invalid filter 'until={v}'"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    // Docker: created before every `until`, every `label` present, no `label!` matching.
-    let keep = |c: &strata_runtime::container::Container| {
-        let labels = Some(&c.config.labels);
-        until.iter().all(|u| c.config.created < *u)
-            && f.get("label")
-                .all(|l| strata_runtime::filters::label_matches(labels, l))
-            && !f
-                .get("label!")
-                .any(|l| strata_runtime::filters::label_matches(labels, l))
-    };
+    let keep = prune_filter(&a.filter)?;
     if !a.force && !super::image::confirm("WARNING! This will remove all stopped containers.")? {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    let reclaimed = prune_stopped_where(global, &mut out, &keep)?;
+    let reclaimed = prune_stopped(global, &mut out, &keep)?;
     writeln!(
         out,
         "Total reclaimed space: {}",

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::Utc;
 use strata_runtime::filters::Filters;
 use strata_runtime::store::{ImageRecord, RemoveEvent};
@@ -117,22 +117,17 @@ pub struct PruneArgs {
     filter: Vec<String>,
 }
 
+/// An image against the prune filters (its creation time and its config's labels).
+pub(crate) fn image_matches(f: &strata_runtime::filters::PruneFilter, img: &ImageRecord) -> bool {
+    let labels = img.config.config.as_ref().and_then(|c| c.labels.as_ref());
+    f.matches(img.created.unwrap_or_default(), labels)
+}
+
 fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
     let f = Filters::parse(&a.filter, &["until", "label", "label!", "dangling"])?;
     // `dangling=false` widens the prune to every unused image, as `--all` does.
     let all = a.all || f.bool_value("dangling")? == Some(false);
-    let until = f
-        .get("until")
-        .map(|v| {
-            strata_runtime::store::parse_until(v, Utc::now())
-                .with_context(|| format!("invalid filter 'until={v}'"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let labels: Vec<(String, bool)> = f
-        .get("label")
-        .map(|l| (l.to_string(), true))
-        .chain(f.get("label!").map(|l| (l.to_string(), false)))
-        .collect();
+    let keep = strata_runtime::filters::PruneFilter::from_filters(&f, Utc::now())?;
     if !a.force {
         let warning = if all {
             "WARNING! This will remove all images without at least one container associated to them."
@@ -143,13 +138,7 @@ fn run_prune(global: &Global, a: PruneArgs) -> Result<()> {
             return Ok(());
         }
     }
-    let filter = |img: &ImageRecord| {
-        let created = img.created.unwrap_or_default();
-        until.iter().all(|u| created < *u)
-            && labels
-                .iter()
-                .all(|(l, want)| super::images::label_matches(img, l) == *want)
-    };
+    let filter = |img: &ImageRecord| image_matches(&keep, img);
     let (events, reclaimed) = global.engine().prune_images(all, &filter)?;
     let mut out = std::io::stdout().lock();
     if !events.is_empty() {

@@ -35,6 +35,9 @@ pub struct PruneArgs {
     /// Prune anonymous volumes
     #[arg(long)]
     volumes: bool,
+    /// Provide filter values (e.g. "until=<timestamp>", "label=<key>[=<value>]")
+    #[arg(long = "filter")]
+    filter: Vec<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -83,12 +86,16 @@ fn prune_warning(a: &PruneArgs) -> String {
 }
 
 fn prune(global: &Global, a: PruneArgs) -> Result<()> {
+    // The filters apply to the containers and the images (Docker's `until`, `label`, `label!`).
+    let keep_container = super::container::prune_filter(&a.filter)?;
+    let f = strata_runtime::filters::Filters::parse(&a.filter, &["until", "label", "label!"])?;
+    let keep_image = strata_runtime::filters::PruneFilter::from_filters(&f, chrono::Utc::now())?;
     if !a.force && !super::image::confirm(&prune_warning(&a))? {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
     // Stopped containers first, so the images only they used become unused.
-    let mut reclaimed = super::container::prune_stopped(global, &mut out)?;
+    let mut reclaimed = super::container::prune_stopped(global, &mut out, &keep_container)?;
     if a.volumes {
         let (names, bytes) = super::volume::prune(global, false)?;
         reclaimed += bytes;
@@ -100,7 +107,9 @@ fn prune(global: &Global, a: PruneArgs) -> Result<()> {
             writeln!(out)?;
         }
     }
-    let (events, bytes) = global.engine().prune_images(a.all, &|_| true)?;
+    let (events, bytes) = global
+        .engine()
+        .prune_images(a.all, &|img| super::image::image_matches(&keep_image, img))?;
     reclaimed += bytes;
     // Unused build cache: the cache mounts no build is using.
     reclaimed += strata_runtime::build::prune_cache_mounts(global.engine().root());

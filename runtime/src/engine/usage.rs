@@ -138,18 +138,10 @@ impl Engine {
         Ok((rw, rw + image))
     }
 
-    /// Remove every container that is not running (`container prune`, `system prune`). A
-    /// container that a concurrent `rm` took first is skipped silently.
-    pub fn prune_containers(&self) -> Result<ContainerPrune> {
-        self.prune_containers_where(&|_| true)
-    }
-
-    /// [`Engine::prune_containers`] limited to the stopped containers `keep` selects
-    /// (`container prune --filter until=|label=`).
-    pub fn prune_containers_where(
-        &self,
-        keep: &dyn Fn(&Container) -> bool,
-    ) -> Result<ContainerPrune> {
+    /// Remove every container that is not running and that `keep` selects (`container prune`,
+    /// `system prune`, their `--filter`). A container that a concurrent `rm` took first is
+    /// skipped silently.
+    pub fn prune_containers(&self, keep: &dyn Fn(&Container) -> bool) -> Result<ContainerPrune> {
         let mut out = ContainerPrune::default();
         for c in self.container_usage()? {
             if c.usage.running || !keep(&c.record) {
