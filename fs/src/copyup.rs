@@ -31,7 +31,11 @@ impl Fs {
         let Ok(n) = t.inodes.get(ino) else {
             return false;
         };
-        if ino == Ino::ROOT || n.copied.load(std::sync::atomic::Ordering::Acquire) {
+        // Only a regular lower file copies data; its kind is known without a stat.
+        if ino == Ino::ROOT
+            || n.kind != libc::S_IFREG
+            || n.copied.load(std::sync::atomic::Ordering::Acquire)
+        {
             return true;
         }
         let ns = t.ns.shared();
@@ -42,7 +46,6 @@ impl Fs {
             return true;
         }
         match t.stat_loc(&loc) {
-            Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFREG => true,
             Ok(st) => self.lower_data.is_none() && (st.st_size as u64) <= max,
             Err(_) => false,
         }

@@ -63,13 +63,7 @@ impl CreateOptArgs {
             );
         }
         lines.extend(self.label.iter().cloned());
-        let labels = lines
-            .iter()
-            .map(|l| match l.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (l.clone(), String::new()),
-            })
-            .collect();
+        let labels = super::parse_labels(&lines);
         if let Some(s) = &self.stop_signal {
             strata_runtime::container::parse_signal(s)?;
         }

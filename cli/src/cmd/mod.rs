@@ -169,6 +169,20 @@ pub fn report(e: anyhow::Error) -> ExitCode {
 
 /// The error and its causes on one line, `: `-separated, skipping a cause whose text the
 /// message already contains (library errors often embed their source in their own text).
+/// `--label` values as Docker reads them (`KEY=VALUE`, or `KEY` for an empty value); a later
+/// key wins. Shared by `run`/`create` and `volume create`.
+pub(crate) fn parse_labels<'a>(
+    items: impl IntoIterator<Item = &'a String>,
+) -> std::collections::BTreeMap<String, String> {
+    items
+        .into_iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut msg = String::new();
     for cause in e.chain() {

@@ -98,14 +98,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
                     a.driver
                 );
             }
-            let labels = a
-                .label
-                .iter()
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
+            let labels = super::parse_labels(&a.label);
             println!("{}", vols.create(a.name.as_deref(), labels)?);
             Ok(())
         }

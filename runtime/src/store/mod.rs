@@ -70,7 +70,6 @@ mod tarsplit;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use crate::timeargs::parse_time_arg as parse_until;
 pub use config::{History, ImageConfig, RootFs, RunConfig};
 pub use extract::ExtractError;
 pub(crate) use gc::Leased;

@@ -690,7 +690,7 @@ fn until_accepts_docker_forms() {
     let now = chrono::DateTime::parse_from_rfc3339("2024-06-01T12:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
-    let t = |s: &str| parse_until(s, now).map(|t| t.to_rfc3339());
+    let t = |s: &str| crate::timeargs::parse_time_arg(s, now).map(|t| t.to_rfc3339());
     assert_eq!(t("24h").unwrap(), "2024-05-31T12:00:00+00:00");
     assert_eq!(t("1h30m").unwrap(), "2024-06-01T10:30:00+00:00");
     assert_eq!(t("2024-01-02").unwrap(), "2024-01-02T00:00:00+00:00");
