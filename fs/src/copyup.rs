@@ -8,7 +8,7 @@
 //! takes `&mut` of the namespace token, so it cannot be started under a directory index lock
 //! (see `tree`).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -67,8 +67,7 @@ impl Fs {
         }
         let n = t.inodes.get(ino)?;
         let _g = n.copyup.lock();
-        let (parent, name) = n.primary().ok_or(Errno::ENOENT)?;
-        let e = t.visible_entry(ns, parent, &name)?;
+        let (parent, name, e) = t.live_name(ns, &n)?;
         if t.layers.is_upper(e.top) {
             return Ok(());
         }
@@ -124,37 +123,27 @@ impl Fs {
                     }
                 }
             });
-        } else {
-            self.copy_up_other_links(ns, ino, parent, &name, up_dir.as_fd());
-            if st.st_nlink > 1 {
-                let dev = t.layers.dev(e.top).unwrap_or(st.st_dev);
-                t.split_lower_links(ns, ino, dev, st.st_ino);
-            }
+        } else if st.st_nlink > 1 {
+            let dev = t.layers.dev(e.top).unwrap_or(st.st_dev);
+            let others = t.claim_lower_links(ns, ino, dev, st.st_ino);
+            self.link_other_names(ns, ino, &name, up_dir.as_fd(), others);
         }
         Ok(())
     }
 
     /// A lower file with several names known to us is one inode for the kernel, so a write
-    /// through any name must show through all of them: link the other known names to the new
-    /// upper copy (the hard link is kept, as with kernel overlayfs `index=on`). Best effort:
-    /// a name that fails keeps showing the lower file.
-    fn copy_up_other_links(
+    /// through any name must show through all of them: link the other known names (`others`,
+    /// from [`Tree::claim_lower_links`]) to the new upper copy `name`. Best effort: a name that
+    /// fails keeps showing the lower file.
+    fn link_other_names(
         &self,
         ns: &mut impl Held,
         ino: Ino,
-        parent: Ino,
         name: &OsStr,
         up_dir: BorrowedFd<'_>,
+        others: Vec<(Ino, OsString)>,
     ) {
         let t = &self.tree;
-        let Ok(n) = t.inodes.get(ino) else { return };
-        let others: Vec<_> = n
-            .names
-            .read()
-            .iter()
-            .filter(|(p, x)| !(*p == parent && x == name))
-            .cloned()
-            .collect();
         for (p2, n2) in others {
             let mut r = || -> R<()> {
                 let e = t.entry(ns, p2, &n2)?.ok_or(Errno::ENOENT)?;

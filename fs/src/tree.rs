@@ -354,13 +354,41 @@ impl Tree {
             });
         }
         let n = self.inodes.get(ino)?;
-        let (p, name) = n.primary().ok_or(Errno::ENOENT)?;
-        let e = self.visible_entry(ns, p, &name)?;
+        let (p, name, e) = self.live_name(ns, &n)?;
         Ok(Loc {
             layer: e.top,
             parent: Some(p),
             name,
         })
+    }
+
+    /// The first of node `n`'s merged names that still shows `n`, with its index entry. A
+    /// node's name list can hold a name that no longer shows it: a lookup that read the entry
+    /// just before another thread unlinked the name remembers it just after (the kernel holds
+    /// the node through its other names); such names are skipped, never trusted.
+    pub fn live_name(&self, ns: &impl Held, n: &Node) -> R<(Ino, OsString, Entry)> {
+        let shows = |p: Ino, name: &OsStr| match self.entry(ns, p, name) {
+            Ok(Some(e)) if e.visible() && e.ino == n.ino => Ok(Some(e)),
+            Ok(_) => Ok(None),
+            Err(err) => Err(err),
+        };
+        // The primary name first, without copying the list: it is the live one but for a race.
+        let (p, name) = n.primary().ok_or(Errno::ENOENT)?;
+        let mut first_err = match shows(p, &name) {
+            Ok(Some(e)) => return Ok((p, name, e)),
+            Ok(None) => Errno::ENOENT,
+            Err(err) => err,
+        };
+        let rest: Vec<_> = n.names.read().iter().skip(1).cloned().collect();
+        for (p, name) in rest {
+            match shows(p, &name) {
+                Ok(Some(e)) => return Ok((p, name, e)),
+                Ok(None) => {}
+                Err(err) if first_err == Errno::ENOENT => first_err = err,
+                Err(_) => {}
+            }
+        }
+        Err(first_err)
     }
 
     /// An `O_PATH` fd of the directory holding `loc` in its layer (the root itself for the root).
@@ -458,21 +486,44 @@ impl Tree {
     }
 
     /// After copy-up of one name of a hard-linked lower file (inode `ino`, `(dev, st_ino)` in
-    /// its lower layer): the names of that lower inode that were not re-linked to the copy
-    /// (never looked up, so not known as names of `ino`) still show the lower file, a different
-    /// object from now on. They get a fresh inode number of their own: in every directory
-    /// index built so far, and through the remap for indexes built later. Sharing `ino` would
-    /// make the kernel treat them as one inode whose link count is the copy's (an unlink of
-    /// the lower name then takes it to 0, and a later link() of the copy fails with ENOENT).
-    pub fn split_lower_links(&self, _ns: &mut impl Held, ino: Ino, dev: u64, st_ino: u64) {
+    /// its lower layer), decide for every other lower name of that inode in one step per
+    /// directory, under the directory's index lock (the lock a lookup remembers a name under):
+    /// - a name the kernel knows as `ino` (in the node's names) stays `ino`; it is returned, to
+    ///   be linked to the new copy (the hard link is kept, as with kernel overlayfs `index=on`);
+    /// - any other name still shows the lower file, a different object from now on, and gets a
+    ///   fresh inode number: in every directory index built so far, and through the remap for
+    ///   indexes built later. Sharing `ino` would make the kernel treat them as one inode whose
+    ///   link count is the copy's (an unlink of the lower name then takes it to 0, and a later
+    ///   link() of the copy fails with ENOENT).
+    ///
+    /// Deciding both from one look at each index is what makes it race-free: a lookup that
+    /// remembers a name before the look is linked, one after sees the fresh number.
+    pub fn claim_lower_links(
+        &self,
+        _ns: &mut impl Held,
+        ino: Ino,
+        dev: u64,
+        st_ino: u64,
+    ) -> Vec<(Ino, OsString)> {
+        let node = self.inodes.get(ino).ok();
+        let known = |p: Ino, name: &OsStr| {
+            node.as_ref()
+                .is_some_and(|n| n.names.read().iter().any(|(q, x)| *q == p && x == name))
+        };
         let fresh = self.inodes.fresh();
         self.inodes.remap(dev, st_ino, fresh);
+        let mut linked = Vec::new();
         for d in self.inodes.dirs() {
             let mut g = d.dir.write();
             let Some(ix) = g.as_mut() else { continue };
             let mut hit = false;
-            for e in ix.entries.values_mut() {
-                if e.ino == ino && !self.layers.is_upper(e.top) {
+            for (name, e) in ix.entries.iter_mut() {
+                if e.ino != ino || self.layers.is_upper(e.top) {
+                    continue;
+                }
+                if known(d.ino, name) {
+                    linked.push((d.ino, name.clone()));
+                } else {
                     e.ino = fresh;
                     hit = true;
                 }
@@ -480,5 +531,6 @@ impl Tree {
             // Listings the kernel cached show the old number: new opens read from us.
             ix.changed |= hit;
         }
+        linked
     }
 }

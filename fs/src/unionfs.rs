@@ -25,7 +25,6 @@ use crate::format::Flavour;
 use crate::handles::Handles;
 pub use crate::ids::Ino;
 use crate::ids::{Fh, LayerId};
-use crate::index::Entry;
 use crate::inodes::InodeTable;
 use crate::layers::LayerStack;
 use crate::ns::Namespace;
@@ -213,10 +212,16 @@ impl Fs {
                 }
             };
         }
-        let Some(e) = t.entry(&ns, parent, name)?.filter(Entry::visible) else {
+        // Remembered under the index's read lock: an unlink of the name (index write lock, then
+        // the name dropped from the node) is then wholly before or wholly after this lookup.
+        let found = t.with_index(&ns, parent, |ix| {
+            let e = ix.get(name).filter(|e| e.visible())?.clone();
+            let n = t.remember(parent, name, &e);
+            Some((e, n))
+        })?;
+        let Some((e, n)) = found else {
             return Ok(None);
         };
-        let n = t.remember(parent, name, &e);
         match t.attr_at(&ns, parent, name, &e) {
             Ok(a) => Ok(Some(a)),
             Err(err) => {
