@@ -96,6 +96,8 @@ enum Command {
     Cp(cmd::cp::Args),
     /// Rename a container
     Rename(cmd::rename::Args),
+    /// Update configuration of one or more containers
+    Update(cmd::update::Args),
     /// Pause all processes within one or more containers
     Pause(cmd::pause::Args),
     /// Unpause all processes within one or more containers
@@ -166,6 +168,7 @@ fn main() -> ExitCode {
         Command::Container(a) => cmd::container::run(&cli.global, a),
         Command::Cp(a) => cmd::cp::run(&cli.global, a),
         Command::Rename(a) => cmd::rename::run(&cli.global, a),
+        Command::Update(a) => cmd::update::run(&cli.global, a),
         Command::Pause(a) => cmd::pause::run_pause(&cli.global, a),
         Command::Unpause(a) => cmd::pause::run_unpause(&cli.global, a),
         Command::Top(a) => cmd::top::run(&cli.global, a),

@@ -618,3 +618,165 @@ fn init_reaps_and_forwards_signals() {
     let r = s.run(&busybox_rm(&["--init", "--runtime", "runc"], &["true"]));
     assert_eq!(r.code, Some(125));
 }
+
+/// `update`: limits reach a running container's cgroups at once (every process of it, in
+/// controllers it had no limit in before) and its record; a new restart policy is what the
+/// supervisor follows at the next exit; Docker's refusals change nothing.
+#[test]
+fn update_limits_live_and_restart_policy() {
+    let s = setup(&default_driver());
+    let id = s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1000 & echo ready; wait",
+    ]);
+    let id = id.trim().to_string();
+    eventually(Duration::from_secs(30), || {
+        (s.run(&["logs", "up"]).stdout == "ready\n").then_some(())
+    })
+    .expect("the container never started its child");
+    let cg = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}/strata/{id}/{file}"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        cg("pids", "pids.max"),
+        "",
+        "no pids cgroup before the update"
+    );
+    let out = s.ok(&[
+        "update",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "20",
+        "--cpus",
+        "0.5",
+        "up",
+    ]);
+    assert_eq!(out, "up\n");
+    assert_eq!(
+        cg("memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(cg("pids", "pids.max"), "20");
+    assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "50000");
+    // Both the shell and its `sleep` child moved in (not only the init).
+    let procs = cg("pids", "cgroup.procs");
+    assert_eq!(procs.lines().count(), 2, "{procs:?}");
+    assert_eq!(cg("pids", "pids.current"), "2");
+    // A process exec'd afterwards lands there too.
+    assert_eq!(
+        s.ok(&[
+            "exec",
+            "up",
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup | grep -c strata/"
+        ])
+        .trim()
+        .parse::<u32>()
+        .map(|n| n >= 3),
+        Ok(true)
+    );
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}}",
+            "up"
+        ]),
+        "67108864 500000000 20\n"
+    );
+    // Unset flags keep their values.
+    s.ok(&["container", "update", "--pids-limit", "30", "up"]);
+    assert_eq!(cg("pids", "pids.max"), "30");
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}",
+            "up"
+        ]),
+        "67108864 30\n"
+    );
+
+    // No flag, an unknown container among known ones: Docker's messages and exit codes.
+    let r = s.run(&["update", "up"]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(
+        r.stderr,
+        "Error: you must provide one or more flags when using this command\n"
+    );
+    let r = s.run(&["update", "--pids-limit", "40", "nosuch", "up"]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(r.stdout, "up\n");
+    assert!(r.stderr.contains("No such container: nosuch"), "{r:?}");
+    assert_eq!(cg("pids", "pids.max"), "40");
+    s.ok(&["rm", "-f", "up"]);
+
+    // A restart policy set on a created container is the one its supervisor follows.
+    s.ok(&[
+        "create",
+        "--name",
+        "later",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 3",
+    ]);
+    assert_eq!(
+        s.ok(&["update", "--restart", "on-failure:2", "later"]),
+        "later\n"
+    );
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+            "later"
+        ]),
+        "on-failure 2\n"
+    );
+    s.ok(&["start", "later"]);
+    let done = eventually(Duration::from_secs(30), || {
+        let out = s.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "later",
+        ]);
+        (out.trim() == "2 exited").then_some(())
+    });
+    assert!(done.is_some(), "{}", s.ok(&["inspect", "later"]));
+    assert_eq!(s.ok(&["logs", "later"]), "run\nrun\nrun\n");
+
+    // --rm containers keep "no": refused in Docker's words, the record unchanged.
+    s.ok(&["create", "--rm", "--name", "gone", "busybox", "true"]);
+    let full = s.ok(&["inspect", "-f", "{{.Id}}", "gone"]);
+    let r = s.run(&["update", "--restart", "always", "gone"]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(
+        r.stderr,
+        format!(
+            "Error: Cannot update container {}: Restart policy cannot be updated because AutoRemove is enabled for the container\n",
+            full.trim()
+        )
+    );
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}}",
+            "gone"
+        ]),
+        "no\n"
+    );
+    s.ok(&["rm", "-f", "later", "gone"]);
+}

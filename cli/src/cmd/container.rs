@@ -51,6 +51,8 @@ enum Sub {
     Wait(super::stop::WaitArgs),
     /// Rename a container
     Rename(super::rename::Args),
+    /// Update configuration of one or more containers
+    Update(super::update::Args),
     /// Pause all processes within one or more containers
     Pause(super::pause::Args),
     /// Unpause all processes within one or more containers
@@ -87,6 +89,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
         Sub::Commit(a) => super::commit::run(global, a),
         Sub::Wait(a) => super::stop::run_wait(global, a),
         Sub::Rename(a) => super::rename::run(global, a),
+        Sub::Update(a) => super::update::run(global, a),
         Sub::Pause(a) => super::pause::run_pause(global, a),
         Sub::Unpause(a) => super::pause::run_unpause(global, a),
         Sub::Top(a) => super::top::run(global, a),

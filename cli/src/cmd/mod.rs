@@ -46,6 +46,7 @@ pub mod storage;
 pub mod system;
 pub mod tag;
 pub mod top;
+pub mod update;
 pub mod version;
 pub mod volume;
 
@@ -167,8 +168,6 @@ pub fn report(e: anyhow::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// The error and its causes on one line, `: `-separated, skipping a cause whose text the
-/// message already contains (library errors often embed their source in their own text).
 /// `--label` values as Docker reads them (`KEY=VALUE`, or `KEY` for an empty value); a later
 /// key wins. Shared by `run`/`create` and `volume create`.
 pub(crate) fn parse_labels<'a>(
@@ -183,6 +182,8 @@ pub(crate) fn parse_labels<'a>(
         .collect()
 }
 
+/// The error and its causes on one line, `: `-separated, skipping a cause whose text the
+/// message already contains (library errors often embed their source in their own text).
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut msg = String::new();
     for cause in e.chain() {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use strata_runtime::container::{
-    self, ports, Launcher, NetworkMode, Resources, Runtime, Security, VolumeMount,
+    self, ports, ContainerOptions, Launcher, NetworkMode, Resources, Runtime, Security, VolumeMount,
 };
 use strata_runtime::engine::{ContainerSpec, PullHooks};
 
@@ -183,7 +183,7 @@ pub(crate) fn start_error(e: container::ContainerError) -> anyhow::Error {
 }
 
 /// Parse `512m`, `1g`, `100k`, `1024` (bytes).
-fn parse_memory(s: &str) -> anyhow::Result<u64> {
+pub(crate) fn parse_memory(s: &str) -> anyhow::Result<u64> {
     let lower = s.to_ascii_lowercase();
     let t = lower.trim_end_matches('b');
     let (num, mult) = match t.chars().last() {
@@ -441,33 +441,35 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
         .create_container(
             ContainerSpec {
                 image: args.image.clone(),
-                name: args.name.clone(),
-                cmd: args.command.clone(),
-                entrypoint: args.entrypoint.clone(),
-                env,
-                user: args.user.clone(),
-                workdir: args.workdir.clone(),
-                hostname: args.hostname.clone(),
-                tty: args.tty,
-                open_stdin: args.interactive,
-                ports: ports_list,
                 publish_all: args.net.publish_all,
-                volumes,
-                network,
-                net,
-                auto_remove: args.rm,
-                runtime: runtime_kind,
-                resources,
-                stop_timeout: args.stop_timeout,
-                security,
-                restart,
-                init: args.init,
-                health,
-                no_healthcheck: args.health.no_healthcheck,
-                labels: opts.labels,
-                stop_signal: opts.stop_signal,
                 expose: opts.expose,
                 pull: opts.pull,
+                opts: ContainerOptions {
+                    name: args.name.clone(),
+                    cmd: args.command.clone(),
+                    entrypoint: args.entrypoint.clone(),
+                    env,
+                    user: args.user.clone(),
+                    workdir: args.workdir.clone(),
+                    hostname: args.hostname.clone(),
+                    tty: args.tty,
+                    open_stdin: args.interactive,
+                    ports: ports_list,
+                    volumes,
+                    network,
+                    net,
+                    auto_remove: args.rm,
+                    runtime: runtime_kind,
+                    resources,
+                    stop_timeout: args.stop_timeout,
+                    security,
+                    restart,
+                    init: args.init,
+                    health,
+                    no_healthcheck: args.health.no_healthcheck,
+                    labels: opts.labels,
+                    stop_signal: opts.stop_signal,
+                },
             },
             PullHooks {
                 options: &pull_options,

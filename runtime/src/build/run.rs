@@ -16,7 +16,7 @@ use super::stage::{StageState, TempFile};
 use super::{io_at, BuildError};
 use crate::changes::{container_diff, write_changes_tar};
 use crate::container::{
-    CreateRequest, ImageSource, NetworkMode, Runtime, Status as ContainerStatus,
+    ContainerOptions, CreateRequest, ImageSource, NetworkMode, Runtime, Status as ContainerStatus,
 };
 
 /// A RUN container: removed (with its mount) however the step ends.
@@ -60,12 +60,14 @@ impl Builder<'_> {
                 working_dir: s("WorkingDir"),
                 ..Default::default()
             },
-            cmd,
-            entrypoint: Some(String::new()),
-            network: self.opts.network,
             driver: self.opts.driver.clone(),
-            runtime: crate::container::RuntimeKind::Builtin,
-            ..Default::default()
+            opts: ContainerOptions {
+                cmd,
+                entrypoint: Some(String::new()),
+                network: self.opts.network,
+                runtime: crate::container::RuntimeKind::Builtin,
+                ..Default::default()
+            },
         })?;
         let guard = BuildContainer {
             rt: self.rt,
@@ -177,18 +179,20 @@ impl Builder<'_> {
                 healthcheck: None,
                 labels: Default::default(),
             },
-            cmd: argv.clone(),
-            entrypoint: Some(String::new()),
-            env: build_env,
-            volumes: prepared.volumes.clone(),
-            security: crate::container::Security {
-                tmpfs: prepared.tmpfs.clone(),
+            driver: self.opts.driver.clone(),
+            opts: ContainerOptions {
+                cmd: argv.clone(),
+                entrypoint: Some(String::new()),
+                env: build_env,
+                volumes: prepared.volumes.clone(),
+                security: crate::container::Security {
+                    tmpfs: prepared.tmpfs.clone(),
+                    ..Default::default()
+                },
+                network,
+                runtime: crate::container::RuntimeKind::Builtin,
                 ..Default::default()
             },
-            network,
-            driver: self.opts.driver.clone(),
-            runtime: crate::container::RuntimeKind::Builtin,
-            ..Default::default()
         })?;
         let guard = BuildContainer {
             rt: self.rt,

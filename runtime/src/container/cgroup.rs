@@ -73,6 +73,19 @@ pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), Containe
     Ok(())
 }
 
+/// `update` of a running container: `res` (only the limits it sets) applied to its cgroups,
+/// and every one of its processes `pids` moved into them (a controller the container had no
+/// limit in until now has no cgroup of the container's yet; its children inherit it from here).
+pub fn update(id: &ContainerId, res: &Resources, pids: &[i32]) -> Result<(), ContainerError> {
+    if res.is_empty() {
+        return Ok(());
+    }
+    for &pid in pids {
+        apply(id, res, pid)?;
+    }
+    Ok(())
+}
+
 /// Join an existing container's cgroups (for `exec`), its device cgroup among them; missing
 /// ones are skipped.
 pub fn join(id: &ContainerId, pid: i32) {

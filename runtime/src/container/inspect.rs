@@ -168,6 +168,12 @@ pub fn to_json(c: &Container) -> Value {
         },
         "NetworkSettings": network_settings(c, net_ports, ports_src),
     });
+    // Docker shows `no` for the default policy. (Set here: one more field in the literal above
+    // passes serde_json's macro recursion limit.)
+    out["HostConfig"]["RestartPolicy"] = json!({
+        "Name": if cfg.restart.is_none() { "no" } else { cfg.restart.name.as_str() },
+        "MaximumRetryCount": cfg.restart.max_retries,
+    });
     // Docker shows `State.Health` and `Config.Healthcheck` only for a container with a check.
     if let Some(h) = &cfg.healthcheck {
         out["Config"]["Healthcheck"] = json!(h);

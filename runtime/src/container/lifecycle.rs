@@ -43,11 +43,13 @@ pub struct ImageSource {
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
-/// Everything `run`/`create` flags say.
+/// What a container's own flags say (`run`/`create`, a build step), everything but its image:
+/// [`crate::engine::ContainerSpec`] carries these with the image as typed, [`CreateRequest`]
+/// with the image resolved, so the flags are written once and moved, never copied field by
+/// field.
 #[derive(Debug, Clone, Default)]
-pub struct CreateRequest {
+pub struct ContainerOptions {
     pub name: Option<String>,
-    pub image: ImageSource,
     /// Arguments after the image name (replace the image's Cmd).
     pub cmd: Vec<String>,
     /// `--entrypoint` (`Some("")` clears the image's).
@@ -65,7 +67,6 @@ pub struct CreateRequest {
     /// Networks, aliases, `--dns`, `--add-host`, `container:` target.
     pub net: NetSettings,
     pub auto_remove: bool,
-    pub driver: crate::driver::DriverKind,
     pub runtime: super::RuntimeKind,
     pub resources: Resources,
     pub stop_timeout: Option<u64>,
@@ -80,6 +81,14 @@ pub struct CreateRequest {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `--stop-signal` (else the image's, else SIGTERM).
     pub stop_signal: Option<String>,
+}
+
+/// A container to create: its options and the image they apply to, resolved from the store.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub image: ImageSource,
+    pub driver: crate::driver::DriverKind,
+    pub opts: ContainerOptions,
 }
 
 fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
@@ -184,21 +193,22 @@ impl Runtime {
 
     /// Create a container record (state `created`). Names are unique under a lock.
     pub fn create(&self, req: CreateRequest) -> Result<Container> {
-        if let Some(n) = &req.name {
+        let o = &req.opts;
+        if let Some(n) = &o.name {
             if !valid_name(n) {
                 return Err(ContainerError::InvalidName(n.clone()));
             }
         }
         let img = &req.image;
-        let (entrypoint, cmd) = match &req.entrypoint {
-            Some(e) if e.is_empty() => (Vec::new(), req.cmd.clone()),
-            Some(e) => (vec![e.clone()], req.cmd.clone()),
+        let (entrypoint, cmd) = match &o.entrypoint {
+            Some(e) if e.is_empty() => (Vec::new(), o.cmd.clone()),
+            Some(e) => (vec![e.clone()], o.cmd.clone()),
             None => (
                 img.entrypoint.clone().unwrap_or_default(),
-                if req.cmd.is_empty() {
+                if o.cmd.is_empty() {
                     img.cmd.clone().unwrap_or_default()
                 } else {
-                    req.cmd.clone()
+                    o.cmd.clone()
                 },
             ),
         };
@@ -208,8 +218,8 @@ impl Runtime {
         let id = ContainerId::generate();
         // Docker: the short id, or the host's name when sharing the host's network or UTS
         // namespace.
-        let hostname = req.hostname.clone().unwrap_or_else(|| {
-            if req.network == NetworkMode::Host || req.security.uts_host {
+        let hostname = o.hostname.clone().unwrap_or_else(|| {
+            if o.network == NetworkMode::Host || o.security.uts_host {
                 nix::unistd::gethostname()
                     .ok()
                     .and_then(|h| h.into_string().ok())
@@ -218,7 +228,7 @@ impl Runtime {
                 id.short().to_string()
             }
         });
-        let mut env = merge_env(&img.env, &req.env);
+        let mut env = merge_env(&img.env, &o.env);
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(
                 0,
@@ -226,12 +236,12 @@ impl Runtime {
             );
         }
         env = merge_env(&[format!("HOSTNAME={hostname}")], &env);
-        if req.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        if o.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".to_string());
         }
         let _lock = self.lock()?;
         let existing = self.list()?;
-        let name = match &req.name {
+        let name = match &o.name {
             Some(n) => {
                 if let Some(c) = existing.iter().find(|c| &c.config.name == n) {
                     return Err(ContainerError::NameConflict {
@@ -262,40 +272,37 @@ impl Runtime {
             entrypoint,
             cmd,
             env,
-            user: req.user.clone().unwrap_or_else(|| img.user.clone()),
-            working_dir: req
-                .workdir
-                .clone()
-                .unwrap_or_else(|| img.working_dir.clone()),
+            user: o.user.clone().unwrap_or_else(|| img.user.clone()),
+            working_dir: o.workdir.clone().unwrap_or_else(|| img.working_dir.clone()),
             hostname: hostname.clone(),
-            tty: req.tty,
-            open_stdin: req.open_stdin,
-            ports: req.ports.clone(),
-            volumes: req.volumes.clone(),
-            network: req.network,
-            stop_signal: req
+            tty: o.tty,
+            open_stdin: o.open_stdin,
+            ports: o.ports.clone(),
+            volumes: o.volumes.clone(),
+            network: o.network,
+            stop_signal: o
                 .stop_signal
                 .clone()
                 .or_else(|| img.stop_signal.clone())
                 .unwrap_or_else(|| "SIGTERM".to_string()),
-            stop_timeout: req.stop_timeout,
-            auto_remove: req.auto_remove,
+            stop_timeout: o.stop_timeout,
+            auto_remove: o.auto_remove,
             driver: req.driver.clone(),
-            runtime: req.runtime.clone(),
-            resources: req.resources.clone(),
-            net: req.net.clone(),
-            security: req.security.clone(),
-            restart: req.restart.clone(),
-            init: req.init,
+            runtime: o.runtime.clone(),
+            resources: o.resources.clone(),
+            net: o.net.clone(),
+            security: o.security.clone(),
+            restart: o.restart.clone(),
+            init: o.init,
             healthcheck: super::health::HealthConfig::merge(
                 img.healthcheck.as_ref(),
-                &req.health,
-                req.no_healthcheck,
+                &o.health,
+                o.no_healthcheck,
             ),
             labels: img
                 .labels
                 .iter()
-                .chain(&req.labels)
+                .chain(&o.labels)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
@@ -311,11 +318,8 @@ impl Runtime {
             }
             build_init_layer(&paths.init_layer(), &config.layers)?;
             record::write_atomic(&paths.hostname(), format!("{hostname}\n").as_bytes())?;
-            record::write_atomic(
-                &paths.hosts(),
-                hosts_file(&hostname, req.network).as_bytes(),
-            )?;
-            record::write_atomic(&paths.resolv_conf(), resolv_conf(req.network).as_bytes())?;
+            record::write_atomic(&paths.hosts(), hosts_file(&hostname, o.network).as_bytes())?;
+            record::write_atomic(&paths.resolv_conf(), resolv_conf(o.network).as_bytes())?;
             // Docker: 0644, owned by root (the temp files they come from are 0600).
             for f in [paths.hostname(), paths.hosts(), paths.resolv_conf()] {
                 fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).map_err(io_at(&f))?;

@@ -1,4 +1,5 @@
-//! Everyday verbs on an existing container: `rename`, `pause`/`unpause` (the cgroup v1 freezer),
+//! Everyday verbs on an existing container: `rename`, `update` (limits and restart policy, live
+//! for a running container), `pause`/`unpause` (the cgroup v1 freezer),
 //! the container's processes (`top`), resource figures (`stats`) and access to its root
 //! filesystem whether it runs or not (`export`, `cp`).
 //!
@@ -127,6 +128,44 @@ impl Runtime {
         let path = c.paths.config();
         let mut config: record::ContainerConfig = record::read_json(&path)?;
         config.name = new.to_string();
+        record::write_json(&path, &config)
+    }
+
+    /// `update`: the limits `res` sets (unset ones keep their values) and, if given, a new
+    /// restart policy. A running container gets the limits at once (its cgroups, every one of
+    /// its processes); the record changes only once they are in place, so a limit the kernel
+    /// refuses (a memory limit below what the container uses) changes nothing. A new restart
+    /// policy is read by the supervisor when the container next exits.
+    pub fn update(
+        &self,
+        c: &Container,
+        res: &super::record::Resources,
+        restart: Option<&super::restart::RestartPolicy>,
+    ) -> Result<()> {
+        let refuse = |reason: &str| ContainerError::CannotUpdate {
+            id: c.config.id.to_string(),
+            reason: reason.to_string(),
+        };
+        if restart.is_some_and(|r| !r.is_none()) && c.config.auto_remove {
+            return Err(refuse(
+                "Restart policy cannot be updated because AutoRemove is enabled for the container",
+            ));
+        }
+        let _lock = self.lock()?;
+        let path = c.paths.config();
+        let mut config: record::ContainerConfig = record::read_json(&path)?;
+        let live = self.load(&c.config.id)?;
+        if live.is_running() {
+            super::cgroup::update(&config.id, res, &pids(&live))
+                .map_err(|e| refuse(&e.to_string()))?;
+        }
+        let r = &mut config.resources;
+        r.memory = res.memory.or(r.memory);
+        r.cpus = res.cpus.or(r.cpus);
+        r.pids_limit = res.pids_limit.or(r.pids_limit);
+        if let Some(p) = restart {
+            config.restart = p.clone();
+        }
         record::write_json(&path, &config)
     }
 

@@ -41,7 +41,7 @@ pub mod supervisor;
 pub mod user;
 
 pub use cgroup::{limit_warnings, limits_ignored};
-pub use lifecycle::{parse_signal, CreateRequest, ImageSource, StartHandle};
+pub use lifecycle::{parse_signal, ContainerOptions, CreateRequest, ImageSource, StartHandle};
 pub use record::{
     ContainerConfig, ContainerId, ContainerState, InvalidContainerId, NetworkMode, Paths,
     PortMapping, Resources, RuntimeKind, SeccompMode, Security, Status, TmpfsMount, VolumeMount,
@@ -125,6 +125,9 @@ pub enum ContainerError {
     NotPaused(String),
     #[error("{0}")]
     InvalidRestartPolicy(String),
+    /// Docker's wording for a refused `update` (daemon/update.go).
+    #[error("Cannot update container {id}: {reason}")]
+    CannotUpdate { id: String, reason: String },
 }
 
 pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ContainerError {

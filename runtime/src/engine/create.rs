@@ -5,9 +5,8 @@
 //! `--storage-driver` fails before any pull), the image next, and only a request that got this
 //! far makes volumes; a failure after that removes the anonymous volumes of the request.
 
-use crate::container::record::NetSettings;
 use crate::container::{
-    ports, Container, CreateRequest, NetworkMode, PortMapping, Resources, Security, VolumeMount,
+    ports, Container, ContainerOptions, CreateRequest, NetworkMode, Security, VolumeMount,
 };
 use crate::registry::{PullEvent, PullOptions, PullOutcome};
 use crate::store::StoreError;
@@ -15,43 +14,16 @@ use crate::store::StoreError;
 use super::{Engine, EngineError, Result};
 
 /// A new container as the command line asked for it (every flag parsed, nothing made yet).
+/// Its volumes (`-v` / `--mount`: binds and named or anonymous volumes) are already made by
+/// the caller after its own checks; anonymous ones are removed again if the container is not.
 #[derive(Debug, Default)]
 pub struct ContainerSpec {
     /// The image reference as typed (`busybox`, `repo/x:tag`, an ID prefix).
     pub image: String,
-    pub name: Option<String>,
-    /// Arguments after the image name (replace the image's Cmd).
-    pub cmd: Vec<String>,
-    pub entrypoint: Option<String>,
-    pub env: Vec<String>,
-    pub user: Option<String>,
-    pub workdir: Option<String>,
-    pub hostname: Option<String>,
-    pub tty: bool,
-    pub open_stdin: bool,
-    pub ports: Vec<PortMapping>,
+    /// The container's own flags, moved into the [`CreateRequest`] once the image is resolved.
+    pub opts: ContainerOptions,
     /// `-P`: every port the image exposes, on a random host port.
     pub publish_all: bool,
-    /// `-v` / `--mount` (binds and named or anonymous volumes, already made by the caller
-    /// after its own checks; anonymous ones are removed again if the container is not made).
-    pub volumes: Vec<VolumeMount>,
-    pub network: NetworkMode,
-    pub net: NetSettings,
-    pub auto_remove: bool,
-    pub runtime: crate::container::RuntimeKind,
-    pub resources: Resources,
-    pub stop_timeout: Option<u64>,
-    pub security: Security,
-    pub restart: crate::container::restart::RestartPolicy,
-    pub init: bool,
-    /// `--health-*` flags (unset fields inherit the image's `HEALTHCHECK`).
-    pub health: crate::container::health::HealthConfig,
-    /// `--no-healthcheck`.
-    pub no_healthcheck: bool,
-    /// `--label` / `--label-file`.
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// `--stop-signal`.
-    pub stop_signal: Option<String>,
     /// `--expose`: ports (`80/tcp`) `-P` publishes besides the image's.
     pub expose: Vec<String>,
     /// `--pull`.
@@ -76,7 +48,7 @@ impl Engine {
         spec: ContainerSpec,
         pull: PullHooks<'_>,
     ) -> Result<(Container, Option<PullOutcome>)> {
-        let volumes = spec.volumes.clone();
+        let volumes = spec.opts.volumes.clone();
         let made = self.create_inner(spec, pull);
         if made.is_err() {
             // Anonymous volumes made for a container that could not be created go with it;
@@ -99,44 +71,21 @@ impl Engine {
             pull.missing,
             pull.progress,
         )?;
-        self.image_volumes(&spec.image, &mut spec.volumes, &spec.security)?;
+        self.image_volumes(&spec.image, &mut spec.opts.volumes, &spec.opts.security)?;
         if spec.publish_all {
             let mut exposed = image.exposed_ports.clone();
             exposed.extend(spec.expose.iter().cloned());
             exposed.sort();
             exposed.dedup();
-            spec.ports.extend(ports::publish_all(&exposed));
+            spec.opts.ports.extend(ports::publish_all(&exposed));
         }
-        if spec.network == NetworkMode::Container && !spec.ports.is_empty() {
+        if spec.opts.network == NetworkMode::Container && !spec.opts.ports.is_empty() {
             return Err(EngineError::PublishWithContainerNetwork);
         }
         let c = self.containers.create(CreateRequest {
-            name: spec.name,
             image,
-            cmd: spec.cmd,
-            entrypoint: spec.entrypoint,
-            env: spec.env,
-            user: spec.user,
-            workdir: spec.workdir,
-            hostname: spec.hostname,
-            tty: spec.tty,
-            open_stdin: spec.open_stdin,
-            ports: spec.ports,
-            volumes: spec.volumes,
-            network: spec.network,
-            net: spec.net,
-            auto_remove: spec.auto_remove,
             driver,
-            runtime: spec.runtime,
-            resources: spec.resources,
-            stop_timeout: spec.stop_timeout,
-            security: spec.security,
-            restart: spec.restart,
-            init: spec.init,
-            health: spec.health,
-            no_healthcheck: spec.no_healthcheck,
-            labels: spec.labels,
-            stop_signal: spec.stop_signal,
+            opts: spec.opts,
         })?;
         Ok((c, pulled))
     }
@@ -245,7 +194,10 @@ mod tests {
         let r = e.create_container(
             ContainerSpec {
                 image: "127.0.0.1:1/nothing".into(),
-                volumes: vec![mount(anon.clone(), true), mount(named.clone(), false)],
+                opts: ContainerOptions {
+                    volumes: vec![mount(anon.clone(), true), mount(named.clone(), false)],
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             PullHooks {
