@@ -122,6 +122,9 @@ struct InoMap {
 pub(crate) struct InodeTable {
     nodes: RwLock<HashMap<Ino, Arc<Node>>>,
     numbers: Mutex<InoMap>,
+    /// Bumped by every [`InodeTable::renumber`]: an index built while it changed may hold a
+    /// number that is no longer the object's, and is built again.
+    renumbered: AtomicU64,
     /// `st_ino` shown for the root (its node id is always [`Ino::ROOT`]).
     root_st_ino: u64,
 }
@@ -144,6 +147,7 @@ impl InodeTable {
                 ..InoMap::default()
             }),
             root_st_ino,
+            renumbered: AtomicU64::new(0),
         }
     }
 
@@ -263,6 +267,23 @@ impl InodeTable {
     /// The backing object `(dev, st_ino)` (an upper copy) is known as `ino` from now on.
     pub fn remap(&self, dev: u64, st_ino: u64, ino: Ino) {
         self.numbers.lock().remap.insert((dev, st_ino), ino);
+    }
+
+    /// The backing object `(dev, st_ino)` is a different object from `ino` from now on (the
+    /// lower names of a hard-linked file not linked to its copy): it gets a fresh number,
+    /// returned. Indexes built from here on use it; see [`InodeTable::renumbered`] for those
+    /// being built meanwhile.
+    pub fn renumber(&self, dev: u64, st_ino: u64) -> Ino {
+        let fresh = self.fresh();
+        self.remap(dev, st_ino, fresh);
+        self.renumbered.fetch_add(1, Ordering::SeqCst);
+        fresh
+    }
+
+    /// How many times [`InodeTable::renumber`] ran: an index build reads it before it reads
+    /// the layers and installs its result only if it is unchanged.
+    pub fn renumbered(&self) -> u64 {
+        self.renumbered.load(Ordering::SeqCst)
     }
 
     /// Forget the remapping of an upper inode that is gone (its number may be reused).

@@ -251,13 +251,22 @@ impl Tree {
     /// Build the index of directory `n` (no index lock held while reading the layers) and
     /// install it unless another thread was first.
     fn build_missing_index(&self, ns: &impl Held, n: &Node) -> R<()> {
-        let cand = self.candidate_layers(ns, n.ino)?;
-        let ix = self.build_index(n.ino, &cand)?;
-        let mut g = n.dir.write();
-        if g.is_none() {
-            *g = Some(ix);
+        loop {
+            // A hard-link split (`claim_lower_links`) renumbers the lower names of an inode in
+            // the indexes it finds; one built meanwhile could install the old number after its
+            // pass, so it is built again.
+            let epoch = self.inodes.renumbered();
+            let cand = self.candidate_layers(ns, n.ino)?;
+            let ix = self.build_index(n.ino, &cand)?;
+            let mut g = n.dir.write();
+            if g.is_some() {
+                return Ok(());
+            }
+            if self.inodes.renumbered() == epoch {
+                *g = Some(ix);
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     fn build_index(&self, ino: Ino, cand: &[LayerId]) -> R<DirIndex> {
@@ -510,8 +519,7 @@ impl Tree {
             node.as_ref()
                 .is_some_and(|n| n.names.read().iter().any(|(q, x)| *q == p && x == name))
         };
-        let fresh = self.inodes.fresh();
-        self.inodes.remap(dev, st_ino, fresh);
+        let fresh = self.inodes.renumber(dev, st_ino);
         let mut linked = Vec::new();
         for d in self.inodes.dirs() {
             let mut g = d.dir.write();
