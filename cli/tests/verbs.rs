@@ -780,3 +780,67 @@ fn update_limits_live_and_restart_policy() {
     );
     s.ok(&["rm", "-f", "later", "gone"]);
 }
+
+/// `exec --privileged`: the command gets every capability (so it can do what the container's
+/// own processes cannot, e.g. change a link of the container's network namespace), while the
+/// container's seccomp filter still applies (Docker's exec through runc).
+#[test]
+fn exec_privileged_gets_every_capability() {
+    let s = setup(&default_driver());
+    s.ok(&["run", "-d", "--name", "px", "busybox", "sleep", "1000"]);
+    let status = |privileged: bool| {
+        let mut a = vec!["exec"];
+        if privileged {
+            a.push("--privileged");
+        }
+        a.extend([
+            "px",
+            "grep",
+            "-E",
+            "^(CapEff|CapBnd|Seccomp):",
+            "/proc/self/status",
+        ]);
+        s.ok(&a)
+    };
+    assert_eq!(
+        status(false),
+        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nSeccomp:\t2\n"
+    );
+    // Every capability the caller can hand on: its own bounding set.
+    let all = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:\t").map(str::to_string))
+        .unwrap();
+    assert_ne!(all, "00000000a80425fb");
+    assert_eq!(
+        status(true),
+        format!("CapEff:\t{all}\nCapBnd:\t{all}\nSeccomp:\t2\n")
+    );
+    // CAP_NET_ADMIN in the container's own network namespace: refused, then done.
+    let r = s.run(&["exec", "px", "ip", "link", "set", "lo", "mtu", "1280"]);
+    assert_eq!(
+        r.stderr, "ip: SIOCSIFMTU: Operation not permitted\n",
+        "{r:?}"
+    );
+    s.ok(&[
+        "exec",
+        "--privileged",
+        "px",
+        "ip",
+        "link",
+        "set",
+        "lo",
+        "mtu",
+        "1280",
+    ]);
+    assert_eq!(
+        s.ok(&["exec", "px", "cat", "/sys/class/net/lo/mtu"]),
+        "1280\n"
+    );
+    // The filter is the container's: sethostname needs CAP_SYS_ADMIN in the container's
+    // profile, which the exec's capabilities do not change.
+    let r = s.run(&["exec", "--privileged", "px", "hostname", "renamed"]);
+    assert_eq!(r.code, Some(1), "{r:?}");
+    s.ok(&["rm", "-f", "px"]);
+}

@@ -25,6 +25,9 @@ pub struct Args {
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short = 'u', long)]
     pub user: Option<String>,
+    /// Give extended privileges to the command
+    #[arg(long)]
+    pub privileged: bool,
     /// Working directory inside the container
     #[arg(short = 'w', long = "workdir")]
     pub workdir: Option<String>,
@@ -53,6 +56,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         tty: args.tty,
         interactive: args.interactive,
         detach: args.detach,
+        privileged: args.privileged,
     };
     let raw = RawMode::enable(args.tty && !args.detach);
     let mut handle = exec::exec(&c, &req).map_err(start_error)?;

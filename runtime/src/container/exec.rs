@@ -29,6 +29,9 @@ pub struct ExecRequest {
     pub tty: bool,
     pub interactive: bool,
     pub detach: bool,
+    /// `--privileged`: every capability for this process (Docker's exec; the container's
+    /// seccomp filter, device rules and masked paths still apply, as with runc).
+    pub privileged: bool,
 }
 
 /// A started exec: wait for it with [`ExecHandle::wait`]. With a tty, `master` is the pty
@@ -130,6 +133,13 @@ fn process_for(c: &Container, req: &ExecRequest) -> Result<(Process, Option<Filt
     }
     if let Some(w) = &req.workdir {
         p.cwd = w.clone();
+    }
+    if req.privileged {
+        // Every capability this process can hand on (`--privileged`'s set: the bounding set's).
+        let all = super::caps::effective(&[], &[], true);
+        p.capabilities.bounding = all.clone();
+        p.capabilities.effective = all.clone();
+        p.capabilities.permitted = all;
     }
     Ok((p, filter))
 }
