@@ -564,13 +564,32 @@ fn rootless_flags() {
     assert_eq!(o.trim(), ns_inode("ipc"));
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
     assert_eq!(sh(&["--uts", "host"], "hostname"), format!("{host}\n"));
-    let (code, _, err) = run(&["run", "-d", "--name", "app", "busybox", "sleep", "100"]);
+    let (code, _, err) = run(&[
+        "run",
+        "-d",
+        "--name",
+        "app",
+        "--ipc",
+        "shareable",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
     assert_eq!(code, Some(0), "{err}");
-    let (code, app_ipc, err) = run(&["exec", "app", "readlink", "/proc/self/ns/ipc"]);
+    let (code, app_ipc, err) = run(&[
+        "exec",
+        "app",
+        "sh",
+        "-c",
+        "readlink /proc/self/ns/ipc; echo hi > /dev/shm/from-app",
+    ]);
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(
-        sh(&["--ipc", "container:app"], "readlink /proc/self/ns/ipc"),
-        app_ipc
+        sh(
+            &["--ipc", "container:app"],
+            "readlink /proc/self/ns/ipc; cat /dev/shm/from-app"
+        ),
+        format!("{app_ipc}hi\n")
     );
     // Joining another container's pid namespace needs the host's: refused, nothing made.
     let (code, _, err) = run(&["run", "--rm", "--pid", "container:app", "busybox", "true"]);
@@ -664,10 +683,18 @@ fn another_containers_namespaces() {
             "app",
             "--network",
             "none",
+            "--ipc",
+            "shareable",
+            "--shm-size",
+            "8m",
             "busybox",
             "sleep",
             "100",
         ],
+    );
+    out(
+        &s,
+        &["exec", "app", "sh", "-c", "echo from-app > /dev/shm/a"],
     );
     let app_ipc = out(&s, &["exec", "app", "readlink", "/proc/self/ns/ipc"]);
     let app_pid = out(&s, &["exec", "app", "readlink", "/proc/self/ns/pid"]);
@@ -685,14 +712,47 @@ fn another_containers_namespaces() {
             "busybox",
             "sh",
             "-c",
-            "cat /proc/1/cmdline | tr '\\0' ' '; echo; readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc; cat /dev/shm/a; echo from-side > /dev/shm/b; df -k /dev/shm | tail -1 | awk '{print $2}'",
         ],
     );
     assert_eq!(
         o,
-        format!("sleep 100 \n{app_pid}{app_ipc}"),
-        "the sidecar sees app's processes and IPC namespace"
+        format!("sleep 100 \n{app_pid}{app_ipc}from-app\n8192\n"),
+        "the sidecar sees app's processes, IPC namespace and /dev/shm (POSIX shared memory)"
     );
+    assert_eq!(
+        out(&s, &["exec", "app", "cat", "/dev/shm/b"]),
+        "from-side\n"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out(&s, &["inspect", "app"])).unwrap();
+    assert_eq!(v[0]["HostConfig"]["IpcMode"], "shareable");
+    // A private IPC namespace is not shared (Docker 20.10+): refused, nothing left.
+    let _private = Running {
+        s: &s,
+        name: "private",
+    };
+    out(
+        &s,
+        &["run", "-d", "--name", "private", "busybox", "sleep", "100"],
+    );
+    let private_id = out(&s, &["inspect", "-f", "{{.Id}}", "private"]);
+    let r = s.run(&[
+        "run",
+        "--rm",
+        "--ipc",
+        "container:private",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "container {}: non-shareable IPC (hint: use IpcMode:shareable for the donor container)",
+            private_id.trim()
+        )),
+        "{r:?}"
+    );
+    out(&s, &["rm", "-f", "private"]);
     // app is untouched by the sidecar's end.
     assert_eq!(out(&s, &["exec", "app", "cat", "/proc/1/comm"]), "sleep\n");
     let v: serde_json::Value = serde_json::from_str(&out(&s, &["inspect", "app"])).unwrap();
@@ -726,7 +786,17 @@ fn another_containers_namespaces() {
     ]);
     assert_eq!(r.code, Some(125), "{r:?}");
     assert!(r.stderr.contains("No such container: nosuch"), "{r:?}");
+    // The shareable /dev/shm lives as long as app runs (a host-side tmpfs), and goes with it.
+    let shm_mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&app_id) && l.contains("/shm "))
+            .count()
+    };
+    assert_eq!(shm_mounts(), 1);
     out(&s, &["rm", "-f", "app"]);
+    assert_eq!(shm_mounts(), 0);
     let r = s.run(&["run", "--rm", "--ipc", "container:side", "busybox", "true"]);
     assert_eq!(r.code, Some(125), "{r:?}");
     let side_id = serde_json::from_str::<serde_json::Value>(&out(&s, &["inspect", "side"]))
@@ -745,5 +815,69 @@ fn another_containers_namespaces() {
         1,
         "only side is left"
     );
+    assert!(mounts_under(s.root_path()).is_empty());
+}
+
+/// `--ipc shareable`: the host-side `/dev/shm` tmpfs a SIGKILLed supervisor leaves mounted is
+/// detached by the next verb that finds the supervisor dead, and a restart mounts a fresh one.
+#[test]
+fn shareable_shm_goes_when_the_supervisor_dies() {
+    let s = setup(&default_driver());
+    let _c = Running { s: &s, name: "shm" };
+    let id = out(
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "shm",
+            "--network",
+            "none",
+            "--ipc",
+            "shareable",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    let id = id.trim().to_string();
+    let shm_mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&id) && l.contains("/shm "))
+            .count()
+    };
+    assert_eq!(shm_mounts(), 1);
+    out(&s, &["exec", "shm", "sh", "-c", "echo x > /dev/shm/old"]);
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            s.root_path()
+                .join("containers")
+                .join(&id)
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sup = state["supervisor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling the supervisor this test started.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
+    let gone = eventually(Duration::from_secs(10), || {
+        (!std::path::Path::new(&format!("/proc/{sup}")).exists()).then_some(())
+    });
+    assert!(gone.is_some());
+    assert_eq!(shm_mounts(), 1, "left behind by the killed supervisor");
+    s.ok(&["ps", "-a"]);
+    assert_eq!(shm_mounts(), 0);
+    s.ok(&["start", "shm"]);
+    assert_eq!(shm_mounts(), 1);
+    assert_eq!(
+        out(&s, &["exec", "shm", "ls", "/dev/shm"]),
+        "",
+        "a fresh tmpfs"
+    );
+    out(&s, &["rm", "-f", "shm"]);
+    assert_eq!(shm_mounts(), 0);
     assert!(mounts_under(s.root_path()).is_empty());
 }

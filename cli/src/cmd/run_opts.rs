@@ -61,6 +61,7 @@ impl RunOptArgs {
         sec.pid_host = mode("pid", &self.pid)?;
         sec.ipc_host = mode("ipc", &self.ipc)?;
         sec.ipc_none = self.ipc.as_deref() == Some("none");
+        sec.ipc_shareable = self.ipc.as_deref() == Some("shareable");
         sec.uts_host = mode("uts", &self.uts)?;
         let target = |v: &Option<String>| -> anyhow::Result<String> {
             match v.as_deref().and_then(|v| v.strip_prefix("container:")) {

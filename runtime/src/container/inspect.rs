@@ -139,7 +139,7 @@ pub fn to_json(c: &Container) -> Value {
             "Sysctls": if cfg.security.sysctls.is_empty() { Value::Null } else { json!(cfg.security.sysctls) },
             "GroupAdd": none_if_empty(&cfg.security.group_add),
             "PidMode": if cfg.security.pid_host { "host".to_string() } else if !cfg.security.pid_container.is_empty() { format!("container:{}", cfg.security.pid_container) } else { String::new() },
-            "IpcMode": if cfg.security.ipc_host { "host".to_string() } else if cfg.security.ipc_none { "none".to_string() } else if !cfg.security.ipc_container.is_empty() { format!("container:{}", cfg.security.ipc_container) } else { "private".to_string() },
+            "IpcMode": if cfg.security.ipc_host { "host".to_string() } else if cfg.security.ipc_none { "none".to_string() } else if cfg.security.ipc_shareable { "shareable".to_string() } else if !cfg.security.ipc_container.is_empty() { format!("container:{}", cfg.security.ipc_container) } else { "private".to_string() },
             "UTSMode": if cfg.security.uts_host { "host" } else { "" },
         },
         "GraphDriver": {

@@ -361,6 +361,7 @@ impl Runtime {
             super::cgroup::kill_all(c.id());
         }
         force_unmount(&c.paths.rootfs())?;
+        force_unmount(&c.paths.shm())?;
         super::cgroup::remove(c.id());
         // Rootless: its pasta and the bind mount of its network namespace.
         crate::rootless::reclaim_pasta(&c.paths.run_dir);
@@ -573,6 +574,8 @@ impl Runtime {
                 path: rootfs,
             });
         }
+        // A shareable `/dev/shm` a killed supervisor left mounted.
+        force_unmount(&c.paths.shm())?;
         super::cgroup::remove(c.id());
         crate::rootless::reclaim_pasta(&c.paths.run_dir);
         // Concurrent removals of one container: the rename out of `containers/` decides which

@@ -396,6 +396,10 @@ pub struct Security {
     /// `--ipc none`: an IPC namespace of its own and no `/dev/shm`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ipc_none: bool,
+    /// `--ipc shareable`: its `/dev/shm` is a tmpfs on the host side (`Paths::shm`), which
+    /// containers started with `--ipc container:<this one>` bind as theirs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipc_shareable: bool,
 }
 
 /// What to run: fixed when the container is created.
@@ -633,6 +637,11 @@ impl Paths {
     }
     pub fn rootfs(&self) -> PathBuf {
         self.dir.join("rootfs")
+    }
+    /// `--ipc shareable`: the host-side tmpfs bound at the container's `/dev/shm` (mounted by
+    /// the supervisor while the container runs).
+    pub fn shm(&self) -> PathBuf {
+        self.run_dir.join("shm")
     }
     /// The init layer: empty mount targets (`/etc/hosts`, `/proc`, …) that sit between the image
     /// and the upper dir, so they never show in `diff`/`commit`.

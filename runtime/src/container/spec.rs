@@ -412,6 +412,22 @@ impl Spec {
         self.join_namespace("network", path);
     }
 
+    /// `/dev/shm` becomes a bind of the host directory `source` (a shareable container's own
+    /// tmpfs, or the one of the container whose IPC namespace this one joins), as Docker binds
+    /// `ShmPath`.
+    pub fn bind_shm(&mut self, source: &std::path::Path) {
+        let m = mount(
+            "/dev/shm",
+            "bind",
+            &source.to_string_lossy(),
+            &["rbind", "rprivate", "nosuid", "noexec", "nodev"],
+        );
+        match self.mounts.iter_mut().find(|m| m.destination == "/dev/shm") {
+            Some(slot) => *slot = m,
+            None => self.mounts.push(m),
+        }
+    }
+
     /// Make the namespace of `kind` the one at `path` (empty: keep a new one).
     pub fn join_namespace(&mut self, kind: &str, path: &str) {
         if path.is_empty() {

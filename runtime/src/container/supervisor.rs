@@ -380,11 +380,15 @@ fn setup_network(
 }
 
 /// The inits of the containers whose namespaces this one joins (`--pid container:X`, `--ipc
-/// container:X`), found running at start.
+/// container:X`), found running at start, and the host directory bound at `/dev/shm` when the
+/// IPC namespace is shared with other containers.
 #[derive(Debug, Default)]
 pub(super) struct Joins {
     pid: Option<i32>,
     ipc: Option<i32>,
+    /// `--ipc container:X`: X's `/dev/shm` source; `--ipc shareable`: our own (`own_shm`).
+    shm: Option<std::path::PathBuf>,
+    own_shm: Option<ShmMount>,
 }
 
 impl Joins {
@@ -395,15 +399,22 @@ impl Joins {
                 .then(|| super::runopts::join_target(rt, id, what))
                 .transpose()
         };
-        Ok(Joins {
+        let mut j = Joins {
             pid: target(&sec.pid_container, "PID")?,
             ipc: target(&sec.ipc_container, "IPC")?,
-        })
+            ..Joins::default()
+        };
+        if j.ipc.is_some() {
+            j.shm = Some(donor_shm(rt, &sec.ipc_container)?);
+        } else if sec.ipc_shareable {
+            let m = ShmMount::new(&c.paths.shm(), sec.shm_size)?;
+            j.shm = Some(m.path.clone());
+            j.own_shm = Some(m);
+        }
+        Ok(j)
     }
 
-    /// The spec's namespace paths. A joined IPC namespace's `/dev/shm` is not the other
-    /// container's (a tmpfs in its mount namespace cannot be bound from another one): SysV IPC
-    /// and message queues are shared, POSIX shared memory files are not.
+    /// The spec's namespace paths and `/dev/shm`.
     fn apply(&self, spec: &mut Spec) {
         if let Some(p) = self.pid {
             spec.join_namespace("pid", &format!("/proc/{p}/ns/pid"));
@@ -411,6 +422,72 @@ impl Joins {
         if let Some(p) = self.ipc {
             spec.join_namespace("ipc", &format!("/proc/{p}/ns/ipc"));
         }
+        if let Some(src) = &self.shm {
+            spec.bind_shm(src);
+        }
+    }
+}
+
+/// The `/dev/shm` of the running container `id` whose IPC namespace a container joins: its
+/// host-side tmpfs when it is shareable, the host's own with `--ipc host`; otherwise Docker's
+/// refusal (a private IPC namespace is not shared, since Docker 20.10's default).
+fn donor_shm(rt: &Runtime, id: &str) -> Result<std::path::PathBuf> {
+    let refuse = || {
+        ContainerError::Start {
+        code: 125,
+        msg: format!(
+            "container {id}: non-shareable IPC (hint: use IpcMode:shareable for the donor container)"
+        ),
+    }
+    };
+    let donor = rt.lookup(id).map_err(|_| refuse())?;
+    let sec = &donor.config.security;
+    if sec.ipc_host {
+        return Ok("/dev/shm".into());
+    }
+    let shm = donor.paths.shm();
+    if sec.ipc_shareable && crate::driver::is_mountpoint(&shm) {
+        return Ok(shm);
+    }
+    Err(refuse())
+}
+
+/// `--ipc shareable`: a tmpfs of `--shm-size` (64 MiB by default) mounted at the container's
+/// `Paths::shm` in this (the host's, or rootless strata's) mount namespace for as long as the
+/// supervisor lives, so other containers can bind it. One a killed supervisor left is
+/// detached first; `rm` and the reconcile of a dead supervisor detach it too.
+#[derive(Debug)]
+pub(super) struct ShmMount {
+    path: std::path::PathBuf,
+}
+
+impl ShmMount {
+    fn new(path: &Path, size: Option<u64>) -> Result<ShmMount> {
+        crate::driver::force_unmount(path)?;
+        std::fs::create_dir_all(path).map_err(io_at(path))?;
+        let size = match size {
+            Some(b) if b > 0 => format!("size={b}"),
+            _ => "size=65536k".to_string(),
+        };
+        use nix::mount::MsFlags;
+        nix::mount::mount(
+            Some("shm"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV,
+            Some(format!("mode=1777,{size}").as_str()),
+        )
+        .map_err(sys("mount the shareable /dev/shm"))?;
+        Ok(ShmMount {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for ShmMount {
+    fn drop(&mut self) {
+        let _ = crate::driver::force_unmount(&self.path);
+        let _ = std::fs::remove_dir(&self.path);
     }
 }
 
