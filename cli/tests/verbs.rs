@@ -752,9 +752,22 @@ fn update_limits_live_and_restart_policy() {
             "{{.RestartCount}} {{.State.Status}}",
             "later",
         ]);
-        (out.trim() == "2 exited").then_some(())
+        // Between two runs the record briefly reads `exited` with the next count: the third
+        // run's output is what says it ran.
+        (out.trim() == "2 exited" && s.ok(&["logs", "later"]) == "run\nrun\nrun\n").then_some(())
     });
     assert!(done.is_some(), "{}", s.ok(&["inspect", "later"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "later"
+        ]),
+        "2 exited\n",
+        "no restart beyond on-failure:2"
+    );
     assert_eq!(s.ok(&["logs", "later"]), "run\nrun\nrun\n");
 
     // --rm containers keep "no": refused in Docker's words, the record unchanged.
@@ -843,4 +856,105 @@ fn exec_privileged_gets_every_capability() {
     let r = s.run(&["exec", "--privileged", "px", "hostname", "renamed"]);
     assert_eq!(r.code, Some(1), "{r:?}");
     s.ok(&["rm", "-f", "px"]);
+}
+
+/// `--log-opt max-size/max-file` (json-file rotation, Docker's sizes and limits), `--log-driver
+/// none`, and the refusals of bad options (nothing created).
+#[test]
+fn log_rotation_and_the_none_driver() {
+    let s = setup(&default_driver());
+    s.ok(&[
+        "run",
+        "--name",
+        "rot",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=3",
+        "busybox",
+        "sh",
+        "-c",
+        "i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); done",
+    ]);
+    let dir = s
+        .root_path()
+        .join("containers")
+        .join(s.ok(&["inspect", "-f", "{{.Id}}", "rot"]).trim());
+    let sizes: Vec<u64> = ["container.log", "container.log.1", "container.log.2"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+        .collect();
+    assert!(!dir.join("container.log.3").exists());
+    // 2k is 2,000 bytes (go-units): a file is rotated once it holds that, one record over at most.
+    assert!(sizes.iter().all(|&n| n <= 2_000 + 100), "{sizes:?}");
+    let logs = s.ok(&["logs", "rot"]);
+    let nums: Vec<u32> = logs
+        .lines()
+        .map(|l| l.trim_start_matches("line-").parse().unwrap())
+        .collect();
+    assert_eq!(nums.last(), Some(&300));
+    assert!(nums[0] > 1, "the oldest lines were rotated out");
+    assert_eq!(
+        nums,
+        (nums[0]..=300).collect::<Vec<_>>(),
+        "the kept tail, in order"
+    );
+    assert_eq!(
+        s.ok(&["logs", "--tail", "2", "rot"]),
+        "line-299\nline-300\n"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&["inspect", "-f", "{{json .HostConfig.LogConfig}}", "rot"]))
+            .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"Type": "json-file", "Config": {"max-file": "3", "max-size": "2k"}})
+    );
+
+    // none: nothing written, `logs` refuses in Docker's words.
+    s.ok(&[
+        "run",
+        "--name",
+        "quiet",
+        "--log-driver",
+        "none",
+        "busybox",
+        "echo",
+        "hi",
+    ]);
+    let qdir = s
+        .root_path()
+        .join("containers")
+        .join(s.ok(&["inspect", "-f", "{{.Id}}", "quiet"]).trim());
+    assert!(!qdir.join("container.log").exists());
+    let r = s.run(&["logs", "quiet"]);
+    assert_eq!(r.code, Some(1));
+    assert_eq!(
+        r.stderr,
+        "Error: configured logging driver does not support reading\n"
+    );
+    s.ok(&["rm", "rot", "quiet"]);
+
+    for (args, msg) in [
+        (
+            vec!["--log-opt", "max-file=0"],
+            "max-file cannot be less than 1",
+        ),
+        (
+            vec!["--log-opt", "foo=bar"],
+            "unknown log opt 'foo' for json-file log driver",
+        ),
+        (
+            vec!["--log-driver", "syslog"],
+            "logger: no log driver named 'syslog' is registered",
+        ),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(args);
+        a.extend(["busybox", "true"]);
+        let r = s.run(&a);
+        assert_eq!(r.code, Some(125), "{r:?}");
+        assert_eq!(r.stderr, format!("Error: {msg}\n"));
+    }
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
 }

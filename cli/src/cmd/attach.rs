@@ -31,6 +31,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     if strata_runtime::container::manage::is_paused(c.id()) {
         anyhow::bail!("You cannot attach to a paused container, unpause it first");
     }
+    if !c.config.log_config.readable() {
+        // strata's attach streams the container's output from its log.
+        anyhow::bail!("configured logging driver does not support reading");
+    }
     let mut reader = LogReader::open(&c.paths.log())?;
     reader.seek_end()?;
     let raw = RawMode::enable(c.config.tty && !args.no_stdin);

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use strata_runtime::container::logs::LogConfig;
 use strata_runtime::engine::PullPolicy;
 
 use super::Global;
@@ -39,6 +40,12 @@ pub struct CreateOptArgs {
     /// Set platform if server is multi-platform capable
     #[arg(long = "platform")]
     pub platform: Option<String>,
+    /// Logging driver for the container (json-file, none)
+    #[arg(long = "log-driver")]
+    pub log_driver: Option<String>,
+    /// Log driver options (max-size=10m, max-file=3)
+    #[arg(long = "log-opt")]
+    pub log_opt: Vec<String>,
 }
 
 /// The flags, checked, as the engine takes them.
@@ -47,6 +54,7 @@ pub struct CreateOpts {
     pub stop_signal: Option<String>,
     pub pull: PullPolicy,
     pub expose: Vec<String>,
+    pub log: LogConfig,
 }
 
 impl CreateOptArgs {
@@ -72,11 +80,14 @@ impl CreateOptArgs {
         for e in &self.expose {
             expose.extend(expose_ports(e)?);
         }
+        let log = LogConfig::parse(self.log_driver.as_deref(), &self.log_opt)
+            .map_err(anyhow::Error::msg)?;
         Ok(CreateOpts {
             labels,
             stop_signal: self.stop_signal.clone(),
             pull,
             expose,
+            log,
         })
     }
 }

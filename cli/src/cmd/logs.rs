@@ -63,6 +63,9 @@ pub(crate) fn emit(entries: &[LogEntry], timestamps: bool) -> std::io::Result<()
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let rt = global.containers();
     let c = rt.lookup(&args.container)?;
+    if !c.config.log_config.readable() {
+        anyhow::bail!("configured logging driver does not support reading");
+    }
     let tail: Option<usize> = if args.tail == "all" || args.tail == "-1" {
         None
     } else {

@@ -469,6 +469,7 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
                     no_healthcheck: args.health.no_healthcheck,
                     labels: opts.labels,
                     stop_signal: opts.stop_signal,
+                    log: opts.log,
                 },
             },
             PullHooks {

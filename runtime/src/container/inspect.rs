@@ -131,7 +131,7 @@ pub fn to_json(c: &Container) -> Value {
                 "PathInContainer": d.node.path,
                 "CgroupPermissions": d.access,
             })).collect::<Vec<_>>(),
-            "LogConfig": {"Type": "json-file", "Config": {}},
+            "LogConfig": cfg.log_config,
             "Ulimits": if cfg.security.ulimits.is_empty() { Value::Null } else {
                 json!(cfg.security.ulimits.iter().map(|u| json!({"Name": u.name, "Hard": u.hard, "Soft": u.soft})).collect::<Vec<_>>())
             },

@@ -81,6 +81,8 @@ pub struct ContainerOptions {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `--stop-signal` (else the image's, else SIGTERM).
     pub stop_signal: Option<String>,
+    /// `--log-driver` / `--log-opt`.
+    pub log: super::logs::LogConfig,
 }
 
 /// A container to create: its options and the image they apply to, resolved from the store.
@@ -299,6 +301,7 @@ impl Runtime {
                 &o.health,
                 o.no_healthcheck,
             ),
+            log_config: o.log.clone(),
             labels: img
                 .labels
                 .iter()

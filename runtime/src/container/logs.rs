@@ -1,10 +1,18 @@
 //! Container logs in Docker's `json-file` format: one JSON object per line,
 //! `{"log":"text\n","stream":"stdout","time":"2026-01-01T00:00:00.123456789Z"}`.
 //! The supervisor appends (one thread per stream, each line written whole); `logs` reads.
+//!
+//! `--log-driver` / `--log-opt` ([`LogConfig`]): `json-file` (the default) with Docker's
+//! `max-size` / `max-file` rotation — once the file holds `max-size` bytes it becomes
+//! `container.log.1` (older ones shift to `.2` … `.<max-file - 1>`, the oldest is dropped) and
+//! a new file starts; readers go through the rotated files, oldest first, then the current one,
+//! and a follower moves on to the new file — or `none` (nothing written; `logs` refuses).
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,20 +34,211 @@ impl LogEntry {
     }
 }
 
-/// Appends records to a container's log file.
+/// `--log-driver` and `--log-opt`, checked (Docker's messages).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// `json-file` or `none`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The options as given (`inspect` shows them).
+    #[serde(rename = "Config", default)]
+    pub opts: BTreeMap<String, String>,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            kind: "json-file".to_string(),
+            opts: BTreeMap::new(),
+        }
+    }
+}
+
+/// Rotation of a `json-file` log: `max-size` bytes per file (`None`: never rotated), `max-file`
+/// files in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_size: Option<u64>,
+    pub max_files: u32,
+}
+
+impl LogConfig {
+    /// `--log-driver` (`None`: json-file) and its `--log-opt KEY=VALUE`s.
+    pub fn parse(driver: Option<&str>, opts: &[String]) -> Result<LogConfig, String> {
+        let kind = driver.unwrap_or("json-file").to_string();
+        let mut map = BTreeMap::new();
+        for o in opts {
+            let Some((k, v)) = o.split_once('=') else {
+                return Err(format!("invalid key-value format: '{o}'"));
+            };
+            map.insert(k.to_string(), v.to_string());
+        }
+        match kind.as_str() {
+            "json-file" => {
+                for k in map.keys() {
+                    if ![
+                        "max-size",
+                        "max-file",
+                        "compress",
+                        "labels",
+                        "labels-regex",
+                        "env",
+                        "env-regex",
+                        "tag",
+                    ]
+                    .contains(&k.as_str())
+                    {
+                        return Err(format!("unknown log opt '{k}' for json-file log driver"));
+                    }
+                }
+            }
+            "none" => {
+                if let Some(k) = map.keys().next() {
+                    return Err(format!("unknown log opt '{k}' for none log driver"));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "logger: no log driver named '{other}' is registered"
+                ));
+            }
+        }
+        let c = LogConfig { kind, opts: map };
+        c.rotation()?;
+        Ok(c)
+    }
+
+    /// Whether `logs` can read this container's output back.
+    pub fn readable(&self) -> bool {
+        self.kind != "none"
+    }
+
+    /// The rotation the options ask for (Docker's json-file rules and messages).
+    pub fn rotation(&self) -> Result<Rotation, String> {
+        let max_size = match self.opts.get("max-size") {
+            Some(v) => {
+                let n = from_human_size(v)?;
+                if n == 0 {
+                    return Err("max-size must be a positive number".to_string());
+                }
+                Some(n)
+            }
+            None => None,
+        };
+        let max_files = match self.opts.get("max-file") {
+            Some(v) => {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| format!("strconv.Atoi: parsing \"{v}\": invalid syntax"))?;
+                if n < 1 {
+                    return Err("max-file cannot be less than 1".to_string());
+                }
+                n.min(u32::MAX as i64) as u32
+            }
+            None => 1,
+        };
+        if let Some(v) = self.opts.get("compress") {
+            let on = matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True");
+            if on {
+                // Rotated files are kept plain: refused rather than silently ignored.
+                return Err(
+                    "compress is not supported by strata's json-file log driver".to_string()
+                );
+            }
+        }
+        Ok(Rotation {
+            max_size,
+            max_files,
+        })
+    }
+}
+
+/// go-units `FromHumanSize`: a decimal size (`10m` = 10,000,000; `1.5k`, `20MB`, `5 GiB`).
+pub fn from_human_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid size: '{s}'");
+    let t = s.trim_end_matches(['b', 'B']);
+    let t = t.strip_suffix(['i', 'I']).unwrap_or(t);
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_lowercase()) {
+        Some('k') => (&t[..t.len() - 1], 1e3),
+        Some('m') => (&t[..t.len() - 1], 1e6),
+        Some('g') => (&t[..t.len() - 1], 1e9),
+        Some('t') => (&t[..t.len() - 1], 1e12),
+        Some('p') => (&t[..t.len() - 1], 1e15),
+        _ => (t, 1.0),
+    };
+    let num = num.trim_end();
+    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(bad());
+    }
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    Ok((n * mult) as u64)
+}
+
+/// The rotated files of the log at `path` that exist, oldest first (`container.log.N` …
+/// `container.log.1`).
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for i in 1.. {
+        let p = rotated(path, i);
+        if !p.exists() {
+            break;
+        }
+        out.push(p);
+    }
+    out.reverse();
+    out
+}
+
+fn rotated(path: &Path, i: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{i}"));
+    PathBuf::from(s)
+}
+
+/// Appends records to a container's log file (rotating it as its [`Rotation`] says), or
+/// drops them (`--log-driver none`).
 pub struct LogWriter {
-    file: Mutex<File>,
+    file: Mutex<Option<Current>>,
+}
+
+struct Current {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    rotation: Rotation,
 }
 
 impl LogWriter {
+    /// A `json-file` log at `path` without rotation.
     pub fn open(path: &Path) -> io::Result<Arc<LogWriter>> {
+        LogWriter::with_config(path, &LogConfig::default())
+    }
+
+    /// The log of a container whose log config is `config`.
+    pub fn with_config(path: &Path, config: &LogConfig) -> io::Result<Arc<LogWriter>> {
+        if !config.readable() {
+            return Ok(Arc::new(LogWriter {
+                file: Mutex::new(None),
+            }));
+        }
+        let rotation = config
+            .rotation()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
         Ok(Arc::new(LogWriter {
-            file: Mutex::new(file),
+            file: Mutex::new(Some(Current {
+                file,
+                path: path.to_path_buf(),
+                size,
+                rotation,
+            })),
         }))
     }
 
     pub(crate) fn write(&self, stream: &str, text: &[u8]) {
+        let mut g = self.file.lock();
+        let Some(cur) = g.as_mut() else { return };
         let entry = LogEntry {
             log: String::from_utf8_lossy(text).into_owned(),
             stream: stream.to_string(),
@@ -47,8 +246,40 @@ impl LogWriter {
         };
         if let Ok(mut line) = serde_json::to_vec(&entry) {
             line.push(b'\n');
-            let _ = self.file.lock().write_all(&line);
+            if cur.rotation.max_size.is_some_and(|max| cur.size >= max) {
+                // A failed rotation keeps appending to the file we have.
+                let _ = cur.rotate();
+            }
+            if cur.file.write_all(&line).is_ok() {
+                cur.size += line.len() as u64;
+            }
         }
+    }
+}
+
+impl Current {
+    /// Docker's json-file rotation: `.N-1` → `.N` … `.1` → `.2`, the file → `.1`, a new file.
+    /// With `max-file=1` the file is started over.
+    fn rotate(&mut self) -> io::Result<()> {
+        let keep = self.rotation.max_files;
+        if keep > 1 {
+            let _ = std::fs::remove_file(rotated(&self.path, keep - 1));
+            for i in (1..keep - 1).rev() {
+                let from = rotated(&self.path, i);
+                if from.exists() {
+                    std::fs::rename(&from, rotated(&self.path, i + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, rotated(&self.path, 1))?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+        } else {
+            self.file.set_len(0)?;
+        }
+        self.size = 0;
+        Ok(())
     }
 }
 
@@ -86,8 +317,12 @@ pub fn pump(mut src: File, stream: &str, log: &LogWriter, mut mirror: Option<Fil
     }
 }
 
-/// Reads a log file from an offset, so `logs -f` can pick up where it stopped.
+/// Reads a log from an offset, so `logs -f` can pick up where it stopped: first the rotated
+/// files that existed at open (oldest first), then the current file, and when that one is
+/// rotated away (it is no longer the file at its path), the new one from its start.
 pub struct LogReader {
+    path: PathBuf,
+    older: Vec<PathBuf>,
     reader: BufReader<File>,
     partial: String,
 }
@@ -95,6 +330,8 @@ pub struct LogReader {
 impl LogReader {
     pub fn open(path: &Path) -> io::Result<LogReader> {
         Ok(LogReader {
+            path: path.to_path_buf(),
+            older: rotated_files(path),
             reader: BufReader::new(File::open(path)?),
             partial: String::new(),
         })
@@ -103,35 +340,66 @@ impl LogReader {
     /// Every complete record written since the last call.
     pub fn read_new(&mut self) -> io::Result<Vec<LogEntry>> {
         let mut out = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = self.reader.read_line(&mut line)?;
-            if n == 0 {
-                break;
-            }
-            if !line.ends_with('\n') {
-                // A record being written right now: keep it for the next call.
-                self.partial.push_str(&line);
-                break;
-            }
-            let full = if self.partial.is_empty() {
-                line
-            } else {
-                let mut p = std::mem::take(&mut self.partial);
-                p.push_str(&line);
-                p
-            };
-            if let Ok(e) = serde_json::from_str::<LogEntry>(full.trim_end()) {
-                out.push(e);
+        for p in std::mem::take(&mut self.older) {
+            // A file rotated out of reach meanwhile is skipped.
+            if let Ok(f) = File::open(&p) {
+                read_records(&mut BufReader::new(f), &mut String::new(), &mut out)?;
             }
         }
-        Ok(out)
+        loop {
+            read_records(&mut self.reader, &mut self.partial, &mut out)?;
+            // Rotated away? Its last records are read; go on with the file now at the path.
+            let held = self.reader.get_ref().metadata()?;
+            match std::fs::metadata(&self.path) {
+                Ok(now) if (now.dev(), now.ino()) != (held.dev(), held.ino()) => {
+                    self.reader = BufReader::new(File::open(&self.path)?);
+                    self.partial.clear();
+                }
+                // `max-file=1`: the file was started over under us.
+                _ if held.len() < self.reader.stream_position()? => {
+                    self.reader.seek(SeekFrom::Start(0))?;
+                    self.partial.clear();
+                }
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Skip to the end (for `--tail 0 -f`).
     pub fn seek_end(&mut self) -> io::Result<()> {
+        self.older.clear();
         self.reader.seek(SeekFrom::End(0))?;
         Ok(())
+    }
+}
+
+/// The complete records `reader` holds from where it is; a record being written right now
+/// (no newline yet) stays in `partial` for the next call.
+fn read_records(
+    reader: &mut BufReader<File>,
+    partial: &mut String,
+    out: &mut Vec<LogEntry>,
+) -> io::Result<()> {
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if !line.ends_with('\n') {
+            partial.push_str(&line);
+            return Ok(());
+        }
+        let full = if partial.is_empty() {
+            line
+        } else {
+            let mut p = std::mem::take(partial);
+            p.push_str(&line);
+            p
+        };
+        if let Ok(e) = serde_json::from_str::<LogEntry>(full.trim_end()) {
+            out.push(e);
+        }
     }
 }
 
@@ -167,5 +435,84 @@ mod tests {
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].stream, "stderr");
         assert!(more[0].timestamp().ends_with('Z'));
+    }
+
+    fn numbers(entries: &[LogEntry]) -> Vec<u32> {
+        entries
+            .iter()
+            .map(|e| e.log.trim().trim_start_matches("line-").parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn rotation_keeps_max_file_files_and_readers_see_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("container.log");
+        let cfg = LogConfig::parse(None, &["max-size=300".into(), "max-file=3".into()]).unwrap();
+        let w = LogWriter::with_config(&path, &cfg).unwrap();
+        // A follower opened before anything was written.
+        let mut follower = {
+            std::fs::File::create(&path).unwrap();
+            LogReader::open(&path).unwrap()
+        };
+        let mut followed = Vec::new();
+        for i in 1..=40 {
+            w.write("stdout", format!("line-{i}\n").as_bytes());
+            if i % 3 == 0 {
+                followed.extend(follower.read_new().unwrap());
+            }
+        }
+        followed.extend(follower.read_new().unwrap());
+        // Exactly max-file files, none above.
+        assert!(rotated(&path, 1).exists() && rotated(&path, 2).exists());
+        assert!(!rotated(&path, 3).exists());
+        for p in [path.clone(), rotated(&path, 1), rotated(&path, 2)] {
+            let len = std::fs::metadata(&p).unwrap().len();
+            // A file is rotated once it holds max-size bytes: at most one record more.
+            assert!(len <= 300 + 100, "{p:?} {len}");
+        }
+        // A reader from scratch: the tail that is kept, oldest first, contiguous, to the end.
+        let all = numbers(&LogReader::open(&path).unwrap().read_new().unwrap());
+        assert_eq!(*all.last().unwrap(), 40);
+        assert!(all[0] > 1, "the oldest records were dropped: {all:?}");
+        assert_eq!(all, (all[0]..=40).collect::<Vec<_>>());
+        // The follower moved to each new file: every record, once, in order.
+        assert_eq!(numbers(&followed), (1..=40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn log_options_in_dockers_words() {
+        let p = |d: Option<&str>, o: &[&str]| {
+            LogConfig::parse(d, &o.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            p(None, &["max-file=0"]).unwrap_err(),
+            "max-file cannot be less than 1"
+        );
+        assert_eq!(
+            p(None, &["max-size=0"]).unwrap_err(),
+            "max-size must be a positive number"
+        );
+        assert_eq!(
+            p(None, &["max-size=lots"]).unwrap_err(),
+            "invalid size: 'lots'"
+        );
+        assert_eq!(
+            p(None, &["foo=bar"]).unwrap_err(),
+            "unknown log opt 'foo' for json-file log driver"
+        );
+        assert_eq!(
+            p(Some("syslog"), &[]).unwrap_err(),
+            "logger: no log driver named 'syslog' is registered"
+        );
+        assert!(!p(Some("none"), &[]).unwrap().readable());
+        let r = p(None, &["max-size=10m", "max-file=3"])
+            .unwrap()
+            .rotation()
+            .unwrap();
+        assert_eq!(r.max_size, Some(10_000_000));
+        assert_eq!(r.max_files, 3);
+        assert_eq!(from_human_size("1.5k").unwrap(), 1500);
+        assert_eq!(from_human_size("20MB").unwrap(), 20_000_000);
     }
 }

@@ -448,6 +448,9 @@ pub struct ContainerConfig {
     /// The image's labels with `--label` over them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--log-driver` / `--log-opt` (json-file without rotation for records made before).
+    #[serde(default)]
+    pub log_config: super::logs::LogConfig,
 }
 
 impl Security {

@@ -192,8 +192,11 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     let mut sandbox = setup_network(rt, &mut c, listeners.as_ref())?;
     std::fs::create_dir_all(&c.paths.run_dir).map_err(io_at(&c.paths.run_dir))?;
     let drv = c.config.driver.driver();
-    // A read a lazily pulled layer cannot serve says why in the container's log.
-    crate::lazy::report_to(&c.paths.log());
+    // The container's log (as its `--log-driver`/`--log-opt` say), opened once: a read a
+    // lazily pulled layer cannot serve says why in it too.
+    let log = LogWriter::with_config(&c.paths.log(), &c.config.log_config)
+        .map_err(io_at(c.paths.log()))?;
+    crate::lazy::report_to(log.clone());
 
     let layers = c.layers();
     let rootfs = c.paths.rootfs();
@@ -284,7 +287,6 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     };
     rt.write_state(&c)?;
 
-    let log = LogWriter::open(&c.paths.log()).map_err(io_at(c.paths.log()))?;
     let pumps = start_pumps(&stdio, &log, attached);
     if let (Some(l), Ok(ns)) = (listeners, File::open(format!("/proc/{pid}/ns/net"))) {
         ports::serve(l, Arc::new(OwnedFd::from(ns)));

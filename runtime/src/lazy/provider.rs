@@ -26,11 +26,9 @@ pub const SERVING_THREADS: usize = 8;
 /// supervisor before it mounts).
 static REPORT: OnceLock<Arc<LogWriter>> = OnceLock::new();
 
-/// Send lazy-layer errors of this process to the container log at `path` too.
-pub fn report_to(path: &Path) {
-    if let Ok(w) = LogWriter::open(path) {
-        let _ = REPORT.set(w);
-    }
+/// Send lazy-layer errors of this process to the container's log `w` too.
+pub fn report_to(w: Arc<LogWriter>) {
+    let _ = REPORT.set(w);
 }
 
 pub(super) fn report(line: &str) {
