@@ -175,3 +175,87 @@ fn volumes_lifecycle() {
     let r = s.run(&["volume", "rm", "made"]);
     assert_eq!(r.stderr, "Error: get made: no such volume\n");
 }
+
+/// `--volumes-from CONTAINER[:ro|:rw]`: another container's volumes at the same paths (its
+/// anonymous and named volumes alike), read-only on request, overridden by the container's own
+/// `-v`; an anonymous volume outlives its owner's `rm -v` while another container uses it, the
+/// user of a copy never removes it, and `volume prune` reclaims it once unused.
+#[test]
+fn volumes_from_another_container() {
+    let s = setup(&default_driver());
+    s.ok(&[
+        "run",
+        "--name",
+        "data",
+        "-v",
+        "/data",
+        "-v",
+        "named:/named",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one > /data/f; echo two > /named/g",
+    ]);
+    let vols = s.ok(&["volume", "ls", "-q"]);
+    let anon = vols
+        .lines()
+        .find(|v| *v != "named")
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(anon.len(), 64, "{vols:?}");
+    assert_eq!(
+        s.ok(&busybox_rm(
+            &["--volumes-from", "data"],
+            &["cat", "/data/f", "/named/g"]
+        )),
+        "one\ntwo\n"
+    );
+    let r = s.run(&busybox_rm(
+        &["--volumes-from", "data:ro"],
+        &["sh", "-c", "echo x > /data/h"],
+    ));
+    assert_ne!(r.code, Some(0), "{r:?}");
+    assert!(r.stderr.contains("Read-only file system"), "{r:?}");
+    // The container's own -v wins at the same path.
+    let own = tempfile::tempdir().unwrap();
+    std::fs::write(own.path().join("mine"), "").unwrap();
+    let v = format!("{}:/data", own.path().display());
+    assert_eq!(
+        s.ok(&busybox_rm(
+            &["--volumes-from", "data", "-v", &v],
+            &["ls", "/data"]
+        )),
+        "mine\n"
+    );
+    // keep uses data's volumes: data's rm -v leaves the anonymous one, and chains work.
+    s.ok(&[
+        "create",
+        "--name",
+        "keep",
+        "--volumes-from",
+        "data",
+        "busybox",
+        "true",
+    ]);
+    s.ok(&["rm", "-v", "data"]);
+    let vols = s.ok(&["volume", "ls", "-q"]);
+    assert!(vols.lines().any(|v| v == anon), "{vols}");
+    assert_eq!(
+        s.ok(&busybox_rm(
+            &["--volumes-from", "keep"],
+            &["cat", "/data/f"]
+        )),
+        "one\n"
+    );
+    // keep never owned it: its rm -v leaves it too; prune reclaims it, unused now.
+    s.ok(&["rm", "-v", "keep"]);
+    assert!(s.ok(&["volume", "ls", "-q"]).lines().any(|v| v == anon));
+    s.ok(&["volume", "prune", "-f"]);
+    assert!(!s.ok(&["volume", "ls", "-q"]).lines().any(|v| v == anon));
+    // No such container: exit 125, nothing made.
+    let r = s.run(&busybox_rm(&["--volumes-from", "nosuch"], &["true"]));
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert!(r.stderr.contains("No such container: nosuch"), "{r:?}");
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+    s.ok(&["volume", "rm", "named"]);
+}

@@ -193,13 +193,19 @@ impl Volumes {
     }
 
     /// Remove the anonymous volumes among `mounts` (`rm -v`, and `--rm` containers as they
-    /// exit); anonymous volumes belong to one container. Errors are returned per volume.
-    pub fn remove_anonymous(&self, mounts: &[VolumeMount]) -> Vec<VolumeError> {
+    /// exit). One that a container of `others` still uses (`--volumes-from`) stays, as with
+    /// Docker, until `volume prune` finds it unused. Errors are returned per volume.
+    pub fn remove_anonymous(
+        &self,
+        mounts: &[VolumeMount],
+        others: &[Container],
+    ) -> Vec<VolumeError> {
         let mut errors = Vec::new();
         for m in mounts.iter().filter(|m| m.anonymous) {
             if let Some(n) = &m.volume {
-                if let Err(e) = self.remove(n, &[], true) {
-                    errors.push(e);
+                match self.remove(n, others, true) {
+                    Ok(_) | Err(VolumeError::InUse { .. }) => {}
+                    Err(e) => errors.push(e),
                 }
             }
         }

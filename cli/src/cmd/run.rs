@@ -56,6 +56,9 @@ pub struct Args {
     /// Attach a filesystem mount to the container (type=bind|volume|tmpfs,source=,target=,…)
     #[arg(long = "mount")]
     pub mount: Vec<String>,
+    /// Mount volumes from the specified container(s) (CONTAINER[:ro|:rw])
+    #[arg(long = "volumes-from")]
+    pub volumes_from: Vec<String>,
     /// Restart policy to apply when a container exits (no, on-failure[:max-retries], always, unless-stopped)
     #[arg(long, default_value = "no")]
     pub restart: String,
@@ -180,6 +183,41 @@ pub(crate) fn start_error(e: container::ContainerError) -> anyhow::Error {
         _ => EXIT_TOOL_ERROR,
     };
     fail_with(code, e)
+}
+
+/// `--volumes-from CONTAINER[:ro|:rw]`: the volumes and bind mounts of each container, at the
+/// same paths (read-only as they were, or as the suffix says), except where `own` (`-v`,
+/// `--mount`) mounts something already, as Docker does. The copies never own an anonymous
+/// volume: `rm -v` of this container leaves it, and the owner's `rm -v` keeps it while this
+/// container uses it.
+fn volumes_from(
+    global: &Global,
+    specs: &[String],
+    own: &[VolumeMount],
+) -> anyhow::Result<Vec<VolumeMount>> {
+    let mut out: Vec<VolumeMount> = Vec::new();
+    for spec in specs {
+        let (name, mode) = match spec.rsplit_once(':') {
+            Some((n, m @ ("ro" | "rw"))) => (n, Some(m == "ro")),
+            Some((_, m)) if !m.is_empty() && !m.contains('/') => {
+                anyhow::bail!("invalid mode for volumes-from: {m}")
+            }
+            _ => (spec.as_str(), None),
+        };
+        let c = global.containers().lookup(name)?;
+        for m in &c.config.volumes {
+            if own.iter().chain(&out).any(|o| o.target == m.target) {
+                continue;
+            }
+            let mut m = m.clone();
+            m.anonymous = false;
+            if let Some(ro) = mode {
+                m.read_only = ro;
+            }
+            out.push(m);
+        }
+    }
+    Ok(out)
 }
 
 /// Parse `512m`, `1g`, `100k`, `1024` (bytes).
@@ -417,6 +455,13 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     if let Err(e) = parsed {
         super::volume::remove_anonymous(global, &volumes);
         return Err(tool_error(e));
+    }
+    match volumes_from(global, &args.volumes_from, &volumes) {
+        Ok(from) => volumes.extend(from),
+        Err(e) => {
+            super::volume::remove_anonymous(global, &volumes);
+            return Err(tool_error(e));
+        }
     }
     security.tmpfs.extend(mount_tmpfs);
     let engine = global.engine();

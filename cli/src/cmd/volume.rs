@@ -351,9 +351,10 @@ pub fn parse_mount(
     Ok(())
 }
 
-/// `rm -v`: the container's anonymous volumes.
+/// `rm -v`: the container's anonymous volumes (those no other container uses).
 pub fn remove_anonymous(global: &Global, mounts: &[VolumeMount]) {
-    for e in global.engine().volumes().remove_anonymous(mounts) {
+    let others = global.containers().list().unwrap_or_default();
+    for e in global.engine().volumes().remove_anonymous(mounts, &others) {
         eprintln!("Error: {e}");
     }
 }

@@ -354,7 +354,8 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     if c.config.auto_remove {
         if rt.remove_files(&c).is_ok() {
             // Docker removes a `--rm` container's anonymous volumes with it.
-            crate::volume::Volumes::new(rt.root()).remove_anonymous(&c.config.volumes);
+            let others = rt.list().unwrap_or_default();
+            crate::volume::Volumes::new(rt.root()).remove_anonymous(&c.config.volumes, &others);
         }
     } else {
         rt.write_state(&c)?;
