@@ -876,10 +876,12 @@ fn log_rotation_and_the_none_driver() {
         "-c",
         "i=1; while [ $i -le 300 ]; do echo line-$i; i=$((i+1)); done",
     ]);
-    let dir = s
-        .root_path()
-        .join("containers")
-        .join(s.ok(&["inspect", "-f", "{{.Id}}", "rot"]).trim());
+    let dir_of = |name: &str| {
+        s.root_path()
+            .join("containers")
+            .join(s.ok(&["inspect", "-f", "{{.Id}}", name]).trim())
+    };
+    let dir = dir_of("rot");
     let sizes: Vec<u64> = ["container.log", "container.log.1", "container.log.2"]
         .iter()
         .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
@@ -922,11 +924,7 @@ fn log_rotation_and_the_none_driver() {
         "echo",
         "hi",
     ]);
-    let qdir = s
-        .root_path()
-        .join("containers")
-        .join(s.ok(&["inspect", "-f", "{{.Id}}", "quiet"]).trim());
-    assert!(!qdir.join("container.log").exists());
+    assert!(!dir_of("quiet").join("container.log").exists());
     let r = s.run(&["logs", "quiet"]);
     assert_eq!(r.code, Some(1));
     assert_eq!(
