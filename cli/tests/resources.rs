@@ -69,7 +69,10 @@ fn resource_flags_at_run_reach_the_cgroups() {
     ]);
     let id = id.trim().to_string();
     eventually(Duration::from_secs(30), || {
-        s.run(&["logs", "res"]).stdout.contains("ready").then_some(())
+        s.run(&["logs", "res"])
+            .stdout
+            .contains("ready")
+            .then_some(())
     })
     .expect("the container never ran");
     assert_eq!(cg(&id, "cpu", "cpu.shares"), "512");
@@ -107,7 +110,9 @@ fn resource_flags_at_run_reach_the_cgroups() {
 
     // -m alone: Docker's default memory plus swap is twice the memory; unset fields are
     // Docker's zero values.
-    let id2 = s.ok(&["run", "-d", "--name", "mem", "-m", "32m", "busybox", "sleep", "1000"]);
+    let id2 = s.ok(&[
+        "run", "-d", "--name", "mem", "-m", "32m", "busybox", "sleep", "1000",
+    ]);
     let id2 = id2.trim().to_string();
     assert_eq!(
         cg(&id2, "memory", "memory.memsw.limit_in_bytes"),
@@ -117,7 +122,11 @@ fn resource_flags_at_run_reach_the_cgroups() {
         inspect(&s, "mem", HOST_FIELDS),
         format!("0 | {} {} 0", 32u64 << 20, 64u64 << 20)
     );
-    assert_eq!(cg(&id2, "cpuset", "cpuset.cpus"), "", "no cpuset cgroup made");
+    assert_eq!(
+        cg(&id2, "cpuset", "cpuset.cpus"),
+        "",
+        "no cpuset cgroup made"
+    );
     // --memory-swap -1: unlimited swap.
     let id3 = s.ok(&[
         "create",
@@ -208,10 +217,7 @@ fn update_changes_the_new_limits_live() {
     assert_eq!(procs.lines().count(), 2, "{procs:?}");
     for p in procs.lines() {
         let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap();
-        assert!(
-            status.contains("Cpus_allowed_list:\t1\n"),
-            "{p}: {status}"
-        );
+        assert!(status.contains("Cpus_allowed_list:\t1\n"), "{p}: {status}");
     }
     assert_eq!(
         inspect(&s, "up", HOST_FIELDS),
@@ -225,7 +231,10 @@ fn update_changes_the_new_limits_live() {
     assert_eq!(cg(&id, "cpu", "cpu.shares"), "256");
     let r = s.run(&["update", "-m", "256m", "up"]);
     assert_eq!(r.code, Some(1), "{r:?}");
-    assert!(r.stderr.contains("update the memoryswap at the same time"), "{r:?}");
+    assert!(
+        r.stderr.contains("update the memoryswap at the same time"),
+        "{r:?}"
+    );
     s.ok(&["update", "-m", "256m", "--memory-swap", "512m", "up"]);
     assert_eq!(
         cg(&id, "memory", "memory.limit_in_bytes"),
@@ -292,7 +301,11 @@ fn update_changes_the_new_limits_live() {
     assert_eq!(cg(&id, "cpu", "cpu.shares"), "100");
     assert_eq!(cg(&id, "cpuset", "cpuset.cpus"), "0-1");
     s.ok(&["rm", "-f", "up"]);
-    assert_eq!(cgroup_dirs(&id), Vec::<String>::new(), "cgroups left behind");
+    assert_eq!(
+        cgroup_dirs(&id),
+        Vec::<String>::new(),
+        "cgroups left behind"
+    );
 }
 
 #[test]
@@ -417,8 +430,14 @@ fn device_cgroup_rule_allows_a_node_beyond_the_defaults() {
             "mknod /dev/x42 c 42 7 && mknod /dev/y42 c 42 8 && cat /dev/x42; cat /dev/y42",
             v2,
         );
-        assert!(err.contains("x42': No such device or address"), "v2={v2}: {err}");
-        assert!(err.contains("y42': Operation not permitted"), "v2={v2}: {err}");
+        assert!(
+            err.contains("x42': No such device or address"),
+            "v2={v2}: {err}"
+        );
+        assert!(
+            err.contains("y42': Operation not permitted"),
+            "v2={v2}: {err}"
+        );
     }
     // The v1 controller holds the rule; inspect shows the rules as given.
     let id = s.ok(&[

@@ -301,7 +301,9 @@ pub fn check(res: &mut Resources, update: bool) -> Result<Vec<String>, String> {
     }
     let swap = res.memory_swap.unwrap_or(0);
     if memory > 0 && swap > 0 && (swap as u64) < memory {
-        return Err("Minimum memoryswap limit should be larger than memory limit, see usage".into());
+        return Err(
+            "Minimum memoryswap limit should be larger than memory limit, see usage".into(),
+        );
     }
     if memory == 0 && swap > 0 && !update {
         return Err(
@@ -457,4 +459,101 @@ pub fn limit_warnings(res: &Resources) -> Vec<&'static str> {
         return vec!["WARNING: Resource limits are not supported and ignored on rootless systems without cgroup delegation"];
     }
     l.ignored(res).into_iter().map(|x| x.warning()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uint_lists_as_docker_parses_them() {
+        assert_eq!(parse_uint_list("0-2,5", 0).unwrap(), vec![0, 1, 2, 5]);
+        assert_eq!(parse_uint_list("", 0).unwrap(), Vec::<usize>::new());
+        for bad in ["1-0", "a", "0-", "-1", "1,,2", " 1"] {
+            assert_eq!(
+                parse_uint_list(bad, 0).unwrap_err(),
+                format!("invalid format: {bad}")
+            );
+        }
+        assert_eq!(
+            parse_uint_list("9000", 8192).unwrap_err(),
+            "value of out range, maximum is 8192"
+        );
+        assert_eq!(cpuset_available("1", "0-1"), Ok(true));
+        assert_eq!(cpuset_available("0,2", "0-1"), Ok(false));
+    }
+
+    #[test]
+    fn checks_and_defaults() {
+        let mut r = Resources {
+            memory: Some(64 << 20),
+            ..Resources::default()
+        };
+        check(&mut r, false).unwrap();
+        if swap_supported() {
+            assert_eq!(r.memory_swap, Some(128 << 20), "Docker's default: twice");
+        } else {
+            assert_eq!(r.memory_swap, Some(-1));
+        }
+        // update: no default for the swap.
+        let mut r = Resources {
+            memory: Some(64 << 20),
+            ..Resources::default()
+        };
+        check(&mut r, true).unwrap();
+        assert!(r.memory_swap.is_none() || r.memory_swap == Some(-1));
+        // update may set the swap alone; create may not.
+        let mut r = Resources {
+            memory_swap: Some(64 << 20),
+            ..Resources::default()
+        };
+        assert!(check(&mut r.clone(), true).is_ok());
+        assert_eq!(
+            check(&mut r, false).unwrap_err(),
+            "You should always set the Memory limit when using Memoryswap limit, see usage"
+        );
+        let mut r = Resources {
+            memory: Some(5 << 20),
+            ..Resources::default()
+        };
+        assert_eq!(
+            check(&mut r, false).unwrap_err(),
+            "Minimum memory limit allowed is 6MB"
+        );
+    }
+
+    #[test]
+    fn memory_and_swap_go_in_the_order_the_kernel_takes() {
+        let r = Resources {
+            memory: Some(100),
+            memory_swap: Some(200),
+            memory_reservation: Some(50),
+            ..Resources::default()
+        };
+        let files = |cur| -> Vec<&str> {
+            memory_writes(&r, cur, "m", Some("sw"), "soft")
+                .into_iter()
+                .map(|(f, _)| f)
+                .collect()
+        };
+        // A new cgroup (no limit yet) or memory going down: memory first.
+        assert_eq!(files(None), ["m", "sw", "soft"]);
+        assert_eq!(files(Some(300)), ["m", "sw", "soft"]);
+        // Memory plus swap going above the current memory limit: swap first.
+        assert_eq!(files(Some(150)), ["sw", "m", "soft"]);
+        // Unlimited swap: first; left out where the kernel has no swap accounting.
+        let r = Resources {
+            memory: Some(100),
+            memory_swap: Some(-1),
+            ..Resources::default()
+        };
+        assert_eq!(
+            memory_writes(&r, None, "m", Some("sw"), "soft"),
+            vec![("sw", "-1".to_string()), ("m", "100".to_string())]
+        );
+        assert_eq!(
+            memory_writes(&r, None, "m", None, "soft"),
+            vec![("m", "100".to_string())]
+        );
+    }
 }

@@ -118,10 +118,9 @@ impl Limit {
                             v.push(("memory.swap.max", "max".into()));
                         }
                     }
-                    (Some(s), Some(m)) => v.push((
-                        "memory.swap.max",
-                        (s - m as i64).max(0).to_string(),
-                    )),
+                    (Some(s), Some(m)) => {
+                        v.push(("memory.swap.max", (s - m as i64).max(0).to_string()))
+                    }
                     (Some(_), None) => {
                         return Err(DelegatedError::Invalid(
                             "unable to set swap limit without memory limit".into(),
@@ -587,6 +586,14 @@ mod tests {
                 let _ = fs::write(self.top.join("cgroup.subtree_control"), &off);
             }
         }
+    }
+
+    #[test]
+    fn cpu_shares_to_weight_as_runc() {
+        assert_eq!(cpu_weight(0), 0);
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(1024), 39);
+        assert_eq!(cpu_weight(262144), 10000);
     }
 
     #[test]

@@ -740,7 +740,13 @@ mod tests {
     fn device_cgroup_rules() {
         let r = parse_cgroup_rule("c 42:* rmw").unwrap();
         assert_eq!(
-            (r.kind.as_str(), r.major, r.minor, r.access.as_str(), r.allow),
+            (
+                r.kind.as_str(),
+                r.major,
+                r.minor,
+                r.access.as_str(),
+                r.allow
+            ),
             ("c", Some(42), None, "rmw", true)
         );
         assert_eq!(v1_line(&r), "c 42:* rmw");
@@ -764,7 +770,13 @@ mod tests {
                 format!("invalid argument \"{bad}\" for \"--device-cgroup-rule\" flag: invalid device cgroup format '{bad}'")
             );
         }
-        let p = program(&[default_rules(&[]), vec![parse_cgroup_rule("c 42:* rwm").unwrap()]].concat());
+        let p = program(
+            &[
+                default_rules(&[]),
+                vec![parse_cgroup_rule("c 42:* rwm").unwrap()],
+            ]
+            .concat(),
+        );
         assert_eq!(eval(&p, 2, 2, 42, 0), 1);
         assert_eq!(eval(&p, 1, 2, 42, 0), 0, "block 42 stays denied");
     }
