@@ -148,8 +148,48 @@ fn resource_flags_at_run_reach_the_cgroups() {
         .unwrap();
     assert!(unlimited > 1 << 50, "{unlimited}");
 
+    // The same through runc.
+    let mut ids = vec![id.clone(), id2.clone(), id3.clone()];
+    {
+        let id4 = s.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "oci",
+            "--runtime",
+            "runc",
+            "-c",
+            "300",
+            "--cpuset-cpus",
+            "1",
+            "-m",
+            "48m",
+            "--memory-reservation",
+            "24m",
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        let id4 = id4.trim().to_string();
+        assert_eq!(cg(&id4, "cpu", "cpu.shares"), "300");
+        assert_eq!(cg(&id4, "cpuset", "cpuset.cpus"), "1");
+        assert_eq!(
+            cg(&id4, "memory", "memory.memsw.limit_in_bytes"),
+            (96u64 << 20).to_string()
+        );
+        assert_eq!(
+            cg(&id4, "memory", "memory.soft_limit_in_bytes"),
+            (24u64 << 20).to_string()
+        );
+        let init = inspect(&s, "oci", "{{.State.Pid}}");
+        assert!(cg(&id4, "cpuset", "cgroup.procs")
+            .lines()
+            .any(|p| p == init));
+        s.ok(&["rm", "-f", "oci"]);
+        ids.push(id4);
+    }
     s.ok(&["rm", "-f", "res", "mem", "unl"]);
-    for i in [&id, &id2, &id3] {
+    for i in &ids {
         assert_eq!(cgroup_dirs(i), Vec::<String>::new(), "cgroups left behind");
     }
 }
@@ -438,6 +478,18 @@ fn device_cgroup_rule_allows_a_node_beyond_the_defaults() {
             err.contains("y42': Operation not permitted"),
             "v2={v2}: {err}"
         );
+    }
+    // runc gets the rule in the bundle's device list.
+    {
+        let (_, _, err) = run_sh(&s, &["--runtime", "runc"], cmd, false);
+        assert!(err.contains("Operation not permitted"), "runc: {err}");
+        let (_, _, err) = run_sh(
+            &s,
+            &["--runtime", "runc", "--device-cgroup-rule", "c 42:* rmw"],
+            cmd,
+            false,
+        );
+        assert!(err.contains("No such device or address"), "runc: {err}");
     }
     // The v1 controller holds the rule; inspect shows the rules as given.
     let id = s.ok(&[

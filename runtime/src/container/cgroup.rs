@@ -466,6 +466,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_controller_that_is_not_mounted_is_a_one_line_error() {
+        assert!(controller_root("memory").is_ok() || !Path::new(BASE).join("memory").exists());
+        let e = controller_root("nosuch").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "cannot apply resource limits: cgroup v1 controller nosuch is not mounted at /sys/fs/cgroup/nosuch"
+        );
+        assert!(!Path::new(BASE).join("nosuch").exists(), "nothing made");
+    }
+
+    #[test]
     fn uint_lists_as_docker_parses_them() {
         assert_eq!(parse_uint_list("0-2,5", 0).unwrap(), vec![0, 1, 2, 5]);
         assert_eq!(parse_uint_list("", 0).unwrap(), Vec::<usize>::new());
