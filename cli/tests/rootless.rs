@@ -335,15 +335,29 @@ struct Delegated {
 
 impl Delegated {
     fn new(user: &TestUser) -> Delegated {
-        let name = format!("strata-deleg-{}", std::process::id());
+        Delegated::with(user, &["unified", "memory", "pids"], "")
+    }
+
+    /// A subtree on each of the hierarchies `hs` (`tag` keeps two tests' names apart). A v1
+    /// cpuset cgroup takes no task before its CPUs and nodes are set: root copies them in
+    /// from the parent, as an administrator delegating one does.
+    fn with(user: &TestUser, hs: &[&str], tag: &str) -> Delegated {
+        let name = format!("strata-deleg{tag}-{}", std::process::id());
         let mut d = Delegated { roots: Vec::new() };
-        for h in ["unified", "memory", "pids"] {
+        for h in hs {
             let root = Path::new("/sys/fs/cgroup").join(h).join(&name);
             std::fs::create_dir(&root).unwrap();
             d.roots.push(root.clone());
             for dir in [root.clone(), root.join("session")] {
                 if dir != root {
                     std::fs::create_dir(&dir).unwrap();
+                }
+                if *h == "cpuset" {
+                    let parent = dir.parent().unwrap();
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        let v = std::fs::read_to_string(parent.join(f)).unwrap();
+                        std::fs::write(dir.join(f), v.trim()).unwrap();
+                    }
                 }
                 for f in [
                     "",
@@ -420,6 +434,119 @@ impl Drop for Delegated {
         for d in self.dirs() {
             let _ = std::fs::remove_dir(&d);
         }
+    }
+}
+
+/// `-c/--cpu-shares` and `--cpuset-cpus` rootless, in delegated v1 `cpu` and `cpuset` subtrees
+/// (the container's cpuset cgroup filled from its parent before the container joins it): the
+/// values reach the container's cgroup files at `run` and through `update`; without a
+/// delegated home for them, Docker's per-limit warnings and the container runs.
+#[test]
+fn rootless_cpu_shares_and_cpuset_in_delegated_v1_cgroups() {
+    let user = TestUser::new(true).unwrap();
+    let s = As::new(&user);
+    s.load_busybox();
+    let deleg = Delegated::with(&user, &["memory"], "-nocpu");
+    let out = deleg
+        .wrap(&user.command(
+            &s.bin,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "-c",
+                "512",
+                "--cpuset-cpus",
+                "0",
+                "busybox",
+                "echo",
+                "ran",
+            ],
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    assert_eq!(
+        err,
+        "WARNING: Your kernel does not support CPU shares or the cgroup is not mounted. Shares discarded.\n\
+         WARNING: Your kernel does not support cpuset or the cgroup is not mounted. Cpuset discarded.\n"
+    );
+    drop(deleg);
+
+    let deleg = Delegated::with(&user, &["cpu", "cpuset"], "-cpu");
+    let in_deleg =
+        |args: &[&str]| -> Output { deleg.wrap(&user.command(&s.bin, args)).output().unwrap() };
+    let out = in_deleg(&[
+        "run",
+        "-d",
+        "--name",
+        "cpu",
+        "--network",
+        "none",
+        "-c",
+        "512",
+        "--cpuset-cpus",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 300 & wait",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err, "", "no warning with delegated cgroups");
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let name = deleg.roots[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let read = |h: &str, f: &str| {
+        std::fs::read_to_string(
+            Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(&name)
+                .join("strata")
+                .join(&id)
+                .join(f),
+        )
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+    };
+    assert_eq!(read("cpu", "cpu.shares"), "512");
+    assert_eq!(read("cpuset", "cpuset.cpus"), "1");
+    let pid = s.ok(&["inspect", "-f", "{{.State.Pid}}", "cpu"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    assert!(status.contains("Cpus_allowed_list:\t1\n"), "{status}");
+    let out = in_deleg(&["update", "-c", "256", "--cpuset-cpus", "0", "cpu"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read("cpu", "cpu.shares"), "256");
+    assert_eq!(read("cpuset", "cpuset.cpus"), "0");
+    assert_eq!(
+        s.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.CpuShares}} {{.HostConfig.CpusetCpus}}",
+            "cpu"
+        ]),
+        "256 0\n"
+    );
+    s.ok(&["rm", "-f", "cpu"]);
+    for h in ["cpu", "cpuset"] {
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(&name)
+            .join("strata")
+            .join(&id);
+        assert!(!dir.exists(), "{} left", dir.display());
     }
 }
 

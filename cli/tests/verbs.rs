@@ -654,6 +654,10 @@ fn update_limits_live_and_restart_policy() {
         "update",
         "--memory",
         "64m",
+        // Docker's rule: no memory limit before means no memory plus swap either (0), and a
+        // memory limit above that needs a new one with it.
+        "--memory-swap",
+        "128m",
         "--pids-limit",
         "20",
         "--cpus",

@@ -24,6 +24,7 @@ pub mod image;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod limits;
 pub mod load;
 pub mod login;
 pub mod logs;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use strata_runtime::container::{
-    self, ports, ContainerOptions, Launcher, NetworkMode, Resources, Runtime, Security, VolumeMount,
+    self, ports, ContainerOptions, Launcher, NetworkMode, Runtime, Security, VolumeMount,
 };
 use strata_runtime::engine::{ContainerSpec, PullHooks};
 
@@ -80,15 +80,8 @@ pub struct Args {
     pub create: super::create::CreateOptArgs,
     #[command(flatten)]
     pub runopts: super::run_opts::RunOptArgs,
-    /// Memory limit (e.g. 512m, 1g)
-    #[arg(short = 'm', long)]
-    pub memory: Option<String>,
-    /// Number of CPUs
-    #[arg(long)]
-    pub cpus: Option<f64>,
-    /// Tune container pids limit (set -1 for unlimited)
-    #[arg(long = "pids-limit", allow_hyphen_values = true)]
-    pub pids_limit: Option<i64>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
     /// Runtime to use for this container: builtin (default) or an OCI runtime such as runc
     #[arg(long, default_value = "builtin")]
     pub runtime: String,
@@ -110,6 +103,9 @@ pub struct Args {
     /// Add a host device to the container (/dev/X[:/dev/Y][:rwm])
     #[arg(long = "device")]
     pub device: Vec<String>,
+    /// Add a rule to the cgroup allowed devices list ('TYPE MAJOR:MINOR ACCESS', e.g. 'c 42:* rmw')
+    #[arg(long = "device-cgroup-rule")]
+    pub device_cgroup_rule: Vec<String>,
     /// Mount the container's root filesystem as read only
     #[arg(long = "read-only")]
     pub read_only: bool,
@@ -396,16 +392,13 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
     let mut env = read_env_files(&args.env_file).map_err(tool_error)?;
     env.extend(args.env.iter().cloned());
     validate_env(&env).map_err(tool_error)?;
-    let resources = Resources {
-        memory: args
-            .memory
-            .as_deref()
-            .map(parse_memory)
-            .transpose()
-            .map_err(tool_error)?,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit,
-    };
+    let mut resources = args.limits.resources().map_err(tool_error)?;
+    // Docker's rules for the values (and its warnings), before anything is created.
+    let adjusted = container::check_resources(&mut resources, false)
+        .map_err(|e| tool_error(anyhow::anyhow!(e)))?;
+    for w in adjusted {
+        eprintln!("WARNING: {w}");
+    }
     // podman's behaviour as a user without a delegated cgroup: warn, run without limits.
     for w in strata_runtime::container::limit_warnings(&resources) {
         eprintln!("{w}");
@@ -598,6 +591,10 @@ fn security(args: &Args) -> anyhow::Result<Security> {
     }
     for d in &args.device {
         sec.devices.push(devices::parse_device(d)?);
+    }
+    for r in &args.device_cgroup_rule {
+        devices::parse_cgroup_rule(r)?;
+        sec.device_cgroup_rules.push(r.clone());
     }
     for t in &args.tmpfs {
         let (target, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));

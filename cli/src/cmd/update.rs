@@ -1,25 +1,19 @@
-//! `strata update [--cpus N] [-m SIZE] [--pids-limit N] [--restart POLICY] CONTAINER...`:
+//! `strata update [--cpus N] [-c SHARES] [--cpuset-cpus LIST] [--cpuset-mems LIST] [-m SIZE]
+//! [--memory-swap SIZE] [--memory-reservation SIZE] [--pids-limit N] [--restart POLICY]
+//! CONTAINER...`:
 //! Docker's `update` — new resource limits (live for a running container) and restart policy.
 //! Prints each container as given; a container that cannot be updated gets its error and the
 //! verb goes on with the others, exiting 1 at the end (Docker's multi-container behaviour).
 
 use strata_runtime::container::restart::RestartPolicy;
-use strata_runtime::container::Resources;
 
 use super::stop::each;
 use super::Global;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Number of CPUs
-    #[arg(long)]
-    pub cpus: Option<f64>,
-    /// Memory limit (e.g. 512m, 1g)
-    #[arg(short = 'm', long)]
-    pub memory: Option<String>,
-    /// Tune container pids limit (set -1 for unlimited)
-    #[arg(long = "pids-limit", allow_hyphen_values = true)]
-    pub pids_limit: Option<i64>,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
     /// Restart policy to apply when a container exits (no, on-failure[:max-retries], always,
     /// unless-stopped)
     #[arg(long)]
@@ -29,15 +23,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let res = Resources {
-        memory: args
-            .memory
-            .as_deref()
-            .map(super::run::parse_memory)
-            .transpose()?,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit,
-    };
+    let mut res = args.limits.resources()?;
     let restart = args
         .restart
         .as_deref()
@@ -45,6 +31,13 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .transpose()?;
     if res.is_empty() && restart.is_none() {
         anyhow::bail!("you must provide one or more flags when using this command");
+    }
+    // Docker's rules for the values (daemon `verifyContainerSettings` with update), before
+    // any container changes.
+    let adjusted =
+        strata_runtime::container::check_resources(&mut res, true).map_err(anyhow::Error::msg)?;
+    for w in adjusted {
+        eprintln!("WARNING: {w}");
     }
     for w in strata_runtime::container::limit_warnings(&res) {
         eprintln!("{w}");

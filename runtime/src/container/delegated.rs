@@ -25,6 +25,8 @@ use super::record::{ContainerId, Resources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DelegatedError {
+    #[error("{0}")]
+    Invalid(String),
     #[error("cannot apply resource limits in the delegated cgroup {path}: {source}")]
     Write {
         path: PathBuf,
@@ -43,9 +45,23 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> DelegatedError + '_ {
 /// A limit and where its controller is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
+    /// `--memory`, `--memory-swap`, `--memory-reservation`.
     Memory,
     Pids,
+    /// `--cpus` (the CFS quota).
     Cpu,
+    /// `--cpu-shares` (v1 `cpu.shares`, v2 `cpu.weight`).
+    CpuShares,
+    /// `--cpuset-cpus`, `--cpuset-mems`.
+    Cpuset,
+}
+
+/// runc's `ConvertCPUSharesToCgroupV2Value`: shares 2..262144 onto weight 1..10000.
+pub fn cpu_weight(shares: i64) -> i64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + ((shares - 2) * 9999) / 262142
 }
 
 impl Limit {
@@ -53,7 +69,8 @@ impl Limit {
         match self {
             Limit::Memory => "memory",
             Limit::Pids => "pids",
-            Limit::Cpu => "cpu",
+            Limit::Cpu | Limit::CpuShares => "cpu",
+            Limit::Cpuset => "cpuset",
         }
     }
 
@@ -63,6 +80,8 @@ impl Limit {
             Limit::Memory => "memory.limit_in_bytes",
             Limit::Pids => "pids.max",
             Limit::Cpu => "cpu.cfs_quota_us",
+            Limit::CpuShares => "cpu.shares",
+            Limit::Cpuset => "cpuset.cpus",
         }
     }
 
@@ -72,22 +91,62 @@ impl Limit {
             Limit::Memory => "WARNING: Your kernel does not support memory limit capabilities or the cgroup is not mounted. Limitation discarded.",
             Limit::Pids => "WARNING: Your kernel does not support PIDs limit capabilities or the cgroup is not mounted. PIDs limit discarded.",
             Limit::Cpu => "WARNING: Your kernel does not support CPU CFS scheduler or the cgroup is not mounted. CPU limits discarded.",
+            Limit::CpuShares => "WARNING: Your kernel does not support CPU shares or the cgroup is not mounted. Shares discarded.",
+            Limit::Cpuset => "WARNING: Your kernel does not support cpuset or the cgroup is not mounted. Cpuset discarded.",
         }
     }
 
-    /// The v2 and v1 files and values for `res`.
-    fn files(self, res: &Resources, v2: bool) -> Vec<(&'static str, String)> {
-        match self {
+    /// The v2 or v1 files and values for what `res` sets of this limit, in the order they are
+    /// written to the container's cgroup `dir` (v1 memory: see `cgroup::memory_writes`).
+    fn files(
+        self,
+        res: &Resources,
+        v2: bool,
+        dir: &Path,
+    ) -> Result<Vec<(&'static str, String)>, DelegatedError> {
+        Ok(match self {
+            Limit::Memory if v2 => {
+                let mut v = Vec::new();
+                if let Some(m) = res.memory {
+                    v.push(("memory.max", m.to_string()));
+                }
+                // runc's ConvertMemorySwapToCgroupV2Value: v2 limits swap alone.
+                match (res.memory_swap, res.memory) {
+                    (None, _) => {}
+                    (Some(-1), _) => {
+                        if dir.join("memory.swap.max").exists() {
+                            v.push(("memory.swap.max", "max".into()));
+                        }
+                    }
+                    (Some(s), Some(m)) => {
+                        v.push(("memory.swap.max", (s - m as i64).max(0).to_string()))
+                    }
+                    (Some(_), None) => {
+                        return Err(DelegatedError::Invalid(
+                            "unable to set swap limit without memory limit".into(),
+                        ))
+                    }
+                }
+                if let Some(r) = res.memory_reservation {
+                    v.push(("memory.low", r.to_string()));
+                }
+                v
+            }
             Limit::Memory => {
-                let m = res.memory.unwrap_or(0).to_string();
-                vec![(
-                    if v2 {
-                        "memory.max"
-                    } else {
-                        "memory.limit_in_bytes"
-                    },
-                    m,
-                )]
+                let memsw = dir
+                    .parent()
+                    .is_some_and(|p| p.join("memory.memsw.limit_in_bytes").exists())
+                    .then_some("memory.memsw.limit_in_bytes");
+                let current = fs::read_to_string(dir.join("memory.limit_in_bytes"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                super::cgroup::memory_writes(
+                    res,
+                    current,
+                    "memory.limit_in_bytes",
+                    memsw,
+                    "memory.soft_limit_in_bytes",
+                )
             }
             Limit::Pids => {
                 let p = res.pids_limit.unwrap_or(0);
@@ -105,14 +164,32 @@ impl Limit {
                     ]
                 }
             }
-        }
+            Limit::CpuShares => {
+                let s = res.cpu_shares.unwrap_or(0);
+                if v2 {
+                    vec![("cpu.weight", cpu_weight(s).to_string())]
+                } else {
+                    vec![("cpu.shares", s.to_string())]
+                }
+            }
+            Limit::Cpuset => {
+                let mut v = Vec::new();
+                if let Some(c) = &res.cpuset_cpus {
+                    v.push(("cpuset.cpus", c.clone()));
+                }
+                if let Some(m) = &res.cpuset_mems {
+                    v.push(("cpuset.mems", m.clone()));
+                }
+                v
+            }
+        })
     }
 }
 
 /// The limits `res` asks for.
 pub fn wanted(res: &Resources) -> Vec<Limit> {
     let mut v = Vec::new();
-    if res.memory.is_some() {
+    if res.memory.is_some() || res.memory_swap.is_some() || res.memory_reservation.is_some() {
         v.push(Limit::Memory);
     }
     if res.pids_limit.is_some() {
@@ -121,7 +198,24 @@ pub fn wanted(res: &Resources) -> Vec<Limit> {
     if res.cpus.is_some() {
         v.push(Limit::Cpu);
     }
+    if res.cpu_shares.is_some() {
+        v.push(Limit::CpuShares);
+    }
+    if res.cpuset_cpus.is_some() || res.cpuset_mems.is_some() {
+        v.push(Limit::Cpuset);
+    }
     v
+}
+
+/// Whether swap is accounted where the container's memory limit goes (see
+/// `cgroup::swap_supported`): the v2 delegation root's `memory.swap.max`, or v1 `memsw`.
+pub fn swap_supported() -> bool {
+    let l = layout();
+    match l.home(Limit::Memory) {
+        Some((root, true)) => root.join("memory.swap.max").exists(),
+        Some((root, false)) => root.join("memory.memsw.limit_in_bytes").exists(),
+        None => true,
+    }
 }
 
 /// The delegated hierarchies this process can use.
@@ -238,7 +332,13 @@ pub fn layout() -> Layout {
             }
         }
     }
-    for limit in [Limit::Memory, Limit::Pids, Limit::Cpu] {
+    for limit in [
+        Limit::Memory,
+        Limit::Pids,
+        Limit::Cpu,
+        Limit::CpuShares,
+        Limit::Cpuset,
+    ] {
         let ctrl = limit.controller();
         let mount = v1_mounts.iter().find(|m| {
             m.file_name()
@@ -357,7 +457,7 @@ pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), Delegate
         let dir = parent.join(id.as_str());
         mkdir(&dir)?;
         for w in &here {
-            for (file, value) in w.files(res, true) {
+            for (file, value) in w.files(res, true, &dir)? {
                 write(&dir.join(file), &value)?;
             }
         }
@@ -367,11 +467,18 @@ pub fn apply(id: &ContainerId, res: &Resources, pid: i32) -> Result<(), Delegate
         let Some((root, false)) = l.home(w) else {
             continue;
         };
-        let parent = root.join("strata");
-        mkdir(&parent)?;
-        let dir = parent.join(id.as_str());
-        mkdir(&dir)?;
-        for (file, value) in w.files(res, false) {
+        let dir = if w == Limit::Cpuset {
+            // A new v1 cpuset cgroup takes no task before its CPUs and nodes are set.
+            super::cgroup::fill_cpuset(root, &["strata", id.as_str()])
+                .map_err(|e| DelegatedError::Invalid(e.to_string()))?
+        } else {
+            let parent = root.join("strata");
+            mkdir(&parent)?;
+            let dir = parent.join(id.as_str());
+            mkdir(&dir)?;
+            dir
+        };
+        for (file, value) in w.files(res, false, &dir)? {
             write(&dir.join(file), &value)?;
         }
         write(&dir.join("cgroup.procs"), &pid.to_string())?;
@@ -479,6 +586,14 @@ mod tests {
                 let _ = fs::write(self.top.join("cgroup.subtree_control"), &off);
             }
         }
+    }
+
+    #[test]
+    fn cpu_shares_to_weight_as_runc() {
+        assert_eq!(cpu_weight(0), 0);
+        assert_eq!(cpu_weight(2), 1);
+        assert_eq!(cpu_weight(1024), 39);
+        assert_eq!(cpu_weight(262144), 10000);
     }
 
     #[test]

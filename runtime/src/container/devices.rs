@@ -36,6 +36,9 @@ pub enum DeviceError {
     NotDevice(String),
     #[error("invalid device mode: {0}")]
     BadMode(String),
+    /// A `--device-cgroup-rule` that is not `type major:minor access` (docker/cli's words).
+    #[error("invalid argument \"{0}\" for \"--device-cgroup-rule\" flag: invalid device cgroup format '{0}'")]
+    BadCgroupRule(String),
     #[error("{0} is not an absolute path")]
     NotAbsolute(String),
     #[error("cannot apply device rules: {what} {path}: {err}")]
@@ -135,6 +138,35 @@ pub fn default_rules(extra: &[DeviceMapping]) -> Vec<DeviceRule> {
     ];
     v.extend(extra.iter().map(DeviceMapping::rule));
     v
+}
+
+/// One `--device-cgroup-rule 'TYPE MAJOR:MINOR ACCESS'` (Docker's grammar: type `a`, `b` or
+/// `c`, numbers or `*`, one to three of `rwm`) as the allow rule it adds.
+pub fn parse_cgroup_rule(spec: &str) -> Result<DeviceRule, DeviceError> {
+    let bad = || DeviceError::BadCgroupRule(spec.to_string());
+    let mut f = spec.split(' ');
+    let (Some(kind), Some(numbers), Some(access), None) = (f.next(), f.next(), f.next(), f.next())
+    else {
+        return Err(bad());
+    };
+    if !matches!(kind, "a" | "b" | "c")
+        || !(1..=3).contains(&access.len())
+        || !access.bytes().all(|b| matches!(b, b'r' | b'w' | b'm'))
+    {
+        return Err(bad());
+    }
+    let (major, minor) = numbers.split_once(':').ok_or_else(bad)?;
+    let number = |n: &str| -> Result<Option<i64>, DeviceError> {
+        if n == "*" {
+            return Ok(None);
+        }
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        // Larger than any device number the kernel has (its dev_t has 12/20 bits).
+        n.parse::<u32>().map(|v| Some(v as i64)).map_err(|_| bad())
+    };
+    Ok(rule(true, kind, number(major)?, number(minor)?, access))
 }
 
 /// `--privileged`: every device.
@@ -702,6 +734,51 @@ mod tests {
         assert_eq!(v1_line(&r[1]), "c *:* m");
         assert_eq!(v1_line(&r[3]), "c 1:3 rwm");
         assert_eq!(v1_line(&r[11]), "c 136:* rwm");
+    }
+
+    #[test]
+    fn device_cgroup_rules() {
+        let r = parse_cgroup_rule("c 42:* rmw").unwrap();
+        assert_eq!(
+            (
+                r.kind.as_str(),
+                r.major,
+                r.minor,
+                r.access.as_str(),
+                r.allow
+            ),
+            ("c", Some(42), None, "rmw", true)
+        );
+        assert_eq!(v1_line(&r), "c 42:* rmw");
+        let r = parse_cgroup_rule("b *:7 r").unwrap();
+        assert_eq!((r.major, r.minor), (None, Some(7)));
+        for bad in [
+            "c 42:* rwx",
+            "x 1:2 r",
+            "c 1 r",
+            "c 1:2",
+            "c 1:2 rwmr",
+            "c  1:2 r",
+            "c -1:2 r",
+            "c 1:2 r ",
+            "c 99999999999:1 r",
+            "",
+        ] {
+            let e = parse_cgroup_rule(bad).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid argument \"{bad}\" for \"--device-cgroup-rule\" flag: invalid device cgroup format '{bad}'")
+            );
+        }
+        let p = program(
+            &[
+                default_rules(&[]),
+                vec![parse_cgroup_rule("c 42:* rwm").unwrap()],
+            ]
+            .concat(),
+        );
+        assert_eq!(eval(&p, 2, 2, 42, 0), 1);
+        assert_eq!(eval(&p, 1, 2, 42, 0), 0, "block 42 stays denied");
     }
 
     #[test]

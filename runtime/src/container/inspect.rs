@@ -170,6 +170,15 @@ pub fn to_json(c: &Container) -> Value {
     });
     // Docker shows `no` for the default policy. (Set here: one more field in the literal above
     // passes serde_json's macro recursion limit.)
+    // Docker's zero values for what was not set.
+    let r = &cfg.resources;
+    let hc = &mut out["HostConfig"];
+    hc["MemorySwap"] = json!(r.memory_swap.unwrap_or(0));
+    hc["MemoryReservation"] = json!(r.memory_reservation.unwrap_or(0));
+    hc["CpuShares"] = json!(r.cpu_shares.unwrap_or(0));
+    hc["CpusetCpus"] = json!(r.cpuset_cpus.as_deref().unwrap_or(""));
+    hc["CpusetMems"] = json!(r.cpuset_mems.as_deref().unwrap_or(""));
+    hc["DeviceCgroupRules"] = none_if_empty(&cfg.security.device_cgroup_rules);
     out["HostConfig"]["RestartPolicy"] = json!({
         "Name": if cfg.restart.is_none() { "no" } else { cfg.restart.name.as_str() },
         "MaximumRetryCount": cfg.restart.max_retries,

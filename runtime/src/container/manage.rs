@@ -154,15 +154,19 @@ impl Runtime {
         let _lock = self.lock()?;
         let path = c.paths.config();
         let mut config: record::ContainerConfig = record::read_json(&path)?;
+        // Docker's `UpdateContainer`: memory above the memory plus swap already set needs a
+        // new `--memory-swap` with it (a container without a memory limit has 0 there).
+        if let Some(m) = res.memory {
+            if res.memory_swap.is_none() && m as i64 > config.resources.memory_swap.unwrap_or(0) {
+                return Err(refuse("Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time"));
+            }
+        }
         let live = self.load(&c.config.id)?;
         if live.is_running() {
             super::cgroup::update(&config.id, res, &pids(&live))
                 .map_err(|e| refuse(&e.to_string()))?;
         }
-        let r = &mut config.resources;
-        r.memory = res.memory.or(r.memory);
-        r.cpus = res.cpus.or(r.cpus);
-        r.pids_limit = res.pids_limit.or(r.pids_limit);
+        config.resources.merge(res);
         if let Some(p) = restart {
             config.restart = p.clone();
         }

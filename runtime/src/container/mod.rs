@@ -40,7 +40,7 @@ pub mod spec;
 pub mod supervisor;
 pub mod user;
 
-pub use cgroup::{limit_warnings, limits_ignored};
+pub use cgroup::{check as check_resources, limit_warnings, limits_ignored};
 pub use lifecycle::{parse_signal, ContainerOptions, CreateRequest, ImageSource, StartHandle};
 pub use record::{
     ContainerConfig, ContainerId, ContainerState, InvalidContainerId, NetworkMode, Paths,

@@ -319,17 +319,54 @@ pub struct VolumeMount {
     pub nocopy: bool,
 }
 
-/// `--memory`, `--cpus`, `--pids-limit`.
+/// `--memory`, `--cpus`, `--pids-limit`, `--memory-swap`, `--memory-reservation`,
+/// `--cpu-shares`, `--cpuset-cpus`, `--cpuset-mems` (`None`: not set; Docker's 0 / "").
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
+    /// Memory plus swap in bytes; -1 unlimited swap. With `memory` and no value given, `create`
+    /// records twice the memory (Docker's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap: Option<i64>,
+    /// The soft limit, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<u64>,
+    /// The relative CPU weight (cgroup v1 `cpu.shares`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<i64>,
+    /// CPUs the container may run on (`0-3`, `0,1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may allocate from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_mems: Option<String>,
 }
 
 impl Resources {
     pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.cpus.is_none() && self.pids_limit.is_none()
+        self.memory.is_none()
+            && self.cpus.is_none()
+            && self.pids_limit.is_none()
+            && self.memory_swap.is_none()
+            && self.memory_reservation.is_none()
+            && self.cpu_shares.is_none()
+            && self.cpuset_cpus.is_none()
+            && self.cpuset_mems.is_none()
+    }
+
+    /// `update`: the values `new` sets replace ours; unset ones keep their values.
+    pub fn merge(&mut self, new: &Resources) {
+        let n = new.clone();
+        self.memory = n.memory.or(self.memory);
+        self.cpus = n.cpus.or(self.cpus);
+        self.pids_limit = n.pids_limit.or(self.pids_limit);
+        self.memory_swap = n.memory_swap.or(self.memory_swap);
+        self.memory_reservation = n.memory_reservation.or(self.memory_reservation);
+        self.cpu_shares = n.cpu_shares.or(self.cpu_shares);
+        self.cpuset_cpus = n.cpuset_cpus.or(self.cpuset_cpus.take());
+        self.cpuset_mems = n.cpuset_mems.or(self.cpuset_mems.take());
     }
 }
 
@@ -361,6 +398,9 @@ pub struct Security {
     pub cap_drop: Vec<String>,
     pub seccomp: SeccompMode,
     pub devices: Vec<super::devices::DeviceMapping>,
+    /// `--device-cgroup-rule`, as given (checked at `run`): allow rules after the defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
     pub read_only: bool,
     pub tmpfs: Vec<TmpfsMount>,
     /// `--security-opt systempaths=unconfined`: no masked or read-only paths under /proc and

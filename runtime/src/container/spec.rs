@@ -335,7 +335,16 @@ pub fn build(
     let device_rules = if sec.privileged {
         devices::privileged_rules()
     } else {
-        devices::default_rules(&sec.devices)
+        let mut rules = devices::default_rules(&sec.devices);
+        // Checked when the container was created (`run`/`create` refuse a bad rule); a record
+        // edited by hand since loses only the rule it broke, which allows nothing more.
+        for r in &sec.device_cgroup_rules {
+            match devices::parse_cgroup_rule(r) {
+                Ok(rule) => rules.push(rule),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
+        rules
     };
     Ok(Spec {
         oci_version: "1.0.2".to_string(),
