@@ -108,6 +108,11 @@ impl LogConfig {
         Ok(c)
     }
 
+    /// json-file without options (what a record without the field means).
+    pub fn is_default(&self) -> bool {
+        *self == LogConfig::default()
+    }
+
     /// Whether `logs` can read this container's output back.
     pub fn readable(&self) -> bool {
         self.kind != "none"

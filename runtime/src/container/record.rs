@@ -488,8 +488,9 @@ pub struct ContainerConfig {
     /// The image's labels with `--label` over them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
-    /// `--log-driver` / `--log-opt` (json-file without rotation for records made before).
-    #[serde(default)]
+    /// `--log-driver` / `--log-opt` (json-file without rotation for records made before; not
+    /// written when it is that default, so older records round-trip unchanged).
+    #[serde(default, skip_serializing_if = "super::logs::LogConfig::is_default")]
     pub log_config: super::logs::LogConfig,
 }
 
