@@ -881,3 +881,79 @@ fn shareable_shm_goes_when_the_supervisor_dies() {
     assert_eq!(shm_mounts(), 0);
     assert!(mounts_under(s.root_path()).is_empty());
 }
+
+/// `--domainname` names the container's UTS namespace's NIS domain; `--oom-score-adj` is the
+/// init's and every `exec`'s OOM adjustment; Docker's range check. (A negative value needs
+/// CAP_SYS_RESOURCE, which this machine's own bounding set lacks: positive values here.)
+#[test]
+fn domainname_and_oom_score_adj() {
+    let s = setup(&default_driver());
+    let _c = Running { s: &s, name: "oom" };
+    out(
+        &s,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "oom",
+            "--network",
+            "none",
+            "--domainname",
+            "example.org",
+            "--oom-score-adj",
+            "500",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    assert_eq!(
+        out(
+            &s,
+            &[
+                "exec",
+                "oom",
+                "cat",
+                "/proc/sys/kernel/domainname",
+                "/proc/1/oom_score_adj",
+                "/proc/self/oom_score_adj"
+            ]
+        ),
+        "example.org\n500\n500\n"
+    );
+    let host_domain = std::fs::read_to_string("/proc/sys/kernel/domainname").unwrap();
+    assert_ne!(host_domain, "example.org\n", "the host's own is untouched");
+    assert_eq!(
+        out(
+            &s,
+            &[
+                "inspect",
+                "-f",
+                "{{.Config.Domainname}} {{.HostConfig.OomScoreAdj}}",
+                "oom"
+            ]
+        ),
+        "example.org 500\n"
+    );
+    out(&s, &["rm", "-f", "oom"]);
+    let o = out(
+        &s,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "cat",
+            "/proc/self/oom_score_adj",
+        ],
+    );
+    assert_eq!(o, "0\n", "unset: the default");
+    let r = s.run(&["run", "--rm", "--oom-score-adj", "1001", "busybox", "true"]);
+    assert_eq!(r.code, Some(125), "{r:?}");
+    assert_eq!(
+        r.stderr,
+        "Error: Invalid value 1001, range for oom score adj is [-1000, 1000]\n"
+    );
+    assert_eq!(out(&s, &["ps", "-aq"]), "");
+}

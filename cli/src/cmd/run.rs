@@ -68,6 +68,12 @@ pub struct Args {
     /// Container host name
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Container NIS domain name
+    #[arg(long)]
+    pub domainname: Option<String>,
+    /// Tune host's OOM preferences (-1000 to 1000)
+    #[arg(long = "oom-score-adj", allow_hyphen_values = true)]
+    pub oom_score_adj: Option<i32>,
     /// Connect a container to a network: bridge (default), a user network, host, none,
     /// container:NAME
     #[arg(long = "network", alias = "net", default_value = "bridge")]
@@ -423,6 +429,12 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
         )));
     }
     let health = args.health.config().map_err(tool_error)?;
+    let oom_score_adj = args.oom_score_adj.unwrap_or(0);
+    if !(-1000..=1000).contains(&oom_score_adj) {
+        return Err(tool_error(anyhow::anyhow!(
+            "Invalid value {oom_score_adj}, range for oom score adj is [-1000, 1000]"
+        )));
+    }
     let opts = args.create.parse().map_err(tool_error)?;
     let mut security = security(&args).map_err(tool_error)?;
     args.runopts
@@ -508,6 +520,8 @@ pub(crate) fn create_or_run(global: &Global, args: Args, create_only: bool) -> a
                     labels: opts.labels,
                     stop_signal: opts.stop_signal,
                     log: opts.log,
+                    domainname: args.domainname.clone().unwrap_or_default(),
+                    oom_score_adj,
                 },
             },
             PullHooks {

@@ -302,6 +302,9 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
         // Before /proc/sys turns read-only: the fallback below writes there.
         set_hostname(&spec.hostname)?;
     }
+    if !spec.domainname.is_empty() {
+        set_domainname(&spec.domainname)?;
+    }
     // `--sysctl`, also before /proc/sys turns read-only.
     for (key, value) in &spec.linux.sysctl {
         write_sysctl(key, value)?;
@@ -359,6 +362,31 @@ fn set_hostname(name: &str) -> Result<(), InitError> {
         Ok(()) => Ok(()),
         Err(_) => Err(setup_err("sethostname")(err)),
     }
+}
+
+/// `--domainname`: the UTS namespace's NIS domain name, with `set_hostname`'s fallback through
+/// `/proc/sys/kernel/domainname` where seccomp refuses the call.
+fn set_domainname(name: &str) -> Result<(), InitError> {
+    // SAFETY: a pointer and length of a live buffer.
+    let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EPERM) {
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open("/proc/sys/kernel/domainname")
+        {
+            let proc = nix::sys::statfs::fstatfs(&f)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+            if proc && f.write_all(name.as_bytes()).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(setup_err("setdomainname")(err))
 }
 
 /// Write one sysctl under the container's own `/proc/sys` (mounted for its namespaces): the key's
@@ -953,6 +981,11 @@ pub(super) fn prepare_process(
     // the capabilities it needs for it (CAP_SETGID/CAP_SETUID, even when the container drops
     // them: `--cap-drop SETGID`), then the container's capabilities.
     set_rlimits(&process.rlimits)?;
+    if let Some(adj) = process.oom_score_adj {
+        // Lowering it needs CAP_SYS_RESOURCE: before the capabilities are dropped.
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(setup_err("write oom_score_adj"))?;
+    }
     drop_bounding(&process.capabilities)?;
     set_user(&process.user)?;
     apply_caps(&process.capabilities, process.user.uid == 0)?;

@@ -179,6 +179,8 @@ pub fn to_json(c: &Container) -> Value {
     hc["CpusetCpus"] = json!(r.cpuset_cpus.as_deref().unwrap_or(""));
     hc["CpusetMems"] = json!(r.cpuset_mems.as_deref().unwrap_or(""));
     hc["DeviceCgroupRules"] = none_if_empty(&cfg.security.device_cgroup_rules);
+    out["HostConfig"]["OomScoreAdj"] = json!(cfg.oom_score_adj);
+    out["Config"]["Domainname"] = json!(cfg.domainname);
     out["HostConfig"]["RestartPolicy"] = json!({
         "Name": if cfg.restart.is_none() { "no" } else { cfg.restart.name.as_str() },
         "MaximumRetryCount": cfg.restart.max_retries,

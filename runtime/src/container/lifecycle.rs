@@ -83,6 +83,10 @@ pub struct ContainerOptions {
     pub stop_signal: Option<String>,
     /// `--log-driver` / `--log-opt`.
     pub log: super::logs::LogConfig,
+    /// `--domainname`.
+    pub domainname: String,
+    /// `--oom-score-adj` (checked: -1000..=1000).
+    pub oom_score_adj: i32,
 }
 
 /// A container to create: its options and the image they apply to, resolved from the store.
@@ -302,6 +306,8 @@ impl Runtime {
                 o.no_healthcheck,
             ),
             log_config: o.log.clone(),
+            domainname: o.domainname.clone(),
+            oom_score_adj: o.oom_score_adj,
             labels: img
                 .labels
                 .iter()

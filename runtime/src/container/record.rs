@@ -488,10 +488,20 @@ pub struct ContainerConfig {
     /// The image's labels with `--label` over them.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `--domainname`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domainname: String,
+    /// `--oom-score-adj` (0: the kernel's default, inherited).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oom_score_adj: i32,
     /// `--log-driver` / `--log-opt` (json-file without rotation for records made before; not
     /// written when it is that default, so older records round-trip unchanged).
     #[serde(default, skip_serializing_if = "super::logs::LogConfig::is_default")]
     pub log_config: super::logs::LogConfig,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 impl Security {

@@ -18,6 +18,9 @@ pub struct Spec {
     pub process: Process,
     pub root: Root,
     pub hostname: String,
+    /// `--domainname` (the UTS namespace's NIS domain name).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domainname: String,
     pub mounts: Vec<Mount>,
     pub linux: Linux,
 }
@@ -40,6 +43,10 @@ pub struct Process {
     /// `--ulimit`: set before the user switch, in the init and every `exec`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rlimits: Vec<Rlimit>,
+    /// `--oom-score-adj`: written to `/proc/self/oom_score_adj` before the user switch, in the
+    /// init and every `exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
 }
 
 /// One `process.rlimits` entry (`RLIMIT_NOFILE`, …); `u64::MAX` is unlimited.
@@ -365,6 +372,7 @@ pub fn build(
             console_size: None,
             init: cfg.init,
             rlimits: sec.ulimits.iter().filter_map(rlimit).collect(),
+            oom_score_adj: (cfg.oom_score_adj != 0).then_some(cfg.oom_score_adj),
         },
         root: Root {
             path: p(&paths.rootfs()),
@@ -375,6 +383,11 @@ pub fn build(
             String::new()
         } else {
             cfg.hostname.clone()
+        },
+        domainname: if sec.uts_host {
+            String::new()
+        } else {
+            cfg.domainname.clone()
         },
         mounts,
         linux: Linux {
