@@ -935,9 +935,50 @@ fn log_rotation_and_the_none_driver() {
         r.stderr,
         "Error: configured logging driver does not support reading\n"
     );
+    // No attributes: --details still puts its (empty) field and a space first, as Docker does.
+    assert_eq!(
+        s.ok(&["logs", "--details", "rot"]).lines().last(),
+        Some(" line-300")
+    );
     s.ok(&["rm", "rot", "quiet"]);
 
+    // labels= / env=: the named labels and variables in every record; `logs --details`.
+    s.ok(&[
+        "run",
+        "--name",
+        "attrs",
+        "-l",
+        "team=web",
+        "-l",
+        "other=x",
+        "-e",
+        "STAGE=blue green",
+        "--log-opt",
+        "labels=team,missing",
+        "--log-opt",
+        "env=STAGE",
+        "busybox",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(s.ok(&["logs", "attrs"]), "hi\n");
+    assert_eq!(
+        s.ok(&["logs", "--details", "attrs"]),
+        "STAGE=blue+green,team=web hi\n"
+    );
+    let raw = std::fs::read_to_string(dir_of("attrs").join("container.log")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(raw.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        rec["attrs"],
+        serde_json::json!({"STAGE": "blue green", "team": "web"})
+    );
+    s.ok(&["rm", "attrs"]);
+
     for (args, msg) in [
+        (
+            vec!["--log-opt", "tag={{.Name}}"],
+            "log opt 'tag' is not supported by strata's json-file log driver",
+        ),
         (
             vec!["--log-opt", "max-file=0"],
             "max-file cannot be less than 1",

@@ -59,9 +59,9 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             .lookup(c.id().as_str())
             .map(|c| c.is_running())
             .unwrap_or(false);
-        super::logs::emit(&reader.read_new()?, false)?;
+        super::logs::emit(&reader.read_new()?, Default::default())?;
         if !running {
-            super::logs::emit(&reader.read_new()?, false)?;
+            super::logs::emit(&reader.read_new()?, Default::default())?;
             drop(raw);
             let code = rt.wait(&c).unwrap_or(0);
             return Err(ExitStatus(code.clamp(0, 255) as u8).into());

@@ -20,6 +20,9 @@ pub struct Args {
     /// Show timestamps
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// Show extra details provided to logs
+    #[arg(long)]
+    pub details: bool,
     /// Show logs since timestamp (e.g. "2013-01-02T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
     #[arg(long)]
     pub since: Option<String>,
@@ -42,7 +45,14 @@ fn time_arg(flag: &str, v: &Option<String>) -> anyhow::Result<Option<DateTime<Ut
         .transpose()
 }
 
-pub(crate) fn emit(entries: &[LogEntry], timestamps: bool) -> std::io::Result<()> {
+/// How `logs` prints a record: `-t`'s timestamp, then `--details`' attributes.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Shown {
+    pub timestamps: bool,
+    pub details: bool,
+}
+
+pub(crate) fn emit(entries: &[LogEntry], shown: Shown) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for e in entries {
@@ -51,8 +61,11 @@ pub(crate) fn emit(entries: &[LogEntry], timestamps: bool) -> std::io::Result<()
         } else {
             &mut out
         };
-        if timestamps {
+        if shown.timestamps {
             write!(w, "{} ", e.timestamp())?;
+        }
+        if shown.details {
+            write!(w, "{} ", e.details())?;
         }
         w.write_all(e.log.as_bytes())?;
     }
@@ -79,6 +92,10 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let until = time_arg("until", &args.until)?;
     let in_window =
         |e: &LogEntry| since.is_none_or(|t| e.time >= t) && until.is_none_or(|t| e.time <= t);
+    let shown = Shown {
+        timestamps: args.timestamps,
+        details: args.details,
+    };
     let path = c.paths.log();
     let mut reader = match LogReader::open(&path) {
         Ok(r) => Some(r),
@@ -92,7 +109,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             let skip = first.len().saturating_sub(n);
             first.drain(..skip);
         }
-        emit(&first, args.timestamps)?;
+        emit(&first, shown)?;
     }
     // Following stops at `--until` (Docker's), or when the container stops.
     if !args.follow || until.is_some_and(|t| t <= Utc::now()) {
@@ -109,7 +126,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         if let Some(r) = reader.as_mut() {
             let mut more = r.read_new()?;
             more.retain(in_window);
-            emit(&more, args.timestamps)?;
+            emit(&more, shown)?;
         }
         if until.is_some_and(|t| t <= Utc::now()) {
             return Ok(());
@@ -119,7 +136,7 @@ pub fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             if let Some(r) = reader.as_mut() {
                 let mut last = r.read_new()?;
                 last.retain(in_window);
-                emit(&last, args.timestamps)?;
+                emit(&last, shown)?;
             }
             return Ok(());
         }

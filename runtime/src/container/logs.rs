@@ -24,10 +24,24 @@ use serde::{Deserialize, Serialize};
 pub struct LogEntry {
     pub log: String,
     pub stream: String,
+    /// `--log-opt labels=…` / `env=…`: the container's labels and environment variables named
+    /// there, in every record (Docker's `attrs`; `logs --details` shows them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
     pub time: DateTime<Utc>,
 }
 
 impl LogEntry {
+    /// `logs --details`' prefix: `key=value,…` (keys sorted, query-escaped as Docker does),
+    /// empty without attributes.
+    pub fn details(&self) -> String {
+        self.attrs
+            .iter()
+            .map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// RFC 3339 with nanoseconds, as `docker logs -t` prints it.
     pub fn timestamp(&self) -> String {
         self.time.to_rfc3339_opts(SecondsFormat::Nanos, true)
@@ -76,19 +90,15 @@ impl LogConfig {
         match kind.as_str() {
             "json-file" => {
                 for k in map.keys() {
-                    if ![
-                        "max-size",
-                        "max-file",
-                        "compress",
-                        "labels",
-                        "labels-regex",
-                        "env",
-                        "env-regex",
-                        "tag",
-                    ]
-                    .contains(&k.as_str())
-                    {
-                        return Err(format!("unknown log opt '{k}' for json-file log driver"));
+                    match k.as_str() {
+                        "max-size" | "max-file" | "compress" | "labels" | "env" => {}
+                        // Docker's, but not built here: refused rather than ignored.
+                        "labels-regex" | "env-regex" | "tag" => {
+                            return Err(format!(
+                                "log opt '{k}' is not supported by strata's json-file log driver"
+                            ))
+                        }
+                        _ => return Err(format!("unknown log opt '{k}' for json-file log driver")),
                     }
                 }
             }
@@ -111,6 +121,38 @@ impl LogConfig {
     /// json-file without options (what a record without the field means).
     pub fn is_default(&self) -> bool {
         *self == LogConfig::default()
+    }
+
+    /// The attributes every record carries (`labels=` / `env=`: comma-separated names whose
+    /// values the container has; names it lacks are left out, as Docker does).
+    pub fn attrs(
+        &self,
+        labels: &BTreeMap<String, String>,
+        env: &[String],
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let names = |key: &str| -> Vec<String> {
+            self.opts
+                .get(key)
+                .map(|v| {
+                    v.split(',')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for n in names("labels") {
+            if let Some(v) = labels.get(&n) {
+                out.insert(n, v.clone());
+            }
+        }
+        for n in names("env") {
+            if let Some(v) = env.iter().find_map(|e| e.strip_prefix(&format!("{n}="))) {
+                out.insert(n, v.to_string());
+            }
+        }
+        out
     }
 
     /// Whether `logs` can read this container's output back.
@@ -156,6 +198,21 @@ impl LogConfig {
             max_files,
         })
     }
+}
+
+/// Go's `url.QueryEscape`: unreserved bytes kept, space as `+`, the rest `%XX`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 /// go-units `FromHumanSize`: a decimal size (`10m` = 10,000,000; `1.5k`, `20MB`, `5 GiB`).
@@ -204,6 +261,7 @@ fn rotated(path: &Path, i: u32) -> PathBuf {
 /// drops them (`--log-driver none`).
 pub struct LogWriter {
     file: Mutex<Option<Current>>,
+    attrs: BTreeMap<String, String>,
 }
 
 struct Current {
@@ -216,14 +274,20 @@ struct Current {
 impl LogWriter {
     /// A `json-file` log at `path` without rotation.
     pub fn open(path: &Path) -> io::Result<Arc<LogWriter>> {
-        LogWriter::with_config(path, &LogConfig::default())
+        LogWriter::with_config(path, &LogConfig::default(), BTreeMap::new())
     }
 
-    /// The log of a container whose log config is `config`.
-    pub fn with_config(path: &Path, config: &LogConfig) -> io::Result<Arc<LogWriter>> {
+    /// The log of a container whose log config is `config`; every record carries `attrs`
+    /// ([`LogConfig::attrs`]).
+    pub fn with_config(
+        path: &Path,
+        config: &LogConfig,
+        attrs: BTreeMap<String, String>,
+    ) -> io::Result<Arc<LogWriter>> {
         if !config.readable() {
             return Ok(Arc::new(LogWriter {
                 file: Mutex::new(None),
+                attrs,
             }));
         }
         let rotation = config
@@ -238,6 +302,7 @@ impl LogWriter {
                 size,
                 rotation,
             })),
+            attrs,
         }))
     }
 
@@ -247,6 +312,7 @@ impl LogWriter {
         let entry = LogEntry {
             log: String::from_utf8_lossy(text).into_owned(),
             stream: stream.to_string(),
+            attrs: self.attrs.clone(),
             time: Utc::now(),
         };
         if let Ok(mut line) = serde_json::to_vec(&entry) {
@@ -454,7 +520,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("container.log");
         let cfg = LogConfig::parse(None, &["max-size=300".into(), "max-file=3".into()]).unwrap();
-        let w = LogWriter::with_config(&path, &cfg).unwrap();
+        let w = LogWriter::with_config(&path, &cfg, BTreeMap::new()).unwrap();
         // A follower opened before anything was written.
         let mut follower = {
             std::fs::File::create(&path).unwrap();

@@ -194,7 +194,8 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     let drv = c.config.driver.driver();
     // The container's log (as its `--log-driver`/`--log-opt` say), opened once: a read a
     // lazily pulled layer cannot serve says why in it too.
-    let log = LogWriter::with_config(&c.paths.log(), &c.config.log_config)
+    let attrs = c.config.log_config.attrs(&c.config.labels, &c.config.env);
+    let log = LogWriter::with_config(&c.paths.log(), &c.config.log_config, attrs)
         .map_err(io_at(c.paths.log()))?;
     crate::lazy::report_to(log.clone());
 
