@@ -19,6 +19,18 @@ fn cg(id: &str, ctrl: &str, file: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `n` MiB in bytes, as the cgroup files show it.
+fn mib(n: u64) -> String {
+    (n << 20).to_string()
+}
+
+/// Each `(controller, file, value)` of the container's cgroups reads `value`.
+fn assert_cgroup(id: &str, want: &[(&str, &str, String)]) {
+    for (ctrl, file, value) in want {
+        assert_eq!(&cg(id, ctrl, file), value, "{ctrl}/{file}");
+    }
+}
+
 fn cgroup_dirs(id: &str) -> Vec<String> {
     ["memory", "cpu", "cpuset", "pids", "devices", "freezer"]
         .iter()
@@ -75,20 +87,16 @@ fn resource_flags_at_run_reach_the_cgroups() {
             .then_some(())
     })
     .expect("the container never ran");
-    assert_eq!(cg(&id, "cpu", "cpu.shares"), "512");
-    assert_eq!(cg(&id, "cpuset", "cpuset.cpus"), "1");
-    assert_eq!(cg(&id, "cpuset", "cpuset.mems"), "0");
-    assert_eq!(
-        cg(&id, "memory", "memory.limit_in_bytes"),
-        (64u64 << 20).to_string()
-    );
-    assert_eq!(
-        cg(&id, "memory", "memory.memsw.limit_in_bytes"),
-        (96u64 << 20).to_string()
-    );
-    assert_eq!(
-        cg(&id, "memory", "memory.soft_limit_in_bytes"),
-        (32u64 << 20).to_string()
+    assert_cgroup(
+        &id,
+        &[
+            ("cpu", "cpu.shares", "512".into()),
+            ("cpuset", "cpuset.cpus", "1".into()),
+            ("cpuset", "cpuset.mems", "0".into()),
+            ("memory", "memory.limit_in_bytes", mib(64)),
+            ("memory", "memory.memsw.limit_in_bytes", mib(96)),
+            ("memory", "memory.soft_limit_in_bytes", mib(32)),
+        ],
     );
     // The kernel confines the container's processes to the CPU it was given.
     assert_eq!(
@@ -237,20 +245,16 @@ fn update_changes_the_new_limits_live() {
         "up",
     ]);
     assert_eq!(out, "up\n");
-    assert_eq!(cg(&id, "cpu", "cpu.shares"), "256");
-    assert_eq!(cg(&id, "cpuset", "cpuset.cpus"), "1");
-    assert_eq!(cg(&id, "cpuset", "cpuset.mems"), "0");
-    assert_eq!(
-        cg(&id, "memory", "memory.limit_in_bytes"),
-        (64u64 << 20).to_string()
-    );
-    assert_eq!(
-        cg(&id, "memory", "memory.memsw.limit_in_bytes"),
-        (128u64 << 20).to_string()
-    );
-    assert_eq!(
-        cg(&id, "memory", "memory.soft_limit_in_bytes"),
-        (16u64 << 20).to_string()
+    assert_cgroup(
+        &id,
+        &[
+            ("cpu", "cpu.shares", "256".into()),
+            ("cpuset", "cpuset.cpus", "1".into()),
+            ("cpuset", "cpuset.mems", "0".into()),
+            ("memory", "memory.limit_in_bytes", mib(64)),
+            ("memory", "memory.memsw.limit_in_bytes", mib(128)),
+            ("memory", "memory.soft_limit_in_bytes", mib(16)),
+        ],
     );
     // Both the shell and its sleep moved into the new cpuset cgroup, and run on CPU 1 only.
     let procs = cg(&id, "cpuset", "cgroup.procs");
