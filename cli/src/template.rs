@@ -489,6 +489,18 @@ impl Ctx<'_> {
                     vals.extend(prev.take());
                     self.call(f, vals)?
                 }
+                // Docker's `.Label "key"` method of the ps/images/volume/network contexts: the
+                // value of one label of the object's `Labels` (`k=v,…` text or a map), "" when
+                // it has none.
+                Arg::Field(f)
+                    if args.len() == 2
+                        && prev.is_none()
+                        && f.last().is_some_and(|l| l == "Label") =>
+                {
+                    let obj = self.field(dot, &f[..f.len() - 1])?;
+                    let key = go_string(&self.arg(&args[1], dot)?);
+                    label_of(&obj, &key)
+                }
                 a => {
                     if args.len() > 1 || prev.is_some() {
                         bail!("can't give argument to non-function");
@@ -659,6 +671,20 @@ impl Format {
     }
 }
 
+/// One label's value from an object's `Labels`: Docker's `k=v,k2=v2` text (the ps/images/
+/// volume/network table contexts) or a JSON map; "" when absent.
+fn label_of(obj: &Value, key: &str) -> Value {
+    let found = match obj.get("Labels") {
+        Some(Value::Object(m)) => m.get(key).map(go_string),
+        Some(Value::String(t)) => t.split(',').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == key).then(|| v.to_string())
+        }),
+        _ => None,
+    };
+    Value::String(found.unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,6 +726,26 @@ mod tests {
             r#"{"a":"<x>","b":1}"#
         );
         assert_eq!(r("{{.Missing}}", v), "<no value>");
+    }
+
+    #[test]
+    fn label_method_of_table_contexts() {
+        let text = json!({"Labels": "team=web,empty=,flag"});
+        assert_eq!(
+            r(
+                "{{.Label \"team\"}}|{{.Label \"empty\"}}|{{.Label \"flag\"}}|{{.Label \"no\"}}",
+                text
+            ),
+            "web|||"
+        );
+        let map = json!({"Labels": {"team": "db"}});
+        assert_eq!(r("{{.Label \"team\"}}", map.clone()), "db");
+        assert_eq!(r("{{.Label \"team\" | upper}}", map), "DB");
+        // Any other field with an argument is still Go's error.
+        assert!(Template::parse("{{.ID \"x\"}}")
+            .unwrap()
+            .render(&json!({"ID": 1}))
+            .is_err());
     }
 
     #[test]
