@@ -286,6 +286,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         sandbox_key: c.state.sandbox_key.clone(),
     };
     rt.write_state(&c)?;
+    rt.event(&c.config, "start");
 
     let pumps = start_pumps(&stdio, &log, attached);
     if let (Some(l), Ok(ns)) = (listeners, File::open(format!("/proc/{pid}/ns/net"))) {
@@ -351,6 +352,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     c.state.pid = 0;
     c.state.exit_code = code;
     c.state.finished_at = Some(Utc::now());
+    rt.event_with(die_event(&c));
     if c.config.auto_remove {
         if rt.remove_files(&c).is_ok() {
             // Docker removes a `--rm` container's anonymous volumes with it.
@@ -361,6 +363,17 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         rt.write_state(&c)?;
     }
     Ok(code)
+}
+
+/// Docker's `die`: the exit code and how long the init ran (whole seconds).
+fn die_event(c: &Container) -> crate::events::Event {
+    let ran = match (c.state.started_at, c.state.finished_at) {
+        (Some(s), Some(f)) => (f - s).num_seconds().max(0),
+        _ => 0,
+    };
+    crate::events::Event::container(&c.config, "die")
+        .attr("exitCode", c.state.exit_code.to_string())
+        .attr("execDuration", ran.to_string())
 }
 
 /// The container's network sandbox (bridge endpoints, or another container's namespace),

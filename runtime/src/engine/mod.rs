@@ -161,7 +161,7 @@ impl Engine {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
-        let opened = Store::open(&self.root)?;
+        let opened = Store::open(&self.root)?.with_events(&self.runroot);
         Ok(self.store.get_or_init(|| opened))
     }
 
