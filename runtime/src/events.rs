@@ -72,9 +72,7 @@ pub struct Actor {
 }
 
 fn now_ns() -> i64 {
-    chrono::Utc::now()
-        .timestamp_nanos_opt()
-        .unwrap_or(i64::MAX)
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 impl Event {
@@ -130,7 +128,11 @@ impl Event {
             } else {
                 String::new()
             },
-            id: if legacy { self.id.clone() } else { String::new() },
+            id: if legacy {
+                self.id.clone()
+            } else {
+                String::new()
+            },
             from: if self.kind == "container" {
                 self.attributes.get("image").cloned().unwrap_or_default()
             } else {
@@ -170,7 +172,8 @@ fn append(runroot: &Path, ev: &Event, max: u64) -> io::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let line = ev.to_line();
     let size = {
-        let _shared = crate::fsutil::lock_file(&lock_path(runroot), crate::fsutil::LockMode::Shared)?;
+        let _shared =
+            crate::fsutil::lock_file(&lock_path(runroot), crate::fsutil::LockMode::Shared)?;
         let mut f = OpenOptions::new()
             .append(true)
             .create(true)

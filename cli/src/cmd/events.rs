@@ -33,8 +33,21 @@ pub struct Args {
 
 /// Docker's accepted event filter keys (`action` is strata's alias of `event`).
 const KEYS: &[&str] = &[
-    "container", "daemon", "event", "action", "image", "label", "network", "node", "plugin",
-    "scope", "service", "type", "volume", "config", "secret",
+    "container",
+    "daemon",
+    "event",
+    "action",
+    "image",
+    "label",
+    "network",
+    "node",
+    "plugin",
+    "scope",
+    "service",
+    "type",
+    "volume",
+    "config",
+    "secret",
 ];
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -78,9 +91,14 @@ pub(crate) fn include(f: &Filters, ev: &Event) -> bool {
         .map(String::as_str)
         .unwrap_or("");
     let image_ok = !f.contains("image")
-        || [&ev.id[..], image_name, strip_tag(&ev.id), strip_tag(image_name)]
-            .iter()
-            .any(|v| f.get("image").any(|x| x == *v));
+        || [
+            &ev.id[..],
+            image_name,
+            strip_tag(&ev.id),
+            strip_tag(image_name),
+        ]
+        .iter()
+        .any(|v| f.get("image").any(|x| x == *v));
     let event_ok = exact("event", &ev.action) && exact("action", &ev.action);
     event_ok
         && exact("type", &ev.kind)
@@ -145,7 +163,9 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     let output = match args.format.as_deref().map(str::trim) {
         None | Some("") => Output::Pretty,
         Some("json") | Some("{{json .}}") => Output::Json,
-        Some(t) => Output::Template(Template::parse(&t.replace("\\t", "\t").replace("\\n", "\n"))?),
+        Some(t) => Output::Template(Template::parse(
+            &t.replace("\\t", "\t").replace("\\n", "\n"),
+        )?),
     };
     let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
     // Docker: no `--since`/`--until`, only what happens from now on; else the past from
@@ -232,8 +252,14 @@ mod tests {
         assert!(include(&f(&["image=busybox:mine"]), &i));
         assert!(!include(&f(&["image=alpine"]), &c));
         assert!(include(&f(&["label=tier=db"]), &c));
-        assert!(!include(&f(&["label=tier=db", "label=x"]), &c), "labels all required");
-        assert!(!include(&f(&["event=die", "container=db"]), &c), "keys are AND");
+        assert!(
+            !include(&f(&["label=tier=db", "label=x"]), &c),
+            "labels all required"
+        );
+        assert!(
+            !include(&f(&["event=die", "container=db"]), &c),
+            "keys are AND"
+        );
         assert_eq!(
             Filters::parse(&["colour=red".to_string()], KEYS)
                 .unwrap_err()
@@ -245,7 +271,12 @@ mod tests {
     #[test]
     fn default_line_is_dockers() {
         std::env::set_var("TZ", "UTC");
-        let c = ev("container", "create", "abc", &[("name", "web"), ("image", "busybox")]);
+        let c = ev(
+            "container",
+            "create",
+            "abc",
+            &[("name", "web"), ("image", "busybox")],
+        );
         assert_eq!(
             pretty(&c),
             "2025-12-07T16:47:00.123456789Z container create abc (image=busybox, name=web)"

@@ -72,12 +72,13 @@ pub fn run_restart(global: &Global, args: RestartArgs) -> anyhow::Result<()> {
     each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
         // The runtime records the `restart` event; a failed start keeps start's exit codes.
-        rt.restart(&c, args.time, sig, &launcher).map_err(|e| match e {
-            e @ (ContainerError::Start { .. }
-            | ContainerError::Spawn { .. }
-            | ContainerError::SupervisorDied(_)) => start_error(e),
-            e => e.into(),
-        })?;
+        rt.restart(&c, args.time, sig, &launcher)
+            .map_err(|e| match e {
+                e @ (ContainerError::Start { .. }
+                | ContainerError::Spawn { .. }
+                | ContainerError::SupervisorDied(_)) => start_error(e),
+                e => e.into(),
+            })?;
         Ok(())
     })
 }

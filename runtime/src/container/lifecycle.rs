@@ -466,7 +466,9 @@ impl Runtime {
             what: "kill",
             source: e,
         })?;
-        self.event_with(Event::container(&c.config, "kill").attr("signal", (sig as i32).to_string()));
+        self.event_with(
+            Event::container(&c.config, "kill").attr("signal", (sig as i32).to_string()),
+        );
         // A frozen container acts on no signal: stopping or killing it thaws it (as Docker).
         if matches!(sig, Signal::SIGKILL | Signal::SIGTERM)
             || sig.to_string() == c.config.stop_signal

@@ -352,6 +352,12 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     c.state.pid = 0;
     c.state.exit_code = code;
     c.state.finished_at = Some(Utc::now());
+    // A `rename` while it ran changed the record, not this copy: the event names it as it is now.
+    if let Ok(name) =
+        record::read_json::<record::ContainerConfig>(&c.paths.config()).map(|f| f.name)
+    {
+        c.config.name = name;
+    }
     rt.event_with(die_event(&c));
     if c.config.auto_remove {
         if rt.remove_files(&c).is_ok() {
