@@ -314,10 +314,7 @@ fn events_concurrent_writers_never_break_a_line() {
         count += 1;
     }
     assert!(count >= 150, "the newest half is kept: {count} lines");
-    assert!(
-        last.iter().any(|n| *n == 49),
-        "the newest events are kept: {last:?}"
-    );
+    assert!(last.contains(&49), "the newest events are kept: {last:?}");
 }
 
 #[test]
@@ -378,4 +375,30 @@ fn events_pause_rename_restart_and_rm_by_the_supervisor() {
         .map(|l| l.split(' ').next().unwrap().to_string())
         .collect();
     assert_eq!(gone, ["create", "start", "die", "destroy"], "{lines:#?}");
+}
+
+#[test]
+fn events_for_volume_create_and_destroy() {
+    let s = setup(&default_driver());
+    let t0 = now();
+    s.ok(&["volume", "create", "data1"]);
+    // An anonymous volume of a --rm container goes with it (removed by the supervisor).
+    s.ok(&["run", "--rm", "-v", "/scratch", "busybox", "true"]);
+    s.ok(&["volume", "rm", "data1"]);
+    let lines = window(&s, &t0, &["--filter", "type=volume"]);
+    let got: Vec<_> = lines.iter().map(|l| parse(l)).collect();
+    assert_eq!(got.len(), 4, "{lines:#?}");
+    assert_eq!((got[0].1.as_str(), got[0].2.as_str()), ("create", "data1"));
+    assert_eq!(got[0].3, "(driver=local)");
+    let anon = &got[1].2;
+    assert!(anon.len() == 64 && got[1].1 == "create", "{lines:#?}");
+    assert_eq!((got[2].1.as_str(), &got[2].2), ("destroy", anon));
+    assert_eq!((got[3].1.as_str(), got[3].2.as_str()), ("destroy", "data1"));
+    let json = window(&s, &t0, &["-f", "volume=data1", "--format", "{{json .}}"]);
+    assert_eq!(json.len(), 2, "{json:?}");
+    assert!(
+        json[0].starts_with(r#"{"Type":"volume","Action":"create","Actor":{"ID":"data1","Attributes":{"driver":"local"}},"scope":"local","time":"#),
+        "{}",
+        json[0]
+    );
 }
