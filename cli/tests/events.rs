@@ -402,3 +402,38 @@ fn events_for_volume_create_and_destroy() {
         json[0]
     );
 }
+
+#[test]
+fn events_die_when_a_dead_supervisor_is_reconciled() {
+    let s = setup(&default_driver());
+    let t0 = now();
+    let id = s.ok(&["run", "-d", "--name", "victim", "busybox", "sleep", "1000"]);
+    let id = id.trim().to_string();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            s.root_path()
+                .join("containers")
+                .join(&id)
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sup = state["supervisor_pid"].as_i64().unwrap() as i32;
+    // SAFETY: signalling the supervisor this test started.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{sup}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The next command that reads the record records the exit, once.
+    s.ok(&["ps", "-a"]);
+    s.ok(&["ps", "-a"]);
+    let die = window(&s, &t0, &["-f", "event=die", "-f", "container=victim"]);
+    assert_eq!(die.len(), 1, "{die:?}");
+    assert!(
+        die[0].contains(&id) && die[0].contains("exitCode=137"),
+        "{die:?}"
+    );
+    s.ok(&["rm", "-f", "victim"]);
+}

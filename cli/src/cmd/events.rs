@@ -70,13 +70,12 @@ fn time_arg(flag: &str, v: &Option<String>, now: DateTime<Utc>) -> Result<Option
         .transpose()
 }
 
-/// Go's `path.Base`-free `stripTag` of moby's event filter: `name:tag` → `name`.
-fn strip_tag(s: &str) -> &str {
-    let s = s.split('@').next().unwrap_or(s);
-    match s.rfind(':') {
-        Some(i) if !s[i..].contains('/') => &s[..i],
-        _ => s,
-    }
+/// moby's `stripTag`: the familiar name of a reference (`busybox:1.36` → `busybox`); anything
+/// that is no reference (an image ID) unchanged.
+fn strip_tag(s: &str) -> String {
+    strata_runtime::reference::Reference::parse(s)
+        .map(|r| r.familiar_name())
+        .unwrap_or_else(|_| s.to_string())
 }
 
 /// moby's `events.Filter.Include`.
@@ -92,20 +91,40 @@ pub(crate) fn include(f: &Filters, ev: &Event) -> bool {
         .unwrap_or("");
     let image_ok = !f.contains("image")
         || [
-            &ev.id[..],
-            image_name,
+            ev.id.clone(),
+            image_name.to_string(),
             strip_tag(&ev.id),
             strip_tag(image_name),
         ]
         .iter()
-        .any(|v| f.get("image").any(|x| x == *v));
-    let event_ok = exact("event", &ev.action) && exact("action", &ev.action);
-    event_ok
+        .any(|v| f.get("image").any(|x| x == v));
+    // moby #25798: `health_status`, `exec_create`, `exec_start` also match `exec_start: sh …`.
+    let action_ok = |key: &str| {
+        if f.get(key)
+            .any(|v| matches!(v, "health_status" | "exec_create" | "exec_start"))
+        {
+            fuzzy(key, &ev.action)
+        } else {
+            exact(key, &ev.action)
+        }
+    };
+    action_ok("event")
+        && action_ok("action")
         && exact("type", &ev.kind)
         && exact("scope", "local")
-        && actor_match("container")
-        && actor_match("volume")
-        && actor_match("network")
+        && [
+            "daemon",
+            "container",
+            "plugin",
+            "volume",
+            "network",
+            "node",
+            "service",
+            "secret",
+            "config",
+        ]
+        .iter()
+        .all(|k| actor_match(k))
         && image_ok
         && f.get("label")
             .all(|l| label_matches(Some(&ev.attributes), l))
@@ -260,6 +279,10 @@ mod tests {
             !include(&f(&["event=die", "container=db"]), &c),
             "keys are AND"
         );
+        assert!(!include(&f(&["plugin=x"]), &c), "no plugin events here");
+        let exec = ev("container", "exec_start: sh -c true", "abc", &[]);
+        assert!(include(&f(&["event=exec_start"]), &exec));
+        assert!(!include(&f(&["event=exec"]), &exec));
         assert_eq!(
             Filters::parse(&["colour=red".to_string()], KEYS)
                 .unwrap_err()
@@ -287,5 +310,9 @@ mod tests {
         );
         assert_eq!(strip_tag("localhost:5000/a:b"), "localhost:5000/a");
         assert_eq!(strip_tag("localhost:5000/a"), "localhost:5000/a");
+        assert_eq!(strip_tag("docker.io/library/busybox:1"), "busybox");
+        // As moby's: an image ID parses as a reference named `sha256`.
+        assert_eq!(strip_tag("sha256:0123"), "sha256");
+        assert_eq!(strip_tag("UPPER"), "UPPER");
     }
 }

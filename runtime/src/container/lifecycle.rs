@@ -387,7 +387,9 @@ impl Runtime {
         }
         c.state.finished_at = Some(Utc::now());
         c.state.error = "supervisor exited unexpectedly".to_string();
-        self.write_state(c)
+        self.write_state(c)?;
+        self.event_with(super::supervisor::die_event(c));
+        Ok(())
     }
 
     /// Start the container's supervisor. `attach`: the supervisor inherits this process's stdio

@@ -374,7 +374,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
 }
 
 /// Docker's `die`: the exit code and how long the init ran (whole seconds).
-fn die_event(c: &Container) -> crate::events::Event {
+pub(super) fn die_event(c: &Container) -> crate::events::Event {
     let ran = match (c.state.started_at, c.state.finished_at) {
         (Some(s), Some(f)) => (f - s).num_seconds().max(0),
         _ => 0,
