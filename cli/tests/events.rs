@@ -3,6 +3,7 @@
 //! and concurrent writers.
 
 mod containers_common;
+mod registry_common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -191,6 +192,8 @@ fn events_run_stop_rm_sequence_filters_windows_and_formats() {
 #[test]
 fn events_follower_sees_a_run_live_and_exits_0_on_sigterm() {
     let s = setup(&default_driver());
+    // An event first, so the log exists for the follower to open.
+    s.ok(&["volume", "create", "warm"]);
     let mut child = s
         .command(&["events", "--filter", "container=live"])
         .stdin(Stdio::null())
@@ -223,8 +226,24 @@ fn events_follower_sees_a_run_live_and_exits_0_on_sigterm() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    // Give the follower time to start (it shows only what happens after it started).
-    std::thread::sleep(Duration::from_millis(700));
+    // It shows only what happens after it started: wait until it has the log open (it took
+    // its start time before opening it).
+    let log = strata_runtime::events::log_path(s.runroot.path());
+    let fds = format!("/proc/{}/fd", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_dir(&fds)
+        .map(|d| {
+            d.flatten()
+                .any(|e| std::fs::read_link(e.path()).ok() == Some(log.clone()))
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never opened {log:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let other = s.ok(&["run", "--name", "unrelated", "busybox", "true"]);
     let run = s.run(&["run", "--name", "live", "busybox", "sh", "-c", "exit 3"]);
     assert_eq!(run.code, Some(3), "{run:?}");
@@ -436,4 +455,41 @@ fn events_die_when_a_dead_supervisor_is_reconciled() {
         "{die:?}"
     );
     s.ok(&["rm", "-f", "victim"]);
+}
+
+#[test]
+fn events_for_pull_push_save_load() {
+    use strata_testkit::registry::{images, Registry};
+    let reg = Registry::start();
+    let img = images::image(vec![images::busybox()]);
+    registry_common::push_image(&reg, "bb:1", &img);
+    let env = registry_common::Env::new();
+    let t0 = now();
+    let src = format!("{}/bb:1", reg.addr());
+    env.ok(&["pull", &src]);
+    let dst = format!("{}/copy:2", reg.addr());
+    env.ok(&["tag", &src, &dst]);
+    env.ok(&["push", &dst]);
+    let archive = env.dir.path().join("bb.tar");
+    env.ok(&["save", "-o", archive.to_str().unwrap(), &src]);
+    env.ok(&["rmi", "-f", &src, &dst]);
+    env.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let until = now();
+    let out = env.ok(&["events", "--since", &t0, "--until", &until]);
+    let got: Vec<(String, String, String)> =
+        out.lines().map(parse).map(|p| (p.1, p.2, p.3)).collect();
+    let id = env.store().resolve(&src).unwrap().id.to_string();
+    let (a, n) = (reg.addr(), |s: &str| format!("(name={s})"));
+    let want: Vec<(String, String, String)> = vec![
+        ("pull".into(), src.clone(), n(&format!("{a}/bb"))),
+        ("tag".into(), id.clone(), n(&dst)),
+        ("push".into(), dst.clone(), n(&format!("{a}/copy"))),
+        ("save".into(), id.clone(), n(&id)),
+        // One per tag: the repositories' digest references go silently, as Docker's do.
+        ("untag".into(), id.clone(), n(&id)),
+        ("untag".into(), id.clone(), n(&id)),
+        ("delete".into(), id.clone(), n(&id)),
+        ("load".into(), id.clone(), n(&id)),
+    ];
+    assert_eq!(got, want, "{out}");
 }

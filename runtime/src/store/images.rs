@@ -268,14 +268,20 @@ impl Store {
 
     /// Remove reference `r`; returns the image it pointed at.
     pub fn untag(&self, r: &Reference) -> Result<ImageId> {
-        let id = self.update(|m| {
-            m.refs
-                .remove(&ref_key(r))
-                .ok_or_else(|| StoreError::NoSuchImage(r.clone().with_default_tag().familiar()))
-        })?;
+        let id = self.remove_ref(r)?;
         // Docker names the image by its ID in `untag` events.
         self.image_event("untag", &id.to_string(), &id.to_string());
         Ok(id)
+    }
+
+    /// [`Store::untag`] without an event (`rmi`'s cleanup of a repository's digest references,
+    /// which Docker does silently).
+    pub(crate) fn remove_ref(&self, r: &Reference) -> Result<ImageId> {
+        self.update(|m| {
+            m.refs
+                .remove(&ref_key(r))
+                .ok_or_else(|| StoreError::NoSuchImage(r.clone().with_default_tag().familiar()))
+        })
     }
 
     /// Resolve what a user typed (SPEC §1.3): full ID (with or without `sha256:`), a
