@@ -493,3 +493,35 @@ fn events_for_pull_push_save_load() {
     ];
     assert_eq!(got, want, "{out}");
 }
+
+#[test]
+fn events_for_commit_and_build_tag() {
+    let s = setup(&default_driver());
+    let t0 = now();
+    let id = s.ok(&["create", "--name", "src", "busybox", "true"]);
+    let id = id.trim().to_string();
+    let img = s.ok(&["commit", "-m", "snap", "src", "snap:1"]);
+    let img = img.trim().to_string();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nLABEL tier=web\n",
+    )
+    .unwrap();
+    s.ok(&["build", "-q", "-t", "built:1", ctx.path().to_str().unwrap()]);
+    let commit = window(&s, &t0, &["-f", "event=commit"]);
+    assert_eq!(commit.len(), 1, "{commit:?}");
+    let p = parse(&commit[0]);
+    assert_eq!((p.0.as_str(), p.2.as_str()), ("container", id.as_str()));
+    assert_eq!(
+        p.3,
+        format!("(comment=snap, image=busybox, imageID={img}, imageRef=snap:1, name=src)")
+    );
+    // The built image's tag, with its labels (Docker's image event attributes).
+    let tags = window(&s, &t0, &["-f", "type=image", "-f", "event=tag"]);
+    assert_eq!(tags.len(), 1, "{tags:?}");
+    assert!(tags[0].ends_with(" (name=built:1, tier=web)"), "{tags:?}");
+    let by_label = window(&s, &t0, &["-f", "label=tier=web"]);
+    assert_eq!(by_label, tags);
+    s.ok(&["rm", "src"]);
+}

@@ -9,6 +9,10 @@
 //!   line boundary) is copied to a new file that replaces the log (podman's
 //!   `events_logfile_max_size`). Writers hold `events.lock` shared while they open and write;
 //!   the rotation holds it exclusive, so no append goes to the replaced file.
+//! - *follower* ([`Follower`]): reads the log from its start, then what is appended; when a
+//!   rotation replaced the file it finishes the old one and goes on in the new one from the
+//!   first event newer than the last it returned (an event whose time was taken before that one
+//!   but appended after it, by a slower concurrent writer, is skipped in that one case).
 //! - *never fatal*: [`record`] cannot fail the verb that changed state; a log that cannot be
 //!   written is a `log::warn!`.
 //! - [`Event::message`] is Docker's `events.Message` (the API's and `--format '{{json .}}'`'s
