@@ -157,6 +157,23 @@ pub(crate) fn pretty(ev: &Event) -> String {
     s
 }
 
+/// The message as a Go template sees it: the struct's field names (`.Status`, `.ID`, `.From`,
+/// `.Scope`, `.Time`, `.TimeNano`), not its JSON keys.
+fn go_fields(ev: &Event) -> serde_json::Value {
+    let m = ev.message();
+    serde_json::json!({
+        "Status": m.status,
+        "ID": m.id,
+        "From": m.from,
+        "Type": m.kind,
+        "Action": m.action,
+        "Actor": {"ID": m.actor.id, "Attributes": m.actor.attributes},
+        "Scope": m.scope,
+        "Time": m.time,
+        "TimeNano": m.time_nano,
+    })
+}
+
 enum Output {
     Pretty,
     /// `{{json .}}` / `json`: Docker's message in Docker's field order.
@@ -169,7 +186,7 @@ impl Output {
         Ok(match self {
             Output::Pretty => pretty(ev),
             Output::Json => serde_json::to_string(&ev.message())?,
-            Output::Template(t) => t.render(&serde_json::to_value(ev.message())?)?,
+            Output::Template(t) => t.render(&go_fields(ev))?,
         })
     }
 }
@@ -307,6 +324,14 @@ mod tests {
         assert_eq!(
             pretty(&ev("volume", "create", "data", &[])),
             "2025-12-07T16:47:00.123456789Z volume create data"
+        );
+        let t = Template::parse(
+            "{{.Status}} {{.ID}} {{.From}} {{.Scope}} {{.Time}} {{.Actor.Attributes.name}}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&go_fields(&c)).unwrap(),
+            "create abc busybox local 1765126020 web"
         );
         assert_eq!(strip_tag("localhost:5000/a:b"), "localhost:5000/a");
         assert_eq!(strip_tag("localhost:5000/a"), "localhost:5000/a");
