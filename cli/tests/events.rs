@@ -31,8 +31,9 @@ fn window(s: &Strata, since: &str, args: &[&str]) -> Vec<String> {
 fn parse(line: &str) -> (String, String, String, String) {
     let mut it = line.splitn(5, ' ');
     let ts = it.next().unwrap();
-    // 2026-12-07T16:47:00.123456789Z: nine fraction digits (TZ is UTC here).
-    assert_eq!(ts.len(), 30, "{line}");
+    // 2026-12-07T16:47:00.123456789Z (or +01:00 in another zone): nine fraction digits.
+    assert_eq!(ts.find('.'), Some(19), "{line}");
+    assert!(ts.len() == 30 || ts.len() == 35, "{line}");
     assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{line}");
     let kind = it.next().unwrap().to_string();
     let action = it.next().unwrap().to_string();
