@@ -74,6 +74,8 @@ enum Command {
     Rm(cmd::rm::Args),
     /// Fetch the logs of a container
     Logs(cmd::logs::Args),
+    /// Get real time events from strata's events log
+    Events(cmd::events::Args),
     /// Block until one or more containers stop, then print their exit codes
     Wait(cmd::stop::WaitArgs),
     /// List port mappings of a container
@@ -157,6 +159,7 @@ fn main() -> ExitCode {
         Command::Kill(a) => cmd::stop::run_kill(&cli.global, a),
         Command::Rm(a) => cmd::rm::run(&cli.global, a),
         Command::Logs(a) => cmd::logs::run(&cli.global, a),
+        Command::Events(a) => cmd::events::run(&cli.global, a),
         Command::Wait(a) => cmd::stop::run_wait(&cli.global, a),
         Command::Port(a) => cmd::ps::run_port(&cli.global, a),
         Command::Diff(a) => cmd::diff::run(&cli.global, a),

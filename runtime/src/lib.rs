@@ -12,6 +12,7 @@
 //! - [`lazy`]: lazily pulled layers (eStargz): skeleton from the TOC, data on first open.
 //! - [`rootless`]: entering the user namespace of an unprivileged user, its default paths.
 //! - [`seekable`]: eStargz and zstd:chunked layer blobs (TOC, chunks, writer) for lazy pulls.
+//! - [`events`]: the events log every state change appends to (`strata events` reads it).
 //! - `fsutil`: atomic file replacement, directory fsync, file locks, staging names (one owner).
 //!
 //! This crate prints nothing: it returns data and typed errors; `cli` renders them.
@@ -23,6 +24,7 @@ pub mod container;
 pub mod digest;
 pub mod driver;
 pub mod engine;
+pub mod events;
 pub mod filters;
 mod fsutil;
 pub mod lazy;

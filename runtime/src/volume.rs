@@ -63,6 +63,8 @@ pub struct VolumeInfo {
 #[derive(Debug, Clone)]
 pub struct Volumes {
     dir: PathBuf,
+    /// The runroot whose events log gets `create`/`destroy` ([`Volumes::with_events`]).
+    events: Option<PathBuf>,
 }
 
 /// Docker's rule for local volume names.
@@ -77,6 +79,21 @@ impl Volumes {
     pub fn new(root: &Path) -> Volumes {
         Volumes {
             dir: root.join("volumes"),
+            events: None,
+        }
+    }
+
+    /// Record volume events in the events log under `runroot`.
+    pub fn with_events(mut self, runroot: &Path) -> Volumes {
+        self.events = Some(runroot.to_path_buf());
+        self
+    }
+
+    /// Docker's volume event: the name, `driver=local`.
+    fn event(&self, action: &str, name: &str) {
+        if let Some(runroot) = &self.events {
+            let ev = crate::events::Event::new("volume", action, name).attr("driver", "local");
+            crate::events::record(runroot, &ev);
         }
     }
 
@@ -117,6 +134,7 @@ impl Volumes {
         })?;
         let meta = self.meta(&name);
         crate::fsutil::write_atomic(&meta, &json).map_err(io_at(&meta))?;
+        self.event("create", &name);
         Ok(name)
     }
 
@@ -189,6 +207,7 @@ impl Volumes {
             .join(format!(".removing-{name}-{}", std::process::id()));
         fs::rename(&dir, &tomb).map_err(io_at(&dir))?;
         fs::remove_dir_all(&tomb).map_err(io_at(&tomb))?;
+        self.event("destroy", name);
         Ok(size)
     }
 

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod cp;
 pub mod create;
 pub mod diff;
+pub mod events;
 pub mod exec;
 pub mod export;
 pub mod health;

@@ -1,6 +1,6 @@
 //! `strata stop`, `restart`, `kill`, `wait`.
 
-use strata_runtime::container::{parse_signal, Runtime};
+use strata_runtime::container::{parse_signal, ContainerError, Runtime};
 
 use super::run::{launcher, start_error};
 use super::{ExitStatus, Global};
@@ -71,9 +71,14 @@ pub fn run_restart(global: &Global, args: RestartArgs) -> anyhow::Result<()> {
     let sig = args.signal.as_deref().map(parse_signal).transpose()?;
     each(rt, &args.containers, |rt, n| {
         let c = rt.lookup(n)?;
-        rt.stop_with(&c, args.time, sig)?;
-        let c = rt.lookup(n)?;
-        rt.start(&c, &launcher, false).map_err(start_error)?;
+        // The runtime records the `restart` event; a failed start keeps start's exit codes.
+        rt.restart(&c, args.time, sig, &launcher)
+            .map_err(|e| match e {
+                e @ (ContainerError::Start { .. }
+                | ContainerError::Spawn { .. }
+                | ContainerError::SupervisorDied(_)) => start_error(e),
+                e => e.into(),
+            })?;
         Ok(())
     })
 }

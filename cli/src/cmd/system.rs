@@ -22,6 +22,8 @@ enum Sub {
     Df(DfArgs),
     /// Remove unused data
     Prune(PruneArgs),
+    /// Get real time events from strata's events log
+    Events(super::events::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -54,6 +56,7 @@ pub fn run(global: &Global, args: Args) -> Result<()> {
     match args.command {
         Sub::Df(a) => df(global, a),
         Sub::Prune(a) => prune(global, a),
+        Sub::Events(a) => super::events::run(global, a),
     }
 }
 

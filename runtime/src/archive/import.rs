@@ -48,7 +48,14 @@ pub fn import(
     };
     let refs: Vec<Reference> = tag.cloned().into_iter().collect();
     match store.add_image(&cfg.to_bytes(), &refs, None) {
-        Ok(id) => Ok(id),
+        Ok(id) => {
+            let hex = id.to_string();
+            for r in &refs {
+                store.image_event("tag", &hex, &r.familiar());
+            }
+            store.image_event("import", &hex, &hex);
+            Ok(id)
+        }
         Err(e) => {
             if layer.created {
                 let _ = store.release_layers(&[layer.chain_id]);

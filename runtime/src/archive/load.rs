@@ -305,6 +305,7 @@ fn load_all(store: &Store, src: &Source, plans: Vec<Plan>) -> Result<Vec<Loaded>
     match result {
         Ok(ids) => Ok(ids
             .into_iter()
+            .inspect(|id| store.image_event("load", &id.to_string(), &id.to_string()))
             .zip(plans)
             .map(|(id, p)| Loaded { id, tags: p.tags })
             .collect()),

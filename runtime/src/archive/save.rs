@@ -179,7 +179,12 @@ pub fn save(
     }
     t.file("oci-layout", br#"{"imageLayoutVersion": "1.0.0"}"#)
         .map_err(ArchiveError::Write)?;
-    t.finish().map_err(ArchiveError::Write)
+    t.finish().map_err(ArchiveError::Write)?;
+    for item in items {
+        let id = item.image.id.to_string();
+        store.image_event("save", &id, &id);
+    }
+    Ok(())
 }
 
 struct Counter<'a> {

@@ -123,5 +123,18 @@ pub fn commit_container(
         changes: opts.changes.clone(),
         reference: opts.reference.clone(),
     };
-    commit(store, &req)
+    let id = commit(store, &req)?;
+    store.event(
+        crate::events::Event::container(&c.config, "commit")
+            .attr("comment", opts.comment.clone().unwrap_or_default())
+            .attr("imageID", id.to_string())
+            .attr(
+                "imageRef",
+                opts.reference
+                    .as_ref()
+                    .map(|r| r.familiar())
+                    .unwrap_or_default(),
+            ),
+    );
+    Ok(id)
 }

@@ -19,6 +19,7 @@ use super::record::{
 };
 use super::{io_at, Container, ContainerError, Launcher, Result, Runtime};
 use crate::driver::{force_unmount, is_mountpoint};
+use crate::events::Event;
 
 /// The image a container is created from, as resolved by the caller from the image store.
 #[derive(Debug, Clone, Default)]
@@ -342,6 +343,7 @@ impl Runtime {
             let _ = fs::remove_dir_all(&paths.dir);
             return Err(e);
         }
+        self.event(&config, "create");
         Ok(Container {
             config,
             state: ContainerState::default(),
@@ -385,7 +387,9 @@ impl Runtime {
         }
         c.state.finished_at = Some(Utc::now());
         c.state.error = "supervisor exited unexpectedly".to_string();
-        self.write_state(c)
+        self.write_state(c)?;
+        self.event_with(super::supervisor::die_event(c));
+        Ok(())
     }
 
     /// Start the container's supervisor. `attach`: the supervisor inherits this process's stdio
@@ -464,6 +468,9 @@ impl Runtime {
             what: "kill",
             source: e,
         })?;
+        self.event_with(
+            Event::container(&c.config, "kill").attr("signal", (sig as i32).to_string()),
+        );
         // A frozen container acts on no signal: stopping or killing it thaws it (as Docker).
         if matches!(sig, Signal::SIGKILL | Signal::SIGTERM)
             || sig.to_string() == c.config.stop_signal
@@ -482,6 +489,35 @@ impl Runtime {
     /// [`Runtime::stop`] sending `signal` first instead of the container's stop signal
     /// (`stop --signal`).
     pub fn stop_with(
+        &self,
+        c: &Container,
+        timeout: Option<u64>,
+        signal: Option<Signal>,
+    ) -> Result<()> {
+        let was_running = c.is_running();
+        self.stop_inner(c, timeout, signal)?;
+        if was_running {
+            self.event(&c.config, "stop");
+        }
+        Ok(())
+    }
+
+    /// `restart`: stop (as [`Runtime::stop_with`]), then start detached.
+    pub fn restart(
+        &self,
+        c: &Container,
+        timeout: Option<u64>,
+        signal: Option<Signal>,
+        launcher: &Launcher,
+    ) -> Result<()> {
+        self.stop_with(c, timeout, signal)?;
+        let fresh = self.lookup(c.id().as_str())?;
+        self.start(&fresh, launcher, false)?;
+        self.event(&fresh.config, "restart");
+        Ok(())
+    }
+
+    fn stop_inner(
         &self,
         c: &Container,
         timeout: Option<u64>,
@@ -607,6 +643,7 @@ impl Runtime {
             }
         }
         self.sweep_tombstones();
+        self.event(&c.config, "destroy");
         Ok(())
     }
 

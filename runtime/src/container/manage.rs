@@ -127,8 +127,12 @@ impl Runtime {
         }
         let path = c.paths.config();
         let mut config: record::ContainerConfig = record::read_json(&path)?;
-        config.name = new.to_string();
-        record::write_json(&path, &config)
+        let old = std::mem::replace(&mut config.name, new.to_string());
+        record::write_json(&path, &config)?;
+        self.event_with(
+            crate::events::Event::container(&config, "rename").attr("oldName", format!("/{old}")),
+        );
+        Ok(())
     }
 
     /// `update`: the limits `res` sets (unset ones keep their values) and, if given, a new
@@ -170,7 +174,9 @@ impl Runtime {
         if let Some(p) = restart {
             config.restart = p.clone();
         }
-        record::write_json(&path, &config)
+        record::write_json(&path, &config)?;
+        self.event(&config, "update");
+        Ok(())
     }
 
     /// Freeze every process of a running container.
@@ -211,6 +217,7 @@ impl Runtime {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        self.event(&c.config, "pause");
         Ok(())
     }
 
@@ -220,6 +227,7 @@ impl Runtime {
             return Err(ContainerError::NotPaused(c.id().to_string()));
         }
         thaw(c.id());
+        self.event(&c.config, "unpause");
         Ok(())
     }
 

@@ -208,6 +208,16 @@ impl Runtime {
         &self.runroot
     }
 
+    /// Record `action` on container `c` in the events log (never fails; see [`crate::events`]).
+    pub(crate) fn event(&self, c: &ContainerConfig, action: &str) {
+        self.event_with(crate::events::Event::container(c, action));
+    }
+
+    /// Record a container event built by the caller (extra attributes).
+    pub(crate) fn event_with(&self, ev: crate::events::Event) {
+        crate::events::record(&self.runroot, &ev);
+    }
+
     pub(crate) fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
     }

@@ -287,6 +287,7 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
         sandbox_key: c.state.sandbox_key.clone(),
     };
     rt.write_state(&c)?;
+    rt.event(&c.config, "start");
 
     let pumps = start_pumps(&stdio, &log, attached);
     if let (Some(l), Ok(ns)) = (listeners, File::open(format!("/proc/{pid}/ns/net"))) {
@@ -352,16 +353,36 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     c.state.pid = 0;
     c.state.exit_code = code;
     c.state.finished_at = Some(Utc::now());
+    // A `rename` while it ran changed the record, not this copy: the event names it as it is now.
+    if let Ok(name) =
+        record::read_json::<record::ContainerConfig>(&c.paths.config()).map(|f| f.name)
+    {
+        c.config.name = name;
+    }
+    rt.event_with(die_event(&c));
     if c.config.auto_remove {
         if rt.remove_files(&c).is_ok() {
             // Docker removes a `--rm` container's anonymous volumes with it.
             let others = rt.list().unwrap_or_default();
-            crate::volume::Volumes::new(rt.root()).remove_anonymous(&c.config.volumes, &others);
+            crate::volume::Volumes::new(rt.root())
+                .with_events(rt.runroot())
+                .remove_anonymous(&c.config.volumes, &others);
         }
     } else {
         rt.write_state(&c)?;
     }
     Ok(code)
+}
+
+/// Docker's `die`: the exit code and how long the init ran (whole seconds).
+pub(super) fn die_event(c: &Container) -> crate::events::Event {
+    let ran = match (c.state.started_at, c.state.finished_at) {
+        (Some(s), Some(f)) => (f - s).num_seconds().max(0),
+        _ => 0,
+    };
+    crate::events::Event::container(&c.config, "die")
+        .attr("exitCode", c.state.exit_code.to_string())
+        .attr("execDuration", ran.to_string())
 }
 
 /// The container's network sandbox (bridge endpoints, or another container's namespace),

@@ -161,7 +161,7 @@ impl Engine {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
-        let opened = Store::open(&self.root)?;
+        let opened = Store::open(&self.root)?.with_events(&self.runroot);
         Ok(self.store.get_or_init(|| opened))
     }
 
@@ -172,7 +172,7 @@ impl Engine {
 
     /// The named and anonymous volumes under the root.
     pub fn volumes(&self) -> crate::volume::Volumes {
-        crate::volume::Volumes::new(&self.root)
+        crate::volume::Volumes::new(&self.root).with_events(&self.runroot)
     }
 
     /// Where the store keeps its layers (`<root>/layers`), for watchers such as
@@ -183,7 +183,7 @@ impl Engine {
 
     /// The networks under the root (Docker's `network` verbs and `run --network`).
     pub fn networks(&self) -> crate::network::Networks {
-        crate::network::Networks::open(&self.root)
+        crate::network::Networks::open(&self.root).with_events(&self.runroot)
     }
 
     /// Build an image from `opts` with this engine's store and containers (`strata build`).

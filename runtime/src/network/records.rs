@@ -65,6 +65,8 @@ pub struct CreateNetwork {
 #[derive(Debug, Clone)]
 pub struct Networks {
     root: PathBuf,
+    /// The runroot whose events log gets `create`/`destroy` ([`Networks::with_events`]).
+    events: Option<PathBuf>,
 }
 
 fn stable_id(root: &Path, name: &str) -> String {
@@ -100,6 +102,23 @@ impl Networks {
     pub fn open(root: &Path) -> Networks {
         Networks {
             root: root.to_path_buf(),
+            events: None,
+        }
+    }
+
+    /// Record network events in the events log under `runroot`.
+    pub fn with_events(mut self, runroot: &Path) -> Networks {
+        self.events = Some(runroot.to_path_buf());
+        self
+    }
+
+    /// Docker's network event: the network id, its `name` and `type` (driver).
+    fn event(&self, action: &str, rec: &NetworkRecord) {
+        if let Some(runroot) = &self.events {
+            let ev = crate::events::Event::new("network", action, &rec.id)
+                .attr("name", rec.name.clone())
+                .attr("type", rec.driver.clone());
+            crate::events::record(runroot, &ev);
         }
     }
 
@@ -281,6 +300,7 @@ impl Networks {
         };
         all.insert(rec.name.clone(), rec.clone());
         self.save(&all)?;
+        self.event("create", &rec);
         Ok(rec)
     }
 
@@ -303,6 +323,7 @@ impl Networks {
         let mut all = self.stored()?;
         all.remove(&rec.name);
         self.save(&all)?;
+        self.event("destroy", &rec);
         Ok(rec)
     }
 }

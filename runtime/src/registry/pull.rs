@@ -548,6 +548,7 @@ pub fn pull(
     };
     debug_assert_eq!(id, image_id);
     progress(PullEvent::Digest(top_digest.to_string()));
+    store.image_event("pull", &reference.familiar(), &reference.familiar_name());
     Ok(PullOutcome {
         up_to_date: missing.is_empty() && previous.as_ref() == Some(&id),
         image_id: id,

@@ -474,7 +474,8 @@ pub fn push(
     let digest = Digest::of_bytes(&body);
     // Like Docker, remember the digest the image now has in that repository.
     let _ = store.put_blob(&body[..], Some(&digest));
-    let _ = store.tag(&rec.id, &reference.repository().with_digest(digest.clone()));
+    let _ = store.set_ref(&rec.id, &reference.repository().with_digest(digest.clone()));
+    store.image_event("push", &reference.familiar(), &reference.familiar_name());
     Ok(PushOutcome {
         tag,
         digest,

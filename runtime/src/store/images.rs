@@ -250,6 +250,13 @@ impl Store {
 
     /// Point `r` (`:latest` implied) at image `id`.
     pub fn tag(&self, id: &ImageId, r: &Reference) -> Result<()> {
+        self.set_ref(id, r)?;
+        self.image_event("tag", &id.to_string(), &r.familiar());
+        Ok(())
+    }
+
+    /// [`Store::tag`] without an event (push's `name@digest` bookkeeping).
+    pub(crate) fn set_ref(&self, id: &ImageId, r: &Reference) -> Result<()> {
         self.update(|m| {
             if !m.has(id) {
                 return Err(StoreError::NoSuchImage(id.to_string()));
@@ -261,6 +268,15 @@ impl Store {
 
     /// Remove reference `r`; returns the image it pointed at.
     pub fn untag(&self, r: &Reference) -> Result<ImageId> {
+        let id = self.remove_ref(r)?;
+        // Docker names the image by its ID in `untag` events.
+        self.image_event("untag", &id.to_string(), &id.to_string());
+        Ok(id)
+    }
+
+    /// [`Store::untag`] without an event (`rmi`'s cleanup of a repository's digest references,
+    /// which Docker does silently).
+    pub(crate) fn remove_ref(&self, r: &Reference) -> Result<ImageId> {
         self.update(|m| {
             m.refs
                 .remove(&ref_key(r))
@@ -373,6 +389,7 @@ impl Store {
     /// Returns the released chain IDs, top first. No conflict checks: see `remove.rs`.
     pub fn delete_image_unchecked(&self, id: &ImageId) -> Result<Vec<ChainId>> {
         let img = self.image(id)?;
+        let untagged: usize;
         let doomed = {
             let _l = self.lock(LockMode::Exclusive)?;
             let mut m = self.read_meta()?;
@@ -387,7 +404,9 @@ impl Store {
                     .filter_map(|r| r.digest().cloned()),
             );
             m.images.remove(id.hex());
+            let before = m.refs.len();
             m.refs.retain(|_, v| v != id);
+            untagged = before - m.refs.len();
             for meta in m.images.values_mut() {
                 if meta.parent.as_ref() == Some(id) {
                     meta.parent = None;
@@ -411,6 +430,12 @@ impl Store {
             self.gc_blobs(&m, blobs);
             doomed
         };
+        // Docker: an `untag` for each reference that went with it, then `delete`.
+        let hex = id.to_string();
+        for _ in 0..untagged {
+            self.image_event("untag", &hex, &hex);
+        }
+        self.image_event("delete", &hex, &hex);
         let mut released = Vec::new();
         for (c, t) in doomed {
             let _ = remove_any(&t);

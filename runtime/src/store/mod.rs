@@ -155,6 +155,9 @@ pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Store
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// The runroot whose events log image events go to ([`Store::with_events`]); `None`:
+    /// nothing is recorded.
+    events: Option<PathBuf>,
 }
 
 impl Store {
@@ -166,6 +169,7 @@ impl Store {
         }
         let store = Store {
             root: root.to_path_buf(),
+            events: None,
         };
         crate::fsutil::clean_stale_tmp(&store.tmp_dir());
         store.clean_dead_leases();
@@ -174,6 +178,36 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Record image events in the events log under `runroot` (the engine's store does).
+    pub fn with_events(mut self, runroot: &Path) -> Store {
+        self.events = Some(runroot.to_path_buf());
+        self
+    }
+
+    /// Record `ev` in the events log, if this store records events (never fails).
+    pub fn event(&self, ev: crate::events::Event) {
+        if let Some(runroot) = &self.events {
+            crate::events::record(runroot, &ev);
+        }
+    }
+
+    /// Record an image event on `id` (`sha256:…`): Docker's `LogImageEvent` attributes, the
+    /// image's labels and `name`.
+    pub fn image_event(&self, action: &str, id: &str, name: &str) {
+        if self.events.is_none() {
+            return;
+        }
+        let mut ev = crate::events::Event::image(action, id, name);
+        if let Ok(rec) = self.resolve(id) {
+            if let Some(labels) = rec.config.config.as_ref().and_then(|c| c.labels.as_ref()) {
+                for (k, v) in labels {
+                    ev.attributes.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+        }
+        self.event(ev);
     }
 
     pub(crate) fn tmp_dir(&self) -> PathBuf {

@@ -114,7 +114,7 @@ impl Store {
                     .into_iter()
                     .partition(|r| r.digest().is_some() && r.name() == parsed.name());
                 for r in same {
-                    self.untag(&r)?;
+                    self.remove_ref(&r)?;
                     events.push(RemoveEvent::Untagged(r));
                 }
                 remaining = other;
