@@ -56,7 +56,9 @@ pub fn parse_time_arg(s: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let nanos = ((secs - secs.trunc()) * 1e9) as u32;
         return DateTime::from_timestamp(whole, nanos);
     }
-    let ns = go_duration(s).filter(|n| *n > 0)?;
+    // Docker's GetTimestamp: any duration, `0s` included, counts back from now ("0" alone
+    // was the Unix epoch above).
+    let ns = go_duration(s)?;
     Some(now - chrono::Duration::nanoseconds(ns))
 }
 
@@ -86,5 +88,7 @@ mod tests {
         assert_eq!(t("2024-02-01").unwrap(), "2024-02-01T00:00:00+00:00");
         assert_eq!(t("1700000000").unwrap(), "2023-11-14T22:13:20+00:00");
         assert!(t("yesterday").is_none());
+        assert_eq!(t("0s").unwrap(), "2024-03-01T12:00:00+00:00");
+        assert_eq!(t("0").unwrap(), "1970-01-01T00:00:00+00:00");
     }
 }
