@@ -526,3 +526,84 @@ fn events_for_commit_and_build_tag() {
     assert_eq!(by_label, tags);
     s.ok(&["rm", "src"]);
 }
+
+/// `exec` records Docker's `exec_create: CMD`, `exec_start: CMD` and, when it ends, `exec_die`
+/// (exitCode), one execID for the three; a health check's status changes record
+/// `health_status: healthy|unhealthy` (and its probes, being execs, their exec events), all
+/// selectable by the prefix filters (`event=exec_die`, `event=health_status`).
+#[test]
+fn events_for_exec_and_health_status() {
+    let s = setup(&default_driver());
+    let t0 = now();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hx",
+        "--health-cmd",
+        "test ! -e /sick",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let r = s.run(&["exec", "hx", "sh", "-c", "exit 3"]);
+    assert_eq!(r.code, Some(3), "{r:?}");
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut a = vec!["--filter", "container=hx", "--format", "{{json .}}"];
+        a.extend(args);
+        window(&s, &t0, &a)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let execs: Vec<_> = json(&[])
+        .into_iter()
+        .filter(|m| m["Action"].as_str().unwrap().contains("exit 3") || m["Action"] == "exec_die")
+        .collect();
+    let actions: Vec<&str> = execs
+        .iter()
+        .map(|m| m["Action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.starts_with(&["exec_create: sh -c exit 3", "exec_start: sh -c exit 3"]),
+        "{actions:?}"
+    );
+    let id = execs[0]["Actor"]["Attributes"]["execID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    let die = json(&["--filter", "event=exec_die"])
+        .into_iter()
+        .find(|m| m["Actor"]["Attributes"]["execID"] == id.as_str())
+        .expect("exec_die of the exec");
+    assert_eq!(die["Actor"]["Attributes"]["exitCode"], "3");
+    assert_eq!(die["Actor"]["Attributes"]["name"], "hx");
+
+    // healthy, then unhealthy once the check fails (retries 1).
+    let health = |want: &str| {
+        strata_testkit::container::eventually(Duration::from_secs(30), || {
+            json(&["--filter", "event=health_status"])
+                .iter()
+                .any(|m| m["Action"] == want)
+                .then_some(())
+        })
+    };
+    assert!(health("health_status: healthy").is_some());
+    s.ok(&["exec", "hx", "touch", "/sick"]);
+    assert!(health("health_status: unhealthy").is_some());
+    let statuses: Vec<String> = json(&["--filter", "event=health_status"])
+        .iter()
+        .map(|m| m["Action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["health_status: healthy", "health_status: unhealthy"],
+        "one event per change, not per probe"
+    );
+    s.ok(&["rm", "-f", "hx"]);
+}

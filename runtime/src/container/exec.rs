@@ -39,6 +39,10 @@ pub struct ExecRequest {
 pub struct ExecHandle {
     relay: Pid,
     pub master: Option<OwnedFd>,
+    /// Where its `exec_die` goes once a wait sees it end: the events log's runroot and the
+    /// event (Docker records it when the process exits; a detached exec nobody waits for gets
+    /// none, strata having no daemon to see it end).
+    die: Option<(PathBuf, crate::events::Event)>,
 }
 
 impl ExecHandle {
@@ -47,11 +51,15 @@ impl ExecHandle {
     pub fn wait_timeout(self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         loop {
-            match waitpid(self.relay, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return Some(code),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Some(128 + sig as i32),
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => return Some(255),
+            let code = match waitpid(self.relay, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => Some(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+                Ok(_) | Err(nix::errno::Errno::EINTR) => None,
+                Err(_) => Some(255),
+            };
+            if let Some(code) = code {
+                self.died(code);
+                return Some(code);
             }
             if Instant::now() >= deadline {
                 break;
@@ -72,18 +80,27 @@ impl ExecHandle {
         }
         let _ = nix::sys::signal::kill(self.relay, Signal::SIGKILL);
         let _ = waitpid(self.relay, None);
+        self.died(137);
         None
     }
 
     /// The process's exit code (128 + signal if killed).
     pub fn wait(self) -> i32 {
-        loop {
+        let code = loop {
             match waitpid(self.relay, None) {
-                Ok(WaitStatus::Exited(_, code)) => return code,
-                Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+                Ok(WaitStatus::Exited(_, code)) => break code,
+                Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
                 Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return 255,
+                Err(_) => break 255,
             }
+        };
+        self.died(code);
+        code
+    }
+
+    fn died(&self, code: i32) {
+        if let Some((runroot, ev)) = &self.die {
+            crate::events::record(runroot, &ev.clone().attr("exitCode", code.to_string()));
         }
     }
 }
@@ -264,7 +281,19 @@ pub fn exec(c: &Container, req: &ExecRequest) -> Result<ExecHandle> {
             msg: text.to_string(),
         });
     }
-    Ok(ExecHandle { relay, master })
+    // Docker's exec events: `exec_create: CMD`, `exec_start: CMD` now, `exec_die` at the end,
+    // each with the exec's id.
+    let die = c.paths.runroot().map(|runroot| {
+        let exec_id = super::record::ContainerId::generate();
+        let cmd = req.cmd.join(" ");
+        let ev = |action: String| {
+            crate::events::Event::container(&c.config, &action).attr("execID", exec_id.as_str())
+        };
+        crate::events::record(runroot, &ev(format!("exec_create: {cmd}")));
+        crate::events::record(runroot, &ev(format!("exec_start: {cmd}")));
+        (runroot.to_path_buf(), ev("exec_die".to_string()))
+    });
+    Ok(ExecHandle { relay, master, die })
 }
 
 fn open_null_fd() -> RawFd {

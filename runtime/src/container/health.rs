@@ -348,7 +348,15 @@ pub fn probe(rt: &Runtime, id: &ContainerId) -> Result<()> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
+    let before = state.status;
     state.record(result, &cfg, in_start_period);
+    if state.status != before {
+        // Docker's `health_status: healthy|unhealthy` on every change.
+        rt.event(
+            &c.config,
+            &format!("health_status: {}", state.status.as_str()),
+        );
+    }
     write(&c.paths.dir, &state)
 }
 

@@ -694,6 +694,11 @@ impl Paths {
     }
     /// `--ipc shareable`: the host-side tmpfs bound at the container's `/dev/shm` (mounted by
     /// the supervisor while the container runs).
+    /// The runroot these paths are under (`run_dir` is `<runroot>/containers/<id>`): where the
+    /// events log is.
+    pub fn runroot(&self) -> Option<&Path> {
+        self.run_dir.parent()?.parent()
+    }
     pub fn shm(&self) -> PathBuf {
         self.run_dir.join("shm")
     }
