@@ -36,4 +36,5 @@ pub mod rootless;
 pub mod seekable;
 pub mod store;
 pub mod timeargs;
+pub mod units;
 pub mod volume;

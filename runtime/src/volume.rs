@@ -213,16 +213,22 @@ impl Volumes {
 
     /// Remove the anonymous volumes among `mounts` (`rm -v`, and `--rm` containers as they
     /// exit). One that a container of `others` still uses (`--volumes-from`) stays, as with
-    /// Docker, until `volume prune` finds it unused. Errors are returned per volume.
+    /// Docker, until `volume prune` finds it unused. `others` is listed only when there is an
+    /// anonymous volume to remove. Errors are returned per volume.
     pub fn remove_anonymous(
         &self,
         mounts: &[VolumeMount],
-        others: &[Container],
+        others: impl FnOnce() -> Vec<Container>,
     ) -> Vec<VolumeError> {
         let mut errors = Vec::new();
+        let mut others = Some(others);
+        let mut listed = Vec::new();
         for m in mounts.iter().filter(|m| m.anonymous) {
             if let Some(n) = &m.volume {
-                match self.remove(n, others, true) {
+                if let Some(list) = others.take() {
+                    listed = list();
+                }
+                match self.remove(n, &listed, true) {
                     Ok(_) | Err(VolumeError::InUse { .. }) => {}
                     Err(e) => errors.push(e),
                 }

@@ -222,20 +222,9 @@ fn volumes_from(
     Ok(out)
 }
 
-/// Parse `512m`, `1g`, `100k`, `1024` (bytes).
+/// `-m` and the other memory flags: go-units `RAMInBytes` (`512m`, `1g`, `100k`, `1024`).
 pub(crate) fn parse_memory(s: &str) -> anyhow::Result<u64> {
-    let lower = s.to_ascii_lowercase();
-    let t = lower.trim_end_matches('b');
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("invalid size: '{s}'"))?;
-    Ok((n * mult as f64) as u64)
+    strata_runtime::units::ram_in_bytes(s).ok_or_else(|| anyhow::anyhow!("invalid size: '{s}'"))
 }
 
 fn parse_volume(s: &str) -> anyhow::Result<VolumeMount> {

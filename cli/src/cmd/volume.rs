@@ -353,8 +353,8 @@ pub fn parse_mount(
 
 /// `rm -v`: the container's anonymous volumes (those no other container uses).
 pub fn remove_anonymous(global: &Global, mounts: &[VolumeMount]) {
-    let others = global.containers().list().unwrap_or_default();
-    for e in global.engine().volumes().remove_anonymous(mounts, &others) {
+    let others = || global.containers().list().unwrap_or_default();
+    for e in global.engine().volumes().remove_anonymous(mounts, others) {
         eprintln!("Error: {e}");
     }
 }

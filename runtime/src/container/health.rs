@@ -48,20 +48,16 @@ pub struct HealthConfig {
     /// `["NONE"]`, `["CMD", arg…]` or `["CMD-SHELL", "command"]`; empty = inherit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test: Vec<String>,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::record::is_default")]
     pub interval: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::record::is_default")]
     pub timeout: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::record::is_default")]
     pub start_period: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::record::is_default")]
     pub start_interval: i64,
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::record::is_default")]
     pub retries: i64,
-}
-
-fn is_zero(n: &i64) -> bool {
-    *n == 0
 }
 
 fn nanos(n: i64, default: Duration) -> Duration {

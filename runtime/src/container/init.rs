@@ -339,17 +339,39 @@ fn setup_container(spec: &Spec) -> Result<(), InitError> {
 /// the writer may open the file (root of the initial user namespace's ids, as the nested path
 /// maps its root).
 fn set_hostname(name: &str) -> Result<(), InitError> {
-    let err = match sethostname(name) {
+    set_uts_name("sethostname", "hostname", sethostname(name), name)
+}
+
+/// `--domainname`: the UTS namespace's NIS domain name, with the same fallback.
+fn set_domainname(name: &str) -> Result<(), InitError> {
+    // SAFETY: a pointer and length of a live buffer.
+    let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    set_uts_name(
+        "setdomainname",
+        "domainname",
+        nix::errno::Errno::result(r).map(drop),
+        name,
+    )
+}
+
+/// The outcome of the UTS call `what`: its EPERM retried through `/proc/sys/kernel/<file>`.
+fn set_uts_name(
+    what: &'static str,
+    file: &str,
+    called: nix::Result<()>,
+    name: &str,
+) -> Result<(), InitError> {
+    let err = match called {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
     if err != nix::errno::Errno::EPERM {
-        return Err(setup_err("sethostname")(err));
+        return Err(setup_err(what)(err));
     }
     let written = fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NOFOLLOW)
-        .open("/proc/sys/kernel/hostname")
+        .open(format!("/proc/sys/kernel/{file}"))
         .and_then(|mut f| {
             let proc = nix::sys::statfs::fstatfs(&f)
                 .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
@@ -360,33 +382,8 @@ fn set_hostname(name: &str) -> Result<(), InitError> {
         });
     match written {
         Ok(()) => Ok(()),
-        Err(_) => Err(setup_err("sethostname")(err)),
+        Err(_) => Err(setup_err(what)(err)),
     }
-}
-
-/// `--domainname`: the UTS namespace's NIS domain name, with `set_hostname`'s fallback through
-/// `/proc/sys/kernel/domainname` where seccomp refuses the call.
-fn set_domainname(name: &str) -> Result<(), InitError> {
-    // SAFETY: a pointer and length of a live buffer.
-    let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
-    if r == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EPERM) {
-        if let Ok(mut f) = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open("/proc/sys/kernel/domainname")
-        {
-            let proc = nix::sys::statfs::fstatfs(&f)
-                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
-            if proc && f.write_all(name.as_bytes()).is_ok() {
-                return Ok(());
-            }
-        }
-    }
-    Err(setup_err("setdomainname")(err))
 }
 
 /// Write one sysctl under the container's own `/proc/sys` (mounted for its namespaces): the key's

@@ -118,11 +118,6 @@ impl LogConfig {
         Ok(c)
     }
 
-    /// json-file without options (what a record without the field means).
-    pub fn is_default(&self) -> bool {
-        *self == LogConfig::default()
-    }
-
     /// The attributes every record carries (`labels=` / `env=`: comma-separated names whose
     /// values the container has; names it lacks are left out, as Docker does).
     pub fn attrs(
@@ -164,7 +159,8 @@ impl LogConfig {
     pub fn rotation(&self) -> Result<Rotation, String> {
         let max_size = match self.opts.get("max-size") {
             Some(v) => {
-                let n = from_human_size(v)?;
+                let n = crate::units::from_human_size(v)
+                    .ok_or_else(|| format!("invalid size: '{v}'"))?;
                 if n == 0 {
                     return Err("max-size must be a positive number".to_string());
                 }
@@ -213,27 +209,6 @@ fn query_escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// go-units `FromHumanSize`: a decimal size (`10m` = 10,000,000; `1.5k`, `20MB`, `5 GiB`).
-pub fn from_human_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("invalid size: '{s}'");
-    let t = s.trim_end_matches(['b', 'B']);
-    let t = t.strip_suffix(['i', 'I']).unwrap_or(t);
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_lowercase()) {
-        Some('k') => (&t[..t.len() - 1], 1e3),
-        Some('m') => (&t[..t.len() - 1], 1e6),
-        Some('g') => (&t[..t.len() - 1], 1e9),
-        Some('t') => (&t[..t.len() - 1], 1e12),
-        Some('p') => (&t[..t.len() - 1], 1e15),
-        _ => (t, 1.0),
-    };
-    let num = num.trim_end();
-    if num.is_empty() || !num.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(bad());
-    }
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    Ok((n * mult) as u64)
 }
 
 /// The rotated files of the log at `path` that exist, oldest first (`container.log.N` …
@@ -583,7 +558,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.max_size, Some(10_000_000));
         assert_eq!(r.max_files, 3);
-        assert_eq!(from_human_size("1.5k").unwrap(), 1500);
-        assert_eq!(from_human_size("20MB").unwrap(), 20_000_000);
+        assert_eq!(crate::units::from_human_size("1.5k").unwrap(), 1500);
+        assert_eq!(crate::units::from_human_size("20MB").unwrap(), 20_000_000);
     }
 }

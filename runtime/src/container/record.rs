@@ -492,16 +492,18 @@ pub struct ContainerConfig {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domainname: String,
     /// `--oom-score-adj` (0: the kernel's default, inherited).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub oom_score_adj: i32,
     /// `--log-driver` / `--log-opt` (json-file without rotation for records made before; not
     /// written when it is that default, so older records round-trip unchanged).
-    #[serde(default, skip_serializing_if = "super::logs::LogConfig::is_default")]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub log_config: super::logs::LogConfig,
 }
 
-fn is_zero(n: &i32) -> bool {
-    *n == 0
+/// `skip_serializing_if` for fields added to records later: written only when set, so older
+/// records round-trip byte for byte.
+pub(crate) fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Security {

@@ -148,29 +148,7 @@ pub fn parse_ulimit(arg: &str) -> Result<Ulimit, RunOptError> {
 /// `--shm-size`: go-units `RAMInBytes` (`64m`, `1g`, `1.5g`, `1024`, `64MiB`, `64mb`); 0 or
 /// absent means Docker's 64 MiB.
 pub fn parse_shm_size(arg: &str) -> Result<u64, RunOptError> {
-    let bad = || RunOptError::ShmSize { arg: arg.into() };
-    let s = arg.trim();
-    let digits = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(digits);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let unit = unit.trim_start().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let shift = match unit {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        "p" => 50,
-        _ => return Err(bad()),
-    };
-    if !n.is_finite() || n < 0.0 {
-        return Err(bad());
-    }
-    Ok((n * (1u64 << shift) as f64) as u64)
+    crate::units::ram_in_bytes(arg).ok_or_else(|| RunOptError::ShmSize { arg: arg.into() })
 }
 
 /// The sysctls Docker's `ValidateSysctl` allows outright (IPC namespace).

@@ -363,10 +363,9 @@ fn run(rt: &Runtime, id: &ContainerId, attached: bool, report: &mut Option<File>
     if c.config.auto_remove {
         if rt.remove_files(&c).is_ok() {
             // Docker removes a `--rm` container's anonymous volumes with it.
-            let others = rt.list().unwrap_or_default();
             crate::volume::Volumes::new(rt.root())
                 .with_events(rt.runroot())
-                .remove_anonymous(&c.config.volumes, &others);
+                .remove_anonymous(&c.config.volumes, || rt.list().unwrap_or_default());
         }
     } else {
         rt.write_state(&c)?;

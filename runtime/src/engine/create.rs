@@ -53,7 +53,7 @@ impl Engine {
         if made.is_err() {
             // Anonymous volumes made for a container that could not be created go with it;
             // their removal errors are secondary to the one reported.
-            let _ = self.volumes().remove_anonymous(&volumes, &[]);
+            let _ = self.volumes().remove_anonymous(&volumes, Vec::new);
         }
         made
     }
